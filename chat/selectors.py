@@ -1,0 +1,50 @@
+"""Reads of conversations and messages, planned once for every entry point."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from .models import Conversation, Message, ModelWorker
+
+
+def conversations_for(*, user):
+    return Conversation.objects.filter(owner=user).only("id", "title", "updated_at")
+
+
+def conversation_for(*, user, conversation_id) -> Conversation | None:
+    """The user's own conversation, or None (never someone else's)."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    return Conversation.objects.filter(owner=user, pk=conversation_id).first()
+
+
+def messages_of(*, conversation: Conversation):
+    return conversation.messages.all()
+
+
+def reply_in_progress(*, conversation_id: int) -> Message | None:
+    return Message.objects.filter(conversation_id=conversation_id, status__in=Message.IN_PROGRESS).first()
+
+
+def chat_history_before(*, message: Message) -> list[dict]:
+    """What the model reads to write `message`: the system prompt, then earlier turns.
+
+    Failed replies and empty stopped ones are left out: they are not part of the dialogue.
+    """
+    conversation = message.conversation
+    history = []
+    if conversation.system_prompt.strip():
+        history.append({"role": "system", "content": conversation.system_prompt})
+    earlier = conversation.messages.filter(pk__lt=message.pk).exclude(status=Message.Status.FAILED)
+    for earlier_message in earlier.only("role", "content"):
+        if earlier_message.content:
+            history.append({"role": earlier_message.role, "content": earlier_message.content})
+    return history
+
+
+def workers_online() -> list[ModelWorker]:
+    recent = timezone.now() - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)
+    return list(ModelWorker.objects.filter(last_seen_at__gte=recent))

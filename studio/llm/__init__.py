@@ -1,0 +1,27 @@
+"""The model runtime: load a model, render chat prompts, stream generation.
+
+Deliberately free of Django so it can be used and tested on its own.
+"""
+
+from .generation import (
+    Generation,
+    GenerationSettings,
+    GenerationStalledError,
+    PromptTooLongError,
+    Usage,
+    render_prompt_ids,
+)
+from .loading import BUNDLED_MODEL, LoadedModel, ModelLoadError, load_model
+
+__all__ = [
+    "BUNDLED_MODEL",
+    "Generation",
+    "GenerationSettings",
+    "GenerationStalledError",
+    "LoadedModel",
+    "ModelLoadError",
+    "PromptTooLongError",
+    "Usage",
+    "load_model",
+    "render_prompt_ids",
+]
