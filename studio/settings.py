@@ -6,6 +6,7 @@ DATABASE_URL (PostgreSQL) and REDIS_URL. Every variable is listed in README.md.
 """
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -149,21 +150,24 @@ REDIS_URL = envstr("REDIS_URL", "")
 # Generation requests may wait behind other replies: keep them in the queue longer than
 # the layers' 60 s default, and never drop them for capacity before the lease reaper
 # (LLM_QUEUE_TIMEOUT_SECONDS) gets to tell the user.
-_CHANNEL_LAYER_CONFIG = {
-    "expiry": 3600,
-    "capacity": 1000,
-    "channel_capacity": {"llm.generate": 10000},
-}
+_CHANNEL_LAYER_CONFIG = {"expiry": 3600, "capacity": 1000}
+_REQUEST_QUEUE_CAPACITY = 10000
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": envstr("CHANNEL_LAYER_PREFIX", "studio"), **_CHANNEL_LAYER_CONFIG},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": envstr("CHANNEL_LAYER_PREFIX", "studio"),
+                       "channel_capacity": {"llm.generate": _REQUEST_QUEUE_CAPACITY}, **_CHANNEL_LAYER_CONFIG},
         }
     }
 else:
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": _CHANNEL_LAYER_CONFIG}
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # The in-memory layer takes compiled patterns (it skips compile_capacities).
+            "CONFIG": {"channel_capacity": [(re.compile(r"^llm\.generate$"), _REQUEST_QUEUE_CAPACITY)],
+                       **_CHANNEL_LAYER_CONFIG},
+        }
     }
 
 AUTH_PASSWORD_VALIDATORS = [

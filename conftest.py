@@ -1,0 +1,35 @@
+"""Test-wide fixtures: the tiny model (built once and cached), users alice and bob."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.settings import TEST_CACHE, TINY_MODEL_DIR
+
+
+def pytest_configure(config):
+    from studio.llm.tiny import build_tiny_model
+
+    build_tiny_model(TINY_MODEL_DIR)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    return TINY_MODEL_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from studio.llm import load_model
+
+    return load_model(str(tiny_model_dir), cache_dir=TEST_CACHE / "models")
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_user("alice", password="alice-password-1")
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob", password="bob-password-1")

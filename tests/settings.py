@@ -1,0 +1,20 @@
+"""Settings for the test run: the real settings, with the test environment set first."""
+
+import os
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_CACHE = Path(os.environ.get("STUDIO_TEST_CACHE", REPO / ".cache" / "tests"))
+TINY_MODEL_DIR = TEST_CACHE / "tiny-llama"  # built by conftest.py before the first test
+
+os.environ["STUDIO_DATA_DIR"] = tempfile.mkdtemp(prefix="studio-test-data-")
+os.environ["LLM_MODEL"] = str(TINY_MODEL_DIR)
+os.environ["LLM_TEMPERATURE"] = "0"  # greedy: replies are reproducible
+os.environ["LLM_MAX_NEW_TOKENS"] = "48"
+# Tests start their own workers (or servers with embedded ones) explicitly.
+os.environ["LLM_EMBEDDED_WORKER"] = "false"
+os.environ.pop("DATABASE_URL", None)
+os.environ.pop("REDIS_URL", None)
+
+from studio.settings import *  # noqa: E402,F403
