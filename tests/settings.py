@@ -6,7 +6,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_CACHE = Path(os.environ.get("STUDIO_TEST_CACHE", REPO / ".cache" / "tests"))
-TINY_MODEL_DIR = TEST_CACHE / "tiny-llama"  # built by conftest.py before the first test
+TINY_MODEL_DIR = TEST_CACHE / "tiny-llama-v2"  # built by conftest.py before the first test
 
 os.environ["STUDIO_DATA_DIR"] = tempfile.mkdtemp(prefix="studio-test-data-")
 os.environ["LLM_MODEL"] = str(TINY_MODEL_DIR)

@@ -20,7 +20,7 @@ TINY_CONFIG = dict(
     num_hidden_layers=2,
     num_attention_heads=4,
     num_key_value_heads=2,
-    max_position_embeddings=2048,
+    max_position_embeddings=32768,  # long replies for stop and crash tests
     tie_word_embeddings=True,
 )
 
