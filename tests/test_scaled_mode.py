@@ -1,0 +1,129 @@
+"""Scaled mode: PostgreSQL, Redis channel layer, standalone `llm_worker` processes.
+
+Runs against the PostgreSQL (127.0.0.1:5432, trust) and Redis (127.0.0.1:6379) that this
+machine and CI run; skips, saying why, only where they are not reachable.
+"""
+
+import asyncio
+import socket
+import time
+import uuid
+
+import pytest
+
+from studio.processes import frames_until, manage, next_frame, open_chat_socket, running_studio, studio_env
+from tests.settings import TINY_MODEL_DIR
+
+POSTGRES = ("127.0.0.1", 5432)
+REDIS = ("127.0.0.1", 6379)
+ADMIN_PASSWORD = "admin-password-1"
+
+pytestmark = pytest.mark.scaled
+
+
+def reachable(address) -> bool:
+    try:
+        socket.create_connection(address, timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def scaled_env(tmp_path_factory):
+    for name, address in (("PostgreSQL", POSTGRES), ("Redis", REDIS)):
+        if not reachable(address):
+            message = f"scaled-mode tests skipped: {name} is not reachable at {address[0]}:{address[1]}"
+            print(message)
+            pytest.skip(message)
+    import psycopg
+
+    database = f"studio_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{database}"')
+    env = studio_env(
+        STUDIO_DATA_DIR=tmp_path_factory.mktemp("scaled-data"),
+        DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{database}",
+        REDIS_URL="redis://127.0.0.1:6379/0",
+        CHANNEL_LAYER_PREFIX=f"studio-test-{uuid.uuid4().hex[:8]}",
+        LLM_MODEL=TINY_MODEL_DIR,
+        LLM_TEMPERATURE=0,
+        STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        LLM_LEASE_SECONDS=2,
+    )
+    yield env, database
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def query(database, sql, *params):
+    import psycopg
+
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database}") as connection:
+        return connection.execute(sql, params).fetchall()
+
+
+async def wait_for_workers(database, count, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if query(database, "SELECT count(*) FROM chat_modelworker WHERE state = 'ready'")[0][0] >= count:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{count} model workers did not become ready")
+
+
+async def test_several_workers_compete_for_requests(scaled_env, tmp_path):
+    env, database = scaled_env
+    env = {**env, "LLM_MAX_NEW_TOKENS": "400"}
+    with running_studio(env, tmp_path, workers=2) as studio:
+        await wait_for_workers(database, 2)
+        session = studio.login("admin", ADMIN_PASSWORD)
+        conversations = [session.new_conversation() for _ in range(4)]
+        sockets = [await open_chat_socket(studio, session, c) for c in conversations]
+        for chat_socket in sockets:
+            await chat_socket.send('{"type": "send", "content": "Hello, scaled world"}')
+        results = await asyncio.gather(*(frames_until(s, "done", timeout=120) for s in sockets))
+        assert [frames[-1]["status"] for frames in results] == ["complete"] * 4
+        for chat_socket in sockets:
+            await chat_socket.close()
+
+    rows = query(database, "SELECT status, worker_channel, completion_tokens FROM chat_message WHERE role = 'assistant'")
+    assert len(rows) == 4 and all(status == "complete" and tokens == 400 for status, _, tokens in rows)
+    assert len({channel for _, channel, _ in rows}) == 2, "both workers took requests"
+
+
+async def test_a_worker_killed_mid_reply_leaves_the_reply_failed_with_a_message(scaled_env, tmp_path):
+    env, database = scaled_env
+    env = {**env, "LLM_MAX_NEW_TOKENS": "20000"}  # still writing when it is killed
+    with running_studio(env, tmp_path, workers=1) as studio:
+        await wait_for_workers(database, 1)
+        session = studio.login("admin", ADMIN_PASSWORD)
+        conversation_id = session.new_conversation()
+        chat_socket = await open_chat_socket(studio, session, conversation_id)
+        await chat_socket.send('{"type": "send", "content": "Keep talking"}')
+        await frames_until(chat_socket, "token")
+        await asyncio.sleep(1.5)  # past a lease renewal, which saves the text so far
+        studio.workers[0].kill()  # SIGKILL: no chance to say goodbye
+
+        started = time.monotonic()
+        frames = await frames_until(chat_socket, "done", timeout=30)
+        done = frames[-1]
+        assert done["status"] == "failed"
+        assert "model worker stopped" in done["error"]
+        assert time.monotonic() - started < 10, "the lease (2 s here) ends the wait, not a spinner forever"
+        await chat_socket.close()
+
+        # A reload shows the failed reply, its partial text and the reason.
+        chat_socket = await open_chat_socket(studio, session, conversation_id)
+        await next_frame(chat_socket)
+        reply = (await next_frame(chat_socket))["message"]
+        assert reply["status"] == "failed" and "model worker stopped" in reply["error"]
+        assert reply["content"], "the text written before the crash is kept"
+        await chat_socket.close()
+
+
+def test_llm_worker_refuses_to_run_without_redis(tmp_path):
+    env = studio_env(STUDIO_DATA_DIR=tmp_path, LLM_MODEL=TINY_MODEL_DIR)
+    env.pop("REDIS_URL", None)
+    with pytest.raises(RuntimeError, match="llm_worker needs REDIS_URL"):
+        manage(["llm_worker"], env)
