@@ -172,6 +172,10 @@ class Generation:
         first_token_at = last_token_at = None
         eos_ids = self._eos_ids()
         stopped_by_string = False
+        # Text that could be the start of a stop sequence is held back until it is not:
+        # streamed text cannot be taken back.
+        hold_back = max((len(s) for s in self.settings.stop), default=1) - 1
+        unsent = ""
         try:
             while True:
                 try:
@@ -189,22 +193,26 @@ class Generation:
                 if stopped_by_string:
                     continue  # generate() needs a step to notice the cancel; drop its extra tokens
                 completion_ids.extend(token_ids)
-                delta = self._decode_delta(completion_ids)
-                if not delta:
-                    continue
-                stop_at = self._find_stop(self.text + delta)
+                unsent = self._decode_unsent(completion_ids, unsent)
+                stop_at = self._find_stop(unsent)
                 if stop_at is not None:
-                    delta = (self.text + delta)[:stop_at][len(self.text) :]
+                    delta, unsent = unsent[:stop_at], ""
                     stopped_by_string = True
                     self._cancelled.set()
-                self.text += delta
+                else:
+                    cut = len(unsent) - hold_back
+                    delta, unsent = unsent[:cut], unsent[cut:]
                 if delta:
+                    self.text += delta
                     yield delta
         finally:
             self._cancelled.set()
             thread.join()
         if failure:
             raise failure[0]
+        if unsent:
+            self.text += unsent
+            yield unsent
 
         generated = [t for t in completion_ids if t not in eos_ids]
         self.usage.completion_tokens = len(completion_ids)
@@ -227,12 +235,13 @@ class Generation:
             eos = self.loaded.tokenizer.eos_token_id
         return set(eos if isinstance(eos, list) else [eos]) - {None}
 
-    def _decode_delta(self, completion_ids: list[int]) -> str:
+    def _decode_unsent(self, completion_ids: list[int], unsent: str) -> str:
+        """The decoded text not yielded yet, given all completion ids so far."""
         # Decoding the whole reply each step keeps multi-byte characters and
         # tokenizer clean-up right; a trailing U+FFFD means a character is still incomplete.
         full = self.loaded.tokenizer.decode(completion_ids, skip_special_tokens=True)
         if full.endswith("\ufffd") or not full.startswith(self.text):
-            return ""
+            return unsent
         return full[len(self.text) :]
 
     def _find_stop(self, text: str) -> int | None:
