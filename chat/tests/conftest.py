@@ -1,4 +1,5 @@
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -18,17 +19,27 @@ async def channel_layer():
 
 
 @pytest.fixture
-async def worker(tiny_model, channel_layer):
-    """A real model worker on the tiny model, running in the test's event loop."""
-    model_worker = GenerationWorker(load=lambda: tiny_model, channel_layer=channel_layer)
-    task = asyncio.create_task(model_worker.run())
-    await model_worker.ready.wait()
-    yield model_worker
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+async def start_worker(tiny_model, channel_layer):
+    """Start real model workers (tiny model unless `load` says otherwise) in the test's loop;
+    they read the settings as they are when started."""
+    tasks = []
+
+    async def start(load=None):
+        model_worker = GenerationWorker(load=load or (lambda: tiny_model), channel_layer=channel_layer)
+        tasks.append(asyncio.create_task(model_worker.run()))
+        await model_worker.ready.wait()
+        return model_worker
+
+    yield start
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def worker(start_worker):
+    return await start_worker()
 
 
 class ChatClient:

@@ -8,6 +8,7 @@ from django.contrib.auth.models import AnonymousUser
 
 from chat.models import Conversation, Message
 from chat.services import conversation_create
+from tests.settings import TINY_MODEL_DIR
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -45,7 +46,7 @@ async def test_it_streams_a_reply_and_stores_it(alice, worker, chat_client):
     assert assistant_row["content"] == "".join(f["text"] for f in tokens)
     assert assistant_row["status"] == "complete"
     assert assistant_row["completion_tokens"] == 48
-    assert assistant_row["model_name"] == "tiny-llama"
+    assert assistant_row["model_name"] == TINY_MODEL_DIR.name
     await client.close()
 
 
@@ -104,27 +105,20 @@ async def test_it_refuses_a_second_message_while_the_model_answers(alice, worker
     assert [m["content"] for m in await stored_messages(conversation) if m["role"] == "user"] == ["first"]
 
 
-async def test_stop_keeps_the_partial_text_marked_stopped(alice, tiny_model, channel_layer, chat_client, settings):
+async def test_stop_keeps_the_partial_text_marked_stopped(alice, start_worker, chat_client, settings):
     settings.LLM_MAX_NEW_TOKENS = 2000  # long enough to stop in the middle
-    from chat.worker import GenerationWorker, generation_settings_from_config
-
-    worker = GenerationWorker(load=lambda: tiny_model, channel_layer=channel_layer,
-                              defaults=generation_settings_from_config())
-    task = asyncio.create_task(worker.run())
-    try:
-        conversation = await new_conversation(alice)
-        client = await chat_client(alice, conversation.pk)
-        await client.send({"type": "send", "content": "Tell me everything"})
-        await client.receive_until("token")
-        await client.send({"type": "stop"})
-        frames = await client.receive_until("done")
-        assert frames[-1]["status"] == "stopped"
-        stored = (await stored_messages(conversation))[1]
-        assert stored["status"] == "stopped"
-        assert 0 < stored["completion_tokens"] < 2000
-        assert stored["content"]  # the partial text is kept
-    finally:
-        task.cancel()
+    await start_worker()
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "Tell me everything"})
+    await client.receive_until("token")
+    await client.send({"type": "stop"})
+    frames = await client.receive_until("done")
+    assert frames[-1]["status"] == "stopped"
+    stored = (await stored_messages(conversation))[1]
+    assert stored["status"] == "stopped"
+    assert 0 < stored["completion_tokens"] < 2000
+    assert stored["content"]  # the partial text is kept
 
 
 async def test_a_closed_tab_loses_nothing(alice, worker, chat_client):
@@ -141,33 +135,26 @@ async def test_a_closed_tab_loses_nothing(alice, worker, chat_client):
     assert rows[-1]["status"] == "complete" and rows[-1]["completion_tokens"] == 48
 
 
-async def test_a_tab_that_reconnects_mid_reply_catches_up(alice, tiny_model, channel_layer, chat_client, settings):
+async def test_a_tab_that_reconnects_mid_reply_catches_up(alice, start_worker, chat_client, settings):
     settings.LLM_MAX_NEW_TOKENS = 400
-    from chat.worker import GenerationWorker, generation_settings_from_config
+    await start_worker()
+    conversation = await new_conversation(alice)
+    first_tab = await chat_client(alice, conversation.pk)
+    await first_tab.send({"type": "send", "content": "A long answer please"})
+    await first_tab.receive_until("token")
+    await first_tab.close()
 
-    worker = GenerationWorker(load=lambda: tiny_model, channel_layer=channel_layer,
-                              defaults=generation_settings_from_config())
-    task = asyncio.create_task(worker.run())
-    try:
-        conversation = await new_conversation(alice)
-        first_tab = await chat_client(alice, conversation.pk)
-        await first_tab.send({"type": "send", "content": "A long answer please"})
-        await first_tab.receive_until("token")
-        await first_tab.close()
-
-        second_tab = await chat_client(alice, conversation.pk)
-        frames = await second_tab.receive_until("done")
-        assistant_id = frames[1]["message"]["id"]
-        # The history, then the worker's catch-up (text so far), then the rest as tokens.
-        catch_up = [f for f in frames if f["type"] == "message" and f["message"]["id"] == assistant_id][-1]
-        assert catch_up["message"]["status"] == "streaming"
-        after = frames[frames.index(catch_up) + 1:]
-        seen = catch_up["message"]["content"] + "".join(f["text"] for f in after if f["type"] == "token")
-        stored = (await stored_messages(conversation))[1]
-        assert stored["status"] == "complete"
-        assert seen == stored["content"], "the reconnected tab shows exactly the stored reply"
-    finally:
-        task.cancel()
+    second_tab = await chat_client(alice, conversation.pk)
+    frames = await second_tab.receive_until("done")
+    assistant_id = frames[1]["message"]["id"]
+    # The history, then the worker's catch-up (text so far), then the rest as tokens.
+    catch_up = [f for f in frames if f["type"] == "message" and f["message"]["id"] == assistant_id][-1]
+    assert catch_up["message"]["status"] == "streaming"
+    after = frames[frames.index(catch_up) + 1:]
+    seen = catch_up["message"]["content"] + "".join(f["text"] for f in after if f["type"] == "token")
+    stored = (await stored_messages(conversation))[1]
+    assert stored["status"] == "complete"
+    assert seen == stored["content"], "the reconnected tab shows exactly the stored reply"
 
 
 async def test_regenerate_replaces_the_last_reply(alice, worker, chat_client):
@@ -183,24 +170,19 @@ async def test_regenerate_replaces_the_last_reply(alice, worker, chat_client):
     assert [r["role"] for r in rows] == ["user", "assistant"]
 
 
-async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(alice, channel_layer, chat_client):
-    from chat.worker import GenerationWorker
+async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(alice, start_worker, chat_client):
     from studio.llm import ModelLoadError
 
     def broken_load():
         raise ModelLoadError("LLM_MODEL=/nowhere/model.gguf: no such GGUF file.")
 
-    worker = GenerationWorker(load=broken_load, channel_layer=channel_layer)
-    task = asyncio.create_task(worker.run())
-    try:
-        conversation = await new_conversation(alice)
-        client = await chat_client(alice, conversation.pk)
-        await client.send({"type": "send", "content": "Anyone there?"})
-        done = (await client.receive_until("done"))[-1]
-        assert done["status"] == "failed"
-        assert "could not be loaded" in done["error"] and "no such GGUF file" in done["error"]
-    finally:
-        task.cancel()
+    await start_worker(load=broken_load)
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "Anyone there?"})
+    done = (await client.receive_until("done"))[-1]
+    assert done["status"] == "failed"
+    assert "could not be loaded" in done["error"] and "no such GGUF file" in done["error"]
 
 
 async def test_the_system_prompt_reaches_the_model(alice, worker, chat_client, monkeypatch):
