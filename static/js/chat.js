@@ -61,6 +61,13 @@
       .then(updateBusy);
   }
 
+  // The first message names the conversation: show the new title in the header and list.
+  function refreshTitle() {
+    for (const selector of ["#conversation-title", ".conversation-list"]) {
+      htmx.ajax("GET", location.pathname, { target: selector, select: selector, swap: "outerHTML" });
+    }
+  }
+
   function upsertMessage(message) {
     const wasNearBottom = nearBottom();
     let element = messageElement(message.id);
@@ -77,6 +84,7 @@
       messages.insertBefore(element, messages.querySelector(".messages__empty"));
       if (message.role === "user") {
         messages.querySelectorAll('[data-action="regenerate"]').forEach((button) => button.remove());
+        refreshTitle();
       }
     }
     element.dataset.role = message.role;
