@@ -84,7 +84,7 @@
       messages.insertBefore(element, messages.querySelector(".messages__empty"));
       if (message.role === "user") {
         messages.querySelectorAll('[data-action="regenerate"]').forEach((button) => button.remove());
-        refreshTitle();
+        if (messages.querySelectorAll('[data-role="user"]').length === 1) refreshTitle();
       }
     }
     element.dataset.role = message.role;
