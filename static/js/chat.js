@@ -78,6 +78,7 @@
       element = template.content.firstElementChild.cloneNode(true);
       element.id = "message-" + message.id;
       element.dataset.messageId = message.id;
+      element.dataset.role = message.role;
       element.classList.add("message--" + message.role);
       element.querySelector(".message__avatar").textContent = message.role === "user" ? "You" : "AI";
       messages.querySelector(".messages__empty").hidden = true;
