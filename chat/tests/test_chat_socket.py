@@ -210,3 +210,21 @@ async def test_groups_are_empty_after_disconnect(alice, worker, chat_client, cha
     await client.close()
     group = (await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)).group_name
     assert not channel_layer.groups.get(group)
+
+
+async def test_a_reply_that_runs_out_of_memory_fails_with_advice(alice, worker, chat_client, tiny_model, monkeypatch):
+    import torch
+
+    def out_of_memory(**kwargs):
+        # A CUDA out-of-memory error cannot happen on this CPU machine: raised by hand.
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(tiny_model.model, "generate", out_of_memory)
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "A very long document..."})
+    done = (await client.receive_until("done"))[-1]
+    assert done["status"] == "failed" and "ran out of memory" in done["error"]
+    assert (await stored_messages(conversation))[1]["status"] == "failed"
+    await client.send({"type": "regenerate"})  # the conversation is not stuck
+    assert (await client.receive())["type"] == "removed"
