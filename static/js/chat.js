@@ -63,9 +63,19 @@
 
   // The first message names the conversation: show the new title in the header and list.
   function refreshTitle() {
-    for (const selector of ["#conversation-title", ".conversation-list"]) {
-      htmx.ajax("GET", location.pathname, { target: selector, select: selector, swap: "outerHTML" });
-    }
+    fetch(location.pathname)
+      .then((response) => response.text())
+      .then((html) => {
+        const fresh = new DOMParser().parseFromString(html, "text/html");
+        for (const selector of ["#conversation-title", ".conversation-list"]) {
+          const current = document.querySelector(selector);
+          const replacement = fresh.querySelector(selector);
+          if (current && replacement) {
+            current.replaceWith(replacement);
+            htmx.process(replacement);
+          }
+        }
+      });
   }
 
   function upsertMessage(message) {
@@ -212,13 +222,27 @@
       clearError();
       send({ type: "regenerate" });
     } else if (button.dataset.action === "copy") {
-      const text = element.querySelector(".message__raw").value;
-      navigator.clipboard.writeText(text).then(() => {
+      copyText(element.querySelector(".message__raw").value).then(() => {
         button.textContent = "Copied";
         setTimeout(() => (button.textContent = "Copy"), 1500);
       });
     }
   });
+
+  // navigator.clipboard exists only in secure contexts (https, localhost); a studio
+  // served over plain http on a LAN address falls back to a selected hidden textarea.
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    const scratch = document.createElement("textarea");
+    scratch.value = text;
+    scratch.style.position = "fixed";
+    scratch.style.opacity = "0";
+    document.body.append(scratch);
+    scratch.select();
+    document.execCommand("copy");
+    scratch.remove();
+    return Promise.resolve();
+  }
 
   updateBusy();
   messages.scrollTop = messages.scrollHeight;

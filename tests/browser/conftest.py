@@ -1,0 +1,65 @@
+"""A real studio (daphne, embedded worker, tiny model) and Debian's Chromium, driven by Playwright."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from studio.processes import running_studio, studio_env
+from tests.settings import TINY_MODEL_DIR
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+ADMIN_PASSWORD = "admin-password-1"
+# Greedy replies of the tiny model are a few dozen newlines, then one word repeated. Through
+# the server it writes 40-200 tokens/s here (it varies with the load): 400 tokens leave time
+# to watch a reply grow and to stop it before its end, and keep the module well under a minute.
+MAX_NEW_TOKENS = 400
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("browser-data")
+    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
+                     LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=MAX_NEW_TOKENS, STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    with running_studio(env, data_dir / "logs") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium, studio):
+    """A fresh browser context (no cookies) on the studio; its console errors fail the test."""
+    context = chromium.new_context(base_url=studio.base_url, viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(20_000)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def log_in(page):
+    def log_in(username="admin", password=ADMIN_PASSWORD):
+        page.goto("/accounts/login/")
+        page.get_by_label("User name").fill(username)
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url("**/chat/")
+        return page
+
+    return log_in
