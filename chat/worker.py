@@ -45,6 +45,7 @@ def load_configured_model() -> LoadedModel:
 def generation_settings_from_config() -> GenerationSettings:
     return GenerationSettings(
         max_new_tokens=settings.LLM_MAX_NEW_TOKENS,
+        min_new_tokens=settings.LLM_MIN_NEW_TOKENS,
         temperature=settings.LLM_TEMPERATURE,
         top_p=settings.LLM_TOP_P,
     )

@@ -210,6 +210,8 @@ LLM_DEVICE = envchoice("LLM_DEVICE", "auto", ("auto", "cpu", "cuda"))
 LLM_QUANTIZATION = envchoice("LLM_QUANTIZATION", "auto", ("auto", "nf4", "int8", "none"))
 LLM_MODEL_CACHE_DIR = Path(envstr("LLM_MODEL_CACHE_DIR", str(DATA_DIR / "models")))
 LLM_MAX_NEW_TOKENS = envint("LLM_MAX_NEW_TOKENS", 512, minimum=1)
+# Shortest reply, in tokens (EOS is ignored until then); benchmarks force a fixed length with it.
+LLM_MIN_NEW_TOKENS = envint("LLM_MIN_NEW_TOKENS", 0, minimum=0)
 LLM_TEMPERATURE = envfloat("LLM_TEMPERATURE", 0.7)
 LLM_TOP_P = envfloat("LLM_TOP_P", 0.95)
 # Run the model worker inside the web process. Default: on in embedded mode, off when

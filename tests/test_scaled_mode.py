@@ -92,6 +92,24 @@ async def test_several_workers_compete_for_requests(scaled_env, tmp_path):
     assert len({channel for _, channel, _ in rows}) == 2, "both workers took requests"
 
 
+async def test_an_idle_worker_and_socket_still_answer_after_a_quiet_spell(scaled_env, tmp_path):
+    """Nobody sends for a while: the worker and the open socket wait on Redis and must not time out.
+
+    redis-py 8 ended such blocking reads after 5 s and killed both (redis/redis-py#4091).
+    """
+    env, database = scaled_env
+    with running_studio(env, tmp_path, workers=1) as studio:
+        await wait_for_workers(database, 1)
+        session = studio.login("admin", ADMIN_PASSWORD)
+        chat_socket = await open_chat_socket(studio, session, session.new_conversation())
+        await asyncio.sleep(8)
+        assert studio.workers[0].poll() is None, "the idle worker is still running"
+        await chat_socket.send('{"type": "send", "content": "Still there?"}')
+        frames = await frames_until(chat_socket, "done", timeout=60)
+        assert frames[-1]["status"] == "complete"
+        await chat_socket.close()
+
+
 async def test_a_worker_killed_mid_reply_leaves_the_reply_failed_with_a_message(scaled_env, tmp_path):
     env, database = scaled_env
     env = {**env, "LLM_MAX_NEW_TOKENS": "20000"}  # still writing when it is killed
