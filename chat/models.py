@@ -5,9 +5,19 @@ from django.urls import reverse
 
 
 class Conversation(models.Model):
+    class Kind(models.TextChoices):
+        CHAT = "chat"
+        PLAYGROUND = "playground"  # a prompt playground run: same path, kept out of the chat list
+
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CHAT)
     title = models.CharField(max_length=200, default="New conversation")
     system_prompt = models.TextField(blank=True)
+    # Started from a prompt version: its few-shot examples and parameters apply to every
+    # reply, and the variables it was rendered with are kept as evidence.
+    prompt_version = models.ForeignKey("prompts.PromptVersion", on_delete=models.SET_NULL, null=True, blank=True,
+                                       related_name="conversations")
+    prompt_variables = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -11,14 +11,14 @@ from .models import Conversation, Message, ModelWorker
 
 
 def conversations_for(*, user):
-    return Conversation.objects.filter(owner=user).only("id", "title", "updated_at")
+    return Conversation.objects.filter(owner=user, kind=Conversation.Kind.CHAT).only("id", "title", "updated_at")
 
 
 def conversation_for(*, user, conversation_id) -> Conversation | None:
     """The user's own conversation, or None (never someone else's)."""
     if not getattr(user, "is_authenticated", False):
         return None
-    return Conversation.objects.filter(owner=user, pk=conversation_id).first()
+    return Conversation.objects.select_related("prompt_version__prompt").filter(owner=user, pk=conversation_id).first()
 
 
 def messages_of(*, conversation: Conversation):
@@ -30,7 +30,8 @@ def reply_in_progress(*, conversation_id: int) -> Message | None:
 
 
 def chat_history_before(*, message: Message) -> list[dict]:
-    """What the model reads to write `message`: the system prompt, then earlier turns.
+    """What the model reads to write `message`: the system prompt, the prompt version's
+    few-shot examples (a conversation started from one), then earlier turns.
 
     Failed replies and empty stopped ones are left out: they are not part of the dialogue.
     """
@@ -38,6 +39,9 @@ def chat_history_before(*, message: Message) -> list[dict]:
     history = []
     if conversation.system_prompt.strip():
         history.append({"role": "system", "content": conversation.system_prompt})
+    if conversation.prompt_version is not None:
+        for example in conversation.prompt_version.examples:
+            history += [{"role": "user", "content": example["input"]}, {"role": "assistant", "content": example["output"]}]
     earlier = conversation.messages.filter(pk__lt=message.pk).exclude(status=Message.Status.FAILED)
     for earlier_message in earlier.only("role", "content"):
         if earlier_message.content:
@@ -48,3 +52,15 @@ def chat_history_before(*, message: Message) -> list[dict]:
 def workers_online() -> list[ModelWorker]:
     recent = timezone.now() - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)
     return list(ModelWorker.objects.filter(last_seen_at__gte=recent))
+
+
+def generation_overrides(*, message: Message) -> dict:
+    """The generation parameters a prompt version sets for this reply (none: the defaults)."""
+    version = message.conversation.prompt_version
+    if version is None:
+        return {}
+    overrides = {"temperature": version.temperature, "top_p": version.top_p, "max_new_tokens": version.max_new_tokens}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    if version.stop:
+        overrides["stop"] = tuple(version.stop)
+    return overrides

@@ -26,6 +26,31 @@ def conversation_create(*, owner, title: str = "", system_prompt: str = "") -> C
     return conversation
 
 
+def conversation_start_from_prompt(*, owner, prompt_version, variables: dict,
+                                    kind: str = Conversation.Kind.CHAT) -> tuple[Conversation, Message]:
+    """A conversation whose first turn is `prompt_version` rendered with `variables`.
+
+    The instructions become the system prompt, the few-shot examples stay with the version
+    (every reply reads them), and the rendered user turn is sent: returns the queued reply.
+    Raises the rendering's errors (a missing variable, a template that fails).
+    """
+    from prompts.rendering import render_user_turn
+
+    user_turn = render_user_turn(prompt_version.template, variables)
+    if len(user_turn) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ChatError(f"The rendered message is {len(user_turn):,} characters; the limit is "
+                        f"{settings.CHAT_MAX_MESSAGE_CHARS:,}.")
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            owner=owner, kind=kind, system_prompt=prompt_version.instructions, prompt_version=prompt_version,
+            prompt_variables={name: value for name, value in variables.items() if name in prompt_version.variables},
+            title=_clean_title(f"{prompt_version.prompt.name} v{prompt_version.number}"),
+        )
+        Message.objects.create(conversation=conversation, role=Message.Role.USER, content=user_turn)
+        assistant_message = _queue_reply(conversation)
+    return conversation, assistant_message
+
+
 def conversation_update(*, conversation: Conversation, title: str | None = None, system_prompt: str | None = None):
     fields = ["updated_at"]
     if title is not None:
@@ -63,7 +88,8 @@ def reply_request(*, conversation: Conversation, content: str) -> tuple[Message,
         # another tab sending at the same instant).
         raise ChatError("The model is still answering: wait for the reply or stop it.") from None
     fields = ["updated_at"]
-    if not conversation.messages.exclude(pk=user_message.pk).filter(role=Message.Role.USER).exists():
+    if conversation.prompt_version_id is None and not conversation.messages.exclude(
+            pk=user_message.pk).filter(role=Message.Role.USER).exists():
         conversation.title = _clean_title(content)[:TITLE_FROM_MESSAGE_CHARS]
         fields.append("title")
     conversation.save(update_fields=fields)

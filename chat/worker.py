@@ -12,6 +12,7 @@ is writing; a reply whose lease lapses (its worker died) is failed by whoever se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -134,8 +135,9 @@ class GenerationWorker:
         try:
             if self.loaded is None:
                 raise RuntimeError(self.load_error or "The model is not loaded.")
-            history = await database_sync_to_async(selectors.chat_history_before)(message=message)
-            generation = await asyncio.to_thread(Generation, self.loaded, history, self.defaults)
+            history, overrides = await database_sync_to_async(self._history_and_overrides)(message)
+            generation_settings = dataclasses.replace(self.defaults, **overrides)
+            generation = await asyncio.to_thread(Generation, self.loaded, history, generation_settings)
             self.active.generation = generation
             await self._stream(generation)
         except Exception as exc:
@@ -146,6 +148,10 @@ class GenerationWorker:
             await self._finish(status, usage=generation.usage.as_dict())
         finally:
             self.active = None
+
+    @staticmethod
+    def _history_and_overrides(message: Message) -> tuple[list[dict], dict]:
+        return selectors.chat_history_before(message=message), selectors.generation_overrides(message=message)
 
     async def _stream(self, generation: Generation) -> None:
         """Run the generation in a thread; send its text to the group in chunks."""
@@ -289,6 +295,17 @@ def describe_failure(exc: Exception) -> str:
 # --- embedded mode ---------------------------------------------------------------------
 
 _embedded: dict[int, asyncio.Task] = {}
+
+
+def request_reply_after_commit(message_id: int) -> None:
+    """From sync code (views): ask the workers for a reply once the queued message is stored."""
+    from asgiref.sync import async_to_sync
+    from django.db import transaction
+
+    def send():
+        async_to_sync(get_channel_layer().send)(REQUEST_CHANNEL, {"message_id": message_id})
+
+    transaction.on_commit(send)
 
 
 def ensure_embedded_worker() -> None:

@@ -94,6 +94,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "studio",
     "chat",
+    "prompts",
+    "accounts",
 ]
 
 MIDDLEWARE = [

@@ -11,7 +11,7 @@ from .generation import (
     Usage,
     render_prompt_ids,
 )
-from .loading import BUNDLED_MODEL, LoadedModel, ModelLoadError, load_model
+from .loading import BUNDLED_MODEL, LoadedModel, ModelLoadError, PromptCounter, load_model, load_prompt_counter
 
 __all__ = [
     "BUNDLED_MODEL",
@@ -20,8 +20,10 @@ __all__ = [
     "GenerationStalledError",
     "LoadedModel",
     "ModelLoadError",
+    "PromptCounter",
     "PromptTooLongError",
     "Usage",
     "load_model",
+    "load_prompt_counter",
     "render_prompt_ids",
 ]

@@ -103,10 +103,15 @@ def prepare_model_folder(source: str, cache_dir: Path) -> tuple[Path | str, str]
     return source, source.split("/")[-1]  # a Hub id: transformers downloads it
 
 
+def converted_folder(gguf_path: Path, cache_dir: Path) -> Path:
+    """Where the safetensors conversion of `gguf_path` lives in the cache."""
+    digest = hashlib.sha256(f"{gguf_path.resolve()}:{gguf_path.stat().st_size}".encode()).hexdigest()[:12]
+    return cache_dir / f"{gguf_path.stem}-{digest}"
+
+
 def convert_gguf_once(gguf_path: Path, cache_dir: Path) -> Path:
     """Convert a GGUF file to a safetensors folder in the cache, atomically, once."""
-    digest = hashlib.sha256(f"{gguf_path.resolve()}:{gguf_path.stat().st_size}".encode()).hexdigest()[:12]
-    target = cache_dir / f"{gguf_path.stem}-{digest}"
+    target = converted_folder(gguf_path, cache_dir)
     if (target / "config.json").exists():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -184,3 +189,38 @@ def load_model(
     )
     log.info("model loaded: %s", loaded.describe())
     return loaded
+
+
+@dataclass(frozen=True)
+class PromptCounter:
+    """The model's tokenizer alone, for counting prompt tokens where no model is loaded (the web process)."""
+
+    tokenizer: object
+    name: str
+    context_length: int
+
+    def count(self, messages: list[dict]) -> int:
+        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return len(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def load_prompt_counter(source: str, *, cache_dir: Path) -> PromptCounter | None:
+    """The tokenizer of `source`, or None while it would first need a GGUF conversion (the worker does that)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = Path(source).expanduser()
+    if source == BUNDLED_MODEL or path.suffix == ".gguf":
+        gguf_path = bundled_gguf_path() if source == BUNDLED_MODEL else path
+        folder = converted_folder(gguf_path, Path(cache_dir))
+        if not (folder / "config.json").exists():
+            return None
+        name = "SmolLM2-135M-Instruct" if source == BUNDLED_MODEL else path.stem
+    else:
+        folder, name = prepare_model_folder(source, Path(cache_dir))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        config = AutoConfig.from_pretrained(folder)
+    except Exception as exc:
+        raise ModelLoadError(f"Could not load the tokenizer of {source!r}: {exc}") from exc
+    return PromptCounter(tokenizer=tokenizer, name=name,
+                         context_length=int(getattr(config, "max_position_embeddings", 2048) or 2048))

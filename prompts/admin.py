@@ -1,0 +1,35 @@
+from django.contrib import admin
+
+from .models import LabelMove, Prompt, PromptLabel, PromptVersion
+
+
+class PromptVersionInline(admin.TabularInline):
+    model = PromptVersion
+    extra = 0
+    can_delete = False
+    fields = ("number", "commit_message", "author", "created_at")
+    readonly_fields = fields  # versions are immutable
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ("name", "slug", "owner", "created_at")
+    list_select_related = ("owner",)
+    search_fields = ("name", "slug")
+    filter_horizontal = ("editors",)
+    inlines = [PromptVersionInline]
+
+
+@admin.register(LabelMove)
+class LabelMoveAdmin(admin.ModelAdmin):
+    list_display = ("prompt", "label", "from_number", "to_number", "moved_by", "moved_at")
+    list_select_related = ("prompt", "moved_by")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+admin.site.register(PromptLabel)

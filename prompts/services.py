@@ -1,0 +1,310 @@
+"""Writes to prompts, their versions and labels; export and import."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from .models import LABEL_VALIDATOR, LATEST, SLUG_VALIDATOR, LabelMove, Prompt, PromptLabel, PromptVersion
+from .rendering import TemplateError, check_template
+
+EXPORT_FORMAT = "chat-prompt-studio/prompt"
+EXPORT_FORMAT_VERSION = 1
+MAX_TEXT_CHARS = 32_000
+MAX_EXAMPLES = 200
+
+
+class PromptError(Exception):
+    """A request the library refuses. `field` names what to fix (a form field or JSON path)."""
+
+    def __init__(self, message: str, field: str = ""):
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+        self.message = message
+
+
+class PromptPermissionError(PromptError):
+    pass
+
+
+def require_editor(prompt: Prompt, user) -> None:
+    if not prompt.can_edit(user):
+        raise PromptPermissionError(
+            f"Only {prompt.owner.get_username()}, the editors they added and staff can change “{prompt.name}”."
+        )
+
+
+# --- validation shared by forms and imports -------------------------------------------------
+
+
+def clean_version_fields(raw: dict, where: str = "") -> dict:
+    """Checked, typed fields of a version from a form or an import; raises PromptError."""
+    at = (lambda name: f"{where}.{name}" if where else name)
+    text = {}
+    for name, required in (("instructions", False), ("template", True), ("commit_message", False)):
+        value = raw.get(name, "")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise PromptError("must be text", at(name))
+        if len(value) > MAX_TEXT_CHARS:
+            raise PromptError(f"is longer than {MAX_TEXT_CHARS:,} characters", at(name))
+        if required and not value.strip():
+            raise PromptError("must not be empty", at(name))
+        text[name] = value
+    try:
+        check_template(text["template"])
+    except TemplateError as exc:
+        raise PromptError(str(exc), at("template")) from None
+
+    examples = raw.get("examples", [])
+    if not isinstance(examples, list):
+        raise PromptError("must be a list of {input, output} objects", at("examples"))
+    if len(examples) > MAX_EXAMPLES:
+        raise PromptError(f"holds more than {MAX_EXAMPLES} examples", at("examples"))
+    clean_examples = []
+    for n, example in enumerate(examples):
+        if not isinstance(example, dict) or set(example) - {"input", "output"}:
+            raise PromptError("must be an object with input and output", at(f"examples[{n}]"))
+        for key in ("input", "output"):
+            value = example.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise PromptError("must be non-empty text", at(f"examples[{n}].{key}"))
+        clean_examples.append({"input": example["input"], "output": example["output"]})
+
+    model_name = raw.get("model", "") or ""
+    if not isinstance(model_name, str) or len(model_name) > 200:
+        raise PromptError("must be text of 200 characters at most", at("model"))
+    temperature = _number(raw.get("temperature"), at("temperature"), minimum=0, maximum=5)
+    top_p = _number(raw.get("top_p"), at("top_p"), minimum=0, maximum=1)
+    if top_p == 0:
+        raise PromptError("must be above 0 (and at most 1)", at("top_p"))
+    max_new_tokens = _number(raw.get("max_new_tokens"), at("max_new_tokens"), minimum=1, maximum=32_768, integer=True)
+    stop = raw.get("stop", []) or []
+    if not isinstance(stop, list) or any(not isinstance(s, str) or not s for s in stop) or len(stop) > 16:
+        raise PromptError("must be a list of at most 16 non-empty strings", at("stop"))
+    return {**text, "examples": clean_examples, "model_name": model_name.strip(), "temperature": temperature,
+            "top_p": top_p, "max_new_tokens": max_new_tokens, "stop": stop}
+
+
+def _number(value, field, *, minimum, maximum, integer=False):
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise PromptError("must be a number", field)
+    try:
+        number = int(value) if integer and not isinstance(value, float) else float(value)
+    except (TypeError, ValueError):
+        raise PromptError("must be a whole number" if integer else "must be a number", field) from None
+    if integer and number != int(number):
+        raise PromptError("must be a whole number", field)
+    if not minimum <= number <= maximum:
+        raise PromptError(f"must be between {minimum} and {maximum}", field)
+    return int(number) if integer else number
+
+
+def _clean_identity(raw: dict, where: str = "") -> dict:
+    at = (lambda name: f"{where}.{name}" if where else name)
+    name, slug, description = raw.get("name"), raw.get("slug"), raw.get("description", "") or ""
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise PromptError("must be text of 1 to 200 characters", at("name"))
+    if not isinstance(slug, str) or not slug or len(slug) > 100:
+        raise PromptError("must be text of 1 to 100 characters", at("slug"))
+    try:
+        SLUG_VALIDATOR(slug)
+    except ValidationError as exc:
+        raise PromptError(exc.messages[0], at("slug")) from None
+    if not isinstance(description, str) or len(description) > MAX_TEXT_CHARS:
+        raise PromptError("must be text", at("description"))
+    return {"name": name.strip(), "slug": slug, "description": description}
+
+
+def _clean_label(name) -> str:
+    if not isinstance(name, str):
+        raise PromptError("must be text", "label")
+    name = name.strip().lower()
+    try:
+        LABEL_VALIDATOR(name)
+    except ValidationError as exc:
+        raise PromptError(exc.messages[0], "label") from None
+    if name == LATEST:
+        raise PromptError("“latest” always means the newest version; it cannot be moved", "label")
+    return name
+
+
+# --- writes -----------------------------------------------------------------------------------
+
+
+def prompt_create(*, owner, name: str, slug: str, description: str = "", version: dict) -> Prompt:
+    identity = _clean_identity({"name": name, "slug": slug, "description": description})
+    fields = clean_version_fields(version)
+    with transaction.atomic():
+        if Prompt.objects.filter(slug=identity["slug"]).exists():
+            raise PromptError(f"a prompt with the slug “{identity['slug']}” already exists", "slug")
+        prompt = Prompt.objects.create(owner=owner, **identity)
+        PromptVersion.objects.create(prompt=prompt, number=1, author=owner, created_at=timezone.now(), **fields)
+    return prompt
+
+
+def version_create(*, prompt: Prompt, author, fields: dict) -> PromptVersion:
+    """Version N+1 of `prompt`. Versions never change; this is how a prompt is edited."""
+    require_editor(prompt, author)
+    clean = clean_version_fields(fields)
+    with transaction.atomic():
+        # Two editors saving at once would both pick N+1: lock the prompt row.
+        Prompt.objects.select_for_update().get(pk=prompt.pk)
+        latest = prompt.versions.order_by("-number").first()
+        number = (latest.number if latest else 0) + 1
+        return PromptVersion.objects.create(prompt=prompt, number=number, author=author, created_at=timezone.now(),
+                                            **clean)
+
+
+def label_move(*, prompt: Prompt, name: str, version: PromptVersion, user) -> PromptLabel:
+    require_editor(prompt, user)
+    name = _clean_label(name)
+    if version.prompt_id != prompt.pk:
+        raise PromptError("that version belongs to another prompt", "version")
+    with transaction.atomic():
+        label = PromptLabel.objects.select_for_update().filter(prompt=prompt, name=name).first()
+        from_number = label.version.number if label else None
+        if label is None:
+            label = PromptLabel.objects.create(prompt=prompt, name=name, version=version)
+        elif label.version_id != version.pk:
+            label.version = version
+            label.save(update_fields=["version", "updated_at"])
+        else:
+            return label  # already there: nothing moved, nothing to audit
+        LabelMove.objects.create(prompt=prompt, label=name, from_number=from_number, to_number=version.number,
+                                 moved_by=user, moved_at=timezone.now())
+    return label
+
+
+def editor_add(*, prompt: Prompt, username: str, user) -> None:
+    require_editor(prompt, user)
+    editor = get_user_model().objects.filter(username=username.strip()).first()
+    if editor is None:
+        raise PromptError(f"there is no user named “{username.strip()}”", "username")
+    prompt.editors.add(editor)
+
+
+def editor_remove(*, prompt: Prompt, editor_id: int, user) -> None:
+    require_editor(prompt, user)
+    prompt.editors.remove(editor_id)
+
+
+# --- export and import ----------------------------------------------------------------------
+
+
+def prompt_export(prompt: Prompt) -> dict:
+    versions = prompt.versions.select_related("author").order_by("number")
+    return {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "prompt": {"name": prompt.name, "slug": prompt.slug, "description": prompt.description},
+        "versions": [
+            {"number": v.number, "instructions": v.instructions, "template": v.template, "examples": v.examples,
+             "model": v.model_name, "temperature": v.temperature, "top_p": v.top_p,
+             "max_new_tokens": v.max_new_tokens, "stop": v.stop, "commit_message": v.commit_message,
+             "author": v.author.get_username(), "created_at": v.created_at.isoformat()}
+            for v in versions
+        ],
+        "labels": {label.name: label.version.number for label in prompt.labels.select_related("version")},
+        "label_history": [
+            {"label": move.label, "from": move.from_number, "to": move.to_number,
+             "moved_by": move.moved_by.get_username(), "moved_at": move.moved_at.isoformat()}
+            for move in prompt.label_moves.select_related("moved_by").order_by("moved_at", "id")
+        ],
+    }
+
+
+def prompt_import(*, data, owner) -> Prompt:
+    """Create a prompt from an export. Checks everything first; refuses and writes nothing on error.
+
+    Authors and label movers are matched by user name; unknown names become the importer.
+    """
+    if not isinstance(data, dict):
+        raise PromptError("the file must hold a JSON object", "(file)")
+    if data.get("format") != EXPORT_FORMAT:
+        raise PromptError(f"must be “{EXPORT_FORMAT}”: this is not a prompt export", "format")
+    if data.get("format_version") != EXPORT_FORMAT_VERSION:
+        raise PromptError(f"must be {EXPORT_FORMAT_VERSION}", "format_version")
+    if not isinstance(data.get("prompt"), dict):
+        raise PromptError("must be an object with name, slug and description", "prompt")
+    identity = _clean_identity(data["prompt"], "prompt")
+    versions = data.get("versions")
+    if not isinstance(versions, list) or not versions:
+        raise PromptError("must be a non-empty list", "versions")
+    clean_versions = []
+    for n, raw in enumerate(versions):
+        where = f"versions[{n}]"
+        if not isinstance(raw, dict):
+            raise PromptError("must be an object", where)
+        if raw.get("number") != n + 1:
+            raise PromptError(f"must be {n + 1}: versions are numbered 1, 2, 3... in order", f"{where}.number")
+        fields = clean_version_fields(raw, where)
+        fields["created_at"] = _datetime(raw.get("created_at"), f"{where}.created_at")
+        fields["author"] = _username(raw.get("author"), f"{where}.author")
+        clean_versions.append(fields)
+    labels = data.get("labels", {})
+    if not isinstance(labels, dict):
+        raise PromptError("must be an object of label: version number", "labels")
+    for name, number in labels.items():
+        try:
+            _clean_label(name)
+        except PromptError as exc:
+            raise PromptError(exc.message, f"labels.{name}") from None
+        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= len(clean_versions):
+            raise PromptError(f"must be a version number from 1 to {len(clean_versions)}", f"labels.{name}")
+    history = data.get("label_history", [])
+    if not isinstance(history, list):
+        raise PromptError("must be a list", "label_history")
+    clean_history = []
+    for n, move in enumerate(history):
+        where = f"label_history[{n}]"
+        if not isinstance(move, dict) or not isinstance(move.get("label"), str):
+            raise PromptError("must be an object with label, from, to, moved_by, moved_at", where)
+        for key, optional in (("from", True), ("to", False)):
+            number = move.get(key)
+            if (number is None and not optional) or (number is not None and (
+                    not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= len(clean_versions))):
+                raise PromptError(f"must be a version number from 1 to {len(clean_versions)}", f"{where}.{key}")
+        clean_history.append({"label": move["label"], "from_number": move.get("from"), "to_number": move["to"],
+                              "moved_by": _username(move.get("moved_by"), f"{where}.moved_by"),
+                              "moved_at": _datetime(move.get("moved_at"), f"{where}.moved_at")})
+
+    users = {user.get_username(): user for user in get_user_model().objects.filter(
+        username__in={v["author"] for v in clean_versions} | {m["moved_by"] for m in clean_history})}
+    with transaction.atomic():
+        if Prompt.objects.filter(slug=identity["slug"]).exists():
+            raise PromptError(f"a prompt with the slug “{identity['slug']}” already exists here; "
+                              "rename the slug in the file or delete the existing prompt", "prompt.slug")
+        prompt = Prompt.objects.create(owner=owner, **identity)
+        created = {}
+        for number, fields in enumerate(clean_versions, start=1):
+            author = users.get(fields.pop("author"), owner)
+            created[number] = PromptVersion.objects.create(prompt=prompt, number=number, author=author, **fields)
+        for name, number in labels.items():
+            PromptLabel.objects.create(prompt=prompt, name=name, version=created[number])
+        for move in clean_history:
+            LabelMove.objects.create(prompt=prompt, label=move["label"], from_number=move["from_number"],
+                                     to_number=move["to_number"], moved_by=users.get(move["moved_by"], owner),
+                                     moved_at=move["moved_at"])
+    return prompt
+
+
+def _datetime(value, field) -> datetime:
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise PromptError("must be an ISO 8601 date and time", field)
+    return parsed if parsed.tzinfo else timezone.make_aware(parsed)
+
+
+def _username(value, field) -> str:
+    if not isinstance(value, str) or not value:
+        raise PromptError("must be a user name", field)
+    return value
