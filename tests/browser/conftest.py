@@ -21,7 +21,11 @@ MAX_NEW_TOKENS = 400
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("browser-data")
-    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
+    # BROWSER_TEST_MODEL=smollm2 runs these tests on the real default model (for screenshots
+    # that show real text; it converts the bundled GGUF into .cache/tests/models once).
+    model = os.environ.get("BROWSER_TEST_MODEL", str(TINY_MODEL_DIR))
+    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=model, LLM_EMBEDDED_WORKER="true",
+                     LLM_MODEL_CACHE_DIR=TINY_MODEL_DIR.parent / "models",
                      LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=MAX_NEW_TOKENS, STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD)
     with running_studio(env, data_dir / "logs") as server:
         yield server
@@ -50,6 +54,19 @@ def page(chromium, studio):
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def screenshot(page):
+    """Save the page as a PNG under $STUDIO_SCREENSHOTS (to look at), when that is set."""
+    folder = os.environ.get("STUDIO_SCREENSHOTS")
+
+    def screenshot(name):
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(Path(folder) / f"{name}.png"), full_page=True)
+
+    return screenshot
 
 
 @pytest.fixture
