@@ -32,4 +32,15 @@ class LabelMoveAdmin(admin.ModelAdmin):
         return False
 
 
-admin.site.register(PromptLabel)
+@admin.register(PromptLabel)
+class PromptLabelAdmin(admin.ModelAdmin):
+    """Read-only here: labels move through the prompt page, which records who moved them."""
+
+    list_display = ("prompt", "name", "version", "updated_at")
+    list_select_related = ("prompt", "version")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -94,7 +94,8 @@ class PromptLabel(models.Model):
 
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="labels")
     name = models.CharField(max_length=40, validators=[LABEL_VALIDATOR])
-    version = models.ForeignKey(PromptVersion, on_delete=models.PROTECT, related_name="labels")
+    # RESTRICT: a labelled version cannot be deleted alone, but the whole prompt can.
+    version = models.ForeignKey(PromptVersion, on_delete=models.RESTRICT, related_name="labels")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 _environment = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -51,15 +51,33 @@ def template_variables(template: str) -> list[str]:
 
 
 def render_user_turn(template: str, variables: dict) -> str:
-    missing = [name for name in template_variables(template) if not _has_value(variables.get(name))]
-    if missing:
-        raise MissingVariablesError(missing)
+    # Blank values count as missing: a form's empty field must not become a silent blank.
+    # (A variable the template gives a `default` may stay empty.)
+    given = {name: value for name, value in variables.items() if _is_name(name) and _has_value(value)}
     try:
-        return _environment.from_string(template).render(**{k: v for k, v in variables.items() if _is_name(k)})
+        return _environment.from_string(template).render(**given)
+    except UndefinedError:
+        raise MissingVariablesError(_required_but_missing(template, given) or ["(unknown)"]) from None
     except TemplateSyntaxError as exc:
         raise TemplateError(f"The template does not parse (line {exc.lineno}): {exc.message}") from None
     except Exception as exc:  # sandbox refusals, type errors inside the template
         raise TemplateError(f"The template failed to render: {exc}") from None
+
+
+def _required_but_missing(template: str, given: dict) -> list[str]:
+    """The absent variables the template cannot do without (`default` makes one optional):
+    each is tried alone missing, with the others filled in."""
+    absent = [name for name in template_variables(template) if name not in given]
+    compiled = _environment.from_string(template)
+    required = []
+    for name in absent:
+        try:
+            compiled.render(**given, **{other: "x" for other in absent if other != name})
+        except UndefinedError:
+            required.append(name)
+        except Exception:
+            pass
+    return required
 
 
 def render_messages(*, instructions: str, examples: list[dict], template: str, variables: dict) -> list[dict]:

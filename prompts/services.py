@@ -253,27 +253,35 @@ def prompt_import(*, data, owner) -> Prompt:
     labels = data.get("labels", {})
     if not isinstance(labels, dict):
         raise PromptError("must be an object of label: version number", "labels")
+    clean_labels = {}
     for name, number in labels.items():
         try:
-            _clean_label(name)
+            clean_name = _clean_label(name)
         except PromptError as exc:
             raise PromptError(exc.message, f"labels.{name}") from None
+        if clean_name in clean_labels:
+            raise PromptError(f"names the label “{clean_name}” twice", f"labels.{name}")
         if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= len(clean_versions):
             raise PromptError(f"must be a version number from 1 to {len(clean_versions)}", f"labels.{name}")
+        clean_labels[clean_name] = number
     history = data.get("label_history", [])
     if not isinstance(history, list):
         raise PromptError("must be a list", "label_history")
     clean_history = []
     for n, move in enumerate(history):
         where = f"label_history[{n}]"
-        if not isinstance(move, dict) or not isinstance(move.get("label"), str):
+        if not isinstance(move, dict):
             raise PromptError("must be an object with label, from, to, moved_by, moved_at", where)
+        try:
+            history_label = _clean_label(move.get("label"))
+        except PromptError as exc:
+            raise PromptError(exc.message, f"{where}.label") from None
         for key, optional in (("from", True), ("to", False)):
             number = move.get(key)
             if (number is None and not optional) or (number is not None and (
                     not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= len(clean_versions))):
                 raise PromptError(f"must be a version number from 1 to {len(clean_versions)}", f"{where}.{key}")
-        clean_history.append({"label": move["label"], "from_number": move.get("from"), "to_number": move["to"],
+        clean_history.append({"label": history_label, "from_number": move.get("from"), "to_number": move["to"],
                               "moved_by": _username(move.get("moved_by"), f"{where}.moved_by"),
                               "moved_at": _datetime(move.get("moved_at"), f"{where}.moved_at")})
 
@@ -288,7 +296,7 @@ def prompt_import(*, data, owner) -> Prompt:
         for number, fields in enumerate(clean_versions, start=1):
             author = users.get(fields.pop("author"), owner)
             created[number] = PromptVersion.objects.create(prompt=prompt, number=number, author=author, **fields)
-        for name, number in labels.items():
+        for name, number in clean_labels.items():
             PromptLabel.objects.create(prompt=prompt, name=name, version=created[number])
         for move in clean_history:
             LabelMove.objects.create(prompt=prompt, label=move["label"], from_number=move["from_number"],

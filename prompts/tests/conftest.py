@@ -31,6 +31,12 @@ SECOND_VERSION = {
 }
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # The personas' passwords are never checked here; the default hasher costs ~0.5 s a user.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def carol(django_user_model):
     return django_user_model.objects.create_user("carol", password="carol-password-1", is_staff=True)

@@ -43,7 +43,8 @@ def test_it_substitutes_every_variable():
     assert turn == "Summarize for managers:\nSales rose.\n(managers)"
 
 
-@pytest.mark.parametrize("typed", ["{{ secret }}", "{% for x in y %}{{ x }}{% endfor %}", "{# hidden #}", "{{ ''.__class__ }}"])
+@pytest.mark.parametrize("typed", ["{{ secret }}", "{% for x in y %}{{ x }}{% endfor %}", "{# hidden #}",
+                                   "{{ ''.__class__ }}"])
 def test_a_users_value_reaches_the_message_literally(typed):
     messages = render_messages(instructions="", examples=[], template="Text: {{ text }}",
                                variables={"text": typed, "secret": "the secret value"})
@@ -131,3 +132,11 @@ def test_prompt_create_refuses_a_malformed_template_too(alice):
         services.prompt_create(owner=alice, name="Broken", slug="broken",
                                version={**FIRST_VERSION, "template": "{% if x %}"})
     assert refused.value.field == "template"
+
+
+def test_a_variable_with_a_default_may_be_left_empty():
+    template = "Reply in a {{ tone | default('friendly') }} tone to: {{ question }}"
+    assert render_user_turn(template, {"tone": "", "question": "Hi"}) == "Reply in a friendly tone to: Hi"
+    with pytest.raises(MissingVariablesError) as refused:
+        render_user_turn(template, {"tone": "", "question": " "})
+    assert refused.value.missing == ["question"]
