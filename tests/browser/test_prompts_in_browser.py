@@ -80,6 +80,7 @@ def test_a_prompt_is_versioned_compared_run_and_chatted_with(page, log_in, scree
     expect(page.locator(".prompt-origin")).to_contain_text("Support reply v2")
     expect(page.locator("[data-role=user]").first).to_contain_text("Customer Ann asks: Where is my order?")
     expect(page.locator("[data-role=assistant]").first).to_have_attribute("data-status", "complete", timeout=60_000)
+    screenshot("chat-from-prompt")
 
     page.goto("/prompts/")
     expect(page.locator(".table")).to_contain_text("production → v1")
