@@ -6,6 +6,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from chat import services as chat_services
 from chat.models import Conversation
@@ -295,8 +296,6 @@ def chat_start(request, slug, number):
                       status=400)
     request_reply_after_commit(reply.pk)
     if request.htmx:
-        from django_htmx.http import HttpResponseClientRedirect
-
         return HttpResponseClientRedirect(conversation.get_absolute_url())
     return redirect(conversation)
 
