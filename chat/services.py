@@ -139,7 +139,8 @@ def reply_claim(*, message_id: int, worker_channel: str, model_name: str) -> Mes
     )
     if not claimed:
         return None
-    return Message.objects.select_related("conversation").get(pk=message_id)
+    # The worker reads the conversation and, started from a prompt, its version next.
+    return Message.objects.select_related("conversation__prompt_version").get(pk=message_id)
 
 
 def reply_renew_lease(*, message_id: int, content: str) -> bool:

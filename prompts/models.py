@@ -77,6 +77,12 @@ class PromptVersion(models.Model):
     def get_absolute_url(self):
         return reverse("prompts:version", args=[self.prompt.slug, self.number])
 
+    def editable_fields(self) -> dict:
+        """The fields a person writes, as `services.clean_version_fields` and exports take them."""
+        return {"instructions": self.instructions, "template": self.template, "examples": self.examples,
+                "model": self.model_name, "temperature": self.temperature, "top_p": self.top_p,
+                "max_new_tokens": self.max_new_tokens, "stop": self.stop, "commit_message": self.commit_message}
+
     @property
     def parameters(self) -> dict:
         return {"model": self.model_name, "temperature": self.temperature, "top_p": self.top_p,

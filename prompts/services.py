@@ -124,17 +124,23 @@ def _clean_identity(raw: dict, where: str = "") -> dict:
     return {"name": name.strip(), "slug": slug, "description": description}
 
 
-def _clean_label(name) -> str:
+def _clean_label(name, field: str = "label") -> str:
     if not isinstance(name, str):
-        raise PromptError("must be text", "label")
+        raise PromptError("must be text", field)
     name = name.strip().lower()
     try:
         LABEL_VALIDATOR(name)
     except ValidationError as exc:
-        raise PromptError(exc.messages[0], "label") from None
+        raise PromptError(exc.messages[0], field) from None
     if name == LATEST:
-        raise PromptError("“latest” always means the newest version; it cannot be moved", "label")
+        raise PromptError("“latest” always means the newest version; it cannot be moved", field)
     return name
+
+
+def _version_number(value, count: int, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= count:
+        raise PromptError(f"must be a version number from 1 to {count}", field)
+    return value
 
 
 # --- writes -----------------------------------------------------------------------------------
@@ -207,10 +213,8 @@ def prompt_export(prompt: Prompt) -> dict:
         "format_version": EXPORT_FORMAT_VERSION,
         "prompt": {"name": prompt.name, "slug": prompt.slug, "description": prompt.description},
         "versions": [
-            {"number": v.number, "instructions": v.instructions, "template": v.template, "examples": v.examples,
-             "model": v.model_name, "temperature": v.temperature, "top_p": v.top_p,
-             "max_new_tokens": v.max_new_tokens, "stop": v.stop, "commit_message": v.commit_message,
-             "author": v.author.get_username(), "created_at": v.created_at.isoformat()}
+            {"number": v.number, **v.editable_fields(), "author": v.author.get_username(),
+             "created_at": v.created_at.isoformat()}
             for v in versions
         ],
         "labels": {label.name: label.version.number for label in prompt.labels.select_related("version")},
@@ -255,15 +259,10 @@ def prompt_import(*, data, owner) -> Prompt:
         raise PromptError("must be an object of label: version number", "labels")
     clean_labels = {}
     for name, number in labels.items():
-        try:
-            clean_name = _clean_label(name)
-        except PromptError as exc:
-            raise PromptError(exc.message, f"labels.{name}") from None
+        clean_name = _clean_label(name, f"labels.{name}")
         if clean_name in clean_labels:
             raise PromptError(f"names the label “{clean_name}” twice", f"labels.{name}")
-        if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= len(clean_versions):
-            raise PromptError(f"must be a version number from 1 to {len(clean_versions)}", f"labels.{name}")
-        clean_labels[clean_name] = number
+        clean_labels[clean_name] = _version_number(number, len(clean_versions), f"labels.{name}")
     history = data.get("label_history", [])
     if not isinstance(history, list):
         raise PromptError("must be a list", "label_history")
@@ -272,16 +271,11 @@ def prompt_import(*, data, owner) -> Prompt:
         where = f"label_history[{n}]"
         if not isinstance(move, dict):
             raise PromptError("must be an object with label, from, to, moved_by, moved_at", where)
-        try:
-            history_label = _clean_label(move.get("label"))
-        except PromptError as exc:
-            raise PromptError(exc.message, f"{where}.label") from None
-        for key, optional in (("from", True), ("to", False)):
-            number = move.get(key)
-            if (number is None and not optional) or (number is not None and (
-                    not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= len(clean_versions))):
-                raise PromptError(f"must be a version number from 1 to {len(clean_versions)}", f"{where}.{key}")
-        clean_history.append({"label": history_label, "from_number": move.get("from"), "to_number": move["to"],
+        from_number = move.get("from")
+        clean_history.append({"label": _clean_label(move.get("label"), f"{where}.label"),
+                              "from_number": None if from_number is None else _version_number(
+                                  from_number, len(clean_versions), f"{where}.from"),
+                              "to_number": _version_number(move.get("to"), len(clean_versions), f"{where}.to"),
                               "moved_by": _username(move.get("moved_by"), f"{where}.moved_by"),
                               "moved_at": _datetime(move.get("moved_at"), f"{where}.moved_at")})
 

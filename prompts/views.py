@@ -53,10 +53,9 @@ def _form_values(fields: dict) -> dict:
             "examples": list(fields.get("examples") or []) + [{"input": "", "output": ""}]}
 
 
-def _version_as_fields(version) -> dict:
-    return {"instructions": version.instructions, "template": version.template, "examples": version.examples,
-            "model": version.model_name, "temperature": version.temperature, "top_p": version.top_p,
-            "max_new_tokens": version.max_new_tokens, "stop": version.stop, "commit_message": ""}
+def _labels_context(prompt) -> dict:
+    return {"labels": prompt.labels.select_related("version"),
+            "label_moves": prompt.label_moves.select_related("moved_by")[:20]}
 
 
 # --- library --------------------------------------------------------------------------------
@@ -96,9 +95,8 @@ def prompt_detail(request, slug, number=None):
     version = _version_or_404(prompt, number=number)
     versions = list(selectors.versions_of(prompt))
     return render(request, "prompts/prompt_detail.html", {
-        "prompt": prompt, "version": version, "versions": versions, "can_edit": prompt.can_edit(request.user),
-        "labels": prompt.labels.select_related("version"), "label_moves": prompt.label_moves.select_related("moved_by")[:20],
-        "editors": prompt.editors.all(), "latest_number": versions[0].number,
+        **_labels_context(prompt), "prompt": prompt, "version": version, "versions": versions,
+        "can_edit": prompt.can_edit(request.user), "editors": prompt.editors.all(), "latest_number": versions[0].number,
         "previous_number": next((v.number for v in versions if v.number < version.number), None),
     })
 
@@ -110,7 +108,7 @@ def version_new(request, slug):
     if not prompt.can_edit(request.user):
         raise PermissionDenied("Only the prompt's owner, its editors and staff can make new versions.")
     base = _version_or_404(prompt, number=request.GET.get("from") or request.POST.get("from"))
-    fields, error = _version_as_fields(base), None
+    fields, error = {**base.editable_fields(), "commit_message": ""}, None
     if request.method == "POST":
         fields = _version_fields_from_form(request.POST)
         try:
@@ -151,8 +149,8 @@ def label_move(request, slug):
     except (services.PromptError, Http404) as exc:
         error = exc
     return render(request, "prompts/_labels.html", {
-        "prompt": prompt, "labels": prompt.labels.select_related("version"), "can_edit": True, "error": error,
-        "label_moves": prompt.label_moves.select_related("moved_by")[:20], "versions": selectors.versions_of(prompt),
+        **_labels_context(prompt), "prompt": prompt, "versions": selectors.versions_of(prompt), "can_edit": True,
+        "error": error,
     })
 
 
@@ -245,8 +243,9 @@ def _preview(version, variables, counter):
         return {"version": version, "error": str(exc)}
     preview = {"version": version, "messages": messages}
     if counter is not None:
-        preview.update(tokens=counter.count(messages), context_length=counter.context_length,
-                       too_long=counter.count(messages) + (version.max_new_tokens or 0) > counter.context_length)
+        tokens = counter.count(messages)
+        preview.update(tokens=tokens, context_length=counter.context_length,
+                       too_long=tokens + (version.max_new_tokens or 0) > counter.context_length)
     return preview
 
 

@@ -16,7 +16,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from .loading import LoadedModel
+from .loading import LoadedModel, chat_template_ids
 
 
 class PromptTooLongError(ValueError):
@@ -91,9 +91,7 @@ class _StopWhenCancelled(StoppingCriteria):
 
 def render_prompt_ids(loaded: LoadedModel, messages: list[dict]) -> list[int]:
     """Token ids of `messages` through the model's chat template, ready for a reply."""
-    encoded = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    ids = encoded["input_ids"] if hasattr(encoded, "keys") else encoded
-    return list(ids)
+    return chat_template_ids(loaded.tokenizer, messages)
 
 
 def fit_to_context(loaded: LoadedModel, messages: list[dict], max_new_tokens: int) -> tuple[list[dict], list[int]]:

@@ -82,18 +82,24 @@ def resolve_quantization(quantization: str, device: str) -> str:
     return quantization
 
 
-def prepare_model_folder(source: str, cache_dir: Path) -> tuple[Path | str, str]:
+def prepare_model_folder(source: str, cache_dir: Path, *, convert: bool = True) -> tuple[Path | str | None, str]:
     """Turn a model source into something `from_pretrained` loads fast, and a display name.
 
     GGUF sources are converted into `cache_dir` on first use; later calls reuse the cache.
+    With `convert=False` a GGUF source not converted yet gives (None, name).
     """
-    if source == BUNDLED_MODEL:
-        return convert_gguf_once(bundled_gguf_path(), cache_dir), "SmolLM2-135M-Instruct"
     path = Path(source).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
+    if source == BUNDLED_MODEL or path.suffix == ".gguf":
+        if source == BUNDLED_MODEL:
+            gguf_path, name = bundled_gguf_path(), "SmolLM2-135M-Instruct"
+        elif path.is_file():
+            gguf_path, name = path, path.stem
+        else:
             raise ModelLoadError(f"LLM_MODEL={source}: no such GGUF file.")
-        return convert_gguf_once(path, cache_dir), path.stem
+        if not convert:
+            folder = converted_folder(gguf_path, cache_dir)
+            return (folder if (folder / "config.json").exists() else None), name
+        return convert_gguf_once(gguf_path, cache_dir), name
     if path.is_dir():
         if not (path / "config.json").exists():
             raise ModelLoadError(f"LLM_MODEL={source}: the folder has no config.json, so it is not a model folder.")
@@ -200,23 +206,22 @@ class PromptCounter:
     context_length: int
 
     def count(self, messages: list[dict]) -> int:
-        encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return len(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+        return len(chat_template_ids(self.tokenizer, messages))
+
+
+def chat_template_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of `messages` through the tokenizer's chat template, ready for a reply."""
+    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
 def load_prompt_counter(source: str, *, cache_dir: Path) -> PromptCounter | None:
     """The tokenizer of `source`, or None while it would first need a GGUF conversion (the worker does that)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    path = Path(source).expanduser()
-    if source == BUNDLED_MODEL or path.suffix == ".gguf":
-        gguf_path = bundled_gguf_path() if source == BUNDLED_MODEL else path
-        folder = converted_folder(gguf_path, Path(cache_dir))
-        if not (folder / "config.json").exists():
-            return None
-        name = "SmolLM2-135M-Instruct" if source == BUNDLED_MODEL else path.stem
-    else:
-        folder, name = prepare_model_folder(source, Path(cache_dir))
+    folder, name = prepare_model_folder(source, Path(cache_dir), convert=False)
+    if folder is None:
+        return None
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         config = AutoConfig.from_pretrained(folder)
