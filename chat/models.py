@@ -9,9 +9,11 @@ class Conversation(models.Model):
         CHAT = "chat"
         PLAYGROUND = "playground"  # a prompt playground run: same path, kept out of the chat list
 
+    DEFAULT_TITLE = "New conversation"
+
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CHAT)
-    title = models.CharField(max_length=200, default="New conversation")
+    title = models.CharField(max_length=200, default=DEFAULT_TITLE)
     system_prompt = models.TextField(blank=True)
     # Started from a prompt version: its few-shot examples and parameters apply to every
     # reply, and the variables it was rendered with are kept as evidence.

@@ -5,13 +5,22 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.paginator import Paginator
 from django.utils import timezone
 
 from .models import Conversation, Message, ModelWorker
 
 
+CONVERSATIONS_PER_PAGE = 50
+
+
 def conversations_for(*, user):
     return Conversation.objects.filter(owner=user, kind=Conversation.Kind.CHAT).only("id", "title", "updated_at")
+
+
+def conversations_page(*, user, page=1):
+    """One page of the user's conversations, newest first (the sidebar loads older ones on demand)."""
+    return Paginator(conversations_for(user=user), CONVERSATIONS_PER_PAGE).get_page(page)
 
 
 def conversation_for(*, user, conversation_id) -> Conversation | None:

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from studio.input_checks import unstorable_reason
+
 from .models import Conversation, Message, ModelWorker
 
 TITLE_MAX_CHARS = 200
@@ -19,11 +21,25 @@ class ChatError(Exception):
 
 
 def conversation_create(*, owner, title: str = "", system_prompt: str = "") -> Conversation:
+    _require_storable(title, "The title")
+    _require_storable(system_prompt, "The system prompt")
     conversation = Conversation(owner=owner, system_prompt=system_prompt)
     if title.strip():
         conversation.title = _clean_title(title)
     conversation.save()
     return conversation
+
+
+def conversation_start_blank(*, owner) -> Conversation:
+    """"New chat": the user's untouched empty conversation if there is one (clicking New chat
+    twice must not pile up empty conversations), else a new one."""
+    empty = (Conversation.objects.filter(owner=owner, kind=Conversation.Kind.CHAT, messages__isnull=True,
+                                         system_prompt="", prompt_version=None, title=Conversation.DEFAULT_TITLE)
+             .order_by("-updated_at", "-id").first())
+    if empty is None:
+        return conversation_create(owner=owner)
+    empty.save(update_fields=["updated_at"])  # to the top of the list
+    return empty
 
 
 def conversation_start_from_prompt(*, owner, prompt_version, variables: dict,
@@ -36,7 +52,10 @@ def conversation_start_from_prompt(*, owner, prompt_version, variables: dict,
     """
     from prompts.rendering import render_user_turn
 
+    for name, value in variables.items():
+        _require_storable(value if isinstance(value, str) else "", f"The variable {name}")
     user_turn = render_user_turn(prompt_version.template, variables)
+    _require_storable(user_turn, "The rendered message")
     if len(user_turn) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError(f"The rendered message is {len(user_turn):,} characters; the limit is "
                         f"{settings.CHAT_MAX_MESSAGE_CHARS:,}.")
@@ -54,11 +73,13 @@ def conversation_start_from_prompt(*, owner, prompt_version, variables: dict,
 def conversation_update(*, conversation: Conversation, title: str | None = None, system_prompt: str | None = None):
     fields = ["updated_at"]
     if title is not None:
+        _require_storable(title, "The title")
         if not title.strip():
             raise ChatError("A conversation needs a title.")
         conversation.title = _clean_title(title)
         fields.append("title")
     if system_prompt is not None:
+        _require_storable(system_prompt, "The system prompt")
         if len(system_prompt) > settings.CHAT_MAX_MESSAGE_CHARS:
             raise ChatError(f"The system prompt is longer than {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
         conversation.system_prompt = system_prompt
@@ -75,6 +96,7 @@ def reply_request(*, conversation: Conversation, content: str) -> tuple[Message,
     """Store the user's message and a queued assistant reply for a model worker to claim."""
     if not isinstance(content, str) or not content.strip():
         raise ChatError("The message is empty.")
+    _require_storable(content, "The message")
     if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError(
             f"The message is {len(content):,} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS:,}."
@@ -210,6 +232,12 @@ def workers_forget_silent() -> None:
 
 def _lease_end():
     return timezone.now() + timedelta(seconds=settings.LLM_LEASE_SECONDS)
+
+
+def _require_storable(text: str, what: str) -> None:
+    reason = unstorable_reason(text)
+    if reason:
+        raise ChatError(f"{what} {reason}.")
 
 
 def _clean_title(title: str) -> str:

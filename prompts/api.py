@@ -1,22 +1,14 @@
 """HTTP API for applications: `Authorization: Bearer <token>` (tokens on the settings page)."""
 
-import json
-
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.services import user_for_api_token
+from accounts.throttle import ApiRefusal, api_user
+from studio.input_checks import InputError, parse_json
 
 from . import selectors
 from .rendering import MissingVariablesError, TemplateError, render_messages
-
-MAX_BODY_BYTES = 1024 * 1024
-
-
-def _api_user(request):
-    scheme, _, raw_token = request.headers.get("Authorization", "").partition(" ")
-    return user_for_api_token(raw_token.strip()) if scheme.lower() == "bearer" else None
 
 
 def _error(status, message):
@@ -26,15 +18,16 @@ def _error(status, message):
     return response
 
 
-def _resolve(request, slug, params):
+def _resolve(slug, params):
     """(version, None) or (None, error response)."""
-    if _api_user(request) is None:
-        return None, _error(401, "Send an API token: Authorization: Bearer <token> (create one on your settings page).")
     prompt = selectors.prompt_by_slug(slug)
     if prompt is None:
         return None, _error(404, f"There is no prompt “{slug}”.")
+    label, number = params.get("label"), params.get("version")
+    if label is not None and not isinstance(label, str) or number is not None and not isinstance(number, (str, int)):
+        return None, _error(400, '"label" must be text and "version" a number.')
     try:
-        return selectors.version_resolve(prompt, label=params.get("label"), number=params.get("version")), None
+        return selectors.version_resolve(prompt, label=label, number=number), None
     except selectors.VersionNotFound as exc:
         return None, _error(404, str(exc))
 
@@ -51,23 +44,27 @@ def version_json(version) -> dict:
 
 @require_GET
 def prompt_version(request, slug):
-    version, error = _resolve(request, slug, request.GET)
+    try:
+        api_user(request)
+    except ApiRefusal as refusal:
+        return _error(refusal.status, str(refusal))
+    version, error = _resolve(slug, request.GET)
     return error or JsonResponse(version_json(version))
 
 
 @csrf_exempt  # token-authenticated, no cookies involved
 @require_POST
 def prompt_render(request, slug):
-    if len(request.body) > MAX_BODY_BYTES:
-        return _error(413, f"The body is larger than {MAX_BODY_BYTES:,} bytes.")
     try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        body = None
-    if _api_user(request) is not None and not isinstance(body, dict):
+        api_user(request)
+        body = parse_json(request.body or b"{}")
+    except ApiRefusal as refusal:
+        return _error(refusal.status, str(refusal))
+    except InputError as exc:
+        return _error(400, f'{exc} Send a JSON object: {{"variables": {{"name": "value"}}, "label": "production"}}.')
+    if not isinstance(body, dict):
         return _error(400, 'Send a JSON object: {"variables": {"name": "value"}, "label": "production"}.')
-    version, error = _resolve(request, slug, {**request.GET.dict(), **{k: v for k, v in (body or {}).items()
-                                                                        if k in ("label", "version")}})
+    version, error = _resolve(slug, {**request.GET.dict(), **{k: v for k, v in body.items() if k in ("label", "version")}})
     if error:
         return error
     variables = body.get("variables", {})

@@ -48,6 +48,9 @@ class PromptVersion(models.Model):
     number = models.PositiveIntegerField()
     instructions = models.TextField(blank=True)  # the system message
     template = models.TextField()  # the user turn, Jinja2 with {{ variables }}
+    # The variables the template reads, in order of first use: computed once when the version
+    # is saved (parsing a template on every page view would let one template slow every page).
+    variables = models.JSONField(default=list, blank=True, editable=False)
     # Ordered few-shot examples: [{"input": ..., "output": ...}]; they go between the
     # system message and the user turn as user/assistant pairs.
     examples = models.JSONField(default=list, blank=True)
@@ -59,6 +62,9 @@ class PromptVersion(models.Model):
     commit_message = models.CharField(max_length=500, blank=True)
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField()
+    # Imported versions: `author` is whoever imported it and `created_at` when; the file's
+    # claims ("imported; originally by alice, 2020-01-02 10:00 UTC") stay text, never an account.
+    provenance = models.CharField(max_length=500, blank=True)
 
     objects = PromptVersionQuerySet.as_manager()
 
@@ -88,12 +94,6 @@ class PromptVersion(models.Model):
         return {"model": self.model_name, "temperature": self.temperature, "top_p": self.top_p,
                 "max_new_tokens": self.max_new_tokens, "stop": list(self.stop)}
 
-    @property
-    def variables(self) -> list[str]:
-        from .rendering import template_variables
-
-        return template_variables(self.template)
-
 
 class PromptLabel(models.Model):
     """A name (production, staging, ...) that points at one version of a prompt."""
@@ -112,8 +112,21 @@ class PromptLabel(models.Model):
         return f"{self.prompt.slug}@{self.name}"
 
 
+class AppendOnlyError(Exception):
+    """The label history is an audit trail: rows are added, never changed or deleted on their own."""
+
+
+class LabelMoveQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("The label history is append-only.")
+
+    def delete(self):
+        raise AppendOnlyError("The label history is append-only (it goes only with its prompt).")
+
+
 class LabelMove(models.Model):
-    """Audit trail: who pointed a label at which version, from which, when."""
+    """Audit trail: who pointed a label at which version, from which, when. Append-only; deleting
+    the whole prompt removes it (Django's cascade deletes rows without calling these methods)."""
 
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="label_moves")
     label = models.CharField(max_length=40)
@@ -121,6 +134,17 @@ class LabelMove(models.Model):
     to_number = models.PositiveIntegerField()
     moved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     moved_at = models.DateTimeField()
+    provenance = models.CharField(max_length=500, blank=True)  # imported moves: the file's claims, as text
+
+    objects = LabelMoveQuerySet.as_manager()
 
     class Meta:
         ordering = ["-moved_at", "-id"]
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("The label history is append-only: a recorded move never changes.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("The label history is append-only (it goes only with its prompt).")

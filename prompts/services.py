@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -10,13 +10,17 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from studio.input_checks import unstorable_reason
+
 from .models import LABEL_VALIDATOR, LATEST, SLUG_VALIDATOR, LabelMove, Prompt, PromptLabel, PromptVersion
-from .rendering import TemplateError, check_template
+from .rendering import TemplateError, inspect_template
 
 EXPORT_FORMAT = "chat-prompt-studio/prompt"
 EXPORT_FORMAT_VERSION = 1
 MAX_TEXT_CHARS = 32_000
 MAX_EXAMPLES = 200
+MAX_IMPORTED_VERSIONS = 1_000
+MAX_IMPORTED_LABEL_MOVES = 10_000
 
 
 class PromptError(Exception):
@@ -52,13 +56,14 @@ def clean_version_fields(raw: dict, where: str = "") -> dict:
             value = ""
         if not isinstance(value, str):
             raise PromptError("must be text", at(name))
+        _require_storable(value, at(name))
         if len(value) > MAX_TEXT_CHARS:
             raise PromptError(f"is longer than {MAX_TEXT_CHARS:,} characters", at(name))
         if required and not value.strip():
             raise PromptError("must not be empty", at(name))
         text[name] = value
     try:
-        check_template(text["template"])
+        variables = inspect_template(text["template"])
     except TemplateError as exc:
         raise PromptError(str(exc), at("template")) from None
 
@@ -75,11 +80,13 @@ def clean_version_fields(raw: dict, where: str = "") -> dict:
             value = example.get(key)
             if not isinstance(value, str) or not value.strip():
                 raise PromptError("must be non-empty text", at(f"examples[{n}].{key}"))
+            _require_storable(value, at(f"examples[{n}].{key}"))
         clean_examples.append({"input": example["input"], "output": example["output"]})
 
     model_name = raw.get("model", "") or ""
     if not isinstance(model_name, str) or len(model_name) > 200:
         raise PromptError("must be text of 200 characters at most", at("model"))
+    _require_storable(model_name, at("model"))
     temperature = _number(raw.get("temperature"), at("temperature"), minimum=0, maximum=5)
     top_p = _number(raw.get("top_p"), at("top_p"), minimum=0, maximum=1)
     if top_p == 0:
@@ -88,8 +95,16 @@ def clean_version_fields(raw: dict, where: str = "") -> dict:
     stop = raw.get("stop", []) or []
     if not isinstance(stop, list) or any(not isinstance(s, str) or not s for s in stop) or len(stop) > 16:
         raise PromptError("must be a list of at most 16 non-empty strings", at("stop"))
-    return {**text, "examples": clean_examples, "model_name": model_name.strip(), "temperature": temperature,
+    for n, sequence in enumerate(stop):
+        _require_storable(sequence, at(f"stop[{n}]"))
+    return {**text, "variables": variables, "examples": clean_examples, "model_name": model_name.strip(), "temperature": temperature,
             "top_p": top_p, "max_new_tokens": max_new_tokens, "stop": stop}
+
+
+def _require_storable(text: str, field: str) -> None:
+    reason = unstorable_reason(text)
+    if reason:
+        raise PromptError(reason, field)
 
 
 def _number(value, field, *, minimum, maximum, integer=False):
@@ -113,6 +128,7 @@ def _clean_identity(raw: dict, where: str = "") -> dict:
     name, slug, description = raw.get("name"), raw.get("slug"), raw.get("description", "") or ""
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise PromptError("must be text of 1 to 200 characters", at("name"))
+    _require_storable(name, at("name"))
     if not isinstance(slug, str) or not slug or len(slug) > 100:
         raise PromptError("must be text of 1 to 100 characters", at("slug"))
     try:
@@ -121,6 +137,7 @@ def _clean_identity(raw: dict, where: str = "") -> dict:
         raise PromptError(exc.messages[0], at("slug")) from None
     if not isinstance(description, str) or len(description) > MAX_TEXT_CHARS:
         raise PromptError("must be text", at("description"))
+    _require_storable(description, at("description"))
     return {"name": name.strip(), "slug": slug, "description": description}
 
 
@@ -192,6 +209,7 @@ def label_move(*, prompt: Prompt, name: str, version: PromptVersion, user) -> Pr
 
 def editor_add(*, prompt: Prompt, username: str, user) -> None:
     require_editor(prompt, user)
+    _require_storable(username, "username")
     editor = get_user_model().objects.filter(username=username.strip()).first()
     if editor is None:
         raise PromptError(f"there is no user named “{username.strip()}”", "username")
@@ -214,13 +232,14 @@ def prompt_export(prompt: Prompt) -> dict:
         "prompt": {"name": prompt.name, "slug": prompt.slug, "description": prompt.description},
         "versions": [
             {"number": v.number, **v.editable_fields(), "author": v.author.get_username(),
-             "created_at": v.created_at.isoformat()}
+             "created_at": v.created_at.isoformat(), **({"provenance": v.provenance} if v.provenance else {})}
             for v in versions
         ],
         "labels": {label.name: label.version.number for label in prompt.labels.select_related("version")},
         "label_history": [
             {"label": move.label, "from": move.from_number, "to": move.to_number,
-             "moved_by": move.moved_by.get_username(), "moved_at": move.moved_at.isoformat()}
+             "moved_by": move.moved_by.get_username(), "moved_at": move.moved_at.isoformat(),
+             **({"provenance": move.provenance} if move.provenance else {})}
             for move in prompt.label_moves.select_related("moved_by").order_by("moved_at", "id")
         ],
     }
@@ -229,7 +248,9 @@ def prompt_export(prompt: Prompt) -> dict:
 def prompt_import(*, data, owner) -> Prompt:
     """Create a prompt from an export. Checks everything first; refuses and writes nothing on error.
 
-    Authors and label movers are matched by user name; unknown names become the importer.
+    Everything created is the importer's, made now: a file can claim anything, so the authors,
+    label movers and times it names are kept as text on each row ("imported; originally by
+    alice, 2020-01-02 10:00 UTC"), never bound to an account.
     """
     if not isinstance(data, dict):
         raise PromptError("the file must hold a JSON object", "(file)")
@@ -243,6 +264,9 @@ def prompt_import(*, data, owner) -> Prompt:
     versions = data.get("versions")
     if not isinstance(versions, list) or not versions:
         raise PromptError("must be a non-empty list", "versions")
+    if len(versions) > MAX_IMPORTED_VERSIONS:
+        raise PromptError(f"holds {len(versions):,} versions; an import holds at most {MAX_IMPORTED_VERSIONS:,}",
+                          "versions")
     clean_versions = []
     for n, raw in enumerate(versions):
         where = f"versions[{n}]"
@@ -251,8 +275,8 @@ def prompt_import(*, data, owner) -> Prompt:
         if raw.get("number") != n + 1:
             raise PromptError(f"must be {n + 1}: versions are numbered 1, 2, 3... in order", f"{where}.number")
         fields = clean_version_fields(raw, where)
-        fields["created_at"] = _datetime(raw.get("created_at"), f"{where}.created_at")
-        fields["author"] = _username(raw.get("author"), f"{where}.author")
+        fields["provenance"] = _provenance("originally by", _username(raw.get("author"), f"{where}.author"),
+                                           _datetime(raw.get("created_at"), f"{where}.created_at"))
         clean_versions.append(fields)
     labels = data.get("labels", {})
     if not isinstance(labels, dict):
@@ -266,6 +290,8 @@ def prompt_import(*, data, owner) -> Prompt:
     history = data.get("label_history", [])
     if not isinstance(history, list):
         raise PromptError("must be a list", "label_history")
+    if len(history) > MAX_IMPORTED_LABEL_MOVES:
+        raise PromptError(f"holds more than {MAX_IMPORTED_LABEL_MOVES:,} moves", "label_history")
     clean_history = []
     for n, move in enumerate(history):
         where = f"label_history[{n}]"
@@ -276,11 +302,11 @@ def prompt_import(*, data, owner) -> Prompt:
                               "from_number": None if from_number is None else _version_number(
                                   from_number, len(clean_versions), f"{where}.from"),
                               "to_number": _version_number(move.get("to"), len(clean_versions), f"{where}.to"),
-                              "moved_by": _username(move.get("moved_by"), f"{where}.moved_by"),
-                              "moved_at": _datetime(move.get("moved_at"), f"{where}.moved_at")})
+                              "provenance": _provenance("originally moved by",
+                                                        _username(move.get("moved_by"), f"{where}.moved_by"),
+                                                        _datetime(move.get("moved_at"), f"{where}.moved_at"))})
 
-    users = {user.get_username(): user for user in get_user_model().objects.filter(
-        username__in={v["author"] for v in clean_versions} | {m["moved_by"] for m in clean_history})}
+    now = timezone.now()
     with transaction.atomic():
         if Prompt.objects.filter(slug=identity["slug"]).exists():
             raise PromptError(f"a prompt with the slug “{identity['slug']}” already exists here; "
@@ -288,15 +314,17 @@ def prompt_import(*, data, owner) -> Prompt:
         prompt = Prompt.objects.create(owner=owner, **identity)
         created = {}
         for number, fields in enumerate(clean_versions, start=1):
-            author = users.get(fields.pop("author"), owner)
-            created[number] = PromptVersion.objects.create(prompt=prompt, number=number, author=author, **fields)
+            created[number] = PromptVersion.objects.create(prompt=prompt, number=number, author=owner, created_at=now,
+                                                           **fields)
         for name, number in clean_labels.items():
             PromptLabel.objects.create(prompt=prompt, name=name, version=created[number])
-        for move in clean_history:
-            LabelMove.objects.create(prompt=prompt, label=move["label"], from_number=move["from_number"],
-                                     to_number=move["to_number"], moved_by=users.get(move["moved_by"], owner),
-                                     moved_at=move["moved_at"])
+        LabelMove.objects.bulk_create([LabelMove(prompt=prompt, moved_by=owner, moved_at=now, **move)
+                                       for move in clean_history])
     return prompt
+
+
+def _provenance(claim: str, username: str, when: datetime) -> str:
+    return f"imported; {claim} {username}, {when.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def _datetime(value, field) -> datetime:
@@ -307,6 +335,7 @@ def _datetime(value, field) -> datetime:
 
 
 def _username(value, field) -> str:
-    if not isinstance(value, str) or not value:
-        raise PromptError("must be a user name", field)
-    return value
+    if not isinstance(value, str) or not value.strip() or len(value) > 150:
+        raise PromptError("must be a user name (150 characters at most)", field)
+    _require_storable(value, field)
+    return " ".join(value.split())

@@ -11,6 +11,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from chat import services as chat_services
 from chat.models import Conversation
 from chat.worker import request_reply_after_commit
+from studio.input_checks import InputError, parse_json
 
 from . import selectors, services
 from .diff import diff_versions
@@ -54,8 +55,16 @@ def _form_values(fields: dict) -> dict:
 
 
 def _labels_context(prompt) -> dict:
-    return {"labels": prompt.labels.select_related("version"),
-            "label_moves": prompt.label_moves.select_related("moved_by")[:20]}
+    return {"labels": prompt.labels.select_related("version"), "label_moves": selectors.label_moves_page(prompt),
+            **selectors.version_summary(prompt)}
+
+
+def _int_or_none(value):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number < 2**63 else None
 
 
 # --- library --------------------------------------------------------------------------------
@@ -64,7 +73,7 @@ def _labels_context(prompt) -> dict:
 @login_required
 @require_GET
 def prompt_list(request):
-    return render(request, "prompts/prompt_list.html", {"prompts": selectors.prompts_list()})
+    return render(request, "prompts/prompt_list.html", {"prompts": selectors.prompts_page(request.GET.get("page"))})
 
 
 @login_required
@@ -93,12 +102,31 @@ def prompt_new(request):
 def prompt_detail(request, slug, number=None):
     prompt = _prompt_or_404(slug)
     version = _version_or_404(prompt, number=number)
-    versions = list(selectors.versions_of(prompt))
     return render(request, "prompts/prompt_detail.html", {
-        **_labels_context(prompt), "prompt": prompt, "version": version, "versions": versions,
-        "can_edit": prompt.can_edit(request.user), "editors": prompt.editors.all(), "latest_number": versions[0].number,
-        "previous_number": next((v.number for v in versions if v.number < version.number), None),
+        **_labels_context(prompt), "prompt": prompt, "version": version, "history": selectors.versions_page(prompt),
+        "can_edit": prompt.can_edit(request.user), "editors": prompt.editors.all(),
+        "previous_number": version.number - 1 if version.number > 1 else None,
     })
+
+
+@login_required
+@require_GET
+def version_history(request, slug):
+    """Older versions for the history column ("Older versions…")."""
+    prompt = _prompt_or_404(slug)
+    return render(request, "prompts/_history_items.html", {
+        "prompt": prompt, "history": selectors.versions_page(prompt, request.GET.get("page")),
+        "version": {"number": _int_or_none(request.GET.get("shown"))},
+    })
+
+
+@login_required
+@require_GET
+def label_history(request, slug):
+    """Older label moves ("Older moves…")."""
+    prompt = _prompt_or_404(slug)
+    return render(request, "prompts/_label_moves.html", {
+        "prompt": prompt, "label_moves": selectors.label_moves_page(prompt, request.GET.get("page"))})
 
 
 @login_required
@@ -125,13 +153,11 @@ def version_new(request, slug):
 @require_GET
 def version_diff(request, slug):
     prompt = _prompt_or_404(slug)
-    versions = list(selectors.versions_of(prompt))
-    newest = versions[0].number
-    new = _version_or_404(prompt, number=request.GET.get("to") or newest)
+    new = _version_or_404(prompt, number=request.GET.get("to") or None)
     old = _version_or_404(prompt, number=request.GET.get("from") or max(new.number - 1, 1))
     sections = diff_versions(old, new)
     return render(request, "prompts/version_diff.html", {
-        "prompt": prompt, "old": old, "new": new, "versions": versions, "sections": sections,
+        "prompt": prompt, "old": old, "new": new, "sections": sections, **selectors.version_summary(prompt),
         "identical": not any(section.changed for section in sections),
     })
 
@@ -142,15 +168,21 @@ def label_move(request, slug):
     prompt = _prompt_or_404(slug)
     if not prompt.can_edit(request.user):
         raise PermissionDenied("Only the prompt's owner, its editors and staff can move labels.")
-    error = None
+    shown = _version_or_404(prompt, number=request.POST.get("shown") or None)  # the version the page shows
+    label_name = request.POST.get("label", "")
     try:
         version = _version_or_404(prompt, number=request.POST.get("version"))
-        services.label_move(prompt=prompt, name=request.POST.get("label", ""), version=version, user=request.user)
+        services.label_move(prompt=prompt, name=label_name, version=version, user=request.user)
     except (services.PromptError, Http404) as exc:
-        error = exc
+        # Keep what was typed, so the person can correct it.
+        return render(request, "prompts/_labels.html", {
+            **_labels_context(prompt), "prompt": prompt, "version": shown, "can_edit": True, "error": exc,
+            "label_value": label_name, "label_version": _int_or_none(request.POST.get("version")),
+        })
+    # The history column shows labels too: it is swapped out of band with the labels card.
     return render(request, "prompts/_labels.html", {
-        **_labels_context(prompt), "prompt": prompt, "versions": selectors.versions_of(prompt), "can_edit": True,
-        "error": error,
+        **_labels_context(prompt), "prompt": prompt, "version": shown, "can_edit": True, "moved": True,
+        "history": selectors.versions_page(prompt),
     })
 
 
@@ -163,10 +195,12 @@ def editors_change(request, slug):
     error = None
     try:
         if request.POST.get("remove"):
-            services.editor_remove(prompt=prompt, editor_id=int(request.POST["remove"]), user=request.user)
+            editor_id = _int_or_none(request.POST["remove"])
+            if editor_id is not None:
+                services.editor_remove(prompt=prompt, editor_id=editor_id, user=request.user)
         else:
             services.editor_add(prompt=prompt, username=request.POST.get("username", ""), user=request.user)
-    except (services.PromptError, ValueError) as exc:
+    except services.PromptError as exc:
         error = exc
     return render(request, "prompts/_editors.html", {"prompt": prompt, "editors": prompt.editors.all(),
                                                      "can_edit": True, "error": error})
@@ -193,9 +227,9 @@ def prompt_import(request):
         error = f"The file is {upload.size:,} bytes; an import holds at most {MAX_IMPORT_BYTES:,}."
     else:
         try:
-            data = json.loads(upload.read().decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            error = f"The file is not valid JSON: {exc}"
+            data = parse_json(upload.read())
+        except InputError as exc:
+            error = f"Nothing was imported. The file is not valid JSON: {exc}"
         else:
             try:
                 prompt = services.prompt_import(data=data, owner=request.user)
@@ -203,7 +237,7 @@ def prompt_import(request):
                 error = f"Nothing was imported. {exc}"
             else:
                 return redirect(prompt)
-    return render(request, "prompts/prompt_list.html", {"prompts": selectors.prompts_list(), "import_error": error},
+    return render(request, "prompts/prompt_list.html", {"prompts": selectors.prompts_page(), "import_error": error},
                   status=400)
 
 
@@ -230,7 +264,7 @@ def playground(request, slug):
     prompt = _prompt_or_404(slug)
     versions = _playground_versions(prompt, request.GET)
     return render(request, "prompts/playground.html", {
-        "prompt": prompt, "versions": versions, "all_versions": selectors.versions_of(prompt),
+        "prompt": prompt, "versions": versions, **selectors.version_summary(prompt),
         "variables": _union_variables(versions), "values": {},
     })
 

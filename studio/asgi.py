@@ -10,10 +10,11 @@ django_http_app = get_asgi_application()  # sets Django up before the imports be
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.worker import ensure_embedded_worker  # noqa: E402
+from studio.origins import SameOriginValidator  # noqa: E402
+from studio.request_limits import BodyLimitMiddleware  # noqa: E402
 
 
 async def http_app(scope, receive, send):
@@ -25,7 +26,7 @@ async def http_app(scope, receive, send):
 
 application = ProtocolTypeRouter(
     {
-        "http": http_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "http": BodyLimitMiddleware(http_app),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -8,12 +8,13 @@ DATABASE_URL (PostgreSQL) and REDIS_URL. Every variable is listed in README.md.
 import os
 import re
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+STUDIO_DIR = Path(__file__).resolve().parent  # templates and static files ship inside the package
 
 
 def envstr(name: str, default: str) -> str:
@@ -61,7 +62,9 @@ def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-DATA_DIR = Path(envstr("STUDIO_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+# ./data of the folder the studio is started from (`make run`: the checkout; an installed
+# `studio serve`: wherever it runs).
+DATA_DIR = Path(envstr("STUDIO_DATA_DIR", "data")).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
@@ -92,6 +95,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_htmx",
+    "axes",
     "studio",
     "chat",
     "prompts",
@@ -100,14 +104,18 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "studio.middleware.content_security_policy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "studio.middleware.refuse_unstorable_parameters",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "studio.urls"
@@ -116,7 +124,8 @@ ASGI_APPLICATION = "studio.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # Before the apps' folders, so the studio's registration/ and error pages win over the admin's.
+        "DIRS": [STUDIO_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -172,10 +181,85 @@ else:
         }
     }
 
+# --- Caches (login and API throttling counters) --------------------------------------------
+# axes.W006 asks for the address among the lockout parameters: accounts.throttle adds its own
+# address rule (many accounts from one address), which never locks a whole team out.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+if REDIS_URL:
+    # Shared by every web process, so a throttle counts across all of them.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": envstr("CHANNEL_LAYER_PREFIX", "studio")}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Embedded mode serves HTTP from one process, so its in-memory cache is shared enough.
+    SILENCED_SYSTEM_CHECKS += ["django_ratelimit.E003", "django_ratelimit.W001"]
+RATELIMIT_FAIL_OPEN = True  # Redis restarting: bad tokens get 401 instead of 429, never a 500
+
+# --- Request limits (studio/request_limits.py): refused before the body is read ------------------
+# Forms and API bodies.
+STUDIO_MAX_BODY_BYTES = envint("STUDIO_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
+# File imports (the routes in STUDIO_UPLOAD_PATHS).
+STUDIO_MAX_UPLOAD_BYTES = envint("STUDIO_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1024)
+STUDIO_UPLOAD_PATHS = [r"^/prompts/import/$"]
+# One WebSocket message (a chat frame holds at most CHAT_MAX_MESSAGE_CHARS characters).
+STUDIO_MAX_FRAME_BYTES = envint("STUDIO_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_BODY_BYTES
+DATA_UPLOAD_MAX_NUMBER_FILES = 5
+
+# --- Templates of prompt versions (prompts/template_process.py) ------------------------------
+TEMPLATE_RENDER_PROCESSES = envint("TEMPLATE_RENDER_PROCESSES", 3, minimum=1)
+TEMPLATE_RENDER_TIMEOUT_SECONDS = envfloat("TEMPLATE_RENDER_TIMEOUT_SECONDS", 2.0)
+
+# --- Logins and API tokens (accounts/throttle.py, django-axes) --------------------------------
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "accounts.throttle.LoginLockoutHandler"
+# The account being guessed is locked after this many failures in a row, from any address...
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_LOCKOUT_PARAMETERS = ["username"]
+# ...and an address that failed on this many different accounts is locked too (a team behind
+# one proxy mistyping their own passwords never gets there).
+LOGIN_ADDRESS_ACCOUNT_LIMIT = envint("LOGIN_ADDRESS_ACCOUNT_LIMIT", 20, minimum=2)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "accounts.throttle.lockout_response"
+AXES_VERBOSE = False
+# Bad API tokens from one address: 429 past this many a minute (valid tokens are never counted).
+API_BAD_TOKENS_PER_MINUTE = envint("API_BAD_TOKENS_PER_MINUTE", 20, minimum=1)
+
+# --- HTTPS deployments (all off by default: `make run` serves plain http on loopback) -----------
+SECURE_COOKIES = envbool("SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_HTTPONLY = True  # pages send the token from the page, never from the cookie
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
+
+
+def _proxy_ssl_header(value: str):
+    # "X-Forwarded-Proto: https" -> ("HTTP_X_FORWARDED_PROTO", "https"), as Django wants it.
+    if not value.strip():
+        return None
+    name, separator, expected = value.partition(":")
+    if not separator or not name.strip() or not expected.strip():
+        raise ImproperlyConfigured(f"SECURE_PROXY_SSL_HEADER={value!r}: write it as 'X-Forwarded-Proto: https'")
+    return "HTTP_" + name.strip().upper().replace("-", "_"), expected.strip()
+
+
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(envstr("SECURE_PROXY_SSL_HEADER", ""))
+# No inline script anywhere: every page's JavaScript is a file under /static/js/.
+CONTENT_SECURITY_POLICY = envstr(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+CSRF_FAILURE_VIEW = "studio.views.csrf_failure"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/chat/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -186,7 +270,6 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)
 # Serve straight from the app folders: no collectstatic step for `make run`.

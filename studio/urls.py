@@ -13,3 +13,8 @@ urlpatterns = [
     path("prompts/", include("prompts.urls")),
     path("api/", include(prompt_api_urlpatterns)),
 ]
+
+handler400 = "studio.views.bad_request"
+handler403 = "studio.views.permission_denied"
+handler404 = "studio.views.page_not_found"
+handler500 = "studio.views.server_error"

@@ -47,7 +47,7 @@ class ChatClient:
 
     def __init__(self, user, conversation_id):
         self.communicator = WebsocketCommunicator(
-            application, f"/ws/chat/{conversation_id}/", headers=[(b"origin", b"http://127.0.0.1")]
+            application, f"/ws/chat/{conversation_id}/", headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
         )
         self.communicator.scope["user"] = user
 

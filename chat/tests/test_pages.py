@@ -52,7 +52,7 @@ def test_the_list_runs_a_fixed_number_of_queries(client, alice, django_assert_ma
     for n in range(30):
         conversation_create(owner=alice, title=f"chat {n}")
     client.force_login(alice)
-    with django_assert_max_num_queries(4):  # session, user, conversations, workers
+    with django_assert_max_num_queries(5):  # session, user, count and page of conversations, workers
         client.get("/chat/")
 
 

@@ -3,13 +3,7 @@
 import pytest
 
 from prompts import services
-from prompts.rendering import (
-    MissingVariablesError,
-    TemplateError,
-    render_messages,
-    render_user_turn,
-    template_variables,
-)
+from prompts.rendering import MissingVariablesError, TemplateError, inspect_template, render_messages, render_user_turn
 
 from .conftest import FIRST_VERSION
 
@@ -74,14 +68,14 @@ def test_it_names_every_missing_variable_in_order_of_use():
 
 
 def test_template_variables_are_listed_in_order_of_first_use():
-    assert template_variables("{{ text }} for {{ audience }}, again {{ text }}, in {{ language | upper }}") == [
+    assert inspect_template("{{ text }} for {{ audience }}, again {{ text }}, in {{ language | upper }}") == [
         "text", "audience", "language"]
 
 
 def test_template_variables_leave_out_loop_and_set_variables():
     template = ("{% set greeting = 'Hello' %}{{ greeting }} {{ name }}:\n"
                 "{% for item in items %}- {{ item }} ({{ loop.index }})\n{% endfor %}")
-    assert template_variables(template) == ["name", "items"]
+    assert inspect_template(template) == ["name", "items"]
 
 
 def test_a_version_lists_its_templates_variables(notes):
