@@ -4,10 +4,16 @@ from .models import Conversation, Message, ModelWorker
 
 
 class MessageInline(admin.TabularInline):
+    """Read-only: messages are written by their author and the model worker, never by hand."""
+
     model = Message
     extra = 0
     fields = ("role", "status", "content", "model_name", "tokens_per_s")
     readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Conversation)
@@ -20,4 +26,15 @@ class ConversationAdmin(admin.ModelAdmin):
 
 @admin.register(ModelWorker)
 class ModelWorkerAdmin(admin.ModelAdmin):
+    """View only: workers announce themselves; a row edited by hand would show a model nobody serves."""
+
     list_display = ("hostname", "pid", "state", "description", "last_seen_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -9,6 +9,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from studio.input_checks import InputError, parse_json
+
 from . import selectors, services
 from .models import Message
 from .worker import REQUEST_CHANNEL, ensure_embedded_worker, fail_expired_replies
@@ -70,9 +72,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(f"The frame is too large; a message holds at most {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.")
             return
         try:
-            payload = json.loads(text_data)
-        except ValueError:
-            await self.send_error('Malformed JSON: send an object such as {"type": "send", "content": "Hello"}.')
+            payload = parse_json(text_data, max_depth=4)  # a frame is a flat object; deep JSON is refused
+        except InputError as exc:
+            await self.send_error(f'{exc} Send an object such as {{"type": "send", "content": "Hello"}}.')
             return
         if not isinstance(payload, dict):
             await self.send_error('Send a JSON object such as {"type": "send", "content": "Hello"}.')

@@ -1,7 +1,14 @@
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.urls import reverse
+
+
+class ConversationQuerySet(models.QuerySet):
+    def untouched(self):
+        """Chats opened with "New chat" and left as they were: no message, title or system prompt."""
+        return self.filter(kind=Conversation.Kind.CHAT, title=Conversation.DEFAULT_TITLE, system_prompt="",
+                           prompt_version=None).exclude(Exists(Message.objects.filter(conversation=OuterRef("pk"))))
 
 
 class Conversation(models.Model):
@@ -22,6 +29,8 @@ class Conversation(models.Model):
     prompt_variables = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ConversationQuerySet.as_manager()
 
     class Meta:
         ordering = ["-updated_at", "-id"]

@@ -18,9 +18,13 @@ def conversations_for(*, user):
     return Conversation.objects.filter(owner=user, kind=Conversation.Kind.CHAT).only("id", "title", "updated_at")
 
 
-def conversations_page(*, user, page=1):
-    """One page of the user's conversations, newest first (the sidebar loads older ones on demand)."""
-    return Paginator(conversations_for(user=user), CONVERSATIONS_PER_PAGE).get_page(page)
+def conversations_page(*, user, page=1, current_id=None):
+    """One page of the sidebar, newest first (older pages load on demand). A conversation nobody
+    wrote in, renamed or gave a system prompt is left out (unless it is the one open): clicking
+    "New chat" twice must not pile up empty conversations."""
+    listed = conversations_for(user=user).exclude(
+        pk__in=Conversation.objects.untouched().filter(owner=user).exclude(pk=current_id).values("pk"))
+    return Paginator(listed, CONVERSATIONS_PER_PAGE).get_page(page)
 
 
 def conversation_for(*, user, conversation_id) -> Conversation | None:

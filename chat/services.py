@@ -27,19 +27,10 @@ def conversation_create(*, owner, title: str = "", system_prompt: str = "") -> C
     if title.strip():
         conversation.title = _clean_title(title)
     conversation.save()
+    # "New chat" clicks that never led anywhere: nothing lists them (chat.selectors), and a day
+    # later they go.
+    Conversation.objects.untouched().filter(owner=owner, updated_at__lt=timezone.now() - timedelta(days=1)).delete()
     return conversation
-
-
-def conversation_start_blank(*, owner) -> Conversation:
-    """"New chat": the user's untouched empty conversation if there is one (clicking New chat
-    twice must not pile up empty conversations), else a new one."""
-    empty = (Conversation.objects.filter(owner=owner, kind=Conversation.Kind.CHAT, messages__isnull=True,
-                                         system_prompt="", prompt_version=None, title=Conversation.DEFAULT_TITLE)
-             .order_by("-updated_at", "-id").first())
-    if empty is None:
-        return conversation_create(owner=owner)
-    empty.save(update_fields=["updated_at"])  # to the top of the list
-    return empty
 
 
 def conversation_start_from_prompt(*, owner, prompt_version, variables: dict,

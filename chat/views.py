@@ -29,15 +29,16 @@ def conversation_list(request):
 def conversation_list_page(request):
     """Older conversations for the sidebar ("Older conversations…")."""
     return render(request, "chat/_conversation_items.html", {
-        "conversations": selectors.conversations_page(user=request.user, page=request.GET.get("page")),
-        "conversation": selectors.conversation_for(user=request.user, conversation_id=_int_or_none(request.GET.get("current"))),
+        "conversations": selectors.conversations_page(user=request.user, page=request.GET.get("page"),
+                                                      current_id=_int_or_none(request.GET.get("current"))),
+        "conversation": {"pk": _int_or_none(request.GET.get("current"))},
     })
 
 
 @login_required
 @require_POST
 def conversation_new(request):
-    conversation = services.conversation_start_blank(owner=request.user)
+    conversation = services.conversation_create(owner=request.user)
     return redirect(conversation)
 
 
@@ -48,7 +49,7 @@ def conversation_detail(request, conversation_id):
     messages = list(selectors.messages_of(conversation=conversation))
     return render(request, "chat/conversation_detail.html", {
         "conversation": conversation,
-        "conversations": selectors.conversations_page(user=request.user),
+        "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk),
         "chat_messages": messages,
         "last_message_id": messages[-1].pk if messages else None,
         "workers": selectors.workers_online(),
@@ -66,8 +67,9 @@ def conversation_rename(request, conversation_id):
         conversation.refresh_from_db()
         return render(request, "chat/_title.html", {"conversation": conversation, "error": str(exc), "title_value": title})
     # The sidebar lists the title too: it is swapped out of band with the form.
-    return render(request, "chat/_title.html", {"conversation": conversation, "renamed": True,
-                                                "conversations": selectors.conversations_page(user=request.user)})
+    return render(request, "chat/_title.html", {
+        "conversation": conversation, "renamed": True,
+        "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk)})
 
 
 @login_required

@@ -22,13 +22,26 @@ class PromptAdmin(admin.ModelAdmin):
     filter_horizontal = ("editors",)
     inlines = [PromptVersionInline]
 
+    def has_add_permission(self, request):
+        # A prompt is created with its first version, on /prompts/new/; a prompt without one
+        # would have no page to show.
+        return False
+
 
 @admin.register(LabelMove)
 class LabelMoveAdmin(admin.ModelAdmin):
-    list_display = ("prompt", "label", "from_number", "to_number", "moved_by", "moved_at")
+    """View only: the label history is an audit trail (moves are recorded by the prompt page)."""
+
+    list_display = ("prompt", "label", "from_number", "to_number", "moved_by", "moved_at", "provenance")
     list_select_related = ("prompt", "moved_by")
 
+    def has_add_permission(self, request):
+        return False
+
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 

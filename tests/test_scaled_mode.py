@@ -5,13 +5,13 @@ machine and CI run; skips, saying why, only where they are not reachable.
 """
 
 import asyncio
-import socket
 import time
 import uuid
 
 import pytest
 
 from studio.processes import frames_until, manage, next_frame, open_chat_socket, running_studio, studio_env
+from tests.needs import missing, reachable
 from tests.settings import TINY_MODEL_DIR
 
 POSTGRES = ("127.0.0.1", 5432)
@@ -21,21 +21,11 @@ ADMIN_PASSWORD = "admin-password-1"
 pytestmark = pytest.mark.scaled
 
 
-def reachable(address) -> bool:
-    try:
-        socket.create_connection(address, timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def scaled_env(tmp_path_factory):
     for name, address in (("PostgreSQL", POSTGRES), ("Redis", REDIS)):
         if not reachable(address):
-            message = f"scaled-mode tests skipped: {name} is not reachable at {address[0]}:{address[1]}"
-            print(message)
-            pytest.skip(message)
+            missing(f"scaled-mode tests: {name} is not reachable at {address[0]}:{address[1]}")
     import psycopg
 
     database = f"studio_test_{uuid.uuid4().hex[:10]}"

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from studio.processes import running_studio, studio_env
+from tests.needs import missing
 from tests.settings import TINY_MODEL_DIR
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -34,7 +35,7 @@ def studio(tmp_path_factory):
 @pytest.fixture(scope="module")
 def chromium():
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+        missing(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -51,6 +52,10 @@ def page(chromium, studio):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # A page that needs something the Content-Security-Policy forbids (an inline handler or
+    # script) logs a violation: that fails the test too.
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text else None)
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
