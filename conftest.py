@@ -33,3 +33,11 @@ def alice(django_user_model):
 @pytest.fixture
 def bob(django_user_model):
     return django_user_model.objects.create_user("bob", password="bob-password-1")
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttle_counters():
+    """Bad-token counters live in the cache: each test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()

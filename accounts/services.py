@@ -6,6 +6,8 @@ import secrets
 
 from django.utils import timezone
 
+from studio.input_checks import unstorable_reason
+
 from .models import ApiToken, token_digest
 
 TOKEN_PREFIX = "cps_"
@@ -19,6 +21,9 @@ def api_token_create(*, user, name: str) -> tuple[ApiToken, str]:
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise TokenError("Give the token a name of 1 to 100 characters (where it is used, say).")
+    reason = unstorable_reason(name)
+    if reason:
+        raise TokenError(f"The name {reason}.")
     raw_token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(user=user, name=name, prefix=raw_token[:10], digest=token_digest(raw_token))
     return token, raw_token

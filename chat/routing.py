@@ -1,7 +1,8 @@
-from django.urls import path
+from django.urls import re_path
 
 from .consumers import ChatConsumer
 
 websocket_urlpatterns = [
-    path("ws/chat/<id:conversation_id>/", ChatConsumer.as_asgi()),
+    # Any number of digits: an id too large for the database is refused like an unknown one (4403).
+    re_path(r"^ws/chat/(?P<conversation_id>[0-9]+)/$", ChatConsumer.as_asgi()),
 ]

@@ -31,6 +31,11 @@ def conversation_for(*, user, conversation_id) -> Conversation | None:
     """The user's own conversation, or None (never someone else's)."""
     if not getattr(user, "is_authenticated", False):
         return None
+    try:
+        if not 0 < int(conversation_id) < 2**63:  # beyond the database's integers: no such row
+            return None
+    except (TypeError, ValueError):
+        return None
     return Conversation.objects.select_related("prompt_version__prompt").filter(owner=user, pk=conversation_id).first()
 
 

@@ -73,8 +73,8 @@ def versions_page(prompt: Prompt, page=1):
 def version_summary(prompt: Prompt) -> dict:
     """What the pickers need: the newest VERSION_CHOICES versions, the count and the newest number."""
     figures = prompt.versions.aggregate(version_count=Count("id"), latest_number=Max("number"))
-    return {**figures, "version_choices": list(prompt.versions.prefetch_related("labels")
-                                               .order_by("-number")[:VERSION_CHOICES])}
+    return {**figures, "version_choices": list(prompt.versions.only("id", "prompt_id", "number")
+                                               .prefetch_related("labels").order_by("-number")[:VERSION_CHOICES])}
 
 
 def label_moves_page(prompt: Prompt, page=1):

@@ -221,6 +221,8 @@ AXES_LOCKOUT_PARAMETERS = ["username"]
 LOGIN_ADDRESS_ACCOUNT_LIMIT = envint("LOGIN_ADDRESS_ACCOUNT_LIMIT", 20, minimum=2)
 AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
 AXES_RESET_ON_SUCCESS = True
+# A locked-out login is answered from the lock and not counted again (the lock ends on time).
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_LOCKOUT_CALLABLE = "accounts.throttle.lockout_response"
 AXES_VERBOSE = False
 # Bad API tokens from one address: 429 past this many a minute (valid tokens are never counted).

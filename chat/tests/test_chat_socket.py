@@ -68,6 +68,14 @@ async def test_it_closes_with_4403_on_someone_elses_conversation(alice, bob, cha
     assert await client.receive() == {"type": "closed", "code": 4403}  # nothing else revealed
 
 
+async def test_an_id_beyond_the_database_closes_like_an_unknown_conversation(alice, channel_layer):
+    from chat.tests.conftest import ChatClient
+
+    client = ChatClient(alice, "9" * 30)
+    await client.connect()
+    assert await client.receive() == {"type": "closed", "code": 4403}
+
+
 @pytest.mark.parametrize(
     "frame, error_part",
     [
@@ -79,6 +87,11 @@ async def test_it_closes_with_4403_on_someone_elses_conversation(alice, bob, cha
         ({"type": "send", "content": "x" * 32001}, "limit is 32,000"),
         ({"type": "stop"}, "no reply in progress"),
         ({"type": "regenerate"}, "no reply to regenerate"),
+        # Text PostgreSQL cannot store, and deep JSON: an error frame, never a 1011 close.
+        ({"type": "send", "content": "nul \x00 byte"}, "NUL"),
+        ({"type": "send", "content": "lone \ud800 surrogate"}, "surrogate"),
+        ('{"type": "send", "content": ' + "[" * 50_000 + "]" * 50_000 + "}", "nested too deeply"),
+        ('{"type": "send", "content": "x", "extra": ' + '{"a": ' * 10 + "1" + "}" * 10 + "}", "nested too deeply"),
     ],
 )
 async def test_it_answers_bad_frames_with_an_error_and_stays_usable(alice, worker, chat_client, frame, error_part):
