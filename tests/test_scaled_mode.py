@@ -6,51 +6,15 @@ machine and CI run; skips, saying why, only where they are not reachable.
 
 import asyncio
 import time
-import uuid
 
 import pytest
 
 from studio.processes import frames_until, manage, next_frame, open_chat_socket, running_studio, studio_env
-from tests.needs import missing, reachable
+from tests.scaled import ADMIN_PASSWORD, query
 from tests.settings import TINY_MODEL_DIR
 
-POSTGRES = ("127.0.0.1", 5432)
-REDIS = ("127.0.0.1", 6379)
-ADMIN_PASSWORD = "admin-password-1"
 
 pytestmark = pytest.mark.scaled
-
-
-@pytest.fixture(scope="module")
-def scaled_env(tmp_path_factory):
-    for name, address in (("PostgreSQL", POSTGRES), ("Redis", REDIS)):
-        if not reachable(address):
-            missing(f"scaled-mode tests: {name} is not reachable at {address[0]}:{address[1]}")
-    import psycopg
-
-    database = f"studio_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{database}"')
-    env = studio_env(
-        STUDIO_DATA_DIR=tmp_path_factory.mktemp("scaled-data"),
-        DATABASE_URL=f"postgresql://postgres@127.0.0.1:5432/{database}",
-        REDIS_URL="redis://127.0.0.1:6379/0",
-        CHANNEL_LAYER_PREFIX=f"studio-test-{uuid.uuid4().hex[:8]}",
-        LLM_MODEL=TINY_MODEL_DIR,
-        LLM_TEMPERATURE=0,
-        STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        LLM_LEASE_SECONDS=2,
-    )
-    yield env, database
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-
-
-def query(database, sql, *params):
-    import psycopg
-
-    with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database}") as connection:
-        return connection.execute(sql, params).fetchall()
 
 
 async def wait_for_workers(database, count, timeout=60):

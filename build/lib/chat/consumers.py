@@ -1,0 +1,208 @@
+"""The chat WebSocket: `/ws/chat/<conversation_id>/`. The protocol is in README.md."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from studio.input_checks import InputError, parse_json
+
+from . import selectors, services
+from .models import Message
+from .worker import REQUEST_CHANNEL, ensure_embedded_worker, fail_expired_replies
+
+CLOSE_NOT_LOGGED_IN = 4401
+CLOSE_FORBIDDEN = 4403
+CATCHUP_TIMEOUT_S = 5.0
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    conversation_id: int | None = None
+    catching_up_message_id: int | None = None  # tokens for it are in the catch-up text
+    watchdog: asyncio.Task | None = None
+
+    async def connect(self):
+        ensure_embedded_worker()
+        # Accept first: a close code (4401/4403) can only be sent on an open socket.
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_NOT_LOGGED_IN)
+            return
+        conversation = await database_sync_to_async(selectors.conversation_for)(
+            user=user, conversation_id=self.scope["url_route"]["kwargs"]["conversation_id"]
+        )
+        if conversation is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.conversation_id = conversation.pk
+        self.group_name = conversation.group_name
+        # Join before reading the history, so nothing sent in between is missed.
+        await self.channel_layer.group_add(self.group_name, self.channel_name)
+        await fail_expired_replies(self.channel_layer, conversation_id=self.conversation_id)
+        for message in await database_sync_to_async(self._history)():
+            await self.send_frame({"type": "message", "message": message.to_frame()})
+            if message.in_progress:
+                await self._catch_up(message)
+                self._watch_reply()
+
+    def _history(self) -> list[Message]:
+        return list(Message.objects.filter(conversation_id=self.conversation_id))
+
+    async def disconnect(self, code):
+        if self.watchdog:
+            self.watchdog.cancel()
+        if self.conversation_id is not None:
+            await self.channel_layer.group_discard(self.group_name, self.channel_name)
+
+    # --- client → server ---------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if self.conversation_id is None:
+            return
+        if text_data is None:
+            await self.send_error("Send JSON text frames, not binary ones.")
+            return
+        # Cheap guard before parsing: JSON escaping at most sextuples a character.
+        if len(text_data) > 6 * settings.CHAT_MAX_MESSAGE_CHARS + 1000:
+            await self.send_error(f"The frame is too large; a message holds at most {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.")
+            return
+        try:
+            payload = parse_json(text_data, max_depth=4)  # a frame is a flat object; deep JSON is refused
+        except InputError as exc:
+            await self.send_error(f'{exc} Send an object such as {{"type": "send", "content": "Hello"}}.')
+            return
+        if not isinstance(payload, dict):
+            await self.send_error('Send a JSON object such as {"type": "send", "content": "Hello"}.')
+            return
+        actions = {"send": self.send_message, "stop": self.stop_reply, "regenerate": self.regenerate_reply}
+        action = actions.get(payload.get("type"))
+        if action is None:
+            await self.send_error(f"Unknown type {payload.get('type')!r}: use send, stop or regenerate.")
+            return
+        try:
+            await action(payload)
+        except services.ChatError as exc:
+            await self.send_error(str(exc))
+
+    async def send_message(self, payload):
+        content = payload.get("content")
+        if not isinstance(content, str):
+            raise services.ChatError('"content" must be a string.')
+        user_message, assistant_message = await database_sync_to_async(self._request_reply)(content)
+        for message in (user_message, assistant_message):
+            await self.channel_layer.group_send(self.group_name, {"type": "chat.message", "message": message.to_frame()})
+        await self.channel_layer.send(REQUEST_CHANNEL, {"message_id": assistant_message.pk})
+        self._watch_reply()
+
+    def _request_reply(self, content):
+        return services.reply_request(conversation=self._own_conversation(), content=content)
+
+    async def regenerate_reply(self, payload):
+        removed_id, assistant_message = await database_sync_to_async(self._regenerate)()
+        await self.channel_layer.group_send(self.group_name, {"type": "chat.removed", "message_id": removed_id})
+        await self.channel_layer.group_send(self.group_name, {"type": "chat.message", "message": assistant_message.to_frame()})
+        await self.channel_layer.send(REQUEST_CHANNEL, {"message_id": assistant_message.pk})
+        self._watch_reply()
+
+    def _regenerate(self):
+        return services.reply_regenerate(conversation=self._own_conversation())
+
+    async def stop_reply(self, payload):
+        message = await database_sync_to_async(self._stop_or_find_worker)()
+        if message.status == Message.Status.STOPPED:  # was still queued: nothing generated
+            await self.channel_layer.group_send(
+                self.group_name,
+                {"type": "chat.done", "message_id": message.pk, "status": message.status, "usage": message.usage()},
+            )
+        else:  # the worker writing it keeps the partial text and reports "stopped"
+            await self.channel_layer.send(message.worker_channel, {"type": "chat.stop", "message_id": message.pk})
+
+    def _stop_or_find_worker(self) -> Message:
+        conversation = self._own_conversation()
+        message = selectors.reply_in_progress(conversation_id=conversation.pk)
+        if message is None:
+            raise services.ChatError("There is no reply in progress to stop.")
+        if services.reply_stop_if_queued(message=message):
+            message.refresh_from_db()
+            return message
+        message.refresh_from_db()  # claimed by a worker meanwhile: it now has a channel
+        if not message.in_progress:
+            raise services.ChatError("The reply had already ended.")
+        return message
+
+    def _own_conversation(self):
+        # Checked again on every action: the conversation may have been deleted meanwhile.
+        conversation = selectors.conversation_for(user=self.scope["user"], conversation_id=self.conversation_id)
+        if conversation is None:
+            raise services.ChatError("This conversation no longer exists.")
+        return conversation
+
+    # --- reconnecting mid-reply ----------------------------------------------------------
+
+    async def _catch_up(self, message: Message) -> None:
+        if message.status != Message.Status.STREAMING or not message.worker_channel:
+            return  # queued: the worker will announce it when it starts
+        self.catching_up_message_id = message.pk
+        await self.channel_layer.send(
+            message.worker_channel,
+            {"type": "chat.catchup", "message_id": message.pk, "reply_channel": self.channel_name},
+        )
+        asyncio.get_running_loop().call_later(CATCHUP_TIMEOUT_S, self._stop_waiting_for_catchup, message.pk)
+
+    def _stop_waiting_for_catchup(self, message_id: int) -> None:
+        # The worker never answered (it died): its lease runs out and the reply is failed.
+        if self.catching_up_message_id == message_id:
+            self.catching_up_message_id = None
+
+    def _watch_reply(self) -> None:
+        if self.watchdog is None or self.watchdog.done():
+            self.watchdog = asyncio.create_task(self._fail_reply_if_worker_lost())
+
+    async def _fail_reply_if_worker_lost(self) -> None:
+        """While a reply is in progress here, fail it if its worker's lease lapses."""
+        interval = max(settings.LLM_LEASE_SECONDS / 2, 0.2)
+        while True:
+            await asyncio.sleep(interval)
+            await fail_expired_replies(self.channel_layer, conversation_id=self.conversation_id)
+            if await database_sync_to_async(selectors.reply_in_progress)(conversation_id=self.conversation_id) is None:
+                return
+
+    # --- server → client (group and worker events) --------------------------------------
+
+    async def chat_message(self, event):
+        await self.send_frame({"type": "message", "message": event["message"]})
+
+    async def chat_token(self, event):
+        if event["message_id"] == self.catching_up_message_id:
+            return  # already in the catch-up text that is on its way
+        await self.send_frame({"type": "token", "message_id": event["message_id"], "text": event["text"]})
+
+    async def chat_catchup(self, event):
+        if event["message_id"] != self.catching_up_message_id:
+            return
+        self.catching_up_message_id = None
+        message = await database_sync_to_async(Message.objects.get)(pk=event["message_id"])
+        frame = message.to_frame()
+        if event["text"] is not None:  # None: the reply ended meanwhile; the database has it
+            frame.update(content=event["text"], status=Message.Status.STREAMING)
+        await self.send_frame({"type": "message", "message": frame})
+
+    async def chat_done(self, event):
+        frame = {"type": "done", "message_id": event["message_id"], "status": event["status"], "usage": event["usage"]}
+        if event.get("error"):
+            frame["error"] = event["error"]
+        await self.send_frame(frame)
+
+    async def chat_removed(self, event):
+        await self.send_frame({"type": "removed", "message_id": event["message_id"]})
+
+    async def send_frame(self, frame: dict) -> None:
+        await self.send(text_data=json.dumps(frame))
+
+    async def send_error(self, error: str) -> None:
+        await self.send_frame({"type": "error", "error": error})

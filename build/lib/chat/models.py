@@ -1,0 +1,142 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Exists, OuterRef, Q
+from django.urls import reverse
+
+
+class ConversationQuerySet(models.QuerySet):
+    def untouched(self):
+        """Chats opened with "New chat" and left as they were: no message, title or system prompt."""
+        return self.filter(kind=Conversation.Kind.CHAT, title=Conversation.DEFAULT_TITLE, system_prompt="",
+                           prompt_version=None).exclude(Exists(Message.objects.filter(conversation=OuterRef("pk"))))
+
+
+class Conversation(models.Model):
+    class Kind(models.TextChoices):
+        CHAT = "chat"
+        PLAYGROUND = "playground"  # a prompt playground run: same path, kept out of the chat list
+
+    DEFAULT_TITLE = "New conversation"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.CHAT)
+    title = models.CharField(max_length=200, default=DEFAULT_TITLE)
+    system_prompt = models.TextField(blank=True)
+    # Started from a prompt version: its few-shot examples and parameters apply to every
+    # reply, and the variables it was rendered with are kept as evidence.
+    prompt_version = models.ForeignKey("prompts.PromptVersion", on_delete=models.SET_NULL, null=True, blank=True,
+                                       related_name="conversations")
+    prompt_variables = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-updated_at"])]
+
+    def __str__(self):
+        return self.title
+
+    @property
+    def group_name(self) -> str:
+        return f"conversation-{self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("chat:conversation", args=[self.pk])
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"  # waiting for a model worker
+        STREAMING = "streaming"  # a worker holds the lease and is generating
+        COMPLETE = "complete"
+        STOPPED = "stopped"  # the user stopped it; the partial text is kept
+        FAILED = "failed"  # `error` says why
+
+    IN_PROGRESS = (Status.QUEUED, Status.STREAMING)
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    error = models.TextField(blank=True)
+    model_name = models.CharField(max_length=200, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    tokens_per_s = models.FloatField(null=True, blank=True)
+    # While queued or streaming: the reply is failed by whoever sees this time pass first
+    # (a worker renews it while it generates, so only a dead or missing worker lets it lapse).
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The channel of the worker generating this reply: stop and catch-up requests go there.
+    worker_channel = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # At most one reply in progress per conversation: a second "send" while the
+            # model is still answering would interleave two replies.
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=Q(status__in=["queued", "streaming"]),
+                name="one_reply_in_progress_per_conversation",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "lease_expires_at"])]
+
+    def __str__(self):
+        return f"{self.role} #{self.pk} ({self.status})"
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in self.IN_PROGRESS
+
+    def usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "ttft_ms": self.ttft_ms,
+            "tokens_per_s": self.tokens_per_s,
+        }
+
+    def to_frame(self) -> dict:
+        """The message as the WebSocket protocol's `message` object (README)."""
+        frame = {"id": self.pk, "role": self.role, "content": self.content, "status": self.status}
+        if self.error:
+            frame["error"] = self.error
+        if self.model_name:
+            frame["model"] = self.model_name
+        return frame
+
+
+class ModelWorker(models.Model):
+    """A running model worker announces itself here, so pages can show the model in use."""
+
+    class State(models.TextChoices):
+        LOADING = "loading"
+        READY = "ready"
+        FAILED = "failed"  # the model could not be loaded: `error` says why
+
+    channel_name = models.CharField(max_length=200, unique=True)
+    hostname = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    model_name = models.CharField(max_length=200, blank=True)
+    description = models.CharField(max_length=300, blank=True)  # model, device, quantization
+    state = models.CharField(max_length=16, choices=State.choices, default=State.LOADING)
+    error = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self):
+        return f"{self.hostname}:{self.pid} {self.state}"

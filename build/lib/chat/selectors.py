@@ -1,0 +1,84 @@
+"""Reads of conversations and messages, planned once for every entry point."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.paginator import Paginator
+from django.utils import timezone
+
+from .models import Conversation, Message, ModelWorker
+
+
+CONVERSATIONS_PER_PAGE = 50
+
+
+def conversations_for(*, user):
+    return Conversation.objects.filter(owner=user, kind=Conversation.Kind.CHAT).only("id", "title", "updated_at")
+
+
+def conversations_page(*, user, page=1, current_id=None):
+    """One page of the sidebar, newest first (older pages load on demand). A conversation nobody
+    wrote in, renamed or gave a system prompt is left out (unless it is the one open): clicking
+    "New chat" twice must not pile up empty conversations."""
+    listed = conversations_for(user=user).exclude(
+        pk__in=Conversation.objects.untouched().filter(owner=user).exclude(pk=current_id).values("pk"))
+    return Paginator(listed, CONVERSATIONS_PER_PAGE).get_page(page)
+
+
+def conversation_for(*, user, conversation_id) -> Conversation | None:
+    """The user's own conversation, or None (never someone else's)."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    try:
+        if not 0 < int(conversation_id) < 2**63:  # beyond the database's integers: no such row
+            return None
+    except (TypeError, ValueError):
+        return None
+    return Conversation.objects.select_related("prompt_version__prompt").filter(owner=user, pk=conversation_id).first()
+
+
+def messages_of(*, conversation: Conversation):
+    return conversation.messages.all()
+
+
+def reply_in_progress(*, conversation_id: int) -> Message | None:
+    return Message.objects.filter(conversation_id=conversation_id, status__in=Message.IN_PROGRESS).first()
+
+
+def chat_history_before(*, message: Message) -> list[dict]:
+    """What the model reads to write `message`: the system prompt, the prompt version's
+    few-shot examples (a conversation started from one), then earlier turns.
+
+    Failed replies and empty stopped ones are left out: they are not part of the dialogue.
+    """
+    conversation = message.conversation
+    history = []
+    if conversation.system_prompt.strip():
+        history.append({"role": "system", "content": conversation.system_prompt})
+    if conversation.prompt_version is not None:
+        for example in conversation.prompt_version.examples:
+            history += [{"role": "user", "content": example["input"]}, {"role": "assistant", "content": example["output"]}]
+    earlier = conversation.messages.filter(pk__lt=message.pk).exclude(status=Message.Status.FAILED)
+    for earlier_message in earlier.only("role", "content"):
+        if earlier_message.content:
+            history.append({"role": earlier_message.role, "content": earlier_message.content})
+    return history
+
+
+def workers_online() -> list[ModelWorker]:
+    recent = timezone.now() - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)
+    return list(ModelWorker.objects.filter(last_seen_at__gte=recent))
+
+
+def generation_overrides(*, message: Message) -> dict:
+    """The generation parameters a prompt version sets for this reply (none: the defaults)."""
+    version = message.conversation.prompt_version
+    if version is None:
+        return {}
+    overrides = {"temperature": version.temperature, "top_p": version.top_p, "max_new_tokens": version.max_new_tokens}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    if version.stop:
+        overrides["stop"] = tuple(version.stop)
+    return overrides

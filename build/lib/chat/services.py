@@ -1,0 +1,235 @@
+"""Writes to conversations and messages. Consumers, views and the model worker call these."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from studio.input_checks import unstorable_reason
+
+from .models import Conversation, Message, ModelWorker
+
+TITLE_MAX_CHARS = 200
+TITLE_FROM_MESSAGE_CHARS = 60
+
+
+class ChatError(Exception):
+    """A request the chat refuses; the message is shown to the person as it is."""
+
+
+def conversation_create(*, owner, title: str = "", system_prompt: str = "") -> Conversation:
+    _require_storable(title, "The title")
+    _require_storable(system_prompt, "The system prompt")
+    conversation = Conversation(owner=owner, system_prompt=system_prompt)
+    if title.strip():
+        conversation.title = _clean_title(title)
+    conversation.save()
+    # "New chat" clicks that never led anywhere: nothing lists them (chat.selectors), and a day
+    # later they go.
+    Conversation.objects.untouched().filter(owner=owner, updated_at__lt=timezone.now() - timedelta(days=1)).delete()
+    return conversation
+
+
+def conversation_start_from_prompt(*, owner, prompt_version, variables: dict,
+                                    kind: str = Conversation.Kind.CHAT) -> tuple[Conversation, Message]:
+    """A conversation whose first turn is `prompt_version` rendered with `variables`.
+
+    The instructions become the system prompt, the few-shot examples stay with the version
+    (every reply reads them), and the rendered user turn is sent: returns the queued reply.
+    Raises the rendering's errors (a missing variable, a template that fails).
+    """
+    from prompts.rendering import render_user_turn
+
+    for name, value in variables.items():
+        _require_storable(value if isinstance(value, str) else "", f"The variable {name}")
+    user_turn = render_user_turn(prompt_version.template, variables)
+    _require_storable(user_turn, "The rendered message")
+    if len(user_turn) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ChatError(f"The rendered message is {len(user_turn):,} characters; the limit is "
+                        f"{settings.CHAT_MAX_MESSAGE_CHARS:,}.")
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            owner=owner, kind=kind, system_prompt=prompt_version.instructions, prompt_version=prompt_version,
+            prompt_variables={name: value for name, value in variables.items() if name in prompt_version.variables},
+            title=_clean_title(f"{prompt_version.prompt.name} v{prompt_version.number}"),
+        )
+        Message.objects.create(conversation=conversation, role=Message.Role.USER, content=user_turn)
+        assistant_message = _queue_reply(conversation)
+    return conversation, assistant_message
+
+
+def conversation_update(*, conversation: Conversation, title: str | None = None, system_prompt: str | None = None):
+    fields = ["updated_at"]
+    if title is not None:
+        _require_storable(title, "The title")
+        if not title.strip():
+            raise ChatError("A conversation needs a title.")
+        conversation.title = _clean_title(title)
+        fields.append("title")
+    if system_prompt is not None:
+        _require_storable(system_prompt, "The system prompt")
+        if len(system_prompt) > settings.CHAT_MAX_MESSAGE_CHARS:
+            raise ChatError(f"The system prompt is longer than {settings.CHAT_MAX_MESSAGE_CHARS} characters.")
+        conversation.system_prompt = system_prompt
+        fields.append("system_prompt")
+    conversation.save(update_fields=fields)
+    return conversation
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    conversation.delete()
+
+
+def reply_request(*, conversation: Conversation, content: str) -> tuple[Message, Message]:
+    """Store the user's message and a queued assistant reply for a model worker to claim."""
+    if not isinstance(content, str) or not content.strip():
+        raise ChatError("The message is empty.")
+    _require_storable(content, "The message")
+    if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+        raise ChatError(
+            f"The message is {len(content):,} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS:,}."
+        )
+    try:
+        with transaction.atomic():
+            user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+            assistant_message = _queue_reply(conversation)
+    except IntegrityError:
+        # The partial unique constraint caught a reply already in progress (also from
+        # another tab sending at the same instant).
+        raise ChatError("The model is still answering: wait for the reply or stop it.") from None
+    fields = ["updated_at"]
+    if conversation.prompt_version_id is None and not conversation.messages.exclude(
+            pk=user_message.pk).filter(role=Message.Role.USER).exists():
+        conversation.title = _clean_title(content)[:TITLE_FROM_MESSAGE_CHARS]
+        fields.append("title")
+    conversation.save(update_fields=fields)
+    return user_message, assistant_message
+
+
+def reply_regenerate(*, conversation: Conversation) -> tuple[int, Message]:
+    """Replace the last reply with a new one. Returns (removed reply's id, queued reply)."""
+    last = conversation.messages.order_by("-id").first()
+    if last is None or last.role != Message.Role.ASSISTANT:
+        raise ChatError("There is no reply to regenerate yet.")
+    if last.in_progress:
+        raise ChatError("The model is still answering: wait for the reply or stop it.")
+    try:
+        with transaction.atomic():
+            removed_id = last.pk
+            last.delete()
+            return removed_id, _queue_reply(conversation)
+    except IntegrityError:
+        raise ChatError("The model is still answering: wait for the reply or stop it.") from None
+
+
+def _queue_reply(conversation: Conversation) -> Message:
+    return Message.objects.create(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.QUEUED,
+        lease_expires_at=timezone.now() + timedelta(seconds=settings.LLM_QUEUE_TIMEOUT_SECONDS),
+    )
+
+
+def reply_stop_if_queued(*, message: Message) -> bool:
+    """Stop a reply no worker has claimed yet. False when a worker already holds it."""
+    stopped = Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED).update(
+        status=Message.Status.STOPPED, finished_at=timezone.now(), lease_expires_at=None
+    )
+    return stopped == 1
+
+
+def reply_claim(*, message_id: int, worker_channel: str, model_name: str) -> Message | None:
+    """A worker takes a queued reply. None when it was stopped, failed or taken meanwhile."""
+    claimed = Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
+        status=Message.Status.STREAMING,
+        worker_channel=worker_channel,
+        model_name=model_name,
+        lease_expires_at=_lease_end(),
+    )
+    if not claimed:
+        return None
+    # The worker reads the conversation and, started from a prompt, its version next.
+    return Message.objects.select_related("conversation__prompt_version").get(pk=message_id)
+
+
+def reply_renew_lease(*, message_id: int, content: str) -> bool:
+    """Keep a streaming reply alive and save its text so far (a crash keeps it)."""
+    renewed = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+        lease_expires_at=_lease_end(), content=content
+    )
+    return renewed == 1
+
+
+def reply_finish(*, message_id: int, content: str, status: str, usage: dict, error: str = "") -> bool:
+    """Store the final text and figures. False when the reply was already failed by the reaper."""
+    finished = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+        content=content,
+        status=status,
+        error=error,
+        prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"),
+        ttft_ms=usage.get("ttft_ms"),
+        tokens_per_s=usage.get("tokens_per_s"),
+        lease_expires_at=None,
+        finished_at=timezone.now(),
+    )
+    return finished == 1
+
+
+WORKER_LOST_ERROR = "The model worker stopped while writing this reply. Regenerate to try again."
+NO_WORKER_ERROR = "No model worker picked up this message in time. Is a model worker running?"
+
+
+def replies_fail_expired(*, conversation_id: int | None = None) -> list[Message]:
+    """Fail replies whose lease ran out: their worker died, or no worker ever came."""
+    now = timezone.now()
+    expired = Message.objects.filter(status__in=Message.IN_PROGRESS, lease_expires_at__lt=now)
+    if conversation_id is not None:
+        expired = expired.filter(conversation_id=conversation_id)
+    failed = []
+    for message in expired:
+        error = WORKER_LOST_ERROR if message.status == Message.Status.STREAMING else NO_WORKER_ERROR
+        # Conditional on the status we read, so a worker finishing at this instant wins.
+        updated = Message.objects.filter(pk=message.pk, status=message.status, lease_expires_at__lt=now).update(
+            status=Message.Status.FAILED, error=error, lease_expires_at=None, finished_at=now
+        )
+        if updated:
+            message.refresh_from_db()
+            failed.append(message)
+    return failed
+
+
+def worker_heartbeat(*, channel_name: str, hostname: str, pid: int, state: str, model_name: str = "",
+                     description: str = "", error: str = "") -> None:
+    ModelWorker.objects.update_or_create(
+        channel_name=channel_name,
+        defaults=dict(hostname=hostname, pid=pid, state=state, model_name=model_name,
+                      description=description, error=error, last_seen_at=timezone.now()),
+    )
+
+
+def worker_forget(*, channel_name: str) -> None:
+    ModelWorker.objects.filter(channel_name=channel_name).delete()
+
+
+def workers_forget_silent() -> None:
+    """Drop workers that stopped heart-beating (killed without saying goodbye)."""
+    ModelWorker.objects.filter(last_seen_at__lt=timezone.now() - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)).delete()
+
+
+def _lease_end():
+    return timezone.now() + timedelta(seconds=settings.LLM_LEASE_SECONDS)
+
+
+def _require_storable(text: str, what: str) -> None:
+    reason = unstorable_reason(text)
+    if reason:
+        raise ChatError(f"{what} {reason}.")
+
+
+def _clean_title(title: str) -> str:
+    return " ".join(title.split())[:TITLE_MAX_CHARS]

@@ -1,0 +1,243 @@
+"""The chat WebSocket protocol, through the real consumer, channel layer and model worker."""
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import AnonymousUser
+
+from chat.models import Conversation, Message
+from chat.services import conversation_create
+from tests.settings import TINY_MODEL_DIR
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+
+@database_sync_to_async
+def new_conversation(owner, **kwargs):
+    return conversation_create(owner=owner, **kwargs)
+
+
+@database_sync_to_async
+def stored_messages(conversation):
+    return list(Message.objects.filter(conversation=conversation).values("role", "content", "status", "error",
+                                                                         "completion_tokens", "tokens_per_s",
+                                                                         "model_name"))
+
+
+async def test_it_streams_a_reply_and_stores_it(alice, worker, chat_client):
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "Hello there"})
+    frames = await client.receive_until("done")
+
+    user_frame, queued_frame = frames[0], frames[1]
+    assert user_frame == {"type": "message", "message": {"id": user_frame["message"]["id"], "role": "user",
+                                                         "content": "Hello there", "status": "complete"}}
+    assert queued_frame["message"]["role"] == "assistant" and queued_frame["message"]["status"] == "queued"
+    tokens = [f for f in frames if f["type"] == "token"]
+    assert len(tokens) >= 2, "the reply arrives in several chunks, not at the end"
+    done = frames[-1]
+    assert done["status"] == "complete"
+    assert done["usage"]["completion_tokens"] == 48
+    assert done["usage"]["prompt_tokens"] > 0 and done["usage"]["ttft_ms"] > 0 and done["usage"]["tokens_per_s"] > 0
+
+    user_row, assistant_row = await stored_messages(conversation)
+    assert assistant_row["content"] == "".join(f["text"] for f in tokens)
+    assert assistant_row["status"] == "complete"
+    assert assistant_row["completion_tokens"] == 48
+    assert assistant_row["model_name"] == TINY_MODEL_DIR.name
+    await client.close()
+
+
+async def test_it_closes_with_4401_when_not_logged_in(alice, channel_layer):
+    conversation = await new_conversation(alice)
+    from chat.tests.conftest import ChatClient
+
+    client = ChatClient(AnonymousUser(), conversation.pk)
+    await client.connect()
+    assert await client.receive() == {"type": "closed", "code": 4401}
+
+
+async def test_it_closes_with_4403_on_someone_elses_conversation(alice, bob, channel_layer):
+    conversation = await new_conversation(alice, system_prompt="alice's secret")
+    from chat.tests.conftest import ChatClient
+
+    client = ChatClient(bob, conversation.pk)
+    await client.connect()
+    assert await client.receive() == {"type": "closed", "code": 4403}  # nothing else revealed
+
+
+async def test_an_id_beyond_the_database_closes_like_an_unknown_conversation(alice, channel_layer):
+    from chat.tests.conftest import ChatClient
+
+    client = ChatClient(alice, "9" * 30)
+    await client.connect()
+    assert await client.receive() == {"type": "closed", "code": 4403}
+
+
+@pytest.mark.parametrize(
+    "frame, error_part",
+    [
+        ("{not json", "Malformed JSON"),
+        ('["send"]', "JSON object"),
+        ({"type": "dance"}, "Unknown type 'dance'"),
+        ({"type": "send", "content": "   "}, "empty"),
+        ({"type": "send", "content": 42}, "must be a string"),
+        ({"type": "send", "content": "x" * 32001}, "limit is 32,000"),
+        ({"type": "stop"}, "no reply in progress"),
+        ({"type": "regenerate"}, "no reply to regenerate"),
+        # Text PostgreSQL cannot store, and deep JSON: an error frame, never a 1011 close.
+        ({"type": "send", "content": "nul \x00 byte"}, "NUL"),
+        ({"type": "send", "content": "lone \ud800 surrogate"}, "surrogate"),
+        ('{"type": "send", "content": ' + "[" * 50_000 + "]" * 50_000 + "}", "nested too deeply"),
+        ('{"type": "send", "content": "x", "extra": ' + '{"a": ' * 10 + "1" + "}" * 10 + "}", "nested too deeply"),
+    ],
+)
+async def test_it_answers_bad_frames_with_an_error_and_stays_usable(alice, worker, chat_client, frame, error_part):
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send(frame)
+    error = await client.receive()
+    assert error["type"] == "error" and error_part in error["error"]
+    assert await stored_messages(conversation) == []  # nothing stored
+
+    await client.send({"type": "send", "content": "still here?"})
+    frames = await client.receive_until("done")
+    assert frames[-1]["status"] == "complete"
+
+
+async def test_it_refuses_a_second_message_while_the_model_answers(alice, worker, chat_client):
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "first"})
+    await client.send({"type": "send", "content": "second"})
+    frames = await client.receive_until("done")
+    errors = [f for f in frames if f["type"] == "error"]
+    assert errors and "still answering" in errors[0]["error"]
+    assert [m["content"] for m in await stored_messages(conversation) if m["role"] == "user"] == ["first"]
+
+
+async def test_stop_keeps_the_partial_text_marked_stopped(alice, start_worker, chat_client, settings):
+    settings.LLM_MAX_NEW_TOKENS = 2000  # long enough to stop in the middle
+    await start_worker()
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "Tell me everything"})
+    await client.receive_until("token")
+    await client.send({"type": "stop"})
+    frames = await client.receive_until("done")
+    assert frames[-1]["status"] == "stopped"
+    stored = (await stored_messages(conversation))[1]
+    assert stored["status"] == "stopped"
+    assert 0 < stored["completion_tokens"] < 2000
+    assert stored["content"]  # the partial text is kept
+
+
+async def test_a_closed_tab_loses_nothing(alice, worker, chat_client):
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "Write while I'm away"})
+    await client.receive()  # the stored user message: the request is in
+    await client.close()
+    for _ in range(100):
+        rows = await stored_messages(conversation)
+        if rows[-1]["status"] == "complete":
+            break
+        await asyncio.sleep(0.1)
+    assert rows[-1]["status"] == "complete" and rows[-1]["completion_tokens"] == 48
+
+
+async def test_a_tab_that_reconnects_mid_reply_catches_up(alice, start_worker, chat_client, settings):
+    settings.LLM_MAX_NEW_TOKENS = 400
+    await start_worker()
+    conversation = await new_conversation(alice)
+    first_tab = await chat_client(alice, conversation.pk)
+    await first_tab.send({"type": "send", "content": "A long answer please"})
+    await first_tab.receive_until("token")
+    await first_tab.close()
+
+    second_tab = await chat_client(alice, conversation.pk)
+    frames = await second_tab.receive_until("done")
+    assistant_id = frames[1]["message"]["id"]
+    # The history, then the worker's catch-up (text so far), then the rest as tokens.
+    catch_up = [f for f in frames if f["type"] == "message" and f["message"]["id"] == assistant_id][-1]
+    assert catch_up["message"]["status"] == "streaming"
+    after = frames[frames.index(catch_up) + 1:]
+    seen = catch_up["message"]["content"] + "".join(f["text"] for f in after if f["type"] == "token")
+    stored = (await stored_messages(conversation))[1]
+    assert stored["status"] == "complete"
+    assert seen == stored["content"], "the reconnected tab shows exactly the stored reply"
+
+
+async def test_regenerate_replaces_the_last_reply(alice, worker, chat_client):
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "Hi"})
+    first = await client.receive_until("done")
+    await client.send({"type": "regenerate"})
+    frames = await client.receive_until("done")
+    assert frames[0] == {"type": "removed", "message_id": first[-1]["message_id"]}
+    assert frames[-1]["status"] == "complete"
+    rows = await stored_messages(conversation)
+    assert [r["role"] for r in rows] == ["user", "assistant"]
+
+
+async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(alice, start_worker, chat_client):
+    from studio.llm import ModelLoadError
+
+    def broken_load():
+        raise ModelLoadError("LLM_MODEL=/nowhere/model.gguf: no such GGUF file.")
+
+    await start_worker(load=broken_load)
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "Anyone there?"})
+    done = (await client.receive_until("done"))[-1]
+    assert done["status"] == "failed"
+    assert "could not be loaded" in done["error"] and "no such GGUF file" in done["error"]
+
+
+async def test_the_system_prompt_reaches_the_model(alice, worker, chat_client, monkeypatch):
+    seen = {}
+    import chat.worker as worker_module
+
+    original = worker_module.Generation
+
+    def spy(loaded, messages, settings):
+        seen["messages"] = messages
+        return original(loaded, messages, settings)
+
+    monkeypatch.setattr(worker_module, "Generation", spy)
+    conversation = await new_conversation(alice, system_prompt="Answer like a pirate.")
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "Hi"})
+    await client.receive_until("done")
+    assert seen["messages"] == [{"role": "system", "content": "Answer like a pirate."},
+                                {"role": "user", "content": "Hi"}]
+
+
+async def test_groups_are_empty_after_disconnect(alice, worker, chat_client, channel_layer):
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.close()
+    group = (await database_sync_to_async(Conversation.objects.get)(pk=conversation.pk)).group_name
+    assert not channel_layer.groups.get(group)
+
+
+async def test_a_reply_that_runs_out_of_memory_fails_with_advice(alice, worker, chat_client, tiny_model, monkeypatch):
+    import torch
+
+    def out_of_memory(**kwargs):
+        # A CUDA out-of-memory error cannot happen on this CPU machine: raised by hand.
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(tiny_model.model, "generate", out_of_memory)
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "A very long document..."})
+    done = (await client.receive_until("done"))[-1]
+    assert done["status"] == "failed" and "ran out of memory" in done["error"]
+    assert (await stored_messages(conversation))[1]["status"] == "failed"
+    await client.send({"type": "regenerate"})  # the conversation is not stuck
+    assert (await client.receive())["type"] == "removed"

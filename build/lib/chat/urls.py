@@ -1,0 +1,16 @@
+from django.urls import path
+
+from . import views
+
+app_name = "chat"
+urlpatterns = [
+    path("", views.conversation_list, name="list"),
+    path("new/", views.conversation_new, name="new"),
+    path("conversations/", views.conversation_list_page, name="list_page"),
+    path("model-status/", views.model_status, name="model_status"),
+    path("<id:conversation_id>/", views.conversation_detail, name="conversation"),
+    path("<id:conversation_id>/rename/", views.conversation_rename, name="rename"),
+    path("<id:conversation_id>/system-prompt/", views.conversation_system_prompt, name="system_prompt"),
+    path("<id:conversation_id>/delete/", views.conversation_delete, name="delete"),
+    path("<id:conversation_id>/messages/<id:message_id>/", views.message_detail, name="message"),
+]

@@ -1,0 +1,150 @@
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.urls import reverse
+
+SLUG_VALIDATOR = RegexValidator(r"^[a-z0-9]+(?:-[a-z0-9]+)*$", "Use lower-case letters, digits and single hyphens.")
+LABEL_VALIDATOR = RegexValidator(r"^[a-z0-9][a-z0-9_-]{0,39}$", "Use lower-case letters, digits, - and _ (40 at most).")
+LATEST = "latest"  # implicit label: always the newest version
+
+
+class ImmutableVersionError(Exception):
+    """A saved prompt version never changes: make a new version instead."""
+
+
+class Prompt(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True, validators=[SLUG_VALIDATOR])
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="prompts")
+    editors = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="editable_prompts")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("prompts:detail", args=[self.slug])
+
+    def can_edit(self, user) -> bool:
+        """New versions and label moves: the owner, the editors they named, and staff."""
+        if not getattr(user, "is_authenticated", False):
+            return False
+        return user.is_staff or user.pk == self.owner_id or self.editors.filter(pk=user.pk).exists()
+
+
+class PromptVersionQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise ImmutableVersionError("Prompt versions are immutable: create a new version instead of updating one.")
+
+
+class PromptVersion(models.Model):
+    """One immutable state of a prompt: what evaluations measure and chats record."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    instructions = models.TextField(blank=True)  # the system message
+    template = models.TextField()  # the user turn, Jinja2 with {{ variables }}
+    # The variables the template reads, in order of first use: computed once when the version
+    # is saved (parsing a template on every page view would let one template slow every page).
+    variables = models.JSONField(default=list, blank=True, editable=False)
+    # Ordered few-shot examples: [{"input": ..., "output": ...}]; they go between the
+    # system message and the user turn as user/assistant pairs.
+    examples = models.JSONField(default=list, blank=True)
+    model_name = models.CharField(max_length=200, blank=True)  # blank: whichever model the worker serves
+    temperature = models.FloatField(null=True, blank=True)  # null: the studio's default
+    top_p = models.FloatField(null=True, blank=True)
+    max_new_tokens = models.PositiveIntegerField(null=True, blank=True)
+    stop = models.JSONField(default=list, blank=True)  # stop sequences
+    commit_message = models.CharField(max_length=500, blank=True)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField()
+    # Imported versions: `author` is whoever imported it and `created_at` when; the file's
+    # claims ("imported; originally by alice, 2020-01-02 10:00 UTC") stay text, never an account.
+    provenance = models.CharField(max_length=500, blank=True)
+
+    objects = PromptVersionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["prompt", "-number"]
+        constraints = [models.UniqueConstraint(fields=["prompt", "number"], name="one_number_per_prompt_version")]
+
+    def __str__(self):
+        return f"{self.prompt.slug} v{self.number}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ImmutableVersionError(f"{self} is immutable: create a new version instead of changing it.")
+        super().save(*args, **kwargs)
+
+    def get_absolute_url(self):
+        return reverse("prompts:version", args=[self.prompt.slug, self.number])
+
+    def editable_fields(self) -> dict:
+        """The fields a person writes, as `services.clean_version_fields` and exports take them."""
+        return {"instructions": self.instructions, "template": self.template, "examples": self.examples,
+                "model": self.model_name, "temperature": self.temperature, "top_p": self.top_p,
+                "max_new_tokens": self.max_new_tokens, "stop": self.stop, "commit_message": self.commit_message}
+
+    @property
+    def parameters(self) -> dict:
+        return {"model": self.model_name, "temperature": self.temperature, "top_p": self.top_p,
+                "max_new_tokens": self.max_new_tokens, "stop": list(self.stop)}
+
+
+class PromptLabel(models.Model):
+    """A name (production, staging, ...) that points at one version of a prompt."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="labels")
+    name = models.CharField(max_length=40, validators=[LABEL_VALIDATOR])
+    # RESTRICT: a labelled version cannot be deleted alone, but the whole prompt can.
+    version = models.ForeignKey(PromptVersion, on_delete=models.RESTRICT, related_name="labels")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["prompt", "name"], name="one_label_name_per_prompt")]
+
+    def __str__(self):
+        return f"{self.prompt.slug}@{self.name}"
+
+
+class AppendOnlyError(Exception):
+    """The label history is an audit trail: rows are added, never changed or deleted on their own."""
+
+
+class LabelMoveQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("The label history is append-only.")
+
+    def delete(self):
+        raise AppendOnlyError("The label history is append-only (it goes only with its prompt).")
+
+
+class LabelMove(models.Model):
+    """Audit trail: who pointed a label at which version, from which, when. Append-only; deleting
+    the whole prompt removes it (Django's cascade deletes rows without calling these methods)."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="label_moves")
+    label = models.CharField(max_length=40)
+    from_number = models.PositiveIntegerField(null=True, blank=True)  # null: the label was new
+    to_number = models.PositiveIntegerField()
+    moved_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    moved_at = models.DateTimeField()
+    provenance = models.CharField(max_length=500, blank=True)  # imported moves: the file's claims, as text
+
+    objects = LabelMoveQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-moved_at", "-id"]
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("The label history is append-only: a recorded move never changes.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("The label history is append-only (it goes only with its prompt).")

@@ -1,0 +1,55 @@
+"""A prompt version as chat messages: system, few-shot pairs, then the user turn.
+
+The template is Jinja2, bounded by construction (`template_engine.py`) and rendered in a
+separate process under a time limit (`template_process.py`), so that no template can hold
+the web process. Undefined variables are an error rather than a silent blank. The user's
+text only ever enters as a variable's value: Jinja2 never parses values, so `{{ secret }}`
+typed by a user reaches the model literally.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from django.conf import settings
+
+from .template_engine import MissingVariablesError, TemplateError, TemplateLimitError
+from .template_process import RenderPool, unpack
+
+__all__ = ["MissingVariablesError", "TemplateError", "TemplateLimitError", "inspect_template", "render_messages",
+           "render_user_turn"]
+
+_pool: RenderPool | None = None
+_pool_lock = threading.Lock()
+
+
+def _ask(request: dict):
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = RenderPool(settings.TEMPLATE_RENDER_PROCESSES)
+    return unpack(_pool.ask(request, settings.TEMPLATE_RENDER_TIMEOUT_SECONDS))
+
+
+def inspect_template(template: str) -> list[str]:
+    """At save time: the template's variables, in order of first use. Raises TemplateError when it
+    does not parse, TemplateLimitError when a trial render with sample values hits a limit."""
+    inspected = _ask({"op": "inspect", "template": template})
+    if inspected["limit"]:
+        raise TemplateLimitError(inspected["limit"])
+    return inspected["variables"]
+
+
+def render_user_turn(template: str, variables: dict) -> str:
+    return _ask({"op": "render", "template": template, "variables": variables})
+
+
+def render_messages(*, instructions: str, examples: list[dict], template: str, variables: dict) -> list[dict]:
+    messages = []
+    if instructions.strip():
+        messages.append({"role": "system", "content": instructions})
+    for example in examples:
+        messages.append({"role": "user", "content": example["input"]})
+        messages.append({"role": "assistant", "content": example["output"]})
+    messages.append({"role": "user", "content": render_user_turn(template, variables)})
+    return messages

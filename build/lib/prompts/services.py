@@ -1,0 +1,341 @@
+"""Writes to prompts, their versions and labels; export and import."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from studio.input_checks import unstorable_reason
+
+from .models import LABEL_VALIDATOR, LATEST, SLUG_VALIDATOR, LabelMove, Prompt, PromptLabel, PromptVersion
+from .rendering import TemplateError, inspect_template
+
+EXPORT_FORMAT = "chat-prompt-studio/prompt"
+EXPORT_FORMAT_VERSION = 1
+MAX_TEXT_CHARS = 32_000
+MAX_EXAMPLES = 200
+MAX_IMPORTED_VERSIONS = 1_000
+MAX_IMPORTED_LABEL_MOVES = 10_000
+
+
+class PromptError(Exception):
+    """A request the library refuses. `field` names what to fix (a form field or JSON path)."""
+
+    def __init__(self, message: str, field: str = ""):
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+        self.message = message
+
+
+class PromptPermissionError(PromptError):
+    pass
+
+
+def require_editor(prompt: Prompt, user) -> None:
+    if not prompt.can_edit(user):
+        raise PromptPermissionError(
+            f"Only {prompt.owner.get_username()}, the editors they added and staff can change “{prompt.name}”."
+        )
+
+
+# --- validation shared by forms and imports -------------------------------------------------
+
+
+def clean_version_fields(raw: dict, where: str = "") -> dict:
+    """Checked, typed fields of a version from a form or an import; raises PromptError."""
+    at = (lambda name: f"{where}.{name}" if where else name)
+    text = {}
+    for name, required in (("instructions", False), ("template", True), ("commit_message", False)):
+        value = raw.get(name, "")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise PromptError("must be text", at(name))
+        _require_storable(value, at(name))
+        if len(value) > MAX_TEXT_CHARS:
+            raise PromptError(f"is longer than {MAX_TEXT_CHARS:,} characters", at(name))
+        if required and not value.strip():
+            raise PromptError("must not be empty", at(name))
+        text[name] = value
+    try:
+        variables = inspect_template(text["template"])
+    except TemplateError as exc:
+        raise PromptError(str(exc), at("template")) from None
+
+    examples = raw.get("examples", [])
+    if not isinstance(examples, list):
+        raise PromptError("must be a list of {input, output} objects", at("examples"))
+    if len(examples) > MAX_EXAMPLES:
+        raise PromptError(f"holds more than {MAX_EXAMPLES} examples", at("examples"))
+    clean_examples = []
+    for n, example in enumerate(examples):
+        if not isinstance(example, dict) or set(example) - {"input", "output"}:
+            raise PromptError("must be an object with input and output", at(f"examples[{n}]"))
+        for key in ("input", "output"):
+            value = example.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise PromptError("must be non-empty text", at(f"examples[{n}].{key}"))
+            _require_storable(value, at(f"examples[{n}].{key}"))
+        clean_examples.append({"input": example["input"], "output": example["output"]})
+
+    model_name = raw.get("model", "") or ""
+    if not isinstance(model_name, str) or len(model_name) > 200:
+        raise PromptError("must be text of 200 characters at most", at("model"))
+    _require_storable(model_name, at("model"))
+    temperature = _number(raw.get("temperature"), at("temperature"), minimum=0, maximum=5)
+    top_p = _number(raw.get("top_p"), at("top_p"), minimum=0, maximum=1)
+    if top_p == 0:
+        raise PromptError("must be above 0 (and at most 1)", at("top_p"))
+    max_new_tokens = _number(raw.get("max_new_tokens"), at("max_new_tokens"), minimum=1, maximum=32_768, integer=True)
+    stop = raw.get("stop", []) or []
+    if not isinstance(stop, list) or any(not isinstance(s, str) or not s for s in stop) or len(stop) > 16:
+        raise PromptError("must be a list of at most 16 non-empty strings", at("stop"))
+    for n, sequence in enumerate(stop):
+        _require_storable(sequence, at(f"stop[{n}]"))
+    return {**text, "variables": variables, "examples": clean_examples, "model_name": model_name.strip(), "temperature": temperature,
+            "top_p": top_p, "max_new_tokens": max_new_tokens, "stop": stop}
+
+
+def _require_storable(text: str, field: str) -> None:
+    reason = unstorable_reason(text)
+    if reason:
+        raise PromptError(reason, field)
+
+
+def _number(value, field, *, minimum, maximum, integer=False):
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise PromptError("must be a number", field)
+    try:
+        number = int(value) if integer and not isinstance(value, float) else float(value)
+    except (TypeError, ValueError):
+        raise PromptError("must be a whole number" if integer else "must be a number", field) from None
+    if integer and number != int(number):
+        raise PromptError("must be a whole number", field)
+    if not minimum <= number <= maximum:
+        raise PromptError(f"must be between {minimum} and {maximum}", field)
+    return int(number) if integer else number
+
+
+def _clean_identity(raw: dict, where: str = "") -> dict:
+    at = (lambda name: f"{where}.{name}" if where else name)
+    name, slug, description = raw.get("name"), raw.get("slug"), raw.get("description", "") or ""
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise PromptError("must be text of 1 to 200 characters", at("name"))
+    _require_storable(name, at("name"))
+    if not isinstance(slug, str) or not slug or len(slug) > 100:
+        raise PromptError("must be text of 1 to 100 characters", at("slug"))
+    try:
+        SLUG_VALIDATOR(slug)
+    except ValidationError as exc:
+        raise PromptError(exc.messages[0], at("slug")) from None
+    if not isinstance(description, str) or len(description) > MAX_TEXT_CHARS:
+        raise PromptError("must be text", at("description"))
+    _require_storable(description, at("description"))
+    return {"name": name.strip(), "slug": slug, "description": description}
+
+
+def _clean_label(name, field: str = "label") -> str:
+    if not isinstance(name, str):
+        raise PromptError("must be text", field)
+    name = name.strip().lower()
+    try:
+        LABEL_VALIDATOR(name)
+    except ValidationError as exc:
+        raise PromptError(exc.messages[0], field) from None
+    if name == LATEST:
+        raise PromptError("“latest” always means the newest version; it cannot be moved", field)
+    return name
+
+
+def _version_number(value, count: int, field: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= count:
+        raise PromptError(f"must be a version number from 1 to {count}", field)
+    return value
+
+
+# --- writes -----------------------------------------------------------------------------------
+
+
+def prompt_create(*, owner, name: str, slug: str, description: str = "", version: dict) -> Prompt:
+    identity = _clean_identity({"name": name, "slug": slug, "description": description})
+    fields = clean_version_fields(version)
+    with transaction.atomic():
+        if Prompt.objects.filter(slug=identity["slug"]).exists():
+            raise PromptError(f"a prompt with the slug “{identity['slug']}” already exists", "slug")
+        prompt = Prompt.objects.create(owner=owner, **identity)
+        PromptVersion.objects.create(prompt=prompt, number=1, author=owner, created_at=timezone.now(), **fields)
+    return prompt
+
+
+def version_create(*, prompt: Prompt, author, fields: dict) -> PromptVersion:
+    """Version N+1 of `prompt`. Versions never change; this is how a prompt is edited."""
+    require_editor(prompt, author)
+    clean = clean_version_fields(fields)
+    with transaction.atomic():
+        # Two editors saving at once would both pick N+1: lock the prompt row.
+        Prompt.objects.select_for_update().get(pk=prompt.pk)
+        latest = prompt.versions.order_by("-number").first()
+        number = (latest.number if latest else 0) + 1
+        return PromptVersion.objects.create(prompt=prompt, number=number, author=author, created_at=timezone.now(),
+                                            **clean)
+
+
+def label_move(*, prompt: Prompt, name: str, version: PromptVersion, user) -> PromptLabel:
+    require_editor(prompt, user)
+    name = _clean_label(name)
+    if version.prompt_id != prompt.pk:
+        raise PromptError("that version belongs to another prompt", "version")
+    with transaction.atomic():
+        label = PromptLabel.objects.select_for_update().filter(prompt=prompt, name=name).first()
+        from_number = label.version.number if label else None
+        if label is None:
+            label = PromptLabel.objects.create(prompt=prompt, name=name, version=version)
+        elif label.version_id != version.pk:
+            label.version = version
+            label.save(update_fields=["version", "updated_at"])
+        else:
+            return label  # already there: nothing moved, nothing to audit
+        LabelMove.objects.create(prompt=prompt, label=name, from_number=from_number, to_number=version.number,
+                                 moved_by=user, moved_at=timezone.now())
+    return label
+
+
+def editor_add(*, prompt: Prompt, username: str, user) -> None:
+    require_editor(prompt, user)
+    _require_storable(username, "username")
+    editor = get_user_model().objects.filter(username=username.strip()).first()
+    if editor is None:
+        raise PromptError(f"there is no user named “{username.strip()}”", "username")
+    prompt.editors.add(editor)
+
+
+def editor_remove(*, prompt: Prompt, editor_id: int, user) -> None:
+    require_editor(prompt, user)
+    prompt.editors.remove(editor_id)
+
+
+# --- export and import ----------------------------------------------------------------------
+
+
+def prompt_export(prompt: Prompt) -> dict:
+    versions = prompt.versions.select_related("author").order_by("number")
+    return {
+        "format": EXPORT_FORMAT,
+        "format_version": EXPORT_FORMAT_VERSION,
+        "prompt": {"name": prompt.name, "slug": prompt.slug, "description": prompt.description},
+        "versions": [
+            {"number": v.number, **v.editable_fields(), "author": v.author.get_username(),
+             "created_at": v.created_at.isoformat(), **({"provenance": v.provenance} if v.provenance else {})}
+            for v in versions
+        ],
+        "labels": {label.name: label.version.number for label in prompt.labels.select_related("version")},
+        "label_history": [
+            {"label": move.label, "from": move.from_number, "to": move.to_number,
+             "moved_by": move.moved_by.get_username(), "moved_at": move.moved_at.isoformat(),
+             **({"provenance": move.provenance} if move.provenance else {})}
+            for move in prompt.label_moves.select_related("moved_by").order_by("moved_at", "id")
+        ],
+    }
+
+
+def prompt_import(*, data, owner) -> Prompt:
+    """Create a prompt from an export. Checks everything first; refuses and writes nothing on error.
+
+    Everything created is the importer's, made now: a file can claim anything, so the authors,
+    label movers and times it names are kept as text on each row ("imported; originally by
+    alice, 2020-01-02 10:00 UTC"), never bound to an account.
+    """
+    if not isinstance(data, dict):
+        raise PromptError("the file must hold a JSON object", "(file)")
+    if data.get("format") != EXPORT_FORMAT:
+        raise PromptError(f"must be “{EXPORT_FORMAT}”: this is not a prompt export", "format")
+    if data.get("format_version") != EXPORT_FORMAT_VERSION:
+        raise PromptError(f"must be {EXPORT_FORMAT_VERSION}", "format_version")
+    if not isinstance(data.get("prompt"), dict):
+        raise PromptError("must be an object with name, slug and description", "prompt")
+    identity = _clean_identity(data["prompt"], "prompt")
+    versions = data.get("versions")
+    if not isinstance(versions, list) or not versions:
+        raise PromptError("must be a non-empty list", "versions")
+    if len(versions) > MAX_IMPORTED_VERSIONS:
+        raise PromptError(f"holds {len(versions):,} versions; an import holds at most {MAX_IMPORTED_VERSIONS:,}",
+                          "versions")
+    clean_versions = []
+    for n, raw in enumerate(versions):
+        where = f"versions[{n}]"
+        if not isinstance(raw, dict):
+            raise PromptError("must be an object", where)
+        if raw.get("number") != n + 1:
+            raise PromptError(f"must be {n + 1}: versions are numbered 1, 2, 3... in order", f"{where}.number")
+        fields = clean_version_fields(raw, where)
+        fields["provenance"] = _provenance("originally by", _username(raw.get("author"), f"{where}.author"),
+                                           _datetime(raw.get("created_at"), f"{where}.created_at"))
+        clean_versions.append(fields)
+    labels = data.get("labels", {})
+    if not isinstance(labels, dict):
+        raise PromptError("must be an object of label: version number", "labels")
+    clean_labels = {}
+    for name, number in labels.items():
+        clean_name = _clean_label(name, f"labels.{name}")
+        if clean_name in clean_labels:
+            raise PromptError(f"names the label “{clean_name}” twice", f"labels.{name}")
+        clean_labels[clean_name] = _version_number(number, len(clean_versions), f"labels.{name}")
+    history = data.get("label_history", [])
+    if not isinstance(history, list):
+        raise PromptError("must be a list", "label_history")
+    if len(history) > MAX_IMPORTED_LABEL_MOVES:
+        raise PromptError(f"holds more than {MAX_IMPORTED_LABEL_MOVES:,} moves", "label_history")
+    clean_history = []
+    for n, move in enumerate(history):
+        where = f"label_history[{n}]"
+        if not isinstance(move, dict):
+            raise PromptError("must be an object with label, from, to, moved_by, moved_at", where)
+        from_number = move.get("from")
+        clean_history.append({"label": _clean_label(move.get("label"), f"{where}.label"),
+                              "from_number": None if from_number is None else _version_number(
+                                  from_number, len(clean_versions), f"{where}.from"),
+                              "to_number": _version_number(move.get("to"), len(clean_versions), f"{where}.to"),
+                              "provenance": _provenance("originally moved by",
+                                                        _username(move.get("moved_by"), f"{where}.moved_by"),
+                                                        _datetime(move.get("moved_at"), f"{where}.moved_at"))})
+
+    now = timezone.now()
+    with transaction.atomic():
+        if Prompt.objects.filter(slug=identity["slug"]).exists():
+            raise PromptError(f"a prompt with the slug “{identity['slug']}” already exists here; "
+                              "rename the slug in the file or delete the existing prompt", "prompt.slug")
+        prompt = Prompt.objects.create(owner=owner, **identity)
+        created = {}
+        for number, fields in enumerate(clean_versions, start=1):
+            created[number] = PromptVersion.objects.create(prompt=prompt, number=number, author=owner, created_at=now,
+                                                           **fields)
+        for name, number in clean_labels.items():
+            PromptLabel.objects.create(prompt=prompt, name=name, version=created[number])
+        LabelMove.objects.bulk_create([LabelMove(prompt=prompt, moved_by=owner, moved_at=now, **move)
+                                       for move in clean_history])
+    return prompt
+
+
+def _provenance(claim: str, username: str, when: datetime) -> str:
+    return f"imported; {claim} {username}, {when.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def _datetime(value, field) -> datetime:
+    parsed = parse_datetime(value) if isinstance(value, str) else None
+    if parsed is None:
+        raise PromptError("must be an ISO 8601 date and time", field)
+    return parsed if parsed.tzinfo else timezone.make_aware(parsed)
+
+
+def _username(value, field) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 150:
+        raise PromptError("must be a user name (150 characters at most)", field)
+    _require_storable(value, field)
+    return " ".join(value.split())

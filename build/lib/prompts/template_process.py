@@ -1,0 +1,135 @@
+"""Templates render in separate processes, under a wall-clock limit and a memory cap.
+
+`template_engine` bounds what a template computes; this is the guarantee on top of it: a
+template that still finds something slow to do holds one render process (never the web
+process's interpreter lock), and is killed when its time is up. The web process waits on a
+pipe, which releases the lock, so every other page and socket keeps answering.
+
+Protocol: one JSON line per request on the child's stdin (`{"op": "render", "template",
+"variables"}` or `{"op": "inspect", "template"}`), one JSON line back on its stdout.
+
+Django-free: the child imports only this module, `template_engine` and Jinja2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import template_engine
+from .template_engine import MissingVariablesError, TemplateError, TemplateLimitError
+
+MEMORY_CAP_BYTES = 1024 * 1024 * 1024  # address space of one render process
+_PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+
+
+# --- the child ------------------------------------------------------------------------------
+
+
+def _answer(request: dict) -> dict:
+    try:
+        if request.get("op") == "inspect":
+            variables = template_engine.template_variables(request["template"])
+            return {"ok": {"variables": variables, "limit": template_engine.trial_render(request["template"])}}
+        return {"ok": template_engine.render_user_turn(request["template"], request["variables"])}
+    except MissingVariablesError as exc:
+        return {"missing": exc.missing}
+    except TemplateLimitError as exc:
+        return {"limit": str(exc)}
+    except TemplateError as exc:
+        return {"error": str(exc)}
+
+
+def _serve() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP_BYTES, MEMORY_CAP_BYTES))
+    for line in sys.stdin:
+        try:
+            answer = _answer(json.loads(line))
+        except MemoryError:
+            answer = {"limit": "The template needs more memory than a render may use."}
+            print(json.dumps(answer), flush=True)
+            return  # a process that ran out of memory is replaced, not trusted
+        print(json.dumps(answer), flush=True)
+
+
+# --- the parent -----------------------------------------------------------------------------
+
+
+class _RenderProcess:
+    def __init__(self):
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))}
+        self.process = subprocess.Popen([sys.executable, "-m", "prompts.template_process"], env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        self.buffer = b""
+
+    def ask(self, request: dict, timeout: float) -> dict:
+        self.process.stdin.write(json.dumps(request).encode() + b"\n")
+        self.process.stdin.flush()
+        deadline = time.monotonic() + timeout
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                raise EOFError  # it died (out of memory, killed)
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return json.loads(line)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+class RenderPool:
+    """A few render processes, started on first use and replaced when one is killed."""
+
+    def __init__(self, size: int):
+        self.idle: queue.LifoQueue[_RenderProcess | None] = queue.LifoQueue()
+        for _ in range(size):
+            self.idle.put(None)  # a slot whose process starts when first needed
+
+    def ask(self, request: dict, timeout: float) -> dict:
+        slot = self.idle.get()
+        try:
+            if slot is None or slot.process.poll() is not None:
+                slot = _RenderProcess()
+            try:
+                return slot.ask(request, timeout)
+            except TimeoutError:
+                slot.kill()
+                slot = None
+                raise TemplateLimitError(f"The template took longer than {timeout:g} s to render and was stopped; "
+                                         "simplify its loops.") from None
+            except (EOFError, BrokenPipeError, ValueError):
+                slot.kill()
+                slot = None
+                raise TemplateLimitError("The template needs more memory than a render may use.") from None
+        finally:
+            self.idle.put(slot)
+
+
+def unpack(answer: dict):
+    """The result of an answer, or the engine's exception raised again in this process."""
+    if "ok" in answer:
+        return answer["ok"]
+    if "missing" in answer:
+        raise MissingVariablesError(answer["missing"])
+    if "limit" in answer:
+        raise TemplateLimitError(answer["limit"])
+    raise TemplateError(answer.get("error", "The template failed to render."))
+
+
+if __name__ == "__main__":
+    _serve()

@@ -1,0 +1,44 @@
+"""The playground counts the rendered prompt with the model's own tokenizer (the tiny model's here)."""
+
+import dataclasses
+
+import pytest
+
+from prompts import selectors
+from studio.llm import load_prompt_counter
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def counter(tiny_model_dir, tmp_path):
+    return load_prompt_counter(str(tiny_model_dir), cache_dir=tmp_path)
+
+
+def preview(client, notes, **variables):
+    return client.post(f"/prompts/{notes.slug}/playground/preview/",
+                       {"a": "2", **{f"var_{name}": value for name, value in variables.items()}})
+
+
+def test_the_preview_shows_the_prompt_tokens_of_the_model_context(client, alice, notes, counter, monkeypatch):
+    monkeypatch.setattr(selectors, "prompt_counter", lambda: counter)
+    client.force_login(alice)
+    page = preview(client, notes, audience="engineers", text="Ship it on Friday.").content.decode()
+    version = notes.versions.get(number=2)
+    from prompts.rendering import render_messages
+
+    expected = counter.count(render_messages(instructions=version.instructions, examples=version.examples,
+                                             template=version.template,
+                                             variables={"audience": "engineers", "text": "Ship it on Friday."}))
+    assert f"{expected} prompt tokens of the model's {counter.context_length}-token context" in page
+    assert "exceeds the context" not in page
+
+
+def test_the_preview_warns_when_the_prompt_and_reply_do_not_fit_the_context(client, alice, notes, counter,
+                                                                           monkeypatch):
+    small = dataclasses.replace(counter, context_length=120)
+    monkeypatch.setattr(selectors, "prompt_counter", lambda: small)
+    client.force_login(alice)
+    page = preview(client, notes, audience="engineers", text="word " * 100).content.decode()
+    assert "exceeds the context" in page
+    assert 'class="small warning"' in page

@@ -1,0 +1,334 @@
+import json
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.text import slugify
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from chat import services as chat_services
+from chat.models import Conversation
+from chat.worker import request_reply_after_commit
+from studio.input_checks import InputError, parse_json
+
+from . import selectors, services
+from .diff import diff_versions
+from .rendering import MissingVariablesError, TemplateError, render_messages
+
+MAX_IMPORT_BYTES = 5 * 1024 * 1024
+
+
+def _prompt_or_404(slug):
+    prompt = selectors.prompt_by_slug(slug)
+    if prompt is None:
+        raise Http404(f"There is no prompt “{slug}”.")
+    return prompt
+
+
+def _version_or_404(prompt, number=None, label=None):
+    try:
+        return selectors.version_resolve(prompt, number=number, label=label)
+    except selectors.VersionNotFound as exc:
+        raise Http404(str(exc)) from None
+
+
+def _version_fields_from_form(post) -> dict:
+    """The version form's fields as `services.clean_version_fields` takes them."""
+    examples = [{"input": given_input, "output": given_output}
+                for given_input, given_output in zip(post.getlist("example_input"), post.getlist("example_output"))
+                if given_input.strip() or given_output.strip()]
+    return {
+        "instructions": post.get("instructions", ""), "template": post.get("template", ""), "examples": examples,
+        "model": post.get("model", ""), "temperature": post.get("temperature", ""), "top_p": post.get("top_p", ""),
+        "max_new_tokens": post.get("max_new_tokens", ""),
+        "stop": [line for line in post.get("stop", "").splitlines() if line],
+        "commit_message": post.get("commit_message", ""),
+    }
+
+
+def _form_values(fields: dict) -> dict:
+    """Values to refill the form with (after an error, or from the version edited)."""
+    return {**fields, "stop_text": "\n".join(fields.get("stop") or []),
+            "examples": list(fields.get("examples") or []) + [{"input": "", "output": ""}]}
+
+
+def _labels_context(prompt) -> dict:
+    return {"labels": prompt.labels.select_related("version"), "label_moves": selectors.label_moves_page(prompt),
+            **selectors.version_summary(prompt)}
+
+
+def _int_or_none(value):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number < 2**63 else None
+
+
+# --- library --------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def prompt_list(request):
+    return render(request, "prompts/prompt_list.html", {"prompts": selectors.prompts_page(request.GET.get("page"))})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def prompt_new(request):
+    identity = {"name": "", "slug": "", "description": ""}
+    fields = {"template": "{{ input }}"}
+    error = None
+    if request.method == "POST":
+        identity = {"name": request.POST.get("name", ""), "description": request.POST.get("description", ""),
+                    "slug": request.POST.get("slug", "").strip() or slugify(request.POST.get("name", ""))}
+        fields = _version_fields_from_form(request.POST)
+        fields["commit_message"] = fields["commit_message"] or "First version"
+        try:
+            prompt = services.prompt_create(owner=request.user, version=fields, **identity)
+        except services.PromptError as exc:
+            error = exc
+        else:
+            return redirect(prompt)
+    return render(request, "prompts/prompt_new.html", {"identity": identity, "form": _form_values(fields),
+                                                       "error": error}, status=400 if error else 200)
+
+
+@login_required
+@require_GET
+def prompt_detail(request, slug, number=None):
+    prompt = _prompt_or_404(slug)
+    version = _version_or_404(prompt, number=number)
+    return render(request, "prompts/prompt_detail.html", {
+        **_labels_context(prompt), "prompt": prompt, "version": version, "history": selectors.versions_page(prompt),
+        "can_edit": prompt.can_edit(request.user), "editors": prompt.editors.all(),
+        "previous_number": version.number - 1 if version.number > 1 else None,
+    })
+
+
+@login_required
+@require_GET
+def version_history(request, slug):
+    """Older versions for the history column ("Older versions…")."""
+    prompt = _prompt_or_404(slug)
+    return render(request, "prompts/_history_items.html", {
+        "prompt": prompt, "history": selectors.versions_page(prompt, request.GET.get("page")),
+        "version": {"number": _int_or_none(request.GET.get("shown"))},
+    })
+
+
+@login_required
+@require_GET
+def label_history(request, slug):
+    """Older label moves ("Older moves…")."""
+    prompt = _prompt_or_404(slug)
+    return render(request, "prompts/_label_moves.html", {
+        "prompt": prompt, "label_moves": selectors.label_moves_page(prompt, request.GET.get("page"))})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def version_new(request, slug):
+    prompt = _prompt_or_404(slug)
+    if not prompt.can_edit(request.user):
+        raise PermissionDenied("Only the prompt's owner, its editors and staff can make new versions.")
+    base = _version_or_404(prompt, number=request.GET.get("from") or request.POST.get("from"))
+    fields, error = {**base.editable_fields(), "commit_message": ""}, None
+    if request.method == "POST":
+        fields = _version_fields_from_form(request.POST)
+        try:
+            version = services.version_create(prompt=prompt, author=request.user, fields=fields)
+        except services.PromptError as exc:
+            error = exc
+        else:
+            return redirect(version)
+    return render(request, "prompts/version_new.html", {"prompt": prompt, "base": base, "form": _form_values(fields),
+                                                        "error": error}, status=400 if error else 200)
+
+
+@login_required
+@require_GET
+def version_diff(request, slug):
+    prompt = _prompt_or_404(slug)
+    new = _version_or_404(prompt, number=request.GET.get("to") or None)
+    old = _version_or_404(prompt, number=request.GET.get("from") or max(new.number - 1, 1))
+    sections = diff_versions(old, new)
+    return render(request, "prompts/version_diff.html", {
+        "prompt": prompt, "old": old, "new": new, "sections": sections, **selectors.version_summary(prompt),
+        "identical": not any(section.changed for section in sections),
+    })
+
+
+@login_required
+@require_POST
+def label_move(request, slug):
+    prompt = _prompt_or_404(slug)
+    if not prompt.can_edit(request.user):
+        raise PermissionDenied("Only the prompt's owner, its editors and staff can move labels.")
+    shown = _version_or_404(prompt, number=request.POST.get("shown") or None)  # the version the page shows
+    label_name = request.POST.get("label", "")
+    try:
+        version = _version_or_404(prompt, number=request.POST.get("version"))
+        services.label_move(prompt=prompt, name=label_name, version=version, user=request.user)
+    except (services.PromptError, Http404) as exc:
+        # Keep what was typed, so the person can correct it.
+        return render(request, "prompts/_labels.html", {
+            **_labels_context(prompt), "prompt": prompt, "version": shown, "can_edit": True, "error": exc,
+            "label_value": label_name, "label_version": _int_or_none(request.POST.get("version")),
+        })
+    # The history column shows labels too: it is swapped out of band with the labels card.
+    return render(request, "prompts/_labels.html", {
+        **_labels_context(prompt), "prompt": prompt, "version": shown, "can_edit": True, "moved": True,
+        "history": selectors.versions_page(prompt),
+    })
+
+
+@login_required
+@require_POST
+def editors_change(request, slug):
+    prompt = _prompt_or_404(slug)
+    if not prompt.can_edit(request.user):
+        raise PermissionDenied("Only the prompt's owner, its editors and staff can change who edits it.")
+    error = None
+    try:
+        if request.POST.get("remove"):
+            editor_id = _int_or_none(request.POST["remove"])
+            if editor_id is not None:
+                services.editor_remove(prompt=prompt, editor_id=editor_id, user=request.user)
+        else:
+            services.editor_add(prompt=prompt, username=request.POST.get("username", ""), user=request.user)
+    except services.PromptError as exc:
+        error = exc
+    return render(request, "prompts/_editors.html", {"prompt": prompt, "editors": prompt.editors.all(),
+                                                     "can_edit": True, "error": error})
+
+
+@login_required
+@require_GET
+def prompt_export(request, slug):
+    prompt = _prompt_or_404(slug)
+    response = HttpResponse(json.dumps(services.prompt_export(prompt), indent=2, ensure_ascii=False) + "\n",
+                            content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="prompt-{prompt.slug}.json"'
+    return response
+
+
+@login_required
+@require_POST
+def prompt_import(request):
+    upload = request.FILES.get("file")
+    error = None
+    if upload is None:
+        error = "Choose an exported prompt file (.json) to import."
+    elif upload.size > MAX_IMPORT_BYTES:
+        error = f"The file is {upload.size:,} bytes; an import holds at most {MAX_IMPORT_BYTES:,}."
+    else:
+        try:
+            data = parse_json(upload.read())
+        except InputError as exc:
+            error = f"Nothing was imported. The file is not valid JSON: {exc}"
+        else:
+            try:
+                prompt = services.prompt_import(data=data, owner=request.user)
+            except services.PromptError as exc:
+                error = f"Nothing was imported. {exc}"
+            else:
+                return redirect(prompt)
+    return render(request, "prompts/prompt_list.html", {"prompts": selectors.prompts_page(), "import_error": error},
+                  status=400)
+
+
+# --- playground and chats -------------------------------------------------------------------
+
+
+def _variables_from(post, names) -> dict:
+    return {name: post.get(f"var_{name}", "") for name in names}
+
+
+def _playground_versions(prompt, params):
+    version_a = _version_or_404(prompt, number=params.get("a") or None)
+    version_b = _version_or_404(prompt, number=params["b"]) if params.get("b") else None
+    return [v for v in (version_a, version_b) if v is not None]
+
+
+def _union_variables(versions) -> list[str]:
+    return list(dict.fromkeys(name for version in versions for name in version.variables))
+
+
+@login_required
+@require_GET
+def playground(request, slug):
+    prompt = _prompt_or_404(slug)
+    versions = _playground_versions(prompt, request.GET)
+    return render(request, "prompts/playground.html", {
+        "prompt": prompt, "versions": versions, **selectors.version_summary(prompt),
+        "variables": _union_variables(versions), "values": {},
+    })
+
+
+def _preview(version, variables, counter):
+    try:
+        messages = render_messages(instructions=version.instructions, examples=version.examples,
+                                   template=version.template, variables=variables)
+    except (MissingVariablesError, TemplateError) as exc:
+        return {"version": version, "error": str(exc)}
+    preview = {"version": version, "messages": messages}
+    if counter is not None:
+        tokens = counter.count(messages)
+        preview.update(tokens=tokens, context_length=counter.context_length,
+                       too_long=tokens + (version.max_new_tokens or 0) > counter.context_length)
+    return preview
+
+
+@login_required
+@require_POST
+def playground_preview(request, slug):
+    prompt = _prompt_or_404(slug)
+    versions = _playground_versions(prompt, request.POST)
+    variables = _variables_from(request.POST, _union_variables(versions))
+    counter = selectors.prompt_counter()
+    return render(request, "prompts/_preview.html", {
+        "previews": [_preview(version, variables, counter) for version in versions], "counter": counter,
+    })
+
+
+@login_required
+@require_POST
+def playground_run(request, slug):
+    """Each chosen version rendered with the same variables, answered by the chat's model worker."""
+    prompt = _prompt_or_404(slug)
+    versions = _playground_versions(prompt, request.POST)
+    variables = _variables_from(request.POST, _union_variables(versions))
+    runs = []
+    for version in versions:
+        try:
+            conversation, reply = chat_services.conversation_start_from_prompt(
+                owner=request.user, prompt_version=version, variables=variables, kind=Conversation.Kind.PLAYGROUND)
+        except (MissingVariablesError, TemplateError, chat_services.ChatError) as exc:
+            runs.append({"version": version, "error": str(exc)})
+        else:
+            request_reply_after_commit(reply.pk)
+            runs.append({"version": version, "conversation": conversation})
+    return render(request, "prompts/_runs.html", {"runs": runs})
+
+
+@login_required
+@require_POST
+def chat_start(request, slug, number):
+    prompt = _prompt_or_404(slug)
+    version = _version_or_404(prompt, number=number)
+    variables = _variables_from(request.POST, version.variables)
+    try:
+        conversation, reply = chat_services.conversation_start_from_prompt(
+            owner=request.user, prompt_version=version, variables=variables)
+    except (MissingVariablesError, TemplateError, chat_services.ChatError) as exc:
+        return render(request, "prompts/_preview.html", {"previews": [{"version": version, "error": str(exc)}]},
+                      status=400)
+    request_reply_after_commit(reply.pk)
+    if request.htmx:
+        return HttpResponseClientRedirect(conversation.get_absolute_url())
+    return redirect(conversation)
+

@@ -1,0 +1,184 @@
+"""Measurements for `manage.py bench`: raw `model.generate` against the full path.
+
+Raw: the loaded model's `generate` in this process, a streamer timing each token. Full
+path: a real daphne server (and, in Redis mode, an `llm_worker` process) started through
+`studio.processes`, a real WebSocket client timing the frames it receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import time
+
+import torch
+from transformers.generation.streamers import BaseStreamer
+
+from .llm import LoadedModel
+from .processes import open_chat_socket
+
+
+class OtherLoad:
+    """How much CPU the rest of the machine took while the block ran, in cores (Linux only).
+
+    The bench shares a small machine: another program's work slows generation and makes
+    a run meaningless, so each run reports it. Ours = this process and `pids` (the
+    studio's server and workers).
+    """
+
+    def __init__(self, pids=()):
+        self.pids = [os.getpid(), *pids]
+        self.cores: float | None = None
+
+    def __enter__(self):
+        self.started = self._sample()
+        return self
+
+    def __exit__(self, *exc):
+        ended = self._sample()
+        if self.started and ended:
+            wall = ended[0] - self.started[0]
+            other = (ended[1] - self.started[1]) - (ended[2] - self.started[2])
+            self.cores = max(0.0, other / wall) if wall > 0 else None
+
+    def _sample(self):
+        try:
+            tick = os.sysconf("SC_CLK_TCK")
+            fields = [int(x) for x in open("/proc/stat").readline().split()[1:9]]
+            busy = sum(fields[i] for i in (0, 1, 2, 5, 6, 7)) / tick  # user nice system irq softirq steal
+            ours = 0.0
+            for pid in self.pids:
+                try:
+                    stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+                    ours += (int(stat[11]) + int(stat[12])) / tick  # utime, stime (all threads)
+                except OSError:
+                    pass
+            return time.perf_counter(), busy, ours
+        except (OSError, ValueError, AttributeError):
+            return None
+
+
+def decode_speed(count: int, first_at: float, last_at: float) -> float | None:
+    """Tokens per second after the first token (the definition `Usage.tokens_per_s` uses)."""
+    return (count - 1) / (last_at - first_at) if count > 1 and last_at > first_at else None
+
+
+def median_of(runs: list[dict]) -> dict:
+    return {key: statistics.median(run[key] for run in runs) for key in ("tokens_per_s", "ttft_ms")}
+
+
+class _TimingStreamer(BaseStreamer):
+    def __init__(self):
+        self.token_times: list[float] = []
+        self.prompt_seen = False
+
+    def put(self, value):
+        if not self.prompt_seen:  # generate() first puts the prompt
+            self.prompt_seen = True
+            return
+        self.token_times.extend([time.perf_counter()] * value.numel())
+
+    def end(self):
+        pass
+
+
+def raw_run(loaded: LoadedModel, prompt_ids: list[int], tokens: int) -> dict:
+    """One greedy, fixed-length `model.generate` call, timed by a streamer."""
+    device = loaded.model.device
+    tokenizer = loaded.tokenizer
+    streamer = _TimingStreamer()
+    kwargs = dict(
+        input_ids=torch.tensor([prompt_ids], device=device),
+        attention_mask=torch.ones((1, len(prompt_ids)), dtype=torch.long, device=device),
+        max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        streamer=streamer,
+    )
+    with torch.inference_mode(), OtherLoad() as other:
+        started = time.perf_counter()
+        loaded.model.generate(**kwargs)
+    times = streamer.token_times
+    return {"completion_tokens": len(times), "ttft_ms": (times[0] - started) * 1000,
+            "tokens_per_s": decode_speed(len(times), times[0], times[-1]), "other_load": other.cores}
+
+
+async def wait_for_ready_worker(sqlite_path, *, timeout: float = 300) -> None:
+    """Until a model worker has loaded the model (its row in the studio's SQLite says so)."""
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(sqlite_path, timeout=5) as db:
+                states = [row[0] for row in db.execute("SELECT state FROM chat_modelworker")]
+        except sqlite3.Error:
+            states = []
+        if "ready" in states:
+            return
+        if "failed" in states:
+            raise RuntimeError("the model worker could not load the model (see its log)")
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"no model worker was ready after {timeout:.0f} s")
+
+
+async def open_fresh_conversation(server, session):
+    """A new conversation and a WebSocket on it, ready to send."""
+    conversation_id = await asyncio.to_thread(session.new_conversation)
+    return await open_chat_socket(server, session, conversation_id)
+
+
+async def timed_reply(socket, prompt: str, *, timeout: float = 300) -> dict:
+    """Send `prompt`; time the frames as the client sees them, up to the done frame."""
+    sent_at = time.perf_counter()
+    await socket.send(json.dumps({"type": "send", "content": prompt}))
+    token_times: list[float] = []
+    while True:
+        frame = json.loads(await asyncio.wait_for(socket.recv(), timeout))
+        received_at = time.perf_counter()
+        if frame["type"] == "token":
+            token_times.append(received_at)
+        elif frame["type"] == "done":
+            break
+        elif frame["type"] == "error":
+            raise RuntimeError(f"the server answered with an error: {frame['error']}")
+    if frame["status"] != "complete" or not token_times:
+        raise RuntimeError(f"the reply ended {frame['status']} with {len(token_times)} token frames: "
+                           f"{frame.get('error', '')}")
+    usage = frame["usage"]
+    count = usage["completion_tokens"]  # token frames carry chunks of several tokens
+    return {"completion_tokens": count, "ttft_ms": (token_times[0] - sent_at) * 1000,
+            "tokens_per_s": decode_speed(count, token_times[0], token_times[-1]), "token_frames": len(token_times),
+            "worker_ttft_ms": usage["ttft_ms"], "worker_tokens_per_s": usage["tokens_per_s"],
+            "sent_at": sent_at, "done_at": received_at}
+
+
+async def single_reply(server, session, prompt: str, *, timeout: float = 300) -> dict:
+    socket = await open_fresh_conversation(server, session)
+    try:
+        with OtherLoad(server_pids(server)) as other:
+            reply = await timed_reply(socket, prompt, timeout=timeout)
+    finally:
+        await socket.close()
+    return {**reply, "other_load": other.cores}
+
+
+def server_pids(server) -> list[int]:
+    return [server.server.pid, *(worker.pid for worker in server.workers)]
+
+
+async def aggregate(server, session, prompt: str, conversations: int) -> dict:
+    """`conversations` replies requested at once: total completion tokens / wall time."""
+    sockets = [await open_fresh_conversation(server, session) for _ in range(conversations)]
+    try:
+        with OtherLoad(server_pids(server)) as other:
+            replies = await asyncio.gather(*(timed_reply(s, prompt, timeout=900) for s in sockets))
+    finally:
+        for socket in sockets:
+            await socket.close()
+    wall_s = max(r["done_at"] for r in replies) - min(r["sent_at"] for r in replies)
+    total = sum(r["completion_tokens"] for r in replies)
+    return {"conversations": conversations, "completion_tokens": total, "wall_s": wall_s,
+            "tokens_per_s": total / wall_s, "ttft_ms": sorted(round(r["ttft_ms"], 1) for r in replies),
+            "other_load": other.cores}

@@ -1,0 +1,85 @@
+"""Checks on what people send, shared by every entry point (forms, API bodies, imports, frames).
+
+Two kinds of input break storage rather than logic: NUL bytes (PostgreSQL refuses them in
+text and JSON) and lone surrogates (not encodable as UTF-8). SQLite would keep them and
+PostgreSQL would answer with a 500; both refuse them here, with a message, before any write.
+Deeply nested JSON is refused before it reaches code that recurses over it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+MAX_JSON_DEPTH = 32
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+class InputError(ValueError):
+    """Input refused before any work; the message says what to change."""
+
+
+def unstorable_reason(text: str) -> str | None:
+    """Why `text` cannot be stored, or None."""
+    match = _UNSTORABLE.search(text)
+    if match is None:
+        return None
+    if match.group() == "\x00":
+        return "contains a NUL character (\\x00), which cannot be stored; remove it"
+    return "contains a lone surrogate (an invalid Unicode character), which cannot be stored; remove it"
+
+
+def check_storable(text: str, field: str) -> str:
+    """`text` itself, or InputError naming `field`."""
+    reason = unstorable_reason(text) if isinstance(text, str) else None
+    if reason:
+        raise InputError(f"{field}: {reason}" if field else reason[0].upper() + reason[1:])
+    return text
+
+
+def find_unstorable(value, path: str = "") -> tuple[str, str] | None:
+    """The first (JSON path, reason) of a string (or key) that cannot be stored, or None."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            reason = unstorable_reason(item)
+            if reason:
+                return where or "(value)", reason
+        elif isinstance(item, dict):
+            for key, child in reversed(list(item.items())):
+                key_reason = unstorable_reason(key) if isinstance(key, str) else None
+                if key_reason:
+                    return f"{where}.{key!r}" if where else repr(key), "the name " + key_reason
+                stack.append((child, f"{where}.{key}" if where else str(key)))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{n}]") for n, child in reversed(list(enumerate(item))))
+    return None
+
+
+def json_depth_exceeds(value, limit: int = MAX_JSON_DEPTH) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def parse_json(raw: str | bytes, *, max_depth: int = MAX_JSON_DEPTH):
+    """Parsed JSON, or InputError: malformed, nested deeper than `max_depth`, or holding text
+    that cannot be stored."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:  # the decoder's own guard against very deep nesting
+        raise InputError(f"The JSON is nested too deeply (at most {max_depth} levels).") from None
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"Malformed JSON: {exc}") from None
+    if json_depth_exceeds(value, max_depth):
+        raise InputError(f"The JSON is nested too deeply (at most {max_depth} levels).")
+    unstorable = find_unstorable(value)
+    if unstorable:
+        raise InputError(f"{unstorable[0]}: {unstorable[1]}")
+    return value

@@ -1,0 +1,184 @@
+"""`make bench`: raw `model.generate` against the full path (daphne, channel layer, worker).
+
+Same model, prompt, greedy decoding and fixed reply length everywhere. Full-path numbers are
+what a real WebSocket client sees: TTFT from sending the frame to the first token frame,
+tokens/s = (completion tokens - 1) / (last token frame - first token frame).
+"""
+
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import tempfile
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import torch
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from studio import bench
+from studio.llm import BUNDLED_MODEL, load_model, render_prompt_ids
+from studio.processes import REPO, running_studio, studio_env
+
+DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class Command(BaseCommand):
+    help = "Benchmark streaming: raw model.generate vs. the full WebSocket path (embedded and Redis mode)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", default=BUNDLED_MODEL, help="model source, as LLM_MODEL (default: smollm2)")
+        parser.add_argument("--tokens", type=int, default=128, help="fixed reply length in tokens")
+        parser.add_argument("--runs", type=int, default=5, help="measured runs per path (median taken)")
+        parser.add_argument("--prompt", default=DEFAULT_PROMPT)
+        parser.add_argument("--conversations", default="1,4,8", help="simultaneous conversations to aggregate")
+        parser.add_argument("--paths", default="embedded,redis", help="full paths to measure: embedded, redis or both")
+        parser.add_argument("--output", default=str(REPO / "bench-results" / "latest.json"))
+
+    def handle(self, *args, model, tokens, runs, prompt, conversations, paths, output, **options):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        output = Path(output)
+        cache_dir = Path(settings.LLM_MODEL_CACHE_DIR).resolve()  # shared, so the GGUF converts once
+        results = {"model": model, "tokens": tokens, "runs": runs, "prompt": prompt,
+                   "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                               "torch": torch.__version__, "python": platform.python_version()}}
+        modes = [mode for mode in ("embedded", "redis") if mode in {p.strip() for p in paths.split(",")}]
+        if "redis" in modes and not redis_reachable():
+            self.say("redis: skipped, nothing answers at 127.0.0.1:6379")
+            modes.remove("redis")
+        counts = [int(n) for n in conversations.split(",") if n.strip()]
+
+        self.say(f"raw: loading {model} (cache {cache_dir})")
+        loaded = load_model(model, cache_dir=cache_dir, device=settings.LLM_DEVICE, quantization=settings.LLM_QUANTIZATION)
+        prompt_ids = render_prompt_ids(loaded, [{"role": "user", "content": prompt}])
+        results.update(model_name=loaded.describe(), prompt_tokens=len(prompt_ids))
+        bench.raw_run(loaded, prompt_ids, tokens)  # warm-up
+
+        password = secrets.token_urlsafe(12)
+        base_env = dict(LLM_MODEL=model, LLM_MODEL_CACHE_DIR=cache_dir, LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=tokens,
+                        LLM_MIN_NEW_TOKENS=tokens, STUDIO_ADMIN_PASSWORD=password, DATABASE_URL="")
+        mode_env = {
+            "embedded": dict(REDIS_URL="", LLM_EMBEDDED_WORKER="true"),
+            "redis": dict(REDIS_URL=REDIS_URL, CHANNEL_LAYER_PREFIX=f"studio-bench-{uuid.uuid4().hex[:8]}",
+                          LLM_EMBEDDED_WORKER="false"),
+        }
+        measured = {mode: [] for mode in ["raw", *modes]}
+        with ExitStack() as studios:
+            servers = {}
+            if "redis" in modes:  # runs last, after the studio's processes have stopped
+                studios.callback(forget_redis_keys, mode_env["redis"]["CHANNEL_LAYER_PREFIX"])
+            for mode in modes:
+                data_dir = Path(tempfile.mkdtemp(prefix=f"studio-bench-{mode}-"))
+                studios.callback(shutil.rmtree, data_dir, ignore_errors=True)
+                log_dir = output.parent / "logs" / mode  # kept for a look after the run
+                shutil.rmtree(log_dir, ignore_errors=True)
+                env = studio_env(**base_env, **mode_env[mode], STUDIO_DATA_DIR=data_dir,
+                                 STUDIO_SQLITE_PATH=data_dir / "studio.sqlite3")
+                workers = 1 if mode == "redis" else 0
+                self.say(f"{mode}: starting the studio ({workers} llm_worker processes; logs in {log_dir})")
+                server = studios.enter_context(running_studio(env, log_dir, workers=workers))
+                servers[mode] = (server, server.login("admin", password), data_dir / "studio.sqlite3")
+
+            async def measure():
+                for mode, (server, session, sqlite_path) in servers.items():
+                    await bench.wait_for_ready_worker(sqlite_path)
+                    await bench.single_reply(server, session, prompt, timeout=300)  # warm-up
+                # Rounds of one run per path, so that drift on a shared machine touches every path alike.
+                for _ in range(runs):
+                    measured["raw"].append(self.report("raw", bench.raw_run(loaded, prompt_ids, tokens)))
+                    for mode, (server, session, _) in servers.items():
+                        measured[mode].append(self.report(mode, await bench.single_reply(server, session, prompt)))
+                if "embedded" in servers:
+                    server, session, _ = servers["embedded"]
+                    for count in counts:
+                        results["aggregate"].append(await bench.aggregate(server, session, prompt, count))
+                        self.say(f"embedded: {count} simultaneous conversations: "
+                                 f"{results['aggregate'][-1]['tokens_per_s']:.2f} tokens/s aggregate"
+                                 f"{other_load_note(results['aggregate'][-1])}")
+
+            results["aggregate"] = []
+            asyncio.run(measure())
+
+        for mode, mode_runs in measured.items():
+            results[mode] = {"runs": mode_runs, **bench.median_of(mode_runs)}
+            results[mode]["ratio"] = results[mode]["tokens_per_s"] / results["raw"]["tokens_per_s"]
+            results[mode]["ttft_diff_ms"] = results[mode]["ttft_ms"] - results["raw"]["ttft_ms"]
+        self.print_results(results)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2) + "\n")
+        self.say(f"results written to {output}")
+        if modes:
+            self.say(f"full-path/raw tokens/s ratio: {min(results[mode]['ratio'] for mode in modes):.2f}")
+
+    def print_results(self, results):
+        raw = results["raw"]
+        self.say("")
+        self.say(f"model: {results['model_name']}; prompt {results['prompt_tokens']} tokens; "
+                 f"{results['tokens']} tokens per reply, greedy; median of {results['runs']} runs")
+        self.say(f"{'path':<22}{'tokens/s':>10}{'TTFT ms':>10}{'ratio':>8}{'TTFT +ms':>10}"
+                 f"{'worker tok/s':>14}{'worker TTFT':>13}")
+        self.say(f"{'raw model.generate':<22}{raw['tokens_per_s']:>10.2f}{raw['ttft_ms']:>10.1f}{1:>8.2f}{0:>+10.1f}")
+        for mode, label in (("embedded", "full path, embedded"), ("redis", "full path, Redis")):
+            if mode not in results:
+                continue
+            row = results[mode]
+            worker_tps = sorted(r["worker_tokens_per_s"] for r in row["runs"])[len(row["runs"]) // 2]
+            worker_ttft = sorted(r["worker_ttft_ms"] for r in row["runs"])[len(row["runs"]) // 2]
+            self.say(f"{label:<22}{row['tokens_per_s']:>10.2f}{row['ttft_ms']:>10.1f}{row['ratio']:>8.2f}"
+                     f"{row['ttft_diff_ms']:>+10.1f}{worker_tps:>14.2f}{worker_ttft:>13.1f}")
+        runs = [r for mode in ("raw", "embedded", "redis") for r in results.get(mode, {}).get("runs", [])]
+        busy = [r for r in runs + results["aggregate"] if (r.get("other_load") or 0) > BUSY_CORES]
+        results["busy_runs"] = len(busy)
+        if busy:
+            self.say(f"WARNING: other programs used over {BUSY_CORES} cores during {len(busy)} runs: "
+                     "this machine was shared, compare with care")
+        for agg in results["aggregate"]:
+            self.say(f"aggregate, {agg['conversations']} simultaneous conversation(s), embedded: "
+                     f"{agg['tokens_per_s']:.2f} tokens/s ({agg['completion_tokens']} tokens in {agg['wall_s']:.1f} s)")
+
+    def report(self, label, run):
+        extra = f", {run['token_frames']} token frames" if "token_frames" in run else ""
+        self.say(f"{label}: {run['tokens_per_s']:.2f} tokens/s, TTFT {run['ttft_ms']:.1f} ms{extra}"
+                 f"{other_load_note(run)}")
+        return run
+
+    def say(self, line):
+        self.stdout.write(line)
+        self.stdout.flush()
+
+
+BUSY_CORES = 0.1  # other programs using more CPU than this during a run make it unreliable
+
+
+def other_load_note(run) -> str:
+    load = run.get("other_load")
+    if load is None:
+        return ""
+    return f", other programs used {load:.2f} cores" + (" (BUSY MACHINE: unreliable)" if load > BUSY_CORES else "")
+
+
+def redis_reachable() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def forget_redis_keys(prefix: str) -> None:
+    """Drop what this run left in Redis (its channel-layer keys all start with `prefix`)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

