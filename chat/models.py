@@ -78,6 +78,8 @@ class Message(models.Model):
     worker_channel = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Set when someone flags this reply as a failure case (evals/); the reply shows it.
+    flagged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -68,7 +68,7 @@ def side_by_side(old_text: str, new_text: str) -> list[Row]:
         for offset in range(max(i2 - i1, j2 - j1)):
             i, j = i1 + offset, j1 + offset
             if i < i2 and j < j2:
-                left, right = _word_diff(old_lines[i], new_lines[j])
+                left, right = word_diff(old_lines[i], new_lines[j])
                 rows.append(Row("changed", Side(i + 1, left), Side(j + 1, right)))
             elif i < i2:
                 rows.append(Row("removed", Side(i + 1, [(old_lines[i], True)]), Side(None)))
@@ -77,7 +77,8 @@ def side_by_side(old_text: str, new_text: str) -> list[Row]:
     return rows
 
 
-def _word_diff(old_line: str, new_line: str):
+def word_diff(old_line: str, new_line: str):
+    """(old segments, new segments): each a list of (text, changed), words and spaces kept."""
     old_words, new_words = re.findall(r"\s+|\w+|[^\w\s]", old_line), re.findall(r"\s+|\w+|[^\w\s]", new_line)
     left, right = [], []
     matcher = difflib.SequenceMatcher(None, old_words, new_words, autojunk=False)

@@ -48,7 +48,7 @@ def _version_fields_from_form(post) -> dict:
     }
 
 
-def _form_values(fields: dict) -> dict:
+def version_form_values(fields: dict) -> dict:
     """Values to refill the form with (after an error, or from the version edited)."""
     return {**fields, "stop_text": "\n".join(fields.get("stop") or []),
             "examples": list(fields.get("examples") or []) + [{"input": "", "output": ""}]}
@@ -93,7 +93,7 @@ def prompt_new(request):
             error = exc
         else:
             return redirect(prompt)
-    return render(request, "prompts/prompt_new.html", {"identity": identity, "form": _form_values(fields),
+    return render(request, "prompts/prompt_new.html", {"identity": identity, "form": version_form_values(fields),
                                                        "error": error}, status=400 if error else 200)
 
 
@@ -145,7 +145,7 @@ def version_new(request, slug):
             error = exc
         else:
             return redirect(version)
-    return render(request, "prompts/version_new.html", {"prompt": prompt, "base": base, "form": _form_values(fields),
+    return render(request, "prompts/version_new.html", {"prompt": prompt, "base": base, "form": version_form_values(fields),
                                                         "error": error}, status=400 if error else 200)
 
 

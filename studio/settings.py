@@ -100,6 +100,7 @@ INSTALLED_APPS = [
     "chat",
     "prompts",
     "accounts",
+    "evals",
 ]
 
 MIDDLEWARE = [
@@ -181,6 +182,37 @@ else:
         }
     }
 
+# --- Job workers (studio/celery.py): evaluations and fine-tunes -------------------------------------
+# Start one job worker inside `manage.py serve` (default without REDIS_URL); in scaled mode run
+# `manage.py job_worker` processes.
+JOB_WORKER_EMBEDDED = envbool("JOB_WORKER_EMBEDDED", not REDIS_URL)
+CELERY_BROKER_URL = REDIS_URL or "filesystem://"
+_BROKER_FOLDER = DATA_DIR / "broker"
+CELERY_BROKER_TRANSPORT_OPTIONS = {} if REDIS_URL else {
+    "data_folder_in": str(_BROKER_FOLDER / "messages"), "data_folder_out": str(_BROKER_FOLDER / "messages"),
+    "processed_folder": str(_BROKER_FOLDER / "processed"), "store_processed": False, "polling_interval": 0.5}
+CELERY_TASK_DEFAULT_QUEUE = f"{envstr('CHANNEL_LAYER_PREFIX', 'studio')}-jobs"
+CELERY_TASK_IGNORE_RESULT = True  # a job's row is its result
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # one job at a time per worker: the next waits in the queue
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
+# A running job whose worker has not beaten its heart this long is failed (the worker died).
+JOB_HEARTBEAT_TIMEOUT_SECONDS = envint("JOB_HEARTBEAT_TIMEOUT_SECONDS", 120, minimum=1)
+# Torch threads in a job worker (0: torch's default, all cores).
+JOB_TORCH_THREADS = envint("JOB_TORCH_THREADS", 0, minimum=0)
+
+# --- Failure cases and evaluations (evals/) -------------------------------------------------------
+FAILURE_CASES_FOR_FINE_TUNING = envint("FAILURE_CASES_FOR_FINE_TUNING", 1000, minimum=1)
+# New cases wait for a reviewer before exports, evaluations and fine-tunes use them.
+FAILURE_CASE_REVIEW = envbool("FAILURE_CASE_REVIEW", False)
+EVAL_BATCH_SIZE = envint("EVAL_BATCH_SIZE", 8, minimum=1)
+EVAL_MAX_NEW_TOKENS = envint("EVAL_MAX_NEW_TOKENS", 256, minimum=1)
+EVAL_MAX_QUEUED_PER_USER = envint("EVAL_MAX_QUEUED_PER_USER", 3, minimum=1)
+# An evaluation pauses between batches while chat replies are being written, at most this long
+# at a time (then it decodes one batch and looks again).
+EVAL_CHAT_PAUSE_MAX_SECONDS = envint("EVAL_CHAT_PAUSE_MAX_SECONDS", 30, minimum=0)
+
 # --- Caches (login and API throttling counters) --------------------------------------------
 # axes.W006 asks for the address among the lockout parameters: accounts.throttle adds its own
 # address rule (many accounts from one address), which never locks a whole team out.
@@ -200,7 +232,7 @@ RATELIMIT_FAIL_OPEN = True  # Redis restarting: bad tokens get 401 instead of 42
 STUDIO_MAX_BODY_BYTES = envint("STUDIO_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1024)
 # File imports (the routes in STUDIO_UPLOAD_PATHS).
 STUDIO_MAX_UPLOAD_BYTES = envint("STUDIO_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1024)
-STUDIO_UPLOAD_PATHS = [r"^/prompts/import/$"]
+STUDIO_UPLOAD_PATHS = [r"^/prompts/import/$", r"^/cases/import/$", r"^/api/failure-cases/$"]
 # One WebSocket message (a chat frame holds at most CHAT_MAX_MESSAGE_CHARS characters).
 STUDIO_MAX_FRAME_BYTES = envint("STUDIO_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_BODY_BYTES
@@ -286,6 +318,7 @@ LOGGING = {
     "loggers": {
         "studio": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
         "chat": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
+        "evals": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
     },
 }
 

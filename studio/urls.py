@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from evals.urls import api_urlpatterns as evals_api_urlpatterns
 from prompts.urls import api_urlpatterns as prompt_api_urlpatterns
 
 urlpatterns = [
@@ -12,6 +13,8 @@ urlpatterns = [
     path("chat/", include("chat.urls")),
     path("prompts/", include("prompts.urls")),
     path("api/", include(prompt_api_urlpatterns)),
+    path("api/", include(evals_api_urlpatterns)),
+    path("", include("evals.urls")),
 ]
 
 handler400 = "studio.views.bad_request"

@@ -47,6 +47,7 @@
         error.textContent = frame.error;
         pane.appendChild(error);
       }
+      addFlagButton(frame.message_id);
       const usage = frame.usage || {};
       if (usage.completion_tokens) {
         meta.textContent = usage.prompt_tokens + " prompt + " + usage.completion_tokens + " reply tokens · " +
@@ -62,6 +63,36 @@
           if (body) { output.innerHTML = body.innerHTML; output.classList.add("markdown"); }
         })
         .finally(function () { socket.close(); });
+    }
+
+    // "Flag as failure" under a finished run: the same form as in chat (evals/), loaded by htmx.
+    function addFlagButton(messageId) {
+      if (pane.querySelector("[data-flag-button]")) return;
+      pane.id = "message-" + messageId;
+      const raw = document.createElement("textarea");
+      raw.className = "message__raw";
+      raw.hidden = true;
+      raw.value = output.textContent;
+      const actions = document.createElement("p");
+      actions.className = "run__actions small";
+      const flag = document.createElement("button");
+      flag.type = "button";
+      flag.className = "link-button";
+      flag.dataset.flagButton = "1";
+      flag.textContent = "Flag as failure";
+      flag.setAttribute("hx-get", "/cases/flag/" + messageId + "/");
+      flag.setAttribute("hx-target", "#flag-slot-" + messageId);
+      const badge = document.createElement("span");
+      badge.className = "message__flagged badge badge--fail";
+      badge.id = "flagged-badge-" + messageId;
+      badge.hidden = true;
+      badge.textContent = "flagged";
+      const slot = document.createElement("div");
+      slot.className = "flag-slot";
+      slot.id = "flag-slot-" + messageId;
+      actions.append(flag, " ", badge);
+      pane.append(raw, actions, slot);
+      htmx.process(actions);
     }
 
     socket.addEventListener("message", function (event) {

@@ -41,3 +41,36 @@
     showToast("The server could not be reached. Check the connection and try again; nothing was lost on this page.");
   });
 })();
+
+// Small helpers the evaluation pages use (again: no inline handlers).
+(function () {
+  "use strict";
+  document.addEventListener("click", (event) => {
+    const copy = event.target.closest("[data-copy-into]");
+    if (copy) {
+      const source = document.querySelector(copy.dataset.copyFrom);
+      const target = document.querySelector(copy.dataset.copyInto);
+      if (source && target) { target.value = (source.value || source.textContent).trim(); target.focus(); }
+      return;
+    }
+    const remove = event.target.closest("[data-remove-closest]");
+    if (remove) {
+      const gone = remove.closest(remove.dataset.removeClosest);
+      if (gone) gone.remove();
+    }
+  });
+  document.addEventListener("change", (event) => {
+    const all = event.target.closest("[data-select-all]");
+    if (all) {
+      all.closest("form").querySelectorAll('input[type="checkbox"][name="case"]').forEach((box) => { box.checked = all.checked; });
+      return;
+    }
+    // A choice that changes which fields a form shows: reload the page with the form's values.
+    const reload = event.target.closest("[data-autosubmit-get]");
+    if (reload && reload.form) {
+      const params = new URLSearchParams(new FormData(reload.form));
+      params.delete("csrfmiddlewaretoken");
+      location.search = params.toString();
+    }
+  });
+})();

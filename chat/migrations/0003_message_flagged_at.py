@@ -1,0 +1,17 @@
+
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('chat', '0002_conversation_kind_conversation_prompt_variables_and_more'),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name='message',
+            name='flagged_at',
+            field=models.DateTimeField(blank=True, null=True),
+        ),
+    ]

@@ -1,0 +1,68 @@
+"""Failure cases as the files trainers read: chat SFT, DPO preference pairs, a flat CSV.
+
+- SFT (`{"messages": [...]}`): the case's own prompt version's instructions as system (no
+  few-shot examples), the context it was flagged in, the input as the user turn, the expected
+  answer as the assistant turn.
+- DPO (`{"prompt", "chosen", "rejected", "system"}`): the user turn as `prompt`, the expected
+  answer as `chosen`, the model's answer as `rejected`, the instructions as `system`. Cases
+  without an actual answer are left out (there is nothing to prefer against).
+- CSV: one row a case, every column.
+All load with `datasets.load_dataset("json" | "csv", data_files=...)` unchanged (tested).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from prompts.rendering import MissingVariablesError, TemplateError
+
+from .prompting import case_messages, user_turn
+
+FORMATS = {"sft": ("jsonl", "application/jsonl"), "dpo": ("jsonl", "application/jsonl"), "csv": ("csv", "text/csv")}
+CSV_COLUMNS = ["id", "prompt", "version", "input", "context", "actual", "expected", "tags", "split", "status",
+               "source", "note", "model", "created_by", "created_at"]
+
+
+def sft_line(case) -> dict:
+    return {"messages": case_messages(case, with_examples=False) + [{"role": "assistant", "content": case.expected}]}
+
+
+def dpo_line(case) -> dict:
+    version = case.prompt_version
+    system = version.instructions if version else next(
+        (m["content"] for m in case.context if m.get("role") == "system"), "")
+    return {"prompt": user_turn(case, version), "chosen": case.expected, "rejected": case.actual, "system": system}
+
+
+def csv_row(case) -> list:
+    version = case.prompt_version
+    return [case.pk, version.prompt.slug if version else "", version.number if version else "",
+            json.dumps(case.input_variables, ensure_ascii=False) if case.input_variables else case.input_text,
+            json.dumps(case.context, ensure_ascii=False) if case.context else "", case.actual, case.expected,
+            ",".join(tag.name for tag in case.tags.all()), case.split, case.status, case.source, case.note,
+            case.model_name, case.created_by.get_username(), case.created_at.isoformat()]
+
+
+def export_lines(cases, export_format: str):
+    """The file's text in pieces (for a streaming response); cases that cannot render are skipped."""
+    if export_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(CSV_COLUMNS)
+        yield buffer.getvalue()
+        for case in cases.select_related("created_by").iterator(chunk_size=500):
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerow(csv_row(case))
+            yield buffer.getvalue()
+        return
+    line_of = sft_line if export_format == "sft" else dpo_line
+    for case in cases:
+        if export_format == "dpo" and not case.actual.strip():
+            continue
+        try:
+            yield json.dumps(line_of(case), ensure_ascii=False) + "\n"
+        except (MissingVariablesError, TemplateError):
+            continue

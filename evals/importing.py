@@ -1,0 +1,185 @@
+"""Importing failure cases from CSV or JSONL: parse, map columns to fields, check every row,
+then import all of them (or only the valid ones, if the person says so)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from studio.input_checks import InputError, parse_json
+
+from . import services
+from .models import FailureCase
+
+MAX_ROWS = 20_000
+MAX_COLUMNS = 100
+# Fields a column can fill, with the header names guessed for each.
+TARGETS = {
+    "prompt": ("prompt", "prompt_slug", "slug"),
+    "version": ("version", "prompt_version"),
+    "input": ("input", "question", "message", "user", "text"),
+    "context": ("context", "history"),
+    "actual": ("actual", "output", "response", "answer", "model_output", "rejected"),
+    "expected": ("expected", "expected_output", "target", "ideal", "reference", "chosen"),
+    "tags": ("tags", "tag", "labels"),
+    "split": ("split",),
+    "note": ("note", "notes", "comment"),
+    "model": ("model", "model_name"),
+}
+
+
+class ImportFileError(ValueError):
+    pass
+
+
+def parse_file(filename: str, raw: bytes) -> tuple[list[str], list[dict]]:
+    """(columns, rows) of a CSV (header row first) or JSONL (one object a line) file."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportFileError(f"The file is not UTF-8 text (byte {exc.start}).") from None
+    if filename.lower().endswith((".jsonl", ".ndjson", ".json")):
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = parse_json(line, max_depth=6)
+            except InputError as exc:
+                raise ImportFileError(f"Line {number}: {exc}") from None
+            if not isinstance(row, dict):
+                raise ImportFileError(f"Line {number}: each line must be a JSON object.")
+            rows.append(row)
+            if len(rows) > MAX_ROWS:
+                raise ImportFileError(f"The file has more than {MAX_ROWS:,} rows; split it.")
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    else:
+        if "\x00" in text:
+            raise ImportFileError("The file contains NUL bytes: it is not a CSV text file.")
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            columns = [c for c in (reader.fieldnames or []) if c is not None]
+            rows = []
+            for row in reader:
+                rows.append({k: v for k, v in row.items() if k is not None})
+                if len(rows) > MAX_ROWS:
+                    raise ImportFileError(f"The file has more than {MAX_ROWS:,} rows; split it.")
+        except csv.Error as exc:
+            raise ImportFileError(f"The CSV does not parse: {exc}") from None
+    if not rows:
+        raise ImportFileError("The file has no rows.")
+    if len(columns) > MAX_COLUMNS:
+        raise ImportFileError(f"The file has more than {MAX_COLUMNS} columns.")
+    return columns, rows
+
+
+def guess_mapping(columns: list[str], variables: list[str] = ()) -> dict:
+    """Field → column, from the header names."""
+    lower = {column.strip().lower(): column for column in columns}
+    mapping = {}
+    for target, names in TARGETS.items():
+        found = next((lower[name] for name in names if name in lower), None)
+        if found is not None:
+            mapping[target] = found
+    for name in variables:
+        if name.lower() in lower:
+            mapping[f"var:{name}"] = lower[name.lower()]
+    return mapping
+
+
+def _cell(row: dict, column: str | None):
+    if not column:
+        return None
+    value = row.get(column)
+    return None if value == "" else value
+
+
+def _json_cell(value, want: type):
+    """A CSV cell holding JSON (an object of variables, a list of messages) as that value."""
+    if isinstance(value, str) and value.strip()[:1] in "[{":
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        return parsed if isinstance(parsed, want) else value
+    return value
+
+
+def row_to_case(row: dict, mapping: dict, fixed: dict) -> dict:
+    """One row as the API's case object, by the mapping (field → column) and fixed values."""
+    variables = {target[4:]: _cell(row, column) for target, column in mapping.items()
+                 if target.startswith("var:") and column}
+    raw = {
+        "prompt": fixed.get("prompt") or _cell(row, mapping.get("prompt")),
+        "version": fixed.get("version") or _cell(row, mapping.get("version")),
+        "input": ({k: ("" if v is None else str(v)) for k, v in variables.items()} if variables
+                  else _json_cell(_cell(row, mapping.get("input")), dict)),
+        "context": _json_cell(_cell(row, mapping.get("context")), list),
+        "actual": _cell(row, mapping.get("actual")),
+        "expected": _cell(row, mapping.get("expected")),
+        "tags": _cell(row, mapping.get("tags")),
+        "split": fixed.get("split") or _cell(row, mapping.get("split")),
+        "note": _cell(row, mapping.get("note")),
+        "model": _cell(row, mapping.get("model")),
+    }
+    if isinstance(raw["version"], str) and raw["version"].strip().isdigit():
+        raw["version"] = int(raw["version"])
+    return raw
+
+
+def check_rows(rows: list[dict], mapping: dict, fixed: dict, *, user) -> dict:
+    """Every row checked: {"valid": [(row number, fields)], "errors": [(row, column, message)],
+    "duplicates": [(row, message)]}. Row numbers count from 1 (the first data row)."""
+    from .selectors import cases_visible_to
+
+    valid, errors, duplicates, seen = [], [], [], {}
+    columns_of = {**{target: column for target, column in mapping.items()}, **{k: "(fixed)" for k in fixed}}
+    for number, row in enumerate(rows, start=1):
+        try:
+            fields = services.clean_case(row_to_case(row, mapping, fixed))
+        except services.CaseError as exc:
+            errors.append((number, _column_at_fault(exc.field, mapping, columns_of), exc.message))
+            continue
+        key = (getattr(fields["prompt_version"], "pk", None), services.digest_of(fields))
+        if key in seen:
+            duplicates.append((number, f"the same prompt version and input as row {seen[key]}"))
+            continue
+        seen[key] = number
+        valid.append((number, fields))
+    if valid:
+        existing = set(cases_visible_to(user).filter(input_digest__in=[k[1] for k in seen]).values_list(
+            "prompt_version_id", "input_digest"))
+        kept = []
+        for number, fields in valid:
+            if (getattr(fields["prompt_version"], "pk", None), services.digest_of(fields)) in existing:
+                duplicates.append((number, "a case with the same prompt version and input exists already"))
+            else:
+                kept.append((number, fields))
+        valid = kept
+    return {"valid": valid, "errors": errors, "duplicates": sorted(duplicates), "total": len(rows)}
+
+
+def _column_at_fault(field: str, mapping: dict, columns_of: dict) -> str:
+    """The file's column behind a field in an error (`input.name` → the column mapped to `name`)."""
+    head, _, rest = field.partition(".")
+    head = head.split("[")[0]
+    variable_columns = [column for target, column in mapping.items() if target.startswith("var:") and column]
+    if head == "input" and variable_columns:
+        return mapping.get(f"var:{rest}") or ", ".join(variable_columns)
+    return columns_of.get(head) or head
+
+
+def import_checked(checked: dict, *, user, only_valid: bool, eval_share: float, seed=None) -> list[FailureCase]:
+    """Import the rows `check_rows` passed: all of them only when no row had an error, unless
+    `only_valid`. Duplicates are skipped. Returns the cases created."""
+    from django.db import transaction
+
+    if checked["errors"] and not only_valid:
+        raise services.CaseError(f"{len(checked['errors'])} rows have errors: fix the file, or choose to import only "
+                                 "the valid rows", "file")
+    chosen = [dict(fields) for _, fields in checked["valid"]]
+    if eval_share:
+        services.split_held_out(chosen, eval_share, seed=seed)
+    with transaction.atomic():
+        return [services.new_case(user=user, fields=fields, source=FailureCase.Source.IMPORT) for fields in chosen]

@@ -1,0 +1,185 @@
+"""Failure cases (the four columns: prompt, input, actual, expected), saved selections of them,
+and evaluations that measure a prompt version and a model against them."""
+
+import hashlib
+import json
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+from studio.jobs import JobRecord
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=60, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class FailureCase(models.Model):
+    """A case where the model got it wrong, with the answer a person expected.
+
+    Visibility: a *shared* case is team data, seen by every logged-in user (like prompts); a
+    case that is not shared is seen by its creator alone, staff included. Cases flagged from a
+    plain chat start private, so a private conversation never leaks through a case; the
+    person flagging chooses to share (the form says what others will see).
+    """
+
+    class Source(models.TextChoices):
+        CHAT = "chat"
+        PLAYGROUND = "playground"
+        API = "api"
+        MANUAL = "manual"
+        IMPORT = "import"
+
+    class Split(models.TextChoices):
+        TRAIN = "train"
+        EVAL = "eval"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        FIXED = "fixed"
+        WONT_FIX = "wontfix", "won't fix"
+
+    class Review(models.TextChoices):
+        APPROVED = "approved"  # used by exports, evaluations and fine-tunes
+        PENDING = "pending"  # waiting for a reviewer (only with FAILURE_CASE_REVIEW on)
+
+    # Column 1, the prompt: a version, or none for plain chat.
+    prompt_version = models.ForeignKey("prompts.PromptVersion", on_delete=models.PROTECT, null=True, blank=True,
+                                       related_name="failure_cases")
+    # Column 2, the input: the variables' values (a prompt's template) or the user's message,
+    # plus the conversation context sent before it (messages; few-shot examples are on the version).
+    input_variables = models.JSONField(default=dict, blank=True)
+    input_text = models.TextField(blank=True)
+    context = models.JSONField(default=list, blank=True)
+    actual = models.TextField(blank=True)  # column 3: what the model answered
+    expected = models.TextField()  # column 4: what a person expected
+    # Duplicates are found on (prompt version, input): a digest of the input, indexed.
+    input_digest = models.CharField(max_length=64, db_index=True, editable=False)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="cases")
+    note = models.TextField(blank=True)
+    split = models.CharField(max_length=8, choices=Split.choices, default=Split.TRAIN)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    review = models.CharField(max_length=10, choices=Review.choices, default=Review.APPROVED)
+    source = models.CharField(max_length=12, choices=Source.choices, default=Source.MANUAL)
+    model_name = models.CharField(max_length=200, blank=True)  # the model that wrote `actual`
+    shared = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="failure_cases")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Where it was flagged; cleared when that conversation is deleted (the case keeps its copy).
+    source_message = models.ForeignKey("chat.Message", on_delete=models.SET_NULL, null=True, blank=True,
+                                       related_name="+")
+    source_conversation = models.ForeignKey("chat.Conversation", on_delete=models.SET_NULL, null=True, blank=True,
+                                            related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["prompt_version", "input_digest"]), models.Index(fields=["split", "status"])]
+
+    def __str__(self):
+        return f"case #{self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("evals:case", args=[self.pk])
+
+    def save(self, *args, **kwargs):
+        self.input_digest = input_digest(self.input_variables, self.input_text)
+        super().save(*args, **kwargs)
+
+    @property
+    def prompt(self):
+        return self.prompt_version.prompt if self.prompt_version_id else None
+
+    @property
+    def input_display(self) -> str:
+        if self.input_variables:
+            return "\n".join(f"{name} = {value}" for name, value in self.input_variables.items())
+        return self.input_text
+
+
+def input_digest(variables: dict, text: str) -> str:
+    canonical = json.dumps({"variables": variables or {}, "text": text or ""}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class CaseSelection(models.Model):
+    """A named filter over the cases: what export, evaluation and fine-tuning take as data."""
+
+    name = models.CharField(max_length=100)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="case_selections")
+    filters = models.JSONField(default=dict)  # the curation page's filter fields (selectors.FILTERS)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="one_selection_name_per_owner")]
+
+    def __str__(self):
+        return self.name
+
+
+class Evaluation(JobRecord):
+    """One prompt version with one model over a set of cases; per case, the output and its scores."""
+
+    prompt_version = models.ForeignKey("prompts.PromptVersion", on_delete=models.PROTECT, related_name="evaluations")
+    model_name = models.CharField(max_length=200)
+    case_filters = models.JSONField(default=dict)  # what chose the cases (kept, for the record)
+    case_ids = models.JSONField(default=list)  # the cases chosen when it was started: a rerun measures the same
+    scorers = models.JSONField(default=list)  # [{"type", "threshold", ...}] (evals.scorers)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="evaluations")
+    shared = models.BooleanField(default=True)  # every case it ran on is shared: the team may see it
+    passed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"evaluation #{self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("evals:evaluation", args=[self.pk])
+
+    @property
+    def pass_rate(self) -> float | None:
+        return self.passed / self.done if self.done else None
+
+
+class EvaluationResult(models.Model):
+    class Verdict(models.TextChoices):
+        PASS = "pass"
+        FAIL = "fail"
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="results")
+    case = models.ForeignKey(FailureCase, on_delete=models.CASCADE, related_name="results")
+    output = models.TextField(blank=True)
+    scores = models.JSONField(default=dict)  # scorer type → number
+    scorer_passed = models.BooleanField(default=False)  # every scorer passed its threshold
+    passed = models.BooleanField(default=False)  # the verdict if a person gave one, else scorer_passed
+    verdict = models.CharField(max_length=4, choices=Verdict.choices, blank=True)
+    verdict_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    error = models.TextField(blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["evaluation", "case"], name="one_result_per_case")]
+
+
+class ImportDraft(models.Model):
+    """An uploaded CSV/JSONL file between its upload and its import: the mapping and preview
+    steps read it from here (nothing is a case until the person imports)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    filename = models.CharField(max_length=200)
+    columns = models.JSONField(default=list)
+    rows = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)

@@ -1,0 +1,182 @@
+"""Scorers: how well an output matches the expected answer, as a number; a case passes a scorer
+when its score reaches the scorer's threshold, and passes the evaluation when it passes every
+scorer. Django-free: the evaluation runner gives them the embedder and the judge they need.
+
+| type | score | default threshold |
+| --- | --- | --- |
+| exact_match | 1 when equal after trimming whitespace (`ignore_case` optional), else 0 | 1 |
+| json_equal | 1 when both parse as JSON and are equal (whitespace, key order ignored) | 1 |
+| contains | 1 when the output contains `text` (default: the expected answer) | 1 |
+| regex | 1 when `pattern` matches somewhere in the output | 1 |
+| valid_json | 1 when the output parses as JSON | 1 |
+| semantic_similarity | cosine similarity of all-MiniLM-L6-v2 embeddings, -1 to 1 | 0.8 |
+| llm_judge | the judging prompt's verdict: a number 0-1 in its reply, or pass/fail, yes/no | 0.5 |
+
+`json_equal` and `valid_json` take `"extract": true` to read the first JSON object or array
+in the output (inside ``` fences or prose); by default the whole output must be JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+import regex  # the `regex` package: its matching takes a timeout, so no pattern can hang a worker
+
+REGEX_TIMEOUT_S = 1.0
+MAX_PATTERN_CHARS = 500
+DEFAULT_THRESHOLDS = {"exact_match": 1.0, "json_equal": 1.0, "contains": 1.0, "regex": 1.0, "valid_json": 1.0,
+                      "semantic_similarity": 0.8, "llm_judge": 0.5}
+SCORER_TYPES = tuple(DEFAULT_THRESHOLDS)
+LABELS = {"exact_match": ("Exact match", "the same text, whitespace at the ends ignored"),
+          "json_equal": ("JSON equal", "the same JSON, any spacing or key order"),
+          "contains": ("Contains", "the output contains a text"),
+          "regex": ("Regular expression", "a pattern matches the output"),
+          "valid_json": ("Valid JSON", "the output parses as JSON"),
+          "semantic_similarity": ("Semantic similarity", "meaning, by all-MiniLM-L6-v2 embeddings, -1 to 1"),
+          "llm_judge": ("LLM judge", "a prompt of yours judges the answer")}
+
+
+class ScorerError(ValueError):
+    """A scorer's settings are wrong; the message says which and how to fix it."""
+
+
+def clean_scorers(raw) -> list[dict]:
+    """Checked scorer settings: [{"type", "threshold", ...params}]."""
+    if not isinstance(raw, list) or not raw:
+        raise ScorerError("scorers: give at least one, e.g. [{\"type\": \"exact_match\"}]")
+    if len(raw) > 10:
+        raise ScorerError("scorers: at most 10")
+    cleaned = []
+    for n, spec in enumerate(raw):
+        where = f"scorers[{n}]"
+        if isinstance(spec, str):
+            spec = {"type": spec}
+        if not isinstance(spec, dict) or spec.get("type") not in SCORER_TYPES:
+            raise ScorerError(f"{where}.type: choose one of {', '.join(SCORER_TYPES)}")
+        kind = spec["type"]
+        threshold = spec.get("threshold", DEFAULT_THRESHOLDS[kind])
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1:
+            raise ScorerError(f"{where}.threshold: a number from -1 to 1")
+        clean = {"type": kind, "threshold": float(threshold)}
+        if kind == "regex":
+            pattern = spec.get("pattern")
+            if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN_CHARS:
+                raise ScorerError(f"{where}.pattern: a regular expression of 1 to {MAX_PATTERN_CHARS} characters")
+            try:
+                regex.compile(pattern)
+            except regex.error as exc:
+                raise ScorerError(f"{where}.pattern: {exc}") from None
+            clean["pattern"] = pattern
+        if kind == "contains" and spec.get("text") is not None:
+            if not isinstance(spec["text"], str) or not spec["text"]:
+                raise ScorerError(f"{where}.text: non-empty text (or leave it out to look for the expected answer)")
+            clean["text"] = spec["text"]
+        if kind in ("exact_match", "contains"):
+            clean["ignore_case"] = bool(spec.get("ignore_case", False))
+        if kind in ("json_equal", "valid_json"):
+            clean["extract"] = bool(spec.get("extract", False))
+        if kind == "llm_judge":
+            prompt, version = spec.get("prompt"), spec.get("version")
+            if not isinstance(prompt, str) or not prompt:
+                raise ScorerError(f"{where}.prompt: the slug of the judging prompt in the library")
+            if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+                raise ScorerError(f"{where}.version: a version number (or leave it out for the latest)")
+            clean.update(prompt=prompt, version=version)
+        cleaned.append(clean)
+    return cleaned
+
+
+def _norm(text: str, ignore_case: bool) -> str:
+    text = text.strip()
+    return text.casefold() if ignore_case else text
+
+
+_FENCE = re.compile(r"```(?:json)?\s*\n?(.*?)```", re.DOTALL)
+
+
+def parse_json(text: str, *, extract: bool = False):
+    """The JSON value of `text`; with `extract`, of the first fenced block or {...}/[...] in it.
+    Raises ValueError when there is none."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        if not extract:
+            raise ValueError("not JSON") from None
+    for candidate in [m.group(1) for m in _FENCE.finditer(text)] + _bracketed(text):
+        try:
+            return json.loads(candidate)
+        except (ValueError, RecursionError):
+            continue
+    raise ValueError("no JSON found")
+
+
+def _bracketed(text: str) -> list[str]:
+    starts = [i for i in (text.find("{"), text.find("[")) if i >= 0]
+    if not starts:
+        return []
+    start = min(starts)
+    end = max(text.rfind("}"), text.rfind("]"))
+    return [text[start:end + 1]] if end > start else []
+
+
+def score(spec: dict, output: str, expected: str, *, similarity: Callable[[str, str], float] | None = None,
+          judge_score: float | None = None) -> float:
+    """The score of `output` against `expected` under one scorer (see the table above)."""
+    kind = spec["type"]
+    if kind == "exact_match":
+        return float(_norm(output, spec.get("ignore_case")) == _norm(expected, spec.get("ignore_case")))
+    if kind == "json_equal":
+        try:
+            return float(parse_json(output, extract=spec.get("extract")) == parse_json(expected, extract=True))
+        except ValueError:
+            return 0.0
+    if kind == "valid_json":
+        try:
+            parse_json(output, extract=spec.get("extract"))
+            return 1.0
+        except ValueError:
+            return 0.0
+    if kind == "contains":
+        needle = spec.get("text") or expected
+        return float(_norm(needle, spec.get("ignore_case")) in _norm(output, spec.get("ignore_case")))
+    if kind == "regex":
+        try:
+            return float(regex.search(spec["pattern"], output, timeout=REGEX_TIMEOUT_S) is not None)
+        except TimeoutError:
+            return 0.0
+    if kind == "semantic_similarity":
+        if similarity is None:
+            raise ScorerError("semantic_similarity needs the embedding model")
+        return round(similarity(output, expected), 4)
+    if kind == "llm_judge":
+        return 0.0 if judge_score is None else judge_score
+    raise ScorerError(f"unknown scorer {kind!r}")
+
+
+_VERDICT_WORDS = {"pass": 1.0, "passed": 1.0, "yes": 1.0, "correct": 1.0, "fail": 0.0, "failed": 0.0, "no": 0.0,
+                  "incorrect": 0.0, "wrong": 0.0}
+
+
+def judge_verdict(reply: str) -> float | None:
+    """A judge's reply as a score: the first number (0-1, or out of 10 or 100), else the first
+    verdict word (pass/fail, yes/no, correct/incorrect). None when it says neither."""
+    number = re.search(r"(?<![\w.])(\d+(?:\.\d+)?)\s*(?:/\s*(10|100)\b|%)?", reply)
+    if number:
+        value = float(number.group(1))
+        scale = float(number.group(2)) if number.group(2) else (100.0 if reply[number.end() - 1] == "%" else None)
+        if scale:
+            return max(0.0, min(1.0, value / scale))
+        if value <= 1:
+            return value
+        if value <= 10:
+            return value / 10
+    for word in re.findall(r"[a-z]+", reply.lower()):
+        if word in _VERDICT_WORDS:
+            return _VERDICT_WORDS[word]
+    return None
+
+
+def passes(spec: dict, value: float) -> bool:
+    return value >= spec["threshold"]

@@ -1,0 +1,183 @@
+"""Reads of failure cases and evaluations: who sees what, filters, counts, comparisons."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from django.conf import settings
+from django.core.paginator import Paginator
+from django.db.models import Count, Q
+
+from studio.jobs import fail_jobs_of_lost_workers
+from studio.llm.loading import ModelLoadError, prepare_model_folder
+
+from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase
+
+CASES_PER_PAGE = 50
+FILTERS = ("prompt", "version", "tag", "split", "status", "source", "author", "q", "review", "selection")
+
+
+def cases_visible_to(user):
+    """Shared cases, and the user's own private ones (privacy: staff do not see others' private cases)."""
+    if not getattr(user, "is_authenticated", False):
+        return FailureCase.objects.none()
+    return FailureCase.objects.filter(Q(shared=True) | Q(created_by=user))
+
+
+def can_see_case(user, case: FailureCase) -> bool:
+    return case.shared or case.created_by_id == getattr(user, "pk", None)
+
+
+def can_edit_case(user, case: FailureCase) -> bool:
+    if not can_see_case(user, case):
+        return False
+    if case.created_by_id == user.pk or (user.is_staff and case.shared):
+        return True
+    return case.prompt_version_id is not None and case.shared and case.prompt.can_edit(user)
+
+
+def clean_filters(raw) -> dict:
+    """The filter fields that are set, as short strings (a saved selection stores these)."""
+    raw = raw or {}
+    get = raw.get if hasattr(raw, "get") else dict(raw).get
+    return {name: str(get(name))[:200] for name in FILTERS if get(name) not in (None, "")}
+
+
+def apply_filters(cases, filters: dict, *, user=None):
+    if filters.get("selection") and user is not None:
+        saved = CaseSelection.objects.filter(owner=user, pk=_int(filters["selection"])).first()
+        if saved is not None:
+            cases = apply_filters(cases, {k: v for k, v in saved.filters.items() if k != "selection"})
+    if filters.get("prompt") == "-":
+        cases = cases.filter(prompt_version=None)
+    elif filters.get("prompt"):
+        cases = cases.filter(prompt_version__prompt__slug=filters["prompt"])
+    if _int(filters.get("version")):
+        cases = cases.filter(prompt_version__number=_int(filters["version"]))
+    if filters.get("tag"):
+        cases = cases.filter(tags__name=filters["tag"])
+    for name in ("split", "status", "source", "review"):
+        if filters.get(name):
+            cases = cases.filter(**{name: filters[name]})
+    if filters.get("author"):
+        cases = cases.filter(created_by__username=filters["author"])
+    if filters.get("q"):
+        words = filters["q"]
+        cases = cases.filter(Q(input_text__icontains=words) | Q(expected__icontains=words) |
+                             Q(actual__icontains=words) | Q(note__icontains=words) |
+                             Q(input_variables__icontains=words))
+    return cases.distinct() if filters.get("tag") else cases
+
+
+def cases_page(*, user, filters: dict, page=1):
+    cases = (apply_filters(cases_visible_to(user), filters, user=user)
+             .select_related("prompt_version__prompt", "created_by").prefetch_related("tags"))
+    return Paginator(cases, CASES_PER_PAGE).get_page(page)
+
+
+def cases_for(*, user, filters: dict):
+    """Every case the filters choose among those the user sees (exports, evaluations, training)."""
+    return (apply_filters(cases_visible_to(user), filters, user=user)
+            .filter(review=FailureCase.Review.APPROVED)
+            .select_related("prompt_version__prompt").prefetch_related("tags").order_by("id"))
+
+
+def evaluation_cases(*, user, filters: dict):
+    return cases_for(user=user, filters=filters)
+
+
+def counts(*, user) -> dict:
+    """Cases per prompt and split, and progress toward the point where fine-tuning pays off."""
+    visible = cases_visible_to(user)
+    rows = (visible.values("prompt_version__prompt__slug", "prompt_version__prompt__name", "split")
+            .annotate(n=Count("id")).order_by("prompt_version__prompt__name"))
+    per_prompt: dict[str, dict] = {}
+    for row in rows:
+        slug = row["prompt_version__prompt__slug"] or "-"
+        entry = per_prompt.setdefault(slug, {"slug": slug, "name": row["prompt_version__prompt__name"] or "Plain chat",
+                                             "train": 0, "eval": 0, "total": 0})
+        entry[row["split"]] += row["n"]
+        entry["total"] += row["n"]
+    threshold = settings.FAILURE_CASES_FOR_FINE_TUNING
+    for entry in per_prompt.values():
+        entry["percent"] = min(100, int(100 * entry["train"] / threshold))
+        entry["hint"] = next_step_hint(entry, threshold)
+    return {"per_prompt": list(per_prompt.values()), "threshold": threshold, "total": visible.count(),
+            "open": visible.filter(status=FailureCase.Status.OPEN).count()}
+
+
+def next_step_hint(entry: dict, threshold: int) -> str:
+    train, held_out = entry["train"], entry["eval"]
+    if entry["slug"] == "-":
+        return "Plain-chat cases: attach them to a prompt (edit, or re-import) to evaluate and train on them."
+    if held_out == 0:
+        return "Move some cases to the eval split (about 1 in 5): evaluations then measure on cases no training saw."
+    if train < threshold // 10:
+        return ("Keep improving the prompt: add instructions or few-shot examples, then run an evaluation "
+                "against the open cases.")
+    if train < threshold:
+        return (f"{threshold - train:,} more training cases until fine-tuning usually pays off; meanwhile "
+                "measure each prompt change against the cases.")
+    return "Enough cases to fine-tune: when prompting stops fixing them, launch a LoRA fine-tune on the train split."
+
+
+def case_history(case: FailureCase):
+    """How this case fared in every evaluation: version, model, pass or fail, the output."""
+    return (EvaluationResult.objects.filter(case=case)
+            .select_related("evaluation__prompt_version__prompt").order_by("-evaluation__created_at"))
+
+
+def can_see_evaluation(user, evaluation: Evaluation) -> bool:
+    """Its author sees it; others do when it ran on shared cases only (outputs show the inputs)."""
+    return evaluation.shared or evaluation.created_by_id == getattr(user, "pk", None)
+
+
+def evaluations_visible_to(user):
+    fail_jobs_of_lost_workers(Evaluation)  # a dead worker's job is failed when someone looks
+    return (Evaluation.objects.filter(Q(created_by=user) | Q(shared=True))
+            .select_related("prompt_version__prompt", "created_by"))
+
+
+def comparison(first: Evaluation, second: Evaluation) -> dict:
+    """Per case both outputs and verdicts, and the counts: fixed, regressed, still failing, still passing."""
+    first_results = {r.case_id: r for r in first.results.select_related("case")}
+    second_results = {r.case_id: r for r in second.results.select_related("case")}
+    rows, counts = [], {"fixed": 0, "regressed": 0, "still_failing": 0, "still_passing": 0, "only_one": 0}
+    for case_id in sorted(set(first_results) | set(second_results)):
+        before, after = first_results.get(case_id), second_results.get(case_id)
+        if before is None or after is None:
+            kind = "only_one"
+        elif after.passed and not before.passed:
+            kind = "fixed"
+        elif before.passed and not after.passed:
+            kind = "regressed"
+        elif after.passed:
+            kind = "still_passing"
+        else:
+            kind = "still_failing"
+        counts[kind] += 1
+        rows.append({"case": (before or after).case, "before": before, "after": after, "kind": kind})
+    order = {"regressed": 0, "fixed": 1, "still_failing": 2, "still_passing": 3, "only_one": 4}
+    rows.sort(key=lambda row: order[row["kind"]])
+    return {"rows": rows, "counts": counts}
+
+
+@functools.cache
+def _model_name(source: str, cache_dir: str) -> str:
+    try:
+        return prepare_model_folder(source, Path(cache_dir), convert=False)[1]
+    except ModelLoadError:
+        return source
+
+
+def available_models() -> list[str]:
+    """The models an evaluation can name: the studio's served model (fine-tuned ones join later)."""
+    return [_model_name(settings.LLM_MODEL, str(settings.LLM_MODEL_CACHE_DIR))]
+
+
+def _int(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

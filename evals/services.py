@@ -1,0 +1,400 @@
+"""Writes to failure cases, selections and evaluations. Views, the API, imports and tasks call these."""
+
+from __future__ import annotations
+
+import random
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chat.models import Message
+from chat.selectors import chat_history_before
+from prompts import selectors as prompt_selectors
+from prompts.rendering import MissingVariablesError, TemplateError
+from studio.input_checks import find_unstorable, json_depth_exceeds
+from studio.jobs import JobStatus, job_cancel
+
+from . import selectors
+from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase, Tag, input_digest
+from .prompting import user_turn
+from .scorers import ScorerError, clean_scorers
+
+MAX_TEXT_CHARS = 32_000
+MAX_CONTEXT_MESSAGES = 200
+MAX_TAGS = 20
+MAX_CASES_PER_REQUEST = 5_000
+
+
+class CaseError(Exception):
+    """A case the studio refuses; `field` names what to fix (`[3].expected` in a list)."""
+
+    def __init__(self, message: str, field: str = ""):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class CasePermissionError(CaseError):
+    pass
+
+
+# --- checking what people send -----------------------------------------------------------------
+
+
+def _text(value, field, *, required=False, limit=MAX_TEXT_CHARS) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise CaseError("must be text", field)
+    if required and not value.strip():
+        raise CaseError("must not be empty", field)
+    if len(value) > limit:
+        raise CaseError(f"is longer than {limit:,} characters", field)
+    return value
+
+
+def clean_tags(value, field="tags") -> list[str]:
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or len(value) > MAX_TAGS:
+        raise CaseError(f"must be a list of at most {MAX_TAGS} tags", field)
+    tags = []
+    for tag in value:
+        if not isinstance(tag, str) or len(tag.strip()) > 60:
+            raise CaseError("each tag must be text of 60 characters at most", field)
+        if tag.strip():
+            tags.append(" ".join(tag.strip().lower().split()))
+    return list(dict.fromkeys(tags))
+
+
+def _choice(value, field, choices, default):
+    if value in (None, ""):
+        return default
+    if value not in choices:
+        raise CaseError(f"must be one of {', '.join(choices)}", field)
+    return value
+
+
+def _context(value, field) -> list[dict]:
+    if value in (None, ""):
+        return []
+    if not isinstance(value, list) or len(value) > MAX_CONTEXT_MESSAGES:
+        raise CaseError(f"must be a list of at most {MAX_CONTEXT_MESSAGES} messages {{role, content}}", field)
+    messages = []
+    for n, message in enumerate(value):
+        if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
+            raise CaseError("must be {\"role\": system|user|assistant, \"content\": text}", f"{field}[{n}]")
+        messages.append({"role": message["role"], "content": _text(message.get("content"), f"{field}[{n}].content")})
+    return messages
+
+
+def clean_case(raw: dict, *, where: str = "") -> dict:
+    """Checked fields of one case from the API, a form or an import row; raises CaseError.
+    Returns model fields plus "tags" (names) and "prompt_version" (resolved)."""
+    at = (lambda name: f"{where}.{name}" if where else name)
+    if not isinstance(raw, dict):
+        raise CaseError("must be an object", where or "(case)")
+    if json_depth_exceeds(raw, 8):
+        raise CaseError("is nested too deeply", where or "(case)")
+    unstorable = find_unstorable(raw)
+    if unstorable:
+        raise CaseError(unstorable[1], at(unstorable[0]))
+    version = _resolve_version(raw.get("prompt"), raw.get("version"), at)
+    given = raw.get("input")
+    variables, text = {}, ""
+    if isinstance(given, dict):
+        if version is None:
+            raise CaseError("is an object of variables, which needs a prompt; without one give the message text",
+                            at("input"))
+        if len(given) > 100 or not all(isinstance(k, str) and isinstance(v, str) for k, v in given.items()):
+            raise CaseError("must map variable names to text values", at("input"))
+        variables = {name: _text(value, at(f"input.{name}")) for name, value in given.items()}
+    elif isinstance(given, str):
+        text = _text(given, at("input"), required=True)
+    elif version is None or version.variables:
+        raise CaseError("must be the message text, or an object of the prompt's variables", at("input"))
+    fields = {
+        "prompt_version": version, "input_variables": variables, "input_text": text,
+        "context": _context(raw.get("context"), at("context")),
+        "actual": _text(raw.get("actual"), at("actual")),
+        "expected": _text(raw.get("expected"), at("expected"), required=True),
+        "tags": clean_tags(raw.get("tags"), at("tags")),
+        "note": _text(raw.get("note"), at("note"), limit=5_000),
+        "split": _choice(raw.get("split"), at("split"), FailureCase.Split.values, FailureCase.Split.TRAIN),
+        "status": _choice(raw.get("status"), at("status"), FailureCase.Status.values, FailureCase.Status.OPEN),
+        "model_name": _text(raw.get("model"), at("model"), limit=200),
+    }
+    if version is not None and (variables or not text):
+        try:
+            user_turn(FailureCase(**{k: v for k, v in fields.items() if k != "tags"}), version)
+        except (MissingVariablesError, TemplateError) as exc:
+            raise CaseError(str(exc), at("input")) from None
+    return fields
+
+
+def _resolve_version(slug, number, at):
+    if slug in (None, ""):
+        if number not in (None, ""):
+            raise CaseError("needs a prompt", at("version"))
+        return None
+    if not isinstance(slug, str):
+        raise CaseError("must be a prompt's slug", at("prompt"))
+    prompt = prompt_selectors.prompt_by_slug(slug)
+    if prompt is None:
+        raise CaseError(f"there is no prompt “{slug[:100]}”", at("prompt"))
+    if number is not None and not isinstance(number, (int, str)) or isinstance(number, bool):
+        raise CaseError("must be a version number (or null for the latest)", at("version"))
+    try:
+        return prompt_selectors.version_resolve(prompt, number=number)
+    except prompt_selectors.VersionNotFound as exc:
+        raise CaseError(str(exc), at("version")) from None
+
+
+# --- writes ------------------------------------------------------------------------------------
+
+
+def _set_tags(case: FailureCase, names: list[str]) -> None:
+    tags = [Tag.objects.get_or_create(name=name)[0] for name in names]
+    case.tags.set(tags)
+
+
+def new_case(*, user, fields: dict, source: str, **extra) -> FailureCase:
+    tags = fields.pop("tags", [])
+    review = FailureCase.Review.PENDING if settings.FAILURE_CASE_REVIEW else FailureCase.Review.APPROVED
+    case = FailureCase.objects.create(created_by=user, source=source, review=review, **fields, **extra)
+    _set_tags(case, tags)
+    return case
+
+
+def cases_create(*, user, rows: list, source: str, shared: bool = True) -> list[FailureCase]:
+    """Create many cases, all or nothing: a refusal names the row (`[3].expected`)."""
+    if len(rows) > MAX_CASES_PER_REQUEST:
+        raise CaseError(f"at most {MAX_CASES_PER_REQUEST:,} cases at once", "(list)")
+    cleaned = [clean_case(row, where=f"[{n}]") for n, row in enumerate(rows)]
+    with transaction.atomic():
+        return [new_case(user=user, fields=fields, source=source, shared=shared) for fields in cleaned]
+
+
+def flag_prefill(message: Message) -> dict:
+    """What a reply offers the flag form: its prompt version, the input and context it answered, its text."""
+    conversation = message.conversation
+    history = chat_history_before(message=message)
+    last_user = next((n for n in range(len(history) - 1, -1, -1) if history[n]["role"] == "user"), None)
+    version = conversation.prompt_version
+    examples = 2 * len(version.examples) if version else 0
+    system = 1 if history and history[0]["role"] == "system" else 0
+    context = history[system + examples:last_user] if last_user is not None else []
+    if system and version is None:
+        context = [history[0]] + context  # a plain chat's system prompt is part of what was sent
+    first_turn = not any(m["role"] == "user" for m in context)
+    variables = dict(conversation.prompt_variables) if version is not None and first_turn else {}
+    return {"prompt_version": version, "input_variables": variables,
+            "input_text": "" if variables else (history[last_user]["content"] if last_user is not None else ""),
+            "context": context, "actual": message.content, "model_name": message.model_name,
+            "source": FailureCase.Source.PLAYGROUND if conversation.kind == "playground" else FailureCase.Source.CHAT}
+
+
+def case_flag(*, user, message: Message, expected: str, tags=(), note: str = "", split: str = "",
+              shared: bool | None = None) -> FailureCase:
+    """A reply flagged as a failure: the four columns from the conversation, the expected answer
+    from the person. Only the conversation's owner flags its replies."""
+    if message.conversation.owner_id != user.pk or message.role != Message.Role.ASSISTANT:
+        raise CasePermissionError("Only the person whose conversation it is can flag its replies.")
+    if message.in_progress:
+        raise CaseError("wait until the reply is finished", "message")
+    prefill = flag_prefill(message)
+    fields = {"prompt_version": prefill["prompt_version"], "input_variables": prefill["input_variables"],
+              "input_text": prefill["input_text"], "context": prefill["context"], "actual": prefill["actual"],
+              "model_name": prefill["model_name"],
+              "expected": _text(expected, "expected", required=True), "tags": clean_tags(list(tags)),
+              "note": _text(note, "note", limit=5_000),
+              "split": _choice(split, "split", FailureCase.Split.values, FailureCase.Split.TRAIN)}
+    unstorable = find_unstorable({k: v for k, v in fields.items() if k != "prompt_version"})
+    if unstorable:
+        raise CaseError(unstorable[1], unstorable[0])
+    # A plain chat is private unless the person shares it; a prompt's case is team data by default.
+    shared = (prefill["prompt_version"] is not None) if shared is None else shared
+    with transaction.atomic():
+        case = new_case(user=user, fields=fields, source=prefill["source"], shared=shared,
+                         source_message=message, source_conversation=message.conversation)
+        Message.objects.filter(pk=message.pk).update(flagged_at=timezone.now())
+    return case
+
+
+def require_case_editor(case: FailureCase, user) -> None:
+    if not selectors.can_edit_case(user, case):
+        raise CasePermissionError("Only the case's author, the prompt's owner and editors, and staff can change it.")
+
+
+EDITABLE = ("expected", "note", "split", "status", "tags", "shared", "actual")
+
+
+def case_update(*, case: FailureCase, user, changes: dict) -> FailureCase:
+    require_case_editor(case, user)
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise CaseError(f"cannot be changed here ({', '.join(sorted(unknown))})", "fields")
+    unstorable = find_unstorable({k: v for k, v in changes.items() if k != "shared"})
+    if unstorable:
+        raise CaseError(unstorable[1], unstorable[0])
+    if "expected" in changes:
+        case.expected = _text(changes["expected"], "expected", required=True)
+    if "actual" in changes:
+        case.actual = _text(changes["actual"], "actual")
+    if "note" in changes:
+        case.note = _text(changes["note"], "note", limit=5_000)
+    if "split" in changes:
+        case.split = _choice(changes["split"], "split", FailureCase.Split.values, case.split)
+    if "status" in changes:
+        case.status = _choice(changes["status"], "status", FailureCase.Status.values, case.status)
+    if "shared" in changes:
+        if case.created_by_id != user.pk:
+            raise CasePermissionError("Only the case's author decides whether it is shared.")
+        case.shared = bool(changes["shared"])
+    with transaction.atomic():
+        case.save()
+        if "tags" in changes:
+            _set_tags(case, clean_tags(changes["tags"]))
+    return case
+
+
+BULK_ACTIONS = ("add_tag", "remove_tag", "split", "status", "review", "delete")
+
+
+def cases_bulk(*, user, cases, action: str, value: str = "") -> int:
+    """One change to many cases; only cases the user may edit are touched. Returns how many."""
+    if action not in BULK_ACTIONS:
+        raise CaseError(f"choose one of {', '.join(BULK_ACTIONS)}", "action")
+    editable = [case for case in cases if selectors.can_edit_case(user, case)]
+    with transaction.atomic():
+        if action == "delete":
+            FailureCase.objects.filter(pk__in=[c.pk for c in editable]).delete()
+        elif action in ("add_tag", "remove_tag"):
+            names = clean_tags([value], "tag")
+            if not names:
+                raise CaseError("give a tag", "tag")
+            tag = Tag.objects.get_or_create(name=names[0])[0]
+            for case in editable:
+                (case.tags.add if action == "add_tag" else case.tags.remove)(tag)
+        else:
+            choices = {"split": FailureCase.Split.values, "status": FailureCase.Status.values,
+                       "review": FailureCase.Review.values}[action]
+            value = _choice(value, action, choices, None)
+            if value is None:
+                raise CaseError("choose a value", action)
+            if action == "review" and not user.is_staff:
+                editable = [case for case in editable if case.prompt_version and case.prompt.can_edit(user)]
+            FailureCase.objects.filter(pk__in=[c.pk for c in editable]).update(**{action: value},
+                                                                               updated_at=timezone.now())
+    return len(editable)
+
+
+def selection_save(*, user, name: str, filters: dict) -> CaseSelection:
+    name = _text(name, "name", required=True, limit=100).strip()
+    clean = selectors.clean_filters(filters)
+    selection, _ = CaseSelection.objects.update_or_create(owner=user, name=name, defaults={"filters": clean})
+    return selection
+
+
+def few_shot_examples(cases) -> tuple[object, list[dict]]:
+    """The prompt of the selected cases and their (input, expected) as few-shot examples."""
+    prompts = {case.prompt_version.prompt_id for case in cases if case.prompt_version_id}
+    if len(prompts) != 1 or any(case.prompt_version_id is None for case in cases):
+        raise CaseError("choose cases of one prompt to use as its few-shot examples", "cases")
+    examples = []
+    for case in cases:
+        try:
+            examples.append({"input": user_turn(case, case.prompt_version), "output": case.expected})
+        except (MissingVariablesError, TemplateError) as exc:
+            raise CaseError(f"case #{case.pk}: {exc}", "cases") from None
+    return cases[0].prompt_version.prompt, examples
+
+
+def split_held_out(cases: list, share: float, *, seed: int | None = None) -> None:
+    """Assign a random `share` (0-1) of `cases` to the eval split (before they are saved)."""
+    if not cases or share <= 0:
+        return
+    chooser = random.Random(seed)
+    for case in chooser.sample(cases, round(len(cases) * min(share, 1.0))):
+        case["split"] = FailureCase.Split.EVAL
+
+
+# --- evaluations -------------------------------------------------------------------------------
+
+
+class EvaluationError(CaseError):
+    pass
+
+
+def evaluation_create(*, user, version, model_name: str, filters: dict, scorers) -> Evaluation:
+    """Queue an evaluation of `version` with `model_name` over the cases `filters` choose (among
+    those `user` may see, of that prompt); refused when the set is empty or the user's queue is full."""
+    from .tasks import dispatch_evaluation
+
+    try:
+        clean = clean_scorers(scorers)
+    except ScorerError as exc:
+        raise EvaluationError(str(exc), "scorers") from None
+    for spec in clean:
+        if spec["type"] == "llm_judge":
+            try:
+                _resolve_version(spec["prompt"], spec["version"], lambda name: f"scorers.llm_judge.{name}")
+            except CaseError as exc:
+                raise EvaluationError(exc.message, exc.field) from None
+    available = selectors.available_models()
+    if model_name and model_name not in available:
+        raise EvaluationError(f"unknown model “{model_name[:100]}”; available: {', '.join(available)}", "model")
+    filters = {**selectors.clean_filters(filters), "prompt": version.prompt.slug}
+    filters.pop("version", None)  # the cases of every version of the prompt, measured with this one
+    cases = selectors.evaluation_cases(user=user, filters=filters)
+    total = cases.count()
+    if total == 0:
+        raise EvaluationError("no failure cases match: flag or import some, or widen the filter", "cases")
+    queued = Evaluation.objects.filter(created_by=user, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).count()
+    if queued >= settings.EVAL_MAX_QUEUED_PER_USER:
+        raise EvaluationError(f"you already have {queued} evaluations queued or running (at most "
+                              f"{settings.EVAL_MAX_QUEUED_PER_USER}); wait for one to finish", "queue")
+    evaluation = Evaluation.objects.create(prompt_version=version, model_name=model_name or available[0],
+                                           case_filters=filters, scorers=clean, created_by=user, total=total,
+                                           case_ids=list(cases.values_list("id", flat=True)),
+                                           shared=not cases.filter(shared=False).exists())
+    transaction.on_commit(lambda: dispatch_evaluation(evaluation.pk))
+    return evaluation
+
+
+def evaluation_cancel(*, evaluation: Evaluation, user) -> None:
+    if evaluation.created_by_id != user.pk and not user.is_staff:
+        raise CasePermissionError("Only who started an evaluation (or staff) can cancel it.")
+    job_cancel(evaluation)
+
+
+def result_verdict(*, result: EvaluationResult, user, verdict: str, write_back: bool = False) -> EvaluationResult:
+    """A person's pass/fail overrides the scorers; `write_back` makes the output the case's new expected answer."""
+    require_case_editor(result.case, user)
+    if verdict not in ("pass", "fail", ""):
+        raise CaseError("must be pass, fail or empty (back to the scorers)", "verdict")
+    with transaction.atomic():
+        result.verdict = verdict
+        result.verdict_by = user if verdict else None
+        result.passed = (verdict == "pass") if verdict else result.scorer_passed
+        result.save(update_fields=["verdict", "verdict_by", "passed"])
+        evaluation = result.evaluation
+        Evaluation.objects.filter(pk=evaluation.pk).update(passed=evaluation.results.filter(passed=True).count())
+        if write_back:
+            case = result.case
+            case.expected = result.output
+            if settings.FAILURE_CASE_REVIEW and not user.is_staff:
+                case.review = FailureCase.Review.PENDING
+            case.save(update_fields=["expected", "review", "updated_at"])
+    return result
+
+
+def cases_mark_fixed(*, user, cases) -> int:
+    return cases_bulk(user=user, cases=cases, action="status", value=FailureCase.Status.FIXED)
+
+
+def digest_of(fields: dict) -> str:
+    return input_digest(fields.get("input_variables", {}), fields.get("input_text", ""))

@@ -1,0 +1,496 @@
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from chat.models import Message
+from prompts import selectors as prompt_selectors
+from prompts.models import Prompt
+from prompts.views import version_form_values
+
+from . import exporting, importing, selectors, services
+from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase, ImportDraft, Tag
+from .scorers import DEFAULT_THRESHOLDS, LABELS, SCORER_TYPES
+from .tasks import dispatch_waiting
+
+
+def _case_or_404(request, case_id) -> FailureCase:
+    case = (FailureCase.objects.select_related("prompt_version__prompt", "created_by").prefetch_related("tags")
+            .filter(pk=case_id).first())
+    if case is None or not selectors.can_see_case(request.user, case):
+        raise Http404("No such failure case.")  # someone's private case looks like none
+    return case
+
+
+def _evaluation_or_404(request, evaluation_id) -> Evaluation:
+    evaluation = Evaluation.objects.select_related("prompt_version__prompt", "created_by").filter(
+        pk=evaluation_id).first()
+    if evaluation is None or not selectors.can_see_evaluation(request.user, evaluation):
+        raise Http404("No such evaluation.")
+    return evaluation
+
+
+def _list_context(request, filters, **extra) -> dict:
+    return {"page": selectors.cases_page(user=request.user, filters=filters, page=request.GET.get("page")),
+            "filters": filters, "query": _query(filters), **extra}
+
+
+def _query(filters: dict) -> str:
+    from urllib.parse import urlencode
+
+    return urlencode(filters)
+
+
+# --- curation -------------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def case_list(request):
+    filters = selectors.clean_filters(request.GET)
+    context = _list_context(request, filters)
+    if request.htmx and request.htmx.target == "case-table":
+        return render(request, "evals/_case_table.html", context)
+    return render(request, "evals/case_list.html", {
+        **context, "counts": selectors.counts(user=request.user), "prompts": Prompt.objects.order_by("name"),
+        "tags": Tag.objects.filter(cases__in=selectors.cases_visible_to(request.user)).distinct(),
+        "selections": CaseSelection.objects.filter(owner=request.user),
+        "splits": FailureCase.Split.values, "statuses": FailureCase.Status.choices,
+        "sources": FailureCase.Source.values,
+    })
+
+
+def _selected_cases(request):
+    ids = [int(i) for i in request.POST.getlist("case") if i.isdigit() and len(i) < 19]
+    return list(selectors.cases_visible_to(request.user).filter(pk__in=ids).select_related("prompt_version__prompt"))
+
+
+@login_required
+@require_POST
+def cases_bulk(request):
+    cases = _selected_cases(request)
+    action = request.POST.get("action", "")
+    error, changed = "", 0
+    if action == "few_shot":  # opens the prompt's editor, prefilled (a page of its own)
+        url = reverse("evals:few_shot") + "?" + "&".join(f"case={case.pk}" for case in cases)
+        return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    if not cases:
+        error = "Select some cases first (the boxes on the left)."
+    else:
+        try:
+            changed = services.cases_bulk(user=request.user, cases=cases, action=action,
+                                          value=request.POST.get("value", ""))
+        except services.CaseError as exc:
+            error = str(exc)
+    filters = selectors.clean_filters(request.POST)
+    message = error or f"{changed} of {len(cases)} selected case{'s' if len(cases) != 1 else ''} changed" + (
+        "" if changed == len(cases) else " (the others are not yours to change)") + "."
+    return render(request, "evals/_case_table.html", _list_context(request, filters, notice=message,
+                                                                   notice_error=bool(error)))
+
+
+@login_required
+@require_GET
+def few_shot(request):
+    """The selected cases as few-shot examples of a new version of their prompt: the editor opens
+    prefilled, and nothing is saved until the person saves (the form posts to the prompt library)."""
+    ids = [int(i) for i in request.GET.getlist("case") if i.isdigit() and len(i) < 19]
+    cases = list(selectors.cases_visible_to(request.user).filter(pk__in=ids).select_related("prompt_version__prompt")
+                 .order_by("id"))
+    try:
+        prompt, examples = services.few_shot_examples(cases)
+    except services.CaseError as exc:
+        return render(request, "error.html", {"status": 400, "message": exc.message}, status=400)
+    if not prompt.can_edit(request.user):
+        raise PermissionDenied("Only the prompt's owner, its editors and staff can make new versions.")
+    base = prompt_selectors.version_resolve(prompt)
+    fields = {**base.editable_fields(), "examples": list(base.examples) + examples,
+              "commit_message": f"Few-shot examples from {len(examples)} failure case{'s' if len(examples) != 1 else ''}"}
+    return render(request, "prompts/version_new.html", {
+        "prompt": prompt, "base": base, "form": version_form_values(fields),
+        "prefill_note": f"{len(examples)} failure case{'s were' if len(examples) != 1 else ' was'} added as few-shot "
+                        "examples (their input and expected answer)."})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def case_detail(request, case_id):
+    case = _case_or_404(request, case_id)
+    saved, error = False, ""
+    if request.method == "POST":
+        changes = {name: request.POST.get(name) for name in ("expected", "note", "split", "status")
+                   if name in request.POST}
+        if "tags" in request.POST:
+            changes["tags"] = request.POST.get("tags", "")
+        if "shared" in request.POST:
+            changes["shared"] = request.POST.get("shared") == "on"
+        try:
+            services.case_update(case=case, user=request.user, changes=changes)
+            saved = True
+        except services.CaseError as exc:
+            error = str(exc)
+        case = _case_or_404(request, case_id)
+        if request.htmx:
+            return render(request, "evals/_case_form.html", _case_context(request, case, saved=saved, error=error),
+                          status=400 if error else 200)
+    return render(request, "evals/case_detail.html", _case_context(request, case, saved=saved, error=error))
+
+
+def _case_context(request, case, **extra) -> dict:
+    return {"case": case, "can_edit": selectors.can_edit_case(request.user, case),
+            "history": selectors.case_history(case), "splits": FailureCase.Split.values,
+            "statuses": FailureCase.Status.choices, **extra}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def case_new(request):
+    """A case written by hand (source "manual"); choosing a prompt offers its variables."""
+    source = request.POST if request.method == "POST" else request.GET
+    values = {name: source.get(name, "") for name in ("prompt", "version", "input", "actual", "expected", "tags",
+                                                       "split", "note")}
+    version = _manual_version(values)
+    variables = {name: source.get(f"var_{name}", "") for name in (version.variables if version else [])}
+    error = ""
+    if request.method == "POST":
+        raw = {**values, "prompt": values["prompt"] or None, "version": values["version"] or None,
+               "input": variables if variables else values["input"]}
+        try:
+            case = services.cases_create(user=request.user, rows=[raw], source=FailureCase.Source.MANUAL,
+                                         shared=source.get("shared") == "on")[0]
+        except services.CaseError as exc:
+            error = f"{exc.field.removeprefix('[0].')}: {exc.message}"
+        else:
+            return redirect(case)
+    return render(request, "evals/case_new.html", {
+        "values": values, "version": version, "variables": variables, "error": error,
+        "prompts": Prompt.objects.order_by("name"), "splits": FailureCase.Split.values}, status=400 if error else 200)
+
+
+def _manual_version(values: dict):
+    prompt = prompt_selectors.prompt_by_slug(values["prompt"]) if values["prompt"] else None
+    if prompt is None:
+        return None
+    try:
+        return prompt_selectors.version_resolve(prompt, number=values["version"] or None)
+    except prompt_selectors.VersionNotFound:
+        return None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def case_flag(request, message_id):
+    """"Flag as failure" on a reply: GET the form (prefilled), POST the case."""
+    message = get_object_or_404(Message.objects.select_related("conversation__prompt_version__prompt"),
+                                pk=message_id, conversation__owner=request.user, role=Message.Role.ASSISTANT)
+    prefill = services.flag_prefill(message)
+    values = {"expected": "", "tags": "", "note": "", "split": "train",
+              "shared": prefill["prompt_version"] is not None}
+    error = ""
+    if request.method == "POST":
+        values = {"expected": request.POST.get("expected", ""), "tags": request.POST.get("tags", ""),
+                  "note": request.POST.get("note", ""), "split": request.POST.get("split", ""),
+                  "shared": request.POST.get("shared") == "on"}
+        try:
+            case = services.case_flag(user=request.user, message=message, expected=values["expected"],
+                                      tags=services.clean_tags(values["tags"]), note=values["note"],
+                                      split=values["split"], shared=values["shared"])
+        except services.CaseError as exc:
+            error = str(exc)
+        else:
+            return render(request, "evals/_flagged.html", {"case": case, "message": message})
+    return render(request, "evals/_flag_form.html", {"message": message, "prefill": prefill, "values": values,
+                                                     "error": error, "splits": FailureCase.Split.values},
+                  status=400 if error else 200)
+
+
+@login_required
+@require_POST
+def selection_save(request):
+    filters = selectors.clean_filters(request.POST)
+    filters.pop("selection", None)
+    try:
+        selection = services.selection_save(user=request.user, name=request.POST.get("name", ""), filters=filters)
+    except services.CaseError as exc:
+        return render(request, "evals/_selections.html", {"selections": CaseSelection.objects.filter(
+            owner=request.user), "error": str(exc)}, status=400)
+    return render(request, "evals/_selections.html", {
+        "selections": CaseSelection.objects.filter(owner=request.user), "saved": selection})
+
+
+@login_required
+@require_POST
+def selection_delete(request, selection_id):
+    CaseSelection.objects.filter(owner=request.user, pk=selection_id).delete()
+    return render(request, "evals/_selections.html", {"selections": CaseSelection.objects.filter(owner=request.user)})
+
+
+@login_required
+@require_GET
+def cases_export(request):
+    export_format = request.GET.get("format", "sft")
+    if export_format not in exporting.FORMATS:
+        raise Http404("Export as sft, dpo or csv.")
+    filters = selectors.clean_filters(request.GET)
+    return export_response(selectors.cases_for(user=request.user, filters=filters), export_format, filters)
+
+
+def export_response(cases, export_format: str, filters: dict):
+    extension, content_type = exporting.FORMATS[export_format]
+    name = "-".join(["failure-cases", export_format, *[filters[k] for k in ("prompt", "split", "tag") if k in filters]])
+    response = StreamingHttpResponse(exporting.export_lines(cases, export_format), content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{_safe_filename(name)}.{extension}"'
+    return response
+
+
+def _safe_filename(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)[:120]
+
+
+@login_required
+@require_GET
+def prompt_summary(request, slug):
+    """On a prompt's page: its open failure cases, and "run against them" for the version shown."""
+    prompt = prompt_selectors.prompt_by_slug(slug)
+    if prompt is None:
+        raise Http404("There is no such prompt.")
+    cases = selectors.cases_visible_to(request.user).filter(prompt_version__prompt=prompt)
+    return render(request, "evals/_prompt_summary.html", {
+        "prompt": prompt, "version_number": request.GET.get("version", ""), "total": cases.count(),
+        "open": cases.filter(status=FailureCase.Status.OPEN).count()})
+
+
+# --- import ---------------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def case_import(request):
+    """Step 1: upload a CSV or JSONL file."""
+    error = ""
+    if request.method == "POST":
+        upload = request.FILES.get("file")
+        if upload is None:
+            error = "Choose a CSV or JSONL file."
+        else:
+            try:
+                columns, rows = importing.parse_file(upload.name, upload.read())
+            except importing.ImportFileError as exc:
+                error = f"Nothing was imported. {exc}"
+            else:
+                from datetime import timedelta
+
+                from django.utils import timezone
+
+                ImportDraft.objects.filter(created_at__lt=timezone.now() - timedelta(days=1)).delete()
+                draft = ImportDraft.objects.create(owner=request.user, filename=upload.name[:200], columns=columns,
+                                                   rows=rows)
+                return redirect("evals:import_map", draft.pk)
+    return render(request, "evals/import_upload.html", {"error": error}, status=400 if error else 200)
+
+
+def _mapping_from(request, draft) -> tuple[dict, dict, object]:
+    """(mapping field → column, fixed values, the prompt version whose variables are offered)."""
+    source = request.POST if request.method == "POST" else request.GET
+    fixed = {name: source.get(f"fixed_{name}", "") for name in ("prompt", "version", "split") if source.get(
+        f"fixed_{name}")}
+    version = None
+    if fixed.get("prompt"):
+        prompt = prompt_selectors.prompt_by_slug(fixed["prompt"])
+        if prompt is not None:
+            try:
+                version = prompt_selectors.version_resolve(prompt, number=fixed.get("version"))
+            except prompt_selectors.VersionNotFound:
+                version = None
+    guessed = importing.guess_mapping(draft.columns, version.variables if version else [])
+    if "mapped" not in source:
+        return guessed, fixed, version
+    mapping = {target: source.get(f"map_{target}") for target in importing.TARGETS if source.get(f"map_{target}")}
+    for name in (version.variables if version else []):
+        column = source.get(f"map_var_{name}") if f"map_var_{name}" in source else guessed.get(f"var:{name}")
+        if column:
+            mapping[f"var:{name}"] = column
+    return mapping, fixed, version
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def case_import_map(request, draft_id):
+    """Step 2: map columns to fields, see every row checked; step 3: import."""
+    draft = get_object_or_404(ImportDraft, pk=draft_id, owner=request.user)
+    mapping, fixed, version = _mapping_from(request, draft)
+    checked = importing.check_rows(draft.rows, mapping, fixed, user=request.user)
+    error = ""
+    if request.method == "POST" and "import" in request.POST:
+        try:
+            share = float(request.POST.get("eval_share") or 0) / 100
+        except ValueError:
+            share = -1
+        try:
+            if not 0 <= share <= 1:
+                raise services.CaseError("must be a percentage from 0 to 100", "held-out share")
+            created = importing.import_checked(checked, user=request.user, only_valid=request.POST.get(
+                "only_valid") == "on", eval_share=share)
+        except services.CaseError as exc:
+            error = str(exc)
+        else:
+            draft.delete()
+            query = "?source=import"
+            response = redirect(reverse("evals:cases") + query)
+            response["X-Imported"] = str(len(created))
+            if request.htmx:
+                return HttpResponseClientRedirect(reverse("evals:cases") + query)
+            return response
+    context = {"draft": draft, "mapping": mapping, "fixed": fixed, "version": version, "checked": checked,
+               "preview": checked["valid"][:10], "targets": list(importing.TARGETS),
+               "prompts": Prompt.objects.order_by("name"), "splits": FailureCase.Split.values, "error": error}
+    if request.htmx and request.htmx.target == "import-preview":
+        return render(request, "evals/_import_preview.html", context)
+    return render(request, "evals/import_map.html", context, status=400 if error else 200)
+
+
+# --- evaluations ----------------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def evaluation_list(request):
+    dispatch_waiting()
+    return render(request, "evals/evaluation_list.html", {
+        "evaluations": selectors.evaluations_visible_to(request.user)[:100]})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def evaluation_new(request):
+    source = request.POST if request.method == "POST" else request.GET
+    values = {name: source.get(name, "") for name in ("prompt", "version", "model", "split", "tag", "status",
+                                                       "selection", "judge_prompt", "judge_version")}
+    chosen = source.getlist("scorer") or ["exact_match"]
+    error = ""
+    if request.method == "POST":
+        scorers = []
+        for kind in chosen:
+            spec = {"type": kind}
+            if source.get(f"threshold_{kind}"):
+                try:
+                    spec["threshold"] = float(source.get(f"threshold_{kind}"))
+                except ValueError:
+                    spec["threshold"] = "?"
+            if kind == "regex":
+                spec["pattern"] = source.get("pattern_regex", "")
+            if kind == "contains" and source.get("text_contains"):
+                spec["text"] = source.get("text_contains")
+            if kind in ("json_equal", "valid_json"):
+                spec["extract"] = source.get("extract_json") == "on"
+            if kind == "llm_judge":
+                spec["prompt"] = values["judge_prompt"]
+                spec["version"] = int(values["judge_version"]) if values["judge_version"].isdigit() else None
+            scorers.append(spec)
+        try:
+            version = _version_for(values)
+            evaluation = services.evaluation_create(
+                user=request.user, version=version, model_name=values["model"], scorers=scorers,
+                filters={k: values[k] for k in ("split", "tag", "status", "selection") if values[k]})
+        except services.CaseError as exc:
+            error = str(exc)
+        else:
+            return redirect(evaluation)
+    return render(request, "evals/evaluation_new.html", {
+        "values": values, "chosen": chosen, "error": error, "prompts": Prompt.objects.order_by("name"),
+        "models": selectors.available_models(),
+        "scorer_choices": [(kind, *LABELS[kind], DEFAULT_THRESHOLDS[kind]) for kind in SCORER_TYPES],
+        "selections": CaseSelection.objects.filter(owner=request.user), "splits": FailureCase.Split.values,
+        "statuses": FailureCase.Status.choices,
+    }, status=400 if error else 200)
+
+
+def _version_for(values: dict):
+    prompt = prompt_selectors.prompt_by_slug(values["prompt"]) if values["prompt"] else None
+    if prompt is None:
+        raise services.EvaluationError("choose the prompt to evaluate", "prompt")
+    try:
+        return prompt_selectors.version_resolve(prompt, number=values["version"] or None)
+    except prompt_selectors.VersionNotFound as exc:
+        raise services.EvaluationError(str(exc), "version") from None
+
+
+def _results_context(request, evaluation) -> dict:
+    results = list(evaluation.results.select_related("case__prompt_version__prompt", "verdict_by"))
+    return {"evaluation": evaluation, "results": results,
+            "can_cancel": evaluation.active and (evaluation.created_by_id == request.user.pk or request.user.is_staff),
+            "others": selectors.evaluations_visible_to(request.user).filter(
+                prompt_version__prompt=evaluation.prompt_version.prompt).exclude(pk=evaluation.pk)[:20]}
+
+
+@login_required
+@require_GET
+def evaluation_detail(request, evaluation_id):
+    dispatch_waiting()
+    evaluation = _evaluation_or_404(request, evaluation_id)
+    return render(request, "evals/evaluation_detail.html", _results_context(request, evaluation))
+
+
+@login_required
+@require_GET
+def evaluation_progress(request, evaluation_id):
+    """Polled every second while it runs: progress, and the results so far."""
+    evaluation = _evaluation_or_404(request, evaluation_id)
+    return render(request, "evals/_evaluation_live.html", _results_context(request, evaluation))
+
+
+@login_required
+@require_POST
+def evaluation_cancel(request, evaluation_id):
+    evaluation = _evaluation_or_404(request, evaluation_id)
+    try:
+        services.evaluation_cancel(evaluation=evaluation, user=request.user)
+    except services.CasePermissionError as exc:
+        raise PermissionDenied(str(exc)) from None
+    return render(request, "evals/_evaluation_live.html", _results_context(request, evaluation))
+
+
+@login_required
+@require_POST
+def result_verdict(request, evaluation_id, result_id):
+    evaluation = _evaluation_or_404(request, evaluation_id)
+    result = get_object_or_404(EvaluationResult.objects.select_related("case"), pk=result_id, evaluation=evaluation)
+    try:
+        services.result_verdict(result=result, user=request.user, verdict=request.POST.get("verdict", ""),
+                                write_back=request.POST.get("write_back") == "on")
+    except services.CasePermissionError as exc:
+        raise PermissionDenied(str(exc)) from None
+    except services.CaseError as exc:
+        return render(request, "evals/_result_row.html", {"result": result, "evaluation": evaluation,
+                                                          "error": str(exc)}, status=400)
+    result.refresh_from_db()
+    return render(request, "evals/_result_row.html", {"result": result, "evaluation": evaluation,
+                                                      "saved": True})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def evaluation_compare(request):
+    source = request.POST if request.method == "POST" else request.GET
+    first = _evaluation_or_404(request, _int(source.get("a")))
+    second = _evaluation_or_404(request, _int(source.get("b")))
+    comparison = selectors.comparison(first, second)
+    notice = ""
+    if request.method == "POST":
+        fixed = [row["case"] for row in comparison["rows"] if row["kind"] == "fixed"]
+        changed = services.cases_mark_fixed(user=request.user, cases=fixed)
+        notice = f"{changed} fixed case{'s' if changed != 1 else ''} marked fixed."
+        comparison = selectors.comparison(first, second)
+    return render(request, "evals/evaluation_compare.html", {"first": first, "second": second, **comparison,
+                                                              "notice": notice})
+
+
+def _int(value):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return number if 0 < number < 2**63 else 0

