@@ -47,10 +47,11 @@ def model_for(name: str):
 
 def decoding_settings(version) -> GenerationSettings:
     """The version's parameters; greedy unless the version sets a temperature (reproducible scores)."""
-    return GenerationSettings(max_new_tokens=version.max_new_tokens or settings.EVAL_MAX_NEW_TOKENS,
+    max_new_tokens = version.max_new_tokens or settings.EVAL_MAX_NEW_TOKENS
+    return GenerationSettings(max_new_tokens=max_new_tokens,
                               temperature=version.temperature if version.temperature is not None else 0.0,
                               top_p=version.top_p or 1.0, stop=tuple(version.stop), seed=0,
-                              min_new_tokens=settings.LLM_MIN_NEW_TOKENS)
+                              min_new_tokens=min(settings.LLM_MIN_NEW_TOKENS, max_new_tokens))
 
 
 def run_evaluation(evaluation_id: int) -> None:

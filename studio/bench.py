@@ -16,7 +16,7 @@ import time
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from .llm import LoadedModel
+from .llm import LoadedModel, render_prompt_ids
 from .processes import open_chat_socket
 
 
@@ -165,7 +165,19 @@ async def single_reply(server, session, prompt: str, *, timeout: float = 300) ->
 
 
 def server_pids(server) -> list[int]:
-    return [server.server.pid, *(worker.pid for worker in server.workers)]
+    """The studio's processes: server, model workers, and what they started (job worker, render processes)."""
+    pids = [server.server.pid, *(worker.pid for worker in server.workers)]
+    for pid in list(pids):
+        pids += _descendants(pid)
+    return pids
+
+
+def _descendants(pid: int) -> list[int]:
+    import subprocess
+
+    children = [int(child) for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                                       text=True).stdout.split()]
+    return children + [grandchild for child in children for grandchild in _descendants(child)]
 
 
 async def aggregate(server, session, prompt: str, conversations: int) -> dict:
@@ -181,4 +193,69 @@ async def aggregate(server, session, prompt: str, conversations: int) -> dict:
     total = sum(r["completion_tokens"] for r in replies)
     return {"conversations": conversations, "completion_tokens": total, "wall_s": wall_s,
             "tokens_per_s": total / wall_s, "ttft_ms": sorted(round(r["ttft_ms"], 1) for r in replies),
+            "other_load": other.cores}
+
+
+# --- evaluation against a per-case loop ---------------------------------------------------------
+
+EVAL_INSTRUCTIONS = 'Reply with JSON only, in the shape {"answer": <text>}.'
+EVAL_QUESTIONS = ["What is the capital of France?", "Name a primary colour.",
+                  "Which planet is known as the red planet, and why does it look red from Earth?",
+                  "Give one word that rhymes with cat.", "How many legs does a spider have?",
+                  "What do bees make from the nectar they collect from flowers in spring and summer?",
+                  "Translate 'good morning' into Spanish.", "What is 12 times 12?"]
+EVAL_SETUP = """
+from django.contrib.auth.models import User
+from accounts.services import api_token_create
+from evals.services import cases_create
+from prompts.services import prompt_create
+admin = User.objects.get(username="admin")
+prompt_create(owner=admin, name="Bench eval", slug="bench-eval", version={{
+    "instructions": {instructions!r}, "template": "{{{{ question }}}}", "max_new_tokens": {tokens}, "temperature": 0}})
+rows = [{{"prompt": "bench-eval", "input": {{"question": q}}, "expected": "x", "tags": [tag]}}
+        for tag, q in {cases!r}]
+cases_create(user=admin, rows=rows, source="api")
+print("TOKEN", api_token_create(user=admin, name="bench")[1])
+"""
+
+
+def eval_questions(count: int) -> list[str]:
+    return [f"{EVAL_QUESTIONS[n % len(EVAL_QUESTIONS)]} (case {n + 1})" for n in range(count)]
+
+
+def per_case_loop(loaded: LoadedModel, questions: list[str], tokens: int) -> dict:
+    """The baseline: one `generate` call per case, greedy, `tokens` long, as a plain script would."""
+    with OtherLoad() as other:
+        started = time.perf_counter()
+        for question in questions:
+            ids = render_prompt_ids(loaded, [{"role": "system", "content": EVAL_INSTRUCTIONS},
+                                             {"role": "user", "content": question}])
+            raw_run(loaded, ids, tokens)
+        wall_s = time.perf_counter() - started
+    return {"cases": len(questions), "wall_s": wall_s, "cases_per_s": len(questions) / wall_s, "other_load": other.cores}
+
+
+def _api(server, token: str, method: str, path: str, body=None):
+    import urllib.request
+
+    request = urllib.request.Request(server.base_url + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def studio_evaluation(server, token: str, *, tag: str, timeout: float = 1800) -> dict:
+    """One evaluation through the API and the studio's job worker; its own elapsed time."""
+    evaluation_id = _api(server, token, "POST", "/api/evaluations/", {"prompt": "bench-eval", "tag": tag})["id"]
+    deadline = time.monotonic() + timeout
+    with OtherLoad(server_pids(server)) as other:
+        while time.monotonic() < deadline:
+            state = _api(server, token, "GET", f"/api/evaluations/{evaluation_id}/")
+            if state["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.5)
+    if state["status"] != "finished":
+        raise RuntimeError(f"the bench evaluation ended {state['status']}: {state.get('error')}")
+    return {"cases": state["done"], "wall_s": state["elapsed_s"], "cases_per_s": state["done"] / state["elapsed_s"],
             "other_load": other.cores}

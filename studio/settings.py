@@ -188,6 +188,9 @@ else:
 JOB_WORKER_EMBEDDED = envbool("JOB_WORKER_EMBEDDED", not REDIS_URL)
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 _BROKER_FOLDER = DATA_DIR / "broker"
+if not REDIS_URL:
+    for _folder in ("messages", "processed"):
+        (_BROKER_FOLDER / _folder).mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_TRANSPORT_OPTIONS = {} if REDIS_URL else {
     "data_folder_in": str(_BROKER_FOLDER / "messages"), "data_folder_out": str(_BROKER_FOLDER / "messages"),
     "processed_folder": str(_BROKER_FOLDER / "processed"), "store_processed": False, "polling_interval": 0.5}

@@ -123,3 +123,31 @@ def test_an_llm_judge_scores_with_a_prompt_from_the_library(alice, order_version
     evaluation = evaluate(alice, order_version, [{"type": "llm_judge", "prompt": "judge", "threshold": 0.5}])
     assert evaluation.status == "finished", evaluation.error
     assert all("llm_judge" in r.scores for r in evaluation.results.all())
+
+
+@pytest.mark.django_db(transaction=True)  # the waiting thread reads the database too
+def test_an_evaluation_pauses_between_batches_while_chat_replies_are_written(alice, order_version, make_cases,
+                                                                              chat_with_reply, settings):
+    import threading
+    import time
+
+    from chat.models import Message
+    from evals.runner import _wait_while_chat_answers
+    from studio.jobs import job_claim
+
+    make_cases(1)
+    evaluation = services.evaluation_create(user=alice, version=order_version, model_name="", filters={},
+                                            scorers=[{"type": "exact_match"}])
+    job_claim(evaluation)
+    conversation, _ = chat_with_reply
+    streaming = Message.objects.create(conversation=conversation, role="assistant", status="streaming")
+    settings.EVAL_CHAT_PAUSE_MAX_SECONDS = 30
+    waiter = threading.Thread(target=_wait_while_chat_answers, args=(evaluation,))
+    waiter.start()
+    time.sleep(0.8)
+    evaluation.refresh_from_db()
+    assert waiter.is_alive() and evaluation.note == "paused: chat replies come first"
+    Message.objects.filter(pk=streaming.pk).update(status="complete")  # the chat reply ends: it goes on
+    waiter.join(3)
+    evaluation.refresh_from_db()
+    assert not waiter.is_alive() and evaluation.note == ""

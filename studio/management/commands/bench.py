@@ -23,7 +23,7 @@ from django.core.management.base import BaseCommand
 
 from studio import bench
 from studio.llm import BUNDLED_MODEL, load_model, render_prompt_ids
-from studio.processes import REPO, running_studio, studio_env
+from studio.processes import REPO, manage, running_studio, studio_env
 
 DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -38,10 +38,14 @@ class Command(BaseCommand):
         parser.add_argument("--runs", type=int, default=5, help="measured runs per path (median taken)")
         parser.add_argument("--prompt", default=DEFAULT_PROMPT)
         parser.add_argument("--conversations", default="1,4,8", help="simultaneous conversations to aggregate")
-        parser.add_argument("--paths", default="embedded,redis", help="full paths to measure: embedded, redis or both")
+        parser.add_argument("--paths", default="embedded,redis,evaluation",
+                            help="what to measure: embedded, redis (full chat paths), evaluation (needs embedded)")
+        parser.add_argument("--eval-cases", type=int, default=24, help="cases in the evaluation measurement")
+        parser.add_argument("--eval-tokens", type=int, default=64, help="reply length of each evaluated case")
         parser.add_argument("--output", default=str(REPO / "bench-results" / "latest.json"))
 
-    def handle(self, *args, model, tokens, runs, prompt, conversations, paths, output, **options):
+    def handle(self, *args, model, tokens, runs, prompt, conversations, paths, output, eval_cases, eval_tokens,
+               **options):
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
@@ -50,7 +54,9 @@ class Command(BaseCommand):
         results = {"model": model, "tokens": tokens, "runs": runs, "prompt": prompt,
                    "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                                "torch": torch.__version__, "python": platform.python_version()}}
-        modes = [mode for mode in ("embedded", "redis") if mode in {p.strip() for p in paths.split(",")}]
+        wanted = {p.strip() for p in paths.split(",")}
+        modes = [mode for mode in ("embedded", "redis") if mode in wanted]
+        measure_evaluation = "evaluation" in wanted and "embedded" in wanted
         if "redis" in modes and not redis_reachable():
             self.say("redis: skipped, nothing answers at 127.0.0.1:6379")
             modes.remove("redis")
@@ -86,6 +92,11 @@ class Command(BaseCommand):
                 self.say(f"{mode}: starting the studio ({workers} llm_worker processes; logs in {log_dir})")
                 server = studios.enter_context(running_studio(env, log_dir, workers=workers))
                 servers[mode] = (server, server.login("admin", password), data_dir / "studio.sqlite3")
+                if mode == "embedded" and measure_evaluation:
+                    questions = bench.eval_questions(eval_cases)
+                    setup = bench.EVAL_SETUP.format(instructions=bench.EVAL_INSTRUCTIONS, tokens=eval_tokens,
+                                                    cases=[("warm-up", questions[0])] + [("measured", q) for q in questions])
+                    eval_token = manage(["shell", "-c", setup], env).split("TOKEN ")[1].split()[0]
 
             async def measure():
                 for mode, (server, session, sqlite_path) in servers.items():
@@ -106,6 +117,19 @@ class Command(BaseCommand):
 
             results["aggregate"] = []
             asyncio.run(measure())
+            if measure_evaluation:
+                server = servers["embedded"][0]
+                self.say(f"evaluation: {eval_cases} cases, {eval_tokens} tokens each, greedy: per-case loop, then "
+                         "the studio's evaluation (job worker, batches of EVAL_BATCH_SIZE)")
+                loop = bench.per_case_loop(loaded, questions, eval_tokens)
+                self.say(f"per-case loop: {loop['cases_per_s']:.3f} cases/s ({loop['wall_s']:.1f} s)"
+                         f"{other_load_note(loop)}")
+                bench.studio_evaluation(server, eval_token, tag="warm-up")  # the job worker loads the model
+                evaluation = bench.studio_evaluation(server, eval_token, tag="measured")
+                self.say(f"evaluation: {evaluation['cases_per_s']:.3f} cases/s ({evaluation['wall_s']:.1f} s)"
+                         f"{other_load_note(evaluation)}")
+                results["evaluation"] = {"loop": loop, "studio": evaluation, "cases": eval_cases, "tokens": eval_tokens,
+                                         "ratio": evaluation["cases_per_s"] / loop["cases_per_s"]}
 
         for mode, mode_runs in measured.items():
             results[mode] = {"runs": mode_runs, **bench.median_of(mode_runs)}
@@ -115,6 +139,8 @@ class Command(BaseCommand):
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2) + "\n")
         self.say(f"results written to {output}")
+        if "evaluation" in results:
+            self.say(f"evaluation/per-case-loop cases/s ratio: {results['evaluation']['ratio']:.2f}")
         if modes:
             self.say(f"full-path/raw tokens/s ratio: {min(results[mode]['ratio'] for mode in modes):.2f}")
 
