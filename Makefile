@@ -8,13 +8,21 @@ TORCH_VERSION := 2.13.0
 # cpu or cuda; auto-detected from nvidia-smi. Override: make run TORCH=cpu
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 
-.PHONY: run test bench worker install install-test browser clean
+.PHONY: run test bench worker jobs loop-demo install install-test browser clean
 
 run: $(VENV)/.installed
 	$(PY) manage.py serve
 
 worker: $(VENV)/.installed
 	$(PY) manage.py llm_worker
+
+# A standalone job worker (evaluations, fine-tunes) for scaled mode; `make run` starts one itself.
+jobs: $(VENV)/.installed
+	$(PY) manage.py job_worker
+
+# The method on the default model, in a throwaway data folder (the converted model is reused).
+loop-demo: $(VENV)/.installed
+	STUDIO_DATA_DIR=$$(mktemp -d) LLM_MODEL_CACHE_DIR=$(CURDIR)/data/models $(PY) manage.py loop_demo
 
 test: $(VENV)/.installed-test browser
 	$(PY) -m pytest

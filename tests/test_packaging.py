@@ -24,14 +24,15 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_wheel_holds_every_app_template_and_static_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for app in ("studio", "chat", "prompts", "accounts"):
+    for app in ("studio", "chat", "prompts", "accounts", "evals"):
         assert f"{app}/models.py" in names or app == "studio", app
         assert f"{app}/__init__.py" in names
     for required in ("prompts/migrations/0002_version_variables_provenance.py", "prompts/template_process.py",
                      "accounts/migrations/0001_initial.py", "chat/management/commands/llm_worker.py",
                      "studio/templates/base.html", "studio/templates/prompts/prompt_detail.html",
                      "studio/templates/registration/login.html", "studio/static/js/htmx.min.js",
-                     "studio/static/css/studio.css", "studio/cli.py"):
+                     "studio/static/css/studio.css", "studio/cli.py", "evals/migrations/0001_initial.py",
+                     "studio/templates/evals/case_list.html", "studio/management/commands/job_worker.py"):
         assert required in names, required
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "studio = studio.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
