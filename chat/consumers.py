@@ -90,17 +90,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(str(exc))
 
     async def send_message(self, payload):
-        content = payload.get("content")
+        content, model = payload.get("content"), payload.get("model")
         if not isinstance(content, str):
             raise services.ChatError('"content" must be a string.')
-        user_message, assistant_message = await database_sync_to_async(self._request_reply)(content)
+        if model is not None and not isinstance(model, str):
+            raise services.ChatError('"model" must be the name of a model (or left out).')
+        user_message, assistant_message = await database_sync_to_async(self._request_reply)(content, model)
         for message in (user_message, assistant_message):
             await self.channel_layer.group_send(self.group_name, {"type": "chat.message", "message": message.to_frame()})
         await self.channel_layer.send(REQUEST_CHANNEL, {"message_id": assistant_message.pk})
         self._watch_reply()
 
-    def _request_reply(self, content):
-        return services.reply_request(conversation=self._own_conversation(), content=content)
+    def _request_reply(self, content, model):
+        conversation = self._own_conversation()
+        if model is not None:
+            services.conversation_choose_model(conversation=conversation, model_name=model)
+        return services.reply_request(conversation=conversation, content=content)
 
     async def regenerate_reply(self, payload):
         removed_id, assistant_message = await database_sync_to_async(self._regenerate)()

@@ -27,6 +27,8 @@ class Conversation(models.Model):
     prompt_version = models.ForeignKey("prompts.PromptVersion", on_delete=models.SET_NULL, null=True, blank=True,
                                        related_name="conversations")
     prompt_variables = models.JSONField(default=dict, blank=True)
+    # The model replies come from: "" for the served base model, or a fine-tuned one's name.
+    model_name = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

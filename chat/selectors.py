@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import functools
+from pathlib import Path
+
 from django.conf import settings
 from django.core.paginator import Paginator
+
+from studio.llm.adapters import adapter_folders
+from studio.llm.loading import ModelLoadError, prepare_model_folder
 from django.utils import timezone
 
 from .models import Conversation, Message, ModelWorker
@@ -65,6 +71,30 @@ def chat_history_before(*, message: Message) -> list[dict]:
         if earlier_message.content:
             history.append({"role": earlier_message.role, "content": earlier_message.content})
     return history
+
+
+def requested_model(*, message_id) -> str:
+    """The model a reply is asked of: its conversation's choice ("" means the served base model)."""
+    return Conversation.objects.filter(messages__pk=message_id).values_list("model_name", flat=True).first() or ""
+
+
+@functools.cache
+def _base_model_name(source: str, cache_dir: str) -> str:
+    try:
+        return prepare_model_folder(source, Path(cache_dir), convert=False)[1]
+    except ModelLoadError:
+        return source
+
+
+def base_model_name() -> str:
+    return _base_model_name(settings.LLM_MODEL, str(settings.LLM_MODEL_CACHE_DIR))
+
+
+def available_models() -> list[str]:
+    """What chat, the playground and evaluations can ask for: the served base model first, then
+    the adapters fine-tuned on it (their files in STUDIO_ADAPTERS_DIR)."""
+    base = base_model_name()
+    return [base, *adapter_folders(settings.STUDIO_ADAPTERS_DIR, base)]
 
 
 def workers_online() -> list[ModelWorker]:

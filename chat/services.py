@@ -33,8 +33,8 @@ def conversation_create(*, owner, title: str = "", system_prompt: str = "") -> C
     return conversation
 
 
-def conversation_start_from_prompt(*, owner, prompt_version, variables: dict,
-                                    kind: str = Conversation.Kind.CHAT) -> tuple[Conversation, Message]:
+def conversation_start_from_prompt(*, owner, prompt_version, variables: dict, kind: str = Conversation.Kind.CHAT,
+                                    model_name: str = "") -> tuple[Conversation, Message]:
     """A conversation whose first turn is `prompt_version` rendered with `variables`.
 
     The instructions become the system prompt, the few-shot examples stay with the version
@@ -53,6 +53,7 @@ def conversation_start_from_prompt(*, owner, prompt_version, variables: dict,
     with transaction.atomic():
         conversation = Conversation.objects.create(
             owner=owner, kind=kind, system_prompt=prompt_version.instructions, prompt_version=prompt_version,
+            model_name=_model_for_version(model_name or prompt_version.model_name),
             prompt_variables={name: value for name, value in variables.items() if name in prompt_version.variables},
             title=_clean_title(f"{prompt_version.prompt.name} v{prompt_version.number}"),
         )
@@ -76,6 +77,20 @@ def conversation_update(*, conversation: Conversation, title: str | None = None,
         conversation.system_prompt = system_prompt
         fields.append("system_prompt")
     conversation.save(update_fields=fields)
+    return conversation
+
+
+def conversation_choose_model(*, conversation: Conversation, model_name: str) -> Conversation:
+    """The model the conversation's next replies come from: the served base model or a fine-tuned one."""
+    from .selectors import available_models
+
+    available = available_models()
+    if model_name not in ("", *available):
+        raise ChatError(f"There is no model “{model_name[:100]}”; choose one of {', '.join(available)}.")
+    chosen = "" if model_name == available[0] else model_name
+    if conversation.model_name != chosen:
+        conversation.model_name = chosen
+        conversation.save(update_fields=["model_name", "updated_at"])
     return conversation
 
 
@@ -223,6 +238,14 @@ def workers_forget_silent() -> None:
 
 def _lease_end():
     return timezone.now() + timedelta(seconds=settings.LLM_LEASE_SECONDS)
+
+
+def _model_for_version(model_name: str) -> str:
+    """A version (or playground) naming a model: that model if it is served, else the base model."""
+    from .selectors import available_models
+
+    available = available_models()
+    return model_name if model_name in available[1:] else ""
 
 
 def _require_storable(text: str, what: str) -> None:

@@ -12,5 +12,6 @@ urlpatterns = [
     path("<id:conversation_id>/rename/", views.conversation_rename, name="rename"),
     path("<id:conversation_id>/system-prompt/", views.conversation_system_prompt, name="system_prompt"),
     path("<id:conversation_id>/delete/", views.conversation_delete, name="delete"),
+    path("<id:conversation_id>/model/", views.conversation_model, name="model"),
     path("<id:conversation_id>/messages/<id:message_id>/", views.message_detail, name="message"),
 ]

@@ -53,6 +53,7 @@ def conversation_detail(request, conversation_id):
         "chat_messages": messages,
         "last_message_id": messages[-1].pk if messages else None,
         "workers": selectors.workers_online(),
+        "models": selectors.available_models(),
     })
 
 
@@ -84,6 +85,21 @@ def conversation_system_prompt(request, conversation_id):
         error = str(exc)
     return render(request, "chat/_system_prompt.html", {"conversation": conversation, "error": error, "saved": not error,
                                                         "system_prompt_value": system_prompt})
+
+
+@login_required
+@require_POST
+def conversation_model(request, conversation_id):
+    """The model picker: which model this conversation's next replies come from."""
+    conversation = _own_conversation_or_404(request, conversation_id)
+    error = ""
+    try:
+        services.conversation_choose_model(conversation=conversation, model_name=request.POST.get("model", ""))
+    except services.ChatError as exc:
+        error = str(exc)
+    return render(request, "chat/_model_picker.html", {"conversation": conversation, "error": error,
+                                                       "models": selectors.available_models()},
+                  status=400 if error else 200)
 
 
 @login_required

@@ -24,6 +24,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from studio.llm import Generation, GenerationSettings, LoadedModel, load_model
+from studio.llm.adapters import ServedModels
 
 from . import selectors, services
 from .models import Message, ModelWorker
@@ -66,6 +67,7 @@ class GenerationWorker:
         self.channel_layer = channel_layer or get_channel_layer()
         self.defaults = defaults or generation_settings_from_config()
         self.loaded: LoadedModel | None = None
+        self.served: ServedModels | None = None  # the base model and its fine-tuned adapters
         self.load_error = ""
         self.state = ModelWorker.State.LOADING
         self.channel_name = ""
@@ -96,6 +98,7 @@ class GenerationWorker:
         started = time.perf_counter()
         try:
             self.loaded = await asyncio.to_thread(self.load)
+            self.served = ServedModels(self.loaded, settings.STUDIO_ADAPTERS_DIR)
         except Exception as exc:  # the worker stays up to tell every request why
             self.load_error = f"The model could not be loaded: {exc}"
             self.state = ModelWorker.State.FAILED
@@ -122,7 +125,8 @@ class GenerationWorker:
 
     async def handle_request(self, request: dict) -> None:
         message_id = request.get("message_id")
-        model_name = self.loaded.name if self.loaded else ""
+        requested = await database_sync_to_async(selectors.requested_model)(message_id=message_id)
+        model_name = (requested or self.loaded.name) if self.loaded else ""
         message = await database_sync_to_async(services.reply_claim)(
             message_id=message_id, worker_channel=self.channel_name, model_name=model_name
         )
@@ -137,7 +141,9 @@ class GenerationWorker:
                 raise RuntimeError(self.load_error or "The model is not loaded.")
             history, overrides = await database_sync_to_async(self._history_and_overrides)(message)
             generation_settings = dataclasses.replace(self.defaults, **overrides)
-            generation = await asyncio.to_thread(Generation, self.loaded, history, generation_settings)
+            # Replies are written one at a time, so switching the adapter here affects only this one.
+            await asyncio.to_thread(self.served.activate, model_name)
+            generation = await asyncio.to_thread(Generation, self.served.loaded, history, generation_settings)
             self.active.generation = generation
             await self._stream(generation)
         except Exception as exc:

@@ -20,6 +20,7 @@ from prompts import selectors as prompt_selectors
 from prompts.rendering import MissingVariablesError, TemplateError, render_user_turn
 from studio.jobs import JobStatus, job_claim, job_end, job_progress
 from studio.llm import GenerationSettings, load_model
+from studio.llm.adapters import ServedModels
 from studio.llm.batch import generate_batch
 
 from . import scorers
@@ -35,14 +36,21 @@ class Cancelled(Exception):
 
 
 @functools.cache
-def model_for(name: str):
-    """The model an evaluation names, loaded once per job worker process."""
-    from evals.selectors import available_models
+def _served() -> ServedModels:
+    """The base model (loaded once per job worker process) and its fine-tuned adapters."""
+    loaded = load_model(settings.LLM_MODEL, cache_dir=settings.LLM_MODEL_CACHE_DIR, device=settings.LLM_DEVICE,
+                        quantization=settings.LLM_QUANTIZATION)
+    return ServedModels(loaded, settings.STUDIO_ADAPTERS_DIR)
 
-    if name not in available_models():
-        raise ValueError(f"The model “{name}” is not available here; available: {', '.join(available_models())}.")
-    return load_model(settings.LLM_MODEL, cache_dir=settings.LLM_MODEL_CACHE_DIR, device=settings.LLM_DEVICE,
-                      quantization=settings.LLM_QUANTIZATION)
+
+def model_for(name: str):
+    """The model an evaluation names: the base, or the base with that adapter active."""
+    served = _served()
+    served.activate(name)
+    return served.loaded
+
+
+model_for.cache_clear = _served.cache_clear  # tests start from a fresh load
 
 
 def decoding_settings(version) -> GenerationSettings:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 from django.conf import settings
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 
+from chat import selectors as chat_selectors
 from studio.jobs import fail_jobs_of_lost_workers
-from studio.llm.loading import ModelLoadError, prepare_model_folder
 
 from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase
 
@@ -163,17 +160,9 @@ def comparison(first: Evaluation, second: Evaluation) -> dict:
     return {"rows": rows, "counts": counts}
 
 
-@functools.cache
-def _model_name(source: str, cache_dir: str) -> str:
-    try:
-        return prepare_model_folder(source, Path(cache_dir), convert=False)[1]
-    except ModelLoadError:
-        return source
-
-
 def available_models() -> list[str]:
-    """The models an evaluation can name: the studio's served model (fine-tuned ones join later)."""
-    return [_model_name(settings.LLM_MODEL, str(settings.LLM_MODEL_CACHE_DIR))]
+    """The models an evaluation can name: the served base model and its fine-tuned adapters."""
+    return chat_selectors.available_models()
 
 
 def _int(value):

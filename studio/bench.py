@@ -259,3 +259,46 @@ def studio_evaluation(server, token: str, *, tag: str, timeout: float = 1800) ->
         raise RuntimeError(f"the bench evaluation ended {state['status']}: {state.get('error')}")
     return {"cases": state["done"], "wall_s": state["elapsed_s"], "cases_per_s": state["done"] / state["elapsed_s"],
             "other_load": other.cores}
+
+
+# --- training: the studio's job against plain trl -----------------------------------------------
+
+PLAIN_TRL = """
+import json, sys, time
+from pathlib import Path
+from studio.llm.training import TrainingConfig, build_trainer
+folder = Path(sys.argv[1])
+config = TrainingConfig(**json.loads((folder / "config.json").read_text()))
+rows = [json.loads(line) for line in (folder / "data.jsonl").read_text().splitlines() if line.strip()]
+trainer, _, _ = build_trainer(config, rows, folder / "plain")   # the same trl configuration, no studio around it
+started = time.perf_counter()
+trainer.train()
+print(json.dumps({"tokens": trainer.state.num_input_tokens_seen, "seconds": time.perf_counter() - started}))
+"""
+
+
+def plain_trl_run(job_folder: Path) -> dict:
+    """The job's own config and data, trained by a plain script: SFTTrainer and nothing else."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", PLAIN_TRL, str(job_folder)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {"tokens": result["tokens"], "seconds": result["seconds"], "tokens_per_s": result["tokens"] / result["seconds"]}
+
+
+def studio_training_run(server, token: str, *, prompt: str, tag: str, hyperparameters: dict,
+                        timeout: float = 1800) -> dict:
+    """A fine-tune through the API and the job worker; its non-padding tokens per second of training."""
+    job_id = _api(server, token, "POST", "/api/fine-tunes/", {"prompt": prompt, "tag": tag,
+                                                              "hyperparameters": hyperparameters})["id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = _api(server, token, "GET", f"/api/fine-tunes/{job_id}/")
+        if state["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.5)
+    if state["status"] != "finished":
+        raise RuntimeError(f"the bench fine-tune ended {state['status']}: {state.get('error')}")
+    return {"job": job_id, "tokens": state["tokens_seen"], "tokens_per_s": state["tokens_per_s"]}

@@ -101,6 +101,7 @@ INSTALLED_APPS = [
     "prompts",
     "accounts",
     "evals",
+    "finetune",
 ]
 
 MIDDLEWARE = [
@@ -322,6 +323,7 @@ LOGGING = {
         "studio": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
         "chat": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
         "evals": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
+        "finetune": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
     },
 }
 
@@ -332,6 +334,9 @@ LLM_MODEL = envstr("LLM_MODEL", "smollm2")
 LLM_DEVICE = envchoice("LLM_DEVICE", "auto", ("auto", "cpu", "cuda"))
 LLM_QUANTIZATION = envchoice("LLM_QUANTIZATION", "auto", ("auto", "nf4", "int8", "none"))
 LLM_MODEL_CACHE_DIR = Path(envstr("LLM_MODEL_CACHE_DIR", str(DATA_DIR / "models")))
+# Fine-tuned adapters (finetune/): job workers write them, model and job workers read them. In
+# scaled mode put it on storage every worker machine mounts.
+STUDIO_ADAPTERS_DIR = Path(envstr("STUDIO_ADAPTERS_DIR", str(DATA_DIR / "adapters")))
 LLM_MAX_NEW_TOKENS = envint("LLM_MAX_NEW_TOKENS", 512, minimum=1)
 # Shortest reply, in tokens (EOS is ignored until then); benchmarks force a fixed length with it.
 LLM_MIN_NEW_TOKENS = envint("LLM_MIN_NEW_TOKENS", 0, minimum=0)

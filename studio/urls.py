@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from evals.urls import api_urlpatterns as evals_api_urlpatterns
+from finetune.urls import api_urlpatterns as finetune_api_urlpatterns
 from prompts.urls import api_urlpatterns as prompt_api_urlpatterns
 
 urlpatterns = [
@@ -14,6 +15,8 @@ urlpatterns = [
     path("prompts/", include("prompts.urls")),
     path("api/", include(prompt_api_urlpatterns)),
     path("api/", include(evals_api_urlpatterns)),
+    path("api/", include(finetune_api_urlpatterns)),
+    path("fine-tunes/", include("finetune.urls")),
     path("", include("evals.urls")),
 ]
 

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('chat', '0003_message_flagged_at'),
+        ('chat', '0003_flags_and_model_choice'),
         ('prompts', '0002_version_variables_provenance'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

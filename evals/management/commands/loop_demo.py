@@ -4,8 +4,10 @@ A task SmolLM2-135M gets wrong: pull the two cities out of a travel sentence as 
 {"from": ..., "to": ...}. 120 cases are imported from a CSV (through the import's own mapping and
 checks), 40 held out for evaluation. Version 1 has instructions only; version 2 adds three
 few-shot examples taken from the training cases. Both are evaluated on the held-out cases with
-the JSON-equal scorer, by the same batched runner the job workers use; the pass rates, the
-comparison and the time taken are printed.
+the JSON-equal scorer, by the same batched runner the job workers use. Then a LoRA fine-tune
+on the 80 training cases (the job workers' fine-tune runner: peft + trl, float32 on the CPU)
+and version 1 (no examples) evaluated on the fine-tuned model. The three pass rates, the
+comparisons and the time each step took are printed.
 """
 
 import csv
@@ -36,14 +38,16 @@ class Command(BaseCommand):
     help = "Show the loop (import, evaluate, few-shot, evaluate again) on the configured model."
 
     def add_arguments(self, parser):
+        parser.add_argument("--no-fine-tune", action="store_true", help="stop after the few-shot step")
+        parser.add_argument("--epochs", type=float, default=3)
         parser.add_argument("--cases", type=int, default=120)
         parser.add_argument("--held-out", type=int, default=40, help="cases in the eval split")
         parser.add_argument("--seed", type=int, default=7)
 
-    def handle(self, *args, cases, held_out, seed, **options):
+    def handle(self, *args, cases, held_out, seed, no_fine_tune, epochs, **options):
         call_command("migrate", interactive=False, verbosity=0)
         started = time.perf_counter()
-        user, _ = get_user_model().objects.get_or_create(username="loop-demo")
+        user, _ = get_user_model().objects.get_or_create(username="loop-demo", defaults={"is_staff": True})
         slug = f"trip-cities-{int(time.time())}"
         prompt = prompt_services.prompt_create(owner=user, name="Trip cities", slug=slug, version={
             "instructions": INSTRUCTIONS, "template": "{{ sentence }}", "max_new_tokens": 32, "temperature": 0,
@@ -76,19 +80,47 @@ class Command(BaseCommand):
                  f"in {second.elapsed_s:.1f} s")
         self.say(f"v1 → v2: {comparison['fixed']} fixed, {comparison['regressed']} regressed, "
                  f"{comparison['still_failing']} still failing, {comparison['still_passing']} still passing")
-        self.say(f"total time {time.perf_counter() - started:.1f} s (model {first.model_name})")
         sample = second.results.first()
         if sample:
             self.say(f"a v2 answer: {sample.output.strip()[:120]!r} (expected {sample.case.expected})")
+        if not no_fine_tune:
+            third, train_s = self.fine_tune(user, prompt, epochs)
+            tuned = selectors.comparison(second, third)["counts"]
+            self.say("")
+            self.say(f"base, instructions only:  {first.pass_rate:.0%} ({first.elapsed_s:.1f} s to evaluate)")
+            self.say(f"base, few-shot examples:  {second.pass_rate:.0%} ({second.elapsed_s:.1f} s to evaluate)")
+            self.say(f"fine-tuned, instructions: {third.pass_rate:.0%} ({train_s:.1f} s to train, "
+                     f"{third.elapsed_s:.1f} s to evaluate)")
+            self.say(f"few-shot → fine-tuned: {tuned['fixed']} fixed, {tuned['regressed']} regressed, "
+                     f"{tuned['still_failing']} still failing, {tuned['still_passing']} still passing")
+        self.say(f"total time {time.perf_counter() - started:.1f} s (model {first.model_name})")
 
-    def evaluate(self, user, version):
-        evaluation = services.evaluation_create(user=user, version=version, model_name="",
+    def fine_tune(self, user, prompt, epochs):
+        from finetune import services as finetune_services
+        from finetune.runner import run_fine_tune
+
+        job = finetune_services.job_create(user=user, name=f"{prompt.slug}-ft", prompt_slug=prompt.slug,
+                                           filters={"split": "train"}, hyperparameters={"epochs": epochs})
+        self.say(f"fine-tuning {job.name}: LoRA, {job.example_count} training cases, {epochs:g} epochs…")
+        started = time.perf_counter()
+        run_fine_tune(job.pk)  # the job workers' runner: the training process, here from this one
+        job.refresh_from_db()
+        train_s = time.perf_counter() - started
+        if job.status != "finished":
+            raise RuntimeError(f"the fine-tune ended {job.status}: {job.error}")
+        self.say(f"trained {job.done} steps in {train_s:.1f} s ({job.tokens_per_s or 0:.0f} tokens/s), "
+                 f"final loss {job.losses[-1].get('loss', float('nan')):.3f}")
+        return self.evaluate(user, prompt.versions.get(number=1), model=job.name), train_s
+
+    def evaluate(self, user, version, model=""):
+        evaluation = services.evaluation_create(user=user, version=version, model_name=model,
                                                 filters={"split": "eval"}, scorers=[{"type": "json_equal"}])
         run_evaluation(evaluation.pk)  # the job workers' runner, here in this process
         evaluation.refresh_from_db()
         if evaluation.status != "finished":
             raise RuntimeError(f"evaluation {evaluation.status}: {evaluation.error}")
-        self.say(f"evaluated v{version.number} on {evaluation.done} held-out cases: {evaluation.passed} pass "
+        self.say(f"evaluated v{version.number}{' on ' + model if model else ''} on {evaluation.done} held-out cases: "
+                 f"{evaluation.passed} pass "
                  f"({evaluation.elapsed_s:.1f} s)")
         return evaluation
 

@@ -38,14 +38,16 @@ class Command(BaseCommand):
         parser.add_argument("--runs", type=int, default=5, help="measured runs per path (median taken)")
         parser.add_argument("--prompt", default=DEFAULT_PROMPT)
         parser.add_argument("--conversations", default="1,4,8", help="simultaneous conversations to aggregate")
-        parser.add_argument("--paths", default="embedded,redis,evaluation",
-                            help="what to measure: embedded, redis (full chat paths), evaluation (needs embedded)")
+        parser.add_argument("--paths", default="embedded,redis,evaluation,training",
+                            help="what to measure: embedded, redis (full chat paths), evaluation and training "
+                                 "(both need embedded)")
+        parser.add_argument("--train-rounds", type=int, default=3, help="studio and plain trl runs, alternated")
         parser.add_argument("--eval-cases", type=int, default=24, help="cases in the evaluation measurement")
         parser.add_argument("--eval-tokens", type=int, default=64, help="reply length of each evaluated case")
         parser.add_argument("--output", default=str(REPO / "bench-results" / "latest.json"))
 
     def handle(self, *args, model, tokens, runs, prompt, conversations, paths, output, eval_cases, eval_tokens,
-               **options):
+               train_rounds, **options):
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
@@ -57,6 +59,7 @@ class Command(BaseCommand):
         wanted = {p.strip() for p in paths.split(",")}
         modes = [mode for mode in ("embedded", "redis") if mode in wanted]
         measure_evaluation = "evaluation" in wanted and "embedded" in wanted
+        measure_training = "training" in wanted and "embedded" in wanted
         if "redis" in modes and not redis_reachable():
             self.say("redis: skipped, nothing answers at 127.0.0.1:6379")
             modes.remove("redis")
@@ -92,7 +95,7 @@ class Command(BaseCommand):
                 self.say(f"{mode}: starting the studio ({workers} llm_worker processes; logs in {log_dir})")
                 server = studios.enter_context(running_studio(env, log_dir, workers=workers))
                 servers[mode] = (server, server.login("admin", password), data_dir / "studio.sqlite3")
-                if mode == "embedded" and measure_evaluation:
+                if mode == "embedded" and (measure_evaluation or measure_training):
                     questions = bench.eval_questions(eval_cases)
                     setup = bench.EVAL_SETUP.format(instructions=bench.EVAL_INSTRUCTIONS, tokens=eval_tokens,
                                                     cases=[("warm-up", questions[0])] + [("measured", q) for q in questions])
@@ -130,6 +133,25 @@ class Command(BaseCommand):
                          f"{other_load_note(evaluation)}")
                 results["evaluation"] = {"loop": loop, "studio": evaluation, "cases": eval_cases, "tokens": eval_tokens,
                                          "ratio": evaluation["cases_per_s"] / loop["cases_per_s"]}
+            if measure_training:
+                server = servers["embedded"][0]
+                data_dir = Path(servers["embedded"][2]).parent
+                hyper = {"epochs": 2, "batch_size": 4, "max_length": 128, "lora_rank": 16}
+                self.say(f"training: LoRA on {eval_cases} cases, {hyper}; the studio's job and plain trl alternated "
+                         f"{train_rounds} times, non-padding tokens counted")
+                studio_runs, plain_runs = [], []
+                for _ in range(train_rounds):
+                    job = bench.studio_training_run(server, eval_token, prompt="bench-eval", tag="measured",
+                                                    hyperparameters=hyper)
+                    studio_runs.append(job)
+                    self.say(f"studio job: {job['tokens_per_s']:.1f} tokens/s ({job['tokens']} tokens)")
+                    plain = bench.plain_trl_run(data_dir / "fine-tunes" / str(job["job"]))
+                    plain_runs.append(plain)
+                    self.say(f"plain trl:  {plain['tokens_per_s']:.1f} tokens/s ({plain['tokens']} tokens)")
+                studio_median = sorted(r["tokens_per_s"] for r in studio_runs)[len(studio_runs) // 2]
+                plain_median = sorted(r["tokens_per_s"] for r in plain_runs)[len(plain_runs) // 2]
+                results["training"] = {"studio": studio_runs, "plain": plain_runs, "hyperparameters": hyper,
+                                       "ratio": studio_median / plain_median}
 
         for mode, mode_runs in measured.items():
             results[mode] = {"runs": mode_runs, **bench.median_of(mode_runs)}
@@ -141,6 +163,8 @@ class Command(BaseCommand):
         self.say(f"results written to {output}")
         if "evaluation" in results:
             self.say(f"evaluation/per-case-loop cases/s ratio: {results['evaluation']['ratio']:.2f}")
+        if "training" in results:
+            self.say(f"studio/plain-trl training tokens/s ratio: {results['training']['ratio']:.2f}")
         if modes:
             self.say(f"full-path/raw tokens/s ratio: {min(results[mode]['ratio'] for mode in modes):.2f}")
 

@@ -74,3 +74,9 @@
     }
   });
 })();
+
+// Plain forms that ask before they do something that cannot be undone.
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-confirm]");
+  if (form && !window.confirm(form.dataset.confirm)) event.preventDefault();
+});

@@ -10,6 +10,11 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField(
+            model_name='conversation',
+            name='model_name',
+            field=models.CharField(blank=True, max_length=200),
+        ),
+        migrations.AddField(
             model_name='message',
             name='flagged_at',
             field=models.DateTimeField(blank=True, null=True),

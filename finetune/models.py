@@ -1,0 +1,78 @@
+"""Fine-tune jobs (staff only) and the registry of the models they produce."""
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+from studio.jobs import JobRecord
+
+
+class FineTuneJob(JobRecord):
+    """A LoRA/QLoRA training run on failure cases. `done`/`total` count optimizer steps."""
+
+    class Objective(models.TextChoices):
+        SFT = "sft", "SFT (answer → expected)"
+        DPO = "dpo", "DPO (expected preferred to actual)"
+
+    class Method(models.TextChoices):
+        LORA = "lora", "LoRA"
+        QLORA = "qlora", "QLoRA (4-bit base, CUDA)"
+
+    name = models.CharField(max_length=100, unique=True)  # the resulting model's name
+    base_model = models.CharField(max_length=200)
+    prompt = models.ForeignKey("prompts.Prompt", on_delete=models.PROTECT, related_name="fine_tunes")
+    case_filters = models.JSONField(default=dict)  # which cases (evals.selectors filters)
+    case_ids = models.JSONField(default=list)  # exactly the cases trained on, fixed at launch
+    data_hash = models.CharField(max_length=64, blank=True)  # sha256 of the rendered training rows
+    example_count = models.PositiveIntegerField(default=0)
+    token_count = models.PositiveIntegerField(default=0)  # of the rendered rows, by the base tokenizer
+    objective = models.CharField(max_length=8, choices=Objective.choices, default=Objective.SFT)
+    method = models.CharField(max_length=8, choices=Method.choices, default=Method.LORA)
+    hyperparameters = models.JSONField(default=dict)  # studio.llm.training.TrainingConfig fields
+    device = models.CharField(max_length=40, blank=True)  # where it ran: "cpu", "cuda x 2"
+    epoch = models.FloatField(null=True, blank=True)
+    tokens_seen = models.PositiveBigIntegerField(default=0)  # non-padding tokens trained on so far
+    tokens_per_s = models.FloatField(null=True, blank=True)
+    metrics = models.JSONField(default=list)  # [{"step", "loss", "eval_loss", "learning_rate", "epoch"}]
+    log_tail = models.TextField(blank=True)  # the last lines the trainer printed
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="fine_tunes")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return self.name
+
+    def get_absolute_url(self):
+        return reverse("finetune:job", args=[self.pk])
+
+    @property
+    def losses(self) -> list[dict]:
+        return [m for m in self.metrics if "loss" in m or "eval_loss" in m]
+
+
+class FineTunedModel(models.Model):
+    """A finished adapter in the registry: what it is, what it learned from, how it did.
+
+    Its files live in STUDIO_ADAPTERS_DIR/<name>/. Replies and evaluations that used it keep
+    its name as text when it is deleted."""
+
+    name = models.CharField(max_length=100, unique=True)
+    base_model = models.CharField(max_length=200)
+    job = models.OneToOneField(FineTuneJob, on_delete=models.SET_NULL, null=True, blank=True,
+                               related_name="result")
+    training_config = models.JSONField(default=dict)
+    case_ids = models.JSONField(default=list)
+    data_hash = models.CharField(max_length=64)
+    metrics = models.JSONField(default=dict)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    # Merging into a full model runs in a job worker: "" (not asked), "merging", "ready", "failed".
+    merge_state = models.CharField(max_length=10, blank=True)
+    merge_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return self.name

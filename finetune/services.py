@@ -1,0 +1,272 @@
+"""Fine-tune jobs and the registry: launching (staff only), previews and estimates, cancel, delete, export."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from chat import selectors as chat_selectors
+from evals import selectors as case_selectors
+from evals.models import FailureCase
+from evals.prompting import case_messages
+from prompts import selectors as prompt_selectors
+from prompts.rendering import MissingVariablesError, TemplateError
+from studio.jobs import JobStatus, job_cancel
+from studio.llm.loading import prepare_model_folder
+from studio.llm.training import TrainingConfig
+
+from .models import FineTunedModel, FineTuneJob
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
+# Shown and explained on the form; what a LoRA run on a small model usually wants.
+DEFAULTS = {"epochs": 3.0, "learning_rate": 2e-4, "lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.05,
+            "target_modules": "all-linear", "max_length": 512, "batch_size": 4, "gradient_accumulation": 1}
+EXPLAINED = {
+    "epochs": "Passes over the training cases. More fits them better, until it memorises them (watch the eval loss).",
+    "learning_rate": "Step size. LoRA trains few weights, so it takes a larger rate than full fine-tuning (1e-4 to 3e-4).",
+    "lora_rank": "Size of the low-rank update: 8-16 for style and format, 32-64 for new knowledge. More rank, more memory.",
+    "lora_alpha": "Scale of the update; alpha / rank multiplies it. Usually twice the rank.",
+    "lora_dropout": "Dropout on the adapter's path, against overfitting a small data set (0 to 0.1).",
+    "target_modules": "Which layers get adapters: all-linear, or names such as q_proj,v_proj (fewer: smaller, weaker).",
+    "max_length": "Tokens per example; longer examples are cut. Memory grows with it.",
+    "batch_size": "Examples per step. Lower it when memory runs out.",
+    "gradient_accumulation": "Steps summed before each update: batch size x this is the effective batch.",
+}
+
+
+class FineTuneError(Exception):
+    def __init__(self, message: str, field: str = ""):
+        self.field, self.message = field, message
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class NotStaff(FineTuneError):
+    pass
+
+
+def require_staff(user) -> None:
+    if not (getattr(user, "is_authenticated", False) and user.is_staff):
+        raise NotStaff("Fine-tuning is for staff.")
+
+
+def base_model_folder(*, convert: bool) -> Path | None:
+    folder, _ = prepare_model_folder(settings.LLM_MODEL, Path(settings.LLM_MODEL_CACHE_DIR), convert=convert)
+    return Path(folder) if folder else None
+
+
+# --- the data --------------------------------------------------------------------------------------
+
+
+def training_rows(cases, objective: str) -> list[dict]:
+    """The cases as trl reads them, in conversational form: trl applies the base model's own chat
+    template. The system turn is the case's prompt version's instructions; no few-shot examples.
+    SFT: prompt → completion (the expected answer; the loss is on it alone). DPO: the expected
+    answer chosen over the actual one (cases without an actual answer are left out)."""
+    rows = []
+    for case in cases:
+        try:
+            prompt = case_messages(case, with_examples=False)
+        except (MissingVariablesError, TemplateError):
+            continue
+        expected = [{"role": "assistant", "content": case.expected}]
+        if objective == FineTuneJob.Objective.DPO:
+            if case.actual.strip():
+                rows.append({"prompt": prompt, "chosen": expected,
+                             "rejected": [{"role": "assistant", "content": case.actual}]})
+        else:
+            rows.append({"prompt": prompt, "completion": expected})
+    return rows
+
+
+def rows_hash(rows: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def rendered_text(row: dict, tokenizer) -> str:
+    """A row exactly as the model will see it: through its chat template."""
+    answer = row.get("completion") or row.get("chosen")
+    return tokenizer.apply_chat_template(row["prompt"] + answer, tokenize=False)
+
+
+def cases_for_job(*, user, prompt, filters: dict):
+    """The cases a job trains on: those of `prompt` the launching staff member may see, by the
+    filters (a saved selection, or the `train` split by default)."""
+    filters = {**case_selectors.clean_filters(filters), "prompt": prompt.slug}
+    if not any(filters.get(name) for name in ("split", "selection", "tag")):
+        filters["split"] = FailureCase.Split.TRAIN
+    return case_selectors.cases_for(user=user, filters=filters), filters
+
+
+def plan(*, user, prompt, filters: dict, objective: str, hyperparameters: dict, method: str) -> dict:
+    """What launching would do: examples, tokens, the first examples as the model sees them, an
+    estimate of memory and time, and warnings. Raises FineTuneError for what cannot run."""
+    cases, filters = cases_for_job(user=user, prompt=prompt, filters=filters)
+    rows = training_rows(cases, objective)
+    counter = prompt_selectors.prompt_counter()
+    token_count = 0
+    preview = []
+    if counter is not None:
+        for n, row in enumerate(rows):
+            text = rendered_text(row, counter.tokenizer)
+            token_count += len(counter.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if n < 3:
+                preview.append(text)
+    config = clean_hyperparameters(hyperparameters, method=method, objective=objective)
+    warnings = []
+    threshold = settings.FAILURE_CASES_FOR_FINE_TUNING
+    if len(rows) < threshold // 4:
+        warnings.append(f"Only {len(rows)} training example{'s' if len(rows) != 1 else ''}: fine-tuning usually pays "
+                        f"off from about {threshold:,} good cases. With this few, few-shot examples in the prompt "
+                        "are often as good; the job may memorise them.")
+    if objective == FineTuneJob.Objective.DPO and len(rows) < len(list(cases)):
+        warnings.append("DPO leaves out the cases without the model's actual answer (nothing to prefer against).")
+    return {"cases": list(cases.values_list("id", flat=True)), "filters": filters, "rows": rows,
+            "example_count": len(rows), "token_count": token_count, "preview": preview, "config": config,
+            "estimate": estimate(token_count=token_count, config=config, examples=len(rows)), "warnings": warnings}
+
+
+def clean_hyperparameters(raw: dict, *, method: str, objective: str) -> dict:
+    values = {**DEFAULTS}
+    for name, default in DEFAULTS.items():
+        given = raw.get(name)
+        if given in (None, ""):
+            continue
+        try:
+            if name == "target_modules":
+                modules = [m.strip() for m in str(given).split(",") if m.strip()]
+                if not modules or any(not re.fullmatch(r"[A-Za-z0-9_.-]{1,60}", m) for m in modules):
+                    raise ValueError
+                values[name] = "all-linear" if modules == ["all-linear"] else modules
+            else:
+                values[name] = type(default)(given)
+        except (TypeError, ValueError):
+            raise FineTuneError(f"must be {'a whole number' if isinstance(default, int) else 'a number'}"
+                                if name != "target_modules" else "layer names separated by commas", name) from None
+    seed = raw.get("seed", 0)
+    try:
+        seed = int(seed or 0)
+    except (TypeError, ValueError):
+        raise FineTuneError("must be a whole number", "seed") from None
+    device = "cuda" if _cuda_available() else "cpu"
+    try:
+        config = TrainingConfig(base_model_folder="-", objective=objective, method=method, seed=seed, device=device,
+                                **values)
+    except ValueError as exc:
+        message = str(exc)
+        field = message.split("=")[0] if "=" in message.split(" ")[0] else "method"
+        raise FineTuneError(message, field) from None
+    return {k: v for k, v in config.__dict__.items() if k != "base_model_folder"}
+
+
+def _cuda_available() -> bool:
+    if settings.LLM_DEVICE == "cpu":
+        return False
+    import shutil as _shutil
+
+    return _shutil.which("nvidia-smi") is not None and settings.LLM_DEVICE in ("auto", "cuda")
+
+
+def estimate(*, token_count: int, config: dict, examples: int) -> dict:
+    """Memory and time on the device that will run it: a rule of thumb, refined by measured speed.
+
+    Memory: the base weights (their file size on the CPU in float32; half in bf16; about a
+    quarter of that with QLoRA) plus the adapter's weights, gradients and AdamW state (rank x
+    the layers: small) plus activations (batch x length x hidden size x layers x ~34 bytes).
+    Time: tokens x epochs / the tokens/s of the last finished job on this base model and device,
+    or a rule of thumb (about 300 tokens/s for a 135M model on 2 CPU cores, scaled by size)."""
+    folder = base_model_folder(convert=False)
+    weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder else 0
+    hidden, layers = 576, 30
+    if folder and (folder / "config.json").exists():
+        model_config = json.loads((folder / "config.json").read_text())
+        hidden = model_config.get("hidden_size", hidden)
+        layers = model_config.get("num_hidden_layers", layers)
+    scale = {"cpu": 1.0, "cuda": 0.5}[config["device"]] * (0.3 if config["method"] == "qlora" else 1.0)
+    activations = config["batch_size"] * config["max_length"] * hidden * layers * 34
+    adapter = 2 * config["lora_rank"] * hidden * layers * 7 * 4 * 4  # weights + grads + 2 AdamW moments, fp32
+    memory = int(weights * scale + activations + adapter)
+    measured = (FineTuneJob.objects.filter(status=JobStatus.FINISHED, base_model=chat_selectors.base_model_name(),
+                                           device__startswith=config["device"], tokens_per_s__isnull=False)
+                .order_by("-finished_at").values_list("tokens_per_s", flat=True).first())
+    params_m = max(weights / 4 / 1e6, 1.0)  # float32 file: 4 bytes a parameter
+    speed = measured or (300.0 * 135 / params_m * (20 if config["device"] == "cuda" else 1))
+    seconds = token_count * config["epochs"] / speed if token_count else None
+    return {"memory_bytes": memory, "seconds": seconds, "tokens_per_s": speed, "measured": bool(measured),
+            "device": config["device"]}
+
+
+# --- jobs ------------------------------------------------------------------------------------------
+
+
+def job_create(*, user, name: str, prompt_slug: str, filters: dict, objective: str = "sft", method: str = "lora",
+               hyperparameters: dict | None = None) -> FineTuneJob:
+    from .tasks import dispatch_fine_tune
+
+    require_staff(user)
+    missing = [field for field, value in (("prompt", prompt_slug),) if not value]
+    if missing:
+        raise FineTuneError("is required: the prompt whose failure cases it trains on", missing[0])
+    prompt = prompt_selectors.prompt_by_slug(prompt_slug) if isinstance(prompt_slug, str) else None
+    if prompt is None:
+        raise FineTuneError(f"there is no prompt “{str(prompt_slug)[:100]}”", "prompt")
+    if objective not in FineTuneJob.Objective.values:
+        raise FineTuneError("must be sft or dpo", "objective")
+    if method not in FineTuneJob.Method.values:
+        raise FineTuneError("must be lora or qlora", "method")
+    name = (name or "").strip().lower() or _next_name(prompt.slug)
+    if not NAME_PATTERN.match(name):
+        raise FineTuneError("use lower-case letters, digits, '.', '-' and '_' (80 at most)", "name")
+    if name in chat_selectors.available_models() or FineTuneJob.objects.filter(name=name).exists():
+        raise FineTuneError(f"a model or job named “{name}” exists already", "name")
+    planned = plan(user=user, prompt=prompt, filters=filters, objective=objective,
+                   hyperparameters=hyperparameters or {}, method=method)
+    if not planned["rows"]:
+        raise FineTuneError("no training examples: this prompt has no matching failure cases you can see "
+                            "(with an expected answer; for DPO also the model's actual answer)", "cases")
+    with transaction.atomic():
+        job = FineTuneJob.objects.create(
+            name=name, base_model=chat_selectors.base_model_name(), prompt=prompt, case_filters=planned["filters"],
+            case_ids=planned["cases"], data_hash=rows_hash(planned["rows"]), example_count=planned["example_count"],
+            token_count=planned["token_count"], objective=objective, method=method,
+            hyperparameters=planned["config"], created_by=user)
+        transaction.on_commit(lambda: dispatch_fine_tune(job.pk))
+    return job
+
+
+def _next_name(slug: str) -> str:
+    taken = set(FineTuneJob.objects.filter(name__startswith=f"{slug}-ft").values_list("name", flat=True))
+    number = 1
+    while f"{slug}-ft{number}" in taken:
+        number += 1
+    return f"{slug}-ft{number}"[:80]
+
+
+def queue_position(job: FineTuneJob) -> int | None:
+    """1 for the next to run; None unless queued. One training job runs at a time per worker."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    return FineTuneJob.objects.filter(status=JobStatus.QUEUED, created_at__lt=job.created_at).count() + 1
+
+
+def job_cancel_by(*, job: FineTuneJob, user) -> None:
+    require_staff(user)
+    job_cancel(job)
+
+
+def model_delete(*, model: FineTunedModel, user) -> None:
+    """Remove the adapter's files and its registry row; replies and evaluations keep its name as text."""
+    require_staff(user)
+    folder = Path(settings.STUDIO_ADAPTERS_DIR) / model.name
+    shutil.rmtree(folder, ignore_errors=True)
+    model.delete()
+
+
+def registry_disk_use() -> int:
+    root = Path(settings.STUDIO_ADAPTERS_DIR)
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.exists() else 0

@@ -1,0 +1,23 @@
+from django.urls import path
+
+from . import api, views
+
+app_name = "finetune"
+urlpatterns = [
+    path("", views.job_list, name="list"),
+    path("new/", views.job_new, name="new"),
+    path("plan/", views.job_plan, name="plan"),
+    path("notice/", views.training_notice, name="notice"),
+    path("<id:job_id>/", views.job_detail, name="job"),
+    path("<id:job_id>/progress/", views.job_progress, name="progress"),
+    path("<id:job_id>/cancel/", views.job_cancel, name="cancel"),
+    path("models/<id:model_id>/evaluate/", views.model_evaluate, name="model_evaluate"),
+    path("models/<id:model_id>/adapter.zip", views.model_download, name="model_download"),
+    path("models/<id:model_id>/merged/", views.model_merged, name="model_merged"),
+    path("models/<id:model_id>/delete/", views.model_delete, name="model_delete"),
+]
+
+api_urlpatterns = [
+    path("fine-tunes/", api.fine_tunes, name="api_fine_tunes"),
+    path("fine-tunes/<id:job_id>/", api.fine_tune, name="api_fine_tune"),
+]

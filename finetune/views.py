@@ -1,0 +1,228 @@
+"""Fine-tuning pages: staff only, checked in every view (others get a plain 403, no hint of jobs)."""
+
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from evals import services as eval_services
+from evals.models import CaseSelection
+from evals.scorers import LABELS
+from prompts import selectors as prompt_selectors
+from prompts.models import Prompt
+from studio.jobs import JobStatus, fail_jobs_of_lost_workers
+
+from . import services
+from .merging import merged_zip
+from .models import FineTunedModel, FineTuneJob
+from .tasks import dispatch_waiting, merge_model_task
+
+
+def staff_only(view):
+    @login_required
+    @wraps(view)
+    def checked(request, *args, **kwargs):
+        if not request.user.is_staff:
+            raise PermissionDenied("You do not have access to this page.")
+        return view(request, *args, **kwargs)
+
+    return checked
+
+
+def _form_values(source) -> dict:
+    values = {name: source.get(name, "") for name in ("name", "prompt", "selection", "split", "tag", "objective",
+                                                      "method", "seed", *services.DEFAULTS)}
+    values["objective"] = values["objective"] or "sft"
+    values["method"] = values["method"] or "lora"
+    return values
+
+
+def _filters(values) -> dict:
+    return {name: values[name] for name in ("selection", "split", "tag") if values.get(name)}
+
+
+@staff_only
+@require_GET
+def job_list(request):
+    dispatch_waiting()
+    fail_jobs_of_lost_workers(FineTuneJob)
+    jobs = list(FineTuneJob.objects.select_related("prompt", "created_by")[:100])
+    for job in jobs:
+        job.position = services.queue_position(job)
+    return render(request, "finetune/job_list.html", {
+        "jobs": jobs, "models": FineTunedModel.objects.select_related("job__prompt"),
+        "disk_use": services.registry_disk_use()})
+
+
+@staff_only
+@require_http_methods(["GET", "POST"])
+def job_new(request):
+    source = request.POST if request.method == "POST" else request.GET
+    values = _form_values(source)
+    error = None
+    if request.method == "POST":
+        try:
+            job = services.job_create(user=request.user, name=values["name"], prompt_slug=values["prompt"],
+                                      filters=_filters(values), objective=values["objective"], method=values["method"],
+                                      hyperparameters={k: values[k] for k in (*services.DEFAULTS, "seed")})
+        except services.FineTuneError as exc:
+            error = exc
+        else:
+            return redirect(job)
+    return render(request, "finetune/job_new.html", {
+        "values": values, "error": error, "prompts": Prompt.objects.order_by("name"),
+        "selections": CaseSelection.objects.filter(owner=request.user), "defaults": services.DEFAULTS,
+        "explained": services.EXPLAINED, "objectives": FineTuneJob.Objective.choices,
+        "methods": FineTuneJob.Method.choices}, status=400 if error else 200)
+
+
+@staff_only
+@require_POST
+def job_plan(request):
+    """The launch form's live panel: examples, tokens, estimate, warnings, the first examples as the model sees them."""
+    values = _form_values(request.POST)
+    prompt = prompt_selectors.prompt_by_slug(values["prompt"]) if values["prompt"] else None
+    if prompt is None:
+        return render(request, "finetune/_plan.html", {"message": "Choose the prompt whose failure cases to train on."})
+    try:
+        planned = services.plan(user=request.user, prompt=prompt, filters=_filters(values),
+                                objective=values["objective"], method=values["method"],
+                                hyperparameters={k: values[k] for k in (*services.DEFAULTS, "seed")})
+    except services.FineTuneError as exc:
+        return render(request, "finetune/_plan.html", {"message": str(exc), "is_error": True})
+    return render(request, "finetune/_plan.html", {"plan": planned, "prompt": prompt})
+
+
+def _job_context(job) -> dict:
+    return {"job": job, "position": services.queue_position(job), "chart": loss_chart(job.metrics),
+            "model": FineTunedModel.objects.filter(job=job).first()}
+
+
+@staff_only
+@require_GET
+def job_detail(request, job_id):
+    dispatch_waiting()
+    fail_jobs_of_lost_workers(FineTuneJob)
+    job = get_object_or_404(FineTuneJob.objects.select_related("prompt", "created_by"), pk=job_id)
+    return render(request, "finetune/job_detail.html", _job_context(job))
+
+
+@staff_only
+@require_GET
+def job_progress(request, job_id):
+    fail_jobs_of_lost_workers(FineTuneJob)
+    job = get_object_or_404(FineTuneJob.objects.select_related("prompt"), pk=job_id)
+    return render(request, "finetune/_job_live.html", _job_context(job))
+
+
+@staff_only
+@require_POST
+def job_cancel(request, job_id):
+    job = get_object_or_404(FineTuneJob, pk=job_id)
+    services.job_cancel_by(job=job, user=request.user)
+    return render(request, "finetune/_job_live.html", _job_context(job))
+
+
+@staff_only
+@require_POST
+def model_evaluate(request, model_id):
+    """One click: the base model and the fine-tuned one on the prompt's eval split, then the comparison."""
+    model = get_object_or_404(FineTunedModel.objects.select_related("job__prompt"), pk=model_id)
+    if model.job is None:
+        raise Http404("The job that made this model is gone; evaluate it from the evaluations page.")
+    version = prompt_selectors.version_resolve(model.job.prompt)
+    scorer = request.POST.get("scorer", "exact_match")
+    scorers = [{"type": scorer if scorer in LABELS and scorer != "llm_judge" else "exact_match"}]
+    try:
+        base = eval_services.evaluation_create(user=request.user, version=version, model_name=model.base_model,
+                                               filters={"split": "eval"}, scorers=scorers)
+        tuned = eval_services.evaluation_create(user=request.user, version=version, model_name=model.name,
+                                                filters={"split": "eval"}, scorers=scorers)
+    except eval_services.CaseError as exc:
+        return render(request, "error.html", {"status": 400, "message": str(exc)}, status=400)
+    return redirect(reverse("evals:compare") + f"?a={base.pk}&b={tuned.pk}")
+
+
+@staff_only
+@require_GET
+def model_download(request, model_id):
+    """The adapter's files as a zip (peft loads it with PeftModel.from_pretrained on the base model)."""
+    import zipfile
+    from io import BytesIO
+    from pathlib import Path
+
+    from django.conf import settings
+
+    model = get_object_or_404(FineTunedModel, pk=model_id)
+    folder = Path(settings.STUDIO_ADAPTERS_DIR) / model.name
+    if not folder.exists():
+        raise Http404("The adapter's files are missing.")
+    buffer = BytesIO()  # adapters are small (a few MB): built in memory
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                archive.write(file, f"{model.name}/{file.relative_to(folder)}")
+    response = HttpResponse(buffer.getvalue(), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{model.name}-adapter.zip"'
+    return response
+
+
+@staff_only
+@require_http_methods(["GET", "POST"])
+def model_merged(request, model_id):
+    """POST: merge the adapter into the base (a job); GET: download the merged model when ready."""
+    model = get_object_or_404(FineTunedModel, pk=model_id)
+    if request.method == "POST":
+        FineTunedModel.objects.filter(pk=model.pk).update(merge_state="merging", merge_error="")
+        merge_model_task.apply_async((model.pk,), retry=True)
+        return redirect("finetune:list")
+    archive = merged_zip(model)
+    if model.merge_state != "ready" or not archive.exists():
+        raise Http404("The merged model is not ready.")
+    return FileResponse(open(archive, "rb"), as_attachment=True, filename=archive.name)
+
+
+@staff_only
+@require_POST
+def model_delete(request, model_id):
+    model = get_object_or_404(FineTunedModel, pk=model_id)
+    services.model_delete(model=model, user=request.user)
+    return redirect("finetune:list")
+
+
+@login_required
+@require_GET
+def training_notice(request):
+    """For every user's chat page: a plain notice while training shares this CPU (no details of any job)."""
+    busy = FineTuneJob.objects.filter(status=JobStatus.RUNNING, device="cpu").exists()
+    if not busy:
+        return HttpResponse("")
+    return HttpResponse('<p class="training-notice" role="status">This machine is also training a model. '
+                        "Training pauses while replies are written, so chat keeps its speed; other pages may be "
+                        "slower.</p>")
+
+
+def loss_chart(metrics: list[dict], width: int = 640, height: int = 220) -> dict | None:
+    """The losses as SVG polylines (server-drawn: no chart library, works under the CSP)."""
+    train = [(m["step"], m["loss"]) for m in metrics if "loss" in m and m.get("step") is not None]
+    evaluation = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m and m.get("step") is not None]
+    points = train + evaluation
+    if not points:
+        return None
+    pad = 36
+    max_step = max(step for step, _ in points) or 1
+    low, high = min(v for _, v in points), max(v for _, v in points)
+    span = (high - low) or 1.0
+
+    def line(series):
+        return " ".join(f"{pad + (width - 2 * pad) * step / max_step:.1f},"
+                        f"{height - pad - (height - 2 * pad) * (value - low) / span:.1f}" for step, value in series)
+
+    return {"width": width, "height": height, "pad": pad, "train": line(train), "eval": line(evaluation),
+            "low": low, "high": high, "max_step": max_step, "last_loss": train[-1][1] if train else None,
+            "last_eval": evaluation[-1][1] if evaluation else None, "bottom": height - pad, "right": width - pad}
+
