@@ -40,6 +40,17 @@ EXPLAINED = {
 }
 
 
+LABELS = {"epochs": "Epochs", "learning_rate": "Learning rate", "lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha",
+          "lora_dropout": "LoRA dropout", "target_modules": "Target modules", "max_length": "Max length",
+          "batch_size": "Batch size", "gradient_accumulation": "Gradient accumulation"}
+
+
+def hyperparameter_fields(values: dict) -> list[dict]:
+    """The form's hyperparameter fields: name, label, default, what it does, the value given."""
+    return [{"name": name, "label": LABELS[name], "default": default, "help": EXPLAINED[name],
+             "value": values.get(name, "")} for name, default in DEFAULTS.items()]
+
+
 class FineTuneError(Exception):
     def __init__(self, message: str, field: str = ""):
         self.field, self.message = field, message

@@ -75,8 +75,8 @@ def job_new(request):
             return redirect(job)
     return render(request, "finetune/job_new.html", {
         "values": values, "error": error, "prompts": Prompt.objects.order_by("name"),
-        "selections": CaseSelection.objects.filter(owner=request.user), "defaults": services.DEFAULTS,
-        "explained": services.EXPLAINED, "objectives": FineTuneJob.Objective.choices,
+        "selections": CaseSelection.objects.filter(owner=request.user),
+        "hyperparameters": services.hyperparameter_fields(values), "objectives": FineTuneJob.Objective.choices,
         "methods": FineTuneJob.Method.choices}, status=400 if error else 200)
 
 

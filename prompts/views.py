@@ -8,6 +8,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from chat import selectors as chat_selectors
 from chat import services as chat_services
 from chat.models import Conversation
 from chat.worker import request_reply_after_commit
@@ -265,7 +266,7 @@ def playground(request, slug):
     versions = _playground_versions(prompt, request.GET)
     return render(request, "prompts/playground.html", {
         "prompt": prompt, "versions": versions, **selectors.version_summary(prompt),
-        "variables": _union_variables(versions), "values": {},
+        "variables": _union_variables(versions), "values": {}, "models": chat_selectors.available_models(),
     })
 
 
@@ -306,7 +307,8 @@ def playground_run(request, slug):
     for version in versions:
         try:
             conversation, reply = chat_services.conversation_start_from_prompt(
-                owner=request.user, prompt_version=version, variables=variables, kind=Conversation.Kind.PLAYGROUND)
+                owner=request.user, prompt_version=version, variables=variables, kind=Conversation.Kind.PLAYGROUND,
+                model_name=request.POST.get("model", ""))
         except (MissingVariablesError, TemplateError, chat_services.ChatError) as exc:
             runs.append({"version": version, "error": str(exc)})
         else:
@@ -323,7 +325,7 @@ def chat_start(request, slug, number):
     variables = _variables_from(request.POST, version.variables)
     try:
         conversation, reply = chat_services.conversation_start_from_prompt(
-            owner=request.user, prompt_version=version, variables=variables)
+            owner=request.user, prompt_version=version, variables=variables, model_name=request.POST.get("model", ""))
     except (MissingVariablesError, TemplateError, chat_services.ChatError) as exc:
         return render(request, "prompts/_preview.html", {"previews": [{"version": version, "error": str(exc)}]},
                       status=400)

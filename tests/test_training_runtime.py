@@ -77,3 +77,15 @@ def test_several_gpus_launch_one_process_each_through_accelerate(tmp_path):
     assert command[-3:] == ["-m", "studio.llm.training", str(tmp_path)]
     assert launch_command(tmp_path, gpus=1, python=sys.executable) == [sys.executable, "-m", "studio.llm.training",
                                                                         str(tmp_path)]
+
+
+def test_dpo_prefers_the_expected_answer_to_the_actual_one(tmp_path):
+    folder = tmp_path / "dpo"
+    write_job(folder, objective="dpo")
+    (folder / "data.jsonl").write_text("".join(json.dumps({
+        "prompt": [{"role": "user", "content": f"Order: {n} figs"}],
+        "chosen": [{"role": "assistant", "content": f'{{"quantity": {n}}}'}],
+        "rejected": [{"role": "assistant", "content": "figs"}]}) + "\n" for n in range(12)))
+    code, events = run(folder)
+    assert code == 0, events[-1]
+    assert events[-1]["event"] == "done" and (folder / "adapter" / "adapter_config.json").exists()

@@ -77,6 +77,19 @@ def _split_rows(rows: list[dict], share: float, seed: int) -> tuple[list[dict], 
     return shuffled[held:], shuffled[:held]
 
 
+def plain_model_config(folder: str):
+    """The folder's config without a GGUF `quantization_config`: the studio's converted GGUF models
+    hold plain float weights, but keep that note, and transformers refuses to train such a model."""
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(folder)
+    quantization = getattr(model_config, "quantization_config", None)
+    method = quantization.get("quant_method") if isinstance(quantization, dict) else getattr(quantization, "quant_method", None)
+    if str(method).lower().endswith("gguf"):
+        del model_config.quantization_config
+    return model_config
+
+
 def _load_model(config: TrainingConfig):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -91,13 +104,15 @@ def _load_model(config: TrainingConfig):
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                           bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
         model = AutoModelForCausalLM.from_pretrained(config.base_model_folder, quantization_config=quantization,
+                                                     config=plain_model_config(config.base_model_folder),
                                                      dtype=torch.bfloat16, device_map={"": _local_device()})
         model = prepare_model_for_kbit_training(model)
     else:
         # bf16 on a GPU; float32 on the CPU (measured here: trl's default bf16 on this CPU trained
         # about 16x slower than float32).
         dtype = torch.bfloat16 if config.device == "cuda" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(config.base_model_folder, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(config.base_model_folder, dtype=dtype,
+                                                     config=plain_model_config(config.base_model_folder))
     return model, tokenizer
 
 
@@ -245,7 +260,8 @@ def merge_adapter(base_model_folder: str, adapter_folder: str, out_folder: str) 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = AutoModelForCausalLM.from_pretrained(base_model_folder, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_model_folder, dtype=torch.float32,
+                                                config=plain_model_config(base_model_folder))
     merged = PeftModel.from_pretrained(base, adapter_folder).merge_and_unload()
     merged.save_pretrained(out_folder)
     AutoTokenizer.from_pretrained(adapter_folder).save_pretrained(out_folder)

@@ -29,6 +29,7 @@ def studio(tmp_path_factory):
                      LLM_MODEL_CACHE_DIR=TINY_MODEL_DIR.parent / "models",
                      LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=MAX_NEW_TOKENS, STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD)
     with running_studio(env, data_dir / "logs") as server:
+        server.env = env  # for tests that set data up with `manage.py shell`
         yield server
 
 

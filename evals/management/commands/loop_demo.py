@@ -108,8 +108,11 @@ class Command(BaseCommand):
         train_s = time.perf_counter() - started
         if job.status != "finished":
             raise RuntimeError(f"the fine-tune ended {job.status}: {job.error}")
-        self.say(f"trained {job.done} steps in {train_s:.1f} s ({job.tokens_per_s or 0:.0f} tokens/s), "
-                 f"final loss {job.losses[-1].get('loss', float('nan')):.3f}")
+        train_losses = [point["loss"] for point in job.losses if "loss" in point]
+        eval_losses = [point["eval_loss"] for point in job.losses if "eval_loss" in point]
+        self.say(f"trained {job.done} steps in {train_s:.1f} s ({job.tokens_per_s or 0:.0f} tokens/s); training loss "
+                 f"{train_losses[0]:.3f} → {train_losses[-1]:.3f}"
+                 + (f", evaluation loss {eval_losses[-1]:.3f}" if eval_losses else ""))
         return self.evaluate(user, prompt.versions.get(number=1), model=job.name), train_s
 
     def evaluate(self, user, version, model=""):
