@@ -131,7 +131,8 @@ def _watch(job: FineTuneJob, folder: Path, command: list[str], device: str) -> d
 def _take(line: str, job: FineTuneJob, state: dict) -> None:
     line = line.rstrip("\n")
     if not line.startswith(PROGRESS_PREFIX):
-        if line.strip():
+        # The trainer also prints each log as a Python dict: those arrive as progress events already.
+        if line.strip() and not line.lstrip().startswith("{'"):
             state["log"] = (state["log"] + [line[:500]])[-LOG_TAIL_LINES:]
         return
     try:

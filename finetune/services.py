@@ -206,7 +206,7 @@ def estimate(*, token_count: int, config: dict, examples: int) -> dict:
                                            device__startswith=config["device"], tokens_per_s__isnull=False)
                 .order_by("-finished_at").values_list("tokens_per_s", flat=True).first())
     params_m = max(weights / 4 / 1e6, 1.0)  # float32 file: 4 bytes a parameter
-    speed = measured or (300.0 * 135 / params_m * (20 if config["device"] == "cuda" else 1))
+    speed = measured or min(300.0 * 135 / params_m, 3000.0) * (20 if config["device"] == "cuda" else 1)
     seconds = token_count * config["epochs"] / speed if token_count else None
     return {"memory_bytes": memory, "seconds": seconds, "tokens_per_s": speed, "measured": bool(measured),
             "device": config["device"]}

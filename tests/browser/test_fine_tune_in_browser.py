@@ -49,7 +49,7 @@ def test_staff_launch_a_fine_tune_watch_the_loss_and_pick_the_model_in_chat(page
     screenshot("fine-tune-done")
 
     page.goto("/chat/")
-    page.get_by_role("button", name="New chat").click()
+    page.get_by_role("button", name="New chat", exact=True).click()
     picker = page.get_by_label("Model")
     expect(picker.locator("option", has_text="city-pairs-v1")).to_have_count(1)
     picker.select_option("city-pairs-v1")
