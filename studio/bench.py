@@ -12,6 +12,7 @@ import json
 import os
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from transformers.generation.streamers import BaseStreamer
