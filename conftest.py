@@ -35,6 +35,18 @@ def bob(django_user_model):
     return django_user_model.objects.create_user("bob", password="bob-password-1")
 
 
+@pytest.fixture
+def carol(django_user_model):
+    """Staff."""
+    return django_user_model.objects.create_user("carol", password="carol-password-1", is_staff=True)
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # The personas' passwords are checked by a fast hasher; the default costs ~0.5 s a user.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(autouse=True)
 def fresh_throttle_counters():
     """Bad-token counters live in the cache: each test starts from zero."""

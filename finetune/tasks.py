@@ -1,15 +1,9 @@
 """Celery adapters: deliver a fine-tune (or a merge) to a job worker."""
 
-import logging
-
-from django.utils import timezone
-
+from studio import jobs
 from studio.celery import app
-from studio.jobs import JobStatus
 
 from .models import FineTuneJob
-
-log = logging.getLogger("finetune")
 
 
 @app.task(name="finetune.run_fine_tune", ignore_result=True)
@@ -27,14 +21,8 @@ def merge_model_task(model_id: int) -> None:
 
 
 def dispatch_fine_tune(job_id: int) -> None:
-    try:
-        run_fine_tune_task.apply_async((job_id,), retry=True)
-    except Exception:
-        log.warning("could not queue fine-tune %s; it is retried when looked at", job_id, exc_info=True)
-        return
-    FineTuneJob.objects.filter(pk=job_id).update(dispatched_at=timezone.now())
+    jobs.dispatch(run_fine_tune_task, FineTuneJob, job_id)
 
 
 def dispatch_waiting() -> None:
-    for job_id in FineTuneJob.objects.filter(status=JobStatus.QUEUED, dispatched_at=None).values_list("pk", flat=True):
-        dispatch_fine_tune(job_id)
+    jobs.dispatch_waiting(run_fine_tune_task, FineTuneJob)

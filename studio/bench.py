@@ -246,18 +246,24 @@ def _api(server, token: str, method: str, path: str, body=None):
         return json.loads(response.read())
 
 
+def _until_ended(server, token: str, path: str, timeout: float) -> dict:
+    """Poll a job through the API until it ends; its final state, or RuntimeError unless finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = _api(server, token, "GET", path)
+        if state["status"] not in ("queued", "running"):
+            break
+        time.sleep(0.5)
+    if state["status"] != "finished":
+        raise RuntimeError(f"the bench job {path} ended {state['status']}: {state.get('error')}")
+    return state
+
+
 def studio_evaluation(server, token: str, *, tag: str, timeout: float = 1800) -> dict:
     """One evaluation through the API and the studio's job worker; its own elapsed time."""
     evaluation_id = _api(server, token, "POST", "/api/evaluations/", {"prompt": "bench-eval", "tag": tag})["id"]
-    deadline = time.monotonic() + timeout
     with OtherLoad(server_pids(server)) as other:
-        while time.monotonic() < deadline:
-            state = _api(server, token, "GET", f"/api/evaluations/{evaluation_id}/")
-            if state["status"] not in ("queued", "running"):
-                break
-            time.sleep(0.5)
-    if state["status"] != "finished":
-        raise RuntimeError(f"the bench evaluation ended {state['status']}: {state.get('error')}")
+        state = _until_ended(server, token, f"/api/evaluations/{evaluation_id}/", timeout)
     return {"cases": state["done"], "wall_s": state["elapsed_s"], "cases_per_s": state["done"] / state["elapsed_s"],
             "other_load": other.cores}
 
@@ -294,12 +300,5 @@ def studio_training_run(server, token: str, *, prompt: str, tag: str, hyperparam
     """A fine-tune through the API and the job worker; its non-padding tokens per second of training."""
     job_id = _api(server, token, "POST", "/api/fine-tunes/", {"prompt": prompt, "tag": tag,
                                                               "hyperparameters": hyperparameters})["id"]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = _api(server, token, "GET", f"/api/fine-tunes/{job_id}/")
-        if state["status"] not in ("queued", "running"):
-            break
-        time.sleep(0.5)
-    if state["status"] != "finished":
-        raise RuntimeError(f"the bench fine-tune ended {state['status']}: {state.get('error')}")
+    state = _until_ended(server, token, f"/api/fine-tunes/{job_id}/", timeout)
     return {"job": job_id, "tokens": state["tokens_seen"], "tokens_per_s": state["tokens_per_s"]}

@@ -9,6 +9,7 @@ so closing the browser loses nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from datetime import timedelta
@@ -122,3 +123,23 @@ def fail_jobs_of_lost_workers(model: type[JobRecord]) -> int:
     stale = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_SECONDS)
     return model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale).update(
         status=JobStatus.FAILED, error=WORKER_LOST, note="", finished_at=timezone.now())
+
+
+log = logging.getLogger("studio")
+
+
+def dispatch(task, job: type[JobRecord] | JobRecord, job_id: int) -> None:
+    """Hand a queued job to the job queue (Celery). When the broker is unreachable (Redis
+    restarting) the job stays queued and undispatched, and `dispatch_waiting` tries again."""
+    try:
+        task.apply_async((job_id,), retry=True)
+    except Exception:
+        log.warning("could not queue %s %s; it is retried when looked at", task.name, job_id, exc_info=True)
+        return
+    model = job if isinstance(job, type) else type(job)
+    model.objects.filter(pk=job_id).update(dispatched_at=timezone.now())
+
+
+def dispatch_waiting(task, model: type[JobRecord]) -> None:
+    for job_id in model.objects.filter(status=JobStatus.QUEUED, dispatched_at=None).values_list("pk", flat=True):
+        dispatch(task, model, job_id)

@@ -2,7 +2,6 @@
 worker trains (peft + trl, tiny model, CPU), progress shows, the adapter becomes a model that
 answers in chat; cancel midway, a forced failure, a killed job worker; a plain user is refused."""
 
-import asyncio
 import json
 import os
 import re

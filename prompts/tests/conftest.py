@@ -1,7 +1,6 @@
 """Personas for the prompt library: alice owns prompts, bob is another user, carol is staff.
 
-alice and bob come from the project's conftest.py (plain users, built by hand); carol is
-added here. Prompts are built through `services`, as a person's edits would build them.
+alice, bob and carol come from the project's conftest.py (built by hand). Prompts are built through `services`, as a person's edits would build them.
 """
 
 import pytest
@@ -31,15 +30,6 @@ SECOND_VERSION = {
 }
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # The personas' passwords are never checked here; the default hasher costs ~0.5 s a user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def carol(django_user_model):
-    return django_user_model.objects.create_user("carol", password="carol-password-1", is_staff=True)
 
 
 @pytest.fixture
