@@ -42,9 +42,13 @@ def carol(django_user_model):
 
 
 @pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
+def fast_password_hashing():
     # The personas' passwords are checked by a fast hasher; the default costs ~0.5 s a user.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # (override_settings, not the `settings` fixture: some tests have a parameter of that name.)
+    from django.test import override_settings
+
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(autouse=True)

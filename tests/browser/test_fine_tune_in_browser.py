@@ -52,7 +52,8 @@ def test_staff_launch_a_fine_tune_watch_the_loss_and_pick_the_model_in_chat(page
     page.get_by_role("button", name="New chat", exact=True).click()
     picker = page.get_by_label("Model")
     expect(picker.locator("option", has_text="city-pairs-v1")).to_have_count(1)
-    picker.select_option("city-pairs-v1")
+    with page.expect_response("**/model/"):
+        picker.select_option("city-pairs-v1")  # saved by htmx: the choice sticks to the conversation
     page.reload()
     expect(page.get_by_label("Model")).to_have_value("city-pairs-v1")
     page.get_by_label("Message").fill("Trip: from town 3 to town 4")
