@@ -169,13 +169,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.watchdog = asyncio.create_task(self._fail_reply_if_worker_lost())
 
     async def _fail_reply_if_worker_lost(self) -> None:
-        """While a reply is in progress here, fail it if its worker's lease lapses."""
-        interval = max(settings.LLM_LEASE_SECONDS / 2, 0.2)
+        """While a reply is in progress here: tell its place in the queue while it waits (a
+        `queued` frame when it changes), and fail it if its worker's lease lapses."""
+        interval = max(min(settings.LLM_LEASE_SECONDS / 2, 2.0), 0.2)
+        told = None
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval)  # first: a free worker takes it before anyone needs to be told
             await fail_expired_replies(self.channel_layer, conversation_id=self.conversation_id)
-            if await database_sync_to_async(selectors.reply_in_progress)(conversation_id=self.conversation_id) is None:
+            reply = await database_sync_to_async(selectors.reply_in_progress)(conversation_id=self.conversation_id)
+            if reply is None:
                 return
+            if reply.status == Message.Status.QUEUED:
+                position = await database_sync_to_async(selectors.queue_position)(message=reply)
+                if position != told:
+                    await self.send_frame({"type": "queued", "message_id": reply.pk, "position": position})
+                    told = position
 
     # --- server → client (group and worker events) --------------------------------------
 

@@ -49,6 +49,11 @@ def messages_of(*, conversation: Conversation):
     return conversation.messages.all()
 
 
+def queue_position(*, message: Message) -> int:
+    """1 for the next reply a worker takes: queued replies are taken oldest first."""
+    return Message.objects.filter(status=Message.Status.QUEUED, pk__lt=message.pk).count() + 1
+
+
 def reply_in_progress(*, conversation_id: int) -> Message | None:
     return Message.objects.filter(conversation_id=conversation_id, status__in=Message.IN_PROGRESS).first()
 

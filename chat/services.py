@@ -196,7 +196,9 @@ def reply_finish(*, message_id: int, content: str, status: str, usage: dict, err
 
 
 WORKER_LOST_ERROR = "The model worker stopped while writing this reply. Regenerate to try again."
-NO_WORKER_ERROR = "No model worker picked up this message in time. Is a model worker running?"
+NO_WORKER_ERROR = "No model worker is running, so nobody picked up this message. Start one (`make worker`) and send it again."
+BUSY_ERROR = ("The model stayed busy: this reply waited {minutes} min behind others and was given up. "
+              "Send it again (or ask an admin for another model worker).")
 
 
 def replies_fail_expired(*, conversation_id: int | None = None) -> list[Message]:
@@ -207,7 +209,13 @@ def replies_fail_expired(*, conversation_id: int | None = None) -> list[Message]
         expired = expired.filter(conversation_id=conversation_id)
     failed = []
     for message in expired:
-        error = WORKER_LOST_ERROR if message.status == Message.Status.STREAMING else NO_WORKER_ERROR
+        if message.status == Message.Status.STREAMING:
+            error = WORKER_LOST_ERROR
+        elif ModelWorker.objects.filter(state=ModelWorker.State.READY,
+                                        last_seen_at__gte=now - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)).exists():
+            error = BUSY_ERROR.format(minutes=max(1, round(settings.LLM_QUEUE_TIMEOUT_SECONDS / 60)))
+        else:
+            error = NO_WORKER_ERROR
         # Conditional on the status we read, so a worker finishing at this instant wins.
         updated = Message.objects.filter(pk=message.pk, status=message.status, lease_expires_at__lt=now).update(
             status=Message.Status.FAILED, error=error, lease_expires_at=None, finished_at=now

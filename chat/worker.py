@@ -17,14 +17,15 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from studio.llm import Generation, GenerationSettings, LoadedModel, load_model
+from studio.llm import GenerationSettings, LoadedModel, load_model
 from studio.llm.adapters import ServedModels
+from studio.llm.engine import BatchEngine, EngineRequest, EngineResult
 
 from . import selectors, services
 from .models import Message, ModelWorker
@@ -32,7 +33,6 @@ from .models import Message, ModelWorker
 log = logging.getLogger("chat.worker")
 
 REQUEST_CHANNEL = "llm.generate"
-_STREAM_END = object()
 
 
 def load_configured_model() -> LoadedModel:
@@ -50,6 +50,7 @@ def generation_settings_from_config() -> GenerationSettings:
         min_new_tokens=settings.LLM_MIN_NEW_TOKENS,
         temperature=settings.LLM_TEMPERATURE,
         top_p=settings.LLM_TOP_P,
+        stall_timeout_s=settings.LLM_STALL_TIMEOUT_SECONDS,
     )
 
 
@@ -57,8 +58,10 @@ def generation_settings_from_config() -> GenerationSettings:
 class ActiveReply:
     message_id: int
     group_name: str
-    generation: Generation | None = None
     text: str = ""  # what has been sent to the group so far
+    # Held while a chunk is appended and sent, so a catch-up reply carries exactly the text of
+    # the chunks sent before it.
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class GenerationWorker:
@@ -71,10 +74,11 @@ class GenerationWorker:
         self.load_error = ""
         self.state = ModelWorker.State.LOADING
         self.channel_name = ""
-        self.active: ActiveReply | None = None
-        # Held while a chunk is appended and sent, so a catch-up reply carries exactly the
-        # text of the chunks sent before it.
-        self.send_lock = asyncio.Lock()
+        self.engine: BatchEngine | None = None  # decodes every reply in flight together
+        self.active: dict[int, ActiveReply] = {}  # message id → the reply being written
+        # A worker takes no more replies than its batch holds: the rest wait on the request
+        # channel, where another worker (scaled mode) may take them.
+        self.slots = asyncio.Semaphore(settings.LLM_MAX_BATCH)
         self.ready = asyncio.Event()  # set once the model is loaded (or failed to load)
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -83,22 +87,35 @@ class GenerationWorker:
         self.channel_name = await self.channel_layer.new_channel("llm-worker")
         await self._announce()
         helpers = [asyncio.create_task(self._listen_for_control()), asyncio.create_task(self._keep_leases())]
+        replies: set[asyncio.Task] = set()
         try:
             await self._load_model()
             while True:
+                await self.slots.acquire()
                 request = await self.channel_layer.receive(REQUEST_CHANNEL)
-                await self.handle_request(request)
+                reply = asyncio.create_task(self._handle_in_slot(request))
+                replies.add(reply)
+                reply.add_done_callback(replies.discard)
         finally:
-            for task in helpers:
+            for task in [*helpers, *replies]:
                 task.cancel()
-            await self._give_up_active_reply("The model worker was shut down while writing this reply.")
+            await self._give_up_active_replies("The model worker was shut down while writing this reply.")
+            if self.engine is not None:
+                self.engine.close()
             await database_sync_to_async(services.worker_forget)(channel_name=self.channel_name)
+
+    async def _handle_in_slot(self, request: dict) -> None:
+        try:
+            await self.handle_request(request)
+        finally:
+            self.slots.release()
 
     async def _load_model(self) -> None:
         started = time.perf_counter()
         try:
             self.loaded = await asyncio.to_thread(self.load)
             self.served = ServedModels(self.loaded, settings.STUDIO_ADAPTERS_DIR)
+            self.engine = BatchEngine(self.loaded, max_batch=settings.LLM_MAX_BATCH)
         except Exception as exc:  # the worker stays up to tell every request why
             self.load_error = f"The model could not be loaded: {exc}"
             self.state = ModelWorker.State.FAILED
@@ -132,84 +149,86 @@ class GenerationWorker:
         )
         if message is None:
             return  # stopped while queued, or failed by the queue timeout
-        self.active = ActiveReply(message_id=message.pk, group_name=message.conversation.group_name)
-        await self.channel_layer.group_send(
-            self.active.group_name, {"type": "chat.message", "message": message.to_frame()}
-        )
+        active = self.active[message.pk] = ActiveReply(message_id=message.pk,
+                                                       group_name=message.conversation.group_name)
+        await self.channel_layer.group_send(active.group_name, {"type": "chat.message", "message": message.to_frame()})
         try:
-            if self.loaded is None:
+            if self.engine is None:
                 raise RuntimeError(self.load_error or "The model is not loaded.")
             history, overrides = await database_sync_to_async(self._history_and_overrides)(message)
             generation_settings = dataclasses.replace(self.defaults, **overrides)
-            # Replies are written one at a time, so switching the adapter here affects only this one.
-            await asyncio.to_thread(self.served.activate, model_name)
-            generation = await asyncio.to_thread(Generation, self.served.loaded, history, generation_settings)
-            self.active.generation = generation
-            await self._stream(generation)
+            # Adapters are added between decode steps; replies for different adapters share a batch.
+            adapter = await asyncio.wrap_future(self.engine.call(lambda: self._prepare_adapter(model_name)))
+            result = await self._stream(active, EngineRequest(
+                key=message.pk, messages=history, settings=generation_settings, adapter=adapter,
+                on_delta=lambda delta: None, on_done=lambda result: None))
         except Exception as exc:
             log.exception("reply %s failed", message.pk)
-            await self._finish(Message.Status.FAILED, usage={}, error=describe_failure(exc))
+            await self._finish(active, Message.Status.FAILED, usage={}, error=describe_failure(exc))
         else:
-            status = Message.Status.STOPPED if generation.finish_reason == "cancelled" else Message.Status.COMPLETE
-            await self._finish(status, usage=generation.usage.as_dict())
+            if result.finish_reason == "error":
+                await self._finish(active, Message.Status.FAILED, usage=result.usage.as_dict(),
+                                   error=describe_failure(RuntimeError(result.error)))
+            else:
+                status = Message.Status.STOPPED if result.finish_reason == "cancelled" else Message.Status.COMPLETE
+                await self._finish(active, status, usage=result.usage.as_dict())
         finally:
-            self.active = None
+            self.active.pop(message.pk, None)
+
+    def _prepare_adapter(self, model_name: str) -> str:
+        """In the engine's thread: the adapter this reply uses, loaded if it is new."""
+        adapter = self.served.prepare(model_name)
+        self.engine.loaded = self.served.loaded  # peft wraps the same base weights: the batch's cache stays valid
+        return adapter
 
     @staticmethod
     def _history_and_overrides(message: Message) -> tuple[list[dict], dict]:
         return selectors.chat_history_before(message=message), selectors.generation_overrides(message=message)
 
-    async def _stream(self, generation: Generation) -> None:
-        """Run the generation in a thread; send its text to the group in chunks."""
+    async def _stream(self, active: ActiveReply, request: EngineRequest) -> EngineResult:
+        """Submit the reply to the batch; send its text to the group in chunks as it comes."""
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue = asyncio.Queue()
-
-        def produce():
-            try:
-                for delta in generation:
-                    loop.call_soon_threadsafe(deltas.put_nowait, delta)
-            except BaseException as exc:
-                loop.call_soon_threadsafe(deltas.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(deltas.put_nowait, _STREAM_END)
-
-        producer = loop.run_in_executor(None, produce)
+        request.on_delta = lambda delta: loop.call_soon_threadsafe(deltas.put_nowait, delta)
+        request.on_done = lambda result: loop.call_soon_threadsafe(deltas.put_nowait, result)
+        self.engine.submit(request)
         flush_s = settings.LLM_FLUSH_MS / 1000
-        pending, pending_count, last_flush = "", 0, 0.0  # last_flush 0: the first token goes at once
+        stall_s = request.settings.stall_timeout_s
+        pending, pending_count, last_flush, last_item = "", 0, 0.0, time.perf_counter()
         try:
             while True:
-                timeout = None if not pending else max(0.0, last_flush + flush_s - time.perf_counter())
+                timeout = stall_s if not pending else max(0.0, last_flush + flush_s - time.perf_counter())
                 try:
                     item = await asyncio.wait_for(deltas.get(), timeout)
                 except TimeoutError:
                     item = None
-                if item is _STREAM_END:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
+                    if time.perf_counter() - last_item >= stall_s:
+                        self.engine.cancel(active.message_id)
+                        raise RuntimeError(f"The model produced nothing for {stall_s:.0f} s and was stopped.") from None
+                if isinstance(item, EngineResult):
+                    if pending:
+                        await self._send_chunk(active, pending)
+                    return item
                 if item is not None:
                     pending += item
                     pending_count += 1
+                    last_item = time.perf_counter()
                 now = time.perf_counter()
                 if pending and (item is None or pending_count >= settings.LLM_FLUSH_TOKENS or now - last_flush >= flush_s):
-                    await self._send_chunk(pending)
+                    await self._send_chunk(active, pending)
                     pending, pending_count, last_flush = "", 0, now
-            if pending:
-                await self._send_chunk(pending)
-        finally:
-            if not producer.done():  # cancelled or failed mid-stream: free the model thread
-                generation.cancel()
-            await asyncio.shield(producer)
+        except BaseException:
+            self.engine.cancel(active.message_id)  # cancelled or failed here: free its row in the batch
+            raise
 
-    async def _send_chunk(self, text: str) -> None:
-        async with self.send_lock:
-            self.active.text += text
+    async def _send_chunk(self, active: ActiveReply, text: str) -> None:
+        async with active.send_lock:
+            active.text += text
             await self.channel_layer.group_send(
-                self.active.group_name, {"type": "chat.token", "message_id": self.active.message_id, "text": text}
+                active.group_name, {"type": "chat.token", "message_id": active.message_id, "text": text}
             )
 
-    async def _finish(self, status: str, *, usage: dict, error: str = "") -> None:
-        active = self.active
+    async def _finish(self, active: ActiveReply, status: str, *, usage: dict, error: str = "") -> None:
         stored = await database_sync_to_async(services.reply_finish)(
             message_id=active.message_id, content=active.text, status=status, usage=usage, error=error
         )
@@ -220,33 +239,32 @@ class GenerationWorker:
             {"type": "chat.done", "message_id": active.message_id, "status": status, "usage": usage, "error": error},
         )
 
-    async def _give_up_active_reply(self, error: str) -> None:
-        if self.active is None:
-            return
-        if self.active.generation is not None:
-            self.active.generation.cancel()
-        try:
-            await asyncio.shield(self._finish(Message.Status.FAILED, usage={}, error=error))
-        except Exception:
-            log.exception("could not mark reply %s failed on shutdown", self.active.message_id)
+    async def _give_up_active_replies(self, error: str) -> None:
+        for active in list(self.active.values()):
+            if self.engine is not None:
+                self.engine.cancel(active.message_id)
+            try:
+                await asyncio.shield(self._finish(active, Message.Status.FAILED, usage={}, error=error))
+            except Exception:
+                log.exception("could not mark reply %s failed on shutdown", active.message_id)
 
     # --- control channel and leases ----------------------------------------------------
 
     async def _listen_for_control(self) -> None:
         while True:
             event = await self.channel_layer.receive(self.channel_name)
-            active = self.active
-            if active is None or event.get("message_id") != active.message_id:
+            active = self.active.get(event.get("message_id"))
+            if active is None:
                 if event.get("type") == "chat.catchup" and event.get("reply_channel"):
                     # The reply ended meanwhile: the tab reads it from the database.
                     await self.channel_layer.send(event["reply_channel"], {"type": "chat.catchup",
                                                                            "message_id": event.get("message_id"),
                                                                            "text": None})
                 continue
-            if event.get("type") == "chat.stop" and active.generation is not None:
-                active.generation.cancel()
+            if event.get("type") == "chat.stop" and self.engine is not None:
+                self.engine.cancel(active.message_id)
             elif event.get("type") == "chat.catchup" and event.get("reply_channel"):
-                async with self.send_lock:
+                async with active.send_lock:
                     await self.channel_layer.send(
                         event["reply_channel"],
                         {"type": "chat.catchup", "message_id": active.message_id, "text": active.text},
@@ -262,13 +280,12 @@ class GenerationWorker:
                 log.exception("lease renewal failed")
 
     async def _renew_once(self) -> None:
-        active = self.active
-        if active is not None:
+        for active in list(self.active.values()):
             alive = await database_sync_to_async(services.reply_renew_lease)(
                 message_id=active.message_id, content=active.text
             )
-            if not alive and active.generation is not None:
-                active.generation.cancel()  # failed by a reaper meanwhile: stop wasting the GPU
+            if not alive and self.engine is not None:
+                self.engine.cancel(active.message_id)  # failed by a reaper meanwhile: stop wasting the GPU
         await self._announce()
         await fail_expired_replies(self.channel_layer)
         await database_sync_to_async(services.workers_forget_silent)()

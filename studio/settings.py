@@ -347,6 +347,10 @@ LLM_TOP_P = envfloat("LLM_TOP_P", 0.95)
 LLM_EMBEDDED_WORKER = envbool("LLM_EMBEDDED_WORKER", not REDIS_URL)
 # Token chunks go to the browser when this many ms passed or this many tokens piled up.
 LLM_FLUSH_MS = envint("LLM_FLUSH_MS", 30, minimum=1)
+# A reply that gets no new text this long is failed (a stuck model), never "Writing…" forever.
+LLM_STALL_TIMEOUT_SECONDS = envint("LLM_STALL_TIMEOUT_SECONDS", 120, minimum=1)
+# Replies a model worker decodes together (continuous batching); more wait in the queue.
+LLM_MAX_BATCH = envint("LLM_MAX_BATCH", 8, minimum=1)
 LLM_FLUSH_TOKENS = envint("LLM_FLUSH_TOKENS", 16, minimum=1)
 # A worker renews its lease on a reply while generating; a reply whose lease ran out
 # (the worker died) is marked failed.

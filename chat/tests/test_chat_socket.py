@@ -200,15 +200,13 @@ async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(alice,
 
 async def test_the_system_prompt_reaches_the_model(alice, worker, chat_client, monkeypatch):
     seen = {}
-    import chat.worker as worker_module
+    original = worker.engine.submit
 
-    original = worker_module.Generation
+    def spy(request):
+        seen["messages"] = request.messages
+        return original(request)
 
-    def spy(loaded, messages, settings):
-        seen["messages"] = messages
-        return original(loaded, messages, settings)
-
-    monkeypatch.setattr(worker_module, "Generation", spy)
+    monkeypatch.setattr(worker.engine, "submit", spy)
     conversation = await new_conversation(alice, system_prompt="Answer like a pirate.")
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "Hi"})
@@ -228,11 +226,11 @@ async def test_groups_are_empty_after_disconnect(alice, worker, chat_client, cha
 async def test_a_reply_that_runs_out_of_memory_fails_with_advice(alice, worker, chat_client, tiny_model, monkeypatch):
     import torch
 
-    def out_of_memory(**kwargs):
+    def out_of_memory(*args, **kwargs):
         # A CUDA out-of-memory error cannot happen on this CPU machine: raised by hand.
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(tiny_model.model, "generate", out_of_memory)
+    monkeypatch.setattr(tiny_model.model, "forward", out_of_memory)
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "A very long document..."})

@@ -34,7 +34,7 @@ def test_a_reply_no_worker_picked_up_is_failed_after_the_queue_timeout(conversat
     assert services.replies_fail_expired() == []  # still within its time
     Message.objects.filter(pk=reply.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     [failed] = services.replies_fail_expired()
-    assert "No model worker picked up" in failed.error
+    assert "No model worker is running" in failed.error
     assert services.reply_claim(message_id=reply.pk, worker_channel="w", model_name="tiny") is None
 
 
@@ -56,3 +56,11 @@ def test_the_first_message_names_the_conversation(conversation):
     services.reply_request(conversation=conversation, content="How do I   bake bread?\nAsking for a friend")
     conversation.refresh_from_db()
     assert conversation.title == "How do I bake bread? Asking for a friend"
+
+
+def test_a_reply_that_waited_behind_others_says_the_model_was_busy(conversation):
+    services.worker_heartbeat(channel_name="w!1", hostname="h", pid=1, state="ready")
+    _, reply = services.reply_request(conversation=conversation, content="hi")
+    Message.objects.filter(pk=reply.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    [failed] = services.replies_fail_expired()
+    assert "stayed busy" in failed.error and "no model worker" not in failed.error.lower()

@@ -61,14 +61,13 @@ class ServedModels:
     def names(self) -> list[str]:
         return [self.loaded.name, *adapter_folders(self.adapters_dir, self.loaded.name)]
 
-    def activate(self, name: str) -> None:
-        """Make `name` (the base model's name, "" for it, or an adapter's) the model that answers next."""
+    def prepare(self, name: str) -> str:
+        """For a batch that mixes models: the peft adapter name of `name` ("" for the base model),
+        loading it beside the others if needed (call it where nothing runs the model meanwhile)."""
         from peft import PeftModel
 
         if name in ("", self.loaded.name):
-            if isinstance(self.loaded.model, PeftModel):
-                self.loaded.model.base_model.disable_adapter_layers()
-            return
+            return ""
         folder = adapter_folders(self.adapters_dir, self.loaded.name).get(name)
         if folder is None:
             raise ModelLoadError(f"The model “{name}” is not available here (deleted, or trained on another base "
@@ -76,9 +75,21 @@ class ServedModels:
         module = _module_name(name)
         if not isinstance(self.loaded.model, PeftModel):
             peft_model = PeftModel.from_pretrained(self.base, str(folder), adapter_name=module).eval()
-            self.loaded = dataclasses.replace(self.loaded, model=peft_model)  # the same base, adapters on top
+            self.loaded = dataclasses.replace(self.loaded, model=peft_model)
         elif name not in self.loaded_adapters:
             self.loaded.model.load_adapter(str(folder), adapter_name=module)
         self.loaded_adapters.add(name)
-        self.loaded.model.base_model.enable_adapter_layers()
-        self.loaded.model.set_adapter(module)
+        return module
+
+    def activate(self, name: str) -> None:
+        """Make `name` (the base model's name, "" for it, or an adapter's) the one model that answers
+        next (evaluations, which decode one model at a time)."""
+        from peft import PeftModel
+
+        module = self.prepare(name)
+        if isinstance(self.loaded.model, PeftModel):
+            if not module:
+                self.loaded.model.base_model.disable_adapter_layers()
+                return
+            self.loaded.model.base_model.enable_adapter_layers()
+            self.loaded.model.set_adapter(module)

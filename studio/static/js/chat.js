@@ -145,6 +145,15 @@
     },
     token: appendToken,
     done: finishMessage,
+    // The reply waits for a free place in a model worker's batch: say where it stands.
+    queued(frame) {
+      const element = messageElement(frame.message_id);
+      const state = element && element.querySelector(".message__state");
+      if (state && element.dataset.status === "queued") {
+        state.textContent = frame.position <= 1 ? "Waiting for the model… next in line"
+          : "Waiting for the model… " + (frame.position - 1) + " repl" + (frame.position === 2 ? "y" : "ies") + " ahead";
+      }
+    },
     removed(frame) {
       const element = messageElement(frame.message_id);
       if (element) element.remove();
