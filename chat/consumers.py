@@ -13,7 +13,7 @@ from studio.input_checks import InputError, parse_json
 
 from . import selectors, services
 from .models import Message
-from .worker import REQUEST_CHANNEL, ensure_embedded_worker, fail_expired_replies
+from .worker import ensure_embedded_worker, fail_expired_replies, wake_workers
 
 CLOSE_NOT_LOGGED_IN = 4401
 CLOSE_FORBIDDEN = 4403
@@ -98,7 +98,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         user_message, assistant_message = await database_sync_to_async(self._request_reply)(content, model)
         for message in (user_message, assistant_message):
             await self.channel_layer.group_send(self.group_name, {"type": "chat.message", "message": message.to_frame()})
-        await self.channel_layer.send(REQUEST_CHANNEL, {"message_id": assistant_message.pk})
+        await wake_workers(self.channel_layer)
         self._watch_reply()
 
     def _request_reply(self, content, model):
@@ -111,7 +111,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         removed_id, assistant_message = await database_sync_to_async(self._regenerate)()
         await self.channel_layer.group_send(self.group_name, {"type": "chat.removed", "message_id": removed_id})
         await self.channel_layer.group_send(self.group_name, {"type": "chat.message", "message": assistant_message.to_frame()})
-        await self.channel_layer.send(REQUEST_CHANNEL, {"message_id": assistant_message.pk})
+        await wake_workers(self.channel_layer)
         self._watch_reply()
 
     def _regenerate(self):

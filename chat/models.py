@@ -15,6 +15,7 @@ class Conversation(models.Model):
     class Kind(models.TextChoices):
         CHAT = "chat"
         PLAYGROUND = "playground"  # a prompt playground run: same path, kept out of the chat list
+        API = "api"  # a request to the OpenAI-compatible API (/v1/chat/completions), kept per token owner
 
     DEFAULT_TITLE = "New conversation"
 
@@ -29,6 +30,9 @@ class Conversation(models.Model):
     prompt_variables = models.JSONField(default=dict, blank=True)
     # The model replies come from: "" for the served base model, or a fine-tuned one's name.
     model_name = models.CharField(max_length=200, blank=True)
+    # Sampling asked for by an API request (temperature, top_p, max_new_tokens, stop, seed): they
+    # override the prompt version's and the studio's defaults for its reply.
+    parameters = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

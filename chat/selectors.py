@@ -50,8 +50,11 @@ def messages_of(*, conversation: Conversation):
 
 
 def queue_position(*, message: Message) -> int:
-    """1 for the next reply a worker takes: queued replies are taken oldest first."""
-    return Message.objects.filter(status=Message.Status.QUEUED, pk__lt=message.pk).count() + 1
+    """1 for the next reply a worker takes (chat.services.queued_in_serving_order)."""
+    from .services import queued_in_serving_order
+
+    order = list(queued_in_serving_order().values_list("pk", flat=True)[:1000])
+    return order.index(message.pk) + 1 if message.pk in order else len(order) + 1
 
 
 def reply_in_progress(*, conversation_id: int) -> Message | None:
@@ -92,6 +95,10 @@ def _base_model_name(source: str, cache_dir: str) -> str:
 
 
 def base_model_name() -> str:
+    if settings.LLM_ENGINE == "openai":  # an external engine: the name its workers announced
+        announced = ModelWorker.objects.filter(state=ModelWorker.State.READY).exclude(model_name="").values_list(
+            "model_name", flat=True).first()
+        return settings.LLM_ENGINE_MODEL or announced or "external"
     return _base_model_name(settings.LLM_MODEL, str(settings.LLM_MODEL_CACHE_DIR))
 
 
@@ -108,12 +115,18 @@ def workers_online() -> list[ModelWorker]:
 
 
 def generation_overrides(*, message: Message) -> dict:
-    """The generation parameters a prompt version sets for this reply (none: the defaults)."""
+    """The generation parameters for this reply: an API request's own, over its prompt version's,
+    over the studio's defaults (none given: the defaults)."""
     version = message.conversation.prompt_version
-    if version is None:
-        return {}
-    overrides = {"temperature": version.temperature, "top_p": version.top_p, "max_new_tokens": version.max_new_tokens}
-    overrides = {name: value for name, value in overrides.items() if value is not None}
-    if version.stop:
-        overrides["stop"] = tuple(version.stop)
+    overrides = {}
+    if version is not None:
+        overrides = {"temperature": version.temperature, "top_p": version.top_p,
+                     "max_new_tokens": version.max_new_tokens}
+        overrides = {name: value for name, value in overrides.items() if value is not None}
+        if version.stop:
+            overrides["stop"] = tuple(version.stop)
+    asked = message.conversation.parameters or {}
+    overrides.update({name: value for name, value in asked.items() if name != "stop"})
+    if asked.get("stop"):
+        overrides["stop"] = tuple(asked["stop"])
     return overrides

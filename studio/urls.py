@@ -1,7 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from chat import openai_api
 from evals.urls import api_urlpatterns as evals_api_urlpatterns
 from finetune.urls import api_urlpatterns as finetune_api_urlpatterns
 from prompts.urls import api_urlpatterns as prompt_api_urlpatterns
@@ -17,6 +18,10 @@ urlpatterns = [
     path("api/", include(evals_api_urlpatterns)),
     path("api/", include(finetune_api_urlpatterns)),
     path("fine-tunes/", include("finetune.urls")),
+    # The OpenAI-compatible API (clients use base_url=".../v1" and add no trailing slash).
+    re_path(r"^v1/models/?$", openai_api.models, name="v1_models"),
+    re_path(r"^v1/models/(?P<model_id>.+)$", openai_api.models, name="v1_model"),
+    re_path(r"^v1/chat/completions/?$", openai_api.chat_completions, name="v1_chat_completions"),
     path("", include("evals.urls")),
 ]
 

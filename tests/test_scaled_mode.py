@@ -73,12 +73,13 @@ async def test_a_worker_killed_mid_reply_leaves_the_reply_failed_with_a_message(
         conversation_id = session.new_conversation()
         chat_socket = await open_chat_socket(studio, session, conversation_id)
         await chat_socket.send('{"type": "send", "content": "Keep talking"}')
-        await frames_until(chat_socket, "token")
-        await asyncio.sleep(1.5)  # past a lease renewal, which saves the text so far
+        seen = "".join(f.get("text", "") for f in await frames_until(chat_socket, "token"))
+        await asyncio.sleep(1.2)  # between two lease renewals (every 0.67 s here)
         studio.workers[0].kill()  # SIGKILL: no chance to say goodbye
 
         started = time.monotonic()
         frames = await frames_until(chat_socket, "done", timeout=30)
+        seen += "".join(f["text"] for f in frames if f["type"] == "token")
         done = frames[-1]
         assert done["status"] == "failed"
         assert "model worker stopped" in done["error"]
@@ -91,6 +92,8 @@ async def test_a_worker_killed_mid_reply_leaves_the_reply_failed_with_a_message(
         reply = (await next_frame(chat_socket))["message"]
         assert reply["status"] == "failed" and "model worker stopped" in reply["error"]
         assert reply["content"], "the text written before the crash is kept"
+        # Every chunk is stored before it is sent: the tab saw nothing the database lacks.
+        assert reply["content"].startswith(seen)
         await chat_socket.close()
 
 

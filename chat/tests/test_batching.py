@@ -10,10 +10,12 @@ from chat.tests.test_chat_socket import new_conversation, stored_messages
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def test_replies_beyond_the_batch_wait_and_are_told_their_place(alice, start_worker, chat_client, settings):
+async def test_replies_beyond_the_batch_wait_and_are_told_their_place(alice, start_worker, chat_client, settings,
+                                                                    tiny_model, monkeypatch):
     settings.LLM_MAX_BATCH = 1
-    settings.LLM_MAX_NEW_TOKENS = 300
+    settings.LLM_MAX_NEW_TOKENS = 200
     settings.LLM_LEASE_SECONDS = 1  # the tab looks every 0.5 s
+    slowly(tiny_model, monkeypatch, seconds_per_step=0.01)  # the first reply takes about 2 s
     await start_worker()
     first, second = await new_conversation(alice), await new_conversation(alice)
     first_client, second_client = await chat_client(alice, first.pk), await chat_client(alice, second.pk)
@@ -24,6 +26,18 @@ async def test_replies_beyond_the_batch_wait_and_are_told_their_place(alice, sta
     assert frames[-1]["position"] == 1 and frames[-1]["message_id"] == frames[1]["message"]["id"]
     assert (await first_client.receive_until("done"))[-1]["status"] == "complete"
     assert (await second_client.receive_until("done", timeout=60))[-1]["status"] == "complete"
+
+
+def slowly(tiny_model, monkeypatch, *, seconds_per_step):
+    import time
+
+    original = tiny_model.model.forward
+
+    def slow_forward(*args, **kwargs):
+        time.sleep(seconds_per_step)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_model.model, "forward", slow_forward)
 
 
 async def test_several_conversations_are_answered_together(alice, start_worker, chat_client, settings):

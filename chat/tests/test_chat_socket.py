@@ -183,8 +183,10 @@ async def test_regenerate_replaces_the_last_reply(alice, worker, chat_client):
     assert [r["role"] for r in rows] == ["user", "assistant"]
 
 
-async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(alice, start_worker, chat_client):
+async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(alice, start_worker, chat_client, settings):
     from studio.llm import ModelLoadError
+
+    settings.LLM_EMBEDDED_WORKER = True  # the only worker: it tells the person why at once
 
     def broken_load():
         raise ModelLoadError("LLM_MODEL=/nowhere/model.gguf: no such GGUF file.")

@@ -137,7 +137,8 @@ def test_the_chat_button_opens_the_new_conversation_and_asks_a_worker_for_the_re
     assert response.status_code == 302 and response["Location"] == f"/chat/{conversation.pk}/"
     assert conversation.owner == bob and conversation.prompt_version == version_2
     assert conversation.messages.get(role="user").content == USER_TURN
-    assert async_to_sync(request_channel.receive)(REQUEST_CHANNEL) == {"message_id": reply.pk}
+    assert reply.status == "queued"  # the row is the queue; a message wakes a worker
+    assert async_to_sync(request_channel.receive)(REQUEST_CHANNEL) == {"wake": True}
 
 
 def test_the_chat_page_shows_the_prompt_and_version_it_started_from(client, bob, version_2):
@@ -183,5 +184,5 @@ def test_a_playground_run_starts_one_hidden_conversation_per_version(
     runs = Conversation.objects.order_by("prompt_version__number")
     assert [(run.kind, run.prompt_version.number) for run in runs] == [("playground", 1), ("playground", 2)]
     assert list(chat_selectors.conversations_for(user=bob)) == []
-    requested = {async_to_sync(request_channel.receive)(REQUEST_CHANNEL)["message_id"] for _ in runs}
-    assert requested == set(Message.objects.filter(role="assistant").values_list("pk", flat=True))
+    assert [async_to_sync(request_channel.receive)(REQUEST_CHANNEL) for _ in runs] == [{"wake": True}] * 2
+    assert set(Message.objects.filter(role="assistant").values_list("status", flat=True)) == {"queued"}

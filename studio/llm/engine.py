@@ -57,6 +57,7 @@ class _Row:
     first_token_at: float | None = None
     last_token_at: float | None = None
     done: str | None = None  # why it ends, once it does: "stop", "length", "cancelled"
+    stopped_by_string: bool = False
 
 
 class BatchEngine:
@@ -242,7 +243,7 @@ class BatchEngine:
         if stop_at is not None:
             self._send(row, row.unsent[:stop_at])
             row.unsent = ""
-            row.done = "stop"
+            row.done, row.stopped_by_string = "stop", True
             return
         hold_back = max((len(s) for s in settings.stop), default=1) - 1
         cut = len(row.unsent) - hold_back
@@ -256,6 +257,13 @@ class BatchEngine:
         if delta:
             row.text += delta
             row.request.on_delta(delta)
+
+    def _tail(self, row: _Row) -> str:
+        """What the whole completion decodes to beyond the text sent: the held-back tail, and
+        anything a mid-stream decode could not place (never cut short by detokenisation)."""
+        full = self.loaded.tokenizer.decode([t for t in row.completion if t not in self.eos_ids],
+                                            skip_special_tokens=True)
+        return full[len(row.text):] if full.startswith(row.text) else row.unsent
 
     def _drop_cancelled(self) -> None:
         with self.lock:
@@ -272,8 +280,8 @@ class BatchEngine:
             return
         for index, row in enumerate(self.rows):
             if row.done:
-                if row.done != "cancelled":
-                    self._send(row, row.unsent)  # the held-back tail: no stop string came
+                if row.done != "cancelled" and not row.stopped_by_string:
+                    self._send(row, self._tail(row))
                 self._finish(row, row.done)
         self.rows = [self.rows[index] for index in keep]
         if not self.rows:

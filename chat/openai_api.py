@@ -1,0 +1,351 @@
+"""An OpenAI-compatible API: `GET /v1/models`, `POST /v1/chat/completions` (streamed as
+server-sent events, or not), with the studio's API tokens. Requests are stored as conversations
+of kind `api` (their token's owner sees them, and can flag their replies) and answered by the
+same model workers and batches as the chat. Errors come in OpenAI's shape:
+`{"error": {"message", "type", "param", "code"}}`.
+
+A prompt of the library is a model too: `prompt:<slug>` (its `production` label, else the
+latest version), `prompt:<slug>@<label>`, `prompt:<slug>@v3`. Its instructions, few-shot
+examples and parameters apply; the request's last user message fills the template's single
+variable, or `variables` (`extra_body={"variables": {...}}`) fills several.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import uuid
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import transaction
+from django.http import JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from accounts.throttle import ApiRefusal, api_user
+from studio.input_checks import InputError, parse_json
+
+from . import selectors, services
+from .models import Conversation, Message
+from .worker import wake_workers
+
+PROMPT_MODEL = re.compile(r"^prompt:(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)(?:@(?:v(?P<number>\d{1,9})|(?P<label>[a-z0-9][a-z0-9_-]{0,39})))?$")
+MAX_MESSAGES = 500
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.kind, self.param, self.code = status, kind, param, code
+
+    def response(self) -> JsonResponse:
+        return JsonResponse({"error": {"message": str(self), "type": self.kind, "param": self.param,
+                                       "code": self.code}}, status=self.status)
+
+
+def _refusal_error(refusal: ApiRefusal) -> ApiError:
+    if refusal.status == 429:
+        return ApiError(429, str(refusal), kind="rate_limit_error", code="rate_limit_exceeded")
+    return ApiError(refusal.status, str(refusal), kind="invalid_request_error", code="invalid_api_key")
+
+
+# --- /v1/models --------------------------------------------------------------------------------------
+
+
+def _model_list() -> list[dict]:
+    from prompts.models import Prompt
+
+    created = int(time.time())
+    names = selectors.available_models()
+    entries = [{"id": name, "object": "model", "created": created, "owned_by": "studio" if n == 0 else "fine-tune"}
+               for n, name in enumerate(names)]
+    entries += [{"id": f"prompt:{slug}", "object": "model", "created": created, "owned_by": "prompt-library"}
+                for slug in Prompt.objects.order_by("slug").values_list("slug", flat=True)]
+    return entries
+
+
+def models(request, model_id: str | None = None):
+    try:
+        api_user(request)
+    except ApiRefusal as refusal:
+        return _refusal_error(refusal).response()
+    if request.method != "GET":
+        return ApiError(405, "Use GET.").response()
+    entries = _model_list()
+    if model_id is None:
+        return JsonResponse({"object": "list", "data": entries})
+    found = next((entry for entry in entries if entry["id"] == model_id), None)
+    if found is None and PROMPT_MODEL.match(model_id):
+        found = {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": "prompt-library"}
+    if found is None:
+        return ApiError(404, f"The model `{model_id[:200]}` does not exist.", param="model",
+                        code="model_not_found").response()
+    return JsonResponse(found)
+
+
+# --- /v1/chat/completions ----------------------------------------------------------------------------
+
+
+def _text_content(content, where: str) -> str:
+    """A message's content: text, or OpenAI's list of parts (text parts only)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" and
+                                         isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    raise ApiError(400, f"{where}: content must be text (or a list of text parts).", param="messages")
+
+
+def _number(body, name, *, low, high, integer=False):
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ApiError(400, f"`{name}` must be {'an integer' if integer else 'a number'}.", param=name)
+    if not low <= value <= high:
+        raise ApiError(400, f"`{name}` must be between {low} and {high}.", param=name)
+    return value
+
+
+def clean_request(body) -> dict:
+    if not isinstance(body, dict):
+        raise ApiError(400, "Send a JSON object with `model` and `messages`.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "`model` is required (see GET /v1/models).", param="model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or len(messages) > MAX_MESSAGES:
+        raise ApiError(400, f"`messages` must be a list of 1 to {MAX_MESSAGES} messages.", param="messages")
+    clean = []
+    for n, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("system", "developer", "user", "assistant"):
+            raise ApiError(400, f"messages[{n}]: role must be system, user or assistant.", param="messages")
+        content = _text_content(message.get("content"), f"messages[{n}]")
+        if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+            raise ApiError(400, f"messages[{n}] is longer than {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.",
+                           param="messages")
+        clean.append({"role": "system" if message["role"] == "developer" else message["role"], "content": content})
+    if clean[-1]["role"] != "user":
+        raise ApiError(400, "The last message must be the user's.", param="messages")
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and (not isinstance(stop, list) or len(stop) > 4 or
+                             not all(isinstance(s, str) and s for s in stop)):
+        raise ApiError(400, "`stop` must be a string or a list of up to 4 strings.", param="stop")
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    parameters = {"temperature": _number(body, "temperature", low=0, high=2),
+                  "top_p": _number(body, "top_p", low=1e-9, high=1),
+                  "max_new_tokens": _number({"max_tokens": max_tokens}, "max_tokens", low=1,
+                                            high=settings.LLM_MAX_NEW_TOKENS_CAP, integer=True),
+                  "seed": _number(body, "seed", low=-2**63, high=2**63 - 1, integer=True), "stop": stop}
+    variables = body.get("variables")
+    if variables is not None and (not isinstance(variables, dict) or
+                                  not all(isinstance(v, str) for v in variables.values())):
+        raise ApiError(400, "`variables` must be an object of text values.", param="variables")
+    options = body.get("stream_options") or {}
+    return {"model": model, "messages": clean, "stream": bool(body.get("stream")), "variables": variables,
+            "include_usage": bool(isinstance(options, dict) and options.get("include_usage")),
+            "parameters": {k: v for k, v in parameters.items() if v is not None}}
+
+
+def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
+    """Store the request as an `api` conversation with a queued reply; (conversation, reply, model)."""
+    from prompts import selectors as prompt_selectors
+    from prompts.rendering import MissingVariablesError, TemplateError, render_user_turn
+
+    messages, model = asked["messages"], asked["model"]
+    if services.replies_queued_by(user=user) >= settings.LLM_MAX_QUEUED_PER_USER:
+        # One person's burst must not fill the queue in front of everyone else's chats.
+        raise ApiError(429, f"You have {settings.LLM_MAX_QUEUED_PER_USER} requests waiting for the model already; "
+                            "wait for some to finish.", kind="rate_limit_error", code="rate_limit_exceeded")
+    version, variables = None, {}
+    matched = PROMPT_MODEL.match(model)
+    if matched:
+        prompt = prompt_selectors.prompt_by_slug(matched["slug"])
+        if prompt is None:
+            raise ApiError(404, f"The model `{model}` does not exist: no prompt `{matched['slug']}`.", param="model",
+                           code="model_not_found")
+        try:
+            if matched["number"] or matched["label"]:
+                version = prompt_selectors.version_resolve(prompt, number=matched["number"], label=matched["label"])
+            else:
+                version = next(iter(prompt.versions.filter(labels__name="production")), None) or \
+                    prompt_selectors.version_resolve(prompt)
+        except prompt_selectors.VersionNotFound as exc:
+            raise ApiError(404, str(exc), param="model", code="model_not_found") from None
+        last = messages[-1]["content"]
+        variables = asked["variables"] or ({version.variables[0]: last} if len(version.variables) == 1 else {})
+        try:
+            user_turn = render_user_turn(version.template, variables)
+        except (MissingVariablesError, TemplateError) as exc:
+            raise ApiError(400, f"{exc} (give them as `variables`).", param="variables") from None
+        messages = [m for m in messages[:-1] if m["role"] != "system"] + [{"role": "user", "content": user_turn}]
+        system = version.instructions
+        served = services.available_served_model(version.model_name)
+    else:
+        available = selectors.available_models()
+        if model not in available:
+            raise ApiError(404, f"The model `{model[:200]}` does not exist (see GET /v1/models).", param="model",
+                           code="model_not_found")
+        system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
+        messages = [m for m in messages if m["role"] != "system"]
+        served = "" if model == available[0] else model
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            owner=user, kind=Conversation.Kind.API, system_prompt=system, prompt_version=version,
+            prompt_variables=variables, model_name=served, parameters=asked["parameters"],
+            title=(f"API: {model}")[:200])
+        for message in messages[:-1]:
+            Message.objects.create(conversation=conversation, role=message["role"], content=message["content"])
+        _, reply = services.reply_request(conversation=conversation, content=messages[-1]["content"])
+    return conversation, reply, model
+
+
+async def _events(conversation: Conversation, reply: Message):
+    """The reply's events from its conversation group: ("token", text) ... ("done", event). While
+    the channel layer is away the stored row is followed instead (its text is stored before it is
+    sent), so a Redis restart neither loses text nor leaves the request hanging."""
+    layer = get_channel_layer()
+    sent = 0  # characters of the reply yielded so far
+    deadline = time.monotonic() + settings.LLM_QUEUE_TIMEOUT_SECONDS + settings.LLM_STALL_TIMEOUT_SECONDS
+    channel = None
+    try:
+        try:
+            channel = await layer.new_channel("openai-api")
+            await layer.group_add(conversation.group_name, channel)
+        except Exception:
+            channel = None
+        await wake_workers(layer)
+        while time.monotonic() < deadline:
+            try:
+                if channel is None:
+                    raise ConnectionError("following the stored row")
+                event = await asyncio.wait_for(layer.receive(channel), timeout=2.0)
+            except Exception:
+                # The layer is away, or silent for 2 s (queued, or its groups were lost in a Redis
+                # restart): follow the stored row from here on; it holds all text sent so far.
+                channel = None
+                stored = await Message.objects.aget(pk=reply.pk)
+                if stored.content[sent:]:
+                    yield "token", stored.content[sent:]
+                    sent = len(stored.content)
+                if not stored.in_progress:
+                    yield "done", {"status": stored.status, "error": stored.error, "usage": stored.usage()}
+                    return
+                await asyncio.sleep(0.2)
+                continue
+            if event.get("message_id") != reply.pk:
+                continue
+            if event["type"] == "chat.token":
+                sent += len(event["text"])
+                yield "token", event["text"]
+            elif event["type"] == "chat.done":
+                yield "done", event
+                return
+        await sync_to_async(services.replies_fail_expired)(conversation_id=conversation.pk)
+        stored = await Message.objects.aget(pk=reply.pk)
+        yield "done", {"status": stored.status, "error": stored.error or "The model did not answer in time.",
+                       "usage": stored.usage()}
+    finally:
+        if channel is not None:
+            try:
+                await layer.group_discard(conversation.group_name, channel)
+            except Exception:
+                pass
+
+
+def _finish_reason(event: dict, parameters: dict) -> str:
+    if event.get("finish_reason") == "length":
+        return "length"
+    limit = parameters.get("max_new_tokens") or settings.LLM_MAX_NEW_TOKENS
+    return "length" if (event.get("usage") or {}).get("completion_tokens", 0) >= limit else "stop"
+
+
+def _usage(event: dict) -> dict:
+    usage = event.get("usage") or {}
+    prompt, completion = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+@csrf_exempt
+async def chat_completions(request):
+    if request.method != "POST":
+        return ApiError(405, "Use POST.").response()
+    try:
+        user = await sync_to_async(api_user)(request)
+        asked = clean_request(parse_json(request.body or b"null"))
+        conversation, reply, model = await sync_to_async(_start)(user, asked)
+    except ApiRefusal as refusal:
+        return _refusal_error(refusal).response()
+    except InputError as exc:
+        return ApiError(400, str(exc)).response()
+    except services.ChatError as exc:
+        return ApiError(400, str(exc), param="messages").response()
+    except ApiError as exc:
+        return exc.response()
+    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if asked["stream"]:
+        return StreamingHttpResponse(_stream(conversation, reply, asked, model, completion_id, created),
+                                     content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    async for kind, payload in _events(conversation, reply):
+        if kind == "done":
+            done = payload
+    stored = await Message.objects.aget(pk=reply.pk)  # the stored text is the answer
+    if done.get("status") == "failed":
+        return ApiError(503, done.get("error") or "The model failed to answer.", kind="server_error").response()
+    return JsonResponse({
+        "id": completion_id, "object": "chat.completion", "created": created, "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": stored.content},
+                     "finish_reason": _finish_reason(done, asked["parameters"]), "logprobs": None}],
+        "usage": _usage(done)})
+
+
+async def _stream(conversation, reply, asked, model, completion_id, created):
+    def chunk(delta: dict, finish_reason=None, **extra) -> str:
+        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}], **extra}
+        if asked["include_usage"]:
+            body.setdefault("usage", None)
+        return f"data: {json.dumps(body)}\n\n"
+
+    finished = False
+    try:
+        yield chunk({"role": "assistant", "content": ""})
+        async for kind, payload in _events(conversation, reply):
+            if kind == "token":
+                yield chunk({"content": payload})
+                continue
+            if payload.get("status") == "failed":
+                error = {"message": payload.get("error") or "The model failed to answer.", "type": "server_error",
+                         "param": None, "code": None}
+                yield f"data: {json.dumps({'error': error})}\n\n"
+            else:
+                yield chunk({}, _finish_reason(payload, asked["parameters"]))
+                if asked["include_usage"]:
+                    body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "choices": [], "usage": _usage(payload)}
+                    yield f"data: {json.dumps(body)}\n\n"
+            finished = True
+        yield "data: [DONE]\n\n"
+    finally:
+        if not finished:  # the client went away: stop the reply (its text so far is stored)
+            await _stop(reply.pk)
+
+
+async def _stop(message_id: int) -> None:
+    message = await Message.objects.filter(pk=message_id).afirst()
+    if message is None or not message.in_progress:
+        return
+    stopped = await sync_to_async(services.reply_stop_if_queued)(message=message)
+    if not stopped:
+        message = await Message.objects.aget(pk=message_id)
+        if message.worker_channel:
+            try:
+                await get_channel_layer().send(message.worker_channel, {"type": "chat.stop", "message_id": message_id})
+            except Exception:  # the channel layer is away: the reply runs to its length limit
+                pass

@@ -1,0 +1,130 @@
+"""The database row is the queue: a lost wake-up delays a reply, never drops it; a stop before the
+first token is honoured; an unhealthy worker takes nothing in scaled mode; what a tab was sent
+is already stored; people at the page are served before API bursts."""
+
+import asyncio
+
+import pytest
+from channels.db import database_sync_to_async
+
+from chat import selectors, services
+from chat.models import Conversation, Message, ModelWorker
+from chat.tests.test_chat_socket import new_conversation, stored_messages
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_a_reply_whose_wake_up_message_was_lost_is_still_written(alice, start_worker, chat_client, settings):
+    settings.LLM_QUEUE_POLL_SECONDS = 0.2
+    await start_worker()
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    # Stored as the consumer stores it, but no wake-up is sent (as if Redis dropped it).
+    await database_sync_to_async(services.reply_request)(conversation=conversation, content="anyone?")
+    done = (await client.receive_until("done"))[-1]
+    assert done["status"] == "complete"
+    assert (await stored_messages(conversation))[1]["completion_tokens"] == 48
+
+
+async def test_a_stop_before_the_first_token_is_honoured(alice, start_worker, chat_client, monkeypatch):
+    worker = await start_worker()
+    original = worker._prepare_adapter
+
+    def slow_prepare(model_name):
+        import time
+
+        time.sleep(1)  # the worker has claimed the reply but not started decoding it
+        return original(model_name)
+
+    monkeypatch.setattr(worker, "_prepare_adapter", slow_prepare)
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "never mind"})
+    await _claimed(conversation)
+    await client.send({"type": "stop"})
+    frames = await client.receive_until("done")
+    assert frames[-1]["status"] == "stopped"
+    assert not [frame for frame in frames if frame["type"] == "token"]
+    reply = (await stored_messages(conversation))[1]
+    assert reply["status"] == "stopped" and reply["content"] == "" and not reply["completion_tokens"]
+
+
+async def _claimed(conversation):
+    for _ in range(200):
+        if await Message.objects.filter(conversation=conversation, role="assistant", status="streaming").aexists():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no worker claimed the reply")
+
+
+async def test_a_worker_whose_model_failed_to_load_takes_nothing_in_scaled_mode(alice, start_worker, chat_client,
+                                                                                settings):
+    from studio.llm import ModelLoadError
+
+    settings.LLM_EMBEDDED_WORKER = False
+    settings.LLM_QUEUE_POLL_SECONDS = 0.2
+
+    def broken_load():
+        raise ModelLoadError("LLM_MODEL=/nowhere/model.gguf: no such GGUF file.")
+
+    await start_worker(load=broken_load)
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "Anyone healthy?"})
+    await asyncio.sleep(1.0)
+    assert (await stored_messages(conversation))[1]["status"] == "queued"  # left for a healthy worker
+    unhealthy = await ModelWorker.objects.aget()
+    assert unhealthy.state == "failed" and "no such GGUF file" in unhealthy.error
+    await start_worker()
+    assert (await client.receive_until("done"))[-1]["status"] == "complete"
+
+
+async def test_a_reply_no_healthy_worker_takes_times_out_naming_the_load_error(alice, start_worker, settings):
+    from studio.llm import ModelLoadError
+
+    settings.LLM_EMBEDDED_WORKER = False
+
+    def broken_load():
+        raise ModelLoadError("LLM_MODEL=/nowhere/model.gguf: no such GGUF file.")
+
+    await start_worker(load=broken_load)
+    conversation = await new_conversation(alice)
+    _, reply = await database_sync_to_async(services.reply_request)(conversation=conversation, content="hi")
+    await Message.objects.filter(pk=reply.pk).aupdate(lease_expires_at=reply.created_at)
+    [failed] = await database_sync_to_async(services.replies_fail_expired)()
+    assert "No model worker could take this message" in failed.error and "no such GGUF file" in failed.error
+
+
+async def test_every_chunk_a_tab_is_sent_is_already_stored(alice, worker, chat_client, settings):
+    settings.LLM_MAX_NEW_TOKENS = 120
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "store as you go"})
+    seen, checked = "", 0
+    while True:
+        frame = await client.receive()
+        if frame["type"] == "done":
+            break
+        if frame["type"] == "token":
+            seen += frame["text"]
+            stored = await Message.objects.filter(conversation=conversation, role="assistant").aget()
+            assert stored.content.startswith(seen), "a tab was sent text the database did not hold yet"
+            checked += 1
+    assert checked >= 2
+    assert (await stored_messages(conversation))[1]["content"] == seen
+
+
+def test_people_at_the_page_are_served_before_an_api_burst_and_owners_take_turns(alice, bob, carol):
+    api_conversations = [Conversation.objects.create(owner=bob, kind=Conversation.Kind.API) for _ in range(3)]
+    api_replies = [services.reply_request(conversation=c, content="batch job")[1] for c in api_conversations]
+    chat = services.conversation_create(owner=alice)
+    _, chat_reply = services.reply_request(conversation=chat, content="hello")
+    order = list(services.queued_in_serving_order().values_list("pk", flat=True))
+    assert order == [chat_reply.pk, *(r.pk for r in api_replies)]
+    assert selectors.queue_position(message=chat_reply) == 1
+    # Bob has a reply being written: carol's API request, though newer, goes before his others.
+    Message.objects.filter(pk=api_replies[0].pk).update(status=Message.Status.STREAMING)
+    carol_conversation = Conversation.objects.create(owner=carol, kind=Conversation.Kind.API)
+    _, carol_reply = services.reply_request(conversation=carol_conversation, content="mine")
+    order = list(services.queued_in_serving_order().values_list("pk", flat=True))
+    assert order == [chat_reply.pk, carol_reply.pk, api_replies[1].pk, api_replies[2].pk]

@@ -1,0 +1,166 @@
+"""An external engine: stream replies from any OpenAI-compatible server (vLLM, llama.cpp's
+`llama-server`, Ollama, another studio) instead of loading a model.
+
+Same interface as `engine.BatchEngine` (`submit`, `cancel`, `call`, `close`), so the model worker
+keeps its protocol, leases, stop, usage and storage; the server does the batching. Each reply is
+one streamed `POST /chat/completions` in a thread of its own; a stop closes its connection.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+from concurrent.futures import Future
+
+from .engine import EngineRequest, EngineResult
+from .generation import Usage
+from .loading import ModelLoadError
+
+
+class RemoteEngine:
+    def __init__(self, url: str, *, api_key: str = "", model: str = "", timeout_s: float = 120.0):
+        parts = urllib.parse.urlsplit(url.rstrip("/"))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ModelLoadError(f"LLM_ENGINE_URL={url!r}: give the server's OpenAI base URL, e.g. http://host:8000/v1")
+        self.parts, self.api_key, self.timeout_s = parts, api_key, timeout_s
+        self.model = model or self._first_model()
+        self.connections: dict[object, http.client.HTTPConnection] = {}
+        self.cancelled: set = set()
+        self.lock = threading.Lock()
+
+    # --- what the worker shows -------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.model
+
+    def describe(self) -> str:
+        return f"{self.model} at {self.parts.scheme}://{self.parts.netloc}{self.parts.path} (external engine)"
+
+    # --- the engine interface --------------------------------------------------------------
+
+    def submit(self, request: EngineRequest) -> None:
+        threading.Thread(target=self._reply, args=(request,), name="llm-remote-reply", daemon=True).start()
+
+    def cancel(self, key) -> None:
+        with self.lock:
+            self.cancelled.add(key)
+            connection = self.connections.get(key)
+        if connection is not None and connection.sock is not None:
+            try:
+                connection.sock.shutdown(2)  # the server sees the client go and stops writing
+            except OSError:
+                pass
+
+    def call(self, function) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(function())
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def close(self) -> None:
+        for key in list(self.connections):
+            self.cancel(key)
+
+    # --- one reply -------------------------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        kind = http.client.HTTPSConnection if self.parts.scheme == "https" else http.client.HTTPConnection
+        return kind(self.parts.hostname, self.parts.port, timeout=self.timeout_s)
+
+    def _headers(self) -> dict:
+        headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def _first_model(self) -> str:
+        connection = self._connection()
+        try:
+            connection.request("GET", self.parts.path + "/models", headers=self._headers())
+            response = connection.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise ModelLoadError(f"The external engine answered {response.status} on /models: {body[:200]!r}")
+            models = json.loads(body).get("data") or []
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"The external engine at {self.parts.geturl()} cannot be reached: {exc}") from exc
+        finally:
+            connection.close()
+        if not models:
+            raise ModelLoadError("The external engine lists no models; set LLM_ENGINE_MODEL.")
+        return models[0]["id"]
+
+    def _reply(self, request: EngineRequest) -> None:
+        settings = request.settings
+        body = {"model": self.model, "messages": request.messages, "stream": True,
+                "stream_options": {"include_usage": True}, "max_tokens": settings.max_new_tokens,
+                "temperature": settings.temperature, "top_p": settings.top_p}
+        if settings.stop:
+            body["stop"] = list(settings.stop)[:4]
+        if settings.seed is not None:
+            body["seed"] = settings.seed
+        started, first_at, last_at = time.perf_counter(), None, None
+        text, usage, finish = [], Usage(), "stop"
+        connection = self._connection()
+        with self.lock:
+            if request.key in self.cancelled:
+                self.cancelled.discard(request.key)
+                request.on_done(EngineResult("", "cancelled", usage))
+                return
+            self.connections[request.key] = connection
+        try:
+            connection.request("POST", self.parts.path + "/chat/completions", body=json.dumps(body),
+                               headers=self._headers())
+            response = connection.getresponse()
+            if response.status != 200:
+                detail = response.read()[:500].decode("utf-8", "replace")
+                raise RuntimeError(f"The external engine answered {response.status}: {detail}")
+            for raw in response:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if chunk.get("error"):
+                    raise RuntimeError(chunk["error"].get("message") or "The external engine failed.")
+                if chunk.get("usage"):
+                    usage.prompt_tokens = chunk["usage"].get("prompt_tokens") or 0
+                    usage.completion_tokens = chunk["usage"].get("completion_tokens") or 0
+                for choice in chunk.get("choices") or []:
+                    delta = (choice.get("delta") or {}).get("content") or ""
+                    if delta:
+                        first_at = first_at or time.perf_counter()
+                        last_at = time.perf_counter()
+                        text.append(delta)
+                        request.on_delta(delta)
+                    if choice.get("finish_reason"):
+                        finish = "length" if choice["finish_reason"] == "length" else "stop"
+        except Exception as exc:
+            with self.lock:
+                cancelled = request.key in self.cancelled
+            if cancelled:
+                finish = "cancelled"
+            else:
+                request.on_done(EngineResult("".join(text), "error", usage, error=str(exc)))
+                return
+        finally:
+            connection.close()
+            with self.lock:
+                self.connections.pop(request.key, None)
+                was_cancelled = request.key in self.cancelled
+                self.cancelled.discard(request.key)
+        if was_cancelled:
+            finish = "cancelled"
+        if first_at is not None:
+            usage.ttft_ms = (first_at - started) * 1000
+            if usage.completion_tokens > 1 and last_at > first_at:
+                usage.tokens_per_s = (usage.completion_tokens - 1) / (last_at - first_at)
+        request.on_done(EngineResult("".join(text), finish, usage))

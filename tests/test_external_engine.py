@@ -1,0 +1,68 @@
+"""LLM_ENGINE=openai: a studio whose worker streams from another studio's /v1 (a real second
+server, no mock) keeps the chat protocol, stop, usage and storage."""
+
+import json
+
+import openai
+import pytest
+
+from studio.processes import frames_until, manage, open_chat_socket, running_studio, studio_env
+from tests.settings import TINY_MODEL_DIR
+
+ADMIN_PASSWORD = "admin-password-1"
+TOKEN = """
+from django.contrib.auth.models import User
+from accounts.services import api_token_create
+print("TOKEN", api_token_create(user=User.objects.get(username="admin"), name="engine")[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def engine_studio(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("engine-data")
+    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
+                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=400)
+    with running_studio(env, data_dir / "logs") as server:
+        server.token = manage(["shell", "-c", TOKEN], env).split("TOKEN ")[1].split()[0]
+        yield server
+
+
+@pytest.fixture(scope="module")
+def front_studio(engine_studio, tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("front-data")
+    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_ENGINE="openai", LLM_ENGINE_URL=engine_studio.base_url + "/v1",
+                     LLM_ENGINE_API_KEY=engine_studio.token, LLM_EMBEDDED_WORKER="true", LLM_MODEL="unused",
+                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=24)
+    with running_studio(env, data_dir / "logs") as server:
+        yield server
+
+
+async def test_a_reply_streams_from_the_external_engine_and_is_stored(front_studio, engine_studio):
+    session = front_studio.login("admin", ADMIN_PASSWORD)
+    conversation_id = session.new_conversation()
+    chat_socket = await open_chat_socket(front_studio, session, conversation_id)
+    await chat_socket.send(json.dumps({"type": "send", "content": "Hello over there"}))
+    frames = await frames_until(chat_socket, "done")
+    await chat_socket.close()
+    done = frames[-1]
+    assert done["status"] == "complete" and done["usage"]["completion_tokens"] == 24
+    reply = [f for f in frames if f["type"] == "message" and f["message"]["role"] == "assistant"][-1]["message"]
+    assert reply["model"] == TINY_MODEL_DIR.name  # the engine's model, announced by the front worker
+    streamed = "".join(f["text"] for f in frames if f["type"] == "token")
+    direct = openai.OpenAI(base_url=engine_studio.base_url + "/v1", api_key=engine_studio.token, max_retries=0)
+    same = direct.chat.completions.create(model=TINY_MODEL_DIR.name, max_tokens=24, temperature=0,
+                                          messages=[{"role": "user", "content": "Hello over there"}])
+    assert streamed == same.choices[0].message.content
+    assert "external engine" in session.get("/chat/model-status/")[1]
+
+
+async def test_stop_reaches_the_external_engine(front_studio):
+    session = front_studio.login("admin", ADMIN_PASSWORD)
+    conversation_id = session.new_conversation()
+    chat_socket = await open_chat_socket(front_studio, session, conversation_id)
+    await chat_socket.send(json.dumps({"type": "send", "content": "A long one, please"}))
+    await frames_until(chat_socket, "token")
+    await chat_socket.send('{"type": "stop"}')
+    done = (await frames_until(chat_socket, "done"))[-1]
+    assert done["status"] in ("stopped", "complete")  # the 24-token reply may already be written
+    await chat_socket.close()

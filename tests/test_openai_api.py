@@ -1,0 +1,121 @@
+"""The OpenAI-compatible API through a real daphne, with the official `openai` client, while the
+web chat runs at the same time: streaming and not, usage, models, prompts as models, errors."""
+
+import asyncio
+import json
+
+import openai
+import pytest
+
+from studio.processes import frames_until, manage, open_chat_socket, running_studio, studio_env
+from tests.settings import TINY_MODEL_DIR
+
+ADMIN_PASSWORD = "admin-password-1"
+SETUP = """
+from django.contrib.auth.models import User
+from accounts.services import api_token_create
+from prompts.services import prompt_create
+admin = User.objects.get(username="admin")
+prompt_create(owner=admin, name="Order JSON", slug="order-json", version={
+    "instructions": "Reply with JSON only.", "template": "Order: {{ order }}", "max_new_tokens": 6,
+    "examples": [{"input": "Order: 2 figs", "output": "{\\"item\\": \\"fig\\", \\"quantity\\": 2}"}]})
+print("TOKEN", api_token_create(user=admin, name="sdk")[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("openai-data")
+    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
+                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=32)
+    with running_studio(env, data_dir / "logs") as server:
+        server.token = manage(["shell", "-c", SETUP], env).split("TOKEN ")[1].split()[0]
+        server.env = env
+        yield server
+
+
+@pytest.fixture
+def client(studio):
+    return openai.OpenAI(base_url=studio.base_url + "/v1", api_key=studio.token, max_retries=0, timeout=60)
+
+
+def test_a_completion_without_streaming(client):
+    answer = client.chat.completions.create(model=TINY_MODEL_DIR.name, max_tokens=8, temperature=0,
+                                            messages=[{"role": "system", "content": "Be brief."},
+                                                      {"role": "user", "content": "Hello"}])
+    assert answer.object == "chat.completion" and answer.model == TINY_MODEL_DIR.name
+    assert isinstance(answer.choices[0].message.content, str) and answer.choices[0].message.role == "assistant"
+    assert answer.choices[0].finish_reason == "length"
+    assert answer.usage.completion_tokens == 8 and answer.usage.prompt_tokens > 0
+    assert answer.usage.total_tokens == answer.usage.prompt_tokens + 8
+
+
+def test_a_streamed_completion_with_usage(client):
+    chunks = list(client.chat.completions.create(model=TINY_MODEL_DIR.name, max_tokens=12, stream=True,
+                                                 stream_options={"include_usage": True}, seed=3, temperature=1.0,
+                                                 messages=[{"role": "user", "content": "Tell me a story"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["length"] and chunks[-1].usage.completion_tokens == 12 and len(chunks) > 3
+    assert isinstance(text, str)
+
+
+def test_models_list_the_base_model_and_the_prompts(client):
+    ids = [model.id for model in client.models.list()]
+    assert ids[0] == TINY_MODEL_DIR.name and "prompt:order-json" in ids
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("gpt-9")
+    assert missing.value.body["code"] == "model_not_found"
+
+
+def test_a_prompt_is_a_model_with_its_instructions_examples_and_parameters(client, studio):
+    answer = client.chat.completions.create(model="prompt:order-json@v1",
+                                            messages=[{"role": "user", "content": "three pears"}])
+    assert answer.usage.completion_tokens == 6  # the version's max_new_tokens
+    stored = json.loads(manage(["shell", "-c", (
+        "import json; from chat.models import Conversation; c = Conversation.objects.filter(kind='api').order_by('id').last(); "
+        "print(json.dumps([c.prompt_version.prompt.slug, c.prompt_variables, c.system_prompt, "
+        "[m.content for m in c.messages.all()]]))")], studio.env).strip().splitlines()[-1])
+    assert stored[:3] == ["order-json", {"order": "three pears"}, "Reply with JSON only."]
+    assert stored[3][0] == "Order: three pears"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="prompt:order-json", messages=[{"role": "user", "content": "x"}],
+                                       extra_body={"variables": {"wrong": "x"}})
+
+
+@pytest.mark.parametrize("call, error", [
+    (dict(model="nope", messages=[{"role": "user", "content": "hi"}]), openai.NotFoundError),
+    (dict(model=TINY_MODEL_DIR.name, messages=[]), openai.BadRequestError),
+    (dict(model=TINY_MODEL_DIR.name, messages=[{"role": "user", "content": "hi"}], temperature=7),
+     openai.BadRequestError),
+    (dict(model=TINY_MODEL_DIR.name, messages=[{"role": "assistant", "content": "hi"}]), openai.BadRequestError),
+])
+def test_errors_come_in_openais_shape(client, call, error):
+    with pytest.raises(error) as refused:
+        client.chat.completions.create(**call)
+    assert set(refused.value.body) >= {"message", "type"}
+
+
+def test_a_bad_token_is_refused(studio):
+    bad = openai.OpenAI(base_url=studio.base_url + "/v1", api_key="cps_wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+
+
+async def test_the_api_and_the_web_chat_answer_at_the_same_time(studio):
+    session = studio.login("admin", ADMIN_PASSWORD)
+    conversation_id = session.new_conversation()
+    chat_socket = await open_chat_socket(studio, session, conversation_id)
+    client = openai.AsyncOpenAI(base_url=studio.base_url + "/v1", api_key=studio.token, max_retries=0)
+    await chat_socket.send('{"type": "send", "content": "from the page"}')
+    api_answer, frames = await asyncio.gather(
+        client.chat.completions.create(model=TINY_MODEL_DIR.name, messages=[{"role": "user", "content": "from the API"}]),
+        frames_until(chat_socket, "done"))
+    assert frames[-1]["status"] == "complete" and api_answer.usage.completion_tokens == 32
+    await chat_socket.close()
+    # The API request is stored as the token owner's conversation, and its reply can be flagged.
+    conversations = manage(["shell", "-c", "from chat.models import Conversation, Message; "
+                                           "m = Message.objects.filter(conversation__kind='api', role='assistant').last(); "
+                                           "print(m.conversation_id, m.pk)"], studio.env).strip().splitlines()[-1].split()
+    assert session.get(f"/chat/{conversations[0]}/")[0] == 200
+    assert session.get(f"/cases/flag/{conversations[1]}/")[0] == 200
