@@ -13,7 +13,7 @@ from studio.input_checks import InputError, parse_json
 
 from . import selectors, services
 from .models import Message
-from .worker import ensure_embedded_worker, fail_expired_replies, wake_workers
+from .dispatch import ensure_embedded_worker, fail_expired_replies, wake_workers
 
 CLOSE_NOT_LOGGED_IN = 4401
 CLOSE_FORBIDDEN = 4403

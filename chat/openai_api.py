@@ -30,7 +30,7 @@ from studio.input_checks import InputError, parse_json
 
 from . import selectors, services
 from .models import Conversation, Message
-from .worker import wake_workers
+from .dispatch import wake_workers
 
 PROMPT_MODEL = re.compile(r"^prompt:(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)(?:@(?:v(?P<number>\d{1,9})|(?P<label>[a-z0-9][a-z0-9_-]{0,39})))?$")
 MAX_MESSAGES = 500

@@ -36,11 +36,11 @@ from studio.llm.engine import BatchEngine, EngineRequest, EngineResult
 from studio.llm.remote import RemoteEngine
 
 from . import selectors, services
+from .dispatch import REQUEST_CHANNEL, fail_expired_replies
 from .models import Message, ModelWorker
 
 log = logging.getLogger("chat.worker")
 
-REQUEST_CHANNEL = "llm.generate"
 
 
 def load_configured_model() -> LoadedModel:
@@ -49,6 +49,7 @@ def load_configured_model() -> LoadedModel:
         cache_dir=settings.LLM_MODEL_CACHE_DIR,
         device=settings.LLM_DEVICE,
         quantization=settings.LLM_QUANTIZATION,
+        dtype=settings.LLM_DTYPE,
     )
 
 
@@ -394,58 +395,9 @@ class GenerationWorker:
         await database_sync_to_async(services.workers_forget_silent)()
 
 
-async def fail_expired_replies(channel_layer, *, conversation_id: int | None = None) -> list[Message]:
-    """Fail replies whose worker died or never came, and tell their tabs."""
-    failed = await database_sync_to_async(_fail_expired)(conversation_id)
-    for message, group_name in failed:
-        await channel_layer.group_send(
-            group_name,
-            {"type": "chat.done", "message_id": message.pk, "status": message.status,
-             "usage": message.usage(), "error": message.error},
-        )
-    return [message for message, _ in failed]
-
-
-def _fail_expired(conversation_id):
-    return [(m, m.conversation.group_name) for m in services.replies_fail_expired(conversation_id=conversation_id)]
-
-
 def describe_failure(exc: Exception) -> str:
     """A sentence a person can act on, never a stack trace."""
     text = str(exc) or exc.__class__.__name__
     if "out of memory" in text.lower() or isinstance(exc, MemoryError):
         return "The model ran out of memory writing this reply. Try a shorter conversation or a smaller model."
     return text if text.endswith(".") else text + "."
-
-
-# --- embedded mode ---------------------------------------------------------------------
-
-_embedded: dict[int, asyncio.Task] = {}
-
-
-async def wake_workers(channel_layer=None) -> None:
-    """Tell an idle worker a reply is queued. Best effort: the row is the queue, and workers
-    look at it every LLM_QUEUE_POLL_SECONDS anyway (the channel layer may be away or full)."""
-    try:
-        await (channel_layer or get_channel_layer()).send(REQUEST_CHANNEL, {"wake": True})
-    except Exception as exc:
-        log.warning("could not wake a worker (%s); it finds the reply when it next looks", exc)
-
-
-def request_reply_after_commit(message_id: int) -> None:
-    """From sync code (views): wake the workers once the queued reply is stored."""
-    from asgiref.sync import async_to_sync
-    from django.db import transaction
-
-    transaction.on_commit(lambda: async_to_sync(wake_workers)())
-
-
-def ensure_embedded_worker() -> None:
-    """Start the in-process worker on the running event loop, once (embedded mode)."""
-    if not settings.LLM_EMBEDDED_WORKER:
-        return
-    loop = asyncio.get_running_loop()
-    task = _embedded.get(id(loop))
-    if task is None or task.done():
-        worker = GenerationWorker()
-        _embedded[id(loop)] = loop.create_task(worker.run(), name="embedded-llm-worker")

@@ -39,7 +39,7 @@ class Cancelled(Exception):
 def _served() -> ServedModels:
     """The base model (loaded once per job worker process) and its fine-tuned adapters."""
     loaded = load_model(settings.LLM_MODEL, cache_dir=settings.LLM_MODEL_CACHE_DIR, device=settings.LLM_DEVICE,
-                        quantization=settings.LLM_QUANTIZATION)
+                        quantization=settings.LLM_QUANTIZATION, dtype=settings.LLM_DTYPE)
     return ServedModels(loaded, settings.STUDIO_ADAPTERS_DIR)
 
 

@@ -99,10 +99,10 @@ def rows_hash(rows: list[dict]) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def rendered_text(row: dict, tokenizer) -> str:
+def rendered_text(row: dict, counter) -> str:
     """A row exactly as the model will see it: through its chat template."""
     answer = row.get("completion") or row.get("chosen")
-    return tokenizer.apply_chat_template(row["prompt"] + answer, tokenize=False)
+    return counter.render(row["prompt"] + answer, add_generation_prompt=False)
 
 
 def cases_for_job(*, user, prompt, filters: dict):
@@ -124,8 +124,8 @@ def plan(*, user, prompt, filters: dict, objective: str, hyperparameters: dict, 
     preview = []
     if counter is not None:
         for n, row in enumerate(rows):
-            text = rendered_text(row, counter.tokenizer)
-            token_count += len(counter.tokenizer(text, add_special_tokens=False)["input_ids"])
+            text = rendered_text(row, counter)
+            token_count += counter.count_text(text)
             if n < 3:
                 preview.append(text)
     config = clean_hyperparameters(hyperparameters, method=method, objective=objective)

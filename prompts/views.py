@@ -11,7 +11,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from chat import selectors as chat_selectors
 from chat import services as chat_services
 from chat.models import Conversation
-from chat.worker import request_reply_after_commit
+from chat.dispatch import request_reply_after_commit
 from studio.input_checks import InputError, parse_json
 
 from . import selectors, services

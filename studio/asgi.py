@@ -12,7 +12,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
-from chat.worker import ensure_embedded_worker  # noqa: E402
+from chat.dispatch import ensure_embedded_worker  # noqa: E402
 from studio.origins import SameOriginValidator  # noqa: E402
 from studio.request_limits import BodyLimitMiddleware  # noqa: E402
 

@@ -340,6 +340,8 @@ LLM_ENGINE_MODEL = envstr("LLM_ENGINE_MODEL", "")  # empty: the first model the 
 if LLM_ENGINE == "openai" and not LLM_ENGINE_URL:
     raise ImproperlyConfigured("LLM_ENGINE=openai needs LLM_ENGINE_URL, e.g. http://127.0.0.1:8000/v1")
 LLM_DEVICE = envchoice("LLM_DEVICE", "auto", ("auto", "cpu", "cuda"))
+# Compute dtype. auto: bfloat16 on CUDA and on CPUs with AMX or AVX-512 BF16, else float32.
+LLM_DTYPE = envchoice("LLM_DTYPE", "auto", ("auto", "float32", "bfloat16"))
 LLM_QUANTIZATION = envchoice("LLM_QUANTIZATION", "auto", ("auto", "nf4", "int8", "none"))
 LLM_MODEL_CACHE_DIR = Path(envstr("LLM_MODEL_CACHE_DIR", str(DATA_DIR / "models")))
 # Fine-tuned adapters (finetune/): job workers write them, model and job workers read them. In

@@ -135,3 +135,14 @@ def test_the_bundled_gguf_is_converted_once_then_loaded_from_the_cache(tmp_path)
     reply = "".join(Generation(loaded, [{"role": "user", "content": "What is the capital of France?"}],
                                GenerationSettings(max_new_tokens=12, temperature=0)))
     assert "Paris" in reply
+
+
+def test_the_compute_dtype_follows_the_cpu_and_the_device():
+    from studio.llm.loading import compute_dtype
+
+    plain_cpu = "flags : fpu sse2 avx2 avx512f"
+    assert compute_dtype("auto", "cpu", cpuinfo=plain_cpu) == "float32"  # bf16 emulated: many times slower
+    assert compute_dtype("auto", "cpu", cpuinfo=plain_cpu + " avx512_bf16") == "bfloat16"
+    assert compute_dtype("auto", "cpu", cpuinfo=plain_cpu + " amx_bf16 amx_tile") == "bfloat16"
+    assert compute_dtype("auto", "cuda", cpuinfo=plain_cpu) == "bfloat16"
+    assert compute_dtype("float32", "cuda") == "float32"

@@ -102,3 +102,37 @@ def test_llm_worker_refuses_to_run_without_redis(tmp_path):
     env.pop("REDIS_URL", None)
     with pytest.raises(RuntimeError, match="llm_worker needs REDIS_URL"):
         manage(["llm_worker"], env)
+
+
+PROMPT = """
+from django.contrib.auth.models import User
+from prompts.services import prompt_create
+prompt_create(owner=User.objects.get(username="admin"), name="Notes", slug="notes",
+              version={"instructions": "Summarise.", "template": "{{ text }}"})
+"""
+
+
+async def test_the_web_process_holds_no_model_code(scaled_env, tmp_path):
+    """In scaled mode daphne serves every page, the API and the playground's token counts without
+    importing torch or transformers (workers hold the model)."""
+    env, database = scaled_env
+    with running_studio(env, tmp_path, workers=1) as studio:
+        await wait_for_workers(database, 1)
+        manage(["shell", "-c", PROMPT], env)
+        session = studio.login("admin", ADMIN_PASSWORD)
+        conversation_id = session.new_conversation()
+        for path in ["/chat/", f"/chat/{conversation_id}/", "/chat/model-status/", "/prompts/", "/prompts/notes/",
+                     "/prompts/notes/playground/", "/cases/", "/evaluations/", "/evaluations/new/", "/fine-tunes/",
+                     "/fine-tunes/new/"]:
+            assert session.get(path)[0] == 200, path
+        status, body, _ = session.post("/prompts/notes/playground/preview/", {"var_text": "We ship on Friday."})
+        assert status == 200 and "tokens" in body
+        chat_socket = await open_chat_socket(studio, session, conversation_id)
+        await chat_socket.send('{"type": "send", "content": "Hello"}')
+        assert (await frames_until(chat_socket, "done"))[-1]["status"] == "complete"
+        await chat_socket.close()
+
+        maps = open(f"/proc/{studio.server.pid}/maps").read()
+        assert "libtorch" not in maps and "/torch/" not in maps, "the web process loaded torch"
+        worker_maps = open(f"/proc/{studio.workers[0].pid}/maps").read()
+        assert "libtorch" in worker_maps  # the check can see torch where it is

@@ -42,3 +42,18 @@ def test_the_preview_warns_when_the_prompt_and_reply_do_not_fit_the_context(clie
     page = preview(client, notes, audience="engineers", text="word " * 100).content.decode()
     assert "exceeds the context" in page
     assert 'class="small warning"' in page
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": "Ship it on Friday."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+     {"role": "assistant", "content": "Hello! ünïcödé 🚀"}, {"role": "user", "content": "Again,\n  with spaces"}],
+])
+def test_the_web_process_counts_exactly_the_tokens_the_worker_feeds_the_model(counter, tiny_model, messages):
+    """The counter reads tokenizer.json and the chat template without transformers (the web
+    process holds no model code); a worker renders through transformers: the same ids."""
+    from studio.llm.loading import chat_template_ids
+
+    worker_ids = chat_template_ids(tiny_model.tokenizer, messages)
+    assert counter.tokenizer.encode(counter.render(messages), add_special_tokens=False).ids == worker_ids
+    assert counter.count(messages) == len(worker_ids)

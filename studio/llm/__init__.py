@@ -1,29 +1,31 @@
 """The model runtime: load a model, render chat prompts, stream generation.
 
-Deliberately free of Django so it can be used and tested on its own.
+Deliberately free of Django so it can be used and tested on its own. Names are imported on
+first use: the web process reads `studio.llm.adapters` and `studio.llm.counting` without ever
+importing torch or transformers (only model and job workers hold model code).
 """
 
-from .generation import (
-    Generation,
-    GenerationSettings,
-    GenerationStalledError,
-    PromptTooLongError,
-    Usage,
-    render_prompt_ids,
-)
-from .loading import BUNDLED_MODEL, LoadedModel, ModelLoadError, PromptCounter, load_model, load_prompt_counter
+import importlib
 
-__all__ = [
-    "BUNDLED_MODEL",
-    "Generation",
-    "GenerationSettings",
-    "GenerationStalledError",
-    "LoadedModel",
-    "ModelLoadError",
-    "PromptCounter",
-    "PromptTooLongError",
-    "Usage",
-    "load_model",
-    "load_prompt_counter",
-    "render_prompt_ids",
-]
+_HOMES = {
+    "Generation": "generation",
+    "GenerationSettings": "generation",
+    "GenerationStalledError": "generation",
+    "PromptTooLongError": "generation",
+    "Usage": "generation",
+    "render_prompt_ids": "generation",
+    "BUNDLED_MODEL": "loading",
+    "LoadedModel": "loading",
+    "ModelLoadError": "loading",
+    "load_model": "loading",
+    "PromptCounter": "counting",
+    "load_prompt_counter": "counting",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'studio.llm' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)

@@ -81,7 +81,7 @@ class Command(BaseCommand):
         from daphne.cli import CommandLineInterface  # noqa: F401
         from twisted.internet import reactor
 
-        from chat.worker import ensure_embedded_worker
+        from chat.dispatch import ensure_embedded_worker
         from studio.server import serve
 
         if settings.LLM_EMBEDDED_WORKER:
