@@ -22,7 +22,7 @@ def tiny_model_dir() -> Path:
 def tiny_model(tiny_model_dir):
     from studio.llm import load_model
 
-    return load_model(str(tiny_model_dir), cache_dir=TEST_CACHE / "models")
+    return load_model(str(tiny_model_dir), cache_dir=TEST_CACHE / "models", dtype="float32")
 
 
 @pytest.fixture

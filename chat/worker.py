@@ -39,6 +39,8 @@ from . import selectors, services
 from .dispatch import REQUEST_CHANNEL, fail_expired_replies
 from .models import Message, ModelWorker
 
+EXTERNAL_ENGINE_RETRY_S = 10.0
+
 log = logging.getLogger("chat.worker")
 
 
@@ -91,14 +93,15 @@ class GenerationWorker:
         # the chunks sent before it.
         self.flush_lock = asyncio.Lock()
         self.has_pending = asyncio.Event()
+        self.background: list[asyncio.Task] = []  # control, leases, flushing (cancelled on shutdown)
 
     # --- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
         self.channel_name = await self.channel_layer.new_channel("llm-worker")
         await self._announce()
-        helpers = [asyncio.create_task(self._listen_for_control()), asyncio.create_task(self._keep_leases()),
-                   asyncio.create_task(self._flush_loop())]
+        self.background += [asyncio.create_task(self._listen_for_control()), asyncio.create_task(self._keep_leases()),
+                            asyncio.create_task(self._flush_loop())]
         replies: set[asyncio.Task] = set()
         try:
             await self._load_model()
@@ -109,7 +112,7 @@ class GenerationWorker:
                 replies.add(reply)
                 reply.add_done_callback(replies.discard)
         finally:
-            for task in [*helpers, *replies]:
+            for task in [*self.background, *replies]:
                 task.cancel()
             await self._give_up_active_replies("The model worker was shut down while writing this reply.")
             if self.engine is not None:
@@ -184,19 +187,36 @@ class GenerationWorker:
         self.ready.set()
 
     async def _connect_external_engine(self) -> None:
-        """LLM_ENGINE=openai: replies stream from an OpenAI-compatible server; no model is loaded."""
-        try:
-            self.engine = await asyncio.to_thread(RemoteEngine, settings.LLM_ENGINE_URL,
-                                                  api_key=settings.LLM_ENGINE_API_KEY, model=settings.LLM_ENGINE_MODEL)
-        except Exception as exc:
-            self.load_error = f"The external engine is not usable: {exc}"
-            self.state = ModelWorker.State.FAILED
-            log.error("%s", self.load_error)
-        else:
-            self.state = ModelWorker.State.READY
-            log.info("worker %s ready: %s", self.channel_name, self.engine.describe())
-        await self._announce()
+        """LLM_ENGINE=openai: replies stream from an OpenAI-compatible server; no model is loaded.
+        An engine that cannot be reached yet is tried again every EXTERNAL_ENGINE_RETRY_S: the
+        worker reports itself failed meanwhile and takes requests once it is reached."""
+        if not await self._reach_external_engine():
+            self.background.append(asyncio.create_task(self._keep_reaching_external_engine()))
         self.ready.set()
+
+    async def _keep_reaching_external_engine(self) -> None:
+        while True:
+            await asyncio.sleep(EXTERNAL_ENGINE_RETRY_S)
+            if await self._reach_external_engine():
+                return
+
+    async def _reach_external_engine(self) -> bool:
+        try:
+            engine = await asyncio.to_thread(RemoteEngine, settings.LLM_ENGINE_URL, api_key=settings.LLM_ENGINE_API_KEY,
+                                             model=settings.LLM_ENGINE_MODEL)
+        except Exception as exc:
+            if self.state != ModelWorker.State.FAILED:
+                log.error("The external engine is not usable: %s (trying again every %.0f s)", exc,
+                          EXTERNAL_ENGINE_RETRY_S)
+            self.load_error, self.state = f"The external engine is not usable: {exc}", ModelWorker.State.FAILED
+        else:
+            self.engine, self.load_error, self.state = engine, "", ModelWorker.State.READY
+            log.info("worker %s ready: %s", self.channel_name, self.engine.describe())
+        try:
+            await self._announce()
+        except Exception:
+            log.warning("could not announce this worker (the database is away)")
+        return self.engine is not None
 
     async def _announce(self) -> None:
         await database_sync_to_async(services.worker_heartbeat)(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import math
 import statistics
 import time
 from pathlib import Path
@@ -192,8 +193,70 @@ async def aggregate(server, session, prompt: str, conversations: int) -> dict:
             await socket.close()
     wall_s = max(r["done_at"] for r in replies) - min(r["sent_at"] for r in replies)
     total = sum(r["completion_tokens"] for r in replies)
+    ttfts = sorted(round(r["ttft_ms"], 1) for r in replies)
     return {"conversations": conversations, "completion_tokens": total, "wall_s": wall_s,
-            "tokens_per_s": total / wall_s, "ttft_ms": sorted(round(r["ttft_ms"], 1) for r in replies),
+            "tokens_per_s": total / wall_s, "ttft_ms": ttfts, "ttft_p50_ms": percentile(ttfts, 50),
+            "ttft_p95_ms": percentile(ttfts, 95), "other_load": other.cores}
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p95 of 8 values is the largest; of 16, the 16th)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def engine_runs(model: str, cache_dir: str, dtype: str, prompt: str, tokens: int, counts: list[int]) -> list[dict]:
+    from .llm import load_model
+
+    loaded = load_model(model, cache_dir=Path(cache_dir), device="cpu", quantization="none", dtype=dtype)
+    engine_aggregate(loaded, prompt, tokens, 1)  # warm-up
+    return [engine_aggregate(loaded, prompt, tokens, count) for count in counts]
+
+
+def engine_runs_in_subprocess(model, cache_dir, dtype, prompt, tokens, counts) -> list[dict]:
+    import subprocess
+    import sys
+
+    from .processes import REPO
+
+    code = ("import json, sys; from studio.bench import engine_runs; "
+            "print('RESULT ' + json.dumps(engine_runs(*json.loads(sys.argv[1]))))")
+    args = json.dumps([str(model), str(cache_dir), dtype, prompt, tokens, counts])
+    done = subprocess.run([sys.executable, "-c", code, args], cwd=REPO, capture_output=True, text=True, check=True,
+                          timeout=3600)
+    return json.loads(done.stdout.split("RESULT ", 1)[1])
+
+
+def engine_aggregate(loaded: LoadedModel, prompt_ids_text: str, tokens: int, replies: int) -> dict:
+    """`replies` greedy fixed-length replies submitted together to one BatchEngine (the worker's
+    decoder, without the web path): total completion tokens / wall time."""
+    import threading
+
+    from studio.llm.engine import BatchEngine, EngineRequest
+    from studio.llm.generation import GenerationSettings
+
+    engine = BatchEngine(loaded, max_batch=max(replies, 1))
+    done = threading.Event()
+    results = []
+
+    def finished(result):
+        results.append(result)
+        if len(results) == replies:
+            done.set()
+
+    settings = GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens, temperature=0.0)
+    try:
+        with OtherLoad() as other:
+            started = time.perf_counter()
+            for n in range(replies):
+                engine.submit(EngineRequest(key=n, messages=[{"role": "user", "content": prompt_ids_text}],
+                                            settings=settings, on_delta=lambda delta: None, on_done=finished))
+            done.wait(1800)
+            wall_s = time.perf_counter() - started
+    finally:
+        engine.close()
+    total = sum(r.usage.completion_tokens for r in results)
+    return {"replies": replies, "completion_tokens": total, "wall_s": wall_s, "tokens_per_s": total / wall_s,
             "other_load": other.cores}
 
 

@@ -362,7 +362,7 @@ LLM_FLUSH_MS = envint("LLM_FLUSH_MS", 30, minimum=1)
 # A reply that gets no new text this long is failed (a stuck model), never "Writing…" forever.
 LLM_STALL_TIMEOUT_SECONDS = envint("LLM_STALL_TIMEOUT_SECONDS", 120, minimum=1)
 # Replies a model worker decodes together (continuous batching); more wait in the queue.
-LLM_MAX_BATCH = envint("LLM_MAX_BATCH", 8, minimum=1)
+LLM_MAX_BATCH = envint("LLM_MAX_BATCH", 16, minimum=1)
 # The database row is the queue; a channel-layer message only wakes a worker. An idle worker
 # looks at the queue this often anyway, so a lost wake-up (Redis restart) delays, never drops.
 LLM_QUEUE_POLL_SECONDS = envfloat("LLM_QUEUE_POLL_SECONDS", 1.0)

@@ -14,6 +14,9 @@ os.environ["LLM_TEMPERATURE"] = "0"  # greedy: replies are reproducible
 os.environ["LLM_MAX_NEW_TOKENS"] = "48"
 # Tests start their own workers (or servers with embedded ones) explicitly.
 os.environ["LLM_EMBEDDED_WORKER"] = "false"
+# Greedy replies decoded in a batch equal those decoded alone exactly in float32; bf16 rounding
+# depends on the batch shape. (LLM_DTYPE=auto picks bf16 on CPUs with AVX-512 BF16 or AMX.)
+os.environ["LLM_DTYPE"] = "float32"
 os.environ.pop("DATABASE_URL", None)
 os.environ.pop("REDIS_URL", None)
 

@@ -15,7 +15,7 @@ PROMPTS = [f"Question {n}: {'tell me more ' * n}about the sea" for n in range(6)
 
 @pytest.fixture(scope="module")
 def loaded():
-    return load_model(str(TINY_MODEL_DIR), cache_dir=TEST_CACHE / "models")
+    return load_model(str(TINY_MODEL_DIR), cache_dir=TEST_CACHE / "models", dtype="float32")
 
 
 def run(engine, requests, *, stagger=0.0):

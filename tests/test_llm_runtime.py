@@ -118,8 +118,12 @@ def test_bitsandbytes_quantization_is_refused_on_cpu(tiny_model_dir, tmp_path):
         load_model(str(tiny_model_dir), cache_dir=tmp_path, device="cpu", quantization="nf4")
 
 
-def test_auto_picks_full_precision_on_cpu(tiny_model):
-    assert (tiny_model.device, tiny_model.quantization, tiny_model.dtype) == ("cpu", "none", "float32")
+def test_auto_picks_the_dtype_for_this_cpu_and_no_quantization(tiny_model_dir, tmp_path):
+    from studio.llm.loading import compute_dtype
+
+    loaded = load_model(str(tiny_model_dir), cache_dir=tmp_path)
+    assert (loaded.device, loaded.quantization, loaded.dtype) == ("cpu", "none", compute_dtype("auto", "cpu"))
+    assert next(loaded.model.parameters()).dtype == getattr(torch, loaded.dtype)
 
 
 def test_the_bundled_gguf_is_converted_once_then_loaded_from_the_cache(tmp_path):

@@ -128,3 +128,19 @@ def test_people_at_the_page_are_served_before_an_api_burst_and_owners_take_turns
     _, carol_reply = services.reply_request(conversation=carol_conversation, content="mine")
     order = list(services.queued_in_serving_order().values_list("pk", flat=True))
     assert order == [chat_reply.pk, carol_reply.pk, api_replies[1].pk, api_replies[2].pk]
+
+
+async def test_an_unreachable_external_engine_makes_the_worker_report_why(alice, start_worker, chat_client, settings):
+    from studio.processes import free_port
+
+    settings.LLM_ENGINE = "openai"
+    settings.LLM_ENGINE_URL = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    settings.LLM_EMBEDDED_WORKER = True
+    worker = await start_worker()
+    row = await ModelWorker.objects.aget()
+    assert worker.engine is None and row.state == "failed" and "cannot be reached" in row.error
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "Anyone?"})
+    done = (await client.receive_until("done"))[-1]
+    assert done["status"] == "failed" and "external engine is not usable" in done["error"]

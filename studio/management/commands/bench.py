@@ -37,10 +37,10 @@ class Command(BaseCommand):
         parser.add_argument("--tokens", type=int, default=128, help="fixed reply length in tokens")
         parser.add_argument("--runs", type=int, default=5, help="measured runs per path (median taken)")
         parser.add_argument("--prompt", default=DEFAULT_PROMPT)
-        parser.add_argument("--conversations", default="1,4,8", help="simultaneous conversations to aggregate")
-        parser.add_argument("--paths", default="embedded,redis,evaluation,training",
-                            help="what to measure: embedded, redis (full chat paths), evaluation and training "
-                                 "(both need embedded)")
+        parser.add_argument("--conversations", default="1,4,8,16", help="simultaneous conversations to aggregate")
+        parser.add_argument("--paths", default="embedded,redis,dtype,evaluation,training",
+                            help="what to measure: embedded, redis (full chat paths), dtype (the batch engine in "
+                                 "float32 and bfloat16), evaluation and training (both need embedded)")
         parser.add_argument("--train-rounds", type=int, default=3, help="studio and plain trl runs, alternated")
         parser.add_argument("--eval-cases", type=int, default=24, help="cases in the evaluation measurement")
         parser.add_argument("--eval-tokens", type=int, default=64, help="reply length of each evaluated case")
@@ -60,14 +60,18 @@ class Command(BaseCommand):
         modes = [mode for mode in ("embedded", "redis") if mode in wanted]
         measure_evaluation = "evaluation" in wanted and "embedded" in wanted
         measure_training = "training" in wanted and "embedded" in wanted
+        measure_dtype = "dtype" in wanted
         if "redis" in modes and not redis_reachable():
             self.say("redis: skipped, nothing answers at 127.0.0.1:6379")
             modes.remove("redis")
         counts = [int(n) for n in conversations.split(",") if n.strip()]
 
         self.say(f"raw: loading {model} (cache {cache_dir})")
-        loaded = load_model(model, cache_dir=cache_dir, device=settings.LLM_DEVICE, quantization=settings.LLM_QUANTIZATION)
+        loaded = load_model(model, cache_dir=cache_dir, device=settings.LLM_DEVICE, quantization=settings.LLM_QUANTIZATION,
+                            dtype=settings.LLM_DTYPE)
         prompt_ids = render_prompt_ids(loaded, [{"role": "user", "content": prompt}])
+        if measure_dtype:
+            results["dtype"] = self.measure_dtypes(model, cache_dir, prompt, tokens, counts)
         results.update(model_name=loaded.describe(), prompt_tokens=len(prompt_ids))
         bench.raw_run(loaded, prompt_ids, tokens)  # warm-up
 
@@ -110,13 +114,13 @@ class Command(BaseCommand):
                     measured["raw"].append(self.report("raw", bench.raw_run(loaded, prompt_ids, tokens)))
                     for mode, (server, session, _) in servers.items():
                         measured[mode].append(self.report(mode, await bench.single_reply(server, session, prompt)))
-                if "embedded" in servers:
-                    server, session, _ = servers["embedded"]
-                    for count in counts:
-                        results["aggregate"].append(await bench.aggregate(server, session, prompt, count))
-                        self.say(f"embedded: {count} simultaneous conversations: "
-                                 f"{results['aggregate'][-1]['tokens_per_s']:.2f} tokens/s aggregate"
-                                 f"{other_load_note(results['aggregate'][-1])}")
+                for count in counts:  # rounds of one run per mode, as above
+                    for mode, (server, session, _) in servers.items():
+                        run = {"mode": mode, **await bench.aggregate(server, session, prompt, count)}
+                        results["aggregate"].append(run)
+                        self.say(f"{mode}: {count} simultaneous conversations: {run['tokens_per_s']:.2f} tokens/s "
+                                 f"aggregate, TTFT p50 {run['ttft_p50_ms']:.0f} ms, p95 {run['ttft_p95_ms']:.0f} ms"
+                                 f"{other_load_note(run)}")
 
             results["aggregate"] = []
             asyncio.run(measure())
@@ -165,6 +169,16 @@ class Command(BaseCommand):
             self.say(f"evaluation/per-case-loop cases/s ratio: {results['evaluation']['ratio']:.2f}")
         if "training" in results:
             self.say(f"studio/plain-trl training tokens/s ratio: {results['training']['ratio']:.2f}")
+        for mode in modes:
+            ratio = concurrency_ratio(results["aggregate"], mode, 8)
+            if ratio is None:
+                continue
+            results.setdefault("concurrent_8_ratio", {})[mode] = ratio
+            if mode == "embedded":
+                self.say(f"concurrent-8/single aggregate tokens/s ratio: {ratio:.2f}")
+            else:
+                self.say(f"concurrent-8/single aggregate tokens/s ratio, {mode} mode: {ratio:.2f}")
+        output.write_text(json.dumps(results, indent=2) + "\n")
         if modes:
             self.say(f"full-path/raw tokens/s ratio: {min(results[mode]['ratio'] for mode in modes):.2f}")
 
@@ -190,9 +204,29 @@ class Command(BaseCommand):
         if busy:
             self.say(f"WARNING: other programs used over {BUSY_CORES} cores during {len(busy)} runs: "
                      "this machine was shared, compare with care")
+        self.say(f"{'simultaneous conversations':<28}{'mode':<10}{'tokens/s':>10}{'TTFT p50 ms':>13}{'TTFT p95 ms':>13}")
         for agg in results["aggregate"]:
-            self.say(f"aggregate, {agg['conversations']} simultaneous conversation(s), embedded: "
-                     f"{agg['tokens_per_s']:.2f} tokens/s ({agg['completion_tokens']} tokens in {agg['wall_s']:.1f} s)")
+            self.say(f"{agg['conversations']:<28}{agg['mode']:<10}{agg['tokens_per_s']:>10.2f}"
+                     f"{agg['ttft_p50_ms']:>13.0f}{agg['ttft_p95_ms']:>13.0f}")
+        for dtype, runs in results.get("dtype", {}).items():
+            self.say(f"batch engine, {dtype}: " + ", ".join(
+                f"{run['replies']} at once {run['tokens_per_s']:.1f} tokens/s" for run in runs))
+
+    def measure_dtypes(self, model, cache_dir, prompt, tokens, counts) -> dict:
+        """The worker's batch engine alone, in float32 and in bfloat16 (LLM_DTYPE=auto picks by the CPU)."""
+        from studio.llm.loading import compute_dtype, cpu_has_bf16_matmul
+
+        self.say(f"dtype: this CPU {'has' if cpu_has_bf16_matmul() else 'lacks'} AMX/AVX-512 BF16, so "
+                 f"LLM_DTYPE=auto uses {compute_dtype('auto', 'cpu')} on it")
+        measured = {}
+        for dtype in ("float32", "bfloat16"):
+            # A fresh process per dtype, decoding only in the engine's thread as in a model worker:
+            # torch threads left spinning by decoding in another thread of the same process slow it.
+            measured[dtype] = bench.engine_runs_in_subprocess(model, cache_dir, dtype, prompt, tokens, counts)
+            for run in measured[dtype]:
+                self.say(f"batch engine, {dtype}, {run['replies']} at once: {run['tokens_per_s']:.1f} tokens/s "
+                         f"aggregate{other_load_note(run)}")
+        return measured
 
     def report(self, label, run):
         extra = f", {run['token_frames']} token frames" if "token_frames" in run else ""
@@ -213,6 +247,13 @@ def other_load_note(run) -> str:
     if load is None:
         return ""
     return f", other programs used {load:.2f} cores" + (" (BUSY MACHINE: unreliable)" if load > BUSY_CORES else "")
+
+
+def concurrency_ratio(aggregate: list[dict], mode: str, conversations: int) -> float | None:
+    runs = {run["conversations"]: run["tokens_per_s"] for run in aggregate if run["mode"] == mode}
+    if conversations not in runs or 1 not in runs:
+        return None
+    return runs[conversations] / runs[1]
 
 
 def redis_reachable() -> bool:
