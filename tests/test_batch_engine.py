@@ -82,3 +82,22 @@ def test_a_stop_before_the_first_token_is_honoured(loaded):
     assert finished.wait(30)
     assert outcome["result"].finish_reason == "cancelled" and "text" not in outcome
     engine.close()
+
+
+def test_streamed_text_is_the_whole_decoded_reply_multibyte_characters_included(loaded):
+    """Text is decoded a few tokens at a time as it streams; nothing is cut short or doubled,
+    including characters whose bytes span several tokens."""
+    from studio.llm.engine import _Row
+
+    text = "Héllo wörld 🚀🚀 — 你好, naïve café ☕ done"
+    ids = loaded.tokenizer.encode(text, add_special_tokens=False)
+    engine = BatchEngine(loaded, max_batch=1)
+    row = _Row(request=None, prompt_ids=[], generator=None)
+    streamed = ""
+    for token in ids:
+        row.completion.append(token)
+        streamed += engine._decode_new(row)
+    row.text = streamed
+    engine.close()
+    assert streamed + engine._tail(row) == loaded.tokenizer.decode(ids) == text
+    assert len(ids) > len(text.split())  # several characters here take more than one token

@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from studio.llm import Generation, GenerationSettings, ModelLoadError, PromptTooLongError, load_model, render_prompt_ids
 from studio.llm.loading import bundled_gguf_path, convert_gguf_once

@@ -57,15 +57,16 @@ async def _claimed(conversation):
     raise AssertionError("no worker claimed the reply")
 
 
-async def test_a_worker_whose_model_failed_to_load_takes_nothing_in_scaled_mode(alice, start_worker, chat_client,
-                                                                                settings):
+def broken_load():
     from studio.llm import ModelLoadError
 
+    raise ModelLoadError("LLM_MODEL=/nowhere/model.gguf: no such GGUF file.")
+
+
+async def test_a_worker_whose_model_failed_to_load_takes_nothing_in_scaled_mode(alice, start_worker, chat_client,
+                                                                                settings):
     settings.LLM_EMBEDDED_WORKER = False
     settings.LLM_QUEUE_POLL_SECONDS = 0.2
-
-    def broken_load():
-        raise ModelLoadError("LLM_MODEL=/nowhere/model.gguf: no such GGUF file.")
 
     await start_worker(load=broken_load)
     conversation = await new_conversation(alice)
@@ -80,12 +81,7 @@ async def test_a_worker_whose_model_failed_to_load_takes_nothing_in_scaled_mode(
 
 
 async def test_a_reply_no_healthy_worker_takes_times_out_naming_the_load_error(alice, start_worker, settings):
-    from studio.llm import ModelLoadError
-
     settings.LLM_EMBEDDED_WORKER = False
-
-    def broken_load():
-        raise ModelLoadError("LLM_MODEL=/nowhere/model.gguf: no such GGUF file.")
 
     await start_worker(load=broken_load)
     conversation = await new_conversation(alice)

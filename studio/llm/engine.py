@@ -58,6 +58,8 @@ class _Row:
     last_token_at: float | None = None
     done: str | None = None  # why it ends, once it does: "stop", "length", "cancelled"
     stopped_by_string: bool = False
+    prefix_offset: int = 0  # the window of completion tokens decoded for the newest text
+    read_offset: int = 0
 
 
 class BatchEngine:
@@ -235,10 +237,7 @@ class BatchEngine:
         if token in self.eos_ids:
             row.done = "stop"
             return
-        full = self.loaded.tokenizer.decode([t for t in row.completion if t not in self.eos_ids],
-                                            skip_special_tokens=True)
-        if not full.endswith("\ufffd") and full.startswith(row.text):
-            row.unsent = full[len(row.text):]
+        row.unsent += self._decode_new(row)
         stop_at = min((row.unsent.find(s) for s in settings.stop if s in row.unsent), default=None)
         if stop_at is not None:
             self._send(row, row.unsent[:stop_at])
@@ -257,6 +256,18 @@ class BatchEngine:
         if delta:
             row.text += delta
             row.request.on_delta(delta)
+
+    def _decode_new(self, row: _Row) -> str:
+        """The text the newest token adds, decoding a short window rather than the whole reply
+        each step (a window, because a token's text can depend on the ones before it, and a
+        multi-byte character can span tokens: nothing is emitted while it ends unfinished)."""
+        decode = self.loaded.tokenizer.decode
+        before = decode(row.completion[row.prefix_offset:row.read_offset], skip_special_tokens=True)
+        after = decode(row.completion[row.prefix_offset:], skip_special_tokens=True)
+        if len(after) <= len(before) or after.endswith("\ufffd") or not after.startswith(before):
+            return ""
+        row.prefix_offset, row.read_offset = row.read_offset, len(row.completion)
+        return after[len(before):]
 
     def _tail(self, row: _Row) -> str:
         """What the whole completion decodes to beyond the text sent: the held-back tail, and
