@@ -16,6 +16,7 @@ class Conversation(models.Model):
         CHAT = "chat"
         PLAYGROUND = "playground"  # a prompt playground run: same path, kept out of the chat list
         API = "api"  # a request to the OpenAI-compatible API (/v1/chat/completions), kept per token owner
+        EVALUATION = "evaluation"  # one case of a running evaluation (evals/): removed when it is scored
 
     DEFAULT_TITLE = "New conversation"
 

@@ -142,6 +142,28 @@ def reply_regenerate(*, conversation: Conversation) -> tuple[int, Message]:
         raise ChatError("The model is still answering: wait for the reply or stop it.") from None
 
 
+def reply_request_unlisted(*, owner, kind: str, messages: list[dict], model_name: str, parameters: dict,
+                           title: str = "") -> Message:
+    """A conversation no list shows (an evaluation's case) holding `messages` exactly as the model
+    is to read them (system messages become its system prompt), and its queued reply."""
+    with transaction.atomic():
+        conversation = Conversation.objects.create(
+            owner=owner, kind=kind, title=_clean_title(title) or Conversation.DEFAULT_TITLE,
+            system_prompt="\n\n".join(m["content"] for m in messages if m["role"] == "system"),
+            model_name=available_served_model(model_name), parameters=parameters)
+        Message.objects.bulk_create([Message(conversation=conversation, role=m["role"], content=m["content"])
+                                     for m in messages if m["role"] != "system"])
+        return _queue_reply(conversation)
+
+
+def replies_withdraw(*, message_ids) -> list[Message]:
+    """Stop the given replies that are still queued; return those a worker is writing (to be told
+    to stop)."""
+    Message.objects.filter(pk__in=message_ids, status=Message.Status.QUEUED).update(
+        status=Message.Status.STOPPED, finished_at=timezone.now(), lease_expires_at=None)
+    return list(Message.objects.filter(pk__in=message_ids, status=Message.Status.STREAMING))
+
+
 def _queue_reply(conversation: Conversation) -> Message:
     return Message.objects.create(
         conversation=conversation,
@@ -175,14 +197,15 @@ def reply_claim(*, message_id: int, worker_channel: str, model_name: str) -> Mes
 
 def queued_in_serving_order():
     """Queued replies in the order workers take them (the database row is the queue; the channel
-    layer only wakes workers): people at the page (chat, playground) before API requests, then
-    the owner with the fewest replies being written first (one person's burst cannot starve the
-    others), then oldest first."""
+    layer only wakes workers): people at the page (chat, playground) before API requests, those
+    before evaluations' cases; then the owner with the fewest replies being written first (one
+    person's burst cannot starve the others), then oldest first."""
     writing = (Message.objects.filter(status=Message.Status.STREAMING, conversation__owner=OuterRef("conversation__owner"))
                .order_by().values("conversation__owner").annotate(n=Count("pk")).values("n"))
     return (Message.objects.filter(status=Message.Status.QUEUED)
-            .annotate(priority=Case(When(conversation__kind="api", then=Value(1)), default=Value(0),
-                                    output_field=IntegerField()),
+            .annotate(priority=Case(When(conversation__kind=Conversation.Kind.API, then=Value(1)),
+                                    When(conversation__kind=Conversation.Kind.EVALUATION, then=Value(2)),
+                                    default=Value(0), output_field=IntegerField()),
                       owner_writing=Subquery(writing, output_field=IntegerField()))
             .order_by("priority", Coalesce("owner_writing", 0), "pk"))
 

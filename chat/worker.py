@@ -445,6 +445,45 @@ class GenerationWorker:
         await database_sync_to_async(services.workers_forget_silent)()
 
 
+class WorkerThread:
+    """A model worker on an event loop of its own thread, for sync programs that run evaluations
+    in-process (`manage.py loop_demo`, tests): `with WorkerThread(load=...) as worker: ...`. It
+    finds queued replies by polling the table (LLM_QUEUE_POLL_SECONDS): a wake-up sent on this
+    process's channel layer does not reach its loop."""
+
+    def __init__(self, **worker_options):
+        from channels.layers import InMemoryChannelLayer
+
+        self.loop = asyncio.new_event_loop()
+        self.worker = GenerationWorker(channel_layer=InMemoryChannelLayer(), **worker_options)
+        self.thread = threading.Thread(target=self._run, name="llm-worker-thread", daemon=True)
+        self.task: asyncio.Task | None = None
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.task = self.loop.create_task(self.worker.run())
+        try:
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.loop.close()
+
+    def __enter__(self) -> "GenerationWorker":
+        self.thread.start()
+        deadline = time.monotonic() + 600
+        while not self.worker.ready.is_set():
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the in-process model worker did not start")
+            time.sleep(0.05)
+        return self.worker
+
+    def __exit__(self, *exc_info) -> None:
+        if self.task is not None:
+            self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(30)
+
+
 def describe_failure(exc: Exception) -> str:
     """A sentence a person can act on, never a stack trace."""
     text = str(exc) or exc.__class__.__name__

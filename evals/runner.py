@@ -1,27 +1,30 @@
-"""Running an evaluation in a job worker: batched decoding, scoring, progress, cancel.
+"""Running an evaluation in a job worker: its cases answered by the model workers, scored,
+with progress and cancel.
 
-The job worker holds its own copy of the model (loaded on its first evaluation). Chat comes
-first: before each batch the runner looks for chat replies being written anywhere and, while
-there are some, waits (the page says "paused: chat replies come first"), at most
-EVAL_CHAT_PAUSE_MAX_SECONDS at a time. A batch already decoding finishes (a few seconds).
+The cases go to the same model workers and batches as the chat, as replies of unlisted
+conversations of kind `evaluation` (chat.services.reply_request_unlisted), at most
+EVAL_BATCH_SIZE at a time. Workers take them after everything people wait for at the page and
+through the API (chat.services.queued_in_serving_order), so an evaluation never holds a chat
+back, and a model is loaded once per worker, not again per job worker. The job worker itself
+holds no language model (only the embedding model of the semantic-similarity scorer).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import logging
 import time
+from collections.abc import Iterator
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat.models import Message
+from chat import services as chat_services
+from chat.dispatch import wake_workers
+from chat.models import Conversation, Message
 from prompts import selectors as prompt_selectors
 from prompts.rendering import MissingVariablesError, TemplateError, render_user_turn
 from studio.jobs import JobStatus, job_claim, job_end, job_progress
-from studio.llm import GenerationSettings, load_model
-from studio.llm.adapters import ServedModels
-from studio.llm.batch import generate_batch
 
 from . import scorers
 from .models import Evaluation, EvaluationResult, FailureCase
@@ -29,37 +32,73 @@ from .prompting import case_messages
 
 log = logging.getLogger("evals")
 JUDGE_MAX_NEW_TOKENS = 32
+POLL_S = 0.1  # how often the runner looks at the replies it waits for
+# Replies failed for these reasons say no worker could answer: the evaluation fails with the reason.
+NO_ANSWER_ERRORS = (chat_services.NO_WORKER_ERROR[:30], chat_services.BUSY_ERROR[:30],
+                    chat_services.LOAD_FAILED_ERROR[:30])
 
 
 class Cancelled(Exception):
     pass
 
 
-@functools.cache
-def _served() -> ServedModels:
-    """The base model (loaded once per job worker process) and its fine-tuned adapters."""
-    loaded = load_model(settings.LLM_MODEL, cache_dir=settings.LLM_MODEL_CACHE_DIR, device=settings.LLM_DEVICE,
-                        quantization=settings.LLM_QUANTIZATION, dtype=settings.LLM_DTYPE)
-    return ServedModels(loaded, settings.STUDIO_ADAPTERS_DIR)
+class NoModelWorker(Exception):
+    pass
 
 
-def model_for(name: str):
-    """The model an evaluation names: the base, or the base with that adapter active."""
-    served = _served()
-    served.activate(name)
-    return served.loaded
-
-
-model_for.cache_clear = _served.cache_clear  # tests start from a fresh load
-
-
-def decoding_settings(version) -> GenerationSettings:
+def decoding_parameters(version) -> dict:
     """The version's parameters; greedy unless the version sets a temperature (reproducible scores)."""
     max_new_tokens = version.max_new_tokens or settings.EVAL_MAX_NEW_TOKENS
-    return GenerationSettings(max_new_tokens=max_new_tokens,
-                              temperature=version.temperature if version.temperature is not None else 0.0,
-                              top_p=version.top_p or 1.0, stop=tuple(version.stop), seed=0,
-                              min_new_tokens=min(settings.LLM_MIN_NEW_TOKENS, max_new_tokens))
+    return {"max_new_tokens": max_new_tokens,
+            "temperature": version.temperature if version.temperature is not None else 0.0,
+            "top_p": version.top_p or 1.0, "stop": list(version.stop), "seed": 0,
+            "min_new_tokens": min(settings.LLM_MIN_NEW_TOKENS, max_new_tokens)}
+
+
+def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[dict]], parameters: dict
+                               ) -> Iterator[tuple[int, Message]]:
+    """(index, finished reply) for each of `conversations`, in the order they finish. At most
+    EVAL_BATCH_SIZE wait at the workers at once; the unlisted conversations are removed at the
+    end, and replies still waiting are withdrawn (cancel, failure)."""
+    waiting: dict[int, int] = {}  # reply id → index in `conversations`
+    created: list[int] = []
+    next_index, last_check = 0, 0.0
+    try:
+        while next_index < len(conversations) or waiting:
+            added = False
+            while next_index < len(conversations) and len(waiting) < settings.EVAL_BATCH_SIZE:
+                reply = chat_services.reply_request_unlisted(
+                    owner=evaluation.created_by, kind=Conversation.Kind.EVALUATION,
+                    messages=conversations[next_index], model_name=evaluation.model_name, parameters=parameters,
+                    title=f"Evaluation {evaluation.pk}")
+                waiting[reply.pk], added = next_index, True
+                created.append(reply.conversation_id)
+                next_index += 1
+            if added:
+                async_to_sync(wake_workers)()
+            time.sleep(POLL_S)
+            if time.monotonic() - last_check > 1.0:  # a heartbeat, the cancel flag, lapsed replies
+                last_check = time.monotonic()
+                if job_progress(evaluation):
+                    raise Cancelled
+                chat_services.replies_fail_expired()
+            for reply in Message.objects.filter(pk__in=list(waiting)).exclude(status__in=Message.IN_PROGRESS):
+                if reply.status == Message.Status.FAILED and reply.error.startswith(NO_ANSWER_ERRORS):
+                    raise NoModelWorker(reply.error)
+                yield waiting.pop(reply.pk), reply
+    finally:
+        if waiting:
+            _withdraw(list(waiting))
+        Conversation.objects.filter(pk__in=created).delete()
+
+
+def _withdraw(reply_ids: list[int]) -> None:
+    layer = get_channel_layer()
+    for reply in chat_services.replies_withdraw(message_ids=reply_ids):
+        try:
+            async_to_sync(layer.send)(reply.worker_channel, {"type": "chat.stop", "message_id": reply.pk})
+        except Exception:  # its conversation is deleted: the worker's next lease renewal stops it
+            pass
 
 
 def run_evaluation(evaluation_id: int) -> None:
@@ -80,8 +119,7 @@ def run_evaluation(evaluation_id: int) -> None:
 def _describe(exc: Exception) -> str:
     text = str(exc) or exc.__class__.__name__
     if "out of memory" in text.lower() or isinstance(exc, MemoryError):
-        return "The job worker ran out of memory. Lower EVAL_BATCH_SIZE or the reply length. " \
-               "The results so far are kept."
+        return "Out of memory. Lower EVAL_BATCH_SIZE or the reply length. The results so far are kept."
     return text if text.endswith(".") else text + "."
 
 
@@ -89,10 +127,8 @@ def _run(evaluation: Evaluation) -> None:
     version = evaluation.prompt_version
     by_id = {case.pk: case for case in FailureCase.objects.filter(pk__in=evaluation.case_ids)}
     cases = [by_id[pk] for pk in evaluation.case_ids if pk in by_id]  # a deleted case drops out
-    job_progress(evaluation, note="loading the model…", total=len(cases))
-    loaded = model_for(evaluation.model_name)
-    decoding = decoding_settings(version)
-    judge = _judge_for(evaluation.scorers)
+    job_progress(evaluation, note="waiting for a model worker…", total=len(cases))
+    judge = _judge_for(evaluation)
     similarity = _similarity if any(s["type"] == "semantic_similarity" for s in evaluation.scorers) else None
 
     conversations, runnable, done, passed = [], [], 0, 0
@@ -105,48 +141,38 @@ def _run(evaluation: Evaluation) -> None:
             done += 1
     job_progress(evaluation, done=done, note="")
 
-    pending: list[tuple[FailureCase, str, int]] = []
-
-    def store(batch):
+    def store(batch: list[tuple[FailureCase, Message]]):
         nonlocal done, passed
-        judged = judge(loaded, batch) if judge else [None] * len(batch)
-        for (case, output, tokens), judge_score in zip(batch, judged):
+        answered = [(case, reply) for case, reply in batch if reply.status != Message.Status.FAILED]
+        judged = dict(zip((case.pk for case, _ in answered), judge(answered))) if judge else {}
+        for case, reply in batch:
+            if reply.status == Message.Status.FAILED:
+                EvaluationResult.objects.create(evaluation=evaluation, case=case, output=reply.content,
+                                                error=reply.error, completion_tokens=reply.completion_tokens)
+                done += 1
+                continue
             scores, all_pass = {}, True
             for spec in evaluation.scorers:
-                value = scorers.score(spec, output, case.expected, similarity=similarity, judge_score=judge_score)
+                value = scorers.score(spec, reply.content, case.expected, similarity=similarity,
+                                      judge_score=judged.get(case.pk))
                 scores[spec["type"]] = value
                 all_pass = all_pass and scorers.passes(spec, value)
-            EvaluationResult.objects.create(evaluation=evaluation, case=case, output=output, scores=scores,
-                                            scorer_passed=all_pass, passed=all_pass, completion_tokens=tokens)
+            EvaluationResult.objects.create(evaluation=evaluation, case=case, output=reply.content, scores=scores,
+                                            scorer_passed=all_pass, passed=all_pass,
+                                            completion_tokens=reply.completion_tokens)
             passed += all_pass
             done += 1
         if job_progress(evaluation, done=done, passed=passed, note=""):
             raise Cancelled
 
-    def before_batch():
-        if pending:
-            store(pending[:])
-            pending.clear()
-        _wait_while_chat_answers(evaluation)
-
-    for index, reply in generate_batch(loaded, conversations, decoding, batch_size=settings.EVAL_BATCH_SIZE,
-                                       before_batch=before_batch):
-        pending.append((runnable[index], reply.text, reply.completion_tokens))
-    if pending:
-        store(pending)
-
-
-def _wait_while_chat_answers(evaluation: Evaluation) -> None:
-    waited = 0.0
-    while Message.objects.filter(status__in=Message.IN_PROGRESS).exists():
-        if waited >= settings.EVAL_CHAT_PAUSE_MAX_SECONDS:
-            return
-        if job_progress(evaluation, note="paused: chat replies come first"):
-            raise Cancelled
-        time.sleep(0.5)
-        waited += 0.5
-    if job_progress(evaluation, note=""):
-        raise Cancelled
+    finished = []
+    for index, reply in answers_from_model_workers(evaluation, conversations, decoding_parameters(version)):
+        finished.append((runnable[index], reply))
+        if len(finished) >= settings.EVAL_BATCH_SIZE:
+            store(finished)
+            finished = []
+    if finished:
+        store(finished)
 
 
 def _similarity(first: str, second: str) -> float:
@@ -155,27 +181,28 @@ def _similarity(first: str, second: str) -> float:
     return load_embedder().similarity(first, second)
 
 
-def _judge_for(scorer_specs: list[dict]):
-    """A function (loaded model, batch) → judge scores, when an llm_judge scorer is asked for."""
-    spec = next((s for s in scorer_specs if s["type"] == "llm_judge"), None)
+def _judge_for(evaluation: Evaluation):
+    """A function [(case, reply)] → judge scores, when an llm_judge scorer is asked for: the judging
+    prompt's verdicts, written by the same model workers."""
+    spec = next((s for s in evaluation.scorers if s["type"] == "llm_judge"), None)
     if spec is None:
         return None
     prompt = prompt_selectors.prompt_by_slug(spec["prompt"])
     if prompt is None:
         raise ValueError(f"The judging prompt “{spec['prompt']}” no longer exists.")
     judge_version = prompt_selectors.version_resolve(prompt, number=spec.get("version"))
+    parameters = {**decoding_parameters(judge_version), "max_new_tokens": JUDGE_MAX_NEW_TOKENS, "min_new_tokens": 0}
 
-    def judge(loaded, batch):
+    def judge(batch):
         conversations = []
-        for case, output, _ in batch:
-            values = {"input": case.input_display, "expected": case.expected, "actual": output, "output": output}
+        for case, reply in batch:
+            values = {"input": case.input_display, "expected": case.expected, "actual": reply.content,
+                      "output": reply.content}
             values = {name: value if value.strip() else "(empty)" for name, value in values.items()}
             turn = render_user_turn(judge_version.template, values)
             system = [{"role": "system", "content": judge_version.instructions}] if judge_version.instructions else []
             conversations.append(system + [{"role": "user", "content": turn}])
-        decoding = dataclasses.replace(decoding_settings(judge_version), max_new_tokens=JUDGE_MAX_NEW_TOKENS,
-                                       min_new_tokens=0)
-        replies = dict(generate_batch(loaded, conversations, decoding, batch_size=settings.EVAL_BATCH_SIZE))
-        return [scorers.judge_verdict(replies[n].text) for n in range(len(batch))]
+        verdicts = dict(answers_from_model_workers(evaluation, conversations, parameters))
+        return [scorers.judge_verdict(verdicts[n].content) for n in range(len(batch))]
 
     return judge

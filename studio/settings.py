@@ -210,12 +210,10 @@ JOB_TORCH_THREADS = envint("JOB_TORCH_THREADS", 0, minimum=0)
 FAILURE_CASES_FOR_FINE_TUNING = envint("FAILURE_CASES_FOR_FINE_TUNING", 1000, minimum=1)
 # New cases wait for a reviewer before exports, evaluations and fine-tunes use them.
 FAILURE_CASE_REVIEW = envbool("FAILURE_CASE_REVIEW", False)
+# Cases of one evaluation waiting at the model workers at once (they decode them in their batches).
 EVAL_BATCH_SIZE = envint("EVAL_BATCH_SIZE", 8, minimum=1)
 EVAL_MAX_NEW_TOKENS = envint("EVAL_MAX_NEW_TOKENS", 256, minimum=1)
 EVAL_MAX_QUEUED_PER_USER = envint("EVAL_MAX_QUEUED_PER_USER", 3, minimum=1)
-# An evaluation pauses between batches while chat replies are being written, at most this long
-# at a time (then it decodes one batch and looks again).
-EVAL_CHAT_PAUSE_MAX_SECONDS = envint("EVAL_CHAT_PAUSE_MAX_SECONDS", 30, minimum=0)
 
 # --- Caches (login and API throttling counters) --------------------------------------------
 # axes.W006 asks for the address among the lockout parameters: accounts.throttle adds its own

@@ -21,3 +21,8 @@ os.environ.pop("DATABASE_URL", None)
 os.environ.pop("REDIS_URL", None)
 
 from studio.settings import *  # noqa: E402,F403
+
+# A file, not SQLite's shared in-memory database: model workers running in a thread of their own
+# (evaluations in sync tests) write beside the test, and only a file lets a writer wait its turn
+# (WAL and the busy timeout) instead of failing with "database table is locked".
+DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["STUDIO_DATA_DIR"], "test.sqlite3")}  # noqa: F405

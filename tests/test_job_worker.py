@@ -110,7 +110,7 @@ def test_a_worker_killed_midway_fails_the_run_with_the_reason_and_a_new_worker_t
 def test_scaled_mode_runs_evaluations_on_a_job_worker_over_redis(scaled_env, tmp_path):
     env, _ = scaled_env
     env = {**env, "JOB_HEARTBEAT_TIMEOUT_SECONDS": "10"}
-    with running_studio(env, tmp_path) as studio:
+    with running_studio(env, tmp_path, workers=1) as studio:  # a model worker answers the cases
         worker = start_process(["job_worker"], env, tmp_path / "job-worker.log")
         try:
             set_up(studio, env, cases=6, reply_tokens=16)

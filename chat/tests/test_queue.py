@@ -111,19 +111,22 @@ async def test_every_chunk_a_tab_is_sent_is_already_stored(alice, worker, chat_c
 
 
 def test_people_at_the_page_are_served_before_an_api_burst_and_owners_take_turns(alice, bob, carol):
+    evaluation_case = services.reply_request_unlisted(owner=carol, kind=Conversation.Kind.EVALUATION,
+                                                      messages=[{"role": "user", "content": "a case"}],
+                                                      model_name="", parameters={"temperature": 0})
     api_conversations = [Conversation.objects.create(owner=bob, kind=Conversation.Kind.API) for _ in range(3)]
     api_replies = [services.reply_request(conversation=c, content="batch job")[1] for c in api_conversations]
     chat = services.conversation_create(owner=alice)
     _, chat_reply = services.reply_request(conversation=chat, content="hello")
     order = list(services.queued_in_serving_order().values_list("pk", flat=True))
-    assert order == [chat_reply.pk, *(r.pk for r in api_replies)]
+    assert order == [chat_reply.pk, *(r.pk for r in api_replies), evaluation_case.pk]  # evaluations come last
     assert selectors.queue_position(message=chat_reply) == 1
     # Bob has a reply being written: carol's API request, though newer, goes before his others.
     Message.objects.filter(pk=api_replies[0].pk).update(status=Message.Status.STREAMING)
     carol_conversation = Conversation.objects.create(owner=carol, kind=Conversation.Kind.API)
     _, carol_reply = services.reply_request(conversation=carol_conversation, content="mine")
     order = list(services.queued_in_serving_order().values_list("pk", flat=True))
-    assert order == [chat_reply.pk, carol_reply.pk, api_replies[1].pk, api_replies[2].pk]
+    assert order == [chat_reply.pk, carol_reply.pk, api_replies[1].pk, api_replies[2].pk, evaluation_case.pk]
 
 
 async def test_an_unreachable_external_engine_makes_the_worker_report_why(alice, start_worker, chat_client, settings):

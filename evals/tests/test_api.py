@@ -6,7 +6,7 @@ import pytest
 
 from accounts.services import api_token_create
 from evals.models import Evaluation, FailureCase
-from evals.runner import model_for, run_evaluation
+from evals.runner import run_evaluation
 
 pytestmark = pytest.mark.django_db
 
@@ -72,8 +72,8 @@ def test_the_export_takes_only_the_filters_given(client, token, order_version):
     assert bad.status_code == 400
 
 
-def test_an_evaluation_is_queued_run_and_read_back(client, token, order_version, tiny_model):
-    model_for.cache_clear()
+@pytest.mark.django_db(transaction=True)  # the model worker's thread reads what the test wrote
+def test_an_evaluation_is_queued_run_and_read_back(client, token, order_version, model_worker):
     post(client, "/api/failure-cases/", [CASE, {**CASE, "input": {"order": "one plum"}}], token)
     created = post(client, "/api/evaluations/", {"prompt": "order-json", "version": 1, "split": "eval",
                                                  "scorers": [{"type": "json_equal"}, {"type": "valid_json"}]}, token)

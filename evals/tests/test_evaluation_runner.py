@@ -5,20 +5,12 @@ import pytest
 
 from evals import selectors, services
 from evals.models import EvaluationResult, FailureCase
-from evals.runner import model_for, run_evaluation
+from evals.runner import run_evaluation
 from prompts import services as prompt_services
 
 from .conftest import ORDER_VERSION
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def tiny_model_everywhere(monkeypatch, tiny_model):
-    """The job worker's model cache holds the tiny model (the settings name it already)."""
-    model_for.cache_clear()
-    yield
-    model_for.cache_clear()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("model_worker")]
 
 
 def evaluate(user, version, scorers=({"type": "exact_match"},), **filters):
@@ -125,29 +117,14 @@ def test_an_llm_judge_scores_with_a_prompt_from_the_library(alice, order_version
     assert all("llm_judge" in r.scores for r in evaluation.results.all())
 
 
-@pytest.mark.django_db(transaction=True)  # the waiting thread reads the database too
-def test_an_evaluation_pauses_between_batches_while_chat_replies_are_written(alice, order_version, make_cases,
-                                                                              chat_with_reply, settings):
-    import threading
-    import time
+def test_the_cases_are_answered_by_the_model_workers_and_leave_nothing_behind(alice, order_version, make_cases,
+                                                                               model_worker):
+    from chat.models import Conversation, Message
 
-    from chat.models import Message
-    from evals.runner import _wait_while_chat_answers
-    from studio.jobs import job_claim
+    make_cases(2)
+    evaluation = evaluate(alice, order_version)
+    assert evaluation.status == "finished" and evaluation.done == 2
+    assert all(r.completion_tokens for r in evaluation.results.all())
+    assert not Conversation.objects.filter(kind="evaluation").exists()  # its unlisted conversations are removed
+    assert not Message.objects.exists()
 
-    make_cases(1)
-    evaluation = services.evaluation_create(user=alice, version=order_version, model_name="", filters={},
-                                            scorers=[{"type": "exact_match"}])
-    job_claim(evaluation)
-    conversation, _ = chat_with_reply
-    streaming = Message.objects.create(conversation=conversation, role="assistant", status="streaming")
-    settings.EVAL_CHAT_PAUSE_MAX_SECONDS = 30
-    waiter = threading.Thread(target=_wait_while_chat_answers, args=(evaluation,))
-    waiter.start()
-    time.sleep(0.8)
-    evaluation.refresh_from_db()
-    assert waiter.is_alive() and evaluation.note == "paused: chat replies come first"
-    Message.objects.filter(pk=streaming.pk).update(status="complete")  # the chat reply ends: it goes on
-    waiter.join(3)
-    evaluation.refresh_from_db()
-    assert not waiter.is_alive() and evaluation.note == ""

@@ -4,7 +4,8 @@ A task SmolLM2-135M gets wrong: pull the two cities out of a travel sentence as 
 {"from": ..., "to": ...}. 120 cases are imported from a CSV (through the import's own mapping and
 checks), 40 held out for evaluation. Version 1 has instructions only; version 2 adds three
 few-shot examples taken from the training cases. Both are evaluated on the held-out cases with
-the JSON-equal scorer, by the same batched runner the job workers use. Then a LoRA fine-tune
+the JSON-equal scorer, by the job workers' runner with a model worker in this process (the
+same batching engine that serves the chat). Then a LoRA fine-tune
 on the 80 training cases (the job workers' fine-tune runner: peft + trl, float32 on the CPU)
 and version 1 (no examples) evaluated on the fine-tuned model. The three pass rates, the
 comparisons and the time each step took are printed.
@@ -44,8 +45,18 @@ class Command(BaseCommand):
         parser.add_argument("--held-out", type=int, default=40, help="cases in the eval split")
         parser.add_argument("--seed", type=int, default=7)
 
-    def handle(self, *args, cases, held_out, seed, no_fine_tune, epochs, **options):
+    def handle(self, *args, **options):
+        from django.conf import settings
+
+        from chat.worker import WorkerThread
+
         call_command("migrate", interactive=False, verbosity=0)
+        settings.LLM_QUEUE_POLL_SECONDS = 0.1  # the worker below finds the cases by looking at the queue
+        self.say("loading the model into an in-process model worker…")
+        with WorkerThread():
+            self.run_loop(**options)
+
+    def run_loop(self, *, cases, held_out, seed, no_fine_tune, epochs, **options):
         started = time.perf_counter()
         user, _ = get_user_model().objects.get_or_create(username="loop-demo", defaults={"is_staff": True})
         slug = f"trip-cities-{int(time.time())}"
