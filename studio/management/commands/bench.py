@@ -127,7 +127,7 @@ class Command(BaseCommand):
             if measure_evaluation:
                 server = servers["embedded"][0]
                 self.say(f"evaluation: {eval_cases} cases, {eval_tokens} tokens each, greedy: per-case loop, then "
-                         "the studio's evaluation (job worker, batches of EVAL_BATCH_SIZE)")
+                         "the studio's evaluation (job worker; the cases decoded in the model worker's batches)")
                 loop = bench.per_case_loop(loaded, questions, eval_tokens)
                 self.say(f"per-case loop: {loop['cases_per_s']:.3f} cases/s ({loop['wall_s']:.1f} s)"
                          f"{other_load_note(loop)}")
