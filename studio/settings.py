@@ -363,7 +363,7 @@ LLM_STALL_TIMEOUT_SECONDS = envint("LLM_STALL_TIMEOUT_SECONDS", 120, minimum=1)
 LLM_MAX_BATCH = envint("LLM_MAX_BATCH", 16, minimum=1)
 # The database row is the queue; a channel-layer message only wakes a worker. An idle worker
 # looks at the queue this often anyway, so a lost wake-up (Redis restart) delays, never drops.
-LLM_QUEUE_POLL_SECONDS = envfloat("LLM_QUEUE_POLL_SECONDS", 1.0)
+LLM_QUEUE_POLL_SECONDS = envfloat("LLM_QUEUE_POLL_SECONDS", 0.25)
 # Replies one person may have waiting through the API at once; more are refused with a 429.
 LLM_MAX_QUEUED_PER_USER = envint("LLM_MAX_QUEUED_PER_USER", 16, minimum=1)
 # A worker renews its lease on a reply while generating; a reply whose lease ran out
