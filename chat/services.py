@@ -213,6 +213,8 @@ def queued_in_serving_order():
 def reply_claim_next(*, worker_channel: str, default_model: str) -> Message | None:
     """The next queued reply in serving order, claimed by this worker; None when none is waiting.
     A row another worker claims at the same instant is skipped (the update is conditional)."""
+    if not Message.objects.filter(status=Message.Status.QUEUED).exists():  # the usual answer, cheaply
+        return None
     for message_id, requested in queued_in_serving_order().values_list("pk", "conversation__model_name")[:20]:
         message = reply_claim(message_id=message_id, worker_channel=worker_channel,
                               model_name=requested or default_model)

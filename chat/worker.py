@@ -104,6 +104,7 @@ class GenerationWorker:
         self.has_pending = asyncio.Event()
         self.flush_requested = threading.Event()  # set by the engine's thread when it asked for a flush
         self.background: list[asyncio.Task] = []  # control, leases, flushing (cancelled on shutdown)
+        self.wake_up: asyncio.Future | None = None  # the pending receive of a wake-up message
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -122,7 +123,7 @@ class GenerationWorker:
                 replies.add(reply)
                 reply.add_done_callback(replies.discard)
         finally:
-            for task in [*self.background, *replies]:
+            for task in [*self.background, *replies, *([self.wake_up] if self.wake_up else [])]:
                 task.cancel()
             await self._give_up_active_replies("The model worker was shut down while writing this reply.")
             if self.engine is not None:
@@ -155,14 +156,24 @@ class GenerationWorker:
                     continue
                 backoff = 0.5
                 if message is not None:
+                    if self.wake_up is not None:  # a full worker must not take wake-ups meant for others
+                        self.wake_up.cancel()
+                        self.wake_up = None
                     return message
-            try:
-                await asyncio.wait_for(self.channel_layer.receive(REQUEST_CHANNEL), settings.LLM_QUEUE_POLL_SECONDS)
-            except TimeoutError:
-                pass
-            except Exception as exc:  # the channel layer is away: the table is still polled
-                log.warning("cannot receive wake-ups (%s); polling the queue", exc)
-                await asyncio.sleep(settings.LLM_QUEUE_POLL_SECONDS)
+            await self._wake_up_or_poll_interval()
+
+    async def _wake_up_or_poll_interval(self) -> None:
+        """Wait for a wake-up, at most LLM_QUEUE_POLL_SECONDS. One receive stays pending across
+        waits (not cancelled and restarted every interval: that churned Redis connections)."""
+        if self.wake_up is None:
+            self.wake_up = asyncio.ensure_future(self.channel_layer.receive(REQUEST_CHANNEL))
+        done, _ = await asyncio.wait({self.wake_up}, timeout=settings.LLM_QUEUE_POLL_SECONDS)
+        if not done:
+            return
+        failure, self.wake_up = self.wake_up.exception(), None
+        if failure is not None:  # the channel layer is away: the table is still polled
+            log.warning("cannot receive wake-ups (%s); polling the queue", failure)
+            await asyncio.sleep(settings.LLM_QUEUE_POLL_SECONDS)
 
     async def _handle_in_slot(self, message: Message) -> None:
         try:
