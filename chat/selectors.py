@@ -9,6 +9,8 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.paginator import Paginator
+from django.db.models import Case, Count, IntegerField, OuterRef, Subquery, Value, When
+from django.db.models.functions import Coalesce
 
 from studio.llm.adapters import adapter_folders
 from studio.llm.loading import ModelLoadError, prepare_model_folder
@@ -49,10 +51,23 @@ def messages_of(*, conversation: Conversation):
     return conversation.messages.all()
 
 
-def queue_position(*, message: Message) -> int:
-    """1 for the next reply a worker takes (chat.services.queued_in_serving_order)."""
-    from .services import queued_in_serving_order
+def queued_in_serving_order():
+    """Queued replies in the order workers take them (the database row is the queue; the channel
+    layer only wakes workers): people at the page (chat, playground) before API requests, those
+    before evaluations' cases; then the owner with the fewest replies being written first (one
+    person's burst cannot starve the others), then oldest first."""
+    writing = (Message.objects.filter(status=Message.Status.STREAMING, conversation__owner=OuterRef("conversation__owner"))
+               .order_by().values("conversation__owner").annotate(n=Count("pk")).values("n"))
+    return (Message.objects.filter(status=Message.Status.QUEUED)
+            .annotate(priority=Case(When(conversation__kind=Conversation.Kind.API, then=Value(1)),
+                                    When(conversation__kind=Conversation.Kind.EVALUATION, then=Value(2)),
+                                    default=Value(0), output_field=IntegerField()),
+                      owner_writing=Subquery(writing, output_field=IntegerField()))
+            .order_by("priority", Coalesce("owner_writing", 0), "pk"))
 
+
+def queue_position(*, message: Message) -> int:
+    """1 for the next reply a worker takes (queued_in_serving_order)."""
     order = list(queued_in_serving_order().values_list("pk", flat=True)[:1000])
     return order.index(message.pk) + 1 if message.pk in order else len(order) + 1
 

@@ -6,8 +6,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, Count, IntegerField, OuterRef, Subquery, Value, When
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from studio.input_checks import unstorable_reason
@@ -195,26 +193,13 @@ def reply_claim(*, message_id: int, worker_channel: str, model_name: str) -> Mes
     return Message.objects.select_related("conversation__prompt_version").get(pk=message_id)
 
 
-def queued_in_serving_order():
-    """Queued replies in the order workers take them (the database row is the queue; the channel
-    layer only wakes workers): people at the page (chat, playground) before API requests, those
-    before evaluations' cases; then the owner with the fewest replies being written first (one
-    person's burst cannot starve the others), then oldest first."""
-    writing = (Message.objects.filter(status=Message.Status.STREAMING, conversation__owner=OuterRef("conversation__owner"))
-               .order_by().values("conversation__owner").annotate(n=Count("pk")).values("n"))
-    return (Message.objects.filter(status=Message.Status.QUEUED)
-            .annotate(priority=Case(When(conversation__kind=Conversation.Kind.API, then=Value(1)),
-                                    When(conversation__kind=Conversation.Kind.EVALUATION, then=Value(2)),
-                                    default=Value(0), output_field=IntegerField()),
-                      owner_writing=Subquery(writing, output_field=IntegerField()))
-            .order_by("priority", Coalesce("owner_writing", 0), "pk"))
-
-
 def reply_claim_next(*, worker_channel: str, default_model: str) -> Message | None:
     """The next queued reply in serving order, claimed by this worker; None when none is waiting.
     A row another worker claims at the same instant is skipped (the update is conditional)."""
     if not Message.objects.filter(status=Message.Status.QUEUED).exists():  # the usual answer, cheaply
         return None
+    from .selectors import queued_in_serving_order
+
     for message_id, requested in queued_in_serving_order().values_list("pk", "conversation__model_name")[:20]:
         message = reply_claim(message_id=message_id, worker_channel=worker_channel,
                               model_name=requested or default_model)

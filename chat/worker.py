@@ -1,7 +1,7 @@
 """The model worker: takes generation requests off the channel layer and streams replies.
 
 Path (DESIGN.md): ChatConsumer stores a queued reply → `send("llm.generate", {"message_id"})`
-wakes a worker → the worker claims the next queued row (chat.services.queued_in_serving_order)
+wakes a worker → the worker claims the next queued row (chat.selectors.queued_in_serving_order)
 → text chunks are stored, then sent to `group_send(conversation group)` → the worker stores the
 final reply. Several workers (scaled mode) claim from the one table.
 

@@ -4,7 +4,7 @@ with progress and cancel.
 The cases go to the same model workers and batches as the chat, as replies of unlisted
 conversations of kind `evaluation` (chat.services.reply_request_unlisted), at most
 EVAL_BATCH_SIZE at a time. Workers take them after everything people wait for at the page and
-through the API (chat.services.queued_in_serving_order), so an evaluation never holds a chat
+through the API (chat.selectors.queued_in_serving_order), so an evaluation never holds a chat
 back, and a model is loaded once per worker, not again per job worker. The job worker itself
 holds no language model (only the embedding model of the semantic-similarity scorer).
 """

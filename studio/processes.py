@@ -98,6 +98,11 @@ def manage(args: list[str], env: dict, *, timeout: float = 120) -> str:
     return result.stdout
 
 
+def shell_token(script: str, env: dict) -> str:
+    """Run `script` in `manage.py shell`; the API token it printed as `TOKEN <token>`."""
+    return manage(["shell", "-c", script], env).split("TOKEN ")[1].split()[0]
+
+
 class StudioServer:
     def __init__(self, base_url, server, workers, log_dir):
         self.base_url = base_url

@@ -6,7 +6,7 @@ import json
 import openai
 import pytest
 
-from studio.processes import frames_until, manage, open_chat_socket, running_studio, studio_env
+from studio.processes import frames_until, open_chat_socket, running_studio, shell_token, studio_env
 from tests.settings import TINY_MODEL_DIR
 
 ADMIN_PASSWORD = "admin-password-1"
@@ -23,7 +23,7 @@ def engine_studio(tmp_path_factory):
     env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
                      STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=400)
     with running_studio(env, data_dir / "logs") as server:
-        server.token = manage(["shell", "-c", TOKEN], env).split("TOKEN ")[1].split()[0]
+        server.token = shell_token(TOKEN, env)
         yield server
 
 

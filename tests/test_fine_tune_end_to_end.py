@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from studio.processes import frames_until, manage, next_frame, open_chat_socket, running_studio, studio_env
+from studio.processes import frames_until, next_frame, open_chat_socket, running_studio, shell_token, studio_env
 from tests.settings import TINY_MODEL_DIR
 
 ADMIN_PASSWORD = "admin-password-1"
@@ -40,7 +40,7 @@ def studio(tmp_path_factory):
                      STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, JOB_HEARTBEAT_TIMEOUT_SECONDS=4, LLM_TEMPERATURE=0,
                      LLM_MAX_NEW_TOKENS=8)
     with running_studio(env, data_dir / "logs") as server:
-        server.token = manage(["shell", "-c", SETUP], env).split("TOKEN ")[1].split()[0]
+        server.token = shell_token(SETUP, env)
         yield server
 
 

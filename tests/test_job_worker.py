@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from studio.processes import manage, running_studio, start_process, stop_process, studio_env
+from studio.processes import running_studio, shell_token, start_process, stop_process, studio_env
 from tests.scaled import ADMIN_PASSWORD
 from tests.settings import TINY_MODEL_DIR
 
@@ -39,7 +39,7 @@ def api(studio, method, path, body=None):
 
 
 def set_up(studio, env, cases=24, reply_tokens=48):
-    studio.token = manage(["shell", "-c", SETUP % reply_tokens], env).split("TOKEN ")[1].split()[0]
+    studio.token = shell_token(SETUP % reply_tokens, env)
     rows = [{"prompt": "order-json", "input": {"order": f"{n} pears"}, "expected": f'{{"quantity": {n}}}'}
             for n in range(cases)]
     status, created = api(studio, "POST", "/api/failure-cases/", rows)

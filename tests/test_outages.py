@@ -12,7 +12,7 @@ import time
 import openai
 import pytest
 
-from studio.processes import frames_until, free_port, manage, open_chat_socket, running_studio
+from studio.processes import frames_until, free_port, open_chat_socket, running_studio, shell_token
 from tests.needs import missing
 from tests.scaled import ADMIN_PASSWORD, drop_database, query, scaled_studio_env
 from tests.test_external_engine import TOKEN
@@ -63,7 +63,7 @@ async def test_workers_ride_out_a_redis_restart_and_no_reply_is_lost_or_stuck(ou
     env, database = outage_env
     with running_studio(env, tmp_path / "logs", workers=2) as studio:
         await wait_for_workers(database, 2)
-        token = manage(["shell", "-c", TOKEN], env).split("TOKEN ")[1].split()[0]
+        token = shell_token(TOKEN, env)
         session = studio.login("admin", ADMIN_PASSWORD)
         conversation_id = session.new_conversation()
         chat_socket = await open_chat_socket(studio, session, conversation_id)

@@ -118,14 +118,14 @@ def test_people_at_the_page_are_served_before_an_api_burst_and_owners_take_turns
     api_replies = [services.reply_request(conversation=c, content="batch job")[1] for c in api_conversations]
     chat = services.conversation_create(owner=alice)
     _, chat_reply = services.reply_request(conversation=chat, content="hello")
-    order = list(services.queued_in_serving_order().values_list("pk", flat=True))
+    order = list(selectors.queued_in_serving_order().values_list("pk", flat=True))
     assert order == [chat_reply.pk, *(r.pk for r in api_replies), evaluation_case.pk]  # evaluations come last
     assert selectors.queue_position(message=chat_reply) == 1
     # Bob has a reply being written: carol's API request, though newer, goes before his others.
     Message.objects.filter(pk=api_replies[0].pk).update(status=Message.Status.STREAMING)
     carol_conversation = Conversation.objects.create(owner=carol, kind=Conversation.Kind.API)
     _, carol_reply = services.reply_request(conversation=carol_conversation, content="mine")
-    order = list(services.queued_in_serving_order().values_list("pk", flat=True))
+    order = list(selectors.queued_in_serving_order().values_list("pk", flat=True))
     assert order == [chat_reply.pk, carol_reply.pk, api_replies[1].pk, api_replies[2].pk, evaluation_case.pk]
 
 

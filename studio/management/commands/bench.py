@@ -23,7 +23,7 @@ from django.core.management.base import BaseCommand
 
 from studio import bench
 from studio.llm import BUNDLED_MODEL, load_model, render_prompt_ids
-from studio.processes import REPO, manage, running_studio, studio_env
+from studio.processes import REPO, running_studio, shell_token, studio_env
 
 DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -103,7 +103,7 @@ class Command(BaseCommand):
                     questions = bench.eval_questions(eval_cases)
                     setup = bench.EVAL_SETUP.format(instructions=bench.EVAL_INSTRUCTIONS, tokens=eval_tokens,
                                                     cases=[("warm-up", questions[0])] + [("measured", q) for q in questions])
-                    eval_token = manage(["shell", "-c", setup], env).split("TOKEN ")[1].split()[0]
+                    eval_token = shell_token(setup, env)
 
             async def measure():
                 for mode, (server, session, sqlite_path) in servers.items():
