@@ -17,6 +17,16 @@ class TokenError(Exception):
     pass
 
 
+def person_lock(user) -> None:
+    """Inside a transaction: hold the person's row until it ends. A per-person limit that counts
+    and then creates does both under it, so simultaneous requests of one person take turns
+    instead of all passing the count (PostgreSQL: a row lock; SQLite: its transactions already
+    take the write lock when they begin, settings.DATABASES)."""
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
+
+
 def api_token_create(*, user, name: str) -> tuple[ApiToken, str]:
     name = (name or "").strip()
     if not name or len(name) > 100:

@@ -1,10 +1,13 @@
 """Throttling password guesses (django-axes) and bad API tokens (django-ratelimit).
 
-Logins: the account being guessed is locked after settings.AXES_FAILURE_LIMIT failures
-in a row, from any address, for settings.AXES_COOLOFF_TIME; an address that failed on
-settings.LOGIN_ADDRESS_ACCOUNT_LIMIT different accounts is locked as a whole. A team behind
-one proxy shares an address, so one person's typos never lock the others out. Admins unlock
-on /admin/axes/accessattempt/ (delete the attempts) or with `manage.py axes_reset_username`.
+Logins: the failing source is throttled, never the person. An account is locked after
+settings.AXES_FAILURE_LIMIT failures in a row *from one address*, for that address only, for
+settings.AXES_COOLOFF_TIME: someone guessing the admin's password locks the admin out of their
+own address, not out of the studio. An address that failed on settings.LOGIN_ADDRESS_ACCOUNT_LIMIT
+different accounts (guessing names) gets every further wrong password refused with the lockout
+page, while a right password still logs in: a team behind one NAT keeps working when one of
+them guesses. Admins unlock on /admin/axes/accessattempt/ (delete the attempts) or with
+`manage.py axes_reset_username`.
 
 API tokens: an address that sends more than settings.API_BAD_TOKENS_PER_MINUTE bad tokens
 a minute gets 429; a valid token is checked first and never counted.
@@ -19,6 +22,7 @@ from axes.handlers.database import AxesDatabaseHandler
 from axes.helpers import get_client_ip_address
 from axes.models import AccessAttempt
 from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
 from django.shortcuts import render
 from django_ratelimit.core import is_ratelimited
 
@@ -29,8 +33,17 @@ log = logging.getLogger("studio")
 
 class LoginLockoutHandler(AxesDatabaseHandler):
     def is_locked(self, request, credentials=None) -> bool:
-        if super().is_locked(request, credentials):  # this account: AXES_FAILURE_LIMIT failures
+        if super().is_locked(request, credentials):  # this account from this address: AXES_FAILURE_LIMIT failures
             return True
+        if not self._address_guessed_many_accounts(request):
+            return False
+        # Only the wrong passwords of such an address are refused: a right one still logs in.
+        credentials = credentials or {}
+        return ModelBackend().authenticate(request, username=credentials.get("username"),
+                                           password=credentials.get("password")) is None
+
+    @staticmethod
+    def _address_guessed_many_accounts(request) -> bool:
         address = getattr(request, "axes_ip_address", None) or get_client_ip_address(request)
         guessed_accounts = (AccessAttempt.objects.filter(ip_address=address,
                                                          attempt_time__gte=get_cool_off_threshold(request))
@@ -39,10 +52,12 @@ class LoginLockoutHandler(AxesDatabaseHandler):
 
 
 def lockout_response(request, original_response=None, credentials=None):
-    """The page a locked-out login gets (429), in the studio's layout."""
+    """The page a locked-out login gets (429), in the studio's layout: which lock it is."""
     username = (credentials or {}).get("username") or request.POST.get("username", "")
+    account_locked = AxesDatabaseHandler.is_locked(LoginLockoutHandler(), request, credentials)
     return render(request, "registration/locked_out.html", {
-        "username": username[:150], "minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)}, status=429)
+        "username": username[:150] if account_locked else "",
+        "minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)}, status=429)
 
 
 class ApiRefusal(Exception):

@@ -34,6 +34,8 @@ class Conversation(models.Model):
     # Sampling asked for by an API request (temperature, top_p, max_new_tokens, stop, seed): they
     # override the prompt version's and the studio's defaults for its reply.
     parameters = models.JSONField(default=dict, blank=True)
+    # The job an unlisted conversation answers for ("evaluation:12"): withdrawn with it when it ends.
+    job = models.CharField(max_length=40, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

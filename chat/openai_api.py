@@ -25,6 +25,7 @@ from django.db import transaction
 from django.http import JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from accounts.services import person_lock
 from accounts.throttle import ApiRefusal, api_user
 from studio.input_checks import InputError, parse_json
 
@@ -32,6 +33,24 @@ from . import selectors, services
 from .models import Conversation, Message
 from .dispatch import wake_workers
 
+# Parameters of OpenAI's API the studio does not do: refused (naming the parameter) rather than
+# silently ignored, when set to anything but their "off" value.
+UNSUPPORTED = {
+    "n": lambda value: value not in (None, 1),
+    "logprobs": lambda value: value not in (None, False),
+    "top_logprobs": lambda value: value not in (None, 0),
+    "tools": lambda value: value not in (None, []),
+    "tool_choice": lambda value: value not in (None, "none", "auto"),
+    "functions": lambda value: value not in (None, []),
+    "function_call": lambda value: value not in (None, "none", "auto"),
+    "response_format": lambda value: value not in (None, {"type": "text"}),
+    "logit_bias": lambda value: value not in (None, {}),
+    "presence_penalty": lambda value: value not in (None, 0, 0.0),
+    "frequency_penalty": lambda value: value not in (None, 0, 0.0),
+    "audio": lambda value: value is not None,
+    "prediction": lambda value: value is not None,
+    "modalities": lambda value: value not in (None, ["text"]),
+}
 PROMPT_MODEL = re.compile(r"^prompt:(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)(?:@(?:v(?P<number>\d{1,9})|(?P<label>[a-z0-9][a-z0-9_-]{0,39})))?$")
 MAX_MESSAGES = 500
 
@@ -114,6 +133,14 @@ def _number(body, name, *, low, high, integer=False):
 def clean_request(body) -> dict:
     if not isinstance(body, dict):
         raise ApiError(400, "Send a JSON object with `model` and `messages`.")
+    for name, unsupported in UNSUPPORTED.items():
+        try:
+            refused = unsupported(body.get(name))
+        except TypeError:  # an unhashable value where a plain one was expected
+            refused = True
+        if refused:
+            raise ApiError(400, f"`{name}` is not supported by this server; leave it out.", param=name,
+                           code="unsupported_parameter")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "`model` is required (see GET /v1/models).", param="model")
@@ -159,10 +186,6 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
     from prompts.rendering import MissingVariablesError, TemplateError, render_user_turn
 
     messages, model = asked["messages"], asked["model"]
-    if services.replies_queued_by(user=user) >= settings.LLM_MAX_QUEUED_PER_USER:
-        # One person's burst must not fill the queue in front of everyone else's chats.
-        raise ApiError(429, f"You have {settings.LLM_MAX_QUEUED_PER_USER} requests waiting for the model already; "
-                            "wait for some to finish.", kind="rate_limit_error", code="rate_limit_exceeded")
     version, variables = None, {}
     matched = PROMPT_MODEL.match(model)
     if matched:
@@ -195,7 +218,15 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         messages = [m for m in messages if m["role"] != "system"]
         served = "" if model == available[0] else model
+    _require_context_fits(system, version, messages, asked["parameters"])
     with transaction.atomic():
+        # Counted and created under the person's lock: simultaneous requests cannot all pass.
+        person_lock(user)
+        if services.replies_queued_by(user=user) >= settings.LLM_MAX_QUEUED_PER_USER:
+            # One person's burst must not fill the queue in front of everyone else's chats.
+            raise ApiError(429, f"You have {settings.LLM_MAX_QUEUED_PER_USER} requests waiting for the model "
+                                "already; wait for some to finish.", kind="rate_limit_error",
+                           code="rate_limit_exceeded")
         conversation = Conversation.objects.create(
             owner=user, kind=Conversation.Kind.API, system_prompt=system, prompt_version=version,
             prompt_variables=variables, model_name=served, parameters=asked["parameters"],
@@ -204,6 +235,34 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
             Message.objects.create(conversation=conversation, role=message["role"], content=message["content"])
         _, reply = services.reply_request(conversation=conversation, content=messages[-1]["content"])
     return conversation, reply, model
+
+
+def _require_context_fits(system: str, version, messages: list[dict], parameters: dict) -> None:
+    """Refuse (400, OpenAI's `context_length_exceeded`) a request whose messages do not fit the
+    model's context with room for the reply, before it is stored or reaches a worker. Linear:
+    the messages' text is tokenised once; the chat template is rendered only when that much fits."""
+    from prompts.selectors import prompt_counter
+
+    counter = prompt_counter()
+    if counter is None:  # the model is still being prepared: the worker fits the history itself
+        return
+    history = ([{"role": "system", "content": system}] if system.strip() else [])
+    for example in (version.examples if version is not None else []):
+        history += [{"role": "user", "content": example["input"]}, {"role": "assistant", "content": example["output"]}]
+    history += messages
+    max_new_tokens = parameters.get("max_new_tokens") or (version.max_new_tokens if version is not None else None) \
+        or settings.LLM_MAX_NEW_TOKENS
+    budget = counter.context_length - max_new_tokens
+    encoded = counter.tokenizer.encode_batch([m["content"] for m in history], add_special_tokens=False)
+    tokens = sum(len(e.ids) for e in encoded)
+    if tokens <= budget:
+        tokens = counter.count(history)
+        if tokens <= budget:
+            return
+    raise ApiError(400, f"This model's maximum context length is {counter.context_length} tokens and the reply may "
+                        f"take {max_new_tokens} (`max_tokens`), so the messages may take {budget}; yours take "
+                        f"{tokens}, {tokens - budget} too many. Shorten them or leave out earlier ones.",
+                   param="messages", code="context_length_exceeded")
 
 
 async def _events(conversation: Conversation, reply: Message):
@@ -260,10 +319,12 @@ async def _events(conversation: Conversation, reply: Message):
 
 
 def _finish_reason(event: dict, parameters: dict) -> str:
+    """OpenAI's finish_reason: "length" when the reply hit its limit, else "stop" (also for a reply
+    someone stopped, whose figures may be missing: it was stopped before a worker took it)."""
     if event.get("finish_reason") == "length":
         return "length"
     limit = parameters.get("max_new_tokens") or settings.LLM_MAX_NEW_TOKENS
-    return "length" if (event.get("usage") or {}).get("completion_tokens", 0) >= limit else "stop"
+    return "length" if ((event.get("usage") or {}).get("completion_tokens") or 0) >= limit else "stop"
 
 
 def _usage(event: dict) -> dict:
@@ -292,9 +353,13 @@ async def chat_completions(request):
     if asked["stream"]:
         return StreamingHttpResponse(_stream(conversation, reply, asked, model, completion_id, created),
                                      content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    async for kind, payload in _events(conversation, reply):
-        if kind == "done":
-            done = payload
+    try:
+        async for kind, payload in _events(conversation, reply):
+            if kind == "done":
+                done = payload
+    except asyncio.CancelledError:  # the client went away (Django cancels the view): stop its reply
+        await asyncio.shield(_stop(reply.pk))
+        raise
     stored = await Message.objects.aget(pk=reply.pk)  # the stored text is the answer
     if done.get("status") == "failed":
         return ApiError(503, done.get("error") or "The model failed to answer.", kind="server_error").response()

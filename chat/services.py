@@ -141,12 +141,13 @@ def reply_regenerate(*, conversation: Conversation) -> tuple[int, Message]:
 
 
 def reply_request_unlisted(*, owner, kind: str, messages: list[dict], model_name: str, parameters: dict,
-                           title: str = "") -> Message:
+                           title: str = "", job: str = "") -> Message:
     """A conversation no list shows (an evaluation's case) holding `messages` exactly as the model
-    is to read them (system messages become its system prompt), and its queued reply."""
+    is to read them (system messages become its system prompt), and its queued reply. `job` names
+    what it answers for (conversations_withdraw)."""
     with transaction.atomic():
         conversation = Conversation.objects.create(
-            owner=owner, kind=kind, title=_clean_title(title) or Conversation.DEFAULT_TITLE,
+            owner=owner, kind=kind, title=_clean_title(title) or Conversation.DEFAULT_TITLE, job=job,
             system_prompt="\n\n".join(m["content"] for m in messages if m["role"] == "system"),
             model_name=available_served_model(model_name), parameters=parameters)
         Message.objects.bulk_create([Message(conversation=conversation, role=m["role"], content=m["content"])
@@ -160,6 +161,15 @@ def replies_withdraw(*, message_ids) -> list[Message]:
     Message.objects.filter(pk__in=message_ids, status=Message.Status.QUEUED).update(
         status=Message.Status.STOPPED, finished_at=timezone.now(), lease_expires_at=None)
     return list(Message.objects.filter(pk__in=message_ids, status=Message.Status.STREAMING))
+
+
+def conversations_withdraw(*, job: str) -> list[Message]:
+    """A job ended (or its worker died): its unlisted conversations go, their queued replies with
+    them. Returns the replies a model worker is writing, to be told to stop."""
+    conversations = Conversation.objects.filter(job=job)
+    streaming = replies_withdraw(message_ids=Message.objects.filter(conversation__in=conversations).values("pk"))
+    conversations.delete()
+    return streaming
 
 
 def _queue_reply(conversation: Conversation) -> Message:
@@ -193,14 +203,18 @@ def reply_claim(*, message_id: int, worker_channel: str, model_name: str) -> Mes
     return Message.objects.select_related("conversation__prompt_version").get(pk=message_id)
 
 
-def reply_claim_next(*, worker_channel: str, default_model: str) -> Message | None:
+def reply_claim_next(*, worker_channel: str, default_model: str, background: bool = True) -> Message | None:
     """The next queued reply in serving order, claimed by this worker; None when none is waiting.
+    Without `background`, evaluation cases are left for later (the worker's share of them is full).
     A row another worker claims at the same instant is skipped (the update is conditional)."""
     if not Message.objects.filter(status=Message.Status.QUEUED).exists():  # the usual answer, cheaply
         return None
     from .selectors import queued_in_serving_order
 
-    for message_id, requested in queued_in_serving_order().values_list("pk", "conversation__model_name")[:20]:
+    queued = queued_in_serving_order()
+    if not background:
+        queued = queued.exclude(conversation__kind=Conversation.Kind.EVALUATION)
+    for message_id, requested in queued.values_list("pk", "conversation__model_name")[:20]:
         message = reply_claim(message_id=message_id, worker_channel=worker_channel,
                               model_name=requested or default_model)
         if message is not None:

@@ -34,12 +34,12 @@ from django.conf import settings
 
 from studio.llm import GenerationSettings, LoadedModel, load_model
 from studio.llm.adapters import ServedModels
-from studio.llm.engine import BatchEngine, EngineRequest, EngineResult
+from studio.llm.engine import BatchEngine, EngineRequest, EngineResult, prepare_prompt
 from studio.llm.remote import RemoteEngine
 
 from . import selectors, services
 from .dispatch import REQUEST_CHANNEL, fail_expired_replies
-from .models import Message, ModelWorker
+from .models import Conversation, Message, ModelWorker
 
 EXTERNAL_ENGINE_RETRY_S = 10.0
 
@@ -97,6 +97,10 @@ class GenerationWorker:
         # A worker takes no more replies than its batch holds: the rest wait on the request
         # channel, where another worker (scaled mode) may take them.
         self.slots = asyncio.Semaphore(settings.LLM_MAX_BATCH)
+        # Evaluation cases take at most half of them, so a chat arriving during a large
+        # evaluation always finds a place in the batch at once.
+        self.background_slots = max(1, settings.LLM_MAX_BATCH // 2)
+        self.background_active = 0
         self.ready = asyncio.Event()  # set once the model is loaded (or failed to load)
         # Held while chunks are stored and sent, so a catch-up reply carries exactly the text of
         # the chunks sent before it.
@@ -148,7 +152,8 @@ class GenerationWorker:
             if self.takes_requests():
                 try:
                     message = await database_sync_to_async(services.reply_claim_next)(
-                        worker_channel=self.channel_name, default_model=self.model_name if self.engine else "")
+                        worker_channel=self.channel_name, default_model=self.model_name if self.engine else "",
+                        background=self.background_active < self.background_slots)
                 except Exception as exc:
                     log.warning("cannot read the queue (%s); retrying in %.0f s", exc, backoff)
                     await asyncio.sleep(backoff)
@@ -176,9 +181,12 @@ class GenerationWorker:
             await asyncio.sleep(settings.LLM_QUEUE_POLL_SECONDS)
 
     async def _handle_in_slot(self, message: Message) -> None:
+        background = message.conversation.kind == Conversation.Kind.EVALUATION
+        self.background_active += background
         try:
             await self.handle_claimed(message)
         finally:
+            self.background_active -= background
             self.slots.release()
 
     @property
@@ -195,7 +203,8 @@ class GenerationWorker:
         try:
             self.loaded = await asyncio.to_thread(self.load)
             self.served = ServedModels(self.loaded, settings.STUDIO_ADAPTERS_DIR)
-            self.engine = BatchEngine(self.loaded, max_batch=settings.LLM_MAX_BATCH)
+            self.engine = BatchEngine(self.loaded, max_batch=settings.LLM_MAX_BATCH,
+                                      background_share=settings.LLM_BACKGROUND_SHARE)
         except Exception as exc:  # the worker stays up to tell every request why
             self.load_error = f"The model could not be loaded: {exc}"
             self.state = ModelWorker.State.FAILED
@@ -269,9 +278,14 @@ class GenerationWorker:
             generation_settings = dataclasses.replace(self.defaults, **overrides)
             # Adapters are added between decode steps; replies for different adapters share a batch.
             adapter = await asyncio.wrap_future(self.engine.call(lambda: self._prepare_adapter(model_name)))
-            result = await self._stream(active, EngineRequest(
-                key=message.pk, messages=history, settings=generation_settings, adapter=adapter,
-                on_delta=lambda delta: None, on_done=lambda result: None))
+            request = EngineRequest(key=message.pk, messages=history, settings=generation_settings, adapter=adapter,
+                                    on_delta=lambda delta: None, on_done=lambda result: None,
+                                    background=message.conversation.kind == Conversation.Kind.EVALUATION)
+            if isinstance(self.engine, BatchEngine):
+                # Fitting a long history to the context happens here, in a thread of its own: never
+                # in the engine's step loop, where it would hold every other reply.
+                await asyncio.to_thread(prepare_prompt, self.loaded, request)
+            result = await self._stream(active, request)
         except Exception as exc:
             log.exception("reply %s failed", message.pk)
             await self._finish(active, Message.Status.FAILED, usage={}, error=describe_failure(exc))

@@ -59,14 +59,23 @@ def failure_cases_export(request):
     return export_response(selectors.cases_for(user=user, filters=filters), export_format, filters)
 
 
-def evaluation_json(evaluation: Evaluation) -> dict:
-    results = evaluation.results.order_by("id").values("case_id", "output", "passed", "scores", "error")
+def evaluation_json(evaluation: Evaluation, *, user) -> dict:
+    """The evaluation and its results; a case its author made private since is a result without
+    its output (`"private": true`) for everyone else."""
+    results = evaluation.results.order_by("id").values("case_id", "output", "passed", "scores", "error",
+                                                       "case__shared", "case__created_by_id")
+
+    def result_json(r):
+        if not (r["case__shared"] or r["case__created_by_id"] == user.pk):
+            return {"case": r["case_id"], "passed": r["passed"], "private": True}
+        return {"case": r["case_id"], "output": r["output"], "passed": r["passed"], "scores": r["scores"],
+                **({"error": r["error"]} if r["error"] else {})}
+
     return {"id": evaluation.pk, "prompt": evaluation.prompt_version.prompt.slug,
             "version": evaluation.prompt_version.number, "model": evaluation.model_name,
             **evaluation.progress_dict(), "passed": evaluation.passed,
             "pass_rate": None if evaluation.pass_rate is None else round(evaluation.pass_rate, 4),
-            "results": [{"case": r["case_id"], "output": r["output"], "passed": r["passed"], "scores": r["scores"],
-                         **({"error": r["error"]} if r["error"] else {})} for r in results]}
+            "results": [result_json(r) for r in results]}
 
 
 @csrf_exempt
@@ -114,7 +123,7 @@ def _evaluation(request, evaluation_id):
 @require_GET
 def evaluation_detail(request, evaluation_id):
     try:
-        _, evaluation = _evaluation(request, evaluation_id)
+        user, evaluation = _evaluation(request, evaluation_id)
     except ApiRefusal as refusal:
         return _error(refusal.status, str(refusal))
     if evaluation is None:
@@ -122,7 +131,7 @@ def evaluation_detail(request, evaluation_id):
     dispatch_waiting()
     selectors.evaluations_visible_to(evaluation.created_by)  # fails it if its worker died
     evaluation.refresh_from_db()
-    return JsonResponse(evaluation_json(evaluation))
+    return JsonResponse(evaluation_json(evaluation, user=user))
 
 
 @csrf_exempt

@@ -6,7 +6,9 @@
 - DPO (`{"prompt", "chosen", "rejected", "system"}`): the user turn as `prompt`, the expected
   answer as `chosen`, the model's answer as `rejected`, the instructions as `system`. Cases
   without an actual answer are left out (there is nothing to prefer against).
-- CSV: one row a case, every column.
+- CSV: one row a case, every column; a cell a spreadsheet would run as a formula (`=`, `+`,
+  `-`, `@`, tab, carriage return) is written behind a `'` (studio.spreadsheet_cells), which the
+  CSV import takes off again.
 All load with `datasets.load_dataset("json" | "csv", data_files=...)` unchanged (tested).
 """
 
@@ -17,6 +19,7 @@ import io
 import json
 
 from prompts.rendering import MissingVariablesError, TemplateError
+from studio.spreadsheet_cells import csv_cell_written
 
 from .prompting import case_messages, user_turn
 
@@ -55,7 +58,7 @@ def export_lines(cases, export_format: str):
         for case in cases.select_related("created_by").iterator(chunk_size=500):
             buffer.seek(0)
             buffer.truncate()
-            writer.writerow(csv_row(case))
+            writer.writerow([csv_cell_written(cell) for cell in csv_row(case)])
             yield buffer.getvalue()
         return
     line_of = sft_line if export_format == "sft" else dpo_line

@@ -1,5 +1,9 @@
-"""Importing failure cases from CSV or JSONL: parse, map columns to fields, check every row,
-then import all of them (or only the valid ones, if the person says so)."""
+"""Importing failure cases from CSV or JSONL: parse, map columns to fields, check the rows, then
+import all of them (or only the valid ones, if the person says so).
+
+A file may hold 20,000 rows, and checking one renders its template: no request checks the
+whole file. The mapping page checks the rows it shows (PREVIEW_ROWS a page); the import is a job
+on the job workers (`import_run`) that checks every row once and imports, with progress."""
 
 from __future__ import annotations
 
@@ -8,12 +12,16 @@ import io
 import json
 
 from studio.input_checks import InputError, parse_json
+from studio.spreadsheet_cells import csv_cell_read
 
 from . import services
 from .models import FailureCase
 
 MAX_ROWS = 20_000
 MAX_COLUMNS = 100
+PREVIEW_ROWS = 25  # rows the mapping page checks and shows at a time
+EXTRA_FIELDS = "\x00extra"  # where a CSV row keeps the cells beyond its header (an error on that row)
+KEPT_ERRORS = 500  # errors an import keeps to show
 # Fields a column can fill, with the header names guessed for each.
 TARGETS = {
     "prompt": ("prompt", "prompt_slug", "slug"),
@@ -62,7 +70,10 @@ def parse_file(filename: str, raw: bytes) -> tuple[list[str], list[dict]]:
             columns = [c for c in (reader.fieldnames or []) if c is not None]
             rows = []
             for row in reader:
-                rows.append({k: v for k, v in row.items() if k is not None})
+                extra = row.pop(None, None)  # DictReader keeps cells beyond the header under None
+                rows.append({k: csv_cell_read(v) for k, v in row.items()})
+                if extra:
+                    rows[-1][EXTRA_FIELDS] = len(columns) + len(extra)
                 if len(rows) > MAX_ROWS:
                     raise ImportFileError(f"The file has more than {MAX_ROWS:,} rows; split it.")
         except csv.Error as exc:
@@ -128,16 +139,39 @@ def row_to_case(row: dict, mapping: dict, fixed: dict) -> dict:
     return raw
 
 
-def check_rows(rows: list[dict], mapping: dict, fixed: dict, *, user) -> dict:
-    """Every row checked: {"valid": [(row number, fields)], "errors": [(row, column, message)],
-    "duplicates": [(row, message)]}. Row numbers count from 1 (the first data row)."""
+def mapping_problem(mapping: dict, fixed: dict) -> str | None:
+    """What the person must choose before rows can be checked; None once the mapping says enough."""
+    if not fixed.get("prompt"):
+        return ("Choose the prompt these cases belong to above (or “from the prompt column”, or “none” for "
+                "plain-chat cases); the rows are checked once it is chosen.")
+    if fixed.get("prompt") == "(column)" and not mapping.get("prompt"):
+        return "Choose the column that holds each row's prompt."
+    if not mapping.get("expected"):
+        return "Choose the column that holds the expected answer."
+    return None
+
+
+def check_rows(rows: list[dict], mapping: dict, fixed: dict, *, user, first_number: int = 1,
+               progress=None) -> dict:
+    """The rows checked: {"valid": [(row number, fields)], "errors": [(row, column, message)],
+    "duplicates": [(row, message)], "total"}. Row numbers count from 1 (the first data row of the
+    file; `first_number` when `rows` is a page of it). `progress(done)` is called now and then."""
     from .selectors import cases_visible_to
 
+    if fixed.get("prompt") == "-":  # plain-chat cases: a prompt column is not read
+        mapping = {target: column for target, column in mapping.items() if target not in ("prompt", "version")}
+    fixed = _fixed_values(fixed)
     valid, errors, duplicates, seen = [], [], [], {}
+    versions: dict = {}  # (slug, number) → version: resolved once per check, not once per row
     columns_of = {**{target: column for target, column in mapping.items()}, **{k: "(fixed)" for k in fixed}}
-    for number, row in enumerate(rows, start=1):
+    for number, row in enumerate(rows, start=first_number):
+        if progress and (number - first_number) % 200 == 0:
+            progress(number - first_number)
+        if row.get(EXTRA_FIELDS):
+            errors.append((number, "(row)", f"has {row[EXTRA_FIELDS]} fields; the header has {len(row) - 1}"))
+            continue
         try:
-            fields = services.clean_case(row_to_case(row, mapping, fixed))
+            fields = services.clean_case(row_to_case(row, mapping, fixed), versions=versions)
         except services.CaseError as exc:
             errors.append((number, _column_at_fault(exc.field, mapping, columns_of), exc.message))
             continue
@@ -148,8 +182,11 @@ def check_rows(rows: list[dict], mapping: dict, fixed: dict, *, user) -> dict:
         seen[key] = number
         valid.append((number, fields))
     if valid:
-        existing = set(cases_visible_to(user).filter(input_digest__in=[k[1] for k in seen]).values_list(
-            "prompt_version_id", "input_digest"))
+        existing = set()
+        digests = [k[1] for k in seen]
+        for start in range(0, len(digests), 500):  # SQLite takes at most 999 parameters a query
+            existing |= set(cases_visible_to(user).filter(input_digest__in=digests[start:start + 500]).values_list(
+                "prompt_version_id", "input_digest"))
         kept = []
         for number, fields in valid:
             if (getattr(fields["prompt_version"], "pk", None), services.digest_of(fields)) in existing:
@@ -158,6 +195,11 @@ def check_rows(rows: list[dict], mapping: dict, fixed: dict, *, user) -> dict:
                 kept.append((number, fields))
         valid = kept
     return {"valid": valid, "errors": errors, "duplicates": sorted(duplicates), "total": len(rows)}
+
+
+def _fixed_values(fixed: dict) -> dict:
+    """The choices that hold for every row, as row_to_case reads them ("(column)" and "-": none)."""
+    return {name: value for name, value in fixed.items() if value and value not in ("(column)", "-")}
 
 
 def _column_at_fault(field: str, mapping: dict, columns_of: dict) -> str:
@@ -182,4 +224,47 @@ def import_checked(checked: dict, *, user, only_valid: bool, eval_share: float, 
     if eval_share:
         services.split_held_out(chosen, eval_share, seed=seed)
     with transaction.atomic():
-        return [services.new_case(user=user, fields=fields, source=FailureCase.Source.IMPORT) for fields in chosen]
+        return [services.case_create(user=user, fields=fields, source=FailureCase.Source.IMPORT) for fields in chosen]
+
+
+class Cancelled(Exception):
+    pass
+
+
+def import_run(draft_id: int) -> None:
+    """The import job: every row of the draft checked once, then imported (or nothing, when rows
+    have errors and the person did not choose to import only the valid ones). The outcome is kept
+    on the draft for its page; the draft's rows stay until it is deleted (a day later)."""
+    from studio.jobs import JobStatus, job_claim, job_end, job_progress
+
+    from .models import ImportDraft
+
+    draft = ImportDraft.objects.select_related("owner").filter(pk=draft_id).first()
+    if draft is None or not job_claim(draft):
+        return
+
+    def progress(done: int) -> None:
+        if job_progress(draft, done=done, note="checking the rows"):
+            raise Cancelled
+
+    try:
+        checked = check_rows(draft.rows, draft.mapping, draft.fixed, user=draft.owner, progress=progress)
+        outcome = {"duplicates": len(checked["duplicates"]), "refused": len(checked["errors"]),
+                   "errors": [list(error) for error in checked["errors"][:KEPT_ERRORS]],
+                   "duplicate_rows": [list(row) for row in checked["duplicates"][:KEPT_ERRORS]], "imported": 0}
+        only_valid = bool(draft.options.get("only_valid"))
+        if checked["errors"] and not only_valid:
+            job_end(draft, JobStatus.FINISHED, outcome=outcome)
+            return
+        job_progress(draft, done=len(draft.rows), note="importing")
+        created = import_checked(checked, user=draft.owner, only_valid=only_valid,
+                                 eval_share=float(draft.options.get("eval_share") or 0))
+        outcome["imported"] = len(created)
+        job_end(draft, JobStatus.FINISHED, outcome=outcome)
+    except Cancelled:
+        job_end(draft, JobStatus.CANCELLED)
+    except Exception as exc:
+        import logging
+
+        logging.getLogger("evals").exception("import %s failed", draft_id)
+        job_end(draft, JobStatus.FAILED, error=f"The import failed: {exc}. Nothing was imported.")

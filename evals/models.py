@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-from studio.jobs import JobRecord
+from studio.jobs import JobRecord, JobStatus
 
 
 class Tag(models.Model):
@@ -174,12 +174,20 @@ class EvaluationResult(models.Model):
         constraints = [models.UniqueConstraint(fields=["evaluation", "case"], name="one_result_per_case")]
 
 
-class ImportDraft(models.Model):
-    """An uploaded CSV/JSONL file between its upload and its import: the mapping and preview
-    steps read it from here (nothing is a case until the person imports)."""
+class ImportDraft(JobRecord):
+    """An uploaded CSV/JSONL file between its upload and its import: the mapping step checks the
+    rows it shows, page by page; the import is a job on the job workers that checks every row
+    once and imports them (nothing is a case until then). `outcome` says what it did."""
 
+    # Blank until the person starts the import (a draft being mapped is no job yet).
+    status = models.CharField(max_length=16, choices=JobStatus.choices, blank=True, default="")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     filename = models.CharField(max_length=200)
     columns = models.JSONField(default=list)
     rows = models.JSONField(default=list)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # What the person chose when they started the import (kept, so a refused import shows them again).
+    mapping = models.JSONField(default=dict)  # field → column
+    fixed = models.JSONField(default=dict)  # prompt, version, split for every row
+    options = models.JSONField(default=dict)  # only_valid, eval_share (0-1)
+    # {"imported", "duplicates", "refused", "errors": [[row, column, message]], "duplicate_rows": [[row, why]]}
+    outcome = models.JSONField(default=dict)

@@ -70,7 +70,7 @@ def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[
                 reply = chat_services.reply_request_unlisted(
                     owner=evaluation.created_by, kind=Conversation.Kind.EVALUATION,
                     messages=conversations[next_index], model_name=evaluation.model_name, parameters=parameters,
-                    title=f"Evaluation {evaluation.pk}")
+                    title=f"Evaluation {evaluation.pk}", job=job_key(evaluation.pk))
                 waiting[reply.pk], added = next_index, True
                 created.append(reply.conversation_id)
                 next_index += 1
@@ -92,13 +92,27 @@ def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[
         Conversation.objects.filter(pk__in=created).delete()
 
 
+def job_key(evaluation_id: int) -> str:
+    return f"evaluation:{evaluation_id}"
+
+
 def _withdraw(reply_ids: list[int]) -> None:
+    _tell_workers_to_stop(chat_services.replies_withdraw(message_ids=reply_ids))
+
+
+def evaluation_withdraw_cases(evaluation_id: int) -> None:
+    """An evaluation that ended without its job worker (killed): its cases still waiting at the
+    model workers are withdrawn and its unlisted conversations removed."""
+    _tell_workers_to_stop(chat_services.conversations_withdraw(job=job_key(evaluation_id)))
+
+
+def _tell_workers_to_stop(replies: list[Message]) -> None:
     layer = get_channel_layer()
-    for reply in chat_services.replies_withdraw(message_ids=reply_ids):
+    for reply in replies:
         try:
             async_to_sync(layer.send)(reply.worker_channel, {"type": "chat.stop", "message_id": reply.pk})
-        except Exception:  # its conversation is deleted: the worker's next lease renewal stops it
-            pass
+        except Exception:  # the channel layer is away: the worker's next lease renewal finds the row gone
+            log.warning("could not tell %s to stop reply %s", reply.worker_channel, reply.pk)
 
 
 def run_evaluation(evaluation_id: int) -> None:
@@ -151,14 +165,19 @@ def _run(evaluation: Evaluation) -> None:
                                                 error=reply.error, completion_tokens=reply.completion_tokens)
                 done += 1
                 continue
-            scores, all_pass = {}, True
+            scores, all_pass, failures = {}, True, []
             for spec in evaluation.scorers:
-                value = scorers.score(spec, reply.content, case.expected, similarity=similarity,
-                                      judge_score=judged.get(case.pk))
+                try:
+                    value = scorers.score(spec, reply.content, case.expected, similarity=similarity,
+                                          judge_score=judged.get(case.pk))
+                except scorers.ScoringFailed as exc:  # shown as the scorer's error, never a silent 0
+                    scores[spec["type"]], all_pass = None, False
+                    failures.append(str(exc))
+                    continue
                 scores[spec["type"]] = value
                 all_pass = all_pass and scorers.passes(spec, value)
             EvaluationResult.objects.create(evaluation=evaluation, case=case, output=reply.content, scores=scores,
-                                            scorer_passed=all_pass, passed=all_pass,
+                                            scorer_passed=all_pass, passed=all_pass, error="; ".join(failures),
                                             completion_tokens=reply.completion_tokens)
             passed += all_pass
             done += 1

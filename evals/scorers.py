@@ -18,6 +18,7 @@ in the output (inside ``` fences or prose); by default the whole output must be 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -26,6 +27,12 @@ import regex  # the `regex` package: its matching takes a timeout, so no pattern
 
 REGEX_TIMEOUT_S = 1.0
 MAX_PATTERN_CHARS = 500
+# A counted repetition (`x{n}`) is expanded when the pattern is compiled: `x{999999999}` would
+# take gigabytes before anything is matched. Larger counts are refused as written; what a
+# pattern needs beyond that (repetitions inside repetitions) is found by compiling it in a
+# bounded child process (the caller's `check_pattern`).
+MAX_REPEAT = 1000
+_COUNTED_REPEAT = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 DEFAULT_THRESHOLDS = {"exact_match": 1.0, "json_equal": 1.0, "contains": 1.0, "regex": 1.0, "valid_json": 1.0,
                       "semantic_similarity": 0.8, "llm_judge": 0.5}
 SCORER_TYPES = tuple(DEFAULT_THRESHOLDS)
@@ -42,8 +49,26 @@ class ScorerError(ValueError):
     """A scorer's settings are wrong; the message says which and how to fix it."""
 
 
-def clean_scorers(raw) -> list[dict]:
-    """Checked scorer settings: [{"type", "threshold", ...params}]."""
+class ScoringFailed(Exception):
+    """A scorer could not score this output (a pattern that ran out of time on it): a scorer
+    error shown on the result, never a silent 0."""
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why `pattern` cannot be a regex scorer's, judged from its text alone (nothing is compiled)."""
+    if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN_CHARS:
+        return f"a regular expression of 1 to {MAX_PATTERN_CHARS} characters"
+    for match in _COUNTED_REPEAT.finditer(pattern):
+        counts = [int(n) for n in match.groups() if n]
+        if any(count > MAX_REPEAT for count in counts):
+            return (f"the repetition {match.group(0)} is larger than {MAX_REPEAT:,}; use {{1,{MAX_REPEAT}}} at most, "
+                    "or + and * for any number")
+    return None
+
+
+def clean_scorers(raw, *, check_pattern: Callable[[str], str | None] | None = None) -> list[dict]:
+    """Checked scorer settings: [{"type", "threshold", ...params}]. `check_pattern` compiles a regex
+    scorer's pattern where it cannot hurt (a bounded child process) and says what is wrong with it."""
     if not isinstance(raw, list) or not raw:
         raise ScorerError("scorers: give at least one, e.g. [{\"type\": \"exact_match\"}]")
     if len(raw) > 10:
@@ -62,12 +87,9 @@ def clean_scorers(raw) -> list[dict]:
         clean = {"type": kind, "threshold": float(threshold)}
         if kind == "regex":
             pattern = spec.get("pattern")
-            if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN_CHARS:
-                raise ScorerError(f"{where}.pattern: a regular expression of 1 to {MAX_PATTERN_CHARS} characters")
-            try:
-                regex.compile(pattern)
-            except regex.error as exc:
-                raise ScorerError(f"{where}.pattern: {exc}") from None
+            problem = pattern_problem(pattern) or (check_pattern(pattern) if check_pattern else None)
+            if problem:
+                raise ScorerError(f"{where}.pattern: {problem}")
             clean["pattern"] = pattern
         if kind == "contains" and spec.get("text") is not None:
             if not isinstance(spec["text"], str) or not spec["text"]:
@@ -143,9 +165,10 @@ def score(spec: dict, output: str, expected: str, *, similarity: Callable[[str, 
         return float(_norm(needle, spec.get("ignore_case")) in _norm(output, spec.get("ignore_case")))
     if kind == "regex":
         try:
-            return float(regex.search(spec["pattern"], output, timeout=REGEX_TIMEOUT_S) is not None)
+            return float(compiled_pattern(spec["pattern"]).search(output, timeout=REGEX_TIMEOUT_S) is not None)
         except TimeoutError:
-            return 0.0
+            raise ScoringFailed(f"regex: the pattern took longer than {REGEX_TIMEOUT_S:g} s on this output and was "
+                                "stopped (nested repetitions such as (a+)+ can take exponential time)") from None
     if kind == "semantic_similarity":
         if similarity is None:
             raise ScorerError("semantic_similarity needs the embedding model")
@@ -176,6 +199,12 @@ def judge_verdict(reply: str) -> float | None:
         if word in _VERDICT_WORDS:
             return _VERDICT_WORDS[word]
     return None
+
+
+@functools.lru_cache(maxsize=32)
+def compiled_pattern(pattern: str):
+    """A checked pattern compiled once per job worker, outside the regex module's shared cache."""
+    return regex.compile(pattern, cache_pattern=False)
 
 
 def passes(spec: dict, value: float) -> bool:

@@ -131,33 +131,77 @@ def can_see_evaluation(user, evaluation: Evaluation) -> bool:
 
 
 def evaluations_visible_to(user):
-    fail_jobs_of_lost_workers(Evaluation)  # a dead worker's job is failed when someone looks
+    from .runner import evaluation_withdraw_cases
+
+    for evaluation_id in fail_jobs_of_lost_workers(Evaluation):  # a dead worker's job is failed when someone looks
+        evaluation_withdraw_cases(evaluation_id)
     return (Evaluation.objects.filter(Q(created_by=user) | Q(shared=True))
             .select_related("prompt_version__prompt", "created_by"))
 
 
-def comparison(first: Evaluation, second: Evaluation) -> dict:
-    """Per case both outputs and verdicts, and the counts: fixed, regressed, still failing, still passing."""
-    first_results = {r.case_id: r for r in first.results.select_related("case")}
-    second_results = {r.case_id: r for r in second.results.select_related("case")}
-    rows, counts = [], {"fixed": 0, "regressed": 0, "still_failing": 0, "still_passing": 0, "only_one": 0}
-    for case_id in sorted(set(first_results) | set(second_results)):
-        before, after = first_results.get(case_id), second_results.get(case_id)
+RESULTS_PER_PAGE = 50
+NEWEST_RESULTS = 10  # what the live fragment shows while an evaluation runs
+
+
+def _mark_visibility(results, user) -> list[EvaluationResult]:
+    """Each result's `case_visible`: a case its author made private after the evaluation ran is
+    shown to the others as a private case (its pass or fail counts, its text stays hidden)."""
+    results = list(results)
+    for result in results:
+        result.case_visible = can_see_case(user, result.case)
+    return results
+
+
+def results_page(*, evaluation: Evaluation, user, page=1):
+    """One page of an evaluation's results, in the order they were stored."""
+    results = evaluation.results.select_related("case__prompt_version__prompt", "verdict_by").order_by("id")
+    paged = Paginator(results, RESULTS_PER_PAGE).get_page(page)
+    paged.object_list = _mark_visibility(paged.object_list, user)
+    return paged
+
+
+def results_newest(*, evaluation: Evaluation, user) -> list[EvaluationResult]:
+    results = evaluation.results.select_related("case__prompt_version__prompt", "verdict_by").order_by("-id")
+    return _mark_visibility(results[:NEWEST_RESULTS], user)
+
+
+COMPARISON_KINDS = {"regressed": "regressed", "fixed": "fixed", "still_failing": "still failing",
+                    "still_passing": "still passing", "only_one": "in one run only"}
+
+
+def comparison(first: Evaluation, second: Evaluation, *, user, page=1) -> dict:
+    """Per case both outputs and verdicts, and the counts: fixed, regressed, still failing, still
+    passing. The counts cover every case; the rows are one page (regressions first)."""
+    before_passed = dict(first.results.values_list("case_id", "passed"))
+    after_passed = dict(second.results.values_list("case_id", "passed"))
+    kinds = {}
+    for case_id in set(before_passed) | set(after_passed):
+        before, after = before_passed.get(case_id), after_passed.get(case_id)
         if before is None or after is None:
-            kind = "only_one"
-        elif after.passed and not before.passed:
-            kind = "fixed"
-        elif before.passed and not after.passed:
-            kind = "regressed"
-        elif after.passed:
-            kind = "still_passing"
+            kinds[case_id] = "only_one"
+        elif after and not before:
+            kinds[case_id] = "fixed"
+        elif before and not after:
+            kinds[case_id] = "regressed"
         else:
-            kind = "still_failing"
+            kinds[case_id] = "still_passing" if after else "still_failing"
+    counts = {kind: 0 for kind in COMPARISON_KINDS}
+    for kind in kinds.values():
         counts[kind] += 1
-        rows.append({"case": (before or after).case, "before": before, "after": after, "kind": kind})
-    order = {"regressed": 0, "fixed": 1, "still_failing": 2, "still_passing": 3, "only_one": 4}
-    rows.sort(key=lambda row: order[row["kind"]])
-    return {"rows": rows, "counts": counts}
+    order = list(COMPARISON_KINDS)
+    paged = Paginator(sorted(kinds, key=lambda case_id: (order.index(kinds[case_id]), case_id)),
+                      RESULTS_PER_PAGE).get_page(page)
+    shown = list(paged.object_list)
+    results = {(r.evaluation_id, r.case_id): r for r in EvaluationResult.objects.filter(
+        evaluation__in=(first, second), case_id__in=shown).select_related("case__prompt_version__prompt")}
+    rows = []
+    for case_id in shown:
+        before, after = results.get((first.pk, case_id)), results.get((second.pk, case_id))
+        case = (before or after).case
+        rows.append({"case": case, "case_visible": can_see_case(user, case), "before": before, "after": after,
+                     "kind": kinds[case_id], "kind_label": COMPARISON_KINDS[kinds[case_id]]})
+    return {"rows": rows, "counts": counts, "page": paged,
+            "fixed_case_ids": [case_id for case_id, kind in kinds.items() if kind == "fixed"]}
 
 
 def available_models() -> list[str]:

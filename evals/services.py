@@ -11,7 +11,8 @@ from django.utils import timezone
 from chat.models import Message
 from chat.selectors import chat_history_before
 from prompts import selectors as prompt_selectors
-from prompts.rendering import MissingVariablesError, TemplateError
+from accounts.services import person_lock
+from prompts.rendering import MissingVariablesError, TemplateError, pattern_error
 from studio.input_checks import find_unstorable, json_depth_exceeds
 from studio.jobs import JobStatus, job_cancel
 
@@ -91,9 +92,10 @@ def _context(value, field) -> list[dict]:
     return messages
 
 
-def clean_case(raw: dict, *, where: str = "") -> dict:
+def clean_case(raw: dict, *, where: str = "", versions: dict | None = None) -> dict:
     """Checked fields of one case from the API, a form or an import row; raises CaseError.
-    Returns model fields plus "tags" (names) and "prompt_version" (resolved)."""
+    Returns model fields plus "tags" (names) and "prompt_version" (resolved). `versions` keeps the
+    versions resolved so far, for many rows at once."""
     at = (lambda name: f"{where}.{name}" if where else name)
     if not isinstance(raw, dict):
         raise CaseError("must be an object", where or "(case)")
@@ -102,7 +104,15 @@ def clean_case(raw: dict, *, where: str = "") -> dict:
     unstorable = find_unstorable(raw)
     if unstorable:
         raise CaseError(unstorable[1], at(unstorable[0]))
-    version = _resolve_version(raw.get("prompt"), raw.get("version"), at)
+    slug, number = raw.get("prompt"), raw.get("version")
+    memo = versions is not None and isinstance(slug, (str, type(None))) and (
+        number is None or type(number) in (str, int))  # plain values only (True == 1 must not match)
+    if memo and (slug, number) in versions:
+        version = versions[(slug, number)]
+    else:
+        version = _resolve_version(slug, number, at)
+        if memo:
+            versions[(slug, number)] = version
     given = raw.get("input")
     variables, text = {}, ""
     if isinstance(given, dict):
@@ -161,7 +171,7 @@ def _set_tags(case: FailureCase, names: list[str]) -> None:
     case.tags.set(tags)
 
 
-def new_case(*, user, fields: dict, source: str, **extra) -> FailureCase:
+def case_create(*, user, fields: dict, source: str, **extra) -> FailureCase:
     tags = fields.pop("tags", [])
     review = FailureCase.Review.PENDING if settings.FAILURE_CASE_REVIEW else FailureCase.Review.APPROVED
     case = FailureCase.objects.create(created_by=user, source=source, review=review, **fields, **extra)
@@ -175,7 +185,7 @@ def cases_create(*, user, rows: list, source: str, shared: bool = True) -> list[
         raise CaseError(f"at most {MAX_CASES_PER_REQUEST:,} cases at once", "(list)")
     cleaned = [clean_case(row, where=f"[{n}]") for n, row in enumerate(rows)]
     with transaction.atomic():
-        return [new_case(user=user, fields=fields, source=source, shared=shared) for fields in cleaned]
+        return [case_create(user=user, fields=fields, source=source, shared=shared) for fields in cleaned]
 
 
 def flag_prefill(message: Message) -> dict:
@@ -218,7 +228,7 @@ def case_flag(*, user, message: Message, expected: str, tags=(), note: str = "",
     # A plain chat is private unless the person shares it; a prompt's case is team data by default.
     shared = (prefill["prompt_version"] is not None) if shared is None else shared
     with transaction.atomic():
-        case = new_case(user=user, fields=fields, source=prefill["source"], shared=shared,
+        case = case_create(user=user, fields=fields, source=prefill["source"], shared=shared,
                          source_message=message, source_conversation=message.conversation)
         Message.objects.filter(pk=message.pk).update(flagged_at=timezone.now())
     return case
@@ -313,6 +323,26 @@ def few_shot_examples(cases) -> tuple[object, list[dict]]:
     return cases[0].prompt_version.prompt, examples
 
 
+def import_start(*, draft, mapping: dict, fixed: dict, options: dict) -> None:
+    """Queue the import of a draft with the person's choices (kept on the draft, shown again when
+    the import is refused)."""
+    from .importing import mapping_problem
+    from .tasks import dispatch_import
+
+    if not 0 <= options.get("eval_share", 0) <= 1:
+        raise CaseError("must be a percentage from 0 to 100", "held-out share")
+    problem = mapping_problem(mapping, fixed)
+    if problem:
+        raise CaseError(problem, "mapping")
+    with transaction.atomic():
+        type(draft).objects.filter(pk=draft.pk).update(
+            mapping=mapping, fixed=fixed, options=options, outcome={}, status=JobStatus.QUEUED, done=0,
+            total=len(draft.rows), note="", error="", cancel_requested=False, started_at=None, finished_at=None,
+            heartbeat_at=None, dispatched_at=None)
+        transaction.on_commit(lambda: dispatch_import(draft.pk))
+    draft.refresh_from_db()
+
+
 def split_held_out(cases: list, share: float, *, seed: int | None = None) -> None:
     """Assign a random `share` (0-1) of `cases` to the eval split (before they are saved)."""
     if not cases or share <= 0:
@@ -335,7 +365,7 @@ def evaluation_create(*, user, version, model_name: str, filters: dict, scorers)
     from .tasks import dispatch_evaluation
 
     try:
-        clean = clean_scorers(scorers)
+        clean = clean_scorers(scorers, check_pattern=pattern_error)
     except ScorerError as exc:
         raise EvaluationError(str(exc), "scorers") from None
     for spec in clean:
@@ -353,15 +383,18 @@ def evaluation_create(*, user, version, model_name: str, filters: dict, scorers)
     total = cases.count()
     if total == 0:
         raise EvaluationError("no failure cases match: flag or import some, or widen the filter", "cases")
-    queued = Evaluation.objects.filter(created_by=user, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).count()
-    if queued >= settings.EVAL_MAX_QUEUED_PER_USER:
-        raise EvaluationError(f"you already have {queued} evaluations queued or running (at most "
-                              f"{settings.EVAL_MAX_QUEUED_PER_USER}); wait for one to finish", "queue")
-    evaluation = Evaluation.objects.create(prompt_version=version, model_name=model_name or available[0],
-                                           case_filters=filters, scorers=clean, created_by=user, total=total,
-                                           case_ids=list(cases.values_list("id", flat=True)),
-                                           shared=not cases.filter(shared=False).exists())
-    transaction.on_commit(lambda: dispatch_evaluation(evaluation.pk))
+    case_ids = list(cases.values_list("id", flat=True))
+    shared = not cases.filter(shared=False).exists()
+    with transaction.atomic():
+        person_lock(user)  # counted and created under the person's lock: simultaneous requests take turns
+        queued = Evaluation.objects.filter(created_by=user, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).count()
+        if queued >= settings.EVAL_MAX_QUEUED_PER_USER:
+            raise EvaluationError(f"you already have {queued} evaluations queued or running (at most "
+                                  f"{settings.EVAL_MAX_QUEUED_PER_USER}); wait for one to finish", "queue")
+        evaluation = Evaluation.objects.create(prompt_version=version, model_name=model_name or available[0],
+                                               case_filters=filters, scorers=clean, created_by=user, total=total,
+                                               case_ids=case_ids, shared=shared)
+        transaction.on_commit(lambda: dispatch_evaluation(evaluation.pk))
     return evaluation
 
 

@@ -3,7 +3,7 @@
 from studio import jobs
 from studio.celery import app
 
-from .models import Evaluation
+from .models import Evaluation, ImportDraft
 
 
 @app.task(name="evals.run_evaluation", ignore_result=True)
@@ -19,3 +19,14 @@ def dispatch_evaluation(evaluation_id: int) -> None:
 
 def dispatch_waiting() -> None:
     jobs.dispatch_waiting(run_evaluation_task, Evaluation)
+
+
+@app.task(name="evals.import_cases", ignore_result=True)
+def import_cases_task(draft_id: int) -> None:
+    from .importing import import_run
+
+    import_run(draft_id)
+
+
+def dispatch_import(draft_id: int) -> None:
+    jobs.dispatch(import_cases_task, ImportDraft, draft_id)

@@ -1,5 +1,6 @@
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -10,11 +11,12 @@ from chat.models import Message
 from prompts import selectors as prompt_selectors
 from prompts.models import Prompt
 from prompts.views import version_form_values
+from studio.jobs import fail_jobs_of_lost_workers
 
 from . import exporting, importing, selectors, services
 from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase, ImportDraft, Tag
 from .scorers import DEFAULT_THRESHOLDS, LABELS, SCORER_TYPES
-from .tasks import dispatch_waiting
+from .tasks import dispatch_import, dispatch_waiting
 
 
 def _case_or_404(request, case_id) -> FailureCase:
@@ -285,7 +287,8 @@ def case_import(request):
 
                 from django.utils import timezone
 
-                ImportDraft.objects.filter(created_at__lt=timezone.now() - timedelta(days=1)).delete()
+                ImportDraft.objects.filter(created_at__lt=timezone.now() - timedelta(days=1)).exclude(
+                    status__in=("queued", "running")).delete()
                 draft = ImportDraft.objects.create(owner=request.user, filename=upload.name[:200], columns=columns,
                                                    rows=rows)
                 return redirect("evals:import_map", draft.pk)
@@ -293,12 +296,18 @@ def case_import(request):
 
 
 def _mapping_from(request, draft) -> tuple[dict, dict, object]:
-    """(mapping field → column, fixed values, the prompt version whose variables are offered)."""
+    """(mapping field → column, fixed values, the prompt version whose variables are offered).
+    Nothing sent yet: what the draft's last import used, else guessed from the header."""
     source = request.POST if request.method == "POST" else request.GET
-    fixed = {name: source.get(f"fixed_{name}", "") for name in ("prompt", "version", "split") if source.get(
-        f"fixed_{name}")}
+    if "mapped" not in source and draft.mapping:
+        fixed = dict(draft.fixed)
+    else:
+        fixed = {name: source.get(f"fixed_{name}", "") for name in ("prompt", "version", "split")
+                 if source.get(f"fixed_{name}")}
+    if "prompt" not in fixed and "mapped" not in source and "prompt" in importing.guess_mapping(draft.columns):
+        fixed["prompt"] = "(column)"
     version = None
-    if fixed.get("prompt"):
+    if fixed.get("prompt") not in (None, "", "(column)", "-"):
         prompt = prompt_selectors.prompt_by_slug(fixed["prompt"])
         if prompt is not None:
             try:
@@ -307,7 +316,7 @@ def _mapping_from(request, draft) -> tuple[dict, dict, object]:
                 version = None
     guessed = importing.guess_mapping(draft.columns, version.variables if version else [])
     if "mapped" not in source:
-        return guessed, fixed, version
+        return (dict(draft.mapping) if draft.mapping else guessed), fixed, version
     mapping = {target: source.get(f"map_{target}") for target in importing.TARGETS if source.get(f"map_{target}")}
     for name in (version.variables if version else []):
         column = source.get(f"map_var_{name}") if f"map_var_{name}" in source else guessed.get(f"var:{name}")
@@ -316,40 +325,73 @@ def _mapping_from(request, draft) -> tuple[dict, dict, object]:
     return mapping, fixed, version
 
 
+def _import_options(request, draft) -> dict:
+    """Held-out share (0-1) and only-valid, as sent; else as the draft's last import had them."""
+    source = request.POST if request.method == "POST" else request.GET
+    if "mapped" not in source and "import" not in source:
+        return {"eval_share": 0.0, "only_valid": False, **draft.options}
+    try:
+        share = float(source.get("eval_share") or 0) / 100
+    except ValueError:
+        share = -1
+    return {"eval_share": share, "only_valid": source.get("only_valid") == "on"}
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def case_import_map(request, draft_id):
-    """Step 2: map columns to fields, see every row checked; step 3: import."""
+    """Step 2: map columns to fields and see the rows checked, a page at a time; step 3: the import,
+    a job that checks every row once (its progress and outcome on this page)."""
     draft = get_object_or_404(ImportDraft, pk=draft_id, owner=request.user)
+    if draft.status == "queued" and draft.dispatched_at is None:  # the job queue was away when it started
+        dispatch_import(draft.pk)
+    if draft.status == "running" and fail_jobs_of_lost_workers(ImportDraft):
+        draft.refresh_from_db()
     mapping, fixed, version = _mapping_from(request, draft)
-    checked = importing.check_rows(draft.rows, mapping, fixed, user=request.user)
+    options = _import_options(request, draft)
     error = ""
-    if request.method == "POST" and "import" in request.POST:
+    if request.method == "POST" and "import" in request.POST and not draft.active:
         try:
-            share = float(request.POST.get("eval_share") or 0) / 100
-        except ValueError:
-            share = -1
-        try:
-            if not 0 <= share <= 1:
-                raise services.CaseError("must be a percentage from 0 to 100", "held-out share")
-            created = importing.import_checked(checked, user=request.user, only_valid=request.POST.get(
-                "only_valid") == "on", eval_share=share)
+            services.import_start(draft=draft, mapping=mapping, fixed=fixed, options=options)
         except services.CaseError as exc:
             error = str(exc)
         else:
-            draft.delete()
-            query = "?source=import"
-            response = redirect(reverse("evals:cases") + query)
-            response["X-Imported"] = str(len(created))
-            if request.htmx:
-                return HttpResponseClientRedirect(reverse("evals:cases") + query)
-            return response
+            url = reverse("evals:import_map", args=[draft.pk])
+            return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+    problem = importing.mapping_problem(mapping, fixed)
+    page = Paginator(range(len(draft.rows)), importing.PREVIEW_ROWS).get_page(source_page(request))
+    checked = None
+    imported = draft.status == "finished" and draft.outcome.get("imported")
+    if problem is None and not imported and not draft.active:
+        rows = draft.rows[page.start_index() - 1:page.end_index()]
+        checked = importing.check_rows(rows, mapping, fixed, user=request.user, first_number=page.start_index())
     context = {"draft": draft, "mapping": mapping, "fixed": fixed, "version": version, "checked": checked,
-               "preview": checked["valid"][:10], "targets": list(importing.TARGETS),
-               "prompts": Prompt.objects.order_by("name"), "splits": FailureCase.Split.values, "error": error}
-    if request.htmx and request.htmx.target == "import-preview":
+               "problem": problem, "page": page, "options": options, "targets": list(importing.TARGETS),
+               "show_check": not imported and not draft.active,
+               "prompts": Prompt.objects.order_by("name"), "splits": FailureCase.Split.values, "error": error,
+               "shown": _rows_shown(draft.rows, page, checked)}
+    if request.htmx and request.htmx.target in ("import-preview", "import-job"):
         return render(request, "evals/_import_preview.html", context)
     return render(request, "evals/import_map.html", context, status=400 if error else 200)
+
+
+def source_page(request):
+    source = request.POST if request.method == "POST" else request.GET
+    return source.get("page") or source.get("current_page") or 1
+
+
+def _rows_shown(rows, page, checked) -> list[dict]:
+    """The page's rows as the preview lists them: each with its fields, or its errors, or why it is skipped."""
+    shown = {number: {"number": number, "raw": rows[number - 1], "fields": None, "errors": [], "duplicate": ""}
+             for number in range(page.start_index(), page.end_index() + 1)} if page.paginator.count else {}
+    if checked is not None:
+        for number, fields in checked["valid"]:
+            shown[number]["fields"] = fields
+        for number, column, message in checked["errors"]:
+            shown[number]["errors"].append(f"{column}: {message}")
+        for number, why in checked["duplicates"]:
+            shown[number]["duplicate"] = why
+    return list(shown.values())
 
 
 # --- evaluations ----------------------------------------------------------------------------------
@@ -419,8 +461,13 @@ def _version_for(values: dict):
 
 
 def _results_context(request, evaluation) -> dict:
-    results = list(evaluation.results.select_related("case__prompt_version__prompt", "verdict_by"))
-    return {"evaluation": evaluation, "results": results,
+    """While it runs: the counts and the newest results; once it ends: a page of its results."""
+    if evaluation.active:
+        results, page = selectors.results_newest(evaluation=evaluation, user=request.user), None
+    else:
+        page = selectors.results_page(evaluation=evaluation, user=request.user, page=request.GET.get("page"))
+        results = page.object_list
+    return {"evaluation": evaluation, "results": results, "page": page,
             "can_cancel": evaluation.active and (evaluation.created_by_id == request.user.pk or request.user.is_staff),
             "others": selectors.evaluations_visible_to(request.user).filter(
                 prompt_version__prompt=evaluation.prompt_version.prompt).exclude(pk=evaluation.pk)[:20]}
@@ -437,7 +484,7 @@ def evaluation_detail(request, evaluation_id):
 @login_required
 @require_GET
 def evaluation_progress(request, evaluation_id):
-    """Polled every second while it runs: progress, and the results so far."""
+    """Polled every second while it runs: progress, and the newest results."""
     evaluation = _evaluation_or_404(request, evaluation_id)
     return render(request, "evals/_evaluation_live.html", _results_context(request, evaluation))
 
@@ -477,15 +524,17 @@ def evaluation_compare(request):
     source = request.POST if request.method == "POST" else request.GET
     first = _evaluation_or_404(request, _int(source.get("a")))
     second = _evaluation_or_404(request, _int(source.get("b")))
-    comparison = selectors.comparison(first, second)
+    page = source.get("page")
+    comparison = selectors.comparison(first, second, user=request.user, page=page)
     notice = ""
     if request.method == "POST":
-        fixed = [row["case"] for row in comparison["rows"] if row["kind"] == "fixed"]
-        changed = services.cases_mark_fixed(user=request.user, cases=fixed)
+        fixed = selectors.cases_visible_to(request.user).filter(pk__in=comparison["fixed_case_ids"])
+        changed = services.cases_mark_fixed(user=request.user, cases=list(fixed))
         notice = f"{changed} fixed case{'s' if changed != 1 else ''} marked fixed."
-        comparison = selectors.comparison(first, second)
+        comparison = selectors.comparison(first, second, user=request.user, page=page)
     return render(request, "evals/evaluation_compare.html", {"first": first, "second": second, **comparison,
-                                                              "notice": notice})
+                                                              "notice": notice,
+                                                              "query": f"a={first.pk}&b={second.pk}&"})
 
 
 def _int(value):

@@ -54,12 +54,17 @@ def fine_tunes(request):
     if missing:
         return _error(400, f"Missing: {', '.join(missing)} (the prompt whose failure cases the job trains on).")
     filters = {name: str(body[name]) for name in ("split", "tag", "selection") if body.get(name) is not None}
+    hyperparameters = body.get("hyperparameters") or {}
+    if not isinstance(hyperparameters, dict):
+        return _error(400, "hyperparameters: an object, e.g. {\"epochs\": 3, \"seed\": 1}.")
+    unknown = sorted(set(hyperparameters) - set(services.DEFAULTS) - {"seed"})
+    if unknown:
+        return _error(400, f"hyperparameters.{str(unknown[0])[:40]}: not a hyperparameter; use "
+                           f"{', '.join([*services.DEFAULTS, 'seed'])}.")
     try:
         job = services.job_create(user=user, name=str(body.get("name") or ""), prompt_slug=body["prompt"],
                                   filters=filters, objective=str(body.get("objective") or "sft"),
-                                  method=str(body.get("method") or "lora"),
-                                  hyperparameters=body.get("hyperparameters") if isinstance(
-                                      body.get("hyperparameters"), dict) else {})
+                                  method=str(body.get("method") or "lora"), hyperparameters=hyperparameters)
     except services.FineTuneError as exc:
         return _error(404 if exc.field == "prompt" and "no prompt" in exc.message else 400, str(exc))
     return JsonResponse({"id": job.pk}, status=202)

@@ -107,11 +107,27 @@ def rendered_text(row: dict, counter) -> str:
 
 def cases_for_job(*, user, prompt, filters: dict):
     """The cases a job trains on: those of `prompt` the launching staff member may see, by the
-    filters (a saved selection, or the `train` split by default)."""
+    filters (a saved selection of theirs, a tag, a split). Held-out (`eval`) cases are never
+    trained on unless the filters ask for that split: without a split, the `train` split."""
+    from evals.models import CaseSelection
+
     filters = {**case_selectors.clean_filters(filters), "prompt": prompt.slug}
-    if not any(filters.get(name) for name in ("split", "selection", "tag")):
+    saved = {}
+    if filters.get("selection"):
+        selection = CaseSelection.objects.filter(owner=user, pk=_whole(filters["selection"])).first()
+        if selection is None:
+            raise FineTuneError(f"there is no saved selection “{filters['selection'][:40]}” of yours", "selection")
+        saved = selection.filters
+    if not filters.get("split") and not saved.get("split"):
         filters["split"] = FailureCase.Split.TRAIN
     return case_selectors.cases_for(user=user, filters=filters), filters
+
+
+def _whole(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def plan(*, user, prompt, filters: dict, objective: str, hyperparameters: dict, method: str) -> dict:
@@ -142,28 +158,29 @@ def plan(*, user, prompt, filters: dict, objective: str, hyperparameters: dict, 
             "estimate": estimate(token_count=token_count, config=config, examples=len(rows)), "warnings": warnings}
 
 
+MAX_SEED = 2**32 - 1  # numpy, which trl seeds with the rest, takes no more
+
+
 def clean_hyperparameters(raw: dict, *, method: str, objective: str) -> dict:
+    """Checked hyperparameters: each refused with its name when it is not what it must be (a whole
+    number is never rounded from 2.9, a seed is from 0 to 2**32 - 1)."""
     values = {**DEFAULTS}
     for name, default in DEFAULTS.items():
         given = raw.get(name)
         if given in (None, ""):
             continue
-        try:
-            if name == "target_modules":
-                modules = [m.strip() for m in str(given).split(",") if m.strip()]
-                if not modules or any(not re.fullmatch(r"[A-Za-z0-9_.-]{1,60}", m) for m in modules):
-                    raise ValueError
-                values[name] = "all-linear" if modules == ["all-linear"] else modules
-            else:
-                values[name] = type(default)(given)
-        except (TypeError, ValueError):
-            raise FineTuneError(f"must be {'a whole number' if isinstance(default, int) else 'a number'}"
-                                if name != "target_modules" else "layer names separated by commas", name) from None
-    seed = raw.get("seed", 0)
-    try:
-        seed = int(seed or 0)
-    except (TypeError, ValueError):
-        raise FineTuneError("must be a whole number", "seed") from None
+        if name == "target_modules":
+            modules = [m.strip() for m in str(given).split(",") if m.strip()]
+            if not modules or any(not re.fullmatch(r"[A-Za-z0-9_.-]{1,60}", m) for m in modules):
+                raise FineTuneError("layer names separated by commas", name)
+            values[name] = "all-linear" if modules == ["all-linear"] else modules
+        elif isinstance(default, int):
+            values[name] = _whole_number(given, name)
+        else:
+            values[name] = _number(given, name)
+    seed = _whole_number(raw.get("seed") if raw.get("seed") not in (None, "") else 0, "seed")
+    if not 0 <= seed <= MAX_SEED:
+        raise FineTuneError(f"must be a whole number from 0 to {MAX_SEED:,}", "seed")
     device = "cuda" if _cuda_available() else "cpu"
     try:
         config = TrainingConfig(base_model_folder="-", objective=objective, method=method, seed=seed, device=device,
@@ -173,6 +190,31 @@ def clean_hyperparameters(raw: dict, *, method: str, objective: str) -> dict:
         field = message.split("=")[0] if "=" in message.split(" ")[0] else "method"
         raise FineTuneError(message, field) from None
     return {k: v for k, v in config.__dict__.items() if k != "base_model_folder"}
+
+
+def _whole_number(given, name: str) -> int:
+    """An int, an integral float (2.0) or the digits of one ("4", from a form); never a rounded 2.9."""
+    if isinstance(given, bool):
+        raise FineTuneError("must be a whole number", name)
+    if isinstance(given, float) and given.is_integer():
+        return int(given)
+    if isinstance(given, int):
+        return given
+    if isinstance(given, str) and re.fullmatch(r"\s*-?\d{1,20}\s*", given):
+        return int(given)
+    raise FineTuneError("must be a whole number", name)
+
+
+def _number(given, name: str) -> float:
+    if isinstance(given, bool):
+        raise FineTuneError("must be a number", name)
+    try:
+        number = float(given)
+    except (TypeError, ValueError):
+        raise FineTuneError("must be a number", name) from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise FineTuneError("must be a finite number", name)
+    return number
 
 
 def _cuda_available() -> bool:

@@ -9,7 +9,9 @@ typed by a user reaches the model literally.
 
 from __future__ import annotations
 
+import contextvars
 import threading
+from collections.abc import Callable
 
 from django.conf import settings
 
@@ -21,6 +23,11 @@ __all__ = ["MissingVariablesError", "TemplateError", "TemplateLimitError", "insp
 
 _pool: RenderPool | None = None
 _pool_lock = threading.Lock()
+# Who the renders of this request or socket are for (set by studio.middleware and the consumers):
+# the pool serves people in turn, one render each at a time. A callable, so that the person is
+# only looked up when something is rendered.
+render_owner: contextvars.ContextVar[Callable[[], object] | None] = contextvars.ContextVar("render_owner",
+                                                                                            default=None)
 
 
 def _ask(request: dict):
@@ -28,7 +35,20 @@ def _ask(request: dict):
     with _pool_lock:
         if _pool is None:
             _pool = RenderPool(settings.TEMPLATE_RENDER_PROCESSES)
-    return unpack(_pool.ask(request, settings.TEMPLATE_RENDER_TIMEOUT_SECONDS))
+    owner = render_owner.get()
+    return unpack(_pool.ask(request, settings.TEMPLATE_RENDER_TIMEOUT_SECONDS, owner=owner() if owner else None))
+
+
+def pattern_error(pattern: str) -> str | None:
+    """Compile a regular expression in a render process (bounded in memory and time, outside this
+    process and its shared pattern cache): None when it compiles, else why not."""
+    try:
+        _ask({"op": "regex", "pattern": pattern})
+    except TemplateLimitError:
+        return "the pattern needs more memory or time to compile than a scorer may use; simplify its repetitions"
+    except TemplateError as exc:
+        return str(exc)
+    return None
 
 
 def inspect_template(template: str) -> list[str]:

@@ -28,6 +28,7 @@ import math
 import re
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, filters, meta, nodes
+from jinja2.compiler import CodeGenerator
 from jinja2.runtime import Macro
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import pass_context
@@ -39,6 +40,7 @@ MAX_ITEMS = 100_000  # any list a template builds
 MAX_INT_BITS = 4_096  # about 1,200 digits
 MAX_STEPS = 1_000_000  # loop iterations, calls and operators in one render (well under a second)
 MAX_NESTING = 20  # containers inside containers, when measuring their text
+MAX_CAPTURED_CHARS = 2_000_000  # all text captured in one render (set … endset, macros, filter blocks)
 
 
 class TemplateError(ValueError):
@@ -287,6 +289,45 @@ class _BoundLoopsAndConcatenation(NodeTransformer):
         return self._filter("studio_concat", items, node.lineno)
 
 
+_captured_left: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("template_captured_left",
+                                                                                 default=None)
+
+
+class _BoundedBuffer(list):
+    """Where a captured block collects its text (`{% set x %}…{% endset %}`, a macro's body, a
+    `{% filter %}` block, a call block): capped like every other value the template builds, and
+    all captures of one render share MAX_CAPTURED_CHARS, so a loop of captures is bounded too."""
+
+    def __init__(self):
+        super().__init__()
+        self.size = 0
+
+    def append(self, value):
+        added = _text_size(value, MAX_VALUE_CHARS - self.size + 1)
+        self.size += added
+        _check_text(self.size, "A captured block (set … endset, a macro, a filter block)")
+        budget = _captured_left.get()
+        if budget is not None:
+            budget[0] -= added
+            if budget[0] < 0:
+                raise TemplateLimitError(f"The template captures more than {MAX_CAPTURED_CHARS:,} characters in "
+                                         "blocks (set … endset, macros) in one render; simplify its loops.")
+        super().append(value)
+
+    def extend(self, values):
+        for value in values:
+            self.append(value)
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Jinja's code generator with every capture buffer a _BoundedBuffer (Jinja collects a block's
+    text in a plain list, which no filter sees until the block ends)."""
+
+    def buffer(self, frame) -> None:
+        frame.buffer = self.temporary_identifier()
+        self.writeline(f"{frame.buffer} = environment.studio_buffer()")
+
+
 # Text methods a template may call; the others can build huge text (ljust, center, zfill,
 # expandtabs, join, replace, format, ...) and have bounded filters instead.
 _SAFE_TEXT_METHODS = {
@@ -300,6 +341,8 @@ _SAFE_TEXT_METHODS = {
 class BoundedEnvironment(ImmutableSandboxedEnvironment):
     # Intercepted operators go through call_binop and are never folded at compile time.
     intercepted_binops = frozenset({"+", "-", "*", "/", "//", "%", "**"})
+    code_generator_class = _BoundedCodeGenerator
+    studio_buffer = _BoundedBuffer
 
     def __init__(self):
         super().__init__(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
@@ -372,6 +415,7 @@ def _compile(template: str):
 def _render_bounded(compiled, values: dict) -> str:
     """Render with a fresh step budget, stopping once the output passes MAX_OUTPUT_CHARS."""
     token = _steps_left.set([MAX_STEPS])
+    captured = _captured_left.set([MAX_CAPTURED_CHARS])
     try:
         parts, size = [], 0
         for chunk in compiled.generate(**values):
@@ -382,6 +426,7 @@ def _render_bounded(compiled, values: dict) -> str:
         return "".join(parts)
     finally:
         _steps_left.reset(token)
+        _captured_left.reset(captured)
 
 
 def render_user_turn(template: str, variables: dict) -> str:

@@ -1,5 +1,8 @@
 """Templates render in separate processes, under a wall-clock limit and a memory cap.
 
+The same processes compile the regular expressions people give scorers (`op: regex`): a
+pattern's compiled size is only known by compiling it.
+
 `template_engine` bounds what a template computes; this is the guarantee on top of it: a
 template that still finds something slow to do holds one render process (never the web
 process's interpreter lock), and is killed when its time is up. The web process waits on a
@@ -15,10 +18,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import select
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +37,14 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 def _answer(request: dict) -> dict:
     try:
+        if request.get("op") == "regex":  # a scorer's pattern, compiled where its size cannot hurt
+            import regex
+
+            try:
+                regex.compile(request["pattern"], cache_pattern=False)
+            except regex.error as exc:
+                return {"error": str(exc)}
+            return {"ok": None}
         if request.get("op") == "inspect":
             variables = template_engine.template_variables(request["template"])
             return {"ok": {"variables": variables, "limit": template_engine.trial_render(request["template"])}}
@@ -93,15 +104,32 @@ class _RenderProcess:
 
 
 class RenderPool:
-    """A few render processes, started on first use and replaced when one is killed."""
+    """A few render processes, started on first use and replaced when one is killed, shared
+    fairly: one person has at most one render running at a time, and people waiting are served
+    in turn (whoever was served longest ago first). So a person whose templates run into the time
+    limit holds one process and slows only themselves; everyone else is served by the others."""
 
     def __init__(self, size: int):
-        self.idle: queue.LifoQueue[_RenderProcess | None] = queue.LifoQueue()
-        for _ in range(size):
-            self.idle.put(None)  # a slot whose process starts when first needed
+        self.idle: list[_RenderProcess | None] = [None] * size  # None: a slot whose process starts when needed
+        self.condition = threading.Condition()
+        self.waiting: list[tuple[object, object]] = []  # (owner, ticket) in arrival order
+        self.running: dict[object, int] = {}  # owner → renders running
+        self.served_at: dict[object, int] = {}  # owner → turn number when last served
+        self.turns = 0
 
-    def ask(self, request: dict, timeout: float) -> dict:
-        slot = self.idle.get()
+    def ask(self, request: dict, timeout: float, *, owner=None) -> dict:
+        """`owner`: who asks (a person, an address); None for the studio itself (never queued per owner)."""
+        ticket = object()
+        owner = ticket if owner is None else owner
+        with self.condition:
+            self.waiting.append((owner, ticket))
+            while not self._turn_of(ticket):
+                self.condition.wait()
+            self.waiting.remove((owner, ticket))
+            self.running[owner] = self.running.get(owner, 0) + 1
+            self.turns += 1
+            self.served_at[owner] = self.turns
+            slot = self.idle.pop()
         try:
             if slot is None or slot.process.poll() is not None:
                 slot = _RenderProcess()
@@ -117,7 +145,21 @@ class RenderPool:
                 slot = None
                 raise TemplateLimitError("The template needs more memory than a render may use.") from None
         finally:
-            self.idle.put(slot)
+            with self.condition:
+                self.idle.append(slot)
+                self.running[owner] -= 1
+                if not self.running[owner]:
+                    del self.running[owner]
+                if len(self.served_at) > 10_000:  # forget long-gone owners
+                    self.served_at = {o: t for o, t in self.served_at.items() if o in self.running}
+                self.condition.notify_all()
+
+    def _turn_of(self, ticket) -> bool:
+        if not self.idle:
+            return False
+        eligible = [(self.served_at.get(owner, 0), n, t) for n, (owner, t) in enumerate(self.waiting)
+                    if owner not in self.running]
+        return bool(eligible) and min(eligible, key=lambda entry: entry[:2])[2] is ticket
 
 
 def unpack(answer: dict):

@@ -118,11 +118,16 @@ def job_cancel(job: JobRecord) -> None:
     job.refresh_from_db()
 
 
-def fail_jobs_of_lost_workers(model: type[JobRecord]) -> int:
-    """Running jobs whose worker stopped beating: failed, with what they stored kept."""
+def fail_jobs_of_lost_workers(model: type[JobRecord]) -> list[int]:
+    """Running jobs whose worker stopped beating: failed, with what they stored kept. Returns their ids."""
     stale = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_SECONDS)
-    return model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale).update(
-        status=JobStatus.FAILED, error=WORKER_LOST, note="", finished_at=timezone.now())
+    lost = list(model.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale).values_list("pk", flat=True))
+    failed = []
+    for job_id in lost:  # conditional: a job that beat its heart meanwhile stays
+        if model.objects.filter(pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale).update(
+                status=JobStatus.FAILED, error=WORKER_LOST, note="", finished_at=timezone.now()):
+            failed.append(job_id)
+    return failed
 
 
 log = logging.getLogger("studio")

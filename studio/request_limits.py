@@ -49,7 +49,11 @@ def too_large_message(limit: int) -> str:
 def too_large_response(path: str, limit: int) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
     """(status line reason, body, headers) of the 413 answer, JSON for API routes."""
     message = too_large_message(limit)
-    if path.startswith(("/api/", "/v1/")):
+    if path.startswith("/v1/"):  # OpenAI's error shape, which its clients read
+        body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                     "code": "request_too_large"}}).encode()
+        content_type = b"application/json"
+    elif path.startswith("/api/"):
         body = json.dumps({"error": message}).encode()
         content_type = b"application/json"
     else:

@@ -114,6 +114,7 @@ MIDDLEWARE = [
     "studio.middleware.refuse_unstorable_parameters",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "prompts.middleware.renders_per_person",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
@@ -216,9 +217,7 @@ EVAL_MAX_NEW_TOKENS = envint("EVAL_MAX_NEW_TOKENS", 256, minimum=1)
 EVAL_MAX_QUEUED_PER_USER = envint("EVAL_MAX_QUEUED_PER_USER", 3, minimum=1)
 
 # --- Caches (login and API throttling counters) --------------------------------------------
-# axes.W006 asks for the address among the lockout parameters: accounts.throttle adds its own
-# address rule (many accounts from one address), which never locks a whole team out.
-SILENCED_SYSTEM_CHECKS = ["axes.W006"]
+SILENCED_SYSTEM_CHECKS = []
 if REDIS_URL:
     # Shared by every web process, so a throttle counts across all of them.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
@@ -247,11 +246,12 @@ TEMPLATE_RENDER_TIMEOUT_SECONDS = envfloat("TEMPLATE_RENDER_TIMEOUT_SECONDS", 2.
 # --- Logins and API tokens (accounts/throttle.py, django-axes) --------------------------------
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_HANDLER = "accounts.throttle.LoginLockoutHandler"
-# The account being guessed is locked after this many failures in a row, from any address...
+# An account is locked after this many failures in a row from one address, for that address only
+# (the source is throttled, not the person: the account still logs in from elsewhere)...
 AXES_FAILURE_LIMIT = envint("LOGIN_FAILURE_LIMIT", 5, minimum=1)
-AXES_LOCKOUT_PARAMETERS = ["username"]
-# ...and an address that failed on this many different accounts is locked too (a team behind
-# one proxy mistyping their own passwords never gets there).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# ...and an address that failed on this many different accounts has every further wrong password
+# refused (a right one still logs in: a team behind one NAT is never locked out by one guesser).
 LOGIN_ADDRESS_ACCOUNT_LIMIT = envint("LOGIN_ADDRESS_ACCOUNT_LIMIT", 20, minimum=2)
 AXES_COOLOFF_TIME = timedelta(minutes=envint("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
 AXES_RESET_ON_SUCCESS = True
@@ -361,6 +361,11 @@ LLM_FLUSH_MS = envint("LLM_FLUSH_MS", 30, minimum=1)
 LLM_STALL_TIMEOUT_SECONDS = envint("LLM_STALL_TIMEOUT_SECONDS", 120, minimum=1)
 # Replies a model worker decodes together (continuous batching); more wait in the queue.
 LLM_MAX_BATCH = envint("LLM_MAX_BATCH", 16, minimum=1)
+# While a chat, playground or API reply is being written, evaluation cases get at most this share
+# of the model worker's time (all of it when nobody waits); half of LLM_MAX_BATCH at most.
+LLM_BACKGROUND_SHARE = envfloat("LLM_BACKGROUND_SHARE", 0.1)
+if not 0 <= LLM_BACKGROUND_SHARE <= 1:
+    raise ImproperlyConfigured(f"LLM_BACKGROUND_SHARE={LLM_BACKGROUND_SHARE}: a share from 0 to 1")
 # The database row is the queue; a channel-layer message only wakes a worker. An idle worker
 # looks at the queue this often anyway, so a lost wake-up (Redis restart) delays, never drops.
 LLM_QUEUE_POLL_SECONDS = envfloat("LLM_QUEUE_POLL_SECONDS", 0.25)

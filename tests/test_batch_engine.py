@@ -18,7 +18,7 @@ def loaded():
     return load_model(str(TINY_MODEL_DIR), cache_dir=TEST_CACHE / "models", dtype="float32")
 
 
-def run(engine, requests, *, stagger=0.0):
+def run(engine, requests, *, stagger=0.0, background=False):
     results, finished = {}, threading.Event()
 
     def request(key, prompt, settings):
@@ -28,7 +28,7 @@ def run(engine, requests, *, stagger=0.0):
                 finished.set()
 
         return EngineRequest(key=key, messages=[{"role": "user", "content": prompt}], settings=settings,
-                             on_delta=lambda delta: None, on_done=done)
+                             on_delta=lambda delta: None, on_done=done, background=background)
 
     for key, (prompt, settings) in enumerate(requests):
         engine.submit(request(key, prompt, settings))
@@ -66,7 +66,7 @@ def test_replies_of_different_lengths_leave_and_others_join_mid_batch(loaded):
                            for p, n in zip(PROMPTS, lengths)], stagger=0.01)
     assert [r.usage.completion_tokens for r in results] == lengths
     assert all(r.finish_reason == "length" for r in results)
-    assert engine.rows == [] and engine.cache is None  # everything left the batch
+    assert engine.rows == [] and engine.foreground.cache is None  # everything left the batch
     engine.close()
 
 
@@ -101,3 +101,80 @@ def test_streamed_text_is_the_whole_decoded_reply_multibyte_characters_included(
     engine.close()
     assert streamed + engine._tail(row) == loaded.tokenizer.decode(ids) == text
     assert len(ids) > len(text.split())  # several characters here take more than one token
+
+
+def test_background_replies_prefilled_together_equal_each_decoded_alone(loaded):
+    """Evaluation cases are prefilled several at once (left-padded): the replies are the same."""
+    requests = [(prompt, GenerationSettings(max_new_tokens=16, temperature=1.0, seed=n)) for n, prompt in
+                enumerate(PROMPTS)]
+    alone_engine = BatchEngine(loaded, max_batch=1)
+    alone = [run(alone_engine, [request])[0] for request in requests]
+    alone_engine.close()
+    engine = BatchEngine(loaded, max_batch=8)
+    together = run(engine, requests, background=True)
+    engine.close()
+    assert [r.text for r in together] == [r.text for r in alone]
+
+
+def test_background_replies_wait_while_a_foreground_reply_is_written(loaded):
+    """With no background share, evaluation cases make no progress while someone's reply is
+    being written, and all finish after it."""
+    engine = BatchEngine(loaded, max_batch=8, background_share=0.0)
+    events, finished = [], threading.Event()
+    lock = threading.Lock()
+
+    def request(key, background, tokens):
+        def delta(text):
+            with lock:
+                events.append(key)
+
+        def done(result):
+            with lock:
+                events.append(f"{key} done")
+                if sum(event.endswith("done") for event in events) == 4:
+                    finished.set()
+
+        return EngineRequest(key=key, messages=[{"role": "user", "content": PROMPTS[2]}], background=background,
+                             settings=GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens, temperature=0),
+                             on_delta=delta, on_done=done)
+
+    engine.call(lambda: time.sleep(0.5))  # hold the loop so that all four arrive together
+    engine.submit(request("chat", False, 40))
+    for n in range(3):
+        engine.submit(request(f"case{n}", True, 10))
+    assert finished.wait(120)
+    engine.close()
+    chat_done = events.index("chat done")
+    assert not any(event.startswith("case") for event in events[:chat_done])
+    assert {"case0 done", "case1 done", "case2 done"} <= set(events[chat_done:])
+
+
+def test_a_long_history_is_fitted_in_the_callers_thread_not_in_the_step_loop(loaded):
+    """Preparing a prompt (fitting hundreds of turns to the context) happens before the request
+    reaches the engine, once: the loop only ever sees token ids."""
+    import dataclasses
+
+    from studio.llm.engine import prepare_prompt
+
+    small = dataclasses.replace(loaded, context_length=512)
+    history = []
+    for n in range(300):
+        history += [{"role": "user", "content": f"q{n} " + "word " * 300}, {"role": "assistant", "content": "ok"}]
+    history.append({"role": "user", "content": "last"})
+    calls = []
+    original = small.tokenizer.apply_chat_template
+
+    def counting_template(*args, **kwargs):
+        calls.append(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    request = EngineRequest(key=1, messages=history, settings=GenerationSettings(max_new_tokens=16),
+                            on_delta=lambda d: None, on_done=lambda r: None)
+    small.tokenizer.apply_chat_template = counting_template
+    try:
+        prepare_prompt(small, request)
+    finally:
+        del small.tokenizer.apply_chat_template
+    assert len(request.prompt_ids) <= 512 - 16
+    assert len(calls) <= 2  # rendered once (twice at most), not once per dropped turn
+    assert "llm-batch-engine" not in calls

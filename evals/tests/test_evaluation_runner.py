@@ -85,7 +85,7 @@ def test_the_comparison_counts_fixed_regressed_still_failing_and_still_passing(a
         for case, verdict in zip(cases, verdicts[key]):
             services.result_verdict(result=EvaluationResult.objects.get(evaluation=evaluation, case=case),
                                     user=alice, verdict=verdict)
-    comparison = selectors.comparison(first, second)
+    comparison = selectors.comparison(first, second, user=alice)
     assert comparison["counts"] == {"fixed": 1, "regressed": 1, "still_failing": 1, "still_passing": 1,
                                     "only_one": 0}
     assert comparison["rows"][0]["kind"] == "regressed"  # the ones to look at first

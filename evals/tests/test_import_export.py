@@ -28,26 +28,35 @@ def csv_text(rows, header):
     return buffer.getvalue()
 
 
+def import_and_run(client, draft, data):
+    """Start the import from the page, then run the job the job worker would run."""
+    response = client.post(f"/cases/import/{draft.pk}/", {**data, "import": "1"})
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    draft.refresh_from_db()
+    assert draft.status == "queued"
+    importing.import_run(draft.pk)
+    return client.get(f"/cases/import/{draft.pk}/").content.decode()
+
+
 def test_a_csv_with_other_column_names_is_mapped_checked_and_imported(client, alice, order_version):
     content = csv_text([[f"{n} pears", "pears", f'{{"item": "pear", "quantity": {n}}}', "fruit,json"]
                         for n in range(1, 11)], ["customer_order", "model_said", "gold", "labels"])
     client.force_login(alice)
     draft = upload(client, "orders.csv", content)
     page = client.get(f"/cases/import/{draft.pk}/?fixed_prompt=order-json").content.decode()
-    assert "variable <code>order</code>" in page and "0 ready" in page  # nothing guessed for these names
+    assert "variable <code>order</code>" in page and "Choose the column that holds the expected answer" in page
     mapping = {"mapped": "1", "fixed_prompt": "order-json", "map_var_order": "customer_order",
                "map_actual": "model_said", "map_expected": "gold", "map_tags": "labels"}
     preview = client.post(f"/cases/import/{draft.pk}/", mapping, headers={"HX-Request": "true",
                                                                              "HX-Target": "import-preview"})
     assert "10 ready" in preview.content.decode() and "0 with errors" in preview.content.decode()
-    response = client.post(f"/cases/import/{draft.pk}/", {**mapping, "import": "1", "eval_share": "20"})
-    assert response.status_code == 302
+    page = import_and_run(client, draft, {**mapping, "eval_share": "20"})
+    assert "10 cases imported" in page and "0 skipped as duplicates" in page and "0 rows refused" in page
     cases = FailureCase.objects.order_by("id")
     assert cases.count() == 10 and cases.filter(split="eval").count() == 2
     first = cases.first()
     assert first.input_variables == {"order": "1 pears"} and first.prompt_version == order_version
     assert first.source == "import" and sorted(t.name for t in first.tags.all()) == ["fruit", "json"]
-    assert not ImportDraft.objects.exists()
 
 
 def test_rows_with_errors_are_named_by_row_and_column_and_nothing_is_imported(client, alice, order_version):
@@ -59,14 +68,53 @@ def test_rows_with_errors_are_named_by_row_and_column_and_nothing_is_imported(cl
     draft = upload(client, "cases.jsonl", "\n".join(json.dumps(line) for line in lines))
     page = client.get(f"/cases/import/{draft.pk}/").content.decode()
     assert "1 ready" in page and "3 with errors" in page
+    assert "expected: must not be empty" in page
+    assert "there is no prompt “no-such-prompt”" in page and "split: must be one of" in page
+    page = import_and_run(client, draft, {"eval_share": "25"})
+    assert "Nothing was imported: 3 rows have errors" in page
     assert "<td>2</td><td><code>expected</code></td><td>must not be empty</td>" in page
-    assert "there is no prompt “no-such-prompt”" in page
-    assert "<td>4</td><td><code>split</code></td>" in page
-    response = client.post(f"/cases/import/{draft.pk}/", {"import": "1"})
-    assert response.status_code == 400 and "3 rows have errors" in response.content.decode()
+    assert 'name="eval_share" type="number" min="0" max="100" step="any" value="25"' in page  # kept as entered
     assert not FailureCase.objects.exists()
-    client.post(f"/cases/import/{draft.pk}/", {"import": "1", "only_valid": "on"})
+    page = import_and_run(client, draft, {"only_valid": "on"})
     assert FailureCase.objects.count() == 1
+    assert "1 case imported" in page and "0 skipped as duplicates" in page and "3 rows refused" in page
+
+
+def test_a_csv_row_with_more_fields_than_the_header_is_an_error_on_that_row(client, alice, order_version):
+    content = "prompt,input,expected,split,note\norder-json,one,a,train,x\norder-json,two,b,train,x,extra,more\n"
+    client.force_login(alice)
+    draft = upload(client, "cases.csv", content)
+    page = client.get(f"/cases/import/{draft.pk}/").content.decode()
+    assert "1 ready" in page and "1 with errors" in page and "has 7 fields; the header has 5" in page
+
+
+def test_before_a_prompt_is_chosen_rows_are_shown_unchecked_with_what_to_choose(client, alice, order_version):
+    content = csv_text([["2 pears", "x"]], ["order", "gold"])
+    client.force_login(alice)
+    draft = upload(client, "orders.csv", content)
+    page = client.get(f"/cases/import/{draft.pk}/").content.decode()
+    assert "Choose the prompt these cases belong to" in page and "not checked yet" in page
+    assert "must be the message text" not in page and "ready" not in page
+
+
+def test_a_large_file_is_checked_page_by_page_and_the_import_checks_each_row_once(client, alice, order_version,
+                                                                                   monkeypatch):
+    lines = [{"prompt": "order-json", "input": {"order": f"{n} pears"}, "expected": "x"} for n in range(2000)]
+    client.force_login(alice)
+    draft = upload(client, "big.jsonl", "\n".join(json.dumps(line) for line in lines))
+    checked_rows = []
+    real_clean_case = importing.services.clean_case
+    monkeypatch.setattr(importing.services, "clean_case",
+                        lambda raw, **kw: checked_rows.append(raw) or real_clean_case(raw, **kw))
+    page = client.get(f"/cases/import/{draft.pk}/").content.decode()
+    assert len(checked_rows) == importing.PREVIEW_ROWS and "Rows 1–25 checked here" in page
+    client.post(f"/cases/import/{draft.pk}/", {"mapped": "1", "fixed_prompt": "(column)", "map_prompt": "prompt",
+                                               "map_input": "input", "map_expected": "expected", "page": "3"})
+    assert len(checked_rows) == 2 * importing.PREVIEW_ROWS and checked_rows[-1]["input"] == {"order": "74 pears"}
+    checked_rows.clear()
+    page = import_and_run(client, draft, {})
+    assert len(checked_rows) == 2000 and FailureCase.objects.count() == 2000
+    assert "2000 cases imported" in page
 
 
 def test_duplicates_in_the_file_and_already_stored_are_skipped(client, alice, order_version, make_cases):
@@ -90,10 +138,11 @@ def test_a_bad_file_is_refused_with_a_reason(client, alice, name, content, messa
     assert not ImportDraft.objects.exists()
 
 
-def test_someone_elses_draft_is_not_found(client, alice, bob):
+def test_someone_elses_draft_is_not_found_nor_imported(client, alice, bob):
     draft = ImportDraft.objects.create(owner=alice, filename="a.csv", columns=["x"], rows=[{"x": "1"}])
     client.force_login(bob)
     assert client.get(f"/cases/import/{draft.pk}/").status_code == 404
+    assert client.post(f"/cases/import/{draft.pk}/", {"import": "1"}).status_code == 404
 
 
 def export(client, export_format, query=""):

@@ -63,5 +63,7 @@ def test_the_judges_reply_is_read_as_a_score(reply, value):
                                           ([{"type": "exact_match", "threshold": 2}], "threshold"),
                                           ([{"type": "llm_judge"}], "judging prompt")])
 def test_bad_scorer_settings_say_what_to_fix(raw, message):
+    from prompts.rendering import pattern_error
+
     with pytest.raises(ScorerError, match=message):
-        clean_scorers(raw)
+        clean_scorers(raw, check_pattern=pattern_error)

@@ -1,14 +1,22 @@
 """Continuous batching: many replies decoded together, each joining at the next step.
 
-One decode step runs the model once for every reply in flight: a (B, 1) batch of their last
-tokens over one key/value cache. A new reply is prefilled alone (its prompt in one forward
-pass), then its cache is merged into the batch's, left-padded to a common length, so it joins
-at the next step; a finished, stopped or failed reply leaves by dropping its row. Each reply
-keeps its own sampling (temperature, top-p, seed), length limit, stop strings and adapter.
+One decode step runs the model once for the replies of one lane: a (B, 1) batch of their last
+tokens over one key/value cache. A new reply is prefilled (its prompt in one forward pass),
+then its cache is merged into its lane's, left-padded to a common length, so it joins at the
+next step; a finished, stopped or failed reply leaves by dropping its row. Each reply keeps its
+own sampling (temperature, top-p, seed), length limit, stop strings and adapter.
+
+Two lanes, so that work nobody waits for at a screen never slows the replies people read as
+they are written: the *foreground* (chat, playground, API) and the *background* (evaluation
+cases). The background lane gets the whole model when the foreground is idle, and at most
+`background_share` of the time while a foreground reply is being written: its prefills are
+batched (several prompts in one pass) and its steps come between foreground steps only while
+its share allows. Measured in `make bench` (chat during a large evaluation against alone).
 
 The step loop runs in one thread; `submit` and `cancel` are safe from any thread, and each
 reply's text arrives through its own `on_delta` / `on_done` callbacks (called from the loop
-thread). Knows only token ids and text.
+thread). Nothing is prepared here: a request arrives as token ids (`prepare_prompt`, in the
+caller's thread), so a long history never holds the loop. Knows only token ids and text.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -26,6 +35,11 @@ from transformers import DynamicCache
 from .generation import GenerationSettings, Usage, fit_to_context
 from .loading import LoadedModel
 
+# Background prompts prefilled together in one forward pass (evaluation cases arrive in bursts).
+BACKGROUND_PREFILL_BATCH = 8
+# ...and at most this many of their prompt tokens in one pass while a foreground reply is written.
+BACKGROUND_PREFILL_TOKENS = 1024
+
 
 @dataclass
 class EngineRequest:
@@ -35,6 +49,8 @@ class EngineRequest:
     on_delta: Callable[[str], None]
     on_done: Callable[["EngineResult"], None]
     adapter: str = ""  # a peft adapter name, "" for the base model
+    prompt_ids: list[int] | None = None  # the messages fitted to the context (prepare_prompt)
+    background: bool = False  # nobody reads it as it is written (an evaluation's case)
 
 
 @dataclass
@@ -43,6 +59,14 @@ class EngineResult:
     finish_reason: str  # "stop", "length", "cancelled" or "error"
     usage: Usage
     error: str = ""
+
+
+def prepare_prompt(loaded: LoadedModel, request: EngineRequest) -> EngineRequest:
+    """The request's messages fitted to the context, as token ids: run in the caller's thread,
+    never in the step loop. Raises PromptTooLongError."""
+    if request.prompt_ids is None:
+        _, request.prompt_ids = fit_to_context(loaded, request.messages, request.settings.max_new_tokens)
+    return request
 
 
 @dataclass
@@ -62,19 +86,61 @@ class _Row:
     read_offset: int = 0
 
 
+class _Lane:
+    """The rows of one lane and their key/value cache."""
+
+    def __init__(self):
+        self.rows: list[_Row] = []
+        self.cache: DynamicCache | None = None
+        self.mask: torch.Tensor | None = None  # (B, L): 1 where the cache holds a real token
+        self.waiting: deque[EngineRequest] = deque()
+        self.busy_s = 0.0  # time spent on this lane's steps and prefills (for the background share)
+
+    def merge(self, cache: DynamicCache, mask: torch.Tensor) -> None:
+        """Rows prefilled together (their cache, (b, T) mask) join this lane, left-padded."""
+        if self.cache is None:
+            self.cache, self.mask = cache, mask
+            return
+        width, length = self.mask.shape[1], mask.shape[1]
+        if length > width:  # the lane grows on the left to the newcomers' length
+            for layer in self.cache.layers:
+                layer.keys = _pad_left(layer.keys, length - width)
+                layer.values = _pad_left(layer.values, length - width)
+            self.mask = _pad_left_2d(self.mask, length - width)
+            width = length
+        for own, new in zip(self.cache.layers, cache.layers):
+            own.keys = torch.cat([own.keys, _pad_left(new.keys, width - length)], dim=0)
+            own.values = torch.cat([own.values, _pad_left(new.values, width - length)], dim=0)
+        self.mask = torch.cat([self.mask, _pad_left_2d(mask, width - length)], dim=0)
+
+    def keep(self, indices: list[int]) -> None:
+        self.rows = [self.rows[index] for index in indices]
+        if not self.rows:
+            self.cache, self.mask = None, None
+            return
+        selected = torch.tensor(indices, device=self.mask.device)
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[selected], layer.values[selected]
+        self.mask = self.mask[selected]
+        unused = int((self.mask.sum(dim=0) == 0).long().cumprod(dim=0).sum())  # left columns no row uses
+        if unused:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
+            self.mask = self.mask[:, unused:]
+
+
 class BatchEngine:
     """Continuous batching over one loaded model (its `model`, `tokenizer`)."""
 
-    def __init__(self, loaded: LoadedModel, *, max_batch: int = 8):
+    def __init__(self, loaded: LoadedModel, *, max_batch: int = 8, background_share: float = 0.1):
         self.loaded = loaded
-        self.max_batch = max_batch
+        self.max_batch = max_batch  # rows of both lanes together
+        self.background_share = background_share
         self.incoming: queue.Queue[EngineRequest] = queue.Queue()
         self.calls: queue.Queue[tuple[Callable, Future]] = queue.Queue()  # run between steps (adapter loads)
         self.cancelled: set = set()
         self.lock = threading.Lock()
-        self.rows: list[_Row] = []
-        self.cache: DynamicCache | None = None
-        self.mask: torch.Tensor | None = None  # (B, L): 1 where the cache holds a real token
+        self.foreground, self.background = _Lane(), _Lane()
         self.wake = threading.Event()
         self.stopping = False
         self.eos_ids = self._eos_ids()
@@ -84,6 +150,8 @@ class BatchEngine:
     # --- from any thread -------------------------------------------------------------------
 
     def submit(self, request: EngineRequest) -> None:
+        """Queue a reply. Its prompt is prepared here, in the caller's thread, if it was not yet."""
+        prepare_prompt(self.loaded, request)
         self.incoming.put(request)
         self.wake.set()
 
@@ -100,32 +168,54 @@ class BatchEngine:
         self.wake.set()
         return future
 
-    def in_flight(self) -> int:
-        return len(self.rows) + self.incoming.qsize()
-
     def close(self) -> None:
         self.stopping = True
         self.wake.set()
         self.thread.join(10)
+
+    @property
+    def rows(self) -> list[_Row]:
+        return self.foreground.rows + self.background.rows
 
     # --- the step loop ---------------------------------------------------------------------
 
     def _loop(self) -> None:
         while not self.stopping:
             self._run_calls()
-            if not self.rows and self.incoming.empty():
+            self._take_incoming()
+            if not self.rows and not self.foreground.waiting and not self.background.waiting:
                 self.wake.wait(0.5)
                 self.wake.clear()
                 continue
-            try:
-                self._admit()
-                self._drop_cancelled()
-                if self.rows:
-                    self._decode_step()
-            except Exception as exc:  # a step failed: every reply in it fails, the engine goes on
-                for row in self.rows:
-                    self._finish(row, "error", error=f"{exc.__class__.__name__}: {exc}")
-                self.rows, self.cache, self.mask = [], None, None
+            for lane in (self.foreground, self.background):
+                try:
+                    self._drop_cancelled(lane)
+                    if lane is self.foreground:
+                        self._admit_foreground()
+                    elif self._background_may_run():
+                        self._timed(lane, self._admit_background)
+                    if lane.rows and (lane is self.foreground or self._background_may_run()):
+                        self._timed(lane, lambda: self._decode_step(lane))
+                except Exception as exc:  # a step failed: every reply of the lane fails, the engine goes on
+                    for row in lane.rows:
+                        self._finish(row, "error", error=f"{exc.__class__.__name__}: {exc}")
+                    lane.rows, lane.cache, lane.mask = [], None, None
+            if not self.foreground.rows:
+                self.foreground.busy_s = self.background.busy_s = 0.0  # the share counts per busy spell
+
+    def _background_may_run(self) -> bool:
+        """The background lane runs freely while nobody's reply is being written, else within its share."""
+        if not self.foreground.rows and not self.foreground.waiting:
+            return True
+        return self.background.busy_s < self.background_share * self.foreground.busy_s
+
+    @staticmethod
+    def _timed(lane: _Lane, work: Callable) -> None:
+        started = time.perf_counter()
+        try:
+            work()
+        finally:
+            lane.busy_s += time.perf_counter() - started
 
     def _run_calls(self) -> None:
         while True:
@@ -138,81 +228,105 @@ class BatchEngine:
             except Exception as exc:
                 future.set_exception(exc)
 
-    def _admit(self) -> None:
-        while len(self.rows) < self.max_batch:
+    def _take_incoming(self) -> None:
+        while True:
             try:
                 request = self.incoming.get_nowait()
             except queue.Empty:
                 return
-            with self.lock:
-                if request.key in self.cancelled:
-                    self.cancelled.discard(request.key)
-                    request.on_done(EngineResult("", "cancelled", Usage()))
-                    continue
-            try:
-                self._prefill(request)
-            except Exception as exc:
-                request.on_done(EngineResult("", "error", Usage(), error=str(exc)))
+            (self.background if request.background else self.foreground).waiting.append(request)
 
-    def _prefill(self, request: EngineRequest) -> None:
-        """The new reply's prompt in one pass alone; its cache joins the batch's, left-padded."""
-        _, prompt_ids = fit_to_context(self.loaded, request.messages, request.settings.max_new_tokens)
-        generator = None
-        if request.settings.seed is not None:
-            generator = torch.Generator(device=self.loaded.model.device).manual_seed(request.settings.seed)
-        row = _Row(request=request, prompt_ids=prompt_ids, generator=generator, started=time.perf_counter())
-        device = self.loaded.model.device
-        cache = DynamicCache()
-        ids = torch.tensor([prompt_ids], device=device)  # (1, T)
-        with torch.inference_mode():
-            output = self.loaded.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=cache,
-                                       use_cache=True, **self._adapter_kwargs([row]))
-        logits = output.logits[:, -1, :]  # (1, V)
-        self._merge(cache, len(prompt_ids))
-        self.rows.append(row)
-        self._take(row, self._sample(row, logits[0]))
+    def _room(self) -> int:
+        return self.max_batch - len(self.foreground.rows) - len(self.background.rows)
 
-    def _merge(self, cache: DynamicCache, length: int) -> None:
+    def _admit_foreground(self) -> None:
+        """Each waiting foreground reply is prefilled alone, at once: someone waits for its first token."""
+        lane = self.foreground
+        while lane.waiting and self._room() > 0:
+            request = lane.waiting.popleft()
+            if not self._withdrawn(request):
+                self._timed(lane, lambda: self._prefill(lane, [request]))
+
+    def _admit_background(self) -> None:
+        """Waiting background replies prefilled together; while someone's reply is being written,
+        only as many prompt tokens at once as keep that reply's next token from waiting long."""
+        lane = self.background
+        batch, tokens = [], 0
+        token_cap = BACKGROUND_PREFILL_TOKENS if self.foreground.rows else None
+        while lane.waiting and self._room() - len(batch) > 0 and len(batch) < BACKGROUND_PREFILL_BATCH:
+            if batch and token_cap is not None and tokens + len(lane.waiting[0].prompt_ids) > token_cap:
+                break
+            request = lane.waiting.popleft()
+            if not self._withdrawn(request):
+                batch.append(request)
+                tokens += len(request.prompt_ids)
+        if batch:
+            self._prefill(lane, batch)
+
+    def _withdrawn(self, request: EngineRequest) -> bool:
+        with self.lock:
+            if request.key not in self.cancelled:
+                return False
+            self.cancelled.discard(request.key)
+        request.on_done(EngineResult("", "cancelled", Usage()))
+        return True
+
+    def _prefill(self, lane: _Lane, requests: list[EngineRequest]) -> None:
+        """The prompts of `requests` in one forward pass (left-padded to a common length); their
+        cache joins the lane's. A prefill that fails fails its own replies only."""
         device = self.loaded.model.device
-        if self.cache is None:
-            self.cache, self.mask = cache, torch.ones((1, length), dtype=torch.long, device=device)
+        rows = []
+        for request in requests:
+            generator = None
+            if request.settings.seed is not None:
+                generator = torch.Generator(device=device).manual_seed(request.settings.seed)
+            rows.append(_Row(request=request, prompt_ids=request.prompt_ids, generator=generator,
+                             started=time.perf_counter()))
+        try:
+            length = max(len(row.prompt_ids) for row in rows)
+            ids = torch.tensor([[0] * (length - len(row.prompt_ids)) + row.prompt_ids for row in rows],
+                               device=device)  # (b, T)
+            mask = torch.tensor([[0] * (length - len(row.prompt_ids)) + [1] * len(row.prompt_ids) for row in rows],
+                                dtype=torch.long, device=device)  # (b, T)
+            cache = DynamicCache()
+            with torch.inference_mode():
+                output = self.loaded.model(input_ids=ids, attention_mask=mask,
+                                           position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+                                           past_key_values=cache, use_cache=True, **self._adapter_kwargs(rows))
+            if len(rows) > 1:  # padded positions hold what padding computed: zero them, masked or not
+                padding = (mask == 0)[:, None, :, None]
+                for layer in cache.layers:
+                    layer.keys = layer.keys.masked_fill(padding, 0)
+                    layer.values = layer.values.masked_fill(padding, 0)
+            logits = output.logits[:, -1, :]  # (b, V)
+        except Exception as exc:
+            for request in requests:
+                request.on_done(EngineResult("", "error", Usage(), error=f"{exc.__class__.__name__}: {exc}"))
             return
-        width = self.mask.shape[1]
-        if length > width:  # the batch grows on the left to the newcomer's length
-            grow = length - width
-            for layer in self.cache.layers:
-                layer.keys = _pad_left(layer.keys, grow)
-                layer.values = _pad_left(layer.values, grow)
-            self.mask = torch.cat([torch.zeros((self.mask.shape[0], grow), dtype=torch.long, device=device),
-                                   self.mask], dim=1)
-            width = length
-        pad = width - length
-        for own, new in zip(self.cache.layers, cache.layers):
-            own.keys = torch.cat([own.keys, _pad_left(new.keys, pad)], dim=0)
-            own.values = torch.cat([own.values, _pad_left(new.values, pad)], dim=0)
-        row_mask = torch.cat([torch.zeros(pad, dtype=torch.long, device=device),
-                              torch.ones(length, dtype=torch.long, device=device)])
-        self.mask = torch.cat([self.mask, row_mask[None]], dim=0)
-
-    def _decode_step(self) -> None:
-        device = self.loaded.model.device
-        last = torch.tensor([[row.completion[-1]] for row in self.rows], device=device)  # (B, 1)
-        positions = self.mask.sum(dim=1, keepdim=True)  # (B, 1): each row's next position
-        self.mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=torch.long, device=device)], dim=1)
-        with torch.inference_mode():
-            output = self.loaded.model(input_ids=last, attention_mask=self.mask, position_ids=positions,
-                                       past_key_values=self.cache, use_cache=True,
-                                       **self._adapter_kwargs(self.rows))
-        logits = output.logits[:, -1, :]  # (B, V)
-        for index, row in enumerate(list(self.rows)):
+        lane.merge(cache, mask)
+        lane.rows.extend(rows)
+        for index, row in enumerate(rows):
             self._take(row, self._sample(row, logits[index]))
-        self._drop_finished()
+        self._drop_finished(lane)
+
+    def _decode_step(self, lane: _Lane) -> None:
+        device = self.loaded.model.device
+        last = torch.tensor([[row.completion[-1]] for row in lane.rows], device=device)  # (B, 1)
+        positions = lane.mask.sum(dim=1, keepdim=True)  # (B, 1): each row's next position
+        lane.mask = torch.cat([lane.mask, torch.ones((len(lane.rows), 1), dtype=torch.long, device=device)], dim=1)
+        with torch.inference_mode():
+            output = self.loaded.model(input_ids=last, attention_mask=lane.mask, position_ids=positions,
+                                       past_key_values=lane.cache, use_cache=True,
+                                       **self._adapter_kwargs(lane.rows))
+        logits = output.logits[:, -1, :]  # (B, V)
+        for index, row in enumerate(list(lane.rows)):
+            self._take(row, self._sample(row, logits[index]))
+        self._drop_finished(lane)
 
     def _adapter_kwargs(self, rows: list[_Row]) -> dict:
-        names = [row.request.adapter or "__base__" for row in rows]
-        if all(name == "__base__" for name in names) and not hasattr(self.loaded.model, "peft_config"):
+        if not hasattr(self.loaded.model, "peft_config"):
             return {}
-        return {"adapter_names": names} if hasattr(self.loaded.model, "peft_config") else {}
+        return {"adapter_names": [row.request.adapter or "__base__" for row in rows]}
 
     def _sample(self, row: _Row, logits: torch.Tensor) -> int:
         settings = row.request.settings
@@ -276,37 +390,31 @@ class BatchEngine:
                                             skip_special_tokens=True)
         return full[len(row.text):] if full.startswith(row.text) else row.unsent
 
-    def _drop_cancelled(self) -> None:
+    def _drop_cancelled(self, lane: _Lane) -> None:
+        """Stopped replies leave their lane, whether they are being written or still waiting."""
         with self.lock:
-            keys, self.cancelled = self.cancelled, set()
-        for row in self.rows:
+            keys = self.cancelled & ({row.request.key for row in lane.rows} | {r.key for r in lane.waiting})
+            self.cancelled -= keys
+        if not keys:
+            return
+        for request in [r for r in lane.waiting if r.key in keys]:
+            lane.waiting.remove(request)
+            request.on_done(EngineResult("", "cancelled", Usage()))
+        for row in lane.rows:
             if row.request.key in keys:
                 row.done = "cancelled"
-        self.cancelled |= {key for key in keys if not any(r.request.key == key for r in self.rows)}
-        self._drop_finished()
+        self._drop_finished(lane)
 
-    def _drop_finished(self) -> None:
-        keep = [index for index, row in enumerate(self.rows) if not row.done]
-        if len(keep) == len(self.rows):
+    def _drop_finished(self, lane: _Lane) -> None:
+        keep = [index for index, row in enumerate(lane.rows) if not row.done]
+        if len(keep) == len(lane.rows):
             return
-        for index, row in enumerate(self.rows):
+        for row in lane.rows:
             if row.done:
                 if row.done != "cancelled" and not row.stopped_by_string:
                     self._send(row, self._tail(row))
                 self._finish(row, row.done)
-        self.rows = [self.rows[index] for index in keep]
-        if not self.rows:
-            self.cache, self.mask = None, None
-            return
-        selected = torch.tensor(keep, device=self.mask.device)
-        for layer in self.cache.layers:
-            layer.keys, layer.values = layer.keys[selected], layer.values[selected]
-        self.mask = self.mask[selected]
-        unused = int((self.mask.sum(dim=0) == 0).long().cumprod(dim=0).sum())  # left columns no row uses
-        if unused:
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
-            self.mask = self.mask[:, unused:]
+        lane.keep(keep)
 
     def _finish(self, row: _Row, reason: str, *, error: str = "") -> None:
         usage = Usage(prompt_tokens=len(row.prompt_ids), completion_tokens=len(row.completion))
@@ -330,3 +438,10 @@ def _pad_left(tensor: torch.Tensor, width: int) -> torch.Tensor:
     shape = list(tensor.shape)
     shape[2] = width
     return torch.cat([tensor.new_zeros(shape), tensor], dim=2)
+
+
+def _pad_left_2d(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, T) → (B, width + T), zeros first."""
+    if width <= 0:
+        return mask
+    return torch.cat([mask.new_zeros((mask.shape[0], width)), mask], dim=1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -21,6 +21,14 @@ from .loading import LoadedModel, chat_template_ids
 
 class PromptTooLongError(ValueError):
     """Even the last message alone does not fit the model's context."""
+
+    def __init__(self, tokens: int, budget: int):
+        self.tokens, self.budget = tokens, budget
+        super().__init__(f"The message is {tokens} tokens; this model reads at most {budget}. Shorten it.")
+
+    def explain(self, *, context_length: int, max_new_tokens: int) -> None:
+        self.args = (f"The message is {self.tokens} tokens; this model reads at most {self.budget} "
+                     f"({context_length} context minus {max_new_tokens} for the reply). Shorten it.",)
 
 
 class GenerationStalledError(RuntimeError):
@@ -94,22 +102,50 @@ def render_prompt_ids(loaded: LoadedModel, messages: list[dict]) -> list[int]:
     return chat_template_ids(loaded.tokenizer, messages)
 
 
-def fit_to_context(loaded: LoadedModel, messages: list[dict], max_new_tokens: int) -> tuple[list[dict], list[int]]:
-    """Drop the oldest turns (never the system message or the last one) until the prompt fits."""
-    budget = loaded.context_length - max_new_tokens
+# What a chat template adds around one message (role markers, separators; ChatML adds 5): an
+# over-estimate, so that the walk below never keeps a turn the final render then finds too long.
+MESSAGE_OVERHEAD_TOKENS = 8
+
+
+def fit_turns(messages: list[dict], budget: int, *, count_text: Callable[[str], int],
+              render: Callable[[list[dict]], int | list[int]]):
+    """Drop the oldest turns (never the system message or the last one) until the prompt fits
+    `budget` tokens: (kept messages, what `render` gave for them).
+
+    Linear in the history, whatever its length: walking back from the newest turn, each turn's
+    text is tokenised once until the budget is spent (older turns are never read), then the kept
+    turns are rendered once (again only if the template's own tokens were under-estimated). A
+    history of 500 long messages costs what one context's worth costs."""
     system = [m for m in messages if m["role"] == "system"][:1]
     turns = [m for m in messages if m["role"] != "system"]
+    spent = sum(count_text(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in system)
+    start = len(turns)
+    while start > 0:
+        spent += count_text(turns[start - 1]["content"]) + MESSAGE_OVERHEAD_TOKENS
+        if spent > budget and start < len(turns):
+            break
+        start -= 1
     while True:
-        kept = system + turns
-        ids = render_prompt_ids(loaded, kept)
-        if len(ids) <= budget:
-            return kept, ids
-        if len(turns) <= 1:
-            raise PromptTooLongError(
-                f"The message is {len(ids)} tokens; this model reads at most {budget} "
-                f"({loaded.context_length} context minus {max_new_tokens} for the reply). Shorten it."
-            )
-        turns = turns[1:]
+        kept = system + turns[start:]
+        rendered = render(kept)
+        size = rendered if isinstance(rendered, int) else len(rendered)
+        if size <= budget:
+            return kept, rendered
+        if start >= len(turns) - 1:
+            raise PromptTooLongError(size, budget)
+        start += 1
+
+
+def fit_to_context(loaded: LoadedModel, messages: list[dict], max_new_tokens: int) -> tuple[list[dict], list[int]]:
+    """`messages` fitted to the model's context (fit_turns) and their token ids, ready for a reply."""
+    tokenizer = loaded.tokenizer
+    try:
+        return fit_turns(messages, loaded.context_length - max_new_tokens,
+                         count_text=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+                         render=lambda kept: render_prompt_ids(loaded, kept))
+    except PromptTooLongError as exc:
+        exc.explain(context_length=loaded.context_length, max_new_tokens=max_new_tokens)
+        raise
 
 
 class Generation:

@@ -83,7 +83,7 @@ class Command(BaseCommand):
             "commit_message": "Three few-shot examples from the failure cases"})
         self.say(f"prompt {slug} v2: + {len(examples)} few-shot examples from training cases")
         second = self.evaluate(user, v2)
-        comparison = selectors.comparison(first, second)["counts"]
+        comparison = selectors.comparison(first, second, user=user)["counts"]
         self.say("")
         self.say(f"v1 (instructions only):   pass rate {first.passed}/{first.done} = {first.pass_rate:.0%} "
                  f"in {first.elapsed_s:.1f} s")
@@ -96,7 +96,7 @@ class Command(BaseCommand):
             self.say(f"a v2 answer: {sample.output.strip()[:120]!r} (expected {sample.case.expected})")
         if not no_fine_tune:
             third, train_s = self.fine_tune(user, prompt, epochs)
-            tuned = selectors.comparison(second, third)["counts"]
+            tuned = selectors.comparison(second, third, user=user)["counts"]
             self.say("")
             self.say(f"base, instructions only:  {first.pass_rate:.0%} ({first.elapsed_s:.1f} s to evaluate)")
             self.say(f"base, few-shot examples:  {second.pass_rate:.0%} ({second.elapsed_s:.1f} s to evaluate)")
