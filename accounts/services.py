@@ -17,6 +17,45 @@ class TokenError(Exception):
     pass
 
 
+class PeopleError(Exception):
+    """A change to the team the studio refuses; the message says why."""
+
+
+USERNAME_PATTERN = r"^[\w.@+-]{1,150}$"
+
+
+def person_create(*, by, username: str, email: str = "", is_staff: bool = False):
+    """A new account made by staff: returns (user, its first password, shown once). The person
+    changes the password on their settings page."""
+    import re
+
+    from django.contrib.auth import get_user_model
+
+    if not by.is_staff:
+        raise PeopleError("Only staff add people.")
+    username = (username or "").strip()
+    if not re.fullmatch(USERNAME_PATTERN, username):
+        raise PeopleError("A user name is 1 to 150 letters, digits and @ . + - _ (no spaces).")
+    email = (email or "").strip()
+    if len(email) > 254 or (email and "@" not in email) or unstorable_reason(email):
+        raise PeopleError("That e-mail address does not look right.")
+    users = get_user_model().objects
+    if users.filter(username__iexact=username).exists():
+        raise PeopleError(f"There is someone called “{username}” already.")
+    password = secrets.token_urlsafe(12)
+    user = users.create_user(username=username, email=email, password=password, is_staff=is_staff)
+    return user, password
+
+
+def person_set_staff(*, by, person, is_staff: bool) -> None:
+    if not by.is_staff:
+        raise PeopleError("Only staff make someone staff.")
+    if person.pk == by.pk and not is_staff:
+        raise PeopleError("You cannot take staff away from yourself (ask another staff member).")
+    person.is_staff = is_staff
+    person.save(update_fields=["is_staff"])
+
+
 def person_lock(user) -> None:
     """Inside a transaction: hold the person's row until it ends. A per-person limit that counts
     and then creates does both under it, so simultaneous requests of one person take turns

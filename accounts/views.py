@@ -1,5 +1,8 @@
+from django.contrib.auth import get_user_model, update_session_auth_hash
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.contrib.auth.forms import PasswordChangeForm
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_POST
 
 from . import services
@@ -9,10 +12,59 @@ def _tokens_context(request, **extra):
     return {"api_tokens": request.user.api_tokens.all(), **extra}
 
 
+def _people_context(request, **extra):
+    return {"people": get_user_model().objects.order_by("username").only("id", "username", "email", "is_staff",
+                                                                          "is_active", "last_login")[:500], **extra}
+
+
 @login_required
 @require_GET
 def settings_page(request):
-    return render(request, "accounts/settings.html", _tokens_context(request))
+    context = {**_tokens_context(request), "password_form": PasswordChangeForm(request.user)}
+    if request.user.is_staff:
+        context.update(_people_context(request))
+    return render(request, "accounts/settings.html", context)
+
+
+@login_required
+@require_POST
+def password_change(request):
+    form = PasswordChangeForm(request.user, request.POST)
+    if form.is_valid():
+        form.save()
+        update_session_auth_hash(request, form.user)  # this session stays logged in; the others end
+        return render(request, "accounts/_password.html", {"password_form": PasswordChangeForm(request.user),
+                                                           "changed": True})
+    return render(request, "accounts/_password.html", {"password_form": form}, status=400)
+
+
+@login_required
+@require_POST
+def person_create(request):
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff add people.")
+    try:
+        person, password = services.person_create(by=request.user, username=request.POST.get("username", ""),
+                                                  email=request.POST.get("email", ""),
+                                                  is_staff=request.POST.get("is_staff") == "on")
+    except services.PeopleError as exc:
+        return render(request, "accounts/_people.html", _people_context(request, error=str(exc),
+                                                                        username=request.POST.get("username", "")),
+                      status=400)
+    return render(request, "accounts/_people.html", _people_context(request, new_person=person, new_password=password))
+
+
+@login_required
+@require_POST
+def person_staff(request, person_id):
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff make someone staff.")
+    person = get_object_or_404(get_user_model(), pk=person_id)
+    try:
+        services.person_set_staff(by=request.user, person=person, is_staff=request.POST.get("is_staff") == "on")
+    except services.PeopleError as exc:
+        return render(request, "accounts/_people.html", _people_context(request, error=str(exc)), status=400)
+    return render(request, "accounts/_people.html", _people_context(request))
 
 
 @login_required

@@ -29,6 +29,9 @@ class Conversation(models.Model):
     prompt_version = models.ForeignKey("prompts.PromptVersion", on_delete=models.SET_NULL, null=True, blank=True,
                                        related_name="conversations")
     prompt_variables = models.JSONField(default=dict, blank=True)
+    # Started from a version whose template has one variable: every message the person sends is that
+    # variable's value and goes through the template (else only the first turn did).
+    template_every_turn = models.BooleanField(default=False)
     # The model replies come from: "" for the served base model, or a fine-tuned one's name.
     model_name = models.CharField(max_length=200, blank=True)
     # Sampling asked for by an API request (temperature, top_p, max_new_tokens, stop, seed): they
@@ -73,6 +76,9 @@ class Message(models.Model):
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
+    # A user turn rendered from a prompt version's template: the values it was rendered with (a
+    # case flagged from its reply keeps them as its input's variables).
+    variables = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     error = models.TextField(blank=True)
     model_name = models.CharField(max_length=200, blank=True)

@@ -183,8 +183,9 @@ def clean_request(body) -> dict:
 def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
     """Store the request as an `api` conversation with a queued reply; (conversation, reply, model)."""
     from prompts import selectors as prompt_selectors
-    from prompts.rendering import MissingVariablesError, TemplateError, render_user_turn
+    from prompts.rendering import MissingVariablesError, TemplateError, render_owner, render_user_turn
 
+    render_owner.set(lambda: f"user:{user.pk}")  # the token's person takes their turn at the render processes
     messages, model = asked["messages"], asked["model"]
     version, variables = None, {}
     matched = PROMPT_MODEL.match(model)
@@ -350,9 +351,13 @@ async def chat_completions(request):
     except ApiError as exc:
         return exc.response()
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    # Where the request is kept in the studio (open it, flag its reply): a header, and a key of ours
+    # in the JSON (OpenAI's clients keep unknown keys: `completion.model_extra["studio"]`).
+    found_at = {"X-Studio-Conversation": conversation.get_absolute_url()}
     if asked["stream"]:
         return StreamingHttpResponse(_stream(conversation, reply, asked, model, completion_id, created),
-                                     content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+                                     content_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", **found_at})
     try:
         async for kind, payload in _events(conversation, reply):
             if kind == "done":
@@ -367,7 +372,7 @@ async def chat_completions(request):
         "id": completion_id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": stored.content},
                      "finish_reason": _finish_reason(done, asked["parameters"]), "logprobs": None}],
-        "usage": _usage(done)})
+        "usage": _usage(done), "studio": {"conversation": conversation.pk}}, headers=found_at)
 
 
 async def _stream(conversation, reply, asked, model, completion_id, created):
@@ -380,7 +385,7 @@ async def _stream(conversation, reply, asked, model, completion_id, created):
 
     finished = False
     try:
-        yield chunk({"role": "assistant", "content": ""})
+        yield chunk({"role": "assistant", "content": ""}, studio={"conversation": conversation.pk})
         async for kind, payload in _events(conversation, reply):
             if kind == "token":
                 yield chunk({"content": payload})

@@ -22,17 +22,25 @@ from .models import Conversation, Message, ModelWorker
 CONVERSATIONS_PER_PAGE = 50
 
 
-def conversations_for(*, user):
-    return Conversation.objects.filter(owner=user, kind=Conversation.Kind.CHAT).only("id", "title", "updated_at")
+# What the sidebar can list: chats, requests to the OpenAI-compatible API, an evaluation's cases
+# while they are answered (playground runs live on their prompt's page).
+LISTED_KINDS = (Conversation.Kind.CHAT, Conversation.Kind.API, Conversation.Kind.EVALUATION)
 
 
-def conversations_page(*, user, page=1, current_id=None):
+def conversations_for(*, user, kind: str = Conversation.Kind.CHAT):
+    return Conversation.objects.filter(owner=user, kind=kind).only("id", "title", "updated_at", "kind")
+
+
+def conversations_page(*, user, page=1, current_id=None, kind: str = Conversation.Kind.CHAT):
     """One page of the sidebar, newest first (older pages load on demand). A conversation nobody
     wrote in, renamed or gave a system prompt is left out (unless it is the one open): clicking
     "New chat" twice must not pile up empty conversations."""
-    listed = conversations_for(user=user).exclude(
+    kind = kind if kind in LISTED_KINDS else Conversation.Kind.CHAT
+    listed = conversations_for(user=user, kind=kind).exclude(
         pk__in=Conversation.objects.untouched().filter(owner=user).exclude(pk=current_id).values("pk"))
-    return Paginator(listed, CONVERSATIONS_PER_PAGE).get_page(page)
+    paged = Paginator(listed, CONVERSATIONS_PER_PAGE).get_page(page)
+    paged.kind = kind
+    return paged
 
 
 def conversation_for(*, user, conversation_id) -> Conversation | None:

@@ -33,14 +33,9 @@ def conversation_create(*, owner, title: str = "", system_prompt: str = "") -> C
     return conversation
 
 
-def conversation_start_from_prompt(*, owner, prompt_version, variables: dict, kind: str = Conversation.Kind.CHAT,
-                                    model_name: str = "") -> tuple[Conversation, Message]:
-    """A conversation whose first turn is `prompt_version` rendered with `variables`.
-
-    The instructions become the system prompt, the few-shot examples stay with the version
-    (every reply reads them), and the rendered user turn is sent: returns the queued reply.
-    Raises the rendering's errors (a missing variable, a template that fails).
-    """
+def user_turn_from_template(*, prompt_version, variables: dict) -> str:
+    """`prompt_version`'s template rendered with `variables`, checked as a message. Raises the
+    rendering's errors (a missing variable, a template that fails) or ChatError."""
     from prompts.rendering import render_user_turn
 
     for name, value in variables.items():
@@ -50,14 +45,29 @@ def conversation_start_from_prompt(*, owner, prompt_version, variables: dict, ki
     if len(user_turn) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError(f"The rendered message is {len(user_turn):,} characters; the limit is "
                         f"{settings.CHAT_MAX_MESSAGE_CHARS:,}.")
+    return user_turn
+
+
+def conversation_start_from_prompt(*, owner, prompt_version, variables: dict, kind: str = Conversation.Kind.CHAT,
+                                    model_name: str = "", template_every_turn: bool = False
+                                    ) -> tuple[Conversation, Message]:
+    """A conversation whose first turn is `prompt_version` rendered with `variables`.
+
+    The instructions become the system prompt, the few-shot examples stay with the version
+    (every reply reads them), and the rendered user turn is sent: returns the queued reply.
+    `template_every_turn` (a template of one variable): later messages go through it too.
+    Raises the rendering's errors (a missing variable, a template that fails).
+    """
+    user_turn = user_turn_from_template(prompt_version=prompt_version, variables=variables)
+    kept = {name: value for name, value in variables.items() if name in prompt_version.variables}
     with transaction.atomic():
         conversation = Conversation.objects.create(
             owner=owner, kind=kind, system_prompt=prompt_version.instructions, prompt_version=prompt_version,
-            model_name=available_served_model(model_name or prompt_version.model_name),
-            prompt_variables={name: value for name, value in variables.items() if name in prompt_version.variables},
+            model_name=available_served_model(model_name or prompt_version.model_name), prompt_variables=kept,
+            template_every_turn=template_every_turn and len(prompt_version.variables) == 1,
             title=_clean_title(f"{prompt_version.prompt.name} v{prompt_version.number}"),
         )
-        Message.objects.create(conversation=conversation, role=Message.Role.USER, content=user_turn)
+        Message.objects.create(conversation=conversation, role=Message.Role.USER, content=user_turn, variables=kept)
         assistant_message = _queue_reply(conversation)
     return conversation, assistant_message
 
@@ -107,9 +117,20 @@ def reply_request(*, conversation: Conversation, content: str) -> tuple[Message,
         raise ChatError(
             f"The message is {len(content):,} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS:,}."
         )
+    variables = {}
+    version = conversation.prompt_version
+    if conversation.template_every_turn and version is not None and len(version.variables) == 1:
+        from prompts.rendering import MissingVariablesError, TemplateError
+
+        variables = {version.variables[0]: content}
+        try:
+            content = user_turn_from_template(prompt_version=version, variables=variables)
+        except (MissingVariablesError, TemplateError) as exc:
+            raise ChatError(f"The message could not go through the prompt's template: {exc}") from None
     try:
         with transaction.atomic():
-            user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content)
+            user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content,
+                                                  variables=variables)
             assistant_message = _queue_reply(conversation)
     except IntegrityError:
         # The partial unique constraint caught a reply already in progress (also from

@@ -1,7 +1,7 @@
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from . import selectors, services
@@ -19,7 +19,7 @@ def _own_conversation_or_404(request, conversation_id):
 @require_GET
 def conversation_list(request):
     return render(request, "chat/conversation_list.html", {
-        "conversations": selectors.conversations_page(user=request.user),
+        "conversations": selectors.conversations_page(user=request.user, kind=request.GET.get("kind", "chat")),
         "workers": selectors.workers_online(),
     })
 
@@ -30,7 +30,8 @@ def conversation_list_page(request):
     """Older conversations for the sidebar ("Older conversations…")."""
     return render(request, "chat/_conversation_items.html", {
         "conversations": selectors.conversations_page(user=request.user, page=request.GET.get("page"),
-                                                      current_id=_int_or_none(request.GET.get("current"))),
+                                                      current_id=_int_or_none(request.GET.get("current")),
+                                                      kind=request.GET.get("kind", "chat")),
         "conversation": {"pk": _int_or_none(request.GET.get("current"))},
     })
 
@@ -49,7 +50,8 @@ def conversation_detail(request, conversation_id):
     messages = list(selectors.messages_of(conversation=conversation))
     return render(request, "chat/conversation_detail.html", {
         "conversation": conversation,
-        "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk),
+        "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk,
+                                                      kind=request.GET.get("kind", conversation.kind)),
         "chat_messages": messages,
         "last_message_id": messages[-1].pk if messages else None,
         "workers": selectors.workers_online(),
@@ -70,7 +72,8 @@ def conversation_rename(request, conversation_id):
     # The sidebar lists the title too: it is swapped out of band with the form.
     return render(request, "chat/_title.html", {
         "conversation": conversation, "renamed": True,
-        "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk)})
+        "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk,
+                                                      kind=conversation.kind)})
 
 
 @login_required
@@ -88,10 +91,16 @@ def conversation_system_prompt(request, conversation_id):
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def conversation_model(request, conversation_id):
-    """The model picker: which model this conversation's next replies come from."""
+    """The model picker: which model this conversation's next replies come from (POST); polled
+    (GET) so that a model fine-tuned meanwhile appears without a reload (204 while nothing changed)."""
     conversation = _own_conversation_or_404(request, conversation_id)
+    if request.method == "GET":
+        models = selectors.available_models()
+        if request.GET.get("known") == "|".join(models):
+            return HttpResponse(status=204)
+        return render(request, "chat/_model_picker.html", {"conversation": conversation, "models": models})
     error = ""
     try:
         services.conversation_choose_model(conversation=conversation, model_name=request.POST.get("model", ""))

@@ -5,7 +5,8 @@
   answer as the assistant turn.
 - DPO (`{"prompt", "chosen", "rejected", "system"}`): the user turn as `prompt`, the expected
   answer as `chosen`, the model's answer as `rejected`, the instructions as `system`. Cases
-  without an actual answer are left out (there is nothing to prefer against).
+  without an actual answer, and those whose actual answer is the expected one, are left out
+  (nothing to prefer): `dpo_left_out` counts them for the page and the response headers.
 - CSV: one row a case, every column; a cell a spreadsheet would run as a formula (`=`, `+`,
   `-`, `@`, tab, carriage return) is written behind a `'` (studio.spreadsheet_cells), which the
   CSV import takes off again.
@@ -48,6 +49,26 @@ def csv_row(case) -> list:
             case.model_name, case.created_by.get_username(), case.created_at.isoformat()]
 
 
+def dpo_left_out(cases) -> dict:
+    """What a DPO export of `cases` leaves out: {"no_actual": n, "same_answer": n} (whitespace at the ends ignored)."""
+    from django.db.models import Count, F, Q
+    from django.db.models.functions import Trim
+
+    counts = cases.order_by().annotate(actual_text=Trim("actual"), expected_text=Trim("expected")).aggregate(
+        no_actual=Count("pk", filter=Q(actual_text="")),
+        same_answer=Count("pk", filter=~Q(actual_text="") & Q(actual_text=F("expected_text"))))
+    return {"no_actual": counts["no_actual"] or 0, "same_answer": counts["same_answer"] or 0}
+
+
+def describe_left_out(left_out: dict) -> str:
+    parts = []
+    if left_out["no_actual"]:
+        parts.append(f"{left_out['no_actual']} without the model's actual answer")
+    if left_out["same_answer"]:
+        parts.append(f"{left_out['same_answer']} whose actual answer equals the expected one")
+    return ("DPO leaves out " + " and ".join(parts) + " (nothing to prefer)") if parts else ""
+
+
 def export_lines(cases, export_format: str):
     """The file's text in pieces (for a streaming response); cases that cannot render are skipped."""
     if export_format == "csv":
@@ -63,7 +84,7 @@ def export_lines(cases, export_format: str):
         return
     line_of = sft_line if export_format == "sft" else dpo_line
     for case in cases:
-        if export_format == "dpo" and not case.actual.strip():
+        if export_format == "dpo" and (not case.actual.strip() or case.actual.strip() == case.expected.strip()):
             continue
         try:
             yield json.dumps(line_of(case), ensure_ascii=False) + "\n"

@@ -184,12 +184,16 @@ def _run(evaluation: Evaluation) -> None:
         if job_progress(evaluation, done=done, passed=passed, note=""):
             raise Cancelled
 
+    # Each case is scored and counted as soon as its reply ends; a judge reads them in batches.
+    batch_size = settings.EVAL_BATCH_SIZE if judge else 1
     finished = []
     for index, reply in answers_from_model_workers(evaluation, conversations, decoding_parameters(version)):
         finished.append((runnable[index], reply))
-        if len(finished) >= settings.EVAL_BATCH_SIZE:
+        if len(finished) >= batch_size:
             store(finished)
             finished = []
+        elif judge:
+            job_progress(evaluation, note=f"{done + len(finished)} answered, waiting to be judged")
     if finished:
         store(finished)
 

@@ -13,6 +13,11 @@ from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase
 
 CASES_PER_PAGE = 50
 FILTERS = ("prompt", "version", "tag", "split", "status", "source", "author", "q", "review", "selection")
+# What exports, evaluations and fine-tunes take when no status is asked for: open cases, and fixed
+# ones (they guard against regressions); "won't fix" cases only when that status is chosen.
+USED_STATUSES = (FailureCase.Status.OPEN, FailureCase.Status.FIXED)
+USED_STATUSES_NOTE = "open and fixed cases (“won't fix” ones only when you choose that status)"
+ANY_STATUS = "any"
 
 
 def cases_visible_to(user):
@@ -55,7 +60,7 @@ def apply_filters(cases, filters: dict, *, user=None):
     if filters.get("tag"):
         cases = cases.filter(tags__name=filters["tag"])
     for name in ("split", "status", "source", "review"):
-        if filters.get(name):
+        if filters.get(name) and not (name == "status" and filters[name] == ANY_STATUS):
             cases = cases.filter(**{name: filters[name]})
     if filters.get("author"):
         cases = cases.filter(created_by__username=filters["author"])
@@ -74,10 +79,22 @@ def cases_page(*, user, filters: dict, page=1):
 
 
 def cases_for(*, user, filters: dict):
-    """Every case the filters choose among those the user sees (exports, evaluations, training)."""
-    return (apply_filters(cases_visible_to(user), filters, user=user)
-            .filter(review=FailureCase.Review.APPROVED)
-            .select_related("prompt_version__prompt").prefetch_related("tags").order_by("id"))
+    """Every case the filters choose among those the user sees (exports, evaluations, training):
+    approved ones, and of USED_STATUSES unless the filters (or their saved selection) name a status."""
+    cases = apply_filters(cases_visible_to(user), filters, user=user).filter(review=FailureCase.Review.APPROVED)
+    if not _names_a_status(filters, user):
+        cases = cases.filter(status__in=USED_STATUSES)
+    return cases.select_related("prompt_version__prompt").prefetch_related("tags").order_by("id")
+
+
+def _names_a_status(filters: dict, user) -> bool:
+    if filters.get("status"):
+        return True
+    if filters.get("selection"):
+        saved = CaseSelection.objects.filter(owner=user, pk=_int(filters["selection"])).values_list(
+            "filters", flat=True).first()
+        return bool(saved and saved.get("status"))
+    return False
 
 
 def evaluation_cases(*, user, filters: dict):
@@ -149,6 +166,7 @@ def _mark_visibility(results, user) -> list[EvaluationResult]:
     results = list(results)
     for result in results:
         result.case_visible = can_see_case(user, result.case)
+        result.can_judge = can_edit_case(user, result.case)  # the rule result_verdict checks
     return results
 
 

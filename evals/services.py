@@ -201,6 +201,10 @@ def flag_prefill(message: Message) -> dict:
         context = [history[0]] + context  # a plain chat's system prompt is part of what was sent
     first_turn = not any(m["role"] == "user" for m in context)
     variables = dict(conversation.prompt_variables) if version is not None and first_turn else {}
+    if version is not None and last_user is not None:  # a turn that went through the template keeps its values
+        asked = Message.objects.filter(conversation=conversation, role=Message.Role.USER, pk__lt=message.pk).order_by(
+            "-pk").values_list("variables", flat=True).first()
+        variables = dict(asked) if asked else variables
     return {"prompt_version": version, "input_variables": variables,
             "input_text": "" if variables else (history[last_user]["content"] if last_user is not None else ""),
             "context": context, "actual": message.content, "model_name": message.model_name,
@@ -317,7 +321,10 @@ def few_shot_examples(cases) -> tuple[object, list[dict]]:
     examples = []
     for case in cases:
         try:
-            examples.append({"input": user_turn(case, case.prompt_version), "output": case.expected})
+            example = {"input": user_turn(case, case.prompt_version), "output": case.expected}
+            if case.input_variables:  # kept as variables: the new version's template renders them on save
+                example["variables"] = dict(case.input_variables)
+            examples.append(example)
         except (MissingVariablesError, TemplateError) as exc:
             raise CaseError(f"case #{case.pk}: {exc}", "cases") from None
     return cases[0].prompt_version.prompt, examples

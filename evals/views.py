@@ -36,8 +36,11 @@ def _evaluation_or_404(request, evaluation_id) -> Evaluation:
 
 
 def _list_context(request, filters, **extra) -> dict:
+    exported = selectors.cases_for(user=request.user, filters=filters)
     return {"page": selectors.cases_page(user=request.user, filters=filters, page=request.GET.get("page")),
-            "filters": filters, "query": _query(filters), **extra}
+            "filters": filters, "query": _query(filters), "used_statuses_note": selectors.USED_STATUSES_NOTE,
+            "dpo_note": exporting.describe_left_out(exporting.dpo_left_out(exported)),
+            "names_a_status": bool(filters.get("status")), **extra}
 
 
 def _query(filters: dict) -> str:
@@ -136,8 +139,9 @@ def case_detail(request, case_id):
             error = str(exc)
         case = _case_or_404(request, case_id)
         if request.htmx:
-            return render(request, "evals/_case_form.html", _case_context(request, case, saved=saved, error=error),
-                          status=400 if error else 200)
+            # The header's status badge is outside the form: swapped out of band, so it never shows the old status.
+            return render(request, "evals/_case_form.html", _case_context(request, case, saved=saved, error=error,
+                                                                          oob=True), status=400 if error else 200)
     return render(request, "evals/case_detail.html", _case_context(request, case, saved=saved, error=error))
 
 
@@ -245,6 +249,10 @@ def export_response(cases, export_format: str, filters: dict):
     name = "-".join(["failure-cases", export_format, *[filters[k] for k in ("prompt", "split", "tag") if k in filters]])
     response = StreamingHttpResponse(exporting.export_lines(cases, export_format), content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{_safe_filename(name)}.{extension}"'
+    if export_format == "dpo":  # what the file leaves out, counted before it streams
+        left_out = exporting.dpo_left_out(cases)
+        response["X-Studio-Left-Out-No-Actual"] = str(left_out["no_actual"])
+        response["X-Studio-Left-Out-Same-Answer"] = str(left_out["same_answer"])
     return response
 
 
@@ -411,9 +419,11 @@ def evaluation_new(request):
     source = request.POST if request.method == "POST" else request.GET
     values = {name: source.get(name, "") for name in ("prompt", "version", "model", "split", "tag", "status",
                                                        "selection", "judge_prompt", "judge_version")}
-    chosen = source.getlist("scorer") or ["exact_match"]
+    chosen = source.getlist("scorer")  # nothing ticked beforehand: a case must pass every ticked scorer
     error = ""
-    if request.method == "POST":
+    if request.method == "POST" and not chosen:
+        error = "scorers: tick at least one scorer (a case passes when it passes every scorer you tick)"
+    elif request.method == "POST":
         scorers = []
         for kind in chosen:
             spec = {"type": kind}
@@ -446,7 +456,7 @@ def evaluation_new(request):
         "models": selectors.available_models(),
         "scorer_choices": [(kind, *LABELS[kind], DEFAULT_THRESHOLDS[kind]) for kind in SCORER_TYPES],
         "selections": CaseSelection.objects.filter(owner=request.user), "splits": FailureCase.Split.values,
-        "statuses": FailureCase.Status.choices,
+        "statuses": FailureCase.Status.choices, "used_statuses_note": selectors.USED_STATUSES_NOTE,
     }, status=400 if error else 200)
 
 
@@ -511,11 +521,20 @@ def result_verdict(request, evaluation_id, result_id):
     except services.CasePermissionError as exc:
         raise PermissionDenied(str(exc)) from None
     except services.CaseError as exc:
-        return render(request, "evals/_result_row.html", {"result": result, "evaluation": evaluation,
-                                                          "error": str(exc)}, status=400)
+        return render(request, "evals/_result_row.html", {"result": _judged(result, request.user),
+                                                          "evaluation": evaluation, "error": str(exc)}, status=400)
     result.refresh_from_db()
-    return render(request, "evals/_result_row.html", {"result": result, "evaluation": evaluation,
-                                                      "saved": True})
+    evaluation.refresh_from_db()
+    response = render(request, "evals/_result_row.html", {"result": _judged(result, request.user),
+                                                          "evaluation": evaluation, "saved": True})
+    response["HX-Trigger"] = "evaluation-changed"  # the pass rate above the table reloads itself
+    return response
+
+
+def _judged(result, user):
+    result.case_visible = selectors.can_see_case(user, result.case)
+    result.can_judge = selectors.can_edit_case(user, result.case)
+    return result
 
 
 @login_required

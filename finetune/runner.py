@@ -26,7 +26,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from chat.models import Message
+from chat.models import Conversation, Message
 from evals.models import FailureCase
 from studio.jobs import JobStatus, job_claim, job_end, job_progress
 from studio.llm.adapters import write_meta
@@ -38,6 +38,7 @@ from .services import base_model_folder, training_rows
 log = logging.getLogger("finetune")
 LOG_TAIL_LINES = 40
 HEARTBEAT_S = 2.0
+RAW_LOG = "training.log"  # everything the training process printed (downloadable from the job's page)
 
 
 def job_folder(job: FineTuneJob) -> Path:
@@ -102,7 +103,7 @@ def _watch(job: FineTuneJob, folder: Path, command: list[str], device: str) -> d
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout] + [lines.put(None)],
                      daemon=True).start()
     state = {"metrics": list(job.metrics), "log": [], "outcome": None, "started": None, "done": None,
-             "last_beat": 0.0, "paused": False, "cancelled": False}
+             "last_beat": 0.0, "paused": False, "cancelled": False, "raw_log": open(folder / RAW_LOG, "a")}
     finished_reading = False
     while not finished_reading:
         try:
@@ -115,6 +116,7 @@ def _watch(job: FineTuneJob, folder: Path, command: list[str], device: str) -> d
             _take(line, job, state)
         _housekeeping(job, folder, state, device)
     process.wait()
+    state["raw_log"].close()
     _save(job, state)
     if state["outcome"] and state["outcome"]["event"] == "done" and process.returncode == 0:
         if state["cancelled"]:
@@ -124,16 +126,24 @@ def _watch(job: FineTuneJob, folder: Path, command: list[str], device: str) -> d
         return {"status": JobStatus.FAILED, "error": state["outcome"]["message"]}
     code = process.returncode
     why = "was killed (often: the machine ran out of memory)" if code in (-9, 137) else f"exited with code {code}"
-    tail = "\n".join(state["log"][-5:])
+    tail = "\n".join(_raw_tail(folder, 5))
     return {"status": JobStatus.FAILED, "error": f"The training process {why}. Its last lines:\n{tail}"}
 
 
+def _raw_tail(folder: Path, count: int) -> list[str]:
+    try:
+        lines = (folder / RAW_LOG).read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line[:500] for line in lines if line.strip() and not line.startswith(PROGRESS_PREFIX)][-count:]
+
+
 def _take(line: str, job: FineTuneJob, state: dict) -> None:
+    """A line of the training process: progress events become the job's figures and the studio's
+    own log lines; everything else (progress bars, library warnings) goes to the raw log file only."""
+    state["raw_log"].write(line if line.endswith("\n") else line + "\n")
     line = line.rstrip("\n")
     if not line.startswith(PROGRESS_PREFIX):
-        # The trainer also prints each log as a Python dict: those arrive as progress events already.
-        if line.strip() and not line.lstrip().startswith("{'"):
-            state["log"] = (state["log"] + [line[:500]])[-LOG_TAIL_LINES:]
         return
     try:
         event = json.loads(line[len(PROGRESS_PREFIX):])
@@ -144,6 +154,7 @@ def _take(line: str, job: FineTuneJob, state: dict) -> None:
     if kind == "start":
         state["started"] = now
         state["done"] = {"done": 0, "total": event.get("total_steps") or 0}
+        state["log"] = (state["log"] + [f"training started: {event.get('total_steps') or '?'} steps"])[-LOG_TAIL_LINES:]
     elif kind in ("step", "log"):
         state["done"] = {"done": event.get("step", 0), "total": event.get("total_steps") or 0,
                          "epoch": event.get("epoch"), "tokens_seen": event.get("tokens_seen") or 0}
@@ -156,6 +167,8 @@ def _take(line: str, job: FineTuneJob, state: dict) -> None:
             state["log"] = (state["log"] + [_log_line(point)])[-LOG_TAIL_LINES:]
     elif kind in ("done", "error"):
         state["outcome"] = event
+        if kind == "error":
+            state["log"] = (state["log"] + [f"error: {event.get('message', '')}"[:500]])[-LOG_TAIL_LINES:]
     elif kind in ("paused", "resumed"):
         state["log"] = (state["log"] + [f"{kind}: chat replies come first"])[-LOG_TAIL_LINES:]
 
@@ -174,8 +187,9 @@ def _housekeeping(job: FineTuneJob, folder: Path, state: dict, device: str) -> N
     if _save(job, state):
         state["cancelled"] = True
         (folder / "stop").touch()
-    if device == "cpu":  # on a shared CPU, chat comes first: training waits between steps
-        busy = Message.objects.filter(status__in=Message.IN_PROGRESS).exists()
+    if device == "cpu":  # on a shared CPU, people come first: training waits between steps while they wait
+        busy = Message.objects.filter(status__in=Message.IN_PROGRESS).exclude(
+            conversation__kind=Conversation.Kind.EVALUATION).exists()
         if busy != state["paused"]:
             state["paused"] = busy
             (folder / "pause").touch() if busy else (folder / "pause").unlink(missing_ok=True)

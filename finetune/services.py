@@ -78,7 +78,8 @@ def training_rows(cases, objective: str) -> list[dict]:
     """The cases as trl reads them, in conversational form: trl applies the base model's own chat
     template. The system turn is the case's prompt version's instructions; no few-shot examples.
     SFT: prompt → completion (the expected answer; the loss is on it alone). DPO: the expected
-    answer chosen over the actual one (cases without an actual answer are left out)."""
+    answer chosen over the actual one (cases without an actual answer, or whose actual answer is
+    the expected one, are left out)."""
     rows = []
     for case in cases:
         try:
@@ -87,7 +88,7 @@ def training_rows(cases, objective: str) -> list[dict]:
             continue
         expected = [{"role": "assistant", "content": case.expected}]
         if objective == FineTuneJob.Objective.DPO:
-            if case.actual.strip():
+            if case.actual.strip() and case.actual.strip() != case.expected.strip():
                 rows.append({"prompt": prompt, "chosen": expected,
                              "rejected": [{"role": "assistant", "content": case.actual}]})
         else:
@@ -151,8 +152,12 @@ def plan(*, user, prompt, filters: dict, objective: str, hyperparameters: dict, 
         warnings.append(f"Only {len(rows)} training example{'s' if len(rows) != 1 else ''}: fine-tuning usually pays "
                         f"off from about {threshold:,} good cases. With this few, few-shot examples in the prompt "
                         "are often as good; the job may memorise them.")
-    if objective == FineTuneJob.Objective.DPO and len(rows) < len(list(cases)):
-        warnings.append("DPO leaves out the cases without the model's actual answer (nothing to prefer against).")
+    if objective == FineTuneJob.Objective.DPO:
+        from evals.exporting import describe_left_out, dpo_left_out
+
+        left_out = describe_left_out(dpo_left_out(cases))
+        if left_out:
+            warnings.append(left_out + ".")
     return {"cases": list(cases.values_list("id", flat=True)), "filters": filters, "rows": rows,
             "example_count": len(rows), "token_count": token_count, "preview": preview, "config": config,
             "estimate": estimate(token_count=token_count, config=config, examples=len(rows)), "warnings": warnings}
@@ -225,14 +230,22 @@ def _cuda_available() -> bool:
     return _shutil.which("nvidia-smi") is not None and settings.LLM_DEVICE in ("auto", "cuda")
 
 
+# LoRA training of a 135M model on 2 CPU cores, float32, measured by `make bench` (75 tokens/s
+# there); scaled by parameters and cores when nothing has run on this machine yet.
+RULE_OF_THUMB_TOKENS_PER_S = 75.0
+
+
 def estimate(*, token_count: int, config: dict, examples: int) -> dict:
-    """Memory and time on the device that will run it: a rule of thumb, refined by measured speed.
+    """Memory and time on the device that will run it, and how sure the time is.
 
     Memory: the base weights (their file size on the CPU in float32; half in bf16; about a
     quarter of that with QLoRA) plus the adapter's weights, gradients and AdamW state (rank x
     the layers: small) plus activations (batch x length x hidden size x layers x ~34 bytes).
-    Time: tokens x epochs / the tokens/s of the last finished job on this base model and device,
-    or a rule of thumb (about 300 tokens/s for a 135M model on 2 CPU cores, scaled by size)."""
+    Time: tokens x epochs at the speed of the last finished jobs on this base model and device
+    (their spread is the range), else a rule of thumb (a wide range); on a CPU, slowed by the
+    share of the last hour in which chat replies were being written (training pauses for them)."""
+    import os
+
     folder = base_model_folder(convert=False)
     weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder else 0
     hidden, layers = 576, 30
@@ -244,14 +257,50 @@ def estimate(*, token_count: int, config: dict, examples: int) -> dict:
     activations = config["batch_size"] * config["max_length"] * hidden * layers * 34
     adapter = 2 * config["lora_rank"] * hidden * layers * 7 * 4 * 4  # weights + grads + 2 AdamW moments, fp32
     memory = int(weights * scale + activations + adapter)
-    measured = (FineTuneJob.objects.filter(status=JobStatus.FINISHED, base_model=chat_selectors.base_model_name(),
-                                           device__startswith=config["device"], tokens_per_s__isnull=False)
-                .order_by("-finished_at").values_list("tokens_per_s", flat=True).first())
-    params_m = max(weights / 4 / 1e6, 1.0)  # float32 file: 4 bytes a parameter
-    speed = measured or min(300.0 * 135 / params_m, 3000.0) * (20 if config["device"] == "cuda" else 1)
-    seconds = token_count * config["epochs"] / speed if token_count else None
+    measured = list(FineTuneJob.objects.filter(status=JobStatus.FINISHED, base_model=chat_selectors.base_model_name(),
+                                               device__startswith=config["device"], tokens_per_s__isnull=False)
+                    .order_by("-finished_at").values_list("tokens_per_s", flat=True)[:5])
+    if measured:
+        speed, slowest, fastest = sorted(measured)[len(measured) // 2], min(measured), max(measured)
+        basis = (f"measured on the last {len(measured)} job{'s' if len(measured) != 1 else ''} here: "
+                 f"{slowest:.0f}–{fastest:.0f} tokens/s")
+    else:
+        params_m = max(weights / 4 / 1e6, 1.0)  # float32 file: 4 bytes a parameter
+        cores = max(os.cpu_count() or 2, 1)
+        speed = min(RULE_OF_THUMB_TOKENS_PER_S * 135 / params_m * cores / 2, 3000.0) * (
+            20 if config["device"] == "cuda" else 1)
+        slowest, fastest = speed / 3, speed * 1.5
+        basis = "a rule of thumb: no job has finished on this machine yet (the first one refines it)"
+    chat_share = recent_chat_share() if config["device"] == "cpu" else 0.0
+    paced = 1 - min(chat_share, 0.9)
+    seconds = token_count * config["epochs"] / (speed * paced) if token_count else None
     return {"memory_bytes": memory, "seconds": seconds, "tokens_per_s": speed, "measured": bool(measured),
-            "device": config["device"]}
+            "device": config["device"], "basis": basis, "chat_share": chat_share,
+            "seconds_low": token_count * config["epochs"] / (fastest * paced) if token_count else None,
+            "seconds_high": token_count * config["epochs"] / (slowest * paced) if token_count else None}
+
+
+def recent_chat_share() -> float:
+    """The share of the last hour in which a chat, playground or API reply was being written
+    (training pauses between steps for those on a CPU): overlapping replies counted once."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from chat.models import Conversation, Message
+
+    now = timezone.now()
+    start = now - timedelta(hours=1)
+    spans = sorted((max(created, start), finished or now) for created, finished in Message.objects.filter(
+        role=Message.Role.ASSISTANT, created_at__lt=now).exclude(conversation__kind=Conversation.Kind.EVALUATION)
+        .exclude(finished_at__lt=start).values_list("created_at", "finished_at")[:5000])
+    busy, covered_to = 0.0, start
+    for begin, end in spans:
+        begin = max(begin, covered_to)
+        if end > begin:
+            busy += (end - begin).total_seconds()
+            covered_to = end
+    return busy / 3600
 
 
 # --- jobs ------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ urlpatterns = [
     path("<id:job_id>/", views.job_detail, name="job"),
     path("<id:job_id>/progress/", views.job_progress, name="progress"),
     path("<id:job_id>/cancel/", views.job_cancel, name="cancel"),
+    path("<id:job_id>/training.log", views.job_raw_log, name="raw_log"),
     path("models/<id:model_id>/evaluate/", views.model_evaluate, name="model_evaluate"),
     path("models/<id:model_id>/adapter.zip", views.model_download, name="model_download"),
     path("models/<id:model_id>/merged/", views.model_merged, name="model_merged"),

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from evals import services as eval_services
+from evals import selectors as case_selectors
 from evals.models import CaseSelection
 from evals.scorers import LABELS
 from prompts import selectors as prompt_selectors
@@ -55,7 +56,9 @@ def job_list(request):
         job.position = services.queue_position(job)
     return render(request, "finetune/job_list.html", {
         "jobs": jobs, "models": FineTunedModel.objects.select_related("job__prompt"),
-        "disk_use": services.registry_disk_use()})
+        "disk_use": services.registry_disk_use(),
+        "base_scorers": [(kind, LABELS[kind][0]) for kind in ("exact_match", "json_equal", "contains", "valid_json",
+                                                              "semantic_similarity")]})
 
 
 @staff_only
@@ -77,7 +80,8 @@ def job_new(request):
         "values": values, "error": error, "prompts": Prompt.objects.order_by("name"),
         "selections": CaseSelection.objects.filter(owner=request.user),
         "hyperparameters": services.hyperparameter_fields(values), "objectives": FineTuneJob.Objective.choices,
-        "methods": FineTuneJob.Method.choices}, status=400 if error else 200)
+        "methods": FineTuneJob.Method.choices, "used_statuses_note": case_selectors.USED_STATUSES_NOTE},
+        status=400 if error else 200)
 
 
 @staff_only
@@ -128,6 +132,21 @@ def job_cancel(request, job_id):
 
 
 @staff_only
+@require_GET
+def job_raw_log(request, job_id):
+    """Everything the training process printed (progress bars, library warnings), as text."""
+    from .runner import RAW_LOG, job_folder
+
+    job = get_object_or_404(FineTuneJob, pk=job_id)
+    path = job_folder(job) / RAW_LOG
+    if not path.exists():
+        raise Http404("This job has no log yet.")
+    response = FileResponse(open(path, "rb"), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'inline; filename="{job.name}-training.log"'
+    return response
+
+
+@staff_only
 @require_POST
 def model_evaluate(request, model_id):
     """One click: the base model and the fine-tuned one on the prompt's eval split, then the comparison."""
@@ -135,8 +154,9 @@ def model_evaluate(request, model_id):
     if model.job is None:
         raise Http404("The job that made this model is gone; evaluate it from the evaluations page.")
     version = prompt_selectors.version_resolve(model.job.prompt)
-    scorer = request.POST.get("scorer", "exact_match")
-    scorers = [{"type": scorer if scorer in LABELS and scorer != "llm_judge" else "exact_match"}]
+    # Several scorers may be ticked (a case passes when it passes them all); none ticked: exact match.
+    scorers = [{"type": kind} for kind in dict.fromkeys(request.POST.getlist("scorer"))
+               if kind in LABELS and kind not in ("llm_judge", "regex")] or [{"type": "exact_match"}]
     try:
         base = eval_services.evaluation_create(user=request.user, version=version, model_name=model.base_model,
                                                filters={"split": "eval"}, scorers=scorers)

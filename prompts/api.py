@@ -8,7 +8,7 @@ from accounts.throttle import ApiRefusal, api_user
 from studio.input_checks import InputError, parse_json
 
 from . import selectors
-from .rendering import MissingVariablesError, TemplateError, render_messages
+from .rendering import MissingVariablesError, TemplateError, render_messages, render_owner
 
 
 def _error(status, message):
@@ -56,12 +56,13 @@ def prompt_version(request, slug):
 @require_POST
 def prompt_render(request, slug):
     try:
-        api_user(request)
+        user = api_user(request)
         body = parse_json(request.body or b"{}")
     except ApiRefusal as refusal:
         return _error(refusal.status, str(refusal))
     except InputError as exc:
         return _error(400, f'{exc} Send a JSON object: {{"variables": {{"name": "value"}}, "label": "production"}}.')
+    render_owner.set(lambda: f"user:{user.pk}")  # the token's person takes their turn at the render processes
     if not isinstance(body, dict):
         return _error(400, 'Send a JSON object: {"variables": {"name": "value"}, "label": "production"}.')
     version, error = _resolve(slug, {**request.GET.dict(), **{k: v for k, v in body.items() if k in ("label", "version")}})

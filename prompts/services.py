@@ -13,7 +13,7 @@ from django.utils.dateparse import parse_datetime
 from studio.input_checks import unstorable_reason
 
 from .models import LABEL_VALIDATOR, LATEST, SLUG_VALIDATOR, LabelMove, Prompt, PromptLabel, PromptVersion
-from .rendering import TemplateError, inspect_template
+from .rendering import MissingVariablesError, TemplateError, inspect_template, render_user_turn
 
 EXPORT_FORMAT = "chat-prompt-studio/prompt"
 EXPORT_FORMAT_VERSION = 1
@@ -72,16 +72,8 @@ def clean_version_fields(raw: dict, where: str = "") -> dict:
         raise PromptError("must be a list of {input, output} objects", at("examples"))
     if len(examples) > MAX_EXAMPLES:
         raise PromptError(f"holds more than {MAX_EXAMPLES} examples", at("examples"))
-    clean_examples = []
-    for n, example in enumerate(examples):
-        if not isinstance(example, dict) or set(example) - {"input", "output"}:
-            raise PromptError("must be an object with input and output", at(f"examples[{n}]"))
-        for key in ("input", "output"):
-            value = example.get(key)
-            if not isinstance(value, str) or not value.strip():
-                raise PromptError("must be non-empty text", at(f"examples[{n}].{key}"))
-            _require_storable(value, at(f"examples[{n}].{key}"))
-        clean_examples.append({"input": example["input"], "output": example["output"]})
+    clean_examples = [_clean_example(example, text["template"], at(f"examples[{n}]"))
+                      for n, example in enumerate(examples)]
 
     model_name = raw.get("model", "") or ""
     if not isinstance(model_name, str) or len(model_name) > 200:
@@ -99,6 +91,35 @@ def clean_version_fields(raw: dict, where: str = "") -> dict:
         _require_storable(sequence, at(f"stop[{n}]"))
     return {**text, "variables": variables, "examples": clean_examples, "model_name": model_name.strip(), "temperature": temperature,
             "top_p": top_p, "max_new_tokens": max_new_tokens, "stop": stop}
+
+
+def _clean_example(example, template: str, where: str) -> dict:
+    """A few-shot example: {"input", "output"} as written, or {"variables", "output"} whose input
+    is the template rendered with those values when the version is saved (so the examples look
+    to the model exactly as the live input does). Stored with both: `input` is what is sent."""
+    if not isinstance(example, dict) or set(example) - {"input", "output", "variables"}:
+        raise PromptError("must be an object with input (or variables) and output", where)
+    variables = example.get("variables")
+    if variables is not None:
+        if not isinstance(variables, dict) or not variables or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in variables.items()):
+            raise PromptError("must map the template's variables to text values", f"{where}.variables")
+        for name, value in variables.items():
+            _require_storable(value, f"{where}.variables.{name}")
+        try:
+            rendered = render_user_turn(template, variables)
+        except (MissingVariablesError, TemplateError) as exc:
+            raise PromptError(str(exc), f"{where}.variables") from None
+        example = {**example, "input": rendered}
+    for key in ("input", "output"):
+        value = example.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise PromptError("must be non-empty text", f"{where}.{key}")
+        _require_storable(value, f"{where}.{key}")
+    clean = {"input": example["input"], "output": example["output"]}
+    if variables is not None:
+        clean["variables"] = dict(variables)
+    return clean
 
 
 def _require_storable(text: str, field: str) -> None:

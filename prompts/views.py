@@ -16,7 +16,7 @@ from studio.input_checks import InputError, parse_json
 
 from . import selectors, services
 from .diff import diff_versions
-from .rendering import MissingVariablesError, TemplateError, render_messages
+from .rendering import MissingVariablesError, TemplateError, inspect_template, render_messages
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 
@@ -37,9 +37,17 @@ def _version_or_404(prompt, number=None, label=None):
 
 def _version_fields_from_form(post) -> dict:
     """The version form's fields as `services.clean_version_fields` takes them."""
-    examples = [{"input": given_input, "output": given_output}
-                for given_input, given_output in zip(post.getlist("example_input"), post.getlist("example_output"))
-                if given_input.strip() or given_output.strip()]
+    examples = []
+    variables = [name for name in post.get("example_variable", "").split(",") if name]
+    modes = post.getlist("example_mode")
+    for n, (given_input, given_output) in enumerate(zip(post.getlist("example_input"), post.getlist("example_output"))):
+        if not (given_input.strip() or given_output.strip()):
+            continue
+        if n < len(modes) and modes[n] == "template" and len(variables) == 1:
+            # The input box holds the template's one variable: it goes through the template on save.
+            examples.append({"variables": {variables[0]: given_input}, "output": given_output})
+        else:
+            examples.append({"input": given_input, "output": given_output})
     return {
         "instructions": post.get("instructions", ""), "template": post.get("template", ""), "examples": examples,
         "model": post.get("model", ""), "temperature": post.get("temperature", ""), "top_p": post.get("top_p", ""),
@@ -49,10 +57,24 @@ def _version_fields_from_form(post) -> dict:
     }
 
 
-def version_form_values(fields: dict) -> dict:
-    """Values to refill the form with (after an error, or from the version edited)."""
-    return {**fields, "stop_text": "\n".join(fields.get("stop") or []),
-            "examples": list(fields.get("examples") or []) + [{"input": "", "output": ""}]}
+def version_form_values(fields: dict, variables: list[str] | None = None) -> dict:
+    """Values to refill the form with (after an error, or from the version edited). An example
+    kept as variables shows its variable's value in the input box, in "through the template" mode."""
+    if variables is None:
+        try:
+            variables = inspect_template(fields["template"]) if (fields.get("template") or "").strip() else []
+        except TemplateError:
+            variables = []
+    examples = []
+    for example in list(fields.get("examples") or []) + [{"input": "", "output": ""}]:
+        variables = example.get("variables") or {}
+        if len(variables) == 1:
+            examples.append({"input": next(iter(variables.values())), "output": example["output"], "mode": "template"})
+        else:
+            examples.append({"input": example.get("input", ""), "output": example["output"],
+                             "mode": "template" if not example.get("input") else "written"})
+    return {**fields, "stop_text": "\n".join(fields.get("stop") or []), "examples": examples,
+            "example_variable": variables[0] if len(variables) == 1 else "", "variable_count": len(variables)}
 
 
 def _labels_context(prompt) -> dict:
@@ -314,7 +336,7 @@ def playground_run(request, slug):
         else:
             request_reply_after_commit(reply.pk)
             runs.append({"version": version, "conversation": conversation})
-    return render(request, "prompts/_runs.html", {"runs": runs})
+    return render(request, "prompts/_runs.html", {"runs": runs, "base_model": chat_selectors.base_model_name()})
 
 
 @login_required
@@ -323,9 +345,21 @@ def chat_start(request, slug, number):
     prompt = _prompt_or_404(slug)
     version = _version_or_404(prompt, number=number)
     variables = _variables_from(request.POST, version.variables)
+    if request.POST.get("confirmed") != "1":
+        # Nothing is sent before the person has seen the first message the values make (a value
+        # left in the form from an earlier run would otherwise go out unseen).
+        try:
+            first_message = chat_services.user_turn_from_template(prompt_version=version, variables=variables)
+        except (MissingVariablesError, TemplateError, chat_services.ChatError) as exc:
+            return render(request, "prompts/_preview.html", {"previews": [{"version": version, "error": str(exc)}]},
+                          status=400)
+        return render(request, "prompts/_chat_start.html", {
+            "prompt": prompt, "version": version, "variables": variables, "first_message": first_message,
+            "model": request.POST.get("model", "")})
     try:
         conversation, reply = chat_services.conversation_start_from_prompt(
-            owner=request.user, prompt_version=version, variables=variables, model_name=request.POST.get("model", ""))
+            owner=request.user, prompt_version=version, variables=variables, model_name=request.POST.get("model", ""),
+            template_every_turn=request.POST.get("later_turns") == "template")
     except (MissingVariablesError, TemplateError, chat_services.ChatError) as exc:
         return render(request, "prompts/_preview.html", {"previews": [{"version": version, "error": str(exc)}]},
                       status=400)

@@ -283,8 +283,34 @@ print("TOKEN", api_token_create(user=admin, name="bench")[1])
 """
 
 
-def eval_questions(count: int) -> list[str]:
-    return [f"{EVAL_QUESTIONS[n % len(EVAL_QUESTIONS)]} (case {n + 1})" for n in range(count)]
+def eval_questions(count: int, *, label: str = "case") -> list[str]:
+    return [f"{EVAL_QUESTIONS[n % len(EVAL_QUESTIONS)]} ({label} {n + 1})" for n in range(count)]
+
+
+LARGE_EVALUATION_CASES = 400
+
+
+async def chat_during_evaluation(server, session, token: str, prompt: str, *, replies: int = 3) -> dict:
+    """Chat tokens/s as the WebSocket client sees them, alone and then while a large evaluation runs
+    (its cases decoded by the same model worker): medians of `replies` replies each."""
+    alone = [await single_reply(server, session, prompt) for _ in range(replies)]
+    evaluation_id = (await asyncio.to_thread(_api, server, token, "POST", "/api/evaluations/",
+                                             {"prompt": "bench-eval", "tag": "large"}))["id"]
+    path = f"/api/evaluations/{evaluation_id}/"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # until its cases stream through the worker
+        state = await asyncio.to_thread(_api, server, token, "GET", path)
+        if state["done"] > 0 or state["status"] not in ("queued", "running"):
+            break
+        await asyncio.sleep(0.2)
+    during = [await single_reply(server, session, prompt) for _ in range(replies)]
+    state = await asyncio.to_thread(_api, server, token, "GET", path)
+    await asyncio.to_thread(_api, server, token, "POST", f"/api/evaluations/{evaluation_id}/cancel/")
+    alone_tps = sorted(r["tokens_per_s"] for r in alone)[len(alone) // 2]
+    during_tps = sorted(r["tokens_per_s"] for r in during)[len(during) // 2]
+    return {"alone": alone, "during": during, "alone_tokens_per_s": alone_tps, "during_tokens_per_s": during_tps,
+            "ratio": during_tps / alone_tps, "evaluation_running_throughout": state["status"] == "running",
+            "evaluation_cases_done": state["done"]}
 
 
 def per_case_loop(loaded: LoadedModel, questions: list[str], tokens: int) -> dict:

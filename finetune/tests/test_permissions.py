@@ -80,3 +80,35 @@ def test_the_api_checks_token_then_staff_then_fields(client, alice, carol, job, 
     assert state["status"] == "queued" and state["step"] == 0 and state["losses"] == [] and state["model"] is None
     assert state["examples"] == 9 and state["name"] == "order-json-ft1"
     assert api(client, "get", f"/api/fine-tunes/{job.pk}/", staff_token).json()["model"] == "secret-run"
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"hyperparameters": {"seed": -1}}, "seed"), ({"hyperparameters": {"seed": 10**30}}, "seed"),
+    ({"hyperparameters": {"batch_size": 2.9}}, "batch_size"), ({"hyperparameters": {"lora_rank": True}}, "lora_rank"),
+    ({"hyperparameters": {"epochs": "many"}}, "epochs"), ({"hyperparameters": {"epoch": 3}}, "hyperparameters.epoch"),
+    ({"hyperparameters": [1]}, "hyperparameters"), ({"selection": 999999}, "selection")])
+def test_the_api_refuses_what_it_would_fail_on_later_naming_the_field(client, carol, cases, extra, field):
+    from finetune.models import FineTuneJob
+
+    token = api_token_create(user=carol, name="ci")[1]
+    refused = api(client, "post", "/api/fine-tunes/", token, {"prompt": "order-json", **extra})
+    assert refused.status_code == 400 and refused.json()["error"].startswith(field)
+    assert not FineTuneJob.objects.exists()
+
+
+def test_someone_elses_selection_is_refused_and_held_out_cases_are_never_trained_on_unless_asked(
+        client, alice, carol, cases):
+    from evals.models import CaseSelection, FailureCase
+    from finetune import services
+    from finetune.models import FineTuneJob
+
+    theirs = CaseSelection.objects.create(owner=alice, name="mine", filters={"tag": "x"})
+    token = api_token_create(user=carol, name="ci")[1]
+    refused = api(client, "post", "/api/fine-tunes/", token, {"prompt": "order-json", "selection": theirs.pk})
+    assert refused.status_code == 400 and refused.json()["error"].startswith("selection")
+    mine = CaseSelection.objects.create(owner=carol, name="pears", filters={"prompt": "order-json"})
+    job = FineTuneJob.objects.get(pk=api(client, "post", "/api/fine-tunes/", token,
+                                         {"prompt": "order-json", "selection": mine.pk}).json()["id"])
+    assert set(FailureCase.objects.filter(pk__in=job.case_ids).values_list("split", flat=True)) == {"train"}
+    asked, _ = services.cases_for_job(user=carol, prompt=cases[0].prompt, filters={"split": "eval"})
+    assert set(asked.values_list("split", flat=True)) == {"eval"}

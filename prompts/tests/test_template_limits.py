@@ -91,3 +91,56 @@ def test_variables_are_computed_once_when_a_version_is_saved(alice, make_prompt,
     assert version.variables == ["b", "a"]
     with django_assert_num_queries(0):
         assert version.variables == ["b", "a"]  # a stored field: reading it parses nothing
+
+
+def test_a_captured_block_is_bounded_like_every_other_text():
+    # {% set %} … {% endset %} used to build 199,998,000 characters before anything refused it.
+    with pytest.raises(TemplateLimitError, match="captured block"):
+        render_user_turn("{% set a %}{% for i in range(9999) %}{% for j in range(9999) %}xx{% endfor %}{% endfor %}"
+                         "{% endset %}{{ a|length }}", {})
+    with pytest.raises(TemplateLimitError, match="captures more than"):
+        render_user_turn("{% for i in range(999) %}{% set a %}{% for j in range(900) %}" + "x" * 100 +
+                         "{% endfor %}{% endset %}{% endfor %}done", {})
+    with pytest.raises(TemplateLimitError, match="captured block"):
+        render_user_turn("{% macro m() %}{% for j in range(999) %}{{ x }}{% endfor %}{% endmacro %}{{ m() }}",
+                         {"x": "y" * 1000})
+    assert render_user_turn("{% set a %}Hello {{ name }}{% endset %}{{ a }}!", {"name": "Ann"}) == "Hello Ann!"
+
+
+def test_a_person_flooding_the_render_processes_with_slow_templates_slows_only_themselves():
+    """One render at a time per person, people served in turn: bob's quick render goes before
+    alice's queued slow ones (it used to wait behind all of them)."""
+    import threading
+    import time
+
+    from prompts.template_process import RenderPool
+
+    pool = RenderPool(2)
+    quick = {"op": "render", "template": "Hi {{ name }}", "variables": {"name": "Bob"}}
+    slow = {"op": "render", "template": "{% for i in range(20) %}{{ (range(99999)|list|sort(reverse=True))|length }}"
+                                        "{% endfor %}", "variables": {}}
+    warm = [threading.Thread(target=pool.ask, args=(quick, 60), kwargs={"owner": f"warm{n}"}) for n in range(2)]
+    for thread in warm:
+        thread.start()
+    for thread in warm:
+        thread.join()
+    finished, lock = [], threading.Lock()
+
+    def render(owner, request):
+        pool.ask(request, 120, owner=owner)
+        with lock:
+            finished.append(owner)
+
+    flood = [threading.Thread(target=render, args=("alice", slow)) for _ in range(6)]
+    for thread in flood:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while not (pool.running.get("alice") == 1 and len(pool.waiting) == 5) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool.running.get("alice") == 1 and len(pool.waiting) == 5  # alice holds one process, never two
+    bob = threading.Thread(target=render, args=("bob", quick))
+    bob.start()
+    bob.join(120)
+    for thread in flood:
+        thread.join(300)
+    assert finished.index("bob") <= 1 and finished.count("alice") == 6

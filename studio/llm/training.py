@@ -201,7 +201,14 @@ def train(config: TrainingConfig, rows: list[dict], folder: Path) -> dict:
     """Train an adapter on `rows` into `folder/adapter`, reporting progress; the final metrics."""
     trainer, tokenizer, has_eval = build_trainer(config, rows, folder, callbacks=[_Progress(folder).callback])
     result = trainer.train()
-    metrics = {"train_loss": result.training_loss, "steps": trainer.state.global_step,
+    # Three different "train losses", labelled where shown: the run's mean (what trainer.train()
+    # returns), the last step's (where the chart ends), the mean of the last epoch's steps.
+    logged = [(entry["epoch"], entry["loss"]) for entry in trainer.state.log_history
+              if "loss" in entry and "epoch" in entry]
+    last_epoch = [loss for epoch, loss in logged if logged and epoch > logged[-1][0] - 1]
+    metrics = {"train_loss": result.training_loss, "last_train_loss": logged[-1][1] if logged else None,
+               "last_epoch_train_loss": sum(last_epoch) / len(last_epoch) if last_epoch else None,
+               "steps": trainer.state.global_step,
                "tokens_seen": trainer.state.num_input_tokens_seen,
                "stopped_early": trainer.state.global_step < trainer.state.max_steps}
     if has_eval:

@@ -101,8 +101,10 @@ class Command(BaseCommand):
                 servers[mode] = (server, server.login("admin", password), data_dir / "studio.sqlite3")
                 if mode == "embedded" and (measure_evaluation or measure_training):
                     questions = bench.eval_questions(eval_cases)
+                    large = bench.eval_questions(bench.LARGE_EVALUATION_CASES, label="large case")
                     setup = bench.EVAL_SETUP.format(instructions=bench.EVAL_INSTRUCTIONS, tokens=eval_tokens,
-                                                    cases=[("warm-up", questions[0])] + [("measured", q) for q in questions])
+                                                    cases=[("warm-up", questions[0])] + [("measured", q) for q in questions]
+                                                    + [("large", q) for q in large])
                     eval_token = shell_token(setup, env)
 
             async def measure():
@@ -137,6 +139,15 @@ class Command(BaseCommand):
                          f"{other_load_note(evaluation)}")
                 results["evaluation"] = {"loop": loop, "studio": evaluation, "cases": eval_cases, "tokens": eval_tokens,
                                          "ratio": evaluation["cases_per_s"] / loop["cases_per_s"]}
+                self.say(f"contention: chat replies alone, then while an evaluation of {bench.LARGE_EVALUATION_CASES} "
+                         "cases runs on the same model worker")
+                contention = asyncio.run(bench.chat_during_evaluation(server, servers["embedded"][1], eval_token,
+                                                                      prompt))
+                self.say(f"chat alone {contention['alone_tokens_per_s']:.2f} tokens/s, during the evaluation "
+                         f"{contention['during_tokens_per_s']:.2f} tokens/s ({contention['evaluation_cases_done']} "
+                         f"cases done meanwhile" + ("" if contention["evaluation_running_throughout"] else
+                                                    "; WARNING: the evaluation ended before the chat replies") + ")")
+                results["contention"] = contention
             if measure_training:
                 server = servers["embedded"][0]
                 data_dir = Path(servers["embedded"][2]).parent
@@ -167,6 +178,8 @@ class Command(BaseCommand):
         self.say(f"results written to {output}")
         if "evaluation" in results:
             self.say(f"evaluation/per-case-loop cases/s ratio: {results['evaluation']['ratio']:.2f}")
+        if "contention" in results:
+            self.say(f"chat-during-evaluation/alone tokens/s ratio: {results['contention']['ratio']:.2f}")
         if "training" in results:
             self.say(f"studio/plain-trl training tokens/s ratio: {results['training']['ratio']:.2f}")
         for mode in modes:

@@ -29,7 +29,11 @@
   }
 
   function follow(wasNearBottom) {
-    if (wasNearBottom) messages.scrollTop = messages.scrollHeight;
+    if (wasNearBottom) {
+      messages.scrollTop = messages.scrollHeight;
+    } else {
+      document.getElementById("jump-to-latest").hidden = false;
+    }
   }
 
   function showError(text) {
@@ -46,6 +50,7 @@
     const busy = messages.querySelector('[data-status="queued"], [data-status="streaming"]') !== null;
     stopButton.hidden = !busy;
     sendButton.disabled = busy;
+    if (!busy && typeof sendIfWaiting === "function") sendIfWaiting();
   }
 
   function setConnection(state, text) {
@@ -203,15 +208,59 @@
     return true;
   }
 
-  composer.addEventListener("submit", (event) => {
-    event.preventDefault();
+  // Enter while a reply is being written: the text waits and is sent when the reply ends (the
+  // hint under the box says so); "Stop" ends the reply sooner.
+  let sendWhenDone = false;
+  const hint = document.getElementById("composer-hint");
+
+  function setHint(text) {
+    hint.textContent = text;
+    hint.hidden = !text;
+  }
+
+  function sendNow() {
     const content = input.value;
-    if (!content.trim() || sendButton.disabled) return;
+    if (!content.trim()) return;
     clearError();
     if (send({ type: "send", content: content })) {
       pendingContent = content;
       input.value = "";
+      messages.scrollTop = messages.scrollHeight;  // your own message is always in view
     }
+  }
+
+  composer.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!input.value.trim()) return;
+    if (sendButton.disabled) {
+      sendWhenDone = true;
+      setHint("Sends when the reply ends (or press Stop to end it now).");
+      return;
+    }
+    sendNow();
+  });
+
+  function sendIfWaiting() {
+    if (sendWhenDone && !sendButton.disabled) {
+      sendWhenDone = false;
+      setHint("");
+      sendNow();
+    }
+  }
+
+  input.addEventListener("input", () => {
+    if (sendWhenDone && !input.value.trim()) {
+      sendWhenDone = false;
+      setHint("");
+    }
+  });
+
+  // "Jump to latest" while scrolled up and new text arrives below.
+  const jump = document.getElementById("jump-to-latest");
+  messages.addEventListener("scroll", () => { if (nearBottom()) jump.hidden = true; });
+  jump.addEventListener("click", () => {
+    messages.scrollTop = messages.scrollHeight;
+    jump.hidden = true;
   });
 
   input.addEventListener("keydown", (event) => {

@@ -99,6 +99,8 @@
       const frame = JSON.parse(event.data);
       if (frame.type === "message" && frame.message.role === "assistant") {
         replyId = frame.message.id;
+        const model = pane.querySelector("[data-run-model]");
+        if (model && frame.message.model) model.textContent = frame.message.model;  // the model that answers
         output.textContent = frame.message.content;
         setStatus(frame.message.status, frame.message.status === "queued" ? "waiting for the model…" : "writing…");
         if (!["queued", "streaming"].includes(frame.message.status)) {
