@@ -39,6 +39,12 @@ def _version_fields_from_form(post) -> dict:
     """The version form's fields as `services.clean_version_fields` takes them."""
     examples = []
     variables = [name for name in post.get("example_variable", "").split(",") if name]
+    if variables:  # the form offered a variable: only while the template sent still has exactly that one
+        try:
+            if inspect_template(post.get("template", "")) != variables:
+                variables = []
+        except TemplateError:
+            variables = []
     modes = post.getlist("example_mode")
     for n, (given_input, given_output) in enumerate(zip(post.getlist("example_input"), post.getlist("example_output"))):
         if not (given_input.strip() or given_output.strip()):
@@ -67,9 +73,9 @@ def version_form_values(fields: dict, variables: list[str] | None = None) -> dic
             variables = []
     examples = []
     for example in list(fields.get("examples") or []) + [{"input": "", "output": ""}]:
-        variables = example.get("variables") or {}
-        if len(variables) == 1:
-            examples.append({"input": next(iter(variables.values())), "output": example["output"], "mode": "template"})
+        values = example.get("variables") or {}
+        if len(values) == 1:
+            examples.append({"input": next(iter(values.values())), "output": example["output"], "mode": "template"})
         else:
             examples.append({"input": example.get("input", ""), "output": example["output"],
                              "mode": "template" if not example.get("input") else "written"})

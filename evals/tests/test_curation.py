@@ -117,7 +117,9 @@ def test_selected_cases_open_the_prompt_editor_prefilled_as_few_shot_examples(cl
     editor_url = response["HX-Redirect"]
     page = client.get(editor_url).content.decode()
     assert "2 failure cases were added as few-shot examples" in page and "Nothing is saved" in page
-    assert "Order: 2 apples" in page and "&quot;quantity&quot;: 3" in page
+    # The cases' variables are the examples' inputs, rendered through the template when saved.
+    assert '<textarea name="example_input" rows="2">2 apples</textarea>' in page and "&quot;quantity&quot;: 3" in page
+    assert 'value="template" selected' in page
     assert f'action="/prompts/{order_prompt.slug}/versions/new/"' in page
     assert order_prompt.versions.count() == 1  # nothing saved yet
 

@@ -130,7 +130,7 @@ def test_the_chat_button_opens_the_new_conversation_and_asks_a_worker_for_the_re
     client.force_login(bob)
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post("/prompts/meeting-notes/versions/2/chat/",
-                               {"var_audience": "the team", "var_text": "We ship on Friday."})
+                               {"var_audience": "the team", "var_text": "We ship on Friday.", "confirmed": "1"})
 
     conversation = Conversation.objects.get()
     reply = conversation.messages.get(role="assistant")
@@ -143,7 +143,7 @@ def test_the_chat_button_opens_the_new_conversation_and_asks_a_worker_for_the_re
 
 def test_the_chat_page_shows_the_prompt_and_version_it_started_from(client, bob, version_2):
     client.force_login(bob)
-    response = client.post("/prompts/meeting-notes/versions/2/chat/", {"var_audience": "the team",
+    response = client.post("/prompts/meeting-notes/versions/2/chat/", {"var_audience": "the team", "confirmed": "1",
                                                                         "var_text": "We ship on Friday."})
     page = client.get(response["Location"]).content.decode()
     assert "Meeting notes v2" in page
@@ -152,8 +152,8 @@ def test_the_chat_page_shows_the_prompt_and_version_it_started_from(client, bob,
 
 def test_the_chat_button_answers_htmx_with_a_client_redirect(client, bob, version_2):
     client.force_login(bob)
-    response = client.post("/prompts/meeting-notes/versions/2/chat/", {"var_audience": "a", "var_text": "b"},
-                           HTTP_HX_REQUEST="true")
+    response = client.post("/prompts/meeting-notes/versions/2/chat/", {"var_audience": "a", "var_text": "b",
+                                                                        "confirmed": "1"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200
     assert response["HX-Redirect"] == f"/chat/{Conversation.objects.get().pk}/"
 
@@ -162,7 +162,8 @@ def test_the_chat_button_explains_a_missing_variable_and_starts_nothing(
         client, bob, version_2, django_capture_on_commit_callbacks):
     client.force_login(bob)
     with django_capture_on_commit_callbacks() as callbacks:
-        response = client.post("/prompts/meeting-notes/versions/2/chat/", {"var_text": "We ship on Friday."})
+        response = client.post("/prompts/meeting-notes/versions/2/chat/", {"var_text": "We ship on Friday.",
+                                                                            "confirmed": "1"})
     assert response.status_code == 400
     assert "audience" in response.content.decode()
     assert not Conversation.objects.exists() and callbacks == []
@@ -170,7 +171,7 @@ def test_the_chat_button_explains_a_missing_variable_and_starts_nothing(
 
 def test_the_chat_button_answers_404_for_a_version_that_does_not_exist(client, bob, notes):
     client.force_login(bob)
-    assert client.post("/prompts/meeting-notes/versions/9/chat/", VARIABLES).status_code == 404
+    assert client.post("/prompts/meeting-notes/versions/9/chat/", {**VARIABLES, "confirmed": "1"}).status_code == 404
     assert not Conversation.objects.exists()
 
 
@@ -186,3 +187,53 @@ def test_a_playground_run_starts_one_hidden_conversation_per_version(
     assert list(chat_selectors.conversations_for(user=bob)) == []
     assert [async_to_sync(request_channel.receive)(REQUEST_CHANNEL) for _ in runs] == [{"wake": True}] * 2
     assert set(Message.objects.filter(role="assistant").values_list("status", flat=True)) == {"queued"}
+
+
+def test_the_chat_button_first_shows_the_message_the_values_make_and_sends_nothing(client, bob, version_2):
+    client.force_login(bob)
+    response = client.post("/prompts/meeting-notes/versions/2/chat/",
+                           {"var_audience": "placeholder", "var_text": "left over from a run"}, HTTP_HX_REQUEST="true")
+    page = response.content.decode()
+    assert response.status_code == 200 and "Summarize for placeholder:\nleft over from a run" in page
+    assert "Send it and open the chat" in page and "Later messages are sent as typed" in page
+    assert not Conversation.objects.exists()
+
+
+@pytest.fixture
+def one_variable(alice, make_prompt):
+    prompt = make_prompt(alice, slug="orders", versions=[{**FIRST_VERSION, "template": "Order: {{ order }}",
+                                                          "examples": []}])
+    return prompt.versions.get(number=1)
+
+
+def test_a_chat_can_send_every_message_through_a_one_variable_template(client, bob, one_variable):
+    from evals.services import flag_prefill
+
+    client.force_login(bob)
+    page = client.post("/prompts/orders/versions/1/chat/", {"var_order": "2 pears"}).content.decode()
+    assert "go through the template too, as <code>order</code>" in page
+    client.post("/prompts/orders/versions/1/chat/", {"var_order": "2 pears", "confirmed": "1",
+                                                     "later_turns": "template"})
+    conversation = Conversation.objects.get()
+    assert conversation.template_every_turn
+    Message.objects.filter(conversation=conversation, role="assistant").update(status="complete", content="ok")
+    _, reply = chat_services.reply_request(conversation=conversation, content="3 figs")
+    assert conversation.messages.filter(role="user").last().content == "Order: 3 figs"
+    Message.objects.filter(pk=reply.pk).update(status="complete", content="figs")
+    reply.refresh_from_db()
+    assert flag_prefill(reply)["input_variables"] == {"order": "3 figs"}  # the case keeps the variable
+    assert "Every message you send is the value of <code>order</code>" in client.get(
+        conversation.get_absolute_url()).content.decode()
+
+
+def test_by_default_only_the_first_message_goes_through_the_template_and_the_page_says_so(client, bob,
+                                                                                          one_variable):
+    client.force_login(bob)
+    client.post("/prompts/orders/versions/1/chat/", {"var_order": "2 pears", "confirmed": "1",
+                                                     "later_turns": "typed"})
+    conversation = Conversation.objects.get()
+    Message.objects.filter(conversation=conversation, role="assistant").update(status="complete", content="ok")
+    chat_services.reply_request(conversation=conversation, content="3 figs")
+    assert conversation.messages.filter(role="user").last().content == "3 figs"
+    assert "Only the first message went through the template" in client.get(
+        conversation.get_absolute_url()).content.decode()

@@ -76,6 +76,10 @@ def test_a_prompt_is_versioned_compared_run_and_chatted_with(page, log_in, scree
     page.get_by_label("customer_name").fill("Ann")
     page.get_by_label("question").fill("Where is my order?")
     page.get_by_role("button", name="Start a chat").click()
+    # Nothing is sent before the first message is shown.
+    expect(page.locator("#chat-start")).to_contain_text("Customer Ann asks: Where is my order?")
+    screenshot("chat-start-confirm")
+    page.get_by_role("button", name="Send it and open the chat").click()
     page.wait_for_url(re.compile(r".*/chat/\d+/$"))
     expect(page.locator(".prompt-origin")).to_contain_text("Support reply v2")
     expect(page.locator("[data-role=user]").first).to_contain_text("Customer Ann asks: Where is my order?")
