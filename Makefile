@@ -28,7 +28,7 @@ test: $(VENV)/.installed-test browser
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed-test
-	$(PY) manage.py bench
+	$(PY) -m benchmarks
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test

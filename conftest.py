@@ -11,6 +11,30 @@ def pytest_configure(config):
     from studio.llm.tiny import build_tiny_model
 
     build_tiny_model(TINY_MODEL_DIR)
+    config.untracked_at_start = _untracked_files()
+
+
+def _untracked_files() -> set[str] | None:
+    """Files git does not track and does not ignore (None outside a git checkout)."""
+    import subprocess
+
+    done = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=Path(__file__).parent,
+                          capture_output=True, text=True)
+    return set(done.stdout.splitlines()) if done.returncode == 0 else None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The suite fails when it leaves a run-time file in the checkout (a broker's control folder, a
+    database, a cache): everything the studio writes belongs under its data folder."""
+    before, after = getattr(session.config, "untracked_at_start", None), _untracked_files()
+    if before is None or after is None:
+        return
+    created = sorted(after - before)
+    if created:
+        session.config.get_terminal_writer().line(
+            "FAILED: the suite wrote files into the checkout (they belong under the data folder):\n  "
+            + "\n  ".join(created), red=True)
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,10 @@ import sys
 
 if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
+    if os.environ["DJANGO_SETTINGS_MODULE"] == "studio.settings":
+        from studio.data_dir import prepare
+
+        prepare()  # the data folder and its secret key, before the settings read them
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -6,6 +6,7 @@ import secrets
 
 from django.utils import timezone
 
+from studio.errors import StudioError
 from studio.input_checks import unstorable_reason
 
 from .models import ApiToken, token_digest
@@ -13,11 +14,11 @@ from .models import ApiToken, token_digest
 TOKEN_PREFIX = "cps_"
 
 
-class TokenError(Exception):
+class TokenError(StudioError):
     pass
 
 
-class PeopleError(Exception):
+class PeopleError(StudioError):
     """A change to the team the studio refuses; the message says why."""
 
 

@@ -26,6 +26,8 @@ from django.contrib.auth.backends import ModelBackend
 from django.shortcuts import render
 from django_ratelimit.core import is_ratelimited
 
+from studio.errors import StudioError
+
 from .services import user_for_api_token
 
 log = logging.getLogger("studio")
@@ -60,10 +62,11 @@ def lockout_response(request, original_response=None, credentials=None):
         "minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)}, status=429)
 
 
-class ApiRefusal(Exception):
+class ApiRefusal(StudioError):
+    """No valid token (401), or too many bad ones from this address (429)."""
+
     def __init__(self, status: int, message: str):
-        self.status = status
-        super().__init__(message)
+        super().__init__(message, status=status)
 
 
 def api_user(request):

@@ -13,7 +13,7 @@ from studio.input_checks import InputError, parse_json
 
 from . import selectors, services
 from .models import Message
-from .dispatch import ensure_embedded_worker, fail_expired_replies, wake_workers
+from .wakeups import wake_workers
 
 CLOSE_NOT_LOGGED_IN = 4401
 CLOSE_FORBIDDEN = 4403
@@ -26,7 +26,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     watchdog: asyncio.Task | None = None
 
     async def connect(self):
-        ensure_embedded_worker()
         # Accept first: a close code (4401/4403) can only be sent on an open socket.
         await self.accept()
         user = self.scope.get("user")
@@ -43,7 +42,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.group_name = conversation.group_name
         # Join before reading the history, so nothing sent in between is missed.
         await self.channel_layer.group_add(self.group_name, self.channel_name)
-        await fail_expired_replies(self.channel_layer, conversation_id=self.conversation_id)
         for message in await database_sync_to_async(self._history)():
             await self.send_frame({"type": "message", "message": message.to_frame()})
             if message.in_progress:
@@ -170,15 +168,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def _fail_reply_if_worker_lost(self) -> None:
         """While a reply is in progress here: tell its place in the queue while it waits (a
-        `queued` frame when it changes), and fail it if its worker's lease lapses."""
+        `queued` frame when it changes), and, when the sweeper has failed it (its worker died or
+        never came), say so here too: the sweeper's own word may not reach this process (an
+        embedded studio's job worker has a channel layer of its own). Only reads."""
         interval = max(min(settings.LLM_LEASE_SECONDS / 2, 2.0), 0.2)
-        told = None
+        told, watched = None, None
         while True:
             await asyncio.sleep(interval)  # first: a free worker takes it before anyone needs to be told
-            await fail_expired_replies(self.channel_layer, conversation_id=self.conversation_id)
             reply = await database_sync_to_async(selectors.reply_in_progress)(conversation_id=self.conversation_id)
             if reply is None:
+                if watched is not None:
+                    ended = await Message.objects.filter(pk=watched).afirst()
+                    if ended is not None and ended.status == Message.Status.FAILED:
+                        await self.send_frame({"type": "done", "message_id": ended.pk, "status": ended.status,
+                                               "usage": ended.usage(), "error": ended.error})
                 return
+            watched = reply.pk
             if reply.status == Message.Status.QUEUED:
                 position = await database_sync_to_async(selectors.queue_position)(message=reply)
                 if position != told:

@@ -73,6 +73,18 @@ class Message(models.Model):
 
     IN_PROGRESS = (Status.QUEUED, Status.STREAMING)
 
+    class ErrorCode(models.TextChoices):
+        """Why a reply failed, for code that acts on it (the person reads `error`)."""
+
+        NO_WORKER = "no_worker"  # queued past its deadline with no model worker running
+        BUSY = "busy"  # queued past its deadline while workers were busy with others
+        LOAD_FAILED = "load_failed"  # the only workers could not load the model
+        WORKER_LOST = "worker_lost"  # the worker writing it stopped (its lease lapsed)
+        MODEL_FAILED = "model_failed"  # the model or engine failed on it (too long, out of memory, stalled)
+
+    # No worker could answer: a job waiting on these replies gives up, saying why.
+    NO_ANSWER = (ErrorCode.NO_WORKER, ErrorCode.BUSY, ErrorCode.LOAD_FAILED)
+
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
@@ -81,6 +93,7 @@ class Message(models.Model):
     variables = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     error = models.TextField(blank=True)
+    error_code = models.CharField(max_length=16, choices=ErrorCode.choices, blank=True)
     model_name = models.CharField(max_length=200, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)

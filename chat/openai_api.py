@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 import uuid
@@ -23,15 +24,15 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.http import JsonResponse, StreamingHttpResponse
-from django.views.decorators.csrf import csrf_exempt
 
+from accounts.api import api_endpoint
 from accounts.services import person_lock
-from accounts.throttle import ApiRefusal, api_user
-from studio.input_checks import InputError, parse_json
+from accounts.throttle import ApiRefusal
+from studio.errors import StudioError
 
 from . import selectors, services
 from .models import Conversation, Message
-from .dispatch import wake_workers
+from .wakeups import wake_workers
 
 # Parameters of OpenAI's API the studio does not do: refused (naming the parameter) rather than
 # silently ignored, when set to anything but their "off" value.
@@ -51,25 +52,31 @@ UNSUPPORTED = {
     "prediction": lambda value: value is not None,
     "modalities": lambda value: value not in (None, ["text"]),
 }
+log = logging.getLogger("chat")
 PROMPT_MODEL = re.compile(r"^prompt:(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)(?:@(?:v(?P<number>\d{1,9})|(?P<label>[a-z0-9][a-z0-9_-]{0,39})))?$")
 MAX_MESSAGES = 500
 
 
-class ApiError(Exception):
+class ApiError(StudioError):
+    """A refusal with OpenAI's error fields (`type`, `param`, `code`)."""
+
     def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error", param: str | None = None,
                  code: str | None = None):
-        super().__init__(message)
-        self.status, self.kind, self.param, self.code = status, kind, param, code
-
-    def response(self) -> JsonResponse:
-        return JsonResponse({"error": {"message": str(self), "type": self.kind, "param": self.param,
-                                       "code": self.code}}, status=self.status)
+        super().__init__(message, status=status)
+        self.kind, self.param, self.code = kind, param, code
 
 
-def _refusal_error(refusal: ApiRefusal) -> ApiError:
-    if refusal.status == 429:
-        return ApiError(429, str(refusal), kind="rate_limit_error", code="rate_limit_exceeded")
-    return ApiError(refusal.status, str(refusal), kind="invalid_request_error", code="invalid_api_key")
+def openai_error(status: int, error: StudioError | str) -> JsonResponse:
+    """Any refusal (api_endpoint's, a service's or ours) in OpenAI's shape, which its clients read."""
+    kind, param, code = "invalid_request_error", None, None
+    if isinstance(error, ApiError):
+        kind, param, code = error.kind, error.param, error.code
+    elif isinstance(error, ApiRefusal):
+        kind, code = ("rate_limit_error", "rate_limit_exceeded") if status == 429 else (kind, "invalid_api_key")
+    elif isinstance(error, services.ChatError):
+        param = "messages"
+    message = error.message if isinstance(error, StudioError) else str(error)
+    return JsonResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status=status)
 
 
 # --- /v1/models --------------------------------------------------------------------------------------
@@ -87,13 +94,8 @@ def _model_list() -> list[dict]:
     return entries
 
 
-def models(request, model_id: str | None = None):
-    try:
-        api_user(request)
-    except ApiRefusal as refusal:
-        return _refusal_error(refusal).response()
-    if request.method != "GET":
-        return ApiError(405, "Use GET.").response()
+@api_endpoint("GET", error_response=openai_error)
+def models(request, user, model_id: str | None = None):
     entries = _model_list()
     if model_id is None:
         return JsonResponse({"object": "list", "data": entries})
@@ -101,8 +103,7 @@ def models(request, model_id: str | None = None):
     if found is None and PROMPT_MODEL.match(model_id):
         found = {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": "prompt-library"}
     if found is None:
-        return ApiError(404, f"The model `{model_id[:200]}` does not exist.", param="model",
-                        code="model_not_found").response()
+        raise ApiError(404, f"The model `{model_id[:200]}` does not exist.", param="model", code="model_not_found")
     return JsonResponse(found)
 
 
@@ -212,13 +213,12 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
         system = version.instructions
         served = services.available_served_model(version.model_name)
     else:
-        available = selectors.available_models()
-        if model not in available:
+        served = selectors.served_model_choice(model) if model else None
+        if served is None:
             raise ApiError(404, f"The model `{model[:200]}` does not exist (see GET /v1/models).", param="model",
                            code="model_not_found")
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         messages = [m for m in messages if m["role"] != "system"]
-        served = "" if model == available[0] else model
     _require_context_fits(system, version, messages, asked["parameters"])
     with transaction.atomic():
         # Counted and created under the person's lock: simultaneous requests cannot all pass.
@@ -242,15 +242,14 @@ def _require_context_fits(system: str, version, messages: list[dict], parameters
     """Refuse (400, OpenAI's `context_length_exceeded`) a request whose messages do not fit the
     model's context with room for the reply, before it is stored or reaches a worker. Linear:
     the messages' text is tokenised once; the chat template is rendered only when that much fits."""
+    from prompts.rendering import assembled_messages
     from prompts.selectors import prompt_counter
 
     counter = prompt_counter()
     if counter is None:  # the model is still being prepared: the worker fits the history itself
         return
-    history = ([{"role": "system", "content": system}] if system.strip() else [])
-    for example in (version.examples if version is not None else []):
-        history += [{"role": "user", "content": example["input"]}, {"role": "assistant", "content": example["output"]}]
-    history += messages
+    history = assembled_messages(system=system, examples=version.examples if version is not None else (),
+                                 turns=messages)
     max_new_tokens = parameters.get("max_new_tokens") or (version.max_new_tokens if version is not None else None) \
         or settings.LLM_MAX_NEW_TOKENS
     budget = counter.context_length - max_new_tokens
@@ -278,7 +277,8 @@ async def _events(conversation: Conversation, reply: Message):
         try:
             channel = await layer.new_channel("openai-api")
             await layer.group_add(conversation.group_name, channel)
-        except Exception:
+        except Exception as exc:  # the layer is away: the stored row is followed instead
+            log.warning("cannot follow reply %s on the channel layer (%s); reading the row", reply.pk, exc)
             channel = None
         await wake_workers(layer)
         while time.monotonic() < deadline:
@@ -307,16 +307,15 @@ async def _events(conversation: Conversation, reply: Message):
             elif event["type"] == "chat.done":
                 yield "done", event
                 return
-        await sync_to_async(services.replies_fail_expired)(conversation_id=conversation.pk)
-        stored = await Message.objects.aget(pk=reply.pk)
+        stored = await Message.objects.aget(pk=reply.pk)  # the sweeper has failed it by now (or it just ended)
         yield "done", {"status": stored.status, "error": stored.error or "The model did not answer in time.",
                        "usage": stored.usage()}
     finally:
         if channel is not None:
             try:
                 await layer.group_discard(conversation.group_name, channel)
-            except Exception:
-                pass
+            except Exception as exc:  # the group expires on its own
+                log.warning("could not leave %s: %s", conversation.group_name, exc)
 
 
 def _finish_reason(event: dict, parameters: dict) -> str:
@@ -334,22 +333,10 @@ def _usage(event: dict) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-@csrf_exempt
-async def chat_completions(request):
-    if request.method != "POST":
-        return ApiError(405, "Use POST.").response()
-    try:
-        user = await sync_to_async(api_user)(request)
-        asked = clean_request(parse_json(request.body or b"null"))
-        conversation, reply, model = await sync_to_async(_start)(user, asked)
-    except ApiRefusal as refusal:
-        return _refusal_error(refusal).response()
-    except InputError as exc:
-        return ApiError(400, str(exc)).response()
-    except services.ChatError as exc:
-        return ApiError(400, str(exc), param="messages").response()
-    except ApiError as exc:
-        return exc.response()
+@api_endpoint("POST", json_body=True, error_response=openai_error)
+async def chat_completions(request, user, body):
+    asked = clean_request(body)
+    conversation, reply, model = await sync_to_async(_start)(user, asked)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     # Where the request is kept in the studio (open it, flag its reply): a header, and a key of ours
     # in the JSON (OpenAI's clients keep unknown keys: `completion.model_extra["studio"]`).
@@ -367,7 +354,7 @@ async def chat_completions(request):
         raise
     stored = await Message.objects.aget(pk=reply.pk)  # the stored text is the answer
     if done.get("status") == "failed":
-        return ApiError(503, done.get("error") or "The model failed to answer.", kind="server_error").response()
+        raise ApiError(503, done.get("error") or "The model failed to answer.", kind="server_error")
     return JsonResponse({
         "id": completion_id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": stored.content},
@@ -417,5 +404,5 @@ async def _stop(message_id: int) -> None:
         if message.worker_channel:
             try:
                 await get_channel_layer().send(message.worker_channel, {"type": "chat.stop", "message_id": message_id})
-            except Exception:  # the channel layer is away: the reply runs to its length limit
-                pass
+            except Exception as exc:  # the channel layer is away: the reply runs to its length limit
+                log.warning("could not tell the worker to stop reply %s: %s", message_id, exc)

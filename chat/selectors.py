@@ -16,6 +16,8 @@ from studio.llm.adapters import adapter_folders
 from studio.llm.loading import ModelLoadError, prepare_model_folder
 from django.utils import timezone
 
+from prompts.rendering import assembled_messages
+
 from .models import Conversation, Message, ModelWorker
 
 
@@ -91,22 +93,11 @@ def chat_history_before(*, message: Message) -> list[dict]:
     Failed replies and empty stopped ones are left out: they are not part of the dialogue.
     """
     conversation = message.conversation
-    history = []
-    if conversation.system_prompt.strip():
-        history.append({"role": "system", "content": conversation.system_prompt})
-    if conversation.prompt_version is not None:
-        for example in conversation.prompt_version.examples:
-            history += [{"role": "user", "content": example["input"]}, {"role": "assistant", "content": example["output"]}]
-    earlier = conversation.messages.filter(pk__lt=message.pk).exclude(status=Message.Status.FAILED)
-    for earlier_message in earlier.only("role", "content"):
-        if earlier_message.content:
-            history.append({"role": earlier_message.role, "content": earlier_message.content})
-    return history
-
-
-def requested_model(*, message_id) -> str:
-    """The model a reply is asked of: its conversation's choice ("" means the served base model)."""
-    return Conversation.objects.filter(messages__pk=message_id).values_list("model_name", flat=True).first() or ""
+    earlier = conversation.messages.filter(pk__lt=message.pk).exclude(status=Message.Status.FAILED).exclude(
+        content="").only("role", "content")
+    return assembled_messages(system=conversation.system_prompt,
+                              examples=conversation.prompt_version.examples if conversation.prompt_version else (),
+                              turns=[{"role": m.role, "content": m.content} for m in earlier])
 
 
 @functools.cache
@@ -130,6 +121,15 @@ def available_models() -> list[str]:
     the adapters fine-tuned on it (their files in STUDIO_ADAPTERS_DIR)."""
     base = base_model_name()
     return [base, *adapter_folders(settings.STUDIO_ADAPTERS_DIR, base)]
+
+
+def served_model_choice(model_name: str, available: list[str] | None = None) -> str | None:
+    """How a conversation stores the model it asks for: "" for the served base model (asked by its
+    name or by ""), a fine-tuned model's name as it is, None for a model that is not served."""
+    available = available if available is not None else available_models()
+    if model_name in ("", available[0]):
+        return ""
+    return model_name if model_name in available[1:] else None
 
 
 def workers_online() -> list[ModelWorker]:

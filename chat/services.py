@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from studio.errors import StudioError
 from studio.input_checks import unstorable_reason
 
 from .models import Conversation, Message, ModelWorker
@@ -16,7 +17,7 @@ TITLE_MAX_CHARS = 200
 TITLE_FROM_MESSAGE_CHARS = 60
 
 
-class ChatError(Exception):
+class ChatError(StudioError):
     """A request the chat refuses; the message is shown to the person as it is."""
 
 
@@ -92,12 +93,12 @@ def conversation_update(*, conversation: Conversation, title: str | None = None,
 
 def conversation_choose_model(*, conversation: Conversation, model_name: str) -> Conversation:
     """The model the conversation's next replies come from: the served base model or a fine-tuned one."""
-    from .selectors import available_models
+    from .selectors import available_models, served_model_choice
 
     available = available_models()
-    if model_name not in ("", *available):
+    chosen = served_model_choice(model_name, available)
+    if chosen is None:
         raise ChatError(f"There is no model “{model_name[:100]}”; choose one of {', '.join(available)}.")
-    chosen = "" if model_name == available[0] else model_name
     if conversation.model_name != chosen:
         conversation.model_name = chosen
         conversation.save(update_fields=["model_name", "updated_at"])
@@ -264,11 +265,12 @@ def replies_save_text(*, texts: dict[int, str]) -> None:
 
 
 def reply_finish(*, message_id: int, content: str, status: str, usage: dict, error: str = "") -> bool:
-    """Store the final text and figures. False when the reply was already failed by the reaper."""
+    """Store the final text and figures. False when the reply was already failed by the sweeper."""
     finished = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         content=content,
         status=status,
         error=error,
+        error_code=Message.ErrorCode.MODEL_FAILED if status == Message.Status.FAILED else "",
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         ttft_ms=usage.get("ttft_ms"),
@@ -295,22 +297,40 @@ def replies_fail_expired(*, conversation_id: int | None = None) -> list[Message]
     failed = []
     for message in expired:
         if message.status == Message.Status.STREAMING:
-            error = WORKER_LOST_ERROR
+            code, error = Message.ErrorCode.WORKER_LOST, WORKER_LOST_ERROR
         elif ModelWorker.objects.filter(state=ModelWorker.State.READY,
                                         last_seen_at__gte=now - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)).exists():
-            error = BUSY_ERROR.format(minutes=max(1, round(settings.LLM_QUEUE_TIMEOUT_SECONDS / 60)))
+            code, error = Message.ErrorCode.BUSY, BUSY_ERROR.format(
+                minutes=max(1, round(settings.LLM_QUEUE_TIMEOUT_SECONDS / 60)))
         elif unhealthy := ModelWorker.objects.filter(state=ModelWorker.State.FAILED).exclude(error="").first():
-            error = LOAD_FAILED_ERROR.format(error=unhealthy.error.rstrip(".") + ".")
+            code, error = Message.ErrorCode.LOAD_FAILED, LOAD_FAILED_ERROR.format(error=unhealthy.error.rstrip(".") + ".")
         else:
-            error = NO_WORKER_ERROR
+            code, error = Message.ErrorCode.NO_WORKER, NO_WORKER_ERROR
         # Conditional on the status we read, so a worker finishing at this instant wins.
         updated = Message.objects.filter(pk=message.pk, status=message.status, lease_expires_at__lt=now).update(
-            status=Message.Status.FAILED, error=error, lease_expires_at=None, finished_at=now
+            status=Message.Status.FAILED, error=error, error_code=code, lease_expires_at=None, finished_at=now
         )
         if updated:
             message.refresh_from_db()
             failed.append(message)
     return failed
+
+
+def replies_sweep() -> None:
+    """The sweeper's part for chat (studio.sweeping): replies whose lease lapsed are failed and
+    their tabs told; workers that stopped heart-beating are forgotten."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    for message in replies_fail_expired():
+        try:
+            async_to_sync(layer.group_send)(message.conversation.group_name, {
+                "type": "chat.done", "message_id": message.pk, "status": message.status, "usage": message.usage(),
+                "error": message.error})
+        except Exception:  # the layer is away: the tab reads the failed reply when it (re)connects
+            pass
+    workers_forget_silent()
 
 
 def worker_heartbeat(*, channel_name: str, hostname: str, pid: int, state: str, model_name: str = "",
@@ -336,12 +356,11 @@ def _lease_end():
 
 
 def available_served_model(model_name: str) -> str:
-    """A version (or playground, or API request) naming a model: that fine-tuned model if it is
+    """A version (or playground, or evaluation) naming a model: that fine-tuned model if it is
     served, else "" (the base model)."""
-    from .selectors import available_models
+    from .selectors import served_model_choice
 
-    available = available_models()
-    return model_name if model_name in available[1:] else ""
+    return served_model_choice(model_name) or ""
 
 
 def _require_storable(text: str, what: str) -> None:

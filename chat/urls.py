@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import playground, views
 
 app_name = "chat"
 urlpatterns = [
@@ -14,4 +14,11 @@ urlpatterns = [
     path("<id:conversation_id>/delete/", views.conversation_delete, name="delete"),
     path("<id:conversation_id>/model/", views.conversation_model, name="model"),
     path("<id:conversation_id>/messages/<id:message_id>/", views.message_detail, name="message"),
+]
+
+# Pages of the prompt library that run chats (studio/urls.py routes them under /prompts/).
+playground_urlpatterns = [
+    path("<slug:slug>/playground/", playground.playground, name="page"),
+    path("<slug:slug>/playground/run/", playground.playground_run, name="run"),
+    path("<slug:slug>/versions/<int:number>/chat/", playground.chat_start, name="chat_start"),
 ]

@@ -13,7 +13,8 @@ the text a person saw is the text kept if the worker is killed.
 
 Each worker also listens on its own channel for "chat.stop" and "chat.catchup" (a tab
 that (re)connects mid-reply asks for the text so far) and renews a lease on the reply it
-is writing; a reply whose lease lapses (its worker died) is failed by whoever sees it.
+is writing; a reply whose lease lapses (its worker died) is failed by the sweeper, which every
+worker runs (studio.sweeping).
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from studio import sweeping
 from studio.llm import GenerationSettings, LoadedModel, load_model
 from studio.llm.adapters import ServedModels
 from studio.llm.engine import BatchEngine, EngineRequest, EngineResult, prepare_prompt
 from studio.llm.remote import RemoteEngine
 
 from . import selectors, services
-from .dispatch import REQUEST_CHANNEL, fail_expired_replies
+from .wakeups import REQUEST_CHANNEL
 from .models import Conversation, Message, ModelWorker
 
 EXTERNAL_ENGINE_RETRY_S = 10.0
@@ -404,7 +406,7 @@ class GenerationWorker:
         else:
             return
         if not stored:
-            return  # the lease lapsed and a reaper already failed it and told the tabs
+            return  # the lease lapsed and the sweeper already failed it and told the tabs
         await self._group_send(
             active.group_name,
             {"type": "chat.done", "message_id": active.message_id, "status": status, "usage": usage, "error": error,
@@ -464,10 +466,11 @@ class GenerationWorker:
                 message_id=active.message_id, content=active.text
             )
             if not alive and self.engine is not None:
-                self.engine.cancel(active.message_id)  # failed by a reaper meanwhile: stop wasting the GPU
+                self.engine.cancel(active.message_id)  # failed by the sweeper meanwhile: stop wasting the GPU
         await self._announce()
-        await fail_expired_replies(self.channel_layer)
-        await database_sync_to_async(services.workers_forget_silent)()
+        # Every model worker is a sweeper too (studio.sweeping): lapsed replies, lost and
+        # undelivered jobs. In its own thread, so a slow database never holds the event loop.
+        await database_sync_to_async(sweeping.sweep_all)()
 
 
 class WorkerThread:

@@ -2,59 +2,34 @@
 run its regression suite. Routes and answers are in README.md."""
 
 from django.http import JsonResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
 
-from accounts.throttle import ApiRefusal, api_user
+from accounts.api import api_endpoint
 from prompts import selectors as prompt_selectors
-from studio.input_checks import InputError, parse_json
+from studio.errors import NotFound, StudioError
 
 from . import exporting, selectors, services
 from .models import Evaluation, FailureCase
-from .tasks import dispatch_waiting
 from .views import export_response
 
-
-def _error(status, message):
-    response = JsonResponse({"error": message}, status=status)
-    if status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="studio"'
-    return response
+EVALUATION_SHAPE = ('Send a JSON object: {"prompt": "slug", "version": 2, "split": "eval", '
+                    '"scorers": [{"type": "exact_match"}]}.')
 
 
-def _user_and_body(request, *, body=True):
-    """(user, parsed body) or raises ApiRefusal / InputError."""
-    user = api_user(request)
-    return user, (parse_json(request.body or b"null") if body else None)
-
-
-@csrf_exempt
-@require_POST
-def failure_cases(request):
-    try:
-        user, payload = _user_and_body(request)
-    except ApiRefusal as refusal:
-        return _error(refusal.status, str(refusal))
-    except InputError as exc:
-        return _error(400, str(exc))
+@api_endpoint("POST", json_body=True)
+def failure_cases(request, user, payload):
     rows = payload if isinstance(payload, list) else [payload]
     try:
         cases = services.cases_create(user=user, rows=rows, source=FailureCase.Source.API)
-    except services.CaseError as exc:
-        message = str(exc) if isinstance(payload, list) else str(exc).removeprefix("[0].")
-        return _error(400, message)
+    except services.CaseError as exc:  # one case: its field without the list's index
+        raise StudioError(str(exc) if isinstance(payload, list) else str(exc).removeprefix("[0].")) from None
     return JsonResponse({"ids": [case.pk for case in cases]}, status=201)
 
 
-@require_GET
-def failure_cases_export(request):
-    try:
-        user, _ = _user_and_body(request, body=False)
-    except ApiRefusal as refusal:
-        return _error(refusal.status, str(refusal))
+@api_endpoint("GET")
+def failure_cases_export(request, user):
     export_format = request.GET.get("format", "sft")
     if export_format not in exporting.FORMATS:
-        return _error(400, '"format" must be sft, dpo or csv.')
+        raise StudioError('"format" must be sft, dpo or csv.')
     filters = {k: v for k, v in selectors.clean_filters(request.GET).items() if k in ("prompt", "split", "tag")}
     return export_response(selectors.cases_for(user=user, filters=filters), export_format, filters)
 
@@ -78,73 +53,44 @@ def evaluation_json(evaluation: Evaluation, *, user) -> dict:
             "results": [result_json(r) for r in results]}
 
 
-@csrf_exempt
-@require_POST
-def evaluations(request):
-    try:
-        user, body = _user_and_body(request)
-    except ApiRefusal as refusal:
-        return _error(refusal.status, str(refusal))
-    except InputError as exc:
-        return _error(400, str(exc))
+@api_endpoint("POST", json_body=True)
+def evaluations(request, user, body):
     if not isinstance(body, dict):
-        return _error(400, 'Send a JSON object: {"prompt": "slug", "version": 2, "split": "eval", '
-                           '"scorers": [{"type": "exact_match"}]}.')
-    prompt = prompt_selectors.prompt_by_slug(body.get("prompt")) if isinstance(body.get("prompt"), str) else None
+        raise StudioError(EVALUATION_SHAPE)
+    slug = body.get("prompt")
+    if not isinstance(slug, str) or not slug:
+        raise StudioError('"prompt" (a slug) is required.')
+    prompt = prompt_selectors.prompt_by_slug(slug)
     if prompt is None:
-        return _error(404 if isinstance(body.get("prompt"), str) else 400,
-                      f"There is no prompt “{str(body.get('prompt'))[:100]}”." if body.get("prompt")
-                      else '"prompt" (a slug) is required.')
+        raise NotFound(f"There is no prompt “{slug[:100]}”.")
     label, number = body.get("label"), body.get("version")
     if label is not None and not isinstance(label, str) or isinstance(number, (bool, list, dict, float)):
-        return _error(400, '"version" must be a number and "label" text.')
+        raise StudioError('"version" must be a number and "label" text.')
     try:
         version = prompt_selectors.version_resolve(prompt, number=number, label=label)
     except prompt_selectors.VersionNotFound as exc:
-        return _error(404, str(exc))
+        raise NotFound(str(exc)) from None
     model = body.get("model") or ""
     filters = {name: body[name] for name in ("split", "tag", "status") if isinstance(body.get(name), str)}
-    try:
-        evaluation = services.evaluation_create(user=user, version=version, model_name=model if isinstance(
-            model, str) else "?", filters=filters, scorers=body.get("scorers", [{"type": "exact_match"}]))
-    except services.EvaluationError as exc:
-        return _error(429 if exc.field == "queue" else 400, str(exc))
+    evaluation = services.evaluation_create(user=user, version=version, model_name=model if isinstance(
+        model, str) else "?", filters=filters, scorers=body.get("scorers", [{"type": "exact_match"}]))
     return JsonResponse({"id": evaluation.pk}, status=202)
 
 
-def _evaluation(request, evaluation_id):
-    user = api_user(request)
+def _evaluation_or_404(user, evaluation_id) -> Evaluation:
     evaluation = Evaluation.objects.select_related("prompt_version__prompt").filter(pk=evaluation_id).first()
     if evaluation is None or not selectors.can_see_evaluation(user, evaluation):
-        return user, None
-    return user, evaluation
+        raise NotFound(f"There is no evaluation {evaluation_id}.")
+    return evaluation
 
 
-@require_GET
-def evaluation_detail(request, evaluation_id):
-    try:
-        user, evaluation = _evaluation(request, evaluation_id)
-    except ApiRefusal as refusal:
-        return _error(refusal.status, str(refusal))
-    if evaluation is None:
-        return _error(404, f"There is no evaluation {evaluation_id}.")
-    dispatch_waiting()
-    selectors.evaluations_visible_to(evaluation.created_by)  # fails it if its worker died
-    evaluation.refresh_from_db()
-    return JsonResponse(evaluation_json(evaluation, user=user))
+@api_endpoint("GET")
+def evaluation_detail(request, user, evaluation_id):
+    return JsonResponse(evaluation_json(_evaluation_or_404(user, evaluation_id), user=user))
 
 
-@csrf_exempt
-@require_POST
-def evaluation_cancel(request, evaluation_id):
-    try:
-        user, evaluation = _evaluation(request, evaluation_id)
-    except ApiRefusal as refusal:
-        return _error(refusal.status, str(refusal))
-    if evaluation is None:
-        return _error(404, f"There is no evaluation {evaluation_id}.")
-    try:
-        services.evaluation_cancel(evaluation=evaluation, user=user)
-    except services.CasePermissionError as exc:
-        return _error(403, str(exc))
+@api_endpoint("POST")
+def evaluation_cancel(request, user, evaluation_id):
+    evaluation = _evaluation_or_404(user, evaluation_id)
+    services.evaluation_cancel(evaluation=evaluation, user=user)
     return JsonResponse({"id": evaluation.pk, "status": evaluation.status})

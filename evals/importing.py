@@ -11,7 +11,11 @@ import csv
 import io
 import json
 
+from django.db import transaction
+
+from studio import jobs
 from studio.input_checks import InputError, parse_json
+from studio.jobs import JobStatus, job_claim, job_end, job_progress
 from studio.spreadsheet_cells import csv_cell_read
 
 from . import services
@@ -212,11 +216,26 @@ def _column_at_fault(field: str, mapping: dict, columns_of: dict) -> str:
     return columns_of.get(head) or head
 
 
+def import_start(*, draft, mapping: dict, fixed: dict, options: dict) -> None:
+    """Queue the import of a draft with the person's choices (kept on the draft, shown again when
+    the import is refused)."""
+    if not 0 <= options.get("eval_share", 0) <= 1:
+        raise services.CaseError("must be a percentage from 0 to 100", "held-out share")
+    problem = mapping_problem(mapping, fixed)
+    if problem:
+        raise services.CaseError(problem, "mapping")
+    with transaction.atomic():
+        type(draft).objects.filter(pk=draft.pk).update(
+            mapping=mapping, fixed=fixed, options=options, outcome={}, status=JobStatus.QUEUED, done=0,
+            total=len(draft.rows), note="", error="", cancel_requested=False, started_at=None, finished_at=None,
+            heartbeat_at=None, dispatched_at=None)
+        transaction.on_commit(lambda: jobs.dispatch(type(draft), draft.pk))
+    draft.refresh_from_db()
+
+
 def import_checked(checked: dict, *, user, only_valid: bool, eval_share: float, seed=None) -> list[FailureCase]:
     """Import the rows `check_rows` passed: all of them only when no row had an error, unless
     `only_valid`. Duplicates are skipped. Returns the cases created."""
-    from django.db import transaction
-
     if checked["errors"] and not only_valid:
         raise services.CaseError(f"{len(checked['errors'])} rows have errors: fix the file, or choose to import only "
                                  "the valid rows", "file")
@@ -235,8 +254,6 @@ def import_run(draft_id: int) -> None:
     """The import job: every row of the draft checked once, then imported (or nothing, when rows
     have errors and the person did not choose to import only the valid ones). The outcome is kept
     on the draft for its page; the draft's rows stay until it is deleted (a day later)."""
-    from studio.jobs import JobStatus, job_claim, job_end, job_progress
-
     from .models import ImportDraft
 
     draft = ImportDraft.objects.select_related("owner").filter(pk=draft_id).first()

@@ -128,6 +128,8 @@ class CaseSelection(models.Model):
 class Evaluation(JobRecord):
     """One prompt version with one model over a set of cases; per case, the output and its scores."""
 
+    TASK = "evals.run_evaluation"
+
     prompt_version = models.ForeignKey("prompts.PromptVersion", on_delete=models.PROTECT, related_name="evaluations")
     model_name = models.CharField(max_length=200)
     case_filters = models.JSONField(default=dict)  # what chose the cases (kept, for the record)
@@ -179,6 +181,7 @@ class ImportDraft(JobRecord):
     rows it shows, page by page; the import is a job on the job workers that checks every row
     once and imports them (nothing is a case until then). `outcome` says what it did."""
 
+    TASK = "evals.import_cases"
     # Blank until the person starts the import (a draft being mapped is no job yet).
     status = models.CharField(max_length=16, choices=JobStatus.choices, blank=True, default="")
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from prompts.rendering import render_user_turn
+from prompts.rendering import assembled_messages, render_user_turn
 
 
 def user_turn(case, version) -> str:
@@ -18,15 +18,8 @@ def case_messages(case, version=None, *, with_examples: bool = True) -> list[dic
     version's few-shot examples (when asked), the context the case was flagged in, the input."""
     version = version if version is not None else case.prompt_version
     context = [m for m in case.context if m.get("role") in ("user", "assistant", "system")]
-    messages = []
-    if version is not None:
-        if version.instructions.strip():
-            messages.append({"role": "system", "content": version.instructions})
-        if with_examples:
-            for example in version.examples:
-                messages += [{"role": "user", "content": example["input"]},
-                             {"role": "assistant", "content": example["output"]}]
-        context = [m for m in context if m["role"] != "system"]  # the version's instructions replace it
-    messages += [{"role": m["role"], "content": m["content"]} for m in context]
-    messages.append({"role": "user", "content": user_turn(case, version)})
-    return messages
+    turns = [*context, {"role": "user", "content": user_turn(case, version)}]
+    if version is None:
+        return assembled_messages(turns=turns)
+    return assembled_messages(system=version.instructions, examples=version.examples if with_examples else (),
+                              turns=[m for m in turns if m["role"] != "system"])  # the version's instructions replace it

@@ -20,10 +20,10 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat import services as chat_services
-from chat.dispatch import wake_workers
+from chat.wakeups import wake_workers
 from chat.models import Conversation, Message
 from prompts import selectors as prompt_selectors
-from prompts.rendering import MissingVariablesError, TemplateError, render_user_turn
+from prompts.rendering import MissingVariablesError, TemplateError, assembled_messages, render_user_turn
 from studio.jobs import JobStatus, job_claim, job_end, job_progress
 
 from . import scorers
@@ -33,9 +33,6 @@ from .prompting import case_messages
 log = logging.getLogger("evals")
 JUDGE_MAX_NEW_TOKENS = 32
 POLL_S = 0.1  # how often the runner looks at the replies it waits for
-# Replies failed for these reasons say no worker could answer: the evaluation fails with the reason.
-NO_ANSWER_ERRORS = (chat_services.NO_WORKER_ERROR[:30], chat_services.BUSY_ERROR[:30],
-                    chat_services.LOAD_FAILED_ERROR[:30])
 
 
 class Cancelled(Exception):
@@ -77,13 +74,12 @@ def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[
             if added:
                 async_to_sync(wake_workers)()
             time.sleep(POLL_S)
-            if time.monotonic() - last_check > 1.0:  # a heartbeat, the cancel flag, lapsed replies
+            if time.monotonic() - last_check > 1.0:  # a heartbeat, the cancel flag (the sweeper fails lapsed replies)
                 last_check = time.monotonic()
                 if job_progress(evaluation):
                     raise Cancelled
-                chat_services.replies_fail_expired()
             for reply in Message.objects.filter(pk__in=list(waiting)).exclude(status__in=Message.IN_PROGRESS):
-                if reply.status == Message.Status.FAILED and reply.error.startswith(NO_ANSWER_ERRORS):
+                if reply.status == Message.Status.FAILED and reply.error_code in Message.NO_ANSWER:  # no worker could answer
                     raise NoModelWorker(reply.error)
                 yield waiting.pop(reply.pk), reply
     finally:
@@ -222,9 +218,8 @@ def _judge_for(evaluation: Evaluation):
             values = {"input": case.input_display, "expected": case.expected, "actual": reply.content,
                       "output": reply.content}
             values = {name: value if value.strip() else "(empty)" for name, value in values.items()}
-            turn = render_user_turn(judge_version.template, values)
-            system = [{"role": "system", "content": judge_version.instructions}] if judge_version.instructions else []
-            conversations.append(system + [{"role": "user", "content": turn}])
+            conversations.append(assembled_messages(system=judge_version.instructions, turns=[
+                {"role": "user", "content": render_user_turn(judge_version.template, values)}]))
         verdicts = dict(answers_from_model_workers(evaluation, conversations, parameters))
         return [scorers.judge_verdict(verdicts[n].content) for n in range(len(batch))]
 

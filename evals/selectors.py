@@ -7,7 +7,6 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 
 from chat import selectors as chat_selectors
-from studio.jobs import fail_jobs_of_lost_workers
 
 from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase
 
@@ -148,10 +147,6 @@ def can_see_evaluation(user, evaluation: Evaluation) -> bool:
 
 
 def evaluations_visible_to(user):
-    from .runner import evaluation_withdraw_cases
-
-    for evaluation_id in fail_jobs_of_lost_workers(Evaluation):  # a dead worker's job is failed when someone looks
-        evaluation_withdraw_cases(evaluation_id)
     return (Evaluation.objects.filter(Q(created_by=user) | Q(shared=True))
             .select_related("prompt_version__prompt", "created_by"))
 

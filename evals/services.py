@@ -14,6 +14,8 @@ from prompts import selectors as prompt_selectors
 from accounts.services import person_lock
 from prompts.rendering import MissingVariablesError, TemplateError, pattern_error
 from studio.input_checks import find_unstorable, json_depth_exceeds
+from studio import jobs
+from studio.errors import StudioError
 from studio.jobs import JobStatus, job_cancel
 
 from . import selectors
@@ -27,17 +29,12 @@ MAX_TAGS = 20
 MAX_CASES_PER_REQUEST = 5_000
 
 
-class CaseError(Exception):
+class CaseError(StudioError):
     """A case the studio refuses; `field` names what to fix (`[3].expected` in a list)."""
-
-    def __init__(self, message: str, field: str = ""):
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}" if field else message)
 
 
 class CasePermissionError(CaseError):
-    pass
+    status = 403
 
 
 # --- checking what people send -----------------------------------------------------------------
@@ -330,26 +327,6 @@ def few_shot_examples(cases) -> tuple[object, list[dict]]:
     return cases[0].prompt_version.prompt, examples
 
 
-def import_start(*, draft, mapping: dict, fixed: dict, options: dict) -> None:
-    """Queue the import of a draft with the person's choices (kept on the draft, shown again when
-    the import is refused)."""
-    from .importing import mapping_problem
-    from .tasks import dispatch_import
-
-    if not 0 <= options.get("eval_share", 0) <= 1:
-        raise CaseError("must be a percentage from 0 to 100", "held-out share")
-    problem = mapping_problem(mapping, fixed)
-    if problem:
-        raise CaseError(problem, "mapping")
-    with transaction.atomic():
-        type(draft).objects.filter(pk=draft.pk).update(
-            mapping=mapping, fixed=fixed, options=options, outcome={}, status=JobStatus.QUEUED, done=0,
-            total=len(draft.rows), note="", error="", cancel_requested=False, started_at=None, finished_at=None,
-            heartbeat_at=None, dispatched_at=None)
-        transaction.on_commit(lambda: dispatch_import(draft.pk))
-    draft.refresh_from_db()
-
-
 def split_held_out(cases: list, share: float, *, seed: int | None = None) -> None:
     """Assign a random `share` (0-1) of `cases` to the eval split (before they are saved)."""
     if not cases or share <= 0:
@@ -366,11 +343,13 @@ class EvaluationError(CaseError):
     pass
 
 
+class EvaluationLimitReached(EvaluationError):
+    status = 429
+
+
 def evaluation_create(*, user, version, model_name: str, filters: dict, scorers) -> Evaluation:
     """Queue an evaluation of `version` with `model_name` over the cases `filters` choose (among
     those `user` may see, of that prompt); refused when the set is empty or the user's queue is full."""
-    from .tasks import dispatch_evaluation
-
     try:
         clean = clean_scorers(scorers, check_pattern=pattern_error)
     except ScorerError as exc:
@@ -396,12 +375,12 @@ def evaluation_create(*, user, version, model_name: str, filters: dict, scorers)
         person_lock(user)  # counted and created under the person's lock: simultaneous requests take turns
         queued = Evaluation.objects.filter(created_by=user, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).count()
         if queued >= settings.EVAL_MAX_QUEUED_PER_USER:
-            raise EvaluationError(f"you already have {queued} evaluations queued or running (at most "
-                                  f"{settings.EVAL_MAX_QUEUED_PER_USER}); wait for one to finish", "queue")
+            raise EvaluationLimitReached(f"you already have {queued} evaluations queued or running (at most "
+                                         f"{settings.EVAL_MAX_QUEUED_PER_USER}); wait for one to finish", "queue")
         evaluation = Evaluation.objects.create(prompt_version=version, model_name=model_name or available[0],
                                                case_filters=filters, scorers=clean, created_by=user, total=total,
                                                case_ids=case_ids, shared=shared)
-        transaction.on_commit(lambda: dispatch_evaluation(evaluation.pk))
+        transaction.on_commit(lambda: jobs.dispatch(Evaluation, evaluation.pk))
     return evaluation
 
 
@@ -438,3 +417,15 @@ def cases_mark_fixed(*, user, cases) -> int:
 
 def digest_of(fields: dict) -> str:
     return input_digest(fields.get("input_variables", {}), fields.get("input_text", ""))
+
+
+def jobs_sweep() -> None:
+    """The sweeper's part for evaluations and imports (studio.sweeping): undelivered ones sent
+    again, those of a dead job worker failed; a failed evaluation's cases are withdrawn from the
+    model workers."""
+    from .models import ImportDraft
+    from .runner import evaluation_withdraw_cases
+
+    for evaluation_id in jobs.jobs_sweep(Evaluation):
+        evaluation_withdraw_cases(evaluation_id)
+    jobs.jobs_sweep(ImportDraft)

@@ -1,9 +1,7 @@
-"""Celery adapters: deliver an evaluation to a job worker; the runner does the work."""
+"""Celery adapters: an evaluation or an import delivered to a job worker; the runner and the
+importer do the work. Jobs are sent by task name (studio.jobs.dispatch), so nothing imports this."""
 
-from studio import jobs
 from studio.celery import app
-
-from .models import Evaluation, ImportDraft
 
 
 @app.task(name="evals.run_evaluation", ignore_result=True)
@@ -13,20 +11,8 @@ def run_evaluation_task(evaluation_id: int) -> None:
     run_evaluation(evaluation_id)
 
 
-def dispatch_evaluation(evaluation_id: int) -> None:
-    jobs.dispatch(run_evaluation_task, Evaluation, evaluation_id)
-
-
-def dispatch_waiting() -> None:
-    jobs.dispatch_waiting(run_evaluation_task, Evaluation)
-
-
 @app.task(name="evals.import_cases", ignore_result=True)
 def import_cases_task(draft_id: int) -> None:
     from .importing import import_run
 
     import_run(draft_id)
-
-
-def dispatch_import(draft_id: int) -> None:
-    jobs.dispatch(import_cases_task, ImportDraft, draft_id)

@@ -11,12 +11,10 @@ from chat.models import Message
 from prompts import selectors as prompt_selectors
 from prompts.models import Prompt
 from prompts.views import version_form_values
-from studio.jobs import fail_jobs_of_lost_workers
 
 from . import exporting, importing, selectors, services
 from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase, ImportDraft, Tag
 from .scorers import DEFAULT_THRESHOLDS, LABELS, SCORER_TYPES
-from .tasks import dispatch_import, dispatch_waiting
 
 
 def _case_or_404(request, case_id) -> FailureCase:
@@ -351,16 +349,12 @@ def case_import_map(request, draft_id):
     """Step 2: map columns to fields and see the rows checked, a page at a time; step 3: the import,
     a job that checks every row once (its progress and outcome on this page)."""
     draft = get_object_or_404(ImportDraft, pk=draft_id, owner=request.user)
-    if draft.status == "queued" and draft.dispatched_at is None:  # the job queue was away when it started
-        dispatch_import(draft.pk)
-    if draft.status == "running" and fail_jobs_of_lost_workers(ImportDraft):
-        draft.refresh_from_db()
     mapping, fixed, version = _mapping_from(request, draft)
     options = _import_options(request, draft)
     error = ""
     if request.method == "POST" and "import" in request.POST and not draft.active:
         try:
-            services.import_start(draft=draft, mapping=mapping, fixed=fixed, options=options)
+            importing.import_start(draft=draft, mapping=mapping, fixed=fixed, options=options)
         except services.CaseError as exc:
             error = str(exc)
         else:
@@ -408,7 +402,6 @@ def _rows_shown(rows, page, checked) -> list[dict]:
 @login_required
 @require_GET
 def evaluation_list(request):
-    dispatch_waiting()
     return render(request, "evals/evaluation_list.html", {
         "evaluations": selectors.evaluations_visible_to(request.user)[:100]})
 
@@ -486,7 +479,6 @@ def _results_context(request, evaluation) -> dict:
 @login_required
 @require_GET
 def evaluation_detail(request, evaluation_id):
-    dispatch_waiting()
     evaluation = _evaluation_or_404(request, evaluation_id)
     return render(request, "evals/evaluation_detail.html", _results_context(request, evaluation))
 

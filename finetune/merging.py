@@ -9,7 +9,7 @@ from django.conf import settings
 from studio.llm.training import merge_adapter
 
 from .models import FineTunedModel
-from .services import base_model_folder
+from .training_data import base_model_folder
 
 
 def merged_zip(model: FineTunedModel) -> Path:

@@ -10,6 +10,8 @@ from studio.jobs import JobRecord
 class FineTuneJob(JobRecord):
     """A LoRA/QLoRA training run on failure cases. `done`/`total` count optimizer steps."""
 
+    TASK = "finetune.run_fine_tune"
+
     class Objective(models.TextChoices):
         SFT = "sft", "SFT (answer → expected)"
         DPO = "dpo", "DPO (expected preferred to actual)"

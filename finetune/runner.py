@@ -33,7 +33,7 @@ from studio.llm.adapters import write_meta
 from studio.llm.training import PROGRESS_PREFIX, TrainingConfig, launch_command
 
 from .models import FineTunedModel, FineTuneJob
-from .services import base_model_folder, training_rows
+from .training_data import base_model_folder, training_rows
 
 log = logging.getLogger("finetune")
 LOG_TAIL_LINES = 40

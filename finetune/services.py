@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -14,14 +13,14 @@ from django.db import transaction
 from chat import selectors as chat_selectors
 from evals import selectors as case_selectors
 from evals.models import FailureCase
-from evals.prompting import case_messages
 from prompts import selectors as prompt_selectors
-from prompts.rendering import MissingVariablesError, TemplateError
+from studio import jobs
+from studio.errors import StudioError
 from studio.jobs import JobStatus, job_cancel
-from studio.llm.loading import prepare_model_folder
 from studio.llm.training import TrainingConfig
 
 from .models import FineTunedModel, FineTuneJob
+from .training_data import base_model_folder, rendered_text, rows_hash, training_rows
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 # Shown and explained on the form; what a LoRA run on a small model usually wants.
@@ -51,59 +50,21 @@ def hyperparameter_fields(values: dict) -> list[dict]:
              "value": values.get(name, "")} for name, default in DEFAULTS.items()]
 
 
-class FineTuneError(Exception):
-    def __init__(self, message: str, field: str = ""):
-        self.field, self.message = field, message
-        super().__init__(f"{field}: {message}" if field else message)
+class FineTuneError(StudioError):
+    pass
 
 
 class NotStaff(FineTuneError):
-    pass
+    status = 403
+
+
+class PromptNotFound(FineTuneError):
+    status = 404
 
 
 def require_staff(user) -> None:
     if not (getattr(user, "is_authenticated", False) and user.is_staff):
         raise NotStaff("Fine-tuning is for staff.")
-
-
-def base_model_folder(*, convert: bool) -> Path | None:
-    folder, _ = prepare_model_folder(settings.LLM_MODEL, Path(settings.LLM_MODEL_CACHE_DIR), convert=convert)
-    return Path(folder) if folder else None
-
-
-# --- the data --------------------------------------------------------------------------------------
-
-
-def training_rows(cases, objective: str) -> list[dict]:
-    """The cases as trl reads them, in conversational form: trl applies the base model's own chat
-    template. The system turn is the case's prompt version's instructions; no few-shot examples.
-    SFT: prompt → completion (the expected answer; the loss is on it alone). DPO: the expected
-    answer chosen over the actual one (cases without an actual answer, or whose actual answer is
-    the expected one, are left out)."""
-    rows = []
-    for case in cases:
-        try:
-            prompt = case_messages(case, with_examples=False)
-        except (MissingVariablesError, TemplateError):
-            continue
-        expected = [{"role": "assistant", "content": case.expected}]
-        if objective == FineTuneJob.Objective.DPO:
-            if case.actual.strip() and case.actual.strip() != case.expected.strip():
-                rows.append({"prompt": prompt, "chosen": expected,
-                             "rejected": [{"role": "assistant", "content": case.actual}]})
-        else:
-            rows.append({"prompt": prompt, "completion": expected})
-    return rows
-
-
-def rows_hash(rows: list[dict]) -> str:
-    return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-def rendered_text(row: dict, counter) -> str:
-    """A row exactly as the model will see it: through its chat template."""
-    answer = row.get("completion") or row.get("chosen")
-    return counter.render(row["prompt"] + answer, add_generation_prompt=False)
 
 
 def cases_for_job(*, user, prompt, filters: dict):
@@ -131,7 +92,7 @@ def _whole(value) -> int | None:
         return None
 
 
-def plan(*, user, prompt, filters: dict, objective: str, hyperparameters: dict, method: str) -> dict:
+def job_plan(*, user, prompt, filters: dict, objective: str, hyperparameters: dict, method: str) -> dict:
     """What launching would do: examples, tokens, the first examples as the model sees them, an
     estimate of memory and time, and warnings. Raises FineTuneError for what cannot run."""
     cases, filters = cases_for_job(user=user, prompt=prompt, filters=filters)
@@ -160,7 +121,7 @@ def plan(*, user, prompt, filters: dict, objective: str, hyperparameters: dict, 
             warnings.append(left_out + ".")
     return {"cases": list(cases.values_list("id", flat=True)), "filters": filters, "rows": rows,
             "example_count": len(rows), "token_count": token_count, "preview": preview, "config": config,
-            "estimate": estimate(token_count=token_count, config=config, examples=len(rows)), "warnings": warnings}
+            "estimate": job_estimate(token_count=token_count, config=config, examples=len(rows)), "warnings": warnings}
 
 
 MAX_SEED = 2**32 - 1  # numpy, which trl seeds with the rest, takes no more
@@ -235,7 +196,7 @@ def _cuda_available() -> bool:
 RULE_OF_THUMB_TOKENS_PER_S = 75.0
 
 
-def estimate(*, token_count: int, config: dict, examples: int) -> dict:
+def job_estimate(*, token_count: int, config: dict, examples: int) -> dict:
     """Memory and time on the device that will run it, and how sure the time is.
 
     Memory: the base weights (their file size on the CPU in float32; half in bf16; about a
@@ -308,15 +269,13 @@ def recent_chat_share() -> float:
 
 def job_create(*, user, name: str, prompt_slug: str, filters: dict, objective: str = "sft", method: str = "lora",
                hyperparameters: dict | None = None) -> FineTuneJob:
-    from .tasks import dispatch_fine_tune
-
     require_staff(user)
     missing = [field for field, value in (("prompt", prompt_slug),) if not value]
     if missing:
         raise FineTuneError("is required: the prompt whose failure cases it trains on", missing[0])
     prompt = prompt_selectors.prompt_by_slug(prompt_slug) if isinstance(prompt_slug, str) else None
     if prompt is None:
-        raise FineTuneError(f"there is no prompt “{str(prompt_slug)[:100]}”", "prompt")
+        raise PromptNotFound(f"there is no prompt “{str(prompt_slug)[:100]}”", "prompt")
     if objective not in FineTuneJob.Objective.values:
         raise FineTuneError("must be sft or dpo", "objective")
     if method not in FineTuneJob.Method.values:
@@ -326,7 +285,7 @@ def job_create(*, user, name: str, prompt_slug: str, filters: dict, objective: s
         raise FineTuneError("use lower-case letters, digits, '.', '-' and '_' (80 at most)", "name")
     if name in chat_selectors.available_models() or FineTuneJob.objects.filter(name=name).exists():
         raise FineTuneError(f"a model or job named “{name}” exists already", "name")
-    planned = plan(user=user, prompt=prompt, filters=filters, objective=objective,
+    planned = job_plan(user=user, prompt=prompt, filters=filters, objective=objective,
                    hyperparameters=hyperparameters or {}, method=method)
     if not planned["rows"]:
         raise FineTuneError("no training examples: this prompt has no matching failure cases you can see "
@@ -337,7 +296,7 @@ def job_create(*, user, name: str, prompt_slug: str, filters: dict, objective: s
             case_ids=planned["cases"], data_hash=rows_hash(planned["rows"]), example_count=planned["example_count"],
             token_count=planned["token_count"], objective=objective, method=method,
             hyperparameters=planned["config"], created_by=user)
-        transaction.on_commit(lambda: dispatch_fine_tune(job.pk))
+        transaction.on_commit(lambda: jobs.dispatch(FineTuneJob, job.pk))
     return job
 
 
@@ -372,3 +331,9 @@ def model_delete(*, model: FineTunedModel, user) -> None:
 def registry_disk_use() -> int:
     root = Path(settings.STUDIO_ADAPTERS_DIR)
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.exists() else 0
+
+
+def jobs_sweep() -> None:
+    """The sweeper's part for fine-tunes (studio.sweeping): undelivered jobs sent again, those of
+    a dead job worker failed (what they trained so far stays in the job's folder)."""
+    jobs.jobs_sweep(FineTuneJob)

@@ -1,9 +1,7 @@
-"""Celery adapters: deliver a fine-tune (or a merge) to a job worker."""
+"""Celery adapters: a fine-tune (or a merge) delivered to a job worker. Jobs are sent by task
+name (studio.jobs.dispatch, celery's send_task), so nothing imports this."""
 
-from studio import jobs
 from studio.celery import app
-
-from .models import FineTuneJob
 
 
 @app.task(name="finetune.run_fine_tune", ignore_result=True)
@@ -18,11 +16,3 @@ def merge_model_task(model_id: int) -> None:
     from .merging import merge_model
 
     merge_model(model_id)
-
-
-def dispatch_fine_tune(job_id: int) -> None:
-    jobs.dispatch(run_fine_tune_task, FineTuneJob, job_id)
-
-
-def dispatch_waiting() -> None:
-    jobs.dispatch_waiting(run_fine_tune_task, FineTuneJob)

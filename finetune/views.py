@@ -15,12 +15,12 @@ from evals.models import CaseSelection
 from evals.scorers import LABELS
 from prompts import selectors as prompt_selectors
 from prompts.models import Prompt
-from studio.jobs import JobStatus, fail_jobs_of_lost_workers
+from studio.jobs import JobStatus
 
 from . import services
 from .merging import merged_zip
+from .tasks import merge_model_task
 from .models import FineTunedModel, FineTuneJob
-from .tasks import dispatch_waiting, merge_model_task
 
 
 def staff_only(view):
@@ -49,8 +49,6 @@ def _filters(values) -> dict:
 @staff_only
 @require_GET
 def job_list(request):
-    dispatch_waiting()
-    fail_jobs_of_lost_workers(FineTuneJob)
     jobs = list(FineTuneJob.objects.select_related("prompt", "created_by")[:100])
     for job in jobs:
         job.position = services.queue_position(job)
@@ -93,7 +91,7 @@ def job_plan(request):
     if prompt is None:
         return render(request, "finetune/_plan.html", {"message": "Choose the prompt whose failure cases to train on."})
     try:
-        planned = services.plan(user=request.user, prompt=prompt, filters=_filters(values),
+        planned = services.job_plan(user=request.user, prompt=prompt, filters=_filters(values),
                                 objective=values["objective"], method=values["method"],
                                 hyperparameters={k: values[k] for k in (*services.DEFAULTS, "seed")})
     except services.FineTuneError as exc:
@@ -109,8 +107,6 @@ def _job_context(job) -> dict:
 @staff_only
 @require_GET
 def job_detail(request, job_id):
-    dispatch_waiting()
-    fail_jobs_of_lost_workers(FineTuneJob)
     job = get_object_or_404(FineTuneJob.objects.select_related("prompt", "created_by"), pk=job_id)
     return render(request, "finetune/job_detail.html", _job_context(job))
 
@@ -118,7 +114,6 @@ def job_detail(request, job_id):
 @staff_only
 @require_GET
 def job_progress(request, job_id):
-    fail_jobs_of_lost_workers(FineTuneJob)
     job = get_object_or_404(FineTuneJob.objects.select_related("prompt"), pk=job_id)
     return render(request, "finetune/_job_live.html", _job_context(job))
 
@@ -198,7 +193,7 @@ def model_merged(request, model_id):
     model = get_object_or_404(FineTunedModel, pk=model_id)
     if request.method == "POST":
         FineTunedModel.objects.filter(pk=model.pk).update(merge_state="merging", merge_error="")
-        merge_model_task.apply_async((model.pk,), retry=True)
+        merge_model_task.apply_async((model.pk,), retry=True)  # a merge is no JobRecord: sent as it is
         return redirect("finetune:list")
     archive = merged_zip(model)
     if model.merge_state != "ready" or not archive.exists():

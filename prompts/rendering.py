@@ -18,8 +18,8 @@ from django.conf import settings
 from .template_engine import MissingVariablesError, TemplateError, TemplateLimitError
 from .template_process import RenderPool, unpack
 
-__all__ = ["MissingVariablesError", "TemplateError", "TemplateLimitError", "inspect_template", "render_messages",
-           "render_user_turn"]
+__all__ = ["MissingVariablesError", "TemplateError", "TemplateLimitError", "assembled_messages", "inspect_template",
+           "render_messages", "render_user_turn"]
 
 _pool: RenderPool | None = None
 _pool_lock = threading.Lock()
@@ -64,12 +64,16 @@ def render_user_turn(template: str, variables: dict) -> str:
     return _ask({"op": "render", "template": template, "variables": variables})
 
 
-def render_messages(*, instructions: str, examples: list[dict], template: str, variables: dict) -> list[dict]:
-    messages = []
-    if instructions.strip():
-        messages.append({"role": "system", "content": instructions})
+def assembled_messages(*, system: str = "", examples=(), turns=()) -> list[dict]:
+    """What a model reads: the system message (when there is one), each few-shot example as a
+    user/assistant pair, then the turns. Every place that sends a version to a model builds its
+    messages here: chat, the playground, the APIs, evaluations and their judges, exports."""
+    messages = [{"role": "system", "content": system}] if system.strip() else []
     for example in examples:
-        messages.append({"role": "user", "content": example["input"]})
-        messages.append({"role": "assistant", "content": example["output"]})
-    messages.append({"role": "user", "content": render_user_turn(template, variables)})
-    return messages
+        messages += [{"role": "user", "content": example["input"]}, {"role": "assistant", "content": example["output"]}]
+    return messages + [{"role": turn["role"], "content": turn["content"]} for turn in turns]
+
+
+def render_messages(*, instructions: str, examples: list[dict], template: str, variables: dict) -> list[dict]:
+    return assembled_messages(system=instructions, examples=examples,
+                              turns=[{"role": "user", "content": render_user_turn(template, variables)}])

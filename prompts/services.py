@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from studio.errors import StudioError
 from studio.input_checks import unstorable_reason
 
 from .models import LABEL_VALIDATOR, LATEST, SLUG_VALIDATOR, LabelMove, Prompt, PromptLabel, PromptVersion
@@ -23,17 +24,12 @@ MAX_IMPORTED_VERSIONS = 1_000
 MAX_IMPORTED_LABEL_MOVES = 10_000
 
 
-class PromptError(Exception):
+class PromptError(StudioError):
     """A request the library refuses. `field` names what to fix (a form field or JSON path)."""
-
-    def __init__(self, message: str, field: str = ""):
-        self.field = field
-        super().__init__(f"{field}: {message}" if field else message)
-        self.message = message
 
 
 class PromptPermissionError(PromptError):
-    pass
+    status = 403
 
 
 def require_editor(prompt: Prompt, user) -> None:

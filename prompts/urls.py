@@ -10,16 +10,13 @@ urlpatterns = [
     path("<slug:slug>/", views.prompt_detail, name="detail"),
     path("<slug:slug>/versions/new/", views.version_new, name="version_new"),
     path("<slug:slug>/versions/<int:number>/", views.prompt_detail, name="version"),
-    path("<slug:slug>/versions/<int:number>/chat/", views.chat_start, name="chat_start"),
     path("<slug:slug>/diff/", views.version_diff, name="diff"),
     path("<slug:slug>/history/", views.version_history, name="history"),
     path("<slug:slug>/label-history/", views.label_history, name="label_history"),
     path("<slug:slug>/labels/", views.label_move, name="label_move"),
     path("<slug:slug>/editors/", views.editors_change, name="editors"),
     path("<slug:slug>/export/", views.prompt_export, name="export"),
-    path("<slug:slug>/playground/", views.playground, name="playground"),
     path("<slug:slug>/playground/preview/", views.playground_preview, name="playground_preview"),
-    path("<slug:slug>/playground/run/", views.playground_run, name="playground_run"),
 ]
 
 api_urlpatterns = [

@@ -6,12 +6,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
-from chat import selectors as chat_selectors
-from chat import services as chat_services
-from chat.models import Conversation
-from chat.dispatch import request_reply_after_commit
 from studio.input_checks import InputError, parse_json
 
 from . import selectors, services
@@ -21,14 +16,14 @@ from .rendering import MissingVariablesError, TemplateError, inspect_template, r
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 
 
-def _prompt_or_404(slug):
+def prompt_or_404(slug):
     prompt = selectors.prompt_by_slug(slug)
     if prompt is None:
         raise Http404(f"There is no prompt “{slug}”.")
     return prompt
 
 
-def _version_or_404(prompt, number=None, label=None):
+def version_or_404(prompt, number=None, label=None):
     try:
         return selectors.version_resolve(prompt, number=number, label=label)
     except selectors.VersionNotFound as exc:
@@ -129,8 +124,8 @@ def prompt_new(request):
 @login_required
 @require_GET
 def prompt_detail(request, slug, number=None):
-    prompt = _prompt_or_404(slug)
-    version = _version_or_404(prompt, number=number)
+    prompt = prompt_or_404(slug)
+    version = version_or_404(prompt, number=number)
     return render(request, "prompts/prompt_detail.html", {
         **_labels_context(prompt), "prompt": prompt, "version": version, "history": selectors.versions_page(prompt),
         "can_edit": prompt.can_edit(request.user), "editors": prompt.editors.all(),
@@ -142,7 +137,7 @@ def prompt_detail(request, slug, number=None):
 @require_GET
 def version_history(request, slug):
     """Older versions for the history column ("Older versions…")."""
-    prompt = _prompt_or_404(slug)
+    prompt = prompt_or_404(slug)
     return render(request, "prompts/_history_items.html", {
         "prompt": prompt, "history": selectors.versions_page(prompt, request.GET.get("page")),
         "version": {"number": _int_or_none(request.GET.get("shown"))},
@@ -153,7 +148,7 @@ def version_history(request, slug):
 @require_GET
 def label_history(request, slug):
     """Older label moves ("Older moves…")."""
-    prompt = _prompt_or_404(slug)
+    prompt = prompt_or_404(slug)
     return render(request, "prompts/_label_moves.html", {
         "prompt": prompt, "label_moves": selectors.label_moves_page(prompt, request.GET.get("page"))})
 
@@ -161,10 +156,10 @@ def label_history(request, slug):
 @login_required
 @require_http_methods(["GET", "POST"])
 def version_new(request, slug):
-    prompt = _prompt_or_404(slug)
+    prompt = prompt_or_404(slug)
     if not prompt.can_edit(request.user):
         raise PermissionDenied("Only the prompt's owner, its editors and staff can make new versions.")
-    base = _version_or_404(prompt, number=request.GET.get("from") or request.POST.get("from"))
+    base = version_or_404(prompt, number=request.GET.get("from") or request.POST.get("from"))
     fields, error = {**base.editable_fields(), "commit_message": ""}, None
     if request.method == "POST":
         fields = _version_fields_from_form(request.POST)
@@ -181,9 +176,9 @@ def version_new(request, slug):
 @login_required
 @require_GET
 def version_diff(request, slug):
-    prompt = _prompt_or_404(slug)
-    new = _version_or_404(prompt, number=request.GET.get("to") or None)
-    old = _version_or_404(prompt, number=request.GET.get("from") or max(new.number - 1, 1))
+    prompt = prompt_or_404(slug)
+    new = version_or_404(prompt, number=request.GET.get("to") or None)
+    old = version_or_404(prompt, number=request.GET.get("from") or max(new.number - 1, 1))
     sections = diff_versions(old, new)
     return render(request, "prompts/version_diff.html", {
         "prompt": prompt, "old": old, "new": new, "sections": sections, **selectors.version_summary(prompt),
@@ -194,13 +189,13 @@ def version_diff(request, slug):
 @login_required
 @require_POST
 def label_move(request, slug):
-    prompt = _prompt_or_404(slug)
+    prompt = prompt_or_404(slug)
     if not prompt.can_edit(request.user):
         raise PermissionDenied("Only the prompt's owner, its editors and staff can move labels.")
-    shown = _version_or_404(prompt, number=request.POST.get("shown") or None)  # the version the page shows
+    shown = version_or_404(prompt, number=request.POST.get("shown") or None)  # the version the page shows
     label_name = request.POST.get("label", "")
     try:
-        version = _version_or_404(prompt, number=request.POST.get("version"))
+        version = version_or_404(prompt, number=request.POST.get("version"))
         services.label_move(prompt=prompt, name=label_name, version=version, user=request.user)
     except (services.PromptError, Http404) as exc:
         # Keep what was typed, so the person can correct it.
@@ -218,7 +213,7 @@ def label_move(request, slug):
 @login_required
 @require_POST
 def editors_change(request, slug):
-    prompt = _prompt_or_404(slug)
+    prompt = prompt_or_404(slug)
     if not prompt.can_edit(request.user):
         raise PermissionDenied("Only the prompt's owner, its editors and staff can change who edits it.")
     error = None
@@ -238,7 +233,7 @@ def editors_change(request, slug):
 @login_required
 @require_GET
 def prompt_export(request, slug):
-    prompt = _prompt_or_404(slug)
+    prompt = prompt_or_404(slug)
     response = HttpResponse(json.dumps(services.prompt_export(prompt), indent=2, ensure_ascii=False) + "\n",
                             content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="prompt-{prompt.slug}.json"'
@@ -273,29 +268,24 @@ def prompt_import(request):
 # --- playground and chats -------------------------------------------------------------------
 
 
-def _variables_from(post, names) -> dict:
+def variables_from(post, names) -> dict:
     return {name: post.get(f"var_{name}", "") for name in names}
 
 
-def _playground_versions(prompt, params):
-    version_a = _version_or_404(prompt, number=params.get("a") or None)
-    version_b = _version_or_404(prompt, number=params["b"]) if params.get("b") else None
+def playground_versions(prompt, params):
+    version_a = version_or_404(prompt, number=params.get("a") or None)
+    version_b = version_or_404(prompt, number=params["b"]) if params.get("b") else None
     return [v for v in (version_a, version_b) if v is not None]
 
 
-def _union_variables(versions) -> list[str]:
+def union_variables(versions) -> list[str]:
     return list(dict.fromkeys(name for version in versions for name in version.variables))
 
 
-@login_required
-@require_GET
-def playground(request, slug):
-    prompt = _prompt_or_404(slug)
-    versions = _playground_versions(prompt, request.GET)
-    return render(request, "prompts/playground.html", {
-        "prompt": prompt, "versions": versions, **selectors.version_summary(prompt),
-        "variables": _union_variables(versions), "values": {}, "models": chat_selectors.available_models(),
-    })
+def playground_input(prompt, params) -> tuple[list, dict]:
+    """The versions a playground request compares (`a`, optionally `b`) and the values of their variables."""
+    versions = playground_versions(prompt, params)
+    return versions, variables_from(params, union_variables(versions))
 
 
 def _preview(version, variables, counter):
@@ -315,62 +305,10 @@ def _preview(version, variables, counter):
 @login_required
 @require_POST
 def playground_preview(request, slug):
-    prompt = _prompt_or_404(slug)
-    versions = _playground_versions(prompt, request.POST)
-    variables = _variables_from(request.POST, _union_variables(versions))
+    versions, variables = playground_input(prompt_or_404(slug), request.POST)
     counter = selectors.prompt_counter()
     return render(request, "prompts/_preview.html", {
         "previews": [_preview(version, variables, counter) for version in versions], "counter": counter,
     })
 
-
-@login_required
-@require_POST
-def playground_run(request, slug):
-    """Each chosen version rendered with the same variables, answered by the chat's model worker."""
-    prompt = _prompt_or_404(slug)
-    versions = _playground_versions(prompt, request.POST)
-    variables = _variables_from(request.POST, _union_variables(versions))
-    runs = []
-    for version in versions:
-        try:
-            conversation, reply = chat_services.conversation_start_from_prompt(
-                owner=request.user, prompt_version=version, variables=variables, kind=Conversation.Kind.PLAYGROUND,
-                model_name=request.POST.get("model", ""))
-        except (MissingVariablesError, TemplateError, chat_services.ChatError) as exc:
-            runs.append({"version": version, "error": str(exc)})
-        else:
-            request_reply_after_commit(reply.pk)
-            runs.append({"version": version, "conversation": conversation})
-    return render(request, "prompts/_runs.html", {"runs": runs, "base_model": chat_selectors.base_model_name()})
-
-
-@login_required
-@require_POST
-def chat_start(request, slug, number):
-    prompt = _prompt_or_404(slug)
-    version = _version_or_404(prompt, number=number)
-    variables = _variables_from(request.POST, version.variables)
-    if request.POST.get("confirmed") != "1":
-        # Nothing is sent before the person has seen the first message the values make (a value
-        # left in the form from an earlier run would otherwise go out unseen).
-        try:
-            first_message = chat_services.user_turn_from_template(prompt_version=version, variables=variables)
-        except (MissingVariablesError, TemplateError, chat_services.ChatError) as exc:
-            return render(request, "prompts/_preview.html", {"previews": [{"version": version, "error": str(exc)}]},
-                          status=400)
-        return render(request, "prompts/_chat_start.html", {
-            "prompt": prompt, "version": version, "variables": variables, "first_message": first_message,
-            "model": request.POST.get("model", "")})
-    try:
-        conversation, reply = chat_services.conversation_start_from_prompt(
-            owner=request.user, prompt_version=version, variables=variables, model_name=request.POST.get("model", ""),
-            template_every_turn=request.POST.get("later_turns") == "template")
-    except (MissingVariablesError, TemplateError, chat_services.ChatError) as exc:
-        return render(request, "prompts/_preview.html", {"previews": [{"version": version, "error": str(exc)}]},
-                      status=400)
-    request_reply_after_commit(reply.pk)
-    if request.htmx:
-        return HttpResponseClientRedirect(conversation.get_absolute_url())
-    return redirect(conversation)
 

@@ -29,14 +29,6 @@ def unstorable_reason(text: str) -> str | None:
     return "contains a lone surrogate (an invalid Unicode character), which cannot be stored; remove it"
 
 
-def check_storable(text: str, field: str) -> str:
-    """`text` itself, or InputError naming `field`."""
-    reason = unstorable_reason(text) if isinstance(text, str) else None
-    if reason:
-        raise InputError(f"{field}: {reason}" if field else reason[0].upper() + reason[1:])
-    return text
-
-
 def find_unstorable(value, path: str = "") -> tuple[str, str] | None:
     """The first (JSON path, reason) of a string (or key) that cannot be stored, or None."""
     stack = [(value, path)]

@@ -2,8 +2,8 @@
 
 The job's own database row is the truth: status, progress, the cancel flag and a heartbeat.
 Celery only delivers the job to a worker. A worker killed mid-job never gets its task back,
-so a running job whose heartbeat stopped is failed by whoever looks at it next, and what it
-stored so far stays. Pages show progress from the row (`studio/templates/_job_progress.html`),
+so a running job whose heartbeat stopped is failed by the sweeper (studio.sweeping), and what
+it stored so far stays. Pages show progress from the row (`studio/templates/_job_progress.html`),
 so closing the browser loses nothing.
 """
 
@@ -33,6 +33,8 @@ WORKER_LOST = ("The job worker stopped while running this job (it was killed or 
 
 
 class JobRecord(models.Model):
+    TASK = ""  # the Celery task that runs it, by name ("evals.run_evaluation")
+
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
@@ -133,18 +135,23 @@ def fail_jobs_of_lost_workers(model: type[JobRecord]) -> list[int]:
 log = logging.getLogger("studio")
 
 
-def dispatch(task, job: type[JobRecord] | JobRecord, job_id: int) -> None:
-    """Hand a queued job to the job queue (Celery). When the broker is unreachable (Redis
-    restarting) the job stays queued and undispatched, and `dispatch_waiting` tries again."""
+def dispatch(model: type[JobRecord], job_id: int) -> None:
+    """Hand a queued job to the job queue (Celery), by the name of its task (`model.TASK`: no
+    app imports its Celery tasks to send one). When the broker is unreachable (Redis restarting)
+    the job stays queued and undispatched, and the sweeper (`jobs_sweep`) sends it again."""
+    from .celery import app
+
     try:
-        task.apply_async((job_id,), retry=True)
+        app.send_task(model.TASK, (job_id,), retry=True)
     except Exception:
-        log.warning("could not queue %s %s; it is retried when looked at", task.name, job_id, exc_info=True)
+        log.warning("could not queue %s %s; the sweeper tries again", model.TASK, job_id, exc_info=True)
         return
-    model = job if isinstance(job, type) else type(job)
     model.objects.filter(pk=job_id).update(dispatched_at=timezone.now())
 
 
-def dispatch_waiting(task, model: type[JobRecord]) -> None:
+def jobs_sweep(model: type[JobRecord]) -> list[int]:
+    """The sweeper's part for one kind of job: queued jobs the job queue never got are sent again,
+    running jobs whose worker died are failed. Returns the ids of the jobs it failed."""
     for job_id in model.objects.filter(status=JobStatus.QUEUED, dispatched_at=None).values_list("pk", flat=True):
-        dispatch(task, model, job_id)
+        dispatch(model, job_id)
+    return fail_jobs_of_lost_workers(model)

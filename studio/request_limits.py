@@ -37,10 +37,6 @@ def body_limit_for(path: str) -> int:
     return settings.STUDIO_MAX_BODY_BYTES
 
 
-def largest_body_limit() -> int:
-    return max(settings.STUDIO_MAX_BODY_BYTES, settings.STUDIO_MAX_UPLOAD_BYTES)
-
-
 def too_large_message(limit: int) -> str:
     return (f"The request is too large: this address takes at most {_human(limit)}. "
             "Nothing was read or stored.")

@@ -7,12 +7,13 @@ DATABASE_URL (PostgreSQL) and REDIS_URL. Every variable is listed in README.md.
 
 import os
 import re
-import secrets
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from studio.data_dir import data_dir, secret_key
 
 STUDIO_DIR = Path(__file__).resolve().parent  # templates and static files ship inside the package
 
@@ -63,24 +64,18 @@ def envchoice(name: str, default: str, choices: tuple[str, ...]) -> str:
 
 
 # ./data of the folder the studio is started from (`make run`: the checkout; an installed
-# `studio serve`: wherever it runs).
-DATA_DIR = Path(envstr("STUDIO_DATA_DIR", "data")).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
-
-
-def _secret_key() -> str:
-    # A generated key kept in the data directory keeps sessions valid across restarts
-    # without asking a first-time user to invent one.
-    if os.environ.get("SECRET_KEY"):
-        return os.environ["SECRET_KEY"]
-    key_file = DATA_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
-
-
-SECRET_KEY = _secret_key()
+# `studio serve`: wherever it runs). The entry points prepare it (studio.data_dir); reading the
+# settings writes nothing.
+DATA_DIR = data_dir()
+SECRET_KEY = secret_key(DATA_DIR) or ""
+# Where `make run` (`manage.py serve`) listens, and the first admin's password (generated and
+# printed once when unset; set but empty is refused).
+STUDIO_HOST = envstr("STUDIO_HOST", "127.0.0.1")
+STUDIO_PORT = envint("STUDIO_PORT", 8000, minimum=1)
+STUDIO_ADMIN_PASSWORD = os.environ.get("STUDIO_ADMIN_PASSWORD")
+if not SECRET_KEY:
+    raise ImproperlyConfigured(f"No secret key in {DATA_DIR}: start the studio through manage.py or the `studio` "
+                               "command (they prepare the data folder), or set SECRET_KEY.")
 DEBUG = envbool("DEBUG", False)
 ALLOWED_HOSTS = [h.strip() for h in envstr("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in envstr("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
@@ -189,13 +184,12 @@ else:
 # `manage.py job_worker` processes.
 JOB_WORKER_EMBEDDED = envbool("JOB_WORKER_EMBEDDED", not REDIS_URL)
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
-_BROKER_FOLDER = DATA_DIR / "broker"
-if not REDIS_URL:
-    for _folder in ("messages", "processed"):
-        (_BROKER_FOLDER / _folder).mkdir(parents=True, exist_ok=True)
+_BROKER_FOLDER = DATA_DIR / "broker"  # its folders are made by studio.data_dir.prepare
 CELERY_BROKER_TRANSPORT_OPTIONS = {} if REDIS_URL else {
     "data_folder_in": str(_BROKER_FOLDER / "messages"), "data_folder_out": str(_BROKER_FOLDER / "messages"),
-    "processed_folder": str(_BROKER_FOLDER / "processed"), "store_processed": False, "polling_interval": 0.5}
+    "processed_folder": str(_BROKER_FOLDER / "processed"), "store_processed": False, "polling_interval": 0.5,
+    # Its broadcast exchanges (pidbox) too: without this kombu writes ./control where it runs.
+    "control_folder": str(_BROKER_FOLDER / "control")}
 CELERY_TASK_DEFAULT_QUEUE = f"{envstr('CHANNEL_LAYER_PREFIX', 'studio')}-jobs"
 CELERY_TASK_IGNORE_RESULT = True  # a job's row is its result
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # one job at a time per worker: the next waits in the queue
@@ -307,7 +301,6 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
 # Serve straight from the app folders: no collectstatic step for `make run`.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG

@@ -3,6 +3,7 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from chat import openai_api
+from chat.urls import playground_urlpatterns
 from evals.urls import api_urlpatterns as evals_api_urlpatterns
 from finetune.urls import api_urlpatterns as finetune_api_urlpatterns
 from prompts.urls import api_urlpatterns as prompt_api_urlpatterns
@@ -13,6 +14,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("chat/", include("chat.urls")),
+    path("prompts/", include((playground_urlpatterns, "playground"))),
     path("prompts/", include("prompts.urls")),
     path("api/", include(prompt_api_urlpatterns)),
     path("api/", include(evals_api_urlpatterns)),

@@ -3,7 +3,7 @@ servers this machine and CI run on loopback (tests/needs.py: skip here, fail und
 
 import uuid
 
-from studio.processes import studio_env
+from benchmarks.processes import studio_env
 from tests.needs import missing, reachable
 from tests.settings import TINY_MODEL_DIR
 
@@ -47,3 +47,37 @@ def query(database, sql, *params):
 
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database}") as connection:
         return connection.execute(sql, params).fetchall()
+
+
+# A setup script for `manage.py shell`: an API token of the admin, printed.
+TOKEN = """
+from django.contrib.auth.models import User
+from accounts.services import api_token_create
+print("TOKEN", api_token_create(user=User.objects.get(username="admin"), name="engine")[1])
+"""
+
+
+async def wait_for_workers(database, count, timeout=60):
+    """Until `count` model workers have announced themselves ready in `database`."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if query(database, "SELECT count(*) FROM chat_modelworker WHERE state = 'ready'")[0][0] >= count:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{count} model workers did not become ready")
+
+
+async def wait_until(condition, *, timeout=60.0, what="the condition"):
+    """Poll `condition()` (sync) until true, with a generous deadline: never a fixed sleep."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"{what} did not come true within {timeout:.0f} s")

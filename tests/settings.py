@@ -20,6 +20,9 @@ os.environ["LLM_DTYPE"] = "float32"
 os.environ.pop("DATABASE_URL", None)
 os.environ.pop("REDIS_URL", None)
 
+from studio.data_dir import prepare  # noqa: E402
+
+prepare()  # what manage.py does before the settings are read
 from studio.settings import *  # noqa: E402,F403
 
 # A file, not SQLite's shared in-memory database: model workers running in a thread of their own

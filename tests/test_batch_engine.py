@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from studio.llm import Generation, GenerationSettings, load_model
+from studio.llm import GenerationSettings, load_model
 from studio.llm.engine import BatchEngine, EngineRequest
 from tests.settings import TEST_CACHE, TINY_MODEL_DIR
 
@@ -52,8 +52,19 @@ def test_replies_decoded_together_equal_each_decoded_alone(loaded):
 
 
 def test_greedy_replies_equal_plain_generate(loaded):
+    import torch
+
+    from studio.llm import render_prompt_ids
+
     settings = GenerationSettings(max_new_tokens=16, temperature=0)
-    expected = ["".join(Generation(loaded, [{"role": "user", "content": p}], settings)) for p in PROMPTS[:3]]
+    expected = []
+    for prompt in PROMPTS[:3]:  # transformers' own `generate`, greedy, as the reference
+        ids = torch.tensor([render_prompt_ids(loaded, [{"role": "user", "content": prompt}])])
+        with torch.inference_mode():
+            out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
+                                        do_sample=False, temperature=None, top_p=None, top_k=None,
+                                        pad_token_id=loaded.tokenizer.eos_token_id)
+        expected.append(loaded.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
     engine = BatchEngine(loaded, max_batch=4)
     assert [r.text for r in run(engine, [(p, settings) for p in PROMPTS[:3]])] == expected
     engine.close()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from studio.processes import frames_until, manage, next_frame, open_chat_socket, running_studio, studio_env
+from benchmarks.processes import frames_until, manage, next_frame, open_chat_socket, running_studio, studio_env
 from tests.settings import TINY_MODEL_DIR
 
 ADMIN_PASSWORD = "admin-password-1"

@@ -6,15 +6,11 @@ import json
 import openai
 import pytest
 
-from studio.processes import frames_until, open_chat_socket, running_studio, shell_token, studio_env
+from benchmarks.processes import frames_until, open_chat_socket, running_studio, shell_token, studio_env
+from tests.scaled import TOKEN
 from tests.settings import TINY_MODEL_DIR
 
 ADMIN_PASSWORD = "admin-password-1"
-TOKEN = """
-from django.contrib.auth.models import User
-from accounts.services import api_token_create
-print("TOKEN", api_token_create(user=User.objects.get(username="admin"), name="engine")[1])
-"""
 
 
 @pytest.fixture(scope="module")

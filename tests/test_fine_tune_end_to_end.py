@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from studio.processes import frames_until, next_frame, open_chat_socket, running_studio, shell_token, studio_env
+from benchmarks.processes import frames_until, next_frame, open_chat_socket, running_studio, shell_token, studio_env
 from tests.settings import TINY_MODEL_DIR
 
 ADMIN_PASSWORD = "admin-password-1"

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from studio.processes import running_studio, shell_token, start_process, stop_process, studio_env
+from benchmarks.processes import running_studio, shell_token, start_process, stop_process, studio_env
 from tests.scaled import ADMIN_PASSWORD
 from tests.settings import TINY_MODEL_DIR
 

@@ -8,11 +8,26 @@ import time
 import pytest
 import torch
 
-from studio.llm import Generation, GenerationSettings, ModelLoadError, PromptTooLongError, load_model, render_prompt_ids
+from studio.llm import GenerationSettings, ModelLoadError, PromptTooLongError, load_model, render_prompt_ids
+from studio.llm.engine import BatchEngine, EngineRequest, prepare_prompt, reply_once
 from studio.llm.loading import bundled_gguf_path, convert_gguf_once
-from studio.processes import REPO
+from benchmarks.processes import REPO
 
 HELLO = [{"role": "user", "content": "Hello"}]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    """The one path that decodes locally (the model worker's), on the tiny model."""
+    engine = BatchEngine(tiny_model, max_batch=4)
+    yield engine
+    engine.close()
+
+
+def reply(engine, messages, settings, **kwargs):
+    pieces = []
+    result = reply_once(engine, messages, settings, on_delta=pieces.append, **kwargs)
+    return result, pieces
 
 
 def test_the_runtime_imports_without_django_settings():
@@ -25,44 +40,48 @@ def test_the_runtime_imports_without_django_settings():
     assert result.returncode == 0, result.stderr
 
 
-def test_it_streams_text_in_pieces_that_add_up_to_the_reply(tiny_model):
-    generation = Generation(tiny_model, HELLO, GenerationSettings(max_new_tokens=40, temperature=0))
-    pieces = list(generation)
+def test_it_streams_text_in_pieces_that_add_up_to_the_reply(engine, tiny_model):
+    result, pieces = reply(engine, HELLO, GenerationSettings(max_new_tokens=40, temperature=0))
     assert len(pieces) >= 2
-    assert "".join(pieces) == generation.text
-    assert generation.usage.completion_tokens == 40
-    assert generation.usage.prompt_tokens == len(render_prompt_ids(tiny_model, HELLO))
-    assert generation.usage.ttft_ms > 0 and generation.usage.tokens_per_s > 0
-    assert generation.finish_reason == "length"
+    assert "".join(pieces) == result.text
+    assert result.usage.completion_tokens == 40
+    assert result.usage.prompt_tokens == len(render_prompt_ids(tiny_model, HELLO))
+    assert result.usage.ttft_ms > 0 and result.usage.tokens_per_s > 0
+    assert result.finish_reason == "length"
 
 
-def test_greedy_and_seeded_sampling_are_reproducible(tiny_model):
-    def reply(settings):
-        return "".join(Generation(tiny_model, HELLO, settings))
+def test_greedy_and_seeded_sampling_are_reproducible(engine):
+    def text(settings):
+        return reply(engine, HELLO, settings)[0].text
 
     greedy = GenerationSettings(max_new_tokens=30, temperature=0)
-    assert reply(greedy) == reply(greedy)
+    assert text(greedy) == text(greedy)
     seeded = GenerationSettings(max_new_tokens=30, temperature=1.0, top_p=0.9, seed=7)
-    assert reply(seeded) == reply(seeded)
-    assert reply(seeded) != reply(GenerationSettings(max_new_tokens=30, temperature=1.0, top_p=0.9, seed=8))
+    assert text(seeded) == text(seeded)
+    assert text(seeded) != text(GenerationSettings(max_new_tokens=30, temperature=1.0, top_p=0.9, seed=8))
 
 
-def test_a_stop_sequence_ends_the_reply_before_it(tiny_model):
-    full = "".join(Generation(tiny_model, HELLO, GenerationSettings(max_new_tokens=60, temperature=0)))
+def test_a_stop_sequence_ends_the_reply_before_it(engine):
+    full = reply(engine, HELLO, GenerationSettings(max_new_tokens=60, temperature=0))[0].text
     stop = full[len(full) // 2 : len(full) // 2 + 3]
     cut = full[: full.index(stop)]
-    generation = Generation(tiny_model, HELLO, GenerationSettings(max_new_tokens=60, temperature=0, stop=(stop,)))
-    assert "".join(generation) == cut
-    assert generation.finish_reason == "stop"
+    result, pieces = reply(engine, HELLO, GenerationSettings(max_new_tokens=60, temperature=0, stop=(stop,)))
+    assert "".join(pieces) == result.text == cut
+    assert result.finish_reason == "stop"
 
 
-def test_cancel_stops_generation_early(tiny_model):
-    generation = Generation(tiny_model, HELLO, GenerationSettings(max_new_tokens=5000, temperature=0))
-    for count, _ in enumerate(generation):
-        if count == 5:
-            generation.cancel()
-    assert generation.finish_reason == "cancelled"
-    assert generation.usage.completion_tokens < 100
+def test_cancel_stops_generation_early(engine):
+    key, seen = object(), []
+
+    def on_delta(delta):
+        seen.append(delta)
+        if len(seen) == 5:
+            engine.cancel(key)
+
+    result = reply_once(engine, HELLO, GenerationSettings(max_new_tokens=5000, temperature=0), on_delta=on_delta,
+                        key=key)
+    assert result.finish_reason == "cancelled"
+    assert result.usage.completion_tokens < 100
 
 
 def test_the_chat_template_puts_the_system_prompt_first(tiny_model):
@@ -79,17 +98,20 @@ def test_old_turns_are_dropped_to_fit_the_context(tiny_model):
         long_turns += [{"role": "user", "content": f"question {n} " + "word " * 200},
                        {"role": "assistant", "content": "answer " * 200}]
     messages = [{"role": "system", "content": "Be kind."}, *long_turns, {"role": "user", "content": "last"}]
-    generation = Generation(tiny_model, messages, GenerationSettings(max_new_tokens=10, temperature=0))
-    assert generation.messages[0]["content"] == "Be kind."
-    assert generation.messages[-1]["content"] == "last"
-    assert len(generation.prompt_ids) <= tiny_model.context_length - 10
-    assert len(generation.messages) < len(messages)
+    from studio.llm.replies import fit_to_context
+
+    kept, prompt_ids = fit_to_context(tiny_model, messages, 10)
+    assert kept[0]["content"] == "Be kind."
+    assert kept[-1]["content"] == "last"
+    assert len(prompt_ids) <= tiny_model.context_length - 10
+    assert len(kept) < len(messages)
 
 
 def test_a_message_longer_than_the_context_is_refused_clearly(tiny_model):
     huge = [{"role": "user", "content": "word " * 40000}]
     with pytest.raises(PromptTooLongError, match="Shorten it"):
-        Generation(tiny_model, huge, GenerationSettings(max_new_tokens=10))
+        prepare_prompt(tiny_model, EngineRequest(key=1, messages=huge, settings=GenerationSettings(max_new_tokens=10),
+                                                 on_delta=print, on_done=print))
 
 
 @pytest.mark.parametrize(
@@ -137,9 +159,11 @@ def test_the_bundled_gguf_is_converted_once_then_loaded_from_the_cache(tmp_path)
     loaded = load_model("smollm2", cache_dir=cache)
     assert time.monotonic() - started < 15, "a cached model loads in seconds, without converting again"
     assert loaded.name == "SmolLM2-135M-Instruct"
-    reply = "".join(Generation(loaded, [{"role": "user", "content": "What is the capital of France?"}],
-                               GenerationSettings(max_new_tokens=12, temperature=0)))
-    assert "Paris" in reply
+    engine = BatchEngine(loaded, max_batch=1)
+    answer = reply_once(engine, [{"role": "user", "content": "What is the capital of France?"}],
+                        GenerationSettings(max_new_tokens=12, temperature=0)).text
+    engine.close()
+    assert "Paris" in answer
 
 
 def test_the_compute_dtype_follows_the_cpu_and_the_device():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from studio.processes import manage, next_frame, open_chat_socket, running_studio
+from benchmarks.processes import manage, next_frame, open_chat_socket, running_studio
 from tests.scaled import ADMIN_PASSWORD
 
 pytestmark = pytest.mark.scaled

@@ -7,7 +7,7 @@ import json
 import openai
 import pytest
 
-from studio.processes import frames_until, manage, open_chat_socket, running_studio, shell_token, studio_env
+from benchmarks.processes import frames_until, manage, open_chat_socket, running_studio, shell_token, studio_env
 from tests.settings import TINY_MODEL_DIR
 
 ADMIN_PASSWORD = "admin-password-1"

@@ -12,11 +12,9 @@ import time
 import openai
 import pytest
 
-from studio.processes import frames_until, free_port, open_chat_socket, running_studio, shell_token
+from benchmarks.processes import frames_until, free_port, open_chat_socket, running_studio, shell_token
 from tests.needs import missing
-from tests.scaled import ADMIN_PASSWORD, drop_database, query, scaled_studio_env
-from tests.test_external_engine import TOKEN
-from tests.test_scaled_mode import wait_for_workers
+from tests.scaled import TOKEN, ADMIN_PASSWORD, drop_database, query, scaled_studio_env, wait_for_workers, wait_until
 
 pytestmark = pytest.mark.scaled
 
@@ -77,7 +75,10 @@ async def test_workers_ride_out_a_redis_restart_and_no_reply_is_lost_or_stuck(ou
         asking = threading.Thread(target=lambda: answer.update(reply=client.chat.completions.create(
             model="tiny-llama-v2", max_tokens=30, messages=[{"role": "user", "content": "Asked in the outage"}])))
         asking.start()
-        await asyncio.sleep(3)
+        # Until the request is stored as a queued reply (its wake-up could not be sent), then Redis is back.
+        await wait_until(lambda: query(database, "SELECT count(*) FROM chat_message m JOIN chat_conversation c ON "
+                                                 "c.id = m.conversation_id WHERE c.kind = 'api' AND m.role = 'assistant'"
+                                                 )[0][0] >= 1, timeout=60, what="the request stored while Redis was down")
         private_redis.start()
 
         asking.join(90)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.processes import REPO, BrowserSession, free_port, stop_process, studio_env, wait_for_http
+from benchmarks.processes import REPO, BrowserSession, free_port, stop_process, studio_env, wait_for_http
 
 
 @pytest.fixture(scope="module")

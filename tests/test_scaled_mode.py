@@ -9,21 +9,13 @@ import time
 
 import pytest
 
-from studio.processes import frames_until, manage, next_frame, open_chat_socket, running_studio, studio_env
+from benchmarks.processes import frames_until, manage, next_frame, open_chat_socket, running_studio, studio_env
+from tests.scaled import wait_for_workers, wait_until
 from tests.scaled import ADMIN_PASSWORD, query
 from tests.settings import TINY_MODEL_DIR
 
 
 pytestmark = pytest.mark.scaled
-
-
-async def wait_for_workers(database, count, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if query(database, "SELECT count(*) FROM chat_modelworker WHERE state = 'ready'")[0][0] >= count:
-            return
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"{count} model workers did not become ready")
 
 
 async def test_several_workers_compete_for_requests(scaled_env, tmp_path):
@@ -56,7 +48,10 @@ async def test_an_idle_worker_and_socket_still_answer_after_a_quiet_spell(scaled
         await wait_for_workers(database, 1)
         session = studio.login("admin", ADMIN_PASSWORD)
         chat_socket = await open_chat_socket(studio, session, session.new_conversation())
-        await asyncio.sleep(8)
+        # Until a connection waiting in blocking reads has lived 8 s, longer than the 5 s after which
+        # redis-py 8 dropped it (it would then reconnect: a young connection): Redis says how old.
+        await wait_until(lambda: blocking_connection_older_than(env["REDIS_URL"], 8.0), timeout=90,
+                         what="a blocking-read connection 8 s old")
         assert studio.workers[0].poll() is None, "the idle worker is still running"
         await chat_socket.send('{"type": "send", "content": "Still there?"}')
         frames = await frames_until(chat_socket, "done", timeout=60)
@@ -73,8 +68,9 @@ async def test_a_worker_killed_mid_reply_leaves_the_reply_failed_with_a_message(
         conversation_id = session.new_conversation()
         chat_socket = await open_chat_socket(studio, session, conversation_id)
         await chat_socket.send('{"type": "send", "content": "Keep talking"}')
-        seen = "".join(f.get("text", "") for f in await frames_until(chat_socket, "token"))
-        await asyncio.sleep(1.2)  # between two lease renewals (every 0.67 s here)
+        seen = ""
+        for _ in range(10):  # well into the reply: several chunks streamed and stored
+            seen += "".join(f.get("text", "") for f in await frames_until(chat_socket, "token"))
         studio.workers[0].kill()  # SIGKILL: no chance to say goodbye
 
         started = time.monotonic()
@@ -136,3 +132,15 @@ async def test_the_web_process_holds_no_model_code(scaled_env, tmp_path):
         assert "libtorch" not in maps and "/torch/" not in maps, "the web process loaded torch"
         worker_maps = open(f"/proc/{studio.workers[0].pid}/maps").read()
         assert "libtorch" in worker_maps  # the check can see torch where it is
+
+
+def blocking_connection_older_than(redis_url: str, seconds: float) -> bool:
+    """Whether a client of this Redis that waits in blocking reads has been connected over `seconds`."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return any(entry.get("cmd", "").startswith(("bzpopmin", "blpop", "brpop", "bzmpop"))
+                   and int(entry.get("age", 0)) > seconds for entry in client.client_list())
+    finally:
+        client.close()

@@ -8,7 +8,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from studio.asgi import application
-from studio.processes import REPO
+from benchmarks.processes import REPO
 
 
 @pytest.mark.django_db

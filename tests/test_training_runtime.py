@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from studio.llm.training import PROGRESS_PREFIX, launch_command, merge_adapter
-from studio.processes import REPO
+from benchmarks.processes import REPO
 from tests.settings import TINY_MODEL_DIR
 
 

@@ -11,6 +11,27 @@ from studio.asgi import application
 
 
 @pytest.fixture
+def new_conversation():
+    """await new_conversation(owner, **fields): a conversation stored as the chat page makes one."""
+    from channels.db import database_sync_to_async
+
+    from chat.services import conversation_create
+
+    return database_sync_to_async(lambda owner, **kwargs: conversation_create(owner=owner, **kwargs))
+
+
+@pytest.fixture
+def stored_messages():
+    """await stored_messages(conversation): its messages as stored, the fields the tests read."""
+    from channels.db import database_sync_to_async
+
+    from chat.models import Message
+
+    return database_sync_to_async(lambda conversation: list(Message.objects.filter(conversation=conversation).values(
+        "role", "content", "status", "error", "completion_tokens", "tokens_per_s", "model_name")))
+
+
+@pytest.fixture
 async def channel_layer():
     layer = get_channel_layer()
     await layer.flush()

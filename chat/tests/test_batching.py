@@ -5,13 +5,12 @@ import asyncio
 
 import pytest
 
-from chat.tests.test_chat_socket import new_conversation, stored_messages
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 async def test_replies_beyond_the_batch_wait_and_are_told_their_place(alice, start_worker, chat_client, settings,
-                                                                    tiny_model, monkeypatch):
+                                                                    tiny_model, monkeypatch, new_conversation):
     settings.LLM_MAX_BATCH = 1
     settings.LLM_MAX_NEW_TOKENS = 200
     settings.LLM_LEASE_SECONDS = 1  # the tab looks every 0.5 s
@@ -40,7 +39,8 @@ def slowly(tiny_model, monkeypatch, *, seconds_per_step):
     monkeypatch.setattr(tiny_model.model, "forward", slow_forward)
 
 
-async def test_several_conversations_are_answered_together(alice, start_worker, chat_client, settings):
+async def test_several_conversations_are_answered_together(alice, start_worker, chat_client, settings,
+                                                           new_conversation, stored_messages):
     settings.LLM_MAX_BATCH = 4
     worker = await start_worker()
     conversations = [await new_conversation(alice) for _ in range(3)]
@@ -60,7 +60,7 @@ async def test_several_conversations_are_answered_together(alice, start_worker, 
 
 
 async def test_a_stalled_model_fails_its_reply_within_the_stall_timeout(alice, start_worker, chat_client, tiny_model,
-                                                                        settings, monkeypatch):
+                                                                        settings, monkeypatch, new_conversation):
     settings.LLM_STALL_TIMEOUT_SECONDS = 1
     await start_worker()
     original = tiny_model.model.forward

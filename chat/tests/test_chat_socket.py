@@ -6,26 +6,13 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser
 
-from chat.models import Conversation, Message
-from chat.services import conversation_create
+from chat.models import Conversation
 from tests.settings import TINY_MODEL_DIR
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
-@database_sync_to_async
-def new_conversation(owner, **kwargs):
-    return conversation_create(owner=owner, **kwargs)
-
-
-@database_sync_to_async
-def stored_messages(conversation):
-    return list(Message.objects.filter(conversation=conversation).values("role", "content", "status", "error",
-                                                                         "completion_tokens", "tokens_per_s",
-                                                                         "model_name"))
-
-
-async def test_it_streams_a_reply_and_stores_it(alice, worker, chat_client):
+async def test_it_streams_a_reply_and_stores_it(alice, worker, chat_client, new_conversation, stored_messages):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "Hello there"})
@@ -50,7 +37,7 @@ async def test_it_streams_a_reply_and_stores_it(alice, worker, chat_client):
     await client.close()
 
 
-async def test_it_closes_with_4401_when_not_logged_in(alice, channel_layer):
+async def test_it_closes_with_4401_when_not_logged_in(alice, channel_layer, new_conversation):
     conversation = await new_conversation(alice)
     from chat.tests.conftest import ChatClient
 
@@ -59,7 +46,7 @@ async def test_it_closes_with_4401_when_not_logged_in(alice, channel_layer):
     assert await client.receive() == {"type": "closed", "code": 4401}
 
 
-async def test_it_closes_with_4403_on_someone_elses_conversation(alice, bob, channel_layer):
+async def test_it_closes_with_4403_on_someone_elses_conversation(alice, bob, channel_layer, new_conversation):
     conversation = await new_conversation(alice, system_prompt="alice's secret")
     from chat.tests.conftest import ChatClient
 
@@ -94,7 +81,8 @@ async def test_an_id_beyond_the_database_closes_like_an_unknown_conversation(ali
         ('{"type": "send", "content": "x", "extra": ' + '{"a": ' * 10 + "1" + "}" * 10 + "}", "nested too deeply"),
     ],
 )
-async def test_it_answers_bad_frames_with_an_error_and_stays_usable(alice, worker, chat_client, frame, error_part):
+async def test_it_answers_bad_frames_with_an_error_and_stays_usable(alice, worker, chat_client, frame, error_part,
+                                                                    new_conversation, stored_messages):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send(frame)
@@ -107,7 +95,8 @@ async def test_it_answers_bad_frames_with_an_error_and_stays_usable(alice, worke
     assert frames[-1]["status"] == "complete"
 
 
-async def test_it_refuses_a_second_message_while_the_model_answers(alice, worker, chat_client):
+async def test_it_refuses_a_second_message_while_the_model_answers(alice, worker, chat_client, new_conversation,
+                                                                   stored_messages):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "first"})
@@ -118,7 +107,8 @@ async def test_it_refuses_a_second_message_while_the_model_answers(alice, worker
     assert [m["content"] for m in await stored_messages(conversation) if m["role"] == "user"] == ["first"]
 
 
-async def test_stop_keeps_the_partial_text_marked_stopped(alice, start_worker, chat_client, settings):
+async def test_stop_keeps_the_partial_text_marked_stopped(alice, start_worker, chat_client, settings,
+                                                          new_conversation, stored_messages):
     settings.LLM_MAX_NEW_TOKENS = 2000  # long enough to stop in the middle
     await start_worker()
     conversation = await new_conversation(alice)
@@ -134,7 +124,7 @@ async def test_stop_keeps_the_partial_text_marked_stopped(alice, start_worker, c
     assert stored["content"]  # the partial text is kept
 
 
-async def test_a_closed_tab_loses_nothing(alice, worker, chat_client):
+async def test_a_closed_tab_loses_nothing(alice, worker, chat_client, new_conversation, stored_messages):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "Write while I'm away"})
@@ -148,7 +138,8 @@ async def test_a_closed_tab_loses_nothing(alice, worker, chat_client):
     assert rows[-1]["status"] == "complete" and rows[-1]["completion_tokens"] == 48
 
 
-async def test_a_tab_that_reconnects_mid_reply_catches_up(alice, start_worker, chat_client, settings):
+async def test_a_tab_that_reconnects_mid_reply_catches_up(alice, start_worker, chat_client, settings,
+                                                          new_conversation, stored_messages):
     settings.LLM_MAX_NEW_TOKENS = 400
     await start_worker()
     conversation = await new_conversation(alice)
@@ -170,7 +161,7 @@ async def test_a_tab_that_reconnects_mid_reply_catches_up(alice, start_worker, c
     assert seen == stored["content"], "the reconnected tab shows exactly the stored reply"
 
 
-async def test_regenerate_replaces_the_last_reply(alice, worker, chat_client):
+async def test_regenerate_replaces_the_last_reply(alice, worker, chat_client, new_conversation, stored_messages):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "Hi"})
@@ -183,7 +174,8 @@ async def test_regenerate_replaces_the_last_reply(alice, worker, chat_client):
     assert [r["role"] for r in rows] == ["user", "assistant"]
 
 
-async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(alice, start_worker, chat_client, settings):
+async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(alice, start_worker, chat_client, settings,
+                                                                          new_conversation):
     from studio.llm import ModelLoadError
 
     settings.LLM_EMBEDDED_WORKER = True  # the only worker: it tells the person why at once
@@ -200,7 +192,7 @@ async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(alice,
     assert "could not be loaded" in done["error"] and "no such GGUF file" in done["error"]
 
 
-async def test_the_system_prompt_reaches_the_model(alice, worker, chat_client, monkeypatch):
+async def test_the_system_prompt_reaches_the_model(alice, worker, chat_client, monkeypatch, new_conversation):
     seen = {}
     original = worker.engine.submit
 
@@ -217,7 +209,7 @@ async def test_the_system_prompt_reaches_the_model(alice, worker, chat_client, m
                                 {"role": "user", "content": "Hi"}]
 
 
-async def test_groups_are_empty_after_disconnect(alice, worker, chat_client, channel_layer):
+async def test_groups_are_empty_after_disconnect(alice, worker, chat_client, channel_layer, new_conversation):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.close()
@@ -225,7 +217,8 @@ async def test_groups_are_empty_after_disconnect(alice, worker, chat_client, cha
     assert not channel_layer.groups.get(group)
 
 
-async def test_a_reply_that_runs_out_of_memory_fails_with_advice(alice, worker, chat_client, tiny_model, monkeypatch):
+async def test_a_reply_that_runs_out_of_memory_fails_with_advice(alice, worker, chat_client, tiny_model, monkeypatch,
+                                                                 new_conversation, stored_messages):
     import torch
 
     def out_of_memory(*args, **kwargs):

@@ -9,12 +9,12 @@ from channels.db import database_sync_to_async
 
 from chat import selectors, services
 from chat.models import Conversation, Message, ModelWorker
-from chat.tests.test_chat_socket import new_conversation, stored_messages
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def test_a_reply_whose_wake_up_message_was_lost_is_still_written(alice, start_worker, chat_client, settings):
+async def test_a_reply_whose_wake_up_message_was_lost_is_still_written(alice, start_worker, chat_client, settings,
+                                                                       new_conversation, stored_messages):
     settings.LLM_QUEUE_POLL_SECONDS = 0.2
     await start_worker()
     conversation = await new_conversation(alice)
@@ -26,22 +26,26 @@ async def test_a_reply_whose_wake_up_message_was_lost_is_still_written(alice, st
     assert (await stored_messages(conversation))[1]["completion_tokens"] == 48
 
 
-async def test_a_stop_before_the_first_token_is_honoured(alice, start_worker, chat_client, monkeypatch):
+async def test_a_stop_before_the_first_token_is_honoured(alice, start_worker, chat_client, monkeypatch,
+                                                         new_conversation, stored_messages):
+    import threading
+
     worker = await start_worker()
     original = worker._prepare_adapter
+    stopped = threading.Event()
 
-    def slow_prepare(model_name):
-        import time
-
-        time.sleep(1)  # the worker has claimed the reply but not started decoding it
+    def held_prepare(model_name):
+        stopped.wait(60)  # the worker has claimed the reply but not started decoding it, until the stop is in
         return original(model_name)
 
-    monkeypatch.setattr(worker, "_prepare_adapter", slow_prepare)
+    monkeypatch.setattr(worker, "_prepare_adapter", held_prepare)
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "never mind"})
-    await _claimed(conversation)
+    reply_id = await _claimed(conversation)
     await client.send({"type": "stop"})
+    await _until(lambda: reply_id in worker.engine.cancelled)  # the stop has reached the worker
+    stopped.set()
     frames = await client.receive_until("done")
     assert frames[-1]["status"] == "stopped"
     assert not [frame for frame in frames if frame["type"] == "token"]
@@ -49,12 +53,22 @@ async def test_a_stop_before_the_first_token_is_honoured(alice, start_worker, ch
     assert reply["status"] == "stopped" and reply["content"] == "" and not reply["completion_tokens"]
 
 
-async def _claimed(conversation):
-    for _ in range(200):
-        if await Message.objects.filter(conversation=conversation, role="assistant", status="streaming").aexists():
+async def _claimed(conversation) -> int:
+    claimed = Message.objects.filter(conversation=conversation, role="assistant", status="streaming")
+    await _until(lambda: None, check=claimed.aexists)
+    return (await claimed.afirst()).pk
+
+
+async def _until(condition, *, check=None, timeout=60.0):
+    """Wait for a condition (a generous deadline, never a fixed sleep)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (await check()) if check else condition():
             return
         await asyncio.sleep(0.01)
-    raise AssertionError("no worker claimed the reply")
+    raise AssertionError("the condition did not come true in time")
 
 
 def broken_load():
@@ -64,15 +78,25 @@ def broken_load():
 
 
 async def test_a_worker_whose_model_failed_to_load_takes_nothing_in_scaled_mode(alice, start_worker, chat_client,
-                                                                                settings):
+                                                                                settings, new_conversation, stored_messages):
     settings.LLM_EMBEDDED_WORKER = False
     settings.LLM_QUEUE_POLL_SECONDS = 0.2
 
-    await start_worker(load=broken_load)
+    broken = await start_worker(load=broken_load)
+    looked = []
+    original_look = broken._wake_up_or_poll_interval
+
+    async def counted_look():
+        looked.append(1)
+        await original_look()
+
+    broken._wake_up_or_poll_interval = counted_look
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "Anyone healthy?"})
-    await asyncio.sleep(1.0)
+    await _until(lambda: None, check=Message.objects.filter(conversation=conversation, role="assistant").aexists)
+    looked.clear()
+    await _until(lambda: len(looked) >= 5)  # it has looked at the queue several times since the reply was queued
     assert (await stored_messages(conversation))[1]["status"] == "queued"  # left for a healthy worker
     unhealthy = await ModelWorker.objects.aget()
     assert unhealthy.state == "failed" and "no such GGUF file" in unhealthy.error
@@ -80,7 +104,8 @@ async def test_a_worker_whose_model_failed_to_load_takes_nothing_in_scaled_mode(
     assert (await client.receive_until("done"))[-1]["status"] == "complete"
 
 
-async def test_a_reply_no_healthy_worker_takes_times_out_naming_the_load_error(alice, start_worker, settings):
+async def test_a_reply_no_healthy_worker_takes_times_out_naming_the_load_error(alice, start_worker, settings,
+                                                                               new_conversation):
     settings.LLM_EMBEDDED_WORKER = False
 
     await start_worker(load=broken_load)
@@ -91,7 +116,8 @@ async def test_a_reply_no_healthy_worker_takes_times_out_naming_the_load_error(a
     assert "No model worker could take this message" in failed.error and "no such GGUF file" in failed.error
 
 
-async def test_every_chunk_a_tab_is_sent_is_already_stored(alice, worker, chat_client, settings):
+async def test_every_chunk_a_tab_is_sent_is_already_stored(alice, worker, chat_client, settings, new_conversation,
+                                                           stored_messages):
     settings.LLM_MAX_NEW_TOKENS = 120
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
@@ -129,8 +155,9 @@ def test_people_at_the_page_are_served_before_an_api_burst_and_owners_take_turns
     assert order == [chat_reply.pk, carol_reply.pk, api_replies[1].pk, api_replies[2].pk, evaluation_case.pk]
 
 
-async def test_an_unreachable_external_engine_makes_the_worker_report_why(alice, start_worker, chat_client, settings):
-    from studio.processes import free_port
+async def test_an_unreachable_external_engine_makes_the_worker_report_why(alice, start_worker, chat_client, settings,
+                                                                          new_conversation):
+    from benchmarks.processes import free_port
 
     settings.LLM_ENGINE = "openai"
     settings.LLM_ENGINE_URL = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there

@@ -155,7 +155,7 @@ def test_csv_cells_that_spreadsheets_would_run_are_neutralised_and_survive_a_rou
     assert sorted(row["expected"] for row in parsed) == sorted(inputs)
 
 
-def test_an_evaluation_whose_job_worker_died_withdraws_its_cases_from_the_model_workers(client, alice, make_cases,
+def test_the_sweeper_fails_an_evaluation_whose_job_worker_died_and_withdraws_its_cases(client, alice, make_cases,
                                                                                        order_version):
     from chat import services as chat_services
     from evals.runner import job_key
@@ -171,7 +171,12 @@ def test_an_evaluation_whose_job_worker_died_withdraws_its_cases_from_the_model_
                for n in range(3)]
     Message.objects.filter(pk=replies[0].pk).update(status=Message.Status.STREAMING, worker_channel="gone")
     client.force_login(alice)
-    assert client.get("/evaluations/").status_code == 200  # someone looks: the lost job is failed
+    assert client.get("/evaluations/").status_code == 200  # pages only read
+    evaluation.refresh_from_db()
+    assert evaluation.status == JobStatus.RUNNING
+    from studio import sweeping
+
+    sweeping.sweep_all()  # what every model worker, job worker and web process runs on a schedule
     evaluation.refresh_from_db()
     assert evaluation.status == JobStatus.FAILED and "job worker stopped" in evaluation.error
     assert not Conversation.objects.filter(job=job_key(evaluation.pk)).exists()

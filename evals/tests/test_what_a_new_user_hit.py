@@ -11,7 +11,7 @@ from django.utils import timezone
 from accounts.services import api_token_create
 from chat.models import Conversation, Message
 from evals import selectors, services
-from evals.models import Evaluation, EvaluationResult, FailureCase
+from evals.models import Evaluation, EvaluationResult
 from studio.jobs import JobStatus
 
 pytestmark = pytest.mark.django_db
@@ -144,14 +144,14 @@ def test_the_fine_tune_estimate_counts_the_pauses_for_chat_and_says_how_sure_it_
     from finetune import services as finetune_services
 
     config = {"epochs": 1.0, "batch_size": 4, "max_length": 512, "lora_rank": 16, "method": "lora", "device": "cpu"}
-    quiet = finetune_services.estimate(token_count=30_000, config=config, examples=10)
+    quiet = finetune_services.job_estimate(token_count=30_000, config=config, examples=10)
     assert "rule of thumb" in quiet["basis"] and quiet["seconds_low"] < quiet["seconds"] < quiet["seconds_high"]
     conversation = Conversation.objects.create(owner=alice, title="busy")
     now = timezone.now()
     reply = Message.objects.create(conversation=conversation, role="assistant", content="x", status="complete",
                                    finished_at=now - timedelta(minutes=5))
     Message.objects.filter(pk=reply.pk).update(created_at=now - timedelta(minutes=35))
-    busy = finetune_services.estimate(token_count=30_000, config=config, examples=10)
+    busy = finetune_services.job_estimate(token_count=30_000, config=config, examples=10)
     assert 0.45 < busy["chat_share"] < 0.55 and busy["seconds"] > 1.8 * quiet["seconds"]
 
 

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_rows_are_prompt_and_completion_messages_with_the_versions_instructions(carol, order_prompt, cases):
-    planned = services.plan(user=carol, prompt=order_prompt, filters={}, objective="sft", hyperparameters={},
+    planned = services.job_plan(user=carol, prompt=order_prompt, filters={}, objective="sft", hyperparameters={},
                             method="lora")
     assert planned["example_count"] == 9  # the train split only, by default
     first = planned["rows"][0]
@@ -27,7 +27,7 @@ def test_rows_are_prompt_and_completion_messages_with_the_versions_instructions(
 
 
 def test_dpo_rows_prefer_the_expected_answer_to_the_actual_one(carol, order_prompt, cases):
-    rows = services.plan(user=carol, prompt=order_prompt, filters={"split": "eval"}, objective="dpo",
+    rows = services.job_plan(user=carol, prompt=order_prompt, filters={"split": "eval"}, objective="dpo",
                          hyperparameters={}, method="lora")["rows"]
     assert len(rows) == 3 and rows[0]["chosen"][0]["content"].startswith('{"item"')
     assert rows[0]["rejected"] == [{"role": "assistant", "content": "pears"}]

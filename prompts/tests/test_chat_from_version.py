@@ -7,7 +7,7 @@ from channels.layers import get_channel_layer
 from chat import selectors as chat_selectors
 from chat import services as chat_services
 from chat.models import Conversation, Message
-from chat.dispatch import REQUEST_CHANNEL
+from chat.wakeups import REQUEST_CHANNEL
 from prompts.rendering import MissingVariablesError
 
 from .conftest import FIRST_VERSION, SECOND_VERSION

@@ -95,13 +95,9 @@ def test_loops_over_values_render_from_a_variable():
     "{{ x.format.__self__.__class__ }}",
 ])
 def test_the_sandbox_refuses_to_reach_python_internals(template):
-    try:
-        rendered = render_user_turn(template, {"x": "hello"})
-    except TemplateError:
-        return  # refused, with a message a person can read
-    # Rendering without an error is acceptable only if nothing of Python's object model leaks.
-    for leak in ("<class", "object", "module", "function", "built-in", "__"):
-        assert leak not in rendered, rendered
+    with pytest.raises(TemplateError, match="unsafe") as refused:  # refused, with a message a person can read
+        render_user_turn(template, {"x": "hello"})
+    assert "The template failed to render" in str(refused.value)
 
 
 def test_a_template_that_does_not_parse_raises_template_error_with_the_line():

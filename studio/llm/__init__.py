@@ -1,4 +1,4 @@
-"""The model runtime: load a model, render chat prompts, stream generation.
+"""The model runtime: load a model, render chat prompts, decode replies in continuous batches.
 
 Deliberately free of Django so it can be used and tested on its own. Names are imported on
 first use: the web process reads `studio.llm.adapters` and `studio.llm.counting` without ever
@@ -8,12 +8,13 @@ importing torch or transformers (only model and job workers hold model code).
 import importlib
 
 _HOMES = {
-    "Generation": "generation",
-    "GenerationSettings": "generation",
-    "GenerationStalledError": "generation",
-    "PromptTooLongError": "generation",
-    "Usage": "generation",
-    "render_prompt_ids": "generation",
+    "GenerationSettings": "replies",
+    "PromptTooLongError": "replies",
+    "Usage": "replies",
+    "render_prompt_ids": "replies",
+    "BatchEngine": "engine",
+    "EngineRequest": "engine",
+    "reply_once": "engine",
     "BUNDLED_MODEL": "loading",
     "LoadedModel": "loading",
     "ModelLoadError": "loading",

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from .generation import GenerationSettings, Usage, fit_to_context
+from .replies import GenerationSettings, Usage, fit_to_context
 from .loading import LoadedModel
 
 # Background prompts prefilled together in one forward pass (evaluation cases arrive in bursts).
@@ -417,11 +417,8 @@ class BatchEngine:
         lane.keep(keep)
 
     def _finish(self, row: _Row, reason: str, *, error: str = "") -> None:
-        usage = Usage(prompt_tokens=len(row.prompt_ids), completion_tokens=len(row.completion))
-        if row.first_token_at is not None:
-            usage.ttft_ms = (row.first_token_at - row.started) * 1000
-            if len(row.completion) > 1 and row.last_token_at > row.first_token_at:
-                usage.tokens_per_s = (len(row.completion) - 1) / (row.last_token_at - row.first_token_at)
+        usage = Usage.timed(prompt_tokens=len(row.prompt_ids), completion_tokens=len(row.completion),
+                            started=row.started, first_at=row.first_token_at, last_at=row.last_token_at)
         row.request.on_done(EngineResult(row.text, reason, usage, error=error))
 
     def _eos_ids(self) -> set[int]:
@@ -445,3 +442,13 @@ def _pad_left_2d(mask: torch.Tensor, width: int) -> torch.Tensor:
     if width <= 0:
         return mask
     return torch.cat([mask.new_zeros((mask.shape[0], width)), mask], dim=1)
+
+
+def reply_once(engine: BatchEngine, messages: list[dict], settings: GenerationSettings, *,
+               on_delta: Callable[[str], None] | None = None, key: object = None,
+               timeout_s: float = 600.0) -> EngineResult:
+    """One reply through `engine`, waited for: for scripts and tests that want a reply, not a stream."""
+    done: Future = Future()
+    engine.submit(EngineRequest(key=key if key is not None else object(), messages=messages, settings=settings,
+                                on_delta=on_delta or (lambda delta: None), on_done=done.set_result))
+    return done.result(timeout_s)

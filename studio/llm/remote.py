@@ -16,7 +16,7 @@ import urllib.parse
 from concurrent.futures import Future
 
 from .engine import EngineRequest, EngineResult
-from .generation import Usage
+from .replies import Usage
 from .loading import ModelLoadError
 
 
@@ -159,8 +159,6 @@ class RemoteEngine:
                 self.cancelled.discard(request.key)
         if was_cancelled:
             finish = "cancelled"
-        if first_at is not None:
-            usage.ttft_ms = (first_at - started) * 1000
-            if usage.completion_tokens > 1 and last_at > first_at:
-                usage.tokens_per_s = (usage.completion_tokens - 1) / (last_at - first_at)
+        usage = Usage.timed(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                            started=started, first_at=first_at, last_at=last_at)
         request.on_done(EngineResult("".join(text), finish, usage))

@@ -13,7 +13,6 @@ Knows only files, rows and the model folder: the job worker (finetune/) does the
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -272,10 +271,6 @@ def merge_adapter(base_model_folder: str, adapter_folder: str, out_folder: str) 
     merged = PeftModel.from_pretrained(base, adapter_folder).merge_and_unload()
     merged.save_pretrained(out_folder)
     AutoTokenizer.from_pretrained(adapter_folder).save_pretrained(out_folder)
-
-
-def config_fields() -> list[str]:
-    return [f.name for f in dataclasses.fields(TrainingConfig)]
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from studio.processes import running_studio, studio_env
+from benchmarks.processes import running_studio, studio_env
 from tests.needs import missing
 from tests.settings import TINY_MODEL_DIR
 

@@ -6,7 +6,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from studio.processes import manage
+from benchmarks.processes import manage
 
 pytestmark = pytest.mark.browser
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from studio.processes import manage
+from benchmarks.processes import manage
 from tests.browser.conftest import ADMIN_PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -135,6 +135,15 @@ def test_enter_while_a_reply_is_written_says_the_text_waits_then_sends_it(page, 
     box.fill("First, a long answer please")
     box.press("Enter")
     expect(page.locator('#messages [data-role="assistant"]')).to_have_count(1)
+    streaming = '#messages [data-status="streaming"]'
+    page.wait_for_selector(streaming, timeout=60_000)
+    page.wait_for_function("() => { const m = document.getElementById('messages'); "
+                           "return m.scrollHeight > m.clientHeight + 200 || !m.querySelector('[data-status=streaming]'); }",
+                           timeout=60_000)
+    scrolled_up = page.evaluate("() => { const m = document.getElementById('messages'); m.scrollTop = 0; "
+                                "return m.scrollHeight > m.clientHeight + 200; }")
+    if scrolled_up and page.locator(streaming).count():  # new text below while scrolled up: a way back down
+        expect(page.locator("#jump-to-latest")).to_be_visible()
     box.fill("and then this")
     box.press("Enter")
     hint = page.locator("#composer-hint")

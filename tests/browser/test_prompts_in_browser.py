@@ -68,6 +68,7 @@ def test_a_prompt_is_versioned_compared_run_and_chatted_with(page, log_in, scree
     assert len(growing) >= 2, f"the reply was seen growing ({sorted(growing)})"
     for pane in page.locator(".run").all():
         expect(pane.locator("[data-run-state]")).to_have_text("done", timeout=60_000)
+        expect(pane.locator("[data-run-model]")).to_have_text("tiny-llama-v2")  # the model that answered
     expect(page.locator("[data-run-meta]").first).to_contain_text("tok/s")
     screenshot("prompt-playground")
 

@@ -6,8 +6,10 @@ machine in scaled mode; `manage.py serve` starts one itself in embedded mode.
 
 import socket
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from studio import sweeping
 from studio.celery import app
 
 
@@ -18,6 +20,9 @@ class Command(BaseCommand):
         parser.add_argument("--loglevel", default="INFO")
 
     def handle(self, *args, loglevel, **options):
+        # A job worker sweeps too (studio.sweeping): with no model worker up, replies and jobs that
+        # lapse are still failed with the reason.
+        sweeping.start_thread(max(settings.LLM_LEASE_SECONDS / 3, 0.2))
         app.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--loglevel", loglevel,
                          "--queues", app.conf.task_default_queue, "--hostname", f"jobs-{socket.gethostname()}@%h",
                          "--without-gossip", "--without-mingle"])

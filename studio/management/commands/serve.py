@@ -67,11 +67,11 @@ class Command(BaseCommand):
     help = "Set up the database and serve the studio (pages, WebSockets and, in embedded mode, the model worker)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default=os.environ.get("STUDIO_HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", "8000")))
+        parser.add_argument("--host", default=settings.STUDIO_HOST)
+        parser.add_argument("--port", type=int, default=settings.STUDIO_PORT)
 
     def handle(self, *args, host, port, **options):
-        admin_password = os.environ.get("STUDIO_ADMIN_PASSWORD")
+        admin_password = settings.STUDIO_ADMIN_PASSWORD
         if admin_password is not None and not admin_password.strip():
             raise CommandError("STUDIO_ADMIN_PASSWORD is set but empty: set a password, or unset it to have one "
                                "generated and printed on first start.")
@@ -81,12 +81,13 @@ class Command(BaseCommand):
         from daphne.cli import CommandLineInterface  # noqa: F401
         from twisted.internet import reactor
 
-        from chat.dispatch import ensure_embedded_worker
+        from studio.asgi import start_background_work
         from studio.server import serve
 
+        # The embedded model worker loads the model as soon as the server runs, not on the first
+        # page view (without one, the sweeper starts).
+        reactor.callWhenRunning(lambda: asyncio.get_event_loop().call_soon(start_background_work))
         if settings.LLM_EMBEDDED_WORKER:
-            # Load the model as soon as the server runs, not on the first page view.
-            reactor.callWhenRunning(lambda: asyncio.get_event_loop().call_soon(ensure_embedded_worker))
             mode = f"embedded model worker ({settings.LLM_MODEL}); first start converts the model (~30 s)"
         else:
             mode = "no embedded worker: run `python manage.py llm_worker` beside it"

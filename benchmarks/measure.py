@@ -2,7 +2,7 @@
 
 Raw: the loaded model's `generate` in this process, a streamer timing each token. Full
 path: a real daphne server (and, in Redis mode, an `llm_worker` process) started through
-`studio.processes`, a real WebSocket client timing the frames it receives.
+`benchmarks.processes`, a real WebSocket client timing the frames it receives.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from transformers.generation.streamers import BaseStreamer
 
-from .llm import LoadedModel, render_prompt_ids
+from studio.llm import LoadedModel, render_prompt_ids
 from .processes import open_chat_socket
 
 
@@ -206,7 +206,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def engine_runs(model: str, cache_dir: str, dtype: str, prompt: str, tokens: int, counts: list[int]) -> list[dict]:
-    from .llm import load_model
+    from studio.llm import load_model
 
     loaded = load_model(model, cache_dir=Path(cache_dir), device="cpu", quantization="none", dtype=dtype)
     engine_aggregate(loaded, prompt, tokens, 1)  # warm-up
@@ -219,7 +219,7 @@ def engine_runs_in_subprocess(model, cache_dir, dtype, prompt, tokens, counts) -
 
     from .processes import REPO
 
-    code = ("import json, sys; from studio.bench import engine_runs; "
+    code = ("import json, sys; from benchmarks.measure import engine_runs; "
             "print('RESULT ' + json.dumps(engine_runs(*json.loads(sys.argv[1]))))")
     args = json.dumps([str(model), str(cache_dir), dtype, prompt, tokens, counts])
     done = subprocess.run([sys.executable, "-c", code, args], cwd=REPO, capture_output=True, text=True, check=True,
@@ -233,7 +233,7 @@ def engine_aggregate(loaded: LoadedModel, prompt_ids_text: str, tokens: int, rep
     import threading
 
     from studio.llm.engine import BatchEngine, EngineRequest
-    from studio.llm.generation import GenerationSettings
+    from studio.llm.replies import GenerationSettings
 
     engine = BatchEngine(loaded, max_batch=max(replies, 1))
     done = threading.Event()

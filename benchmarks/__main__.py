@@ -1,10 +1,15 @@
-"""`make bench`: raw `model.generate` against the full path (daphne, channel layer, worker).
+"""`make bench` (`python -m benchmarks`): raw `model.generate` against the full path (daphne,
+channel layer, worker), and the evaluation, contention and training figures.
 
 Same model, prompt, greedy decoding and fixed reply length everywhere. Full-path numbers are
 what a real WebSocket client sees: TTFT from sending the frame to the first token frame,
 tokens/s = (completion tokens - 1) / (last token frame - first token frame).
+
+Not part of the product (the wheel leaves this package out): it drives every app from
+outside, through the studio's real processes, HTTP and WebSockets.
 """
 
+import argparse
 import asyncio
 import json
 import os
@@ -18,19 +23,22 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import torch
-from django.conf import settings
-from django.core.management.base import BaseCommand
 
-from studio import bench
+from benchmarks import measure as bench
+from benchmarks.processes import REPO, running_studio, shell_token, studio_env
 from studio.llm import BUNDLED_MODEL, load_model, render_prompt_ids
-from studio.processes import REPO, running_studio, shell_token, studio_env
 
 DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-class Command(BaseCommand):
+class Command:
     help = "Benchmark streaming: raw model.generate vs. the full WebSocket path (embedded and Redis mode)."
+
+    def __init__(self):
+        import sys
+
+        self.stdout = sys.stdout
 
     def add_arguments(self, parser):
         parser.add_argument("--model", default=BUNDLED_MODEL, help="model source, as LLM_MODEL (default: smollm2)")
@@ -48,6 +56,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, model, tokens, runs, prompt, conversations, paths, output, eval_cases, eval_tokens,
                train_rounds, **options):
+        from django.conf import settings
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
@@ -286,3 +295,23 @@ def forget_redis_keys(prefix: str) -> None:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+def main(argv=None) -> None:
+    import os
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
+    from studio.data_dir import prepare
+
+    prepare()
+    import django
+
+    django.setup()
+    command = Command()
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=Command.help)
+    command.add_arguments(parser)
+    command.handle(**vars(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()

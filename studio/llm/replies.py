@@ -1,0 +1,123 @@
+"""What a reply asks for and what it cost, shared by the local batch engine (`engine.py`) and
+external engines (`remote.py`): its generation settings, its usage and timing figures, and its
+history fitted to the model's context as token ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .loading import LoadedModel, chat_template_ids
+
+
+class PromptTooLongError(ValueError):
+    """Even the last message alone does not fit the model's context."""
+
+    def __init__(self, tokens: int, budget: int):
+        self.tokens, self.budget = tokens, budget
+        super().__init__(f"The message is {tokens} tokens; this model reads at most {budget}. Shorten it.")
+
+    def explain(self, *, context_length: int, max_new_tokens: int) -> None:
+        self.args = (f"The message is {self.tokens} tokens; this model reads at most {self.budget} "
+                     f"({context_length} context minus {max_new_tokens} for the reply). Shorten it.",)
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    max_new_tokens: int = 512  # reply length cap, in tokens
+    temperature: float = 0.7  # 0 means greedy decoding
+    top_p: float = 1.0  # nucleus sampling mass; 1.0 keeps every token
+    stop: tuple[str, ...] = ()  # reply ends before the first of these strings
+    seed: int | None = None  # fixes sampling for reproducible replies
+    min_new_tokens: int = 0  # forces a fixed length in benchmarks (EOS is ignored until then)
+    stall_timeout_s: float = 120.0  # no new text for this long means the reply is stuck (the worker fails it)
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be at least 1")
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature}: must be 0 (greedy) or more")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
+        if any(not s for s in self.stop):
+            raise ValueError("stop sequences must not be empty strings")
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft_ms: float | None = None  # from the call to the first generated token
+    tokens_per_s: float | None = None  # decode speed after the first token
+
+    @classmethod
+    def timed(cls, *, prompt_tokens: int, completion_tokens: int, started: float, first_at: float | None,
+              last_at: float | None) -> "Usage":
+        """The figures of a reply from its clock readings (time.perf_counter): time to the first
+        token, and decode speed between the first and the last."""
+        usage = cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        if first_at is not None:
+            usage.ttft_ms = (first_at - started) * 1000
+            if completion_tokens > 1 and last_at is not None and last_at > first_at:
+                usage.tokens_per_s = (completion_tokens - 1) / (last_at - first_at)
+        return usage
+
+    def as_dict(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1),
+            "tokens_per_s": None if self.tokens_per_s is None else round(self.tokens_per_s, 2),
+        }
+
+
+def render_prompt_ids(loaded: LoadedModel, messages: list[dict]) -> list[int]:
+    """Token ids of `messages` through the model's chat template, ready for a reply."""
+    return chat_template_ids(loaded.tokenizer, messages)
+
+
+# What a chat template adds around one message (role markers, separators; ChatML adds 5): an
+# over-estimate, so that the walk below never keeps a turn the final render then finds too long.
+MESSAGE_OVERHEAD_TOKENS = 8
+
+
+def fit_turns(messages: list[dict], budget: int, *, count_text: Callable[[str], int],
+              render: Callable[[list[dict]], int | list[int]]):
+    """Drop the oldest turns (never the system message or the last one) until the prompt fits
+    `budget` tokens: (kept messages, what `render` gave for them).
+
+    Linear in the history, whatever its length: walking back from the newest turn, each turn's
+    text is tokenised once until the budget is spent (older turns are never read), then the kept
+    turns are rendered once (again only if the template's own tokens were under-estimated). A
+    history of 500 long messages costs what one context's worth costs."""
+    system = [m for m in messages if m["role"] == "system"][:1]
+    turns = [m for m in messages if m["role"] != "system"]
+    spent = sum(count_text(m["content"]) + MESSAGE_OVERHEAD_TOKENS for m in system)
+    start = len(turns)
+    while start > 0:
+        spent += count_text(turns[start - 1]["content"]) + MESSAGE_OVERHEAD_TOKENS
+        if spent > budget and start < len(turns):
+            break
+        start -= 1
+    while True:
+        kept = system + turns[start:]
+        rendered = render(kept)
+        size = rendered if isinstance(rendered, int) else len(rendered)
+        if size <= budget:
+            return kept, rendered
+        if start >= len(turns) - 1:
+            raise PromptTooLongError(size, budget)
+        start += 1
+
+
+def fit_to_context(loaded: LoadedModel, messages: list[dict], max_new_tokens: int) -> tuple[list[dict], list[int]]:
+    """`messages` fitted to the model's context (fit_turns) and their token ids, ready for a reply."""
+    tokenizer = loaded.tokenizer
+    try:
+        return fit_turns(messages, loaded.context_length - max_new_tokens,
+                         count_text=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+                         render=lambda kept: render_prompt_ids(loaded, kept))
+    except PromptTooLongError as exc:
+        exc.explain(context_length=loaded.context_length, max_new_tokens=max_new_tokens)
+        raise
