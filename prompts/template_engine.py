@@ -458,8 +458,8 @@ def _required_but_missing(template: str, compiled, given: dict) -> list[str]:
             _render_bounded(compiled, {**given, **{other: "x" for other in absent if other != name}})
         except UndefinedError:
             required.append(name)
-        except Exception:
-            pass
+        except Exception:  # noqa: BLE001  a probe: failing for another reason (a limit, a type error with the
+            continue       # sample "x") says nothing about this variable; the caller reports what the render said
     return required
 
 

@@ -136,8 +136,13 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = envstr("DATABASE_URL", "")
+# Connections are kept for a minute (checked before reuse, so a restarted database is survived):
+# a model worker stores text every LLM_FLUSH_MS, and opening a connection per flush cost the
+# decoding thread measurable time (a new SQLite connection runs its PRAGMAs; PostgreSQL a TCP
+# handshake).
+_CONNECTION_REUSE = {"CONN_MAX_AGE": envint("DATABASE_CONN_MAX_AGE", 60), "CONN_HEALTH_CHECKS": True}
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+    DATABASES = {"default": {**dj_database_url.parse(DATABASE_URL), **_CONNECTION_REUSE}}
 else:
     DATABASES = {
         "default": {
@@ -151,6 +156,7 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
+            **_CONNECTION_REUSE,
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -349,7 +355,7 @@ LLM_TOP_P = envfloat("LLM_TOP_P", 0.95)
 # REDIS_URL is set (then run `manage.py llm_worker` processes).
 LLM_EMBEDDED_WORKER = envbool("LLM_EMBEDDED_WORKER", not REDIS_URL)
 # Text goes to the browser in chunks at most this often (each chunk is stored first).
-LLM_FLUSH_MS = envint("LLM_FLUSH_MS", 30, minimum=1)
+LLM_FLUSH_MS = envint("LLM_FLUSH_MS", 75, minimum=1)
 # A reply that gets no new text this long is failed (a stuck model), never "Writing…" forever.
 LLM_STALL_TIMEOUT_SECONDS = envint("LLM_STALL_TIMEOUT_SECONDS", 120, minimum=1)
 # Replies a model worker decodes together (continuous batching); more wait in the queue.
