@@ -46,16 +46,19 @@ class Command:
         parser.add_argument("--runs", type=int, default=5, help="measured runs per path (median taken)")
         parser.add_argument("--prompt", default=DEFAULT_PROMPT)
         parser.add_argument("--conversations", default="1,4,8,16", help="simultaneous conversations to aggregate")
-        parser.add_argument("--paths", default="embedded,redis,dtype,evaluation,training",
+        parser.add_argument("--paths", default="embedded,redis,dtype,constrained,evaluation,training",
                             help="what to measure: embedded, redis (full chat paths), dtype (the batch engine in "
-                                 "float32 and bfloat16), evaluation and training (both need embedded)")
+                                 "float32 and bfloat16), constrained (the batch engine with and without an output "
+                                 "format), evaluation and training (both need embedded)")
+        parser.add_argument("--constrained-tokens", type=int, default=256,
+                            help="longest reply under the schema in the constrained measurement")
         parser.add_argument("--train-rounds", type=int, default=3, help="studio and plain trl runs, alternated")
         parser.add_argument("--eval-cases", type=int, default=24, help="cases in the evaluation measurement")
         parser.add_argument("--eval-tokens", type=int, default=64, help="reply length of each evaluated case")
         parser.add_argument("--output", default=str(REPO / "bench-results" / "latest.json"))
 
     def handle(self, *args, model, tokens, runs, prompt, conversations, paths, output, eval_cases, eval_tokens,
-               train_rounds, **options):
+               train_rounds, constrained_tokens, **options):
         from django.conf import settings
         from transformers.utils import logging as transformers_logging
 
@@ -81,6 +84,8 @@ class Command:
         prompt_ids = render_prompt_ids(loaded, [{"role": "user", "content": prompt}])
         if measure_dtype:
             results["dtype"] = self.measure_dtypes(model, cache_dir, prompt, tokens, counts)
+        if "constrained" in wanted:
+            results["constrained"] = self.measure_constrained(model, cache_dir, constrained_tokens, min(runs, 3))
         results.update(model_name=loaded.describe(), prompt_tokens=len(prompt_ids))
         bench.raw_run(loaded, prompt_ids, tokens)  # warm-up
 
@@ -185,6 +190,9 @@ class Command:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(results, indent=2) + "\n")
         self.say(f"results written to {output}")
+        if "constrained" in results:
+            self.say(f"constrained/free decode tokens/s ratio: {results['constrained']['ratio']:.2f}")
+            self.say(f"schema compile time: {results['constrained']['compile_ms']:.1f} ms")
         if "evaluation" in results:
             self.say(f"evaluation/per-case-loop cases/s ratio: {results['evaluation']['ratio']:.2f}")
         if "contention" in results:
@@ -250,6 +258,26 @@ class Command:
                          f"aggregate{other_load_note(run)}")
         return measured
 
+    def measure_constrained(self, model, cache_dir, tokens, runs) -> dict:
+        """8 replies under a support-ticket schema against 8 free replies of the same lengths, in
+        the worker's batch engine and dtype (a fresh process, as in measure_dtypes)."""
+        from django.conf import settings
+
+        from studio.llm.loading import compute_dtype
+
+        dtype = compute_dtype(settings.LLM_DTYPE, "cpu")
+        self.say(f"constrained: 8 replies at once under a support-ticket JSON Schema (enums, a nested object, "
+                 f"arrays; up to {tokens} tokens, greedy, {dtype}), then 8 free replies of the same lengths")
+        measured = bench.constrained_runs_in_subprocess(model, cache_dir, dtype, tokens, runs)
+        self.say(f"constrained: schema compiled in {measured['compile_ms']:.1f} ms against the model's tokenizer, "
+                 f"{measured['cached_ms'] * 1000:.0f} µs when cached")
+        for run in measured["rounds"]:
+            cut = len(run["lengths"]) - run["valid"]
+            self.say(f"constrained: {run['constrained_tokens_per_s']:.1f} tokens/s under the schema, "
+                     f"{run['free_tokens_per_s']:.1f} free; {run['valid']}/{len(run['lengths'])} valid"
+                     + (f" ({cut} cut at {tokens} tokens, marked length)" if cut else "") + other_load_note(run))
+        return measured
+
     def report(self, label, run):
         extra = f", {run['token_frames']} token frames" if "token_frames" in run else ""
         self.say(f"{label}: {run['tokens_per_s']:.2f} tokens/s, TTFT {run['ttft_ms']:.1f} ms{extra}"
@@ -257,7 +285,7 @@ class Command:
         return run
 
     def say(self, line):
-        self.stdout.write(line)
+        self.stdout.write(line + "\n")
         self.stdout.flush()
 
 

@@ -1,7 +1,8 @@
 """Choosing the constrained-decoding library by measurement (issue 17): xgrammar, llguidance and
 outlines-core on this CPU, SmolLM2's tokenizer, a schema with the JSON Schema features teams use.
 
-    .venv/bin/python -m benchmarks.grammar_choice   (needs the three installed: pip install --no-deps)
+    .venv/bin/pip install --no-deps xgrammar==0.2.8 outlines-core==0.2.14   # llguidance is a dependency
+    .venv/bin/python -m benchmarks.grammar_choice
 
 Prints, per library: the schema's compile time, the time per token of computing the next-token
 mask and advancing past the chosen token (decoding a valid answer), one reply and 8 at once, and
@@ -48,7 +49,8 @@ def measure_llguidance(hf, ids):
 
     tok = llguidance.hf.from_tokenizer(hf)
     started = time.perf_counter()
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(SCHEMA), defaults={"whitespace_flexible": False})
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(SCHEMA), defaults={
+        "whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "})
     matcher = llguidance.LLMatcher(tok, grammar)
     compile_s = time.perf_counter() - started
     assert not matcher.is_error(), matcher.get_error()

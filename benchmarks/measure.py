@@ -260,6 +260,128 @@ def engine_aggregate(loaded: LoadedModel, prompt_ids_text: str, tokens: int, rep
             "other_load": other.cores}
 
 
+# --- constrained decoding against free decoding ------------------------------------------------
+
+TICKET_SCHEMA = {  # what a support team extracts from a message: enums, a nested object, arrays
+    "type": "object",
+    "properties": {
+        "intent": {"enum": ["refund", "exchange", "delivery", "billing", "question", "complaint"]},
+        "priority": {"enum": ["low", "normal", "high", "urgent"]},
+        "customer": {"type": "object", "properties": {
+            "name": {"type": "string", "maxLength": 40}, "returning": {"type": "boolean"}},
+            "required": ["name", "returning"], "additionalProperties": False},
+        "items": {"type": "array", "maxItems": 5, "items": {"type": "object", "properties": {
+            "product": {"type": "string", "maxLength": 40}, "quantity": {"type": "integer", "minimum": 1}},
+            "required": ["product", "quantity"], "additionalProperties": False}},
+        "summary": {"type": "string", "maxLength": 300},
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 6},
+    },
+    "required": ["intent", "priority", "customer", "items", "summary", "tags"],
+    "additionalProperties": False,
+}
+TICKET_INSTRUCTIONS = "Extract the support ticket from the customer's message as JSON."
+TICKET_MESSAGES = [
+    "Hi, I'm Dana Price. The blender I ordered last week (2 of them) arrived cracked. I want my money back.",
+    "This is Omar. My parcel with the hiking boots is ten days late and tracking shows nothing. Please help!",
+    "Hello, Mei Lin here, a customer for years. Can I swap the blue scarf for a red one?",
+    "Why was I charged twice for one lamp? Refund the second charge today. - Tom Becker",
+    "Good morning, it's Sara. Do your kettles work with 110 V? I'd buy three.",
+    "I am Paul Girard and this is my third complaint about the rude courier. The rug is fine though.",
+    "Priya here: the invoice for order 5521 shows the wrong address and the wrong VAT number.",
+    "Hey, Jonas. Two mugs and a teapot arrived, but the teapot lid is missing. Send one, please.",
+]
+
+
+def constrained_runs(model: str, cache_dir: str, dtype: str, tokens: int, runs: int) -> dict:
+    """8 replies at once under TICKET_SCHEMA, then 8 free replies of exactly the lengths the
+    constrained ones had (same prompts, same batch shape, greedy), `runs` rounds; and the time to
+    compile the schema against the model's tokenizer, cold and cached."""
+    from studio.llm import GenerationSettings, load_model
+    from studio.llm.constraints import compiled_format
+
+    loaded = load_model(model, cache_dir=Path(cache_dir), device="cpu", quantization="none", dtype=dtype)
+    output_format = {"type": "json_schema", "schema": TICKET_SCHEMA}
+    format_json = json.dumps(output_format, sort_keys=True)
+    compiled_format(loaded.tokenizer, json.dumps({"type": "json"}))  # the tokenizer's conversion, once a process
+    started = time.perf_counter()
+    compiled_format(loaded.tokenizer, format_json)
+    compile_ms = (time.perf_counter() - started) * 1000
+    started = time.perf_counter()
+    compiled_format(loaded.tokenizer, format_json).deep_copy()
+    cached_ms = (time.perf_counter() - started) * 1000
+    messages = [[{"role": "system", "content": TICKET_INSTRUCTIONS}, {"role": "user", "content": text}]
+                for text in TICKET_MESSAGES]
+    constrained_settings = GenerationSettings(max_new_tokens=tokens, temperature=0.0)
+    engine_batch(loaded, messages, [constrained_settings] * len(messages), output_format)  # warm-up
+    rounds = []
+    for _ in range(runs):
+        constrained = engine_batch(loaded, messages, [constrained_settings] * len(messages), output_format)
+        lengths = [result.usage.completion_tokens for result in constrained["results"]]
+        free = engine_batch(loaded, messages, [GenerationSettings(max_new_tokens=n, min_new_tokens=n, temperature=0.0)
+                                               for n in lengths], None)
+        valid = sum(_valid_ticket(result.text) for result in constrained["results"])
+        rounds.append({"lengths": lengths, "valid": valid,
+                       "constrained_tokens_per_s": sum(lengths) / constrained["wall_s"],
+                       "free_tokens_per_s": sum(r.usage.completion_tokens for r in free["results"]) / free["wall_s"],
+                       "other_load": max(constrained["other_load"] or 0, free["other_load"] or 0)})
+        rounds[-1]["ratio"] = rounds[-1]["constrained_tokens_per_s"] / rounds[-1]["free_tokens_per_s"]
+    return {"compile_ms": compile_ms, "cached_ms": cached_ms, "rounds": rounds, "replies": len(messages),
+            "ratio": statistics.median(r["ratio"] for r in rounds)}
+
+
+def _valid_ticket(text: str) -> bool:
+    import jsonschema
+
+    try:
+        jsonschema.validate(json.loads(text), TICKET_SCHEMA)
+        return True
+    except (ValueError, jsonschema.ValidationError):
+        return False
+
+
+def engine_batch(loaded: LoadedModel, messages: list[list[dict]], settings: list, output_format) -> dict:
+    """Every reply submitted at once to one BatchEngine; their results in order and the wall time."""
+    import threading
+
+    from studio.llm.engine import BatchEngine, EngineRequest
+
+    engine = BatchEngine(loaded, max_batch=len(messages))
+    results, done = [None] * len(messages), threading.Event()
+
+    def finished(index, result):
+        results[index] = result
+        if all(r is not None for r in results):
+            done.set()
+
+    try:
+        with OtherLoad() as other:
+            started = time.perf_counter()
+            for index, (turns, reply_settings) in enumerate(zip(messages, settings)):
+                engine.submit(EngineRequest(key=index, messages=turns, settings=reply_settings,
+                                            output_format=output_format, on_delta=lambda delta: None,
+                                            on_done=lambda result, index=index: finished(index, result)))
+            done.wait(1800)
+            wall_s = time.perf_counter() - started
+    finally:
+        engine.close()
+    return {"results": results, "wall_s": wall_s, "other_load": other.cores}
+
+
+def constrained_runs_in_subprocess(model, cache_dir, dtype, tokens, runs) -> dict:
+    """In a process of its own, decoding only in the engine's thread, as in a model worker."""
+    import subprocess
+    import sys
+
+    from .processes import REPO
+
+    code = ("import json, sys; from benchmarks.measure import constrained_runs; "
+            "print('RESULT ' + json.dumps(constrained_runs(*json.loads(sys.argv[1]))))")
+    args = json.dumps([str(model), str(cache_dir), dtype, tokens, runs])
+    done = subprocess.run([sys.executable, "-c", code, args], cwd=REPO, capture_output=True, text=True, check=True,
+                          timeout=3600)
+    return json.loads(done.stdout.split("RESULT ", 1)[1])
+
+
 # --- evaluation against a per-case loop ---------------------------------------------------------
 
 EVAL_INSTRUCTIONS = 'Reply with JSON only, in the shape {"answer": <text>}.'

@@ -44,7 +44,6 @@ UNSUPPORTED = {
     "tool_choice": lambda value: value not in (None, "none", "auto"),
     "functions": lambda value: value not in (None, []),
     "function_call": lambda value: value not in (None, "none", "auto"),
-    "response_format": lambda value: value not in (None, {"type": "text"}),
     "logit_bias": lambda value: value not in (None, {}),
     "presence_penalty": lambda value: value not in (None, 0, 0.0),
     "frequency_penalty": lambda value: value not in (None, 0, 0.0),
@@ -175,10 +174,46 @@ def clean_request(body) -> dict:
     if variables is not None and (not isinstance(variables, dict) or
                                   not all(isinstance(v, str) for v in variables.values())):
         raise ApiError(400, "`variables` must be an object of text values.", param="variables")
+    parameters["output_format"] = _output_format_asked(body.get("response_format"))
     options = body.get("stream_options") or {}
     return {"model": model, "messages": clean, "stream": bool(body.get("stream")), "variables": variables,
             "include_usage": bool(isinstance(options, dict) and options.get("include_usage")),
             "parameters": {k: v for k, v in parameters.items() if v is not None}}
+
+
+def _output_format_asked(response_format) -> dict | None:
+    """OpenAI's `response_format` as an output format: `json_object` any JSON object, `json_schema`
+    that schema (the official client's `parse(response_format=PydanticModel)` sends it), `text` free."""
+    if response_format in (None, {"type": "text"}):
+        return None
+    shape = ('`response_format` must be {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", '
+             '"json_schema": {"name": ..., "schema": {...}, "strict": true}}.')
+    if not isinstance(response_format, dict):
+        raise ApiError(400, shape, param="response_format")
+    if response_format.get("type") == "json_object":
+        return {"type": "json"}
+    described = response_format.get("json_schema")
+    if response_format.get("type") != "json_schema" or not isinstance(described, dict) or not isinstance(
+            described.get("schema"), dict):
+        raise ApiError(400, shape, param="response_format")
+    schema = described["schema"]
+    if described.get("strict"):  # OpenAI's strict mode: no key beyond the properties, unless the schema says so
+        schema = _closed_objects(schema)
+    return {"type": "json_schema", "schema": schema}
+
+
+def _closed_objects(schema, depth: int = 0):
+    """`schema` with `additionalProperties: false` on every object that does not set it."""
+    if depth > 40:
+        return schema
+    if isinstance(schema, list):
+        return [_closed_objects(item, depth + 1) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: _closed_objects(value, depth + 1) for key, value in schema.items()}
+    if (schema.get("type") == "object" or "properties" in schema) and "additionalProperties" not in schema:
+        closed["additionalProperties"] = False
+    return closed
 
 
 def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
@@ -219,6 +254,7 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
                            code="model_not_found")
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         messages = [m for m in messages if m["role"] != "system"]
+    _require_format_can_be_enforced(asked["parameters"], version)
     _require_context_fits(system, version, messages, asked["parameters"])
     with transaction.atomic():
         # Counted and created under the person's lock: simultaneous requests cannot all pass.
@@ -236,6 +272,24 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
             Message.objects.create(conversation=conversation, role=message["role"], content=message["content"])
         _, reply = services.reply_request(conversation=conversation, content=messages[-1]["content"])
     return conversation, reply, model
+
+
+def _require_format_can_be_enforced(parameters: dict, version) -> None:
+    """The asked format (else the prompt's) compiles, and the engine can enforce it: refused now, with
+    OpenAI's `param`, never at decoding time."""
+    from prompts.rendering import format_warnings
+    from studio.llm.constraints import FormatError
+
+    asked = parameters.get("output_format")
+    if asked is not None:
+        try:
+            format_warnings(asked)
+        except FormatError as exc:
+            raise ApiError(400, f"`response_format`: {exc}", param="response_format") from None
+    effective = asked or (version.answer_format if version is not None else None)
+    if effective and effective["type"] in ("regex", "choice") and settings.LLM_ENGINE == "openai":
+        raise ApiError(400, f"The model is served by an external engine, which takes only JSON formats; this "
+                            f"prompt's output format is a {effective['type']}.", param="response_format")
 
 
 def _require_context_fits(system: str, version, messages: list[dict], parameters: dict) -> None:

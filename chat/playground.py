@@ -42,7 +42,7 @@ def playground_run(request, slug):
             runs.append({"version": version, "error": str(exc)})
         else:
             request_reply_after_commit()
-            runs.append({"version": version, "conversation": conversation})
+            runs.append({"version": version, "conversation": conversation, "format_label": _format_label(version)})
     return render(request, "prompts/_runs.html", {"runs": runs, "base_model": selectors.base_model_name()})
 
 
@@ -75,3 +75,8 @@ def chat_start(request, slug, number):
         return HttpResponseClientRedirect(conversation.get_absolute_url())
     return redirect(conversation)
 
+
+def _format_label(version) -> str:
+    """What the run card says of the version's output format ("" for free text)."""
+    return {"json": "JSON object", "json_schema": "JSON Schema", "regex": "regular expression",
+            "choice": "one of the choices"}.get(version.answer_format["type"], "")

@@ -137,6 +137,15 @@ def workers_online() -> list[ModelWorker]:
     return list(ModelWorker.objects.filter(last_seen_at__gte=recent))
 
 
+def output_format_for(*, message: Message) -> dict | None:
+    """The shape the reply must take: what an API request or an evaluation asked for, else its
+    conversation's prompt version's output format; None for free text."""
+    conversation = message.conversation
+    asked = (conversation.parameters or {}).get("output_format")
+    output_format = asked or (conversation.prompt_version.answer_format if conversation.prompt_version else None)
+    return None if not output_format or output_format.get("type") == "text" else output_format
+
+
 def generation_overrides(*, message: Message) -> dict:
     """The generation parameters for this reply: an API request's own, over its prompt version's,
     over the studio's defaults (none given: the defaults)."""
@@ -149,7 +158,7 @@ def generation_overrides(*, message: Message) -> dict:
         if version.stop:
             overrides["stop"] = tuple(version.stop)
     asked = message.conversation.parameters or {}
-    overrides.update({name: value for name, value in asked.items() if name != "stop"})
+    overrides.update({name: value for name, value in asked.items() if name not in ("stop", "output_format")})
     if asked.get("stop"):
         overrides["stop"] = tuple(asked["stop"])
     return overrides

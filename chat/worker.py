@@ -276,13 +276,14 @@ class GenerationWorker:
         try:
             if self.engine is None:
                 raise RuntimeError(self.load_error or "The model is not loaded.")
-            history, overrides = await database_sync_to_async(self._history_and_overrides)(message)
+            history, overrides, output_format = await database_sync_to_async(self._history_and_overrides)(message)
             generation_settings = dataclasses.replace(self.defaults, **overrides)
             # Adapters are added between decode steps; replies for different adapters share a batch.
             adapter = await asyncio.wrap_future(self.engine.call(lambda: self._prepare_adapter(model_name)))
             request = EngineRequest(key=message.pk, messages=history, settings=generation_settings, adapter=adapter,
                                     on_delta=lambda delta: None, on_done=lambda result: None,
-                                    background=message.conversation.kind == Conversation.Kind.EVALUATION)
+                                    background=message.conversation.kind == Conversation.Kind.EVALUATION,
+                                    output_format=output_format)
             if isinstance(self.engine, BatchEngine):
                 # Fitting a long history to the context happens here, in a thread of its own: never
                 # in the engine's step loop, where it would hold every other reply.
@@ -312,8 +313,9 @@ class GenerationWorker:
         return adapter
 
     @staticmethod
-    def _history_and_overrides(message: Message) -> tuple[list[dict], dict]:
-        return selectors.chat_history_before(message=message), selectors.generation_overrides(message=message)
+    def _history_and_overrides(message: Message) -> tuple[list[dict], dict, dict | None]:
+        return (selectors.chat_history_before(message=message), selectors.generation_overrides(message=message),
+                selectors.output_format_for(message=message))
 
     async def _stream(self, active: ActiveReply, request: EngineRequest) -> EngineResult:
         """Submit the reply to the batch; its text goes out through the flush loop as it comes.

@@ -46,10 +46,13 @@ class NoModelWorker(Exception):
 def decoding_parameters(version) -> dict:
     """The version's parameters; greedy unless the version sets a temperature (reproducible scores)."""
     max_new_tokens = version.max_new_tokens or settings.EVAL_MAX_NEW_TOKENS
-    return {"max_new_tokens": max_new_tokens,
-            "temperature": version.temperature if version.temperature is not None else 0.0,
-            "top_p": version.top_p or 1.0, "stop": list(version.stop), "seed": 0,
-            "min_new_tokens": min(settings.LLM_MIN_NEW_TOKENS, max_new_tokens)}
+    parameters = {"max_new_tokens": max_new_tokens,
+                  "temperature": version.temperature if version.temperature is not None else 0.0,
+                  "top_p": version.top_p or 1.0, "stop": list(version.stop), "seed": 0,
+                  "min_new_tokens": min(settings.LLM_MIN_NEW_TOKENS, max_new_tokens)}
+    if version.answer_format["type"] != "text":  # the version's format applies to its evaluation too
+        parameters["output_format"] = version.answer_format
+    return parameters
 
 
 def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[dict]], parameters: dict
@@ -163,6 +166,8 @@ def _run(evaluation: Evaluation) -> None:
                 continue
             scores, all_pass, failures = {}, True, []
             for spec in evaluation.scorers:
+                if spec["type"] == "json_schema" and not spec.get("schema"):  # the evaluated version's own
+                    spec = {**spec, "schema": version.answer_format.get("schema")}
                 try:
                     value = scorers.score(spec, reply.content, case.expected, similarity=similarity,
                                           judge_score=judged.get(case.pk))

@@ -9,6 +9,7 @@ scorer. Django-free: the evaluation runner gives them the embedder and the judge
 | contains | 1 when the output contains `text` (default: the expected answer) | 1 |
 | regex | 1 when `pattern` matches somewhere in the output | 1 |
 | valid_json | 1 when the output parses as JSON | 1 |
+| json_schema | 1 when the output is JSON valid under `schema` (default: the evaluated version's) | 1 |
 | semantic_similarity | cosine similarity of all-MiniLM-L6-v2 embeddings, -1 to 1 | 0.8 |
 | llm_judge | the judging prompt's verdict: a number 0-1 in its reply, or pass/fail, yes/no | 0.5 |
 
@@ -34,13 +35,14 @@ MAX_PATTERN_CHARS = 500
 MAX_REPEAT = 1000
 _COUNTED_REPEAT = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 DEFAULT_THRESHOLDS = {"exact_match": 1.0, "json_equal": 1.0, "contains": 1.0, "regex": 1.0, "valid_json": 1.0,
-                      "semantic_similarity": 0.8, "llm_judge": 0.5}
+                      "json_schema": 1.0, "semantic_similarity": 0.8, "llm_judge": 0.5}
 SCORER_TYPES = tuple(DEFAULT_THRESHOLDS)
 LABELS = {"exact_match": ("Exact match", "the same text, whitespace at the ends ignored"),
           "json_equal": ("JSON equal", "the same JSON, any spacing or key order"),
           "contains": ("Contains", "the output contains a text"),
           "regex": ("Regular expression", "a pattern matches the output"),
           "valid_json": ("Valid JSON", "the output parses as JSON"),
+          "json_schema": ("JSON Schema", "the output is JSON valid under a schema (the version's, by default)"),
           "semantic_similarity": ("Semantic similarity", "meaning, by all-MiniLM-L6-v2 embeddings, -1 to 1"),
           "llm_judge": ("LLM judge", "a prompt of yours judges the answer")}
 
@@ -97,8 +99,10 @@ def clean_scorers(raw, *, check_pattern: Callable[[str], str | None] | None = No
             clean["text"] = spec["text"]
         if kind in ("exact_match", "contains"):
             clean["ignore_case"] = bool(spec.get("ignore_case", False))
-        if kind in ("json_equal", "valid_json"):
+        if kind in ("json_equal", "valid_json", "json_schema"):
             clean["extract"] = bool(spec.get("extract", False))
+        if kind == "json_schema" and spec.get("schema") is not None:
+            clean["schema"] = _checked_schema(spec["schema"], f"{where}.schema")
         if kind == "llm_judge":
             prompt, version = spec.get("prompt"), spec.get("version")
             if not isinstance(prompt, str) or not prompt:
@@ -108,6 +112,18 @@ def clean_scorers(raw, *, check_pattern: Callable[[str], str | None] | None = No
             clean.update(prompt=prompt, version=version)
         cleaned.append(clean)
     return cleaned
+
+
+def _checked_schema(schema, where: str) -> dict:
+    import jsonschema
+
+    if not isinstance(schema, dict) or len(json.dumps(schema)) > 64 * 1024:
+        raise ScorerError(f"{where}: a JSON Schema object of at most 64 KB")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ScorerError(f"{where}: not a valid JSON Schema: {exc.message}") from None
+    return schema
 
 
 def _norm(text: str, ignore_case: bool) -> str:
@@ -160,6 +176,16 @@ def score(spec: dict, output: str, expected: str, *, similarity: Callable[[str, 
             return 1.0
         except ValueError:
             return 0.0
+    if kind == "json_schema":
+        import jsonschema
+
+        if not spec.get("schema"):
+            raise ScoringFailed("json_schema: no schema (give one, or evaluate a version whose output format has one)")
+        try:
+            jsonschema.validate(parse_json(output, extract=spec.get("extract")), spec["schema"])
+        except (ValueError, jsonschema.ValidationError):
+            return 0.0
+        return 1.0
     if kind == "contains":
         needle = spec.get("text") or expected
         return float(_norm(needle, spec.get("ignore_case")) in _norm(output, spec.get("ignore_case")))

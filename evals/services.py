@@ -355,6 +355,9 @@ def evaluation_create(*, user, version, model_name: str, filters: dict, scorers)
     except ScorerError as exc:
         raise EvaluationError(str(exc), "scorers") from None
     for spec in clean:
+        if spec["type"] == "json_schema" and not spec.get("schema") and version.answer_format["type"] != "json_schema":
+            raise EvaluationError("json_schema: give a schema, or evaluate a version whose output format is a JSON "
+                                  "Schema (its schema is the default)", "scorers")
         if spec["type"] == "llm_judge":
             try:
                 _resolve_version(spec["prompt"], spec["version"], lambda name: f"scorers.llm_judge.{name}")

@@ -429,7 +429,7 @@ def evaluation_new(request):
                 spec["pattern"] = source.get("pattern_regex", "")
             if kind == "contains" and source.get("text_contains"):
                 spec["text"] = source.get("text_contains")
-            if kind in ("json_equal", "valid_json"):
+            if kind in ("json_equal", "valid_json", "json_schema"):
                 spec["extract"] = source.get("extract_json") == "on"
             if kind == "llm_judge":
                 spec["prompt"] = values["judge_prompt"]

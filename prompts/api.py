@@ -29,7 +29,8 @@ def version_json(version) -> dict:
         "prompt": {"name": version.prompt.name, "slug": version.prompt.slug, "description": version.prompt.description},
         "version": version.number, "labels": [label.name for label in version.labels.all()],
         "instructions": version.instructions, "template": version.template, "variables": version.variables,
-        "examples": version.examples, "parameters": version.parameters, "commit_message": version.commit_message,
+        "examples": version.examples, "parameters": version.parameters, "output_format": version.answer_format,
+        "commit_message": version.commit_message,
         "author": version.author.get_username(), "created_at": version.created_at.isoformat(),
     }
 

@@ -38,7 +38,21 @@ def version_text_sections(version) -> dict[str, str]:
     )
     parameters = "\n".join(f"{name}: {_show(value)}" for name, value in version.parameters.items())
     return {"Instructions": version.instructions, "Template": version.template,
-            "Few-shot examples": examples, "Parameters": parameters}
+            "Few-shot examples": examples, "Parameters": parameters, "Output format": format_text(version.answer_format)}
+
+
+def format_text(output_format: dict) -> str:
+    """An output format as a person reads it (the diff, the version page)."""
+    import json
+
+    kind = output_format.get("type", "text")
+    if kind == "json_schema":
+        return "JSON Schema:\n" + json.dumps(output_format["schema"], indent=2, ensure_ascii=False)
+    if kind == "regex":
+        return f"Regular expression: {output_format['pattern']}"
+    if kind == "choice":
+        return "One of:\n" + "\n".join(output_format["choices"])
+    return {"json": "Any JSON object", "text": "Free text"}.get(kind, kind)
 
 
 def _show(value) -> str:

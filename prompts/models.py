@@ -59,6 +59,9 @@ class PromptVersion(models.Model):
     top_p = models.FloatField(null=True, blank=True)
     max_new_tokens = models.PositiveIntegerField(null=True, blank=True)
     stop = models.JSONField(default=list, blank=True)  # stop sequences
+    # The shape of its answers, enforced while decoding (studio/llm/constraints.py): {"type": "text"}
+    # (free), "json", "json_schema" + schema, "regex" + pattern, "choice" + choices.
+    output_format = models.JSONField(default=dict, blank=True)
     commit_message = models.CharField(max_length=500, blank=True)
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField()
@@ -87,7 +90,13 @@ class PromptVersion(models.Model):
         """The fields a person writes, as `services.clean_version_fields` and exports take them."""
         return {"instructions": self.instructions, "template": self.template, "examples": self.examples,
                 "model": self.model_name, "temperature": self.temperature, "top_p": self.top_p,
-                "max_new_tokens": self.max_new_tokens, "stop": self.stop, "commit_message": self.commit_message}
+                "max_new_tokens": self.max_new_tokens, "stop": self.stop, "output_format": self.answer_format,
+                "commit_message": self.commit_message}
+
+    @property
+    def answer_format(self) -> dict:
+        """Its output format ({"type": "text"} for versions made before formats existed)."""
+        return self.output_format or {"type": "text"}
 
     @property
     def parameters(self) -> dict:

@@ -39,6 +39,23 @@ def _ask(request: dict):
     return unpack(_pool.ask(request, settings.TEMPLATE_RENDER_TIMEOUT_SECONDS, owner=owner() if owner else None))
 
 
+def format_warnings(output_format: dict) -> list[str]:
+    """Check an output format (its shape here, its grammar compiled in a render process, bounded in
+    time and memory, as a model worker would compile it): its warnings, or FormatError."""
+    from studio.llm.constraints import FormatError, clean_format, is_free
+
+    output_format = clean_format(output_format)
+    if is_free(output_format):
+        return []
+    try:
+        return _ask({"op": "format", "format": output_format})
+    except TemplateLimitError:
+        raise FormatError("the format takes more time or memory to compile than a version may use; simplify it") \
+            from None
+    except TemplateError as exc:
+        raise FormatError(str(exc)) from None
+
+
 def pattern_error(pattern: str) -> str | None:
     """Compile a regular expression in a render process (bounded in memory and time, outside this
     process and its shared pattern cache): None when it compiles, else why not."""

@@ -14,7 +14,7 @@ from studio.errors import StudioError
 from studio.input_checks import unstorable_reason
 
 from .models import LABEL_VALIDATOR, LATEST, SLUG_VALIDATOR, LabelMove, Prompt, PromptLabel, PromptVersion
-from .rendering import MissingVariablesError, TemplateError, inspect_template, render_user_turn
+from .rendering import MissingVariablesError, TemplateError, format_warnings, inspect_template, render_user_turn
 
 EXPORT_FORMAT = "chat-prompt-studio/prompt"
 EXPORT_FORMAT_VERSION = 1
@@ -85,8 +85,22 @@ def clean_version_fields(raw: dict, where: str = "") -> dict:
         raise PromptError("must be a list of at most 16 non-empty strings", at("stop"))
     for n, sequence in enumerate(stop):
         _require_storable(sequence, at(f"stop[{n}]"))
+    output_format = clean_output_format(raw.get("output_format"), at("output_format"))
     return {**text, "variables": variables, "examples": clean_examples, "model_name": model_name.strip(), "temperature": temperature,
-            "top_p": top_p, "max_new_tokens": max_new_tokens, "stop": stop}
+            "top_p": top_p, "max_new_tokens": max_new_tokens, "stop": stop, "output_format": output_format}
+
+
+def clean_output_format(raw, field: str = "output_format") -> dict:
+    """The version's output format, checked and compiled as a worker will compile it (refused here,
+    with the reason, never at decoding time)."""
+    from studio.llm.constraints import FormatError, clean_format
+
+    try:
+        cleaned = clean_format(raw)
+        format_warnings(cleaned)
+    except FormatError as exc:
+        raise PromptError(str(exc), field) from None
+    return cleaned
 
 
 def _clean_example(example, template: str, where: str) -> dict:

@@ -1,7 +1,8 @@
 """Templates render in separate processes, under a wall-clock limit and a memory cap.
 
-The same processes compile the regular expressions people give scorers (`op: regex`): a
-pattern's compiled size is only known by compiling it.
+The same processes compile the regular expressions people give scorers (`op: regex`) and the
+output formats of versions and API requests (`op: format`): what a pattern or a schema costs is
+only known by compiling it.
 
 `template_engine` bounds what a template computes; this is the guarantee on top of it: a
 template that still finds something slow to do holds one render process (never the web
@@ -45,6 +46,13 @@ def _answer(request: dict) -> dict:
             except regex.error as exc:
                 return {"error": str(exc)}
             return {"ok": None}
+        if request.get("op") == "format":  # an output format, compiled as a model worker will compile it
+            from studio.llm.constraints import FormatError, check_format
+
+            try:
+                return {"ok": check_format(request["format"])}
+            except FormatError as exc:
+                return {"error": str(exc)}
         if request.get("op") == "inspect":
             variables = template_engine.template_variables(request["template"])
             return {"ok": {"variables": variables, "limit": template_engine.trial_render(request["template"])}}

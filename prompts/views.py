@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from studio.input_checks import InputError, parse_json
 
 from . import selectors, services
-from .diff import diff_versions
+from .diff import diff_versions, format_text
 from .rendering import MissingVariablesError, TemplateError, inspect_template, render_messages
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
@@ -50,12 +50,39 @@ def _version_fields_from_form(post) -> dict:
         else:
             examples.append({"input": given_input, "output": given_output})
     return {
+        "output_format": output_format_from_form(post.get("output_type", "text"), post.get("output_spec", "")),
         "instructions": post.get("instructions", ""), "template": post.get("template", ""), "examples": examples,
         "model": post.get("model", ""), "temperature": post.get("temperature", ""), "top_p": post.get("top_p", ""),
         "max_new_tokens": post.get("max_new_tokens", ""),
         "stop": [line for line in post.get("stop", "").splitlines() if line],
         "commit_message": post.get("commit_message", ""),
     }
+
+
+OUTPUT_TYPES = [("text", "free text"), ("json", "any JSON object"), ("json_schema", "JSON matching a schema"),
+                ("regex", "text matching a regular expression"), ("choice", "one of a list of choices")]
+
+
+def output_format_from_form(kind: str, spec: str) -> dict | str:
+    """The form's two fields as an output format (what is wrong with it is said when it is cleaned)."""
+    if kind == "json_schema":
+        return {"type": kind, "schema": spec}  # parsed and checked when the version is cleaned
+    if kind == "regex":
+        return {"type": kind, "pattern": spec.strip()}
+    if kind == "choice":
+        return {"type": kind, "choices": [line.strip() for line in spec.splitlines() if line.strip()]}
+    return {"type": kind}
+
+
+def output_format_form_values(output_format) -> dict:
+    output_format = output_format if isinstance(output_format, dict) else {}
+    kind = output_format.get("type", "text")
+    if kind == "json_schema":
+        schema = output_format.get("schema")
+        spec = json.dumps(schema, indent=2, ensure_ascii=False) if isinstance(schema, dict) else str(schema or "")
+    else:
+        spec = output_format.get("pattern") or "\n".join(output_format.get("choices") or [])
+    return {"output_type": kind, "output_spec": spec}
 
 
 def version_form_values(fields: dict, variables: list[str] | None = None) -> dict:
@@ -74,8 +101,21 @@ def version_form_values(fields: dict, variables: list[str] | None = None) -> dic
         else:
             examples.append({"input": example.get("input", ""), "output": example["output"],
                              "mode": "template" if not example.get("input") else "written"})
-    return {**fields, "stop_text": "\n".join(fields.get("stop") or []), "examples": examples,
+    return {**fields, **output_format_form_values(fields.get("output_format")), "output_types": OUTPUT_TYPES,
+            "stop_text": "\n".join(fields.get("stop") or []), "examples": examples,
             "example_variable": variables[0] if len(variables) == 1 else "", "variable_count": len(variables)}
+
+
+def _output_format_shown(version) -> dict:
+    from studio.llm.constraints import sample_of
+
+    output_format = version.answer_format
+    sample = ""
+    if output_format["type"] == "json_schema":
+        sample = json.dumps(sample_of(output_format["schema"]), indent=2, ensure_ascii=False)
+    elif output_format["type"] == "choice":
+        sample = output_format["choices"][0]
+    return {"output_format_text": format_text(output_format), "output_sample": sample}
 
 
 def _labels_context(prompt) -> dict:
@@ -128,7 +168,7 @@ def prompt_detail(request, slug, number=None):
     version = version_or_404(prompt, number=number)
     return render(request, "prompts/prompt_detail.html", {
         **_labels_context(prompt), "prompt": prompt, "version": version, "history": selectors.versions_page(prompt),
-        "can_edit": prompt.can_edit(request.user), "editors": prompt.editors.all(),
+        "can_edit": prompt.can_edit(request.user), "editors": prompt.editors.all(), **_output_format_shown(version),
         "previous_number": version.number - 1 if version.number > 1 else None,
     })
 

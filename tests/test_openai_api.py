@@ -19,6 +19,9 @@ admin = User.objects.get(username="admin")
 prompt_create(owner=admin, name="Order JSON", slug="order-json", version={
     "instructions": "Reply with JSON only.", "template": "Order: {{ order }}", "max_new_tokens": 6,
     "examples": [{"input": "Order: 2 figs", "output": "{\\"item\\": \\"fig\\", \\"quantity\\": 2}"}]})
+prompt_create(owner=admin, name="Fruit pick", slug="fruit-pick", version={
+    "instructions": "Name the fruit.", "template": "{{ text }}", "max_new_tokens": 8,
+    "output_format": {"type": "choice", "choices": ["pear", "apple", "fig"]}})
 print("TOKEN", api_token_create(user=admin, name="sdk")[1])
 """
 
@@ -119,3 +122,36 @@ async def test_the_api_and_the_web_chat_answer_at_the_same_time(studio):
                                            "print(m.conversation_id, m.pk)"], studio.env).strip().splitlines()[-1].split()
     assert session.get(f"/chat/{conversations[0]}/")[0] == 200
     assert session.get(f"/cases/flag/{conversations[1]}/")[0] == 200
+
+
+def test_structured_output_with_the_official_clients_pydantic_helper(client):
+    """`response_format` json_schema (what `parse(response_format=Model)` sends) is enforced while
+    decoding: the tiny model's answer always parses into the model, streamed or not; a
+    `prompt:<slug>` model answers in its version's format."""
+    from typing import Literal
+
+    import pydantic
+
+    class Order(pydantic.BaseModel):
+        item: Literal["pear", "apple", "fig"]
+        express: bool
+        size: Literal["small", "large"]
+
+    completion = client.chat.completions.parse(model=TINY_MODEL_DIR.name, response_format=Order, max_tokens=80,
+                                               messages=[{"role": "user", "content": "Two pears, fast."}])
+    order = completion.choices[0].message.parsed
+    assert isinstance(order, Order) and completion.choices[0].finish_reason == "stop"
+    stream = client.chat.completions.create(
+        model=TINY_MODEL_DIR.name, stream=True, max_tokens=80, temperature=1.0, seed=5,
+        response_format={"type": "json_schema", "json_schema": {"name": "order", "schema": Order.model_json_schema(),
+                                                                "strict": True}},
+        messages=[{"role": "user", "content": "One fig."}])
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    Order.model_validate_json(text)
+    picked = client.chat.completions.create(model="prompt:fruit-pick", temperature=1.0, seed=11,
+                                            messages=[{"role": "user", "content": "A green one, please."}])
+    assert picked.choices[0].message.content in ("pear", "apple", "fig")  # the version's format applies
+    answer = client.chat.completions.create(model=TINY_MODEL_DIR.name, response_format={"type": "json_object"},
+                                            max_tokens=200, messages=[{"role": "user", "content": "JSON please"}])
+    if answer.choices[0].finish_reason == "stop":  # not cut by max_tokens: then it is whole JSON
+        assert isinstance(json.loads(answer.choices[0].message.content), dict)

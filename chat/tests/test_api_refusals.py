@@ -29,13 +29,28 @@ def post(client, token, body):
 
 @pytest.mark.parametrize("name, value", [("n", 2), ("logprobs", True), ("top_logprobs", 3),
                                          ("tools", [{"type": "function", "function": {"name": "f"}}]),
-                                         ("tool_choice", "required"), ("response_format", {"type": "json_object"}),
+                                         ("tool_choice", "required"), ("response_format", {"type": "xml"}),
                                          ("frequency_penalty", 0.5), ("logit_bias", {"50256": -100})])
 def test_unsupported_parameters_are_refused_naming_them(token, name, value):
     answer = post(Client(), token, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], name: value})
     assert answer.status_code == 400
     error = answer.json()["error"]
     assert error["param"] == name and error["type"] == "invalid_request_error" and name in error["message"]
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize("response_format, message", [
+    ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "strng"}}}, "not a valid JSON Schema"),
+    ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "not": {}}}}, "Unimplemented"),
+    ({"type": "json_schema", "json_schema": {"name": "x", "schema": {"enum": list(range(10_000))}}}, "at most 1,000"),
+    ({"type": "json_schema"}, "must be"), ("json", "must be")])
+def test_a_response_format_that_cannot_be_enforced_is_refused_before_anything_is_stored(token, response_format,
+                                                                                        message):
+    answer = post(Client(), token, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+                                    "response_format": response_format})
+    assert answer.status_code == 400, answer.content
+    error = answer.json()["error"]
+    assert error["param"] == "response_format" and message in error["message"]
     assert not Message.objects.exists()
 
 

@@ -128,3 +128,26 @@ def test_the_cases_are_answered_by_the_model_workers_and_leave_nothing_behind(al
     assert not Conversation.objects.filter(kind="evaluation").exists()  # its unlisted conversations are removed
     assert not Message.objects.exists()
 
+
+
+ORDER_SCHEMA = {"type": "object", "properties": {"item": {"type": "string", "maxLength": 12},
+                                                 "quantity": {"type": "integer", "minimum": 0, "maximum": 99}},
+                "required": ["item", "quantity"], "additionalProperties": False}
+
+
+def test_a_version_with_an_output_format_is_evaluated_under_it_and_scored_by_its_schema(
+        alice, order_prompt, order_version, make_cases):
+    """The tiny model's free answers are not JSON; under the version's schema every answer is,
+    and the json_schema scorer (no schema given) checks against that same schema."""
+    make_cases(3)
+    scorers = [{"type": "valid_json"}, {"type": "json_schema"}]
+    v2 = prompt_services.version_create(prompt=order_prompt, author=alice, fields={
+        **ORDER_VERSION, "max_new_tokens": 64, "output_format": {"type": "json_schema", "schema": ORDER_SCHEMA}})
+    constrained = evaluate(alice, v2, scorers)
+    assert constrained.status == "finished" and constrained.done == 3
+    for result in constrained.results.all():
+        assert not result.error and result.scores["json_schema"] == 1.0, (result.output, result.scores)
+        assert set(__import__("json").loads(result.output)) == {"item", "quantity"}
+    assert constrained.passed == 3
+    with pytest.raises(services.EvaluationError, match="json_schema: give a schema"):
+        services.evaluation_create(user=alice, version=order_version, model_name="", filters={}, scorers=scorers)

@@ -33,6 +33,7 @@ import torch
 from transformers import DynamicCache
 
 from .replies import GenerationSettings, Usage, fit_to_context
+from .constraints import ReplyConstraint, is_free
 from .loading import LoadedModel
 
 # Background prompts prefilled together in one forward pass (evaluation cases arrive in bursts).
@@ -51,6 +52,8 @@ class EngineRequest:
     adapter: str = ""  # a peft adapter name, "" for the base model
     prompt_ids: list[int] | None = None  # the messages fitted to the context (prepare_prompt)
     background: bool = False  # nobody reads it as it is written (an evaluation's case)
+    output_format: dict | None = None  # the shape its answer must take (constraints.py); None: free text
+    constraint: ReplyConstraint | None = None  # its matcher, built by prepare_prompt
 
 
 @dataclass
@@ -62,10 +65,12 @@ class EngineResult:
 
 
 def prepare_prompt(loaded: LoadedModel, request: EngineRequest) -> EngineRequest:
-    """The request's messages fitted to the context, as token ids: run in the caller's thread,
-    never in the step loop. Raises PromptTooLongError."""
+    """The request's messages fitted to the context, as token ids, and its output format's matcher:
+    run in the caller's thread, never in the step loop. Raises PromptTooLongError, FormatError."""
     if request.prompt_ids is None:
         _, request.prompt_ids = fit_to_context(loaded, request.messages, request.settings.max_new_tokens)
+    if request.constraint is None and not is_free(request.output_format):
+        request.constraint = ReplyConstraint(loaded.tokenizer, request.output_format)
     return request
 
 
@@ -80,7 +85,8 @@ class _Row:
     started: float = 0.0
     first_token_at: float | None = None
     last_token_at: float | None = None
-    done: str | None = None  # why it ends, once it does: "stop", "length", "cancelled"
+    done: str | None = None  # why it ends, once it does: "stop", "length", "cancelled", "error"
+    error: str = ""
     stopped_by_string: bool = False
     prefix_offset: int = 0  # the window of completion tokens decoded for the newest text
     read_offset: int = 0
@@ -328,9 +334,14 @@ class BatchEngine:
             return {}
         return {"adapter_names": [row.request.adapter or "__base__" for row in rows]}
 
-    def _sample(self, row: _Row, logits: torch.Tensor) -> int:
+    def _sample(self, row: _Row, logits: torch.Tensor) -> int | None:
+        """The next token of `row` (None: its output format allows none here)."""
         settings = row.request.settings
-        if len(row.completion) < settings.min_new_tokens:
+        constraint = row.request.constraint
+        if constraint is not None:
+            if not constraint.restrict(logits):
+                return None
+        elif len(row.completion) < settings.min_new_tokens:
             logits = logits.clone()
             logits[list(self.eos_ids)] = -float("inf")
         if settings.temperature == 0:
@@ -342,7 +353,11 @@ class BatchEngine:
             probabilities = torch.zeros_like(probabilities).scatter(0, order[keep], sorted_p[keep])
         return int(torch.multinomial(probabilities, 1, generator=row.generator))
 
-    def _take(self, row: _Row, token: int) -> None:
+    def _take(self, row: _Row, token: int | None) -> None:
+        if token is None:
+            row.done, row.error = "error", ("The output format allows no token at this point (the schema or pattern "
+                                            "cannot be satisfied); change the version's output format.")
+            return
         now = time.perf_counter()
         row.first_token_at = row.first_token_at or now
         row.last_token_at = now
@@ -351,6 +366,9 @@ class BatchEngine:
         if token in self.eos_ids:
             row.done = "stop"
             return
+        constraint = row.request.constraint
+        if constraint is not None:
+            constraint.advance(token)
         row.unsent += self._decode_new(row)
         stop_at = min((row.unsent.find(s) for s in settings.stop if s in row.unsent), default=None)
         if stop_at is not None:
@@ -363,8 +381,10 @@ class BatchEngine:
         if cut > 0:
             self._send(row, row.unsent[:cut])
             row.unsent = row.unsent[cut:]
-        if len(row.completion) >= settings.max_new_tokens:
-            row.done = "length"
+        if constraint is not None and constraint.complete:
+            row.done = "stop"  # the answer has its whole shape: nothing more may follow
+        elif len(row.completion) >= settings.max_new_tokens:
+            row.done = "length"  # cut short: a constrained answer is then incomplete, never called valid
 
     def _send(self, row: _Row, delta: str) -> None:
         if delta:
@@ -411,9 +431,9 @@ class BatchEngine:
             return
         for row in lane.rows:
             if row.done:
-                if row.done != "cancelled" and not row.stopped_by_string:
+                if row.done not in ("cancelled", "error") and not row.stopped_by_string:
                     self._send(row, self._tail(row))
-                self._finish(row, row.done)
+                self._finish(row, row.done, error=row.error)
         lane.keep(keep)
 
     def _finish(self, row: _Row, reason: str, *, error: str = "") -> None:

@@ -20,6 +20,17 @@ from .replies import Usage
 from .loading import ModelLoadError
 
 
+def response_format_of(output_format: dict) -> dict:
+    """An output format as OpenAI's `response_format`, which external engines take for JSON only."""
+    if output_format["type"] == "json":
+        return {"type": "json_object"}
+    if output_format["type"] == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "answer", "schema": output_format["schema"],
+                                                       "strict": True}}
+    raise ValueError(f"An external engine takes only JSON output formats (response_format), not "
+                     f"{output_format['type']}: use a JSON Schema, or serve the model with LLM_ENGINE=local.")
+
+
 class RemoteEngine:
     def __init__(self, url: str, *, api_key: str = "", model: str = "", timeout_s: float = 120.0):
         parts = urllib.parse.urlsplit(url.rstrip("/"))
@@ -105,6 +116,12 @@ class RemoteEngine:
             body["stop"] = list(settings.stop)[:4]
         if settings.seed is not None:
             body["seed"] = settings.seed
+        if request.output_format:  # vLLM and llama-server enforce these themselves
+            try:
+                body["response_format"] = response_format_of(request.output_format)
+            except ValueError as exc:
+                request.on_done(EngineResult("", "error", Usage(), error=str(exc)))
+                return
         started, first_at, last_at = time.perf_counter(), None, None
         text, usage, finish = [], Usage(), "stop"
         connection = self._connection()

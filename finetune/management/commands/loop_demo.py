@@ -5,10 +5,12 @@ A task SmolLM2-135M gets wrong: pull the two cities out of a travel sentence as 
 checks), 40 held out for evaluation. Version 1 has instructions only; version 2 adds three
 few-shot examples taken from the training cases. Both are evaluated on the held-out cases with
 the JSON-equal scorer, by the job workers' runner with a model worker in this process (the
-same batching engine that serves the chat). Then a LoRA fine-tune
+same batching engine that serves the chat). Version 3 is version 1 with a JSON Schema as its
+output format (enforced while decoding): the failures it fixes were of form, the ones that
+remain are of content. Then a LoRA fine-tune
 on the 80 training cases (the job workers' fine-tune runner: peft + trl, float32 on the CPU)
-and version 1 (no examples) evaluated on the fine-tuned model. The three pass rates, the
-comparisons and the time each step took are printed.
+and version 1 (no examples) evaluated on the fine-tuned model. The pass rates, the comparisons
+and the time each step took are printed.
 """
 
 import csv
@@ -31,6 +33,9 @@ CITIES = ["Paris", "Rome", "Berlin", "Madrid", "Lisbon", "Vienna", "Prague", "Os
 SENTENCES = ["I flew from {a} to {b} on Monday.", "Tomorrow we take the train from {a} to {b}.",
              "My sister drove from {a} all the way to {b}.", "The bus leaves {a} at noon and reaches {b} at six.",
              "After a week in {a} I moved on to {b}.", "Our flight {a} - {b} was delayed by an hour."]
+TRIP_SCHEMA = {"type": "object", "properties": {"from": {"type": "string", "maxLength": 40},
+                                               "to": {"type": "string", "maxLength": 40}},
+               "required": ["from", "to"], "additionalProperties": False}
 INSTRUCTIONS = ('Extract the cities of the trip. Reply with JSON only, exactly {"from": "<city>", "to": "<city>"}, '
                 "and nothing else.")
 
@@ -84,24 +89,38 @@ class Command(BaseCommand):
         self.say(f"prompt {slug} v2: + {len(examples)} few-shot examples from training cases")
         second = self.evaluate(user, v2)
         comparison = selectors.comparison(first, second, user=user)["counts"]
-        self.say("")
-        self.say(f"v1 (instructions only):   pass rate {first.passed}/{first.done} = {first.pass_rate:.0%} "
-                 f"in {first.elapsed_s:.1f} s")
-        self.say(f"v2 (+ few-shot examples): pass rate {second.passed}/{second.done} = {second.pass_rate:.0%} "
-                 f"in {second.elapsed_s:.1f} s")
-        self.say(f"v1 → v2: {comparison['fixed']} fixed, {comparison['regressed']} regressed, "
-                 f"{comparison['still_failing']} still failing, {comparison['still_passing']} still passing")
         sample = second.results.first()
         if sample:
             self.say(f"a v2 answer: {sample.output.strip()[:120]!r} (expected {sample.case.expected})")
+        v3 = prompt_services.version_create(prompt=prompt, author=user, fields={
+            **prompt.versions.get(number=1).editable_fields(), "output_format": {"type": "json_schema", "schema": TRIP_SCHEMA},
+            "commit_message": "Instructions + a JSON Schema, no examples"})
+        self.say(f"prompt {slug} v3: instructions + JSON Schema output format, no examples")
+        third = self.evaluate(user, v3)
+        constrained = selectors.comparison(first, third, user=user)["counts"]
+        self.say("")
+        self.say(f"v1 (instructions only):     pass rate {first.passed}/{first.done} = {first.pass_rate:.0%} "
+                 f"({self.failure_kinds(first)})")
+        self.say(f"v2 (+ few-shot examples):   pass rate {second.passed}/{second.done} = {second.pass_rate:.0%} "
+                 f"({self.failure_kinds(second)})")
+        self.say(f"v3 (+ schema, no examples): pass rate {third.passed}/{third.done} = {third.pass_rate:.0%} "
+                 f"({self.failure_kinds(third)})")
+        self.say(f"v1 → v2: {comparison['fixed']} fixed, {comparison['regressed']} regressed, "
+                 f"{comparison['still_failing']} still failing, {comparison['still_passing']} still passing")
+        self.say(f"v1 → v3: {constrained['fixed']} fixed, {constrained['regressed']} regressed, "
+                 f"{constrained['still_failing']} still failing, {constrained['still_passing']} still passing")
+        wrong = third.results.filter(passed=False).first()
+        if wrong:
+            self.say(f"a v3 failure: {wrong.output.strip()[:120]!r} (expected {wrong.case.expected})")
         if not no_fine_tune:
-            third, train_s = self.fine_tune(user, prompt, epochs)
-            tuned = selectors.comparison(second, third, user=user)["counts"]
+            tuned_run, train_s = self.fine_tune(user, prompt, epochs)
+            tuned = selectors.comparison(second, tuned_run, user=user)["counts"]
             self.say("")
             self.say(f"base, instructions only:  {first.pass_rate:.0%} ({first.elapsed_s:.1f} s to evaluate)")
             self.say(f"base, few-shot examples:  {second.pass_rate:.0%} ({second.elapsed_s:.1f} s to evaluate)")
-            self.say(f"fine-tuned, instructions: {third.pass_rate:.0%} ({train_s:.1f} s to train, "
-                     f"{third.elapsed_s:.1f} s to evaluate)")
+            self.say(f"base, schema:             {third.pass_rate:.0%} ({third.elapsed_s:.1f} s to evaluate)")
+            self.say(f"fine-tuned, instructions: {tuned_run.pass_rate:.0%} ({train_s:.1f} s to train, "
+                     f"{tuned_run.elapsed_s:.1f} s to evaluate)")
             self.say(f"few-shot → fine-tuned: {tuned['fixed']} fixed, {tuned['regressed']} regressed, "
                      f"{tuned['still_failing']} still failing, {tuned['still_passing']} still passing")
         self.say(f"total time {time.perf_counter() - started:.1f} s (model {first.model_name})")
@@ -137,6 +156,20 @@ class Command(BaseCommand):
                  f"{evaluation.passed} pass "
                  f"({evaluation.elapsed_s:.1f} s)")
         return evaluation
+
+    @staticmethod
+    def failure_kinds(evaluation) -> str:
+        """Its failures split into form (not {"from": <text>, "to": <text>}) and content (wrong cities)."""
+        form = content = 0
+        for output in evaluation.results.filter(passed=False).values_list("output", flat=True):
+            try:
+                answer = json.loads(output)
+                shaped = isinstance(answer, dict) and set(answer) == {"from", "to"} and all(
+                    isinstance(value, str) for value in answer.values())
+            except ValueError:
+                shaped = False
+            form, content = form + (not shaped), content + shaped
+        return f"failures: {form} of form, {content} of content"
 
     @staticmethod
     def cases_csv(count: int, seed: int) -> str:

@@ -40,6 +40,13 @@
     }
     function finish(frame) {
       setStatus(frame.status, frame.status === "complete" ? "done" : frame.status);
+      const formatState = pane.querySelector("[data-run-format-state]");
+      if (formatState && frame.status === "complete") {  // the format was enforced while it was written
+        const whole = frame.finish_reason !== "length";
+        formatState.textContent = pane.dataset.runFormat + (whole ? ": valid by construction"
+          : ": cut short by the maximum tokens, so incomplete");
+        formatState.classList.add(whole ? "ok-text" : "error-text");
+      }
       if (frame.error) {
         const error = document.createElement("p");
         error.className = "alert";

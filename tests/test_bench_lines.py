@@ -1,0 +1,23 @@
+"""`make bench` prints its figures one per line, in the formats the README gives (clients parse
+them). Here on the tiny model and the quick paths only; the figures are not asserted."""
+
+import re
+import subprocess
+import sys
+
+from benchmarks.processes import REPO, studio_env
+from tests.settings import TEST_CACHE, TINY_MODEL_DIR
+
+
+def test_the_constrained_bench_prints_its_ratio_and_compile_time_lines(tmp_path):
+    env = studio_env(STUDIO_DATA_DIR=tmp_path / "data", LLM_MODEL_CACHE_DIR=TEST_CACHE / "models",
+                     LLM_DTYPE="float32")
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--model", str(TINY_MODEL_DIR), "--paths", "constrained",
+                           "--runs", "1", "--tokens", "8", "--conversations", "", "--constrained-tokens", "40",
+                           "--output", str(tmp_path / "bench.json")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(re.fullmatch(r"constrained/free decode tokens/s ratio: \d+\.\d\d", line) for line in lines), lines
+    assert any(re.fullmatch(r"schema compile time: \d+\.\d ms", line) for line in lines), lines
+    assert (tmp_path / "bench.json").exists()
