@@ -6,8 +6,13 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        from django.db.models.signals import post_migrate
+
         from studio import sweeping
 
+        from .search_index import ensure_installed
         from .services import replies_sweep
 
         sweeping.register(replies_sweep)  # replies whose model worker died or never came
+        # A migration that rebuilds a chat table on SQLite drops its search triggers: put them back.
+        post_migrate.connect(ensure_installed, sender=self, dispatch_uid="chat.search_index.ensure_installed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 from channels.db import database_sync_to_async
@@ -12,12 +13,23 @@ from django.conf import settings
 from studio.input_checks import InputError, parse_json
 
 from . import selectors, services
+from .markdown import finished_blocks
 from .models import Message
 from .wakeups import wake_workers
 
 CLOSE_NOT_LOGGED_IN = 4401
 CLOSE_FORBIDDEN = 4403
 CATCHUP_TIMEOUT_S = 5.0
+HISTORY_FRAMES = 100  # messages of the active branch sent on connect (README)
+
+
+@dataclasses.dataclass
+class StreamedReply:
+    """A reply this tab is being sent: its text so far and how much of it went out as blocks."""
+
+    text: str = ""
+    offset: int = 0  # in characters: text[:offset] has been sent as rendered blocks
+    browser_offset: int = 0  # the same place in UTF-16 code units
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -26,6 +38,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     watchdog: asyncio.Task | None = None
 
     async def connect(self):
+        self.streams: dict[int, StreamedReply] = {}
         # Accept first: a close code (4401/4403) can only be sent on an open socket.
         await self.accept()
         user = self.scope.get("user")
@@ -42,14 +55,18 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.group_name = conversation.group_name
         # Join before reading the history, so nothing sent in between is missed.
         await self.channel_layer.group_add(self.group_name, self.channel_name)
-        for message in await database_sync_to_async(self._history)():
-            await self.send_frame({"type": "message", "message": message.to_frame()})
-            if message.in_progress:
-                await self._catch_up(message)
+        for frame in await database_sync_to_async(self._history)():
+            await self.send_frame({"type": "message", "message": frame})
+            if frame["status"] in Message.IN_PROGRESS:
+                await self._catch_up(frame["id"])
                 self._watch_reply()
 
-    def _history(self) -> list[Message]:
-        return list(Message.objects.filter(conversation_id=self.conversation_id))
+    def _history(self) -> list[dict]:
+        """The active branch's last messages as frames, in order (the page loads older ones as the
+        person scrolls up)."""
+        conversation = selectors.conversation_for(user=self.scope["user"], conversation_id=self.conversation_id)
+        messages, branches = selectors.active_messages(conversation=conversation, last=HISTORY_FRAMES)
+        return selectors.message_frames(messages, branches)
 
     async def disconnect(self, code):
         if self.watchdog:
@@ -77,10 +94,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not isinstance(payload, dict):
             await self.send_error('Send a JSON object such as {"type": "send", "content": "Hello"}.')
             return
-        actions = {"send": self.send_message, "stop": self.stop_reply, "regenerate": self.regenerate_reply}
+        actions = {"send": self.send_message, "stop": self.stop_reply, "regenerate": self.regenerate_reply,
+                   "edit": self.edit_message, "switch": self.switch_branch}
         action = actions.get(payload.get("type"))
         if action is None:
-            await self.send_error(f"Unknown type {payload.get('type')!r}: use send, stop or regenerate.")
+            await self.send_error(f"Unknown type {str(payload.get('type'))[:40]!r}: use send, stop, regenerate, edit "
+                                  "or switch.")
             return
         try:
             await action(payload)
@@ -93,27 +112,58 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise services.ChatError('"content" must be a string.')
         if model is not None and not isinstance(model, str):
             raise services.ChatError('"model" must be the name of a model (or left out).')
-        user_message, assistant_message = await database_sync_to_async(self._request_reply)(content, model)
-        for message in (user_message, assistant_message):
-            await self.channel_layer.group_send(self.group_name, {"type": "chat.message", "message": message.to_frame()})
-        await wake_workers(self.channel_layer)
-        self._watch_reply()
+        await self._announce(await database_sync_to_async(self._request_reply)(content, model))
 
     def _request_reply(self, content, model):
         conversation = self._own_conversation()
         if model is not None:
             services.conversation_choose_model(conversation=conversation, model_name=model)
-        return services.reply_request(conversation=conversation, content=content)
+        return self._changed(conversation, services.reply_request(conversation=conversation, content=content))
+
+    async def edit_message(self, payload):
+        content = payload.get("content")
+        if not isinstance(content, str):
+            raise services.ChatError('"content" must be a string.')
+        await self._announce(await database_sync_to_async(self._edit)(payload.get("message_id"), content))
+
+    def _edit(self, message_id, content):
+        conversation = self._own_conversation()
+        return self._changed(conversation, services.reply_edit(conversation=conversation, message_id=message_id,
+                                                               content=content))
 
     async def regenerate_reply(self, payload):
-        removed_id, assistant_message = await database_sync_to_async(self._regenerate)()
-        await self.channel_layer.group_send(self.group_name, {"type": "chat.removed", "message_id": removed_id})
-        await self.channel_layer.group_send(self.group_name, {"type": "chat.message", "message": assistant_message.to_frame()})
-        await wake_workers(self.channel_layer)
-        self._watch_reply()
+        await self._announce(await database_sync_to_async(self._regenerate)(payload.get("message_id")))
 
-    def _regenerate(self):
-        return services.reply_regenerate(conversation=self._own_conversation())
+    def _regenerate(self, message_id):
+        conversation = self._own_conversation()
+        reply = services.reply_regenerate(conversation=conversation, message_id=message_id)
+        return self._changed(conversation, [reply])
+
+    async def switch_branch(self, payload):
+        await self._announce(await database_sync_to_async(self._switch)(payload.get("message_id")), wake=False)
+
+    def _switch(self, message_id):
+        conversation = self._own_conversation()
+        active = services.branch_switch(conversation=conversation, message_id=message_id)
+        # The branch's messages from the switch point down: a tab may never have seen them.
+        start = active.index(int(message_id))
+        return self._changed(conversation, selectors.messages_of(conversation=conversation, ids=active[start:]))
+
+    @staticmethod
+    def _changed(conversation, messages) -> tuple[list[dict], list[int]]:
+        """Frames for the messages a change made or showed, and the active path after it."""
+        branches = selectors.Branches.of(conversation)
+        return selectors.message_frames(list(messages), branches), branches.active_path()
+
+    async def _announce(self, change: tuple[list[dict], list[int]], wake: bool = True) -> None:
+        """Tell every tab of the conversation: the messages, then the active path."""
+        frames, active = change
+        for frame in frames:
+            await self.channel_layer.group_send(self.group_name, {"type": "chat.message", "message": frame})
+        await self.channel_layer.group_send(self.group_name, {"type": "chat.branch", "active": active})
+        if wake and any(frame["status"] == Message.Status.QUEUED for frame in frames):
+            await wake_workers(self.channel_layer)
+            self._watch_reply()
 
     async def stop_reply(self, payload):
         message = await database_sync_to_async(self._stop_or_find_worker)()
@@ -147,8 +197,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- reconnecting mid-reply ----------------------------------------------------------
 
-    async def _catch_up(self, message: Message) -> None:
-        if message.status != Message.Status.STREAMING or not message.worker_channel:
+    async def _catch_up(self, message_id: int) -> None:
+        message = await Message.objects.filter(pk=message_id).afirst()
+        if message is None or message.status != Message.Status.STREAMING or not message.worker_channel:
             return  # queued: the worker will announce it when it starts
         self.catching_up_message_id = message.pk
         await self.channel_layer.send(
@@ -193,24 +244,50 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- server → client (group and worker events) --------------------------------------
 
     async def chat_message(self, event):
-        await self.send_frame({"type": "message", "message": event["message"]})
+        message = event["message"]
+        if message["status"] in Message.IN_PROGRESS:
+            self.streams[message["id"]] = StreamedReply(text=message["content"])
+        await self.send_frame({"type": "message", "message": message})
 
     async def chat_token(self, event):
         if event["message_id"] == self.catching_up_message_id:
             return  # already in the catch-up text that is on its way
         await self.send_frame({"type": "token", "message_id": event["message_id"], "text": event["text"]})
+        stream = self.streams.setdefault(event["message_id"], StreamedReply())
+        stream.text += event["text"]
+        if "\n" in event["text"]:  # a Markdown block can only end at a line's end
+            await self._send_finished_blocks(event["message_id"], stream)
+
+    async def _send_finished_blocks(self, message_id: int, stream: StreamedReply) -> None:
+        """The reply's blocks that more text can no longer change, rendered once on the server
+        (sanitised, code highlighted, math as MathML); the tab shows the rest as text until then."""
+        # In a thread: a long code block takes milliseconds to highlight, and other tabs wait on this loop.
+        end, blocks = await asyncio.to_thread(finished_blocks, stream.text, stream.offset)
+        if not blocks:
+            return
+        # The browser counts UTF-16 code units, Python code points: `end` is sent in the browser's units.
+        stream.browser_offset += len(stream.text[stream.offset:end].encode("utf-16-le")) // 2
+        stream.offset = end
+        await self.send_frame({"type": "blocks", "message_id": message_id, "end": stream.browser_offset,
+                               "html": blocks})
 
     async def chat_catchup(self, event):
         if event["message_id"] != self.catching_up_message_id:
             return
         self.catching_up_message_id = None
-        message = await database_sync_to_async(Message.objects.get)(pk=event["message_id"])
-        frame = message.to_frame()
+        message = await Message.objects.select_related("conversation").filter(pk=event["message_id"]).afirst()
+        if message is None:
+            return
+        frame = await database_sync_to_async(selectors.message_frame)(message=message)
         if event["text"] is not None:  # None: the reply ended meanwhile; the database has it
             frame.update(content=event["text"], status=Message.Status.STREAMING)
         await self.send_frame({"type": "message", "message": frame})
+        if event["text"] is not None:
+            stream = self.streams[message.pk] = StreamedReply(text=event["text"])
+            await self._send_finished_blocks(message.pk, stream)
 
     async def chat_done(self, event):
+        self.streams.pop(event["message_id"], None)
         frame = {"type": "done", "message_id": event["message_id"], "status": event["status"], "usage": event["usage"]}
         if event.get("error"):
             frame["error"] = event["error"]
@@ -218,8 +295,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             frame["finish_reason"] = event["finish_reason"]
         await self.send_frame(frame)
 
-    async def chat_removed(self, event):
-        await self.send_frame({"type": "removed", "message_id": event["message_id"]})
+    async def chat_branch(self, event):
+        await self.send_frame({"type": "branch", "active": event["active"]})
 
     async def send_frame(self, frame: dict) -> None:
         await self.send(text_data=json.dumps(frame))

@@ -39,6 +39,11 @@ class Conversation(models.Model):
     parameters = models.JSONField(default=dict, blank=True)
     # The job an unlisted conversation answers for ("evaluation:12"): withdrawn with it when it ends.
     job = models.CharField(max_length=40, blank=True, db_index=True)
+    # Messages form a tree (an edit or a regeneration starts a branch; nothing is thrown away).
+    # The active branch: from this first message, follow each message's `active_child`.
+    active_root = models.ForeignKey("Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    pinned_at = models.DateTimeField(null=True, blank=True)  # pinned conversations head the sidebar
+    archived_at = models.DateTimeField(null=True, blank=True)  # archived ones leave it (search still finds them)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -86,6 +91,10 @@ class Message(models.Model):
     NO_ANSWER = (ErrorCode.NO_WORKER, ErrorCode.BUSY, ErrorCode.LOAD_FAILED)
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # The message this one follows (None: a first message). Siblings (same parent) are the
+    # alternatives an edit or a regeneration made; `active_child` is the one last shown below this.
+    parent = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="children")
+    active_child = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
     # A user turn rendered from a prompt version's template: the values it was rendered with (a
@@ -108,6 +117,15 @@ class Message(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # Set when someone flags this reply as a failure case (evals/); the reply shows it.
     flagged_at = models.DateTimeField(null=True, blank=True)
+    # A reply: the sampling it was written with (temperature, top_p, max_new_tokens, seed, stop),
+    # after the chat's, the person's and the model's defaults were applied.
+    parameters = models.JSONField(default=dict, blank=True)
+
+    class Feedback(models.TextChoices):
+        UP = "up"
+        DOWN = "down"
+
+    feedback = models.CharField(max_length=4, choices=Feedback.choices, blank=True)  # thumbs on a reply
 
     class Meta:
         ordering = ["id"]
@@ -137,14 +155,26 @@ class Message(models.Model):
             "tokens_per_s": self.tokens_per_s,
         }
 
-    def to_frame(self) -> dict:
-        """The message as the WebSocket protocol's `message` object (README)."""
-        frame = {"id": self.pk, "role": self.role, "content": self.content, "status": self.status}
+    def to_frame(self, siblings: list[int] | None = None) -> dict:
+        """The message as the WebSocket protocol's `message` object (README). `siblings`: the ids
+        of the messages with its parent, in order (itself included; alone when not given)."""
+        frame = {"id": self.pk, "role": self.role, "content": self.content, "status": self.status,
+                 "parent": self.parent_id, "siblings": siblings or [self.pk]}
         if self.error:
             frame["error"] = self.error
         if self.model_name:
             frame["model"] = self.model_name
         return frame
+
+
+class ChatDefaults(models.Model):
+    """A person's own sampling defaults for new replies in their chats (the settings page)."""
+
+    owner = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_defaults")
+    parameters = models.JSONField(default=dict, blank=True)  # chat.sampling.clean_sampling's output
+
+    def __str__(self):
+        return f"chat defaults of {self.owner}"
 
 
 class ModelWorker(models.Model):

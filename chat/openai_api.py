@@ -268,8 +268,7 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
             owner=user, kind=Conversation.Kind.API, system_prompt=system, prompt_version=version,
             prompt_variables=variables, model_name=served, parameters=asked["parameters"],
             title=(f"API: {model}")[:200])
-        for message in messages[:-1]:
-            Message.objects.create(conversation=conversation, role=message["role"], content=message["content"])
+        services.messages_append(conversation=conversation, turns=messages[:-1])
         _, reply = services.reply_request(conversation=conversation, content=messages[-1]["content"])
     return conversation, reply, model
 

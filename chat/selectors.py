@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import dataclasses
 import functools
 from pathlib import Path
 
 from django.conf import settings
 from django.core.paginator import Paginator
-from django.db.models import Case, Count, IntegerField, OuterRef, Subquery, Value, When
+from django.db.models import Case, Count, F, IntegerField, OuterRef, Subquery, Value, When
 from django.db.models.functions import Coalesce
 
 from studio.llm.adapters import adapter_folders
@@ -27,18 +28,28 @@ CONVERSATIONS_PER_PAGE = 50
 # What the sidebar can list: chats, requests to the OpenAI-compatible API, an evaluation's cases
 # while they are answered (playground runs live on their prompt's page).
 LISTED_KINDS = (Conversation.Kind.CHAT, Conversation.Kind.API, Conversation.Kind.EVALUATION)
+ARCHIVED = "archived"  # the sidebar's list of archived conversations, of every listed kind
+_LISTED_FIELDS = ("id", "title", "updated_at", "kind", "pinned_at", "archived_at")
 
 
 def conversations_for(*, user, kind: str = Conversation.Kind.CHAT):
-    return Conversation.objects.filter(owner=user, kind=kind).only("id", "title", "updated_at", "kind")
+    return Conversation.objects.filter(owner=user, kind=kind).only(*_LISTED_FIELDS)
 
 
 def conversations_page(*, user, page=1, current_id=None, kind: str = Conversation.Kind.CHAT):
-    """One page of the sidebar, newest first (older pages load on demand). A conversation nobody
-    wrote in, renamed or gave a system prompt is left out (unless it is the one open): clicking
-    "New chat" twice must not pile up empty conversations."""
-    kind = kind if kind in LISTED_KINDS else Conversation.Kind.CHAT
-    listed = conversations_for(user=user, kind=kind).exclude(
+    """One page of the sidebar: pinned conversations first (last pinned first), then the others,
+    newest first (older pages load on demand); archived ones only under kind ARCHIVED. A
+    conversation nobody wrote in, renamed or gave a system prompt is left out (unless it is the
+    one open): clicking "New chat" twice must not pile up empty conversations. Two queries (count,
+    page) however many conversations there are (tests/test_pin_archive.py: 10,000)."""
+    if kind == ARCHIVED:
+        listed = Conversation.objects.filter(owner=user, kind__in=LISTED_KINDS, archived_at__isnull=False).only(
+            *_LISTED_FIELDS).order_by("-updated_at", "-id")
+    else:
+        kind = kind if kind in LISTED_KINDS else Conversation.Kind.CHAT
+        listed = conversations_for(user=user, kind=kind).filter(archived_at=None).order_by(
+            F("pinned_at").desc(nulls_last=True), "-updated_at", "-id")
+    listed = listed.exclude(
         pk__in=Conversation.objects.untouched().filter(owner=user).exclude(pk=current_id).values("pk"))
     paged = Paginator(listed, CONVERSATIONS_PER_PAGE).get_page(page)
     paged.kind = kind
@@ -57,8 +68,92 @@ def conversation_for(*, user, conversation_id) -> Conversation | None:
     return Conversation.objects.select_related("prompt_version__prompt").filter(owner=user, pk=conversation_id).first()
 
 
-def messages_of(*, conversation: Conversation):
-    return conversation.messages.all()
+@dataclasses.dataclass
+class Branches:
+    """The shape of a conversation's message tree, without any text: enough to find the active
+    path, a message's ancestors and its siblings in one query (a 2,000-message conversation is
+    2,000 pairs of integers)."""
+
+    root: int | None
+    parent: dict[int, int | None]  # message id -> its parent's (ids in creation order)
+    active_child: dict[int, int | None]
+
+    @classmethod
+    def of(cls, conversation: Conversation) -> Branches:
+        rows = Message.objects.filter(conversation_id=conversation.pk).order_by("pk").values_list(
+            "pk", "parent_id", "active_child_id")
+        parent, active_child = {}, {}
+        for pk, parent_id, active_child_id in rows:
+            parent[pk], active_child[pk] = parent_id, active_child_id
+        return cls(root=conversation.active_root_id, parent=parent, active_child=active_child)
+
+    def path_below(self, message_id: int | None) -> list[int]:
+        """`message_id`, then its last active child, and so on down to a leaf. (Every walk here
+        is bounded by the number of messages: stored links can never loop it.)"""
+        path = []
+        while message_id in self.parent and len(path) <= len(self.parent):
+            path.append(message_id)
+            message_id = self.active_child[message_id]
+        return path
+
+    def active_path(self) -> list[int]:
+        return self.path_below(self.root)
+
+    def ancestors(self, message_id: int) -> list[int]:
+        """The messages above `message_id`, first message first."""
+        chain = []
+        message_id = self.parent.get(message_id)
+        while message_id is not None and len(chain) <= len(self.parent):
+            chain.append(message_id)
+            message_id = self.parent.get(message_id)
+        return chain[::-1]
+
+    def siblings(self, message_id: int) -> list[int]:
+        """The messages with `message_id`'s parent, oldest first, itself included."""
+        parent = self.parent.get(message_id)
+        return [pk for pk, parent_id in self.parent.items() if parent_id == parent]
+
+    def sibling_groups(self) -> dict[int | None, list[int]]:
+        groups: dict[int | None, list[int]] = {}
+        for pk, parent_id in self.parent.items():
+            groups.setdefault(parent_id, []).append(pk)
+        return groups
+
+
+def messages_of(*, conversation: Conversation, ids: list[int]) -> list[Message]:
+    """The messages `ids` of the conversation, in that order."""
+    by_id = conversation.messages.in_bulk(ids)
+    return [by_id[pk] for pk in ids if pk in by_id]
+
+
+def active_messages(*, conversation: Conversation, last: int | None = None) -> tuple[list[Message], Branches]:
+    """The active branch's messages (the `last` of them), with the tree they come from."""
+    branches = Branches.of(conversation)
+    path = branches.active_path()
+    return messages_of(conversation=conversation, ids=path[-last:] if last else path), branches
+
+
+def message_frames(messages: list[Message], branches: Branches) -> list[dict]:
+    """The WebSocket `message` objects for `messages`, each with its siblings."""
+    groups = branches.sibling_groups()
+    return [message.to_frame(siblings=groups.get(message.parent_id, [message.pk])) for message in messages]
+
+
+def with_siblings(messages: list[Message], branches: Branches) -> list[Message]:
+    """`messages`, each told its place among its siblings (the ‹ 2/3 › switch)."""
+    groups = branches.sibling_groups()
+    for message in messages:
+        siblings = groups.get(message.parent_id, [message.pk])
+        message.sibling_ids = siblings
+        message.sibling_number = siblings.index(message.pk) + 1 if message.pk in siblings else 1
+        number = message.sibling_number
+        message.previous_sibling = siblings[number - 2] if number > 1 else None
+        message.next_sibling = siblings[number] if number < len(siblings) else None
+    return messages
+
+
+def message_frame(*, message: Message) -> dict:
+    return message_frames([message], Branches.of(message.conversation))[0]
 
 
 def queued_in_serving_order():
@@ -90,11 +185,12 @@ def chat_history_before(*, message: Message) -> list[dict]:
     """What the model reads to write `message`: the system prompt, the prompt version's
     few-shot examples (a conversation started from one), then earlier turns.
 
-    Failed replies and empty stopped ones are left out: they are not part of the dialogue.
+    Only the message's own branch counts (its ancestors); failed replies and empty stopped ones
+    are left out: they are not part of the dialogue.
     """
     conversation = message.conversation
-    earlier = conversation.messages.filter(pk__lt=message.pk).exclude(status=Message.Status.FAILED).exclude(
-        content="").only("role", "content")
+    earlier = [m for m in messages_of(conversation=conversation, ids=Branches.of(conversation).ancestors(message.pk))
+               if m.status != Message.Status.FAILED and m.content]
     return assembled_messages(system=conversation.system_prompt,
                               examples=conversation.prompt_version.examples if conversation.prompt_version else (),
                               turns=[{"role": m.role, "content": m.content} for m in earlier])
@@ -147,18 +243,12 @@ def output_format_for(*, message: Message) -> dict | None:
 
 
 def generation_overrides(*, message: Message) -> dict:
-    """The generation parameters for this reply: an API request's own, over its prompt version's,
-    over the studio's defaults (none given: the defaults)."""
-    version = message.conversation.prompt_version
-    overrides = {}
-    if version is not None:
-        overrides = {"temperature": version.temperature, "top_p": version.top_p,
-                     "max_new_tokens": version.max_new_tokens}
-        overrides = {name: value for name, value in overrides.items() if value is not None}
-        if version.stop:
-            overrides["stop"] = tuple(version.stop)
-    asked = message.conversation.parameters or {}
-    overrides.update({name: value for name, value in asked.items() if name not in ("stop", "output_format")})
-    if asked.get("stop"):
-        overrides["stop"] = tuple(asked["stop"])
+    """The generation parameters for this reply that differ from the studio's defaults: the chat's
+    own (or an API request's), over its prompt version's, over the person's defaults (chat.sampling)."""
+    from .sampling import sampling_in_effect
+
+    overrides = {name: value for name, (value, source) in sampling_in_effect(message.conversation).items()
+                 if source != "default" and value not in (None, [])}
+    if "stop" in overrides:
+        overrides["stop"] = tuple(overrides["stop"])
     return overrides

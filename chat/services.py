@@ -11,7 +11,7 @@ from django.utils import timezone
 from studio.errors import StudioError
 from studio.input_checks import unstorable_reason
 
-from .models import Conversation, Message, ModelWorker
+from .models import ChatDefaults, Conversation, Message, ModelWorker
 
 TITLE_MAX_CHARS = 200
 TITLE_FROM_MESSAGE_CHARS = 60
@@ -68,8 +68,8 @@ def conversation_start_from_prompt(*, owner, prompt_version, variables: dict, ki
             template_every_turn=template_every_turn and len(prompt_version.variables) == 1,
             title=_clean_title(f"{prompt_version.prompt.name} v{prompt_version.number}"),
         )
-        Message.objects.create(conversation=conversation, role=Message.Role.USER, content=user_turn, variables=kept)
-        assistant_message = _queue_reply(conversation)
+        user_message = _append_message(conversation, None, role=Message.Role.USER, content=user_turn, variables=kept)
+        assistant_message = _queue_reply(conversation, parent=user_message)
     return conversation, assistant_message
 
 
@@ -105,12 +105,60 @@ def conversation_choose_model(*, conversation: Conversation, model_name: str) ->
     return conversation
 
 
+def conversation_set_sampling(*, conversation: Conversation, values) -> Conversation:
+    """The chat's own sampling settings (blank ones fall back to the prompt's, the person's, the
+    studio's). Raises SamplingError naming the field."""
+    from .sampling import clean_sampling
+
+    parameters = clean_sampling(values)
+    kept = {name: value for name, value in (conversation.parameters or {}).items() if name == "output_format"}
+    conversation.parameters = {**kept, **parameters}
+    conversation.save(update_fields=["parameters", "updated_at"])
+    return conversation
+
+
+def chat_defaults_set(*, user, values) -> ChatDefaults:
+    """The person's own sampling defaults for their chats. Raises SamplingError naming the field."""
+    from .sampling import clean_sampling
+
+    defaults, _ = ChatDefaults.objects.update_or_create(owner=user, defaults={"parameters": clean_sampling(values)})
+    return defaults
+
+
+def reply_feedback(*, message: Message, value: str) -> Message:
+    """Thumbs up or down on a reply ("" takes it back)."""
+    if message.role != Message.Role.ASSISTANT or message.in_progress:
+        raise ChatError("Only a finished reply takes a thumbs up or down.")
+    if value not in ("", *Message.Feedback.values):
+        raise ChatError('Feedback is "up", "down" or "".')
+    Message.objects.filter(pk=message.pk).update(feedback=value)
+    message.feedback = value
+    return message
+
+
 def conversation_delete(*, conversation: Conversation) -> None:
     conversation.delete()
 
 
-def reply_request(*, conversation: Conversation, content: str) -> tuple[Message, Message]:
-    """Store the user's message and a queued assistant reply for a model worker to claim."""
+def conversation_pin(*, conversation: Conversation, pinned: bool) -> Conversation:
+    """Pinned conversations head the sidebar. Pinning is not activity: `updated_at` stays."""
+    if (conversation.pinned_at is not None) != pinned:
+        conversation.pinned_at = timezone.now() if pinned else None
+        conversation.save(update_fields=["pinned_at"])
+    return conversation
+
+
+def conversation_archive(*, conversation: Conversation, archived: bool) -> Conversation:
+    """Archived conversations leave the sidebar for its Archived list; search still finds them."""
+    if (conversation.archived_at is not None) != archived:
+        conversation.archived_at = timezone.now() if archived else None
+        conversation.save(update_fields=["archived_at"])
+    return conversation
+
+
+def _checked_message(conversation: Conversation, content) -> tuple[str, dict]:
+    """A message the person sent, checked, and (a conversation whose template takes every turn)
+    rendered: (the text the model reads, the template's variables)."""
     if not isinstance(content, str) or not content.strip():
         raise ChatError("The message is empty.")
     _require_storable(content, "The message")
@@ -118,25 +166,68 @@ def reply_request(*, conversation: Conversation, content: str) -> tuple[Message,
         raise ChatError(
             f"The message is {len(content):,} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS:,}."
         )
-    variables = {}
     version = conversation.prompt_version
     if conversation.template_every_turn and version is not None and len(version.variables) == 1:
         from prompts.rendering import MissingVariablesError, TemplateError
 
         variables = {version.variables[0]: content}
         try:
-            content = user_turn_from_template(prompt_version=version, variables=variables)
+            return user_turn_from_template(prompt_version=version, variables=variables), variables
         except (MissingVariablesError, TemplateError) as exc:
             raise ChatError(f"The message could not go through the prompt's template: {exc}") from None
+    return content, {}
+
+
+STILL_ANSWERING = "The model is still answering: wait for the reply or stop it."
+
+
+def _append_message(conversation: Conversation, parent_id: int | None, **fields) -> Message:
+    """A new message below `parent_id` (None: a first message), made the active one there: the
+    active branch now runs through it."""
+    message = Message.objects.create(conversation=conversation, parent_id=parent_id, **fields)
+    if parent_id is None:
+        Conversation.objects.filter(pk=conversation.pk).update(active_root=message)
+        conversation.active_root_id = message.pk
+    else:
+        Message.objects.filter(pk=parent_id).update(active_child=message)
+    return message
+
+
+def _active_leaf(conversation: Conversation) -> int | None:
+    from .selectors import Branches
+
+    path = Branches.of(conversation).active_path()
+    return path[-1] if path else None
+
+
+def message_append(*, conversation: Conversation, role: str, content: str, **fields) -> Message:
+    """A message stored at the end of the active branch as it is (no checks: an API request's
+    earlier turns, an import, a test's conversation)."""
+    return _append_message(conversation, _active_leaf(conversation), role=role, content=content, **fields)
+
+
+def messages_append(*, conversation: Conversation, turns: list[dict]) -> Message | None:
+    """`turns` ({"role", "content"}) added, in order, at the end of the active branch. Returns the
+    last one."""
+    message = None
+    for turn in turns:
+        message = message_append(conversation=conversation, role=turn["role"], content=turn["content"])
+    return message
+
+
+def reply_request(*, conversation: Conversation, content: str) -> tuple[Message, Message]:
+    """Store the user's message at the end of the active branch and a queued assistant reply
+    below it, for a model worker to claim."""
+    content, variables = _checked_message(conversation, content)
     try:
         with transaction.atomic():
-            user_message = Message.objects.create(conversation=conversation, role=Message.Role.USER, content=content,
-                                                  variables=variables)
-            assistant_message = _queue_reply(conversation)
+            user_message = _append_message(conversation, _active_leaf(conversation), role=Message.Role.USER,
+                                           content=content, variables=variables)
+            assistant_message = _queue_reply(conversation, parent=user_message)
     except IntegrityError:
         # The partial unique constraint caught a reply already in progress (also from
         # another tab sending at the same instant).
-        raise ChatError("The model is still answering: wait for the reply or stop it.") from None
+        raise ChatError(STILL_ANSWERING) from None
     fields = ["updated_at"]
     if conversation.prompt_version_id is None and not conversation.messages.exclude(
             pk=user_message.pk).filter(role=Message.Role.USER).exists():
@@ -146,20 +237,85 @@ def reply_request(*, conversation: Conversation, content: str) -> tuple[Message,
     return user_message, assistant_message
 
 
-def reply_regenerate(*, conversation: Conversation) -> tuple[int, Message]:
-    """Replace the last reply with a new one. Returns (removed reply's id, queued reply)."""
-    last = conversation.messages.order_by("-id").first()
-    if last is None or last.role != Message.Role.ASSISTANT:
-        raise ChatError("There is no reply to regenerate yet.")
-    if last.in_progress:
-        raise ChatError("The model is still answering: wait for the reply or stop it.")
+def _message_of(conversation: Conversation, message_id, role: str) -> Message:
+    """The conversation's message `message_id` of `role`; another conversation's (or another
+    person's) is answered exactly as a message that does not exist."""
+    try:
+        message_id = int(message_id)
+    except (TypeError, ValueError):
+        raise ChatError('"message_id" must be the id of a message in this conversation.') from None
+    message = conversation.messages.filter(pk=message_id, role=role).first() if 0 < message_id < 2**63 else None
+    if message is None:
+        noun = "message of yours" if role == Message.Role.USER else "reply"
+        raise ChatError(f"There is no {noun} {message_id} in this conversation.")
+    return message
+
+
+def reply_edit(*, conversation: Conversation, message_id, content: str) -> tuple[Message, Message]:
+    """An edited user message: a new sibling of `message_id` (the original stays on its own
+    branch) and a queued reply to it, both now on the active branch. Refused while a reply is
+    being written (the person stops it first: an edit must not race the reply it would replace)."""
+    original = _message_of(conversation, message_id, Message.Role.USER)
+    content, variables = _checked_message(conversation, content)
+    if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():
+        raise ChatError("The model is still answering: stop the reply before editing a message.")
     try:
         with transaction.atomic():
-            removed_id = last.pk
-            last.delete()
-            return removed_id, _queue_reply(conversation)
+            user_message = _append_message(conversation, original.parent_id, role=Message.Role.USER,
+                                           content=content, variables=variables)
+            assistant_message = _queue_reply(conversation, parent=user_message)
     except IntegrityError:
-        raise ChatError("The model is still answering: wait for the reply or stop it.") from None
+        raise ChatError("The model is still answering: stop the reply before editing a message.") from None
+    conversation.save(update_fields=["updated_at"])
+    return user_message, assistant_message
+
+
+def reply_regenerate(*, conversation: Conversation, message_id=None) -> Message:
+    """A new reply beside reply `message_id` (default: the active branch's last reply), from the
+    same point of the conversation: the old one stays as its sibling; the new one is active."""
+    if message_id is None:
+        from .selectors import active_messages
+
+        path, _ = active_messages(conversation=conversation)
+        last = next((m for m in reversed(path) if m.role == Message.Role.ASSISTANT), None)
+        if last is None:
+            raise ChatError("There is no reply to regenerate yet.")
+    else:
+        last = _message_of(conversation, message_id, Message.Role.ASSISTANT)
+    if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():
+        raise ChatError(STILL_ANSWERING)
+    try:
+        with transaction.atomic():
+            reply = _queue_reply(conversation, parent_id=last.parent_id)
+    except IntegrityError:
+        raise ChatError(STILL_ANSWERING) from None
+    conversation.save(update_fields=["updated_at"])
+    return reply
+
+
+def branch_switch(*, conversation: Conversation, message_id) -> list[int]:
+    """Make the branch through `message_id` active: the path from the first message to it, then
+    down its last active children. Returns the new active path."""
+    from .selectors import Branches
+
+    try:
+        message_id = int(message_id)
+    except (TypeError, ValueError):
+        raise ChatError('"message_id" must be the id of a message in this conversation.') from None
+    branches = Branches.of(conversation)
+    if message_id not in branches.parent:
+        raise ChatError(f"There is no message {message_id} in this conversation.")
+    chain = [*branches.ancestors(message_id), message_id]
+    with transaction.atomic():
+        if conversation.active_root_id != chain[0]:
+            Conversation.objects.filter(pk=conversation.pk).update(active_root_id=chain[0])
+            conversation.active_root_id = chain[0]
+        for parent_id, child_id in zip(chain, chain[1:]):
+            if branches.active_child[parent_id] != child_id:  # usually one: where the branches part
+                Message.objects.filter(pk=parent_id).update(active_child_id=child_id)
+                branches.active_child[parent_id] = child_id
+    branches.root = chain[0]
+    return branches.active_path()
 
 
 def reply_request_unlisted(*, owner, kind: str, messages: list[dict], model_name: str, parameters: dict,
@@ -172,9 +328,8 @@ def reply_request_unlisted(*, owner, kind: str, messages: list[dict], model_name
             owner=owner, kind=kind, title=_clean_title(title) or Conversation.DEFAULT_TITLE, job=job,
             system_prompt="\n\n".join(m["content"] for m in messages if m["role"] == "system"),
             model_name=available_served_model(model_name), parameters=parameters)
-        Message.objects.bulk_create([Message(conversation=conversation, role=m["role"], content=m["content"])
-                                     for m in messages if m["role"] != "system"])
-        return _queue_reply(conversation)
+        last = messages_append(conversation=conversation, turns=[m for m in messages if m["role"] != "system"])
+        return _queue_reply(conversation, parent=last)
 
 
 def replies_withdraw(*, message_ids) -> list[Message]:
@@ -194,9 +349,10 @@ def conversations_withdraw(*, job: str) -> list[Message]:
     return streaming
 
 
-def _queue_reply(conversation: Conversation) -> Message:
-    return Message.objects.create(
-        conversation=conversation,
+def _queue_reply(conversation: Conversation, *, parent: Message | None = None, parent_id: int | None = None
+                 ) -> Message:
+    return _append_message(
+        conversation, parent.pk if parent is not None else parent_id,
         role=Message.Role.ASSISTANT,
         status=Message.Status.QUEUED,
         lease_expires_at=timezone.now() + timedelta(seconds=settings.LLM_QUEUE_TIMEOUT_SECONDS),
@@ -264,7 +420,8 @@ def replies_save_text(*, texts: dict[int, str]) -> None:
             Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(content=content)
 
 
-def reply_finish(*, message_id: int, content: str, status: str, usage: dict, error: str = "") -> bool:
+def reply_finish(*, message_id: int, content: str, status: str, usage: dict, error: str = "",
+                 parameters: dict | None = None) -> bool:
     """Store the final text and figures. False when the reply was already failed by the sweeper."""
     finished = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         content=content,
@@ -275,6 +432,7 @@ def reply_finish(*, message_id: int, content: str, status: str, usage: dict, err
         completion_tokens=usage.get("completion_tokens"),
         ttft_ms=usage.get("ttft_ms"),
         tokens_per_s=usage.get("tokens_per_s"),
+        parameters=parameters or {},
         lease_expires_at=None,
         finished_at=timezone.now(),
     )

@@ -5,7 +5,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from . import selectors, services
+from . import search
+from .forms import SearchForm
 from .models import Message
+from .sampling import SAMPLING_FIELDS, SamplingError, sampling_form_fields, sampling_in_effect, user_defaults
+
+MESSAGES_PER_PAGE = 50  # of the active branch, newest first; older ones load as the person scrolls up
 
 
 def _own_conversation_or_404(request, conversation_id):
@@ -47,16 +52,32 @@ def conversation_new(request):
 @require_GET
 def conversation_detail(request, conversation_id):
     conversation = _own_conversation_or_404(request, conversation_id)
-    messages = list(selectors.messages_of(conversation=conversation))
+    messages, branches = selectors.active_messages(conversation=conversation)
+    shown = selectors.with_siblings(messages[-MESSAGES_PER_PAGE:], branches)
     return render(request, "chat/conversation_detail.html", {
         "conversation": conversation,
         "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk,
-                                                      kind=request.GET.get("kind", conversation.kind)),
-        "chat_messages": messages,
-        "last_message_id": messages[-1].pk if messages else None,
+                                                      kind=request.GET.get("kind", _sidebar_kind(conversation))),
+        "chat_messages": shown,
+        "earlier": len(messages) > len(shown),
         "workers": selectors.workers_online(),
         "models": selectors.available_models(),
     })
+
+
+@login_required
+@require_GET
+def conversation_history(request, conversation_id):
+    """The active branch's messages above `before`, a page at a time (loaded as the person scrolls up)."""
+    conversation = _own_conversation_or_404(request, conversation_id)
+    branches = selectors.Branches.of(conversation)
+    path = branches.active_path()
+    before = _int_or_none(request.GET.get("before"))
+    end = path.index(before) if before in path else len(path)
+    ids = path[max(0, end - MESSAGES_PER_PAGE):end]
+    messages = selectors.with_siblings(selectors.messages_of(conversation=conversation, ids=ids), branches)
+    return render(request, "chat/_history_page.html", {"conversation": conversation, "chat_messages": messages,
+                                                      "earlier": end > len(ids)})
 
 
 @login_required
@@ -111,6 +132,66 @@ def conversation_model(request, conversation_id):
                   status=400 if error else 200)
 
 
+def _as_typed(request) -> dict:
+    """A refused form's values as the person typed them (shown again beside the error)."""
+    typed = {name: request.POST.get(name, "")[:200] for name in (*SAMPLING_FIELDS, "stop")}
+    typed["stop"] = [line for line in typed["stop"].splitlines() if line.strip()]
+    return typed
+
+
+def _sampling_panel(request, conversation, *, error=None, saved=False):
+    stored = _as_typed(request) if error else (conversation.parameters or {})
+    return render(request, "chat/_sampling.html", {
+        "conversation": conversation, "saved": saved, "error": str(error or ""),
+        "error_field": getattr(error, "field", ""),
+        "sampling_fields": sampling_form_fields(stored, sampling_in_effect(conversation))}, status=400 if error else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def conversation_sampling(request, conversation_id):
+    """The chat's sampling panel: its own settings, and what applies (chat over prompt over yours
+    over the studio's)."""
+    conversation = _own_conversation_or_404(request, conversation_id)
+    if request.method == "GET":
+        return _sampling_panel(request, conversation)
+    try:
+        services.conversation_set_sampling(conversation=conversation, values=request.POST)
+    except SamplingError as exc:
+        return _sampling_panel(request, conversation, error=exc)
+    return _sampling_panel(request, conversation, saved=True)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def chat_defaults(request):
+    """The person's own sampling defaults (shown on the settings page)."""
+    error, saved = None, False
+    if request.method == "POST":
+        try:
+            services.chat_defaults_set(user=request.user, values=request.POST)
+            saved = True
+        except SamplingError as exc:
+            error = exc
+    stored = _as_typed(request) if error else user_defaults(request.user)
+    return render(request, "chat/_sampling.html", {
+        "defaults_form": True, "saved": saved, "error": str(error or ""), "error_field": getattr(error, "field", ""),
+        "sampling_fields": sampling_form_fields(stored)}, status=400 if error else 200)
+
+
+@login_required
+@require_POST
+def message_feedback(request, conversation_id, message_id):
+    """Thumbs up or down on a reply (the page then opens the failure-case form for a thumbs down)."""
+    conversation = _own_conversation_or_404(request, conversation_id)
+    message = get_object_or_404(Message, conversation=conversation, pk=message_id)
+    try:
+        services.reply_feedback(message=message, value=request.POST.get("value", ""))
+    except services.ChatError as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain; charset=utf-8")
+    return HttpResponse(status=204)
+
+
 @login_required
 @require_POST
 def conversation_delete(request, conversation_id):
@@ -127,8 +208,8 @@ def message_detail(request, conversation_id, message_id):
     """One message rendered (Markdown, figures): the chat swaps it in when a reply ends."""
     conversation = _own_conversation_or_404(request, conversation_id)
     message = get_object_or_404(Message, conversation=conversation, pk=message_id)
-    last_id = conversation.messages.order_by("-id").values_list("id", flat=True).first()
-    return render(request, "chat/_message.html", {"message": message, "last_message_id": last_id})
+    selectors.with_siblings([message], selectors.Branches.of(conversation))
+    return render(request, "chat/_message.html", {"message": message})
 
 
 def _int_or_none(value):
@@ -143,3 +224,122 @@ def _int_or_none(value):
 def model_status(request):
     return render(request, "chat/_model_status.html", {"workers": selectors.workers_online()})
 
+
+
+# --- export and import (chat/exchange.py) ---------------------------------------------------------
+
+import json  # noqa: E402
+
+from django.conf import settings  # noqa: E402
+from django.utils.text import slugify  # noqa: E402
+
+from studio.middleware import error_response  # noqa: E402
+
+from . import exchange  # noqa: E402
+
+
+@login_required
+@require_GET
+def conversation_export(request, conversation_id):
+    """The conversation as a file: ?format=json (every branch) or markdown (the active branch)."""
+    conversation = _own_conversation_or_404(request, conversation_id)
+    kind = request.GET.get("format", "json")
+    if kind not in exchange.EXPORT_FORMATS:
+        return error_response(request, 400, f"There is no export format “{kind[:40]}”: ask for json or markdown.")
+    content_type, extension = exchange.EXPORT_FORMATS[kind]
+    if kind == "json":
+        body = json.dumps(exchange.conversation_export_json(conversation), ensure_ascii=False, indent=2)
+    else:
+        body = exchange.conversation_export_markdown(conversation)
+    response = HttpResponse(body, content_type=content_type)
+    filename = slugify(conversation.title) or "conversation"
+    response["Content-Disposition"] = f'attachment; filename="{filename}.{extension}"'
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def conversation_import(request):
+    """A file of conversations (an export of ours, ChatGPT's conversations.json) becomes new
+    conversations of the person, and the first one opens; a refused file shows the form again,
+    saying where in the file the problem is (400)."""
+    error = ""
+    if request.method == "POST":
+        upload = request.FILES.get("file")
+        try:
+            if upload is None:
+                raise exchange.ImportRefused("Choose a file to import.")
+            imported = exchange.conversations_import(owner=request.user, upload=upload)
+        except exchange.ImportRefused as exc:
+            error = f"Nothing was imported. {exc}"
+        else:
+            first = imported[0].get_absolute_url()
+            return HttpResponseClientRedirect(first) if request.htmx else redirect(first)
+    return render(request, "chat/_import_form.html" if request.htmx else "chat/conversation_import.html", {
+        "error": error, "max_bytes": settings.CHAT_IMPORT_MAX_BYTES,
+        "max_conversations": f"{exchange.MAX_CONVERSATIONS:,}", "max_messages": f"{exchange.MAX_MESSAGES:,}",
+    }, status=400 if error else 200)
+
+
+def _sidebar_kind(conversation) -> str:
+    """The sidebar list a conversation is in: its kind's, or Archived."""
+    return selectors.ARCHIVED if conversation.archived_at else conversation.kind
+
+
+@login_required
+@require_GET
+def conversation_search(request):
+    """Search one's conversations: the page; for htmx the results, in the sidebar's list (or the
+    list itself again once the sidebar's box is emptied)."""
+    form = SearchForm(request.GET)
+    arguments = form.search_arguments()
+    context = {"form": form, "hits": search.conversations_search(user=request.user, **arguments),
+               "searched": search.searches_anything(**arguments), "limit": search.RESULTS_LIMIT}
+    if request.htmx and request.htmx.target == "conversation-list":
+        if not context["searched"]:
+            current = _int_or_none(request.GET.get("current"))
+            return render(request, "chat/_conversation_list.html", {
+                "conversations": selectors.conversations_page(user=request.user, current_id=current,
+                                                              kind=request.GET.get("kind", "chat")),
+                "conversation": {"pk": current}})
+        return render(request, "chat/_search_sidebar.html", context)
+    if request.htmx and not request.htmx.history_restore_request:
+        return render(request, "chat/_search_results.html", context)
+    return render(request, "chat/search.html", {
+        **context, "conversations": selectors.conversations_page(user=request.user),
+        "workers": selectors.workers_online(), "models": selectors.available_models(),
+        "prompt_slugs": search.prompt_slugs_of(user=request.user)})
+
+
+@login_required
+@require_POST
+def conversation_pin(request, conversation_id):
+    conversation = _own_conversation_or_404(request, conversation_id)
+    services.conversation_pin(conversation=conversation, pinned=_wanted(request, "pinned", conversation.pinned_at))
+    return _conversation_actions(request, conversation)
+
+
+@login_required
+@require_POST
+def conversation_archive(request, conversation_id):
+    conversation = _own_conversation_or_404(request, conversation_id)
+    services.conversation_archive(conversation=conversation,
+                                  archived=_wanted(request, "archived", conversation.archived_at))
+    return _conversation_actions(request, conversation)
+
+
+def _wanted(request, field: str, current) -> bool:
+    """The state the button asked for ("true"/"false": a double click does not undo itself); a
+    POST without it toggles."""
+    asked = request.POST.get(field)
+    return asked == "true" if asked in ("true", "false") else current is None
+
+
+def _conversation_actions(request, conversation):
+    """The header's Pin and Archive buttons, and the sidebar's list swapped out of band."""
+    if not request.htmx:
+        return redirect(conversation)
+    return render(request, "chat/_conversation_actions.html", {
+        "conversation": conversation, "oob_list": True,
+        "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk,
+                                                      kind=_sidebar_kind(conversation))})

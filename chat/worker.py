@@ -76,6 +76,7 @@ class ActiveReply:
     text: str = ""  # stored and sent to the group so far
     pending: str = ""  # decoded, waiting for the next flush (store, then send); guarded by `lock`
     last_text_at: float = field(default_factory=time.monotonic)
+    parameters: dict = field(default_factory=dict)  # the sampling it is written with (stored with it)
     lock: threading.Lock = field(default_factory=threading.Lock)  # the engine's thread appends to `pending`
 
     def take_pending(self) -> str:
@@ -272,12 +273,17 @@ class GenerationWorker:
         model_name = message.model_name
         active = self.active[message.pk] = ActiveReply(message_id=message.pk,
                                                        group_name=message.conversation.group_name)
-        await self._group_send(active.group_name, {"type": "chat.message", "message": message.to_frame()})
+        frame = await database_sync_to_async(selectors.message_frame)(message=message)
+        await self._group_send(active.group_name, {"type": "chat.message", "message": frame})
         try:
             if self.engine is None:
                 raise RuntimeError(self.load_error or "The model is not loaded.")
             history, overrides, output_format = await database_sync_to_async(self._history_and_overrides)(message)
             generation_settings = dataclasses.replace(self.defaults, **overrides)
+            active.parameters = {"temperature": generation_settings.temperature, "top_p": generation_settings.top_p,
+                                 "max_new_tokens": generation_settings.max_new_tokens,
+                                 **({"seed": generation_settings.seed} if generation_settings.seed is not None else {}),
+                                 **({"stop": list(generation_settings.stop)} if generation_settings.stop else {})}
             # Adapters are added between decode steps; replies for different adapters share a batch.
             adapter = await asyncio.wrap_future(self.engine.call(lambda: self._prepare_adapter(model_name)))
             request = EngineRequest(key=message.pk, messages=history, settings=generation_settings, adapter=adapter,
@@ -400,7 +406,8 @@ class GenerationWorker:
         for attempt in range(60):
             try:
                 stored = await database_sync_to_async(services.reply_finish)(
-                    message_id=active.message_id, content=active.text, status=status, usage=usage, error=error)
+                    message_id=active.message_id, content=active.text, status=status, usage=usage, error=error,
+                    parameters=active.parameters)
                 break
             except Exception as exc:
                 log.warning("could not store reply %s (%s); retrying", active.message_id, exc)

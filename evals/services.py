@@ -199,8 +199,8 @@ def flag_prefill(message: Message) -> dict:
     first_turn = not any(m["role"] == "user" for m in context)
     variables = dict(conversation.prompt_variables) if version is not None and first_turn else {}
     if version is not None and last_user is not None:  # a turn that went through the template keeps its values
-        asked = Message.objects.filter(conversation=conversation, role=Message.Role.USER, pk__lt=message.pk).order_by(
-            "-pk").values_list("variables", flat=True).first()
+        asked_in = message.parent  # the turn this reply answered
+        asked = asked_in.variables if asked_in is not None and asked_in.role == Message.Role.USER else None
         variables = dict(asked) if asked else variables
     return {"prompt_version": version, "input_variables": variables,
             "input_text": "" if variables else (history[last_user]["content"] if last_user is not None else ""),
@@ -233,6 +233,32 @@ def case_flag(*, user, message: Message, expected: str, tags=(), note: str = "",
                          source_message=message, source_conversation=message.conversation)
         Message.objects.filter(pk=message.pk).update(flagged_at=timezone.now())
     return case
+
+
+MAX_PREFERENCE_PAIRS = 8
+
+
+def cases_prefer(*, user, kept: Message) -> list[FailureCase]:
+    """The person kept reply `kept` over its siblings (other replies to the same message): each
+    sibling with other text becomes a failure case whose expected answer is the kept reply, so the
+    DPO export and fine-tunes get the pair (kept chosen, sibling rejected). Recording it twice adds
+    nothing."""
+    if kept.conversation.owner_id != user.pk or kept.role != Message.Role.ASSISTANT:
+        raise CasePermissionError("Only the person whose conversation it is can choose between its replies.")
+    if kept.in_progress or not kept.content.strip():
+        raise CaseError("the kept reply must be finished and have text", "message")
+    others = [m for m in Message.objects.select_related("conversation__prompt_version").filter(
+        conversation_id=kept.conversation_id, parent_id=kept.parent_id, role=Message.Role.ASSISTANT).exclude(
+        pk=kept.pk).order_by("pk")
+        if not m.in_progress and m.content.strip() and m.content.strip() != kept.content.strip()]
+    if not others:
+        raise CaseError("there is no other finished reply with different text to prefer it to", "message")
+    cases = []
+    for other in others[:MAX_PREFERENCE_PAIRS]:
+        recorded = FailureCase.objects.filter(source_message=other, expected=kept.content).first()
+        cases.append(recorded or case_flag(user=user, message=other, expected=kept.content, tags=["preference"],
+                                           note=f"Another reply (#{kept.pk}) was kept over this one."))
+    return cases
 
 
 def require_case_editor(case: FailureCase, user) -> None:

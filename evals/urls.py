@@ -14,6 +14,7 @@ urlpatterns = [
     path("cases/selections/", views.selection_save, name="selection_save"),
     path("cases/selections/<id:selection_id>/delete/", views.selection_delete, name="selection_delete"),
     path("cases/flag/<id:message_id>/", views.case_flag, name="flag"),
+    path("cases/prefer/<id:message_id>/", views.case_prefer, name="prefer"),
     path("cases/prompt-summary/<slug:slug>/", views.prompt_summary, name="prompt_summary"),
     path("cases/<id:case_id>/", views.case_detail, name="case"),
     path("evaluations/", views.evaluation_list, name="evaluations"),

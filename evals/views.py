@@ -213,6 +213,19 @@ def case_flag(request, message_id):
 
 @login_required
 @require_POST
+def case_prefer(request, message_id):
+    """"Keep this one" on a reply with siblings: the pairs (kept, other) become preference cases."""
+    kept = get_object_or_404(Message.objects.select_related("conversation"), pk=message_id,
+                             conversation__owner=request.user, role=Message.Role.ASSISTANT)
+    try:
+        cases = services.cases_prefer(user=request.user, kept=kept)
+    except services.CaseError as exc:
+        return render(request, "evals/_preferred.html", {"message": kept, "error": str(exc)}, status=400)
+    return render(request, "evals/_preferred.html", {"message": kept, "cases": cases})
+
+
+@login_required
+@require_POST
 def selection_save(request):
     filters = selectors.clean_filters(request.POST)
     filters.pop("selection", None)

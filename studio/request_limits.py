@@ -6,7 +6,8 @@ Two layers, both reading `body_limit_for(path)`:
 - daphne (studio/server.py) refuses the same requests while their headers arrive, so the
   server never spools or queues their bodies either.
 
-Limits: login forms 64 KiB (nobody is logged in yet), the upload routes in
+Limits: login forms 64 KiB (nobody is logged in yet), the routes in
+settings.STUDIO_UPLOAD_ROUTE_BYTES their own (the conversation import), the upload routes in
 settings.STUDIO_UPLOAD_PATHS settings.STUDIO_MAX_UPLOAD_BYTES, everything else
 settings.STUDIO_MAX_BODY_BYTES. WebSocket messages are capped by daphne
 (settings.STUDIO_MAX_FRAME_BYTES).
@@ -29,9 +30,17 @@ def _upload_patterns() -> tuple[re.Pattern, ...]:
     return tuple(re.compile(pattern) for pattern in settings.STUDIO_UPLOAD_PATHS)
 
 
+@functools.cache
+def _route_limits() -> tuple[tuple[re.Pattern, int], ...]:
+    return tuple((re.compile(pattern), limit) for pattern, limit in settings.STUDIO_UPLOAD_ROUTE_BYTES.items())
+
+
 def body_limit_for(path: str) -> int:
     if path in _LOGIN_PATHS:
         return LOGIN_MAX_BODY_BYTES
+    for pattern, limit in _route_limits():
+        if pattern.match(path):
+            return limit
     if any(pattern.match(path) for pattern in _upload_patterns()):
         return settings.STUDIO_MAX_UPLOAD_BYTES
     return settings.STUDIO_MAX_BODY_BYTES

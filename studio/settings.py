@@ -234,6 +234,10 @@ STUDIO_MAX_BODY_BYTES = envint("STUDIO_MAX_BODY_BYTES", 2 * 1024 * 1024, minimum
 # File imports (the routes in STUDIO_UPLOAD_PATHS).
 STUDIO_MAX_UPLOAD_BYTES = envint("STUDIO_MAX_UPLOAD_BYTES", 10 * 1024 * 1024, minimum=1024)
 STUDIO_UPLOAD_PATHS = [r"^/prompts/import/$", r"^/cases/import/$", r"^/api/failure-cases/$"]
+# Conversation imports (chat/exchange.py): a ChatGPT conversations.json outgrows the other imports,
+# so its route has a limit of its own (the file, plus 64 KiB for the form around it).
+CHAT_IMPORT_MAX_BYTES = envint("CHAT_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+STUDIO_UPLOAD_ROUTE_BYTES = {r"^/chat/import/$": CHAT_IMPORT_MAX_BYTES + 64 * 1024}
 # One WebSocket message (a chat frame holds at most CHAT_MAX_MESSAGE_CHARS characters).
 STUDIO_MAX_FRAME_BYTES = envint("STUDIO_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_BODY_BYTES

@@ -19,8 +19,9 @@ async def test_it_streams_a_reply_and_stores_it(alice, worker, chat_client, new_
     frames = await client.receive_until("done")
 
     user_frame, queued_frame = frames[0], frames[1]
-    assert user_frame == {"type": "message", "message": {"id": user_frame["message"]["id"], "role": "user",
-                                                         "content": "Hello there", "status": "complete"}}
+    user_id = user_frame["message"]["id"]
+    assert user_frame == {"type": "message", "message": {"id": user_id, "role": "user", "content": "Hello there",
+                                                         "status": "complete", "parent": None, "siblings": [user_id]}}
     assert queued_frame["message"]["role"] == "assistant" and queued_frame["message"]["status"] == "queued"
     tokens = [f for f in frames if f["type"] == "token"]
     assert len(tokens) >= 2, "the reply arrives in several chunks, not at the end"
@@ -161,17 +162,21 @@ async def test_a_tab_that_reconnects_mid_reply_catches_up(alice, start_worker, c
     assert seen == stored["content"], "the reconnected tab shows exactly the stored reply"
 
 
-async def test_regenerate_replaces_the_last_reply(alice, worker, chat_client, new_conversation, stored_messages):
+async def test_regenerate_keeps_the_last_reply_as_a_sibling(alice, worker, chat_client, new_conversation,
+                                                            stored_messages):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "Hi"})
     first = await client.receive_until("done")
+    user_id, old_reply = first[0]["message"]["id"], first[-1]["message_id"]
     await client.send({"type": "regenerate"})
     frames = await client.receive_until("done")
-    assert frames[0] == {"type": "removed", "message_id": first[-1]["message_id"]}
+    new_reply = frames[0]["message"]
+    assert new_reply["parent"] == user_id and new_reply["siblings"] == [old_reply, new_reply["id"]]
+    assert frames[1] == {"type": "branch", "active": [user_id, new_reply["id"]]}
     assert frames[-1]["status"] == "complete"
     rows = await stored_messages(conversation)
-    assert [r["role"] for r in rows] == ["user", "assistant"]
+    assert [r["role"] for r in rows] == ["user", "assistant", "assistant"]
 
 
 async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(alice, start_worker, chat_client, settings,
@@ -233,4 +238,4 @@ async def test_a_reply_that_runs_out_of_memory_fails_with_advice(alice, worker, 
     assert done["status"] == "failed" and "ran out of memory" in done["error"]
     assert (await stored_messages(conversation))[1]["status"] == "failed"
     await client.send({"type": "regenerate"})  # the conversation is not stuck
-    assert (await client.receive())["type"] == "removed"
+    assert (await client.receive())["message"]["status"] == "queued"

@@ -4,6 +4,7 @@ import pytest
 
 from chat.models import Conversation, Message
 from chat.services import conversation_create
+from chat.services import message_append
 
 pytestmark = pytest.mark.django_db
 
@@ -13,7 +14,7 @@ HTMX = {"HX-Request": "true"}
 @pytest.fixture
 def trip(alice):
     conversation = conversation_create(owner=alice, title="Trip", system_prompt="Be brief.")
-    Message.objects.create(conversation=conversation, role="user", content="Plan it")
+    message_append(conversation=conversation, role="user", content="Plan it")
     return conversation
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from chat.models import Conversation, Message
 from chat.services import conversation_create
+from chat.services import message_append
 
 pytestmark = pytest.mark.django_db
 
@@ -11,7 +12,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def alices_conversation(alice):
     conversation = conversation_create(owner=alice, title="Alice's plans", system_prompt="Be brief.")
-    Message.objects.create(conversation=conversation, role="user", content="Hello **world**")
+    message_append(conversation=conversation, role="user", content="Hello **world**")
     return conversation
 
 
@@ -92,8 +93,7 @@ def test_delete_removes_the_conversation_and_its_messages(client, alice, alices_
 
 
 def test_messages_render_markdown_and_never_run_scripts(client, alice, alices_conversation):
-    message = Message.objects.create(
-        conversation=alices_conversation, role="assistant",
+    message = message_append(conversation=alices_conversation, role="assistant",
         content='# Title\n\n<script>alert(1)</script> <img src=x onerror="alert(2)">\n\n'
                 '[click](javascript:alert(3)) and `code`',
     )

@@ -7,6 +7,7 @@ import pytest
 
 from chat.models import Conversation, Message
 from prompts import services as prompt_services
+from chat.services import message_append
 
 ORDER_VERSION = {
     "instructions": 'Reply with JSON only: {"item": <text>, "quantity": <number>}.',
@@ -29,7 +30,7 @@ def order_version(order_prompt):
 
 
 def finished_reply(conversation, content="not json", model="tiny-llama-v2"):
-    return Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT, content=content,
+    return message_append(conversation=conversation, role=Message.Role.ASSISTANT, content=content,
                                   status=Message.Status.COMPLETE, model_name=model)
 
 
@@ -37,9 +38,9 @@ def finished_reply(conversation, content="not json", model="tiny-llama-v2"):
 def chat_with_reply(alice):
     """A plain chat: system prompt, two turns; the second reply is the bad one."""
     conversation = Conversation.objects.create(owner=alice, title="Weather", system_prompt="Be brief.")
-    Message.objects.create(conversation=conversation, role="user", content="Hi")
+    message_append(conversation=conversation, role="user", content="Hi")
     finished_reply(conversation, "Hello!")
-    Message.objects.create(conversation=conversation, role="user", content="What is 2 + 2?")
+    message_append(conversation=conversation, role="user", content="What is 2 + 2?")
     return conversation, finished_reply(conversation, "5")
 
 

@@ -6,6 +6,7 @@ from chat.models import Conversation, Message
 from chat.services import conversation_start_from_prompt
 from evals import services
 from evals.models import FailureCase
+from chat.services import message_append
 
 pytestmark = pytest.mark.django_db
 
@@ -53,8 +54,8 @@ def test_a_later_turn_of_a_chat_from_a_version_keeps_the_message_and_the_turns_b
     conversation, first = conversation_start_from_prompt(owner=alice, prompt_version=order_version,
                                                          variables={"order": "one fig"})
     Message.objects.filter(pk=first.pk).update(status="complete", content='{"item": "fig"}')
-    Message.objects.create(conversation=conversation, role="user", content="And the quantity?")
-    reply = Message.objects.create(conversation=conversation, role="assistant", content="two", status="complete")
+    message_append(conversation=conversation, role="user", content="And the quantity?")
+    reply = message_append(conversation=conversation, role="assistant", content="two", status="complete")
     case = services.case_flag(user=alice, message=reply, expected='{"item": "fig", "quantity": 1}')
     assert case.prompt_version == order_version and case.input_text == "And the quantity?"
     assert [m["role"] for m in case.context] == ["user", "assistant"]  # instructions are the version's

@@ -13,6 +13,7 @@ from chat.models import Conversation, Message
 from evals import selectors, services
 from evals.models import Evaluation, EvaluationResult
 from studio.jobs import JobStatus
+from chat.services import message_append
 
 pytestmark = pytest.mark.django_db
 
@@ -148,7 +149,7 @@ def test_the_fine_tune_estimate_counts_the_pauses_for_chat_and_says_how_sure_it_
     assert "rule of thumb" in quiet["basis"] and quiet["seconds_low"] < quiet["seconds"] < quiet["seconds_high"]
     conversation = Conversation.objects.create(owner=alice, title="busy")
     now = timezone.now()
-    reply = Message.objects.create(conversation=conversation, role="assistant", content="x", status="complete",
+    reply = message_append(conversation=conversation, role="assistant", content="x", status="complete",
                                    finished_at=now - timedelta(minutes=5))
     Message.objects.filter(pk=reply.pk).update(created_at=now - timedelta(minutes=35))
     busy = finetune_services.job_estimate(token_count=30_000, config=config, examples=10)

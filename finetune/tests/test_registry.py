@@ -12,6 +12,7 @@ from chat.models import Conversation, Message
 from evals.models import Evaluation
 from finetune.models import FineTunedModel, FineTuneJob
 from studio.llm.adapters import write_meta
+from chat.services import message_append
 
 pytestmark = pytest.mark.django_db
 
@@ -64,7 +65,7 @@ def test_the_adapter_downloads_as_a_zip(client, carol, registered):
 
 def test_deleting_removes_the_files_and_what_used_it_keeps_its_name(client, carol, alice, registered, settings):
     conversation = Conversation.objects.create(owner=alice, model_name="order-json-ft1")
-    reply = Message.objects.create(conversation=conversation, role="assistant", content="{}",
+    reply = message_append(conversation=conversation, role="assistant", content="{}",
                                    model_name="order-json-ft1")
     client.force_login(carol)
     client.post(f"/fine-tunes/models/{registered.pk}/delete/")

@@ -19,14 +19,15 @@ from evals.models import Evaluation, EvaluationResult
 from evals.services import cases_create
 from prompts.services import prompt_create
 from studio.jobs import JobStatus
+from chat.services import message_append
 admin = User.objects.get(username="admin")
 if not Conversation.objects.filter(title__startswith="A long conversation title").exists():
     prompt = prompt_create(owner=admin, name="Order JSON", slug="order-json", version={
         "instructions": "Reply with JSON only.", "template": "Order: {{ order }}", "max_new_tokens": 8})
     for n in range(6):
         chat = Conversation.objects.create(owner=admin, title=f"A long conversation title number {n} about orders")
-        Message.objects.create(conversation=chat, role="user", content="Where is my order of " + "pears " * 40)
-        Message.objects.create(conversation=chat, role="assistant", content="It is on its way. " * 20)
+        message_append(conversation=chat, role="user", content="Where is my order of " + "pears " * 40)
+        message_append(conversation=chat, role="assistant", content="It is on its way. " * 20)
     cases = cases_create(user=admin, source="api", rows=[
         {"prompt": "order-json", "input": {"order": f"{n} pears and a very long description " + "x" * 60},
          "actual": "pears " * 30, "expected": '{"item": "pear", "quantity": %d, "note": "%s"}' % (n, "y" * 80),

@@ -98,15 +98,18 @@
       element.querySelector(".message__avatar").textContent = message.role === "user" ? "You" : "AI";
       messages.querySelector(".messages__empty").hidden = true;
       messages.insertBefore(element, messages.querySelector(".messages__empty"));
-      if (message.role === "user") {
-        messages.querySelectorAll('[data-action="regenerate"]').forEach((button) => button.remove());
-        if (messages.querySelectorAll('[data-role="user"]').length === 1) refreshTitle();
-      }
+      if (message.role === "user" && messages.querySelectorAll('[data-role="user"]').length === 1) refreshTitle();
     }
+    if (message.siblings) showSiblings(element, message.id, message.siblings);
+    if ("parent" in message) element.dataset.parent = message.parent === null ? "" : message.parent;
     element.dataset.role = message.role;
     element.dataset.status = message.status;
-    element.querySelector(".message__body").textContent = message.content;
     element.querySelector(".message__raw").value = message.content;
+    if (IN_PROGRESS.includes(message.status)) {
+      streamingBody(element, true);
+    } else {
+      element.querySelector(".message__body").textContent = message.content;
+    }
     const state = element.querySelector(".message__state");
     if (state) state.textContent = STATE_TEXT[message.status] || "";
     showMessageError(element, message.error);
@@ -115,10 +118,121 @@
     updateBusy();
   }
 
+  // ‹ 2/3 ›: which of its siblings (other edits of a message, other replies) this one is.
+  function showSiblings(element, id, siblings) {
+    const box = element.querySelector(".siblings");
+    if (!box) return;
+    const index = siblings.indexOf(Number(id));
+    box.hidden = siblings.length < 2;
+    const [previous, next] = box.querySelectorAll('[data-action="switch"]');
+    previous.dataset.target = index > 0 ? siblings[index - 1] : "";
+    previous.disabled = index <= 0;
+    next.dataset.target = index >= 0 && index < siblings.length - 1 ? siblings[index + 1] : "";
+    next.disabled = !(index >= 0 && index < siblings.length - 1);
+    box.querySelector(".siblings__count").textContent = (index + 1) + "/" + siblings.length;
+  }
+
+  // The active branch changed (here, in another tab, or by an edit or regeneration): show its
+  // messages in its order. Messages that left it are kept aside (switching back is instant);
+  // when the page lacks one in the middle, it loads the branch again.
+  const offBranch = new Map();
+  function showBranch(active) {
+    const shown = new Map();
+    messages.querySelectorAll(".message").forEach((element) => shown.set(Number(element.dataset.messageId), element));
+    const known = (id) => shown.get(id) || offBranch.get(id);
+    const first = active.findIndex((id) => known(id));
+    if (first < 0 || active.slice(first).some((id) => !known(id))) {
+      reloadBranch();
+      return;
+    }
+    shown.forEach((element, id) => {
+      if (!active.includes(id)) {
+        offBranch.set(id, element);
+        element.remove();
+      }
+    });
+    const end = messages.querySelector(".messages__empty");
+    for (const id of active.slice(first)) {
+      const element = known(id);
+      offBranch.delete(id);
+      messages.insertBefore(element, end);
+    }
+    end.hidden = active.length > 0;
+    updateBusy();
+  }
+
+  function reloadBranch() {
+    fetch("/chat/" + conversationId + "/history/", { headers: { "HX-Request": "true" } })
+      .then((response) => response.text())
+      .then((html) => {
+        messages.querySelectorAll(".message, .messages__earlier").forEach((element) => element.remove());
+        offBranch.clear();
+        const end = messages.querySelector(".messages__empty");
+        end.insertAdjacentHTML("beforebegin", html);
+        messages.querySelectorAll(".message, .messages__earlier").forEach((element) => htmx.process(element));
+        end.hidden = messages.querySelector(".message") !== null;
+        messages.scrollTop = messages.scrollHeight;
+        updateBusy();
+      });
+  }
+
   function showMessageError(element, error) {
     const box = element.querySelector(".message__error");
     box.textContent = error || "";
     box.hidden = !error;
+  }
+
+  // A reply being written: the finished Markdown blocks as the server rendered them (a `blocks`
+  // frame each time some finish), then the unfinished tail as text; a code block that has opened
+  // but not closed shows as code already.
+  function streamingBody(element, reset) {
+    const body = element.querySelector(".message__body");
+    let blocks = body.querySelector(":scope > .message__blocks");
+    if (!blocks || reset) {
+      body.replaceChildren();
+      blocks = Object.assign(document.createElement("div"), { className: "message__blocks" });
+      const tail = Object.assign(document.createElement("div"), { className: "message__tail" });
+      body.append(blocks, tail);
+      element.dataset.renderedUpTo = "0";
+    }
+    showTail(element);
+    return blocks;
+  }
+
+  const OPEN_FENCE = /^ {0,3}(`{3,}|~{3,})[ \t]*([^`\s]*)[^\n]*\n?/;
+  function showTail(element) {
+    const tail = element.querySelector(".message__tail");
+    if (!tail) return;
+    const text = element.querySelector(".message__raw").value.slice(Number(element.dataset.renderedUpTo || 0));
+    const fence = OPEN_FENCE.exec(text);
+    if (fence) {
+      let code = tail.querySelector(":scope > .code-block pre");
+      if (!code || tail.dataset.fence !== fence[0]) {
+        const block = Object.assign(document.createElement("div"), { className: "code-block code-block--open" });
+        const bar = Object.assign(document.createElement("div"), { className: "code-block__bar" });
+        bar.append(Object.assign(document.createElement("span"), { className: "code-block__lang", textContent: fence[2] || "text" }));
+        code = Object.assign(document.createElement("pre"), { className: "highlight" });
+        block.append(bar, code);
+        tail.replaceChildren(block);
+        tail.dataset.fence = fence[0];
+      }
+      code.textContent = text.slice(fence[0].length);
+    } else {
+      delete tail.dataset.fence;
+      tail.textContent = text;
+    }
+  }
+
+  function appendBlocks(frame) {
+    const element = messageElement(frame.message_id);
+    if (!element || !IN_PROGRESS.includes(element.dataset.status)) return;
+    const wasNearBottom = nearBottom();
+    const blocks = streamingBody(element, false);
+    // Server-rendered and sanitised (markdown-it, nh3): each finished block is added once.
+    blocks.insertAdjacentHTML("beforeend", frame.html.join(""));
+    element.dataset.renderedUpTo = String(frame.end);
+    showTail(element);
+    follow(wasNearBottom);
   }
 
   function appendToken(frame) {
@@ -128,8 +242,12 @@
     element.dataset.status = "streaming";
     const state = element.querySelector(".message__state");
     if (state) state.textContent = STATE_TEXT.streaming;
-    element.querySelector(".message__body").append(frame.text);
     element.querySelector(".message__raw").value += frame.text;
+    if (element.querySelector(".message__tail")) {
+      showTail(element);
+    } else {
+      streamingBody(element, true);
+    }
     follow(wasNearBottom);
     updateBusy();
   }
@@ -149,6 +267,7 @@
       upsertMessage(frame.message);
     },
     token: appendToken,
+    blocks: appendBlocks,
     done: finishMessage,
     // The reply waits for a free place in a model worker's batch: say where it stands.
     queued(frame) {
@@ -158,6 +277,9 @@
         state.textContent = frame.position <= 1 ? "Waiting for the model… next in line"
           : "Waiting for the model… " + (frame.position - 1) + " repl" + (frame.position === 2 ? "y" : "ies") + " ahead";
       }
+    },
+    branch(frame) {
+      showBranch(frame.active);
     },
     removed(frame) {
       const element = messageElement(frame.message_id);
@@ -267,6 +389,41 @@
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       composer.requestSubmit();
+    } else if (event.key === "ArrowUp" && input.value === "") {
+      // ArrowUp in an empty box edits the last message you sent (on the active branch).
+      const mine = messages.querySelectorAll('.message[data-role="user"]');
+      const last = mine[mine.length - 1];
+      if (last && last.querySelector('[data-action="edit"]')) {
+        event.preventDefault();
+        startEditing(last);
+      }
+    }
+  });
+
+  const shortcuts = document.getElementById("shortcuts");
+  document.getElementById("shortcuts-button").addEventListener("click", () => shortcuts.showModal());
+
+  // Keyboard shortcuts (`?` lists them): Esc stops, Ctrl+Shift+O a new chat, Ctrl+Shift+C copies
+  // the last reply.
+  document.addEventListener("keydown", (event) => {
+    const typing = event.target.closest("input, textarea, select, [contenteditable]");
+    const ctrl = event.ctrlKey || event.metaKey;
+    if (event.key === "Escape" && !stopButton.hidden) {
+      event.preventDefault();
+      send({ type: "stop" });
+    } else if (ctrl && event.shiftKey && event.key.toLowerCase() === "o") {
+      event.preventDefault();
+      document.getElementById("new-chat-form").requestSubmit();
+    } else if (ctrl && event.shiftKey && event.key.toLowerCase() === "c") {
+      const replies = messages.querySelectorAll('.message[data-role="assistant"]');
+      const last = replies[replies.length - 1];
+      if (last) {
+        event.preventDefault();
+        copyText(last.querySelector(".message__raw").value.replace(/^\n/, "")).then(() => setHint("Copied the last reply."));
+      }
+    } else if (event.key === "?" && !typing && shortcuts) {
+      event.preventDefault();
+      shortcuts.showModal();
     }
   });
 
@@ -276,16 +433,92 @@
     const button = event.target.closest("[data-action]");
     if (!button) return;
     const element = button.closest(".message");
-    if (button.dataset.action === "regenerate") {
+    const id = element ? Number(element.dataset.messageId) : null;
+    const action = button.dataset.action;
+    if (action === "regenerate") {
       clearError();
-      send({ type: "regenerate" });
-    } else if (button.dataset.action === "copy") {
-      copyText(element.querySelector(".message__raw").value).then(() => {
-        button.textContent = "Copied";
-        setTimeout(() => (button.textContent = "Copy"), 1500);
-      });
+      send({ type: "regenerate", message_id: id });
+    } else if (action === "switch") {
+      if (button.dataset.target) send({ type: "switch", message_id: Number(button.dataset.target) });
+    } else if (action === "edit") {
+      startEditing(element);
+    } else if (action === "save-edit") {
+      const box = element.querySelector(".message__edit textarea");
+      if (box.value.trim() && send({ type: "edit", message_id: id, content: box.value })) stopEditing(element);
+    } else if (action === "cancel-edit") {
+      stopEditing(element);
+    } else if (action === "copy") {
+      flash(button, copyText(element.querySelector(".message__raw").value));
+    } else if (action === "copy-code") {
+      const code = button.closest(".code-block").querySelector("pre");
+      flash(button, copyText(code.textContent));
+    } else if (action === "feedback") {
+      giveFeedback(element, button);
     }
   });
+
+  function flash(button, copied) {
+    const label = button.textContent;
+    copied.then(() => {
+      button.textContent = "Copied";
+      setTimeout(() => (button.textContent = label), 1500);
+    });
+  }
+
+  // Editing a sent message: the edited text becomes a new branch from there (the original stays).
+  function startEditing(element) {
+    if (!element || element.querySelector(".message__edit")) return;
+    const form = document.createElement("div");
+    form.className = "message__edit";
+    const box = document.createElement("textarea");
+    box.rows = 3;
+    box.value = element.querySelector(".message__raw").value.replace(/^\n/, "");
+    box.setAttribute("aria-label", "Edit the message");
+    const save = Object.assign(document.createElement("button"), { type: "button", className: "button button--small button--primary", textContent: "Send edit" });
+    save.dataset.action = "save-edit";
+    const cancel = Object.assign(document.createElement("button"), { type: "button", className: "button button--small", textContent: "Cancel" });
+    cancel.dataset.action = "cancel-edit";
+    const hintText = Object.assign(document.createElement("span"), { className: "small muted", textContent: "A new branch starts here; the original is kept (‹ › switches)." });
+    const actions = document.createElement("div");
+    actions.className = "message__edit-actions";
+    actions.append(cancel, save, hintText);
+    form.append(box, actions);
+    element.querySelector(".message__body").hidden = true;
+    element.querySelector(".message__body").after(form);
+    box.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        save.click();
+      } else if (event.key === "Escape") {
+        event.stopPropagation();
+        stopEditing(element);
+      }
+    });
+    box.focus();
+    box.setSelectionRange(box.value.length, box.value.length);
+  }
+
+  function stopEditing(element) {
+    const form = element.querySelector(".message__edit");
+    if (form) form.remove();
+    element.querySelector(".message__body").hidden = false;
+  }
+
+  // Thumbs up or down; a thumbs down opens the failure-case form, filled in from the reply.
+  function giveFeedback(element, button) {
+    const value = button.getAttribute("aria-pressed") === "true" ? "" : button.dataset.value;
+    const url = "/chat/" + conversationId + "/messages/" + element.dataset.messageId + "/feedback/";
+    htmx.ajax("POST", url, { source: button, values: { value: value }, swap: "none" }).then(() => {
+      element.querySelectorAll('[data-action="feedback"]').forEach((thumb) => {
+        thumb.setAttribute("aria-pressed", String(thumb.dataset.value === value));
+      });
+      const slot = element.querySelector(".flag-slot");
+      if (value === "down" && slot && !slot.querySelector("form")) {
+        htmx.ajax("GET", "/cases/flag/" + element.dataset.messageId + "/", { target: slot, swap: "innerHTML" })
+          .then(() => { const expected = slot.querySelector("textarea"); if (expected) expected.focus(); });
+      }
+    });
+  }
 
   // navigator.clipboard exists only in secure contexts (https, localhost); a studio
   // served over plain http on a LAN address falls back to a selected hidden textarea.

@@ -1,0 +1,33 @@
+// Ctrl+K (Cmd+K on a Mac) opens search: the search page's box, else the sidebar's, else the search
+// page itself (a page without either, or a phone layout that hides the box).
+(function () {
+  "use strict";
+
+  const isMac = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent);
+
+  function visibleSearchBox() {
+    for (const box of document.querySelectorAll("#search-page-q, #sidebar-search")) {
+      if (box.offsetParent !== null) return box;
+    }
+    return null;
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (event.key.toLowerCase() !== "k" || !(event.ctrlKey || event.metaKey) || event.altKey || event.shiftKey) return;
+    event.preventDefault();  // browsers give Ctrl+K to their own search bar
+    const box = visibleSearchBox();
+    if (box) {
+      box.focus();
+      box.select();
+    } else {
+      window.location.assign("/chat/search/");
+    }
+  });
+
+  // The hint in the boxes names the key this keyboard has.
+  if (isMac) {
+    for (const box of document.querySelectorAll("[data-search-box]")) {
+      box.placeholder = box.placeholder.replace("Ctrl+K", "⌘K");
+    }
+  }
+})();
