@@ -8,7 +8,7 @@ import re
 from datetime import date, datetime, time, timedelta
 
 from django.db import connection
-from django.db.models import Exists, Max, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.html import escape
@@ -88,21 +88,18 @@ def conversations_search(*, user, query: str = "", model: str | None = None, pro
     conversations = _filtered(Conversation.objects.filter(owner=user, kind__in=SEARCHED_KINDS),
                               model=model, prompt=prompt, since=since, until=until, flagged=flagged)
     if terms:
-        vendor = connection.vendor
-        matched = (Message.objects.filter(pk__in=RawSQL(*search_index.matching_message_ids(vendor, *_args(terms))))
-                   .filter(conversation__owner=user, conversation__kind__in=SEARCHED_KINDS)
-                   .values("conversation_id").annotate(last=Max("pk")))
+        vendor, words = connection.vendor, (terms.phrases, terms.prefix)
         conversations = conversations.filter(
-            Q(pk__in=matched.values("conversation_id"))
-            | Q(pk__in=RawSQL(*search_index.matching_title_ids(vendor, *_args(terms)))))
+            Q(pk__in=RawSQL(*search_index.matching_conversation_ids(vendor, *words)))
+            | Q(pk__in=RawSQL(*search_index.matching_title_ids(vendor, *words))))
     rows = list(conversations.order_by("-updated_at", "-pk").values(
         "pk", "title", "updated_at", "kind", "pinned_at", "archived_at")[:max(1, min(limit, 200))])
     last_match, snippets, titles = {}, {}, {}
     if terms and rows:
-        ids = [row["pk"] for row in rows]
-        last_match = dict(matched.filter(conversation_id__in=ids).values_list("conversation_id", "last"))
-        snippets = search_index.snippets(connection, message_ids=list(last_match.values()), **_kwargs(terms))
-        titles = search_index.highlighted_titles(connection, conversation_ids=ids, **_kwargs(terms))
+        ids, words = [row["pk"] for row in rows], {"phrases": terms.phrases, "prefix": terms.prefix}
+        last_match = search_index.last_matches(connection, conversation_ids=ids, **words)
+        snippets = search_index.snippets(connection, message_ids=list(last_match.values()), **words)
+        titles = search_index.highlighted_titles(connection, conversation_ids=ids, **words)
     hits = []
     for row in rows:
         message_id = last_match.get(row["pk"])
@@ -125,14 +122,6 @@ def prompt_slugs_of(*, user) -> list[str]:
     return list(Conversation.objects.filter(owner=user, kind__in=SEARCHED_KINDS, prompt_version__isnull=False)
                 .order_by("prompt_version__prompt__slug").values_list("prompt_version__prompt__slug", flat=True)
                 .distinct()[:200])
-
-
-def _args(terms: SearchTerms) -> tuple:
-    return terms.phrases, terms.prefix
-
-
-def _kwargs(terms: SearchTerms) -> dict:
-    return {"phrases": terms.phrases, "prefix": terms.prefix}
 
 
 def _filtered(conversations, *, model, prompt, since, until, flagged):

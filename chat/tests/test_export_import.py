@@ -205,8 +205,8 @@ def test_a_chatgpt_export_imports_with_its_branches_and_current_branch(client, a
     assert response.status_code == 302 and response["Location"] == f"/chat/{haiku.pk}/"
     assert haiku.title == "Haiku help" and quick.title == "Quick question"
     by_content = {m.content: m for m in haiku.messages.all()}
-    assert sorted(by_content) == ["Neige sur les pins", "Now in French.", "Soft rain on the roof", "White hush on the pines",
-                                  "Write a haiku about rain.", "Write a haiku about snow."]
+    assert sorted(by_content) == ["Neige sur les pins", "Now in French.", "Soft rain on the roof",
+                                  "White hush on the pines", "Write a haiku about rain.", "Write a haiku about snow."]
     rain, snow = by_content["Write a haiku about rain."], by_content["Write a haiku about snow."]
     assert rain.parent is None and snow.parent is None  # the system node is left out: both start the chat
     assert by_content["White hush on the pines"].parent == snow  # the tool call and its output are left out
@@ -289,6 +289,18 @@ def test_more_messages_than_a_conversation_takes_are_refused(client, alice):
     document = {"format": "chat-prompt-studio.conversation", "version": 1, "title": "Long", "messages": messages}
     page = refused(client, alice, document)
     assert "conversation 1: it holds 10,001 messages; a conversation takes at most 10,000" in page
+
+
+def test_a_chatgpt_message_over_the_message_limit_is_refused_naming_its_node(client, alice, settings):
+    settings.CHAT_MAX_MESSAGE_CHARS = 20
+    page = refused(client, alice, CHATGPT_EXPORT)
+    assert "conversation 1, node rain: content is 25 characters; the limit is 20" in page
+
+
+def test_more_messages_in_all_than_an_import_takes_are_refused(client, alice, trip, monkeypatch):
+    monkeypatch.setattr(exchange, "MAX_MESSAGES_IN_ALL", 10)
+    exported = exchange.conversation_export_json(trip)
+    assert "more than 10 messages in all" in refused(client, alice, [exported, exported])
 
 
 def test_a_loop_of_parents_and_a_bad_active_path_are_refused(client, alice):
