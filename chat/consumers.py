@@ -107,17 +107,21 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(str(exc))
 
     async def send_message(self, payload):
-        content, model = payload.get("content"), payload.get("model")
+        content, model, compare = payload.get("content"), payload.get("model"), payload.get("compare")
         if not isinstance(content, str):
             raise services.ChatError('"content" must be a string.')
-        if model is not None and not isinstance(model, str):
-            raise services.ChatError('"model" must be the name of a model (or left out).')
-        await self._announce(await database_sync_to_async(self._request_reply)(content, model))
+        for name, value in (("model", model), ("compare", compare)):
+            if value is not None and not isinstance(value, str):
+                raise services.ChatError(f'"{name}" must be the name of a model (or left out).')
+        await self._announce(await database_sync_to_async(self._request_reply)(content, model, compare))
 
-    def _request_reply(self, content, model):
+    def _request_reply(self, content, model, compare):
         conversation = self._own_conversation()
         if model is not None:
             services.conversation_choose_model(conversation=conversation, model_name=model)
+        if compare is not None:  # side by side: a second reply from `compare`, in the same batch
+            return self._changed(conversation, services.reply_request_side_by_side(
+                conversation=conversation, content=content, model_name=compare))
         return self._changed(conversation, services.reply_request(conversation=conversation, content=content))
 
     async def edit_message(self, payload):
@@ -166,27 +170,31 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self._watch_reply()
 
     async def stop_reply(self, payload):
-        message = await database_sync_to_async(self._stop_or_find_worker)()
-        if message.status == Message.Status.STOPPED:  # was still queued: nothing generated
-            await self.channel_layer.group_send(
-                self.group_name,
-                {"type": "chat.done", "message_id": message.pk, "status": message.status, "usage": message.usage()},
-            )
-        else:  # the worker writing it keeps the partial text and reports "stopped"
-            await self.channel_layer.send(message.worker_channel, {"type": "chat.stop", "message_id": message.pk})
+        for message in await database_sync_to_async(self._stop_or_find_workers)():
+            if message.status == Message.Status.STOPPED:  # was still queued: nothing generated
+                await self.channel_layer.group_send(
+                    self.group_name,
+                    {"type": "chat.done", "message_id": message.pk, "status": message.status,
+                     "usage": message.usage()},
+                )
+            else:  # the worker writing it keeps the partial text and reports "stopped"
+                await self.channel_layer.send(message.worker_channel, {"type": "chat.stop", "message_id": message.pk})
 
-    def _stop_or_find_worker(self) -> Message:
+    def _stop_or_find_workers(self) -> list[Message]:
+        """The replies in progress (two, side by side), those still queued stopped here."""
         conversation = self._own_conversation()
-        message = selectors.reply_in_progress(conversation_id=conversation.pk)
-        if message is None:
+        in_progress = list(Message.objects.filter(conversation=conversation, status__in=Message.IN_PROGRESS))
+        if not in_progress:
             raise services.ChatError("There is no reply in progress to stop.")
-        if services.reply_stop_if_queued(message=message):
-            message.refresh_from_db()
-            return message
-        message.refresh_from_db()  # claimed by a worker meanwhile: it now has a channel
-        if not message.in_progress:
+        stopping = []
+        for message in in_progress:
+            services.reply_stop_if_queued(message=message)
+            message.refresh_from_db()  # stopped here, or claimed by a worker meanwhile (it now has a channel)
+            if message.status == Message.Status.STOPPED or message.in_progress:
+                stopping.append(message)
+        if not stopping:
             raise services.ChatError("The reply had already ended.")
-        return message
+        return stopping
 
     def _own_conversation(self):
         # Checked again on every action: the conversation may have been deleted meanwhile.

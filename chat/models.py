@@ -126,6 +126,11 @@ class Message(models.Model):
         DOWN = "down"
 
     feedback = models.CharField(max_length=4, choices=Feedback.choices, blank=True)  # thumbs on a reply
+    # A reply asked of another model than the conversation's ("" : the conversation's).
+    requested_model = models.CharField(max_length=200, blank=True)
+    # Side by side: a second reply to the same message, written beside `side_of` (in the same batch)
+    # by another model, for the person to pick the better one.
+    side_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="side_replies")
 
     class Meta:
         ordering = ["id"]
@@ -134,7 +139,7 @@ class Message(models.Model):
             # model is still answering would interleave two replies.
             models.UniqueConstraint(
                 fields=["conversation"],
-                condition=Q(status__in=["queued", "streaming"]),
+                condition=Q(status__in=["queued", "streaming"], side_of__isnull=True),
                 name="one_reply_in_progress_per_conversation",
             )
         ]
@@ -160,6 +165,8 @@ class Message(models.Model):
         of the messages with its parent, in order (itself included; alone when not given)."""
         frame = {"id": self.pk, "role": self.role, "content": self.content, "status": self.status,
                  "parent": self.parent_id, "siblings": siblings or [self.pk]}
+        if self.side_of_id:
+            frame["side_of"] = self.side_of_id
         if self.error:
             frame["error"] = self.error
         if self.model_name:

@@ -105,8 +105,9 @@ def sampling_form_fields(stored: dict, effect: dict | None = None) -> list[dict]
     fields = []
     for name, label in labels.items():
         value = stored.get(name)
-        field = {"name": name, "label": label,
-                 "value": "\n".join(value) if name == "stop" and value else ("" if value is None else value)}
+        if name == "stop":
+            value = "\n".join(value) if isinstance(value, list) else ""
+        field = {"name": name, "label": label, "value": "" if value is None else value}
         if effect is not None:
             shown, source = effect[name]
             field["shown"] = ", ".join(map(repr, shown)) if name == "stop" else shown

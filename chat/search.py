@@ -10,6 +10,7 @@ from datetime import date, datetime, time, timedelta
 from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.expressions import RawSQL
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
@@ -67,7 +68,7 @@ class SearchHit:
 
     @property
     def url(self) -> str:
-        path = f"/chat/{self.conversation_id}/"
+        path = reverse("chat:conversation", args=[self.conversation_id])
         return f"{path}#message-{self.message_id}" if self.message_id else path
 
 
@@ -88,10 +89,10 @@ def conversations_search(*, user, query: str = "", model: str | None = None, pro
     conversations = _filtered(Conversation.objects.filter(owner=user, kind__in=SEARCHED_KINDS),
                               model=model, prompt=prompt, since=since, until=until, flagged=flagged)
     if terms:
-        vendor, words = connection.vendor, (terms.phrases, terms.prefix)
+        vendor = connection.vendor
         conversations = conversations.filter(
-            Q(pk__in=RawSQL(*search_index.matching_conversation_ids(vendor, *words)))
-            | Q(pk__in=RawSQL(*search_index.matching_title_ids(vendor, *words))))
+            Q(pk__in=RawSQL(*search_index.matching_conversation_ids(vendor, terms.phrases, terms.prefix)))
+            | Q(pk__in=RawSQL(*search_index.matching_title_ids(vendor, terms.phrases, terms.prefix))))
     rows = list(conversations.order_by("-updated_at", "-pk").values(
         "pk", "title", "updated_at", "kind", "pinned_at", "archived_at")[:max(1, min(limit, 200))])
     last_match, snippets, titles = {}, {}, {}

@@ -20,8 +20,9 @@ that table's triggers, and a trigger naming another table would break the rename
 PostgreSQL (scaled mode): GIN expression indexes on `to_tsvector('simple', ...)` (the message one
 partial, finished messages only, for the reason above), read with `phraseto_tsquery` and
 `ts_headline` (whose parser takes `<b>`-like tags in the text for markup and leaves them out
-of snippets; everything else is escaped as on SQLite). 'simple' keeps every word (no stemming or stop words; accents are kept, unlike
-SQLite's tokenizer: PostgreSQL's `unaccent` is an extension and not immutable).
+of snippets; everything else is escaped as on SQLite). 'simple' keeps every word (no stemming
+or stop words; accents are kept, unlike SQLite's tokenizer: PostgreSQL's `unaccent` is an
+extension and not immutable).
 
 A search is given as phrases (chat.search.SearchTerms), never as the person's raw text: nothing
 they type is read as FTS syntax on either database.

@@ -152,6 +152,22 @@ def with_siblings(messages: list[Message], branches: Branches) -> list[Message]:
     return messages
 
 
+def with_side_replies(messages: list[Message], branches: Branches) -> list[Message]:
+    """Side by side: each message of `messages` is given `beside`, the other replies written with
+    it for comparison (shown next to it), told their siblings too."""
+    ids = [m.pk for m in messages]
+    partners = {m.side_of_id for m in messages if m.side_of_id}
+    found = list(Message.objects.filter(Q(side_of_id__in=ids) | Q(pk__in=partners) | Q(side_of_id__in=partners))
+                 .exclude(pk__in=ids)) if ids else []
+    with_siblings(found, branches)
+    def comparison(message: Message) -> int:  # the reply a side-by-side group was asked with
+        return message.side_of_id or message.pk
+
+    for message in messages:
+        message.beside = [other for other in found if comparison(other) == comparison(message)]
+    return messages
+
+
 def message_frame(*, message: Message) -> dict:
     return message_frames([message], Branches.of(message.conversation))[0]
 

@@ -219,6 +219,8 @@ def reply_request(*, conversation: Conversation, content: str) -> tuple[Message,
     """Store the user's message at the end of the active branch and a queued assistant reply
     below it, for a model worker to claim."""
     content, variables = _checked_message(conversation, content)
+    if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():  # a side-by-side reply too
+        raise ChatError(STILL_ANSWERING)
     try:
         with transaction.atomic():
             user_message = _append_message(conversation, _active_leaf(conversation), role=Message.Role.USER,
@@ -235,6 +237,26 @@ def reply_request(*, conversation: Conversation, content: str) -> tuple[Message,
         fields.append("title")
     conversation.save(update_fields=fields)
     return user_message, assistant_message
+
+
+def reply_request_side_by_side(*, conversation: Conversation, content: str, model_name: str
+                               ) -> tuple[Message, Message, Message]:
+    """The message, a reply from the conversation's model (on the active branch) and, beside it, a
+    reply from `model_name` (its sibling): both queued at once, so a worker writes them in the same
+    batch. Returns (user message, reply, side reply)."""
+    from .selectors import available_models, served_model_choice
+
+    available = available_models()
+    chosen = served_model_choice(model_name if isinstance(model_name, str) else "", available)
+    if chosen is None:
+        raise ChatError(f"There is no model “{str(model_name)[:100]}” to compare with; choose one of "
+                        f"{', '.join(available)}.")
+    user_message, reply = reply_request(conversation=conversation, content=content)
+    side_reply = Message.objects.create(
+        conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT, status=Message.Status.QUEUED,
+        requested_model=chosen or available[0], side_of=reply,
+        lease_expires_at=timezone.now() + timedelta(seconds=settings.LLM_QUEUE_TIMEOUT_SECONDS))
+    return user_message, reply, side_reply
 
 
 def _message_of(conversation: Conversation, message_id, role: str) -> Message:
@@ -392,9 +414,9 @@ def reply_claim_next(*, worker_channel: str, default_model: str, background: boo
     queued = queued_in_serving_order()
     if not background:
         queued = queued.exclude(conversation__kind=Conversation.Kind.EVALUATION)
-    for message_id, requested in queued.values_list("pk", "conversation__model_name")[:20]:
+    for message_id, asked, requested in queued.values_list("pk", "requested_model", "conversation__model_name")[:20]:
         message = reply_claim(message_id=message_id, worker_channel=worker_channel,
-                              model_name=requested or default_model)
+                              model_name=asked or requested or default_model)
         if message is not None:
             return message
     return None

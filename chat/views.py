@@ -53,7 +53,7 @@ def conversation_new(request):
 def conversation_detail(request, conversation_id):
     conversation = _own_conversation_or_404(request, conversation_id)
     messages, branches = selectors.active_messages(conversation=conversation)
-    shown = selectors.with_siblings(messages[-MESSAGES_PER_PAGE:], branches)
+    shown = selectors.with_side_replies(selectors.with_siblings(messages[-MESSAGES_PER_PAGE:], branches), branches)
     return render(request, "chat/conversation_detail.html", {
         "conversation": conversation,
         "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk,
@@ -75,7 +75,8 @@ def conversation_history(request, conversation_id):
     before = _int_or_none(request.GET.get("before"))
     end = path.index(before) if before in path else len(path)
     ids = path[max(0, end - MESSAGES_PER_PAGE):end]
-    messages = selectors.with_siblings(selectors.messages_of(conversation=conversation, ids=ids), branches)
+    messages = selectors.with_side_replies(
+        selectors.with_siblings(selectors.messages_of(conversation=conversation, ids=ids), branches), branches)
     return render(request, "chat/_history_page.html", {"conversation": conversation, "chat_messages": messages,
                                                       "earlier": end > len(ids)})
 

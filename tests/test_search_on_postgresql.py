@@ -124,8 +124,8 @@ def test_the_indexes_are_valid_and_serve_the_search(scaled_env):
     import psycopg
 
     _, database = scaled_env
-    valid = dict(query(database, "SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                                 "WHERE c.relname LIKE %s", "chat_%_search"))
+    valid = dict(query(database, "SELECT c.relname, i.indisvalid FROM pg_index i "
+                                 "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE %s", "chat_%_search"))
     assert valid == {"chat_message_content_search": True, "chat_conversation_title_search": True}
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database}") as connection:
         connection.execute("SET enable_seqscan = off")  # a few rows: the planner would scan them anyway

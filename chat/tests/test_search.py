@@ -6,6 +6,7 @@ from datetime import date, timedelta
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from chat import search_index
@@ -34,18 +35,26 @@ def found(user, query="", **filters) -> list[int]:
 
 @pytest.mark.django_db(transaction=True)
 def test_it_finds_conversations_stored_before_the_index_existed(alice):
-    call_command("migrate", "chat", "0009", verbosity=0)  # no index, no triggers
-    try:
-        older = chat(alice, "Holiday", "Which trains go to Lisbon?", "The Alfa Pendular, from Porto.")
-        bulk = Conversation.objects.create(owner=alice, title="Imported")
-        Message.objects.bulk_create([Message(conversation=bulk, role="user", content="a quiet beach near Sintra")])
-        with connection.cursor() as cursor:
-            cursor.execute("INSERT INTO chat_conversation (owner_id, kind, title, system_prompt, prompt_variables, "
-                           "template_every_turn, model_name, parameters, job, created_at, updated_at) "
-                           "VALUES (%s, 'chat', 'Raw ferry notes', '', '{}', 0, '', '{}', '', %s, %s)",
-                           [alice.pk, timezone.now(), timezone.now()])
-    finally:
-        call_command("migrate", "chat", verbosity=0)  # 0010: builds the index from what is stored
+    before = [("chat", "0009_branches_and_chat_settings")]  # no index, no triggers
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old_apps = executor.loader.project_state(before).apps
+    OldConversation, OldMessage = old_apps.get_model("chat", "Conversation"), old_apps.get_model("chat", "Message")
+    older = OldConversation.objects.create(owner_id=alice.pk, title="Holiday")
+    for role, content in (("user", "Which trains go to Lisbon?"), ("assistant", "The Alfa Pendular, from Porto.")):
+        OldMessage.objects.create(conversation=older, role=role, content=content)
+    bulk = OldConversation.objects.create(owner_id=alice.pk, title="Imported")
+    OldMessage.objects.bulk_create([OldMessage(conversation=bulk, role="user", content="a quiet beach near Sintra")])
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO chat_conversation (owner_id, kind, title, system_prompt, prompt_variables, "
+                       "template_every_turn, model_name, parameters, job, created_at, updated_at) "
+                       "VALUES (%s, 'chat', 'Raw ferry notes', '', '{}', 0, '', '{}', '', %s, %s)",
+                       [alice.pk, timezone.now(), timezone.now()])
+
+    # 0010 builds the index from what is stored; later migrations that rebuild chat_message on
+    # SQLite (0011 does) drop its triggers, and `migrate` puts them back (post_migrate).
+    call_command("migrate", verbosity=0)
+
     raw = Conversation.objects.get(title="Raw ferry notes")
     assert found(alice, "lisbon") == [older.pk]
     assert found(alice, "sintra") == [bulk.pk]

@@ -173,3 +173,36 @@ def test_thumbs_down_opens_the_failure_case_form_filled_in(page, log_in):
     form.get_by_label("Expected answer").fill("Four.")
     form.get_by_role("button", name="Save failure case").click()
     expect(reply.locator(".flagged-note")).to_contain_text("failure case #")
+
+
+def test_side_by_side_streams_two_replies_and_keeping_one_records_the_pair(page, log_in, screenshot):
+    log_in()
+    new_chat(page)
+    # Sampled replies (this chat's own setting), so that the two differ.
+    page.get_by_text("Sampling · temperature").click()
+    page.get_by_label("Temperature").fill("1.5")
+    page.get_by_label("Seed").fill("not a number")
+    page.get_by_role("button", name="Save").last.click()
+    expect(page.locator("#sampling [role=alert]")).to_contain_text("Seed must be a whole number")
+    page.get_by_label("Seed").fill("")
+    page.get_by_role("button", name="Save").last.click()
+    expect(page.locator("#sampling")).to_contain_text("Saved; applies to the next reply.")
+    expect(page.locator('[data-sampling-source="temperature"]')).to_contain_text("1.5 · this chat")
+
+    page.locator("#compare-model").select_option(index=1)
+    send(page, "Tell me about pears")
+    pair = page.locator(".message-pair")
+    expect(pair.locator('.message[data-role="assistant"]')).to_have_count(2)
+    screenshot("chat-side-by-side-streaming")
+    for n in range(2):
+        expect(pair.locator('.message[data-role="assistant"]').nth(n)).to_have_attribute("data-status", "complete",
+                                                                                          timeout=120_000)
+    expect(pair.locator('[data-action="keep"]')).to_have_count(2)
+    side = pair.locator(".message[data-beside]")
+    side_id = side.get_attribute("data-message-id")
+    assert "T 1.5" in side.locator(".message__parameters").inner_text()  # stored with the reply
+    side.get_by_role("button", name="Keep this one").click()
+    kept = page.locator(f"#message-{side_id}")
+    expect(kept.locator(".flag-slot")).to_contain_text("preference pair #")
+    expect(kept).not_to_have_attribute("data-beside", "true")  # it leads the pair now
+    screenshot("chat-side-by-side-kept")

@@ -62,8 +62,13 @@
   function refreshFromServer(id) {
     const element = messageElement(id);
     if (!element) return;
+    const beside = element.dataset.beside;  // its place in a side-by-side pair is the page's, not the server's
     htmx.ajax("GET", "/chat/" + conversationId + "/messages/" + id + "/", { target: element, swap: "outerHTML" })
-      .then(updateBusy);
+      .then(() => {
+        const fresh = messageElement(id);
+        if (fresh && beside) fresh.dataset.beside = beside;
+        updateBusy();
+      });
   }
 
   // The first message names the conversation: show the new title in the header and list.
@@ -97,7 +102,12 @@
       element.classList.add("message--" + message.role);
       element.querySelector(".message__avatar").textContent = message.role === "user" ? "You" : "AI";
       messages.querySelector(".messages__empty").hidden = true;
-      messages.insertBefore(element, messages.querySelector(".messages__empty"));
+      const partner = message.side_of ? messageElement(message.side_of) : null;
+      if (partner) {
+        placeBeside(partner, element);
+      } else {
+        messages.insertBefore(element, messages.querySelector(".messages__empty"));
+      }
       if (message.role === "user" && messages.querySelectorAll('[data-role="user"]').length === 1) refreshTitle();
     }
     if (message.siblings) showSiblings(element, message.id, message.siblings);
@@ -132,13 +142,40 @@
     box.querySelector(".siblings__count").textContent = (index + 1) + "/" + siblings.length;
   }
 
+  // Side by side: a reply from another model, shown next to the one it was asked with.
+  function placeBeside(partner, element) {
+    let pair = partner.parentElement.classList.contains("message-pair") ? partner.parentElement : null;
+    if (!pair) {
+      pair = Object.assign(document.createElement("div"), { className: "message-pair" });
+      partner.before(pair);
+      pair.append(partner);
+    }
+    element.dataset.beside = "true";
+    pair.append(element);
+  }
+
+  // A message, or the side-by-side pair it leads: what moves when the branch changes.
+  function unit(element) {
+    return element.parentElement && element.parentElement.classList.contains("message-pair") ? element.parentElement : element;
+  }
+
   // The active branch changed (here, in another tab, or by an edit or regeneration): show its
   // messages in its order. Messages that left it are kept aside (switching back is instant);
   // when the page lacks one in the middle, it loads the branch again.
   const offBranch = new Map();
   function showBranch(active) {
+    // A reply kept from a side-by-side pair leads it now (the other stays beside it).
+    for (const id of active) {
+      const element = messageElement(id);
+      if (element && element.dataset.beside && element.parentElement.classList.contains("message-pair")) {
+        const pair = element.parentElement;
+        pair.querySelectorAll(":scope > .message").forEach((other) => { other.dataset.beside = "true"; });
+        delete element.dataset.beside;
+        pair.prepend(element);
+      }
+    }
     const shown = new Map();
-    messages.querySelectorAll(".message").forEach((element) => shown.set(Number(element.dataset.messageId), element));
+    messages.querySelectorAll(".message:not([data-beside])").forEach((element) => shown.set(Number(element.dataset.messageId), element));
     const known = (id) => shown.get(id) || offBranch.get(id);
     const first = active.findIndex((id) => known(id));
     if (first < 0 || active.slice(first).some((id) => !known(id))) {
@@ -148,14 +185,14 @@
     shown.forEach((element, id) => {
       if (!active.includes(id)) {
         offBranch.set(id, element);
-        element.remove();
+        unit(element).remove();
       }
     });
     const end = messages.querySelector(".messages__empty");
     for (const id of active.slice(first)) {
       const element = known(id);
       offBranch.delete(id);
-      messages.insertBefore(element, end);
+      messages.insertBefore(unit(element), end);
     }
     end.hidden = active.length > 0;
     updateBusy();
@@ -165,7 +202,7 @@
     fetch("/chat/" + conversationId + "/history/", { headers: { "HX-Request": "true" } })
       .then((response) => response.text())
       .then((html) => {
-        messages.querySelectorAll(".message, .messages__earlier").forEach((element) => element.remove());
+        messages.querySelectorAll(".message-pair, .message, .messages__earlier").forEach((element) => element.remove());
         offBranch.clear();
         const end = messages.querySelector(".messages__empty");
         end.insertAdjacentHTML("beforebegin", html);
@@ -334,6 +371,7 @@
   // hint under the box says so); "Stop" ends the reply sooner.
   let sendWhenDone = false;
   const hint = document.getElementById("composer-hint");
+  const compareModel = document.getElementById("compare-model");
 
   function setHint(text) {
     hint.textContent = text;
@@ -344,7 +382,9 @@
     const content = input.value;
     if (!content.trim()) return;
     clearError();
-    if (send({ type: "send", content: content })) {
+    const frame = { type: "send", content: content };
+    if (compareModel && compareModel.value) frame.compare = compareModel.value;
+    if (send(frame)) {
       pendingContent = content;
       input.value = "";
       messages.scrollTop = messages.scrollHeight;  // your own message is always in view
@@ -454,6 +494,10 @@
       flash(button, copyText(code.textContent));
     } else if (action === "feedback") {
       giveFeedback(element, button);
+    } else if (action === "keep") {
+      // Continue from this reply, and record it as preferred over its siblings (DPO pairs).
+      send({ type: "switch", message_id: id });
+      htmx.ajax("POST", "/cases/prefer/" + id + "/", { source: button, target: element.querySelector(".flag-slot"), swap: "innerHTML" });
     }
   });
 
