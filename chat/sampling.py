@@ -44,7 +44,8 @@ def clean_sampling(values) -> dict:
         highest = settings.LLM_MAX_NEW_TOKENS_CAP if name == "max_new_tokens" else highest
         if number != number or number < lowest or number > highest:  # NaN fails too
             shown_low = 0 if name == "top_p" else lowest
-            raise SamplingError(f"{label} must be between {shown_low} and {highest}"
+            shown = (lambda n: f"{n:,}") if integer else (lambda n: f"{n:g}")
+            raise SamplingError(f"{label} must be between {shown(shown_low)} and {shown(highest)}"
                                 f"{' (above 0)' if name == 'top_p' else ''}.", name)
         clean[name] = number
     stop_text = str(values.get("stop", "") or "")
