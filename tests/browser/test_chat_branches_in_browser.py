@@ -206,3 +206,32 @@ def test_side_by_side_streams_two_replies_and_keeping_one_records_the_pair(page,
     expect(kept.locator(".flag-slot")).to_contain_text("preference pair #")
     expect(kept).not_to_have_attribute("data-beside", "true")  # it leads the pair now
     screenshot("chat-side-by-side-kept")
+
+
+def test_keyboard_shortcuts_and_the_chat_at_phone_width(page, log_in, screenshot):
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    log_in()
+    new_chat(page)
+    ask(page, "Hello there")
+    page.locator("body").click()  # focus outside the box: `?` lists the shortcuts
+    page.keyboard.press("?")
+    expect(page.get_by_role("dialog", name="Keyboard shortcuts")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("dialog", name="Keyboard shortcuts")).to_be_hidden()
+    page.keyboard.press("Control+Shift+C")
+    expect(page.locator("#composer-hint")).to_have_text("Copied the last reply.")
+    assert page.evaluate("navigator.clipboard.readText()") == replies(page).last.locator(".message__raw").input_value()
+    # Esc stops a reply being written.
+    send(page, "Another one")
+    expect(page.get_by_role("button", name="Stop")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(replies(page).last).to_have_attribute("data-status", re.compile("stopped|complete"), timeout=60_000)
+    page.set_viewport_size({"width": 390, "height": 844})
+    screenshot("chat-phone")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, page.evaluate("""() =>
+        [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 391)
+        .slice(0, 8).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))""")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    url = page.url
+    page.keyboard.press("Control+Shift+O")  # a new chat
+    page.wait_for_url(lambda new_url: new_url != url and re.search(r"/chat/\d+/$", new_url))

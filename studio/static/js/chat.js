@@ -459,7 +459,7 @@
       const last = replies[replies.length - 1];
       if (last) {
         event.preventDefault();
-        copyText(last.querySelector(".message__raw").value.replace(/^\n/, "")).then(() => setHint("Copied the last reply."));
+        copyText(last.querySelector(".message__raw").value).then(() => setHint("Copied the last reply."));
       }
     } else if (event.key === "?" && !typing && shortcuts) {
       event.preventDefault();
@@ -516,7 +516,7 @@
     form.className = "message__edit";
     const box = document.createElement("textarea");
     box.rows = 3;
-    box.value = element.querySelector(".message__raw").value.replace(/^\n/, "");
+    box.value = element.querySelector(".message__raw").value;
     box.setAttribute("aria-label", "Edit the message");
     const save = Object.assign(document.createElement("button"), { type: "button", className: "button button--small button--primary", textContent: "Send edit" });
     save.dataset.action = "save-edit";
