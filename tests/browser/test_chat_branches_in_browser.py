@@ -235,3 +235,33 @@ def test_keyboard_shortcuts_and_the_chat_at_phone_width(page, log_in, screenshot
     url = page.url
     page.keyboard.press("Control+Shift+O")  # a new chat
     page.wait_for_url(lambda new_url: new_url != url and re.search(r"/chat/\d+/$", new_url))
+
+
+OLD_CONVERSATION = """
+from django.contrib.auth.models import User
+from chat.models import Conversation
+from chat.services import message_append
+admin = User.objects.get(username="admin")
+old = Conversation.objects.create(owner=admin, title="Zoo trip")
+message_append(conversation=old, role="user", content="Which animal hops on Rottnest Island?")
+message_append(conversation=old, role="assistant", content="The quokka, a small marsupial.")
+print("OLD", old.pk)
+"""
+
+
+def test_ctrl_k_searches_and_finds_a_word_from_an_old_conversation(page, log_in, studio, screenshot):
+    old = manage(["shell", "-c", OLD_CONVERSATION], studio.env).split("OLD")[1].split()[0]
+    log_in()
+    new_chat(page)
+    page.locator("body").click()
+    page.keyboard.press("Control+k")
+    box = page.get_by_label("Search conversations")
+    expect(box).to_be_focused()
+    box.press_sequentially("quokk")
+    hit = page.locator(f'.search-hit[data-conversation-id="{old}"]')
+    expect(hit).to_be_visible()
+    expect(hit.locator("mark").first).to_contain_text("quokk")
+    screenshot("chat-search")
+    hit.click()
+    page.wait_for_url(re.compile(rf"/chat/{old}/"))
+    expect(page.locator("#messages")).to_contain_text("The quokka, a small marsupial.")
