@@ -19,17 +19,20 @@ pytestmark = pytest.mark.scaled
 # Stored while chat/0009 is the last migration: the index is built over them afterwards.
 BEFORE_THE_INDEX = """
 from django.contrib.auth.models import User
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
 from django.utils import timezone
-from chat.models import Conversation, Message
+chat_apps = MigrationLoader(connection).project_state([("chat", "0009_branches_and_chat_settings")]).apps
+Conversation, Message = chat_apps.get_model("chat", "Conversation"), chat_apps.get_model("chat", "Message")
 alice = User.objects.create_user("alice", password="alice-password-1")
 bob = User.objects.create_user("bob", password="bob-password-1")
-old = Conversation.objects.create(owner=alice, title="Holiday in Lisbon")
+old = Conversation.objects.create(owner_id=alice.pk, title="Holiday in Lisbon")
 Message.objects.bulk_create([
     Message(conversation=old, role="user", content="Which trams cross the old town?"),
     Message(conversation=old, role="assistant", content="Tram 28, <b>always</b> & busy", model_name="order-json-ft1",
             flagged_at=timezone.now()),
 ])
-secret = Conversation.objects.create(owner=bob, title="Bob's swordfish")
+secret = Conversation.objects.create(owner_id=bob.pk, title="Bob's swordfish")
 Message.objects.create(conversation=secret, role="user", content="my Lisbon password is swordfish")
 """
 AFTER_THE_INDEX = """

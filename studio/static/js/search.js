@@ -6,8 +6,9 @@
   const isMac = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent);
 
   function visibleSearchBox() {
-    for (const box of document.querySelectorAll("#search-page-q, #sidebar-search")) {
-      if (box.offsetParent !== null) return box;
+    for (const id of ["search-page-q", "sidebar-search"]) {  // in this order, whatever the page's
+      const box = document.getElementById(id);
+      if (box && box.offsetParent !== null) return box;
     }
     return null;
   }
