@@ -73,7 +73,10 @@ def conversation_history(request, conversation_id):
     branches = selectors.Branches.of(conversation)
     path = branches.active_path()
     before = _int_or_none(request.GET.get("before"))
-    end = path.index(before) if before in path else len(path)
+    if before is not None and before not in path:
+        end = 0  # the branch changed since the page asked: nothing above it to add (the page reloads it)
+    else:
+        end = path.index(before) if before is not None else len(path)
     ids = path[max(0, end - MESSAGES_PER_PAGE):end]
     messages = selectors.with_side_replies(
         selectors.with_siblings(selectors.messages_of(conversation=conversation, ids=ids), branches), branches)
