@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "accounts",
     "evals",
     "finetune",
+    "knowledge",
 ]
 
 MIDDLEWARE = [
@@ -216,6 +217,32 @@ EVAL_BATCH_SIZE = envint("EVAL_BATCH_SIZE", 8, minimum=1)
 EVAL_MAX_NEW_TOKENS = envint("EVAL_MAX_NEW_TOKENS", 256, minimum=1)
 EVAL_MAX_QUEUED_PER_USER = envint("EVAL_MAX_QUEUED_PER_USER", 3, minimum=1)
 
+# --- Knowledge bases (knowledge/) ------------------------------------------------------------------
+# Uploaded documents; in scaled mode on storage every job worker mounts (the web process writes,
+# job workers read).
+KNOWLEDGE_FILES_DIR = Path(envstr("KNOWLEDGE_FILES_DIR", str(DATA_DIR / "knowledge")))
+# One document: a larger one is refused by its size, unread (it becomes a failed document).
+KNOWLEDGE_MAX_FILE_BYTES = envint("KNOWLEDGE_MAX_FILE_BYTES", 20 * 1024 * 1024, minimum=1024)
+# One upload request, all its files together (its route's body limit), and how many files it may carry.
+KNOWLEDGE_MAX_UPLOAD_BYTES = envint("KNOWLEDGE_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1024)
+if KNOWLEDGE_MAX_UPLOAD_BYTES < KNOWLEDGE_MAX_FILE_BYTES:
+    raise ImproperlyConfigured(f"KNOWLEDGE_MAX_UPLOAD_BYTES={KNOWLEDGE_MAX_UPLOAD_BYTES}: must be at least "
+                               f"KNOWLEDGE_MAX_FILE_BYTES ({KNOWLEDGE_MAX_FILE_BYTES}), or no file of that size passes")
+KNOWLEDGE_MAX_FILES_PER_UPLOAD = envint("KNOWLEDGE_MAX_FILES_PER_UPLOAD", 1000, minimum=1)
+KNOWLEDGE_MAX_PAGES = envint("KNOWLEDGE_MAX_PAGES", 2000, minimum=1)
+# Chunks in the embedder's tokens: all-MiniLM-L6-v2 reads 256, two of them its own ([CLS], [SEP]).
+# New knowledge bases pin these; an existing one keeps its own until it is rebuilt.
+KNOWLEDGE_CHUNK_TOKENS = envint("KNOWLEDGE_CHUNK_TOKENS", 200, minimum=16)
+KNOWLEDGE_CHUNK_OVERLAP = envint("KNOWLEDGE_CHUNK_OVERLAP", 30, minimum=0)
+if KNOWLEDGE_CHUNK_TOKENS > 254:
+    raise ImproperlyConfigured(f"KNOWLEDGE_CHUNK_TOKENS={KNOWLEDGE_CHUNK_TOKENS}: at most 254 (the embedder reads "
+                               "256 tokens, 2 of them its own); longer chunks would be cut")
+if KNOWLEDGE_CHUNK_OVERLAP >= KNOWLEDGE_CHUNK_TOKENS:
+    raise ImproperlyConfigured(f"KNOWLEDGE_CHUNK_OVERLAP={KNOWLEDGE_CHUNK_OVERLAP}: must be less than "
+                               f"KNOWLEDGE_CHUNK_TOKENS ({KNOWLEDGE_CHUNK_TOKENS})")
+# Vectors each process keeps in memory for search (knowledge bases least recently searched go first).
+KNOWLEDGE_VECTOR_CACHE_BYTES = envint("KNOWLEDGE_VECTOR_CACHE_BYTES", 512 * 1024 * 1024, minimum=0)
+
 # --- Caches (login and API throttling counters) --------------------------------------------
 SILENCED_SYSTEM_CHECKS = []
 if REDIS_URL:
@@ -237,11 +264,15 @@ STUDIO_UPLOAD_PATHS = [r"^/prompts/import/$", r"^/cases/import/$", r"^/api/failu
 # Conversation imports (chat/exchange.py): a ChatGPT conversations.json outgrows the other imports,
 # so its route has a limit of its own (the file, plus 64 KiB for the form around it).
 CHAT_IMPORT_MAX_BYTES = envint("CHAT_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
-STUDIO_UPLOAD_ROUTE_BYTES = {r"^/chat/import/$": CHAT_IMPORT_MAX_BYTES + 64 * 1024}
+STUDIO_UPLOAD_ROUTE_BYTES = {r"^/chat/import/$": CHAT_IMPORT_MAX_BYTES + 64 * 1024,
+                             # Documents of a knowledge base, many files a request (the multipart framing on top).
+                             r"^/api/knowledge/[0-9]+/documents/$": KNOWLEDGE_MAX_UPLOAD_BYTES + 1024 * 1024}
 # One WebSocket message (a chat frame holds at most CHAT_MAX_MESSAGE_CHARS characters).
 STUDIO_MAX_FRAME_BYTES = envint("STUDIO_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_BODY_BYTES
-DATA_UPLOAD_MAX_NUMBER_FILES = 5
+# Django's count of files in one request: a knowledge-base upload carries many; every route's body
+# is bounded by its byte limit above whatever the count.
+DATA_UPLOAD_MAX_NUMBER_FILES = max(5, KNOWLEDGE_MAX_FILES_PER_UPLOAD)
 
 # --- Templates of prompt versions (prompts/template_process.py) ------------------------------
 TEMPLATE_RENDER_PROCESSES = envint("TEMPLATE_RENDER_PROCESSES", 3, minimum=1)
@@ -325,6 +356,7 @@ LOGGING = {
         "chat": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
         "evals": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
         "finetune": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
+        "knowledge": {"handlers": ["console"], "level": envstr("STUDIO_LOG_LEVEL", "INFO"), "propagate": False},
     },
 }
 

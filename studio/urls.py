@@ -6,6 +6,7 @@ from chat import openai_api
 from chat.urls import playground_urlpatterns
 from evals.urls import api_urlpatterns as evals_api_urlpatterns
 from finetune.urls import api_urlpatterns as finetune_api_urlpatterns
+from knowledge.urls import api_urlpatterns as knowledge_api_urlpatterns
 from prompts.urls import api_urlpatterns as prompt_api_urlpatterns
 
 urlpatterns = [
@@ -19,6 +20,7 @@ urlpatterns = [
     path("api/", include(prompt_api_urlpatterns)),
     path("api/", include(evals_api_urlpatterns)),
     path("api/", include(finetune_api_urlpatterns)),
+    path("api/", include(knowledge_api_urlpatterns)),
     path("fine-tunes/", include("finetune.urls")),
     # The OpenAI-compatible API (clients use base_url=".../v1" and add no trailing slash).
     re_path(r"^v1/models/?$", openai_api.models, name="v1_models"),

