@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import measure as bench
-from benchmarks.processes import REPO, running_studio, shell_token, studio_env
+from benchmarks.processes import REPO, manage, running_studio, shell_token, studio_env
 from studio.llm import BUNDLED_MODEL, load_model, render_prompt_ids
 
 DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
@@ -46,7 +46,11 @@ class Command:
         parser.add_argument("--runs", type=int, default=5, help="measured runs per path (median taken)")
         parser.add_argument("--prompt", default=DEFAULT_PROMPT)
         parser.add_argument("--conversations", default="1,4,8,16", help="simultaneous conversations to aggregate")
-        parser.add_argument("--paths", default="embedded,redis,dtype,constrained,evaluation,training",
+        parser.add_argument("--knowledge-chunks", type=int, default=2000,
+                            help="chunks of the corpus whose ingestion is measured (knowledge path)")
+        parser.add_argument("--knowledge-sizes", default="10000,100000",
+                            help="knowledge-base sizes (chunks) whose search latency is measured")
+        parser.add_argument("--paths", default="knowledge,embedded,redis,dtype,constrained,evaluation,training",
                             help="what to measure: embedded, redis (full chat paths), dtype (the batch engine in "
                                  "float32 and bfloat16), constrained (the batch engine with and without an output "
                                  "format), evaluation and training (both need embedded)")
@@ -58,7 +62,7 @@ class Command:
         parser.add_argument("--output", default=str(REPO / "bench-results" / "latest.json"))
 
     def handle(self, *args, model, tokens, runs, prompt, conversations, paths, output, eval_cases, eval_tokens,
-               train_rounds, constrained_tokens, **options):
+               train_rounds, constrained_tokens, knowledge_chunks=2000, knowledge_sizes="10000,100000", **options):
         from django.conf import settings
         from transformers.utils import logging as transformers_logging
 
@@ -77,6 +81,12 @@ class Command:
             self.say("redis: skipped, nothing answers at 127.0.0.1:6379")
             modes.remove("redis")
         counts = [int(n) for n in conversations.split(",") if n.strip()]
+        if "knowledge" in wanted:
+            results["knowledge"] = self.measure_knowledge(knowledge_chunks, knowledge_sizes)
+            if wanted == {"knowledge"}:
+                output.parent.mkdir(parents=True, exist_ok=True)
+                output.write_text(json.dumps(results, indent=2))
+                return
 
         self.say(f"raw: loading {model} (cache {cache_dir})")
         loaded = load_model(model, cache_dir=cache_dir, device=settings.LLM_DEVICE, quantization=settings.LLM_QUANTIZATION,
@@ -278,6 +288,55 @@ class Command:
                      + (f" ({cut} cut at {tokens} tokens, marked length)" if cut else "") + other_load_note(run))
         return measured
 
+    def measure_knowledge(self, chunks: int, sizes: str) -> dict:
+        """Ingestion of a generated Markdown corpus (parse, split, embed, index) against embedding
+        its chunks alone, then search latency by size, mode and engine: `manage.py knowledge_bench`
+        in a throwaway data folder (SQLite), and on a throwaway PostgreSQL database when one answers."""
+        engines = {"embedded": {"DATABASE_URL": ""}}
+        database = None
+        if postgres_reachable():
+            import psycopg
+
+            database = f"studio_bench_{uuid.uuid4().hex[:10]}"
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'CREATE DATABASE "{database}"')
+            engines["scaled"] = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{database}"}
+        else:
+            self.say("knowledge, scaled: skipped, no PostgreSQL answers at 127.0.0.1:5432")
+        measured = {}
+        try:
+            for engine, overrides in engines.items():
+                data_dir = Path(tempfile.mkdtemp(prefix=f"studio-bench-knowledge-{engine}-"))
+                env = studio_env(STUDIO_DATA_DIR=data_dir, STUDIO_SQLITE_PATH=data_dir / "studio.sqlite3", **overrides)
+                try:
+                    manage(["migrate", "-v0"], env, timeout=600)
+                    ingest = engine == "embedded"  # the ingestion ratio is the CPU's, not the database's
+                    self.say(f"knowledge, {engine}: " + (f"ingesting a {chunks}-chunk corpus, then " if ingest else "")
+                             + f"search latency at {sizes} chunks")
+                    args = ["knowledge_bench", "--chunks", str(chunks), "--sizes", sizes]
+                    measured[engine] = json.loads(manage(args if ingest else [*args, "--skip-ingestion"], env,
+                                                         timeout=3600).strip().splitlines()[-1])
+                finally:
+                    shutil.rmtree(data_dir, ignore_errors=True)
+        finally:
+            if database:
+                import psycopg
+
+                with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        ingestion = measured["embedded"]["ingestion"]
+        self.say(f"knowledge: {ingestion['chunks']} chunks ingested at {ingestion['ingestion_chunks_per_s']:.1f} "
+                 f"chunks/s ({ingestion['ingestion_s']:.1f} s), embedded alone at "
+                 f"{ingestion['embedding_chunks_per_s']:.1f} chunks/s ({ingestion['embedding_s']:.1f} s)"
+                 + (f"; failed: {ingestion['failed']}" if ingestion["failed"] else ""))
+        self.say(f"ingestion/embedding-only chunks/s ratio: "
+                 f"{ingestion['ingestion_chunks_per_s'] / ingestion['embedding_chunks_per_s']:.2f}")
+        for engine, figures in measured.items():
+            for run in figures["search"]:
+                self.say(f"knowledge search latency, {run['chunks']} chunks, {engine}, {run['mode']}: "
+                         f"p50 {run['p50_ms']:.1f} ms, p95 {run['p95_ms']:.1f} ms")
+        return measured
+
     def report(self, label, run):
         extra = f", {run['token_frames']} token frames" if "token_frames" in run else ""
         self.say(f"{label}: {run['tokens_per_s']:.2f} tokens/s, TTFT {run['ttft_ms']:.1f} ms{extra}"
@@ -304,6 +363,17 @@ def concurrency_ratio(aggregate: list[dict], mode: str, conversations: int) -> f
     if conversations not in runs or 1 not in runs:
         return None
     return runs[conversations] / runs[1]
+
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def postgres_reachable() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def redis_reachable() -> bool:
