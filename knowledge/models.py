@@ -85,6 +85,16 @@ class Document(models.Model):
     def __str__(self):
         return self.name
 
+    @property
+    def active(self) -> bool:
+        """Still being ingested: its page polls until none is."""
+        return self.status in (self.Status.QUEUED, self.Status.PROCESSING)
+
+    @property
+    def status_label(self) -> str:
+        """What a person reads: queued, parsing, embedding, ready or failed."""
+        return (self.stage or "processing") if self.status == self.Status.PROCESSING else self.status
+
     def to_dict(self) -> dict:
         """What the API answers about a document."""
         job = getattr(self, "ingestion", None)

@@ -4,7 +4,8 @@ logged in when it is shared. Another person's private base is "not found", never
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 
 from studio.errors import NotFound
 
@@ -27,3 +28,17 @@ def document_for(*, knowledge_base: KnowledgeBase, document_id: int) -> Document
     if document is None:
         raise NotFound("This knowledge base has no such document.")
     return document
+
+
+def knowledge_bases_with_counts(*, user) -> QuerySet[KnowledgeBase]:
+    """The list page's rows: each base with its documents ready and in all, and its searchable chunks
+    (of ready documents), counted in the one query."""
+    ready = Q(documents__status=Document.Status.READY)
+    return knowledge_bases_for(user=user).annotate(
+        documents_total=Count("documents"), documents_ready=Count("documents", filter=ready),
+        chunks_total=Coalesce(Sum("documents__chunk_count", filter=ready), 0))
+
+
+def documents_of(*, knowledge_base: KnowledgeBase) -> QuerySet[Document]:
+    """Newest first, with each one's ingestion job (its progress) in the same query."""
+    return knowledge_base.documents.select_related("ingestion")

@@ -1,9 +1,17 @@
 from django.urls import path
 
-from . import api
+from . import api, views
 
 app_name = "knowledge"
-urlpatterns = []
+urlpatterns = [
+    path("", views.knowledge_base_list, name="list"),
+    path("<id:knowledge_base_id>/", views.knowledge_base_detail, name="detail"),
+    path("<id:knowledge_base_id>/documents/", views.documents, name="documents"),
+    path("<id:knowledge_base_id>/documents/upload/", views.documents_upload, name="upload"),
+    path("<id:knowledge_base_id>/documents/<id:document_id>/", views.document_detail, name="document"),
+    path("<id:knowledge_base_id>/documents/<id:document_id>/delete/", views.document_delete, name="document_delete"),
+    path("<id:knowledge_base_id>/search/", views.search, name="search"),
+]
 
 api_urlpatterns = [
     path("knowledge/", api.knowledge_bases, name="api_knowledge_bases"),

@@ -266,7 +266,8 @@ STUDIO_UPLOAD_PATHS = [r"^/prompts/import/$", r"^/cases/import/$", r"^/api/failu
 CHAT_IMPORT_MAX_BYTES = envint("CHAT_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 STUDIO_UPLOAD_ROUTE_BYTES = {r"^/chat/import/$": CHAT_IMPORT_MAX_BYTES + 64 * 1024,
                              # Documents of a knowledge base, many files a request (the multipart framing on top).
-                             r"^/api/knowledge/[0-9]+/documents/$": KNOWLEDGE_MAX_UPLOAD_BYTES + 1024 * 1024}
+                             r"^/api/knowledge/[0-9]+/documents/$": KNOWLEDGE_MAX_UPLOAD_BYTES + 1024 * 1024,
+                             r"^/knowledge/[0-9]+/documents/upload/$": KNOWLEDGE_MAX_UPLOAD_BYTES + 1024 * 1024}
 # One WebSocket message (a chat frame holds at most CHAT_MAX_MESSAGE_CHARS characters).
 STUDIO_MAX_FRAME_BYTES = envint("STUDIO_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_BODY_BYTES

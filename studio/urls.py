@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/", include(finetune_api_urlpatterns)),
     path("api/", include(knowledge_api_urlpatterns)),
     path("fine-tunes/", include("finetune.urls")),
+    path("knowledge/", include("knowledge.urls")),
     # The OpenAI-compatible API (clients use base_url=".../v1" and add no trailing slash).
     re_path(r"^v1/models/?$", openai_api.models, name="v1_models"),
     re_path(r"^v1/models/(?P<model_id>.+)$", openai_api.models, name="v1_model"),

@@ -1,0 +1,161 @@
+"""Pages of knowledge bases: the list (and a new base), a base's documents with their ingestion
+live, uploads, deletes and a search box, and a document's chunks. The same services and search the
+API calls; who may do what is decided there (selectors, services.require_owner), never here."""
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.http.multipartparser import MultiPartParserError
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from studio.errors import Forbidden, NotFound
+
+from . import search as knowledge_search
+from . import selectors, services
+
+DOCUMENTS_PER_PAGE = 100
+CHUNKS_PER_PAGE = 50
+
+
+def _knowledge_base_or_404(request, knowledge_base_id):
+    try:
+        return selectors.knowledge_base_for(user=request.user, knowledge_base_id=knowledge_base_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+
+
+def _document_or_404(knowledge_base, document_id):
+    try:
+        return selectors.document_for(knowledge_base=knowledge_base, document_id=document_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+
+
+def _require_owner(request, knowledge_base) -> None:
+    try:
+        services.require_owner(knowledge_base, request.user)
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def knowledge_base_list(request):
+    values, errors = {"name": "", "description": "", "shared": False}, {}
+    if request.method == "POST":
+        values = {"name": request.POST.get("name", ""), "description": request.POST.get("description", ""),
+                  "shared": request.POST.get("shared") == "on"}
+        try:
+            knowledge_base = services.knowledge_base_create(owner=request.user, **values)
+        except services.KnowledgeError as exc:
+            errors[exc.field or "name"] = exc.message
+        else:
+            return redirect("knowledge:detail", knowledge_base_id=knowledge_base.pk)
+    return render(request, "knowledge/knowledge_base_list.html", {
+        "knowledge_bases": selectors.knowledge_bases_with_counts(user=request.user), "values": values,
+        "errors": errors}, status=400 if errors else 200)
+
+
+def _documents_context(request, knowledge_base, **extra) -> dict:
+    page = Paginator(selectors.documents_of(knowledge_base=knowledge_base), DOCUMENTS_PER_PAGE).get_page(
+        request.GET.get("page"))
+    return {"knowledge_base": knowledge_base, "page": page, "polling": any(doc.active for doc in page.object_list),
+            "is_owner": knowledge_base.owner_id == request.user.pk, **extra}
+
+
+def _search_values(source) -> dict:
+    return {"q": source.get("q", ""), "mode": source.get("mode", "hybrid"),
+            "k": source.get("k", str(knowledge_search.DEFAULT_K))}
+
+
+@login_required
+@require_GET
+def knowledge_base_detail(request, knowledge_base_id):
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    return render(request, "knowledge/knowledge_base_detail.html", {
+        **_documents_context(request, knowledge_base), "search": _search_values(request.GET),
+        "modes": knowledge_search.MODES})
+
+
+@login_required
+@require_GET
+def documents(request, knowledge_base_id):
+    """Polled every 2 s while a document is queued or processing: the table, in place."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    return render(request, "knowledge/_documents.html", _documents_context(request, knowledge_base))
+
+
+@login_required
+@require_POST
+def documents_upload(request, knowledge_base_id):
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    _require_owner(request, knowledge_base)  # before the body is parsed: a stranger's upload is not stored
+    error, added = "", []
+    try:
+        added = services.documents_add(user=request.user, knowledge_base=knowledge_base,
+                                       files=request.FILES.getlist("file"))
+    except RequestDataTooBig as exc:
+        error = f"The upload is too large: {exc}"
+    except (MultiPartParserError, SuspiciousOperation) as exc:  # too many files, a broken body
+        error = f"The upload could not be read: {exc}"
+    except services.KnowledgeError as exc:
+        error = exc.message
+    context = _documents_context(request, knowledge_base, upload_error=error, oob=True,
+                                 added=[item for item in added if not item.duplicate and not item.document.error],
+                                 duplicates=[item.document for item in added if item.duplicate],
+                                 refused=[item.document for item in added if not item.duplicate and item.document.error])
+    template = "knowledge/_upload.html" if request.htmx else "knowledge/knowledge_base_detail.html"
+    if not request.htmx:
+        context.update(search=_search_values({}), modes=knowledge_search.MODES)
+    return render(request, template, context, status=400 if error else 200)
+
+
+@login_required
+@require_POST
+def document_delete(request, knowledge_base_id, document_id):
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    document = _document_or_404(knowledge_base, document_id)
+    try:
+        services.document_delete(user=request.user, document=document)
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from None
+    if request.htmx:
+        return render(request, "knowledge/_documents.html", _documents_context(request, knowledge_base))
+    return redirect("knowledge:detail", knowledge_base_id=knowledge_base.pk)
+
+
+@login_required
+@require_GET
+def search(request, knowledge_base_id):
+    """The search box's answer: ranked passages, through the same search the API runs."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    values, answer, errors = _search_values(request.GET), None, {}
+    try:
+        k = int(values["k"])
+    except ValueError:
+        errors["k"] = "must be a whole number"
+    else:
+        try:
+            answer = knowledge_search.search(user=request.user, knowledge_base=knowledge_base, query=values["q"],
+                                             k=k, mode=values["mode"])
+        except knowledge_search.SearchError as exc:
+            errors[exc.field or "q"] = exc.message
+    context = {"knowledge_base": knowledge_base, "search": values, "answer": answer, "errors": errors,
+               "modes": knowledge_search.MODES}
+    if request.htmx:
+        return render(request, "knowledge/_search.html", context, status=400 if errors else 200)
+    return render(request, "knowledge/knowledge_base_detail.html", {
+        **_documents_context(request, knowledge_base), **context}, status=400 if errors else 200)
+
+
+@login_required
+@require_GET
+def document_detail(request, knowledge_base_id, document_id):
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    document = _document_or_404(knowledge_base, document_id)
+    chunks = document.chunks.only("ordinal", "page", "heading", "text", "token_count").order_by("ordinal")
+    return render(request, "knowledge/document_detail.html", {
+        "knowledge_base": knowledge_base, "document": document,
+        "page": Paginator(chunks, CHUNKS_PER_PAGE).get_page(request.GET.get("page"))})

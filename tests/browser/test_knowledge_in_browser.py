@@ -1,0 +1,65 @@
+"""A knowledge base in Chromium: created from the list, two files uploaded at once, their status
+followed live until the served studio's job worker has indexed them (the list stops polling), then
+a search that shows the passage."""
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+MARKDOWN = """# Press maintenance
+
+## Reset
+
+Hold the green button for five seconds to reset the hydraulic press after a jam.
+
+## Parts
+
+Valve ZX-4411 fits the model B press; order it from the stores.
+"""
+TEXT = "Opening hours\n\nThe workshop opens at seven and closes at four on weekdays. It is closed on Sundays.\n"
+
+
+def test_a_knowledge_base_is_created_filled_and_searched(page, log_in, screenshot, tmp_path):
+    (tmp_path / "press.md").write_text(MARKDOWN)
+    (tmp_path / "hours.txt").write_text(TEXT)
+    log_in()
+    page.get_by_role("link", name="Knowledge").first.click()
+    page.wait_for_url("**/knowledge/")
+    page.get_by_label("Name").fill("Workshop")
+    page.get_by_label("Description").fill("Manuals and opening hours of the workshop")
+    page.get_by_role("button", name="Create knowledge base").click()
+    page.wait_for_url(re.compile(r"/knowledge/\d+/$"))
+    expect(page.locator("h1")).to_contain_text("Workshop")
+
+    page.locator("#upload-files").set_input_files([str(tmp_path / "press.md"), str(tmp_path / "hours.txt")])
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload")).to_contain_text("2 documents queued.")
+    rows = page.locator("#documents tbody tr")
+    expect(rows).to_have_count(2)
+    # The job worker loads the embedder for the first document: minutes on a busy machine.
+    expect(page.locator('#documents tr[data-status="ready"]')).to_have_count(2, timeout=180_000)
+    expect(page.locator("#documents")).not_to_have_attribute("hx-trigger", re.compile("every"))
+    expect(page.locator("#documents")).to_contain_text("press.md")
+    screenshot("knowledge-base")
+
+    page.get_by_label("Query").fill("How do I reset the press after a jam?")
+    page.get_by_role("button", name="Search").click()
+    first = page.locator(".knowledge-hit").first
+    expect(first).to_contain_text("Hold the green button", timeout=30_000)
+    expect(first).to_contain_text("press.md")
+    expect(first).to_contain_text("fused")
+    screenshot("knowledge-search")
+
+    page.locator(".knowledge-hit a", has_text="press.md").first.click()
+    page.wait_for_url(re.compile(r"/knowledge/\d+/documents/\d+/$"))
+    expect(page.locator(".knowledge-chunks")).to_contain_text("Valve ZX-4411")
+    screenshot("knowledge-chunks")
+
+    page.get_by_role("link", name="Knowledge bases").click()
+    row = page.locator(".knowledge-bases tr", has_text="Workshop")
+    expect(row).to_contain_text("2 of 2")
+    expect(row).to_contain_text("private")
+    screenshot("knowledge-list")
