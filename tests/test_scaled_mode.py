@@ -20,7 +20,9 @@ pytestmark = pytest.mark.scaled
 
 async def test_several_workers_compete_for_requests(scaled_env, tmp_path):
     env, database = scaled_env
-    env = {**env, "LLM_MAX_NEW_TOKENS": "400"}
+    # Two replies per worker at most: on a loaded machine the first worker awake could otherwise
+    # take all four into its batch before the other looks.
+    env = {**env, "LLM_MAX_NEW_TOKENS": "400", "LLM_MAX_BATCH": "2"}
     with running_studio(env, tmp_path, workers=2) as studio:
         await wait_for_workers(database, 2)
         session = studio.login("admin", ADMIN_PASSWORD)
