@@ -318,10 +318,6 @@
     branch(frame) {
       showBranch(frame.active);
     },
-    removed(frame) {
-      const element = messageElement(frame.message_id);
-      if (element) element.remove();
-    },
     error(frame) {
       showError(frame.error);
       if (pendingContent !== null && input.value === "") input.value = pendingContent;
