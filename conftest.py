@@ -83,6 +83,15 @@ def fresh_throttle_counters():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def fresh_knowledge_vectors():
+    """The vectors a process caches are keyed by knowledge base id and version, which the next test
+    reuses once a test's rows are rolled back: no test reads another's."""
+    from knowledge import index
+
+    index.cache_clear()
+
+
 @pytest.fixture
 def model_worker(tiny_model, settings):
     """A real model worker on the tiny model, in a thread of its own, for sync tests that run

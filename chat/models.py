@@ -42,6 +42,13 @@ class Conversation(models.Model):
     # Messages form a tree (an edit or a regeneration starts a branch; nothing is thrown away).
     # The active branch: from this first message, follow each message's `active_child`.
     active_root = models.ForeignKey("Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # Knowledge attached to the chat: every reply searches these bases and documents, with the
+    # owner's access (knowledge.retrieval), besides what its prompt version attaches.
+    knowledge_bases = models.ManyToManyField("knowledge.KnowledgeBase", blank=True, related_name="+")
+    documents = models.ManyToManyField("knowledge.Document", blank=True, related_name="+")
+    # How: {"k", "mode", "min_score", "when_nothing_found": "say"|"answer"} ({}: the defaults, or the
+    # prompt version's).
+    retrieval_settings = models.JSONField(default=dict, blank=True)
     pinned_at = models.DateTimeField(null=True, blank=True)  # pinned conversations head the sidebar
     archived_at = models.DateTimeField(null=True, blank=True)  # archived ones leave it (search still finds them)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -126,6 +133,9 @@ class Message(models.Model):
         DOWN = "down"
 
     feedback = models.CharField(max_length=4, choices=Feedback.choices, blank=True)  # thumbs on a reply
+    # A reply that used retrieval: what was searched and the numbered sources the model read, each
+    # with its chunk id (knowledge.retrieval's record); its citations are built from this. {}: none.
+    retrieval = models.JSONField(default=dict, blank=True)
     # A reply asked of another model than the conversation's ("" : the conversation's).
     requested_model = models.CharField(max_length=200, blank=True)
     # Side by side: a second reply to the same message, written beside `side_of` (in the same batch)

@@ -219,11 +219,13 @@ def _closed_objects(schema, depth: int = 0):
 def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
     """Store the request as an `api` conversation with a queued reply; (conversation, reply, model)."""
     from prompts import selectors as prompt_selectors
-    from prompts.rendering import MissingVariablesError, TemplateError, render_owner, render_user_turn
+    from prompts.rendering import MissingVariablesError, TemplateError, render_owner, render_version_turn
+
+    from .retrieval import reply_retrieval
 
     render_owner.set(lambda: f"user:{user.pk}")  # the token's person takes their turn at the render processes
     messages, model = asked["messages"], asked["model"]
-    version, variables = None, {}
+    version, variables, record = None, {}, None
     matched = PROMPT_MODEL.match(model)
     if matched:
         prompt = prompt_selectors.prompt_by_slug(matched["slug"])
@@ -240,8 +242,10 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
             raise ApiError(404, str(exc), param="model", code="model_not_found") from None
         last = messages[-1]["content"]
         variables = asked["variables"] or ({version.variables[0]: last} if len(version.variables) == 1 else {})
+        # Retrieved as the token's owner, before rendering (a template may lay the passages out).
+        record = reply_retrieval(Conversation(owner=user, prompt_version=version), content=last, variables=variables)
         try:
-            user_turn = render_user_turn(version.template, variables)
+            user_turn = render_version_turn(version, variables, record)
         except (MissingVariablesError, TemplateError) as exc:
             raise ApiError(400, f"{exc} (give them as `variables`).", param="variables") from None
         messages = [m for m in messages[:-1] if m["role"] != "system"] + [{"role": "user", "content": user_turn}]
@@ -269,7 +273,7 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
             prompt_variables=variables, model_name=served, parameters=asked["parameters"],
             title=(f"API: {model}")[:200])
         services.messages_append(conversation=conversation, turns=messages[:-1])
-        _, reply = services.reply_request(conversation=conversation, content=messages[-1]["content"])
+        _, reply = services.reply_request(conversation=conversation, content=messages[-1]["content"], retrieval=record)
     return conversation, reply, model
 
 

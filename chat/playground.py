@@ -42,7 +42,8 @@ def playground_run(request, slug):
             runs.append({"version": version, "error": str(exc)})
         else:
             request_reply_after_commit()
-            runs.append({"version": version, "conversation": conversation, "format_label": _format_label(version)})
+            runs.append({"version": version, "conversation": conversation, "reply": reply,
+                         "format_label": _format_label(version)})
     return render(request, "prompts/_runs.html", {"runs": runs, "base_model": selectors.base_model_name()})
 
 

@@ -17,6 +17,7 @@ from studio.llm.adapters import adapter_folders
 from studio.llm.loading import ModelLoadError, prepare_model_folder
 from django.utils import timezone
 
+from knowledge.retrieval import with_sources
 from prompts.rendering import assembled_messages
 
 from .models import Conversation, Message, ModelWorker
@@ -201,13 +202,17 @@ def chat_history_before(*, message: Message) -> list[dict]:
     """What the model reads to write `message`: the system prompt, the prompt version's
     few-shot examples (a conversation started from one), then earlier turns.
 
-    Only the message's own branch counts (its ancestors); failed replies and empty stopped ones
+    A reply that retrieved passages reads them in the system turn, as numbered sources (unless its
+    prompt version's template lays them out in the user turn). Only the message's own branch counts (its ancestors); failed replies and empty stopped ones
     are left out: they are not part of the dialogue.
     """
     conversation = message.conversation
     earlier = [m for m in messages_of(conversation=conversation, ids=Branches.of(conversation).ancestors(message.pk))
                if m.status != Message.Status.FAILED and m.content]
-    return assembled_messages(system=conversation.system_prompt,
+    system = conversation.system_prompt
+    if message.retrieval.get("layout", "system") == "system":  # else its template laid the passages out
+        system = with_sources(system, message.retrieval)
+    return assembled_messages(system=system,
                               examples=conversation.prompt_version.examples if conversation.prompt_version else (),
                               turns=[{"role": m.role, "content": m.content} for m in earlier])
 

@@ -6,12 +6,14 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from studio.errors import StudioError
 from studio.input_checks import unstorable_reason
 
 from .models import ChatDefaults, Conversation, Message, ModelWorker
+from .retrieval import reply_retrieval
 
 TITLE_MAX_CHARS = 200
 TITLE_FROM_MESSAGE_CHARS = 60
@@ -34,14 +36,15 @@ def conversation_create(*, owner, title: str = "", system_prompt: str = "") -> C
     return conversation
 
 
-def user_turn_from_template(*, prompt_version, variables: dict) -> str:
-    """`prompt_version`'s template rendered with `variables`, checked as a message. Raises the
-    rendering's errors (a missing variable, a template that fails) or ChatError."""
-    from prompts.rendering import render_user_turn
+def user_turn_from_template(*, prompt_version, variables: dict, retrieval: dict | None = None) -> str:
+    """`prompt_version`'s template rendered with `variables` (and the passages of `retrieval`, for a
+    template that lays them out), checked as a message. Raises the rendering's errors (a missing
+    variable, a template that fails) or ChatError."""
+    from prompts.rendering import render_version_turn
 
     for name, value in variables.items():
         _require_storable(value if isinstance(value, str) else "", f"The variable {name}")
-    user_turn = render_user_turn(prompt_version.template, variables)
+    user_turn = render_version_turn(prompt_version, variables, retrieval)
     _require_storable(user_turn, "The rendered message")
     if len(user_turn) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError(f"The rendered message is {len(user_turn):,} characters; the limit is "
@@ -59,17 +62,19 @@ def conversation_start_from_prompt(*, owner, prompt_version, variables: dict, ki
     `template_every_turn` (a template of one variable): later messages go through it too.
     Raises the rendering's errors (a missing variable, a template that fails).
     """
-    user_turn = user_turn_from_template(prompt_version=prompt_version, variables=variables)
     kept = {name: value for name, value in variables.items() if name in prompt_version.variables}
+    conversation = Conversation(
+        owner=owner, kind=kind, system_prompt=prompt_version.instructions, prompt_version=prompt_version,
+        model_name=available_served_model(model_name or prompt_version.model_name), prompt_variables=kept,
+        template_every_turn=template_every_turn and len(prompt_version.variables) == 1,
+        title=_clean_title(f"{prompt_version.prompt.name} v{prompt_version.number}"),
+    )
+    record = reply_retrieval(conversation, content="", variables=kept)  # before rendering: a template may lay it out
+    user_turn = user_turn_from_template(prompt_version=prompt_version, variables=variables, retrieval=record)
     with transaction.atomic():
-        conversation = Conversation.objects.create(
-            owner=owner, kind=kind, system_prompt=prompt_version.instructions, prompt_version=prompt_version,
-            model_name=available_served_model(model_name or prompt_version.model_name), prompt_variables=kept,
-            template_every_turn=template_every_turn and len(prompt_version.variables) == 1,
-            title=_clean_title(f"{prompt_version.prompt.name} v{prompt_version.number}"),
-        )
+        conversation.save()
         user_message = _append_message(conversation, None, role=Message.Role.USER, content=user_turn, variables=kept)
-        assistant_message = _queue_reply(conversation, parent=user_message)
+        assistant_message = _queue_reply(conversation, parent=user_message, retrieval=record)
     return conversation, assistant_message
 
 
@@ -156,9 +161,10 @@ def conversation_archive(*, conversation: Conversation, archived: bool) -> Conve
     return conversation
 
 
-def _checked_message(conversation: Conversation, content) -> tuple[str, dict]:
+def _checked_message(conversation: Conversation, content, retrieval: dict | None = None) -> tuple[str, dict, dict]:
     """A message the person sent, checked, and (a conversation whose template takes every turn)
-    rendered: (the text the model reads, the template's variables)."""
+    rendered; what its reply retrieves, searched: (the text the model reads, the template's
+    variables, the retrieval record). `retrieval`: searched already by the caller."""
     if not isinstance(content, str) or not content.strip():
         raise ChatError("The message is empty.")
     _require_storable(content, "The message")
@@ -171,11 +177,15 @@ def _checked_message(conversation: Conversation, content) -> tuple[str, dict]:
         from prompts.rendering import MissingVariablesError, TemplateError
 
         variables = {version.variables[0]: content}
+        record = reply_retrieval(conversation, content=content, variables=variables)
         try:
-            return user_turn_from_template(prompt_version=version, variables=variables), variables
+            return user_turn_from_template(prompt_version=version, variables=variables, retrieval=record), \
+                variables, record
         except (MissingVariablesError, TemplateError) as exc:
             raise ChatError(f"The message could not go through the prompt's template: {exc}") from None
-    return content, {}
+    if retrieval is None:
+        retrieval = reply_retrieval(conversation, content=content, variables={})
+    return content, {}, retrieval
 
 
 STILL_ANSWERING = "The model is still answering: wait for the reply or stop it."
@@ -215,17 +225,18 @@ def messages_append(*, conversation: Conversation, turns: list[dict]) -> Message
     return message
 
 
-def reply_request(*, conversation: Conversation, content: str) -> tuple[Message, Message]:
+def reply_request(*, conversation: Conversation, content: str, retrieval: dict | None = None
+                  ) -> tuple[Message, Message]:
     """Store the user's message at the end of the active branch and a queued assistant reply
-    below it, for a model worker to claim."""
-    content, variables = _checked_message(conversation, content)
+    below it, for a model worker to claim (with what it retrieved from the attached knowledge)."""
+    content, variables, record = _checked_message(conversation, content, retrieval)
     if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():  # a side-by-side reply too
         raise ChatError(STILL_ANSWERING)
     try:
         with transaction.atomic():
             user_message = _append_message(conversation, _active_leaf(conversation), role=Message.Role.USER,
                                            content=content, variables=variables)
-            assistant_message = _queue_reply(conversation, parent=user_message)
+            assistant_message = _queue_reply(conversation, parent=user_message, retrieval=record)
     except IntegrityError:
         # The partial unique constraint caught a reply already in progress (also from
         # another tab sending at the same instant).
@@ -253,9 +264,13 @@ def reply_request_side_by_side(*, conversation: Conversation, content: str, mode
                         f"{', '.join(available)}.")
     user_message, reply = reply_request(conversation=conversation, content=content)
     side_reply = Message.objects.create(
-        conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT, status=Message.Status.QUEUED,
+        conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT, retrieval=reply.retrieval,
+        status=reply.status if not reply.in_progress else Message.Status.QUEUED,
+        content=reply.content if not reply.in_progress else "",
         requested_model=chosen or available[0], side_of=reply,
-        lease_expires_at=timezone.now() + timedelta(seconds=settings.LLM_QUEUE_TIMEOUT_SECONDS))
+        finished_at=None if reply.in_progress else reply.finished_at,
+        lease_expires_at=timezone.now() + timedelta(seconds=settings.LLM_QUEUE_TIMEOUT_SECONDS)
+        if reply.in_progress else None)
     return user_message, reply, side_reply
 
 
@@ -278,14 +293,14 @@ def reply_edit(*, conversation: Conversation, message_id, content: str) -> tuple
     branch) and a queued reply to it, both now on the active branch. Refused while a reply is
     being written (the person stops it first: an edit must not race the reply it would replace)."""
     original = _message_of(conversation, message_id, Message.Role.USER)
-    content, variables = _checked_message(conversation, content)
+    content, variables, record = _checked_message(conversation, content)
     if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():
         raise ChatError("The model is still answering: stop the reply before editing a message.")
     try:
         with transaction.atomic():
             user_message = _append_message(conversation, original.parent_id, role=Message.Role.USER,
                                            content=content, variables=variables)
-            assistant_message = _queue_reply(conversation, parent=user_message)
+            assistant_message = _queue_reply(conversation, parent=user_message, retrieval=record)
     except IntegrityError:
         raise ChatError("The model is still answering: stop the reply before editing a message.") from None
     conversation.save(update_fields=["updated_at"])
@@ -306,9 +321,14 @@ def reply_regenerate(*, conversation: Conversation, message_id=None) -> Message:
         last = _message_of(conversation, message_id, Message.Role.ASSISTANT)
     if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():
         raise ChatError(STILL_ANSWERING)
+    question = last.parent
+    if last.retrieval.get("layout") == "template" or question is None:
+        record = last.retrieval  # its passages are in the question's text: the same sources
+    else:
+        record = reply_retrieval(conversation, content=question.content, variables=question.variables)
     try:
         with transaction.atomic():
-            reply = _queue_reply(conversation, parent_id=last.parent_id)
+            reply = _queue_reply(conversation, parent_id=last.parent_id, retrieval=record)
     except IntegrityError:
         raise ChatError(STILL_ANSWERING) from None
     conversation.save(update_fields=["updated_at"])
@@ -371,12 +391,23 @@ def conversations_withdraw(*, job: str) -> list[Message]:
     return streaming
 
 
-def _queue_reply(conversation: Conversation, *, parent: Message | None = None, parent_id: int | None = None
-                 ) -> Message:
+def _queue_reply(conversation: Conversation, *, parent: Message | None = None, parent_id: int | None = None,
+                 retrieval: dict | None = None) -> Message:
+    """A queued reply below the message, for a model worker; one whose retrieval found nothing above
+    the minimum score, in a chat set to say so, is answered at once, without the model (no guess)."""
+    parent_id = parent.pk if parent is not None else parent_id
+    retrieval = retrieval or {}
+    if retrieval.get("nothing_passed") and retrieval.get("when_nothing_found") == "say":
+        from knowledge.retrieval import NOTHING_FOUND_REPLY
+
+        return _append_message(
+            conversation, parent_id, role=Message.Role.ASSISTANT, status=Message.Status.COMPLETE, retrieval=retrieval,
+            content=NOTHING_FOUND_REPLY.format(min_score=retrieval.get("min_score") or 0), finished_at=timezone.now())
     return _append_message(
-        conversation, parent.pk if parent is not None else parent_id,
+        conversation, parent_id,
         role=Message.Role.ASSISTANT,
         status=Message.Status.QUEUED,
+        retrieval=retrieval,
         lease_expires_at=timezone.now() + timedelta(seconds=settings.LLM_QUEUE_TIMEOUT_SECONDS),
     )
 
@@ -551,3 +582,58 @@ def _require_storable(text: str, what: str) -> None:
 
 def _clean_title(title: str) -> str:
     return " ".join(title.split())[:TITLE_MAX_CHARS]
+
+
+# --- knowledge attached to a chat ---------------------------------------------------------
+
+
+def conversation_attach(*, conversation: Conversation, kind: str, item_id) -> str:
+    """Attach a knowledge base (`kind` "knowledge_base") or one document ("document") the owner may
+    see; returns its name. Another person's private one is answered as one that does not exist."""
+    from knowledge.models import Document, KnowledgeBase
+
+    try:
+        item_id = int(item_id)
+    except (TypeError, ValueError):
+        raise ChatError("Choose a knowledge base or a document to attach.") from None
+    visible = KnowledgeBase.objects.filter(Q(shared=True) | Q(owner_id=conversation.owner_id))
+    if kind == "knowledge_base":
+        knowledge_base = visible.filter(pk=item_id).first()
+        if knowledge_base is None:
+            raise ChatError("There is no such knowledge base, or it is not shared with you.")
+        conversation.knowledge_bases.add(knowledge_base)
+        name = knowledge_base.name
+    elif kind == "document":
+        document = Document.objects.filter(pk=item_id, knowledge_base__in=visible).first()
+        if document is None:
+            raise ChatError("There is no such document, or its knowledge base is not shared with you.")
+        conversation.documents.add(document)
+        name = document.name
+    else:
+        raise ChatError("Attach a knowledge_base or a document.")
+    conversation.save(update_fields=["updated_at"])
+    return name
+
+
+def conversation_detach(*, conversation: Conversation, kind: str, item_id) -> None:
+    try:
+        item_id = int(item_id)
+    except (TypeError, ValueError):
+        raise ChatError("Choose what to detach.") from None
+    if kind == "knowledge_base":
+        conversation.knowledge_bases.remove(item_id)
+    elif kind == "document":
+        conversation.documents.remove(item_id)
+    else:
+        raise ChatError("Detach a knowledge_base or a document.")
+
+
+def conversation_set_retrieval(*, conversation: Conversation, values) -> Conversation:
+    """The chat's own retrieval settings (k, mode, min_score, when_nothing_found); raises
+    RetrievalError (a StudioError naming the field)."""
+    from .retrieval import clean_conversation_settings
+
+    conversation.retrieval_settings = clean_conversation_settings(
+        {name: values.get(name) for name in ("k", "mode", "min_score", "when_nothing_found")})
+    conversation.save(update_fields=["retrieval_settings", "updated_at"])
+    return conversation

@@ -347,3 +347,84 @@ def _conversation_actions(request, conversation):
         "conversation": conversation, "oob_list": True,
         "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk,
                                                       kind=_sidebar_kind(conversation))})
+
+
+# --- knowledge attached to the chat -------------------------------------------------------
+
+from knowledge import selectors as knowledge_selectors  # noqa: E402
+from knowledge.retrieval import document_tokens  # noqa: E402
+from knowledge.search import MODES as SEARCH_MODES  # noqa: E402
+
+from .retrieval import RetrievalError, settings_in_effect  # noqa: E402
+
+
+def _knowledge_panel(request, conversation, *, error=None, saved=False, status=200):
+    """What is attached (the chat's own, and its prompt version's), and how replies search it."""
+    bases = list(conversation.knowledge_bases.all())
+    documents = list(conversation.documents.select_related("knowledge_base"))
+    sizes = document_tokens(d.pk for d in documents)
+    for document in documents:
+        document.tokens = sizes.get(document.pk, 0)
+        document.whole = document.status == "ready" and document.tokens <= settings.KNOWLEDGE_WHOLE_DOCUMENT_TOKENS
+        document.gone = not document.knowledge_base.visible_to(request.user)
+    for knowledge_base in bases:
+        knowledge_base.gone = not knowledge_base.visible_to(request.user)
+    version = conversation.prompt_version
+    version_bases = (version.retrieval or {}).get("knowledge_bases", []) if version is not None else []
+    typed = {name: request.POST.get(name, "") for name in ("k", "mode", "min_score", "when_nothing_found")} \
+        if error else None
+    return render(request, "chat/_knowledge.html", {
+        "conversation": conversation, "bases": bases, "documents": documents, "version_bases": version_bases,
+        "in_effect": typed or settings_in_effect(conversation), "own": bool(conversation.retrieval_settings),
+        "modes": SEARCH_MODES, "error": str(error or ""), "error_field": getattr(error, "field", ""),
+        "saved": saved, "whole_limit": settings.KNOWLEDGE_WHOLE_DOCUMENT_TOKENS}, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def conversation_knowledge(request, conversation_id):
+    """The chat's knowledge panel; POST saves its retrieval settings."""
+    conversation = _own_conversation_or_404(request, conversation_id)
+    if request.method == "GET":
+        return _knowledge_panel(request, conversation)
+    try:
+        services.conversation_set_retrieval(conversation=conversation, values=request.POST)
+    except RetrievalError as exc:
+        return _knowledge_panel(request, conversation, error=exc, status=400)
+    return _knowledge_panel(request, conversation, saved=True)
+
+
+@login_required
+@require_POST
+def conversation_knowledge_attach(request, conversation_id):
+    conversation = _own_conversation_or_404(request, conversation_id)
+    try:
+        services.conversation_attach(conversation=conversation, kind=request.POST.get("kind", ""),
+                                     item_id=request.POST.get("id"))
+    except services.ChatError as exc:
+        return _knowledge_panel(request, conversation, error=exc, status=400)
+    return _knowledge_panel(request, conversation)
+
+
+@login_required
+@require_POST
+def conversation_knowledge_detach(request, conversation_id):
+    conversation = _own_conversation_or_404(request, conversation_id)
+    try:
+        services.conversation_detach(conversation=conversation, kind=request.POST.get("kind", ""),
+                                     item_id=request.POST.get("id"))
+    except services.ChatError as exc:
+        return _knowledge_panel(request, conversation, error=exc, status=400)
+    return _knowledge_panel(request, conversation)
+
+
+@login_required
+@require_GET
+def conversation_knowledge_suggest(request, conversation_id):
+    """Knowledge bases and documents to attach whose name holds `q` (the picker, and `#` typed in
+    the message box)."""
+    conversation = _own_conversation_or_404(request, conversation_id)
+    bases, documents = knowledge_selectors.attachable_for(user=request.user, query=request.GET.get("q", ""))
+    return render(request, "chat/_knowledge_suggestions.html", {
+        "conversation": conversation, "bases": bases, "documents": documents,
+        "composer": request.GET.get("for") == "composer", "query": request.GET.get("q", "")[:200]})

@@ -113,7 +113,7 @@ def few_shot(request):
     fields = {**base.editable_fields(), "examples": list(base.examples) + examples,
               "commit_message": f"Few-shot examples from {len(examples)} failure case{'s' if len(examples) != 1 else ''}"}
     return render(request, "prompts/version_new.html", {
-        "prompt": prompt, "base": base, "form": version_form_values(fields),
+        "prompt": prompt, "base": base, "form": version_form_values(fields, user=request.user),
         "prefill_note": f"{len(examples)} failure case{'s were' if len(examples) != 1 else ' was'} added as few-shot "
                         "examples (their input and expected answer)."})
 

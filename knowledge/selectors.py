@@ -42,3 +42,15 @@ def knowledge_bases_with_counts(*, user) -> QuerySet[KnowledgeBase]:
 def documents_of(*, knowledge_base: KnowledgeBase) -> QuerySet[Document]:
     """Newest first, with each one's ingestion job (its progress) in the same query."""
     return knowledge_base.documents.select_related("ingestion")
+
+
+def attachable_for(*, user, query: str = "", limit: int = 12) -> tuple[list[KnowledgeBase], list[Document]]:
+    """What a person may attach to a chat, matching `query` in its name: their knowledge bases and
+    the shared ones, and the ready documents in those."""
+    query = (query or "").strip()[:200]
+    bases = knowledge_bases_for(user=user)
+    documents = Document.objects.filter(knowledge_base__in=bases, status=Document.Status.READY).select_related(
+        "knowledge_base")
+    if query:
+        bases, documents = bases.filter(name__icontains=query), documents.filter(name__icontains=query)
+    return list(bases.order_by("name", "id")[:limit]), list(documents.order_by("name", "id")[:limit])

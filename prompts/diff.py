@@ -38,7 +38,8 @@ def version_text_sections(version) -> dict[str, str]:
     )
     parameters = "\n".join(f"{name}: {_show(value)}" for name, value in version.parameters.items())
     return {"Instructions": version.instructions, "Template": version.template,
-            "Few-shot examples": examples, "Parameters": parameters, "Output format": format_text(version.answer_format)}
+            "Few-shot examples": examples, "Parameters": parameters, "Output format": format_text(version.answer_format),
+            "Knowledge": retrieval_text(version.retrieval)}
 
 
 def format_text(output_format: dict) -> str:
@@ -53,6 +54,19 @@ def format_text(output_format: dict) -> str:
     if kind == "choice":
         return "One of:\n" + "\n".join(output_format["choices"])
     return {"json": "Any JSON object", "text": "Free text"}.get(kind, kind)
+
+
+def retrieval_text(retrieval: dict | None) -> str:
+    """A version's retrieval settings as a person reads them (the diff, the version page)."""
+    if not retrieval:
+        return "None: this version retrieves nothing"
+    bases = ", ".join(kb["name"] + ("" if kb.get("id") else " (not in this studio)") for kb in retrieval["knowledge_bases"])
+    minimum = "none" if retrieval.get("min_score") is None else f"{retrieval['min_score']:g}"
+    query = f"the variable {retrieval['query']}" if retrieval.get("query") else "what the person wrote"
+    layout = ("the template lays out `passages`" if retrieval.get("layout") == "template"
+              else "numbered sources in the system turn, cited as [n]")
+    return (f"Knowledge bases: {bases}\nPassages: top {retrieval['k']}, {retrieval['mode']} search\n"
+            f"Minimum score: {minimum}\nQuery: {query}\nLayout: {layout}")
 
 
 def _show(value) -> str:

@@ -62,6 +62,11 @@ class PromptVersion(models.Model):
     # The shape of its answers, enforced while decoding (studio/llm/constraints.py): {"type": "text"}
     # (free), "json", "json_schema" + schema, "regex" + pattern, "choice" + choices.
     output_format = models.JSONField(default=dict, blank=True)
+    # Knowledge it retrieves from (knowledge.retrieval): {"knowledge_bases": [{"id", "name"}], "k",
+    # "mode", "min_score", "query": a variable's name or "" (what the person wrote), "layout":
+    # "template" (its template lays out `passages`) or "system" (numbered sources in the system
+    # turn)}. {}: none. An imported version keeps the names of bases this studio lacks, with id None.
+    retrieval = models.JSONField(default=dict, blank=True)
     commit_message = models.CharField(max_length=500, blank=True)
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField()
@@ -91,7 +96,7 @@ class PromptVersion(models.Model):
         return {"instructions": self.instructions, "template": self.template, "examples": self.examples,
                 "model": self.model_name, "temperature": self.temperature, "top_p": self.top_p,
                 "max_new_tokens": self.max_new_tokens, "stop": self.stop, "output_format": self.answer_format,
-                "commit_message": self.commit_message}
+                "retrieval": self.retrieval or {}, "commit_message": self.commit_message}
 
     @property
     def answer_format(self) -> dict:

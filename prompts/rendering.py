@@ -19,7 +19,7 @@ from .template_engine import MissingVariablesError, TemplateError, TemplateLimit
 from .template_process import RenderPool, unpack
 
 __all__ = ["MissingVariablesError", "TemplateError", "TemplateLimitError", "assembled_messages", "inspect_template",
-           "render_messages", "render_user_turn"]
+           "render_messages", "render_user_turn", "render_version_turn"]
 
 _pool: RenderPool | None = None
 _pool_lock = threading.Lock()
@@ -79,6 +79,22 @@ def inspect_template(template: str) -> list[str]:
 
 def render_user_turn(template: str, variables: dict) -> str:
     return _ask({"op": "render", "template": template, "variables": variables})
+
+
+# The variable a template lays its version's retrieved passages out with (a list of {"number",
+# "text", "document", "page", "heading"}); a version whose template never names it gets the default
+# layout: the passages as numbered sources in the system turn.
+PASSAGES = "passages"
+
+
+def render_version_turn(version, variables: dict, retrieval: dict | None = None) -> str:
+    """A version's user turn: its template with `variables`, and, for a version whose template lays
+    out the passages it retrieved, those of `retrieval` (knowledge.retrieval's record) as `passages`."""
+    if (version.retrieval or {}).get("layout") == "template":
+        from knowledge.retrieval import passages
+
+        variables = {**variables, PASSAGES: passages(retrieval)}
+    return render_user_turn(version.template, variables)
 
 
 def assembled_messages(*, system: str = "", examples=(), turns=()) -> list[dict]:

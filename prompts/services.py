@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -14,7 +15,8 @@ from studio.errors import StudioError
 from studio.input_checks import unstorable_reason
 
 from .models import LABEL_VALIDATOR, LATEST, SLUG_VALIDATOR, LabelMove, Prompt, PromptLabel, PromptVersion
-from .rendering import MissingVariablesError, TemplateError, format_warnings, inspect_template, render_user_turn
+from .rendering import (PASSAGES, MissingVariablesError, TemplateError, format_warnings, inspect_template,
+                        render_user_turn)
 
 EXPORT_FORMAT = "chat-prompt-studio/prompt"
 EXPORT_FORMAT_VERSION = 1
@@ -22,6 +24,7 @@ MAX_TEXT_CHARS = 32_000
 MAX_EXAMPLES = 200
 MAX_IMPORTED_VERSIONS = 1_000
 MAX_IMPORTED_LABEL_MOVES = 10_000
+MAX_KNOWLEDGE_BASES = 10  # attached to one version
 
 
 class PromptError(StudioError):
@@ -42,8 +45,9 @@ def require_editor(prompt: Prompt, user) -> None:
 # --- validation shared by forms and imports -------------------------------------------------
 
 
-def clean_version_fields(raw: dict, where: str = "") -> dict:
-    """Checked, typed fields of a version from a form or an import; raises PromptError."""
+def clean_version_fields(raw: dict, where: str = "", *, user=None) -> dict:
+    """Checked, typed fields of a version from a form or an import; raises PromptError. `user`: who
+    saves it (the knowledge bases it attaches must be visible to them)."""
     at = (lambda name: f"{where}.{name}" if where else name)
     text = {}
     for name, required in (("instructions", False), ("template", True), ("commit_message", False)):
@@ -86,8 +90,76 @@ def clean_version_fields(raw: dict, where: str = "") -> dict:
     for n, sequence in enumerate(stop):
         _require_storable(sequence, at(f"stop[{n}]"))
     output_format = clean_output_format(raw.get("output_format"), at("output_format"))
-    return {**text, "variables": variables, "examples": clean_examples, "model_name": model_name.strip(), "temperature": temperature,
+    retrieval = clean_retrieval(raw.get("retrieval"), variables, user=user, field=at("retrieval"))
+    if retrieval.get("layout") == "template":
+        variables = [name for name in variables if name != PASSAGES]  # the studio fills it, not the person
+    return {**text, "variables": variables, "retrieval": retrieval, "examples": clean_examples, "model_name": model_name.strip(), "temperature": temperature,
             "top_p": top_p, "max_new_tokens": max_new_tokens, "stop": stop, "output_format": output_format}
+
+
+def clean_retrieval(raw, variables: list[str], *, user, field: str = "retrieval") -> dict:
+    """The knowledge a version retrieves from, and how ({} for none). Bases are given by id (a form:
+    one the saver may see) or as {"id", "name"} (a version edited, an export): kept when that base
+    exists with that name; else the name is looked up among the bases the saver may see; a name
+    found nowhere is kept with id None (an import from another studio: it retrieves nothing until a
+    version names a base here, and says so)."""
+    from knowledge.models import KnowledgeBase
+    from knowledge.retrieval import RetrievalError, clean_settings
+
+    if raw in (None, {}, ""):
+        return {}
+    if not isinstance(raw, dict):
+        raise PromptError("must be an object with knowledge_bases, k, mode, min_score and query", field)
+    given = raw.get("knowledge_bases") or []
+    if not isinstance(given, list) or len(given) > MAX_KNOWLEDGE_BASES:
+        raise PromptError(f"must be a list of at most {MAX_KNOWLEDGE_BASES} knowledge bases", f"{field}.knowledge_bases")
+    if not given:
+        return {}
+    visible = KnowledgeBase.objects.filter(Q(shared=True) | Q(owner_id=getattr(user, "pk", None))) \
+        if user is not None else KnowledgeBase.objects.none()
+    bases = []
+    for n, item in enumerate(given):
+        at = f"{field}.knowledge_bases[{n}]"
+        if isinstance(item, dict):
+            base_id, name = item.get("id"), item.get("name")
+        else:
+            base_id, name = item, None
+        if base_id is not None and (isinstance(base_id, bool) or not isinstance(base_id, (int, str))):
+            raise PromptError("must be a knowledge base's id", at)
+        if name is not None and (not isinstance(name, str) or len(name) > 200):
+            raise PromptError("must be a knowledge base's name", at)
+        found = None
+        if base_id not in (None, ""):
+            try:
+                base_id = int(base_id)
+            except (TypeError, ValueError):
+                raise PromptError("must be a knowledge base's id", at) from None
+            if name is not None:
+                # {"id", "name"} as a version holds it: kept as it is, even another person's private
+                # base (carried from the version edited; it gives each person what they may see).
+                # A differing name is another studio's id: the name decides.
+                found = KnowledgeBase.objects.filter(pk=base_id, name=name).first()
+            else:
+                found = visible.filter(pk=base_id).first()
+        if found is None and name:
+            found = visible.filter(name=name).order_by("-shared", "id").first()
+        if found is None and not name:
+            raise PromptError("there is no such knowledge base, or it is not shared with you", at)
+        entry = {"id": found.pk, "name": found.name} if found is not None else {"id": None, "name": name}
+        if entry not in bases:
+            bases.append(entry)
+    try:
+        settings = clean_settings(raw, field)
+    except RetrievalError as exc:
+        raise PromptError(exc.message, exc.field) from None
+    query = raw.get("query") or ""
+    if not isinstance(query, str) or (query and query not in variables):
+        raise PromptError("must name one of the template's variables, or be empty for what the person wrote",
+                          f"{field}.query")
+    if query == PASSAGES:
+        raise PromptError("cannot be the passages themselves", f"{field}.query")
+    return {"knowledge_bases": bases, **settings, "query": query,
+            "layout": "template" if PASSAGES in variables else "system"}
 
 
 def clean_output_format(raw, field: str = "output_format") -> dict:
@@ -117,7 +189,7 @@ def _clean_example(example, template: str, where: str) -> dict:
         for name, value in variables.items():
             _require_storable(value, f"{where}.variables.{name}")
         try:
-            rendered = render_user_turn(template, variables)
+            rendered = render_user_turn(template, {PASSAGES: [], **variables})  # an example's passages: none
         except (MissingVariablesError, TemplateError) as exc:
             raise PromptError(str(exc), f"{where}.variables") from None
         example = {**example, "input": rendered}
@@ -196,7 +268,7 @@ def _version_number(value, count: int, field: str) -> int:
 
 def prompt_create(*, owner, name: str, slug: str, description: str = "", version: dict) -> Prompt:
     identity = _clean_identity({"name": name, "slug": slug, "description": description})
-    fields = clean_version_fields(version)
+    fields = clean_version_fields(version, user=owner)
     with transaction.atomic():
         if Prompt.objects.filter(slug=identity["slug"]).exists():
             raise PromptError(f"a prompt with the slug “{identity['slug']}” already exists", "slug")
@@ -208,7 +280,7 @@ def prompt_create(*, owner, name: str, slug: str, description: str = "", version
 def version_create(*, prompt: Prompt, author, fields: dict) -> PromptVersion:
     """Version N+1 of `prompt`. Versions never change; this is how a prompt is edited."""
     require_editor(prompt, author)
-    clean = clean_version_fields(fields)
+    clean = clean_version_fields(fields, user=author)
     with transaction.atomic():
         # Two editors saving at once would both pick N+1: lock the prompt row.
         Prompt.objects.select_for_update().get(pk=prompt.pk)
@@ -305,7 +377,7 @@ def prompt_import(*, data, owner) -> Prompt:
             raise PromptError("must be an object", where)
         if raw.get("number") != n + 1:
             raise PromptError(f"must be {n + 1}: versions are numbered 1, 2, 3... in order", f"{where}.number")
-        fields = clean_version_fields(raw, where)
+        fields = clean_version_fields(raw, where, user=owner)
         fields["provenance"] = _provenance("originally by", _username(raw.get("author"), f"{where}.author"),
                                            _datetime(raw.get("created_at"), f"{where}.created_at"))
         clean_versions.append(fields)

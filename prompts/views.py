@@ -55,8 +55,25 @@ def _version_fields_from_form(post) -> dict:
         "model": post.get("model", ""), "temperature": post.get("temperature", ""), "top_p": post.get("top_p", ""),
         "max_new_tokens": post.get("max_new_tokens", ""),
         "stop": [line for line in post.get("stop", "").splitlines() if line],
+        "retrieval": _retrieval_from_form(post),
         "commit_message": post.get("commit_message", ""),
     }
+
+
+def _retrieval_from_form(post) -> dict:
+    """The Knowledge fieldset: the bases ticked (ids), those carried from the version edited
+    ({"id", "name"}, which the editor may not see), k, mode, minimum score and the query variable."""
+    carried = []
+    for entry in post.getlist("knowledge_base_kept"):
+        try:
+            item = json.loads(entry)
+        except ValueError:
+            continue
+        if isinstance(item, dict):
+            carried.append(item)
+    return {"knowledge_bases": [*post.getlist("knowledge_base"), *carried], "k": post.get("retrieval_k", ""),
+            "mode": post.get("retrieval_mode", ""), "min_score": post.get("retrieval_min_score", ""),
+            "query": post.get("retrieval_query", "")}
 
 
 OUTPUT_TYPES = [("text", "free text"), ("json", "any JSON object"), ("json_schema", "JSON matching a schema"),
@@ -85,7 +102,7 @@ def output_format_form_values(output_format) -> dict:
     return {"output_type": kind, "output_spec": spec}
 
 
-def version_form_values(fields: dict, variables: list[str] | None = None) -> dict:
+def version_form_values(fields: dict, variables: list[str] | None = None, *, user=None) -> dict:
     """Values to refill the form with (after an error, or from the version edited). An example
     kept as variables shows its variable's value in the input box, in "through the template" mode."""
     if variables is None:
@@ -102,8 +119,45 @@ def version_form_values(fields: dict, variables: list[str] | None = None) -> dic
             examples.append({"input": example.get("input", ""), "output": example["output"],
                              "mode": "template" if not example.get("input") else "written"})
     return {**fields, **output_format_form_values(fields.get("output_format")), "output_types": OUTPUT_TYPES,
+            **_retrieval_form_values(fields.get("retrieval"), user, variables),
             "stop_text": "\n".join(fields.get("stop") or []), "examples": examples,
             "example_variable": variables[0] if len(variables) == 1 else "", "variable_count": len(variables)}
+
+
+def _retrieval_form_values(retrieval, user, variables: list[str]) -> dict:
+    """The Knowledge fieldset's values: every base the editor may see (ticked when attached), the
+    attached ones they may not see (kept as they are), the settings, the variables to query with."""
+    from knowledge.retrieval import DEFAULT_SETTINGS
+    from knowledge.search import MODES
+    from knowledge.selectors import knowledge_bases_for
+
+    retrieval = retrieval if isinstance(retrieval, dict) else {}
+    attached = [kb for kb in retrieval.get("knowledge_bases") or [] if isinstance(kb, dict)]
+    attached_ids = {str(kb.get("id")) for kb in attached} | {str(kb) for kb in retrieval.get("knowledge_bases") or []
+                                                            if not isinstance(kb, dict)}
+    choices = list(knowledge_bases_for(user=user)) if user is not None else []
+    shown = {str(kb.pk) for kb in choices}
+    return {"knowledge_choices": [{"id": kb.pk, "name": kb.name, "shared": kb.shared,
+                                   "checked": str(kb.pk) in attached_ids} for kb in choices],
+            "knowledge_kept": [{"entry": json.dumps({"id": kb.get("id"), "name": kb.get("name")}), "name": kb.get("name"),
+                                "here": kb.get("id") is not None} for kb in attached if str(kb.get("id")) not in shown],
+            "retrieval_k": retrieval.get("k") or DEFAULT_SETTINGS["k"], "retrieval_mode": retrieval.get("mode") or "hybrid",
+            "retrieval_min_score": "" if retrieval.get("min_score") in (None, "") else retrieval.get("min_score"),
+            "retrieval_query": retrieval.get("query") or "", "retrieval_modes": MODES,
+            "query_variables": [name for name in variables if name != "passages"]}
+
+
+def _retrieval_shown(version, user) -> dict:
+    """The version page's Knowledge section, and what of it this person gets nothing from."""
+    from knowledge.selectors import knowledge_bases_for
+
+    from .diff import retrieval_text
+
+    attached = (version.retrieval or {}).get("knowledge_bases", [])
+    visible = set(knowledge_bases_for(user=user).filter(pk__in=[kb["id"] for kb in attached if kb.get("id")])
+                  .values_list("pk", flat=True))
+    return {"retrieval_text": retrieval_text(version.retrieval),
+            "retrieval_unavailable": [kb["name"] for kb in attached if kb.get("id") not in visible]}
 
 
 def _output_format_shown(version) -> dict:
@@ -157,7 +211,7 @@ def prompt_new(request):
             error = exc
         else:
             return redirect(prompt)
-    return render(request, "prompts/prompt_new.html", {"identity": identity, "form": version_form_values(fields),
+    return render(request, "prompts/prompt_new.html", {"identity": identity, "form": version_form_values(fields, user=request.user),
                                                        "error": error}, status=400 if error else 200)
 
 
@@ -169,6 +223,7 @@ def prompt_detail(request, slug, number=None):
     return render(request, "prompts/prompt_detail.html", {
         **_labels_context(prompt), "prompt": prompt, "version": version, "history": selectors.versions_page(prompt),
         "can_edit": prompt.can_edit(request.user), "editors": prompt.editors.all(), **_output_format_shown(version),
+        **_retrieval_shown(version, request.user),
         "previous_number": version.number - 1 if version.number > 1 else None,
     })
 
@@ -209,7 +264,7 @@ def version_new(request, slug):
             error = exc
         else:
             return redirect(version)
-    return render(request, "prompts/version_new.html", {"prompt": prompt, "base": base, "form": version_form_values(fields),
+    return render(request, "prompts/version_new.html", {"prompt": prompt, "base": base, "form": version_form_values(fields, user=request.user),
                                                         "error": error}, status=400 if error else 200)
 
 

@@ -242,6 +242,9 @@ if KNOWLEDGE_CHUNK_OVERLAP >= KNOWLEDGE_CHUNK_TOKENS:
                                f"KNOWLEDGE_CHUNK_TOKENS ({KNOWLEDGE_CHUNK_TOKENS})")
 # Vectors each process keeps in memory for search (knowledge bases least recently searched go first).
 KNOWLEDGE_VECTOR_CACHE_BYTES = envint("KNOWLEDGE_VECTOR_CACHE_BYTES", 512 * 1024 * 1024, minimum=0)
+# A document attached to a chat whose text is at most this many tokens (the embedder's) goes to the
+# model whole; a larger one is searched like a knowledge base.
+KNOWLEDGE_WHOLE_DOCUMENT_TOKENS = envint("KNOWLEDGE_WHOLE_DOCUMENT_TOKENS", 1500, minimum=0)
 
 # --- Caches (login and API throttling counters) --------------------------------------------
 SILENCED_SYSTEM_CHECKS = []

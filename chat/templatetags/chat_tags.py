@@ -9,3 +9,11 @@ register = template.Library()
 @register.filter
 def markdown(text: str):
     return mark_safe(render_markdown(text))  # sanitised by nh3 in render_markdown
+
+
+@register.filter
+def retrieval_note(record) -> str:
+    """What a reply's retrieval searched and found, in a line (knowledge.retrieval.note)."""
+    from knowledge.retrieval import note
+
+    return note(record)

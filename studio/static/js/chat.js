@@ -421,7 +421,92 @@
     jump.hidden = true;
   });
 
+  // `#` in the message box: attach a knowledge base or a document by name, from the same list as the
+  // knowledge panel's picker; the `#word` leaves the message.
+  const hashMenu = document.createElement("div");
+  hashMenu.className = "hash-menu card";
+  hashMenu.id = "hash-menu";
+  hashMenu.hidden = true;
+  composer.appendChild(hashMenu);
+  let hashQuery = null;
+  let hashTimer = null;
+
+  function hashWord() {
+    const before = input.value.slice(0, input.selectionStart);
+    const match = before.match(/(^|\s)#([^\s#]{0,60})$/);
+    return match ? { start: before.length - match[2].length - 1, text: match[2] } : null;
+  }
+
+  function closeHashMenu() {
+    hashMenu.hidden = true;
+    hashMenu.innerHTML = "";
+    hashQuery = null;
+  }
+
+  function updateHashMenu() {
+    const word = hashWord();
+    if (!word) { closeHashMenu(); return; }
+    if (word.text === hashQuery) return;
+    hashQuery = word.text;
+    clearTimeout(hashTimer);
+    hashTimer = setTimeout(() => {
+      fetch("/chat/" + conversationId + "/knowledge/suggest/?for=composer&q=" + encodeURIComponent(word.text))
+        .then((response) => response.text())
+        .then((html) => {
+          if (hashQuery !== word.text) return;
+          hashMenu.innerHTML = html;
+          hashMenu.hidden = false;
+          const first = hashMenu.querySelector(".knowledge-suggestion");
+          if (first) first.setAttribute("aria-selected", "true");
+        });
+    }, 150);
+  }
+
+  function chooseHash(option) {
+    const word = hashWord();
+    if (word) {
+      input.value = input.value.slice(0, word.start) + input.value.slice(word.start + 1 + word.text.length);
+      input.setSelectionRange(word.start, word.start);
+    }
+    closeHashMenu();
+    htmx.ajax("POST", "/chat/" + conversationId + "/knowledge/attach/", {
+      target: "#knowledge-panel", swap: "outerHTML",
+      values: { kind: option.dataset.attachKind, id: option.dataset.attachId },
+    });
+    input.focus();
+  }
+
+  hashMenu.addEventListener("mousedown", (event) => event.preventDefault()); // keep the caret in the box
+  hashMenu.addEventListener("click", (event) => {
+    const option = event.target.closest(".knowledge-suggestion");
+    if (option) chooseHash(option);
+  });
+  input.addEventListener("input", updateHashMenu);
+  input.addEventListener("click", updateHashMenu);
+  input.addEventListener("blur", () => setTimeout(closeHashMenu, 200));
+
   input.addEventListener("keydown", (event) => {
+    if (!hashMenu.hidden) {
+      const options = [...hashMenu.querySelectorAll(".knowledge-suggestion")];
+      const current = Math.max(0, options.findIndex((option) => option.getAttribute("aria-selected") === "true"));
+      if ((event.key === "Enter" || event.key === "Tab") && options.length) {
+        event.preventDefault();
+        chooseHash(options[current]);
+        return;
+      }
+      if ((event.key === "ArrowDown" || event.key === "ArrowUp") && options.length) {
+        event.preventDefault();
+        const next = (current + (event.key === "ArrowDown" ? 1 : options.length - 1)) % options.length;
+        options.forEach((option, n) => option.setAttribute("aria-selected", n === next ? "true" : "false"));
+        return;
+      }
+      if (event.key === "Escape") {
+        event.preventDefault();
+        event.stopPropagation();
+        closeHashMenu();
+        return;
+      }
+    }
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       composer.requestSubmit();
