@@ -50,6 +50,7 @@ def evaluation_json(evaluation: Evaluation, *, user) -> dict:
             "version": evaluation.prompt_version.number, "model": evaluation.model_name,
             **evaluation.progress_dict(), "passed": evaluation.passed,
             "pass_rate": None if evaluation.pass_rate is None else round(evaluation.pass_rate, 4),
+            "retrieval": selectors.retrieval_figures_of(evaluation),
             "results": [result_json(r) for r in results]}
 
 

@@ -38,6 +38,9 @@ TARGETS = {
     "split": ("split",),
     "note": ("note", "notes", "comment"),
     "model": ("model", "model_name"),
+    # The right passages (retrieval judgments): a passage's text, "manual.pdf p. 3", a JSON list of
+    # those, or "not in the knowledge base".
+    "passages": ("passages", "right_passages", "right_passage", "passage", "sources", "evidence"),
 }
 
 
@@ -137,6 +140,7 @@ def row_to_case(row: dict, mapping: dict, fixed: dict) -> dict:
         "split": fixed.get("split") or _cell(row, mapping.get("split")),
         "note": _cell(row, mapping.get("note")),
         "model": _cell(row, mapping.get("model")),
+        "passages": _cell(row, mapping.get("passages")),
     }
     if isinstance(raw["version"], str) and raw["version"].strip().isdigit():
         raw["version"] = int(raw["version"])

@@ -69,6 +69,12 @@ class FailureCase(models.Model):
     review = models.CharField(max_length=10, choices=Review.choices, default=Review.APPROVED)
     source = models.CharField(max_length=12, choices=Source.choices, default=Source.MANUAL)
     model_name = models.CharField(max_length=200, blank=True)  # the model that wrote `actual`
+    # A reply that used retrieval: the numbered sources it read (knowledge.retrieval's sources, each
+    # with its chunk id and text), kept when it is flagged.
+    retrieved = models.JSONField(default=list, blank=True)
+    # Which passages were right: {"right": [{"chunk", "document", "page", "text"}, ...] (any of those
+    # that identify one), "not_in_kb": true when the knowledge base lacks the answer}. {}: not judged.
+    retrieval_judgment = models.JSONField(default=dict, blank=True)
     shared = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="failure_cases")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -169,6 +175,9 @@ class EvaluationResult(models.Model):
                                    related_name="+")
     error = models.TextField(blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # The passages retrieved for it, best first (at least the top 10, for MRR@10): chunk, document,
+    # page, text, score. The first k of them were in what the model read.
+    retrieved = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

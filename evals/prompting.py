@@ -1,25 +1,57 @@
 """A failure case as the messages a model reads: for export (its own version) and for evaluation
-(the version being measured)."""
+(the version being measured, with the passages its retrieval finds for the case)."""
 
 from __future__ import annotations
 
-from prompts.rendering import assembled_messages, render_user_turn
+from knowledge.retrieval import retrieve, with_sources
+from prompts.rendering import assembled_messages, render_user_turn, render_version_turn
+
+from .retrieval_figures import MRR_DEPTH
 
 
-def user_turn(case, version) -> str:
+def user_turn(case, version, retrieval: dict | None = None) -> str:
     """The case's input as the user turn: its variables through `version`'s template, or its text."""
     if version is not None and (case.input_variables or not case.input_text):
+        if retrieval is not None or (version.retrieval or {}).get("layout") == "template":
+            return render_version_turn(version, case.input_variables, retrieval)
         return render_user_turn(version.template, case.input_variables)
     return case.input_text
 
 
-def case_messages(case, version=None, *, with_examples: bool = True) -> list[dict]:
+def case_retrieval(case, version, *, user) -> dict | None:
+    """What `version`'s retrieval finds for the case, searched as `user` (who runs the evaluation):
+    the record with at least MRR_DEPTH sources (the first k are what the model reads). None when the
+    version retrieves nothing."""
+    settings = version.retrieval or {}
+    base_ids = [kb["id"] for kb in settings.get("knowledge_bases", []) if kb.get("id")]
+    if not settings.get("knowledge_bases"):
+        return None
+    variables = case.input_variables or {}
+    query = variables.get(settings.get("query") or "") if settings.get("query") else None
+    if not isinstance(query, str):
+        query = "\n".join(v for v in variables.values() if isinstance(v, str)) if variables else case.input_text
+    return retrieve(user=user, query=query, knowledge_base_ids=base_ids, k=max(settings["k"], MRR_DEPTH),
+                    mode=settings["mode"], min_score=settings.get("min_score"))
+
+
+def read_by_model(record: dict | None, version) -> dict | None:
+    """The record as the model reads it: its first k sources."""
+    if record is None:
+        return None
+    return {**record, "sources": record["sources"][:(version.retrieval or {}).get("k", len(record["sources"]))]}
+
+
+def case_messages(case, version=None, *, with_examples: bool = True, retrieval: dict | None = None) -> list[dict]:
     """System (the version's instructions, or the chat's own system prompt in the context), the
-    version's few-shot examples (when asked), the context the case was flagged in, the input."""
+    version's few-shot examples (when asked), the context the case was flagged in, the input.
+    `retrieval`: the passages the model reads (in the system turn, or the template's `passages`)."""
     version = version if version is not None else case.prompt_version
     context = [m for m in case.context if m.get("role") in ("user", "assistant", "system")]
-    turns = [*context, {"role": "user", "content": user_turn(case, version)}]
+    turns = [*context, {"role": "user", "content": user_turn(case, version, retrieval)}]
     if version is None:
         return assembled_messages(turns=turns)
-    return assembled_messages(system=version.instructions, examples=version.examples if with_examples else (),
+    system = version.instructions
+    if retrieval is not None and (version.retrieval or {}).get("layout") != "template":
+        system = with_sources(system, retrieval)
+    return assembled_messages(system=system, examples=version.examples if with_examples else (),
                               turns=[m for m in turns if m["role"] != "system"])  # the version's instructions replace it

@@ -28,7 +28,7 @@ from studio.jobs import JobStatus, job_claim, job_end, job_progress
 
 from . import scorers
 from .models import Evaluation, EvaluationResult, FailureCase
-from .prompting import case_messages
+from .prompting import case_messages, case_retrieval, read_by_model
 
 log = logging.getLogger("evals")
 JUDGE_MAX_NEW_TOKENS = 32
@@ -145,12 +145,16 @@ def _run(evaluation: Evaluation) -> None:
     similarity = _similarity if any(s["type"] == "semantic_similarity" for s in evaluation.scorers) else None
 
     conversations, runnable, done, passed = [], [], 0, 0
+    retrieved = {}  # case id → the passages its retrieval found, best first
     for case in cases:
+        record = case_retrieval(case, version, user=evaluation.created_by)  # as the person who runs it
+        retrieved[case.pk] = record["sources"] if record is not None else []
         try:
-            conversations.append(case_messages(case, version))
+            conversations.append(case_messages(case, version, retrieval=read_by_model(record, version)))
             runnable.append(case)
         except (MissingVariablesError, TemplateError) as exc:
-            EvaluationResult.objects.create(evaluation=evaluation, case=case, error=str(exc))
+            EvaluationResult.objects.create(evaluation=evaluation, case=case, error=str(exc),
+                                            retrieved=retrieved[case.pk])
             done += 1
     job_progress(evaluation, done=done, note="")
 
@@ -161,7 +165,8 @@ def _run(evaluation: Evaluation) -> None:
         for case, reply in batch:
             if reply.status == Message.Status.FAILED:
                 EvaluationResult.objects.create(evaluation=evaluation, case=case, output=reply.content,
-                                                error=reply.error, completion_tokens=reply.completion_tokens)
+                                                error=reply.error, completion_tokens=reply.completion_tokens,
+                                                retrieved=retrieved[case.pk])
                 done += 1
                 continue
             scores, all_pass, failures = {}, True, []
@@ -179,7 +184,7 @@ def _run(evaluation: Evaluation) -> None:
                 all_pass = all_pass and scorers.passes(spec, value)
             EvaluationResult.objects.create(evaluation=evaluation, case=case, output=reply.content, scores=scores,
                                             scorer_passed=all_pass, passed=all_pass, error="; ".join(failures),
-                                            completion_tokens=reply.completion_tokens)
+                                            completion_tokens=reply.completion_tokens, retrieved=retrieved[case.pk])
             passed += all_pass
             done += 1
         if job_progress(evaluation, done=done, passed=passed, note=""):

@@ -8,6 +8,7 @@ from django.db.models import Count, Q
 
 from chat import selectors as chat_selectors
 
+from . import retrieval_figures
 from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase
 
 CASES_PER_PAGE = 50
@@ -182,6 +183,16 @@ COMPARISON_KINDS = {"regressed": "regressed", "fixed": "fixed", "still_failing":
                     "still_passing": "still passing", "only_one": "in one run only"}
 
 
+def retrieval_figures_of(evaluation: Evaluation) -> dict | None:
+    """recall@k, MRR@10 and the share never retrieved over its judged cases (evals.retrieval_figures);
+    None when its version retrieves nothing or no case is judged."""
+    k = (evaluation.prompt_version.retrieval or {}).get("k")
+    if not k:
+        return None
+    results = evaluation.results.select_related("case").only("retrieved", "case__retrieval_judgment")
+    return retrieval_figures.figures(((result.case, result.retrieved) for result in results), k)
+
+
 def comparison(first: Evaluation, second: Evaluation, *, user, page=1) -> dict:
     """Per case both outputs and verdicts, and the counts: fixed, regressed, still failing, still
     passing. The counts cover every case; the rows are one page (regressions first)."""
@@ -208,12 +219,16 @@ def comparison(first: Evaluation, second: Evaluation, *, user, page=1) -> dict:
     results = {(r.evaluation_id, r.case_id): r for r in EvaluationResult.objects.filter(
         evaluation__in=(first, second), case_id__in=shown).select_related("case__prompt_version__prompt")}
     rows = []
+    k_first, k_second = ((e.prompt_version.retrieval or {}).get("k") for e in (first, second))
     for case_id in shown:
         before, after = results.get((first.pk, case_id)), results.get((second.pk, case_id))
         case = (before or after).case
+        moved = retrieval_figures.moved(case, before.retrieved, after.retrieved, k_first or 0, k_second or 0) \
+            if before is not None and after is not None and (k_first or k_second) else ""
         rows.append({"case": case, "case_visible": can_see_case(user, case), "before": before, "after": after,
-                     "kind": kinds[case_id], "kind_label": COMPARISON_KINDS[kinds[case_id]]})
+                     "kind": kinds[case_id], "kind_label": COMPARISON_KINDS[kinds[case_id]], "passage_moved": moved})
     return {"rows": rows, "counts": counts, "page": paged,
+            "retrieval": [retrieval_figures_of(first), retrieval_figures_of(second)],
             "fixed_case_ids": [case_id for case_id, kind in kinds.items() if kind == "fixed"]}
 
 

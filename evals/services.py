@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import re
 
 from django.conf import settings
 from django.db import transaction
@@ -133,6 +135,7 @@ def clean_case(raw: dict, *, where: str = "", versions: dict | None = None) -> d
         "split": _choice(raw.get("split"), at("split"), FailureCase.Split.values, FailureCase.Split.TRAIN),
         "status": _choice(raw.get("status"), at("status"), FailureCase.Status.values, FailureCase.Status.OPEN),
         "model_name": _text(raw.get("model"), at("model"), limit=200),
+        "retrieval_judgment": clean_judgment(raw.get("passages"), at("passages")),
     }
     if version is not None and (variables or not text):
         try:
@@ -140,6 +143,79 @@ def clean_case(raw: dict, *, where: str = "", versions: dict | None = None) -> d
         except (MissingVariablesError, TemplateError) as exc:
             raise CaseError(str(exc), at("input")) from None
     return fields
+
+
+NOT_IN_KB = ("not in the knowledge base", "not in kb", "not_in_kb", "none")
+MAX_JUDGED_PASSAGES = 20
+_DOCUMENT_PAGE = re.compile(r"^\s*(?P<document>[^\n]{1,255}?\.[A-Za-z0-9]{1,6})\s*(?:(?:,|#|:|–|-)?\s*(?:p\.?|page)\s*"
+                            r"(?P<page>\d{1,6}))?\s*$", re.IGNORECASE)
+
+
+def clean_judgment(value, field: str = "passages") -> dict:
+    """The right passages of a case, as an import or the API gives them: "not in the knowledge
+    base"; a passage's text; a document, with its page ("manual.pdf p. 3"); or a JSON list of those
+    (texts, or objects with text / document and page / chunk). {} when none is given."""
+    if value in (None, "", []):
+        return {}
+    if isinstance(value, str) and value.strip().lower() in NOT_IN_KB:
+        return {"right": [], "not_in_kb": True}
+    if isinstance(value, dict) and value.get("not_in_kb") is True:
+        return {"right": [], "not_in_kb": True}
+    if isinstance(value, str) and value.strip()[:1] == "[":
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+    items = value if isinstance(value, list) else [value]
+    if len(items) > MAX_JUDGED_PASSAGES:
+        raise CaseError(f"names {len(items)} passages; at most {MAX_JUDGED_PASSAGES}", field)
+    right = []
+    for n, item in enumerate(items):
+        at = f"{field}[{n}]" if isinstance(value, list) else field
+        if isinstance(item, str):
+            text = _text(item, at, required=True, limit=4_000)
+            matched = _DOCUMENT_PAGE.match(text)
+            right.append({"document": matched["document"].strip(), "page": int(matched["page"]) if matched["page"]
+                          else None} if matched else {"text": text})
+        elif isinstance(item, dict):
+            clean = {}
+            if item.get("chunk") is not None:
+                if not isinstance(item["chunk"], int) or isinstance(item["chunk"], bool):
+                    raise CaseError("must be a chunk id", f"{at}.chunk")
+                clean["chunk"] = item["chunk"]
+            if item.get("text"):
+                clean["text"] = _text(item["text"], f"{at}.text", limit=4_000)
+            if item.get("document"):
+                clean["document"] = _text(item["document"], f"{at}.document", limit=255)
+                page = item.get("page")
+                if page is not None and (not isinstance(page, int) or isinstance(page, bool) or page < 1):
+                    raise CaseError("must be a page number", f"{at}.page")
+                clean["page"] = page
+            if not clean:
+                raise CaseError("must name a passage's text, a document (and page) or a chunk", at)
+            right.append(clean)
+        else:
+            raise CaseError("must be a passage's text, or a document and page", at)
+    return {"right": right, "not_in_kb": False}
+
+
+def case_judge_retrieval(*, case: FailureCase, user, chunks=(), not_in_kb: bool = False, passage: str = ""
+                         ) -> FailureCase:
+    """The person marks which of the case's retrieved passages were right (chunk ids), or that the
+    knowledge base does not hold the answer; `passage`: the right passage's text (or "doc.pdf p. 3")
+    when none retrieved was it."""
+    require_case_editor(case, user)
+    if not_in_kb:
+        case.retrieval_judgment = {"right": [], "not_in_kb": True}
+    else:
+        chosen = {int(c) for c in chunks if str(c).isdigit()}
+        right = [{"chunk": s["chunk"], "document": s.get("document"), "page": s.get("page"), "text": s.get("text", "")}
+                 for s in case.retrieved if s.get("chunk") in chosen]
+        if passage.strip():
+            right += clean_judgment(passage.strip(), "passage")["right"]
+        case.retrieval_judgment = {"right": right, "not_in_kb": False} if right else {}
+    case.save(update_fields=["retrieval_judgment", "updated_at"])
+    return case
 
 
 def _resolve_version(slug, number, at):
@@ -205,6 +281,7 @@ def flag_prefill(message: Message) -> dict:
     return {"prompt_version": version, "input_variables": variables,
             "input_text": "" if variables else (history[last_user]["content"] if last_user is not None else ""),
             "context": context, "actual": message.content, "model_name": message.model_name,
+            "retrieved": (message.retrieval or {}).get("sources", []),
             "source": FailureCase.Source.PLAYGROUND if conversation.kind == "playground" else FailureCase.Source.CHAT}
 
 
@@ -219,7 +296,7 @@ def case_flag(*, user, message: Message, expected: str, tags=(), note: str = "",
     prefill = flag_prefill(message)
     fields = {"prompt_version": prefill["prompt_version"], "input_variables": prefill["input_variables"],
               "input_text": prefill["input_text"], "context": prefill["context"], "actual": prefill["actual"],
-              "model_name": prefill["model_name"],
+              "model_name": prefill["model_name"], "retrieved": prefill["retrieved"],
               "expected": _text(expected, "expected", required=True), "tags": clean_tags(list(tags)),
               "note": _text(note, "note", limit=5_000),
               "split": _choice(split, "split", FailureCase.Split.values, FailureCase.Split.TRAIN)}

@@ -17,6 +17,7 @@ urlpatterns = [
     path("cases/prefer/<id:message_id>/", views.case_prefer, name="prefer"),
     path("cases/prompt-summary/<slug:slug>/", views.prompt_summary, name="prompt_summary"),
     path("cases/<id:case_id>/", views.case_detail, name="case"),
+    path("cases/<id:case_id>/retrieval/", views.case_retrieval, name="case_retrieval"),
     path("evaluations/", views.evaluation_list, name="evaluations"),
     path("evaluations/new/", views.evaluation_new, name="evaluation_new"),
     path("evaluations/compare/", views.evaluation_compare, name="compare"),

@@ -143,8 +143,33 @@ def case_detail(request, case_id):
     return render(request, "evals/case_detail.html", _case_context(request, case, saved=saved, error=error))
 
 
+@login_required
+@require_POST
+def case_retrieval(request, case_id):
+    """The case's retrieval judgment: which of its retrieved passages were right, or "not in the
+    knowledge base", or the right passage's text."""
+    case = _case_or_404(request, case_id)
+    error = ""
+    try:
+        services.case_judge_retrieval(case=case, user=request.user, chunks=request.POST.getlist("chunk"),
+                                      not_in_kb=request.POST.get("not_in_kb") == "on",
+                                      passage=request.POST.get("passage", "")[:4_000])
+    except services.CasePermissionError as exc:
+        raise PermissionDenied(str(exc)) from None
+    except services.CaseError as exc:
+        error = str(exc)
+    case = _case_or_404(request, case_id)
+    return render(request, "evals/_case_retrieval.html", {**_case_context(request, case), "error": error,
+                                                          "judgment_saved": not error}, status=400 if error else 200)
+
+
 def _case_context(request, case, **extra) -> dict:
-    return {"case": case, "can_edit": selectors.can_edit_case(request.user, case),
+    judgment = case.retrieval_judgment or {}
+    right_chunks = {item.get("chunk") for item in judgment.get("right", []) if item.get("chunk") is not None}
+    typed = [item for item in judgment.get("right", []) if item.get("chunk") is None]
+    return {"right_chunks": right_chunks, "typed_passages": typed,
+            "shows_retrieval": bool(case.retrieved or judgment or (case.prompt_version and case.prompt_version.retrieval)),
+            "case": case, "can_edit": selectors.can_edit_case(request.user, case),
             "history": selectors.case_history(case), "splits": FailureCase.Split.values,
             "statuses": FailureCase.Status.choices, **extra}
 
@@ -484,6 +509,7 @@ def _results_context(request, evaluation) -> dict:
         page = selectors.results_page(evaluation=evaluation, user=request.user, page=request.GET.get("page"))
         results = page.object_list
     return {"evaluation": evaluation, "results": results, "page": page,
+            "retrieval": selectors.retrieval_figures_of(evaluation),
             "can_cancel": evaluation.active and (evaluation.created_by_id == request.user.pk or request.user.is_staff),
             "others": selectors.evaluations_visible_to(request.user).filter(
                 prompt_version__prompt=evaluation.prompt_version.prompt).exclude(pk=evaluation.pk)[:20]}

@@ -195,3 +195,25 @@ def note(record: dict | None) -> str:
         parts.append("no passage reached the minimum score" if record.get("min_score") is not None
                      else "nothing matched")
     return "; ".join(parts)
+
+
+def _normalised(text: str) -> str:
+    return " ".join((text or "").split()).lower()
+
+
+def is_right(judged: dict, source: dict) -> bool:
+    """Whether a retrieved source is the passage a person judged right. A judgment names a chunk
+    (picked from a reply's sources), or a passage's text, or a document and page (an import): a
+    chunk id matches itself; a text matches a source that holds it or that it holds (chunks are
+    rebuilt with other sizes, ids change, the words stay); a document matches by name, and page
+    when one is given."""
+    if judged.get("chunk") is not None and judged["chunk"] == source.get("chunk"):
+        return True
+    text = _normalised(judged.get("text", ""))
+    if text:
+        other = _normalised(source.get("text", ""))
+        return bool(other) and (text in other or other in text or text[:200] in other)
+    document = (judged.get("document") or "").strip().lower()
+    if document and document == (source.get("document") or "").strip().lower():
+        return judged.get("page") is None or judged.get("page") == source.get("page")
+    return False
