@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from knowledge.retrieval import clean_record
 from prompts.models import PromptVersion
 from prompts.selectors import VersionNotFound, prompt_by_slug, version_resolve
 from studio.input_checks import InputError, parse_json
@@ -95,6 +96,7 @@ def conversation_export_json(conversation: Conversation) -> dict:
             "usage": {name: getattr(m, name) for name in _USAGE_FIELDS},
             "feedback": m.feedback,
             "variables": m.variables,
+            "retrieval": m.retrieval,  # what the reply retrieved: its numbered sources (knowledge.retrieval)
             "created_at": _iso(m.created_at),
             "finished_at": _iso(m.finished_at),
         } for m in messages],
@@ -274,6 +276,7 @@ def _exported_message(raw, place: str) -> _Planned:
         "model_name": _text(raw.get("model"), place, "model", limit=200),
         "parameters": _object(raw.get("parameters"), place, "parameters"),
         "variables": _text_values(raw.get("variables"), place, "variables"),
+        "retrieval": clean_record(_object(raw.get("retrieval"), place, "retrieval")),
         "finished_at": _moment(raw.get("finished_at"), place, "finished_at"),
         **_usage(raw.get("usage"), place),
     }

@@ -217,3 +217,36 @@ def is_right(judged: dict, source: dict) -> bool:
     if document and document == (source.get("document") or "").strip().lower():
         return judged.get("page") is None or judged.get("page") == source.get("page")
     return False
+
+
+def clean_record(raw) -> dict:
+    """A record from outside (an imported conversation): kept only in the shape this module writes,
+    every value typed and bounded, so that no page renders what a file merely claims; {} when it is
+    not one."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list):
+        return {}
+
+    def whole_number(value):
+        return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63 else None
+
+    def text(value, limit):
+        return value[:limit] if isinstance(value, str) else ""
+
+    sources = []
+    for n, source in enumerate(raw["sources"][:MAX_K + 50], start=1):
+        if not isinstance(source, dict):
+            continue
+        score = source.get("score")
+        sources.append({"n": n, "chunk": whole_number(source.get("chunk")), "text": text(source.get("text"), PASSAGE_CHARS),
+                        "document": text(source.get("document"), 255), "document_id": whole_number(source.get("document_id")),
+                        "page": whole_number(source.get("page")), "heading": text(source.get("heading"), 500),
+                        "score": float(score) if isinstance(score, (int, float)) and not isinstance(score, bool)
+                        and abs(score) < 1e9 else None,
+                        "knowledge_base": whole_number(source.get("knowledge_base"))})
+    names = lambda key: [text(name, 255) for name in raw.get(key, [])[:20] if isinstance(name, str)] \
+        if isinstance(raw.get(key), list) else []  # noqa: E731
+    count = lambda key: whole_number(raw.get(key)) or 0  # noqa: E731
+    return {"query": text(raw.get("query"), MAX_QUERY_CHARS), "sources": sources, "searched": names("searched"),
+            "whole": names("whole"), "withheld": count("withheld"), "missing": count("missing"),
+            "nothing_passed": raw.get("nothing_passed") is True,
+            "layout": "template" if raw.get("layout") == "template" else "system", "imported": True}

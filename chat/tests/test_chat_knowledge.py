@@ -223,3 +223,47 @@ async def test_the_model_reads_the_sources_and_the_reply_keeps_them(alice, plant
     assert reply.retrieval["sources"][0]["document"] == "network.md"
     # What the worker fed the model held the sources: far more prompt tokens than the question alone.
     assert reply.prompt_tokens > 60
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("model_worker")
+def test_the_openai_api_retrieves_as_the_tokens_owner(alice, bob, plant):
+    from django.test import Client
+
+    from accounts.services import api_token_create
+
+    prompt_services.prompt_create(owner=alice, name="Support", slug="support", version={
+        "template": "{{ question }}", "max_new_tokens": 4,
+        "retrieval": {"knowledge_bases": [plant.pk], "k": 2, "query": "question"}})
+    stored = {}
+    for person in (alice, bob):
+        token = api_token_create(user=person, name="sdk")[1]
+        answer = Client().post("/v1/chat/completions", json.dumps({
+            "model": "prompt:support", "messages": [{"role": "user", "content": "How do I restart the router?"}]}),
+            content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+        assert answer.status_code == 200, answer.content[:500]
+        stored[person.username] = Message.objects.filter(conversation__owner=person, role="assistant").get().retrieval
+    assert stored["alice"]["sources"][0]["document"] == "network.md"
+    assert stored["bob"]["sources"] == [] and stored["bob"]["withheld"] == 1
+
+
+@pytest.mark.django_db
+def test_an_exported_chat_keeps_its_sources_and_an_import_cannot_forge_links(client, alice, plant):
+    from chat import exchange
+
+    conversation = chat_services.conversation_create(owner=alice)
+    chat_services.conversation_attach(conversation=conversation, kind="knowledge_base", item_id=plant.pk)
+    _, reply = chat_services.reply_request(conversation=conversation, content="How do I restart the router?")
+    Message.objects.filter(pk=reply.pk).update(status="complete", content="Hold the power button [1].")
+    exported = exchange.conversation_export_json(conversation)
+    assert exported["messages"][1]["retrieval"]["sources"][0]["document"] == "network.md"
+    exported["messages"][1]["retrieval"]["sources"][0].update(
+        {"knowledge_base": "x/../../admin", "document_id": {"evil": 1}, "text": "<script>alert(1)</script>"})
+    upload = SimpleUploadedFile("chat.json", json.dumps(exported).encode(), "application/json")
+    [copy] = exchange.conversations_import(owner=alice, upload=upload)
+    imported = copy.messages.get(role="assistant")
+    source = imported.retrieval["sources"][0]
+    assert source["knowledge_base"] is None and source["document_id"] is None and imported.retrieval["imported"]
+    client.force_login(alice)
+    page = client.get(f"/chat/{copy.pk}/messages/{imported.pk}/").content.decode()
+    assert "[1] network.md" in page and "<script>alert(1)" not in page and "Open the document" not in page
