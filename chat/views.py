@@ -62,6 +62,7 @@ def conversation_detail(request, conversation_id):
         "earlier": len(messages) > len(shown),
         "workers": selectors.workers_online(),
         "models": selectors.available_models(),
+        **_knowledge_context(request, conversation),
     })
 
 
@@ -359,6 +360,11 @@ from .retrieval import RetrievalError, settings_in_effect  # noqa: E402
 
 
 def _knowledge_panel(request, conversation, *, error=None, saved=False, status=200):
+    return render(request, "chat/_knowledge.html", _knowledge_context(request, conversation, error=error, saved=saved),
+                  status=status)
+
+
+def _knowledge_context(request, conversation, *, error=None, saved=False) -> dict:
     """What is attached (the chat's own, and its prompt version's), and how replies search it."""
     bases = list(conversation.knowledge_bases.all())
     documents = list(conversation.documents.select_related("knowledge_base"))
@@ -373,11 +379,10 @@ def _knowledge_panel(request, conversation, *, error=None, saved=False, status=2
     version_bases = (version.retrieval or {}).get("knowledge_bases", []) if version is not None else []
     typed = {name: request.POST.get(name, "") for name in ("k", "mode", "min_score", "when_nothing_found")} \
         if error else None
-    return render(request, "chat/_knowledge.html", {
-        "conversation": conversation, "bases": bases, "documents": documents, "version_bases": version_bases,
-        "in_effect": typed or settings_in_effect(conversation), "own": bool(conversation.retrieval_settings),
-        "modes": SEARCH_MODES, "error": str(error or ""), "error_field": getattr(error, "field", ""),
-        "saved": saved, "whole_limit": settings.KNOWLEDGE_WHOLE_DOCUMENT_TOKENS}, status=status)
+    return {"conversation": conversation, "bases": bases, "documents": documents, "version_bases": version_bases,
+            "in_effect": typed or settings_in_effect(conversation), "own": bool(conversation.retrieval_settings),
+            "modes": SEARCH_MODES, "error": str(error or ""), "error_field": getattr(error, "field", ""),
+            "saved": saved, "whole_limit": settings.KNOWLEDGE_WHOLE_DOCUMENT_TOKENS}
 
 
 @login_required

@@ -112,6 +112,8 @@ def test_attaching_is_checked_against_the_person(client, alice, bob, plant, smal
     assert "Office" in suggestions and "Plant" not in suggestions and "parts.md" not in suggestions
     attached = client.post(f"/chat/{conversation.pk}/knowledge/attach/", {"kind": "knowledge_base", "id": shared.pk})
     assert attached.status_code == 200 and 'data-attached="knowledge_base:' in attached.content.decode()
+    page = client.get(f"/chat/{conversation.pk}/").content.decode()  # the panel, as the chat page shows it
+    assert f'data-attached="knowledge_base:{shared.pk}"' in page and "Search: top 5, hybrid" in page
     assert list(conversation.knowledge_bases.all()) == [shared]
     # alice's chat is not bob's to see or change
     alices = chat_services.conversation_create(owner=alice)
