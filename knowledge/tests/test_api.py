@@ -2,7 +2,6 @@
 404, 413), as a team's scripts would call it."""
 
 import json
-import time
 
 import pytest
 from django.test import Client
@@ -117,14 +116,12 @@ def test_a_thousand_files_at_once_are_queued_not_processed(token, django_capture
     dispatched = []
     monkeypatch.setattr("studio.jobs.dispatch", lambda model, job_id: dispatched.append(job_id))
     files = [upload(f"note-{n}.txt", f"Note number {n}.") for n in range(1000)]
-    started = time.monotonic()
     with django_capture_on_commit_callbacks(execute=True):
         answer = call("POST", f"/api/knowledge/{knowledge_base_id}/documents/", token, {"file": files})
-    elapsed = time.monotonic() - started
+    # (How long the request takes is `make bench`'s; here: nothing was parsed or embedded in it.)
     assert answer.status_code == 202 and len(answer.json()["ids"]) == 1000
     assert Document.objects.filter(status="queued").count() == 1000 and not Chunk.objects.exists()
     assert sorted(dispatched) == sorted(answer.json()["ids"])
-    assert elapsed < 30, elapsed
 
 
 def test_uploads_need_multipart_files(token):
