@@ -3,7 +3,6 @@
 import dataclasses
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -155,9 +154,10 @@ def test_the_bundled_gguf_is_converted_once_then_loaded_from_the_cache(tmp_path)
     assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
     assert not [p for p in cache.iterdir() if p.name.startswith(".converting-")]
 
-    started = time.monotonic()
+    converted_at = (folder / "model.safetensors").stat().st_mtime_ns
     loaded = load_model("smollm2", cache_dir=cache)
-    assert time.monotonic() - started < 15, "a cached model loads in seconds, without converting again"
+    # Loaded from the cache, not converted again (how fast is the bench's to say).
+    assert (folder / "model.safetensors").stat().st_mtime_ns == converted_at
     assert loaded.name == "SmolLM2-135M-Instruct"
     engine = BatchEngine(loaded, max_batch=1)
     answer = reply_once(engine, [{"role": "user", "content": "What is the capital of France?"}],
