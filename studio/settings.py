@@ -198,6 +198,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {} if REDIS_URL else {
     # Its broadcast exchanges (pidbox) too: without this kombu writes ./control where it runs.
     "control_folder": str(_BROKER_FOLDER / "control")}
 CELERY_TASK_DEFAULT_QUEUE = f"{envstr('CHANNEL_LAYER_PREFIX', 'studio')}-jobs"
+# Document ingestion has a queue of its own: a thousand documents uploaded at once wait there,
+# and a job worker takes from both queues in turn, so an evaluation started meanwhile is not
+# queued behind all of them. `manage.py job_worker --queues knowledge` runs a worker for it alone.
+JOB_QUEUES = {"jobs": CELERY_TASK_DEFAULT_QUEUE, "knowledge": f"{envstr('CHANNEL_LAYER_PREFIX', 'studio')}-knowledge"}
+CELERY_TASK_ROUTES = {"knowledge.ingest": {"queue": JOB_QUEUES["knowledge"]}}
 CELERY_TASK_IGNORE_RESULT = True  # a job's row is its result
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # one job at a time per worker: the next waits in the queue
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

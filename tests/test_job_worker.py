@@ -119,3 +119,19 @@ def test_scaled_mode_runs_evaluations_on_a_job_worker_over_redis(scaled_env, tmp
             assert final["status"] == "finished" and final["done"] == 6, final
         finally:
             stop_process(worker)
+
+
+def test_ingestion_waits_in_a_queue_of_its_own_and_workers_take_both():
+    """A thousand documents queued for ingestion do not stand in front of an evaluation: their jobs
+    go to the knowledge queue, and a job worker takes from both queues in turn."""
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from studio.celery import app
+
+    assert app.amqp.router.route({}, "knowledge.ingest")["queue"].name == settings.JOB_QUEUES["knowledge"]
+    assert app.amqp.router.route({}, "evals.run_evaluation")["queue"].name == settings.JOB_QUEUES["jobs"]
+    assert settings.JOB_QUEUES["knowledge"] != settings.JOB_QUEUES["jobs"]
+    with pytest.raises(CommandError, match="not a job queue"):
+        call_command("job_worker", queues="ingest")
