@@ -481,6 +481,16 @@
     const option = event.target.closest(".knowledge-suggestion");
     if (option) chooseHash(option);
   });
+  // The knowledge panel's Attach… picker opens under its button, which the empty panel's sentence
+  // pushes far right: there it moves left to stay inside the window. (`toggle` does not bubble.)
+  chat.addEventListener("toggle", (event) => {
+    const picker = event.target.open && event.target.querySelector(":scope > .knowledge-panel__picker");
+    if (!picker) return;
+    picker.style.left = "";
+    const overflow = picker.getBoundingClientRect().right - (document.documentElement.clientWidth - 8);
+    if (overflow > 0) picker.style.left = -overflow + "px";
+  }, true);
+
   input.addEventListener("input", updateHashMenu);
   input.addEventListener("click", updateHashMenu);
   input.addEventListener("blur", () => setTimeout(closeHashMenu, 200));
