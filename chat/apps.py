@@ -8,11 +8,13 @@ class ChatConfig(AppConfig):
     def ready(self):
         from django.db.models.signals import post_migrate
 
-        from studio import sweeping
+        from studio import chat_activity, sweeping
 
         from .search_index import ensure_installed
+        from .selectors import people_waiting_for_replies
         from .services import replies_sweep
 
         sweeping.register(replies_sweep)  # replies whose model worker died or never came
+        chat_activity.register(people_waiting_for_replies)  # knowledge ingestion yields the CPU to them
         # A migration that rebuilds a chat table on SQLite drops its search triggers: put them back.
         post_migrate.connect(ensure_installed, sender=self, dispatch_uid="chat.search_index.ensure_installed")

@@ -194,6 +194,12 @@ def queue_position(*, message: Message) -> int:
     return order.index(message.pk) + 1 if message.pk in order else len(order) + 1
 
 
+def people_waiting_for_replies() -> bool:
+    """Replies queued or being written for people (evaluations' are background work, left out)."""
+    return Message.objects.filter(status__in=Message.IN_PROGRESS).exclude(
+        conversation__kind=Conversation.Kind.EVALUATION).exists()
+
+
 def reply_in_progress(*, conversation_id: int) -> Message | None:
     return Message.objects.filter(conversation_id=conversation_id, status__in=Message.IN_PROGRESS).first()
 

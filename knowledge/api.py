@@ -1,5 +1,5 @@
 """HTTP API for knowledge bases (Bearer tokens, JSON; documents arrive as multipart): create a base,
-upload documents, follow their ingestion, search. Routes and answers are in README.md."""
+upload documents, follow their ingestion, search, rebuild with new settings. Routes and answers are in README.md."""
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import JsonResponse
@@ -13,13 +13,21 @@ from . import selectors, services
 
 KNOWLEDGE_BASE_SHAPE = 'Send a JSON object: {"name": "Handbook", "description": "...", "shared": false}.'
 SEARCH_SHAPE = 'Send a JSON object: {"query": "how do I reset it?", "k": 5, "mode": "hybrid"}.'
+REBUILD_SHAPE = 'Send a JSON object: {"chunk_tokens": 200, "chunk_overlap": 30}.'
 
 
 def knowledge_base_json(knowledge_base) -> dict:
     return {"id": knowledge_base.pk, "name": knowledge_base.name, "description": knowledge_base.description,
             "shared": knowledge_base.shared, "owner": knowledge_base.owner.get_username(),
             "embedding_model": knowledge_base.embedding_model, "dimension": knowledge_base.dimension,
-            "chunk_tokens": knowledge_base.chunk_tokens, "chunk_overlap": knowledge_base.chunk_overlap}
+            "chunk_tokens": knowledge_base.chunk_tokens, "chunk_overlap": knowledge_base.chunk_overlap,
+            "rebuilding": knowledge_base.rebuilding}
+
+
+def rebuild_json(knowledge_base) -> dict:
+    return {"id": knowledge_base.pk, "embedding_model": knowledge_base.embedding_model,
+            "chunk_tokens": knowledge_base.chunk_tokens, "chunk_overlap": knowledge_base.chunk_overlap,
+            "rebuild": knowledge_base.rebuild_progress()}
 
 
 @api_endpoint("GET", "POST", json_body=True)
@@ -84,3 +92,22 @@ def search(request, user, body, knowledge_base_id):
     if answer.clamped:
         response["clamped"] = answer.clamped
     return JsonResponse(response)
+
+
+@api_endpoint("GET", "POST", json_body=True)
+def rebuild(request, user, body, knowledge_base_id):
+    """POST: index every document again with new settings, in the background (the current index
+    answers until the switch); GET: the settings in use and the rebuild's progress."""
+    knowledge_base = selectors.knowledge_base_for(user=user, knowledge_base_id=knowledge_base_id)
+    if request.method == "GET":
+        return JsonResponse(rebuild_json(knowledge_base))
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise StudioError(REBUILD_SHAPE)
+    queued = services.knowledge_base_rebuild(user=user, knowledge_base=knowledge_base,
+                                             chunk_tokens=body.get("chunk_tokens"),
+                                             chunk_overlap=body.get("chunk_overlap"),
+                                             embedding_model=body.get("embedding_model"))
+    knowledge_base.refresh_from_db()
+    return JsonResponse({**rebuild_json(knowledge_base), "queued": queued}, status=202)

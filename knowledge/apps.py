@@ -11,9 +11,11 @@ class KnowledgeConfig(AppConfig):
 
         from studio import sweeping
 
-        from .index import ensure_installed
+        from .index import ensure_installed, vectors_sweep
         from .services import ingestion_sweep
 
         sweeping.register(ingestion_sweep)  # ingestions the job queue never got, or whose worker died: resumed
-        # A migration that rebuilds knowledge_chunk on SQLite drops its index triggers: put them back.
+        sweeping.register(vectors_sweep)  # pgvector columns a process that started before pgvector left empty
+        # A migration that rebuilds knowledge_chunk on SQLite drops its index triggers: put them back;
+        # on PostgreSQL with the vector extension, add the pgvector column and its HNSW index.
         post_migrate.connect(ensure_installed, sender=self, dispatch_uid="knowledge.index.ensure_installed")

@@ -1,39 +1,60 @@
 """Ingesting one document on a job worker: parse → chunk → embed in batches → store the chunks
-(the keyword index follows by trigger, knowledge/index.py) → ready.
+(the keyword index follows by trigger, knowledge/index.py; the pgvector column, where there is
+one, is written beside them) → ready.
 
 Progress lives in the document's IngestionJob (studio.jobs): the stage on the document ("parsing",
 "embedding"), chunks embedded of the total on the job, a heartbeat after every PDF page and every
 batch, and a cancel checked as often. A failure fails this document alone, with a reason its
 uploader can act on. A delivery after a job worker died (knowledge.services.ingestion_sweep)
 resumes: the text is parsed and cut again (the same file and settings give the same chunks), the
-chunks already stored are kept and only the rest are embedded.
+chunks already stored are kept and only the rest are embedded. On a job worker without a GPU it
+pauses between batches while chat replies are being written (studio.chat_activity; the job's note
+says "paused: chat replies come first").
+
+During a rebuild (services.knowledge_base_rebuild) a ready document is cut again with the
+building generation's settings and its chunks stored in that generation, while it stays ready
+and its active chunks keep answering; a document uploaded meanwhile gets both generations. When
+the last one is done, the rebuild switches over (services.rebuild_switch_if_built).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 
+from studio import chat_activity
 from studio.jobs import JobStatus, job_claim, job_end, job_progress
 from studio.llm.loading import ModelLoadError
 
-from . import storage
+from . import index, storage
 from .chunking import Chunker, Piece
-from .models import Chunk, Document, IngestionJob
+from .models import Chunk, Document, IngestionJob, KnowledgeBase
 from .parsing import DocumentError, Limits, parse
-from .services import CANCELLED, document_fail
+from .services import CANCELLED, document_fail, rebuild_switch_if_built
 
 log = logging.getLogger("knowledge")
 
 EMBED_BATCH = 32  # chunks embedded (and stored) at a time: about 2 s on 2 CPU cores
+PAUSE_POLL_S = 2.0  # while paused for chat: how often it looks again (and beats its heart)
+PAUSED = "paused: chat replies come first"
 
 
 class Stopped(Exception):
     """Cancelled, deleted, or taken back by the sweeper (its job worker looked dead) meanwhile."""
+
+
+@dataclass(frozen=True)
+class Cut:
+    """One generation's chunks of the document: the settings it is cut with, the pieces."""
+
+    generation: int
+    pieces: list[Piece]
 
 
 def ingest_document(document_id: int) -> None:
@@ -45,6 +66,7 @@ def ingest_document(document_id: int) -> None:
     # This delivery's hold on the job: lost when the job is deleted, ended, or queued again by the
     # sweeper (a worker that only looked dead must not write beside the one that resumes it).
     mine = IngestionJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts)
+    knowledge_base_id = job.document.knowledge_base_id
     try:
         _ingest(job, job.document, mine)
     except Stopped:
@@ -57,6 +79,8 @@ def ingest_document(document_id: int) -> None:
         log.exception("ingesting document %s failed", job.pk)
         _fail(job, mine, f"It could not be indexed ({type(exc).__name__}: {str(exc)[:300]}); the studio's log has "
                          "the details.")
+    # A rebuild waits for its last document, whichever way that one ended.
+    rebuild_switch_if_built(knowledge_base_id)
 
 
 def _fail(job: IngestionJob, mine, error: str) -> None:
@@ -66,17 +90,31 @@ def _fail(job: IngestionJob, mine, error: str) -> None:
 
 
 def _ingest(job: IngestionJob, document: Document, mine) -> None:
+    knowledge_base = KnowledgeBase.objects.get(pk=document.knowledge_base_id)  # as it is now, not at upload
+    # A ready document queued again belongs to a rebuild: it stays ready (its active chunks answer)
+    # while its chunks of the building generation are written.
+    rebuild_only = document.status == Document.Status.READY and knowledge_base.rebuilding
+    note_prefix = "rebuilding: " if rebuild_only else ""
+
     def beat(note: str, **fields) -> None:
-        if job_progress(job, note=note, **fields) or not mine.exists():
+        if job_progress(job, note=note_prefix + note, **fields) or not mine.exists():
             raise Stopped
+
+    def yield_to_chat() -> None:
+        """Between batches, on a job worker without a GPU: wait while chat replies are being
+        written (people first; as training does, finetune/runner.py). Cancel still stops it."""
+        while chat_activity.replies_in_progress() and not _has_gpu():
+            if job_progress(job, note=PAUSED) or not mine.exists():
+                raise Stopped
+            time.sleep(PAUSE_POLL_S)
 
     def locked_and_mine() -> bool:
         """Inside a transaction: the document's row locked (a delete waits), still ours to write."""
-        return (Document.objects.select_for_update().filter(pk=document.pk, status=Document.Status.PROCESSING)
-                .exists() and mine.exists())
+        status = Document.Status.READY if rebuild_only else Document.Status.PROCESSING
+        return Document.objects.select_for_update().filter(pk=document.pk, status=status).exists() and mine.exists()
 
-    knowledge_base = document.knowledge_base
-    Document.objects.filter(pk=document.pk).update(status=Document.Status.PROCESSING, stage="parsing", error="")
+    if not rebuild_only:
+        Document.objects.filter(pk=document.pk).update(status=Document.Status.PROCESSING, stage="parsing", error="")
     beat("parsing")
     try:
         raw = storage.read(document.file)
@@ -85,46 +123,74 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
                             "again") from None
     parsed = parse(raw, kind=document.kind, limits=Limits(max_pages=settings.KNOWLEDGE_MAX_PAGES),
                    progress=lambda page, pages: beat(f"parsing page {page} of {pages}"))
-    pieces = Chunker(capacity=knowledge_base.chunk_tokens, overlap=knowledge_base.chunk_overlap).split(parsed.sections)
-    if not pieces:
+    cuts = []
+    if not rebuild_only:
+        cuts.append(Cut(knowledge_base.active_generation, Chunker(
+            capacity=knowledge_base.chunk_tokens, overlap=knowledge_base.chunk_overlap).split(parsed.sections)))
+    if knowledge_base.rebuilding:
+        cuts.append(Cut(knowledge_base.building_generation, Chunker(
+            capacity=knowledge_base.building_chunk_tokens,
+            overlap=knowledge_base.building_chunk_overlap).split(parsed.sections)))
+    if not all(cut.pieces for cut in cuts):
         raise DocumentError("it has no text to index beyond its headings")
-    kept = _keep_stored_prefix(document, pieces)
-    Document.objects.filter(pk=document.pk).update(stage="embedding", pages=parsed.pages, notes=parsed.notes)
-    beat(f"embedding {kept} of {len(pieces)} chunks", done=kept, total=len(pieces))
+    total = sum(len(cut.pieces) for cut in cuts)
+    kept = [_keep_stored_prefix(document, cut) for cut in cuts]
+    if not rebuild_only:
+        Document.objects.filter(pk=document.pk).update(stage="embedding", pages=parsed.pages, notes=parsed.notes)
+    done = sum(kept)
+    beat(f"embedding {done} of {total} chunks", done=done, total=total)
 
     from studio.llm.embeddings import load_embedder  # torch: job workers only, never the web process
 
     embedder = load_embedder()
-    beat(f"embedding {kept} of {len(pieces)} chunks")  # loading it took a moment in a fresh worker
-    for start in range(kept, len(pieces), EMBED_BATCH):
-        batch = pieces[start:start + EMBED_BATCH]
-        vectors = embedder.embed([piece.text for piece in batch]).numpy().astype("<f4")  # (B, 384)
-        with transaction.atomic():
-            if not locked_and_mine():
-                raise Stopped
-            Chunk.objects.bulk_create([_chunk(document, piece, vector) for piece, vector in zip(batch, vectors)])
-        done = start + len(batch)
-        beat(f"embedding {done} of {len(pieces)} chunks", done=done)
+    beat(f"embedding {done} of {total} chunks")  # loading it took a moment in a fresh worker
+    for cut, first in zip(cuts, kept):
+        for start in range(first, len(cut.pieces), EMBED_BATCH):
+            yield_to_chat()
+            batch = cut.pieces[start:start + EMBED_BATCH]
+            vectors = embedder.embed([piece.text for piece in batch]).numpy().astype("<f4")  # (B, 384)
+            with transaction.atomic():
+                if not locked_and_mine():
+                    raise Stopped
+                chunks = Chunk.objects.bulk_create([_chunk(document, cut.generation, piece, vector)
+                                                    for piece, vector in zip(batch, vectors)])
+                index.store_vectors(chunks)
+            done += len(batch)
+            beat(f"embedding {done} of {total} chunks", done=done)
 
+    counts = {cut.generation: len(cut.pieces) for cut in cuts}
     with transaction.atomic():
         if not locked_and_mine():
             raise Stopped
-        Document.objects.filter(pk=document.pk).update(status=Document.Status.READY, stage="", chunk_count=len(pieces))
-        knowledge_base.chunks_changed()
+        rebuilt = counts.get(knowledge_base.building_generation) if knowledge_base.rebuilding else None
+        if rebuild_only:
+            Document.objects.filter(pk=document.pk).update(rebuilt_chunk_count=rebuilt)
+        else:
+            Document.objects.filter(pk=document.pk).update(
+                status=Document.Status.READY, stage="", chunk_count=counts[knowledge_base.active_generation],
+                rebuilt_chunk_count=rebuilt)
+            knowledge_base.chunks_changed()
     job_end(job, JobStatus.FINISHED)
 
 
-def _keep_stored_prefix(document: Document, pieces: list[Piece]) -> int:
-    """Chunks a lost delivery stored that match this cut are kept (resume); the rest go."""
-    stored = dict(Chunk.objects.filter(document=document).values_list("ordinal", "text"))
+def _has_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _keep_stored_prefix(document: Document, cut: Cut) -> int:
+    """Chunks of this generation a lost delivery stored that match this cut are kept (resume); the rest go."""
+    mine = Chunk.objects.filter(document=document, generation=cut.generation)
+    stored = dict(mine.values_list("ordinal", "text"))
     kept = 0
-    while kept < len(pieces) and stored.get(kept) == pieces[kept].text:
+    while kept < len(cut.pieces) and stored.get(kept) == cut.pieces[kept].text:
         kept += 1
-    Chunk.objects.filter(document=document, ordinal__gte=kept).delete()
+    mine.filter(ordinal__gte=kept).delete()
     return kept
 
 
-def _chunk(document: Document, piece: Piece, vector: np.ndarray) -> Chunk:
-    return Chunk(knowledge_base_id=document.knowledge_base_id, document=document, ordinal=piece.ordinal,
-                 text=piece.text, page=piece.page, heading=piece.heading, start=piece.start, end=piece.end,
-                 token_count=piece.token_count, embedding=vector.tobytes())
+def _chunk(document: Document, generation: int, piece: Piece, vector: np.ndarray) -> Chunk:
+    return Chunk(knowledge_base_id=document.knowledge_base_id, document=document, generation=generation,
+                 ordinal=piece.ordinal, text=piece.text, page=piece.page, heading=piece.heading, start=piece.start,
+                 end=piece.end, token_count=piece.token_count, embedding=vector.tobytes())

@@ -29,8 +29,16 @@ class KnowledgeBase(models.Model):
     chunk_tokens = models.PositiveIntegerField()
     chunk_overlap = models.PositiveIntegerField()
     # Bumped in the same transaction as every change to what search reads (a document becoming
-    # ready, leaving ready, being deleted): each process's vector cache compares it (index.py).
+    # ready, leaving ready, being deleted, a rebuild switched over): each process's vector cache
+    # compares it (index.py).
     chunks_version = models.PositiveBigIntegerField(default=0)
+    # Chunks carry the generation of the index they belong to; search reads the active one. A
+    # rebuild (services.knowledge_base_rebuild) writes the building one with its own settings while
+    # the active one keeps answering, then switches over in one transaction.
+    active_generation = models.PositiveIntegerField(default=0)
+    building_generation = models.PositiveIntegerField(null=True, blank=True)  # None: no rebuild running
+    building_chunk_tokens = models.PositiveIntegerField(null=True, blank=True)
+    building_chunk_overlap = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -45,6 +53,20 @@ class KnowledgeBase(models.Model):
     def chunks_changed(self) -> None:
         """Call inside the transaction that changes what search reads."""
         KnowledgeBase.objects.filter(pk=self.pk).update(chunks_version=F("chunks_version") + 1)
+
+    @property
+    def rebuilding(self) -> bool:
+        return self.building_generation is not None
+
+    def rebuild_progress(self) -> dict | None:
+        """While a rebuild runs: its settings and its documents indexed again of those it waits for
+        (every document but the failed ones; one uploaded meanwhile counts when it is done)."""
+        if not self.rebuilding:
+            return None
+        counts = self.documents.exclude(status=Document.Status.FAILED).aggregate(
+            total=models.Count("pk"), done=models.Count("pk", filter=Q(rebuilt_chunk_count__isnull=False)))
+        return {"chunk_tokens": self.building_chunk_tokens, "chunk_overlap": self.building_chunk_overlap,
+                "embedding_model": self.embedding_model, "done": counts["done"], "total": counts["total"]}
 
 
 class Document(models.Model):
@@ -68,7 +90,10 @@ class Document(models.Model):
     error = models.TextField(blank=True)
     notes = models.JSONField(default=list, blank=True)  # e.g. "not UTF-8: read as Windows-1252"
     pages = models.PositiveIntegerField(null=True, blank=True)
-    chunk_count = models.PositiveIntegerField(default=0)
+    chunk_count = models.PositiveIntegerField(default=0)  # in the knowledge base's active generation
+    # Its chunks in the building generation, once they are all stored (a rebuild switches over when
+    # every ready document has them); None otherwise.
+    rebuilt_chunk_count = models.PositiveIntegerField(null=True, blank=True)
     uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
                                     related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -114,6 +139,13 @@ class IngestionJob(JobRecord):
     attempts = models.PositiveSmallIntegerField(default=0)
 
 
+class ChunkQuerySet(models.QuerySet):
+    def active(self) -> "ChunkQuerySet":
+        """The chunks search reads: those of their knowledge base's active generation (during a
+        rebuild a document also has chunks of the building one)."""
+        return self.filter(generation=F("knowledge_base__active_generation"))
+
+
 class Chunk(models.Model):
     knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="+")
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
@@ -125,11 +157,16 @@ class Chunk(models.Model):
     end = models.PositiveIntegerField()
     token_count = models.PositiveIntegerField()
     embedding = models.BinaryField()  # float32, little-endian, the knowledge base's dimension
+    # Which index it belongs to (KnowledgeBase.active_generation, or building_generation during a rebuild).
+    generation = models.PositiveIntegerField(default=0)
+
+    objects = ChunkQuerySet.as_manager()
 
     class Meta:
         ordering = ["document_id", "ordinal"]
-        constraints = [models.UniqueConstraint(fields=["document", "ordinal"], name="knowledge_chunk_unique_ordinal")]
-        indexes = [models.Index(fields=["knowledge_base", "id"], name="knowledge_chunk_kb")]
+        constraints = [models.UniqueConstraint(fields=["document", "generation", "ordinal"],
+                                               name="knowledge_chunk_unique_ordinal")]
+        indexes = [models.Index(fields=["knowledge_base", "generation", "id"], name="knowledge_chunk_kb")]
 
     def __str__(self):
         return f"{self.document_id}#{self.ordinal}"

@@ -66,7 +66,7 @@ def clean_settings(raw, where: str = "retrieval") -> dict:
 
 def document_tokens(document_ids) -> dict[int, int]:
     """Each document's size in the embedder's tokens (the sum of its chunks')."""
-    rows = Chunk.objects.filter(document_id__in=list(document_ids)).values("document_id").annotate(
+    rows = Chunk.objects.active().filter(document_id__in=list(document_ids)).values("document_id").annotate(
         tokens=Sum("token_count"))
     return {row["document_id"]: row["tokens"] or 0 for row in rows}
 
@@ -104,7 +104,7 @@ def retrieve(*, user, query: str, knowledge_base_ids=(), document_ids=(), k: int
     sources = []
     for document in whole:
         record["whole"].append(document.name)
-        for chunk in Chunk.objects.filter(document=document).order_by("ordinal"):
+        for chunk in Chunk.objects.active().filter(document=document).order_by("ordinal"):
             sources.append(_source(chunk.pk, chunk.text, document, chunk.page, chunk.heading, None,
                                    document.knowledge_base_id))
 

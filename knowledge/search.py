@@ -3,7 +3,8 @@ hybrid, the default: the top CANDIDATES of each fused by reciprocal rank fusion 
 2009: score = Σ 1 / (RRF_K + rank), k = 60), so a rare exact code found only by keywords and a
 paraphrase found only by meaning both reach the top.
 
-The query is embedded in the calling process with the torch-free twin of the embedder
+Vectors are ranked by pgvector's HNSW index where PostgreSQL has the extension, else by numpy
+(knowledge/index.py). The query is embedded in the calling process with the torch-free twin of the embedder
 (studio/llm/numpy_embedder.py): the web process holds no model code. Only ready documents are
 searched. `score` is the mode's own: the keyword score (bm25), the cosine similarity (dense) or the
 fused score (hybrid); `min_score` is compared with it.
@@ -80,12 +81,12 @@ def search(*, user, knowledge_base: KnowledgeBase, query: str, k: int = DEFAULT_
         clamped["k"] = {"asked": k, "used": min(max(k, 1), MAX_K)}
         k = clamped["k"]["used"]
 
-    keyword, vector, matrix, query_vector = [], [], None, None
+    keyword, vector, vectors, query_vector = [], [], None, None
     if mode in ("bm25", "hybrid"):
         keyword = index.keyword_candidates(knowledge_base_id=knowledge_base.pk, query=query, limit=CANDIDATES)
     if mode in ("dense", "hybrid"):
-        matrix, query_vector = _query_vector_and_matrix(knowledge_base, query)
-        vector = index.dense_candidates(matrix, query_vector, limit=CANDIDATES)
+        vectors, query_vector = _query_vector_and_vectors(knowledge_base, query)
+        vector = index.dense_candidates(vectors, query_vector, limit=CANDIDATES)
 
     keyword_scores, vector_scores = dict(keyword), dict(vector)
     if mode == "bm25":
@@ -97,8 +98,8 @@ def search(*, user, knowledge_base: KnowledgeBase, query: str, k: int = DEFAULT_
         for candidates in (keyword, vector):
             for rank, (chunk_id, _) in enumerate(candidates, start=1):
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
-        # Every keyword candidate gets its vector score too: one row of the matrix each.
-        vector_scores.update(matrix.scores_of([c for c in keyword_scores if c not in vector_scores], query_vector))
+        # Every keyword candidate gets its vector score too: one row of the matrix (or pgvector) each.
+        vector_scores.update(vectors.scores_of([c for c in keyword_scores if c not in vector_scores], query_vector))
         order = sorted(fused, key=lambda c: (-fused[c], -vector_scores.get(c, -2.0), c))
         ranked = [(chunk_id, fused[chunk_id], fused[chunk_id]) for chunk_id in order]
     if min_score is not None:
@@ -120,7 +121,7 @@ def search(*, user, knowledge_base: KnowledgeBase, query: str, k: int = DEFAULT_
     return SearchAnswer(hits=hits, mode=mode, k=k, clamped=clamped)
 
 
-def _query_vector_and_matrix(knowledge_base: KnowledgeBase, query: str):
+def _query_vector_and_vectors(knowledge_base: KnowledgeBase, query: str):
     from studio.llm.numpy_embedder import load_numpy_embedder
 
     if knowledge_base.embedding_model != EMBEDDING_MODEL:
@@ -128,4 +129,4 @@ def _query_vector_and_matrix(knowledge_base: KnowledgeBase, query: str):
                           f"does not have ({EMBEDDING_MODEL}): rebuild it, or search with mode bm25", "mode")
     embedder = load_numpy_embedder()
     query_vector = embedder.embed([query])[0]  # (D,)
-    return index.vector_matrix(knowledge_base.pk, knowledge_base.dimension), query_vector
+    return index.vectors_for(knowledge_base.pk, knowledge_base.dimension), query_vector

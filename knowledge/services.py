@@ -1,6 +1,6 @@
 """Writes of knowledge bases: create one, add documents (stored, deduplicated by content, queued
-for ingestion on the job workers), cancel or delete them, and the sweeper's part that resumes
-ingestions a job worker lost. Ingestion itself is knowledge/ingestion.py; search is search.py."""
+for ingestion on the job workers), cancel or delete them, rebuild a base with new settings while
+its index keeps answering, and the sweeper's part that resumes ingestions a job worker lost. Ingestion itself is knowledge/ingestion.py; search is search.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import PurePath
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from studio import jobs
@@ -20,12 +21,15 @@ from studio.jobs import JobStatus
 from studio.llm.numpy_embedder import EMBEDDING_MODEL
 
 from . import storage
-from .models import Document, IngestionJob, KnowledgeBase
+from .models import Chunk, Document, IngestionJob, KnowledgeBase
 from .parsing import DocumentError, kind_of
 
 log = logging.getLogger("knowledge")
 
 EMBEDDING_DIMENSION = 384  # all-MiniLM-L6-v2
+# Chunk sizes a rebuild accepts, in the embedder's tokens: it reads 256, two of them its own
+# (studio/settings.py checks KNOWLEDGE_CHUNK_TOKENS against the same bounds).
+MIN_CHUNK_TOKENS, MAX_CHUNK_TOKENS = 16, 254
 MAX_NAME_CHARS = 200
 MAX_DESCRIPTION_CHARS = 2000
 # A job worker that dies while ingesting a document: the document is resumed this many times in
@@ -148,6 +152,7 @@ def document_delete(*, user, document: Document) -> None:
         if was_ready:
             knowledge_base.chunks_changed()
         transaction.on_commit(lambda: storage.remove(path))
+    rebuild_switch_if_built(knowledge_base.pk)  # it may have been the last one a rebuild waited for
 
 
 def document_cancel(*, user, document: Document) -> None:
@@ -157,6 +162,9 @@ def document_cancel(*, user, document: Document) -> None:
     job = IngestionJob.objects.filter(pk=document.pk).first()
     if job is None or not job.active:
         raise KnowledgeError("this document is not being processed", "status")
+    if document.status == Document.Status.READY:
+        raise KnowledgeError("this document is being indexed again by a rebuild of its knowledge base; it stays "
+                             "searchable meanwhile", "status")
     with transaction.atomic():
         jobs.job_cancel(job)
         if job.status == JobStatus.CANCELLED:  # it was still queued
@@ -165,32 +173,93 @@ def document_cancel(*, user, document: Document) -> None:
     document.refresh_from_db()
 
 
-def knowledge_base_rebuild(*, user, knowledge_base: KnowledgeBase) -> int:
-    """Pin the chunk settings in force now and ingest every stored document again (after a change
-    of KNOWLEDGE_CHUNK_TOKENS or KNOWLEDGE_CHUNK_OVERLAP). Documents leave search until they are
-    ready again; a chunk whose text the new cut keeps is kept, the others are replaced. Returns how
-    many documents were queued."""
+def _whole_number(value, field: str, *, low: int, high: int) -> int:
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise KnowledgeError("must be a whole number", field)
+    if not low <= value <= high:
+        raise KnowledgeError(f"must be from {low:,} to {high:,}", field)
+    return value
+
+
+def knowledge_base_rebuild(*, user, knowledge_base: KnowledgeBase, chunk_tokens=None, chunk_overlap=None,
+                           embedding_model=None) -> int:
+    """Index every document again with new settings (by default those in force now:
+    KNOWLEDGE_CHUNK_TOKENS, KNOWLEDGE_CHUNK_OVERLAP, the bundled embedding model), in the background:
+    the chunks go to a new generation while the active one keeps answering searches, and the
+    switch happens when every ready document has its new chunks (rebuild_switch_if_built). Returns
+    how many documents were queued."""
     require_owner(knowledge_base, user)
+    chunk_tokens = _whole_number(settings.KNOWLEDGE_CHUNK_TOKENS if chunk_tokens in (None, "") else chunk_tokens,
+                                 "chunk_tokens", low=MIN_CHUNK_TOKENS, high=MAX_CHUNK_TOKENS)
+    chunk_overlap = _whole_number(settings.KNOWLEDGE_CHUNK_OVERLAP if chunk_overlap in (None, "") else chunk_overlap,
+                                  "chunk_overlap", low=0, high=chunk_tokens - 1)
+    if embedding_model not in (None, "", EMBEDDING_MODEL):
+        raise KnowledgeError(f"this studio has one embedding model, {EMBEDDING_MODEL}", "embedding_model")
     with transaction.atomic():
+        # Locked: two rebuilds asked at once start one, and no switch-over runs meanwhile.
+        locked = KnowledgeBase.objects.select_for_update().get(pk=knowledge_base.pk)
+        if locked.rebuilding:
+            raise KnowledgeError("a rebuild is already running: wait for it to finish", "status", status=409)
         if IngestionJob.objects.filter(document__knowledge_base=knowledge_base, status__in=jobs.ACTIVE).exists():
-            raise KnowledgeError("documents are still being indexed: wait for them (or cancel them) first", "status")
+            raise KnowledgeError("documents are still being indexed: wait for them (or cancel them) first", "status",
+                                 status=409)
+        generation = locked.active_generation + 1
+        # Chunks of an earlier generation (none in the steady state) never come back.
+        Chunk.objects.filter(knowledge_base=knowledge_base).exclude(generation=locked.active_generation).delete()
         KnowledgeBase.objects.filter(pk=knowledge_base.pk).update(
-            embedding_model=EMBEDDING_MODEL, dimension=EMBEDDING_DIMENSION,
-            chunk_tokens=settings.KNOWLEDGE_CHUNK_TOKENS, chunk_overlap=settings.KNOWLEDGE_CHUNK_OVERLAP)
-        documents = knowledge_base.documents.exclude(file="")
+            building_generation=generation, building_chunk_tokens=chunk_tokens, building_chunk_overlap=chunk_overlap)
+        documents = knowledge_base.documents.exclude(status=Document.Status.FAILED, file="")  # refused unread: stay so
+        documents.update(rebuilt_chunk_count=None)
         document_ids = list(documents.values_list("pk", flat=True))
-        documents.update(status=Document.Status.QUEUED, stage="", error="", notes=[], updated_at=timezone.now())
+        # Ready ones stay ready (searched through their active chunks); failed ones are tried again.
+        documents.exclude(status=Document.Status.READY).update(
+            status=Document.Status.QUEUED, stage="", error="", notes=[], updated_at=timezone.now())
+        IngestionJob.objects.bulk_create([IngestionJob(document_id=document_id) for document_id in document_ids],
+                                         ignore_conflicts=True)  # a document stored without one (generated)
         IngestionJob.objects.filter(pk__in=document_ids).update(
             status=JobStatus.QUEUED, done=0, total=0, note="", error="", cancel_requested=False, worker="",
             dispatched_at=None, started_at=None, heartbeat_at=None, finished_at=None, attempts=0)
-        knowledge_base.chunks_changed()
         transaction.on_commit(lambda: [jobs.dispatch(IngestionJob, document_id) for document_id in document_ids])
+    rebuild_switch_if_built(knowledge_base.pk)  # nothing to index: switched at once
     knowledge_base.refresh_from_db()
     return len(document_ids)
 
 
+def rebuild_switch_if_built(knowledge_base_id: int) -> bool:
+    """Switch a rebuild over when it is complete: no document of the base is being indexed and
+    every ready one has its chunks in the building generation. One transaction makes the building
+    generation the active one (with its settings), counts the new chunks and deletes the old ones,
+    so a search reads one generation or the other, never a mix. True when it switched."""
+    if not KnowledgeBase.objects.filter(pk=knowledge_base_id, building_generation__isnull=False).exists():
+        return False  # the usual case: one query
+    with transaction.atomic():
+        # Locked: the last two documents of a rebuild ending at once switch it once.
+        knowledge_base = KnowledgeBase.objects.select_for_update().filter(pk=knowledge_base_id).first()
+        if knowledge_base is None or not knowledge_base.rebuilding:
+            return False
+        documents = knowledge_base.documents
+        if (IngestionJob.objects.filter(document__knowledge_base=knowledge_base, status__in=jobs.ACTIVE).exists()
+                or documents.filter(status=Document.Status.READY, rebuilt_chunk_count__isnull=True).exists()):
+            return False
+        generation = knowledge_base.building_generation
+        Chunk.objects.filter(knowledge_base=knowledge_base).exclude(generation=generation).delete()
+        documents.filter(status=Document.Status.READY).update(chunk_count=F("rebuilt_chunk_count"),
+                                                              rebuilt_chunk_count=None)
+        documents.exclude(status=Document.Status.READY).update(rebuilt_chunk_count=None)
+        KnowledgeBase.objects.filter(pk=knowledge_base.pk).update(
+            active_generation=generation, building_generation=None, chunk_tokens=knowledge_base.building_chunk_tokens,
+            chunk_overlap=knowledge_base.building_chunk_overlap, building_chunk_tokens=None,
+            building_chunk_overlap=None, embedding_model=EMBEDDING_MODEL, dimension=EMBEDDING_DIMENSION)
+        knowledge_base.chunks_changed()
+    log.info("knowledge base %s: rebuilt, generation %s answers now", knowledge_base_id, generation)
+    return True
+
+
 def document_fail(document_id: int, error: str) -> None:
-    """The document failed (its reason kept), its partial chunks gone."""
+    """The document failed (its reason kept), its chunks gone (of every generation: a document that
+    fails during a rebuild leaves search, as any failed one)."""
     with transaction.atomic():
         document = Document.objects.select_for_update().filter(pk=document_id).first()
         if document is None:
@@ -198,7 +267,8 @@ def document_fail(document_id: int, error: str) -> None:
         was_ready = document.status == Document.Status.READY
         document.chunks.all().delete()
         Document.objects.filter(pk=document_id).update(status=Document.Status.FAILED, stage="", error=error,
-                                                       chunk_count=0, updated_at=timezone.now())
+                                                       chunk_count=0, rebuilt_chunk_count=None,
+                                                       updated_at=timezone.now())
         if was_ready:
             document.knowledge_base.chunks_changed()
 
@@ -225,3 +295,7 @@ def ingestion_sweep() -> None:
                      "memory): it was not indexed. Split it, or upload it again when the workers have more memory.")
             if still_lost.update(status=JobStatus.FAILED, error=error, note="", finished_at=timezone.now()):
                 document_fail(job_id, error)
+    # A rebuild whose last document ended where the switch could not run (a worker that died).
+    for knowledge_base_id in KnowledgeBase.objects.filter(building_generation__isnull=False).values_list("pk",
+                                                                                                      flat=True):
+        rebuild_switch_if_built(knowledge_base_id)

@@ -11,6 +11,7 @@ urlpatterns = [
     path("<id:knowledge_base_id>/documents/<id:document_id>/", views.document_detail, name="document"),
     path("<id:knowledge_base_id>/documents/<id:document_id>/delete/", views.document_delete, name="document_delete"),
     path("<id:knowledge_base_id>/search/", views.search, name="search"),
+    path("<id:knowledge_base_id>/rebuild/", views.rebuild, name="rebuild"),
 ]
 
 api_urlpatterns = [
@@ -21,4 +22,5 @@ api_urlpatterns = [
     path("knowledge/<id:knowledge_base_id>/documents/<id:document_id>/cancel/", api.document_cancel,
          name="api_knowledge_document_cancel"),
     path("knowledge/<id:knowledge_base_id>/search/", api.search, name="api_knowledge_search"),
+    path("knowledge/<id:knowledge_base_id>/rebuild/", api.rebuild, name="api_knowledge_rebuild"),
 ]

@@ -1,5 +1,6 @@
 """Pages of knowledge bases: the list (and a new base), a base's documents with their ingestion
-live, uploads, deletes and a search box, and a document's chunks. The same services and search the
+live, uploads, deletes, a search box and its index (a rebuild with new settings, live), and a
+document's chunks. The same services and search the
 API calls; who may do what is decided there (selectors, services.require_owner), never here."""
 
 from django.contrib.auth.decorators import login_required
@@ -11,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from studio.errors import Forbidden, NotFound
+from studio.llm.numpy_embedder import EMBEDDING_MODEL
 
 from . import search as knowledge_search
 from . import selectors, services
@@ -70,13 +72,56 @@ def _search_values(source) -> dict:
             "k": source.get("k", str(knowledge_search.DEFAULT_K))}
 
 
+def _index_context(request, knowledge_base, *, values=None, errors=None, finished=False) -> dict:
+    """The index card: its settings, a rebuild's progress, and the rebuild form (its owner's)."""
+    return {"knowledge_base": knowledge_base, "rebuild": knowledge_base.rebuild_progress(),
+            "rebuild_values": values or {"chunk_tokens": knowledge_base.chunk_tokens,
+                                         "chunk_overlap": knowledge_base.chunk_overlap,
+                                         "embedding_model": EMBEDDING_MODEL},
+            "rebuild_errors": errors or {}, "embedding_models": [EMBEDDING_MODEL], "rebuilt": finished,
+            "is_owner": knowledge_base.owner_id == request.user.pk,
+            "limits": {"min_tokens": services.MIN_CHUNK_TOKENS, "max_tokens": services.MAX_CHUNK_TOKENS}}
+
+
 @login_required
 @require_GET
 def knowledge_base_detail(request, knowledge_base_id):
     knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
     return render(request, "knowledge/knowledge_base_detail.html", {
-        **_documents_context(request, knowledge_base), "search": _search_values(request.GET),
-        "modes": knowledge_search.MODES})
+        **_documents_context(request, knowledge_base), **_index_context(request, knowledge_base),
+        "search": _search_values(request.GET), "modes": knowledge_search.MODES})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def rebuild(request, knowledge_base_id):
+    """POST (its owner): rebuild the index with new settings, in the background. GET: the index card,
+    polled every 2 s while a rebuild runs; the poll that finds it done also refreshes the documents."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    values, errors = None, {}
+    if request.method == "POST":
+        _require_owner(request, knowledge_base)
+        values = {name: request.POST.get(name, "") for name in ("chunk_tokens", "chunk_overlap", "embedding_model")}
+        try:
+            services.knowledge_base_rebuild(user=request.user, knowledge_base=knowledge_base, **values)
+        except services.KnowledgeError as exc:
+            errors["form" if exc.field in ("", "status") else exc.field] = exc.message
+        knowledge_base.refresh_from_db()
+    elif not request.htmx:
+        return redirect("knowledge:detail", knowledge_base_id=knowledge_base.pk)
+    finished = request.method == "GET" and not knowledge_base.rebuilding
+    context = _index_context(request, knowledge_base, values=values if errors else None, errors=errors,
+                             finished=finished)
+    status = 400 if errors else 200
+    if request.htmx:
+        if finished:  # the documents' passage counts changed with the switch
+            context.update(_documents_context(request, knowledge_base), oob=True)
+        return render(request, "knowledge/_index.html", context, status=status)
+    if not errors:
+        return redirect("knowledge:detail", knowledge_base_id=knowledge_base.pk)
+    return render(request, "knowledge/knowledge_base_detail.html", {
+        **_documents_context(request, knowledge_base), **context, "search": _search_values({}),
+        "modes": knowledge_search.MODES}, status=status)
 
 
 @login_required
@@ -108,7 +153,8 @@ def documents_upload(request, knowledge_base_id):
                                  refused=[item.document for item in added if not item.duplicate and item.document.error])
     template = "knowledge/_upload.html" if request.htmx else "knowledge/knowledge_base_detail.html"
     if not request.htmx:
-        context.update(search=_search_values({}), modes=knowledge_search.MODES)
+        context.update(_index_context(request, knowledge_base), search=_search_values({}),
+                       modes=knowledge_search.MODES)
     return render(request, template, context, status=400 if error else 200)
 
 
@@ -147,7 +193,8 @@ def search(request, knowledge_base_id):
     if request.htmx:
         return render(request, "knowledge/_search.html", context, status=400 if errors else 200)
     return render(request, "knowledge/knowledge_base_detail.html", {
-        **_documents_context(request, knowledge_base), **context}, status=400 if errors else 200)
+        **_documents_context(request, knowledge_base), **_index_context(request, knowledge_base), **context},
+        status=400 if errors else 200)
 
 
 @login_required
@@ -155,7 +202,7 @@ def search(request, knowledge_base_id):
 def document_detail(request, knowledge_base_id, document_id):
     knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
     document = _document_or_404(knowledge_base, document_id)
-    chunks = document.chunks.only("ordinal", "page", "heading", "text", "token_count").order_by("ordinal")
+    chunks = document.chunks.active().only("ordinal", "page", "heading", "text", "token_count").order_by("ordinal")
     return render(request, "knowledge/document_detail.html", {
         "knowledge_base": knowledge_base, "document": document,
         "page": Paginator(chunks, CHUNKS_PER_PAGE).get_page(request.GET.get("page"))})

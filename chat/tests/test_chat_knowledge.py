@@ -269,3 +269,17 @@ def test_an_exported_chat_keeps_its_sources_and_an_import_cannot_forge_links(cli
     client.force_login(alice)
     page = client.get(f"/chat/{copy.pk}/messages/{imported.pk}/").content.decode()
     assert "[1] network.md" in page and "<script>alert(1)" not in page and "Open the document" not in page
+
+
+@pytest.mark.django_db
+def test_ingestion_is_told_when_people_wait_for_replies(alice):
+    from chat.models import Conversation
+    from studio import chat_activity
+
+    assert not chat_activity.replies_in_progress()
+    unlisted = chat_services.reply_request_unlisted(owner=alice, kind=Conversation.Kind.EVALUATION, model_name="",
+                                                    messages=[{"role": "user", "content": "case"}], parameters={})
+    assert unlisted.status == "queued" and not chat_activity.replies_in_progress()  # an evaluation's: background
+    conversation = chat_services.conversation_create(owner=alice)
+    chat_services.reply_request(conversation=conversation, content="Hello?")
+    assert chat_activity.replies_in_progress()

@@ -182,11 +182,13 @@ def test_a_rebuild_pins_the_new_chunk_settings_and_ingests_every_document_again(
     monkeypatch.setattr("studio.jobs.dispatch", lambda model, job_id: dispatched.append(job_id))
     with django_capture_on_commit_callbacks(execute=True):
         assert services.knowledge_base_rebuild(user=alice, knowledge_base=handbook) == 1
-    assert (handbook.chunk_tokens, handbook.chunk_overlap) == (60, 10) and dispatched == [document.pk]
+    assert (handbook.building_chunk_tokens, handbook.building_chunk_overlap) == (60, 10) and dispatched == [document.pk]
     document.refresh_from_db()
-    assert document.status == "queued"
+    assert document.status == "ready"  # its current chunks answer until the switch
     ingest_document(document.pk)
     document.refresh_from_db()
+    handbook.refresh_from_db()
+    assert (handbook.chunk_tokens, handbook.chunk_overlap, handbook.rebuilding) == (60, 10, False)
     assert document.status == "ready" and document.chunk_count == document.chunks.count() > before
     assert max(document.chunks.values_list("token_count", flat=True)) <= 62
 
