@@ -195,8 +195,9 @@ def test_side_by_side_streams_two_replies_and_keeping_one_records_the_pair(page,
     expect(pair.locator('.message[data-role="assistant"]')).to_have_count(2)
     screenshot("chat-side-by-side-streaming")
     for n in range(2):
+        # Two sampled replies of 400 tokens in one batch: minutes on a busy 2-core machine.
         expect(pair.locator('.message[data-role="assistant"]').nth(n)).to_have_attribute("data-status", "complete",
-                                                                                          timeout=120_000)
+                                                                                          timeout=360_000)
     expect(pair.locator('[data-action="keep"]')).to_have_count(2)
     side = pair.locator(".message[data-beside]")
     side_id = side.get_attribute("data-message-id")

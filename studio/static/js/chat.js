@@ -62,11 +62,13 @@
   function refreshFromServer(id) {
     const element = messageElement(id);
     if (!element) return;
-    const beside = element.dataset.beside;  // its place in a side-by-side pair is the page's, not the server's
+    // Its place in a side-by-side pair is the page's, not the server's (kept by id: two refreshes of
+    // one message may overlap, and the second would read the first's fresh element).
+    if (element.dataset.beside) besideIds.add(String(id));  // one the server placed (a page of history)
     htmx.ajax("GET", "/chat/" + conversationId + "/messages/" + id + "/", { target: element, swap: "outerHTML" })
       .then(() => {
         const fresh = messageElement(id);
-        if (fresh && beside) fresh.dataset.beside = beside;
+        if (fresh && besideIds.has(String(id))) fresh.dataset.beside = "true";
         updateBusy();
       });
   }
@@ -143,6 +145,7 @@
   }
 
   // Side by side: a reply from another model, shown next to the one it was asked with.
+  const besideIds = new Set();  // the messages shown beside the reply they were asked with
   function placeBeside(partner, element) {
     let pair = partner.parentElement.classList.contains("message-pair") ? partner.parentElement : null;
     if (!pair) {
@@ -151,6 +154,7 @@
       pair.append(partner);
     }
     element.dataset.beside = "true";
+    besideIds.add(String(element.dataset.messageId));
     pair.append(element);
   }
 
@@ -169,8 +173,12 @@
       const element = messageElement(id);
       if (element && element.dataset.beside && element.parentElement.classList.contains("message-pair")) {
         const pair = element.parentElement;
-        pair.querySelectorAll(":scope > .message").forEach((other) => { other.dataset.beside = "true"; });
+        pair.querySelectorAll(":scope > .message").forEach((other) => {
+          other.dataset.beside = "true";
+          besideIds.add(String(other.dataset.messageId));
+        });
         delete element.dataset.beside;
+        besideIds.delete(String(element.dataset.messageId));
         pair.prepend(element);
       }
     }
