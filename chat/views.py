@@ -399,28 +399,26 @@ def conversation_knowledge(request, conversation_id):
     return _knowledge_panel(request, conversation, saved=True)
 
 
-@login_required
-@require_POST
-def conversation_knowledge_attach(request, conversation_id):
+def _knowledge_change(request, conversation_id, change):
+    """Attach or detach (`change`: the service) what the form names; the panel, with the refusal."""
     conversation = _own_conversation_or_404(request, conversation_id)
     try:
-        services.conversation_attach(conversation=conversation, kind=request.POST.get("kind", ""),
-                                     item_id=request.POST.get("id"))
+        change(conversation=conversation, kind=request.POST.get("kind", ""), item_id=request.POST.get("id"))
     except services.ChatError as exc:
         return _knowledge_panel(request, conversation, error=exc, status=400)
     return _knowledge_panel(request, conversation)
+
+
+@login_required
+@require_POST
+def conversation_knowledge_attach(request, conversation_id):
+    return _knowledge_change(request, conversation_id, services.conversation_attach)
 
 
 @login_required
 @require_POST
 def conversation_knowledge_detach(request, conversation_id):
-    conversation = _own_conversation_or_404(request, conversation_id)
-    try:
-        services.conversation_detach(conversation=conversation, kind=request.POST.get("kind", ""),
-                                     item_id=request.POST.get("id"))
-    except services.ChatError as exc:
-        return _knowledge_panel(request, conversation, error=exc, status=400)
-    return _knowledge_panel(request, conversation)
+    return _knowledge_change(request, conversation_id, services.conversation_detach)
 
 
 @login_required
