@@ -119,7 +119,8 @@ pgvector = index.vectors_for(plant.pk, 384)
 exact = index.vector_matrix(plant.pk, 384).candidates(query_vector, limit=10)
 approximate = pgvector.candidates(query_vector, limit=10)
 result["exact_top"], result["hnsw_top"] = [c for c, _ in exact], [c for c, _ in approximate]
-result["score_gap"] = max(abs(a[1] - b[1]) for a, b in zip(exact, approximate))
+exact_scores = dict(exact)
+result["score_gap"] = max(abs(exact_scores[c] - s) for c, s in approximate if c in exact_scores)
 with transaction.atomic(), connection.cursor() as cursor:
     cursor.execute("SET LOCAL hnsw.ef_search = 100")
     cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
@@ -143,8 +144,13 @@ def test_dense_and_hybrid_search_rank_through_the_hnsw_index(studio):
     assert "restart the router" in result["dense"][0] and "restart the router" in result["hybrid"][0]
     assert "ZX-4411" in result["bm25_code"][0] and any("ZX-4411" in text for text in result["hybrid_code"][:2])
     assert result["numpy_matrices_loaded"] == 0  # nothing was scanned in Python
-    # The filtered HNSW search finds what the exact scan finds, with the same scores.
-    assert result["hnsw_top"][:5] == result["exact_top"][:5] and result["score_gap"] < 1e-5
+    # The filtered HNSW search finds what the exact scan finds, with the same scores. HNSW is approximate
+    # and its graph differs from build to build: below the real match the rest are random filler vectors
+    # of near-equal scores, whose order it may swap (seen in CI: the 5th of 3,000), so the best match
+    # must agree and at least 8 of the exact top 10 be found.
+    assert result["hnsw_top"][0] == result["exact_top"][0]
+    assert len(set(result["hnsw_top"]) & set(result["exact_top"])) >= 8, (result["hnsw_top"], result["exact_top"])
+    assert result["score_gap"] < 1e-5
 
 
 UPGRADE_BEFORE = SETUP + INGEST + """

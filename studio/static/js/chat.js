@@ -58,19 +58,35 @@
     connection.textContent = text;
   }
 
-  // A finished message is re-rendered by the server (Markdown, sanitised, with its figures).
+  // A finished message is re-rendered by the server (Markdown, sanitised, with its figures). Not
+  // through htmx.ajax: without a source element htmx queues every such request on <body>, resolves a
+  // queued one's promise before it has swapped and drops all but the last queued, so two replies
+  // finishing together (side by side) lost one's refresh or its place in the pair.
+  const offBranch = new Map();  // messages that left the active branch (see showBranch), by id
+  const refreshes = new Map();  // message id → the number of its latest refresh (only that one lands)
   function refreshFromServer(id) {
-    const element = messageElement(id);
-    if (!element) return;
-    // Its place in a side-by-side pair is the page's, not the server's (kept by id: two refreshes of
-    // one message may overlap, and the second would read the first's fresh element).
-    if (element.dataset.beside) besideIds.add(String(id));  // one the server placed (a page of history)
-    htmx.ajax("GET", "/chat/" + conversationId + "/messages/" + id + "/", { target: element, swap: "outerHTML" })
-      .then(() => {
-        const fresh = messageElement(id);
-        if (fresh && besideIds.has(String(id))) fresh.dataset.beside = "true";
+    const key = String(id);
+    const number = (refreshes.get(key) || 0) + 1;
+    refreshes.set(key, number);
+    fetch("/chat/" + conversationId + "/messages/" + id + "/", { headers: { "HX-Request": "true" } })
+      .then((response) => (response.ok ? response.text() : Promise.reject(new Error(String(response.status)))))
+      .then((html) => {
+        if (refreshes.get(key) !== number) return;  // a later refresh of it is on its way
+        refreshes.delete(key);
+        const current = messageElement(id) || offBranch.get(Number(id));
+        if (!current) return;
+        const holder = document.createElement("template");
+        holder.innerHTML = html.trim();
+        const fresh = holder.content.firstElementChild;
+        if (!fresh) return;
+        // Its place in a side-by-side pair is the page's, not the server's.
+        if (current.dataset.beside) fresh.dataset.beside = "true";
+        if (current.parentNode) current.replaceWith(fresh);  // in the page, or in a pair set aside
+        if (offBranch.get(Number(id)) === current) offBranch.set(Number(id), fresh);  // shown when its branch is back
+        htmx.process(fresh);
         updateBusy();
-      });
+      })
+      .catch(() => refreshes.delete(key));  // the streamed text stays; the next update renders it
   }
 
   // The first message names the conversation: show the new title in the header and list.
@@ -145,7 +161,6 @@
   }
 
   // Side by side: a reply from another model, shown next to the one it was asked with.
-  const besideIds = new Set();  // the messages shown beside the reply they were asked with
   function placeBeside(partner, element) {
     let pair = partner.parentElement.classList.contains("message-pair") ? partner.parentElement : null;
     if (!pair) {
@@ -154,7 +169,6 @@
       pair.append(partner);
     }
     element.dataset.beside = "true";
-    besideIds.add(String(element.dataset.messageId));
     pair.append(element);
   }
 
@@ -166,19 +180,14 @@
   // The active branch changed (here, in another tab, or by an edit or regeneration): show its
   // messages in its order. Messages that left it are kept aside (switching back is instant);
   // when the page lacks one in the middle, it loads the branch again.
-  const offBranch = new Map();
   function showBranch(active) {
     // A reply kept from a side-by-side pair leads it now (the other stays beside it).
     for (const id of active) {
       const element = messageElement(id);
       if (element && element.dataset.beside && element.parentElement.classList.contains("message-pair")) {
         const pair = element.parentElement;
-        pair.querySelectorAll(":scope > .message").forEach((other) => {
-          other.dataset.beside = "true";
-          besideIds.add(String(other.dataset.messageId));
-        });
+        pair.querySelectorAll(":scope > .message").forEach((other) => (other.dataset.beside = "true"));
         delete element.dataset.beside;
-        besideIds.delete(String(element.dataset.messageId));
         pair.prepend(element);
       }
     }
@@ -478,7 +487,7 @@
     }
     closeHashMenu();
     htmx.ajax("POST", "/chat/" + conversationId + "/knowledge/attach/", {
-      target: "#knowledge-panel", swap: "outerHTML",
+      source: "#knowledge-panel", target: "#knowledge-panel", swap: "outerHTML",  // not queued behind others on <body>
       values: { kind: option.dataset.attachKind, id: option.dataset.attachId },
     });
     input.focus();
@@ -657,7 +666,7 @@
       });
       const slot = element.querySelector(".flag-slot");
       if (value === "down" && slot && !slot.querySelector("form")) {
-        htmx.ajax("GET", "/cases/flag/" + element.dataset.messageId + "/", { target: slot, swap: "innerHTML" })
+        htmx.ajax("GET", "/cases/flag/" + element.dataset.messageId + "/", { source: slot, target: slot, swap: "innerHTML" })
           .then(() => { const expected = slot.querySelector("textarea"); if (expected) expected.focus(); });
       }
     });
