@@ -111,3 +111,11 @@ def rebuild(request, user, body, knowledge_base_id):
                                              embedding_model=body.get("embedding_model"))
     knowledge_base.refresh_from_db()
     return JsonResponse({**rebuild_json(knowledge_base), "queued": queued}, status=202)
+
+
+@api_endpoint("POST")
+def rebuild_cancel(request, user, knowledge_base_id):
+    """Stop the rebuild (its owner): the index in use stays as it was. 409 when none is running."""
+    knowledge_base = selectors.knowledge_base_for(user=user, knowledge_base_id=knowledge_base_id)
+    services.knowledge_base_rebuild_cancel(user=user, knowledge_base=knowledge_base)
+    return JsonResponse(rebuild_json(knowledge_base))

@@ -162,7 +162,10 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
     with transaction.atomic():
         if not locked_and_mine():
             raise Stopped
-        rebuilt = counts.get(knowledge_base.building_generation) if knowledge_base.rebuilding else None
+        # Counted for the rebuild only while that rebuild still runs (it may have been cancelled).
+        still_building = knowledge_base.rebuilding and KnowledgeBase.objects.filter(
+            pk=knowledge_base.pk, building_generation=knowledge_base.building_generation).exists()
+        rebuilt = counts.get(knowledge_base.building_generation) if still_building else None
         if rebuild_only:
             Document.objects.filter(pk=document.pk).update(rebuilt_chunk_count=rebuilt)
         else:

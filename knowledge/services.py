@@ -1,6 +1,6 @@
 """Writes of knowledge bases: create one, add documents (stored, deduplicated by content, queued
 for ingestion on the job workers), cancel or delete them, rebuild a base with new settings while
-its index keeps answering, and the sweeper's part that resumes ingestions a job worker lost. Ingestion itself is knowledge/ingestion.py; search is search.py."""
+its index keeps answering (or cancel the rebuild), and the sweeper's part that resumes ingestions a job worker lost. Ingestion itself is knowledge/ingestion.py; search is search.py."""
 
 from __future__ import annotations
 
@@ -225,6 +225,31 @@ def knowledge_base_rebuild(*, user, knowledge_base: KnowledgeBase, chunk_tokens=
     rebuild_switch_if_built(knowledge_base.pk)  # nothing to index: switched at once
     knowledge_base.refresh_from_db()
     return len(document_ids)
+
+
+def knowledge_base_rebuild_cancel(*, user, knowledge_base: KnowledgeBase) -> None:
+    """Stop a rebuild: the index in use keeps answering as it did, with its settings; the passages
+    written for the new one are deleted. Documents being indexed again for it stop at their next
+    batch and stay ready. A document that was not ready (uploaded during the rebuild, or failed
+    before it) goes on being indexed, for the index in use."""
+    require_owner(knowledge_base, user)
+    with transaction.atomic():
+        locked = KnowledgeBase.objects.select_for_update().get(pk=knowledge_base.pk)
+        if not locked.rebuilding:
+            raise KnowledgeError("no rebuild is running", "status", status=409)
+        # The ready documents' rows locked: a batch of their new passages being written finishes
+        # before this, or waits and then finds its job ended (ingestion's locked_and_mine).
+        ready = list(Document.objects.select_for_update().filter(
+            knowledge_base=knowledge_base, status=Document.Status.READY).values_list("pk", flat=True))
+        # Ended here, not asked to cancel: a cancelled ingestion fails its document, and these stay ready.
+        IngestionJob.objects.filter(pk__in=ready, status__in=jobs.ACTIVE).update(
+            status=JobStatus.CANCELLED, note="rebuild cancelled", finished_at=timezone.now())
+        Chunk.objects.filter(knowledge_base=knowledge_base).exclude(generation=locked.active_generation).delete()
+        knowledge_base.documents.update(rebuilt_chunk_count=None)
+        KnowledgeBase.objects.filter(pk=knowledge_base.pk).update(
+            building_generation=None, building_chunk_tokens=None, building_chunk_overlap=None)
+    log.info("knowledge base %s: rebuild cancelled", knowledge_base.pk)
+    knowledge_base.refresh_from_db()
 
 
 def rebuild_switch_if_built(knowledge_base_id: int) -> bool:

@@ -12,6 +12,7 @@ urlpatterns = [
     path("<id:knowledge_base_id>/documents/<id:document_id>/delete/", views.document_delete, name="document_delete"),
     path("<id:knowledge_base_id>/search/", views.search, name="search"),
     path("<id:knowledge_base_id>/rebuild/", views.rebuild, name="rebuild"),
+    path("<id:knowledge_base_id>/rebuild/cancel/", views.rebuild_cancel, name="rebuild_cancel"),
 ]
 
 api_urlpatterns = [
@@ -23,4 +24,5 @@ api_urlpatterns = [
          name="api_knowledge_document_cancel"),
     path("knowledge/<id:knowledge_base_id>/search/", api.search, name="api_knowledge_search"),
     path("knowledge/<id:knowledge_base_id>/rebuild/", api.rebuild, name="api_knowledge_rebuild"),
+    path("knowledge/<id:knowledge_base_id>/rebuild/cancel/", api.rebuild_cancel, name="api_knowledge_rebuild_cancel"),
 ]

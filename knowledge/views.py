@@ -72,8 +72,9 @@ def _search_values(source) -> dict:
             "k": source.get("k", str(knowledge_search.DEFAULT_K))}
 
 
-def _index_context(request, knowledge_base, *, values=None, errors=None, finished=False) -> dict:
-    """The index card: its settings, a rebuild's progress, and the rebuild form (its owner's)."""
+def _index_context(request, knowledge_base, *, values=None, errors=None, finished="") -> dict:
+    """The index card: its settings, a rebuild's progress, and the rebuild form (its owner's).
+    `finished`: how the rebuild it watched ended ("rebuilt" or "cancelled"), or ""."""
     return {"knowledge_base": knowledge_base, "rebuild": knowledge_base.rebuild_progress(),
             "rebuild_values": values or {"chunk_tokens": knowledge_base.chunk_tokens,
                                          "chunk_overlap": knowledge_base.chunk_overlap,
@@ -109,7 +110,11 @@ def rebuild(request, knowledge_base_id):
         knowledge_base.refresh_from_db()
     elif not request.htmx:
         return redirect("knowledge:detail", knowledge_base_id=knowledge_base.pk)
-    finished = request.method == "GET" and not knowledge_base.rebuilding
+    finished = ""
+    if request.method == "GET" and not knowledge_base.rebuilding:
+        # The card polls with the generation it watched being built: in use now means it switched over.
+        watched = request.GET.get("generation", "")
+        finished = "rebuilt" if watched == str(knowledge_base.active_generation) else "cancelled"
     context = _index_context(request, knowledge_base, values=values if errors else None, errors=errors,
                              finished=finished)
     status = 400 if errors else 200
@@ -122,6 +127,24 @@ def rebuild(request, knowledge_base_id):
     return render(request, "knowledge/knowledge_base_detail.html", {
         **_documents_context(request, knowledge_base), **context, "search": _search_values({}),
         "modes": knowledge_search.MODES}, status=status)
+
+
+@login_required
+@require_POST
+def rebuild_cancel(request, knowledge_base_id):
+    """POST (its owner): stop the rebuild; the index in use stays as it was."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    _require_owner(request, knowledge_base)
+    errors = {}
+    try:
+        services.knowledge_base_rebuild_cancel(user=request.user, knowledge_base=knowledge_base)
+    except services.KnowledgeError as exc:
+        errors["form"] = exc.message
+    if not request.htmx:
+        return redirect("knowledge:detail", knowledge_base_id=knowledge_base.pk)
+    context = _index_context(request, knowledge_base, errors=errors, finished="" if errors else "cancelled")
+    context.update(_documents_context(request, knowledge_base), oob=True)
+    return render(request, "knowledge/_index.html", context, status=409 if errors else 200)
 
 
 @login_required

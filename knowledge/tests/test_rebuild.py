@@ -209,9 +209,10 @@ def test_the_page_rebuilds_and_shows_its_progress_live(alice, plant, dispatched)
     assert "Rebuild the index" not in html  # one at a time
     ingest_document(plant.documents.get(name="parts.md").pk)
     assert "rebuilding: 1 of 3 documents" in client.get(f"/knowledge/{plant.pk}/rebuild/", **HTMX).content.decode()
+    assert f'rebuild/?generation=1"' in html  # the card polls naming the index it watches being built
     for document in plant.documents.exclude(name="parts.md"):
         ingest_document(document.pk)
-    html = client.get(f"/knowledge/{plant.pk}/rebuild/", **HTMX).content.decode()
+    html = client.get(f"/knowledge/{plant.pk}/rebuild/?generation=1", **HTMX).content.decode()
     assert "Rebuilt: searches use the new index" in html and "passages of 200 tokens" in html
     assert "every 2s" not in html.split('id="documents"')[0]  # the card stops polling
     assert 'id="documents" hx-swap-oob="true"' in html  # and the documents' passage counts follow
@@ -231,3 +232,87 @@ def test_a_ready_document_being_rebuilt_cannot_be_cancelled_alone(alice, plant, 
         services.document_cancel(user=alice, document=plant.documents.first())
     assert KnowledgeBase.objects.get(pk=plant.pk).rebuilding
     assert Document.objects.filter(status="ready").count() == 3
+
+
+def test_a_cancelled_rebuild_leaves_the_index_in_use_as_it_was(alice, plant, dispatched, monkeypatch):
+    index.cache_clear()
+    old_code, old_paraphrase = texts(alice, plant, CODE_QUERY, "bm25"), texts(alice, plant, PARAPHRASE, "dense")
+    old_chunks = set(Chunk.objects.values_list("pk", flat=True))
+    services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200, chunk_overlap=0)
+    parts, network, office = (plant.documents.get(name=name) for name in ("parts.md", "network.md", "office.md"))
+    ingest_document(parts.pk)  # one done, one stopped half-way, one never started
+    embedder = load_embedder()
+
+    def cancel_while_embedding(texts_to_embed):
+        services.knowledge_base_rebuild_cancel(user=alice, knowledge_base=KnowledgeBase.objects.get(pk=plant.pk))
+        return type(embedder).embed(embedder, texts_to_embed)
+
+    monkeypatch.setattr(embedder, "embed", cancel_while_embedding)
+    ingest_document(network.pk)
+    monkeypatch.undo()
+    ingest_document(office.pk)  # its job was ended: a late delivery does nothing
+
+    plant.refresh_from_db()
+    assert not plant.rebuilding and (plant.active_generation, plant.chunk_tokens, plant.chunk_overlap) == (0, 24, 0)
+    assert set(Chunk.objects.values_list("pk", flat=True)) == old_chunks  # the new passages are gone
+    assert set(plant.documents.values_list("status", flat=True)) == {"ready"}  # none failed
+    assert set(plant.documents.values_list("rebuilt_chunk_count", flat=True)) == {None}
+    assert set(IngestionJob.objects.filter(pk__in=[network.pk, office.pk]).values_list("status", flat=True)) == {
+        JobStatus.CANCELLED}
+    assert texts(alice, plant, CODE_QUERY, "bm25") == old_code and texts(alice, plant, PARAPHRASE, "dense") == old_paraphrase
+    with pytest.raises(services.KnowledgeError, match="no rebuild is running"):
+        services.knowledge_base_rebuild_cancel(user=alice, knowledge_base=plant)
+    # A new rebuild starts from a clean slate and completes.
+    services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200, chunk_overlap=0)
+    for document in plant.documents.all():
+        ingest_document(document.pk)
+    plant.refresh_from_db()
+    assert not plant.rebuilding and plant.chunk_tokens == 200 and Chunk.objects.count() == 3
+
+
+def test_a_document_uploaded_during_a_cancelled_rebuild_is_indexed_for_the_index_in_use(alice, plant, dispatched):
+    services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200, chunk_overlap=0)
+    holidays, = services.documents_add(user=alice, knowledge_base=plant, files=[
+        upload("holidays.md", "# Leave\n\nEvery employee gets 30 days of vacation.")])
+    services.knowledge_base_rebuild_cancel(user=alice, knowledge_base=plant)
+    ingest_document(holidays.document.pk)
+    holidays.document.refresh_from_db()
+    assert holidays.document.status == "ready" and holidays.document.rebuilt_chunk_count is None
+    assert set(holidays.document.chunks.values_list("generation", flat=True)) == {0}
+
+
+def test_the_api_cancels_a_rebuild_for_its_owner_only(alice, bob, plant, dispatched):
+    client = Client()
+    services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200, chunk_overlap=0)
+    refused = client.post(f"/api/knowledge/{plant.pk}/rebuild/cancel/", **bearer(bob))  # shared: may look, not act
+    assert refused.status_code == 403 and KnowledgeBase.objects.get(pk=plant.pk).rebuilding
+    answer = client.post(f"/api/knowledge/{plant.pk}/rebuild/cancel/", **bearer(alice))
+    assert answer.status_code == 200 and answer.json()["rebuild"] is None and answer.json()["chunk_tokens"] == 24
+    again = client.post(f"/api/knowledge/{plant.pk}/rebuild/cancel/", **bearer(alice))
+    assert again.status_code == 409 and "no rebuild is running" in again.json()["error"]
+
+
+def test_another_person_cannot_cancel_a_private_rebuild_it_is_not_found(alice, bob, handbook, dispatched, ingest):
+    ingest(handbook, alice, [upload("parts.md", PARTS)])
+    services.knowledge_base_rebuild(user=alice, knowledge_base=handbook, chunk_tokens=200, chunk_overlap=0)
+    assert Client().post(f"/api/knowledge/{handbook.pk}/rebuild/cancel/", **bearer(bob)).status_code == 404
+    assert client_for(bob).post(f"/knowledge/{handbook.pk}/rebuild/cancel/", **HTMX).status_code == 404
+    assert KnowledgeBase.objects.get(pk=handbook.pk).rebuilding
+
+
+def test_the_page_cancels_a_rebuild_and_a_watching_tab_says_so(alice, bob, plant, dispatched):
+    client = client_for(alice)
+    services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200, chunk_overlap=0)
+    detail = client.get(f"/knowledge/{plant.pk}/").content.decode()
+    assert "Cancel the rebuild" in detail
+    assert "Cancel the rebuild" not in client_for(bob).get(f"/knowledge/{plant.pk}/").content.decode()
+    assert client_for(bob).post(f"/knowledge/{plant.pk}/rebuild/cancel/", **HTMX).status_code == 403
+    card = client.post(f"/knowledge/{plant.pk}/rebuild/cancel/", **HTMX)
+    html = card.content.decode()
+    assert card.status_code == 200 and "Rebuild cancelled: searches use the index as it was" in html
+    assert "passages of 24 tokens" in html and "Rebuild the index" in html and "every 2s" not in html.split(
+        'id="documents"')[0]
+    # Another tab's card, still polling for generation 1, learns the same.
+    assert "Rebuild cancelled" in client.get(f"/knowledge/{plant.pk}/rebuild/?generation=1", **HTMX).content.decode()
+    again = client.post(f"/knowledge/{plant.pk}/rebuild/cancel/", **HTMX)
+    assert again.status_code == 409 and "no rebuild is running" in again.content.decode()
