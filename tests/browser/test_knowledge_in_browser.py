@@ -1,6 +1,6 @@
 """A knowledge base in Chromium: created from the list, two files uploaded at once, their status
 followed live until the served studio's job worker has indexed them (the list stops polling), then
-a search that shows the passage."""
+a search that shows the passage, and a rebuild with a new passage size followed to its switch-over."""
 
 import re
 
@@ -52,6 +52,15 @@ def test_a_knowledge_base_is_created_filled_and_searched(page, log_in, screensho
     expect(first).to_contain_text("press.md")
     expect(first).to_contain_text("fused")
     screenshot("knowledge-search")
+
+    # A rebuild with a smaller passage size: the card follows it live and says when it switched over.
+    page.once("dialog", lambda dialog: dialog.accept())  # "Index every document again…?"
+    page.get_by_label("Passage size (tokens)").fill("32")
+    page.get_by_label("Overlap (tokens)").fill("0")
+    page.get_by_role("button", name="Rebuild the index").click()
+    expect(page.locator("#index")).to_contain_text("Rebuilt: searches use the new index", timeout=180_000)
+    expect(page.locator("#index")).to_contain_text("passages of 32 tokens")
+    screenshot("knowledge-rebuilt")
 
     page.locator(".knowledge-hit a", has_text="press.md").first.click()
     page.wait_for_url(re.compile(r"/knowledge/\d+/documents/\d+/$"))
