@@ -26,6 +26,8 @@ def _untracked_files() -> set[str] | None:
 def pytest_sessionfinish(session, exitstatus):
     """The suite fails when it leaves a run-time file in the checkout (a broker's control folder, a
     database, a cache): everything the studio writes belongs under its data folder."""
+    if hasattr(session.config, "workerinput"):
+        return  # a pytest-xdist worker: the controller checks once all of them are done
     before, after = getattr(session.config, "untracked_at_start", None), _untracked_files()
     if before is None or after is None:
         return
