@@ -1,9 +1,11 @@
 """Test-wide fixtures: the tiny model (built once and cached), users alice and bob."""
 
+import os
 from pathlib import Path
 
 import pytest
 
+from benchmarks.processes import MIGRATED_DB_ENV
 from tests.settings import TEST_CACHE, TINY_MODEL_DIR
 
 
@@ -11,7 +13,42 @@ def pytest_configure(config):
     from studio.llm.tiny import build_tiny_model
 
     build_tiny_model(TINY_MODEL_DIR)
+    os.environ[MIGRATED_DB_ENV] = str(_migrated_database())
     config.untracked_at_start = _untracked_files()
+
+
+def _migrated_database() -> Path:
+    """A SQLite database with every migration applied, for the studios the tests start
+    (benchmarks.processes.studio_env copies it); made once per set of migrations."""
+    import hashlib
+    import subprocess
+    import sys
+    import tempfile
+
+    import django
+
+    repo = Path(__file__).parent
+    digest = hashlib.sha256(django.__version__.encode())
+    for path in sorted(repo.glob("*/migrations/*.py")):
+        digest.update(path.relative_to(repo).as_posix().encode() + path.read_bytes())
+    target = TEST_CACHE / f"migrated-{digest.hexdigest()[:16]}.sqlite3"
+    if target.exists():
+        return target
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="studio-migrate-") as folder:
+        staging = Path(folder) / "studio.sqlite3"
+        env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL",
+                                                                 MIGRATED_DB_ENV)}
+        env.update(DJANGO_SETTINGS_MODULE="studio.settings", STUDIO_DATA_DIR=folder, STUDIO_SQLITE_PATH=str(staging))
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=repo, env=env, check=True, timeout=600)
+        import sqlite3
+
+        partial = TEST_CACHE / f".{target.name}.{os.getpid()}"
+        source, copy = sqlite3.connect(staging), sqlite3.connect(partial)
+        source.backup(copy)
+        source.close(), copy.close()
+        partial.replace(target)  # whole or not at all, whichever test process finishes first
+    return target
 
 
 def _untracked_files() -> set[str] | None:

