@@ -71,6 +71,23 @@ def test_the_reply_page_shows_citation_chips_from_the_stored_chunks(client, alic
 
 
 @pytest.mark.django_db
+def test_a_cited_passage_shows_as_markdown_and_its_markup_cannot_run(client, alice, plant):
+    conversation = chat_services.conversation_create(owner=alice)
+    chat_services.conversation_attach(conversation=conversation, kind="knowledge_base", item_id=plant.pk)
+    _, reply = chat_services.reply_request(conversation=conversation, content="return spring ZX-4411")
+    record = reply.retrieval
+    record["sources"][0]["text"] = ("## Springs\n\nThe **return spring** is ZX-4411.\n\n"
+                                    "<script>alert(1)</script><img src=x onerror=alert(2)>")
+    Message.objects.filter(pk=reply.pk).update(status="complete", content="ZX-4411 [1].", retrieval=record)
+    client.force_login(alice)
+    page = client.get(f"/chat/{conversation.pk}/messages/{reply.pk}/").content.decode()
+    passage = page.split('class="citation__text"')[1].split("</div>")[0]
+    assert "<h2>Springs</h2>" in passage and "<strong>return spring</strong>" in passage
+    assert "<script" not in passage and "<img" not in passage  # shown as text, never as markup
+    assert "&lt;script&gt;" in passage
+
+
+@pytest.mark.django_db
 def test_nothing_above_the_minimum_score_is_said_without_the_model(alice, plant):
     conversation = chat_services.conversation_create(owner=alice)
     chat_services.conversation_attach(conversation=conversation, kind="knowledge_base", item_id=plant.pk)
