@@ -91,7 +91,7 @@ def test_a_chat_attaches_a_knowledge_base_by_hash_and_cites_it(page, log_in, scr
     citations = reply.locator("details.citation")
     first = citations.first.locator("summary.chip--citation")
     expect(first).to_have_text(re.compile(r"^\[1\] product\.md$"))
-    passage = citations.first.locator(".citation__passage blockquote")
+    passage = citations.first.locator(".citation__passage .citation__text")
     expect(passage).to_be_hidden()
     first.click()
     expect(passage).to_be_visible()
