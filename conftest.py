@@ -29,7 +29,9 @@ def _migrated_database() -> Path:
 
     repo = Path(__file__).parent
     digest = hashlib.sha256(django.__version__.encode())
-    for path in sorted(repo.glob("*/migrations/*.py")):
+    # The migrations, and what runs after them (post_migrate: the full-text triggers, the vector column).
+    for path in sorted([*repo.glob("*/migrations/*.py"), *repo.glob("*/apps.py"), repo / "chat" / "search_index.py",
+                        repo / "knowledge" / "index.py"]):
         digest.update(path.relative_to(repo).as_posix().encode() + path.read_bytes())
     target = TEST_CACHE / f"migrated-{digest.hexdigest()[:16]}.sqlite3"
     if target.exists():
@@ -48,6 +50,9 @@ def _migrated_database() -> Path:
         source.backup(copy)
         source.close(), copy.close()
         partial.replace(target)  # whole or not at all, whichever test process finishes first
+    for stale in TEST_CACHE.glob("migrated-*.sqlite3"):  # made for migrations that have changed since
+        if stale != target:
+            stale.unlink(missing_ok=True)
     return target
 
 
