@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.processes import MIGRATED_DB_ENV
+from benchmarks.processes import MIGRATED_DB_ENV, copy_sqlite
 from tests.settings import TEST_CACHE, TINY_MODEL_DIR
 
 
@@ -43,12 +43,8 @@ def _migrated_database() -> Path:
                                                                  MIGRATED_DB_ENV)}
         env.update(DJANGO_SETTINGS_MODULE="studio.settings", STUDIO_DATA_DIR=folder, STUDIO_SQLITE_PATH=str(staging))
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=repo, env=env, check=True, timeout=600)
-        import sqlite3
-
         partial = TEST_CACHE / f".{target.name}.{os.getpid()}"
-        source, copy = sqlite3.connect(staging), sqlite3.connect(partial)
-        source.backup(copy)
-        source.close(), copy.close()
+        copy_sqlite(staging, partial)
         partial.replace(target)  # whole or not at all, whichever test process finishes first
     for stale in TEST_CACHE.glob("migrated-*.sqlite3"):  # made for migrations that have changed since
         if stale != target:

@@ -317,12 +317,11 @@ class Command:
             from benchmarks.pgserver import ServerError, postgresql_with_pgvector
 
             try:
-                port = stack.enter_context(postgresql_with_pgvector()) if "scaled+pgvector" in wanted_engines else None
+                if "scaled+pgvector" in wanted_engines:
+                    port = stack.enter_context(postgresql_with_pgvector())
+                    engines["scaled+pgvector"] = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/postgres"}
             except ServerError as exc:
                 self.say(f"knowledge, scaled+pgvector: skipped, {exc}")
-            else:
-                if port is not None:
-                    engines["scaled+pgvector"] = {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/postgres"}
             self.measure_knowledge_engines(engines, measured, chunks, sizes, database)
         return self.report_knowledge(measured)
 

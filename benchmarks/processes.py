@@ -52,11 +52,16 @@ def _seed_migrated_database(env: dict) -> None:
     target = Path(env.get("STUDIO_SQLITE_PATH") or Path(env["STUDIO_DATA_DIR"]) / "studio.sqlite3")
     if target.exists():
         return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    copy_sqlite(Path(template), target)
+
+
+def copy_sqlite(source_path: Path, target_path: Path) -> None:
+    """A consistent copy of a SQLite database, whatever journal it was left in (SQLite's backup)."""
     import sqlite3
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    source, copy = sqlite3.connect(template), sqlite3.connect(target)
-    source.backup(copy)  # a consistent copy, whatever journal the template was left in
+    source, copy = sqlite3.connect(source_path), sqlite3.connect(target_path)
+    source.backup(copy)
     source.close(), copy.close()
 
 

@@ -86,7 +86,9 @@
         htmx.process(fresh);
         updateBusy();
       })
-      .catch(() => refreshes.delete(key));  // the streamed text stays; the next update renders it
+      .catch(() => {  // the streamed text stays; the next update renders it
+        if (refreshes.get(key) === number) refreshes.delete(key);
+      });
   }
 
   // The first message names the conversation: show the new title in the header and list.
