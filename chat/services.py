@@ -465,12 +465,17 @@ def reply_renew_lease(*, message_id: int, content: str) -> bool:
     return renewed == 1
 
 
-def replies_save_text(*, texts: dict[int, str]) -> None:
+def replies_save_text(*, texts: dict[int, str]) -> set[int]:
     """Store the text of replies being written, in one transaction, before it is sent: what a
-    person saw is stored even if the worker is killed the next instant."""
+    person saw is stored even if the worker is killed the next instant. Returns the ids stored:
+    a reply missing from them is no longer being written (the sweeper failed it after its lease
+    lapsed, or it was deleted), and its text must not be sent."""
+    stored = set()
     with transaction.atomic():
         for message_id, content in texts.items():
-            Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(content=content)
+            if Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(content=content):
+                stored.add(message_id)
+    return stored
 
 
 def reply_finish(*, message_id: int, content: str, status: str, usage: dict, error: str = "",

@@ -383,11 +383,17 @@ class GenerationWorker:
             if not chunks:
                 return
             try:
-                await database_sync_to_async(services.replies_save_text)(
+                stored = await database_sync_to_async(services.replies_save_text)(
                     texts={active.message_id: active.text + chunk for active, chunk in chunks.items()})
             except Exception as exc:  # the database is away: keep streaming; the finish stores it all
                 log.warning("could not store the replies' text before sending it: %s", exc)
+                stored = {active.message_id for active in chunks}
             for active, chunk in chunks.items():
+                if active.message_id not in stored:
+                    # Failed by the sweeper (its tabs were told) or deleted: stop writing it
+                    # rather than stream text after its end; the finish then stores nothing.
+                    self.engine.cancel(active.message_id)
+                    continue
                 active.text += chunk
                 await self._group_send(active.group_name,
                                        {"type": "chat.token", "message_id": active.message_id, "text": chunk})

@@ -125,6 +125,44 @@ async def test_stop_keeps_the_partial_text_marked_stopped(alice, start_worker, c
     assert stored["content"]  # the partial text is kept
 
 
+async def test_a_reply_the_sweeper_failed_is_no_longer_written_or_streamed(alice, start_worker, chat_client, settings,
+                                                                          new_conversation, stored_messages):
+    """A worker too slow to renew its lease (a stalled host) loses the reply to the sweeper: the
+    tab is told it failed, and the worker stops writing it instead of streaming text after that."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from chat import services
+    from chat.models import Message
+
+    settings.LLM_MAX_NEW_TOKENS = 2000  # far longer than the test waits
+    worker = await start_worker()
+    cancelled = []
+    cancel = worker.engine.cancel
+    worker.engine.cancel = lambda message_id: (cancelled.append(message_id), cancel(message_id))[1]
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "Tell me everything"})
+    reply_id = [f for f in await client.receive_until("token") if f["type"] == "token"][0]["message_id"]
+
+    def lease_lapses_and_the_sweeper_runs():
+        Message.objects.filter(pk=reply_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+        services.replies_sweep()
+        return Message.objects.get(pk=reply_id).content
+
+    content_when_failed = await database_sync_to_async(lease_lapses_and_the_sweeper_runs)()
+    frames = await client.receive_until("done", message_id=reply_id)
+    assert frames[-1]["status"] == "failed" and "model worker stopped" in frames[-1]["error"]
+    for _ in range(600):
+        if reply_id not in worker.active:
+            break
+        await asyncio.sleep(0.1)
+    assert reply_id not in worker.active and reply_id in cancelled, "the worker stopped writing the failed reply"
+    stored = (await stored_messages(conversation))[1]
+    assert stored["status"] == "failed" and stored["content"] == content_when_failed
+
+
 async def test_a_closed_tab_loses_nothing(alice, worker, chat_client, new_conversation, stored_messages):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)

@@ -62,8 +62,10 @@ def test_pin_and_archive_move_the_conversation_in_the_sidebar(page, log_in, port
     page.get_by_role("button", name="Archive", exact=True).click()
     expect(page.get_by_role("button", name="Unarchive")).to_be_visible()
     expect(page.locator("#conversation-list .conversation-list__item")).to_have_text(["Porto wine"])
+    # Straight on, as a quick person clicks: Unpin waits until Unarchive's answer is in.
     page.get_by_role("button", name="Unarchive").click()
     page.get_by_role("button", name="Unpin").click()
+    expect(page.get_by_role("button", name="Pin", exact=True)).to_be_visible()
     expect(page.locator("#conversation-list .conversation-list__group")).to_have_count(0)
     expect(page.locator("#conversation-list .conversation-list__item")).to_have_count(3)
 
