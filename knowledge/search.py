@@ -13,6 +13,7 @@ fused score (hybrid); `min_score` is compared with it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from studio.errors import NotFound, StudioError
 from studio.llm.numpy_embedder import EMBEDDING_MODEL
@@ -122,11 +123,18 @@ def search(*, user, knowledge_base: KnowledgeBase, query: str, k: int = DEFAULT_
 
 
 def _query_vector_and_vectors(knowledge_base: KnowledgeBase, query: str):
-    from studio.llm.numpy_embedder import load_numpy_embedder
-
     if knowledge_base.embedding_model != EMBEDDING_MODEL:
         raise SearchError(f"this knowledge base was indexed with {knowledge_base.embedding_model}, which this studio "
                           f"does not have ({EMBEDDING_MODEL}): rebuild it, or search with mode bm25", "mode")
-    embedder = load_numpy_embedder()
-    query_vector = embedder.embed([query])[0]  # (D,)
-    return index.vectors_for(knowledge_base.pk, knowledge_base.dimension), query_vector
+    return index.vectors_for(knowledge_base.pk, knowledge_base.dimension), _query_vector(query)
+
+
+@lru_cache(maxsize=256)
+def _query_vector(query: str):
+    """The query's vector (D,), read-only. Cached: a chat with several bases attached, and an
+    evaluation asking the same question per version, embed it once."""
+    from studio.llm.numpy_embedder import load_numpy_embedder
+
+    vector = load_numpy_embedder().embed([query])[0]
+    vector.flags.writeable = False
+    return vector
