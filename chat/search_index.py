@@ -30,7 +30,9 @@ they type is read as FTS syntax on either database.
 
 from __future__ import annotations
 
-from django.db import connections, transaction
+from django.db import connections
+
+from studio.sqlite_fts import Fts5Index
 
 IN_PROGRESS = ("queued", "streaming")  # chat.models.Message.IN_PROGRESS, spelt out for SQL
 _FINISHED = "status NOT IN ('queued', 'streaming')"
@@ -81,12 +83,12 @@ _SQLITE_TRIGGERS = {
         END""",
 }
 _SQLITE_TOKENIZER = "unicode61 remove_diacritics 2"
-_SQLITE_TABLES = (
-    f"""CREATE VIRTUAL TABLE IF NOT EXISTS chat_message_fts USING fts5(
+_SQLITE_TABLES = {
+    "chat_message_fts": f"""CREATE VIRTUAL TABLE IF NOT EXISTS chat_message_fts USING fts5(
             content, content='chat_message', content_rowid='id', tokenize='{_SQLITE_TOKENIZER}')""",
-    f"""CREATE VIRTUAL TABLE IF NOT EXISTS chat_conversation_fts USING fts5(
+    "chat_conversation_fts": f"""CREATE VIRTUAL TABLE IF NOT EXISTS chat_conversation_fts USING fts5(
             title, content='chat_conversation', content_rowid='id', tokenize='{_SQLITE_TOKENIZER}')""",
-)
+}
 # What the tables hold, from scratch: finished messages and every title.
 _SQLITE_FILL = (
     "INSERT INTO chat_message_fts(chat_message_fts) VALUES ('delete-all')",
@@ -94,6 +96,8 @@ _SQLITE_FILL = (
     "INSERT INTO chat_conversation_fts(chat_conversation_fts) VALUES ('delete-all')",
     "INSERT INTO chat_conversation_fts(rowid, title) SELECT id, title FROM chat_conversation",
 )
+_SQLITE_INDEX = Fts5Index(content_table="chat_message", tables=_SQLITE_TABLES, triggers=_SQLITE_TRIGGERS,
+                          fill=_SQLITE_FILL)
 
 _POSTGRESQL_INDEXES = {
     "chat_message_content_search": f"ON chat_message USING gin (to_tsvector('simple'::regconfig, content)) "
@@ -104,47 +108,31 @@ _POSTGRESQL_INDEXES = {
 
 def install(connection) -> None:
     """Create the index and fill it from the rows stored so far (migration chat/0010)."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            with transaction.atomic(using=connection.alias):
-                for statement in (*_SQLITE_TABLES, *_SQLITE_TRIGGERS.values(), *_SQLITE_FILL):
-                    cursor.execute(statement)
-        elif connection.vendor == "postgresql":
-            # CONCURRENTLY: writes to chat_message go on while a large table is indexed (the
-            # migration is not atomic for this); an index a failed attempt left invalid goes first.
+    if connection.vendor == "sqlite":
+        _SQLITE_INDEX.install(connection)
+    elif connection.vendor == "postgresql":
+        # CONCURRENTLY: writes to chat_message go on while a large table is indexed (the
+        # migration is not atomic for this); an index a failed attempt left invalid goes first.
+        with connection.cursor() as cursor:
             for name, definition in _POSTGRESQL_INDEXES.items():
                 cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
                 cursor.execute(f"CREATE INDEX CONCURRENTLY {name} {definition}")
 
 
 def uninstall(connection) -> None:
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            for name in _SQLITE_TRIGGERS:
-                cursor.execute(f"DROP TRIGGER IF EXISTS {name}")
-            cursor.execute("DROP TABLE IF EXISTS chat_message_fts")
-            cursor.execute("DROP TABLE IF EXISTS chat_conversation_fts")
-        elif connection.vendor == "postgresql":
+    if connection.vendor == "sqlite":
+        _SQLITE_INDEX.uninstall(connection)
+    elif connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
             for name in _POSTGRESQL_INDEXES:
                 cursor.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
 
 
 def ensure_installed(*, using: str = "default", **kwargs) -> None:
     """After `migrate` (post_migrate): on SQLite, put back the triggers a table rebuild dropped and
-    refill the index, which missed whatever changed meanwhile. One query when nothing is missing."""
-    connection = connections[using]
-    if connection.vendor != "sqlite":
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")
-        present = {row[0] for row in cursor.fetchall()}
-        if "chat_message" not in present or "chat_message_fts" not in present:
-            return  # before migration chat/0010 (or after it was reversed): nothing to keep
-        if set(_SQLITE_TRIGGERS) <= present:
-            return
-        with transaction.atomic(using=using):
-            for statement in (*_SQLITE_TRIGGERS.values(), *_SQLITE_FILL):
-                cursor.execute(statement)
+    refill the index (studio/sqlite_fts.py)."""
+    if connections[using].vendor == "sqlite":
+        _SQLITE_INDEX.repair(using)
 
 
 def _fts5_query(phrases: tuple[str, ...], prefix: bool) -> str:

@@ -48,12 +48,12 @@ import numpy as np
 from django.conf import settings
 from django.db import DatabaseError, connection, connections, transaction
 
+from studio.sqlite_fts import Fts5Index
+
 log = logging.getLogger("knowledge")
 
 MAX_QUERY_TERMS = 32
 
-_SQLITE_TABLE = """CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_chunk_fts USING fts5(
-    text, content='knowledge_chunk', content_rowid='id', tokenize='unicode61 remove_diacritics 2')"""
 _SQLITE_TRIGGERS = {
     "knowledge_chunk_fts_insert": """
         CREATE TRIGGER IF NOT EXISTS knowledge_chunk_fts_insert AFTER INSERT ON knowledge_chunk
@@ -77,6 +77,11 @@ _SQLITE_FILL = (
     "INSERT INTO knowledge_chunk_fts(knowledge_chunk_fts) VALUES ('delete-all')",
     "INSERT INTO knowledge_chunk_fts(rowid, text) SELECT id, text FROM knowledge_chunk",
 )
+_SQLITE_INDEX = Fts5Index(
+    content_table="knowledge_chunk",
+    tables={"knowledge_chunk_fts": """CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_chunk_fts USING fts5(
+        text, content='knowledge_chunk', content_rowid='id', tokenize='unicode61 remove_diacritics 2')"""},
+    triggers=_SQLITE_TRIGGERS, fill=_SQLITE_FILL)
 # PostgreSQL: the words of each chunk parsed once, when it is written, into a stored generated
 # column, and a GIN index on it. (It began as an expression index on to_tsvector(text): every
 # candidate ranked, and every row a plan filtered outside the index, parsed its text again, about
@@ -88,13 +93,11 @@ _POSTGRESQL_INDEX = ("knowledge_chunk_text_search", "ON knowledge_chunk USING gi
 def install(connection) -> None:
     """Create the keyword index and fill it from the chunks stored so far (migrations knowledge/0002,
     and 0004 on PostgreSQL: the column replaces the expression index there)."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            with transaction.atomic(using=connection.alias):
-                for statement in (_SQLITE_TABLE, *_SQLITE_TRIGGERS.values(), *_SQLITE_FILL):
-                    cursor.execute(statement)
-        elif connection.vendor == "postgresql":
-            (column, column_type), (name, definition) = _POSTGRESQL_COLUMN, _POSTGRESQL_INDEX
+    if connection.vendor == "sqlite":
+        _SQLITE_INDEX.install(connection)
+    elif connection.vendor == "postgresql":
+        (column, column_type), (name, definition) = _POSTGRESQL_COLUMN, _POSTGRESQL_INDEX
+        with connection.cursor() as cursor:
             cursor.execute(f"ALTER TABLE knowledge_chunk ADD COLUMN IF NOT EXISTS {column} {column_type}")
             cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [name])
             row = cursor.fetchone()
@@ -104,33 +107,23 @@ def install(connection) -> None:
 
 
 def uninstall(connection) -> None:
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            for name in _SQLITE_TRIGGERS:
-                cursor.execute(f"DROP TRIGGER IF EXISTS {name}")
-            cursor.execute("DROP TABLE IF EXISTS knowledge_chunk_fts")
-        elif connection.vendor == "postgresql":
+    if connection.vendor == "sqlite":
+        _SQLITE_INDEX.uninstall(connection)
+    elif connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
             cursor.execute(f"DROP INDEX IF EXISTS {_POSTGRESQL_INDEX[0]}")
             cursor.execute(f"ALTER TABLE knowledge_chunk DROP COLUMN IF EXISTS {_POSTGRESQL_COLUMN[0]}")
 
 
 def ensure_installed(*, using: str = "default", **kwargs) -> None:
     """After `migrate` (post_migrate): on SQLite, put back triggers a table rebuild dropped and refill
-    the index, which missed whatever changed meanwhile (one query when nothing is missing); on
-    PostgreSQL, the pgvector column and its index where the extension is available."""
+    the index (studio/sqlite_fts.py); on PostgreSQL, the pgvector column and its index where the
+    extension is available."""
     db = connections[using]
     if db.vendor == "postgresql":
         install_pgvector(db)
-    if db.vendor != "sqlite":
-        return
-    with db.cursor() as cursor:
-        cursor.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")
-        present = {row[0] for row in cursor.fetchall()}
-        if "knowledge_chunk" not in present or "knowledge_chunk_fts" not in present or set(_SQLITE_TRIGGERS) <= present:
-            return
-        with transaction.atomic(using=using):
-            for statement in (*_SQLITE_TRIGGERS.values(), *_SQLITE_FILL):
-                cursor.execute(statement)
+    elif db.vendor == "sqlite":
+        _SQLITE_INDEX.repair(using)
 
 
 # --- Keyword candidates ---------------------------------------------------------------------------
