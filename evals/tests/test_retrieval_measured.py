@@ -102,6 +102,12 @@ def test_a_flagged_reply_keeps_its_passages_and_a_person_marks_the_right_one(cli
     client.force_login(alice)
     page = client.get(f"/cases/{case.pk}/").content.decode()
     assert 'name="chunk" value="%d"' % right["chunk"] in page
+    # Passages are shown whole, as rendered Markdown sanitised like replies.
+    retrieved = [{**s, "text": s["text"] + " **in full**<script>alert(1)</script>"} for s in case.retrieved]
+    type(case).objects.filter(pk=case.pk).update(retrieved=retrieved)
+    page = client.get(f"/cases/{case.pk}/").content.decode()
+    assert "<strong>in full</strong>" in page and "<script>alert(1)" not in page
+    type(case).objects.filter(pk=case.pk).update(retrieved=case.retrieved)
     response = client.post(f"/cases/{case.pk}/retrieval/", {"chunk": [right["chunk"]]})
     assert response.status_code == 200 and "1 right passage" in response.content.decode()
     case.refresh_from_db()
