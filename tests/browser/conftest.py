@@ -86,3 +86,16 @@ def log_in(page):
         return page
 
     return log_in
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed browser test reports the end of its studio's log (server, job and model worker):
+    what the page waited for usually failed or stalled there, and CI keeps nothing else."""
+    report = yield
+    studio = item.funcargs.get("studio") if hasattr(item, "funcargs") else None
+    if report.failed and call.when == "call" and studio is not None:
+        for log in sorted(studio.log_dir.glob("*.log")):
+            lines = log.read_text(errors="replace").splitlines()[-80:]
+            report.sections.append((f"studio log: {log.name} (last {len(lines)} lines)", "\n".join(lines)))
+    return report
