@@ -144,6 +144,12 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
 
     embedder = load_embedder()
     beat(f"embedding {done} of {total} chunks")  # loading it took a moment in a fresh worker
+    def still_built(generation: int) -> bool:
+        """Inside a transaction: the generation is the one in use, or a rebuild still builds it (its
+        row locked: a cancel, which deletes that generation's chunks, commits before or after)."""
+        return generation == knowledge_base.active_generation or KnowledgeBase.objects.select_for_update().filter(
+            pk=knowledge_base.pk, building_generation=generation).exists()
+
     for cut, first in zip(cuts, kept):
         for start in range(first, len(cut.pieces), EMBED_BATCH):
             yield_to_chat()
@@ -152,6 +158,8 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
             with transaction.atomic():
                 if not locked_and_mine():
                     raise Stopped
+                if not still_built(cut.generation):
+                    break  # the rebuild was cancelled: its passages would be left behind
                 chunks = Chunk.objects.bulk_create([_chunk(document, cut.generation, piece, vector)
                                                     for piece, vector in zip(batch, vectors)])
                 index.store_vectors(chunks)

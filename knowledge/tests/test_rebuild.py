@@ -281,6 +281,25 @@ def test_a_document_uploaded_during_a_cancelled_rebuild_is_indexed_for_the_index
     assert set(holidays.document.chunks.values_list("generation", flat=True)) == {0}
 
 
+def test_a_rebuild_cancelled_while_a_new_document_is_indexed_leaves_none_of_its_passages(alice, plant, dispatched,
+                                                                                         monkeypatch):
+    services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200, chunk_overlap=0)
+    holidays, = services.documents_add(user=alice, knowledge_base=plant, files=[
+        upload("holidays.md", "# Leave\n\nEvery employee gets 30 days of vacation.")])
+    embedder = load_embedder()
+
+    def cancel_while_embedding(texts_to_embed):
+        if KnowledgeBase.objects.get(pk=plant.pk).rebuilding:
+            services.knowledge_base_rebuild_cancel(user=alice, knowledge_base=KnowledgeBase.objects.get(pk=plant.pk))
+        return type(embedder).embed(embedder, texts_to_embed)
+
+    monkeypatch.setattr(embedder, "embed", cancel_while_embedding)
+    ingest_document(holidays.document.pk)
+    holidays.document.refresh_from_db()
+    assert holidays.document.status == "ready" and holidays.document.rebuilt_chunk_count is None
+    assert set(Chunk.objects.values_list("generation", flat=True)) == {0}, "nothing left of the cancelled index"
+
+
 def test_the_api_cancels_a_rebuild_for_its_owner_only(alice, bob, plant, dispatched):
     client = Client()
     services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200, chunk_overlap=0)
