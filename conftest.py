@@ -31,7 +31,7 @@ def _migrated_database() -> Path:
     digest = hashlib.sha256(django.__version__.encode())
     # The migrations, and what runs after them (post_migrate: the full-text triggers, the vector column).
     for path in sorted([*repo.glob("*/migrations/*.py"), *repo.glob("*/apps.py"), repo / "chat" / "search_index.py",
-                        repo / "knowledge" / "index.py"]):
+                        repo / "knowledge" / "index.py", repo / "studio" / "sqlite_fts.py"]):
         digest.update(path.relative_to(repo).as_posix().encode() + path.read_bytes())
     target = TEST_CACHE / f"migrated-{digest.hexdigest()[:16]}.sqlite3"
     if target.exists():
