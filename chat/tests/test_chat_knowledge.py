@@ -81,7 +81,7 @@ def test_a_cited_passage_shows_as_markdown_and_its_markup_cannot_run(client, ali
     Message.objects.filter(pk=reply.pk).update(status="complete", content="ZX-4411 [1].", retrieval=record)
     client.force_login(alice)
     page = client.get(f"/chat/{conversation.pk}/messages/{reply.pk}/").content.decode()
-    passage = page.split('class="citation__text"')[1].split("</div>")[0]
+    passage = page.split('class="citation__text markdown"')[1].split("</div>")[0]
     assert "<h2>Springs</h2>" in passage and "<strong>return spring</strong>" in passage
     assert "<script" not in passage and "<img" not in passage  # shown as text, never as markup
     assert "&lt;script&gt;" in passage

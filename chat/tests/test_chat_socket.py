@@ -218,10 +218,13 @@ async def test_regenerate_keeps_the_last_reply_as_a_sibling(alice, worker, chat_
 
 
 async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(alice, start_worker, chat_client, settings,
-                                                                          new_conversation):
+                                                                          new_conversation, monkeypatch):
     from studio.llm import ModelLoadError
 
     settings.LLM_EMBEDDED_WORKER = True  # the only worker: it tells the person why at once
+    # ...and the only one indeed: the ASGI app would start a healthy embedded worker of its own
+    # on the first socket, which then raced this one for the reply.
+    monkeypatch.setattr("studio.asgi.start_background_work", lambda: None)
 
     def broken_load():
         raise ModelLoadError("LLM_MODEL=/nowhere/model.gguf: no such GGUF file.")
