@@ -4,12 +4,15 @@ import os
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from benchmarks.processes import running_studio, studio_env
 from tests.needs import missing
 from tests.settings import TINY_MODEL_DIR
 
 CHROMIUM = Path("/usr/bin/chromium")
+EXPECT_TIMEOUT_MS = 30_000
+expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 ADMIN_PASSWORD = "admin-password-1"
@@ -49,7 +52,9 @@ def chromium():
 def page(chromium, studio):
     """A fresh browser context (no cookies) on the studio; its console errors fail the test."""
     context = chromium.new_context(base_url=studio.base_url, viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(20_000)
+    # Generous waits: they end as soon as the page is right, and a busy 2-core CI machine can take
+    # many seconds for a swap that takes milliseconds here (expect's own default is 5 s).
+    context.set_default_timeout(60_000)
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
