@@ -144,6 +144,7 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
 
     embedder = load_embedder()
     beat(f"embedding {done} of {total} chunks")  # loading it took a moment in a fresh worker
+
     def still_built(generation: int) -> bool:
         """Inside a transaction: the generation is the one in use, or a rebuild still builds it (its
         row locked: a cancel, which deletes that generation's chunks, commits before or after)."""
