@@ -113,6 +113,14 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
         status = Document.Status.READY if rebuild_only else Document.Status.PROCESSING
         return Document.objects.select_for_update().filter(pk=document.pk, status=status).exists() and mine.exists()
 
+    def still_built(generation: int) -> bool:
+        """The generation is the one in use, or a rebuild still builds it. A document indexed again
+        for the rebuild needs no look: a cancel ends its job (locked_and_mine). The base's row is
+        not locked: a cancel locks it and then updates every document, this would lock the other
+        way round (a deadlock on PostgreSQL)."""
+        return generation == knowledge_base.active_generation or rebuild_only or KnowledgeBase.objects.filter(
+            pk=knowledge_base.pk, building_generation=generation).exists()
+
     if not rebuild_only:
         Document.objects.filter(pk=document.pk).update(status=Document.Status.PROCESSING, stage="parsing", error="")
     beat("parsing")
@@ -145,12 +153,6 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
     embedder = load_embedder()
     beat(f"embedding {done} of {total} chunks")  # loading it took a moment in a fresh worker
 
-    def still_built(generation: int) -> bool:
-        """Inside a transaction: the generation is the one in use, or a rebuild still builds it (its
-        row locked: a cancel, which deletes that generation's chunks, commits before or after)."""
-        return generation == knowledge_base.active_generation or KnowledgeBase.objects.select_for_update().filter(
-            pk=knowledge_base.pk, building_generation=generation).exists()
-
     for cut, first in zip(cuts, kept):
         for start in range(first, len(cut.pieces), EMBED_BATCH):
             yield_to_chat()
@@ -172,8 +174,7 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
         if not locked_and_mine():
             raise Stopped
         # Counted for the rebuild only while that rebuild still runs (it may have been cancelled).
-        still_building = knowledge_base.rebuilding and KnowledgeBase.objects.filter(
-            pk=knowledge_base.pk, building_generation=knowledge_base.building_generation).exists()
+        still_building = knowledge_base.rebuilding and still_built(knowledge_base.building_generation)
         rebuilt = counts.get(knowledge_base.building_generation) if still_building else None
         if rebuild_only:
             Document.objects.filter(pk=document.pk).update(rebuilt_chunk_count=rebuilt)

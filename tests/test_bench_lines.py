@@ -26,7 +26,8 @@ def test_the_constrained_bench_prints_its_ratio_and_compile_time_lines(tmp_path)
 def test_the_knowledge_bench_prints_its_ingestion_ratio_and_search_latency_lines(tmp_path):
     env = studio_env(STUDIO_DATA_DIR=tmp_path / "data")
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--paths", "knowledge", "--knowledge-chunks", "100",
-                           "--knowledge-sizes", "300", "--knowledge-engines", "embedded", "--output", str(tmp_path / "bench.json")],
+                           "--knowledge-sizes", "300", "--knowledge-engines", "embedded",
+                           "--output", str(tmp_path / "bench.json")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()

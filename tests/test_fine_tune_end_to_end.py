@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from benchmarks.processes import frames_until, next_frame, open_chat_socket, running_studio, shell_token, studio_env
-from tests.settings import TINY_MODEL_DIR
+from tests.settings import JOB_HEARTBEAT_TIMEOUT_S, TINY_MODEL_DIR
 
 ADMIN_PASSWORD = "admin-password-1"
 SETUP = """
@@ -32,17 +32,12 @@ cases_create(user=admin, source="api", rows=[
 print("TOKEN", api_token_create(user=admin, name="pipeline")[1])
 """
 
-# A job whose worker stops beating for this long is failed. Short, so that the killed-worker test
-# ends soon; not too short: on a busy 2-core machine a living worker's beats (every 2 s) came 4 s
-# apart and a healthy fine-tune was failed at step 0.
-HEARTBEAT_TIMEOUT_S = 20
-
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("finetune-data")
     env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
-                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, JOB_HEARTBEAT_TIMEOUT_SECONDS=HEARTBEAT_TIMEOUT_S,
+                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, JOB_HEARTBEAT_TIMEOUT_SECONDS=JOB_HEARTBEAT_TIMEOUT_S,
                      LLM_TEMPERATURE=0,
                      LLM_MAX_NEW_TOKENS=8)
     with running_studio(env, data_dir / "logs") as server:
@@ -127,7 +122,7 @@ def test_a_killed_job_worker_fails_the_job_instead_of_running_forever(studio):
                              text=True).stdout.split()
     for pid in workers:
         os.kill(int(pid), signal.SIGKILL)
-    final = wait_for(studio, job_id, lambda s: s["status"] == "failed", timeout=HEARTBEAT_TIMEOUT_S + 120)
+    final = wait_for(studio, job_id, lambda s: s["status"] == "failed", timeout=JOB_HEARTBEAT_TIMEOUT_S + 120)
     assert "job worker stopped" in final["error"]
 
 

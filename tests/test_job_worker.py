@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.processes import running_studio, shell_token, start_process, stop_process, studio_env
 from tests.scaled import ADMIN_PASSWORD
-from tests.settings import TINY_MODEL_DIR
+from tests.settings import JOB_HEARTBEAT_TIMEOUT_S, TINY_MODEL_DIR
 
 SETUP = """
 from django.contrib.auth.models import User
@@ -60,17 +60,12 @@ def job_worker_pids(parent_pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(parent_pid), "-f", "job_worker"], capture_output=True, text=True)
     return [int(pid) for pid in out.stdout.split()]
 
-# A job whose worker stops beating for this long is failed. Short, so that the killed-worker test
-# ends soon; not too short: on a busy 2-core machine a living worker's beats (every 2 s) came 4 s
-# apart and a healthy fine-tune was failed at step 0.
-HEARTBEAT_TIMEOUT_S = 20
-
 
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("jobs-data")
     env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
-                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, JOB_HEARTBEAT_TIMEOUT_SECONDS=HEARTBEAT_TIMEOUT_S,
+                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, JOB_HEARTBEAT_TIMEOUT_SECONDS=JOB_HEARTBEAT_TIMEOUT_S,
                      EVAL_BATCH_SIZE=4,
                      LLM_MIN_NEW_TOKENS=48)  # every reply 48 tokens: batches take a moment
     with running_studio(env, data_dir / "logs") as server:
@@ -105,7 +100,7 @@ def test_a_worker_killed_midway_fails_the_run_with_the_reason_and_a_new_worker_t
     wait_for(studio, created["id"], lambda s: s["done"] >= 4)
     for pid in job_worker_pids(studio.server.pid):
         os.kill(pid, signal.SIGKILL)
-    final = wait_for(studio, created["id"], lambda s: s["status"] == "failed", timeout=HEARTBEAT_TIMEOUT_S + 120)
+    final = wait_for(studio, created["id"], lambda s: s["status"] == "failed", timeout=JOB_HEARTBEAT_TIMEOUT_S + 120)
     assert "job worker stopped" in final["error"] and 4 <= final["done"] < 24
     assert len(final["results"]) == final["done"]  # what it finished is kept
     _, again = api(studio, "POST", "/api/evaluations/", {"prompt": "order-json", "split": "train"})
