@@ -206,6 +206,7 @@ class ReplyConstraint:
         import llguidance.torch as llt
 
         self.llt = llt
+        self.hf_tokenizer = hf_tokenizer
         self.tokenizer = _tokenizer(hf_tokenizer)
         self.matcher = compiled_format(hf_tokenizer, json.dumps(output_format)).deep_copy()
         self.bitmask = llt.allocate_token_bitmask(1, self.tokenizer.vocab_size)
@@ -224,6 +225,15 @@ class ReplyConstraint:
 
     def advance(self, token: int) -> None:
         self.matcher.consume_token(token)
+
+    def advance_through(self, text: str) -> None:
+        """Start past `text`, the beginning of an answer already written in this format (a reply cut
+        at its maximum tokens and continued). The grammar reads bytes, so the text's own tokens
+        serve, whichever tokens first wrote it. FormatError when the format does not allow it."""
+        tokens = self.hf_tokenizer.encode(text, add_special_tokens=False)
+        if self.matcher.try_consume_tokens(tokens) < len(tokens):
+            raise FormatError("The reply's text so far does not follow its output format, so it cannot be "
+                              "continued in that format. Regenerate it instead.")
 
     @property
     def complete(self) -> bool:

@@ -54,6 +54,9 @@ class EngineRequest:
     background: bool = False  # nobody reads it as it is written (an evaluation's case)
     output_format: dict | None = None  # the shape its answer must take (constraints.py); None: free text
     constraint: ReplyConstraint | None = None  # its matcher, built by prepare_prompt
+    # Write on from the last message, an assistant's reply cut short (Continue): its text ends the
+    # prompt unclosed, and its output format's matcher starts past it.
+    continue_final: bool = False
 
 
 @dataclass
@@ -68,9 +71,12 @@ def prepare_prompt(loaded: LoadedModel, request: EngineRequest) -> EngineRequest
     """The request's messages fitted to the context, as token ids, and its output format's matcher:
     run in the caller's thread, never in the step loop. Raises PromptTooLongError, FormatError."""
     if request.prompt_ids is None:
-        _, request.prompt_ids = fit_to_context(loaded, request.messages, request.settings.max_new_tokens)
+        _, request.prompt_ids = fit_to_context(loaded, request.messages, request.settings.max_new_tokens,
+                                               continue_final=request.continue_final)
     if request.constraint is None and not is_free(request.output_format):
         request.constraint = ReplyConstraint(loaded.tokenizer, request.output_format)
+        if request.continue_final:
+            request.constraint.advance_through(request.messages[-1]["content"])
     return request
 
 

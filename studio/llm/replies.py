@@ -72,9 +72,16 @@ class Usage:
         }
 
 
-def render_prompt_ids(loaded: LoadedModel, messages: list[dict]) -> list[int]:
-    """Token ids of `messages` through the model's chat template, ready for a reply."""
-    return chat_template_ids(loaded.tokenizer, messages)
+def render_prompt_ids(loaded: LoadedModel, messages: list[dict], *, continue_final: bool = False) -> list[int]:
+    """Token ids of `messages` through the model's chat template, ready for a reply; with
+    `continue_final`, the last message (an assistant's, cut short) is left open for the model to
+    write on from its last character, as transformers' `continue_final_message` renders it."""
+    if not continue_final:
+        return chat_template_ids(loaded.tokenizer, messages)
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError("continue_final: the last message must be the assistant's reply to continue")
+    encoded = loaded.tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=True)
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
 # What a chat template adds around one message (role markers, separators; ChatML adds 5): an
@@ -83,9 +90,10 @@ MESSAGE_OVERHEAD_TOKENS = 8
 
 
 def fit_turns(messages: list[dict], budget: int, *, count_text: Callable[[str], int],
-              render: Callable[[list[dict]], int | list[int]]):
-    """Drop the oldest turns (never the system message or the last one) until the prompt fits
-    `budget` tokens: (kept messages, what `render` gave for them).
+              render: Callable[[list[dict]], int | list[int]], keep_last: int = 1):
+    """Drop the oldest turns (never the system message or the last `keep_last`: a reply being
+    continued keeps the question it answers) until the prompt fits `budget` tokens: (kept
+    messages, what `render` gave for them).
 
     Linear in the history, whatever its length: walking back from the newest turn, each turn's
     text is tokenised once until the budget is spent (older turns are never read), then the kept
@@ -97,7 +105,7 @@ def fit_turns(messages: list[dict], budget: int, *, count_text: Callable[[str], 
     start = len(turns)
     while start > 0:
         spent += count_text(turns[start - 1]["content"]) + MESSAGE_OVERHEAD_TOKENS
-        if spent > budget and start < len(turns):
+        if spent > budget and start <= len(turns) - keep_last:
             break
         start -= 1
     while True:
@@ -106,18 +114,22 @@ def fit_turns(messages: list[dict], budget: int, *, count_text: Callable[[str], 
         size = rendered if isinstance(rendered, int) else len(rendered)
         if size <= budget:
             return kept, rendered
-        if start >= len(turns) - 1:
+        if start >= len(turns) - keep_last:
             raise PromptTooLongError(size, budget)
         start += 1
 
 
-def fit_to_context(loaded: LoadedModel, messages: list[dict], max_new_tokens: int) -> tuple[list[dict], list[int]]:
-    """`messages` fitted to the model's context (fit_turns) and their token ids, ready for a reply."""
+def fit_to_context(loaded: LoadedModel, messages: list[dict], max_new_tokens: int, *,
+                   continue_final: bool = False) -> tuple[list[dict], list[int]]:
+    """`messages` fitted to the model's context (fit_turns) and their token ids, ready for a reply;
+    with `continue_final`, ready to write on the last message, an assistant's reply cut short
+    (render_prompt_ids), which is kept with the turn before it."""
     tokenizer = loaded.tokenizer
     try:
         return fit_turns(messages, loaded.context_length - max_new_tokens,
                          count_text=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
-                         render=lambda kept: render_prompt_ids(loaded, kept))
+                         render=lambda kept: render_prompt_ids(loaded, kept, continue_final=continue_final),
+                         keep_last=2 if continue_final else 1)
     except PromptTooLongError as exc:
         exc.explain(context_length=loaded.context_length, max_new_tokens=max_new_tokens)
         raise
