@@ -236,8 +236,7 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
             if matched["number"] or matched["label"]:
                 version = prompt_selectors.version_resolve(prompt, number=matched["number"], label=matched["label"])
             else:
-                version = next(iter(prompt.versions.filter(labels__name="production")), None) or \
-                    prompt_selectors.version_resolve(prompt)
+                version = prompt_selectors.served_version(prompt)
         except prompt_selectors.VersionNotFound as exc:
             raise ApiError(404, str(exc), param="model", code="model_not_found") from None
         last = messages[-1]["content"]

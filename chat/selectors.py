@@ -18,9 +18,10 @@ from studio.llm.loading import ModelLoadError, prepare_model_folder
 from django.utils import timezone
 
 from knowledge.retrieval import with_sources
-from prompts.rendering import assembled_messages
+from prompts.rendering import assembled_messages, render_version_turn
 
 from .models import Conversation, Message, ModelWorker
+from .retrieval import reply_retrieval
 
 
 CONVERSATIONS_PER_PAGE = 50
@@ -215,12 +216,30 @@ def chat_history_before(*, message: Message) -> list[dict]:
     conversation = message.conversation
     earlier = [m for m in messages_of(conversation=conversation, ids=Branches.of(conversation).ancestors(message.pk))
                if m.status != Message.Status.FAILED and m.content]
-    system = conversation.system_prompt
-    if message.retrieval.get("layout", "system") == "system":  # else its template laid the passages out
-        system = with_sources(system, message.retrieval)
-    return assembled_messages(system=system,
-                              examples=conversation.prompt_version.examples if conversation.prompt_version else (),
-                              turns=[{"role": m.role, "content": m.content} for m in earlier])
+    return reply_messages(system=conversation.system_prompt,
+                          examples=conversation.prompt_version.examples if conversation.prompt_version else (),
+                          turns=[{"role": m.role, "content": m.content} for m in earlier], retrieval=message.retrieval)
+
+
+def reply_messages(*, system: str, examples, turns, retrieval: dict | None) -> list[dict]:
+    """What a model reads for a reply: the system prompt with the retrieved passages as numbered
+    sources (unless the version's template laid them out in the user turn), the few-shot examples,
+    the turns. The one assembly of served replies (chat_history_before) and of the prompts a
+    fine-tune trains on (version_reply_messages): a model is trained on what it is served."""
+    if (retrieval or {}).get("layout", "system") == "system":
+        system = with_sources(system, retrieval)
+    return assembled_messages(system=system, examples=examples, turns=turns)
+
+
+def version_reply_messages(*, version, user, variables: dict, content: str = "", earlier=()) -> tuple[list[dict], dict]:
+    """What serving sends the model for one input to `version` (a chat started from it, a
+    `prompt:<slug>` API request): the passages its retrieval finds, searched as `user`; the user
+    turn rendered from `variables` (else `content` as it is), after the `earlier` turns.
+    (messages, the retrieval record). Raises the rendering's errors."""
+    record = reply_retrieval(Conversation(owner=user, prompt_version=version), content=content, variables=variables)
+    user_turn = render_version_turn(version, variables, record) if variables or not content else content
+    turns = [*({"role": m["role"], "content": m["content"]} for m in earlier), {"role": "user", "content": user_turn}]
+    return reply_messages(system=version.instructions, examples=version.examples, turns=turns, retrieval=record), record
 
 
 @functools.cache

@@ -33,7 +33,7 @@ from studio.llm.adapters import write_meta
 from studio.llm.training import PROGRESS_PREFIX, TrainingConfig, launch_command
 
 from .models import FineTunedModel, FineTuneJob
-from .training_data import base_model_folder, training_rows
+from .training_data import base_model_folder, rows_hash, training_rows
 
 log = logging.getLogger("finetune")
 LOG_TAIL_LINES = 40
@@ -52,7 +52,7 @@ def gpu_count() -> int:
 
 
 def run_fine_tune(job_id: int) -> None:
-    job = FineTuneJob.objects.filter(pk=job_id).first()
+    job = FineTuneJob.objects.select_related("created_by", "prompt_version__prompt").filter(pk=job_id).first()
     if job is None or not job_claim(job):
         return
     try:
@@ -70,9 +70,14 @@ def _run(job: FineTuneJob) -> tuple[str, str]:
     job_progress(job, note="preparing the data and the base model…")
     by_id = {case.pk: case for case in FailureCase.objects.filter(pk__in=job.case_ids).select_related(
         "prompt_version__prompt")}
-    rows = training_rows([by_id[pk] for pk in job.case_ids if pk in by_id], job.objective)
+    # Assembled again as serving does it now (the version's passages are searched again, as the
+    # job's staff member): the hash stored is that of what it trains on.
+    rows = training_rows([by_id[pk] for pk in job.case_ids if pk in by_id], job.objective, user=job.created_by,
+                         version=job.prompt_version)
     if not rows:
         return JobStatus.FAILED, "None of the job's training cases are left (deleted meanwhile)."
+    job.data_hash, job.example_count = rows_hash(rows), len(rows)
+    FineTuneJob.objects.filter(pk=job.pk).update(data_hash=job.data_hash, example_count=job.example_count)
     gpus = gpu_count()
     device = "cuda" if gpus else "cpu"
     config = TrainingConfig(**{**job.hyperparameters, "device": device,

@@ -20,7 +20,7 @@ from studio.jobs import JobStatus, job_cancel
 from studio.llm.training import TrainingConfig
 
 from .models import FineTunedModel, FineTuneJob
-from .training_data import base_model_folder, rendered_text, rows_hash, training_rows
+from .training_data import base_model_folder, describe_left_out, rendered_text, rows_hash, training_data
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 # Shown and explained on the form; what a LoRA run on a small model usually wants.
@@ -67,19 +67,24 @@ def require_staff(user) -> None:
         raise NotStaff("Fine-tuning is for staff.")
 
 
+def _saved_selection(*, user, filters: dict) -> dict:
+    """The filters of the saved selection `filters` names (one of `user`'s own), else {}."""
+    from evals.models import CaseSelection
+
+    if not filters.get("selection"):
+        return {}
+    selection = CaseSelection.objects.filter(owner=user, pk=_whole(filters["selection"])).first()
+    if selection is None:
+        raise FineTuneError(f"there is no saved selection “{filters['selection'][:40]}” of yours", "selection")
+    return {name: value for name, value in selection.filters.items() if name != "selection"}
+
+
 def cases_for_job(*, user, prompt, filters: dict):
     """The cases a job trains on: those of `prompt` the launching staff member may see, by the
     filters (a saved selection of theirs, a tag, a split). Held-out (`eval`) cases are never
     trained on unless the filters ask for that split: without a split, the `train` split."""
-    from evals.models import CaseSelection
-
     filters = {**case_selectors.clean_filters(filters), "prompt": prompt.slug}
-    saved = {}
-    if filters.get("selection"):
-        selection = CaseSelection.objects.filter(owner=user, pk=_whole(filters["selection"])).first()
-        if selection is None:
-            raise FineTuneError(f"there is no saved selection “{filters['selection'][:40]}” of yours", "selection")
-        saved = selection.filters
+    saved = _saved_selection(user=user, filters=filters)
     if not filters.get("split") and not saved.get("split"):
         filters["split"] = FailureCase.Split.TRAIN
     return case_selectors.cases_for(user=user, filters=filters), filters
@@ -92,36 +97,161 @@ def _whole(value) -> int | None:
         return None
 
 
-def job_plan(*, user, prompt, filters: dict, objective: str, hyperparameters: dict, method: str) -> dict:
-    """What launching would do: examples, tokens, the first examples as the model sees them, an
-    estimate of memory and time, and warnings. Raises FineTuneError for what cannot run."""
+def cases_funnel(*, user, prompt, filters: dict) -> list[dict]:
+    """Why cases of `prompt` are not trained on: the same filters as cases_for_job, one at a time,
+    each with the number of cases it left out ([{"filter", "removed", "why"}]; the first entry,
+    filter "prompt", counts every case of the prompt, the visible or not). A count only: nothing
+    of a case another person keeps private is shown."""
+    from django.db.models import Q
+
+    from evals.selectors import USED_STATUSES, apply_filters
+
+    saved = _saved_selection(user=user, filters=filters)
+    given = {name: value for name, value in case_selectors.clean_filters(filters).items()
+             if name not in ("prompt", "selection")}
+    split = given.get("split") or saved.get("split") or FailureCase.Split.TRAIN
+    cases = FailureCase.objects.filter(prompt_version__prompt=prompt)
+    funnel = [{"filter": "prompt", "removed": 0, "left": cases.count(), "why": f"cases of “{prompt.name}”"}]
+
+    def step(name: str, narrowed, why: str) -> None:
+        nonlocal cases
+        left = narrowed.count()
+        removed = funnel[-1]["left"] - left
+        funnel.append({"filter": name, "removed": removed, "left": left, "why": why,
+                       "text": f"{removed} {_agreeing(why, removed)}"})
+        cases = narrowed
+
+    step("visibility", cases.filter(Q(shared=True) | Q(created_by=user)),
+         "are private to another person")
+    narrowed = cases.filter(split=split)
+    for source in (saved, given):  # a selection's split and the form's both apply (cases_for does the same)
+        if source.get("split"):
+            narrowed = narrowed.filter(split=source["split"])
+    others = ", ".join(v for v in FailureCase.Split.values if v != split)
+    step("split", narrowed, f"are in the {others} split, not {split} (choose their split to train on them: "
+                            "held-out cases are trained on only when asked)")
+    narrowed = cases.filter(review=FailureCase.Review.APPROVED)
+    for source in (saved, given):
+        if source.get("review"):
+            narrowed = apply_filters(narrowed, {"review": source["review"]})
+    step("review", narrowed, "are not approved by a reviewer (waiting or rejected)")
+    status = given.get("status") or saved.get("status")
+    if status:
+        narrowed = cases
+        for source in (saved, given):
+            narrowed = apply_filters(narrowed, {"status": source["status"]}) if source.get("status") else narrowed
+        step("status", narrowed, f"are not “{status}”")
+    else:
+        step("status", cases.filter(status__in=USED_STATUSES), "are marked “won't fix” (choose that status to "
+                                                                "train on them)")
+    for name, why in (("version", "were flagged under another version of the prompt"),
+                      ("tag", "do not have the tag")):
+        narrowed = cases
+        for source in (saved, given):
+            narrowed = apply_filters(narrowed, {name: source[name]}) if source.get(name) else narrowed
+        if narrowed is not cases:
+            wanted = given.get(name) or saved.get(name)
+            step(name, narrowed, f"{why} “{wanted}”" if name == "tag" else f"{why} (v{wanted} asked)")
+    rest = [({name: source[name] for name in names if source.get(name)}) for source, names in (
+        (saved, ("prompt", "source", "author", "q")), (given, ("source", "author", "q")))]
+    if any(rest):
+        narrowed = cases
+        for chosen in rest:
+            narrowed = apply_filters(narrowed, chosen) if chosen else narrowed
+        named = sorted({name for chosen in rest for name in chosen})
+        step("other", narrowed, f"do not match the selection's other filters ({', '.join(named)})")
+    return funnel
+
+
+def _agreeing(why: str, count: int) -> str:
+    """`why` (written for several cases: “are …”, “do not …”) for `count` cases."""
+    if count == 1:
+        for several, one in (("are ", "is "), ("do not ", "does not "), ("were ", "was ")):
+            if why.startswith(several):
+                return one + why[len(several):]
+    return why
+
+
+def describe_funnel(funnel: list[dict], left_out: dict[str, int]) -> str:
+    """“of the 3 cases of “Order JSON”, 3 are in the eval split, not train (…)”: a sentence a
+    person can act on, for a refusal."""
+    total = funnel[0]["left"]
+    if not total:
+        return f"there are no {funnel[0]['why']} yet (flag answers, or import cases, first)"
+    parts = [entry["text"] for entry in funnel[1:] if entry["removed"]]
+    built = describe_left_out(left_out)
+    if built:
+        parts.append(built)
+    return f"of the {total} {funnel[0]['why']}, " + "; ".join(parts or ["none gave a training example"])
+
+
+OWN_VERSION = "own"  # the version choice "each case's own version"
+
+
+def job_version(*, prompt, chosen):
+    """The version a job trains for: `chosen` (a version number, or OWN_VERSION: each case's own),
+    else the version `prompt:<slug>` serves (production, else the newest). None: each case's own."""
+    if chosen in (None, ""):
+        return prompt_selectors.served_version(prompt)
+    if chosen == OWN_VERSION:
+        return None
+    try:
+        return prompt_selectors.version_resolve(prompt, number=chosen)
+    except prompt_selectors.VersionNotFound as exc:
+        raise FineTuneError(str(exc), "version") from None
+
+
+def job_plan(*, user, prompt, filters: dict, objective: str, hyperparameters: dict, method: str,
+             version: str | int | None = None) -> dict:
+    """What launching would do: the version the cases are served through, examples, tokens, the first
+    examples as the model sees them, which cases were left out and why, an estimate of memory and
+    time, and warnings. Raises FineTuneError for what cannot run."""
+    chosen = job_version(prompt=prompt, chosen=version)
     cases, filters = cases_for_job(user=user, prompt=prompt, filters=filters)
-    rows = training_rows(cases, objective)
+    data = training_data(cases, objective, user=user, version=chosen)
+    rows = data.rows
+    config = clean_hyperparameters(hyperparameters, method=method, objective=objective)
     counter = prompt_selectors.prompt_counter()
-    token_count = 0
+    token_count = trained_tokens = 0
+    too_long = []  # tokens of the examples longer than max_length
     preview = []
     if counter is not None:
         for n, row in enumerate(rows):
             text = rendered_text(row, counter)
-            token_count += counter.count_text(text)
+            tokens = counter.count_text(text)
+            token_count += tokens
+            trained_tokens += min(tokens, config["max_length"])
+            if tokens > config["max_length"]:
+                too_long.append(tokens)
             if n < 3:
-                preview.append(text)
-    config = clean_hyperparameters(hyperparameters, method=method, objective=objective)
+                preview.append({"text": text, "version": data.versions[n], "passages": data.passages[n]})
     warnings = []
+    if too_long:
+        warnings.append(f"{len(too_long)} example{'s are' if len(too_long) != 1 else ' is'} longer than the maximum "
+                        f"length of {config['max_length']} tokens (up to {max(too_long):,}, with the instructions, "
+                        "examples and passages the version is served with): training cuts their end, which is the "
+                        "expected answer. Raise the maximum length, or shorten what the version sends.")
     threshold = settings.FAILURE_CASES_FOR_FINE_TUNING
-    if len(rows) < threshold // 4:
+    if rows and len(rows) < threshold // 4:
         warnings.append(f"Only {len(rows)} training example{'s' if len(rows) != 1 else ''}: fine-tuning usually pays "
                         f"off from about {threshold:,} good cases. With this few, few-shot examples in the prompt "
                         "are often as good; the job may memorise them.")
-    if objective == FineTuneJob.Objective.DPO:
-        from evals.exporting import describe_left_out, dpo_left_out
-
-        left_out = describe_left_out(dpo_left_out(cases))
-        if left_out:
-            warnings.append(left_out + ".")
+    funnel = cases_funnel(user=user, prompt=prompt, filters=filters)
     return {"cases": list(cases.values_list("id", flat=True)), "filters": filters, "rows": rows,
+            "version": chosen, "versions": sorted({n for n in data.versions if n is not None}),
+            "version_label": _version_label(chosen),
             "example_count": len(rows), "token_count": token_count, "preview": preview, "config": config,
-            "estimate": job_estimate(token_count=token_count, config=config, examples=len(rows)), "warnings": warnings}
+            "funnel": funnel, "left_out": data.left_out, "left_out_text": describe_left_out(data.left_out),
+            "why_none": "" if rows else describe_funnel(funnel, data.left_out),
+            "estimate": job_estimate(token_count=trained_tokens, config=config, examples=len(rows)),
+            "warnings": warnings}
+
+
+def _version_label(version) -> str:
+    if version is None:
+        return "each case's own version"
+    production = version.labels.filter(name=prompt_selectors.PRODUCTION).exists()
+    return f"version {version.number}" + (" (production)" if production else "")
 
 
 MAX_SEED = 2**32 - 1  # numpy, which trl seeds with the rest, takes no more
@@ -194,6 +324,17 @@ def _cuda_available() -> bool:
 # LoRA training of a 135M model on 2 CPU cores, float32, measured by `make bench` (75 tokens/s
 # there); scaled by parameters and cores when nothing has run on this machine yet.
 RULE_OF_THUMB_TOKENS_PER_S = 75.0
+# What a run costs besides its steps, until a job has finished here (then its measured cost is
+# used): starting the training process (importing torch, transformers, peft and trl took 10 s
+# on this 2-core machine under load), loading the base model (its weights read at this many
+# bytes a second, conservatively), tokenizing the rows, saving the adapter and registering it.
+# A tiny-model run here (README, "Fine-tuning") spent most of its time in these.
+PROCESS_START_S = 20.0
+WEIGHTS_LOADED_BYTES_PER_S = 50e6
+TOKENIZED_EXAMPLES_PER_S = 100.0
+ADAPTER_SAVED_S = 5.0
+# The first job on a model shipped as a GGUF file converts it once (about 30 s here for 135M).
+CONVERSION_S = 60.0
 
 
 def job_estimate(*, token_count: int, config: dict, examples: int) -> dict:
@@ -202,9 +343,12 @@ def job_estimate(*, token_count: int, config: dict, examples: int) -> dict:
     Memory: the base weights (their file size on the CPU in float32; half in bf16; about a
     quarter of that with QLoRA) plus the adapter's weights, gradients and AdamW state (rank x
     the layers: small) plus activations (batch x length x hidden size x layers x ~34 bytes).
-    Time: tokens x epochs at the speed of the last finished jobs on this base model and device
-    (their spread is the range), else a rule of thumb (a wide range); on a CPU, slowed by the
-    share of the last hour in which chat replies were being written (training pauses for them)."""
+    Time, from the job worker taking it to the model in the registry: a fixed cost (starting
+    the training process, loading the model, tokenizing, saving) plus tokens x epochs at a
+    speed. Both are measured on the last finished jobs on this base model and device (their
+    spread is the range); until one has finished, a conservative calibration of the fixed cost
+    and a rule of thumb for the speed (a wide range). On a CPU the steps are slowed by the share
+    of the last hour in which chat replies were being written (training pauses for them)."""
     import os
 
     folder = base_model_folder(convert=False)
@@ -218,27 +362,63 @@ def job_estimate(*, token_count: int, config: dict, examples: int) -> dict:
     activations = config["batch_size"] * config["max_length"] * hidden * layers * 34
     adapter = 2 * config["lora_rank"] * hidden * layers * 7 * 4 * 4  # weights + grads + 2 AdamW moments, fp32
     memory = int(weights * scale + activations + adapter)
-    measured = list(FineTuneJob.objects.filter(status=JobStatus.FINISHED, base_model=chat_selectors.base_model_name(),
-                                               device__startswith=config["device"], tokens_per_s__isnull=False)
-                    .order_by("-finished_at").values_list("tokens_per_s", flat=True)[:5])
+    measured = measured_runs(device=config["device"])
     if measured:
-        speed, slowest, fastest = sorted(measured)[len(measured) // 2], min(measured), max(measured)
+        speeds = [run["tokens_per_s"] for run in measured]
+        fixed_costs = [run["fixed_s"] for run in measured]
+        speed, slowest, fastest = _median(speeds), min(speeds), max(speeds)
+        fixed, fixed_low, fixed_high = _median(fixed_costs), min(fixed_costs), max(fixed_costs)
         basis = (f"measured on the last {len(measured)} job{'s' if len(measured) != 1 else ''} here: "
-                 f"{slowest:.0f}–{fastest:.0f} tokens/s")
+                 f"{slowest:.0f}–{fastest:.0f} tokens/s, {fixed_low:.0f}–{fixed_high:.0f} s to start and finish")
     else:
         params_m = max(weights / 4 / 1e6, 1.0)  # float32 file: 4 bytes a parameter
         cores = max(os.cpu_count() or 2, 1)
         speed = min(RULE_OF_THUMB_TOKENS_PER_S * 135 / params_m * cores / 2, 3000.0) * (
             20 if config["device"] == "cuda" else 1)
         slowest, fastest = speed / 3, speed * 1.5
-        basis = "a rule of thumb: no job has finished on this machine yet (the first one refines it)"
+        fixed = startup_calibration(weights=weights, examples=examples, converted=folder is not None)
+        fixed_low, fixed_high = fixed * 0.6, fixed * 2
+        basis = ("a rule of thumb: no job has finished on this machine yet (the first one refines it); "
+                 f"about {fixed:.0f} s of it to start the training process, load the model and save the result")
     chat_share = recent_chat_share() if config["device"] == "cpu" else 0.0
     paced = 1 - min(chat_share, 0.9)
-    seconds = token_count * config["epochs"] / (speed * paced) if token_count else None
-    return {"memory_bytes": memory, "seconds": seconds, "tokens_per_s": speed, "measured": bool(measured),
-            "device": config["device"], "basis": basis, "chat_share": chat_share,
-            "seconds_low": token_count * config["epochs"] / (fastest * paced) if token_count else None,
-            "seconds_high": token_count * config["epochs"] / (slowest * paced) if token_count else None}
+    trained = token_count * config["epochs"]
+
+    def total(fixed_s: float, tokens_per_s: float) -> float | None:
+        return fixed_s + trained / (tokens_per_s * paced) if token_count else None
+
+    return {"memory_bytes": memory, "seconds": total(fixed, speed), "tokens_per_s": speed, "measured": bool(measured),
+            "device": config["device"], "basis": basis, "chat_share": chat_share, "fixed_s": fixed,
+            "training_s": trained / (speed * paced) if token_count else None,
+            "seconds_low": total(fixed_low, fastest), "seconds_high": total(fixed_high, slowest)}
+
+
+def startup_calibration(*, weights: int, examples: int, converted: bool) -> float:
+    """Seconds a run spends outside its steps, before any job has measured it here."""
+    return (PROCESS_START_S + weights / WEIGHTS_LOADED_BYTES_PER_S + examples / TOKENIZED_EXAMPLES_PER_S
+            + ADAPTER_SAVED_S + (0.0 if converted else CONVERSION_S))
+
+
+def measured_runs(*, device: str, last: int = 5) -> list[dict]:
+    """The last finished jobs on the served base model and `device`: their speed in the steps
+    (non-padding tokens a second) and their fixed cost (the run's seconds, from the job worker
+    taking it to the registry, less the seconds its steps took)."""
+    jobs_done = (FineTuneJob.objects.filter(status=JobStatus.FINISHED, base_model=chat_selectors.base_model_name(),
+                                            device__startswith=device, tokens_per_s__gt=0, tokens_seen__gt=0,
+                                            started_at__isnull=False, finished_at__isnull=False)
+                 .order_by("-finished_at").values("tokens_per_s", "tokens_seen", "started_at", "finished_at")[:last])
+    runs = []
+    for job in jobs_done:
+        elapsed = (job["finished_at"] - job["started_at"]).total_seconds()
+        steps = job["tokens_seen"] / job["tokens_per_s"]
+        runs.append({"tokens_per_s": job["tokens_per_s"], "fixed_s": max(elapsed - steps, 0.0)})
+    return runs
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def recent_chat_share() -> float:
@@ -268,7 +448,7 @@ def recent_chat_share() -> float:
 
 
 def job_create(*, user, name: str, prompt_slug: str, filters: dict, objective: str = "sft", method: str = "lora",
-               hyperparameters: dict | None = None) -> FineTuneJob:
+               hyperparameters: dict | None = None, version: str | int | None = None) -> FineTuneJob:
     require_staff(user)
     missing = [field for field, value in (("prompt", prompt_slug),) if not value]
     if missing:
@@ -286,13 +466,13 @@ def job_create(*, user, name: str, prompt_slug: str, filters: dict, objective: s
     if name in chat_selectors.available_models() or FineTuneJob.objects.filter(name=name).exists():
         raise FineTuneError(f"a model or job named “{name}” exists already", "name")
     planned = job_plan(user=user, prompt=prompt, filters=filters, objective=objective,
-                   hyperparameters=hyperparameters or {}, method=method)
+                       hyperparameters=hyperparameters or {}, method=method, version=version)
     if not planned["rows"]:
-        raise FineTuneError("no training examples: this prompt has no matching failure cases you can see "
-                            "(with an expected answer; for DPO also the model's actual answer)", "cases")
+        raise FineTuneError(f"no training examples: {planned['why_none']}", "cases")
     with transaction.atomic():
         job = FineTuneJob.objects.create(
-            name=name, base_model=chat_selectors.base_model_name(), prompt=prompt, case_filters=planned["filters"],
+            name=name, base_model=chat_selectors.base_model_name(), prompt=prompt, prompt_version=planned["version"],
+            case_filters=planned["filters"],
             case_ids=planned["cases"], data_hash=rows_hash(planned["rows"]), example_count=planned["example_count"],
             token_count=planned["token_count"], objective=objective, method=method,
             hyperparameters=planned["config"], created_by=user)

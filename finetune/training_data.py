@@ -1,19 +1,44 @@
 """What a fine-tune trains on: failure cases as the rows trl reads, and the base model's folder.
-Used by the launch form's plan (services) and by the job worker's run (runner)."""
+Used by the launch form's plan (services) and by the job worker's run (runner).
+
+A case's prompt is what serving sends the model for the case's input through the version the job
+trains for: the version's instructions with the passages its retrieval finds (or the template's
+`passages`), its few-shot examples, the turns the case was flagged after, the rendered input. It is
+built by the serving code itself (chat.selectors.version_reply_messages, the assembly the model
+worker uses), so a model is trained on exactly what it will be served.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 
+from chat import selectors as chat_selectors
 from evals.prompting import case_messages
 from prompts.rendering import MissingVariablesError, TemplateError
 from studio.llm.loading import prepare_model_folder
 
 from .models import FineTuneJob
+
+# Why a case gave no training example (the plan and a refusal say how many each).
+LEFT_OUT = {
+    "template": "do not fit the version's template (a variable it needs is missing, or it fails)",
+    "nothing_found": "find no passage, and the version then answers with its fixed reply without asking the model",
+    "no_actual": "have no actual answer of the model (DPO has nothing to prefer)",
+    "same_answer": "have an actual answer equal to the expected one (DPO has nothing to prefer)",
+}
+
+
+@dataclass
+class TrainingData:
+    rows: list[dict] = field(default_factory=list)  # trl's conversational rows
+    versions: list[int | None] = field(default_factory=list)  # each row's version number (None: plain chat)
+    passages: list[int] = field(default_factory=list)  # each row's retrieved passages, as many as it reads
+    left_out: dict[str, int] = field(default_factory=dict)  # LEFT_OUT reason: cases
 
 
 def base_model_folder(*, convert: bool) -> Path | None:
@@ -21,30 +46,86 @@ def base_model_folder(*, convert: bool) -> Path | None:
     return Path(folder) if folder else None
 
 
-def training_rows(cases, objective: str) -> list[dict]:
-    """The cases as trl reads them, in conversational form: trl applies the base model's own chat
-    template. The system turn is the case's prompt version's instructions; no few-shot examples.
+def case_prompt(case, *, version, user) -> tuple[list[dict], dict]:
+    """The messages serving sends the model for `case`'s input through `version` (None: the case's
+    own), retrieving as `user`; (messages, the retrieval record). A case of plain chat (no
+    version) is its own context and input, as the chat sent them. Raises the rendering's errors."""
+    version = version if version is not None else case.prompt_version
+    if version is None:
+        return case_messages(case), {}
+    variables = {name: value for name, value in (case.input_variables or {}).items() if name in version.variables}
+    earlier = [m for m in case.context if m.get("role") in ("user", "assistant")]  # the version's instructions replace a system turn
+    return chat_selectors.version_reply_messages(version=version, user=user, variables=variables,
+                                                 content=case.input_text, earlier=earlier)
+
+
+def training_data(cases, objective: str, *, user, version=None) -> TrainingData:
+    """The cases as trl reads them, in conversational form (trl applies the base model's own chat
+    template). `version`: the one every case is served through; None: each case's own. Retrieval
+    searches as `user` (the job's staff member), else as the case's author.
     SFT: prompt → completion (the expected answer; the loss is on it alone). DPO: the expected
     answer chosen over the actual one (cases without an actual answer, or whose actual answer is
     the expected one, are left out)."""
-    rows = []
+    data = TrainingData()
+
+    def leave_out(reason: str) -> None:
+        data.left_out[reason] = data.left_out.get(reason, 0) + 1
+
     for case in cases:
-        try:
-            prompt = case_messages(case, with_examples=False)
-        except (MissingVariablesError, TemplateError):
-            continue
         expected = [{"role": "assistant", "content": case.expected}]
         if objective == FineTuneJob.Objective.DPO:
-            if case.actual.strip() and case.actual.strip() != case.expected.strip():
-                rows.append({"prompt": prompt, "chosen": expected,
-                             "rejected": [{"role": "assistant", "content": case.actual}]})
+            if not case.actual.strip():
+                leave_out("no_actual")
+                continue
+            if case.actual.strip() == case.expected.strip():
+                leave_out("same_answer")
+                continue
+        try:
+            prompt, record = case_prompt(case, version=version, user=user or case.created_by)
+        except (MissingVariablesError, TemplateError):
+            leave_out("template")
+            continue
+        if record.get("nothing_passed") and record.get("when_nothing_found") == "say":
+            leave_out("nothing_found")
+            continue
+        if objective == FineTuneJob.Objective.DPO:
+            data.rows.append({"prompt": prompt, "chosen": expected,
+                              "rejected": [{"role": "assistant", "content": case.actual}]})
         else:
-            rows.append({"prompt": prompt, "completion": expected})
-    return rows
+            data.rows.append({"prompt": prompt, "completion": expected})
+        served_by = version if version is not None else case.prompt_version
+        data.versions.append(served_by.number if served_by is not None else None)
+        data.passages.append(len(record.get("sources") or []))
+    return data
+
+
+def training_rows(cases, objective: str, *, user=None, version=None) -> list[dict]:
+    return training_data(cases, objective, user=user, version=version).rows
+
+
+def describe_left_out(left_out: dict[str, int]) -> str:
+    """“3 cases do not fit …; 1 has no actual answer …”, or ""."""
+    return "; ".join(f"{n} case{'s' if n != 1 else ''} {_singular(LEFT_OUT[reason], n)}"
+                     for reason, n in left_out.items() if n)
+
+
+def _singular(text: str, n: int) -> str:
+    if n != 1:
+        return text
+    for plural, singular in (("do not", "does not"), ("find", "finds"), ("have", "has")):
+        if text.startswith(plural + " "):
+            return singular + text[len(plural):]
+    return text
 
 
 def rows_hash(rows: list[dict]) -> str:
     return hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def prompt_text(row: dict, counter) -> str:
+    """A row's prompt exactly as the model reads it when served: through its chat template, ready
+    for the reply (trl renders the prompt of a prompt-completion row the same way)."""
+    return counter.render(row["prompt"], add_generation_prompt=True)
 
 
 def rendered_text(row: dict, counter) -> str:

@@ -36,7 +36,8 @@ def staff_only(view):
 
 def _form_values(source) -> dict:
     values = {name: source.get(name, "") for name in ("name", "prompt", "selection", "split", "tag", "objective",
-                                                      "method", "seed", *services.DEFAULTS)}
+                                                      "method", "seed", "version", *services.DEFAULTS)}
+    values["version"] = values["version"].strip().lower().removeprefix("v")
     values["objective"] = values["objective"] or "sft"
     values["method"] = values["method"] or "lora"
     return values
@@ -69,7 +70,8 @@ def job_new(request):
         try:
             job = services.job_create(user=request.user, name=values["name"], prompt_slug=values["prompt"],
                                       filters=_filters(values), objective=values["objective"], method=values["method"],
-                                      hyperparameters={k: values[k] for k in (*services.DEFAULTS, "seed")})
+                                      hyperparameters={k: values[k] for k in (*services.DEFAULTS, "seed")},
+                                      version=values["version"])
         except services.FineTuneError as exc:
             error = exc
         else:
@@ -92,8 +94,9 @@ def job_plan(request):
         return render(request, "finetune/_plan.html", {"message": "Choose the prompt whose failure cases to train on."})
     try:
         planned = services.job_plan(user=request.user, prompt=prompt, filters=_filters(values),
-                                objective=values["objective"], method=values["method"],
-                                hyperparameters={k: values[k] for k in (*services.DEFAULTS, "seed")})
+                                    objective=values["objective"], method=values["method"],
+                                    hyperparameters={k: values[k] for k in (*services.DEFAULTS, "seed")},
+                                    version=values["version"])
     except services.FineTuneError as exc:
         return render(request, "finetune/_plan.html", {"message": str(exc), "is_error": True})
     return render(request, "finetune/_plan.html", {"plan": planned, "prompt": prompt})
@@ -148,7 +151,7 @@ def model_evaluate(request, model_id):
     model = get_object_or_404(FineTunedModel.objects.select_related("job__prompt"), pk=model_id)
     if model.job is None:
         raise Http404("The job that made this model is gone; evaluate it from the evaluations page.")
-    version = prompt_selectors.version_resolve(model.job.prompt)
+    version = model.job.prompt_version or prompt_selectors.served_version(model.job.prompt)  # the one it trained for
     # Several scorers may be ticked (a case passes when it passes them all); none ticked: exact match.
     scorers = [{"type": kind} for kind in dict.fromkeys(request.POST.getlist("scorer"))
                if kind in LABELS and kind not in ("llm_judge", "regex")] or [{"type": "exact_match"}]

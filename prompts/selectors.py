@@ -55,6 +55,16 @@ def version_resolve(prompt: Prompt, *, label: str | None = None, number=None) ->
     return newest
 
 
+PRODUCTION = "production"
+
+
+def served_version(prompt: Prompt) -> PromptVersion:
+    """The version `prompt:<slug>` serves: the one labelled `production`, else the newest. Fine-tunes
+    train on it by default (they are served through it)."""
+    return prompt.versions.select_related("author", "prompt").filter(labels__name=PRODUCTION).first() or \
+        version_resolve(prompt)
+
+
 VERSIONS_PER_PAGE = 50
 VERSION_CHOICES = 100  # pickers list this many; prompts with more get a number field
 LABEL_MOVES_PER_PAGE = 20

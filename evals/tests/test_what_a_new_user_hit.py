@@ -153,7 +153,7 @@ def test_the_fine_tune_estimate_counts_the_pauses_for_chat_and_says_how_sure_it_
                                    finished_at=now - timedelta(minutes=5))
     Message.objects.filter(pk=reply.pk).update(created_at=now - timedelta(minutes=35))
     busy = finetune_services.job_estimate(token_count=30_000, config=config, examples=10)
-    assert 0.45 < busy["chat_share"] < 0.55 and busy["seconds"] > 1.8 * quiet["seconds"]
+    assert 0.45 < busy["chat_share"] < 0.55 and busy["training_s"] > 1.8 * quiet["training_s"]  # the steps pause
 
 
 def test_the_registry_says_which_train_loss_it_shows(client, carol, order_version):

@@ -18,7 +18,7 @@ def test_rows_are_prompt_and_completion_messages_with_the_versions_instructions(
     assert first["prompt"] == [{"role": "system", "content": "Reply with JSON only."},
                                {"role": "user", "content": "Order: 1 pears"}]
     assert first["completion"] == [{"role": "assistant", "content": '{"item": "pear", "quantity": 1}'}]
-    text = planned["preview"][0]
+    text = planned["preview"][0]["text"]
     assert text.startswith("<|im_start|>system\nReply with JSON only.<|im_end|>")  # the model's own template
     assert '<|im_start|>assistant\n{"item": "pear", "quantity": 1}<|im_end|>' in text
     assert planned["token_count"] > 9 * 20 and planned["estimate"]["memory_bytes"] > 0
