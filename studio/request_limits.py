@@ -74,7 +74,9 @@ def too_large_response(path: str, limit: int) -> tuple[bytes, bytes, list[tuple[
 
 
 class BodyLimitMiddleware:
-    """ASGI middleware: 413 for bodies over the route's limit, before the app reads them."""
+    """ASGI middleware: 413 for bodies over the route's limit, before the app reads them (a declared
+    length), or as soon as a chunked body passes it. The body is never gathered here: the app reads
+    it as it comes (Django spools a large one to disk)."""
 
     def __init__(self, app):
         self.app = app
@@ -92,24 +94,31 @@ class BodyLimitMiddleware:
             if too_large:
                 return await self._refuse(scope, send, limit)
             return await self.app(scope, receive, send)
-        # No length declared (chunked): read it here, up to the limit, then hand it on.
-        chunks, size = [], 0
-        while True:
+        # No length declared (chunked): counted as the app reads it. Past the limit the app is told
+        # the client went away (Django reads the whole body before a view runs, so it has answered
+        # nothing yet) and the 413 is sent here.
+        received, passed, answered = 0, False, False
+
+        async def counted_receive():
+            nonlocal received, passed
+            if passed:
+                return {"type": "http.disconnect"}
             message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            size += len(message.get("body", b""))
-            if size > limit:
-                return await self._refuse(scope, send, limit)
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    passed = True
+                    return {"type": "http.disconnect"}
+            return message
 
-        async def replayed_receive():
-            return replay.pop() if replay else await receive()
+        async def watched_send(message):
+            nonlocal answered
+            answered = True
+            await send(message)
 
-        return await self.app(scope, replayed_receive, send)
+        await self.app(scope, counted_receive, watched_send)
+        if passed and not answered:
+            await self._refuse(scope, send, limit)
 
     @staticmethod
     async def _refuse(scope, send, limit):
