@@ -95,11 +95,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error('Send a JSON object such as {"type": "send", "content": "Hello"}.')
             return
         actions = {"send": self.send_message, "stop": self.stop_reply, "regenerate": self.regenerate_reply,
-                   "edit": self.edit_message, "switch": self.switch_branch}
+                   "edit": self.edit_message, "switch": self.switch_branch, "continue": self.continue_reply}
         action = actions.get(payload.get("type"))
         if action is None:
-            await self.send_error(f"Unknown type {str(payload.get('type'))[:40]!r}: use send, stop, regenerate, edit "
-                                  "or switch.")
+            await self.send_error(f"Unknown type {str(payload.get('type'))[:40]!r}: use send, stop, regenerate, edit, "
+                                  "switch or continue.")
             return
         try:
             await action(payload)
@@ -143,6 +143,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         reply = services.reply_regenerate(conversation=conversation, message_id=message_id)
         return self._changed(conversation, [reply])
 
+    async def continue_reply(self, payload):
+        await self._announce(await database_sync_to_async(self._continue)(payload.get("message_id")))
+
+    def _continue(self, message_id):
+        conversation = self._own_conversation()
+        return self._changed(conversation, [services.reply_continue(conversation=conversation, message_id=message_id)])
+
     async def switch_branch(self, payload):
         await self._announce(await database_sync_to_async(self._switch)(payload.get("message_id")), wake=False)
 
@@ -171,11 +178,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def stop_reply(self, payload):
         for message in await database_sync_to_async(self._stop_or_find_workers)():
-            if message.status == Message.Status.STOPPED:  # was still queued: nothing generated
+            if not message.in_progress:  # was still queued: nothing generated (a continued reply is as it was)
                 await self.channel_layer.group_send(
                     self.group_name,
                     {"type": "chat.done", "message_id": message.pk, "status": message.status,
-                     "usage": message.usage()},
+                     "usage": message.usage(), "finish_reason": message.finish_reason},
                 )
             else:  # the worker writing it keeps the partial text and reports "stopped"
                 await self.channel_layer.send(message.worker_channel, {"type": "chat.stop", "message_id": message.pk})
@@ -188,9 +195,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise services.ChatError("There is no reply in progress to stop.")
         stopping = []
         for message in in_progress:
-            services.reply_stop_if_queued(message=message)
+            stopped_here = services.reply_stop_if_queued(message=message)
             message.refresh_from_db()  # stopped here, or claimed by a worker meanwhile (it now has a channel)
-            if message.status == Message.Status.STOPPED or message.in_progress:
+            if stopped_here or message.in_progress:
                 stopping.append(message)
         if not stopping:
             raise services.ChatError("The reply had already ended.")
@@ -253,9 +260,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def chat_message(self, event):
         message = event["message"]
+        stream = None
         if message["status"] in Message.IN_PROGRESS:
-            self.streams[message["id"]] = StreamedReply(text=message["content"])
+            stream = self.streams[message["id"]] = StreamedReply(text=message["content"])
         await self.send_frame({"type": "message", "message": message})
+        if stream is not None and stream.text:  # a reply being continued: its text so far, rendered again
+            await self._send_finished_blocks(message["id"], stream)
 
     async def chat_token(self, event):
         if event["message_id"] == self.catching_up_message_id:

@@ -136,6 +136,10 @@ class Message(models.Model):
     # A reply that used retrieval: what was searched and the numbered sources the model read, each
     # with its chunk id (knowledge.retrieval's record); its citations are built from this. {}: none.
     retrieval = models.JSONField(default=dict, blank=True)
+    # Why a finished reply ended, as the engine said: "stop" (the model ended it, or a stop string),
+    # "length" (cut at its maximum tokens: the page marks it and offers Continue), "cancelled"
+    # (stopped), "error"; "" before it ends (and for replies stored before this was kept).
+    finish_reason = models.CharField(max_length=16, blank=True)
     # A reply asked of another model than the conversation's ("" : the conversation's).
     requested_model = models.CharField(max_length=200, blank=True)
     # Side by side: a second reply to the same message, written beside `side_of` (in the same batch)
@@ -162,6 +166,21 @@ class Message(models.Model):
     def in_progress(self) -> bool:
         return self.status in self.IN_PROGRESS
 
+    @property
+    def cut(self) -> bool:
+        """A finished reply the maximum tokens cut short (Continue extends it: services.reply_continue)."""
+        return self.status == self.Status.COMPLETE and self.finish_reason == "length"
+
+    @property
+    def continuable(self) -> bool:
+        """Cut, and the last reply of its branch (a reply below it was written reading the cut text)."""
+        return self.cut and self.role == self.Role.ASSISTANT and self.active_child_id is None
+
+    @property
+    def being_continued(self) -> bool:
+        """Queued again, or being written, to write on from its cut text (services.reply_continue)."""
+        return self.in_progress and self.finish_reason == "length"
+
     def usage(self) -> dict:
         return {
             "prompt_tokens": self.prompt_tokens,
@@ -181,6 +200,10 @@ class Message(models.Model):
             frame["error"] = self.error
         if self.model_name:
             frame["model"] = self.model_name
+        if self.finish_reason and not self.in_progress:
+            frame["finish_reason"] = self.finish_reason
+            if self.cut:
+                frame["completion_tokens"] = self.completion_tokens
         return frame
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from studio.errors import StudioError
@@ -412,10 +412,50 @@ def _queue_reply(conversation: Conversation, *, parent: Message | None = None, p
     )
 
 
+def reply_continue(*, conversation: Conversation, message_id) -> Message:
+    """Continue reply `message_id`, cut at its maximum tokens: the same row is queued again, and the
+    model worker writes on from its last word (the history up to it, its text as an unfinished
+    assistant turn, with its model, sampling and passages) and appends to it. Refused for a reply
+    that was not cut, one a later message follows, while a reply is being written, and, on an
+    external engine, for a reply under an output format (the engine would restart the format)."""
+    reply = _message_of(conversation, message_id, Message.Role.ASSISTANT)
+    if not reply.cut:
+        raise ChatError("Only a reply cut at its maximum tokens can be continued; this one "
+                        + ("is still being written." if reply.in_progress else "ended by itself."))
+    if reply.active_child_id is not None:
+        raise ChatError("Only the last reply of a conversation can be continued: the messages below it were "
+                        "written after it. Regenerate from there instead.")
+    if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():
+        raise ChatError(STILL_ANSWERING)
+    if settings.LLM_ENGINE == "openai":
+        from .selectors import output_format_for
+
+        if output_format_for(message=reply) is not None:
+            raise ChatError("This reply has an output format, and the external engine cannot continue one from "
+                            "its middle. Regenerate it with more maximum tokens instead.")
+    try:
+        with transaction.atomic():
+            # Conditional on what was read, so that two tabs' Continue queue it once.
+            queued = Message.objects.filter(pk=reply.pk, status=Message.Status.COMPLETE, finish_reason="length").update(
+                status=Message.Status.QUEUED, worker_channel="", error="", error_code="",
+                lease_expires_at=timezone.now() + timedelta(seconds=settings.LLM_QUEUE_TIMEOUT_SECONDS))
+    except IntegrityError:  # another tab's reply started at the same instant
+        raise ChatError(STILL_ANSWERING) from None
+    if not queued:
+        raise ChatError("This reply is already being continued.")
+    conversation.save(update_fields=["updated_at"])
+    reply.refresh_from_db()
+    return reply
+
+
 def reply_stop_if_queued(*, message: Message) -> bool:
-    """Stop a reply no worker has claimed yet. False when a worker already holds it."""
-    stopped = Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED).update(
-        status=Message.Status.STOPPED, finished_at=timezone.now(), lease_expires_at=None
+    """Stop a reply no worker has claimed yet. False when a worker already holds it. A reply queued
+    to be continued goes back to what it was (cut, its text whole): nothing was added to stop."""
+    now = timezone.now()
+    continued = Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED, finish_reason="length").update(
+        status=Message.Status.COMPLETE, lease_expires_at=None)
+    stopped = continued or Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED).update(
+        status=Message.Status.STOPPED, finished_at=now, lease_expires_at=None
     )
     return stopped == 1
 
@@ -425,7 +465,8 @@ def reply_claim(*, message_id: int, worker_channel: str, model_name: str) -> Mes
     claimed = Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
         status=Message.Status.STREAMING,
         worker_channel=worker_channel,
-        model_name=model_name,
+        # A reply being continued keeps the model that wrote its start.
+        model_name=Case(When(model_name="", then=Value(model_name)), default=F("model_name")),
         lease_expires_at=_lease_end(),
     )
     if not claimed:
@@ -479,11 +520,14 @@ def replies_save_text(*, texts: dict[int, str]) -> set[int]:
 
 
 def reply_finish(*, message_id: int, content: str, status: str, usage: dict, error: str = "",
-                 parameters: dict | None = None) -> bool:
-    """Store the final text and figures. False when the reply was already failed by the sweeper."""
+                 parameters: dict | None = None, finish_reason: str = "") -> bool:
+    """Store the final text and figures (for a continued reply, its whole text and the figures of
+    all its parts: `usage` is summed by the worker). False when the reply was already failed by the
+    sweeper."""
     finished = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         content=content,
         status=status,
+        finish_reason=finish_reason,
         error=error,
         error_code=Message.ErrorCode.MODEL_FAILED if status == Message.Status.FAILED else "",
         prompt_tokens=usage.get("prompt_tokens"),

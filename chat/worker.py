@@ -271,14 +271,21 @@ class GenerationWorker:
 
     async def handle_claimed(self, message: Message) -> None:
         model_name = message.model_name
+        # A reply being continued (cut at its maximum tokens): its text so far starts the stored and
+        # caught-up text, and the new text is appended to it.
+        continued = message.being_continued
         active = self.active[message.pk] = ActiveReply(message_id=message.pk,
-                                                       group_name=message.conversation.group_name)
+                                                       group_name=message.conversation.group_name,
+                                                       text=message.content if continued else "")
         frame = await database_sync_to_async(selectors.message_frame)(message=message)
         await self._group_send(active.group_name, {"type": "chat.message", "message": frame})
         try:
             if self.engine is None:
                 raise RuntimeError(self.load_error or "The model is not loaded.")
             history, overrides, output_format = await database_sync_to_async(self._history_and_overrides)(message)
+            if continued:  # the cut text, left open, with the sampling that wrote it
+                history = [*history, {"role": "assistant", "content": message.content}]
+                overrides = {**overrides, **_sampling_overrides(message.parameters)}
             generation_settings = dataclasses.replace(self.defaults, **overrides)
             active.parameters = {"temperature": generation_settings.temperature, "top_p": generation_settings.top_p,
                                  "max_new_tokens": generation_settings.max_new_tokens,
@@ -289,7 +296,7 @@ class GenerationWorker:
             request = EngineRequest(key=message.pk, messages=history, settings=generation_settings, adapter=adapter,
                                     on_delta=lambda delta: None, on_done=lambda result: None,
                                     background=message.conversation.kind == Conversation.Kind.EVALUATION,
-                                    output_format=output_format)
+                                    output_format=output_format, continue_final=continued)
             if isinstance(self.engine, BatchEngine):
                 # Fitting a long history to the context happens here, in a thread of its own: never
                 # in the engine's step loop, where it would hold every other reply.
@@ -297,14 +304,22 @@ class GenerationWorker:
             result = await self._stream(active, request)
         except Exception as exc:
             log.exception("reply %s failed", message.pk)
-            await self._finish(active, Message.Status.FAILED, usage={}, error=describe_failure(exc))
+            if continued and active.text == message.content:
+                # Nothing was added: the reply stays as it was (cut, whole, continuable), and says why.
+                await self._finish(active, Message.Status.COMPLETE, usage=message.usage(), finish_reason="length",
+                                   error=f"It could not be continued: {describe_failure(exc)}")
+            else:
+                await self._finish(active, Message.Status.FAILED, usage={}, error=describe_failure(exc))
         else:
+            usage = result.usage.as_dict()
+            if continued:  # one reply: the figures of all its parts
+                usage = summed_usage(message.usage(), usage)
             if result.finish_reason == "error":
-                await self._finish(active, Message.Status.FAILED, usage=result.usage.as_dict(),
+                await self._finish(active, Message.Status.FAILED, usage=usage,
                                    error=describe_failure(RuntimeError(result.error)))
             else:
                 status = Message.Status.STOPPED if result.finish_reason == "cancelled" else Message.Status.COMPLETE
-                await self._finish(active, status, usage=result.usage.as_dict(), finish_reason=result.finish_reason)
+                await self._finish(active, status, usage=usage, finish_reason=result.finish_reason)
         finally:
             self.active.pop(message.pk, None)
 
@@ -413,7 +428,7 @@ class GenerationWorker:
             try:
                 stored = await database_sync_to_async(services.reply_finish)(
                     message_id=active.message_id, content=active.text, status=status, usage=usage, error=error,
-                    parameters=active.parameters)
+                    parameters=active.parameters, finish_reason=finish_reason)
                 break
             except Exception as exc:
                 log.warning("could not store reply %s (%s); retrying", active.message_id, exc)
@@ -525,6 +540,29 @@ class WorkerThread:
         if self.task is not None:
             self.loop.call_soon_threadsafe(self.task.cancel)
         self.thread.join(30)
+
+
+def _sampling_overrides(parameters: dict) -> dict:
+    """GenerationSettings fields from the sampling a reply was written with (Message.parameters)."""
+    overrides = {name: parameters[name] for name in ("temperature", "top_p", "max_new_tokens", "seed")
+                 if parameters.get(name) is not None}
+    if parameters.get("stop"):
+        overrides["stop"] = tuple(parameters["stop"])
+    return overrides
+
+
+def summed_usage(earlier: dict, added: dict) -> dict:
+    """The figures of a reply written in parts (Continue): tokens read and written added up, the time
+    to its first token kept, the decode speed averaged over the tokens of each part."""
+    earlier_tokens, added_tokens = earlier.get("completion_tokens") or 0, added.get("completion_tokens") or 0
+    speeds = [(speed, tokens) for speed, tokens in ((earlier.get("tokens_per_s"), earlier_tokens),
+                                                    (added.get("tokens_per_s"), added_tokens)) if speed and tokens]
+    return {
+        "prompt_tokens": (earlier.get("prompt_tokens") or 0) + (added.get("prompt_tokens") or 0),
+        "completion_tokens": earlier_tokens + added_tokens,
+        "ttft_ms": earlier.get("ttft_ms") if earlier.get("ttft_ms") is not None else added.get("ttft_ms"),
+        "tokens_per_s": round(sum(s * n for s, n in speeds) / sum(n for _, n in speeds), 2) if speeds else None,
+    }
 
 
 def describe_failure(exc: Exception) -> str:

@@ -116,6 +116,8 @@ class RemoteEngine:
             body["stop"] = list(settings.stop)[:4]
         if settings.seed is not None:
             body["seed"] = settings.seed
+        if request.continue_final:  # vLLM's names; llama-server continues a final assistant message by itself
+            body.update(continue_final_message=True, add_generation_prompt=False)
         if request.output_format:  # vLLM and llama-server enforce these themselves
             try:
                 body["response_format"] = response_format_of(request.output_format)

@@ -136,6 +136,8 @@
     element.dataset.status = message.status;
     element.querySelector(".message__raw").value = message.content;
     if (IN_PROGRESS.includes(message.status)) {
+      // A cut reply being continued: no longer cut, nor to be continued again until it ends.
+      element.querySelectorAll(".message__cut, [data-action='continue']").forEach((mark) => mark.remove());
       streamingBody(element, true);
     } else {
       element.querySelector(".message__body").textContent = message.content;
@@ -588,6 +590,10 @@
     if (action === "regenerate") {
       clearError();
       send({ type: "regenerate", message_id: id });
+    } else if (action === "continue") {
+      // The same reply grows from where the maximum tokens cut it (README: the continue frame).
+      clearError();
+      if (send({ type: "continue", message_id: id })) button.disabled = true;
     } else if (action === "switch") {
       if (button.dataset.target) send({ type: "switch", message_id: Number(button.dataset.target) });
     } else if (action === "edit") {
