@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import ApiToken
+from .models import ApiToken, PeopleChange
 
 
 @admin.register(ApiToken)
@@ -11,3 +11,19 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # tokens are made by their owner on the settings page, shown once
+
+
+@admin.register(PeopleChange)
+class PeopleChangeAdmin(admin.ModelAdmin):
+    """Read only: the record of changes to the team is append-only (accounts.services writes it)."""
+
+    list_display = ("at", "actor_name", "action", "person_name", "detail")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

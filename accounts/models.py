@@ -29,3 +29,40 @@ class ApiToken(models.Model):
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+class PeopleChange(models.Model):
+    """One change to the team, kept for good: who did what to whom, and when (Settings → People
+    shows the last ones). Append-only: accounts.services adds a row for every change it makes,
+    and nothing edits or deletes one. Names are copied: a removed person's rows keep them."""
+
+    class Action(models.TextChoices):
+        ADDED = "added", "added"
+        MADE_STAFF = "made_staff", "made staff"
+        STAFF_TAKEN = "staff_taken", "took staff away from"
+        PASSWORD_SET = "password_set", "set a new first password for"
+        DEACTIVATED = "deactivated", "deactivated"
+        REACTIVATED = "reactivated", "reactivated"
+        REMOVED = "removed", "removed"
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    actor_name = models.CharField(max_length=150)
+    person = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    person_name = models.CharField(max_length=150)
+    action = models.CharField(max_length=16, choices=Action.choices)
+    detail = models.CharField(max_length=300, blank=True)  # what went with it ("revoked 2 API tokens")
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self):
+        return f"{self.actor_name} {self.get_action_display()} {self.person_name}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None:
+            raise ValueError("A change to the team is recorded once and never edited.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("A change to the team is never deleted.")

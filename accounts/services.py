@@ -1,15 +1,17 @@
-"""API tokens: create (the raw token is returned once), revoke, authenticate."""
+"""API tokens: create (the raw token is returned once), revoke, authenticate. People (staff only):
+add, make staff, a new first password, deactivate, remove; every change recorded (PeopleChange)."""
 
 from __future__ import annotations
 
 import secrets
 
+from django.db import models, transaction
 from django.utils import timezone
 
 from studio.errors import StudioError
 from studio.input_checks import unstorable_reason
 
-from .models import ApiToken, token_digest
+from .models import ApiToken, PeopleChange, token_digest
 
 TOKEN_PREFIX = "cps_"
 
@@ -22,7 +24,34 @@ class PeopleError(StudioError):
     """A change to the team the studio refuses; the message says why."""
 
 
+class NotStaff(PeopleError):
+    status = 403
+
+
 USERNAME_PATTERN = r"^[\w.@+-]{1,150}$"
+
+
+def _require_staff(by, doing: str) -> None:
+    if not (getattr(by, "is_authenticated", False) and by.is_staff and by.is_active):
+        raise NotStaff(f"Only staff {doing}.")
+
+
+def _record(*, by, person, action: str, detail: str = "") -> PeopleChange:
+    return PeopleChange.objects.create(actor=by, actor_name=by.get_username(), person=person,
+                                       person_name=person.get_username(), action=action, detail=detail[:300])
+
+
+def _require_may_change(*, by, person, doing: str) -> None:
+    """The rules for changing someone else's account: never your own this way, a superuser only
+    by a superuser (staff could otherwise take over the account that administers the studio),
+    and never the last active staff member."""
+    if person.pk == by.pk:
+        raise PeopleError(f"You cannot {doing} yourself (ask another staff member).")
+    if person.is_superuser and not by.is_superuser:
+        raise PeopleError(f"Only a superuser can {doing} a superuser.")
+    if person.is_staff and person.is_active and not type(person).objects.filter(
+            is_staff=True, is_active=True).exclude(pk=person.pk).exists():
+        raise PeopleError(f"{person.get_username()} is the last staff member: make someone else staff first.")
 
 
 def person_create(*, by, username: str, email: str = "", is_staff: bool = False):
@@ -32,8 +61,7 @@ def person_create(*, by, username: str, email: str = "", is_staff: bool = False)
 
     from django.contrib.auth import get_user_model
 
-    if not by.is_staff:
-        raise PeopleError("Only staff add people.")
+    _require_staff(by, "add people")
     username = (username or "").strip()
     if not re.fullmatch(USERNAME_PATTERN, username):
         raise PeopleError("A user name is 1 to 150 letters, digits and @ . + - _ (no spaces).")
@@ -44,17 +72,144 @@ def person_create(*, by, username: str, email: str = "", is_staff: bool = False)
     if users.filter(username__iexact=username).exists():
         raise PeopleError(f"There is someone called “{username}” already.")
     password = secrets.token_urlsafe(12)
-    user = users.create_user(username=username, email=email, password=password, is_staff=is_staff)
+    with transaction.atomic():
+        user = users.create_user(username=username, email=email, password=password, is_staff=is_staff)
+        _record(by=by, person=user, action=PeopleChange.Action.ADDED, detail="as staff" if is_staff else "")
     return user, password
 
 
 def person_set_staff(*, by, person, is_staff: bool) -> None:
-    if not by.is_staff:
-        raise PeopleError("Only staff make someone staff.")
+    _require_staff(by, "make someone staff")
     if person.pk == by.pk and not is_staff:
         raise PeopleError("You cannot take staff away from yourself (ask another staff member).")
-    person.is_staff = is_staff
-    person.save(update_fields=["is_staff"])
+    if person.is_staff == is_staff:
+        return
+    if not is_staff:
+        _require_may_change(by=by, person=person, doing="take staff away from")
+    with transaction.atomic():
+        person.is_staff = is_staff
+        person.save(update_fields=["is_staff"])
+        _record(by=by, person=person,
+                action=PeopleChange.Action.MADE_STAFF if is_staff else PeopleChange.Action.STAFF_TAKEN)
+
+
+def person_set_password(*, by, person) -> str:
+    """A new first password for someone who lost theirs, shown once to the staff member who set
+    it. Their old password stops working, and so do their open sessions (Django checks each
+    session against the password); their API tokens are left alone."""
+    _require_staff(by, "set someone's password")
+    _require_may_change(by=by, person=person, doing="set a new first password for")
+    password = secrets.token_urlsafe(12)
+    with transaction.atomic():
+        person.set_password(password)
+        person.save(update_fields=["password"])
+        _end_sessions(person)
+        _record(by=by, person=person, action=PeopleChange.Action.PASSWORD_SET)
+    return password
+
+
+def person_set_active(*, by, person, active: bool) -> None:
+    """Deactivate someone (they cannot log in; their sessions end and their API tokens are
+    revoked; everything they made stays), or let them in again (with new tokens of their own)."""
+    _require_staff(by, "deactivate people")
+    if person.is_active == active:
+        return
+    if not active:
+        _require_may_change(by=by, person=person, doing="deactivate")
+    with transaction.atomic():
+        person.is_active = active
+        person.save(update_fields=["is_active"])
+        detail = ""
+        if not active:
+            sessions = _end_sessions(person)
+            tokens = ApiToken.objects.filter(user=person, revoked_at=None).update(revoked_at=timezone.now())
+            detail = f"ended {_count(sessions, 'session')}, revoked {_count(tokens, 'API token')}"
+        _record(by=by, person=person, detail=detail,
+                action=PeopleChange.Action.REACTIVATED if active else PeopleChange.Action.DEACTIVATED)
+
+
+def _end_sessions(person) -> int:
+    """Delete the person's sessions where they are stored in the database (the default engine).
+    Whatever the engine, Django honours no session of an inactive user or of an older password."""
+    from django.conf import settings
+    from django.contrib.auth import SESSION_KEY
+
+    if settings.SESSION_ENGINE not in ("django.contrib.sessions.backends.db",
+                                       "django.contrib.sessions.backends.cached_db"):
+        return 0
+    from django.contrib.sessions.models import Session
+
+    theirs = [session.pk for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
+              if session.get_decoded().get(SESSION_KEY) == str(person.pk)]
+    Session.objects.filter(pk__in=theirs).delete()
+    return len(theirs)
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}{'s' if n != 1 else ''}"
+
+
+def removal_plan(person) -> dict:
+    """What removing `person` would do: {"deletes": ["3 conversations", ...], "keeps": ["2 prompt
+    versions", ...]}. `keeps` is the team's work they made (a prompt, a version, a failure case,
+    an evaluation, a fine-tune: kept with their name, so the account cannot go) or shared with
+    the team (a knowledge base others read): while there is any, removal is refused and
+    deactivation is the way. `deletes` is their own private things, which go with them."""
+    deletes, keeps = [], []
+    # Every foreign key to the user, those without a reverse name (related_name="+") included.
+    relations = [field for field in type(person)._meta.get_fields(include_hidden=True)
+                 if field.auto_created and not field.concrete and (field.one_to_many or field.one_to_one)]
+    for relation in relations:
+        if relation.on_delete not in (models.CASCADE, models.PROTECT, models.RESTRICT):
+            continue  # SET_NULL keeps the row without them
+        model = relation.related_model
+        theirs = model._default_manager.filter(**{relation.field.name: person})
+        if relation.on_delete is models.CASCADE:
+            if any(field.name == "shared" for field in model._meta.fields):
+                shared = theirs.filter(shared=True).count()
+                if shared:
+                    keeps.append(f"{shared} shared {_named(model, shared)}")
+                theirs = theirs.exclude(shared=True)
+            found = theirs.count()
+            if found:
+                deletes.append(f"{found} {_named(model, found)}")
+        else:
+            found = theirs.count()
+            if found:
+                keeps.append(f"{found} {_named(model, found)}")
+    return {"deletes": deletes, "keeps": keeps}
+
+
+def _named(model, count: int) -> str:
+    return str(model._meta.verbose_name if count == 1 else model._meta.verbose_name_plural)
+
+
+def person_remove(*, by, person, confirm: str) -> str:
+    """Remove someone who made nothing the team keeps (removal_plan), with their private things
+    (conversations, private knowledge bases, tokens, saved selections, settings), once the staff
+    member typed their user name. Returns what was deleted, in words."""
+    _require_staff(by, "remove people")
+    _require_may_change(by=by, person=person, doing="remove")
+    plan = removal_plan(person)
+    if plan["keeps"]:
+        raise PeopleError(f"{person.get_username()} made work the team keeps ({', '.join(plan['keeps'])}): "
+                          "deactivate them instead (they cannot log in, and their work stays).")
+    if (confirm or "").strip() != person.get_username():
+        raise PeopleError(f"Type “{person.get_username()}” to confirm the removal.", "confirm")
+    detail = "deleted " + ", ".join(plan["deletes"]) if plan["deletes"] else "nothing of theirs to delete"
+    with transaction.atomic():
+        _end_sessions(person)
+        _record(by=by, person=person, action=PeopleChange.Action.REMOVED, detail=detail)
+        try:
+            person.delete()  # the record's person link is set to null; its name stays
+        except (models.ProtectedError, models.RestrictedError):
+            raise PeopleError(f"{person.get_username()} made work the team keeps: deactivate them instead.") \
+                from None
+    return detail
+
+
+def people_changes(*, last: int = 20):
+    return PeopleChange.objects.all()[:last]
 
 
 def person_lock(user) -> None:
