@@ -30,7 +30,7 @@ from studio.input_checks import InputError, parse_json
 
 from .models import Conversation, Message
 from .selectors import Branches, active_messages, available_models, served_model_choice
-from .services import ChatError, _clean_title
+from .services import TITLE_MAX_CHARS, ChatError, title_cut
 
 EXPORT_FORMAT = "chat-prompt-studio.conversation"
 EXPORT_VERSION = 1
@@ -478,8 +478,16 @@ def _is_key(value) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool) and len(str(value)) <= 100
 
 
+IMPORTED_MARK = " (imported)"
+
+
 def _title(value, place: str) -> str:
-    return _clean_title(_text(value, place, "title", limit=10_000)) or Conversation.DEFAULT_TITLE
+    """The file's title, marked as imported (beside the chat it came from, the copy is told
+    apart); a title marked already keeps its one mark."""
+    title = " ".join(_text(value, place, "title", limit=10_000).split()) or Conversation.DEFAULT_TITLE
+    if title.endswith(IMPORTED_MARK):
+        title = title[:-len(IMPORTED_MARK)]
+    return title_cut(title, TITLE_MAX_CHARS - len(IMPORTED_MARK)) + IMPORTED_MARK
 
 
 def _text(value, place: str, name: str, *, limit: int) -> str:

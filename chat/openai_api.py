@@ -270,10 +270,24 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
         conversation = Conversation.objects.create(
             owner=user, kind=Conversation.Kind.API, system_prompt=system, prompt_version=version,
             prompt_variables=variables, model_name=served, parameters=asked["parameters"],
-            title=(f"API: {model}")[:200])
+            title=_api_title(asked))
         services.messages_append(conversation=conversation, turns=messages[:-1])
         _, reply = services.reply_request(conversation=conversation, content=messages[-1]["content"], retrieval=record)
     return conversation, reply, model
+
+
+API_TITLE_WORDS_CHARS = 48  # of what was asked, in the title (the sidebar shows about this much)
+
+
+def _api_title(asked: dict) -> str:
+    """A request's conversation title: the first words it asked (its variables' values, else its
+    last message) and when: “How do I restart the router… · 7 Dec 14:05”."""
+    from django.utils import dateformat, timezone
+
+    asked_text = " ".join(v for v in (asked["variables"] or {}).values() if isinstance(v, str)) or \
+        asked["messages"][-1]["content"]
+    when = dateformat.format(timezone.localtime(), "j M H:i")
+    return f"{services.title_cut(asked_text, API_TITLE_WORDS_CHARS) or asked['model'][:60]} · {when}"
 
 
 def _require_format_can_be_enforced(parameters: dict, version) -> None:

@@ -244,7 +244,7 @@ def reply_request(*, conversation: Conversation, content: str, retrieval: dict |
     fields = ["updated_at"]
     if conversation.prompt_version_id is None and not conversation.messages.exclude(
             pk=user_message.pk).filter(role=Message.Role.USER).exists():
-        conversation.title = _clean_title(content)[:TITLE_FROM_MESSAGE_CHARS]
+        conversation.title = title_cut(content, TITLE_FROM_MESSAGE_CHARS)
         fields.append("title")
     conversation.save(update_fields=fields)
     return user_message, assistant_message
@@ -630,7 +630,19 @@ def _require_storable(text: str, what: str) -> None:
 
 
 def _clean_title(title: str) -> str:
-    return " ".join(title.split())[:TITLE_MAX_CHARS]
+    return title_cut(title, TITLE_MAX_CHARS)
+
+
+def title_cut(text: str, limit: int) -> str:
+    """`text` on one line, at most `limit` characters: cut at the last word boundary that fits, with
+    “…” after it (a single word longer than that is cut inside it)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    if text[limit - 1] != " " and " " in cut:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:.-–—") + "…"
 
 
 # --- knowledge attached to a chat ---------------------------------------------------------

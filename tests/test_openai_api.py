@@ -3,6 +3,7 @@ web chat runs at the same time: streaming and not, usage, models, prompts as mod
 
 import asyncio
 import json
+import re
 
 import openai
 import pytest
@@ -78,9 +79,11 @@ def test_a_prompt_is_a_model_with_its_instructions_examples_and_parameters(clien
     stored = json.loads(manage(["shell", "-c", (
         "import json; from chat.models import Conversation; c = Conversation.objects.filter(kind='api').order_by('id').last(); "
         "print(json.dumps([c.prompt_version.prompt.slug, c.prompt_variables, c.system_prompt, "
-        "[m.content for m in c.messages.all()]]))")], studio.env).strip().splitlines()[-1])
+        "[m.content for m in c.messages.all()], c.title]))")], studio.env).strip().splitlines()[-1])
     assert stored[:3] == ["order-json", {"order": "three pears"}, "Reply with JSON only."]
     assert stored[3][0] == "Order: three pears"
+    # Titled by what was asked and when, not "API: prompt:order-json" for every request.
+    assert re.fullmatch(r"three pears · \d{1,2} [A-Z][a-z]{2} \d\d:\d\d", stored[4]), stored[4]
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="prompt:order-json", messages=[{"role": "user", "content": "x"}],
                                        extra_body={"variables": {"wrong": "x"}})

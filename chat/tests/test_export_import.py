@@ -81,9 +81,13 @@ def test_an_export_imports_back_as_the_importers_own_with_the_same_tree(client, 
     imported = Conversation.objects.get(owner=bob)
     assert response.status_code == 302 and response["Location"] == f"/chat/{imported.pk}/"
     assert imported.kind == Conversation.Kind.CHAT and imported.pk != trip.pk
-    assert tree(imported) == tree(trip)
+    assert imported.title == "Trip plans (imported)"  # told apart from the chat it came from
+    assert tree(imported) == {**tree(trip), "title": "Trip plans (imported)"}
     assert imported.created_at == trip.created_at
     assert Conversation.objects.filter(owner=alice).count() == 1
+    # Imported again from its own export: still one mark.
+    client.post("/chat/import/", {"file": upload(client.get(f"/chat/{imported.pk}/export/?format=json").content)})
+    assert Conversation.objects.filter(owner=bob).order_by("pk").last().title == "Trip plans (imported)"
 
 
 def test_the_markdown_export_shows_only_the_active_branch(client, alice, trip):
@@ -96,6 +100,31 @@ def test_the_markdown_export_shows_only_the_active_branch(client, alice, trip):
     assert text.index("**You**\n\nWhere to go in May?") < text.index("**Assistant** (tiny)\n\nLisbon.") \
         < text.index("**You**\n\nAnd in June?") < text.index("Oslo.")
     assert "July" not in text and "Reykjavík" not in text
+
+
+def test_a_title_made_from_a_long_first_message_is_cut_at_a_word_and_exported_so(client, alice):
+    from chat.services import TITLE_FROM_MESSAGE_CHARS, reply_request
+
+    conversation = conversation_create(owner=alice)
+    question = ("Please compare the maintenance schedules of the model B and model C presses in detail, "
+                "with their spare parts")
+    reply_request(conversation=conversation, content=question)
+    conversation.refresh_from_db()
+    assert conversation.title == "Please compare the maintenance schedules of the model B and…"
+    assert len(conversation.title) <= TITLE_FROM_MESSAGE_CHARS
+    client.force_login(alice)
+    text = client.get(f"/chat/{conversation.pk}/export/?format=markdown").content.decode()
+    assert text.startswith("# Please compare the maintenance schedules of the model B and…\n")
+    assert f"**You**\n\n{question}" in text  # the message itself whole
+
+
+def test_a_long_imported_title_is_cut_at_a_word_before_its_mark(client, alice, trip):
+    client.force_login(alice)
+    exported = json.loads(client.get(f"/chat/{trip.pk}/export/?format=json").content)
+    exported["title"] = "word " * 60
+    client.post("/chat/import/", {"file": upload(exported)})
+    title = Conversation.objects.filter(owner=alice).order_by("pk").last().title
+    assert len(title) <= 200 and title.endswith("word… (imported)")
 
 
 def test_someone_elses_conversation_is_not_exported(client, bob, trip):
@@ -203,7 +232,7 @@ def test_a_chatgpt_export_imports_with_its_branches_and_current_branch(client, a
     response = client.post("/chat/import/", {"file": upload(CHATGPT_EXPORT)})
     haiku, quick = Conversation.objects.filter(owner=alice).order_by("pk")
     assert response.status_code == 302 and response["Location"] == f"/chat/{haiku.pk}/"
-    assert haiku.title == "Haiku help" and quick.title == "Quick question"
+    assert haiku.title == "Haiku help (imported)" and quick.title == "Quick question (imported)"
     by_content = {m.content: m for m in haiku.messages.all()}
     assert sorted(by_content) == ["Neige sur les pins", "Now in French.", "Soft rain on the roof",
                                   "White hush on the pines", "Write a haiku about rain.", "Write a haiku about snow."]
