@@ -151,8 +151,9 @@ class Command(BaseCommand):
         from finetune import services as finetune_services
         from finetune.runner import run_fine_tune
 
+        # Trained as version 1 (instructions only) serves the cases: the version it is evaluated with.
         job = finetune_services.job_create(user=user, name=f"{prompt.slug}-ft", prompt_slug=prompt.slug,
-                                           filters={"split": "train"}, hyperparameters={"epochs": epochs})
+                                           filters={"split": "train"}, hyperparameters={"epochs": epochs}, version=1)
         self.say(f"fine-tuning {job.name}: LoRA, {job.example_count} training cases, {epochs:g} epochs…")
         started = time.perf_counter()
         run_fine_tune(job.pk)  # the job workers' runner: the training process, here from this one
