@@ -298,3 +298,37 @@ def generation_overrides(*, message: Message) -> dict:
     if "stop" in overrides:
         overrides["stop"] = tuple(overrides["stop"])
     return overrides
+
+
+# --- playground runs (chat/playground.py) -----------------------------------------------------------
+
+PLAYGROUND_RUNS_LISTED = 20  # a prompt's playground lists this many of the person's last runs
+
+
+def playground_runs(*, user, prompt, limit: int = PLAYGROUND_RUNS_LISTED) -> list[Conversation]:
+    """The person's last playground runs of `prompt`, newest first, each given `reply` (its answer,
+    None while none is stored): two queries however many runs there are."""
+    from django.db.models import Prefetch
+
+    runs = list(Conversation.objects.filter(owner=user, kind=Conversation.Kind.PLAYGROUND,
+                                            prompt_version__prompt=prompt)
+                .select_related("prompt_version").order_by("-created_at", "-pk")[:limit]
+                .prefetch_related(Prefetch("messages", to_attr="replies",
+                                           queryset=Message.objects.filter(role=Message.Role.ASSISTANT)
+                                           .order_by("pk"))))
+    for run in runs:
+        run.reply = run.replies[-1] if run.replies else None
+    return runs
+
+
+def playground_run(*, user, prompt, conversation_id) -> Conversation | None:
+    """One of the person's playground runs of `prompt`, with its messages (`run_messages`, the user
+    turn then the reply) and `reply`; None for anyone else's, or another prompt's."""
+    conversation = conversation_for(user=user, conversation_id=conversation_id)
+    if conversation is None or conversation.kind != Conversation.Kind.PLAYGROUND or \
+            conversation.prompt_version is None or conversation.prompt_version.prompt_id != prompt.pk:
+        return None
+    conversation.run_messages = list(conversation.messages.order_by("pk"))
+    replies = [m for m in conversation.run_messages if m.role == Message.Role.ASSISTANT]
+    conversation.reply = replies[-1] if replies else None
+    return conversation

@@ -32,6 +32,10 @@ urlpatterns = [
 # Pages of the prompt library that run chats (studio/urls.py routes them under /prompts/).
 playground_urlpatterns = [
     path("<slug:slug>/playground/", playground.playground, name="page"),
+    path("<slug:slug>/playground/preview/", playground.playground_preview, name="preview"),
     path("<slug:slug>/playground/run/", playground.playground_run, name="run"),
+    path("<slug:slug>/playground/runs/", playground.playground_run_list, name="runs"),
+    path("<slug:slug>/playground/runs/<id:conversation_id>/", playground.playground_run_detail, name="run_detail"),
+    path("<slug:slug>/playground/compare/", playground.playground_compare, name="compare"),
     path("<slug:slug>/versions/<int:number>/chat/", playground.chat_start, name="chat_start"),
 ]

@@ -16,7 +16,6 @@ urlpatterns = [
     path("<slug:slug>/labels/", views.label_move, name="label_move"),
     path("<slug:slug>/editors/", views.editors_change, name="editors"),
     path("<slug:slug>/export/", views.prompt_export, name="export"),
-    path("<slug:slug>/playground/preview/", views.playground_preview, name="playground_preview"),
 ]
 
 api_urlpatterns = [

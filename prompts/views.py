@@ -11,7 +11,7 @@ from studio.input_checks import InputError, parse_json
 
 from . import selectors, services
 from .diff import diff_versions, format_text
-from .rendering import MissingVariablesError, TemplateError, inspect_template, render_messages
+from .rendering import MissingVariablesError, TemplateError, inspect_template
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 
@@ -381,29 +381,3 @@ def playground_input(prompt, params) -> tuple[list, dict]:
     """The versions a playground request compares (`a`, optionally `b`) and the values of their variables."""
     versions = playground_versions(prompt, params)
     return versions, variables_from(params, union_variables(versions))
-
-
-def _preview(version, variables, counter):
-    try:
-        messages = render_messages(instructions=version.instructions, examples=version.examples,
-                                   template=version.template, variables=variables)
-    except (MissingVariablesError, TemplateError) as exc:
-        return {"version": version, "error": str(exc)}
-    preview = {"version": version, "messages": messages}
-    if counter is not None:
-        tokens = counter.count(messages)
-        preview.update(tokens=tokens, context_length=counter.context_length,
-                       too_long=tokens + (version.max_new_tokens or 0) > counter.context_length)
-    return preview
-
-
-@login_required
-@require_POST
-def playground_preview(request, slug):
-    versions, variables = playground_input(prompt_or_404(slug), request.POST)
-    counter = selectors.prompt_counter()
-    return render(request, "prompts/_preview.html", {
-        "previews": [_preview(version, variables, counter) for version in versions], "counter": counter,
-    })
-
-
