@@ -96,6 +96,20 @@ def sampling_in_effect(conversation: Conversation) -> dict[str, tuple[object, st
     return effect
 
 
+def sampling_summary(effect: dict[str, tuple[object, str]]) -> str:
+    """What a reply is written with, short, for the Sampling panel's heading: "T 0.2 · top-p 0.9 ·
+    256 tokens", then a seed and stop sequences where set (values from `sampling_in_effect`)."""
+    value = {name: shown for name, (shown, _source) in effect.items()}
+    parts = [f"T {value['temperature']:g}" if value.get("temperature") is not None else "",
+             f"top-p {value['top_p']:g}" if value.get("top_p") is not None else "",
+             f"{value['max_new_tokens']:,} tokens" if value.get("max_new_tokens") is not None else "",
+             f"seed {value['seed']}" if value.get("seed") is not None else ""]
+    stop = value.get("stop") or []
+    if stop:
+        parts.append(f"{len(stop)} stop sequence{'s' if len(stop) > 1 else ''}")
+    return " · ".join(part for part in parts if part)
+
+
 SOURCE_WORDS = {"chat": "this chat", "prompt": "the prompt", "yours": "your default", "default": "studio default"}
 
 

@@ -8,7 +8,8 @@ from . import selectors, services
 from . import search
 from .forms import SearchForm
 from .models import Message
-from .sampling import SAMPLING_FIELDS, SamplingError, sampling_form_fields, sampling_in_effect, user_defaults
+from .sampling import (SAMPLING_FIELDS, SamplingError, sampling_form_fields, sampling_in_effect, sampling_summary,
+                       user_defaults)
 
 MESSAGES_PER_PAGE = 50  # of the active branch, newest first; older ones load as the person scrolls up
 
@@ -62,6 +63,7 @@ def conversation_detail(request, conversation_id):
         "earlier": len(messages) > len(shown),
         "workers": selectors.workers_online(),
         "models": selectors.available_models(),
+        "sampling_summary": sampling_summary(sampling_in_effect(conversation)),
         **_knowledge_context(request, conversation),
     })
 
@@ -146,10 +148,11 @@ def _as_typed(request) -> dict:
 
 def _sampling_panel(request, conversation, *, error=None, saved=False):
     stored = _as_typed(request) if error else (conversation.parameters or {})
+    effect = sampling_in_effect(conversation)
     return render(request, "chat/_sampling.html", {
         "conversation": conversation, "saved": saved, "error": str(error or ""),
-        "error_field": getattr(error, "field", ""),
-        "sampling_fields": sampling_form_fields(stored, sampling_in_effect(conversation))}, status=400 if error else 200)
+        "error_field": getattr(error, "field", ""), "sampling_summary": sampling_summary(effect),
+        "sampling_fields": sampling_form_fields(stored, effect)}, status=400 if error else 200)
 
 
 @login_required

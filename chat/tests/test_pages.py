@@ -117,3 +117,21 @@ def test_login_page_logs_in_and_goes_to_the_chat(client, alice):
     response = client.post("/accounts/login/", {"username": "alice", "password": "alice-password-1"})
     assert response.status_code == 302 and response["Location"] == "/chat/"
     assert client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code == 200
+
+
+def test_the_sampling_heading_shows_the_values_in_effect_and_follows_a_save(client, alice):
+    from prompts.services import prompt_create
+
+    prompt = prompt_create(owner=alice, name="Orders", slug="orders", version={
+        "instructions": "Be brief.", "template": "{{ order }}", "max_new_tokens": 64})
+    conversation = Conversation.objects.create(owner=alice, title="From a prompt", prompt_version=prompt.versions.get(),
+                                               parameters={"temperature": 0.2, "top_p": 0.9})
+    client.force_login(alice)
+    page = client.get(f"/chat/{conversation.pk}/").content.decode()
+    assert ">Sampling · <span class=\"sampling-summary__values\">T 0.2 · top-p 0.9 · 64 tokens</span>" in page
+    saved = client.post(f"/chat/{conversation.pk}/sampling/", {"temperature": "0.7", "max_new_tokens": "256",
+                                                                "seed": "7", "stop": "END"},
+                        headers={"HX-Request": "true"}).content.decode()
+    # The answer carries the heading too (swapped out of band): the values the next reply uses.
+    assert 'id="sampling-summary" hx-swap-oob="true"' in saved
+    assert "T 0.7 · top-p" in saved and "· 256 tokens · seed 7 · 1 stop sequence<" in saved

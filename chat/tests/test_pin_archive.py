@@ -105,11 +105,11 @@ def test_archived_conversations_leave_the_list_for_archived(client, alice):
     assert "Nothing archived" in client.get("/chat/?kind=archived").content.decode()
 
 
-def test_the_header_has_pin_and_archive_beside_delete(client, alice):
+def test_the_headers_menu_has_pin_and_archive_beside_delete(client, alice):
     conversation = chat(alice, "Trip")
     client.force_login(alice)
     page = client.get(f"/chat/{conversation.pk}/").content.decode()
-    header = page.split('class="chat__header"')[1].split('class="chat__settings"')[0]
+    header = page.split('id="chat-menu"')[1].split("</details>")[0]  # the header's ⋯ menu
     assert header.index(f'/chat/{conversation.pk}/pin/') < header.index(f'/chat/{conversation.pk}/delete/')
     assert f'/chat/{conversation.pk}/archive/' in header and ">Pin<" in header and ">Archive<" in header
 

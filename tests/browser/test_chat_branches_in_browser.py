@@ -178,8 +178,9 @@ def test_thumbs_down_opens_the_failure_case_form_filled_in(page, log_in):
 def test_side_by_side_streams_two_replies_and_keeping_one_records_the_pair(page, log_in, screenshot):
     log_in()
     new_chat(page)
-    # Sampled replies (this chat's own setting), so that the two differ.
-    page.get_by_text("Sampling · temperature").click()
+    # Sampled replies (this chat's own setting), so that the two differ. Sampling is in the Controls sheet.
+    page.locator("#chat-controls > summary").click()
+    page.locator("#sampling-panel > summary").click()
     page.get_by_label("Temperature").fill("1.5")
     page.get_by_label("Seed").fill("not a number")
     page.get_by_role("button", name="Save").last.click()
@@ -188,6 +189,9 @@ def test_side_by_side_streams_two_replies_and_keeping_one_records_the_pair(page,
     page.get_by_role("button", name="Save").last.click()
     expect(page.locator("#sampling")).to_contain_text("Saved; applies to the next reply.")
     expect(page.locator('[data-sampling-source="temperature"]')).to_contain_text("1.5 · this chat")
+    expect(page.locator("#sampling-summary")).to_contain_text("T 1.5 · top-p")
+    page.keyboard.press("Escape")  # the sheet closes; the chat is back
+    expect(page.locator(".sheet")).to_be_hidden()
 
     page.locator("#compare-model").select_option(index=1)
     send(page, "Tell me about pears")

@@ -102,7 +102,9 @@ def test_a_chat_attaches_a_knowledge_base_by_hash_and_cites_it(page, log_in, scr
     assert card["width"] == pytest.approx(reply.locator(".sources").bounding_box()["width"], abs=2), card
     screenshot("knowledge-chat-citation")
 
-    # × detaches it (the panel comes back without it); the Attach… picker finds it and attaches it again.
+    # The panel is in the Controls sheet: × detaches it (the panel comes back without it); the Attach…
+    # picker finds it and attaches it again.
+    page.locator("#chat-controls > summary").click()
     panel.get_by_role("button", name=f"Detach {BASE}").click()
     expect(chip).to_have_count(0)
     expect(panel).to_contain_text("None.")

@@ -53,6 +53,7 @@ def test_ctrl_k_searches_as_one_types_and_the_list_comes_back(page, log_in, port
 def test_pin_and_archive_move_the_conversation_in_the_sidebar(page, log_in, porto, screenshot):
     log_in()
     page.goto(f"/chat/{porto}/")
+    page.locator("#chat-menu > summary").click()  # the header's ⋯ menu holds them
     page.get_by_role("button", name="Pin", exact=True).click()
     expect(page.get_by_role("button", name="Unpin")).to_be_visible()
     groups = page.locator("#conversation-list .conversation-list__group")

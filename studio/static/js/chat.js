@@ -13,6 +13,7 @@
   const errorBox = document.getElementById("chat-error");
   const connection = document.getElementById("connection");
   const template = document.getElementById("message-template");
+  const jump = document.getElementById("jump-to-latest");
   const conversationId = chat.dataset.conversationId;
   const IN_PROGRESS = ["queued", "streaming"];
   const STATE_TEXT = { queued: "Waiting for the model…", streaming: "Writing…", stopped: "Stopped", failed: "", complete: "" };
@@ -29,11 +30,19 @@
   }
 
   function follow(wasNearBottom) {
-    if (wasNearBottom) {
-      messages.scrollTop = messages.scrollHeight;
-    } else {
-      document.getElementById("jump-to-latest").hidden = false;
-    }
+    if (wasNearBottom) messages.scrollTop = messages.scrollHeight;
+    updateJumpSoon();
+  }
+
+  // "↓ Jump to latest" shows while the newest messages are out of view (scrolled up), and only then:
+  // checked after every scroll, change of the messages (a reply re-rendered shorter) and resize.
+  let jumpFrame = 0;
+  function updateJumpSoon() {
+    if (jumpFrame) return;
+    jumpFrame = requestAnimationFrame(() => {
+      jumpFrame = 0;
+      jump.hidden = nearBottom();
+    });
   }
 
   function showError(text) {
@@ -258,6 +267,24 @@
   }
 
   const OPEN_FENCE = /^ {0,3}(`{3,}|~{3,})[ \t]*([^`\s]*)[^\n]*\n?/;
+  const FENCE_LINE = /^ {0,3}(`+|~+)[ \t]*$/;
+
+  // An open code block's text up to its closing fence, and what follows the fence: the fence is
+  // never shown, nor a last line that is one being written (a line of backticks, too short yet).
+  function beforeClosingFence(text, opening) {
+    let start = 0;
+    while (start <= text.length) {
+      const end = text.indexOf("\n", start);
+      const line = end < 0 ? text.slice(start) : text.slice(start, end);
+      const fence = FENCE_LINE.exec(line);
+      if (fence && fence[1][0] === opening[0] && (fence[1].length >= opening.length || end < 0)) {
+        return { code: text.slice(0, start).replace(/\n$/, ""), after: end < 0 ? "" : text.slice(end + 1) };
+      }
+      if (end < 0) break;
+      start = end + 1;
+    }
+    return { code: text, after: "" };
+  }
   function showTail(element) {
     const tail = element.querySelector(".message__tail");
     if (!tail) return;
@@ -274,7 +301,14 @@
         tail.replaceChildren(block);
         tail.dataset.fence = fence[0];
       }
-      code.textContent = text.slice(fence[0].length);
+      const { code: shown, after } = beforeClosingFence(text.slice(fence[0].length), fence[1]);
+      code.textContent = shown;
+      let rest = tail.querySelector(":scope > .message__after-code");
+      if (after && !rest) {
+        rest = Object.assign(document.createElement("div"), { className: "message__after-code" });
+        tail.append(rest);
+      }
+      if (rest) rest.textContent = after;
     } else {
       delete tail.dataset.fence;
       tail.textContent = text;
@@ -434,13 +468,32 @@
     }
   });
 
-  // "Jump to latest" while scrolled up and new text arrives below.
-  const jump = document.getElementById("jump-to-latest");
-  messages.addEventListener("scroll", () => { if (nearBottom()) jump.hidden = true; });
+  messages.addEventListener("scroll", updateJumpSoon, { passive: true });
+  new ResizeObserver(updateJumpSoon).observe(messages);
+  new MutationObserver(updateJumpSoon).observe(messages, { childList: true, subtree: true, characterData: true });
   jump.addEventListener("click", () => {
     messages.scrollTop = messages.scrollHeight;
     jump.hidden = true;
   });
+
+  // The knowledge attached to this chat, above the message box (the panel that changes it is in the
+  // Controls sheet): the panel's chips, without their buttons; a click opens the sheet.
+  const attached = document.getElementById("attached-knowledge");
+  function showAttached() {
+    const chips = [...document.querySelectorAll("#knowledge-panel .knowledge-panel__attached > .chip")];
+    attached.replaceChildren(...chips.map((chip) => {
+      const copy = chip.cloneNode(true);
+      copy.querySelectorAll("button").forEach((button) => button.remove());
+      copy.removeAttribute("data-attached");
+      return copy;
+    }));
+    attached.hidden = chips.length === 0;
+  }
+  attached.addEventListener("click", () => {
+    document.getElementById("chat-controls").open = true;
+  });
+  document.addEventListener("htmx:afterSettle", showAttached);
+  showAttached();
 
   // `#` in the message box: attach a knowledge base or a document by name, from the same list as the
   // knowledge panel's picker; the `#word` leaves the message.

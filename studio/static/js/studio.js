@@ -89,3 +89,68 @@ document.addEventListener("click", (event) => {
   toggle.setAttribute("aria-expanded", String(open));
   toggle.closest(".topbar").classList.toggle("topbar--open", open);
 });
+
+// Popovers (<details data-popover>: the chat's Controls sheet and ⋯ menu): one open at a time;
+// Escape, a close button or a chosen item closes it. (A click outside lands on the open summary's
+// ::before layer, so the browser closes it itself.)
+(function () {
+  "use strict";
+  function openPopovers() {
+    return [...document.querySelectorAll("details[data-popover][open]")];
+  }
+  document.addEventListener("toggle", (event) => {
+    const opened = event.target;
+    if (!(opened instanceof HTMLDetailsElement) || !opened.hasAttribute("data-popover") || !opened.open) return;
+    openPopovers().forEach((other) => { if (other !== opened && !other.contains(opened)) other.open = false; });
+  }, true);  // `toggle` does not bubble
+  document.addEventListener("click", (event) => {
+    const closer = event.target.closest("[data-popover-close], [data-popover-dismiss]");
+    const popover = closer && closer.closest("details[data-popover]");
+    if (popover) popover.open = false;
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.defaultPrevented) return;
+    const open = openPopovers();
+    if (!open.length) return;
+    const innermost = open[open.length - 1];
+    innermost.open = false;
+    innermost.querySelector(":scope > summary").focus();
+    event.preventDefault();
+    event.stopImmediatePropagation();  // Escape closed this; it does not also stop a reply (chat.js)
+  });
+})();
+
+// Phones: the conversations are a drawer behind the ☰ button (chat and search pages).
+(function () {
+  "use strict";
+  function setDrawer(layout, open) {
+    layout.classList.toggle("layout--drawer-open", open);
+    layout.querySelectorAll("[data-drawer-toggle]").forEach((toggle) => toggle.setAttribute("aria-expanded", String(open)));
+    const backdrop = layout.querySelector(".drawer-backdrop");
+    if (backdrop) backdrop.hidden = !open;
+  }
+  document.addEventListener("click", (event) => {
+    const toggle = event.target.closest("[data-drawer-toggle]");
+    const layout = event.target.closest(".layout");
+    if (!layout) return;
+    if (toggle) {
+      const open = !layout.classList.contains("layout--drawer-open");
+      setDrawer(layout, open);
+      if (open) {
+        const current = layout.querySelector('.sidebar [aria-current="page"]') || layout.querySelector(".sidebar a, .sidebar button");
+        if (current) current.focus({ preventScroll: true });
+      }
+    } else if (event.target.closest("[data-drawer-close]")) {
+      setDrawer(layout, false);
+    }
+  });
+  document.addEventListener("keydown", (event) => {
+    const layout = document.querySelector(".layout--drawer-open");
+    if (event.key === "Escape" && layout) {
+      setDrawer(layout, false);
+      const toggle = layout.querySelector("[data-drawer-toggle]");
+      if (toggle) toggle.focus();
+      event.stopImmediatePropagation();
+    }
+  });
+})();
