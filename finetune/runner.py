@@ -28,12 +28,13 @@ from django.utils import timezone
 
 from chat.models import Conversation, Message
 from evals.models import FailureCase
+from prompts import selectors as prompt_selectors
 from studio.jobs import JobStatus, job_claim, job_end, job_progress
 from studio.llm.adapters import write_meta
 from studio.llm.training import PROGRESS_PREFIX, TrainingConfig, launch_command
 
 from .models import FineTunedModel, FineTuneJob
-from .training_data import base_model_folder, rows_hash, training_rows
+from .training_data import base_model_folder, rendered_text, rows_hash, training_rows
 
 log = logging.getLogger("finetune")
 LOG_TAIL_LINES = 40
@@ -76,8 +77,12 @@ def _run(job: FineTuneJob) -> tuple[str, str]:
                          version=job.prompt_version)
     if not rows:
         return JobStatus.FAILED, "None of the job's training cases are left (deleted meanwhile)."
+    counter = prompt_selectors.prompt_counter()
     job.data_hash, job.example_count = rows_hash(rows), len(rows)
-    FineTuneJob.objects.filter(pk=job.pk).update(data_hash=job.data_hash, example_count=job.example_count)
+    if counter is not None:  # before launch they may have been extrapolated from the first cases
+        job.token_count = sum(counter.count_text(rendered_text(row, counter)) for row in rows)
+    FineTuneJob.objects.filter(pk=job.pk).update(data_hash=job.data_hash, example_count=job.example_count,
+                                                 token_count=job.token_count)
     gpus = gpu_count()
     device = "cuda" if gpus else "cpu"
     config = TrainingConfig(**{**job.hyperparameters, "device": device,

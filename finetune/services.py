@@ -201,6 +201,13 @@ def job_version(*, prompt, chosen):
         raise FineTuneError(str(exc), "version") from None
 
 
+PLAN_ASSEMBLED_CASES = 30  # cases assembled before launch when the version retrieves (about 10 s here)
+
+
+def _retrieves(version) -> bool:
+    return version is not None and bool((version.retrieval or {}).get("knowledge_bases"))
+
+
 def job_plan(*, user, prompt, filters: dict, objective: str, hyperparameters: dict, method: str,
              version: str | int | None = None) -> dict:
     """What launching would do: the version the cases are served through, examples, tokens, the first
@@ -208,7 +215,14 @@ def job_plan(*, user, prompt, filters: dict, objective: str, hyperparameters: di
     time, and warnings. Raises FineTuneError for what cannot run."""
     chosen = job_version(prompt=prompt, chosen=version)
     cases, filters = cases_for_job(user=user, prompt=prompt, filters=filters)
-    data = training_data(cases, objective, user=user, version=chosen)
+    chosen_cases = list(cases)
+    # A version that retrieves searches its passages for each case (0.3 s each here): before launch
+    # only the first ones are assembled, and the figures of the rest extrapolated from them; the
+    # job assembles every case when it runs.
+    retrieving = any(_retrieves(chosen if chosen is not None else case.prompt_version) for case in chosen_cases)
+    assembled = chosen_cases[:PLAN_ASSEMBLED_CASES] if retrieving else chosen_cases
+    scale = len(chosen_cases) / len(assembled) if assembled else 1.0
+    data = training_data(assembled, objective, user=user, version=chosen)
     rows = data.rows
     config = clean_hyperparameters(hyperparameters, method=method, objective=objective)
     counter = prompt_selectors.prompt_counter()
@@ -225,6 +239,8 @@ def job_plan(*, user, prompt, filters: dict, objective: str, hyperparameters: di
                 too_long.append(tokens)
             if n < 3:
                 preview.append({"text": text, "version": data.versions[n], "passages": data.passages[n]})
+    example_count, token_count, trained_tokens = round(len(rows) * scale), round(token_count * scale), \
+        round(trained_tokens * scale)
     warnings = []
     if too_long:
         warnings.append(f"{len(too_long)} example{'s are' if len(too_long) != 1 else ' is'} longer than the maximum "
@@ -232,18 +248,19 @@ def job_plan(*, user, prompt, filters: dict, objective: str, hyperparameters: di
                         "examples and passages the version is served with): training cuts their end, which is the "
                         "expected answer. Raise the maximum length, or shorten what the version sends.")
     threshold = settings.FAILURE_CASES_FOR_FINE_TUNING
-    if rows and len(rows) < threshold // 4:
-        warnings.append(f"Only {len(rows)} training example{'s' if len(rows) != 1 else ''}: fine-tuning usually pays "
+    if rows and example_count < threshold // 4:
+        warnings.append(f"Only {example_count} training example{'s' if example_count != 1 else ''}: fine-tuning usually pays "
                         f"off from about {threshold:,} good cases. With this few, few-shot examples in the prompt "
                         "are often as good; the job may memorise them.")
     funnel = cases_funnel(user=user, prompt=prompt, filters=filters)
     return {"cases": list(cases.values_list("id", flat=True)), "filters": filters, "rows": rows,
             "version": chosen, "versions": sorted({n for n in data.versions if n is not None}),
             "version_label": _version_label(chosen),
-            "example_count": len(rows), "token_count": token_count, "preview": preview, "config": config,
+            "example_count": example_count, "token_count": token_count, "preview": preview, "config": config,
+            "assembled": len(assembled), "extrapolated": len(assembled) < len(chosen_cases),
             "funnel": funnel, "left_out": data.left_out, "left_out_text": describe_left_out(data.left_out),
             "why_none": "" if rows else describe_funnel(funnel, data.left_out),
-            "estimate": job_estimate(token_count=trained_tokens, config=config, examples=len(rows)),
+            "estimate": job_estimate(token_count=trained_tokens, config=config, examples=example_count),
             "warnings": warnings}
 
 
@@ -473,7 +490,9 @@ def job_create(*, user, name: str, prompt_slug: str, filters: dict, objective: s
         job = FineTuneJob.objects.create(
             name=name, base_model=chat_selectors.base_model_name(), prompt=prompt, prompt_version=planned["version"],
             case_filters=planned["filters"],
-            case_ids=planned["cases"], data_hash=rows_hash(planned["rows"]), example_count=planned["example_count"],
+            case_ids=planned["cases"], example_count=planned["example_count"],
+            # Of every row when all were assembled; the job worker stores that of what it trains on.
+            data_hash="" if planned["extrapolated"] else rows_hash(planned["rows"]),
             token_count=planned["token_count"], objective=objective, method=method,
             hyperparameters=planned["config"], created_by=user)
         transaction.on_commit(lambda: jobs.dispatch(FineTuneJob, job.pk))

@@ -130,3 +130,30 @@ def test_the_job_keeps_the_version_and_the_runner_trains_on_the_same_rows(carol,
 
     assert [json.loads(line) for line in written["rows"].splitlines()] == planned_rows
     assert FineTuneJob.objects.get(pk=job.pk).data_hash == job.data_hash
+
+
+def test_before_launch_a_retrieving_version_assembles_only_the_first_cases_and_the_job_all(carol, alice, support,
+                                                                                           monkeypatch, settings,
+                                                                                           tmp_path, client):
+    from finetune import runner
+    from finetune.models import FineTuneJob
+
+    monkeypatch.setattr(services, "PLAN_ASSEMBLED_CASES", 1)  # searching passages costs 0.3 s a case here
+    case_services.cases_create(user=alice, source="api", rows=[
+        {"prompt": "support", "input": {"question": f"How do I restart router {n}?"}, "expected": "Hold it."}
+        for n in range(2)])
+    planned = services.job_plan(user=carol, prompt=support, filters={}, objective="sft", hyperparameters={},
+                                method="lora")
+    assert planned["extrapolated"] and planned["assembled"] == 1 and planned["example_count"] == 3
+    client.force_login(carol)
+    panel = client.post("/fine-tunes/plan/", {"prompt": "support"}).content.decode()
+    assert "about <strong>3</strong> examples" in panel and "Figures from the first 1 cases" in panel
+    settings.DATA_DIR = tmp_path
+    job = services.job_create(user=carol, name="", prompt_slug="support", filters={})
+    written = {}
+    monkeypatch.setattr(runner, "_watch", lambda job, folder, command, device: written.setdefault(
+        "rows", (folder / "data.jsonl").read_text().splitlines()) and {"status": "failed", "error": "stopped"})
+    monkeypatch.setattr(runner, "base_model_folder", lambda convert: TINY_MODEL_DIR)
+    runner.run_fine_tune(job.pk)
+    job = FineTuneJob.objects.get(pk=job.pk)
+    assert len(written["rows"]) == 3 and job.example_count == 3 and len(job.data_hash) == 64
