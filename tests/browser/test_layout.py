@@ -238,6 +238,9 @@ def test_every_control_is_in_reach_through_the_header(window, ids):
         save(window, "phone-drawer")
         window.keyboard.press("Escape")
         expect(sidebar.get_by_role("button", name="New chat")).to_be_hidden()
+        window.keyboard.press("Control+k")  # a narrow window with a keyboard: the drawer opens on its box
+        expect(sidebar.get_by_label("Search conversations")).to_be_focused()
+        window.keyboard.press("Escape")
         window.get_by_role("button", name="Conversations").click()
     expect(sidebar.get_by_role("button", name="New chat")).to_be_visible()
     expect(sidebar.get_by_label("Search conversations")).to_be_visible()

@@ -6,9 +6,12 @@
   const isMac = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent);
 
   function visibleSearchBox() {
+    // A phone's closed conversation drawer holds the sidebar's box out of sight: open it first.
+    const drawer = document.querySelector(".layout:not(.layout--drawer-open) [data-drawer-toggle]");
+    if (drawer && drawer.checkVisibility() && !document.getElementById("search-page-q")) drawer.click();
     for (const id of ["search-page-q", "sidebar-search"]) {  // in this order, whatever the page's
       const box = document.getElementById(id);
-      if (box && box.offsetParent !== null) return box;
+      if (box && box.checkVisibility({ visibilityProperty: true })) return box;
     }
     return null;
   }
