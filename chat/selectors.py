@@ -307,15 +307,17 @@ PLAYGROUND_RUNS_LISTED = 20  # a prompt's playground lists this many of the pers
 
 def playground_runs(*, user, prompt, limit: int = PLAYGROUND_RUNS_LISTED) -> list[Conversation]:
     """The person's last playground runs of `prompt`, newest first, each given `reply` (its answer,
-    None while none is stored): two queries however many runs there are."""
+    None while none is stored; its text only as `opening`, its first 80 characters): two queries
+    however many runs there are."""
     from django.db.models import Prefetch
+    from django.db.models.functions import Substr
 
+    replies = Message.objects.filter(role=Message.Role.ASSISTANT).defer("content").annotate(
+        opening=Substr("content", 1, 80)).order_by("pk")
     runs = list(Conversation.objects.filter(owner=user, kind=Conversation.Kind.PLAYGROUND,
                                             prompt_version__prompt=prompt)
                 .select_related("prompt_version").order_by("-created_at", "-pk")[:limit]
-                .prefetch_related(Prefetch("messages", to_attr="replies",
-                                           queryset=Message.objects.filter(role=Message.Role.ASSISTANT)
-                                           .order_by("pk"))))
+                .prefetch_related(Prefetch("messages", to_attr="replies", queryset=replies)))
     for run in runs:
         run.reply = run.replies[-1] if run.replies else None
     return runs
