@@ -1,6 +1,7 @@
 """HTTP API for failure cases and evaluations (Bearer tokens, JSON), so that a team's CI can
 run its regression suite. Routes and answers are in README.md."""
 
+from django.core.paginator import EmptyPage, Paginator
 from django.http import JsonResponse
 
 from accounts.api import api_endpoint
@@ -19,7 +20,8 @@ EVALUATION_SHAPE = ('Send a JSON object: {"prompt": "slug", "version": 2, "split
 def failure_cases(request, user, payload):
     rows = payload if isinstance(payload, list) else [payload]
     try:
-        cases = services.cases_create(user=user, rows=rows, source=FailureCase.Source.API)
+        # Private unless a row says "shared": true (the one default of every new case).
+        cases = services.cases_create(user=user, rows=rows, source=FailureCase.Source.API, shared=None)
     except services.CaseError as exc:  # one case: its field without the list's index
         raise StudioError(str(exc) if isinstance(payload, list) else str(exc).removeprefix("[0].")) from None
     return JsonResponse({"ids": [case.pk for case in cases]}, status=201)
@@ -34,24 +36,37 @@ def failure_cases_export(request, user):
     return export_response(selectors.cases_for(user=user, filters=filters), export_format, filters)
 
 
-def evaluation_json(evaluation: Evaluation, *, user) -> dict:
-    """The evaluation and its results; a case its author made private since is a result without
-    its output (`"private": true`) for everyone else."""
+def evaluation_json(evaluation: Evaluation, *, user, page: int = 1, page_url=None) -> dict:
+    """The evaluation, its counts, and one page of its results (selectors.RESULTS_PER_PAGE, in the
+    order they were stored; `page_url(n)` links the next and previous pages). A case its author made
+    private since is a result without its output (`"private": true`) for everyone else."""
     results = evaluation.results.order_by("id").values("case_id", "output", "passed", "scores", "error",
-                                                       "case__shared", "case__created_by_id")
+                                                       "error_code", "verdict", "case__shared",
+                                                       "case__created_by_id")
+    paginator = Paginator(results, selectors.RESULTS_PER_PAGE)
+    try:
+        shown = paginator.page(page)
+    except EmptyPage:
+        raise NotFound(f"There is no page {page} of results: there are {paginator.num_pages}.") from None
 
     def result_json(r):
         if not (r["case__shared"] or r["case__created_by_id"] == user.pk):
             return {"case": r["case_id"], "passed": r["passed"], "private": True}
         return {"case": r["case_id"], "output": r["output"], "passed": r["passed"], "scores": r["scores"],
-                **({"error": r["error"]} if r["error"] else {})}
+                **({"error": r["error"]} if r["error"] else {}),
+                **({"error_code": r["error_code"]} if r["error_code"] and not r["verdict"] else {})}
 
+    link = page_url or (lambda number: None)
     return {"id": evaluation.pk, "prompt": evaluation.prompt_version.prompt.slug,
             "version": evaluation.prompt_version.number, "model": evaluation.model_name,
-            **evaluation.progress_dict(), "passed": evaluation.passed,
+            **evaluation.progress_dict(), "passed": evaluation.passed, "errored": evaluation.errored,
+            "retried": evaluation.retried, "model_errors_note": evaluation.model_errors_note,
             "pass_rate": None if evaluation.pass_rate is None else round(evaluation.pass_rate, 4),
             "retrieval": selectors.retrieval_figures_of(evaluation),
-            "results": [result_json(r) for r in results]}
+            "results_count": paginator.count, "page": shown.number, "pages": paginator.num_pages,
+            "next": link(shown.number + 1) if shown.has_next() else None,
+            "previous": link(shown.number - 1) if shown.has_previous() else None,
+            "results": [result_json(r) for r in shown.object_list]}
 
 
 @api_endpoint("POST", json_body=True)
@@ -87,7 +102,13 @@ def _evaluation_or_404(user, evaluation_id) -> Evaluation:
 
 @api_endpoint("GET")
 def evaluation_detail(request, user, evaluation_id):
-    return JsonResponse(evaluation_json(_evaluation_or_404(user, evaluation_id), user=user))
+    """One page of results a request (`?page=N`, 50 a page): 10,000 results were 1.5 MB in one answer."""
+    page = request.GET.get("page", "1")
+    if not page.isdigit() or int(page) < 1:
+        raise StudioError('"page" must be a whole number from 1.', "page")
+    evaluation = _evaluation_or_404(user, evaluation_id)
+    return JsonResponse(evaluation_json(evaluation, user=user, page=int(page),
+                                        page_url=lambda number: request.build_absolute_uri(f"?page={number}")))
 
 
 @api_endpoint("POST")

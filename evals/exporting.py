@@ -23,6 +23,7 @@ from prompts.rendering import MissingVariablesError, TemplateError
 from studio.spreadsheet_cells import csv_cell_written
 
 from .prompting import case_messages, user_turn
+from .tag_cells import tags_cell_joined
 
 FORMATS = {"sft": ("jsonl", "application/jsonl"), "dpo": ("jsonl", "application/jsonl"), "csv": ("csv", "text/csv")}
 CSV_COLUMNS = ["id", "prompt", "version", "input", "context", "actual", "expected", "tags", "split", "status",
@@ -45,7 +46,7 @@ def csv_row(case) -> list:
     return [case.pk, version.prompt.slug if version else "", version.number if version else "",
             json.dumps(case.input_variables, ensure_ascii=False) if case.input_variables else case.input_text,
             json.dumps(case.context, ensure_ascii=False) if case.context else "", case.actual, case.expected,
-            ",".join(tag.name for tag in case.tags.all()), case.split, case.status, case.source, case.note,
+            tags_cell_joined(tag.name for tag in case.tags.all()), case.split, case.status, case.source, case.note,
             case.model_name, case.created_by.get_username(), case.created_at.isoformat()]
 
 

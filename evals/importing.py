@@ -237,9 +237,11 @@ def import_start(*, draft, mapping: dict, fixed: dict, options: dict) -> None:
     draft.refresh_from_db()
 
 
-def import_checked(checked: dict, *, user, only_valid: bool, eval_share: float, seed=None) -> list[FailureCase]:
+def import_checked(checked: dict, *, user, only_valid: bool, eval_share: float, shared: bool | None = None,
+                   seed=None) -> list[FailureCase]:
     """Import the rows `check_rows` passed: all of them only when no row had an error, unless
-    `only_valid`. Duplicates are skipped. Returns the cases created."""
+    `only_valid`. Duplicates are skipped. `shared`: the person's choice on the import page (None:
+    the default of every new case). Returns the cases created."""
     if checked["errors"] and not only_valid:
         raise services.CaseError(f"{len(checked['errors'])} rows have errors: fix the file, or choose to import only "
                                  "the valid rows", "file")
@@ -247,7 +249,8 @@ def import_checked(checked: dict, *, user, only_valid: bool, eval_share: float, 
     if eval_share:
         services.split_held_out(chosen, eval_share, seed=seed)
     with transaction.atomic():
-        return [services.case_create(user=user, fields=fields, source=FailureCase.Source.IMPORT) for fields in chosen]
+        return [services.case_create(user=user, fields=fields, source=FailureCase.Source.IMPORT, shared=shared)
+                for fields in chosen]
 
 
 class Cancelled(Exception):
@@ -279,7 +282,8 @@ def import_run(draft_id: int) -> None:
             return
         job_progress(draft, done=len(draft.rows), note="importing")
         created = import_checked(checked, user=draft.owner, only_valid=only_valid,
-                                 eval_share=float(draft.options.get("eval_share") or 0))
+                                 eval_share=float(draft.options.get("eval_share") or 0),
+                                 shared=draft.options.get("shared"))
         outcome["imported"] = len(created)
         job_end(draft, JobStatus.FINISHED, outcome=outcome)
     except Cancelled:

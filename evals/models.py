@@ -11,6 +11,11 @@ from django.urls import reverse
 from studio.jobs import JobRecord, JobStatus
 
 
+# The one default of a new case's sharing, and the sentence every form that makes cases shows.
+NEW_CASE_SHARED = False
+NEW_CASE_SHARING_NOTE = "New cases are private (only you see them) until you tick “Share with the team”."
+
+
 class Tag(models.Model):
     name = models.CharField(max_length=60, unique=True)
 
@@ -25,9 +30,10 @@ class FailureCase(models.Model):
     """A case where the model got it wrong, with the answer a person expected.
 
     Visibility: a *shared* case is team data, seen by every logged-in user (like prompts); a
-    case that is not shared is seen by its creator alone, staff included. Cases flagged from a
-    plain chat start private, so a private conversation never leaks through a case; the
-    person flagging chooses to share (the form says what others will see).
+    case that is not shared is seen by its creator alone, staff included. Every new case starts
+    private (NEW_CASE_SHARED), however it is made (flagged from a chat or a prompt, written, imported,
+    posted to the API), so nothing a person wrote reaches the team before they choose; each form
+    says so beside its "Share with the team" box, and the API takes `"shared": true`.
     """
 
     class Source(models.TextChoices):
@@ -75,7 +81,7 @@ class FailureCase(models.Model):
     # Which passages were right: {"right": [{"chunk", "document", "page", "text"}, ...] (any of those
     # that identify one), "not_in_kb": true when the knowledge base lacks the answer}. {}: not judged.
     retrieval_judgment = models.JSONField(default=dict, blank=True)
-    shared = models.BooleanField(default=True)
+    shared = models.BooleanField(default=NEW_CASE_SHARED)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="failure_cases")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -144,6 +150,11 @@ class Evaluation(JobRecord):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="evaluations")
     shared = models.BooleanField(default=True)  # every case it ran on is shared: the team may see it
     passed = models.PositiveIntegerField(default=0)
+    # The model's failures, not the prompt's: replies asked again because the model worker writing
+    # them stopped (EVAL_CASE_RETRIES a case), and cases the model never answered (errors: counted
+    # in `done`, left out of the pass rate).
+    retried = models.PositiveIntegerField(default=0)
+    errored = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -155,8 +166,26 @@ class Evaluation(JobRecord):
         return reverse("evals:evaluation", args=[self.pk])
 
     @property
+    def scored(self) -> int:
+        """The cases the pass rate is over: those done, less the ones the model never answered."""
+        return max(self.done - self.errored, 0)
+
+    @property
     def pass_rate(self) -> float | None:
-        return self.passed / self.done if self.done else None
+        return self.passed / self.scored if self.scored else None
+
+    @property
+    def model_errors_note(self) -> str:
+        """What the pass rate leaves out or took twice, in words ("" when nothing happened)."""
+        parts = []
+        if self.retried:
+            one = self.retried == 1
+            parts.append(f"{self.retried} repl{'y was' if one else 'ies were'} asked again after the model worker "
+                         f"writing {'it' if one else 'them'} stopped")
+        if self.errored:
+            parts.append(f"{self.errored} case{' was' if self.errored == 1 else 's were'} not answered by the "
+                         "model (errors, left out of the pass rate)")
+        return "; ".join(parts) + "." if parts else ""
 
 
 class EvaluationResult(models.Model):
@@ -174,6 +203,9 @@ class EvaluationResult(models.Model):
     verdict_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
                                    related_name="+")
     error = models.TextField(blank=True)
+    # Set when the model gave no answer (chat.models.Message.ErrorCode: its worker was lost past its
+    # retries, the model failed on it): an error, not a fail; blank for an answer that was scored.
+    error_code = models.CharField(max_length=16, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     # The passages retrieved for it, best first (at least the top 10, for MRR@10): chunk, document,
     # page, text, score. The first k of them were in what the model read.

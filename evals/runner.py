@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db.models import F
 
 from chat import services as chat_services
 from chat.wakeups import wake_workers
@@ -62,18 +63,21 @@ def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[
     end, and replies still waiting are withdrawn (cancel, failure)."""
     waiting: dict[int, int] = {}  # reply id → index in `conversations`
     created: list[int] = []
-    next_index, last_check = 0, 0.0
+    to_ask = list(range(len(conversations)))[::-1]  # popped from the end: in order, retries first
+    asked = [0] * len(conversations)
+    last_check = 0.0
     try:
-        while next_index < len(conversations) or waiting:
+        while to_ask or waiting:
             added = False
-            while next_index < len(conversations) and len(waiting) < settings.EVAL_BATCH_SIZE:
+            while to_ask and len(waiting) < settings.EVAL_BATCH_SIZE:
+                index = to_ask.pop()
                 reply = chat_services.reply_request_unlisted(
                     owner=evaluation.created_by, kind=Conversation.Kind.EVALUATION,
-                    messages=conversations[next_index], model_name=evaluation.model_name, parameters=parameters,
+                    messages=conversations[index], model_name=evaluation.model_name, parameters=parameters,
                     title=f"Evaluation {evaluation.pk}", job=job_key(evaluation.pk))
-                waiting[reply.pk], added = next_index, True
+                waiting[reply.pk], added = index, True
+                asked[index] += 1
                 created.append(reply.conversation_id)
-                next_index += 1
             if added:
                 async_to_sync(wake_workers)()
             time.sleep(POLL_S)
@@ -84,11 +88,21 @@ def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[
             for reply in Message.objects.filter(pk__in=list(waiting)).exclude(status__in=Message.IN_PROGRESS):
                 if reply.status == Message.Status.FAILED and reply.error_code in Message.NO_ANSWER:  # no worker could answer
                     raise NoModelWorker(reply.error)
-                yield waiting.pop(reply.pk), reply
+                index = waiting.pop(reply.pk)
+                if _lost_with_its_worker(reply) and asked[index] <= settings.EVAL_CASE_RETRIES:
+                    # The model's failure, not the prompt's: asked again (another worker, or this one restarted).
+                    to_ask.append(index)
+                    Evaluation.objects.filter(pk=evaluation.pk).update(retried=F("retried") + 1)
+                    continue
+                yield index, reply
     finally:
         if waiting:
             _withdraw(list(waiting))
         Conversation.objects.filter(pk__in=created).delete()
+
+
+def _lost_with_its_worker(reply: Message) -> bool:
+    return reply.status == Message.Status.FAILED and reply.error_code == Message.ErrorCode.WORKER_LOST
 
 
 def job_key(evaluation_id: int) -> str:
@@ -144,7 +158,7 @@ def _run(evaluation: Evaluation) -> None:
     judge = _judge_for(evaluation)
     similarity = _similarity if any(s["type"] == "semantic_similarity" for s in evaluation.scorers) else None
 
-    conversations, runnable, done, passed = [], [], 0, 0
+    conversations, runnable, done, passed, errored = [], [], 0, 0, 0
     retrieved = {}  # case id → the passages its retrieval found, best first
     for case in cases:
         record = case_retrieval(case, version, user=evaluation.created_by)  # as the person who runs it
@@ -159,15 +173,17 @@ def _run(evaluation: Evaluation) -> None:
     job_progress(evaluation, done=done, note="")
 
     def store(batch: list[tuple[FailureCase, Message]]):
-        nonlocal done, passed
+        nonlocal done, passed, errored
         answered = [(case, reply) for case, reply in batch if reply.status != Message.Status.FAILED]
         judged = dict(zip((case.pk for case, _ in answered), judge(answered))) if judge else {}
         for case, reply in batch:
-            if reply.status == Message.Status.FAILED:
+            if reply.status == Message.Status.FAILED:  # no answer to score: an error, not a fail
                 EvaluationResult.objects.create(evaluation=evaluation, case=case, output=reply.content,
-                                                error=reply.error, completion_tokens=reply.completion_tokens,
+                                                error=reply.error, error_code=reply.error_code or Message.ErrorCode.MODEL_FAILED,
+                                                completion_tokens=reply.completion_tokens,
                                                 retrieved=retrieved[case.pk])
                 done += 1
+                errored += 1
                 continue
             scores, all_pass, failures = {}, True, []
             for spec in evaluation.scorers:
@@ -187,7 +203,7 @@ def _run(evaluation: Evaluation) -> None:
                                             completion_tokens=reply.completion_tokens, retrieved=retrieved[case.pk])
             passed += all_pass
             done += 1
-        if job_progress(evaluation, done=done, passed=passed, note=""):
+        if job_progress(evaluation, done=done, passed=passed, errored=errored, note=""):
             raise Cancelled
 
     # Each case is scored and counted as soon as its reply ends; a judge reads them in batches.

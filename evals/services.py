@@ -21,8 +21,9 @@ from studio.errors import StudioError
 from studio.jobs import JobStatus, job_cancel
 
 from . import selectors
-from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase, Tag, input_digest
+from .models import NEW_CASE_SHARED, CaseSelection, Evaluation, EvaluationResult, FailureCase, Tag, input_digest
 from .prompting import user_turn
+from .tag_cells import tags_cell_split
 from .scorers import ScorerError, clean_scorers
 
 MAX_TEXT_CHARS = 32_000
@@ -58,7 +59,7 @@ def clean_tags(value, field="tags") -> list[str]:
     if value in (None, ""):
         return []
     if isinstance(value, str):
-        value = value.split(",")
+        value = tags_cell_split(value)
     if not isinstance(value, list) or len(value) > MAX_TAGS:
         raise CaseError(f"must be a list of at most {MAX_TAGS} tags", field)
     tags = []
@@ -68,6 +69,12 @@ def clean_tags(value, field="tags") -> list[str]:
         if tag.strip():
             tags.append(" ".join(tag.strip().lower().split()))
     return list(dict.fromkeys(tags))
+
+
+def _shared(value, field) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise CaseError("must be true or false", field)
 
 
 def _choice(value, field, choices, default):
@@ -136,6 +143,7 @@ def clean_case(raw: dict, *, where: str = "", versions: dict | None = None) -> d
         "status": _choice(raw.get("status"), at("status"), FailureCase.Status.values, FailureCase.Status.OPEN),
         "model_name": _text(raw.get("model"), at("model"), limit=200),
         "retrieval_judgment": clean_judgment(raw.get("passages"), at("passages")),
+        "shared": _shared(raw.get("shared"), at("shared")),
     }
     if version is not None and (variables or not text):
         try:
@@ -244,16 +252,23 @@ def _set_tags(case: FailureCase, names: list[str]) -> None:
     case.tags.set(tags)
 
 
-def case_create(*, user, fields: dict, source: str, **extra) -> FailureCase:
+def case_create(*, user, fields: dict, source: str, shared: bool | None = None, **extra) -> FailureCase:
+    """One case from `clean_case`'s fields. Shared: the row's own "shared", else `shared`, else the
+    one default of every new case (NEW_CASE_SHARED: private until its author shares it)."""
     tags = fields.pop("tags", [])
+    row_shared = fields.pop("shared", None)
+    shared = next((value for value in (row_shared, shared) if value is not None), NEW_CASE_SHARED)
     review = FailureCase.Review.PENDING if settings.FAILURE_CASE_REVIEW else FailureCase.Review.APPROVED
-    case = FailureCase.objects.create(created_by=user, source=source, review=review, **fields, **extra)
+    case = FailureCase.objects.create(created_by=user, source=source, review=review, shared=shared, **fields,
+                                      **extra)
     _set_tags(case, tags)
     return case
 
 
-def cases_create(*, user, rows: list, source: str, shared: bool = True) -> list[FailureCase]:
-    """Create many cases, all or nothing: a refusal names the row (`[3].expected`)."""
+def cases_create(*, user, rows: list, source: str, shared: bool | None = True) -> list[FailureCase]:
+    """Create many cases, all or nothing: a refusal names the row (`[3].expected`). `shared`: for
+    rows that do not say (the API and the forms pass None or the person's choice: the default
+    NEW_CASE_SHARED; seeds in tests and demos share theirs)."""
     if len(rows) > MAX_CASES_PER_REQUEST:
         raise CaseError(f"at most {MAX_CASES_PER_REQUEST:,} cases at once", "(list)")
     cleaned = [clean_case(row, where=f"[{n}]") for n, row in enumerate(rows)]
@@ -303,8 +318,6 @@ def case_flag(*, user, message: Message, expected: str, tags=(), note: str = "",
     unstorable = find_unstorable({k: v for k, v in fields.items() if k != "prompt_version"})
     if unstorable:
         raise CaseError(unstorable[1], unstorable[0])
-    # A plain chat is private unless the person shares it; a prompt's case is team data by default.
-    shared = (prefill["prompt_version"] is not None) if shared is None else shared
     with transaction.atomic():
         case = case_create(user=user, fields=fields, source=prefill["source"], shared=shared,
                          source_message=message, source_conversation=message.conversation)
@@ -507,7 +520,10 @@ def result_verdict(*, result: EvaluationResult, user, verdict: str, write_back: 
         result.passed = (verdict == "pass") if verdict else result.scorer_passed
         result.save(update_fields=["verdict", "verdict_by", "passed"])
         evaluation = result.evaluation
-        Evaluation.objects.filter(pk=evaluation.pk).update(passed=evaluation.results.filter(passed=True).count())
+        # A person's verdict on a case the model never answered makes it count in the pass rate.
+        Evaluation.objects.filter(pk=evaluation.pk).update(
+            passed=evaluation.results.filter(passed=True).count(),
+            errored=evaluation.results.exclude(error_code="").filter(verdict="").count())
         if write_back:
             case = result.case
             case.expected = result.output

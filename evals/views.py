@@ -13,8 +13,10 @@ from prompts.models import Prompt
 from prompts.views import version_form_values
 
 from . import exporting, importing, selectors, services
-from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase, ImportDraft, Tag
+from .models import (NEW_CASE_SHARED, NEW_CASE_SHARING_NOTE, CaseSelection, Evaluation, EvaluationResult, FailureCase,
+                     ImportDraft, Tag)
 from .scorers import DEFAULT_THRESHOLDS, LABELS, SCORER_TYPES
+from .tag_cells import SEPARATORS_NOTE
 
 
 def _case_or_404(request, case_id) -> FailureCase:
@@ -196,6 +198,8 @@ def case_new(request):
             return redirect(case)
     return render(request, "evals/case_new.html", {
         "values": values, "version": version, "variables": variables, "error": error,
+        "shared": source.get("shared") == "on" if request.method == "POST" else NEW_CASE_SHARED,
+        "sharing_note": NEW_CASE_SHARING_NOTE, "tags_note": SEPARATORS_NOTE,
         "prompts": Prompt.objects.order_by("name"), "splits": FailureCase.Split.values}, status=400 if error else 200)
 
 
@@ -216,8 +220,7 @@ def case_flag(request, message_id):
     message = get_object_or_404(Message.objects.select_related("conversation__prompt_version__prompt"),
                                 pk=message_id, conversation__owner=request.user, role=Message.Role.ASSISTANT)
     prefill = services.flag_prefill(message)
-    values = {"expected": "", "tags": "", "note": "", "split": "train",
-              "shared": prefill["prompt_version"] is not None}
+    values = {"expected": "", "tags": "", "note": "", "split": "train", "shared": NEW_CASE_SHARED}
     error = ""
     if request.method == "POST":
         values = {"expected": request.POST.get("expected", ""), "tags": request.POST.get("tags", ""),
@@ -232,7 +235,8 @@ def case_flag(request, message_id):
         else:
             return render(request, "evals/_flagged.html", {"case": case, "message": message})
     return render(request, "evals/_flag_form.html", {"message": message, "prefill": prefill, "values": values,
-                                                     "error": error, "splits": FailureCase.Split.values},
+                                                     "error": error, "splits": FailureCase.Split.values,
+                                                     "sharing_note": NEW_CASE_SHARING_NOTE, "tags_note": SEPARATORS_NOTE},
                   status=400 if error else 200)
 
 
@@ -336,7 +340,9 @@ def case_import(request):
                 draft = ImportDraft.objects.create(owner=request.user, filename=upload.name[:200], columns=columns,
                                                    rows=rows)
                 return redirect("evals:import_map", draft.pk)
-    return render(request, "evals/import_upload.html", {"error": error}, status=400 if error else 200)
+    return render(request, "evals/import_upload.html", {"error": error, "tags_note": SEPARATORS_NOTE,
+                                                        "sharing_note": NEW_CASE_SHARING_NOTE},
+                  status=400 if error else 200)
 
 
 def _mapping_from(request, draft) -> tuple[dict, dict, object]:
@@ -373,12 +379,12 @@ def _import_options(request, draft) -> dict:
     """Held-out share (0-1) and only-valid, as sent; else as the draft's last import had them."""
     source = request.POST if request.method == "POST" else request.GET
     if "mapped" not in source and "import" not in source:
-        return {"eval_share": 0.0, "only_valid": False, **draft.options}
+        return {"eval_share": 0.0, "only_valid": False, "shared": NEW_CASE_SHARED, **draft.options}
     try:
         share = float(source.get("eval_share") or 0) / 100
     except ValueError:
         share = -1
-    return {"eval_share": share, "only_valid": source.get("only_valid") == "on"}
+    return {"eval_share": share, "only_valid": source.get("only_valid") == "on", "shared": source.get("shared") == "on"}
 
 
 @login_required
@@ -409,7 +415,8 @@ def case_import_map(request, draft_id):
                "problem": problem, "page": page, "options": options, "targets": list(importing.TARGETS),
                "show_check": not imported and not draft.active,
                "prompts": Prompt.objects.order_by("name"), "splits": FailureCase.Split.values, "error": error,
-               "shown": _rows_shown(draft.rows, page, checked)}
+               "shown": _rows_shown(draft.rows, page, checked), "sharing_note": NEW_CASE_SHARING_NOTE,
+               "tags_note": SEPARATORS_NOTE}
     if request.htmx and request.htmx.target in ("import-preview", "import-job"):
         return render(request, "evals/_import_preview.html", context)
     return render(request, "evals/import_map.html", context, status=400 if error else 200)

@@ -221,6 +221,9 @@ FAILURE_CASE_REVIEW = envbool("FAILURE_CASE_REVIEW", False)
 EVAL_BATCH_SIZE = envint("EVAL_BATCH_SIZE", 8, minimum=1)
 EVAL_MAX_NEW_TOKENS = envint("EVAL_MAX_NEW_TOKENS", 256, minimum=1)
 EVAL_MAX_QUEUED_PER_USER = envint("EVAL_MAX_QUEUED_PER_USER", 3, minimum=1)
+# A case whose reply was lost with its model worker (killed, out of memory) is asked again this many
+# times; after that it is an error (left out of the pass rate), never a fail.
+EVAL_CASE_RETRIES = envint("EVAL_CASE_RETRIES", 2, minimum=0)
 
 # --- Knowledge bases (knowledge/) ------------------------------------------------------------------
 # Uploaded documents; in scaled mode on storage every job worker mounts (the web process writes,
@@ -234,6 +237,14 @@ if KNOWLEDGE_MAX_UPLOAD_BYTES < KNOWLEDGE_MAX_FILE_BYTES:
     raise ImproperlyConfigured(f"KNOWLEDGE_MAX_UPLOAD_BYTES={KNOWLEDGE_MAX_UPLOAD_BYTES}: must be at least "
                                f"KNOWLEDGE_MAX_FILE_BYTES ({KNOWLEDGE_MAX_FILE_BYTES}), or no file of that size passes")
 KNOWLEDGE_MAX_FILES_PER_UPLOAD = envint("KNOWLEDGE_MAX_FILES_PER_UPLOAD", 1000, minimum=1)
+# The multipart framing an upload of many files carries on top of them (its route's limit adds it).
+KNOWLEDGE_UPLOAD_FRAMING_BYTES = 1024 * 1024
+# The files one person's documents may keep, in all their knowledge bases (failed ones keep none);
+# an upload that does not fit is refused whole, before it is stored. 0: no quota.
+KNOWLEDGE_QUOTA_BYTES_PER_PERSON = envint("KNOWLEDGE_QUOTA_BYTES_PER_PERSON", 2 * 1024 ** 3, minimum=0)
+if 0 < KNOWLEDGE_QUOTA_BYTES_PER_PERSON < KNOWLEDGE_MAX_FILE_BYTES:
+    raise ImproperlyConfigured(f"KNOWLEDGE_QUOTA_BYTES_PER_PERSON={KNOWLEDGE_QUOTA_BYTES_PER_PERSON}: must be 0 (no "
+                               f"quota) or at least KNOWLEDGE_MAX_FILE_BYTES ({KNOWLEDGE_MAX_FILE_BYTES})")
 KNOWLEDGE_MAX_PAGES = envint("KNOWLEDGE_MAX_PAGES", 2000, minimum=1)
 # Chunks in the embedder's tokens: all-MiniLM-L6-v2 reads 256, two of them its own ([CLS], [SEP]).
 # New knowledge bases pin these; an existing one keeps its own until it is rebuilt.
@@ -274,11 +285,18 @@ STUDIO_UPLOAD_PATHS = [r"^/prompts/import/$", r"^/cases/import/$", r"^/api/failu
 CHAT_IMPORT_MAX_BYTES = envint("CHAT_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 STUDIO_UPLOAD_ROUTE_BYTES = {r"^/chat/import/$": CHAT_IMPORT_MAX_BYTES + 64 * 1024,
                              # Documents of a knowledge base, many files a request (the multipart framing on top).
-                             r"^/api/knowledge/[0-9]+/documents/$": KNOWLEDGE_MAX_UPLOAD_BYTES + 1024 * 1024,
-                             r"^/knowledge/[0-9]+/documents/upload/$": KNOWLEDGE_MAX_UPLOAD_BYTES + 1024 * 1024}
+                             r"^/api/knowledge/[0-9]+/documents/$": KNOWLEDGE_MAX_UPLOAD_BYTES
+                             + KNOWLEDGE_UPLOAD_FRAMING_BYTES,
+                             r"^/knowledge/[0-9]+/documents/upload/$": KNOWLEDGE_MAX_UPLOAD_BYTES
+                             + KNOWLEDGE_UPLOAD_FRAMING_BYTES}
 # One WebSocket message (a chat frame holds at most CHAT_MAX_MESSAGE_CHARS characters).
 STUDIO_MAX_FRAME_BYTES = envint("STUDIO_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_BODY_BYTES
+# Uploaded files: a request whose body is over this is parsed into temporary files on disk, in
+# pieces (Django's default handlers; set here because the web process's memory relies on it).
+FILE_UPLOAD_MAX_MEMORY_SIZE = int(2.5 * 1024 * 1024)
+FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler",
+                        "django.core.files.uploadhandler.TemporaryFileUploadHandler"]
 # Django's count of files in one request: a knowledge-base upload carries many; every route's body
 # is bounded by its byte limit above whatever the count.
 DATA_UPLOAD_MAX_NUMBER_FILES = max(5, KNOWLEDGE_MAX_FILES_PER_UPLOAD)

@@ -4,6 +4,8 @@ from django.utils.safestring import mark_safe
 
 from prompts.diff import word_diff as diff_words
 
+from evals.tag_cells import tags_cell_joined
+
 register = template.Library()
 DIFF_CHARS = 2_000  # the word diff is quadratic: long outputs are compared by their start
 
@@ -16,3 +18,9 @@ def word_diff(expected: str, output: str):
                                          for text, changed in segments))
     more = "…" if len(output or "") > DIFF_CHARS else ""
     return mark_safe(f'<span class="word-diff">{marked}{more}</span>')  # noqa: S308 (escaped above)
+
+
+@register.filter
+def tags_cell(tags) -> str:
+    """A case's tags as the tags field shows them, so saving the form keeps a tag that holds a comma."""
+    return tags_cell_joined(tag.name for tag in tags)

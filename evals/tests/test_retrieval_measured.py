@@ -94,7 +94,7 @@ def test_a_flagged_reply_keeps_its_passages_and_a_person_marks_the_right_one(cli
         owner=alice, prompt_version=version, variables={"question": "How long is the Quibble warranty?"})
     Message.objects.filter(pk=reply.pk).update(status="complete", content="Two years.")
     reply.refresh_from_db()
-    case = services.case_flag(user=alice, message=reply, expected="Seven years on the motor.")
+    case = services.case_flag(user=alice, message=reply, expected="Seven years on the motor.", shared=True)
     assert [s["chunk"] for s in case.retrieved] == [s["chunk"] for s in reply.retrieval["sources"]]
     right = next(s for s in case.retrieved if "seven years" in s["text"])
     client.force_login(bob)  # not the case's author nor the prompt's editor
