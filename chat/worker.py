@@ -305,16 +305,16 @@ class GenerationWorker:
         except Exception as exc:
             log.exception("reply %s failed", message.pk)
             if continued and active.text == message.content:
-                # Nothing was added: the reply stays as it was (cut, whole, continuable), and says why.
-                await self._finish(active, Message.Status.COMPLETE, usage=message.usage(), finish_reason="length",
-                                   error=f"It could not be continued: {describe_failure(exc)}")
+                await self._finish_unchanged(active, message, describe_failure(exc))
             else:
                 await self._finish(active, Message.Status.FAILED, usage={}, error=describe_failure(exc))
         else:
             usage = result.usage.as_dict()
             if continued:  # one reply: the figures of all its parts
                 usage = summed_usage(message.usage(), usage)
-            if result.finish_reason == "error":
+            if result.finish_reason == "error" and continued and active.text == message.content:
+                await self._finish_unchanged(active, message, describe_failure(RuntimeError(result.error)))
+            elif result.finish_reason == "error":
                 await self._finish(active, Message.Status.FAILED, usage=usage,
                                    error=describe_failure(RuntimeError(result.error)))
             else:
@@ -322,6 +322,11 @@ class GenerationWorker:
                 await self._finish(active, status, usage=usage, finish_reason=result.finish_reason)
         finally:
             self.active.pop(message.pk, None)
+
+    async def _finish_unchanged(self, active: ActiveReply, message: Message, error: str) -> None:
+        """A continuation that added nothing: the reply stays as it was (cut, whole, continuable), and says why."""
+        await self._finish(active, Message.Status.COMPLETE, usage=message.usage(), finish_reason="length",
+                           error=f"It could not be continued: {error}")
 
     def _prepare_adapter(self, model_name: str) -> str:
         """In the engine's thread: the adapter this reply uses, loaded if it is new."""

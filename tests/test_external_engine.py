@@ -62,3 +62,24 @@ async def test_stop_reaches_the_external_engine(front_studio):
     done = (await frames_until(chat_socket, "done"))[-1]
     assert done["status"] in ("stopped", "complete")  # the 24-token reply may already be written
     await chat_socket.close()
+
+
+async def test_continue_asks_the_engine_to_continue_and_keeps_the_reply_when_it_cannot(front_studio):
+    """The front worker asks for the cut reply's continuation (vLLM's `continue_final_message`);
+    this engine (another studio) answers only a user's last message, so the reply stays as it was,
+    cut and whole, with the reason under it."""
+    session = front_studio.login("admin", ADMIN_PASSWORD)
+    conversation_id = session.new_conversation()
+    chat_socket = await open_chat_socket(front_studio, session, conversation_id)
+    await chat_socket.send(json.dumps({"type": "send", "content": "Hello over there"}))
+    frames = await frames_until(chat_socket, "done")
+    cut = frames[-1]
+    assert cut["finish_reason"] == "length"
+    await chat_socket.send(json.dumps({"type": "continue", "message_id": cut["message_id"]}))
+    done = (await frames_until(chat_socket, "done"))[-1]
+    await chat_socket.close()
+    assert done["status"] == "complete" and done["finish_reason"] == "length"
+    assert "could not be continued" in done["error"] and "last message must be the user" in done["error"]
+    assert done["usage"]["completion_tokens"] == 24
+    page = session.get(f"/chat/{conversation_id}/messages/{cut['message_id']}/")[1]
+    assert "cut at 24 tokens" in page and "could not be continued" in page

@@ -203,3 +203,22 @@ async def test_a_cut_reply_in_an_output_format_is_continued_in_that_format(alice
     assert answer["intent"] in schema["properties"]["intent"]["enum"] and isinstance(answer["urgent"], bool)
     assert all(later.startswith(earlier) for earlier, later in zip(parts, parts[1:]))
     assert len(parts) > 2, "the answer was written in several parts"
+
+
+async def test_a_continuation_that_cannot_start_leaves_the_reply_as_it_was(alice, worker, chat_client):
+    """A cut text that no longer fits the reply's output format (written before the format changed,
+    say) is refused by the format, not continued outside it: the reply stays cut and whole, saying why."""
+    schema = {"type": "object", "properties": {"intent": {"enum": ["refund", "question"]}}, "required": ["intent"]}
+    conversation = await chat_with_format(alice, {"type": "json_schema", "schema": schema}, max_new_tokens=4)
+    tab = await chat_client(alice, conversation.pk)
+    await tab.receive_until("done", timeout=60)
+    reply = await reply_row(conversation)
+    await database_sync_to_async(Message.objects.filter(pk=reply.pk).update)(content="Not JSON at all")
+    await tab.send({"type": "continue", "message_id": reply.pk})
+    done = (await tab.receive_until("done", timeout=60, message_id=reply.pk))[-1]
+    assert done["status"] == "complete" and done["finish_reason"] == "length"
+    assert "could not be continued" in done["error"] and "does not follow its output format" in done["error"]
+    kept = await reply_row(conversation)
+    assert (kept.status, kept.content, kept.finish_reason, kept.completion_tokens) == \
+        ("complete", "Not JSON at all", "length", reply.completion_tokens)
+    assert kept.continuable
