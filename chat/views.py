@@ -379,7 +379,8 @@ def _knowledge_context(request, conversation, *, error=None, saved=False) -> dic
     for knowledge_base in bases:
         knowledge_base.gone = not knowledge_base.visible_to(request.user)
     version = conversation.prompt_version
-    version_bases = (version.retrieval or {}).get("knowledge_bases", []) if version is not None else []
+    version_bases = knowledge_selectors.attached_bases_seen_by(
+        user=request.user, attached=(version.retrieval or {}).get("knowledge_bases")) if version is not None else []
     typed = {name: request.POST.get(name, "") for name in ("k", "mode", "min_score", "when_nothing_found")} \
         if error else None
     return {"conversation": conversation, "bases": bases, "documents": documents, "version_bases": version_bases,

@@ -36,6 +36,7 @@ from . import index, storage
 from .chunking import Chunker, Piece
 from .models import Chunk, Document, IngestionJob, KnowledgeBase
 from .parsing import DocumentError, Limits, parse
+from .selectors import next_ingestion
 from .services import CANCELLED, document_fail, rebuild_switch_if_built
 
 log = logging.getLogger("knowledge")
@@ -57,10 +58,24 @@ class Cut:
     pieces: list[Piece]
 
 
-def ingest_document(document_id: int) -> None:
+def ingest_next_document() -> None:
+    """One delivery of `knowledge.ingest`: the queued document that is fairest to take next
+    (selectors.next_ingestion: its owner has the fewest being ingested, then was served least
+    recently), whichever document the message named. Every queued document has a message of its
+    own, and each delivery takes at most one, so every one is taken; but one person's thousand
+    files no longer hold another's one file back until they are all done."""
+    for _ in range(10):  # another job worker may claim the same one first: then the next
+        document_id = next_ingestion()
+        if document_id is None or ingest_document(document_id):
+            return
+
+
+def ingest_document(document_id: int) -> bool:
+    """Ingest this document, if its job is still queued. False when it was not (deleted, cancelled
+    while queued, or taken by another delivery)."""
     job = IngestionJob.objects.select_related("document__knowledge_base").filter(pk=document_id).first()
     if job is None or not job_claim(job):
-        return  # deleted, cancelled while queued, or delivered twice
+        return False
     IngestionJob.objects.filter(pk=job.pk).update(attempts=F("attempts") + 1)
     job.refresh_from_db(fields=["attempts"])
     # This delivery's hold on the job: lost when the job is deleted, ended, or queued again by the
@@ -71,21 +86,26 @@ def ingest_document(document_id: int) -> None:
         _ingest(job, job.document, mine)
     except Stopped:
         if mine.filter(cancel_requested=True).exists():
-            document_fail(job.pk, CANCELLED)
+            document_fail(job.pk, CANCELLED, code="cancelled")
             job_end(job, JobStatus.CANCELLED)
-    except (DocumentError, ModelLoadError) as exc:
-        _fail(job, mine, str(exc))
+    except DocumentError as exc:
+        _fail(job, mine, str(exc), code=exc.code)
+    except ModelLoadError as exc:
+        _fail(job, mine, str(exc), code="embedder_unavailable")
     except Exception as exc:
         log.exception("ingesting document %s failed", job.pk)
         _fail(job, mine, f"It could not be indexed ({type(exc).__name__}: {str(exc)[:300]}); the studio's log has "
-                         "the details.")
+                         "the details.", code="internal")
     # A rebuild waits for its last document, whichever way that one ended.
     rebuild_switch_if_built(knowledge_base_id)
+    return True
 
 
-def _fail(job: IngestionJob, mine, error: str) -> None:
+def _fail(job: IngestionJob, mine, error: str, *, code: str) -> None:
+    """Failed for good: a job that failed is never delivered again (the sweeper only resumes jobs
+    whose worker died), so a file refused for its size is not read twice."""
     if mine.exists():
-        document_fail(job.pk, error)
+        document_fail(job.pk, error, code=code)
         job_end(job, JobStatus.FAILED, error=error)
 
 
@@ -128,9 +148,11 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
         raw = storage.read(document.file)
     except FileNotFoundError:
         raise DocumentError("its file is gone from the studio's storage (KNOWLEDGE_FILES_DIR): upload it "
-                            "again") from None
+                            "again", code="file_missing") from None
     parsed = parse(raw, kind=document.kind, limits=Limits(max_pages=settings.KNOWLEDGE_MAX_PAGES),
-                   progress=lambda page, pages: beat(f"parsing page {page} of {pages}"))
+                   progress=lambda page, pages: beat(f"parsing page {page} of {pages}"),
+                   heartbeat=lambda: beat("parsing"))
+    del raw  # the file's bytes: not held while it is embedded
     cuts = []
     if not rebuild_only:
         cuts.append(Cut(knowledge_base.active_generation, Chunker(
@@ -140,7 +162,7 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
             capacity=knowledge_base.building_chunk_tokens,
             overlap=knowledge_base.building_chunk_overlap).split(parsed.sections)))
     if not all(cut.pieces for cut in cuts):
-        raise DocumentError("it has no text to index beyond its headings")
+        raise DocumentError("it has no text to index beyond its headings", code="no_text")
     total = sum(len(cut.pieces) for cut in cuts)
     kept = [_keep_stored_prefix(document, cut) for cut in cuts]
     if not rebuild_only:

@@ -88,6 +88,10 @@ class Document(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     stage = models.CharField(max_length=16, blank=True)
     error = models.TextField(blank=True)
+    # What kind of failure (knowledge.parsing's codes, e.g. "too_many_elements", and the ones of
+    # ingestion: "cancelled", "worker_lost", ...); blank while it has not failed. A failed
+    # document's file is deleted (its row and reason stay); uploading the same file again retries it.
+    error_code = models.CharField(max_length=32, blank=True)
     notes = models.JSONField(default=list, blank=True)  # e.g. "not UTF-8: read as Windows-1252"
     pages = models.PositiveIntegerField(null=True, blank=True)
     chunk_count = models.PositiveIntegerField(default=0)  # in the knowledge base's active generation
@@ -124,7 +128,8 @@ class Document(models.Model):
         """What the API answers about a document."""
         job = getattr(self, "ingestion", None)
         return {"id": self.pk, "name": self.name, "status": self.status, "stage": self.stage,
-                "chunks": self.chunk_count, "pages": self.pages, "error": self.error, "notes": self.notes,
+                "chunks": self.chunk_count, "pages": self.pages, "error": self.error,
+                "error_code": self.error_code, "notes": self.notes,
                 "size": self.size, "kind": self.kind,
                 "progress": {"done": job.done, "total": job.total} if job is not None else None}
 
@@ -137,6 +142,11 @@ class IngestionJob(JobRecord):
     document = models.OneToOneField(Document, on_delete=models.CASCADE, primary_key=True, related_name="ingestion")
     # Deliveries that started it: a job whose worker died is sent again (resumed) a few times, then failed.
     attempts = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        # The job workers' next pick (selectors.next_ingestion): queued ones, and who was served last.
+        indexes = [models.Index(fields=["status"], name="knowledge_ingestion_status"),
+                   models.Index(fields=["started_at"], name="knowledge_ingestion_started")]
 
 
 class ChunkQuerySet(models.QuerySet):

@@ -2,11 +2,17 @@
 (headings as Markdown headings, tables as Markdown rows), Markdown, HTML (the readable text) and
 plain text. Django-free: it takes bytes and limits, and returns sections.
 
-What a person uploads may be anything; every refusal is a `DocumentError` whose message says what
-is wrong with the file in words its owner understands (shown as the document's failure). Bounded
-work: a .docx is a zip, checked for its unpacked size and compression ratio before python-docx
-opens it (a zip bomb is refused unread); a PDF's pages are counted before any is read; the text
-of any document is capped at `Limits.max_text_chars`.
+What a person uploads may be anything; every refusal is a `DocumentError` with a code (for
+programs) and a message that says what is wrong with the file in words its owner understands
+(shown as the document's failure). Bounded memory and work, whatever the file says of itself:
+- a .docx is a zip, checked for its unpacked size and compression ratio before it is opened (a
+  zip bomb is refused unread); its word/document.xml is then read as a stream of elements, never
+  as a tree (what is held at once is the text so far), at most `max_xml_elements` of them;
+- a PDF's pages are counted before any is read; each page is read within pypdf's limits, set
+  here (`max_pdf_stream_bytes` unpacked per content stream, `max_pdf_page_tokens` parsed), and a
+  page past them fails the document;
+- the text of any document is capped at `Limits.max_text_chars`, counted while it is extracted.
+A refusal for size (SIZE_CODES) is final: reading the same file again would do the same.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -26,7 +33,17 @@ _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")  # PostgreSQL refuses NUL; lone
 
 
 class DocumentError(ValueError):
-    """The document cannot be indexed; the message says why, for the person who uploaded it."""
+    """The document cannot be indexed; the message says why, for the person who uploaded it, and
+    `code` what kind of refusal it is (Document.error_code)."""
+
+    def __init__(self, message: str, *, code: str = "unreadable"):
+        super().__init__(message)
+        self.code = code
+
+
+# Refusals for what the file would cost to read (its size, its pages, its unpacked content).
+SIZE_CODES = frozenset({"file_too_large", "too_much_text", "too_many_pages", "zip_bomb", "too_many_elements",
+                        "page_too_large"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,14 @@ class Limits:
     max_unzipped_bytes: int = 256 * 1024 * 1024
     max_compression_ratio: int = 200
     max_zip_entries: int = 10_000
+    # XML elements of a .docx's parts read before it is refused (Word writes a few hundred a page).
+    # Memory does not depend on it (they are read as a stream); time does: about 2.5 s a million here.
+    max_xml_elements: int = 3_000_000
+    # One PDF page's content (pypdf's own limits, made explicit): bytes of a content stream once
+    # unpacked, and tokens parsed (a dense text page has a few thousand; at the limit a page took
+    # about 10 s and 150 MB here, freed after the page).
+    max_pdf_stream_bytes: int = 64 * 1024 * 1024
+    max_pdf_page_tokens: int = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -62,31 +87,34 @@ def kind_of(filename: str) -> str:
     """The kind a file's name says it is; DocumentError for a kind the studio does not read."""
     suffix = "." + filename.rsplit(".", 1)[1].lower() if "." in filename.strip(".") else ""
     if suffix in _REFUSED_EXTENSIONS:
-        raise DocumentError(_REFUSED_EXTENSIONS[suffix])
+        raise DocumentError(_REFUSED_EXTENSIONS[suffix], code="unsupported_kind")
     if suffix not in _EXTENSIONS:
         raise DocumentError(f"files of type {suffix[:20]} are not read: upload PDF, Word (.docx), Markdown, HTML or "
-                            "plain text")
+                            "plain text", code="unsupported_kind")
     return _EXTENSIONS[suffix]
 
 
 def parse(raw: bytes, *, kind: str, limits: Limits = Limits(),
-          progress: Callable[[int, int], None] | None = None) -> ParsedDocument:
-    """The document's sections. `progress(page, pages)` is called after each PDF page (a heartbeat;
-    it may raise to stop)."""
+          progress: Callable[[int, int], None] | None = None,
+          heartbeat: Callable[[], None] | None = None) -> ParsedDocument:
+    """The document's sections. `progress(page, pages)` is called after each PDF page, `heartbeat()`
+    every 100,000 XML elements of a .docx (both beat a job's heart; they may raise to stop)."""
     if not raw:
-        raise DocumentError("the file is empty")
+        raise DocumentError("the file is empty", code="empty")
     if kind == "pdf":
         parsed = _pdf(raw, limits, progress or (lambda page, pages: None))
+    elif kind == "docx":
+        parsed = _docx(raw, limits, heartbeat or (lambda: None))
     else:
-        parsed = {"docx": _docx, "markdown": _text, "text": _text, "html": _html}[kind](raw, limits)
+        parsed = {"markdown": _text, "text": _text, "html": _html}[kind](raw, limits)
     parsed.sections = [Section(_clean(s.text), s.page, s.heading) for s in parsed.sections]
     parsed.sections = [s for s in parsed.sections if s.text.strip()]
     if not parsed.sections:
         raise DocumentError("no extractable text (a scanned PDF? it holds images of pages, not text)" if kind == "pdf"
-                            else "the file has no text")
+                            else "the file has no text", code="no_text")
     if parsed.characters > limits.max_text_chars:
         raise DocumentError(f"its text is {parsed.characters:,} characters long; a document may have at most "
-                            f"{limits.max_text_chars:,}: split it")
+                            f"{limits.max_text_chars:,}: split it", code="too_much_text")
     return parsed
 
 
@@ -104,10 +132,10 @@ def decode_text(raw: bytes) -> tuple[str, list[str]]:
         try:
             return raw.decode("utf-16"), []
         except UnicodeDecodeError:
-            raise DocumentError("the file says it is UTF-16 but is not: save it as UTF-8") from None
+            raise DocumentError("the file says it is UTF-16 but is not: save it as UTF-8", code="not_text") from None
     if b"\x00" in raw[:8192]:
         raise DocumentError("this is not a text file (it contains NUL bytes): upload PDF, Word (.docx), Markdown, "
-                            "HTML or plain text")
+                            "HTML or plain text", code="not_text")
     try:
         return raw.decode("utf-8-sig"), []
     except UnicodeDecodeError as exc:
@@ -130,35 +158,64 @@ def _text(raw: bytes, limits: Limits) -> ParsedDocument:
 # --- PDF ------------------------------------------------------------------------------------------
 
 def _pdf(raw: bytes, limits: Limits, progress: Callable[[int, int], None]) -> ParsedDocument:
+    from pypdf import apply_configuration
+
+    # pypdf's resource limits, set here so that a change of its defaults cannot lift them.
+    unpacked = limits.max_pdf_stream_bytes
+    with apply_configuration(zlib_maximum_output_length=unpacked, lzw_maximum_output_length=unpacked,
+                             run_length_maximum_output_length=unpacked, brotli_maximum_output_length=unpacked,
+                             array_based_stream_maximum_output_length=unpacked,
+                             maximum_declared_stream_length=unpacked,
+                             stream_parsing_work_maximum_count=limits.max_pdf_page_tokens):
+        return _pdf_pages(raw, limits, progress)
+
+
+def _pdf_pages(raw: bytes, limits: Limits, progress: Callable[[int, int], None]) -> ParsedDocument:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import LimitReachedError, PdfReadError
 
     if b"%PDF-" not in raw[:1024]:
         raise DocumentError("this is not a PDF (it does not begin as one): upload the PDF itself, or give the file "
-                            "the extension of what it is")
+                            "the extension of what it is", code="not_pdf")
     try:
         reader = PdfReader(io.BytesIO(raw))
         if reader.is_encrypted and not _decrypted_without_password(reader):
             raise DocumentError("the PDF is encrypted (it needs a password to open): save a copy without the "
-                                "password and upload that")
+                                "password and upload that", code="encrypted")
         page_count = len(reader.pages)
     except DocumentError:
         raise
+    except LimitReachedError as exc:
+        raise DocumentError(f"the PDF's structure passes what the studio reads ({_short(exc)}): refused",
+                            code="page_too_large") from None
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
-        raise DocumentError(f"the PDF cannot be read (it is damaged or not a PDF: {_short(exc)})") from None
+        raise DocumentError(f"the PDF cannot be read (it is damaged or not a PDF: {_short(exc)})",
+                            code="damaged") from None
     if page_count > limits.max_pages:
         raise DocumentError(f"the PDF has {page_count:,} pages; a document may have at most {limits.max_pages:,} "
-                            "(KNOWLEDGE_MAX_PAGES): split it")
+                            "(KNOWLEDGE_MAX_PAGES): split it", code="too_many_pages")
     sections, unreadable, characters = [], [], 0
+
+    def count(text, *matrices_and_font) -> None:  # pypdf calls it with each piece of text it extracts
+        nonlocal characters
+        characters += len(text)
+        if characters > limits.max_text_chars:
+            raise DocumentError(f"its text passes {limits.max_text_chars:,} characters by page {number:,}: split it",
+                                code="too_much_text")
+
     for number, page in enumerate(reader.pages, start=1):
         try:
-            text = page.extract_text() or ""
+            text = page.extract_text(visitor_text=count) or ""
+        except DocumentError:
+            raise
+        except LimitReachedError as exc:
+            raise DocumentError(f"page {number:,} holds more than the studio reads on one page ({_short(exc)}; at "
+                                f"most {limits.max_pdf_stream_bytes / 2**20:,.0f} MiB of content unpacked and "
+                                f"{limits.max_pdf_page_tokens:,} drawing and text operations): refused",
+                                code="page_too_large") from None
         except Exception:  # one damaged page: the others are still worth reading (noted below)
             unreadable.append(number)
             text = ""
-        characters += len(text)
-        if characters > limits.max_text_chars:
-            raise DocumentError(f"its text passes {limits.max_text_chars:,} characters by page {number:,}: split it")
         sections.append(Section(text, page=number))
         progress(number, page_count)
     notes = [f"pages {', '.join(map(str, unreadable[:20]))} could not be read and were left out"] if unreadable else []
@@ -182,54 +239,260 @@ def _short(exc: Exception) -> str:
 def check_zip(raw: bytes, limits: Limits) -> None:
     """Refuse a zip that would unpack to too much, before anything unpacks it. The sizes are those
     the zip declares; Python's zipfile never reads an entry past its declared size, so a lie in them
-    cuts the entry (python-docx then fails on it) rather than unpacking more."""
+    cuts the entry (reading it then fails) rather than unpacking more."""
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             entries = archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
         raise DocumentError("this is not a Word document (.docx): it is not even a zip file, which every .docx "
-                            "is") from None
+                            "is", code="not_docx") from None
     if len(entries) > limits.max_zip_entries:
-        raise DocumentError(f"this .docx holds {len(entries):,} files; a Word document holds a few dozen: refused")
+        raise DocumentError(f"this .docx holds {len(entries):,} files; a Word document holds a few dozen: refused",
+                            code="zip_bomb")
     unpacked = sum(entry.file_size for entry in entries)
     if unpacked > limits.max_unzipped_bytes:
         raise DocumentError(f"this .docx would unpack to {unpacked / 2**20:,.0f} MiB (at most "
-                            f"{limits.max_unzipped_bytes / 2**20:,.0f} MiB): refused unopened, as a zip bomb")
+                            f"{limits.max_unzipped_bytes / 2**20:,.0f} MiB): refused unopened, as a zip bomb",
+                            code="zip_bomb")
     for entry in entries:
         ratio = entry.file_size // max(entry.compress_size, 1)
         if entry.file_size > 1024 * 1024 and ratio > limits.max_compression_ratio:
             raise DocumentError(f"this .docx packs {entry.filename[:100]} {ratio:,} times tighter than any real "
-                                "document: refused unopened, as a zip bomb")
+                                "document: refused unopened, as a zip bomb", code="zip_bomb")
     if "word/document.xml" not in {entry.filename for entry in entries}:
-        raise DocumentError("this is not a Word document (.docx): the zip has no word/document.xml")
+        raise DocumentError("this is not a Word document (.docx): the zip has no word/document.xml", code="not_docx")
 
 
-def _docx(raw: bytes, limits: Limits) -> ParsedDocument:
+def _docx(raw: bytes, limits: Limits, heartbeat: Callable[[], None]) -> ParsedDocument:
+    """Read word/document.xml as a stream of parser events, never as a tree: python-docx builds the
+    whole tree, and 244 MiB of empty paragraphs (a 5.4 MiB file, within the zip limits) took a job
+    worker past 6 GB. What is held at once is the text kept so far (at most `max_text_chars`) and
+    the table being read; `max_xml_elements` bounds the time."""
+    from lxml import etree
+
     check_zip(raw, limits)
-    import docx
-    from docx.table import Table
-
     try:
-        document = docx.Document(io.BytesIO(raw))
-        lines = []
-        for block in document.iter_inner_content():
-            if isinstance(block, Table):
-                lines.extend(["", *_table_rows(block), ""])
-            else:
-                lines.append(_paragraph_markdown(block))
-    except Exception as exc:  # python-docx raises what lxml and zipfile raise on a damaged file
-        raise DocumentError(f"the Word document cannot be read (it is damaged: {_short(exc)})") from None
-    return ParsedDocument([Section(re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip())])
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            styles = (_read_xml(archive, "word/styles.xml", _DocxStyles(limits), heartbeat)
+                      if "word/styles.xml" in archive.namelist() else {})
+            text = _read_xml(archive, "word/document.xml", _DocxText(styles, limits), heartbeat)
+    except DocumentError:
+        raise
+    except (etree.LxmlError, zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
+        raise DocumentError(f"the Word document cannot be read (it is damaged: {_short(exc)})", code="damaged") from None
+    return ParsedDocument([Section(text)])
+
+
+def _read_xml(archive: zipfile.ZipFile, name: str, target, heartbeat: Callable[[], None]):
+    """Feed one part of the zip, unpacked a piece at a time, to an lxml parser that builds no tree
+    and calls `target` per element instead (its `close()` is the answer). No DTD, no entities,
+    nothing fetched."""
+    from lxml import etree
+
+    parser = etree.XMLParser(target=target, resolve_entities=False, no_network=True, load_dtd=False,
+                             huge_tree=False)
+    target.heartbeat = heartbeat
+    with archive.open(name) as part:
+        while piece := part.read(1024 * 1024):
+            parser.feed(piece)
+    return parser.close()
+
+
+_WORD = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"  # transitional, as Word writes it
+_WORD_STRICT = "{http://purl.oclc.org/ooxml/wordprocessingml/main}"
+# Drawings, text boxes and embedded objects: python-docx leaves their text out too (a text box
+# inside a paragraph is a paragraph inside a paragraph, and Word writes it twice: mc:Choice and mc:Fallback).
+_DOCX_SKIPPED = {"drawing", "pict", "object", "txbxContent"}
+# What a run's child says, as python-docx reads a run's text.
+_DOCX_RUN_TEXT = {"tab": "\t", "ptab": "\t", "cr": "\n", "noBreakHyphen": "-"}
+# Word nests a few levels (tables in tables, content controls); the parser's own stack grows with depth.
+_DOCX_MAX_DEPTH = 256
+
+
+class _DocxPart:
+    """An lxml parser target for a part of a .docx: counts and bounds the elements (their number,
+    their depth), and hands Word's elements on by local name."""
+
+    heartbeat: Callable[[], None]
+
+    def __init__(self, limits: Limits):
+        self.limits = limits
+        self.elements = 0
+        self.depth = 0
+
+    def start(self, tag: str, attributes) -> None:
+        self.elements += 1
+        self.depth += 1
+        if self.elements > self.limits.max_xml_elements:
+            raise DocumentError(f"this .docx holds more than {self.limits.max_xml_elements:,} XML elements (Word "
+                                "writes a few hundred a page): refused, read no further",
+                                code="too_many_elements")
+        if self.depth > _DOCX_MAX_DEPTH:
+            raise DocumentError(f"this .docx nests its XML more than {_DOCX_MAX_DEPTH} levels deep; Word nests a few "
+                                "dozen: refused", code="too_many_elements")
+        if self.elements % 100_000 == 0:
+            self.heartbeat()
+        self.word_start(_word_name(tag), attributes)
+
+    def end(self, tag: str) -> None:
+        self.depth -= 1
+        self.word_end(_word_name(tag))
+
+    def data(self, text: str) -> None:
+        pass
+
+    def word_start(self, name: str, attributes) -> None:
+        pass
+
+    def word_end(self, name: str) -> None:
+        pass
+
+
+def _word_name(tag: str) -> str:
+    """The local name of an element of Word's namespace; "" for any other."""
+    if tag.startswith(_WORD):
+        return tag[len(_WORD):]
+    if tag.startswith(_WORD_STRICT):
+        return tag[len(_WORD_STRICT):]
+    return ""
+
+
+def _word_attribute(attributes, name: str) -> str | None:
+    value = attributes.get(_WORD + name)
+    return value if value is not None else attributes.get(_WORD_STRICT + name)
+
+
+class _DocxStyles(_DocxPart):
+    """word/styles.xml: style id → name ("Heading1" → "heading 1"; a translated Word keeps English
+    names for its built-in styles, under ids in its own language)."""
+
+    def __init__(self, limits: Limits):
+        super().__init__(limits)
+        self.names: dict[str, str] = {}
+        self.style_id: str | None = None
+
+    def word_start(self, name, attributes):
+        if name == "style":
+            self.style_id = _word_attribute(attributes, "styleId")
+        elif name == "name" and self.style_id is not None and len(self.names) < 100_000:
+            self.names[self.style_id] = (_word_attribute(attributes, "val") or "")[:100]
+
+    def close(self) -> dict[str, str]:
+        return self.names
+
+
+class _DocxText(_DocxPart):
+    """word/document.xml as Markdown (headings, list items, tables as rows), gathered as its
+    paragraphs and table cells end."""
+
+    def __init__(self, styles: dict[str, str], limits: Limits):
+        super().__init__(limits)
+        self.styles = styles
+        self.lines: list[str] = []
+        self.characters = 0
+        self.skipping = 0  # depth inside a drawing, text box or object
+        self.in_run = 0
+        self.in_text = False
+        self.paragraph: list[str] | None = None  # the open paragraph's text
+        self.style_id = ""
+        self.table_depth = 0  # a table inside a cell is read as that cell's text
+        self.rows: list[list[str]] = []
+        self.row: list[str] = []
+        self.above: list[str] = []  # the previous row's cells by grid column (vertically merged cells repeat it)
+        self.cell: list[str] | None = None
+        self.span, self.merged = 1, False
+
+    def word_start(self, name, attributes):
+        if name in _DOCX_SKIPPED:
+            self.skipping += 1
+        if self.skipping:
+            return
+        if name == "p":
+            self.paragraph, self.style_id = [], ""
+        elif name == "r":
+            self.in_run += 1
+        elif name == "t":
+            self.in_text = bool(self.in_run) and self.paragraph is not None
+        elif name == "br" and self.in_run and self.paragraph is not None:
+            self._add("\n" if _word_attribute(attributes, "type") in (None, "textWrapping") else "")
+        elif name in _DOCX_RUN_TEXT and self.in_run and self.paragraph is not None:
+            self._add(_DOCX_RUN_TEXT[name])
+        elif name == "pStyle" and self.paragraph is not None:
+            self.style_id = _word_attribute(attributes, "val") or ""
+        elif name == "tbl":
+            self.table_depth += 1
+            if self.table_depth == 1:
+                self.rows, self.above = [], []
+        elif self.table_depth == 1 and name == "tr":
+            self.row = []
+        elif self.table_depth == 1 and name == "tc":
+            self.cell, self.span, self.merged = [], 1, False
+        elif self.table_depth == 1 and name == "gridSpan":
+            value = _word_attribute(attributes, "val") or "1"
+            self.span = max(1, min(int(value), 1000)) if value.isdigit() else 1
+        elif self.table_depth == 1 and name == "vMerge":
+            self.merged = _word_attribute(attributes, "val") in (None, "continue")
+
+    def data(self, text):
+        if self.in_text and not self.skipping:
+            self._add(text)
+
+    def word_end(self, name):
+        if name in _DOCX_SKIPPED:
+            self.skipping -= 1
+            return
+        if self.skipping:
+            return
+        if name == "t":
+            self.in_text = False
+        elif name == "r":
+            self.in_run -= 1
+        elif name == "p" and self.paragraph is not None:
+            self._paragraph_ended("".join(self.paragraph))
+            self.paragraph = None
+        elif self.table_depth == 1 and name == "tc" and self.cell is not None:
+            column = len(self.row)
+            text = " ".join("\n".join(self.cell).split()).replace("|", "\\|")
+            if self.merged and column < len(self.above):
+                text = self.above[column]
+            self.row.extend([text] * self.span)
+            self.cell = None
+        elif self.table_depth == 1 and name == "tr":
+            self.rows.append(self.row)
+            self.above = self.row
+        elif name == "tbl":
+            self.table_depth -= 1
+            if self.table_depth == 0:
+                self.lines.extend(["", *_markdown_rows(self.rows), ""])
+                self.rows = []
+
+    def _add(self, text: str) -> None:
+        self.characters += len(text)
+        if self.characters > self.limits.max_text_chars:
+            raise DocumentError(f"its text passes {self.limits.max_text_chars:,} characters: split it",
+                                code="too_much_text")
+        self.paragraph.append(text)
+
+    def _paragraph_ended(self, text: str) -> None:
+        if self.table_depth:
+            if self.cell is not None and text.strip():
+                self.cell.append(text)
+            return
+        line = _paragraph_markdown(text, self.styles.get(self.style_id, ""))
+        if line:
+            self.lines.append(line)
+
+    def close(self) -> str:
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(self.lines)).strip()
 
 
 _HEADING_STYLE = re.compile(r"^heading (\d)$", re.IGNORECASE)
 
 
-def _paragraph_markdown(paragraph) -> str:
-    text = paragraph.text.strip()
+def _paragraph_markdown(text: str, style: str) -> str:
+    text = text.strip()
     if not text:
         return ""
-    style = (paragraph.style.name if paragraph.style is not None else "") or ""
     heading = _HEADING_STYLE.match(style)
     if heading:
         return f"\n{'#' * min(int(heading.group(1)), 6)} {text}\n"
@@ -240,15 +503,14 @@ def _paragraph_markdown(paragraph) -> str:
     return text + "\n"
 
 
-def _table_rows(table) -> list[str]:
+def _markdown_rows(rows: list[list[str]]) -> list[str]:
     """Markdown rows, the first one the header (Word tables have no other way to say which is)."""
-    rows = []
-    for row in table.rows:
-        cells = [" ".join(cell.text.split()).replace("|", "\\|") for cell in row.cells]
-        rows.append("| " + " | ".join(cells) + " |")
-        if len(rows) == 1:
-            rows.append("|" + "---|" * len(cells))
-    return rows
+    lines = []
+    for cells in rows:
+        lines.append("| " + " | ".join(cells) + " |")
+        if len(lines) == 1:
+            lines.append("|" + "---|" * len(cells))
+    return lines
 
 
 # --- HTML -----------------------------------------------------------------------------------------

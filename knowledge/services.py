@@ -10,8 +10,9 @@ from datetime import timedelta
 from pathlib import PurePath
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from studio import jobs
@@ -36,6 +37,9 @@ MAX_DESCRIPTION_CHARS = 2000
 # all, then failed (a file that kills its worker every time must not loop forever).
 MAX_ATTEMPTS = 3
 CANCELLED = "Cancelled before it was ready; upload it again to index it."
+WORKER_LOST_READING = ("The job worker stopped while reading this file (killed, or out of memory): it is not tried "
+                       "again, since reading it again would most likely do the same. If the worker was stopped for "
+                       "another reason, upload the file again.")
 
 
 class KnowledgeError(StudioError):
@@ -46,6 +50,30 @@ class KnowledgeError(StudioError):
 class DocumentAdded:
     document: Document
     duplicate: bool  # the same content was already in this knowledge base: this is that document
+    retried: bool = False  # that document had failed: queued again with this file
+
+
+class QuotaExceeded(KnowledgeError):
+    """The upload would take its owner past KNOWLEDGE_QUOTA_BYTES_PER_PERSON: nothing was stored."""
+
+    status = 413
+    code = "quota_exceeded"
+
+
+@dataclass(frozen=True)
+class StorageUse:
+    """What a person's documents take in the studio's storage, against their quota."""
+
+    used: int  # bytes of the files kept (failed documents keep none)
+    quota: int  # KNOWLEDGE_QUOTA_BYTES_PER_PERSON; 0: no quota
+
+    @property
+    def available(self) -> int | None:
+        return None if not self.quota else max(self.quota - self.used, 0)
+
+    @property
+    def percent(self) -> int:
+        return min(100, round(100 * self.used / self.quota)) if self.quota else 0
 
 
 def _text(value, field: str, *, limit: int, required: bool = False) -> str:
@@ -93,11 +121,36 @@ def _file_name(raw_name) -> str:
     return name[:255] or "unnamed"
 
 
+def storage_use(*, user) -> StorageUse:
+    """The bytes of the files a person's documents keep (in every knowledge base they own)."""
+    used = Document.objects.filter(knowledge_base__owner=user).exclude(file="").aggregate(
+        total=Sum("size"))["total"] or 0
+    return StorageUse(used=used, quota=settings.KNOWLEDGE_QUOTA_BYTES_PER_PERSON)
+
+
+def _human_size(size: int) -> str:
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size >= factor:
+            return f"{size / factor:,.1f} {unit}"
+    return f"{size:,} bytes"
+
+
+def quota_refusal(*, use: StorageUse, incoming: int) -> str:
+    """The sentence of a refusal when `incoming` more bytes would not fit (else "")."""
+    if not use.quota or use.used + incoming <= use.quota:
+        return ""
+    return (f"This upload needs {_human_size(incoming)}, and {_human_size(use.available)} of your "
+            f"{_human_size(use.quota)} for documents is left (KNOWLEDGE_QUOTA_BYTES_PER_PERSON): nothing was stored. "
+            "Delete documents you no longer need, or upload fewer files.")
+
+
 def documents_add(*, user, knowledge_base: KnowledgeBase, files) -> list[DocumentAdded]:
     """Store each uploaded file and queue its ingestion; nothing is parsed here. A file over
     KNOWLEDGE_MAX_FILE_BYTES, or of a kind the studio does not read, becomes a failed document with
     the reason, unread; the others go on. The same content as a document already in the base is
-    that document (`duplicate`)."""
+    that document (`duplicate`); if that one had failed, it is queued again with this file. The
+    files to store must fit in what is left of their owner's quota, all together, or none is
+    stored (QuotaExceeded)."""
     require_owner(knowledge_base, user)
     files = list(files)
     if not files:
@@ -105,12 +158,28 @@ def documents_add(*, user, knowledge_base: KnowledgeBase, files) -> list[Documen
     if len(files) > settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD:
         raise KnowledgeError(f"{len(files):,} files at once; at most {settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD:,}",
                              "file")
-    added = [_document_add(user=user, knowledge_base=knowledge_base, upload=upload) for upload in files]
-    queued = [item.document.pk for item in added
-              if not item.duplicate and item.document.status == Document.Status.QUEUED]
-    # One callback for the whole upload, after the commit: a job worker never looks for a row it cannot see yet.
-    transaction.on_commit(lambda: [jobs.dispatch(IngestionJob, document_id) for document_id in queued])
+    with transaction.atomic():
+        # Locked: two uploads of one person at once are counted one after the other against the quota.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+        incoming = sum(upload.size for upload in files if _storable(upload))  # a duplicate counts too: not read yet
+        refusal = quota_refusal(use=storage_use(user=user), incoming=incoming)
+        if refusal:
+            raise QuotaExceeded(refusal, "file")
+        added = [_document_add(user=user, knowledge_base=knowledge_base, upload=upload) for upload in files]
+        queued = [item.document.pk for item in added if item.document.status == Document.Status.QUEUED
+                  and (not item.duplicate or item.retried)]
+        # One callback for the whole upload, after the commit: a job worker never looks for a row it cannot see yet.
+        transaction.on_commit(lambda: [jobs.dispatch(IngestionJob, document_id) for document_id in queued])
     return added
+
+
+def _storable(upload) -> bool:
+    """Whether an upload will be stored (not refused unread by its name or declared size)."""
+    try:
+        kind_of(_file_name(getattr(upload, "name", "")))
+    except DocumentError:
+        return False
+    return upload.size <= settings.KNOWLEDGE_MAX_FILE_BYTES
 
 
 def _document_add(*, user, knowledge_base: KnowledgeBase, upload) -> DocumentAdded:
@@ -120,12 +189,13 @@ def _document_add(*, user, knowledge_base: KnowledgeBase, upload) -> DocumentAdd
     try:
         kind = kind_of(name)
     except DocumentError as exc:
-        return DocumentAdded(Document.objects.create(**common, status=Document.Status.FAILED, error=str(exc)), False)
+        return DocumentAdded(Document.objects.create(**common, status=Document.Status.FAILED, error=str(exc),
+                                              error_code=exc.code), False)
     if upload.size > settings.KNOWLEDGE_MAX_FILE_BYTES:  # refused by its declared size, before a byte is read
         error = (f"too large: {upload.size / 2**20:,.1f} MiB; a document may be at most "
                  f"{settings.KNOWLEDGE_MAX_FILE_BYTES / 2**20:,.1f} MiB (KNOWLEDGE_MAX_FILE_BYTES)")
-        return DocumentAdded(Document.objects.create(**common, kind=kind, status=Document.Status.FAILED, error=error),
-                             False)
+        return DocumentAdded(Document.objects.create(**common, kind=kind, status=Document.Status.FAILED, error=error,
+                                              error_code="file_too_large"), False)
     path, content_hash = storage.store(upload, knowledge_base_id=knowledge_base.pk, kind=kind)
     existing = knowledge_base.documents.filter(content_hash=content_hash).first()
     if existing is None:
@@ -136,9 +206,25 @@ def _document_add(*, user, knowledge_base: KnowledgeBase, upload) -> DocumentAdd
             return DocumentAdded(document, False)
         except IntegrityError:  # the same content in a simultaneous upload won the race: that one is it
             existing = knowledge_base.documents.get(content_hash=content_hash)
+    if existing.status == Document.Status.FAILED and not existing.file:
+        return DocumentAdded(_document_retry(existing, name=name, kind=kind, path=path), True, retried=True)
     if existing.file != path:  # the same bytes under another extension: one copy is enough
         storage.remove(path)
     return DocumentAdded(existing, True)
+
+
+def _document_retry(document: Document, *, name: str, kind: str, path: str) -> Document:
+    """A failed document (its file deleted) uploaded again: queued again with the new file, under the
+    name and kind it has now."""
+    Document.objects.filter(pk=document.pk, status=Document.Status.FAILED).update(
+        name=name, kind=kind, file=path, status=Document.Status.QUEUED, stage="", error="", error_code="", notes=[],
+        pages=None, chunk_count=0, rebuilt_chunk_count=None, updated_at=timezone.now())
+    IngestionJob.objects.update_or_create(document=document, defaults={
+        "status": JobStatus.QUEUED, "done": 0, "total": 0, "note": "", "error": "", "cancel_requested": False,
+        "worker": "", "dispatched_at": None, "started_at": None, "heartbeat_at": None, "finished_at": None,
+        "attempts": 0})
+    document.refresh_from_db()
+    return document
 
 
 def document_delete(*, user, document: Document) -> None:
@@ -167,9 +253,8 @@ def document_cancel(*, user, document: Document) -> None:
                              "searchable meanwhile", "status")
     with transaction.atomic():
         jobs.job_cancel(job)
-        if job.status == JobStatus.CANCELLED:  # it was still queued
-            Document.objects.filter(pk=document.pk, status=Document.Status.QUEUED).update(
-                status=Document.Status.FAILED, stage="", error=CANCELLED)
+        if job.status == JobStatus.CANCELLED and document.status == Document.Status.QUEUED:  # it was still queued
+            document_fail(document.pk, CANCELLED, code="cancelled")
     document.refresh_from_db()
 
 
@@ -210,10 +295,11 @@ def knowledge_base_rebuild(*, user, knowledge_base: KnowledgeBase, chunk_tokens=
         Chunk.objects.filter(knowledge_base=knowledge_base).exclude(generation=locked.active_generation).delete()
         KnowledgeBase.objects.filter(pk=knowledge_base.pk).update(
             building_generation=generation, building_chunk_tokens=chunk_tokens, building_chunk_overlap=chunk_overlap)
-        documents = knowledge_base.documents.exclude(status=Document.Status.FAILED, file="")  # refused unread: stay so
+        # Failed ones kept no file: they stay failed (uploading the file again retries one).
+        documents = knowledge_base.documents.exclude(status=Document.Status.FAILED)
         documents.update(rebuilt_chunk_count=None)
         document_ids = list(documents.values_list("pk", flat=True))
-        # Ready ones stay ready (searched through their active chunks); failed ones are tried again.
+        # Ready ones stay ready (searched through their active chunks).
         documents.exclude(status=Document.Status.READY).update(
             status=Document.Status.QUEUED, stage="", error="", notes=[], updated_at=timezone.now())
         IngestionJob.objects.bulk_create([IngestionJob(document_id=document_id) for document_id in document_ids],
@@ -282,9 +368,11 @@ def rebuild_switch_if_built(knowledge_base_id: int) -> bool:
     return True
 
 
-def document_fail(document_id: int, error: str) -> None:
-    """The document failed (its reason kept), its chunks gone (of every generation: a document that
-    fails during a rebuild leaves search, as any failed one)."""
+def document_fail(document_id: int, error: str, *, code: str) -> None:
+    """The document failed: its reason kept (a sentence and a code), its chunks gone (of every
+    generation: a document that fails during a rebuild leaves search, as any failed one), and its
+    file deleted once this commits (it would only take its owner's storage; uploading the same file
+    again retries it)."""
     with transaction.atomic():
         document = Document.objects.select_for_update().filter(pk=document_id).first()
         if document is None:
@@ -292,10 +380,12 @@ def document_fail(document_id: int, error: str) -> None:
         was_ready = document.status == Document.Status.READY
         document.chunks.all().delete()
         Document.objects.filter(pk=document_id).update(status=Document.Status.FAILED, stage="", error=error,
-                                                       chunk_count=0, rebuilt_chunk_count=None,
-                                                       updated_at=timezone.now())
+                                                       error_code=code[:32], chunk_count=0, rebuilt_chunk_count=None,
+                                                       file="", updated_at=timezone.now())
         if was_ready:
             document.knowledge_base.chunks_changed()
+        path = document.file
+        transaction.on_commit(lambda: storage.remove(path))
 
 
 def ingestion_sweep() -> None:
@@ -307,9 +397,15 @@ def ingestion_sweep() -> None:
         jobs.dispatch(IngestionJob, job_id)
     stale = timezone.now() - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_SECONDS)
     lost = IngestionJob.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=stale)
-    for job_id, attempts in lost.values_list("pk", "attempts"):
+    for job_id, attempts, stage in lost.values_list("pk", "attempts", "document__stage"):
         still_lost = IngestionJob.objects.filter(pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale)
-        if attempts < MAX_ATTEMPTS:
+        if stage == "parsing":
+            # Reading the file beats the heart too (every PDF page, every 100,000 XML elements of a
+            # .docx): a worker lost there most likely died of the file, and would again.
+            if still_lost.update(status=JobStatus.FAILED, error=WORKER_LOST_READING, note="",
+                                 finished_at=timezone.now()):
+                document_fail(job_id, WORKER_LOST_READING, code="worker_lost_reading")
+        elif attempts < MAX_ATTEMPTS:
             if still_lost.update(status=JobStatus.QUEUED, dispatched_at=None, worker="", note="resuming: its job "
                                  "worker stopped"):
                 Document.objects.filter(pk=job_id, status=Document.Status.PROCESSING).update(
@@ -319,7 +415,7 @@ def ingestion_sweep() -> None:
             error = (f"The job worker stopped {attempts} times while indexing this document (killed, or out of "
                      "memory): it was not indexed. Split it, or upload it again when the workers have more memory.")
             if still_lost.update(status=JobStatus.FAILED, error=error, note="", finished_at=timezone.now()):
-                document_fail(job_id, error)
+                document_fail(job_id, error, code="worker_lost")
     # A rebuild whose last document ended where the switch could not run (a worker that died).
     for knowledge_base_id in KnowledgeBase.objects.filter(building_generation__isnull=False).values_list("pk",
                                                                                                       flat=True):

@@ -6,6 +6,8 @@ from studio.celery import app
 
 @app.task(name="knowledge.ingest", ignore_result=True)
 def ingest_task(document_id: int) -> None:
-    from .ingestion import ingest_document
+    """`document_id` is the document whose upload sent this message; the delivery takes the queued
+    document that is fairest to take now (ingestion.ingest_next_document), which may be another."""
+    from .ingestion import ingest_next_document
 
-    ingest_document(document_id)
+    ingest_next_document()

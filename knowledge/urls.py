@@ -8,6 +8,7 @@ urlpatterns = [
     path("<id:knowledge_base_id>/", views.knowledge_base_detail, name="detail"),
     path("<id:knowledge_base_id>/documents/", views.documents, name="documents"),
     path("<id:knowledge_base_id>/documents/upload/", views.documents_upload, name="upload"),
+    path("<id:knowledge_base_id>/documents/uploaded/", views.upload_progress, name="upload_progress"),
     path("<id:knowledge_base_id>/documents/<id:document_id>/", views.document_detail, name="document"),
     path("<id:knowledge_base_id>/documents/<id:document_id>/delete/", views.document_delete, name="document_delete"),
     path("<id:knowledge_base_id>/search/", views.search, name="search"),

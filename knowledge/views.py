@@ -16,6 +16,7 @@ from studio.llm.numpy_embedder import EMBEDDING_MODEL
 
 from . import search as knowledge_search
 from . import selectors, services
+from .models import Document
 
 DOCUMENTS_PER_PAGE = 100
 CHUNKS_PER_PAGE = 50
@@ -57,14 +58,15 @@ def knowledge_base_list(request):
             return redirect("knowledge:detail", knowledge_base_id=knowledge_base.pk)
     return render(request, "knowledge/knowledge_base_list.html", {
         "knowledge_bases": selectors.knowledge_bases_with_counts(user=request.user), "values": values,
-        "errors": errors}, status=400 if errors else 200)
+        "errors": errors, "storage": services.storage_use(user=request.user)}, status=400 if errors else 200)
 
 
 def _documents_context(request, knowledge_base, **extra) -> dict:
     page = Paginator(selectors.documents_of(knowledge_base=knowledge_base), DOCUMENTS_PER_PAGE).get_page(
         request.GET.get("page"))
+    is_owner = knowledge_base.owner_id == request.user.pk
     return {"knowledge_base": knowledge_base, "page": page, "polling": any(doc.active for doc in page.object_list),
-            "is_owner": knowledge_base.owner_id == request.user.pk, **extra}
+            "is_owner": is_owner, "storage": services.storage_use(user=request.user) if is_owner else None, **extra}
 
 
 def _search_values(source) -> dict:
@@ -160,25 +162,39 @@ def documents(request, knowledge_base_id):
 def documents_upload(request, knowledge_base_id):
     knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
     _require_owner(request, knowledge_base)  # before the body is parsed: a stranger's upload is not stored
-    error, added = "", []
+    error, status, added = "", 200, []
     try:
         added = services.documents_add(user=request.user, knowledge_base=knowledge_base,
                                        files=request.FILES.getlist("file"))
     except RequestDataTooBig as exc:
-        error = f"The upload is too large: {exc}"
+        error, status = f"The upload is too large: {exc}", 413
     except (MultiPartParserError, SuspiciousOperation) as exc:  # too many files, a broken body
-        error = f"The upload could not be read: {exc}"
-    except services.KnowledgeError as exc:
-        error = exc.message
+        error, status = f"The upload could not be read: {exc}", 400
+    except services.KnowledgeError as exc:  # QuotaExceeded: 413
+        error, status = exc.message, exc.status
+    queued = [item.document for item in added if (not item.duplicate or item.retried)
+              and item.document.status == Document.Status.QUEUED]
     context = _documents_context(request, knowledge_base, upload_error=error, oob=True,
-                                 added=[item for item in added if not item.duplicate and not item.document.error],
-                                 duplicates=[item.document for item in added if item.duplicate],
-                                 refused=[item.document for item in added if not item.duplicate and item.document.error])
+                                 duplicates=[item.document for item in added if item.duplicate and not item.retried],
+                                 refused=[item.document for item in added if not item.duplicate and item.document.error],
+                                 upload=selectors.upload_progress(knowledge_base=knowledge_base,
+                                                                  document_ids=[d.pk for d in queued]))
     template = "knowledge/_upload.html" if request.htmx else "knowledge/knowledge_base_detail.html"
     if not request.htmx:
         context.update(_index_context(request, knowledge_base), search=_search_values({}),
                        modes=knowledge_search.MODES)
-    return render(request, template, context, status=400 if error else 200)
+    return render(request, template, context, status=status)
+
+
+@login_required
+@require_GET
+def upload_progress(request, knowledge_base_id):
+    """The notice of one upload, polled every 2 s while its documents are queued or being indexed:
+    how many are ready (and failed) so far; the poll stops when none is left waiting."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    return render(request, "knowledge/_upload_progress.html", {
+        "knowledge_base": knowledge_base, "upload": selectors.upload_progress(
+            knowledge_base=knowledge_base, document_ids=selectors.parse_id_ranges(request.GET.get("ids", "")))})
 
 
 @login_required
@@ -223,9 +239,17 @@ def search(request, knowledge_base_id):
 @login_required
 @require_GET
 def document_detail(request, knowledge_base_id, document_id):
+    """A document's passages, 50 a page. `?passage=<chunk id>` (a citation's link): opens the page
+    that holds that passage, marked, and its `#chunk-<id>` scrolls to it."""
     knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
     document = _document_or_404(knowledge_base, document_id)
     chunks = document.chunks.active().only("ordinal", "page", "heading", "text", "token_count").order_by("ordinal")
+    cited_id = request.GET.get("passage", "")
+    cited = chunks.filter(pk=int(cited_id)).first() if cited_id.isdigit() and len(cited_id) < 19 else None
+    page_number = request.GET.get("page")
+    if cited is not None and not page_number:
+        page_number = chunks.filter(ordinal__lt=cited.ordinal).count() // CHUNKS_PER_PAGE + 1
     return render(request, "knowledge/document_detail.html", {
-        "knowledge_base": knowledge_base, "document": document,
-        "page": Paginator(chunks, CHUNKS_PER_PAGE).get_page(request.GET.get("page"))})
+        "knowledge_base": knowledge_base, "document": document, "cited_id": cited.pk if cited else None,
+        "cited_gone": bool(cited_id) and cited is None,
+        "page": Paginator(chunks, CHUNKS_PER_PAGE).get_page(page_number)})

@@ -45,9 +45,10 @@ def require_editor(prompt: Prompt, user) -> None:
 # --- validation shared by forms and imports -------------------------------------------------
 
 
-def clean_version_fields(raw: dict, where: str = "", *, user=None) -> dict:
+def clean_version_fields(raw: dict, where: str = "", *, user=None, carried: dict[int, str] | None = None) -> dict:
     """Checked, typed fields of a version from a form or an import; raises PromptError. `user`: who
-    saves it (the knowledge bases it attaches must be visible to them)."""
+    saves it (the knowledge bases it attaches must be visible to them, or `carried`: attached by the
+    prompt's versions already, knowledge_bases_carried)."""
     at = (lambda name: f"{where}.{name}" if where else name)
     text = {}
     for name, required in (("instructions", False), ("template", True), ("commit_message", False)):
@@ -90,19 +91,33 @@ def clean_version_fields(raw: dict, where: str = "", *, user=None) -> dict:
     for n, sequence in enumerate(stop):
         _require_storable(sequence, at(f"stop[{n}]"))
     output_format = clean_output_format(raw.get("output_format"), at("output_format"))
-    retrieval = clean_retrieval(raw.get("retrieval"), variables, user=user, field=at("retrieval"))
+    retrieval = clean_retrieval(raw.get("retrieval"), variables, user=user, field=at("retrieval"), carried=carried)
     if retrieval.get("layout") == "template":
         variables = [name for name in variables if name != PASSAGES]  # the studio fills it, not the person
     return {**text, "variables": variables, "retrieval": retrieval, "examples": clean_examples, "model_name": model_name.strip(), "temperature": temperature,
             "top_p": top_p, "max_new_tokens": max_new_tokens, "stop": stop, "output_format": output_format}
 
 
-def clean_retrieval(raw, variables: list[str], *, user, field: str = "retrieval") -> dict:
+def knowledge_bases_carried(prompt: Prompt) -> dict[int, str]:
+    """The knowledge bases the prompt's versions attach (id → name as stored): a new version may
+    keep them though its editor cannot see them (another person's private base)."""
+    carried = {}
+    for retrieval in prompt.versions.exclude(retrieval={}).values_list("retrieval", flat=True):
+        for entry in (retrieval or {}).get("knowledge_bases") or []:
+            if isinstance(entry, dict) and isinstance(entry.get("id"), int):
+                carried[entry["id"]] = entry.get("name") or ""
+    return carried
+
+
+def clean_retrieval(raw, variables: list[str], *, user, field: str = "retrieval",
+                    carried: dict[int, str] | None = None) -> dict:
     """The knowledge a version retrieves from, and how ({} for none). Bases are given by id (a form:
-    one the saver may see) or as {"id", "name"} (a version edited, an export): kept when that base
-    exists with that name; else the name is looked up among the bases the saver may see; a name
-    found nowhere is kept with id None (an import from another studio: it retrieves nothing until a
-    version names a base here, and says so)."""
+    one the saver may see, or one `carried` from the prompt's versions, which the form names by id
+    alone) or as {"id", "name"} (a version edited, an export): kept when the saver may see that base
+    under that name, or the prompt's versions carry it; else the name is looked up among the bases
+    the saver may see; a name found nowhere is kept with id None (an import from another studio: it
+    retrieves nothing until a version names a base here, and says so). Another person's private
+    base is answered exactly as one that does not exist: its name cannot be confirmed by guessing."""
     from knowledge.models import KnowledgeBase
     from knowledge.retrieval import RetrievalError, clean_settings
 
@@ -117,6 +132,7 @@ def clean_retrieval(raw, variables: list[str], *, user, field: str = "retrieval"
         return {}
     visible = KnowledgeBase.objects.filter(Q(shared=True) | Q(owner_id=getattr(user, "pk", None))) \
         if user is not None else KnowledgeBase.objects.none()
+    carried = carried or {}
     bases = []
     for n, item in enumerate(given):
         at = f"{field}.knowledge_bases[{n}]"
@@ -134,18 +150,20 @@ def clean_retrieval(raw, variables: list[str], *, user, field: str = "retrieval"
                 base_id = int(base_id)
             except (TypeError, ValueError):
                 raise PromptError("must be a knowledge base's id", at) from None
-            if name is not None:
-                # {"id", "name"} as a version holds it: kept as it is, even another person's private
-                # base (carried from the version edited; it gives each person what they may see).
-                # A differing name is another studio's id: the name decides.
-                found = KnowledgeBase.objects.filter(pk=base_id, name=name).first()
+            if carried.get(base_id) is not None and name in (None, carried[base_id]):
+                # Attached by the prompt's versions: kept as they hold it, even another person's
+                # private base (it gives each person what they may see).
+                found = {"id": base_id, "name": carried[base_id]}
+            elif name is not None:
+                # {"id", "name"}: a differing name is another studio's id, and the name decides.
+                found = _base_entry(visible.filter(pk=base_id, name=name).first())
             else:
-                found = visible.filter(pk=base_id).first()
+                found = _base_entry(visible.filter(pk=base_id).first())
         if found is None and name:
-            found = visible.filter(name=name).order_by("-shared", "id").first()
+            found = _base_entry(visible.filter(name=name).order_by("-shared", "id").first())
         if found is None and not name:
             raise PromptError("there is no such knowledge base, or it is not shared with you", at)
-        entry = {"id": found.pk, "name": found.name} if found is not None else {"id": None, "name": name}
+        entry = found if found is not None else {"id": None, "name": name}
         if entry not in bases:
             bases.append(entry)
     try:
@@ -160,6 +178,10 @@ def clean_retrieval(raw, variables: list[str], *, user, field: str = "retrieval"
         raise PromptError("cannot be the passages themselves", f"{field}.query")
     return {"knowledge_bases": bases, **settings, "query": query,
             "layout": "template" if PASSAGES in variables else "system"}
+
+
+def _base_entry(knowledge_base) -> dict | None:
+    return {"id": knowledge_base.pk, "name": knowledge_base.name} if knowledge_base is not None else None
 
 
 def clean_output_format(raw, field: str = "output_format") -> dict:
@@ -280,7 +302,7 @@ def prompt_create(*, owner, name: str, slug: str, description: str = "", version
 def version_create(*, prompt: Prompt, author, fields: dict) -> PromptVersion:
     """Version N+1 of `prompt`. Versions never change; this is how a prompt is edited."""
     require_editor(prompt, author)
-    clean = clean_version_fields(fields, user=author)
+    clean = clean_version_fields(fields, user=author, carried=knowledge_bases_carried(prompt))
     with transaction.atomic():
         # Two editors saving at once would both pick N+1: lock the prompt row.
         Prompt.objects.select_for_update().get(pk=prompt.pk)

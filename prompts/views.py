@@ -129,7 +129,7 @@ def _retrieval_form_values(retrieval, user, variables: list[str]) -> dict:
     attached ones they may not see (kept as they are), the settings, the variables to query with."""
     from knowledge.retrieval import DEFAULT_SETTINGS
     from knowledge.search import MODES
-    from knowledge.selectors import knowledge_bases_for
+    from knowledge.selectors import attached_bases_seen_by, knowledge_bases_for
 
     retrieval = retrieval if isinstance(retrieval, dict) else {}
     attached = [kb for kb in retrieval.get("knowledge_bases") or [] if isinstance(kb, dict)]
@@ -137,27 +137,36 @@ def _retrieval_form_values(retrieval, user, variables: list[str]) -> dict:
                                                             if not isinstance(kb, dict)}
     choices = list(knowledge_bases_for(user=user)) if user is not None else []
     shown = {str(kb.pk) for kb in choices}
+    # A base the editor cannot see is kept by its id alone (its name stays off the page; the save
+    # takes it from the prompt's versions, services.knowledge_bases_carried).
+    kept = [kb for kb in attached_bases_seen_by(user=user, attached=attached) if str(kb["id"]) not in shown]
     return {"knowledge_choices": [{"id": kb.pk, "name": kb.name, "shared": kb.shared,
                                    "checked": str(kb.pk) in attached_ids} for kb in choices],
-            "knowledge_kept": [{"entry": json.dumps({"id": kb.get("id"), "name": kb.get("name")}), "name": kb.get("name"),
-                                "here": kb.get("id") is not None} for kb in attached if str(kb.get("id")) not in shown],
+            "knowledge_kept": [{"entry": json.dumps({"id": kb["id"]} if kb["hidden"] else {"id": kb["id"], "name": kb["name"]}),
+                                "name": kb["name"], "here": kb["id"] is not None} for kb in kept],
             "retrieval_k": retrieval.get("k") or DEFAULT_SETTINGS["k"], "retrieval_mode": retrieval.get("mode") or "hybrid",
             "retrieval_min_score": "" if retrieval.get("min_score") in (None, "") else retrieval.get("min_score"),
             "retrieval_query": retrieval.get("query") or "", "retrieval_modes": MODES,
             "query_variables": [name for name in variables if name != "passages"]}
 
 
+def _retrieval_seen_by(retrieval, user) -> dict:
+    """A version's retrieval as `user` may read it: bases they cannot see unnamed."""
+    from knowledge.selectors import attached_bases_seen_by
+
+    if not retrieval:
+        return retrieval
+    return {**retrieval, "knowledge_bases": attached_bases_seen_by(user=user, attached=retrieval.get("knowledge_bases"))}
+
+
 def _retrieval_shown(version, user) -> dict:
     """The version page's Knowledge section, and what of it this person gets nothing from."""
-    from knowledge.selectors import knowledge_bases_for
-
     from .diff import retrieval_text
 
-    attached = (version.retrieval or {}).get("knowledge_bases", [])
-    visible = set(knowledge_bases_for(user=user).filter(pk__in=[kb["id"] for kb in attached if kb.get("id")])
-                  .values_list("pk", flat=True))
-    return {"retrieval_text": retrieval_text(version.retrieval),
-            "retrieval_unavailable": [kb["name"] for kb in attached if kb.get("id") not in visible]}
+    seen = _retrieval_seen_by(version.retrieval, user)
+    return {"retrieval_text": retrieval_text(seen),
+            "retrieval_unavailable": [kb["name"] for kb in (seen or {}).get("knowledge_bases", [])
+                                      if kb["hidden"] or kb["id"] is None]}
 
 
 def _output_format_shown(version) -> dict:
@@ -274,6 +283,8 @@ def version_diff(request, slug):
     prompt = prompt_or_404(slug)
     new = version_or_404(prompt, number=request.GET.get("to") or None)
     old = version_or_404(prompt, number=request.GET.get("from") or max(new.number - 1, 1))
+    for version in (old, new):  # read, never saved: bases this person cannot see are unnamed
+        version.retrieval = _retrieval_seen_by(version.retrieval, request.user)
     sections = diff_versions(old, new)
     return render(request, "prompts/version_diff.html", {
         "prompt": prompt, "old": old, "new": new, "sections": sections, **selectors.version_summary(prompt),

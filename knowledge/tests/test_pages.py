@@ -38,7 +38,7 @@ def test_it_lists_own_and_shared_bases_but_not_someone_elses_private_one(alice, 
     knowledge_base_create(owner=bob, name="Bob's notes")
     client = client_for(alice)
     client.get("/knowledge/")  # the session's first request loads the user
-    with django_assert_num_queries(3):  # session, user, the bases with their counts
+    with django_assert_num_queries(4):  # session, user, the bases with their counts, the storage they use
         page = client.get("/knowledge/").content.decode()
     assert "Handbook" in page and "Team wiki" in page and "Bob's notes" not in page
     assert "private" in page and "shared" in page and "0 of 0" in page
