@@ -222,3 +222,22 @@ async def test_a_continuation_that_cannot_start_leaves_the_reply_as_it_was(alice
     assert (kept.status, kept.content, kept.finish_reason, kept.completion_tokens) == \
         ("complete", "Not JSON at all", "length", reply.completion_tokens)
     assert kept.continuable
+
+
+def test_a_long_history_fitted_for_a_continuation_keeps_the_question_and_the_cut_text(tiny_model):
+    """Older turns go first to fit the context; the reply being continued keeps the question it
+    answers (here a long one, which the walk's estimate alone would have dropped), and the prompt
+    ends with its text, left open."""
+    import dataclasses
+
+    from studio.llm.replies import fit_to_context
+
+    small = dataclasses.replace(tiny_model, context_length=160)  # 112 tokens for the prompt
+    history = [{"role": "system", "content": "Be brief."}]
+    for n in range(3):
+        history += [{"role": "user", "content": f"Old question {n}"}, {"role": "assistant", "content": f"Old answer {n}"}]
+    history += [{"role": "user", "content": "word " * 86}, {"role": "assistant", "content": "It was a dark"}]
+    kept, ids = fit_to_context(small, history, 48, continue_final=True)
+    assert kept == [history[0], *history[-2:]]
+    assert len(ids) <= 160 - 48
+    assert tiny_model.tokenizer.decode(ids).endswith("<|im_start|>assistant\nIt was a dark")
