@@ -377,6 +377,8 @@
       showError(frame.error);
       if (pendingContent !== null && input.value === "") input.value = pendingContent;
       pendingContent = null;
+      // A refused Continue left its reply as it was: it can be asked again.
+      messages.querySelectorAll("[data-action='continue']:disabled").forEach((button) => (button.disabled = false));
     },
   };
 
