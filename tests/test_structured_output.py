@@ -10,7 +10,8 @@ import jsonschema
 import pytest
 
 from studio.llm import GenerationSettings, load_model
-from studio.llm.constraints import FormatError, ReplyConstraint, check_format, clean_format, sample_of
+from studio.llm.constraints import (FORMAT_FAILED, FORMAT_INVALID, FORMAT_TOO_COMPLEX, FormatError, ReplyConstraint,
+                                    check_format, clean_format, pattern_cost, sample_of)
 from studio.llm.engine import BatchEngine, EngineRequest
 from tests.settings import TEST_CACHE, TINY_MODEL_DIR
 
@@ -146,3 +147,129 @@ def test_properties_are_written_in_the_order_the_schema_requires_them(engine):
     (answer,) = answers(engine, [("Where?", greedy, {"type": "json_schema", "schema": schema})])
     assert answer.finish_reason == "stop", answer
     assert list(json.loads(answer.text)) == ["zone", "amount"]
+
+
+# --- what a format may cost (issue #25: a schema's pattern kept 215 MB of the model worker a request) ---
+
+HOSTILE = {"type": "json_schema", "schema": {"type": "object", "properties": {
+    "s": {"type": "string", "pattern": "^(a{1000}){1000}$"}}, "required": ["s"]}}
+ENDLESS = {"$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}},
+                              "required": ["next"]}}, "$ref": "#/$defs/node"}
+
+
+@pytest.mark.parametrize("output_format, code, message", [
+    (HOSTILE, FORMAT_TOO_COMPLEX, "properties → s → pattern: its repetitions written out come to 1,000,002"),
+    ({"type": "regex", "pattern": "(?:x{1000}){1000}"}, FORMAT_TOO_COMPLEX, "come to 1,000,000 characters"),
+    ({"type": "regex", "pattern": "(?:x{1000}[)]){1000}"}, FORMAT_TOO_COMPLEX, "more than 10,000"),  # a ) in a class
+    ({"type": "regex", "pattern": "(?x) # [ comment\n(?:x{1000}){1000}"}, FORMAT_TOO_COMPLEX, "more than 10,000"),
+    ({"type": "regex", "pattern": "x{999999999}"}, FORMAT_TOO_COMPLEX, "come to 999,999,999"),
+    ({"type": "json_schema", "schema": {"type": "object", "patternProperties": {"^(?:k{100}){200}$": {}}}},
+     FORMAT_TOO_COMPLEX, "patternProperties → ^(?:k{100}){200}$"),
+    ({"type": "json_schema", "schema": {"type": "object", "properties": {
+        f"p{n}": {"type": "string", "pattern": "^x{9000}$"} for n in range(6)}}}, FORMAT_TOO_COMPLEX,
+     "patterns written out come to more than 50,000"),
+    ({"type": "json_schema", "schema": ENDLESS}, FORMAT_INVALID, "$defs → node ($ref #/$defs/node) has no finite"),
+    ({"type": "json_schema", "schema": {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"allOf": [{"$ref": "#/$defs/a"}]}},
+                                        "$ref": "#/$defs/a"}}, FORMAT_INVALID, "has no finite answer"),
+    ({"type": "json_schema", "schema": {"type": "array", "minItems": 1, "items": {"$ref": "#"}}}, FORMAT_INVALID,
+     "the schema itself ($ref #) has no finite answer"),
+])
+def test_hostile_formats_are_refused_with_a_code_before_anything_compiles(output_format, code, message, monkeypatch):
+    import llguidance
+
+    monkeypatch.setattr(llguidance, "LLMatcher", None)  # nothing may compile: clean_format judges the text
+    with pytest.raises(FormatError) as refused:
+        clean_format(output_format)
+    assert refused.value.code == code and message in str(refused.value), str(refused.value)
+
+
+@pytest.mark.parametrize("schema", [
+    {"$defs": {"node": {"type": "object", "properties": {"next": {"$ref": "#/$defs/node"}}}}, "$ref": "#/$defs/node"},
+    {"$defs": {"tree": {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/tree"}}},
+                        "required": ["kids"]}}, "$ref": "#/$defs/tree"},  # an empty list of kids ends it
+    {"$defs": {"e": {"anyOf": [{"type": "integer"}, {"type": "array", "minItems": 2, "items": {"$ref": "#/$defs/e"}}]}},
+     "$ref": "#/$defs/e"},  # a number ends it
+    {"$defs": {"a": {"type": "object", "properties": {"b": {"$ref": "#/$defs/b"}}, "required": ["b"]},
+               "b": {"type": ["object", "null"], "properties": {"a": {"$ref": "#/$defs/a"}}, "required": ["a"]}},
+     "$ref": "#/$defs/a"},  # null ends it
+    {"type": "object", "properties": {"code": {"type": "string", "pattern": r"^[A-Z]{2}-\d{4}$"},
+                                      "note": {"type": "string", "pattern": "^(?:[a-z]{1,20} ){1,100}$"}}},
+])
+def test_recursive_schemas_with_an_end_and_ordinary_patterns_are_accepted(schema):
+    assert check_format(clean_format({"type": "json_schema", "schema": schema})) == []
+
+
+@pytest.mark.parametrize("pattern, cost", [
+    ("x{3}", 3), ("(ab){2}", 4), ("(?:a{1000}){1000}", 1_000_000), (r"[0-9]{3}-[A-Z]{2}", 6),
+    ("a|b{10}", 11), ("(?P<name>x){100}", 100), ("[(]{50}", 50), (r"\{1000\}", 6), ("a{2,5}{3}", 15)])
+def test_a_patterns_cost_is_its_counted_repetitions_written_out(pattern, cost):
+    assert pattern_cost(pattern) == cost
+
+
+def test_a_schema_that_names_a_wrong_type_says_where_in_words():
+    schema = {"type": "object", "properties": {"priority": {"type": "integr"}}}
+    with pytest.raises(FormatError, match="at properties → priority → type: 'integr' is not one of the JSON Schema "
+                                          r"types \(array, boolean, integer, null, number, object, string\); did you "
+                                          "mean 'integer'"):
+        clean_format({"type": "json_schema", "schema": schema})
+
+
+def test_digits_in_a_pattern_are_ascii_as_a_person_means_them(engine):
+    constraint = ReplyConstraint(engine.loaded.tokenizer, clean_format({"type": "regex", "pattern": r"\d{3}"}))
+    assert not constraint.matcher.consume_tokens(engine.loaded.tokenizer.encode("١٢٣", add_special_tokens=False))
+    constraint = ReplyConstraint(engine.loaded.tokenizer, clean_format({"type": "regex", "pattern": r"\d{3}"}))
+    assert constraint.matcher.consume_tokens(engine.loaded.tokenizer.encode("123", add_special_tokens=False))
+    assert constraint.matcher.is_accepting()
+
+
+def test_a_reply_whose_matcher_fails_is_failed_with_a_code_never_stop(engine):
+    """The issue's schema, as a format stored before these checks: the matcher reaches its limit
+    after `{"` and allows only the end. It used to end "stop" with `{"` for a whole answer."""
+    greedy = GenerationSettings(max_new_tokens=2, temperature=0)
+    results = answers(engine, [(f"json {n}", greedy, {**HOSTILE, "schema": {**HOSTILE["schema"], "properties": {
+        "s": {"type": "string", "pattern": f"^({letter}{{1000}}){{1000}}$"}}}}) for n, letter in enumerate("abc")])
+    for result in results:
+        assert result.finish_reason == "error" and result.error_code == FORMAT_FAILED, result
+        assert "could not be followed to its end" in result.error
+
+
+def test_an_accepted_format_that_keeps_building_states_fails_its_reply_at_the_limit(engine):
+    """`[a-z]*a[a-z]{200}` is cheap to write and passes every check, but its automaton doubles with
+    each letter written: under llguidance's defaults it grew 29 MB in 300 tokens and went on. At
+    GRAMMAR_LIMITS' 20,000 states its reply fails with a code instead."""
+    output_format = clean_format({"type": "regex", "pattern": "[a-z]*a[a-z]{200}"})
+    results = answers(engine, [(f"letters {n}", GenerationSettings(max_new_tokens=600, temperature=1.0, seed=n),
+                                output_format) for n in range(2)])
+    for result in results:
+        assert result.finish_reason == "error" and result.error_code == FORMAT_FAILED, result
+        assert "too many states" in result.error
+
+
+def test_each_reply_compiles_a_matcher_of_its_own_freed_with_it(engine, monkeypatch):
+    """Copies of a cached matcher share its lexer: what every reply made it build stayed for as long
+    as the cache kept the format (256 of them). A matcher per reply goes with its reply."""
+    import llguidance
+
+    compiled = []
+    original = llguidance.LLMatcher
+
+    class CountedMatcher:  # llguidance's matcher, each construction counted
+        grammar_from_json_schema = staticmethod(original.grammar_from_json_schema)
+
+        def __new__(cls, *args, **kwargs):
+            compiled.append(kwargs.get("limits"))
+            return original(*args, **kwargs)
+
+    monkeypatch.setattr(llguidance, "LLMatcher", CountedMatcher)
+    greedy = GenerationSettings(max_new_tokens=30, temperature=0)
+    first, second = answers(engine, [("one", greedy, {"type": "json_schema", "schema": SCHEMA}),
+                                      ("two", greedy, {"type": "json_schema", "schema": SCHEMA})])
+    assert len(compiled) == 2 and all(limits is not None for limits in compiled)
+    assert compiled[0].max_lexer_states == 20_000 and compiled[0].initial_lexer_fuel == 100_000
+
+
+def test_a_stop_string_never_cuts_a_constrained_answer_short_of_its_shape(engine):
+    choices = ["north pole", "south pole"]
+    (result,) = answers(engine, [("where?", GenerationSettings(max_new_tokens=20, temperature=0, stop=(" ",)),
+                                  {"type": "choice", "choices": choices})])
+    assert result.finish_reason == "stop" and result.text in choices

@@ -33,7 +33,7 @@ import torch
 from transformers import DynamicCache
 
 from .replies import GenerationSettings, Usage, fit_to_context
-from .constraints import ReplyConstraint, is_free
+from .constraints import FORMAT_FAILED, NO_TOKEN_ALLOWED, ReplyConstraint, is_free
 from .loading import LoadedModel
 
 # Background prompts prefilled together in one forward pass (evaluation cases arrive in bursts).
@@ -65,6 +65,7 @@ class EngineResult:
     finish_reason: str  # "stop", "length", "cancelled" or "error"
     usage: Usage
     error: str = ""
+    error_code: str = ""  # why it failed, for programs: constraints.FORMAT_FAILED, else ""
 
 
 def prepare_prompt(loaded: LoadedModel, request: EngineRequest) -> EngineRequest:
@@ -360,9 +361,10 @@ class BatchEngine:
         return int(torch.multinomial(probabilities, 1, generator=row.generator))
 
     def _take(self, row: _Row, token: int | None) -> None:
-        if token is None:
-            row.done, row.error = "error", ("The output format allows no token at this point (the schema or pattern "
-                                            "cannot be satisfied); change the version's output format.")
+        constraint = row.request.constraint
+        if token is None:  # its format allows nothing here, or its matcher failed: never a whole answer
+            constraint.broken = constraint.broken or NO_TOKEN_ALLOWED
+            row.done, row.error = "error", constraint.broken
             return
         now = time.perf_counter()
         row.first_token_at = row.first_token_at or now
@@ -372,17 +374,20 @@ class BatchEngine:
         if token in self.eos_ids:
             row.done = "stop"
             return
-        constraint = row.request.constraint
-        if constraint is not None:
-            constraint.advance(token)
+        if constraint is not None and not constraint.advance(token):
+            row.done, row.error = "error", constraint.broken
+            return
         row.unsent += self._decode_new(row)
-        stop_at = min((row.unsent.find(s) for s in settings.stop if s in row.unsent), default=None)
+        # Under an output format the format says where the answer ends: a stop string would cut it
+        # short of its shape and call it whole.
+        stops = settings.stop if constraint is None else ()
+        stop_at = min((row.unsent.find(s) for s in stops if s in row.unsent), default=None)
         if stop_at is not None:
             self._send(row, row.unsent[:stop_at])
             row.unsent = ""
             row.done, row.stopped_by_string = "stop", True
             return
-        hold_back = max((len(s) for s in settings.stop), default=1) - 1
+        hold_back = max((len(s) for s in stops), default=1) - 1
         cut = len(row.unsent) - hold_back
         if cut > 0:
             self._send(row, row.unsent[:cut])
@@ -445,7 +450,9 @@ class BatchEngine:
     def _finish(self, row: _Row, reason: str, *, error: str = "") -> None:
         usage = Usage.timed(prompt_tokens=len(row.prompt_ids), completion_tokens=len(row.completion),
                             started=row.started, first_at=row.first_token_at, last_at=row.last_token_at)
-        row.request.on_done(EngineResult(row.text, reason, usage, error=error))
+        constraint = row.request.constraint
+        code = FORMAT_FAILED if reason == "error" and constraint is not None and constraint.broken else ""
+        row.request.on_done(EngineResult(row.text, reason, usage, error=error, error_code=code))
 
     def _eos_ids(self) -> set[int]:
         eos = self.loaded.model.generation_config.eos_token_id
