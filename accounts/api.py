@@ -10,7 +10,7 @@ import functools
 import inspect
 from collections.abc import Callable
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -21,8 +21,9 @@ from .throttle import api_user
 
 
 def plain_error(status: int, error: StudioError | str) -> JsonResponse:
-    """The studio's own APIs: `{"error": "field: message"}`."""
-    response = JsonResponse({"error": str(error)}, status=status)
+    """The studio's own APIs: `{"error": "field: message"}`, and `"code"` when the refusal has one."""
+    code = getattr(error, "code", "")
+    response = JsonResponse({"error": str(error), **({"code": code} if code else {})}, status=status)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="studio"'
     return response
@@ -51,7 +52,9 @@ def api_endpoint(*methods: str, json_body: bool = False, staff: bool = False, bo
             @functools.wraps(view)
             async def endpoint(request, *args, **kwargs):
                 try:
-                    return await view(request, *await sync_to_async(prepare)(request), *args, **kwargs)
+                    # database_sync_to_async: the token check's connection goes back to the pool
+                    # before the view waits (an async view may wait for minutes).
+                    return await view(request, *await database_sync_to_async(prepare)(request), *args, **kwargs)
                 except (StudioError, InputError) as exc:
                     return refuse(exc)
         else:

@@ -20,6 +20,7 @@ import time
 import uuid
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
@@ -301,7 +302,7 @@ def _require_format_can_be_enforced(parameters: dict, version) -> None:
         try:
             format_warnings(asked)
         except FormatError as exc:
-            raise ApiError(400, f"`response_format`: {exc}", param="response_format") from None
+            raise ApiError(400, f"`response_format`: {exc}", param="response_format", code=exc.code) from None
     effective = asked or (version.answer_format if version is not None else None)
     if effective and effective["type"] in ("regex", "choice") and settings.LLM_ENGINE == "openai":
         raise ApiError(400, f"The model is served by an external engine, which takes only JSON formats; this "
@@ -335,6 +336,12 @@ def _require_context_fits(system: str, version, messages: list[dict], parameters
                    param="messages", code="context_length_exceeded")
 
 
+@database_sync_to_async
+def _stored(message_id: int) -> Message:
+    """The stored reply, read without keeping a database connection while the request waits on."""
+    return Message.objects.get(pk=message_id)
+
+
 async def _events(conversation: Conversation, reply: Message):
     """The reply's events from its conversation group: ("token", text) ... ("done", event). While
     the channel layer is away the stored row is followed instead (its text is stored before it is
@@ -360,12 +367,13 @@ async def _events(conversation: Conversation, reply: Message):
                 # The layer is away, or silent for 2 s (queued, or its groups were lost in a Redis
                 # restart): follow the stored row from here on; it holds all text sent so far.
                 channel = None
-                stored = await Message.objects.aget(pk=reply.pk)
+                stored = await _stored(reply.pk)
                 if stored.content[sent:]:
                     yield "token", stored.content[sent:]
                     sent = len(stored.content)
                 if not stored.in_progress:
-                    yield "done", {"status": stored.status, "error": stored.error, "usage": stored.usage()}
+                    yield "done", {"status": stored.status, "error": stored.error, "error_code": stored.error_code,
+                                   "finish_reason": stored.finish_reason, "usage": stored.usage()}
                     return
                 await asyncio.sleep(0.2)
                 continue
@@ -377,9 +385,9 @@ async def _events(conversation: Conversation, reply: Message):
             elif event["type"] == "chat.done":
                 yield "done", event
                 return
-        stored = await Message.objects.aget(pk=reply.pk)  # the sweeper has failed it by now (or it just ended)
+        stored = await _stored(reply.pk)  # the sweeper has failed it by now (or it just ended)
         yield "done", {"status": stored.status, "error": stored.error or "The model did not answer in time.",
-                       "usage": stored.usage()}
+                       "error_code": stored.error_code, "finish_reason": stored.finish_reason, "usage": stored.usage()}
     finally:
         if channel is not None:
             try:
@@ -406,7 +414,9 @@ def _usage(event: dict) -> dict:
 @api_endpoint("POST", json_body=True, error_response=openai_error)
 async def chat_completions(request, user, body):
     asked = clean_request(body)
-    conversation, reply, model = await sync_to_async(_start)(user, asked)
+    # database_sync_to_async: the request's connection goes back to the pool before the wait for
+    # the reply (sync_to_async kept it for the whole wait: one per waiting request).
+    conversation, reply, model = await database_sync_to_async(_start)(user, asked)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     # Where the request is kept in the studio (open it, flag its reply): a header, and a key of ours
     # in the JSON (OpenAI's clients keep unknown keys: `completion.model_extra["studio"]`).
@@ -424,7 +434,8 @@ async def chat_completions(request, user, body):
         raise
     stored = await Message.objects.aget(pk=reply.pk)  # the stored text is the answer
     if done.get("status") == "failed":
-        raise ApiError(503, done.get("error") or "The model failed to answer.", kind="server_error")
+        raise ApiError(503, done.get("error") or "The model failed to answer.", kind="server_error",
+                       code=done.get("error_code") or None)
     return JsonResponse({
         "id": completion_id, "object": "chat.completion", "created": created, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": stored.content},
@@ -449,7 +460,7 @@ async def _stream(conversation, reply, asked, model, completion_id, created):
                 continue
             if payload.get("status") == "failed":
                 error = {"message": payload.get("error") or "The model failed to answer.", "type": "server_error",
-                         "param": None, "code": None}
+                         "param": None, "code": payload.get("error_code") or None}
                 yield f"data: {json.dumps({'error': error})}\n\n"
             else:
                 yield chunk({}, _finish_reason(payload, asked["parameters"]))

@@ -1,9 +1,13 @@
 """Django middleware that holds for every route, present and future."""
 
-from django.conf import settings
-from django.http import JsonResponse
-from django.shortcuts import render
+import logging
 
+from django.conf import settings
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.template import loader
+
+from .database import database_unavailable
 from .input_checks import find_unstorable
 
 
@@ -53,3 +57,38 @@ def _header_safe(message: str) -> str:
     from urllib.parse import quote
 
     return quote(message[:500], safe=" ,.;:!?()'\"/-")
+
+
+# --- A database that cannot take the request now -----------------------------------------------------
+# What a client waits before trying again (the pool gives connections back within a request's time).
+DATABASE_BUSY_RETRY_AFTER_S = 5
+DATABASE_BUSY_MESSAGE = "The database is busy and could not take this request; nothing was changed. Try again shortly."
+log = logging.getLogger("studio")
+
+
+def database_busy_response(request, exc: BaseException) -> HttpResponse:
+    """503 with Retry-After: JSON on the API, the error page otherwise. The page is rendered
+    without the request (its user and session live in the database that just refused)."""
+    log.warning("database busy on %s %s: %s", request.method, request.path, exc.__cause__ or exc)
+    if wants_json(request):
+        response = JsonResponse({"error": DATABASE_BUSY_MESSAGE, "code": "database_busy"}, status=503)
+    else:
+        response = HttpResponse(loader.render_to_string("error.html", {"status": 503, "message": DATABASE_BUSY_MESSAGE}),
+                                status=503)
+        response["X-Studio-Error"] = _header_safe(DATABASE_BUSY_MESSAGE)
+    response["Retry-After"] = str(DATABASE_BUSY_RETRY_AFTER_S)
+    return response
+
+
+class DatabaseBusyMiddleware:
+    """A view that meets a database which cannot take it answers 503 + Retry-After, never 500. (The
+    error handler, studio.views.server_error, does the same for one met in another middleware.)"""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        return database_busy_response(request, exception) if database_unavailable(exception) else None

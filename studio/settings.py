@@ -7,6 +7,7 @@ DATABASE_URL (PostgreSQL) and REDIS_URL. Every variable is listed in README.md.
 
 import os
 import re
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -113,6 +114,8 @@ MIDDLEWARE = [
     "prompts.middleware.renders_per_person",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # A view that meets a database which cannot take it now: 503 with Retry-After, never 500.
+    "studio.middleware.DatabaseBusyMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
@@ -142,8 +145,39 @@ DATABASE_URL = envstr("DATABASE_URL", "")
 # decoding thread measurable time (a new SQLite connection runs its PRAGMAs; PostgreSQL a TCP
 # handshake).
 _CONNECTION_REUSE = {"CONN_MAX_AGE": envint("DATABASE_CONN_MAX_AGE", 60), "CONN_HEALTH_CHECKS": True}
+# PostgreSQL: each process holds at most DATABASE_POOL_MAX_SIZE connections, in psycopg's pool
+# (Django's "pool" option): a request, task or socket message takes one for its queries and gives
+# it back when it ends; one that finds none free within DATABASE_POOL_TIMEOUT_SECONDS answers 503
+# with Retry-After (studio.middleware). Kept connections (CONN_MAX_AGE) were one per thread, and
+# daphne runs each simultaneous request in a thread of its own: 20 requests at once opened 20 more
+# and kept them; 40 completions at once ran PostgreSQL out of connections (500s). 0: no pool
+# (behind PgBouncer, say), connections kept per thread for DATABASE_CONN_MAX_AGE.
+DATABASE_POOL_MAX_SIZE = envint("DATABASE_POOL_MAX_SIZE", 10, minimum=0)
+DATABASE_POOL_TIMEOUT_SECONDS = envfloat("DATABASE_POOL_TIMEOUT_SECONDS", 10.0)
+if DATABASE_POOL_TIMEOUT_SECONDS <= 0:
+    raise ImproperlyConfigured(f"DATABASE_POOL_TIMEOUT_SECONDS={DATABASE_POOL_TIMEOUT_SECONDS}: must be above 0")
+
+
+def _process_name() -> str:
+    """Which studio process this is, for PostgreSQL's application_name (pg_stat_activity shows who
+    holds each connection): web (`serve`), model-worker, job-worker, else the command's name."""
+    roles = {"serve": "web", "llm_worker": "model-worker", "job_worker": "job-worker"}
+    arguments = [argument for argument in sys.argv[1:] if not argument.startswith("-")]
+    role = next((roles[argument] for argument in arguments if argument in roles), None)
+    return f"studio {role or (arguments[0] if arguments else 'python')}"[:63]
+
+
 if DATABASE_URL:
-    DATABASES = {"default": {**dj_database_url.parse(DATABASE_URL), **_CONNECTION_REUSE}}
+    _postgresql = dj_database_url.parse(DATABASE_URL)
+    _options = {**_postgresql.get("OPTIONS", {}), "application_name": _process_name()}
+    if DATABASE_POOL_MAX_SIZE:
+        # min_size stays open; connections over it are closed after max_idle seconds unused.
+        _options["pool"] = {"min_size": min(2, DATABASE_POOL_MAX_SIZE), "max_size": DATABASE_POOL_MAX_SIZE,
+                            "timeout": DATABASE_POOL_TIMEOUT_SECONDS, "max_idle": 60}
+        _reuse = {"CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": True}  # the pool keeps them (Django requires 0)
+    else:
+        _reuse = _CONNECTION_REUSE
+    DATABASES = {"default": {**_postgresql, **_reuse, "OPTIONS": _options}}
 else:
     DATABASES = {
         "default": {

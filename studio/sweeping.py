@@ -14,6 +14,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from .database import database_unavailable
+
 log = logging.getLogger("studio")
 _sweeps: list[Callable[[], None]] = []
 
@@ -28,8 +30,10 @@ def sweep_all() -> None:
     for sweep in list(_sweeps):
         try:
             sweep()
-        except Exception:  # the database or the channel layer is away: the next round tries again
-            log.warning("sweep %s failed", getattr(sweep, "__qualname__", sweep), exc_info=True)
+        except Exception as exc:  # the database or the channel layer is away: the next round tries again
+            busy = database_unavailable(exc)  # expected while it lasts: one line a round, no traceback
+            log.warning("sweep %s failed%s", getattr(sweep, "__qualname__", sweep),
+                        f": the database cannot take it now ({exc})" if busy else "", exc_info=not busy)
 
 
 def start_thread(interval_s: float) -> threading.Event:

@@ -1,10 +1,13 @@
 """The studio's error pages: in its layout for people, JSON `{"error"}` for API clients."""
 
+import sys
+
 from django.http import HttpResponseServerError, JsonResponse
 from django.template import loader
 from django.urls import Resolver404
 
-from .middleware import error_response, wants_json
+from .database import database_unavailable
+from .middleware import database_busy_response, error_response, wants_json
 
 
 def bad_request(request, exception=None):
@@ -25,6 +28,9 @@ def page_not_found(request, exception=None):
 
 
 def server_error(request):
+    raised = sys.exc_info()[1]  # Django calls this while handling the exception
+    if database_unavailable(raised):
+        return database_busy_response(request, raised)
     message = "Something went wrong on the server; nothing you sent was lost. Try again, or tell your admin."
     if wants_json(request):
         return JsonResponse({"error": message}, status=500)

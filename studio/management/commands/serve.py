@@ -18,6 +18,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 
 log = logging.getLogger("studio")
@@ -77,6 +78,8 @@ class Command(BaseCommand):
                                "generated and printed on first start.")
         call_command("migrate", interactive=False, verbosity=0)
         self.ensure_admin(admin_password)
+        # Back to the pool (scaled mode): this thread serves no request, so it would hold one for good.
+        connections.close_all()
         # Importing daphne's CLI installs Twisted's asyncio reactor, which the worker shares.
         from daphne.cli import CommandLineInterface  # noqa: F401
         from twisted.internet import reactor
