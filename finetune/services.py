@@ -99,9 +99,9 @@ def _whole(value) -> int | None:
 
 def cases_funnel(*, user, prompt, filters: dict) -> list[dict]:
     """Why cases of `prompt` are not trained on: the same filters as cases_for_job, one at a time,
-    each with the number of cases it left out ([{"filter", "removed", "why"}]; the first entry,
-    filter "prompt", counts every case of the prompt, the visible or not). A count only: nothing
-    of a case another person keeps private is shown."""
+    each with the number of cases it left out: [{"filter", "removed", "left", "why", "text"}] (the
+    first entry, filter "prompt", counts every case of the prompt, visible or not). A count only:
+    nothing of a case another person keeps private is shown."""
     from django.db.models import Q
 
     from evals.selectors import USED_STATUSES, apply_filters
@@ -109,7 +109,9 @@ def cases_funnel(*, user, prompt, filters: dict) -> list[dict]:
     saved = _saved_selection(user=user, filters=filters)
     given = {name: value for name, value in case_selectors.clean_filters(filters).items()
              if name not in ("prompt", "selection")}
-    split = given.get("split") or saved.get("split") or FailureCase.Split.TRAIN
+    if not given.get("split") and not saved.get("split"):
+        given["split"] = FailureCase.Split.TRAIN  # as cases_for_job: held-out cases only when asked
+    split = given.get("split") or saved.get("split")
     cases = FailureCase.objects.filter(prompt_version__prompt=prompt)
     funnel = [{"filter": "prompt", "removed": 0, "left": cases.count(), "why": f"cases of “{prompt.name}”"}]
 
@@ -121,45 +123,34 @@ def cases_funnel(*, user, prompt, filters: dict) -> list[dict]:
                        "text": f"{removed} {_agreeing(why, removed)}"})
         cases = narrowed
 
-    step("visibility", cases.filter(Q(shared=True) | Q(created_by=user)),
-         "are private to another person")
-    narrowed = cases.filter(split=split)
-    for source in (saved, given):  # a selection's split and the form's both apply (cases_for does the same)
-        if source.get("split"):
-            narrowed = narrowed.filter(split=source["split"])
+    def both(narrowed, *names):
+        """`narrowed` by the selection's and the form's values of `names` (cases_for applies both)."""
+        for source in (saved, given):
+            chosen = {name: source[name] for name in names if source.get(name)}
+            narrowed = apply_filters(narrowed, chosen) if chosen else narrowed
+        return narrowed
+
+    step("visibility", cases.filter(Q(shared=True) | Q(created_by=user)), "are private to another person")
     others = ", ".join(v for v in FailureCase.Split.values if v != split)
-    step("split", narrowed, f"are in the {others} split, not {split} (choose their split to train on them: "
-                            "held-out cases are trained on only when asked)")
-    narrowed = cases.filter(review=FailureCase.Review.APPROVED)
-    for source in (saved, given):
-        if source.get("review"):
-            narrowed = apply_filters(narrowed, {"review": source["review"]})
-    step("review", narrowed, "are not approved by a reviewer (waiting or rejected)")
+    step("split", both(cases, "split"), f"are in the {others} split, not {split} (choose their split to train on "
+                                        "them: held-out cases are trained on only when asked)")
+    step("review", both(cases.filter(review=FailureCase.Review.APPROVED), "review"),
+         "are not approved by a reviewer (waiting or rejected)")
     status = given.get("status") or saved.get("status")
     if status:
-        narrowed = cases
-        for source in (saved, given):
-            narrowed = apply_filters(narrowed, {"status": source["status"]}) if source.get("status") else narrowed
-        step("status", narrowed, f"are not “{status}”")
+        step("status", both(cases, "status"), f"are not “{status}”")
     else:
         step("status", cases.filter(status__in=USED_STATUSES), "are marked “won't fix” (choose that status to "
                                                                 "train on them)")
-    for name, why in (("version", "were flagged under another version of the prompt"),
-                      ("tag", "do not have the tag")):
-        narrowed = cases
-        for source in (saved, given):
-            narrowed = apply_filters(narrowed, {name: source[name]}) if source.get(name) else narrowed
-        if narrowed is not cases:
-            wanted = given.get(name) or saved.get(name)
-            step(name, narrowed, f"{why} “{wanted}”" if name == "tag" else f"{why} (v{wanted} asked)")
-    rest = [({name: source[name] for name in names if source.get(name)}) for source, names in (
-        (saved, ("prompt", "source", "author", "q")), (given, ("source", "author", "q")))]
-    if any(rest):
-        narrowed = cases
-        for chosen in rest:
-            narrowed = apply_filters(narrowed, chosen) if chosen else narrowed
-        named = sorted({name for chosen in rest for name in chosen})
-        step("other", narrowed, f"do not match the selection's other filters ({', '.join(named)})")
+    if given.get("version") or saved.get("version"):
+        step("version", both(cases, "version"), "were flagged under another version of the prompt "
+                                                f"(v{given.get('version') or saved.get('version')} asked)")
+    if given.get("tag") or saved.get("tag"):
+        step("tag", both(cases, "tag"), f"do not have the tag “{given.get('tag') or saved.get('tag')}”")
+    rest = ("prompt", "source", "author", "q")  # the form never sends a prompt here: only a selection's
+    named = sorted({name for source in (saved, given) for name in rest if source.get(name)})
+    if named:
+        step("other", both(cases, *rest), f"do not match the selection's other filters ({', '.join(named)})")
     return funnel
 
 
@@ -390,13 +381,18 @@ def job_estimate(*, token_count: int, config: dict, examples: int) -> dict:
     else:
         params_m = max(weights / 4 / 1e6, 1.0)  # float32 file: 4 bytes a parameter
         cores = max(os.cpu_count() or 2, 1)
+        # The rule of thumb was measured on idle cores: on a CPU, the share of them other work
+        # leaves now (1-minute load average) slows it. (Measured here under a load of 8 on 2 cores,
+        # the steps ran 20x slower than idle: the range stays wide.)
+        free = cpu_share_free(cores) if config["device"] == "cpu" else 1.0
         speed = min(RULE_OF_THUMB_TOKENS_PER_S * 135 / params_m * cores / 2, 3000.0) * (
-            20 if config["device"] == "cuda" else 1)
+            20 if config["device"] == "cuda" else 1) * free
         slowest, fastest = speed / 3, speed * 1.5
         fixed = startup_calibration(weights=weights, examples=examples, converted=folder is not None)
         fixed_low, fixed_high = fixed * 0.6, fixed * 2
         basis = ("a rule of thumb: no job has finished on this machine yet (the first one refines it); "
-                 f"about {fixed:.0f} s of it to start the training process, load the model and save the result")
+                 f"about {fixed:.0f} s of it to start the training process, load the model and save the result"
+                 + (f"; other work keeps the CPU busy now (about {free:.0%} of it free)" if free < 0.9 else ""))
     chat_share = recent_chat_share() if config["device"] == "cpu" else 0.0
     paced = 1 - min(chat_share, 0.9)
     trained = token_count * config["epochs"]
@@ -408,6 +404,17 @@ def job_estimate(*, token_count: int, config: dict, examples: int) -> dict:
             "device": config["device"], "basis": basis, "chat_share": chat_share, "fixed_s": fixed,
             "training_s": trained / (speed * paced) if token_count else None,
             "seconds_low": total(fixed_low, fastest), "seconds_high": total(fixed_high, slowest)}
+
+
+def cpu_share_free(cores: int) -> float:
+    """The share of the CPU's cores other processes leave free now, by the 1-minute load average."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this system
+        return 1.0
+    return min(1.0, cores / max(load, 1e-9))
 
 
 def startup_calibration(*, weights: int, examples: int, converted: bool) -> float:

@@ -46,3 +46,14 @@ def test_the_plan_says_what_the_start_costs(client, carol, order_prompt, cases):
     client.force_login(carol)
     html = client.post("/fine-tunes/plan/", {"prompt": "order-json"}).content.decode()
     assert "to start the training process, load the model and save the result" in html
+
+
+def test_before_any_job_ran_a_busy_cpu_slows_the_steps(carol, order_prompt, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    idle = services.job_estimate(token_count=30_000, config=CONFIG, examples=10)
+    monkeypatch.setattr(os, "getloadavg", lambda: (8.0 * (os.cpu_count() or 2) / 2, 0, 0))
+    busy = services.job_estimate(token_count=30_000, config=CONFIG, examples=10)
+    assert busy["training_s"] == pytest.approx(4 * idle["training_s"]) and "of it free" in busy["basis"]
+    assert busy["fixed_s"] == idle["fixed_s"]
