@@ -110,7 +110,7 @@ def _job_context(job) -> dict:
 @staff_only
 @require_GET
 def job_detail(request, job_id):
-    job = get_object_or_404(FineTuneJob.objects.select_related("prompt", "created_by"), pk=job_id)
+    job = get_object_or_404(FineTuneJob.objects.select_related("prompt", "prompt_version", "created_by"), pk=job_id)
     return render(request, "finetune/job_detail.html", _job_context(job))
 
 

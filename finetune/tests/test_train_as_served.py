@@ -108,13 +108,15 @@ def test_each_cases_own_version_can_be_chosen_and_a_version_that_does_not_fit_is
 
 
 def test_the_job_keeps_the_version_and_the_runner_trains_on_the_same_rows(carol, support, monkeypatch, settings,
-                                                                          tmp_path):
+                                                                          tmp_path, client):
     from finetune import runner
     from finetune.models import FineTuneJob
 
     settings.DATA_DIR = tmp_path
     job = services.job_create(user=carol, name="", prompt_slug="support", filters={})
     assert job.prompt_version.number == 2
+    client.force_login(carol)
+    assert "as version 2 serves them" in client.get(job.get_absolute_url()).content.decode()
     planned_rows = services.job_plan(user=carol, prompt=support, filters={}, objective="sft", hyperparameters={},
                                      method="lora")["rows"]
     written = {}
