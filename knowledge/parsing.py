@@ -341,6 +341,10 @@ class _DocxPart:
     def data(self, text: str) -> None:
         pass
 
+    def doctype(self, *name_and_ids) -> None:
+        # Before its declarations are read: Word never writes a DTD, and its entities would expand.
+        raise DocumentError("this .docx declares a DTD, which Word never writes: refused unread", code="damaged")
+
     def word_start(self, name: str, attributes) -> None:
         pass
 

@@ -10,9 +10,9 @@ from datetime import timedelta
 from pathlib import PurePath
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from studio import jobs
@@ -57,7 +57,10 @@ class QuotaExceeded(KnowledgeError):
     """The upload would take its owner past KNOWLEDGE_QUOTA_BYTES_PER_PERSON: nothing was stored."""
 
     status = 413
-    code = "quota_exceeded"
+
+    def __init__(self, message: str, field: str = ""):
+        super().__init__(message, field)
+        self.code = "quota_exceeded"
 
 
 @dataclass(frozen=True)
@@ -128,20 +131,14 @@ def storage_use(*, user) -> StorageUse:
     return StorageUse(used=used, quota=settings.KNOWLEDGE_QUOTA_BYTES_PER_PERSON)
 
 
-def _human_size(size: int) -> str:
-    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if size >= factor:
-            return f"{size / factor:,.1f} {unit}"
-    return f"{size:,} bytes"
-
-
 def quota_refusal(*, use: StorageUse, incoming: int) -> str:
     """The sentence of a refusal when `incoming` more bytes would not fit (else "")."""
     if not use.quota or use.used + incoming <= use.quota:
         return ""
-    return (f"This upload needs {_human_size(incoming)}, and {_human_size(use.available)} of your "
-            f"{_human_size(use.quota)} for documents is left (KNOWLEDGE_QUOTA_BYTES_PER_PERSON): nothing was stored. "
-            "Delete documents you no longer need, or upload fewer files.")
+    size = lambda count: filesizeformat(count).replace("\xa0", " ")  # as the pages say it  # noqa: E731
+    return (f"This upload needs {size(incoming)}, and {size(use.available)} of your {size(use.quota)} for "
+            "documents is left (KNOWLEDGE_QUOTA_BYTES_PER_PERSON): nothing was stored. Delete documents you no "
+            "longer need, or upload fewer files.")
 
 
 def documents_add(*, user, knowledge_base: KnowledgeBase, files) -> list[DocumentAdded]:
@@ -158,18 +155,18 @@ def documents_add(*, user, knowledge_base: KnowledgeBase, files) -> list[Documen
     if len(files) > settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD:
         raise KnowledgeError(f"{len(files):,} files at once; at most {settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD:,}",
                              "file")
-    with transaction.atomic():
-        # Locked: two uploads of one person at once are counted one after the other against the quota.
-        get_user_model().objects.select_for_update().filter(pk=user.pk).first()
-        incoming = sum(upload.size for upload in files if _storable(upload))  # a duplicate counts too: not read yet
-        refusal = quota_refusal(use=storage_use(user=user), incoming=incoming)
-        if refusal:
-            raise QuotaExceeded(refusal, "file")
-        added = [_document_add(user=user, knowledge_base=knowledge_base, upload=upload) for upload in files]
-        queued = [item.document.pk for item in added if item.document.status == Document.Status.QUEUED
-                  and (not item.duplicate or item.retried)]
-        # One callback for the whole upload, after the commit: a job worker never looks for a row it cannot see yet.
-        transaction.on_commit(lambda: [jobs.dispatch(IngestionJob, document_id) for document_id in queued])
+    # Checked before a file is stored, without a lock: each file's row commits on its own (a
+    # transaction held while 200 MB are written would stop every other writer on SQLite), so two
+    # uploads of one person at the same moment may pass it together, by one upload at most.
+    incoming = sum(upload.size for upload in files if _storable(upload))  # a duplicate counts too: not read yet
+    refusal = quota_refusal(use=storage_use(user=user), incoming=incoming)
+    if refusal:
+        raise QuotaExceeded(refusal, "file")
+    added = [_document_add(user=user, knowledge_base=knowledge_base, upload=upload) for upload in files]
+    queued = [item.document.pk for item in added if item.document.status == Document.Status.QUEUED
+              and (not item.duplicate or item.retried)]
+    # One callback for the whole upload, after the commit: a job worker never looks for a row it cannot see yet.
+    transaction.on_commit(lambda: [jobs.dispatch(IngestionJob, document_id) for document_id in queued])
     return added
 
 
@@ -216,13 +213,14 @@ def _document_add(*, user, knowledge_base: KnowledgeBase, upload) -> DocumentAdd
 def _document_retry(document: Document, *, name: str, kind: str, path: str) -> Document:
     """A failed document (its file deleted) uploaded again: queued again with the new file, under the
     name and kind it has now."""
-    Document.objects.filter(pk=document.pk, status=Document.Status.FAILED).update(
-        name=name, kind=kind, file=path, status=Document.Status.QUEUED, stage="", error="", error_code="", notes=[],
-        pages=None, chunk_count=0, rebuilt_chunk_count=None, updated_at=timezone.now())
-    IngestionJob.objects.update_or_create(document=document, defaults={
-        "status": JobStatus.QUEUED, "done": 0, "total": 0, "note": "", "error": "", "cancel_requested": False,
-        "worker": "", "dispatched_at": None, "started_at": None, "heartbeat_at": None, "finished_at": None,
-        "attempts": 0})
+    with transaction.atomic():
+        Document.objects.filter(pk=document.pk, status=Document.Status.FAILED).update(
+            name=name, kind=kind, file=path, status=Document.Status.QUEUED, stage="", error="", error_code="",
+            notes=[], pages=None, chunk_count=0, rebuilt_chunk_count=None, updated_at=timezone.now())
+        IngestionJob.objects.update_or_create(document=document, defaults={
+            "status": JobStatus.QUEUED, "done": 0, "total": 0, "note": "", "error": "", "cancel_requested": False,
+            "worker": "", "dispatched_at": None, "started_at": None, "heartbeat_at": None, "finished_at": None,
+            "attempts": 0})
     document.refresh_from_db()
     return document
 
