@@ -216,6 +216,13 @@ class EvaluationResult(models.Model):
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["evaluation", "case"], name="one_result_per_case")]
 
+    @property
+    def outcome(self) -> str:
+        """pass, fail, or error: the model gave no answer (and no person gave a verdict since)."""
+        if self.error_code and not self.verdict:
+            return "error"
+        return "pass" if self.passed else "fail"
+
 
 class ImportDraft(JobRecord):
     """An uploaded CSV/JSONL file between its upload and its import: the mapping step checks the

@@ -180,7 +180,8 @@ def results_newest(*, evaluation: Evaluation, user) -> list[EvaluationResult]:
 
 
 COMPARISON_KINDS = {"regressed": "regressed", "fixed": "fixed", "still_failing": "still failing",
-                    "still_passing": "still passing", "only_one": "in one run only"}
+                    "still_passing": "still passing", "only_one": "in one run only",
+                    "unanswered": "not answered in a run"}
 
 
 def retrieval_figures_of(evaluation: Evaluation) -> dict | None:
@@ -196,13 +197,19 @@ def retrieval_figures_of(evaluation: Evaluation) -> dict | None:
 def comparison(first: Evaluation, second: Evaluation, *, user, page=1) -> dict:
     """Per case both outputs and verdicts, and the counts: fixed, regressed, still failing, still
     passing. The counts cover every case; the rows are one page (regressions first)."""
+    # A case the model never answered in a run (an error) is neither fixed nor regressed there.
+    unanswered = Q(error_code__gt="", verdict="")
     before_passed = dict(first.results.values_list("case_id", "passed"))
     after_passed = dict(second.results.values_list("case_id", "passed"))
+    errors = set(EvaluationResult.objects.filter(unanswered, evaluation__in=(first, second)).values_list("case_id",
+                                                                                                     flat=True))
     kinds = {}
     for case_id in set(before_passed) | set(after_passed):
         before, after = before_passed.get(case_id), after_passed.get(case_id)
         if before is None or after is None:
             kinds[case_id] = "only_one"
+        elif case_id in errors:
+            kinds[case_id] = "unanswered"
         elif after and not before:
             kinds[case_id] = "fixed"
         elif before and not after:

@@ -87,7 +87,7 @@ def test_the_comparison_counts_fixed_regressed_still_failing_and_still_passing(a
                                     user=alice, verdict=verdict)
     comparison = selectors.comparison(first, second, user=alice)
     assert comparison["counts"] == {"fixed": 1, "regressed": 1, "still_failing": 1, "still_passing": 1,
-                                    "only_one": 0}
+                                    "only_one": 0, "unanswered": 0}
     assert comparison["rows"][0]["kind"] == "regressed"  # the ones to look at first
     services.cases_mark_fixed(user=alice, cases=[r["case"] for r in comparison["rows"] if r["kind"] == "fixed"])
     assert FailureCase.objects.get(pk=cases[2].pk).status == "fixed"

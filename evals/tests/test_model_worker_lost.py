@@ -103,3 +103,19 @@ def test_a_persons_verdict_on_an_unanswered_case_counts_it_again(alice, make_cas
     services.result_verdict(result=evaluation.results.get(error_code="worker_lost"), user=alice, verdict="fail")
     evaluation.refresh_from_db()
     assert (evaluation.errored, evaluation.pass_rate) == (0, 0.5)
+
+
+def test_an_unanswered_case_is_neither_fixed_nor_regressed_and_its_history_says_error(client, alice, make_cases,
+                                                                                      order_version,
+                                                                                      lost_then_answered, settings):
+    settings.EVAL_CASE_RETRIES = 0
+    cases = make_cases(2)
+    lost_then_answered({"2 apples": 1})
+    with_error, answered = evaluate(alice, order_version), evaluate(alice, order_version)
+    assert (with_error.errored, answered.errored) == (1, 0)
+    client.force_login(alice)
+    page = client.get(f"/evaluations/compare/?a={with_error.pk}&b={answered.pk}").content.decode()
+    assert "1</strong> not answered by the model in a run" in page
+    assert "<strong>0</strong> fixed" in page and "<strong>0</strong> regressed" in page
+    history = client.get(cases[0].get_absolute_url()).content.decode()
+    assert '<span class="badge badge--error">error</span>' in history
