@@ -235,6 +235,7 @@ def test_every_control_is_in_reach_through_the_header(window, ids):
     if is_phone(window):
         expect(sidebar.get_by_role("button", name="New chat")).to_be_hidden()
         window.get_by_role("button", name="Conversations").click()
+        window.wait_for_function("() => getComputedStyle(document.getElementById('sidebar')).transform === 'none'")
         save(window, "phone-drawer")
         window.keyboard.press("Escape")
         expect(sidebar.get_by_role("button", name="New chat")).to_be_hidden()
