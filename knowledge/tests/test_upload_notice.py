@@ -24,7 +24,7 @@ def client_for(user) -> Client:
 
 
 def poll_url(page: str) -> str:
-    found = re.search(r'id="upload-progress"[^>]*hx-get="([^"]+)"[^>]*hx-trigger="every 2s"', page)
+    found = re.search(r'id="upload-progress"[^>]*hx-get="([^"]+)"[^>]*hx-trigger="every 2s" hx-target="this"', page)
     return found.group(1).replace("&amp;", "&") if found else ""
 
 

@@ -1,6 +1,7 @@
 """A knowledge base in Chromium: created from the list, two files uploaded at once, their status
-followed live until the served studio's job worker has indexed them (the list stops polling), then
-a search that shows the passage, and a rebuild with a new passage size followed to its switch-over."""
+followed live until the served studio's job worker has indexed them (the list and the upload's
+notice stop polling), then a search that shows the passage, and a rebuild with a new passage size
+followed to its switch-over."""
 
 import re
 
@@ -42,6 +43,12 @@ def test_a_knowledge_base_is_created_filled_and_searched(page, log_in, screensho
     # The job worker loads the embedder for the first document: minutes on a busy machine.
     expect(page.locator('#documents tr[data-status="ready"]')).to_have_count(2, timeout=180_000)
     expect(page.locator("#documents")).not_to_have_attribute("hx-trigger", re.compile("every"))
+    # The upload's notice follows its documents, then stops asking.
+    notice = page.locator("#upload-progress")
+    expect(notice).to_have_text("2 documents ready.")
+    expect(notice).not_to_have_attribute("hx-trigger", re.compile("every"))
+    expect(page.locator("#upload").get_by_role("button", name="Upload")).to_be_visible()  # the form stays around it
+    expect(page.locator("#storage-use")).to_contain_text("Your documents' files:")
     expect(page.locator("#documents")).to_contain_text("press.md")
     screenshot("knowledge-base")
 

@@ -1,6 +1,6 @@
 """Knowledge in a chat, in Chromium: a base filled through its page, attached by typing `#` in the
 message box, a reply that cites it (a chip opens the passage), then detached with × and attached
-again through the panel's Attach… picker."""
+again through the panel's Attach… picker; the passage's link opens the document at it, marked."""
 
 import re
 
@@ -128,3 +128,13 @@ def test_a_chat_attaches_a_knowledge_base_by_hash_and_cites_it(page, log_in, scr
     expect(chip).to_contain_text(BASE)
     expect(panel.locator(".knowledge-panel__how > summary")).to_have_text("Search: top 5, hybrid")
     expect(reply.locator(".sources__note")).to_contain_text(f"searched {BASE}")
+
+    # The passage's link opens its document at that passage: marked, and in view.
+    citations.first.locator("summary.chip--citation").click()
+    citations.first.get_by_role("link", name="Open the document").click()
+    page.wait_for_url(re.compile(r"/knowledge/\d+/documents/\d+/\?passage=\d+#chunk-\d+$"))
+    cited = page.locator(".knowledge-chunks tr.knowledge-chunks__cited")
+    expect(cited).to_have_count(1)
+    expect(cited).to_contain_text(FACT)
+    expect(cited).to_be_in_viewport()
+    screenshot("knowledge-cited-passage")
