@@ -142,7 +142,8 @@ def _retrieval_form_values(retrieval, user, variables: list[str]) -> dict:
     kept = [kb for kb in attached_bases_seen_by(user=user, attached=attached) if str(kb["id"]) not in shown]
     return {"knowledge_choices": [{"id": kb.pk, "name": kb.name, "shared": kb.shared,
                                    "checked": str(kb.pk) in attached_ids} for kb in choices],
-            "knowledge_kept": [{"entry": json.dumps({"id": kb["id"]} if kb["hidden"] else {"id": kb["id"], "name": kb["name"]}),
+            "knowledge_kept": [{"entry": json.dumps({"id": kb["id"]} if kb["hidden"]
+                                                    else {"id": kb["id"], "name": kb["name"]}),
                                 "name": kb["name"], "here": kb["id"] is not None} for kb in kept],
             "retrieval_k": retrieval.get("k") or DEFAULT_SETTINGS["k"], "retrieval_mode": retrieval.get("mode") or "hybrid",
             "retrieval_min_score": "" if retrieval.get("min_score") in (None, "") else retrieval.get("min_score"),
@@ -156,7 +157,8 @@ def _retrieval_seen_by(retrieval, user) -> dict:
 
     if not retrieval:
         return retrieval
-    return {**retrieval, "knowledge_bases": attached_bases_seen_by(user=user, attached=retrieval.get("knowledge_bases"))}
+    return {**retrieval,
+            "knowledge_bases": attached_bases_seen_by(user=user, attached=retrieval.get("knowledge_bases"))}
 
 
 def _retrieval_shown(version, user) -> dict:
