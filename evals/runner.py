@@ -59,8 +59,10 @@ def decoding_parameters(version) -> dict:
 def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[dict]], parameters: dict
                                ) -> Iterator[tuple[int, Message]]:
     """(index, finished reply) for each of `conversations`, in the order they finish. At most
-    EVAL_BATCH_SIZE wait at the workers at once; the unlisted conversations are removed at the
-    end, and replies still waiting are withdrawn (cancel, failure)."""
+    EVAL_BATCH_SIZE wait at the workers at once; a reply lost with its model worker (killed, out of
+    memory: the sweeper fails it as worker_lost) is asked again, up to EVAL_CASE_RETRIES times a
+    conversation, counted in the evaluation's `retried`. The unlisted conversations are removed at
+    the end, and replies still waiting are withdrawn (cancel, failure)."""
     waiting: dict[int, int] = {}  # reply id → index in `conversations`
     created: list[int] = []
     to_ask = list(range(len(conversations)))[::-1]  # popped from the end: in order, retries first
