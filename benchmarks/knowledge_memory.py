@@ -145,7 +145,8 @@ def main() -> None:
                      STUDIO_ADMIN_PASSWORD="admin-password-1", JOB_TORCH_THREADS=1)
     with running_studio(env, data_dir / "logs") as server:
         token = shell_token(TOKEN, env)
-        status, created = call(server.base_url, token, "POST", "/api/knowledge/", json.dumps({"name": "Bench"}).encode())
+        status, created = call(server.base_url, token, "POST", "/api/knowledge/",
+                               json.dumps({"name": "Bench"}).encode())
         assert status == 201, created
         documents = f"/api/knowledge/{created['id']}/documents/"
         web = server.server.pid

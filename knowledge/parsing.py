@@ -279,7 +279,8 @@ def _docx(raw: bytes, limits: Limits, heartbeat: Callable[[], None]) -> ParsedDo
     except DocumentError:
         raise
     except (etree.LxmlError, zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
-        raise DocumentError(f"the Word document cannot be read (it is damaged: {_short(exc)})", code="damaged") from None
+        raise DocumentError(f"the Word document cannot be read (it is damaged: {_short(exc)})",
+                            code="damaged") from None
     return ParsedDocument([Section(text)])
 
 

@@ -1,6 +1,8 @@
 """Reads of knowledge bases, with who may see them: a base is seen by its owner, or by everyone
 logged in when it is shared. Another person's private base is "not found", never "forbidden"
-(its existence is private too)."""
+(its existence is private too), and its name is not shown to them (attached_bases_seen_by).
+Also: the ingestion the job workers take next (fair between owners), and how an upload's
+documents are doing."""
 
 from __future__ import annotations
 

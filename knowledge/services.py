@@ -1,6 +1,8 @@
-"""Writes of knowledge bases: create one, add documents (stored, deduplicated by content, queued
-for ingestion on the job workers), cancel or delete them, rebuild a base with new settings while
-its index keeps answering (or cancel the rebuild), and the sweeper's part that resumes ingestions a job worker lost. Ingestion itself is knowledge/ingestion.py; search is search.py."""
+"""Writes of knowledge bases: create one, add documents (stored within their owner's quota,
+deduplicated by content, queued for ingestion on the job workers), cancel or delete them, fail
+one (its file deleted, its reason kept), rebuild a base with new settings while its index keeps
+answering (or cancel the rebuild), and the sweeper's part that resumes ingestions a job worker
+lost. Ingestion itself is knowledge/ingestion.py; search is search.py."""
 
 from __future__ import annotations
 

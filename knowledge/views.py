@@ -176,7 +176,8 @@ def documents_upload(request, knowledge_base_id):
               and item.document.status == Document.Status.QUEUED]
     context = _documents_context(request, knowledge_base, upload_error=error, oob=True,
                                  duplicates=[item.document for item in added if item.duplicate and not item.retried],
-                                 refused=[item.document for item in added if not item.duplicate and item.document.error],
+                                 refused=[item.document for item in added
+                                          if not item.duplicate and item.document.error],
                                  upload=selectors.upload_progress(knowledge_base=knowledge_base,
                                                                   document_ids=[d.pk for d in queued]))
     template = "knowledge/_upload.html" if request.htmx else "knowledge/knowledge_base_detail.html"

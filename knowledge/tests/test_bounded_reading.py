@@ -108,7 +108,8 @@ def test_a_word_file_reads_as_python_docx_read_it():
     document.save(out)
     assert parse(out.getvalue(), kind="docx").sections[0].text == (
         "# Title text\n\n# Intro\n\nFirst bold\tafter a tabline\nnext line\n\n- item one\n\n"
-        "| merged \\| wide | merged \\| wide | r0c2 |\n|---|---|---|\n| r1c0 | r1c1 | tall |\n| r2c0 | r2c1 | tall |\n\n"
+        "| merged \\| wide | merged \\| wide | r0c2 |\n|---|---|---|\n"
+        "| r1c0 | r1c1 | tall |\n| r2c0 | r2c1 | tall |\n\n"
         "After the table.")
 
 
