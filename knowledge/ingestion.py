@@ -2,10 +2,13 @@
 (the keyword index follows by trigger, knowledge/index.py; the pgvector column, where there is
 one, is written beside them) → ready.
 
+A delivery of `knowledge.ingest` takes the queued document that is fairest between owners
+(selectors.next_ingestion), not necessarily the one its message named.
+
 Progress lives in the document's IngestionJob (studio.jobs): the stage on the document ("parsing",
-"embedding"), chunks embedded of the total on the job, a heartbeat after every PDF page and every
-batch, and a cancel checked as often. A failure fails this document alone, with a reason its
-uploader can act on. A delivery after a job worker died (knowledge.services.ingestion_sweep)
+"embedding"), chunks embedded of the total on the job, a heartbeat after every PDF page, every
+100,000 XML elements of a .docx and every batch, and a cancel checked as often. A failure fails this
+document alone, for good, with a reason its uploader can act on and a code (its file is deleted). A delivery after a job worker died (knowledge.services.ingestion_sweep)
 resumes: the text is parsed and cut again (the same file and settings give the same chunks), the
 chunks already stored are kept and only the rest are embedded. On a job worker without a GPU it
 pauses between batches while chat replies are being written (studio.chat_activity; the job's note
