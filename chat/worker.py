@@ -75,6 +75,7 @@ class ActiveReply:
     group_name: str
     text: str = ""  # stored and sent to the group so far
     pending: str = ""  # decoded, waiting for the next flush (store, then send); guarded by `lock`
+    # When it last moved: new text, or a chunk of its long prompt prefilled (the stall timeout's clock).
     last_text_at: float = field(default_factory=time.monotonic)
     parameters: dict = field(default_factory=dict)  # the sampling it is written with (stored with it)
     lock: threading.Lock = field(default_factory=threading.Lock)  # the engine's thread appends to `pending`
@@ -361,7 +362,11 @@ class GenerationWorker:
                 self.flush_requested.set()
                 loop.call_soon_threadsafe(self.has_pending.set)
 
-        request.on_delta = on_delta
+        def on_progress() -> None:  # a chunk of its long prompt is in: it moves, though no text comes yet
+            with active.lock:
+                active.last_text_at = time.monotonic()
+
+        request.on_delta, request.on_progress = on_delta, on_progress
         request.on_done = lambda result: loop.call_soon_threadsafe(
             lambda: finished.done() or finished.set_result(result))
         stall_s = request.settings.stall_timeout_s

@@ -189,3 +189,189 @@ def test_a_long_history_is_fitted_in_the_callers_thread_not_in_the_step_loop(loa
     assert len(request.prompt_ids) <= 512 - 16
     assert len(calls) <= 2  # rendered once (twice at most), not once per dropped turn
     assert "llm-batch-engine" not in calls
+
+
+# --- long prompts: prefilled in chunks between decode steps ---------------------------------
+
+LONG_PROMPTS = [" ".join(f"line {n}: the tide comes in over the sand." for n in range(lines)) for lines in (9, 25, 31)]
+CHUNK = 16  # tokens per chunk here; the long prompts are 130 to 420 tokens, so many chunks each
+
+
+class RecordingModel:
+    """The tiny model, recording the (B, T) shape of the input of each forward pass."""
+
+    def __init__(self, model):
+        self.model, self.shapes = model, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, **kwargs):
+        self.shapes.append(tuple(kwargs["input_ids"].shape))
+        return self.model(**kwargs)
+
+
+def recorded(loaded):
+    import dataclasses
+
+    return dataclasses.replace(loaded, model=RecordingModel(loaded.model))
+
+
+def long_request(key, prompt, settings, *, done, on_delta=lambda delta: None, on_progress=lambda: None):
+    return EngineRequest(key=key, messages=[{"role": "user", "content": prompt}], settings=settings,
+                         on_delta=on_delta, on_done=done, on_progress=on_progress)
+
+
+@pytest.fixture(scope="module")
+def sharp(loaded):
+    """The tiny model with sharp attention: randomly initialised, its attention is near uniform and
+    barely sees where a token is, so a wrong position or mask would go unnoticed; scaled queries
+    and keys make every reply depend on them."""
+    import copy
+    import dataclasses
+
+    import torch
+
+    model = copy.deepcopy(loaded.model)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(30)
+            layer.self_attn.k_proj.weight.mul_(30)
+    return dataclasses.replace(loaded, model=model)
+
+
+def test_a_long_prompt_prefilled_in_chunks_gets_the_reply_of_a_whole_prefill(sharp):
+    """Greedy and seeded replies to prompts many chunks long equal those of one whole prefill
+    (float32), alone and when the prompt joins a lane where another reply is being written."""
+    loaded = sharp
+    requests = [(prompt, GenerationSettings(max_new_tokens=20, temperature=temperature, seed=n))
+                for n, prompt in enumerate(LONG_PROMPTS) for temperature in (0, 1.0)]
+    whole_engine = BatchEngine(loaded, max_batch=1, prefill_chunk_tokens=100_000)
+    whole = [run(whole_engine, [request])[0] for request in requests]
+    whole_engine.close()
+    chunked_model = recorded(loaded)
+    chunked_engine = BatchEngine(chunked_model, max_batch=1, prefill_chunk_tokens=CHUNK)
+    chunked = [run(chunked_engine, [request])[0] for request in requests]
+    chunked_engine.close()
+    assert [r.text for r in chunked] == [r.text for r in whole]
+    assert len({r.text for r in whole}) > 3  # the replies differ from one another, greedy ones too
+    assert max(t for _, t in chunked_model.model.shapes) == CHUNK  # no forward pass took more
+    beside_engine = BatchEngine(loaded, max_batch=8, prefill_chunk_tokens=CHUNK)
+    beside = run(beside_engine, [(PROMPTS[1], GenerationSettings(max_new_tokens=60, temperature=1.0, seed=9))]
+                 + requests, stagger=0.02)
+    beside_engine.close()
+    assert [r.text for r in beside[1:]] == [r.text for r in whole]
+
+
+def test_a_running_reply_gets_a_token_between_every_two_chunks_of_a_long_prompt(loaded):
+    """A long prompt's prefill never holds a reply that is being written: every chunk is
+    followed by a decode step of the lane, and the long prompt says it is moving after each."""
+    model = recorded(loaded)
+    engine = BatchEngine(model, max_batch=4, prefill_chunk_tokens=CHUNK, prefill_share=1_000.0)  # a chunk a step
+    finished, results, progress = threading.Event(), {}, []
+    written = threading.Event()
+
+    def done(key):
+        return lambda result: (results.__setitem__(key, result), len(results) == 2 and finished.set())
+
+    engine.submit(long_request("running", PROMPTS[0], GenerationSettings(max_new_tokens=400, min_new_tokens=400,
+                                                                         temperature=0),
+                               done=done("running"), on_delta=lambda delta: written.set()))
+    assert written.wait(60)
+    prompt_tokens = len(engine.loaded.tokenizer.apply_chat_template(
+        [{"role": "user", "content": LONG_PROMPTS[2]}], add_generation_prompt=True, tokenize=True, return_dict=False))
+    engine.submit(long_request("long", LONG_PROMPTS[2], GenerationSettings(max_new_tokens=4, temperature=0),
+                               done=done("long"), on_progress=lambda: progress.append(len(engine.rows[0].completion))))
+    assert finished.wait(120)
+    engine.close()
+    assert len(progress) == -(-prompt_tokens // CHUNK) > 20  # one call per chunk
+    assert all(later > earlier for earlier, later in zip(progress, progress[1:])), progress
+    assert max(tokens for _, tokens in model.model.shapes) == CHUNK
+    assert results["long"].finish_reason == "length" and results["running"].usage.completion_tokens == 400
+
+
+def test_a_long_prompt_yields_to_the_replies_being_written_within_its_share(loaded):
+    """With no prefill share (and no burst), a long prompt waits while another reply is being
+    written and is prefilled once it is done: chunks take time from those replies only within
+    the share."""
+    engine = BatchEngine(loaded, max_batch=4, prefill_chunk_tokens=CHUNK, prefill_share=0.0, prefill_burst_s=0.0)
+    finished, events = threading.Event(), []
+    written = threading.Event()
+
+    def done(key):
+        return lambda result: (events.append(f"{key} done"), key == "long" and finished.set())
+
+    engine.submit(long_request("running", PROMPTS[0], GenerationSettings(max_new_tokens=60, min_new_tokens=60,
+                                                                         temperature=0),
+                               done=done("running"), on_delta=lambda delta: written.set()))
+    assert written.wait(60)
+    engine.submit(long_request("long", LONG_PROMPTS[1], GenerationSettings(max_new_tokens=4, temperature=0),
+                               done=done("long"), on_progress=lambda: events.append("chunk")))
+    assert finished.wait(120)
+    engine.close()
+    assert events[0] == "running done" and events.count("chunk") > 10
+
+
+def test_a_prompt_of_a_few_chunks_is_prefilled_at_once_within_the_burst(loaded):
+    """The share's first burst lets a prompt of a few chunks (a chat with retrieved passages) in
+    without waiting for the replies being written, even with no share after it."""
+    engine = BatchEngine(loaded, max_batch=4, prefill_chunk_tokens=CHUNK, prefill_share=0.0, prefill_burst_s=60.0)
+    finished, events, written = threading.Event(), [], threading.Event()
+
+    def done(key):
+        return lambda result: (events.append(f"{key} done"), "running done" in events and "long done" in events
+                               and finished.set())
+
+    engine.submit(long_request("running", PROMPTS[0], GenerationSettings(max_new_tokens=200, min_new_tokens=200,
+                                                                         temperature=0),
+                               done=done("running"), on_delta=lambda delta: written.set()))
+    assert written.wait(60)
+    engine.submit(long_request("long", LONG_PROMPTS[0], GenerationSettings(max_new_tokens=4, temperature=0),
+                               done=done("long"), on_progress=lambda: events.append("chunk")))
+    assert finished.wait(120)
+    engine.close()
+    assert events.index("long done") < events.index("running done") and events.count("chunk") > 5
+
+
+def test_short_prompts_arriving_together_are_prefilled_one_step_budget_at_a_time(loaded):
+    """Prompts within one chunk are prefilled whole, but no more of their tokens between two
+    decode steps than a chunk holds (the first always): many arrivals never hold a reply long."""
+    model = recorded(loaded)
+    engine = BatchEngine(model, max_batch=8, prefill_chunk_tokens=64)  # one of PROMPTS[:3] fits, two do not
+    finished, results, written, gate = threading.Event(), {}, threading.Event(), threading.Event()
+
+    def done(key):
+        return lambda result: (results.__setitem__(key, result), len(results) == 4 and finished.set())
+
+    engine.submit(long_request("running", PROMPTS[0], GenerationSettings(max_new_tokens=40, min_new_tokens=40,
+                                                                         temperature=0),
+                               done=done("running"), on_delta=lambda delta: written.set()))
+    assert written.wait(60)
+    engine.call(lambda: gate.wait(30))  # hold the loop so that the three arrive together
+    for n in range(3):
+        engine.submit(long_request(n, PROMPTS[n], GenerationSettings(max_new_tokens=8, temperature=0), done=done(n)))
+    gate.set()
+    assert finished.wait(120)
+    engine.close()
+    prefills = [n for n, (_, tokens) in enumerate(model.model.shapes) if tokens > 1]
+    assert len(prefills) == 4 and all(b - a > 1 for a, b in zip(prefills, prefills[1:]))  # a step between any two
+    assert all(tokens <= 64 for _, tokens in model.model.shapes)
+
+
+def test_a_reply_stopped_while_its_long_prompt_is_prefilled_ends_cancelled_and_frees_its_place(loaded):
+    engine = BatchEngine(loaded, max_batch=1, prefill_chunk_tokens=CHUNK)
+    finished, outcome, chunks = threading.Event(), {}, []
+
+    def progress():
+        chunks.append(1)
+        if len(chunks) == 2:
+            engine.cancel("long")  # stopped after its second chunk, long before its prompt is in
+
+    engine.submit(long_request("long", LONG_PROMPTS[2], GenerationSettings(max_new_tokens=50, temperature=0),
+                               done=lambda r: (outcome.update(result=r), finished.set()), on_progress=progress))
+    assert finished.wait(60)
+    assert outcome["result"].finish_reason == "cancelled" and outcome["result"].text == ""
+    assert len(chunks) == 2 and engine.rows == []
+    after = run(engine, [(PROMPTS[0], GenerationSettings(max_new_tokens=5, temperature=0))])  # its place is free
+    engine.close()
+    assert after[0].usage.completion_tokens == 5

@@ -36,3 +36,17 @@ def test_the_knowledge_bench_prints_its_ingestion_ratio_and_search_latency_lines
     latency = r"knowledge search latency, 300 chunks, (embedded|scaled), (hybrid|dense): p50 \d+\.\d ms, p95 \d+\.\d ms"
     found = {re.fullmatch(latency, line).groups() for line in lines if re.fullmatch(latency, line)}
     assert {("embedded", "hybrid"), ("embedded", "dense")} <= found, lines
+
+
+def test_the_prefill_bench_prints_its_ratio_and_longest_gap_lines(tmp_path):
+    env = studio_env(STUDIO_DATA_DIR=tmp_path / "data", LLM_MODEL_CACHE_DIR=TEST_CACHE / "models",
+                     LLM_DTYPE="float32")
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--model", str(TINY_MODEL_DIR), "--paths", "prefill",
+                           "--runs", "1", "--tokens", "8", "--conversations", "", "--prefill-tokens", "1500",
+                           "--output", str(tmp_path / "bench.json")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    ratio = r"chat during a long prefill/alone tokens/s ratio: \d+\.\d\d"
+    assert any(re.fullmatch(ratio, line) for line in lines), lines
+    assert any(re.fullmatch(r"longest gap between tokens during a long prefill: \d+ ms", line) for line in lines), lines

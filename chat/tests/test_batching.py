@@ -77,3 +77,34 @@ async def test_a_stalled_model_fails_its_reply_within_the_stall_timeout(alice, s
     await client.send({"type": "send", "content": "hello?"})
     done = (await client.receive_until("done", timeout=10))[-1]
     assert done["status"] == "failed" and "produced nothing for 1 s" in done["error"]
+
+
+async def test_a_long_prompt_is_not_failed_as_stalled_while_its_prefill_moves(alice, start_worker, chat_client,
+                                                                              tiny_model, settings, monkeypatch,
+                                                                              new_conversation):
+    """A prompt whose prefill takes longer than the stall timeout, chunk after chunk, is answered:
+    each chunk prefilled is progress, not silence."""
+    import time
+
+    from chat import worker as worker_module
+
+    class SmallChunks(worker_module.BatchEngine):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, prefill_chunk_tokens=16, **kwargs)
+
+    settings.LLM_STALL_TIMEOUT_SECONDS = 2
+    monkeypatch.setattr(worker_module, "BatchEngine", SmallChunks)
+    await start_worker()
+    original = tiny_model.model.forward
+
+    def slow_per_token(*args, **kwargs):
+        time.sleep(0.005 * kwargs["input_ids"].shape[1])  # a big model on a small machine: 1,200 tokens take 6 s
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_model.model, "forward", slow_per_token)
+    conversation = await new_conversation(alice)
+    client = await chat_client(alice, conversation.pk)
+    await client.send({"type": "send", "content": "tide " * 1200})
+    done = (await client.receive_until("done", timeout=120))[-1]
+    assert done["status"] == "complete", done.get("error")
+    assert done["usage"]["prompt_tokens"] > 1200

@@ -1,17 +1,31 @@
 """Continuous batching: many replies decoded together, each joining at the next step.
 
 One decode step runs the model once for the replies of one lane: a (B, 1) batch of their last
-tokens over one key/value cache. A new reply is prefilled (its prompt in one forward pass),
-then its cache is merged into its lane's, left-padded to a common length, so it joins at the
-next step; a finished, stopped or failed reply leaves by dropping its row. Each reply keeps its
-own sampling (temperature, top-p, seed), length limit, stop strings and adapter.
+tokens over one key/value cache. A new reply is prefilled (its prompt through the model), then
+its cache is merged into its lane's, left-padded to a common length, so it joins at the next
+step; a finished, stopped or failed reply leaves by dropping its row. Each reply keeps its own
+sampling (temperature, top-p, seed), length limit, stop strings and adapter.
+
+Prefill is bounded per step, so that no prompt, however long, holds the replies being written:
+a prompt of at most `prefill_chunk_tokens` is prefilled whole (as many of them per step as fit
+that budget, the first always), a longer one a chunk of that many tokens at a time into a cache
+of its own, between the lane's decode steps, until its whole prompt is in and it joins the lane
+like any other (chunked prefill, as vLLM's `max_num_batched_tokens` bounds a step). Long
+prompts take their chunks in turn, and each chunk tells its reply that it is moving
+(`on_progress`), so the worker's stall timeout never fails a reply that is being prefilled. On
+a CPU a chunk costs many decode steps, so while replies of its lane are being written, chunks
+take at most `prefill_share` of the time of the lane's decode steps (after a first burst of
+`prefill_burst_s`, so that a prompt of a few chunks is not slowed): a reply being written keeps
+about 1 / (1 + share) of its speed, and waits at most one chunk between two tokens. Measured in
+`make bench` (chat during a long prefill against alone).
 
 Two lanes, so that work nobody waits for at a screen never slows the replies people read as
 they are written: the *foreground* (chat, playground, API) and the *background* (evaluation
 cases). The background lane gets the whole model when the foreground is idle, and at most
-`background_share` of the time while a foreground reply is being written: its prefills are
-batched (several prompts in one pass) and its steps come between foreground steps only while
-its share allows. Measured in `make bench` (chat during a large evaluation against alone).
+`background_share` of the time while a foreground reply is being written or prefilled: its
+short prompts are prefilled several in one pass (within the step's prefill budget while the
+foreground is busy) and its steps come between foreground steps only while its share allows.
+Measured in `make bench` (chat during a large evaluation against alone).
 
 The step loop runs in one thread; `submit` and `cancel` are safe from any thread, and each
 reply's text arrives through its own `on_delta` / `on_done` callbacks (called from the loop
@@ -21,6 +35,7 @@ caller's thread), so a long history never holds the loop. Knows only token ids a
 
 from __future__ import annotations
 
+import inspect
 import queue
 import threading
 import time
@@ -38,8 +53,19 @@ from .loading import LoadedModel
 
 # Background prompts prefilled together in one forward pass (evaluation cases arrive in bursts).
 BACKGROUND_PREFILL_BATCH = 8
-# ...and at most this many of their prompt tokens in one pass while a foreground reply is written.
-BACKGROUND_PREFILL_TOKENS = 1024
+# Prompt tokens one lane prefills between two of its decode steps: a longer prompt is prefilled
+# in chunks of this many. Measured on SmolLM2-135M, bfloat16, 2 CPU cores (AMX): a chunk of 256
+# takes 0.11 s at the start of a prompt and 0.46 s at its 6,500th token (512: 0.18 and 0.75 s);
+# a 7,000-token prompt takes 7.8 s in chunks of 256 (6.5 s in 512s), 4.7 s in one pass (the
+# chunks' attention runs on a masked kernel, slower than the causal one of a whole prefill).
+PREFILL_CHUNK_TOKENS = 256
+# While a lane's replies are being written, its long prompts' chunks take at most this share of
+# the time its decode steps take (those replies keep about 1 / 1.15 = 87 % of their speed; 0.2
+# measured 0.78 in `make bench`, the steps after a chunk being slower), after a first burst of
+# this many seconds (so a prompt of a few chunks, a chat with retrieved passages, is not slowed:
+# a token bucket of the share, holding at most the burst).
+PREFILL_SHARE = 0.15
+PREFILL_BURST_S = 1.0
 
 
 @dataclass
@@ -54,6 +80,9 @@ class EngineRequest:
     background: bool = False  # nobody reads it as it is written (an evaluation's case)
     output_format: dict | None = None  # the shape its answer must take (constraints.py); None: free text
     constraint: ReplyConstraint | None = None  # its matcher, built by prepare_prompt
+    # Called (from the loop thread) after each chunk of a long prompt's prefill: the reply moves
+    # though no text comes yet (the worker's stall timeout counts it as progress).
+    on_progress: Callable[[], None] = lambda: None
     # Write on from the last message, an assistant's reply cut short (Continue): its text ends the
     # prompt unclosed, and its output format's matcher starts past it.
     continue_final: bool = False
@@ -97,17 +126,25 @@ class _Row:
     stopped_by_string: bool = False
     prefix_offset: int = 0  # the window of completion tokens decoded for the newest text
     read_offset: int = 0
+    cache: DynamicCache | None = None  # its own cache while its long prompt is prefilled in chunks
+    prefilled: int = 0  # prompt tokens in that cache so far
 
 
 class _Lane:
     """The rows of one lane and their key/value cache."""
 
     def __init__(self):
-        self.rows: list[_Row] = []
+        self.rows: list[_Row] = []  # being written (decoded together)
         self.cache: DynamicCache | None = None
         self.mask: torch.Tensor | None = None  # (B, L): 1 where the cache holds a real token
         self.waiting: deque[EngineRequest] = deque()
+        self.prefilling: deque[_Row] = deque()  # long prompts prefilled a chunk at a time, in turn
         self.busy_s = 0.0  # time spent on this lane's steps and prefills (for the background share)
+        self.prefill_credit_s = 0.0  # time its chunks may take now while its rows are written (prefill share)
+
+    @property
+    def idle(self) -> bool:
+        return not self.rows and not self.prefilling and not self.waiting
 
     def merge(self, cache: DynamicCache, mask: torch.Tensor) -> None:
         """Rows prefilled together (their cache, (b, T) mask) join this lane, left-padded."""
@@ -145,18 +182,32 @@ class _Lane:
 class BatchEngine:
     """Continuous batching over one loaded model (its `model`, `tokenizer`)."""
 
-    def __init__(self, loaded: LoadedModel, *, max_batch: int = 8, background_share: float = 0.1):
+    def __init__(self, loaded: LoadedModel, *, max_batch: int = 8, background_share: float = 0.1,
+                 prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS, prefill_share: float = PREFILL_SHARE,
+                 prefill_burst_s: float = PREFILL_BURST_S):
+        if prefill_chunk_tokens < 1:
+            raise ValueError(f"prefill_chunk_tokens={prefill_chunk_tokens}: must be at least 1")
         self.loaded = loaded
         self.max_batch = max_batch  # rows of both lanes together
         self.background_share = background_share
+        self.prefill_chunk_tokens = prefill_chunk_tokens
+        self.prefill_share = prefill_share
+        self.prefill_burst_s = prefill_burst_s
         self.incoming: queue.Queue[EngineRequest] = queue.Queue()
         self.calls: queue.Queue[tuple[Callable, Future]] = queue.Queue()  # run between steps (adapter loads)
         self.cancelled: set = set()
         self.lock = threading.Lock()
         self.foreground, self.background = _Lane(), _Lane()
+        for lane in (self.foreground, self.background):
+            lane.prefill_credit_s = prefill_burst_s
         self.wake = threading.Event()
         self.stopping = False
         self.eos_ids = self._eos_ids()
+        # A prefill needs the logits of its last position only: not (T, V) of them (1.4 GB for a
+        # 7,000-token prompt on SmolLM2, and a good part of its time).
+        base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
+        self.last_logits_only = ({"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters
+                                 else {})
         self.thread = threading.Thread(target=self._loop, name="llm-batch-engine", daemon=True)
         self.thread.start()
 
@@ -188,7 +239,9 @@ class BatchEngine:
 
     @property
     def rows(self) -> list[_Row]:
-        return self.foreground.rows + self.background.rows
+        """Every reply in the engine: being written or being prefilled."""
+        lanes = (self.foreground, self.background)
+        return [row for lane in lanes for row in lane.rows] + [row for lane in lanes for row in lane.prefilling]
 
     # --- the step loop ---------------------------------------------------------------------
 
@@ -196,31 +249,52 @@ class BatchEngine:
         while not self.stopping:
             self._run_calls()
             self._take_incoming()
-            if not self.rows and not self.foreground.waiting and not self.background.waiting:
+            if self.foreground.idle and self.background.idle:
                 self.wake.wait(0.5)
                 self.wake.clear()
                 continue
             for lane in (self.foreground, self.background):
                 try:
                     self._drop_cancelled(lane)
-                    if lane is self.foreground:
-                        self._admit_foreground()
-                    elif self._background_may_run():
-                        self._timed(lane, self._admit_background)
-                    if lane.rows and (lane is self.foreground or self._background_may_run()):
-                        self._timed(lane, lambda: self._decode_step(lane))
+                    self._turn(lane)
                 except Exception as exc:  # a step failed: every reply of the lane fails, the engine goes on
                     for row in lane.rows:
                         self._finish(row, "error", error=f"{exc.__class__.__name__}: {exc}")
                     lane.rows, lane.cache, lane.mask = [], None, None
-            if not self.foreground.rows:
+                if not lane.rows:
+                    lane.prefill_credit_s = self.prefill_burst_s  # full again for the next spell of writing
+            if self.foreground.idle:
                 self.foreground.busy_s = self.background.busy_s = 0.0  # the share counts per busy spell
 
+    def _turn(self, lane: _Lane) -> None:
+        """One turn of `lane`: new prompts admitted (within the step's prefill budget), a chunk of
+        a long prompt (within the prefill share), then one decode step of its rows."""
+        background = lane is self.background
+        if background and not self._background_may_run():
+            return
+        self._timed(lane, lambda: self._admit(lane))
+        if lane.prefilling and self._chunk_may_run(lane) and (not background or self._background_may_run()):
+            started, writing = time.perf_counter(), bool(lane.rows)
+            self._timed(lane, lambda: self._prefill_chunk(lane))
+            if writing:
+                lane.prefill_credit_s -= time.perf_counter() - started
+        if lane.rows and (not background or self._background_may_run()):
+            started = time.perf_counter()
+            self._timed(lane, lambda: self._decode_step(lane))
+            lane.prefill_credit_s = min(self.prefill_burst_s,
+                                        lane.prefill_credit_s + self.prefill_share * (time.perf_counter() - started))
+
     def _background_may_run(self) -> bool:
-        """The background lane runs freely while nobody's reply is being written, else within its share."""
-        if not self.foreground.rows and not self.foreground.waiting:
+        """The background lane runs freely while nobody's reply is being written or prefilled, else
+        within its share."""
+        if self.foreground.idle:
             return True
         return self.background.busy_s < self.background_share * self.foreground.busy_s
+
+    def _chunk_may_run(self, lane: _Lane) -> bool:
+        """A long prompt's next chunk runs at once while none of its lane's replies is being written
+        (the background lane's are read by nobody), else while the prefill share leaves it credit."""
+        return not lane.rows or lane is self.background or lane.prefill_credit_s > 0
 
     @staticmethod
     def _timed(lane: _Lane, work: Callable) -> None:
@@ -250,29 +324,35 @@ class BatchEngine:
             (self.background if request.background else self.foreground).waiting.append(request)
 
     def _room(self) -> int:
-        return self.max_batch - len(self.foreground.rows) - len(self.background.rows)
+        return self.max_batch - len(self.rows)
 
-    def _admit_foreground(self) -> None:
-        """Each waiting foreground reply is prefilled alone, at once: someone waits for its first token."""
-        lane = self.foreground
-        while lane.waiting and self._room() > 0:
-            request = lane.waiting.popleft()
-            if not self._withdrawn(request):
-                self._timed(lane, lambda: self._prefill(lane, [request]))
-
-    def _admit_background(self) -> None:
-        """Waiting background replies prefilled together; while someone's reply is being written,
-        only as many prompt tokens at once as keep that reply's next token from waiting long."""
-        lane = self.background
+    def _admit(self, lane: _Lane) -> None:
+        """Waiting replies of `lane` enter it, in order, as long as the batch has room. A long
+        prompt joins the lane's chunked prefills (nothing is computed yet); short ones are
+        prefilled whole, within the step's budget of prompt tokens (the first one always). In the
+        foreground each alone and at once (someone waits for its first token); in the background
+        several together, within the budget only while the foreground is busy."""
+        background = lane is self.background
+        budget = None if background and self.foreground.idle else self.prefill_chunk_tokens
         batch, tokens = [], 0
-        token_cap = BACKGROUND_PREFILL_TOKENS if self.foreground.rows else None
-        while lane.waiting and self._room() - len(batch) > 0 and len(batch) < BACKGROUND_PREFILL_BATCH:
-            if batch and token_cap is not None and tokens + len(lane.waiting[0].prompt_ids) > token_cap:
+        while lane.waiting and self._room() - len(batch) > 0:
+            length = len(lane.waiting[0].prompt_ids)
+            short = length <= self.prefill_chunk_tokens
+            if short and (tokens or batch) and budget is not None and tokens + length > budget:
+                break  # this step's prefill budget is spent: the rest come in at the next one
+            if short and background and len(batch) == BACKGROUND_PREFILL_BATCH:
                 break
             request = lane.waiting.popleft()
-            if not self._withdrawn(request):
+            if self._withdrawn(request):
+                continue
+            if not short:
+                lane.prefilling.append(self._new_row(request))
+            elif background:
                 batch.append(request)
-                tokens += len(request.prompt_ids)
+                tokens += length
+            else:
+                tokens += length
+                self._prefill(lane, [request])
         if batch:
             self._prefill(lane, batch)
 
@@ -284,17 +364,17 @@ class BatchEngine:
         request.on_done(EngineResult("", "cancelled", Usage()))
         return True
 
+    def _new_row(self, request: EngineRequest) -> _Row:
+        generator = None
+        if request.settings.seed is not None:
+            generator = torch.Generator(device=self.loaded.model.device).manual_seed(request.settings.seed)
+        return _Row(request=request, prompt_ids=request.prompt_ids, generator=generator, started=time.perf_counter())
+
     def _prefill(self, lane: _Lane, requests: list[EngineRequest]) -> None:
         """The prompts of `requests` in one forward pass (left-padded to a common length); their
         cache joins the lane's. A prefill that fails fails its own replies only."""
         device = self.loaded.model.device
-        rows = []
-        for request in requests:
-            generator = None
-            if request.settings.seed is not None:
-                generator = torch.Generator(device=device).manual_seed(request.settings.seed)
-            rows.append(_Row(request=request, prompt_ids=request.prompt_ids, generator=generator,
-                             started=time.perf_counter()))
+        rows = [self._new_row(request) for request in requests]
         try:
             length = max(len(row.prompt_ids) for row in rows)
             ids = torch.tensor([[0] * (length - len(row.prompt_ids)) + row.prompt_ids for row in rows],
@@ -305,7 +385,8 @@ class BatchEngine:
             with torch.inference_mode():
                 output = self.loaded.model(input_ids=ids, attention_mask=mask,
                                            position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
-                                           past_key_values=cache, use_cache=True, **self._adapter_kwargs(rows))
+                                           past_key_values=cache, use_cache=True, **self.last_logits_only,
+                                           **self._adapter_kwargs(rows))
             if len(rows) > 1:  # padded positions hold what padding computed: zero them, masked or not
                 padding = (mask == 0)[:, None, :, None]
                 for layer in cache.layers:
@@ -316,6 +397,40 @@ class BatchEngine:
             for request in requests:
                 request.on_done(EngineResult("", "error", Usage(), error=f"{exc.__class__.__name__}: {exc}"))
             return
+        self._join(lane, rows, cache, mask, logits)
+
+    def _prefill_chunk(self, lane: _Lane) -> None:
+        """The next chunk of the first long prompt in turn, into its own cache (positions and mask
+        continue its prefix); with its last chunk it joins the lane. A chunk that fails fails its
+        own reply only."""
+        row = lane.prefilling.popleft()
+        device = self.loaded.model.device
+        start = row.prefilled
+        end = min(start + self.prefill_chunk_tokens, len(row.prompt_ids))
+        try:
+            if row.cache is None:
+                row.cache = DynamicCache()
+            with torch.inference_mode():
+                output = self.loaded.model(input_ids=torch.tensor([row.prompt_ids[start:end]], device=device),
+                                           attention_mask=torch.ones((1, end), dtype=torch.long, device=device),
+                                           position_ids=torch.arange(start, end, device=device)[None],  # (1, n)
+                                           past_key_values=row.cache, use_cache=True, **self.last_logits_only,
+                                           **self._adapter_kwargs([row]))
+        except Exception as exc:
+            row.cache = None
+            self._finish(row, "error", error=f"{exc.__class__.__name__}: {exc}")
+            return
+        row.prefilled = end
+        row.request.on_progress()
+        if end < len(row.prompt_ids):
+            lane.prefilling.append(row)  # the next long prompt's turn
+            return
+        cache, row.cache = row.cache, None
+        self._join(lane, [row], cache, torch.ones((1, end), dtype=torch.long, device=device), output.logits[:, -1, :])
+
+    def _join(self, lane: _Lane, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor,
+              logits: torch.Tensor) -> None:
+        """Prefilled rows (their cache, (b, T) mask, (b, V) last logits) join the lane with their first token."""
         lane.merge(cache, mask)
         lane.rows.extend(rows)
         for index, row in enumerate(rows):
@@ -422,15 +537,20 @@ class BatchEngine:
         return full[len(row.text):] if full.startswith(row.text) else row.unsent
 
     def _drop_cancelled(self, lane: _Lane) -> None:
-        """Stopped replies leave their lane, whether they are being written or still waiting."""
+        """Stopped replies leave their lane, whether they are being written, prefilled or still waiting."""
         with self.lock:
-            keys = self.cancelled & ({row.request.key for row in lane.rows} | {r.key for r in lane.waiting})
+            keys = self.cancelled & ({row.request.key for row in lane.rows} | {r.key for r in lane.waiting}
+                                     | {row.request.key for row in lane.prefilling})
             self.cancelled -= keys
         if not keys:
             return
         for request in [r for r in lane.waiting if r.key in keys]:
             lane.waiting.remove(request)
             request.on_done(EngineResult("", "cancelled", Usage()))
+        for row in [row for row in lane.prefilling if row.request.key in keys]:
+            lane.prefilling.remove(row)
+            row.cache = None  # its partial prefill is dropped with it
+            self._finish(row, "cancelled")
         for row in lane.rows:
             if row.request.key in keys:
                 row.done = "cancelled"
