@@ -309,6 +309,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         frame = {"type": "done", "message_id": event["message_id"], "status": event["status"], "usage": event["usage"]}
         if event.get("error"):
             frame["error"] = event["error"]
+        if event.get("error_code"):  # why it failed, for programs (Message.ErrorCode)
+            frame["error_code"] = event["error_code"]
         if event.get("finish_reason"):  # "length": cut by the maximum tokens (an output format then incomplete)
             frame["finish_reason"] = event["finish_reason"]
         await self.send_frame(frame)

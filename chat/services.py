@@ -520,16 +520,16 @@ def replies_save_text(*, texts: dict[int, str]) -> set[int]:
 
 
 def reply_finish(*, message_id: int, content: str, status: str, usage: dict, error: str = "",
-                 parameters: dict | None = None, finish_reason: str = "") -> bool:
+                 error_code: str = "", parameters: dict | None = None, finish_reason: str = "") -> bool:
     """Store the final text and figures (for a continued reply, its whole text and the figures of
-    all its parts: `usage` is summed by the worker). False when the reply was already failed by the
-    sweeper."""
+    all its parts: `usage` is summed by the worker) and, when it failed, why (`error_code`, as the
+    worker tells its tabs). False when the reply was already failed by the sweeper."""
     finished = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
         content=content,
         status=status,
         finish_reason=finish_reason,
         error=error,
-        error_code=Message.ErrorCode.MODEL_FAILED if status == Message.Status.FAILED else "",
+        error_code=error_code if status == Message.Status.FAILED else "",
         prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"),
         ttft_ms=usage.get("ttft_ms"),
@@ -587,7 +587,7 @@ def replies_sweep() -> None:
         try:
             async_to_sync(layer.group_send)(message.conversation.group_name, {
                 "type": "chat.done", "message_id": message.pk, "status": message.status, "usage": message.usage(),
-                "error": message.error})
+                "error": message.error, "error_code": message.error_code})
         except Exception:  # the layer is away: the tab reads the failed reply when it (re)connects
             pass
     workers_forget_silent()

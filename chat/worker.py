@@ -433,12 +433,15 @@ class GenerationWorker:
 
     async def _finish(self, active: ActiveReply, status: str, *, usage: dict, error: str = "",
                       finish_reason: str = "") -> None:
-        """Store the final reply (retrying while the database is away), then tell the tabs."""
+        """Store the final reply (retrying while the database is away), then tell the tabs: the same
+        status, finish reason and error code in both. A reply whose output format could not be
+        followed fails (engine's FORMAT_FAILED) like any the model could not write: `model_failed`."""
+        error_code = Message.ErrorCode.MODEL_FAILED if status == Message.Status.FAILED else ""
         for attempt in range(60):
             try:
                 stored = await database_sync_to_async(services.reply_finish)(
                     message_id=active.message_id, content=active.text, status=status, usage=usage, error=error,
-                    parameters=active.parameters, finish_reason=finish_reason)
+                    error_code=error_code, parameters=active.parameters, finish_reason=finish_reason)
                 break
             except Exception as exc:
                 log.warning("could not store reply %s (%s); retrying", active.message_id, exc)
@@ -450,7 +453,7 @@ class GenerationWorker:
         await self._group_send(
             active.group_name,
             {"type": "chat.done", "message_id": active.message_id, "status": status, "usage": usage, "error": error,
-             "finish_reason": finish_reason},
+             "error_code": error_code, "finish_reason": finish_reason},
         )
 
     async def _give_up_active_replies(self, error: str) -> None:

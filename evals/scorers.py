@@ -7,7 +7,7 @@ scorer. Django-free: the evaluation runner gives them the embedder and the judge
 | exact_match | 1 when equal after trimming whitespace (`ignore_case` optional), else 0 | 1 |
 | json_equal | 1 when both parse as JSON and are equal (whitespace, key order ignored) | 1 |
 | contains | 1 when the output contains `text` (default: the expected answer) | 1 |
-| regex | 1 when `pattern` matches somewhere in the output | 1 |
+| regex | 1 when `pattern` matches somewhere in the output (`\\d`, `\\w` ASCII as in output formats) | 1 |
 | valid_json | 1 when the output parses as JSON | 1 |
 | json_schema | 1 when the output is JSON valid under `schema` (default: the evaluated version's) | 1 |
 | semantic_similarity | cosine similarity of all-MiniLM-L6-v2 embeddings, -1 to 1 | 0.8 |
@@ -26,14 +26,10 @@ from collections.abc import Callable
 
 import regex  # the `regex` package: its matching takes a timeout, so no pattern can hang a worker
 
+from studio.llm import constraints
+
 REGEX_TIMEOUT_S = 1.0
 MAX_PATTERN_CHARS = 500
-# A counted repetition (`x{n}`) is expanded when the pattern is compiled: `x{999999999}` would
-# take gigabytes before anything is matched. Larger counts are refused as written; what a
-# pattern needs beyond that (repetitions inside repetitions) is found by compiling it in a
-# bounded child process (the caller's `check_pattern`).
-MAX_REPEAT = 1000
-_COUNTED_REPEAT = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 DEFAULT_THRESHOLDS = {"exact_match": 1.0, "json_equal": 1.0, "contains": 1.0, "regex": 1.0, "valid_json": 1.0,
                       "json_schema": 1.0, "semantic_similarity": 0.8, "llm_judge": 0.5}
 SCORER_TYPES = tuple(DEFAULT_THRESHOLDS)
@@ -48,7 +44,11 @@ LABELS = {"exact_match": ("Exact match", "the same text, whitespace at the ends 
 
 
 class ScorerError(ValueError):
-    """A scorer's settings are wrong; the message says which and how to fix it."""
+    """A scorer's settings are wrong; the message says which and how to fix it, `code` which rule."""
+
+    def __init__(self, message: str, code: str = "invalid_scorer"):
+        super().__init__(message)
+        self.code = code
 
 
 class ScoringFailed(Exception):
@@ -56,15 +56,20 @@ class ScoringFailed(Exception):
     error shown on the result, never a silent 0."""
 
 
-def pattern_problem(pattern: str) -> str | None:
-    """Why `pattern` cannot be a regex scorer's, judged from its text alone (nothing is compiled)."""
+def pattern_problem(pattern: str) -> tuple[str, str] | None:
+    """Why `pattern` cannot be a regex scorer's and the error code, judged from its text alone
+    (nothing is compiled): output formats' rule of what a pattern may cost (studio.llm.constraints:
+    its counted repetitions written out; compiled, `(a{1000}){1000}` kept 124-139 MB of a job
+    worker in the pattern cache), and \\d and \\w as ASCII."""
     if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN_CHARS:
-        return f"a regular expression of 1 to {MAX_PATTERN_CHARS} characters"
-    for match in _COUNTED_REPEAT.finditer(pattern):
-        counts = [int(n) for n in match.groups() if n]
-        if any(count > MAX_REPEAT for count in counts):
-            return (f"the repetition {match.group(0)} is larger than {MAX_REPEAT:,}; use {{1,{MAX_REPEAT}}} at most, "
-                    "or + and * for any number")
+        return f"a regular expression of 1 to {MAX_PATTERN_CHARS} characters", "invalid_scorer"
+    problem = constraints.pattern_problem(pattern)
+    if problem:
+        return problem, constraints.PATTERN_TOO_COMPLEX
+    try:
+        constraints.ascii_classes(pattern, nested_classes=False)
+    except constraints.FormatError as exc:
+        return str(exc), "invalid_scorer"
     return None
 
 
@@ -89,9 +94,11 @@ def clean_scorers(raw, *, check_pattern: Callable[[str], str | None] | None = No
         clean = {"type": kind, "threshold": float(threshold)}
         if kind == "regex":
             pattern = spec.get("pattern")
-            problem = pattern_problem(pattern) or (check_pattern(pattern) if check_pattern else None)
-            if problem:
-                raise ScorerError(f"{where}.pattern: {problem}")
+            found = pattern_problem(pattern)
+            if found is None and check_pattern is not None and (compile_error := check_pattern(pattern)):
+                found = compile_error, "invalid_scorer"
+            if found:
+                raise ScorerError(f"{where}.pattern: {found[0]}", found[1])
             clean["pattern"] = pattern
         if kind == "contains" and spec.get("text") is not None:
             if not isinstance(spec["text"], str) or not spec["text"]:
@@ -115,14 +122,11 @@ def clean_scorers(raw, *, check_pattern: Callable[[str], str | None] | None = No
 
 
 def _checked_schema(schema, where: str) -> dict:
-    import jsonschema
-
-    if not isinstance(schema, dict) or len(json.dumps(schema)) > 64 * 1024:
-        raise ScorerError(f"{where}: a JSON Schema object of at most 64 KB")
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise ScorerError(f"{where}: not a valid JSON Schema: {exc.message}") from None
+    if not isinstance(schema, dict) or len(json.dumps(schema)) > constraints.MAX_SCHEMA_CHARS:
+        raise ScorerError(f"{where}: a JSON Schema object of at most {constraints.MAX_SCHEMA_CHARS // 1024} KB")
+    problem = constraints.schema_problem(schema)
+    if problem:
+        raise ScorerError(f"{where}: {problem}")
     return schema
 
 
@@ -229,8 +233,11 @@ def judge_verdict(reply: str) -> float | None:
 
 @functools.lru_cache(maxsize=32)
 def compiled_pattern(pattern: str):
-    """A checked pattern compiled once per job worker, outside the regex module's shared cache."""
-    return regex.compile(pattern, cache_pattern=False)
+    """A checked pattern compiled once per job worker, outside the regex module's shared cache, as
+    the render processes checked it (\\d and \\w ASCII). At most 32 patterns of at most
+    constraints.MAX_PATTERN_COST each (about 1.3 MB compiled): a few tens of MB however many
+    evaluations run."""
+    return regex.compile(constraints.ascii_classes(pattern, nested_classes=False), cache_pattern=False)
 
 
 def passes(spec: dict, value: float) -> bool:

@@ -469,7 +469,7 @@ def evaluation_create(*, user, version, model_name: str, filters: dict, scorers)
     try:
         clean = clean_scorers(scorers, check_pattern=pattern_error)
     except ScorerError as exc:
-        raise EvaluationError(str(exc), "scorers") from None
+        raise EvaluationError(str(exc), "scorers", code=exc.code) from None
     for spec in clean:
         if spec["type"] == "json_schema" and not spec.get("schema") and version.answer_format["type"] != "json_schema":
             raise EvaluationError("json_schema: give a schema, or evaluate a version whose output format is a JSON "

@@ -42,18 +42,21 @@ def _ask(request: dict):
 def format_warnings(output_format: dict) -> list[str]:
     """Check an output format (its shape here, its grammar compiled in a render process, bounded in
     time and memory, as a model worker would compile it): its warnings, or FormatError."""
-    from studio.llm.constraints import FormatError, clean_format, is_free
+    from studio.llm.constraints import FORMAT_TOO_COMPLEX, FormatError, clean_format, is_free
 
     output_format = clean_format(output_format)
     if is_free(output_format):
         return []
     try:
-        return _ask({"op": "format", "format": output_format})
+        checked = _ask({"op": "format", "format": output_format})
     except TemplateLimitError:
-        raise FormatError("the format takes more time or memory to compile than a version may use; simplify it") \
-            from None
+        raise FormatError("the format takes more time or memory to compile than a version may use; simplify it",
+                          FORMAT_TOO_COMPLEX) from None
     except TemplateError as exc:
         raise FormatError(str(exc)) from None
+    if "refused" in checked:
+        raise FormatError(checked["refused"], checked["code"])
+    return checked["warnings"]
 
 
 def pattern_error(pattern: str) -> str | None:

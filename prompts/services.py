@@ -193,7 +193,7 @@ def clean_output_format(raw, field: str = "output_format") -> dict:
         cleaned = clean_format(raw)
         format_warnings(cleaned)
     except FormatError as exc:
-        raise PromptError(str(exc), field) from None
+        raise PromptError(str(exc), field, code=exc.code) from None
     return cleaned
 
 

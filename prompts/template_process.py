@@ -41,18 +41,20 @@ def _answer(request: dict) -> dict:
         if request.get("op") == "regex":  # a scorer's pattern, compiled where its size cannot hurt
             import regex
 
-            try:
-                regex.compile(request["pattern"], cache_pattern=False)
-            except regex.error as exc:
+            from studio.llm.constraints import FormatError, ascii_classes
+
+            try:  # as the job worker will compile it (\d and \w ASCII: constraints.ASCII_CLASSES)
+                regex.compile(ascii_classes(request["pattern"], nested_classes=False), cache_pattern=False)
+            except (regex.error, FormatError) as exc:
                 return {"error": str(exc)}
             return {"ok": None}
         if request.get("op") == "format":  # an output format, compiled as a model worker will compile it
             from studio.llm.constraints import FormatError, check_format
 
             try:
-                return {"ok": check_format(request["format"])}
-            except FormatError as exc:
-                return {"error": str(exc)}
+                return {"ok": {"warnings": check_format(request["format"])}}
+            except FormatError as exc:  # an answer, not an error: its code goes back with it
+                return {"ok": {"refused": str(exc), "code": exc.code}}
         if request.get("op") == "inspect":
             variables = template_engine.template_variables(request["template"])
             return {"ok": {"variables": variables, "limit": template_engine.trial_render(request["template"])}}

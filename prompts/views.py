@@ -92,6 +92,8 @@ def output_format_from_form(kind: str, spec: str) -> dict | str:
 
 
 def output_format_form_values(output_format) -> dict:
+    from studio.llm.constraints import MAX_PATTERN_COST
+
     output_format = output_format if isinstance(output_format, dict) else {}
     kind = output_format.get("type", "text")
     if kind == "json_schema":
@@ -99,7 +101,7 @@ def output_format_form_values(output_format) -> dict:
         spec = json.dumps(schema, indent=2, ensure_ascii=False) if isinstance(schema, dict) else str(schema or "")
     else:
         spec = output_format.get("pattern") or "\n".join(output_format.get("choices") or [])
-    return {"output_type": kind, "output_spec": spec}
+    return {"output_type": kind, "output_spec": spec, "max_pattern_cost": f"{MAX_PATTERN_COST:,}"}
 
 
 def version_form_values(fields: dict, variables: list[str] | None = None, *, user=None) -> dict:

@@ -2,7 +2,9 @@
 turns one into what a person reads (a form error, an error frame, a JSON answer) the same way.
 
 `message` says what to fix; `field` names where (a form field or a JSON path: `[3].expected`);
-`status` is the HTTP answer of an API that refuses it (400 unless a subclass says otherwise).
+`status` is the HTTP answer of an API that refuses it (400 unless a subclass says otherwise);
+`code`, where a program may act on which rule refused it (`output_format_too_complex`), goes with
+the message in an API's answer.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 class StudioError(Exception):
     status = 400
 
-    def __init__(self, message: str, field: str = "", *, status: int | None = None):
-        self.message, self.field = message, field
+    def __init__(self, message: str, field: str = "", *, status: int | None = None, code: str = ""):
+        self.message, self.field, self.code = message, field, code
         if status is not None:
             self.status = status
         super().__init__(f"{field}: {message}" if field else message)

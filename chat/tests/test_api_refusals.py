@@ -54,6 +54,25 @@ def test_a_response_format_that_cannot_be_enforced_is_refused_before_anything_is
     assert not Message.objects.exists()
 
 
+@pytest.mark.parametrize("schema, code, message", [
+    ({"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a{1000}){1000}$"}}, "required": ["s"]},
+     "output_format_too_complex", "properties → s → pattern: its repetitions written out come to 1,000,002"),
+    ({"$defs": {"n": {"type": "object", "properties": {"n": {"$ref": "#/$defs/n"}}, "required": ["n"]}},
+      "$ref": "#/$defs/n"}, "invalid_output_format", "has no finite answer"),
+    ({"type": "object", "properties": {"priority": {"type": "integr"}}}, "invalid_output_format",
+     "at properties → priority → type: 'integr' is not one of the JSON Schema types"),
+])
+def test_a_costly_or_endless_schema_is_refused_with_a_code_before_it_reaches_a_worker(token, schema, code, message):
+    """The issue's attack: each such request grew the model worker ~215 MB and answered `{"` as "stop"."""
+    answer = post(Client(), token, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2,
+                                    "response_format": {"type": "json_schema", "json_schema": {"name": "x",
+                                                                                              "schema": schema}}})
+    assert answer.status_code == 400, answer.content
+    error = answer.json()["error"]
+    assert error["param"] == "response_format" and error["code"] == code and message in error["message"]
+    assert not Message.objects.exists()
+
+
 def test_their_off_values_are_accepted(token):
     answer = post(Client(), token, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 1,
                                     "logprobs": False, "tools": [], "response_format": {"type": "text"},

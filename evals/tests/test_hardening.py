@@ -50,6 +50,17 @@ def test_huge_regex_repetitions_are_refused_and_the_web_process_memory_stays_fla
     assert Evaluation.objects.count() == 1
 
 
+def test_patterns_whose_repetitions_multiply_are_refused_with_a_code_before_a_job_worker_caches_them(
+        client, token, make_cases):
+    make_cases(2)
+    for letter in "abc":  # each compiled and kept 124-139 MB in the job worker's pattern cache
+        answer = post_evaluation(client, token, {"type": "regex", "pattern": f"(?:{letter}{{1000}}){{1000}}"})
+        assert answer.status_code == 400
+        assert answer.json()["code"] == "pattern_too_complex"
+        assert "scorers[0].pattern: its repetitions written out come to 1,000,000 characters" in answer.json()["error"]
+    assert not Evaluation.objects.exists()
+
+
 def test_a_regex_that_runs_out_of_time_on_an_output_is_a_scorer_error_not_a_zero():
     spec = scorers.clean_scorers([{"type": "regex", "pattern": "(a|aa)+$"}])[0]
     with pytest.raises(scorers.ScoringFailed, match="took longer than 1 s"):

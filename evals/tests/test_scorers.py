@@ -67,3 +67,26 @@ def test_bad_scorer_settings_say_what_to_fix(raw, message):
 
     with pytest.raises(ScorerError, match=message):
         clean_scorers(raw, check_pattern=pattern_error)
+
+
+@pytest.mark.parametrize("pattern", ["(?:a{1000}){1000}", "(?:(?:x{100}){100}){100}", "(?:a{1000}[)]){1000}"])
+def test_a_pattern_whose_repetitions_multiply_past_the_bound_is_refused_before_it_compiles(pattern):
+    def must_not_compile(pattern):  # a render process compiled these: each kept 124-139 MB in the job worker
+        raise AssertionError("compiled")
+
+    with pytest.raises(ScorerError, match="repetitions written out come to") as refused:
+        clean_scorers([{"type": "regex", "pattern": pattern}], check_pattern=must_not_compile)
+    assert refused.value.code == "pattern_too_complex"
+
+
+def test_digits_in_a_scorers_pattern_are_ascii_as_in_output_formats():
+    spec = one("regex", pattern=r"^\d{3}$")
+    assert score(spec, "123", "") == 1.0
+    assert score(spec, "🯸🯸🯸", "") == 0.0 and score(spec, "١٢٣", "") == 0.0
+    assert score(one("regex", pattern=r"^[\d-]+$"), "12-3", "") == 1.0
+    assert score(one("regex", pattern=r"^\p{N}+$"), "١٢٣", "") == 1.0  # any digit, said so
+
+
+def test_a_json_schema_scorer_names_the_place_of_a_mistake():
+    with pytest.raises(ScorerError, match="at properties → n → type: 'integr' is not one of the JSON Schema types"):
+        one("json_schema", schema={"type": "object", "properties": {"n": {"type": "integr"}}})
