@@ -67,7 +67,7 @@ def main() -> None:
                         settings=GenerationSettings(max_new_tokens=tokens, temperature=1.0, seed=n),
                         output_format=output_format, on_delta=lambda d: None, on_done=done.set_result))
                     result = done.result(600)
-                    ending = f"{result.finish_reason} {result.error_code}".strip() + f" {result.text[:8]!r}"
+                    ending = f"{result.finish_reason} {getattr(result, 'error_code', '')}".strip() + f" {result.text[:8]!r}"
                 except Exception as exc:  # refused when compiled (the matcher could not even start)
                     ending = f"refused: {exc.__class__.__name__}"
                 endings[ending] = endings.get(ending, 0) + 1
