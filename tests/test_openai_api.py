@@ -158,3 +158,26 @@ def test_structured_output_with_the_official_clients_pydantic_helper(client):
                                             max_tokens=200, messages=[{"role": "user", "content": "JSON please"}])
     if answer.choices[0].finish_reason == "stop":  # not cut by max_tokens: then it is whole JSON
         assert isinstance(json.loads(answer.choices[0].message.content), dict)
+
+
+def test_a_structured_answer_cut_by_max_tokens_ends_length_never_stop(client):
+    schema = {"type": "object", "properties": {"item": {"type": "string"}, "quantity": {"type": "integer"}},
+              "required": ["item", "quantity"], "additionalProperties": False}
+    answer = client.chat.completions.create(model=TINY_MODEL_DIR.name, max_tokens=2, temperature=0,
+                                            messages=[{"role": "user", "content": "two figs"}],
+                                            response_format={"type": "json_schema",
+                                                             "json_schema": {"name": "order", "schema": schema}})
+    assert answer.choices[0].finish_reason == "length" and answer.usage.completion_tokens == 2
+    with pytest.raises(ValueError):
+        json.loads(answer.choices[0].message.content)  # incomplete, and said so
+
+
+def test_a_schema_that_would_cost_a_worker_too_much_is_refused_with_its_code(client):
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(a{1000}){1000}$"}},
+              "required": ["s"]}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=TINY_MODEL_DIR.name, max_tokens=2, messages=[
+            {"role": "user", "content": "hi"}], response_format={"type": "json_schema", "json_schema": {
+                "name": "x", "schema": schema}})
+    assert refused.value.body["code"] == "output_format_too_complex"
+    assert refused.value.body["param"] == "response_format"
