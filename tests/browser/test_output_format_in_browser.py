@@ -24,7 +24,10 @@ def test_a_schema_is_saved_with_the_version_shown_and_enforced_in_the_playground
     page.locator("#id_output_spec").fill(json.dumps({"type": "strng"}))
     page.get_by_role("button", name="Create prompt").click()
     expect(page.locator("#id_output_spec")).to_have_attribute("aria-invalid", "true")
-    expect(page.get_by_role("alert").first).to_contain_text("not a valid JSON Schema")
+    # The alert at the top points to the field; the field says where in the schema and what to write.
+    expect(page.get_by_role("alert").first).to_contain_text("under the field")
+    expect(page.locator("#output-format-error")).to_contain_text("not a valid JSON Schema")
+    expect(page.locator("#output-format-error")).to_contain_text("did you mean 'string'")
     page.locator("#id_output_spec").fill(json.dumps(SCHEMA, indent=2))
     page.get_by_role("button", name="Create prompt").click()
     page.wait_for_url("**/prompts/ticket-triage/")
