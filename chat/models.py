@@ -93,6 +93,9 @@ class Message(models.Model):
         LOAD_FAILED = "load_failed"  # the only workers could not load the model
         WORKER_LOST = "worker_lost"  # the worker writing it stopped (its lease lapsed)
         MODEL_FAILED = "model_failed"  # the model or engine failed on it (too long, out of memory, stalled)
+        # Its output format could not be followed (the grammar's limits were reached while decoding):
+        # the version's format, not the model, is what to change.
+        OUTPUT_FORMAT_FAILED = "output_format_failed"
 
     # No worker could answer: a job waiting on these replies gives up, saying why.
     NO_ANSWER = (ErrorCode.NO_WORKER, ErrorCode.BUSY, ErrorCode.LOAD_FAILED)
@@ -109,7 +112,7 @@ class Message(models.Model):
     variables = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     error = models.TextField(blank=True)
-    error_code = models.CharField(max_length=16, choices=ErrorCode.choices, blank=True)
+    error_code = models.CharField(max_length=32, choices=ErrorCode.choices, blank=True)
     model_name = models.CharField(max_length=200, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)

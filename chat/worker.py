@@ -36,6 +36,7 @@ from django.conf import settings
 from studio import sweeping
 from studio.llm import GenerationSettings, LoadedModel, load_model
 from studio.llm.adapters import ServedModels
+from studio.llm.constraints import FORMAT_FAILED
 from studio.llm.engine import BatchEngine, EngineRequest, EngineResult, prepare_prompt
 from studio.llm.remote import RemoteEngine
 
@@ -317,7 +318,9 @@ class GenerationWorker:
                 await self._finish_unchanged(active, message, describe_failure(RuntimeError(result.error)))
             elif result.finish_reason == "error":
                 await self._finish(active, Message.Status.FAILED, usage=usage,
-                                   error=describe_failure(RuntimeError(result.error)))
+                                   error=describe_failure(RuntimeError(result.error)),
+                                   error_code=(Message.ErrorCode.OUTPUT_FORMAT_FAILED if result.error_code == FORMAT_FAILED
+                                               else Message.ErrorCode.MODEL_FAILED))
             else:
                 status = Message.Status.STOPPED if result.finish_reason == "cancelled" else Message.Status.COMPLETE
                 await self._finish(active, status, usage=usage, finish_reason=result.finish_reason)
@@ -432,11 +435,12 @@ class GenerationWorker:
             log.warning("could not send to %s: %s", group_name, exc)
 
     async def _finish(self, active: ActiveReply, status: str, *, usage: dict, error: str = "",
-                      finish_reason: str = "") -> None:
+                      finish_reason: str = "", error_code: str = "") -> None:
         """Store the final reply (retrying while the database is away), then tell the tabs: the same
-        status, finish reason and error code in both. A reply whose output format could not be
-        followed fails (engine's FORMAT_FAILED) like any the model could not write: `model_failed`."""
-        error_code = Message.ErrorCode.MODEL_FAILED if status == Message.Status.FAILED else ""
+        status, finish reason and error code in both (a failure without a code of its own is the
+        model's: `model_failed`)."""
+        if status == Message.Status.FAILED:
+            error_code = error_code or Message.ErrorCode.MODEL_FAILED
         for attempt in range(60):
             try:
                 stored = await database_sync_to_async(services.reply_finish)(

@@ -69,10 +69,10 @@ async def test_a_reply_whose_format_cannot_be_followed_fails_with_a_code_in_the_
     client = await chat_client(alice, conversation.pk)
     await start_worker()
     done = (await client.receive_until("done", timeout=60))[-1]
-    assert done["status"] == "failed" and done["error_code"] == "model_failed", done
+    assert done["status"] == "failed" and done["error_code"] == "output_format_failed", done
     assert "could not be followed to its end" in done["error"] and "finish_reason" not in done
     (row,) = await assistant_rows(conversation)
-    assert (row["status"], row["error_code"], row["error"]) == ("failed", "model_failed", done["error"])
+    assert (row["status"], row["error_code"], row["error"]) == ("failed", "output_format_failed", done["error"])
 
 
 async def test_a_reply_cut_by_the_maximum_tokens_under_a_schema_is_length_in_the_frame_and_the_row(
