@@ -68,6 +68,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         messages, branches = selectors.active_messages(conversation=conversation, last=HISTORY_FRAMES)
         return selectors.message_frames(messages, branches)
 
+    def _still_signed_in(self) -> bool:
+        from django.contrib.auth import get_user_model
+
+        user, session = self.scope["user"], self.scope.get("session")
+        if not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
+            return False
+        return session is None or session.session_key is None or session.exists(session.session_key)
+
     async def disconnect(self, code):
         if self.watchdog:
             self.watchdog.cancel()
@@ -78,6 +86,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.conversation_id is None:
+            return
+        # Someone deactivated, removed or given a new password by staff is logged out everywhere:
+        # a socket opened before that is closed at its next frame instead of acting for them.
+        if not await database_sync_to_async(self._still_signed_in)():
+            await self.close(code=CLOSE_NOT_LOGGED_IN)
             return
         if text_data is None:
             await self.send_error("Send JSON text frames, not binary ones.")

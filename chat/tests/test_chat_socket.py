@@ -56,6 +56,24 @@ async def test_it_closes_with_4403_on_someone_elses_conversation(alice, bob, cha
     assert await client.receive() == {"type": "closed", "code": 4403}  # nothing else revealed
 
 
+async def test_a_socket_opened_before_its_person_was_deactivated_acts_no_more(alice, carol, channel_layer,
+                                                                             new_conversation, stored_messages):
+    from accounts.services import person_set_active
+
+    conversation = await new_conversation(alice)
+    client = await chat_client_for(alice, conversation.pk)
+    await database_sync_to_async(person_set_active)(by=carol, person=alice, active=False)
+    await client.send({"type": "send", "content": "Still here?"})
+    assert await client.receive() == {"type": "closed", "code": 4401}
+    assert await stored_messages(conversation) == []
+
+
+async def chat_client_for(user, conversation_id):
+    from chat.tests.conftest import ChatClient
+
+    return await ChatClient(user, conversation_id).connect()
+
+
 async def test_an_id_beyond_the_database_closes_like_an_unknown_conversation(alice, channel_layer):
     from chat.tests.conftest import ChatClient
 
