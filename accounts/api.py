@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from studio.errors import Forbidden, StudioError
+from studio.errors import Forbidden, LimitReached, StudioError
 from studio.input_checks import InputError, parse_json
 
 from .throttle import api_user
@@ -37,7 +37,10 @@ def api_endpoint(*methods: str, json_body: bool = False, staff: bool = False, bo
     def refuse(exc: Exception) -> JsonResponse:
         if isinstance(exc, InputError):
             return error_response(400, f"{exc} {body_hint}".strip())
-        return error_response(exc.status, exc)
+        response = error_response(exc.status, exc)
+        if exc.status == 429:  # a limit that passes with time says when to ask again
+            response["Retry-After"] = str(exc.retry_after_s or LimitReached.retry_after_s)
+        return response
 
     def prepare(request):
         if request.method not in methods:

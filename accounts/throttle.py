@@ -57,13 +57,17 @@ def lockout_response(request, original_response=None, credentials=None):
     """The page a locked-out login gets (429), in the studio's layout: which lock it is."""
     username = (credentials or {}).get("username") or request.POST.get("username", "")
     account_locked = AxesDatabaseHandler.is_locked(LoginLockoutHandler(), request, credentials)
-    return render(request, "registration/locked_out.html", {
+    response = render(request, "registration/locked_out.html", {
         "username": username[:150] if account_locked else "",
         "minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)}, status=429)
+    response["Retry-After"] = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
+    return response
 
 
 class ApiRefusal(StudioError):
     """No valid token (401), or too many bad ones from this address (429)."""
+
+    retry_after_s = 60  # bad tokens are counted a minute at a time
 
     def __init__(self, status: int, message: str):
         super().__init__(message, status=status)

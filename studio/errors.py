@@ -12,6 +12,8 @@ from __future__ import annotations
 
 class StudioError(Exception):
     status = 400
+    # A refusal that passes with time (429): the seconds a client should wait, sent as Retry-After.
+    retry_after_s: int | None = None
 
     def __init__(self, message: str, field: str = "", *, status: int | None = None, code: str = ""):
         self.message, self.field, self.code = message, field, code
@@ -32,3 +34,4 @@ class LimitReached(StudioError):
     """A per-person limit (queued evaluations, waiting API requests): try again later."""
 
     status = 429
+    retry_after_s = 10  # a waiting reply takes seconds, an evaluation longer: a client asks again soon

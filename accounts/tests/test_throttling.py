@@ -17,7 +17,7 @@ def test_twenty_wrong_passwords_lock_the_account_even_for_the_right_one(client, 
     answers = [log_in(client, "alice", f"wrong-{n}").status_code for n in range(20)]
     assert answers[:4] == [200] * 4 and set(answers[5:]) == {429}
     locked = log_in(client, "alice", "alice-password-1")
-    assert locked.status_code == 429
+    assert locked.status_code == 429 and locked["Retry-After"] == str(15 * 60)
     page = locked.content.decode()
     assert "Too many failed logins" in page and "alice" in page and "15 minutes" in page
     assert "_auth_user_id" not in client.session
@@ -73,6 +73,7 @@ def test_repeated_bad_api_tokens_get_429_with_a_json_error_and_valid_tokens_go_t
     assert answers[:20] == [401] * 20 and set(answers[20:]) == {429}
     throttled = client.get(f"/api/prompts/{prompt.slug}/", HTTP_AUTHORIZATION="Bearer cps_bad")
     assert throttled["Content-Type"] == "application/json" and "Too many" in throttled.json()["error"]
+    assert throttled["Retry-After"] == "60"  # bad tokens are counted a minute at a time
     assert client.get(f"/api/prompts/{prompt.slug}/", HTTP_AUTHORIZATION=f"Bearer {good}").status_code == 200
 
 

@@ -109,13 +109,15 @@ async def test_a_body_over_the_limit_gets_413_in_openais_shape(token):
 
 def test_simultaneous_requests_cannot_pass_the_per_person_queue_limit_together(token, alice, settings):
     settings.LLM_MAX_QUEUED_PER_USER = 4
-    statuses, start = [], threading.Barrier(12)
+    statuses, retry_afters, start = [], set(), threading.Barrier(12)
 
     def request():
         start.wait()
         answer = post(Client(), token, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
                                         "stream": True})
         statuses.append(answer.status_code)
+        if answer.status_code == 429:
+            retry_afters.add(answer.get("Retry-After"))
         answer.close()  # never read: the reply stays queued (no worker runs here)
 
     threads = [threading.Thread(target=request) for _ in range(12)]
@@ -124,6 +126,7 @@ def test_simultaneous_requests_cannot_pass_the_per_person_queue_limit_together(t
     for thread in threads:
         thread.join(120)
     assert sorted(statuses) == [200] * 4 + [429] * 8
+    assert retry_afters == {"10"}  # each refusal says when to ask again
     assert Message.objects.filter(status="queued", conversation__owner=alice).count() == 4
 
 

@@ -112,6 +112,7 @@ def test_each_users_queued_evaluations_are_capped(client, token, order_version, 
     assert post(client, "/api/evaluations/", {"prompt": "order-json"}, token).status_code == 202
     refused = post(client, "/api/evaluations/", {"prompt": "order-json"}, token)
     assert refused.status_code == 429 and "at most 1" in refused.json()["error"]
+    assert int(refused["Retry-After"]) > 0
 
 
 def test_another_user_cannot_read_or_cancel_an_evaluation_on_private_cases(client, token, bob, order_version):
