@@ -91,6 +91,7 @@ def conversation_export_json(conversation: Conversation) -> dict:
             "content": m.content,
             "status": m.status,
             "error": m.error,
+            "finish_reason": m.finish_reason,  # "length": cut by its maximum tokens (the page offers Continue)
             "model": m.model_name,
             "parameters": m.parameters,
             "usage": {name: getattr(m, name) for name in _USAGE_FIELDS},
@@ -269,8 +270,11 @@ def _exported_message(raw, place: str) -> _Planned:
     feedback = raw.get("feedback") or ""
     if feedback not in ("", *Message.Feedback.values):
         raise ImportRefused("feedback must be up, down or empty", place)
+    finish_reason = raw.get("finish_reason") or ""
+    if finish_reason not in ("", "stop", "length") or (finish_reason and role != Message.Role.ASSISTANT):
+        raise ImportRefused("finish_reason must be stop or length (on a reply), or empty", place)
     fields = {
-        "role": role, "status": status, "feedback": feedback,
+        "role": role, "status": status, "feedback": feedback, "finish_reason": finish_reason,
         "content": _message_text(raw.get("content"), place),
         "error": _text(raw.get("error"), place, "error", limit=settings.CHAT_MAX_MESSAGE_CHARS),
         "model_name": _text(raw.get("model"), place, "model", limit=200),

@@ -27,7 +27,8 @@ def trip(alice):
                              parameters={"temperature": 0.3, "seed": 7}, prompt_tokens=12, completion_tokens=3,
                              feedback="up")
     june = _append_message(conversation, answer.pk, role="user", content="And in June?")
-    _append_message(conversation, june.pk, role="assistant", content="Oslo.", model_name="tiny")
+    _append_message(conversation, june.pk, role="assistant", content="Oslo.", model_name="tiny",
+                    finish_reason="length")  # cut at its maximum tokens: the page offers Continue
     july = _append_message(conversation, answer.pk, role="user", content="And in **July**?")
     _append_message(conversation, july.pk, role="assistant", content="Reykjavík", status="stopped", model_name="tiny")
     branch_switch(conversation=conversation, message_id=june.pk)
@@ -44,7 +45,7 @@ def tree(conversation) -> dict:
         "title": conversation.title, "system_prompt": conversation.system_prompt,
         "parameters": conversation.parameters,
         "messages": [(index.get(m.parent_id), index.get(m.active_child_id), m.role, m.content, m.status, m.model_name,
-                      m.parameters, m.prompt_tokens, m.completion_tokens, m.feedback, m.created_at)
+                      m.parameters, m.prompt_tokens, m.completion_tokens, m.feedback, m.finish_reason, m.created_at)
                      for m in messages],
         "active_path": [index[pk] for pk in branches.active_path()],
     }
@@ -71,6 +72,7 @@ def test_the_json_export_keeps_every_branch(client, alice, trip):
     lisbon = exported["messages"][1]
     assert lisbon["model"] == "tiny" and lisbon["parameters"] == {"temperature": 0.3, "seed": 7}
     assert lisbon["usage"]["prompt_tokens"] == 12 and lisbon["feedback"] == "up"
+    assert [m["finish_reason"] for m in exported["messages"]] == ["", "", "", "length", "", ""]
 
 
 def test_an_export_imports_back_as_the_importers_own_with_the_same_tree(client, alice, bob, trip):
@@ -291,6 +293,13 @@ def test_a_nul_byte_is_refused_naming_where_it_is(client, alice, trip):
     exported["messages"][1]["content"] = "Lis\x00bon"
     page = refused(client, alice, exported)
     assert "conversation 1, message 2: content contains a NUL character" in page
+
+
+def test_a_finish_reason_other_than_stop_or_length_is_refused_naming_where_it_is(client, alice, trip):
+    exported = exchange.conversation_export_json(trip)
+    exported["messages"][3]["finish_reason"] = "tool_calls"
+    page = refused(client, alice, exported)
+    assert "conversation 1, message 4: finish_reason must be stop or length" in page
 
 
 def test_a_message_that_is_not_text_is_refused_naming_where_it_is(client, alice, trip):
