@@ -471,7 +471,8 @@ def long_prefill_runs(model: str, cache_dir: str, dtype: str, prompt: str, promp
     return {"prompt_tokens": long_result.usage.prompt_tokens, "first_token_s": first_token - arrived,
             "during_tokens": len(during), "window_s": window_s, "during_tokens_per_s": during_tokens_per_s,
             "alone_tokens_per_s": alone_tokens_per_s, "ratio": during_tokens_per_s / alone_tokens_per_s,
-            "longest_gap_ms": max(waits) * 1000, "running_ended_first": running_result.finish_reason != "cancelled",
+            "longest_gap_ms": max(waits) * 1000, "longest_gaps_ms": sorted((w * 1000 for w in waits), reverse=True)[:5],
+            "running_ended_first": running_result.finish_reason != "cancelled",
             "long_finish_reason": long_result.finish_reason, "other_load": other.cores}
 
 

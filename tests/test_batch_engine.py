@@ -198,23 +198,25 @@ CHUNK = 16  # tokens per chunk here; the long prompts are 130 to 420 tokens, so 
 
 
 class RecordingModel:
-    """The tiny model, recording the (B, T) shape of the input of each forward pass."""
+    """The tiny model, recording the (B, T) shape of the input of each forward pass (and taking at
+    least `seconds_per_token` per token of it, as a big model on a small machine would)."""
 
-    def __init__(self, model):
-        self.model, self.shapes = model, []
+    def __init__(self, model, seconds_per_token=0.0):
+        self.model, self.shapes, self.seconds_per_token = model, [], seconds_per_token
 
     def __getattr__(self, name):
         return getattr(self.model, name)
 
     def __call__(self, **kwargs):
         self.shapes.append(tuple(kwargs["input_ids"].shape))
+        time.sleep(self.seconds_per_token * kwargs["input_ids"].shape[1])
         return self.model(**kwargs)
 
 
-def recorded(loaded):
+def recorded(loaded, seconds_per_token=0.0):
     import dataclasses
 
-    return dataclasses.replace(loaded, model=RecordingModel(loaded.model))
+    return dataclasses.replace(loaded, model=RecordingModel(loaded.model, seconds_per_token))
 
 
 def long_request(key, prompt, settings, *, done, on_delta=lambda delta: None, on_progress=lambda: None):
@@ -331,6 +333,33 @@ def test_a_prompt_of_a_few_chunks_is_prefilled_at_once_within_the_burst(loaded):
     assert finished.wait(120)
     engine.close()
     assert events.index("long done") < events.index("running done") and events.count("chunk") > 5
+
+
+def test_chunks_that_take_long_are_cut_smaller_while_others_replies_are_being_written(loaded):
+    """A chunk of a long prompt costs more the longer its prefix (and far more on a slow machine):
+    while another reply is being written, chunks are cut to what fits in half a second; with
+    nobody's reply waiting, they keep their full size."""
+    from studio.llm.engine import PREFILL_CHUNK_S
+
+    model = recorded(loaded, seconds_per_token=0.01)  # 128 tokens take 1.3 s at least
+    engine = BatchEngine(model, max_batch=4, prefill_chunk_tokens=128, prefill_share=1_000.0)
+    finished, written = threading.Event(), threading.Event()
+    run(engine, [(LONG_PROMPTS[2], GenerationSettings(max_new_tokens=2, temperature=0))])  # alone
+    alone_chunks = [tokens for _, tokens in model.model.shapes if tokens > 1]
+    model.model.shapes.clear()
+    engine.submit(long_request("running", PROMPTS[0], GenerationSettings(max_new_tokens=2000, temperature=0,
+                                                                         min_new_tokens=2000),
+                               done=lambda result: None, on_delta=lambda delta: written.set()))
+    assert written.wait(60)
+    engine.submit(long_request("long", LONG_PROMPTS[2], GenerationSettings(max_new_tokens=2, temperature=0),
+                               done=lambda result: finished.set()))
+    assert finished.wait(120)
+    engine.cancel("running")
+    engine.close()
+    beside_chunks = [tokens for _, tokens in model.model.shapes if tokens > 1][1:]  # after the running prompt
+    assert alone_chunks[:-1] == [128] * (len(alone_chunks) - 1)
+    assert beside_chunks[0] == 128 and len(beside_chunks) > len(alone_chunks)
+    assert all(tokens <= 2 * PREFILL_CHUNK_S / 0.01 for tokens in beside_chunks[1:]), beside_chunks
 
 
 def test_short_prompts_arriving_together_are_prefilled_one_step_budget_at_a_time(loaded):

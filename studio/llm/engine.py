@@ -8,16 +8,17 @@ sampling (temperature, top-p, seed), length limit, stop strings and adapter.
 
 Prefill is bounded per step, so that no prompt, however long, holds the replies being written:
 a prompt of at most `prefill_chunk_tokens` is prefilled whole (as many of them per step as fit
-that budget, the first always), a longer one a chunk of that many tokens at a time into a cache
-of its own, between the lane's decode steps, until its whole prompt is in and it joins the lane
-like any other (chunked prefill, as vLLM's `max_num_batched_tokens` bounds a step). Long
-prompts take their chunks in turn, and each chunk tells its reply that it is moving
-(`on_progress`), so the worker's stall timeout never fails a reply that is being prefilled. On
-a CPU a chunk costs many decode steps, so while replies of its lane are being written, chunks
-take at most `prefill_share` of the time of the lane's decode steps (after a first burst of
-`prefill_burst_s`, so that a prompt of a few chunks is not slowed): a reply being written keeps
-about 1 / (1 + share) of its speed, and waits at most one chunk between two tokens. Measured in
-`make bench` (chat during a long prefill against alone).
+that budget, the first always), a longer one a chunk of that many tokens at a time (fewer where
+such a chunk would keep the replies being written waiting long) into a cache of its own,
+between the lane's decode steps, until its whole prompt is in and it joins the lane like any
+other (chunked prefill, as vLLM's `max_num_batched_tokens` bounds a step); a step prefills short
+prompts or a chunk. Long prompts take their chunks in turn, and each chunk tells its reply that
+it is moving (`on_progress`), so the worker's stall timeout never fails a reply that is being
+prefilled. On a CPU a chunk costs many decode steps, so while replies of its lane are being
+written, chunks take at most `prefill_share` of the time of the lane's decode steps (after a
+first burst of `prefill_burst_s`, so that a prompt of a few chunks is not slowed): a reply being
+written keeps about 1 / (1 + share) of its speed, and waits at most one chunk between two
+tokens. Measured in `make bench` (chat during a long prefill against alone).
 
 Two lanes, so that work nobody waits for at a screen never slows the replies people read as
 they are written: the *foreground* (chat, playground, API) and the *background* (evaluation
@@ -59,6 +60,16 @@ BACKGROUND_PREFILL_BATCH = 8
 # a 7,000-token prompt takes 7.8 s in chunks of 256 (6.5 s in 512s), 4.7 s in one pass (the
 # chunks' attention runs on a masked kernel, slower than the causal one of a whole prefill).
 PREFILL_CHUNK_TOKENS = 256
+# ...and fewer while replies of its lane are being written, where that many took longer than
+# this or PREFILL_CHUNK_STEPS of their decode steps, whichever is longer: a chunk costs more the
+# longer the prefix it attends to, and more in float32 (about 1.4 s for 256 tokens at the
+# 6,500th here) or with a bigger model. At such a prefix a chunk's time is nearly
+# proportional to its tokens, so smaller chunks cost the prompt little; the bound in decode
+# steps keeps a chunk well above the cost of one pass over the weights (on a machine so busy
+# that a step takes 0.4 s, chunks shrunk to 0.5 s would be mostly that cost).
+PREFILL_CHUNK_S = 0.5
+PREFILL_CHUNK_STEPS = 4
+PREFILL_MIN_CHUNK_TOKENS = 32
 # While a lane's replies are being written, its long prompts' chunks take at most this share of
 # the time its decode steps take (those replies keep about 1 / 1.15 = 87 % of their speed; 0.2
 # measured 0.78 in `make bench`, the steps after a chunk being slower), after a first burst of
@@ -128,6 +139,7 @@ class _Row:
     read_offset: int = 0
     cache: DynamicCache | None = None  # its own cache while its long prompt is prefilled in chunks
     prefilled: int = 0  # prompt tokens in that cache so far
+    chunk_tokens: int = 0  # the size of its next chunk (0: the engine's)
 
 
 class _Lane:
@@ -141,6 +153,7 @@ class _Lane:
         self.prefilling: deque[_Row] = deque()  # long prompts prefilled a chunk at a time, in turn
         self.busy_s = 0.0  # time spent on this lane's steps and prefills (for the background share)
         self.prefill_credit_s = 0.0  # time its chunks may take now while its rows are written (prefill share)
+        self.step_s = 0.0  # its last decode step's time
 
     @property
     def idle(self) -> bool:
@@ -272,8 +285,9 @@ class BatchEngine:
         background = lane is self.background
         if background and not self._background_may_run():
             return
-        self._timed(lane, lambda: self._admit(lane))
-        if lane.prefilling and self._chunk_may_run(lane) and (not background or self._background_may_run()):
+        prefilled = self._timed(lane, lambda: self._admit(lane))
+        if (lane.prefilling and not prefilled and self._chunk_may_run(lane)  # a step's budget holds one or the other
+                and (not background or self._background_may_run())):
             started, writing = time.perf_counter(), bool(lane.rows)
             self._timed(lane, lambda: self._prefill_chunk(lane))
             if writing:
@@ -281,8 +295,8 @@ class BatchEngine:
         if lane.rows and (not background or self._background_may_run()):
             started = time.perf_counter()
             self._timed(lane, lambda: self._decode_step(lane))
-            lane.prefill_credit_s = min(self.prefill_burst_s,
-                                        lane.prefill_credit_s + self.prefill_share * (time.perf_counter() - started))
+            lane.step_s = time.perf_counter() - started
+            lane.prefill_credit_s = min(self.prefill_burst_s, lane.prefill_credit_s + self.prefill_share * lane.step_s)
 
     def _background_may_run(self) -> bool:
         """The background lane runs freely while nobody's reply is being written or prefilled, else
@@ -297,10 +311,10 @@ class BatchEngine:
         return not lane.rows or lane is self.background or lane.prefill_credit_s > 0
 
     @staticmethod
-    def _timed(lane: _Lane, work: Callable) -> None:
+    def _timed(lane: _Lane, work: Callable):
         started = time.perf_counter()
         try:
-            work()
+            return work()
         finally:
             lane.busy_s += time.perf_counter() - started
 
@@ -326,12 +340,13 @@ class BatchEngine:
     def _room(self) -> int:
         return self.max_batch - len(self.rows)
 
-    def _admit(self, lane: _Lane) -> None:
+    def _admit(self, lane: _Lane) -> int:
         """Waiting replies of `lane` enter it, in order, as long as the batch has room. A long
         prompt joins the lane's chunked prefills (nothing is computed yet); short ones are
         prefilled whole, within the step's budget of prompt tokens (the first one always). In the
         foreground each alone and at once (someone waits for its first token); in the background
-        several together, within the budget only while the foreground is busy."""
+        several together, within the budget only while the foreground is busy. Returns the prompt
+        tokens it prefilled."""
         background = lane is self.background
         budget = None if background and self.foreground.idle else self.prefill_chunk_tokens
         batch, tokens = [], 0
@@ -355,6 +370,7 @@ class BatchEngine:
                 self._prefill(lane, [request])
         if batch:
             self._prefill(lane, batch)
+        return tokens  # prompt tokens prefilled
 
     def _withdrawn(self, request: EngineRequest) -> bool:
         with self.lock:
@@ -406,7 +422,8 @@ class BatchEngine:
         row = lane.prefilling.popleft()
         device = self.loaded.model.device
         start = row.prefilled
-        end = min(start + self.prefill_chunk_tokens, len(row.prompt_ids))
+        end = min(start + (row.chunk_tokens or self.prefill_chunk_tokens), len(row.prompt_ids))
+        started = time.perf_counter()
         try:
             if row.cache is None:
                 row.cache = DynamicCache()
@@ -421,12 +438,23 @@ class BatchEngine:
             self._finish(row, "error", error=f"{exc.__class__.__name__}: {exc}")
             return
         row.prefilled = end
+        row.chunk_tokens = self._next_chunk_tokens(lane, end - start, time.perf_counter() - started)
         row.request.on_progress()
         if end < len(row.prompt_ids):
             lane.prefilling.append(row)  # the next long prompt's turn
             return
         cache, row.cache = row.cache, None
         self._join(lane, [row], cache, torch.ones((1, end), dtype=torch.long, device=device), output.logits[:, -1, :])
+
+    def _next_chunk_tokens(self, lane: _Lane, tokens: int, took_s: float) -> int:
+        """The size of a long prompt's next chunk after one of `tokens` took `took_s`: the engine's,
+        or while its lane's replies are being written, as many as this one's cost per token fits in
+        the longer of PREFILL_CHUNK_S and PREFILL_CHUNK_STEPS of their decode steps."""
+        if not lane.rows:
+            return self.prefill_chunk_tokens  # nobody's reply waits between two chunks
+        target_s = max(PREFILL_CHUNK_S, PREFILL_CHUNK_STEPS * lane.step_s)
+        fits = int(tokens * target_s / max(took_s, 1e-6))
+        return max(min(PREFILL_MIN_CHUNK_TOKENS, self.prefill_chunk_tokens), min(fits, self.prefill_chunk_tokens))
 
     def _join(self, lane: _Lane, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor,
               logits: torch.Tensor) -> None:
