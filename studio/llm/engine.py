@@ -139,7 +139,7 @@ class _Row:
     read_offset: int = 0
     cache: DynamicCache | None = None  # its own cache while its long prompt is prefilled in chunks
     prefilled: int = 0  # prompt tokens in that cache so far
-    chunk_tokens: int = 0  # the size of its next chunk (0: the engine's)
+    token_s: float = 0.0  # what a prompt token cost in its last chunk
 
 
 class _Lane:
@@ -422,7 +422,7 @@ class BatchEngine:
         row = lane.prefilling.popleft()
         device = self.loaded.model.device
         start = row.prefilled
-        end = min(start + (row.chunk_tokens or self.prefill_chunk_tokens), len(row.prompt_ids))
+        end = min(start + self._chunk_tokens(lane, row), len(row.prompt_ids))
         started = time.perf_counter()
         try:
             if row.cache is None:
@@ -437,8 +437,7 @@ class BatchEngine:
             row.cache = None
             self._finish(row, "error", error=f"{exc.__class__.__name__}: {exc}")
             return
-        row.prefilled = end
-        row.chunk_tokens = self._next_chunk_tokens(lane, end - start, time.perf_counter() - started)
+        row.prefilled, row.token_s = end, (time.perf_counter() - started) / (end - start)
         row.request.on_progress()
         if end < len(row.prompt_ids):
             lane.prefilling.append(row)  # the next long prompt's turn
@@ -446,14 +445,14 @@ class BatchEngine:
         cache, row.cache = row.cache, None
         self._join(lane, [row], cache, torch.ones((1, end), dtype=torch.long, device=device), output.logits[:, -1, :])
 
-    def _next_chunk_tokens(self, lane: _Lane, tokens: int, took_s: float) -> int:
-        """The size of a long prompt's next chunk after one of `tokens` took `took_s`: the engine's,
-        or while its lane's replies are being written, as many as this one's cost per token fits in
-        the longer of PREFILL_CHUNK_S and PREFILL_CHUNK_STEPS of their decode steps."""
-        if not lane.rows:
-            return self.prefill_chunk_tokens  # nobody's reply waits between two chunks
+    def _chunk_tokens(self, lane: _Lane, row: _Row) -> int:
+        """The size of `row`'s next chunk: the engine's, or while its lane's replies are being
+        written, as many tokens as fit in the longer of PREFILL_CHUNK_S and PREFILL_CHUNK_STEPS of
+        their decode steps at what a token cost in its last chunk."""
+        if not lane.rows or not row.token_s:
+            return self.prefill_chunk_tokens  # nobody's reply waits between two chunks, or no cost known yet
         target_s = max(PREFILL_CHUNK_S, PREFILL_CHUNK_STEPS * lane.step_s)
-        fits = int(tokens * target_s / max(took_s, 1e-6))
+        fits = int(target_s / row.token_s)
         return max(min(PREFILL_MIN_CHUNK_TOKENS, self.prefill_chunk_tokens), min(fits, self.prefill_chunk_tokens))
 
     def _join(self, lane: _Lane, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor,
