@@ -137,7 +137,7 @@ def model_worker(tiny_model, settings):
     """A real model worker on the tiny model, in a thread of its own, for sync tests that run
     evaluations (their cases are answered by model workers). The test must commit what it writes
     (`django_db(transaction=True)`): the worker reads through its own connection."""
-    from chat.worker import WorkerThread
+    from chat.serving.worker import WorkerThread
 
     settings.LLM_QUEUE_POLL_SECONDS = 0.05
     with WorkerThread(load=lambda: tiny_model) as worker:

@@ -11,8 +11,7 @@ class ChatConfig(AppConfig):
         from studio import chat_activity, sweeping
 
         from .search_index import ensure_installed
-        from .selectors import people_waiting_for_replies
-        from .services import replies_sweep
+        from .serving.queue import people_waiting_for_replies, replies_sweep
 
         sweeping.register(replies_sweep)  # replies whose model worker died or never came
         chat_activity.register(people_waiting_for_replies)  # knowledge ingestion yields the CPU to them

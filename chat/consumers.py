@@ -15,7 +15,8 @@ from studio.input_checks import InputError, parse_json
 from . import selectors, services
 from .markdown import finished_blocks
 from .models import Message
-from .wakeups import wake_workers
+from .serving import queue
+from .serving.wakeups import wake_workers
 
 CLOSE_NOT_LOGGED_IN = 4401
 CLOSE_FORBIDDEN = 4403
@@ -208,7 +209,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise services.ChatError("There is no reply in progress to stop.")
         stopping = []
         for message in in_progress:
-            stopped_here = services.reply_stop_if_queued(message=message)
+            stopped_here = queue.reply_stop_if_queued(message=message)
             message.refresh_from_db()  # stopped here, or claimed by a worker meanwhile (it now has a channel)
             if stopped_here or message.in_progress:
                 stopping.append(message)
@@ -264,7 +265,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 return
             watched = reply.pk
             if reply.status == Message.Status.QUEUED:
-                position = await database_sync_to_async(selectors.queue_position)(message=reply)
+                position = await database_sync_to_async(queue.queue_position)(message=reply)
                 if position != told:
                     await self.send_frame({"type": "queued", "message_id": reply.pk, "position": position})
                     told = position

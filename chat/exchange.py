@@ -29,7 +29,8 @@ from prompts.selectors import VersionNotFound, prompt_by_slug, version_resolve
 from studio.input_checks import InputError, parse_json
 
 from .models import Conversation, Message
-from .selectors import Branches, active_messages, available_models, served_model_choice
+from .selectors import Branches, active_messages
+from .serving.registry import available_models, served_model_choice
 from .services import TITLE_MAX_CHARS, ChatError, title_cut
 
 EXPORT_FORMAT = "chat-prompt-studio.conversation"

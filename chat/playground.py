@@ -19,7 +19,8 @@ from prompts.views import (playground_input, playground_versions, prompt_or_404,
 
 from . import selectors, services
 from .models import Conversation
-from .wakeups import request_reply_after_commit
+from .serving import registry
+from .serving.wakeups import request_reply_after_commit
 
 # The event that refreshes the page's list of runs (a run started or ended; htmx `HX-Trigger`).
 RUNS_CHANGED = "playground-runs-changed"
@@ -32,7 +33,7 @@ def playground(request, slug):
     versions = playground_versions(prompt, request.GET)
     return render(request, "prompts/playground.html", {
         "prompt": prompt, "versions": versions, **prompt_selectors.version_summary(prompt),
-        "variables": union_variables(versions), "values": {}, "models": selectors.available_models(),
+        "variables": union_variables(versions), "values": {}, "models": registry.available_models(),
         **_run_list(request, prompt),
     })
 
@@ -97,7 +98,7 @@ def playground_run_list(request, slug):
 
 def _run_list(request, prompt) -> dict:
     run_list = selectors.playground_runs(user=request.user, prompt=prompt)
-    return {"run_list": run_list, "base_model": selectors.base_model_name(),
+    return {"run_list": run_list, "base_model": registry.base_model_name(),
             "runs_in_progress": any(run.reply is not None and run.reply.in_progress for run in run_list)}
 
 
@@ -137,7 +138,7 @@ def _run_card(conversation: Conversation) -> dict:
 
 def _runs(request, prompt, runs: list[dict]):
     return render(request, "prompts/_runs.html", {"prompt": prompt, "runs": runs,
-                                                  "base_model": selectors.base_model_name()})
+                                                  "base_model": registry.base_model_name()})
 
 
 @login_required

@@ -1,26 +1,17 @@
-"""Reads of conversations and messages, planned once for every entry point."""
+"""Reads of conversations and messages, planned once for every entry point. (The queue's order, the
+models served and the workers online are serving's: chat/serving/.)"""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import dataclasses
-import functools
-from pathlib import Path
 
-from django.conf import settings
 from django.core.paginator import Paginator
-from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, Subquery, Value, When
-from django.db.models.functions import Coalesce
-
-from studio.llm.adapters import adapter_folders
-from studio.llm.loading import ModelLoadError, prepare_model_folder
-from django.utils import timezone
+from django.db.models import F, Q
 
 from knowledge.retrieval import with_sources
 from prompts.rendering import assembled_messages, render_version_turn
 
-from .models import Conversation, Message, ModelWorker
+from .models import Conversation, Message
 from .retrieval import reply_retrieval
 
 
@@ -174,33 +165,6 @@ def message_frame(*, message: Message) -> dict:
     return message_frames([message], Branches.of(message.conversation))[0]
 
 
-def queued_in_serving_order():
-    """Queued replies in the order workers take them (the database row is the queue; the channel
-    layer only wakes workers): people at the page (chat, playground) before API requests, those
-    before evaluations' cases; then the owner with the fewest replies being written first (one
-    person's burst cannot starve the others), then oldest first."""
-    writing = (Message.objects.filter(status=Message.Status.STREAMING, conversation__owner=OuterRef("conversation__owner"))
-               .order_by().values("conversation__owner").annotate(n=Count("pk")).values("n"))
-    return (Message.objects.filter(status=Message.Status.QUEUED)
-            .annotate(priority=Case(When(conversation__kind=Conversation.Kind.API, then=Value(1)),
-                                    When(conversation__kind=Conversation.Kind.EVALUATION, then=Value(2)),
-                                    default=Value(0), output_field=IntegerField()),
-                      owner_writing=Subquery(writing, output_field=IntegerField()))
-            .order_by("priority", Coalesce("owner_writing", 0), "pk"))
-
-
-def queue_position(*, message: Message) -> int:
-    """1 for the next reply a worker takes (queued_in_serving_order)."""
-    order = list(queued_in_serving_order().values_list("pk", flat=True)[:1000])
-    return order.index(message.pk) + 1 if message.pk in order else len(order) + 1
-
-
-def people_waiting_for_replies() -> bool:
-    """Replies queued or being written for people (evaluations' are background work, left out)."""
-    return Message.objects.filter(status__in=Message.IN_PROGRESS).exclude(
-        conversation__kind=Conversation.Kind.EVALUATION).exists()
-
-
 def reply_in_progress(*, conversation_id: int) -> Message | None:
     return Message.objects.filter(conversation_id=conversation_id, status__in=Message.IN_PROGRESS).first()
 
@@ -240,43 +204,6 @@ def version_reply_messages(*, version, user, variables: dict, content: str = "",
     user_turn = render_version_turn(version, variables, record) if variables or not content else content
     turns = [*({"role": m["role"], "content": m["content"]} for m in earlier), {"role": "user", "content": user_turn}]
     return reply_messages(system=version.instructions, examples=version.examples, turns=turns, retrieval=record), record
-
-
-@functools.cache
-def _base_model_name(source: str, cache_dir: str) -> str:
-    try:
-        return prepare_model_folder(source, Path(cache_dir), convert=False)[1]
-    except ModelLoadError:
-        return source
-
-
-def base_model_name() -> str:
-    if settings.LLM_ENGINE == "openai":  # an external engine: the name its workers announced
-        announced = ModelWorker.objects.filter(state=ModelWorker.State.READY).exclude(model_name="").values_list(
-            "model_name", flat=True).first()
-        return settings.LLM_ENGINE_MODEL or announced or "external"
-    return _base_model_name(settings.LLM_MODEL, str(settings.LLM_MODEL_CACHE_DIR))
-
-
-def available_models() -> list[str]:
-    """What chat, the playground and evaluations can ask for: the served base model first, then
-    the adapters fine-tuned on it (their files in STUDIO_ADAPTERS_DIR)."""
-    base = base_model_name()
-    return [base, *adapter_folders(settings.STUDIO_ADAPTERS_DIR, base)]
-
-
-def served_model_choice(model_name: str, available: list[str] | None = None) -> str | None:
-    """How a conversation stores the model it asks for: "" for the served base model (asked by its
-    name or by ""), a fine-tuned model's name as it is, None for a model that is not served."""
-    available = available if available is not None else available_models()
-    if model_name in ("", available[0]):
-        return ""
-    return model_name if model_name in available[1:] else None
-
-
-def workers_online() -> list[ModelWorker]:
-    recent = timezone.now() - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)
-    return list(ModelWorker.objects.filter(last_seen_at__gte=recent))
 
 
 def output_format_for(*, message: Message) -> dict | None:

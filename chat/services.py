@@ -1,4 +1,5 @@
-"""Writes to conversations and messages. Consumers, views and the model worker call these."""
+"""Writes to conversations and messages: consumers, views, the API and jobs call these. A reply is
+queued here (a stored row); claiming, writing and finishing it is serving (chat/serving/)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, F, Q, Value, When
+from django.db.models import Q
 from django.utils import timezone
 
 from studio.errors import StudioError
 from studio.input_checks import unstorable_reason
 
-from .models import ChatDefaults, Conversation, Message, ModelWorker
+from .models import ChatDefaults, Conversation, Message
 from .retrieval import reply_retrieval
+from .serving.queue import queued_reply_deadline, replies_withdraw
+from .serving.registry import available_models, available_served_model, served_model_choice
 
 TITLE_MAX_CHARS = 200
 TITLE_FROM_MESSAGE_CHARS = 60
@@ -98,8 +101,6 @@ def conversation_update(*, conversation: Conversation, title: str | None = None,
 
 def conversation_choose_model(*, conversation: Conversation, model_name: str) -> Conversation:
     """The model the conversation's next replies come from: the served base model or a fine-tuned one."""
-    from .selectors import available_models, served_model_choice
-
     available = available_models()
     chosen = served_model_choice(model_name, available)
     if chosen is None:
@@ -255,8 +256,6 @@ def reply_request_side_by_side(*, conversation: Conversation, content: str, mode
     """The message, a reply from the conversation's model (on the active branch) and, beside it, a
     reply from `model_name` (its sibling): both queued at once, so a worker writes them in the same
     batch. Returns (user message, reply, side reply)."""
-    from .selectors import available_models, served_model_choice
-
     available = available_models()
     chosen = served_model_choice(model_name if isinstance(model_name, str) else "", available)
     if chosen is None:
@@ -269,7 +268,7 @@ def reply_request_side_by_side(*, conversation: Conversation, content: str, mode
         content=reply.content if not reply.in_progress else "",
         requested_model=chosen or available[0], side_of=reply,
         finished_at=None if reply.in_progress else reply.finished_at,
-        lease_expires_at=timezone.now() + timedelta(seconds=settings.LLM_QUEUE_TIMEOUT_SECONDS)
+        lease_expires_at=queued_reply_deadline()
         if reply.in_progress else None)
     return user_message, reply, side_reply
 
@@ -374,14 +373,6 @@ def reply_request_unlisted(*, owner, kind: str, messages: list[dict], model_name
         return _queue_reply(conversation, parent=last)
 
 
-def replies_withdraw(*, message_ids) -> list[Message]:
-    """Stop the given replies that are still queued; return those a worker is writing (to be told
-    to stop)."""
-    Message.objects.filter(pk__in=message_ids, status=Message.Status.QUEUED).update(
-        status=Message.Status.STOPPED, finished_at=timezone.now(), lease_expires_at=None)
-    return list(Message.objects.filter(pk__in=message_ids, status=Message.Status.STREAMING))
-
-
 def conversations_withdraw(*, job: str) -> list[Message]:
     """A job ended (or its worker died): its unlisted conversations go, their queued replies with
     them. Returns the replies a model worker is writing, to be told to stop."""
@@ -408,7 +399,7 @@ def _queue_reply(conversation: Conversation, *, parent: Message | None = None, p
         role=Message.Role.ASSISTANT,
         status=Message.Status.QUEUED,
         retrieval=retrieval,
-        lease_expires_at=timezone.now() + timedelta(seconds=settings.LLM_QUEUE_TIMEOUT_SECONDS),
+        lease_expires_at=queued_reply_deadline(),
     )
 
 
@@ -438,7 +429,7 @@ def reply_continue(*, conversation: Conversation, message_id) -> Message:
             # Conditional on what was read, so that two tabs' Continue queue it once.
             queued = Message.objects.filter(pk=reply.pk, status=Message.Status.COMPLETE, finish_reason="length").update(
                 status=Message.Status.QUEUED, worker_channel="", error="", error_code="",
-                lease_expires_at=timezone.now() + timedelta(seconds=settings.LLM_QUEUE_TIMEOUT_SECONDS))
+                lease_expires_at=queued_reply_deadline())
     except IntegrityError:  # another tab's reply started at the same instant
         raise ChatError(STILL_ANSWERING) from None
     if not queued:
@@ -446,181 +437,6 @@ def reply_continue(*, conversation: Conversation, message_id) -> Message:
     conversation.save(update_fields=["updated_at"])
     reply.refresh_from_db()
     return reply
-
-
-def reply_stop_if_queued(*, message: Message) -> bool:
-    """Stop a reply no worker has claimed yet. False when a worker already holds it. A reply queued
-    to be continued goes back to what it was (cut, its text whole): nothing was added to stop."""
-    now = timezone.now()
-    continued = Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED, finish_reason="length").update(
-        status=Message.Status.COMPLETE, lease_expires_at=None)
-    stopped = continued or Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED).update(
-        status=Message.Status.STOPPED, finished_at=now, lease_expires_at=None
-    )
-    return stopped == 1
-
-
-def reply_claim(*, message_id: int, worker_channel: str, model_name: str) -> Message | None:
-    """A worker takes a queued reply. None when it was stopped, failed or taken meanwhile."""
-    claimed = Message.objects.filter(pk=message_id, status=Message.Status.QUEUED).update(
-        status=Message.Status.STREAMING,
-        worker_channel=worker_channel,
-        # A reply being continued keeps the model that wrote its start.
-        model_name=Case(When(model_name="", then=Value(model_name)), default=F("model_name")),
-        lease_expires_at=_lease_end(),
-    )
-    if not claimed:
-        return None
-    # The worker reads the conversation and, started from a prompt, its version next.
-    return Message.objects.select_related("conversation__prompt_version").get(pk=message_id)
-
-
-def reply_claim_next(*, worker_channel: str, default_model: str, background: bool = True) -> Message | None:
-    """The next queued reply in serving order, claimed by this worker; None when none is waiting.
-    Without `background`, evaluation cases are left for later (the worker's share of them is full).
-    A row another worker claims at the same instant is skipped (the update is conditional)."""
-    if not Message.objects.filter(status=Message.Status.QUEUED).exists():  # the usual answer, cheaply
-        return None
-    from .selectors import queued_in_serving_order
-
-    queued = queued_in_serving_order()
-    if not background:
-        queued = queued.exclude(conversation__kind=Conversation.Kind.EVALUATION)
-    for message_id, asked, requested in queued.values_list("pk", "requested_model", "conversation__model_name")[:20]:
-        message = reply_claim(message_id=message_id, worker_channel=worker_channel,
-                              model_name=asked or requested or default_model)
-        if message is not None:
-            return message
-    return None
-
-
-def replies_queued_by(*, user) -> int:
-    return Message.objects.filter(status=Message.Status.QUEUED, conversation__owner=user).count()
-
-
-def reply_renew_lease(*, message_id: int, content: str) -> bool:
-    """Keep a streaming reply alive and save its text so far (a crash keeps it)."""
-    renewed = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-        lease_expires_at=_lease_end(), content=content
-    )
-    return renewed == 1
-
-
-def replies_save_text(*, texts: dict[int, str]) -> set[int]:
-    """Store the text of replies being written, in one transaction, before it is sent: what a
-    person saw is stored even if the worker is killed the next instant. Returns the ids stored:
-    a reply missing from them is no longer being written (the sweeper failed it after its lease
-    lapsed, or it was deleted), and its text must not be sent."""
-    stored = set()
-    with transaction.atomic():
-        for message_id, content in texts.items():
-            if Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(content=content):
-                stored.add(message_id)
-    return stored
-
-
-def reply_finish(*, message_id: int, content: str, status: str, usage: dict, error: str = "",
-                 error_code: str = "", parameters: dict | None = None, finish_reason: str = "") -> bool:
-    """Store the final text and figures (for a continued reply, its whole text and the figures of
-    all its parts: `usage` is summed by the worker) and, when it failed, why (`error_code`, as the
-    worker tells its tabs). False when the reply was already failed by the sweeper."""
-    finished = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
-        content=content,
-        status=status,
-        finish_reason=finish_reason,
-        error=error,
-        error_code=error_code if status == Message.Status.FAILED else "",
-        prompt_tokens=usage.get("prompt_tokens"),
-        completion_tokens=usage.get("completion_tokens"),
-        ttft_ms=usage.get("ttft_ms"),
-        tokens_per_s=usage.get("tokens_per_s"),
-        parameters=parameters or {},
-        lease_expires_at=None,
-        finished_at=timezone.now(),
-    )
-    return finished == 1
-
-
-WORKER_LOST_ERROR = "The model worker stopped while writing this reply. Regenerate to try again."
-LOAD_FAILED_ERROR = "No model worker could take this message: {error} An admin must fix the worker's model and restart it."
-NO_WORKER_ERROR = "No model worker is running, so nobody picked up this message. Start one (`make worker`) and send it again."
-BUSY_ERROR = ("The model stayed busy: this reply waited {minutes} min behind others and was given up. "
-              "Send it again (or ask an admin for another model worker).")
-
-
-def replies_fail_expired(*, conversation_id: int | None = None) -> list[Message]:
-    """Fail replies whose lease ran out: their worker died, or no worker ever came."""
-    now = timezone.now()
-    expired = Message.objects.filter(status__in=Message.IN_PROGRESS, lease_expires_at__lt=now)
-    if conversation_id is not None:
-        expired = expired.filter(conversation_id=conversation_id)
-    failed = []
-    for message in expired:
-        if message.status == Message.Status.STREAMING:
-            code, error = Message.ErrorCode.WORKER_LOST, WORKER_LOST_ERROR
-        elif ModelWorker.objects.filter(state=ModelWorker.State.READY,
-                                        last_seen_at__gte=now - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)).exists():
-            code, error = Message.ErrorCode.BUSY, BUSY_ERROR.format(
-                minutes=max(1, round(settings.LLM_QUEUE_TIMEOUT_SECONDS / 60)))
-        elif unhealthy := ModelWorker.objects.filter(state=ModelWorker.State.FAILED).exclude(error="").first():
-            code, error = Message.ErrorCode.LOAD_FAILED, LOAD_FAILED_ERROR.format(error=unhealthy.error.rstrip(".") + ".")
-        else:
-            code, error = Message.ErrorCode.NO_WORKER, NO_WORKER_ERROR
-        # Conditional on the status we read, so a worker finishing at this instant wins.
-        updated = Message.objects.filter(pk=message.pk, status=message.status, lease_expires_at__lt=now).update(
-            status=Message.Status.FAILED, error=error, error_code=code, lease_expires_at=None, finished_at=now
-        )
-        if updated:
-            message.refresh_from_db()
-            failed.append(message)
-    return failed
-
-
-def replies_sweep() -> None:
-    """The sweeper's part for chat (studio.sweeping): replies whose lease lapsed are failed and
-    their tabs told; workers that stopped heart-beating are forgotten."""
-    from asgiref.sync import async_to_sync
-    from channels.layers import get_channel_layer
-
-    layer = get_channel_layer()
-    for message in replies_fail_expired():
-        try:
-            async_to_sync(layer.group_send)(message.conversation.group_name, {
-                "type": "chat.done", "message_id": message.pk, "status": message.status, "usage": message.usage(),
-                "error": message.error, "error_code": message.error_code})
-        except Exception:  # the layer is away: the tab reads the failed reply when it (re)connects
-            pass
-    workers_forget_silent()
-
-
-def worker_heartbeat(*, channel_name: str, hostname: str, pid: int, state: str, model_name: str = "",
-                     description: str = "", error: str = "") -> None:
-    ModelWorker.objects.update_or_create(
-        channel_name=channel_name,
-        defaults=dict(hostname=hostname, pid=pid, state=state, model_name=model_name,
-                      description=description, error=error, last_seen_at=timezone.now()),
-    )
-
-
-def worker_forget(*, channel_name: str) -> None:
-    ModelWorker.objects.filter(channel_name=channel_name).delete()
-
-
-def workers_forget_silent() -> None:
-    """Drop workers that stopped heart-beating (killed without saying goodbye)."""
-    ModelWorker.objects.filter(last_seen_at__lt=timezone.now() - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)).delete()
-
-
-def _lease_end():
-    return timezone.now() + timedelta(seconds=settings.LLM_LEASE_SECONDS)
-
-
-def available_served_model(model_name: str) -> str:
-    """A version (or playground, or evaluation) naming a model: that fine-tuned model if it is
-    served, else "" (the base model)."""
-    from .selectors import served_model_choice
-
-    return served_model_choice(model_name) or ""
 
 
 def _require_storable(text: str, what: str) -> None:

@@ -8,6 +8,7 @@ from . import selectors, services
 from . import search
 from .forms import SearchForm
 from .models import Message
+from .serving import registry
 from .sampling import (SAMPLING_FIELDS, SamplingError, sampling_form_fields, sampling_in_effect, sampling_summary,
                        user_defaults)
 
@@ -26,7 +27,7 @@ def _own_conversation_or_404(request, conversation_id):
 def conversation_list(request):
     return render(request, "chat/conversation_list.html", {
         "conversations": selectors.conversations_page(user=request.user, kind=request.GET.get("kind", "chat")),
-        "workers": selectors.workers_online(),
+        "workers": registry.workers_online(),
     })
 
 
@@ -61,8 +62,8 @@ def conversation_detail(request, conversation_id):
                                                       kind=request.GET.get("kind", _sidebar_kind(conversation))),
         "chat_messages": shown,
         "earlier": len(messages) > len(shown),
-        "workers": selectors.workers_online(),
-        "models": selectors.available_models(),
+        "workers": registry.workers_online(),
+        "models": registry.available_models(),
         "sampling_summary": sampling_summary(sampling_in_effect(conversation)),
         **_knowledge_context(request, conversation),
     })
@@ -125,7 +126,7 @@ def conversation_model(request, conversation_id):
     (GET) so that a model fine-tuned meanwhile appears without a reload (204 while nothing changed)."""
     conversation = _own_conversation_or_404(request, conversation_id)
     if request.method == "GET":
-        models = selectors.available_models()
+        models = registry.available_models()
         if request.GET.get("known") == "|".join(models):
             return HttpResponse(status=204)
         return render(request, "chat/_model_picker.html", {"conversation": conversation, "models": models})
@@ -135,7 +136,7 @@ def conversation_model(request, conversation_id):
     except services.ChatError as exc:
         error = str(exc)
     return render(request, "chat/_model_picker.html", {"conversation": conversation, "error": error,
-                                                       "models": selectors.available_models()},
+                                                       "models": registry.available_models()},
                   status=400 if error else 200)
 
 
@@ -230,7 +231,7 @@ def _int_or_none(value):
 @login_required
 @require_GET
 def model_status(request):
-    return render(request, "chat/_model_status.html", {"workers": selectors.workers_online()})
+    return render(request, "chat/_model_status.html", {"workers": registry.workers_online()})
 
 
 
@@ -315,7 +316,7 @@ def conversation_search(request):
         return render(request, "chat/_search_results.html", context)
     return render(request, "chat/search.html", {
         **context, "conversations": selectors.conversations_page(user=request.user),
-        "workers": selectors.workers_online(), "models": selectors.available_models(),
+        "workers": registry.workers_online(), "models": registry.available_models(),
         "prompt_slugs": search.prompt_slugs_of(user=request.user)})
 
 

@@ -4,7 +4,7 @@ with progress and cancel.
 The cases go to the same model workers and batches as the chat, as replies of unlisted
 conversations of kind `evaluation` (chat.services.reply_request_unlisted), at most
 EVAL_BATCH_SIZE at a time. Workers take them after everything people wait for at the page and
-through the API (chat.selectors.queued_in_serving_order), so an evaluation never holds a chat
+through the API (chat.serving.queue.queued_in_serving_order), so an evaluation never holds a chat
 back, and a model is loaded once per worker, not again per job worker. The job worker itself
 holds no language model (only the embedding model of the semantic-similarity scorer).
 """
@@ -21,8 +21,9 @@ from django.conf import settings
 from django.db.models import F
 
 from chat import services as chat_services
-from chat.wakeups import wake_workers
 from chat.models import Conversation, Message
+from chat.serving import queue as chat_queue
+from chat.serving.wakeups import wake_workers
 from prompts import selectors as prompt_selectors
 from prompts.rendering import MissingVariablesError, TemplateError, assembled_messages, render_user_turn
 from studio.jobs import JobStatus, job_claim, job_end, job_progress
@@ -112,7 +113,7 @@ def job_key(evaluation_id: int) -> str:
 
 
 def _withdraw(reply_ids: list[int]) -> None:
-    _tell_workers_to_stop(chat_services.replies_withdraw(message_ids=reply_ids))
+    _tell_workers_to_stop(chat_queue.replies_withdraw(message_ids=reply_ids))
 
 
 def evaluation_withdraw_cases(evaluation_id: int) -> None:

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 
-from chat import selectors as chat_selectors
+from chat.serving import registry as chat_registry
 
 from . import retrieval_figures
 from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase
@@ -241,7 +241,7 @@ def comparison(first: Evaluation, second: Evaluation, *, user, page=1) -> dict:
 
 def available_models() -> list[str]:
     """The models an evaluation can name: the served base model and its fine-tuned adapters."""
-    return chat_selectors.available_models()
+    return chat_registry.available_models()
 
 
 def _int(value):

@@ -10,7 +10,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from chat import selectors as chat_selectors
+from chat.serving import registry as chat_registry
 from evals import selectors as case_selectors
 from evals.models import FailureCase
 from prompts import selectors as prompt_selectors
@@ -427,7 +427,7 @@ def measured_runs(*, device: str, last: int = 5) -> list[dict]:
     """The last finished jobs on the served base model and `device`: their speed in the steps
     (non-padding tokens a second) and their fixed cost (the run's seconds, from the job worker
     taking it to the registry, less the seconds its steps took)."""
-    jobs_done = (FineTuneJob.objects.filter(status=JobStatus.FINISHED, base_model=chat_selectors.base_model_name(),
+    jobs_done = (FineTuneJob.objects.filter(status=JobStatus.FINISHED, base_model=chat_registry.base_model_name(),
                                             device__startswith=device, tokens_per_s__gt=0, tokens_seen__gt=0,
                                             started_at__isnull=False, finished_at__isnull=False)
                  .order_by("-finished_at").values("tokens_per_s", "tokens_seen", "started_at", "finished_at")[:last])
@@ -487,7 +487,7 @@ def job_create(*, user, name: str, prompt_slug: str, filters: dict, objective: s
     name = (name or "").strip().lower() or _next_name(prompt.slug)
     if not NAME_PATTERN.match(name):
         raise FineTuneError("use lower-case letters, digits, '.', '-' and '_' (80 at most)", "name")
-    if name in chat_selectors.available_models() or FineTuneJob.objects.filter(name=name).exists():
+    if name in chat_registry.available_models() or FineTuneJob.objects.filter(name=name).exists():
         raise FineTuneError(f"a model or job named “{name}” exists already", "name")
     planned = job_plan(user=user, prompt=prompt, filters=filters, objective=objective,
                        hyperparameters=hyperparameters or {}, method=method, version=version)
@@ -495,7 +495,7 @@ def job_create(*, user, name: str, prompt_slug: str, filters: dict, objective: s
         raise FineTuneError(f"no training examples: {planned['why_none']}", "cases")
     with transaction.atomic():
         job = FineTuneJob.objects.create(
-            name=name, base_model=chat_selectors.base_model_name(), prompt=prompt, prompt_version=planned["version"],
+            name=name, base_model=chat_registry.base_model_name(), prompt=prompt, prompt_version=planned["version"],
             case_filters=planned["filters"],
             case_ids=planned["cases"], example_count=planned["example_count"],
             # Of every row when all were assembled; the job worker stores that of what it trains on.

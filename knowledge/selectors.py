@@ -71,7 +71,7 @@ def next_ingestion() -> int | None:
     least recently (whose last ingestion started longest ago, or never among the last
     RECENT_STARTS); then that owner's oldest queued document. One person's thousand-file upload
     then alternates with another's single file instead of holding it for an hour (as chat's queue
-    does for replies: chat.selectors.queued_in_serving_order). None when nothing is queued."""
+    does for replies: chat.serving.queue.queued_in_serving_order). None when nothing is queued."""
     owner = "document__knowledge_base__owner"
     oldest_queued = dict(IngestionJob.objects.filter(status=JobStatus.QUEUED).order_by().values_list(owner)
                          .annotate(first=Min("pk")))

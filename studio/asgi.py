@@ -35,7 +35,7 @@ def start_background_work() -> None:
     if task is not None and not task.done():
         return
     if settings.LLM_EMBEDDED_WORKER:
-        from chat.worker import GenerationWorker  # model code: only where a model is served
+        from chat.serving.worker import GenerationWorker  # model code: only where a model is served
 
         _started[id(loop)] = loop.create_task(GenerationWorker().run(), name="embedded-llm-worker")
     else:

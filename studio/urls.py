@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from chat import openai_api
+from chat.serving import openai_api
 from chat.urls import playground_urlpatterns
 from evals.urls import api_urlpatterns as evals_api_urlpatterns
 from finetune.urls import api_urlpatterns as finetune_api_urlpatterns

@@ -1,5 +1,6 @@
 """The layout holds: imports point one way (DESIGN.md), no module imports its way back to itself,
-the model runtime stays free of Django, every kind of job names a task. (That the suite leaves no
+the model runtime stays free of Django, serving keeps to its own room (chat/serving/), every kind
+of job names a task. (That the suite leaves no
 run-time file in the checkout is checked when it ends: conftest.py.)"""
 
 import ast
@@ -86,6 +87,38 @@ def test_no_module_imports_its_way_back_to_itself():
     circles = {c for c in circles if not all(part.startswith(c.split(" → ")[0].split(".")[0]) and "." not in part
                                              for part in c.split(" → "))}
     assert not circles, "modules that import their way back to themselves:\n" + "\n".join(sorted(circles))
+
+
+# The lease protocol between the queue and the model workers: serving's alone.
+LEASE_FUNCTIONS = {"reply_claim", "reply_claim_next", "reply_renew_lease", "replies_save_text", "reply_finish",
+                   "replies_fail_expired", "worker_heartbeat", "worker_forget"}
+
+
+def test_serving_keeps_to_its_own_room():
+    """chat/services.py holds conversation writes and chat/selectors.py conversation reads: no
+    function of serving (the queue, its leases, the models served) is defined there, and only
+    chat/serving/ claims, renews and finishes replies (tests aside)."""
+    serving = set(LEASE_FUNCTIONS)
+    for path in (REPO / "chat" / "serving").glob("*.py"):
+        serving |= {node.name for node in ast.parse(path.read_text()).body
+                    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    misplaced = [f"chat/{name}.py defines {node.name}" for name in ("services", "selectors")
+                 for node in ast.parse((REPO / "chat" / f"{name}.py").read_text()).body
+                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in serving]
+    for name, path in product_modules().items():
+        if name.startswith("chat.serving"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute):
+                used = [node.attr]
+            elif isinstance(node, ast.Name):
+                used = [node.id]
+            elif isinstance(node, ast.ImportFrom):
+                used = [alias.name for alias in node.names]
+            else:
+                continue
+            misplaced += [f"{path.relative_to(REPO)} uses {name}" for name in used if name in LEASE_FUNCTIONS]
+    assert not misplaced, "serving outside chat/serving/:\n" + "\n".join(sorted(set(misplaced)))
 
 
 def test_the_model_runtime_imports_no_django():

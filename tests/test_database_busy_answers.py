@@ -36,7 +36,7 @@ def test_what_counts_as_a_database_that_cannot_take_the_request(cause, busy):
 
 @pytest.mark.django_db
 def test_an_api_view_that_meets_a_busy_database_answers_503_json_with_retry_after(client, alice, monkeypatch):
-    from chat import openai_api
+    from chat.serving import openai_api
 
     token = api_token_create(user=alice, name="app")[1]
 

@@ -6,7 +6,7 @@ import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 
-from chat.worker import GenerationWorker
+from chat.serving.worker import GenerationWorker
 from studio.asgi import application
 
 

@@ -9,8 +9,8 @@ import pytest
 from django.test import AsyncClient, Client
 
 from accounts.services import api_token_create
-from chat import services
 from chat.models import Conversation, Message
+from chat.serving import queue
 from tests.settings import TINY_MODEL_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -144,7 +144,7 @@ def wait_for_queued_reply(alice) -> Message:
 
 async def stop_when_queued(alice):
     queued = await asyncio.to_thread(wait_for_queued_reply, alice)
-    assert await asyncio.to_thread(services.reply_stop_if_queued, message=queued)  # the chat tab's stop
+    assert await asyncio.to_thread(queue.reply_stop_if_queued, message=queued)  # the chat tab's stop
 
 
 async def test_a_queued_reply_stopped_from_the_chat_tab_answers_the_api_instead_of_500(token, alice):

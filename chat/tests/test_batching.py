@@ -86,7 +86,7 @@ async def test_a_long_prompt_is_not_failed_as_stalled_while_its_prefill_moves(al
     each chunk prefilled is progress, not silence."""
     import time
 
-    from chat import worker as worker_module
+    from chat.serving import worker as worker_module
 
     class SmallChunks(worker_module.BatchEngine):
         def __init__(self, *args, **kwargs):

@@ -151,8 +151,8 @@ async def test_a_reply_the_sweeper_failed_is_no_longer_written_or_streamed(alice
 
     from django.utils import timezone
 
-    from chat import services
     from chat.models import Message
+    from chat.serving import queue
 
     settings.LLM_MAX_NEW_TOKENS = 2000  # far longer than the test waits
     worker = await start_worker()
@@ -166,7 +166,7 @@ async def test_a_reply_the_sweeper_failed_is_no_longer_written_or_streamed(alice
 
     def lease_lapses_and_the_sweeper_runs():
         Message.objects.filter(pk=reply_id).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-        services.replies_sweep()
+        queue.replies_sweep()
         return Message.objects.get(pk=reply_id).content
 
     content_when_failed = await database_sync_to_async(lease_lapses_and_the_sweeper_runs)()

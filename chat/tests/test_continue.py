@@ -7,8 +7,9 @@ import json
 import pytest
 from channels.db import database_sync_to_async
 
-from chat import services, worker as worker_module
+from chat import services
 from chat.models import Message
+from chat.serving import queue, worker as worker_module
 from prompts import services as prompt_services
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -164,7 +165,7 @@ async def test_stopping_a_queued_continuation_leaves_the_reply_as_it_was(alice, 
     queued = await database_sync_to_async(
         lambda: services.reply_continue(conversation=conversation, message_id=cut.pk))()
     assert queued.status == "queued"
-    assert await database_sync_to_async(services.reply_stop_if_queued)(message=queued)
+    assert await database_sync_to_async(queue.reply_stop_if_queued)(message=queued)
     kept = await reply_row(conversation)
     assert (kept.status, kept.finish_reason, kept.content) == ("complete", "length", cut.content)
 

@@ -43,7 +43,7 @@ def test_an_api_request_says_which_conversation_keeps_it(alice):
 
 
 def test_the_model_picker_refreshes_itself_only_when_the_models_change(client, alice):
-    from chat.selectors import available_models
+    from chat.serving.registry import available_models
 
     conversation = Conversation.objects.create(owner=alice, title="c")
     client.force_login(alice)

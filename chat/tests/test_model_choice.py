@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from chat import selectors
+from chat.serving import registry
 from chat.services import conversation_create
 from studio.llm.adapters import write_meta
 
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def adapter(settings, tmp_path):
     settings.STUDIO_ADAPTERS_DIR = tmp_path / "adapters"
-    base = selectors.base_model_name()
+    base = registry.base_model_name()
     folder = settings.STUDIO_ADAPTERS_DIR / "order-json-ft1"
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
@@ -29,7 +29,7 @@ def adapter(settings, tmp_path):
 
 
 def test_the_models_offered_are_the_base_then_its_adapters(adapter):
-    assert selectors.available_models() == [selectors.base_model_name(), "order-json-ft1"]
+    assert registry.available_models() == [registry.base_model_name(), "order-json-ft1"]
 
 
 def test_the_picker_sets_the_conversations_model_and_refuses_unknown_ones(client, alice, adapter):
@@ -43,7 +43,7 @@ def test_the_picker_sets_the_conversations_model_and_refuses_unknown_ones(client
     assert conversation.model_name == "order-json-ft1"
     refused = client.post(f"/chat/{conversation.pk}/model/", {"model": "on-another-base"})
     assert refused.status_code == 400 and "There is no model" in refused.content.decode()
-    client.post(f"/chat/{conversation.pk}/model/", {"model": selectors.base_model_name()})
+    client.post(f"/chat/{conversation.pk}/model/", {"model": registry.base_model_name()})
     conversation.refresh_from_db()
     assert conversation.model_name == ""  # the base model
 

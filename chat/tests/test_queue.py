@@ -7,8 +7,9 @@ import asyncio
 import pytest
 from channels.db import database_sync_to_async
 
-from chat import selectors, services
+from chat import services
 from chat.models import Conversation, Message, ModelWorker
+from chat.serving import queue
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -112,7 +113,7 @@ async def test_a_reply_no_healthy_worker_takes_times_out_naming_the_load_error(a
     conversation = await new_conversation(alice)
     _, reply = await database_sync_to_async(services.reply_request)(conversation=conversation, content="hi")
     await Message.objects.filter(pk=reply.pk).aupdate(lease_expires_at=reply.created_at)
-    [failed] = await database_sync_to_async(services.replies_fail_expired)()
+    [failed] = await database_sync_to_async(queue.replies_fail_expired)()
     assert "No model worker could take this message" in failed.error and "no such GGUF file" in failed.error
 
 
@@ -144,14 +145,14 @@ def test_people_at_the_page_are_served_before_an_api_burst_and_owners_take_turns
     api_replies = [services.reply_request(conversation=c, content="batch job")[1] for c in api_conversations]
     chat = services.conversation_create(owner=alice)
     _, chat_reply = services.reply_request(conversation=chat, content="hello")
-    order = list(selectors.queued_in_serving_order().values_list("pk", flat=True))
+    order = list(queue.queued_in_serving_order().values_list("pk", flat=True))
     assert order == [chat_reply.pk, *(r.pk for r in api_replies), evaluation_case.pk]  # evaluations come last
-    assert selectors.queue_position(message=chat_reply) == 1
+    assert queue.queue_position(message=chat_reply) == 1
     # Bob has a reply being written: carol's API request, though newer, goes before his others.
     Message.objects.filter(pk=api_replies[0].pk).update(status=Message.Status.STREAMING)
     carol_conversation = Conversation.objects.create(owner=carol, kind=Conversation.Kind.API)
     _, carol_reply = services.reply_request(conversation=carol_conversation, content="mine")
-    order = list(selectors.queued_in_serving_order().values_list("pk", flat=True))
+    order = list(queue.queued_in_serving_order().values_list("pk", flat=True))
     assert order == [chat_reply.pk, carol_reply.pk, api_replies[1].pk, api_replies[2].pk, evaluation_case.pk]
 
 

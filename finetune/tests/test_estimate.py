@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from chat import selectors as chat_selectors
+from chat.serving import registry as chat_registry
 from finetune import services
 from finetune.models import FineTuneJob
 
@@ -18,7 +18,7 @@ CONFIG = {"epochs": 1.0, "batch_size": 4, "max_length": 512, "lora_rank": 16, "m
 
 def finished_job(order_prompt, carol, *, name, seconds, tokens_seen, tokens_per_s):
     end = timezone.now()
-    return FineTuneJob.objects.create(name=name, base_model=chat_selectors.base_model_name(), prompt=order_prompt,
+    return FineTuneJob.objects.create(name=name, base_model=chat_registry.base_model_name(), prompt=order_prompt,
                                       created_by=carol, hyperparameters={}, status="finished", device="cpu",
                                       started_at=end - timedelta(seconds=seconds), finished_at=end,
                                       tokens_seen=tokens_seen, tokens_per_s=tokens_per_s)

@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from chat import selectors as chat_selectors
+from chat.serving import registry as chat_registry
 from chat.models import Conversation, Message
 from evals.models import Evaluation
 from finetune.models import FineTunedModel, FineTuneJob
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def registered(settings, tmp_path, carol, order_prompt, cases):
     settings.STUDIO_ADAPTERS_DIR = tmp_path / "adapters"
-    base = chat_selectors.base_model_name()
+    base = chat_registry.base_model_name()
     folder = settings.STUDIO_ADAPTERS_DIR / "order-json-ft1"
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
@@ -35,7 +35,7 @@ def registered(settings, tmp_path, carol, order_prompt, cases):
 def test_a_registered_model_is_offered_to_chat_playground_and_evaluations(client, carol, registered):
     from evals.selectors import available_models
 
-    assert "order-json-ft1" in chat_selectors.available_models() and "order-json-ft1" in available_models()
+    assert "order-json-ft1" in chat_registry.available_models() and "order-json-ft1" in available_models()
     client.force_login(carol)
     assert '<option value="order-json-ft1"' in client.get("/prompts/order-json/playground/").content.decode()
     assert "order-json-ft1" in client.get("/evaluations/new/").content.decode()
@@ -49,7 +49,7 @@ def test_one_click_evaluates_base_and_fine_tuned_on_the_eval_split_and_opens_the
     response = client.post(f"/fine-tunes/models/{registered.pk}/evaluate/", {"scorer": "json_equal"})
     base, tuned = Evaluation.objects.order_by("id")
     assert response.status_code == 302 and response["Location"] == f"/evaluations/compare/?a={base.pk}&b={tuned.pk}"
-    assert base.model_name == chat_selectors.base_model_name() and tuned.model_name == "order-json-ft1"
+    assert base.model_name == chat_registry.base_model_name() and tuned.model_name == "order-json-ft1"
     assert base.case_filters["split"] == tuned.case_filters["split"] == "eval" and base.total == 3
     assert base.scorers[0]["type"] == "json_equal"
     page = client.get(response["Location"]).content.decode()
@@ -71,7 +71,7 @@ def test_deleting_removes_the_files_and_what_used_it_keeps_its_name(client, caro
     client.post(f"/fine-tunes/models/{registered.pk}/delete/")
     assert not FineTunedModel.objects.exists()
     assert not (settings.STUDIO_ADAPTERS_DIR / "order-json-ft1").exists()
-    assert "order-json-ft1" not in chat_selectors.available_models()
+    assert "order-json-ft1" not in chat_registry.available_models()
     reply.refresh_from_db()
     assert reply.model_name == "order-json-ft1"
     page_as_alice = client.get(f"/chat/{conversation.pk}/")  # carol cannot see alice's chat; alice can

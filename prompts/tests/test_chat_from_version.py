@@ -7,7 +7,8 @@ from channels.layers import get_channel_layer
 from chat import selectors as chat_selectors
 from chat import services as chat_services
 from chat.models import Conversation, Message
-from chat.wakeups import REQUEST_CHANNEL
+from chat.serving import queue
+from chat.serving.wakeups import REQUEST_CHANNEL
 from prompts.rendering import MissingVariablesError
 
 from .conftest import FIRST_VERSION, SECOND_VERSION
@@ -65,8 +66,8 @@ def test_the_reply_reads_the_few_shot_examples_after_the_system_message(bob, ver
 
 def test_later_replies_still_read_the_examples_before_the_dialogue(bob, version_2):
     conversation, first_reply = start(bob, version_2)
-    chat_services.reply_claim(message_id=first_reply.pk, worker_channel="test", model_name="tiny")
-    chat_services.reply_finish(message_id=first_reply.pk, content="Shipping Friday.", status="complete", usage={})
+    queue.reply_claim(message_id=first_reply.pk, worker_channel="test", model_name="tiny")
+    queue.reply_finish(message_id=first_reply.pk, content="Shipping Friday.", status="complete", usage={})
     _, second_reply = chat_services.reply_request(conversation=conversation, content="Shorter?")
 
     history = chat_selectors.chat_history_before(message=second_reply)

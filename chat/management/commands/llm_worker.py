@@ -6,7 +6,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from chat.worker import GenerationWorker
+from chat.serving.worker import GenerationWorker
 
 
 class Command(BaseCommand):

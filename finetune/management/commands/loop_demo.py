@@ -72,7 +72,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         from django.conf import settings
 
-        from chat.worker import WorkerThread
+        from chat.serving.worker import WorkerThread
 
         call_command("migrate", interactive=False, verbosity=0)
         settings.LLM_QUEUE_POLL_SECONDS = 0.1  # the worker below finds the cases by looking at the queue

@@ -31,8 +31,10 @@ from accounts.services import person_lock
 from accounts.throttle import ApiRefusal
 from studio.errors import StudioError
 
-from . import selectors, services
-from .models import Conversation, Message
+from chat import services
+from chat.models import Conversation, Message
+
+from . import queue, registry
 from .wakeups import wake_workers
 
 # Parameters of OpenAI's API the studio does not do: refused (naming the parameter) rather than
@@ -86,7 +88,7 @@ def _model_list() -> list[dict]:
     from prompts.models import Prompt
 
     created = int(time.time())
-    names = selectors.available_models()
+    names = registry.available_models()
     entries = [{"id": name, "object": "model", "created": created, "owned_by": "studio" if n == 0 else "fine-tune"}
                for n, name in enumerate(names)]
     entries += [{"id": f"prompt:{slug}", "object": "model", "created": created, "owned_by": "prompt-library"}
@@ -222,7 +224,7 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
     from prompts import selectors as prompt_selectors
     from prompts.rendering import MissingVariablesError, TemplateError, render_owner, render_version_turn
 
-    from .retrieval import reply_retrieval
+    from chat.retrieval import reply_retrieval
 
     render_owner.set(lambda: f"user:{user.pk}")  # the token's person takes their turn at the render processes
     messages, model = asked["messages"], asked["model"]
@@ -250,9 +252,9 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
             raise ApiError(400, f"{exc} (give them as `variables`).", param="variables") from None
         messages = [m for m in messages[:-1] if m["role"] != "system"] + [{"role": "user", "content": user_turn}]
         system = version.instructions
-        served = services.available_served_model(version.model_name)
+        served = registry.available_served_model(version.model_name)
     else:
-        served = selectors.served_model_choice(model) if model else None
+        served = registry.served_model_choice(model) if model else None
         if served is None:
             raise ApiError(404, f"The model `{model[:200]}` does not exist (see GET /v1/models).", param="model",
                            code="model_not_found")
@@ -263,7 +265,7 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
     with transaction.atomic():
         # Counted and created under the person's lock: simultaneous requests cannot all pass.
         person_lock(user)
-        if services.replies_queued_by(user=user) >= settings.LLM_MAX_QUEUED_PER_USER:
+        if queue.replies_queued_by(user=user) >= settings.LLM_MAX_QUEUED_PER_USER:
             # One person's burst must not fill the queue in front of everyone else's chats.
             raise ApiError(429, f"You have {settings.LLM_MAX_QUEUED_PER_USER} requests waiting for the model "
                                 "already; wait for some to finish.", kind="rate_limit_error",
@@ -479,7 +481,7 @@ async def _stop(message_id: int) -> None:
     message = await Message.objects.filter(pk=message_id).afirst()
     if message is None or not message.in_progress:
         return
-    stopped = await sync_to_async(services.reply_stop_if_queued)(message=message)
+    stopped = await sync_to_async(queue.reply_stop_if_queued)(message=message)
     if not stopped:
         message = await Message.objects.aget(pk=message_id)
         if message.worker_channel:

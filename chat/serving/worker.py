@@ -1,7 +1,7 @@
 """The model worker: takes generation requests off the channel layer and streams replies.
 
 Path (DESIGN.md): ChatConsumer stores a queued reply → `send("llm.generate", {"message_id"})`
-wakes a worker → the worker claims the next queued row (chat.selectors.queued_in_serving_order)
+wakes a worker → the worker claims the next queued row (chat.serving.queue.queued_in_serving_order)
 → text chunks are stored, then sent to `group_send(conversation group)` → the worker stores the
 final reply. Several workers (scaled mode) claim from the one table.
 
@@ -40,9 +40,11 @@ from studio.llm.constraints import FORMAT_FAILED
 from studio.llm.engine import BatchEngine, EngineRequest, EngineResult, prepare_prompt
 from studio.llm.remote import RemoteEngine
 
-from . import selectors, services
+from chat import selectors
+from chat.models import Conversation, Message, ModelWorker
+
+from . import queue, registry
 from .wakeups import REQUEST_CHANNEL
-from .models import Conversation, Message, ModelWorker
 
 EXTERNAL_ENGINE_RETRY_S = 10.0
 
@@ -138,7 +140,7 @@ class GenerationWorker:
             if self.engine is not None:
                 self.engine.close()
             try:
-                await database_sync_to_async(services.worker_forget)(channel_name=self.channel_name)
+                await database_sync_to_async(registry.worker_forget)(channel_name=self.channel_name)
             except Exception:
                 log.warning("could not remove this worker's row (the database is away); it expires on its own")
 
@@ -156,7 +158,7 @@ class GenerationWorker:
         while True:
             if self.takes_requests():
                 try:
-                    message = await database_sync_to_async(services.reply_claim_next)(
+                    message = await database_sync_to_async(queue.reply_claim_next)(
                         worker_channel=self.channel_name, default_model=self.model_name if self.engine else "",
                         background=self.background_active < self.background_slots)
                 except Exception as exc:
@@ -258,7 +260,7 @@ class GenerationWorker:
         return self.engine is not None
 
     async def _announce(self) -> None:
-        await database_sync_to_async(services.worker_heartbeat)(
+        await database_sync_to_async(registry.worker_heartbeat)(
             channel_name=self.channel_name,
             hostname=socket.gethostname(),
             pid=os.getpid(),
@@ -411,7 +413,7 @@ class GenerationWorker:
             if not chunks:
                 return
             try:
-                stored = await database_sync_to_async(services.replies_save_text)(
+                stored = await database_sync_to_async(queue.replies_save_text)(
                     texts={active.message_id: active.text + chunk for active, chunk in chunks.items()})
             except Exception as exc:  # the database is away: keep streaming; the finish stores it all
                 log.warning("could not store the replies' text before sending it: %s", exc)
@@ -443,7 +445,7 @@ class GenerationWorker:
             error_code = error_code or Message.ErrorCode.MODEL_FAILED
         for attempt in range(60):
             try:
-                stored = await database_sync_to_async(services.reply_finish)(
+                stored = await database_sync_to_async(queue.reply_finish)(
                     message_id=active.message_id, content=active.text, status=status, usage=usage, error=error,
                     error_code=error_code, parameters=active.parameters, finish_reason=finish_reason)
                 break
@@ -509,7 +511,7 @@ class GenerationWorker:
 
     async def _renew_once(self) -> None:
         for active in list(self.active.values()):
-            alive = await database_sync_to_async(services.reply_renew_lease)(
+            alive = await database_sync_to_async(queue.reply_renew_lease)(
                 message_id=active.message_id, content=active.text
             )
             if not alive and self.engine is not None:
