@@ -220,9 +220,9 @@ else:
         }
     }
 
-# --- Job workers (studio/celery.py): evaluations and fine-tunes -------------------------------------
-# Start one job worker inside `manage.py serve` (default without REDIS_URL); in scaled mode run
-# `manage.py job_worker` processes.
+# --- Job workers (studio/celery.py, studio/job_lanes.py): ingestion, evaluations, fine-tunes -------
+# Start the job workers inside `manage.py serve` (default without REDIS_URL); in scaled mode run
+# `manage.py job_worker` (`make jobs`) on any machine.
 JOB_WORKER_EMBEDDED = envbool("JOB_WORKER_EMBEDDED", not REDIS_URL)
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 _BROKER_FOLDER = DATA_DIR / "broker"  # its folders are made by studio.data_dir.prepare
@@ -231,14 +231,26 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {} if REDIS_URL else {
     "processed_folder": str(_BROKER_FOLDER / "processed"), "store_processed": False, "polling_interval": 0.5,
     # Its broadcast exchanges (pidbox) too: without this kombu writes ./control where it runs.
     "control_folder": str(_BROKER_FOLDER / "control")}
-CELERY_TASK_DEFAULT_QUEUE = f"{envstr('CHANNEL_LAYER_PREFIX', 'studio')}-jobs"
-# Document ingestion has a queue of its own: a thousand documents uploaded at once wait there,
-# and a job worker takes from both queues in turn, so an evaluation started meanwhile is not
-# queued behind all of them. `manage.py job_worker --queues knowledge` runs a worker for it alone.
-JOB_QUEUES = {"jobs": CELERY_TASK_DEFAULT_QUEUE, "knowledge": f"{envstr('CHANNEL_LAYER_PREFIX', 'studio')}-knowledge"}
-CELERY_TASK_ROUTES = {"knowledge.ingest": {"queue": JOB_QUEUES["knowledge"]}}
+_QUEUE_PREFIX = envstr("CHANNEL_LAYER_PREFIX", "studio")
+# Lanes: each kind of job has a queue of its own, routed by task name, and a job worker process
+# of its own (JOB_WORKER_LANES), so a document uploaded during a long evaluation or a fine-tune
+# is not queued behind it, nor an evaluation behind a thousand documents or a training run.
+JOB_QUEUES = {"knowledge": f"{_QUEUE_PREFIX}-knowledge",  # document ingestion
+              "evaluations": f"{_QUEUE_PREFIX}-evaluations",  # evaluations, imports of cases
+              "training": f"{_QUEUE_PREFIX}-training"}  # fine-tunes, merges
+CELERY_TASK_ROUTES = {"knowledge.*": {"queue": JOB_QUEUES["knowledge"]},
+                      "evals.*": {"queue": JOB_QUEUES["evaluations"]},
+                      "finetune.*": {"queue": JOB_QUEUES["training"]}}
+CELERY_TASK_DEFAULT_QUEUE = JOB_QUEUES["evaluations"]
+# The queue evaluations, imports, fine-tunes and merges shared before lanes: workers of the
+# evaluations and training lanes still take what an older studio left there, and send each
+# message on to its lane (studio.celery.LaneTask).
+JOB_QUEUE_BEFORE_LANES = f"{_QUEUE_PREFIX}-jobs"
+# The job worker processes `serve` (embedded) and `job_worker` (no --queues) start: one per word,
+# each taking the lanes it names (commas: one process takes them in turn, as `--queues` does).
+JOB_WORKER_LANES = envstr("JOB_WORKER_LANES", "knowledge evaluations training").split()
 CELERY_TASK_IGNORE_RESULT = True  # a job's row is its result
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # one job at a time per worker: the next waits in the queue
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # one job at a time per worker process: the next waits in the queue
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}

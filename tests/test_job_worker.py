@@ -124,15 +124,19 @@ def test_scaled_mode_runs_evaluations_on_a_job_worker_over_redis(scaled_env, tmp
 
 def test_ingestion_waits_in_a_queue_of_its_own_and_workers_take_both():
     """A thousand documents queued for ingestion do not stand in front of an evaluation: their jobs
-    go to the knowledge queue, and a job worker takes from both queues in turn."""
+    go to the knowledge queue, and a job worker given both (`--queues jobs,knowledge`, the default
+    before lanes) takes from both queues in turn (tests/test_job_lanes.py: a process per lane)."""
     from django.conf import settings
     from django.core.management import call_command
     from django.core.management.base import CommandError
 
     from studio.celery import app
+    from studio.job_lanes import lanes_of, queues_of
 
     assert app.amqp.router.route({}, "knowledge.ingest")["queue"].name == settings.JOB_QUEUES["knowledge"]
-    assert app.amqp.router.route({}, "evals.run_evaluation")["queue"].name == settings.JOB_QUEUES["jobs"]
-    assert settings.JOB_QUEUES["knowledge"] != settings.JOB_QUEUES["jobs"]
+    assert app.amqp.router.route({}, "evals.run_evaluation")["queue"].name == settings.JOB_QUEUES["evaluations"]
+    assert settings.JOB_QUEUES["knowledge"] != settings.JOB_QUEUES["evaluations"]
+    assert {settings.JOB_QUEUES["knowledge"], settings.JOB_QUEUES["evaluations"]} <= set(
+        queues_of(lanes_of("jobs,knowledge")))
     with pytest.raises(CommandError, match="not a job queue"):
         call_command("job_worker", queues="ingest")
