@@ -16,9 +16,10 @@ run: $(VENV)/.installed
 worker: $(VENV)/.installed
 	$(PY) manage.py llm_worker
 
-# A standalone job worker (evaluations, fine-tunes) for scaled mode; `make run` starts one itself.
+# Job workers for scaled mode, a process per lane (JOB_WORKER_LANES); `make run` starts them itself.
+# One lane on this machine: make jobs QUEUES=training (knowledge, evaluations, training).
 jobs: $(VENV)/.installed
-	$(PY) manage.py job_worker
+	$(PY) manage.py job_worker $(if $(QUEUES),--queues $(QUEUES))
 
 # The method on the default model, in a throwaway data folder (the converted model is reused).
 loop-demo: $(VENV)/.installed

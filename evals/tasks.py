@@ -1,5 +1,6 @@
-"""Celery adapters: an evaluation or an import delivered to a job worker; the runner and the
-importer do the work. Jobs are sent by task name (studio.jobs.dispatch), so nothing imports this."""
+"""Celery adapters: an evaluation or an import delivered to a job worker of the `evaluations` lane
+(`evals.*` is routed there by name, studio/job_lanes.py); the runner and the importer do the work.
+Jobs are sent by task name (studio.jobs.dispatch), so nothing imports this."""
 
 from studio.celery import app
 

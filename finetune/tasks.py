@@ -1,5 +1,6 @@
-"""Celery adapters: a fine-tune (or a merge) delivered to a job worker. Jobs are sent by task
-name (studio.jobs.dispatch, celery's send_task), so nothing imports this."""
+"""Celery adapters: a fine-tune (or a merge) delivered to a job worker of the `training` lane
+(`finetune.*` is routed there by name, studio/job_lanes.py), which runs one at a time. Jobs are
+sent by task name (studio.jobs.dispatch, celery's send_task), so nothing imports this."""
 
 from studio.celery import app
 

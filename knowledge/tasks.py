@@ -1,5 +1,6 @@
-"""Celery adapter: a document's ingestion delivered to a job worker; knowledge/ingestion.py does the
-work. Jobs are sent by task name (studio.jobs.dispatch), so nothing imports this."""
+"""Celery adapter: a document's ingestion delivered to a job worker of the `knowledge` lane (its
+queue is routed by the task's name, studio/job_lanes.py); knowledge/ingestion.py does the work.
+Jobs are sent by task name (studio.jobs.dispatch), so nothing imports this."""
 
 from studio.celery import app
 

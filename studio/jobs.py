@@ -1,7 +1,8 @@
-"""Long jobs (evaluations, fine-tunes): one way to keep their state and show their progress.
+"""Long jobs (document ingestion, evaluations, fine-tunes): one way to keep their state and show
+their progress.
 
 The job's own database row is the truth: status, progress, the cancel flag and a heartbeat.
-Celery only delivers the job to a worker. A worker killed mid-job never gets its task back,
+Celery only delivers the job to a worker of its lane (studio/job_lanes.py). A worker killed mid-job never gets its task back,
 so a running job whose heartbeat stopped is failed by the sweeper (studio.sweeping), and what
 it stored so far stays. Pages show progress from the row (`studio/templates/_job_progress.html`),
 so closing the browser loses nothing.
@@ -137,7 +138,7 @@ log = logging.getLogger("studio")
 
 def dispatch(model: type[JobRecord], job_id: int) -> None:
     """Hand a queued job to the job queue (Celery), by the name of its task (`model.TASK`: no
-    app imports its Celery tasks to send one). When the broker is unreachable (Redis restarting)
+    app imports its Celery tasks to send one; the name routes it to its lane's queue). When the broker is unreachable (Redis restarting)
     the job stays queued and undispatched, and the sweeper (`jobs_sweep`) sends it again."""
     from .celery import app
 
