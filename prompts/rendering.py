@@ -1,7 +1,7 @@
 """A prompt version as chat messages: system, few-shot pairs, then the user turn.
 
-The template is Jinja2, bounded by construction (`template_engine.py`) and rendered in a
-separate process under a time limit (`template_process.py`), so that no template can hold
+The template is Jinja2, bounded by construction (`studio/template_engine.py`) and rendered in a
+separate process under a time limit (`studio/sandbox.py`), so that no template can hold
 the web process. Undefined variables are an error rather than a silent blank. The user's
 text only ever enters as a variable's value: Jinja2 never parses values, so `{{ secret }}`
 typed by a user reaches the model literally.
@@ -15,13 +15,13 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from .template_engine import MissingVariablesError, TemplateError, TemplateLimitError
-from .template_process import RenderPool, unpack
+from studio.sandbox import SandboxPool, unpack
+from studio.template_engine import MissingVariablesError, TemplateError, TemplateLimitError
 
 __all__ = ["MissingVariablesError", "TemplateError", "TemplateLimitError", "assembled_messages", "inspect_template",
            "render_messages", "render_user_turn", "render_version_turn"]
 
-_pool: RenderPool | None = None
+_pool: SandboxPool | None = None
 _pool_lock = threading.Lock()
 # Who the renders of this request or socket are for (set by studio.middleware and the consumers):
 # the pool serves people in turn, one render each at a time. A callable, so that the person is
@@ -34,13 +34,13 @@ def _ask(request: dict):
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = RenderPool(settings.TEMPLATE_RENDER_PROCESSES)
+            _pool = SandboxPool(settings.TEMPLATE_RENDER_PROCESSES)
     owner = render_owner.get()
     return unpack(_pool.ask(request, settings.TEMPLATE_RENDER_TIMEOUT_SECONDS, owner=owner() if owner else None))
 
 
 def format_warnings(output_format: dict) -> list[str]:
-    """Check an output format (its shape here, its grammar compiled in a render process, bounded in
+    """Check an output format (its shape here, its grammar compiled in a sandbox process, bounded in
     time and memory, as a model worker would compile it): its warnings, or FormatError."""
     from studio.llm.constraints import FORMAT_TOO_COMPLEX, FormatError, clean_format, is_free
 
@@ -60,7 +60,7 @@ def format_warnings(output_format: dict) -> list[str]:
 
 
 def pattern_error(pattern: str) -> str | None:
-    """Compile a regular expression in a render process (bounded in memory and time, outside this
+    """Compile a regular expression in a sandbox process (bounded in memory and time, outside this
     process and its shared pattern cache): None when it compiles, else why not."""
     try:
         _ask({"op": "regex", "pattern": pattern})

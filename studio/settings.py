@@ -347,7 +347,7 @@ FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler
 # is bounded by its byte limit above whatever the count.
 DATA_UPLOAD_MAX_NUMBER_FILES = max(5, KNOWLEDGE_MAX_FILES_PER_UPLOAD)
 
-# --- Templates of prompt versions (prompts/template_process.py) ------------------------------
+# --- Templates, scorer patterns and output formats (the sandbox: studio/sandbox.py) ---------
 TEMPLATE_RENDER_PROCESSES = envint("TEMPLATE_RENDER_PROCESSES", 3, minimum=1)
 TEMPLATE_RENDER_TIMEOUT_SECONDS = envfloat("TEMPLATE_RENDER_TIMEOUT_SECONDS", 2.0)
 

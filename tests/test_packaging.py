@@ -27,7 +27,7 @@ def test_the_wheel_holds_every_app_template_and_static_file(wheel):
     for app in ("studio", "chat", "prompts", "accounts", "evals"):
         assert f"{app}/models.py" in names or app == "studio", app
         assert f"{app}/__init__.py" in names
-    for required in ("prompts/migrations/0002_version_variables_provenance.py", "prompts/template_process.py",
+    for required in ("prompts/migrations/0002_version_variables_provenance.py", "studio/sandbox.py",
                      "accounts/migrations/0001_initial.py", "chat/management/commands/llm_worker.py", "chat/serving/worker.py",
                      "studio/templates/base.html", "studio/templates/prompts/prompt_detail.html",
                      "studio/templates/registration/login.html", "studio/static/js/htmx.min.js",

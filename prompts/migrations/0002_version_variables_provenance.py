@@ -5,7 +5,7 @@ from django.db import migrations, models
 def compute_stored_variables(apps, schema_editor):
     """Versions saved before variables were stored: parse each template once, here. Parsing is
     bounded (the engine never folds huge constants); a template that no longer parses keeps []."""
-    from prompts.template_engine import TemplateError, template_variables
+    from studio.template_engine import TemplateError, template_variables
 
     PromptVersion = apps.get_model("prompts", "PromptVersion")
     for version in PromptVersion.objects.only("pk", "template").iterator():

@@ -6,7 +6,7 @@ import pytest
 from prompts import services
 from prompts.models import Prompt, PromptVersion
 from prompts.rendering import MissingVariablesError, TemplateError, TemplateLimitError, inspect_template, render_user_turn
-from prompts.template_engine import MAX_OUTPUT_CHARS
+from studio.template_engine import MAX_OUTPUT_CHARS
 
 from .conftest import FIRST_VERSION
 
@@ -113,9 +113,9 @@ def test_a_person_flooding_the_render_processes_with_slow_templates_slows_only_t
     import threading
     import time
 
-    from prompts.template_process import RenderPool
+    from studio.sandbox import SandboxPool
 
-    pool = RenderPool(2)
+    pool = SandboxPool(2)
     quick = {"op": "render", "template": "Hi {{ name }}", "variables": {"name": "Bob"}}
     slow = {"op": "render", "template": "{% for i in range(20) %}{{ (range(99999)|list|sort(reverse=True))|length }}"
                                         "{% endfor %}", "variables": {}}

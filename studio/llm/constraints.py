@@ -19,8 +19,8 @@ share) and `$ref` loops no finite answer satisfies. While a reply decodes: llgui
 when the reply ends; a reply whose matcher reaches a limit fails with `FORMAT_FAILED`, never
 passes for a whole answer.
 
-Django-free: the model worker builds a constraint per reply in its preparing thread; the render
-processes check formats when a version is saved (`check_format`).
+Django-free: the model worker builds a constraint per reply in its preparing thread; the sandbox
+processes (`studio/sandbox.py`) check formats when a version is saved (`check_format`).
 """
 
 from __future__ import annotations

@@ -14,10 +14,11 @@ compute:
   the output is cut off at `MAX_OUTPUT_CHARS`;
 - loop iterations, calls and operators share one budget per render (`MAX_STEPS`).
 
-It runs inside the template render process (`template_process.py`), which adds the hard
-guarantee: a wall-clock limit and a memory cap, whatever a template finds to do.
+It runs inside the sandbox processes (`sandbox.py`), which add the hard guarantee: a
+wall-clock limit and a memory cap, whatever a template finds to do.
 
-Django-free on purpose: the render process imports only this module and Jinja2.
+Django-free on purpose: the sandbox process imports only this module, Jinja2 and what compiles
+patterns and formats.
 """
 
 from __future__ import annotations
@@ -377,7 +378,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 _environment = BoundedEnvironment()
 
 
-# --- what the render process runs -----------------------------------------------------------
+# --- what the sandbox process runs ----------------------------------------------------------
 
 
 def _parse(template: str):

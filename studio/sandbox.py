@@ -1,24 +1,31 @@
-"""Templates render in separate processes, under a wall-clock limit and a memory cap.
+"""The sandbox: what people write that only costs something when it runs (a prompt version's
+template, a scorer's regular expression, an output format's grammar) runs in separate
+processes, under a wall-clock limit and a memory cap.
 
-The same processes compile the regular expressions people give scorers (`op: regex`) and the
-output formats of versions and API requests (`op: format`): what a pattern or a schema costs is
-only known by compiling it.
+Templates render here (`op: render`, `op: inspect`); the regular expressions people give
+scorers (`op: regex`) and the output formats of versions and API requests (`op: format`) are
+compiled here: what a pattern or a schema costs is only known by compiling it. On the ground
+floor because it serves more than prompts: evaluations' scorers and the OpenAI-compatible API
+send their patterns and formats to it (`prompts.rendering` holds the one pool and whose turn it is).
 
 `template_engine` bounds what a template computes; this is the guarantee on top of it: a
-template that still finds something slow to do holds one render process (never the web
+template that still finds something slow to do holds one sandbox process (never the web
 process's interpreter lock), and is killed when its time is up. The web process waits on a
 pipe, which releases the lock, so every other page and socket keeps answering.
 
 Protocol: one JSON line per request on the child's stdin (`{"op": "render", "template",
-"variables"}` or `{"op": "inspect", "template"}`), one JSON line back on its stdout.
+"variables"}`, `{"op": "inspect", "template"}`, `{"op": "regex", "pattern"}`, `{"op": "format",
+"format"}`), one JSON line back on its stdout.
 
-Django-free: the child imports only this module, `template_engine` and Jinja2.
+Django-free: the child imports only this module, `template_engine`, Jinja2, regex and
+`studio.llm.constraints`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import select
 import subprocess
 import sys
@@ -26,10 +33,14 @@ import threading
 import time
 from pathlib import Path
 
+import regex
+
+from studio.llm.constraints import FormatError, ascii_classes, check_format
+
 from . import template_engine
 from .template_engine import MissingVariablesError, TemplateError, TemplateLimitError
 
-MEMORY_CAP_BYTES = 1024 * 1024 * 1024  # address space of one render process
+MEMORY_CAP_BYTES = 1024 * 1024 * 1024  # address space of one sandbox process
 _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 
 
@@ -39,18 +50,12 @@ _PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
 def _answer(request: dict) -> dict:
     try:
         if request.get("op") == "regex":  # a scorer's pattern, compiled where its size cannot hurt
-            import regex
-
-            from studio.llm.constraints import FormatError, ascii_classes
-
             try:  # as the job worker will compile it (\d and \w ASCII: constraints.ASCII_CLASSES)
                 regex.compile(ascii_classes(request["pattern"], nested_classes=False), cache_pattern=False)
             except (regex.error, FormatError) as exc:
                 return {"error": str(exc)}
             return {"ok": None}
         if request.get("op") == "format":  # an output format, compiled as a model worker will compile it
-            from studio.llm.constraints import FormatError, check_format
-
             try:
                 return {"ok": {"warnings": check_format(request["format"])}}
             except FormatError as exc:  # an answer, not an error: its code goes back with it
@@ -68,8 +73,6 @@ def _answer(request: dict) -> dict:
 
 
 def _serve() -> None:
-    import resource
-
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP_BYTES, MEMORY_CAP_BYTES))
     for line in sys.stdin:
         try:
@@ -84,10 +87,10 @@ def _serve() -> None:
 # --- the parent -----------------------------------------------------------------------------
 
 
-class _RenderProcess:
+class _SandboxProcess:
     def __init__(self):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))}
-        self.process = subprocess.Popen([sys.executable, "-m", "prompts.template_process"], env=env,
+        self.process = subprocess.Popen([sys.executable, "-m", "studio.sandbox"], env=env,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                         start_new_session=True)
         self.buffer = b""
@@ -113,17 +116,17 @@ class _RenderProcess:
         self.process.wait()
 
 
-class RenderPool:
-    """A few render processes, started on first use and replaced when one is killed, shared
-    fairly: one person has at most one render running at a time, and people waiting are served
+class SandboxPool:
+    """A few sandbox processes, started on first use and replaced when one is killed, shared
+    fairly: one person has at most one request running at a time, and people waiting are served
     in turn (whoever was served longest ago first). So a person whose templates run into the time
     limit holds one process and slows only themselves; everyone else is served by the others."""
 
     def __init__(self, size: int):
-        self.idle: list[_RenderProcess | None] = [None] * size  # None: a slot whose process starts when needed
+        self.idle: list[_SandboxProcess | None] = [None] * size  # None: a slot whose process starts when needed
         self.condition = threading.Condition()
         self.waiting: list[tuple[object, object]] = []  # (owner, ticket) in arrival order
-        self.running: dict[object, int] = {}  # owner → renders running
+        self.running: dict[object, int] = {}  # owner → requests running
         self.served_at: dict[object, int] = {}  # owner → turn number when last served
         self.turns = 0
 
@@ -142,7 +145,7 @@ class RenderPool:
             slot = self.idle.pop()
         try:
             if slot is None or slot.process.poll() is not None:
-                slot = _RenderProcess()
+                slot = _SandboxProcess()
             try:
                 return slot.ask(request, timeout)
             except TimeoutError:
