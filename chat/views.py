@@ -1,16 +1,25 @@
+import json
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import selectors, services
-from . import search
+from knowledge import selectors as knowledge_selectors
+from knowledge.retrieval import document_tokens
+from knowledge.search import MODES as SEARCH_MODES
+from studio.middleware import error_response
+
+from . import exchange, search, selectors, services
 from .forms import SearchForm
 from .models import Message
-from .serving import registry
+from .retrieval import RetrievalError, settings_in_effect
 from .sampling import (SAMPLING_FIELDS, SamplingError, sampling_form_fields, sampling_in_effect, sampling_summary,
                        user_defaults)
+from .serving import registry
 
 MESSAGES_PER_PAGE = 50  # of the active branch, newest first; older ones load as the person scrolls up
 
@@ -234,17 +243,7 @@ def model_status(request):
     return render(request, "chat/_model_status.html", {"workers": registry.workers_online()})
 
 
-
 # --- export and import (chat/exchange.py) ---------------------------------------------------------
-
-import json  # noqa: E402
-
-from django.conf import settings  # noqa: E402
-from django.utils.text import slugify  # noqa: E402
-
-from studio.middleware import error_response  # noqa: E402
-
-from . import exchange  # noqa: E402
 
 
 @login_required
@@ -355,12 +354,6 @@ def _conversation_actions(request, conversation):
 
 
 # --- knowledge attached to the chat -------------------------------------------------------
-
-from knowledge import selectors as knowledge_selectors  # noqa: E402
-from knowledge.retrieval import document_tokens  # noqa: E402
-from knowledge.search import MODES as SEARCH_MODES  # noqa: E402
-
-from .retrieval import RetrievalError, settings_in_effect  # noqa: E402
 
 
 def _knowledge_panel(request, conversation, *, error=None, saved=False, status=200):
