@@ -3,8 +3,12 @@ add, make staff, a new first password, deactivate, remove; every change recorded
 
 from __future__ import annotations
 
+import re
 import secrets
 
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY, get_user_model
+from django.contrib.sessions.models import Session
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -57,10 +61,6 @@ def _require_may_change(*, by, person, doing: str) -> None:
 def person_create(*, by, username: str, email: str = "", is_staff: bool = False):
     """A new account made by staff: returns (user, its first password, shown once). The person
     changes the password on their settings page."""
-    import re
-
-    from django.contrib.auth import get_user_model
-
     _require_staff(by, "add people")
     username = (username or "").strip()
     if not re.fullmatch(USERNAME_PATTERN, username):
@@ -131,14 +131,9 @@ def person_set_active(*, by, person, active: bool) -> None:
 def _end_sessions(person) -> int:
     """Delete the person's sessions where they are stored in the database (the default engine).
     Whatever the engine, Django honours no session of an inactive user or of an older password."""
-    from django.conf import settings
-    from django.contrib.auth import SESSION_KEY
-
     if settings.SESSION_ENGINE not in ("django.contrib.sessions.backends.db",
                                        "django.contrib.sessions.backends.cached_db"):
         return 0
-    from django.contrib.sessions.models import Session
-
     theirs = [session.pk for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
               if session.get_decoded().get(SESSION_KEY) == str(person.pk)]
     Session.objects.filter(pk__in=theirs).delete()
@@ -217,8 +212,6 @@ def person_lock(user) -> None:
     and then creates does both under it, so simultaneous requests of one person take turns
     instead of all passing the count (PostgreSQL: a row lock; SQLite: its transactions already
     take the write lock when they begin, settings.DATABASES)."""
-    from django.contrib.auth import get_user_model
-
     get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True).first()
 
 

@@ -19,6 +19,9 @@ import csv
 import io
 import json
 
+from django.db.models import Count, F, Q
+from django.db.models.functions import Trim
+
 from prompts.rendering import MissingVariablesError, TemplateError
 from studio.spreadsheet_cells import csv_cell_written
 
@@ -52,9 +55,6 @@ def csv_row(case) -> list:
 
 def dpo_left_out(cases) -> dict:
     """What a DPO export of `cases` leaves out: {"no_actual": n, "same_answer": n} (whitespace at the ends ignored)."""
-    from django.db.models import Count, F, Q
-    from django.db.models.functions import Trim
-
     counts = cases.order_by().annotate(actual_text=Trim("actual"), expected_text=Trim("expected")).aggregate(
         no_actual=Count("pk", filter=Q(actual_text="")),
         same_answer=Count("pk", filter=~Q(actual_text="") & Q(actual_text=F("expected_text"))))

@@ -1,9 +1,13 @@
+from datetime import timedelta
+from urllib.parse import urlencode
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -44,8 +48,6 @@ def _list_context(request, filters, **extra) -> dict:
 
 
 def _query(filters: dict) -> str:
-    from urllib.parse import urlencode
-
     return urlencode(filters)
 
 
@@ -331,10 +333,6 @@ def case_import(request):
             except importing.ImportFileError as exc:
                 error = f"Nothing was imported. {exc}"
             else:
-                from datetime import timedelta
-
-                from django.utils import timezone
-
                 ImportDraft.objects.filter(created_at__lt=timezone.now() - timedelta(days=1)).exclude(
                     status__in=("queued", "running")).delete()
                 draft = ImportDraft.objects.create(owner=request.user, filename=upload.name[:200], columns=columns,

@@ -1,7 +1,11 @@
 """Fine-tuning pages: staff only, checked in every view (others get a plain 403, no hint of jobs)."""
 
+import zipfile
 from functools import wraps
+from io import BytesIO
+from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse
@@ -19,6 +23,7 @@ from studio.jobs import JobStatus
 
 from . import services
 from .merging import merged_zip
+from .runner import RAW_LOG, job_folder
 from .tasks import merge_model_task
 from .models import FineTunedModel, FineTuneJob
 
@@ -133,8 +138,6 @@ def job_cancel(request, job_id):
 @require_GET
 def job_raw_log(request, job_id):
     """Everything the training process printed (progress bars, library warnings), as text."""
-    from .runner import RAW_LOG, job_folder
-
     job = get_object_or_404(FineTuneJob, pk=job_id)
     path = job_folder(job) / RAW_LOG
     if not path.exists():
@@ -169,12 +172,6 @@ def model_evaluate(request, model_id):
 @require_GET
 def model_download(request, model_id):
     """The adapter's files as a zip (peft loads it with PeftModel.from_pretrained on the base model)."""
-    import zipfile
-    from io import BytesIO
-    from pathlib import Path
-
-    from django.conf import settings
-
     model = get_object_or_404(FineTunedModel, pk=model_id)
     folder = Path(settings.STUDIO_ADAPTERS_DIR) / model.name
     if not folder.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -44,8 +45,6 @@ def version_text_sections(version) -> dict[str, str]:
 
 def format_text(output_format: dict) -> str:
     """An output format as a person reads it (the diff, the version page)."""
-    import json
-
     kind = output_format.get("type", "text")
     if kind == "json_schema":
         return "JSON Schema:\n" + json.dumps(output_format["schema"], indent=2, ensure_ascii=False)

@@ -1,6 +1,7 @@
 """Django middleware that holds for every route, present and future."""
 
 import logging
+from urllib.parse import quote
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
@@ -54,8 +55,6 @@ def error_response(request, status: int, message: str):
 
 
 def _header_safe(message: str) -> str:
-    from urllib.parse import quote
-
     return quote(message[:500], safe=" ,.;:!?()'\"/-")
 
 
