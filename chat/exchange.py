@@ -27,6 +27,7 @@ from knowledge.retrieval import clean_record
 from prompts.models import PromptVersion
 from prompts.selectors import VersionNotFound, prompt_by_slug, version_resolve
 from studio.input_checks import InputError, parse_json
+from studio.llm.replies import SamplingError, SamplingParameters, sampling_checked
 
 from .models import Conversation, Message
 from .selectors import Branches, active_messages
@@ -47,10 +48,6 @@ MAX_MESSAGES_IN_ALL = 20_000
 MAX_CHATGPT_NODES = 2 * MAX_MESSAGES  # a ChatGPT conversation also holds system, tool and hidden nodes
 MAX_JSON_DEPTH = 32  # ChatGPT nests its messages' metadata several levels deep
 
-# The sampling a conversation asks for (what the model worker applies to its replies): checked as
-# the API checks a request's, since an import must not ask for more than a request can.
-_PARAMETER_RANGES = {"temperature": (0, 2, False), "top_p": (1e-9, 1, False),
-                     "max_new_tokens": (1, None, True), "seed": (-2**63, 2**63 - 1, True)}
 _USAGE_FIELDS = {"prompt_tokens": True, "completion_tokens": True, "ttft_ms": False, "tokens_per_s": False}
 
 
@@ -558,24 +555,15 @@ def _usage(value, place: str) -> dict:
                           integer=integer) for name, integer in _USAGE_FIELDS.items()}
 
 
-def _sampling(value, place: str) -> dict:
-    """The sampling parameters the conversation's replies use; names the studio does not use
-    are left out."""
+def _sampling(value, place: str) -> SamplingParameters:
+    """The sampling parameters the conversation's replies use, checked by the rule a request's
+    are (an import must not ask for more than a request can); names the studio does not use are
+    left out."""
     value = _object(value, place, "parameters")
-    clean = {}
-    for name, (low, high, integer) in _PARAMETER_RANGES.items():
-        if name == "max_new_tokens":
-            high = settings.LLM_MAX_NEW_TOKENS_CAP
-        number = _number(value.get(name), place, f"parameters.{name}", low=low, high=high, integer=integer)
-        if number is not None:
-            clean[name] = number
-    stop = value.get("stop")
-    if stop:
-        if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s and len(s) <= 200
-                                                                  for s in stop):
-            raise ImportRefused("parameters.stop must be a list of at most 4 non-empty texts", place)
-        clean["stop"] = stop
-    return clean
+    try:
+        return sampling_checked(value, max_new_tokens_cap=settings.LLM_MAX_NEW_TOKENS_CAP)
+    except SamplingError as exc:
+        raise ImportRefused(f"parameters.{exc.field} {exc.requirement}", place, code=exc.code) from None
 
 
 def _moment(value, place: str, name: str) -> datetime | None:

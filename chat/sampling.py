@@ -6,61 +6,58 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from studio.input_checks import unstorable_reason
+from studio.input_checks import InputError, parsed_number, unstorable_reason
+from studio.llm.replies import MAX_STOP_CHARS, MAX_STOP_SEQUENCES, SamplingParameters, sampling_checked
+from studio.llm.replies import SamplingError as ReplySamplingError
 
 from .models import ChatDefaults, Conversation
 
-# name -> (label, lowest, highest, integer)
+# name -> (label, a whole number): the panel's fields; their ranges are the shared rule's
+# (studio.llm.replies.sampling_checked), which the API, imports and prompt versions check too.
 SAMPLING_FIELDS = {
-    "temperature": ("Temperature", 0.0, 2.0, False),
-    "top_p": ("Top-p", 1e-9, 1.0, False),
-    "max_new_tokens": ("Maximum tokens", 1, None, True),
-    "seed": ("Seed", 0, 2**63 - 1, True),
+    "temperature": ("Temperature", False),
+    "top_p": ("Top-p", False),
+    "max_new_tokens": ("Maximum tokens", True),
+    "seed": ("Seed", True),
 }
-MAX_STOP_SEQUENCES = 4
-MAX_STOP_CHARS = 100
+STOP_LABEL = "Stop sequences"
 
 
 class SamplingError(ValueError):
-    """A setting out of range or malformed; the message names the field, `field` is its name."""
+    """A setting out of range or malformed; the message names the field by its label, `field` is its
+    name, `code` is the shared rule's (invalid_sampling)."""
+
+    code = ReplySamplingError.code
 
     def __init__(self, message: str, field: str):
         super().__init__(message)
         self.field = field
 
 
-def clean_sampling(values) -> dict:
+def clean_sampling(values) -> SamplingParameters:
     """Form values (a QueryDict or a dict of text) as stored parameters: blank fields are left out
     (they fall back to what is below them); stop sequences one per line."""
-    clean = {}
-    for name, (label, lowest, highest, integer) in SAMPLING_FIELDS.items():
-        text = str(values.get(name, "") or "").strip()[:40]
+    typed = {}
+    for name, (label, whole) in SAMPLING_FIELDS.items():
+        text = str(values.get(name, "") or "").strip()
         if not text:
             continue
         try:
-            number = int(text) if integer else float(text)
-        except ValueError:
-            raise SamplingError(f"{label} must be {'a whole number' if integer else 'a number'}.", name) from None
-        highest = settings.LLM_MAX_NEW_TOKENS_CAP if name == "max_new_tokens" else highest
-        if number != number or number < lowest or number > highest:  # NaN fails too
-            shown_low = 0 if name == "top_p" else lowest
-            shown = (lambda n: f"{n:,}") if integer else (lambda n: f"{n:g}")
-            raise SamplingError(f"{label} must be between {shown(shown_low)} and {shown(highest)}"
-                                f"{' (above 0)' if name == 'top_p' else ''}.", name)
-        clean[name] = number
+            typed[name] = parsed_number(text, whole=whole)
+        except InputError as exc:
+            raise SamplingError(f"{label} {exc}.", name) from None
     stop_text = str(values.get("stop", "") or "")
-    if len(stop_text) > MAX_STOP_SEQUENCES * (MAX_STOP_CHARS + 1):
-        raise SamplingError(f"Stop sequences: at most {MAX_STOP_SEQUENCES}, each up to {MAX_STOP_CHARS} characters.",
-                            "stop")
-    stop = [line for line in stop_text.replace("\r\n", "\n").split("\n") if line.strip()]
-    if len(stop) > MAX_STOP_SEQUENCES or any(len(line) > MAX_STOP_CHARS for line in stop):
-        raise SamplingError(f"Stop sequences: at most {MAX_STOP_SEQUENCES}, each up to {MAX_STOP_CHARS} characters.",
-                            "stop")
-    if any(unstorable_reason(line) for line in stop):
-        raise SamplingError("Stop sequences cannot hold control characters such as NUL.", "stop")
-    if stop:
-        clean["stop"] = stop
-    return clean
+    if len(stop_text) > MAX_STOP_SEQUENCES * (MAX_STOP_CHARS + 2):  # refused before splitting a huge text
+        raise SamplingError(f"{STOP_LABEL} must be at most {MAX_STOP_SEQUENCES}, each at most "
+                            f"{MAX_STOP_CHARS} characters.", "stop")
+    typed["stop"] = [line for line in stop_text.replace("\r\n", "\n").split("\n") if line.strip()]
+    if any(unstorable_reason(line) for line in typed["stop"]):
+        raise SamplingError(f"{STOP_LABEL} cannot hold control characters such as NUL.", "stop")
+    try:
+        return sampling_checked(typed, max_new_tokens_cap=settings.LLM_MAX_NEW_TOKENS_CAP)
+    except ReplySamplingError as exc:
+        label = SAMPLING_FIELDS[exc.field][0] if exc.field in SAMPLING_FIELDS else STOP_LABEL
+        raise SamplingError(f"{label} {exc.requirement}.", exc.field) from None
 
 
 def studio_defaults() -> dict:
@@ -116,7 +113,7 @@ SOURCE_WORDS = {"chat": "this chat", "prompt": "the prompt", "yours": "your defa
 def sampling_form_fields(stored: dict, effect: dict | None = None) -> list[dict]:
     """The panel's fields: what this level stores (the input's value) and, where a chat is open,
     the value in effect and where it comes from."""
-    labels = {name: label for name, (label, *_rest) in SAMPLING_FIELDS.items()} | {"stop": "Stop sequences (one per line)"}
+    labels = {name: label for name, (label, _whole) in SAMPLING_FIELDS.items()} | {"stop": f"{STOP_LABEL} (one per line)"}
     fields = []
     for name, label in labels.items():
         value = stored.get(name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -12,7 +13,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from studio.errors import StudioError
-from studio.input_checks import unstorable_reason
+from studio.input_checks import InputError, parsed_number, unstorable_reason
+from studio.llm.replies import SamplingError, SamplingParameters, sampling_checked
 
 from .models import LABEL_VALIDATOR, LATEST, SLUG_VALIDATOR, LabelMove, Prompt, PromptLabel, PromptVersion
 from .rendering import (PASSAGES, MissingVariablesError, TemplateError, format_warnings, inspect_template,
@@ -80,22 +82,17 @@ def clean_version_fields(raw: dict, where: str = "", *, user=None, carried: dict
     if not isinstance(model_name, str) or len(model_name) > 200:
         raise PromptError("must be text of 200 characters at most", at("model"))
     _require_storable(model_name, at("model"))
-    temperature = _number(raw.get("temperature"), at("temperature"), minimum=0, maximum=5)
-    top_p = _number(raw.get("top_p"), at("top_p"), minimum=0, maximum=1)
-    if top_p == 0:
-        raise PromptError("must be above 0 (and at most 1)", at("top_p"))
-    max_new_tokens = _number(raw.get("max_new_tokens"), at("max_new_tokens"), minimum=1, maximum=32_768, integer=True)
-    stop = raw.get("stop", []) or []
-    if not isinstance(stop, list) or any(not isinstance(s, str) or not s for s in stop) or len(stop) > 16:
-        raise PromptError("must be a list of at most 16 non-empty strings", at("stop"))
+    sampling = _clean_sampling(raw, at)
+    stop = sampling.get("stop", [])
     for n, sequence in enumerate(stop):
         _require_storable(sequence, at(f"stop[{n}]"))
     output_format = clean_output_format(raw.get("output_format"), at("output_format"))
     retrieval = clean_retrieval(raw.get("retrieval"), variables, user=user, field=at("retrieval"), carried=carried)
     if retrieval.get("layout") == "template":
         variables = [name for name in variables if name != PASSAGES]  # the studio fills it, not the person
-    return {**text, "variables": variables, "retrieval": retrieval, "examples": clean_examples, "model_name": model_name.strip(), "temperature": temperature,
-            "top_p": top_p, "max_new_tokens": max_new_tokens, "stop": stop, "output_format": output_format}
+    return {**text, "variables": variables, "retrieval": retrieval, "examples": clean_examples, "model_name": model_name.strip(),
+            "temperature": sampling.get("temperature"), "top_p": sampling.get("top_p"),
+            "max_new_tokens": sampling.get("max_new_tokens"), "stop": stop, "output_format": output_format}
 
 
 def knowledge_bases_carried(prompt: Prompt) -> dict[int, str]:
@@ -232,20 +229,27 @@ def _require_storable(text: str, field: str) -> None:
         raise PromptError(reason, field)
 
 
-def _number(value, field, *, minimum, maximum, integer=False):
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        raise PromptError("must be a number", field)
+def _clean_sampling(raw: dict, at) -> SamplingParameters:
+    """A version's sampling (a form's text or an import's JSON), checked by the rule every reply's
+    is (studio.llm.replies.sampling_checked); blank ones are left out (the studio's default applies)."""
+    typed = {}
+    for name, whole in (("temperature", False), ("top_p", False), ("max_new_tokens", True)):
+        value = raw.get(name)
+        if value is None or value == "":
+            continue
+        try:
+            number = parsed_number(value, whole=whole)
+        except InputError as exc:
+            raise PromptError(str(exc), at(name), code=SamplingError.code) from None
+        typed[name] = number if whole else float(number)
+    stop = raw.get("stop", []) or []
+    if not isinstance(stop, list):
+        raise PromptError("must be a list of non-empty texts", at("stop"), code=SamplingError.code)
+    typed["stop"] = stop
     try:
-        number = int(value) if integer and not isinstance(value, float) else float(value)
-    except (TypeError, ValueError):
-        raise PromptError("must be a whole number" if integer else "must be a number", field) from None
-    if integer and number != int(number):
-        raise PromptError("must be a whole number", field)
-    if not minimum <= number <= maximum:
-        raise PromptError(f"must be between {minimum} and {maximum}", field)
-    return int(number) if integer else number
+        return sampling_checked(typed, max_new_tokens_cap=settings.LLM_MAX_NEW_TOKENS_CAP)
+    except SamplingError as exc:
+        raise PromptError(exc.requirement, at(exc.field), code=exc.code) from None
 
 
 def _clean_identity(raw: dict, where: str = "") -> dict:

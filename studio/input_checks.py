@@ -9,6 +9,7 @@ Deeply nested JSON is refused before it reaches code that recurses over it.
 from __future__ import annotations
 
 import json
+import math
 import re
 
 MAX_JSON_DEPTH = 32
@@ -17,6 +18,39 @@ _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 class InputError(ValueError):
     """Input refused before any work; the message says what to change."""
+
+
+_WHOLE_NUMBER_TEXT = re.compile(r"[+-]?\d{1,30}")
+_NUMBER_TEXT_CHARS = 40  # longer text is no number a person meant
+
+
+def parsed_number(value, *, whole: bool = False) -> int | float:
+    """A number from a JSON value or a form's text, for every entry point that reads one: booleans,
+    NaN and infinities are refused, and with `whole` a fraction (2.9 is never rounded; 2.0 and "4"
+    are taken). Raises InputError("must be a whole number" or "must be a number"); the caller says
+    which field, and checks the range."""
+    wanted = "must be a whole number" if whole else "must be a number"
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > _NUMBER_TEXT_CHARS:
+            raise InputError(wanted)
+        if whole:
+            if not _WHOLE_NUMBER_TEXT.fullmatch(text):
+                raise InputError(wanted)
+            return int(text)
+        try:
+            value = float(text)
+        except ValueError:
+            raise InputError(wanted) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(wanted)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(wanted)
+    if whole:
+        if isinstance(value, float) and not value.is_integer():
+            raise InputError(wanted)
+        return int(value)
+    return value
 
 
 def unstorable_reason(text: str) -> str | None:

@@ -30,6 +30,7 @@ from accounts.api import api_endpoint
 from accounts.services import person_lock
 from accounts.throttle import ApiRefusal
 from studio.errors import StudioError
+from studio.llm.replies import SamplingError, sampling_checked
 
 from chat import services
 from chat.models import Conversation, Message
@@ -122,17 +123,6 @@ def _text_content(content, where: str) -> str:
     raise ApiError(400, f"{where}: content must be text (or a list of text parts).", param="messages")
 
 
-def _number(body, name, *, low, high, integer=False):
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise ApiError(400, f"`{name}` must be {'an integer' if integer else 'a number'}.", param=name)
-    if not low <= value <= high:
-        raise ApiError(400, f"`{name}` must be between {low} and {high}.", param=name)
-    return value
-
-
 def clean_request(body) -> dict:
     if not isinstance(body, dict):
         raise ApiError(400, "Send a JSON object with `model` and `messages`.")
@@ -161,27 +151,25 @@ def clean_request(body) -> dict:
         clean.append({"role": "system" if message["role"] == "developer" else message["role"], "content": content})
     if clean[-1]["role"] != "user":
         raise ApiError(400, "The last message must be the user's.", param="messages")
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None and (not isinstance(stop, list) or len(stop) > 4 or
-                             not all(isinstance(s, str) and s for s in stop)):
-        raise ApiError(400, "`stop` must be a string or a list of up to 4 strings.", param="stop")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    parameters = {"temperature": _number(body, "temperature", low=0, high=2),
-                  "top_p": _number(body, "top_p", low=1e-9, high=1),
-                  "max_new_tokens": _number({"max_tokens": max_tokens}, "max_tokens", low=1,
-                                            high=settings.LLM_MAX_NEW_TOKENS_CAP, integer=True),
-                  "seed": _number(body, "seed", low=-2**63, high=2**63 - 1, integer=True), "stop": stop}
+    asked = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "max_new_tokens": max_tokens,
+             "seed": body.get("seed"), "stop": body.get("stop")}
+    try:
+        parameters: dict = dict(sampling_checked(asked, max_new_tokens_cap=settings.LLM_MAX_NEW_TOKENS_CAP))
+    except SamplingError as exc:
+        param = "max_tokens" if exc.field == "max_new_tokens" else exc.field
+        raise ApiError(400, f"`{param}` {exc.requirement}.", param=param, code=exc.code) from None
     variables = body.get("variables")
     if variables is not None and (not isinstance(variables, dict) or
                                   not all(isinstance(v, str) for v in variables.values())):
         raise ApiError(400, "`variables` must be an object of text values.", param="variables")
-    parameters["output_format"] = _output_format_asked(body.get("response_format"))
+    output_format = _output_format_asked(body.get("response_format"))
+    if output_format is not None:
+        parameters["output_format"] = output_format
     options = body.get("stream_options") or {}
     return {"model": model, "messages": clean, "stream": bool(body.get("stream")), "variables": variables,
             "include_usage": bool(isinstance(options, dict) and options.get("include_usage")),
-            "parameters": {k: v for k, v in parameters.items() if v is not None}}
+            "parameters": parameters}
 
 
 def _output_format_asked(response_format) -> dict | None:

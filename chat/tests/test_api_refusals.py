@@ -73,6 +73,19 @@ def test_a_costly_or_endless_schema_is_refused_with_a_code_before_it_reaches_a_w
     assert not Message.objects.exists()
 
 
+@pytest.mark.parametrize("name, value, said", [
+    ("temperature", 2.5, "`temperature` must be between 0 and 2."), ("top_p", 0, "`top_p` must be above 0 and at most 1."),
+    ("seed", 2**63, "`seed` must be between"), ("max_tokens", 1.5, "`max_tokens` must be a whole number."),
+    ("stop", ["a", "b", "c", "d", "e"], "`stop` must be at most 4, each at most 200 characters."),
+    ("stop", ["x" * 201], "`stop` must be at most 4"), ("stop", [""], "`stop` must be a list of non-empty texts.")])
+def test_sampling_out_of_the_shared_range_is_refused_saying_the_range(token, name, value, said):
+    answer = post(Client(), token, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], name: value})
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert (error["param"], error["code"]) == (name, "invalid_sampling") and error["message"].startswith(said)
+    assert not Message.objects.exists()
+
+
 def test_their_off_values_are_accepted(token):
     answer = post(Client(), token, {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "n": 1,
                                     "logprobs": False, "tools": [], "response_format": {"type": "text"},

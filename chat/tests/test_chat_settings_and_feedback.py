@@ -52,12 +52,13 @@ def test_a_prompt_versions_sampling_comes_between_the_chat_and_the_persons_defau
 @pytest.mark.parametrize("field, value, said", [
     ("temperature", "hot", "Temperature must be a number"),
     ("temperature", "9", "Temperature must be between 0 and 2"),
-    ("temperature", "nan", "Temperature must be between"),
-    ("top_p", "0", "Top-p must be between 0 and 1 (above 0)"),
+    ("temperature", "nan", "Temperature must be a number"),
+    ("top_p", "0", "Top-p must be above 0 and at most 1"),
     ("max_new_tokens", "1e9", "Maximum tokens must be a whole number"),
     ("max_new_tokens", "999999999", "Maximum tokens must be between 1 and"),
-    ("seed", "-1", "Seed must be between 0"),
-    ("stop", "a\nb\nc\nd\ne", "at most 4"),
+    ("seed", str(2**63), "Seed must be between -9,223,372,036,854,775,808 and 9,223,372,036,854,775,807"),
+    ("stop", "a\nb\nc\nd\ne", "Stop sequences must be at most 4, each at most 200 characters"),
+    ("stop", "x" * 201, "Stop sequences must be at most 4, each at most 200 characters"),
     ("stop", "bad\x00stop", ""),  # refused before any view reads it (a NUL byte in a request)
 ])
 def test_bad_settings_are_refused_where_they_were_typed_and_nothing_changes(client, alice, chat, field, value, said):

@@ -355,7 +355,11 @@ def test_a_loop_of_parents_and_a_bad_active_path_are_refused(client, alice):
 def test_sampling_parameters_out_of_range_are_refused(client, alice, trip):
     exported = exchange.conversation_export_json(trip)
     exported["parameters"] = {"max_new_tokens": 10**9}
-    assert "conversation 1: parameters.max_new_tokens must be an integer from 1 to" in refused(client, alice, exported)
+    assert "conversation 1: parameters.max_new_tokens must be between 1 and" in refused(client, alice, exported)
+    exported["parameters"] = {"stop": ["a", "b", "c", "d", "e"]}  # the most a request (and any engine) takes is 4
+    with pytest.raises(exchange.ImportRefused) as refusal:
+        exchange.conversations_import(owner=alice, upload=upload(exported))
+    assert (refusal.value.code, refusal.value.field) == ("invalid_sampling", "conversation 1")
 
 
 def test_a_file_that_is_no_conversation_is_refused(client, alice):

@@ -112,8 +112,8 @@ class RemoteEngine:
         body = {"model": self.model, "messages": request.messages, "stream": True,
                 "stream_options": {"include_usage": True}, "max_tokens": settings.max_new_tokens,
                 "temperature": settings.temperature, "top_p": settings.top_p}
-        if settings.stop:
-            body["stop"] = list(settings.stop)[:4]
+        if settings.stop:  # at most 4, OpenAI's limit: the shared rule (replies.MAX_STOP_SEQUENCES) says so
+            body["stop"] = list(settings.stop)
         if settings.seed is not None:
             body["seed"] = settings.seed
         if request.continue_final:  # vLLM's names; llama-server continues a final assistant message by itself

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypedDict
 
 from .loading import LoadedModel, chat_template_ids
 
@@ -23,6 +24,81 @@ class PromptTooLongError(ValueError):
                      f"({context_length} context minus {max_new_tokens} for the reply). Shorten it.",)
 
 
+# The ranges of a reply's sampling, owned here: the chat's Sampling panel, the person's defaults,
+# the studio's and the OpenAI-compatible APIs, chat import, prompt versions and the engines all
+# check through `sampling_checked` (GenerationSettings too), so no entry point takes what another
+# refuses. They are OpenAI's (and vLLM's) ranges: a client that works there works here.
+TEMPERATURE_MAX = 2.0
+# OpenAI's API takes at most 4 stop sequences, so an external engine (vLLM, llama-server,
+# another studio) may take no more: the rule is the strictest engine's, never a silent cut.
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 200
+SEED_MIN, SEED_MAX = -2**63, 2**63 - 1  # a 64-bit integer: vLLM's range, torch's manual_seed takes it
+SAMPLING_NAMES = ("temperature", "top_p", "max_new_tokens", "seed", "stop")
+
+
+class SamplingParameters(TypedDict, total=False):
+    """A reply's sampling as stored (Conversation.parameters, Message.parameters, ChatDefaults,
+    an API request's) and exported: only the settings given; what is absent falls back to the
+    layer below (the prompt version, the person's defaults, the studio's)."""
+
+    temperature: float  # 0 to TEMPERATURE_MAX; 0 is greedy
+    top_p: float  # above 0, at most 1
+    max_new_tokens: int  # 1 to the studio's cap (LLM_MAX_NEW_TOKENS_CAP)
+    seed: int  # SEED_MIN to SEED_MAX
+    stop: list[str]  # at most MAX_STOP_SEQUENCES non-empty texts of MAX_STOP_CHARS characters
+
+
+class SamplingError(ValueError):
+    """A sampling setting refused: `field` names it (temperature, top_p, max_new_tokens, seed or
+    stop), `requirement` says its range ("must be between 0 and 2"); a form puts its own label
+    before it, an API the field's name."""
+
+    code = "invalid_sampling"
+
+    def __init__(self, field: str, requirement: str):
+        self.field, self.requirement = field, requirement
+        super().__init__(f"{field} {requirement}")
+
+
+def _checked_number(name: str, value, *, low, high, whole: bool):
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value != value:
+        raise SamplingError(name, f"must be {'a whole number' if whole else 'a number'}")
+    if name == "top_p" and not 0 < value <= 1:
+        raise SamplingError(name, "must be above 0 and at most 1")
+    if high is None and value < low:
+        raise SamplingError(name, f"must be at least {low}")
+    if high is not None and not low <= value <= high:
+        shown = f"{low:,} and {high:,}" if whole else f"{low:g} and {high:g}"
+        raise SamplingError(name, f"must be between {shown}")
+    return value
+
+
+def sampling_checked(values, *, max_new_tokens_cap: int | None = None) -> SamplingParameters:
+    """The sampling settings in `values` (a mapping of JSON values: numbers, a list of texts) that
+    are given (not None, not an empty list), each checked against its range; other keys are left
+    out. Raises SamplingError naming the first refused, with its range. `max_new_tokens_cap`: the
+    studio's (LLM_MAX_NEW_TOKENS_CAP), which every entry point passes; the engines take what they
+    are given. Whole-number settings take integers only: callers parse a form's text first
+    (studio.input_checks.parsed_number)."""
+    ranges = {"temperature": (0.0, TEMPERATURE_MAX, False), "top_p": (0.0, 1.0, False),
+              "max_new_tokens": (1, max_new_tokens_cap, True), "seed": (SEED_MIN, SEED_MAX, True)}
+    checked: SamplingParameters = {}
+    for name, (low, high, whole) in ranges.items():
+        if values.get(name) is not None:
+            checked[name] = _checked_number(name, values[name], low=low, high=high, whole=whole)
+    stop = values.get("stop")
+    if stop not in (None, [], ()):
+        stop = [stop] if isinstance(stop, str) else stop  # OpenAI's API takes one text for one
+        if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
+            raise SamplingError("stop", "must be a list of non-empty texts")
+        if len(stop) > MAX_STOP_SEQUENCES or any(len(s) > MAX_STOP_CHARS for s in stop):
+            raise SamplingError("stop", f"must be at most {MAX_STOP_SEQUENCES}, each at most "
+                                        f"{MAX_STOP_CHARS} characters")
+        checked["stop"] = list(stop)
+    return checked
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     max_new_tokens: int = 512  # reply length cap, in tokens
@@ -34,14 +110,9 @@ class GenerationSettings:
     stall_timeout_s: float = 120.0  # no new text for this long means the reply is stuck (the worker fails it)
 
     def __post_init__(self):
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens}: must be at least 1")
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature}: must be 0 (greedy) or more")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p}: must be in (0, 1]")
-        if any(not s for s in self.stop):
-            raise ValueError("stop sequences must not be empty strings")
+        # The shared ranges (sampling_checked); floats from settings may arrive as ints and back.
+        sampling_checked({"temperature": float(self.temperature), "top_p": float(self.top_p),
+                          "max_new_tokens": self.max_new_tokens, "seed": self.seed, "stop": list(self.stop)})
 
 
 @dataclass
