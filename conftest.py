@@ -9,6 +9,20 @@ from benchmarks.processes import MIGRATED_DB_ENV, copy_sqlite
 from tests.settings import TEST_CACHE, TINY_MODEL_DIR
 
 
+# Markers of tests that start processes (Chromium, PostgreSQL and Redis with scaled studios, a
+# throwaway PostgreSQL 16): such a test is slow too. Other tests that start a studio, a worker, a
+# training run or a wheel build say `slow` themselves (in their module's `pytestmark` or on the test).
+SLOW_BY_MARKER = ("browser", "scaled", "pgvector")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make check` runs `-m "not slow"`: the unit and in-process tests, for every edit; `make test`
+    runs everything."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in SLOW_BY_MARKER):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_configure(config):
     from studio.llm.tiny import build_tiny_model
 
@@ -31,7 +45,8 @@ def _migrated_database() -> Path:
     digest = hashlib.sha256(django.__version__.encode())
     # The migrations, and what runs after them (post_migrate: the full-text triggers, the vector column).
     for path in sorted([*repo.glob("*/migrations/*.py"), *repo.glob("*/apps.py"), repo / "chat" / "search_index.py",
-                        repo / "knowledge" / "index.py", repo / "studio" / "sqlite_fts.py"]):
+                        repo / "knowledge" / "keyword_index.py", repo / "knowledge" / "pgvector.py",
+                        repo / "studio" / "sqlite_fts.py"]):
         digest.update(path.relative_to(repo).as_posix().encode() + path.read_bytes())
     target = TEST_CACHE / f"migrated-{digest.hexdigest()[:16]}.sqlite3"
     if target.exists():
@@ -127,9 +142,9 @@ def fresh_throttle_counters():
 def fresh_knowledge_vectors():
     """The vectors a process caches are keyed by knowledge base id and version, which the next test
     reuses once a test's rows are rolled back: no test reads another's."""
-    from knowledge import index
+    from knowledge import vectors
 
-    index.cache_clear()
+    vectors.cache_clear()
 
 
 @pytest.fixture

@@ -11,11 +11,13 @@ class KnowledgeConfig(AppConfig):
 
         from studio import sweeping
 
-        from .index import ensure_installed, vectors_sweep
+        from . import keyword_index, pgvector
         from .services import ingestion_sweep
 
         sweeping.register(ingestion_sweep)  # ingestions the job queue never got, or whose worker died: resumed
-        sweeping.register(vectors_sweep)  # pgvector columns a process that started before pgvector left empty
+        sweeping.register(pgvector.vectors_sweep)  # pgvector columns a process that started before pgvector left empty
         # A migration that rebuilds knowledge_chunk on SQLite drops its index triggers: put them back;
         # on PostgreSQL with the vector extension, add the pgvector column and its HNSW index.
-        post_migrate.connect(ensure_installed, sender=self, dispatch_uid="knowledge.index.ensure_installed")
+        post_migrate.connect(keyword_index.ensure_installed, sender=self,
+                             dispatch_uid="knowledge.keyword_index.ensure_installed")
+        post_migrate.connect(pgvector.ensure_installed, sender=self, dispatch_uid="knowledge.pgvector.ensure_installed")

@@ -1,6 +1,6 @@
 """Ingesting one document on a job worker: parse → chunk → embed in batches → store the chunks
-(the keyword index follows by trigger, knowledge/index.py; the pgvector column, where there is
-one, is written beside them) → ready.
+(the keyword index follows by trigger, knowledge/keyword_index.py; the pgvector column, where
+there is one, is written beside them) → ready.
 
 A delivery of `knowledge.ingest` takes the queued document that is fairest between owners
 (selectors.next_ingestion), not necessarily the one its message named.
@@ -35,7 +35,8 @@ from studio import chat_activity
 from studio.jobs import JobStatus, job_claim, job_end, job_progress
 from studio.llm.loading import ModelLoadError
 
-from . import index, storage
+from . import storage
+from .pgvector import store_vectors
 from .chunking import Chunker, Piece
 from .models import Chunk, Document, IngestionJob, KnowledgeBase
 from .parsing import DocumentError, Limits, parse
@@ -45,7 +46,6 @@ from .services import CANCELLED, document_fail, rebuild_switch_if_built
 log = logging.getLogger("knowledge")
 
 EMBED_BATCH = 32  # chunks embedded (and stored) at a time: about 2 s on 2 CPU cores
-PAUSE_POLL_S = 2.0  # while paused for chat: how often it looks again (and beats its heart)
 PAUSED = "paused: chat replies come first"
 
 
@@ -129,7 +129,7 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
         while chat_activity.replies_in_progress() and not _has_gpu():
             if job_progress(job, note=PAUSED) or not mine.exists():
                 raise Stopped
-            time.sleep(PAUSE_POLL_S)
+            time.sleep(settings.JOB_HEARTBEAT_SECONDS)  # then looks again, and beats its heart
 
     def locked_and_mine() -> bool:
         """Inside a transaction: the document's row locked (a delete waits), still ours to write."""
@@ -190,7 +190,7 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
                     break  # the rebuild was cancelled: its passages would be left behind
                 chunks = Chunk.objects.bulk_create([_chunk(document, cut.generation, piece, vector)
                                                     for piece, vector in zip(batch, vectors)])
-                index.store_vectors(chunks)
+                store_vectors(chunks)
             done += len(batch)
             beat(f"embedding {done} of {total} chunks", done=done)
 

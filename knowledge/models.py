@@ -5,7 +5,7 @@ later change of the KNOWLEDGE_CHUNK_* settings applies to the bases created afte
 that is rebuilt. Each document is ingested by a job on the job workers (`IngestionJob`, one per
 document: its own progress, cancel and failure, so a bad file fails alone). Chunks of a document
 are searchable once the document is ready; the keyword index over their text lives beside the
-table (knowledge/index.py), their vectors in the table itself.
+table (knowledge/keyword_index.py), their vectors in the table itself.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class KnowledgeBase(models.Model):
     chunk_overlap = models.PositiveIntegerField()
     # Bumped in the same transaction as every change to what search reads (a document becoming
     # ready, leaving ready, being deleted, a rebuild switched over): each process's vector cache
-    # compares it (index.py).
+    # compares it (vectors.py).
     chunks_version = models.PositiveBigIntegerField(default=0)
     # Chunks carry the generation of the index they belong to; search reads the active one. A
     # rebuild (services.knowledge_base_rebuild) writes the building one with its own settings while

@@ -3,9 +3,10 @@ hybrid, the default: the top CANDIDATES of each fused by reciprocal rank fusion 
 2009: score = Σ 1 / (RRF_K + rank), k = 60), so a rare exact code found only by keywords and a
 paraphrase found only by meaning both reach the top.
 
-Vectors are ranked by pgvector's HNSW index where PostgreSQL has the extension, else by numpy
-(knowledge/index.py). The query is embedded in the calling process with the torch-free twin of the embedder
-(studio/llm/numpy_embedder.py): the web process holds no model code. Only ready documents are
+Keywords are ranked by the database's full-text index (knowledge/keyword_index.py); vectors by
+pgvector's HNSW index where PostgreSQL has the extension, else by numpy (knowledge/vectors.py,
+knowledge/pgvector.py). The query is embedded in the calling process with the torch-free twin of
+the embedder (studio/llm/numpy_embedder.py): the web process holds no model code. Only ready documents are
 searched. `score` is the mode's own: the keyword score (bm25), the cosine similarity (dense) or the
 fused score (hybrid); `min_score` is compared with it.
 """
@@ -18,8 +19,9 @@ from functools import lru_cache
 from studio.errors import NotFound, StudioError
 from studio.llm.numpy_embedder import EMBEDDING_MODEL
 
-from . import index
+from .keyword_index import keyword_candidates
 from .models import Chunk, KnowledgeBase
+from .vectors import dense_candidates, vectors_for
 
 MODES = ("hybrid", "bm25", "dense")
 DEFAULT_K, MAX_K = 5, 50
@@ -84,10 +86,10 @@ def search(*, user, knowledge_base: KnowledgeBase, query: str, k: int = DEFAULT_
 
     keyword, vector, vectors, query_vector = [], [], None, None
     if mode in ("bm25", "hybrid"):
-        keyword = index.keyword_candidates(knowledge_base_id=knowledge_base.pk, query=query, limit=CANDIDATES)
+        keyword = keyword_candidates(knowledge_base_id=knowledge_base.pk, query=query, limit=CANDIDATES)
     if mode in ("dense", "hybrid"):
         vectors, query_vector = _query_vector_and_vectors(knowledge_base, query)
-        vector = index.dense_candidates(vectors, query_vector, limit=CANDIDATES)
+        vector = dense_candidates(vectors, query_vector, limit=CANDIDATES)
 
     keyword_scores, vector_scores = dict(keyword), dict(vector)
     if mode == "bm25":
@@ -126,7 +128,7 @@ def _query_vector_and_vectors(knowledge_base: KnowledgeBase, query: str):
     if knowledge_base.embedding_model != EMBEDDING_MODEL:
         raise SearchError(f"this knowledge base was indexed with {knowledge_base.embedding_model}, which this studio "
                           f"does not have ({EMBEDDING_MODEL}): rebuild it, or search with mode bm25", "mode")
-    return index.vectors_for(knowledge_base.pk, knowledge_base.dimension), _query_vector(query)
+    return vectors_for(knowledge_base.pk, knowledge_base.dimension), _query_vector(query)
 
 
 @lru_cache(maxsize=256)

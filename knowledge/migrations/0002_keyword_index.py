@@ -1,20 +1,20 @@
-"""The keyword index of knowledge search (knowledge/index.py): an FTS5 table kept by triggers on
-SQLite, a GIN expression index on PostgreSQL. Django's models describe neither, so the state is
-unchanged."""
+"""The keyword index of knowledge search (knowledge/keyword_index.py): an FTS5 table kept by
+triggers on SQLite, a GIN expression index on PostgreSQL. Django's models describe neither, so the
+state is unchanged."""
 
 from django.db import migrations
 
 
 def install(apps, schema_editor):
-    from knowledge import index
+    from knowledge import keyword_index
 
-    index.install(schema_editor.connection)
+    keyword_index.install(schema_editor.connection)
 
 
 def uninstall(apps, schema_editor):
-    from knowledge import index
+    from knowledge import keyword_index
 
-    index.uninstall(schema_editor.connection)
+    keyword_index.uninstall(schema_editor.connection)
 
 
 class Migration(migrations.Migration):

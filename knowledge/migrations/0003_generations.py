@@ -3,7 +3,7 @@
 """Generations of chunks, so a rebuild writes a new index while the old one answers. Existing
 chunks become generation 0, every knowledge base's active one: nothing is re-indexed. On SQLite,
 adding the column rebuilds knowledge_chunk, which drops the keyword index's triggers; post_migrate
-(knowledge.index.ensure_installed) puts them back and refills the index."""
+(knowledge.keyword_index.ensure_installed) puts them back and refills the index."""
 
 from django.db import migrations, models
 

@@ -8,10 +8,10 @@ from django.db import migrations
 
 
 def install(apps, schema_editor):
-    from knowledge import index
+    from knowledge import keyword_index
 
     if schema_editor.connection.vendor == "postgresql":
-        index.install(schema_editor.connection)
+        keyword_index.install(schema_editor.connection)
 
 
 class Migration(migrations.Migration):

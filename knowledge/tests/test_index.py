@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from django.db import connection
 
-from knowledge import index
+from knowledge import keyword_index, vectors
 from knowledge.models import Chunk, Document
 
 pytestmark = pytest.mark.django_db
@@ -48,7 +48,7 @@ def test_a_migration_that_dropped_the_triggers_gets_them_back_and_the_index_refi
         cursor.execute("DROP TRIGGER knowledge_chunk_fts_insert")
     missed, = add_chunks(handbook, ["while away"])
     assert matching("away") == []
-    index.ensure_installed(using="default")
+    keyword_index.ensure_installed(using="default")
     assert matching("away") == [missed.pk] and matching("before") == [chunk.pk]
 
 
@@ -59,31 +59,31 @@ def test_keyword_candidates_are_only_the_ready_documents_of_one_base(handbook, a
     ready, = add_chunks(handbook, ["valve"])
     add_chunks(handbook, ["valve valve"], status="processing")
     add_chunks(other, ["valve"])
-    assert [chunk_id for chunk_id, _ in index.keyword_candidates(knowledge_base_id=handbook.pk, query="Valve?",
-                                                                 limit=50)] == [ready.pk]
+    assert [chunk_id for chunk_id, _ in keyword_index.keyword_candidates(
+        knowledge_base_id=handbook.pk, query="Valve?", limit=50)] == [ready.pk]
 
 
 def test_dense_candidates_rank_by_cosine_and_scores_are_read_for_held_chunks_only():
-    matrix = index.VectorMatrix(np.array([3, 5, 9], dtype=np.int64),
-                                np.stack([unit([1, 0, 0]), unit([0, 1, 0]), unit([1, 1, 0])]))
+    matrix = vectors.VectorMatrix(np.array([3, 5, 9], dtype=np.int64),
+                                  np.stack([unit([1, 0, 0]), unit([0, 1, 0]), unit([1, 1, 0])]))
     query = unit([1, 0.2, 0])
-    assert [chunk_id for chunk_id, _ in index.dense_candidates(matrix, query, limit=2)] == [3, 9]
+    assert [chunk_id for chunk_id, _ in vectors.dense_candidates(matrix, query, limit=2)] == [3, 9]
     assert set(matrix.scores_of([5, 7, 99], query)) == {5}
-    empty = index.VectorMatrix(np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.float32))
-    assert index.dense_candidates(empty, query, limit=5) == [] and empty.scores_of([1], query) == {}
+    empty = vectors.VectorMatrix(np.zeros(0, dtype=np.int64), np.zeros((0, 3), dtype=np.float32))
+    assert vectors.dense_candidates(empty, query, limit=5) == [] and empty.scores_of([1], query) == {}
 
 
 def test_the_vector_cache_is_bounded_and_follows_the_version(handbook, alice, settings):
     from knowledge.services import knowledge_base_create
 
-    index.cache_clear()
+    vectors.cache_clear()
     other = knowledge_base_create(owner=alice, name="Other")
     add_chunks(handbook, ["a", "b"])
     add_chunks(other, ["c"])
-    first = index.vector_matrix(handbook.pk, 3)
-    assert first.vectors.shape == (2, 3) and index.vector_matrix(handbook.pk, 3) is first
+    first = vectors.vector_matrix(handbook.pk, 3)
+    assert first.vectors.shape == (2, 3) and vectors.vector_matrix(handbook.pk, 3) is first
     handbook.chunks_changed()
-    assert index.vector_matrix(handbook.pk, 3) is not first  # read again after a change
+    assert vectors.vector_matrix(handbook.pk, 3) is not first  # read again after a change
     settings.KNOWLEDGE_VECTOR_CACHE_BYTES = first.nbytes + 1  # room for one base
-    index.vector_matrix(other.pk, 3)
-    assert list(index._cache) == [other.pk]
+    vectors.vector_matrix(other.pk, 3)
+    assert list(vectors._cache) == [other.pk]

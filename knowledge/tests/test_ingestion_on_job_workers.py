@@ -33,7 +33,7 @@ print("STATE", chunks.count(), max(chunks.values_list("id", flat=True), default=
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("knowledge-data")
     env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="false",
-                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, JOB_HEARTBEAT_TIMEOUT_SECONDS=6,
+                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, JOB_HEARTBEAT_SECONDS=1.5, JOB_HEARTBEAT_TIMEOUT_SECONDS=6,
                      KNOWLEDGE_CHUNK_TOKENS=64, KNOWLEDGE_CHUNK_OVERLAP=8, JOB_TORCH_THREADS=1)
     with running_studio(env, data_dir / "logs") as server:
         server.env = env

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def chat(monkeypatch):
+def chat(monkeypatch, settings):
     """Chat's answer, played by the test: replies are in progress while `busy` has turns left."""
     state = {"busy": 0, "notes": [], "meanwhile": lambda: None}
 
@@ -28,7 +28,7 @@ def chat(monkeypatch):
         return False
 
     monkeypatch.setattr(chat_activity, "_check", replies_in_progress)
-    monkeypatch.setattr(ingestion, "PAUSE_POLL_S", 0.01)
+    settings.JOB_HEARTBEAT_SECONDS = 0.01  # how often a paused ingestion looks again
     monkeypatch.setattr(ingestion, "_has_gpu", lambda: False)
     monkeypatch.setattr("studio.jobs.dispatch", lambda model, job_id: None)
     real_progress = ingestion.job_progress

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from accounts.services import api_token_create
-from knowledge import index, services
+from knowledge import services, vectors
 from knowledge.ingestion import ingest_document
 from knowledge.models import Chunk, Document, IngestionJob, KnowledgeBase
 from knowledge.search import search
@@ -56,7 +56,7 @@ def client_for(user) -> Client:
 
 def test_searches_answer_from_the_old_chunks_during_a_rebuild_and_from_the_new_ones_after(
         alice, plant, dispatched, django_capture_on_commit_callbacks, monkeypatch):
-    index.cache_clear()
+    vectors.cache_clear()
     old_code, old_paraphrase = texts(alice, plant, CODE_QUERY, "bm25"), texts(alice, plant, PARAPHRASE, "dense")
     assert old_code[0] == "Part ZX-4411 is the return spring of the model B press."
     assert "restart the router" in old_paraphrase[0]
@@ -235,7 +235,7 @@ def test_a_ready_document_being_rebuilt_cannot_be_cancelled_alone(alice, plant, 
 
 
 def test_a_cancelled_rebuild_leaves_the_index_in_use_as_it_was(alice, plant, dispatched, monkeypatch):
-    index.cache_clear()
+    vectors.cache_clear()
     old_code, old_paraphrase = texts(alice, plant, CODE_QUERY, "bm25"), texts(alice, plant, PARAPHRASE, "dense")
     old_chunks = set(Chunk.objects.values_list("pk", flat=True))
     services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200, chunk_overlap=0)

@@ -4,7 +4,7 @@ the vectors each process caches follow the documents."""
 
 import pytest
 
-from knowledge import index, services
+from knowledge import services, vectors
 from knowledge.search import MAX_QUERY_CHARS, SearchError, search
 
 from .conftest import upload
@@ -117,10 +117,10 @@ def test_an_empty_knowledge_base_finds_nothing_in_every_mode(alice, handbook):
 
 
 def test_the_cached_vectors_follow_new_and_deleted_documents(alice, corpus, ingest):
-    index.cache_clear()
+    vectors.cache_clear()
     search(user=alice, knowledge_base=corpus, query="holidays", mode="dense")
-    matrix = index.vector_matrix(corpus.pk, corpus.dimension)
-    assert index.vector_matrix(corpus.pk, corpus.dimension) is matrix  # unchanged: the cached one
+    matrix = vectors.vector_matrix(corpus.pk, corpus.dimension)
+    assert vectors.vector_matrix(corpus.pk, corpus.dimension) is matrix  # unchanged: the cached one
 
     holidays, = ingest(corpus, alice, [upload("holidays.md", "# Leave\n\nEvery employee gets 30 days of vacation.")])
     found = search(user=alice, knowledge_base=corpus, query="How much paid time off do I get?", mode="dense")

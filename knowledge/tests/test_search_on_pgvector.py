@@ -70,7 +70,9 @@ import studio.jobs
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, transaction
-from knowledge import index, services
+from knowledge import services
+from knowledge import vectors as knowledge_vectors
+from knowledge.pgvector import pgvector_forget, pgvector_version, store_vectors
 from knowledge.ingestion import ingest_document
 from knowledge.models import Chunk, Document, KnowledgeBase
 from knowledge.search import search
@@ -100,23 +102,23 @@ filler = Document.objects.create(knowledge_base=plant, name="filler.md", kind="m
 vectors = np.random.default_rng(7).standard_normal((%(filler)d, 384)).astype("<f4")
 vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 with transaction.atomic():
-    index.store_vectors(Chunk.objects.bulk_create([
+    store_vectors(Chunk.objects.bulk_create([
         Chunk(knowledge_base=plant, document=filler, ordinal=n, text=f"filler {n}", start=0, end=0, token_count=3,
               embedding=vectors[n].tobytes()) for n in range(len(vectors))]))
     plant.chunks_changed()
 with connection.cursor() as cursor:
     cursor.execute("ANALYZE")  # as autovacuum soon would: the plans of a settled database
 
-index.cache_clear()
-result = {"version": index.pgvector_version(), "vectors": type(index.vectors_for(plant.pk, 384)).__name__,
+knowledge_vectors.cache_clear()
+result = {"version": pgvector_version(), "vectors": type(knowledge_vectors.vectors_for(plant.pk, 384)).__name__,
           "dense": texts("%(paraphrase)s", "dense"), "hybrid": texts("%(paraphrase)s", "hybrid"),
           "hybrid_code": texts("%(code)s", "hybrid"), "bm25_code": texts("%(code)s", "bm25")}
-result["numpy_matrices_loaded"] = len(index._cache)
+result["numpy_matrices_loaded"] = len(knowledge_vectors._cache)
 
 from studio.llm.numpy_embedder import load_numpy_embedder
 query_vector = load_numpy_embedder().embed(["%(paraphrase)s"])[0]
-pgvector = index.vectors_for(plant.pk, 384)
-exact = index.vector_matrix(plant.pk, 384).candidates(query_vector, limit=10)
+pgvector = knowledge_vectors.vectors_for(plant.pk, 384)
+exact = knowledge_vectors.vector_matrix(plant.pk, 384).candidates(query_vector, limit=10)
 approximate = pgvector.candidates(query_vector, limit=10)
 result["exact_top"], result["hnsw_top"] = [c for c, _ in exact], [c for c, _ in approximate]
 exact_scores = dict(exact)
@@ -156,8 +158,8 @@ def test_dense_and_hybrid_search_rank_through_the_hnsw_index(studio):
 UPGRADE_BEFORE = SETUP + INGEST + """
 with connection.cursor() as cursor:  # a database from before pgvector: no column, no index
     cursor.execute("ALTER TABLE knowledge_chunk DROP COLUMN embedding_vector")
-index.pgvector_forget()
-print(json.dumps({"version": index.pgvector_version(), "dense": texts("%s", "dense")}))
+pgvector_forget()
+print(json.dumps({"version": pgvector_version(), "dense": texts("%s", "dense")}))
 """ % PARAPHRASE
 
 UPGRADE_AFTER = SETUP + """
@@ -167,8 +169,8 @@ with connection.cursor() as cursor:
     rows = cursor.fetchall()
 copied = [np.allclose(np.frombuffer(bytes(blob), dtype="<f4"), json.loads(vector), atol=1e-7) if vector else False
           for blob, vector in rows]
-print(json.dumps({"chunks": len(rows), "copied": sum(copied), "vectors": type(index.vectors_for(plant.pk, 384)).__name__,
-                  "dense": texts("%s", "dense")}))
+print(json.dumps({"chunks": len(rows), "copied": sum(copied),
+                  "vectors": type(knowledge_vectors.vectors_for(plant.pk, 384)).__name__, "dense": texts("%s", "dense")}))
 """ % PARAPHRASE
 
 
@@ -188,8 +190,8 @@ plant = KnowledgeBase.objects.get()
 with connection.cursor() as cursor:
     cursor.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'")
     installed = cursor.fetchone()[0]
-print(json.dumps({"installed": installed, "version": index.pgvector_version(),
-                  "vectors": type(index.vectors_for(plant.pk, 384)).__name__, "dense": texts("%s", "dense")}))
+print(json.dumps({"installed": installed, "version": pgvector_version(),
+                  "vectors": type(knowledge_vectors.vectors_for(plant.pk, 384)).__name__, "dense": texts("%s", "dense")}))
 """ % PARAPHRASE
 
 

@@ -94,9 +94,9 @@ class Command(BaseCommand):
             for mode in ("hybrid", "dense"):
                 results["search"].append({"chunks": size, "mode": mode,
                                           **self.latency(owner, knowledge_base, mode, queries, rng)})
-        from knowledge import index
+        from knowledge.pgvector import pgvector_version
 
-        results["vectors"] = "pgvector" if index.pgvector_version() else "numpy"
+        results["vectors"] = "pgvector" if pgvector_version() else "numpy"
         self.stdout.write(json.dumps(results))
 
     def ingestion(self, owner, documents) -> dict:
@@ -128,8 +128,8 @@ class Command(BaseCommand):
     def fill(self, knowledge_base, size: int, rng: random.Random) -> None:
         from django.db import connection, transaction
 
-        from knowledge import index
         from knowledge.models import Chunk, Document
+        from knowledge.pgvector import store_vectors
 
         document = Document.objects.create(knowledge_base=knowledge_base, name="generated.md", kind="markdown",
                                            status=Document.Status.READY, chunk_count=size)
@@ -137,7 +137,7 @@ class Command(BaseCommand):
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         for start in range(0, size, 2000):
             with transaction.atomic():
-                index.store_vectors(Chunk.objects.bulk_create([  # and their pgvector column, where there is one
+                store_vectors(Chunk.objects.bulk_create([  # and their pgvector column, where there is one
                     Chunk(knowledge_base=knowledge_base, document=document, ordinal=n, text=paragraph(rng, 60),
                           start=0, end=0, token_count=80, embedding=vectors[n].tobytes())
                     for n in range(start, min(size, start + 2000))]))
