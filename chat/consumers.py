@@ -9,6 +9,7 @@ import json
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.contrib.auth import get_user_model
 
 from studio.input_checks import InputError, parse_json
 
@@ -70,8 +71,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
         return selectors.message_frames(messages, branches)
 
     def _still_signed_in(self) -> bool:
-        from django.contrib.auth import get_user_model
-
         user, session = self.scope["user"], self.scope.get("session")
         if not get_user_model().objects.filter(pk=user.pk, is_active=True).exists():
             return False

@@ -6,13 +6,15 @@ from __future__ import annotations
 import dataclasses
 
 from django.core.paginator import Paginator
-from django.db.models import F, Q
+from django.db.models import F, Prefetch, Q
+from django.db.models.functions import Substr
 
 from knowledge.retrieval import with_sources
 from prompts.rendering import assembled_messages, render_version_turn
 
 from .models import Conversation, Message
 from .retrieval import reply_retrieval
+from .sampling import sampling_in_effect
 
 
 CONVERSATIONS_PER_PAGE = 50
@@ -218,8 +220,6 @@ def output_format_for(*, message: Message) -> dict | None:
 def generation_overrides(*, message: Message) -> dict:
     """The generation parameters for this reply that differ from the studio's defaults: the chat's
     own (or an API request's), over its prompt version's, over the person's defaults (chat.sampling)."""
-    from .sampling import sampling_in_effect
-
     overrides = {name: value for name, (value, source) in sampling_in_effect(message.conversation).items()
                  if source != "default" and value not in (None, [])}
     if "stop" in overrides:
@@ -236,9 +236,6 @@ def playground_runs(*, user, prompt, limit: int = PLAYGROUND_RUNS_LISTED) -> lis
     """The person's last playground runs of `prompt`, newest first, each given `reply` (its answer,
     None while none is stored; its text only as `opening`, its first 80 characters): two queries
     however many runs there are."""
-    from django.db.models import Prefetch
-    from django.db.models.functions import Substr
-
     replies = Message.objects.filter(role=Message.Role.ASSISTANT).defer("content").annotate(
         opening=Substr("content", 1, 80)).order_by("pk")
     runs = list(Conversation.objects.filter(owner=user, kind=Conversation.Kind.PLAYGROUND,

@@ -10,11 +10,16 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from knowledge.models import Document, KnowledgeBase
+from knowledge.retrieval import NOTHING_FOUND_REPLY
+from prompts.rendering import MissingVariablesError, TemplateError, render_version_turn
 from studio.errors import StudioError
 from studio.input_checks import unstorable_reason
 
 from .models import ChatDefaults, Conversation, Message
-from .retrieval import reply_retrieval
+from .retrieval import clean_conversation_settings, reply_retrieval
+from .sampling import clean_sampling
+from .selectors import Branches, active_messages, output_format_for
 from .serving.queue import queued_reply_deadline, replies_withdraw
 from .serving.registry import available_models, available_served_model, served_model_choice
 
@@ -43,8 +48,6 @@ def user_turn_from_template(*, prompt_version, variables: dict, retrieval: dict 
     """`prompt_version`'s template rendered with `variables` (and the passages of `retrieval`, for a
     template that lays them out), checked as a message. Raises the rendering's errors (a missing
     variable, a template that fails) or ChatError."""
-    from prompts.rendering import render_version_turn
-
     for name, value in variables.items():
         _require_storable(value if isinstance(value, str) else "", f"The variable {name}")
     user_turn = render_version_turn(prompt_version, variables, retrieval)
@@ -114,8 +117,6 @@ def conversation_choose_model(*, conversation: Conversation, model_name: str) ->
 def conversation_set_sampling(*, conversation: Conversation, values) -> Conversation:
     """The chat's own sampling settings (blank ones fall back to the prompt's, the person's, the
     studio's). Raises SamplingError naming the field."""
-    from .sampling import clean_sampling
-
     parameters = clean_sampling(values)
     kept = {name: value for name, value in (conversation.parameters or {}).items() if name == "output_format"}
     conversation.parameters = {**kept, **parameters}
@@ -125,8 +126,6 @@ def conversation_set_sampling(*, conversation: Conversation, values) -> Conversa
 
 def chat_defaults_set(*, user, values) -> ChatDefaults:
     """The person's own sampling defaults for their chats. Raises SamplingError naming the field."""
-    from .sampling import clean_sampling
-
     defaults, _ = ChatDefaults.objects.update_or_create(owner=user, defaults={"parameters": clean_sampling(values)})
     return defaults
 
@@ -175,8 +174,6 @@ def _checked_message(conversation: Conversation, content, retrieval: dict | None
         )
     version = conversation.prompt_version
     if conversation.template_every_turn and version is not None and len(version.variables) == 1:
-        from prompts.rendering import MissingVariablesError, TemplateError
-
         variables = {version.variables[0]: content}
         record = reply_retrieval(conversation, content=content, variables=variables)
         try:
@@ -205,8 +202,6 @@ def _append_message(conversation: Conversation, parent_id: int | None, **fields)
 
 
 def _active_leaf(conversation: Conversation) -> int | None:
-    from .selectors import Branches
-
     path = Branches.of(conversation).active_path()
     return path[-1] if path else None
 
@@ -310,8 +305,6 @@ def reply_regenerate(*, conversation: Conversation, message_id=None) -> Message:
     """A new reply beside reply `message_id` (default: the active branch's last reply), from the
     same point of the conversation: the old one stays as its sibling; the new one is active."""
     if message_id is None:
-        from .selectors import active_messages
-
         path, _ = active_messages(conversation=conversation)
         last = next((m for m in reversed(path) if m.role == Message.Role.ASSISTANT), None)
         if last is None:
@@ -337,8 +330,6 @@ def reply_regenerate(*, conversation: Conversation, message_id=None) -> Message:
 def branch_switch(*, conversation: Conversation, message_id) -> list[int]:
     """Make the branch through `message_id` active: the path from the first message to it, then
     down its last active children. Returns the new active path."""
-    from .selectors import Branches
-
     try:
         message_id = int(message_id)
     except (TypeError, ValueError):
@@ -389,8 +380,6 @@ def _queue_reply(conversation: Conversation, *, parent: Message | None = None, p
     parent_id = parent.pk if parent is not None else parent_id
     retrieval = retrieval or {}
     if retrieval.get("nothing_passed") and retrieval.get("when_nothing_found") == "say":
-        from knowledge.retrieval import NOTHING_FOUND_REPLY
-
         return _append_message(
             conversation, parent_id, role=Message.Role.ASSISTANT, status=Message.Status.COMPLETE, retrieval=retrieval,
             content=NOTHING_FOUND_REPLY.format(min_score=retrieval.get("min_score") or 0), finished_at=timezone.now())
@@ -419,8 +408,6 @@ def reply_continue(*, conversation: Conversation, message_id) -> Message:
     if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():
         raise ChatError(STILL_ANSWERING)
     if settings.LLM_ENGINE == "openai":
-        from .selectors import output_format_for
-
         if output_format_for(message=reply) is not None:
             raise ChatError("This reply has an output format, and the external engine cannot continue one from "
                             "its middle. Regenerate it with more maximum tokens instead.")
@@ -467,8 +454,6 @@ def title_cut(text: str, limit: int) -> str:
 def conversation_attach(*, conversation: Conversation, kind: str, item_id) -> str:
     """Attach a knowledge base (`kind` "knowledge_base") or one document ("document") the owner may
     see; returns its name. Another person's private one is answered as one that does not exist."""
-    from knowledge.models import Document, KnowledgeBase
-
     try:
         item_id = int(item_id)
     except (TypeError, ValueError):
@@ -508,8 +493,6 @@ def conversation_detach(*, conversation: Conversation, kind: str, item_id) -> No
 def conversation_set_retrieval(*, conversation: Conversation, values) -> Conversation:
     """The chat's own retrieval settings (k, mode, min_score, when_nothing_found); raises
     RetrievalError (a StudioError naming the field)."""
-    from .retrieval import clean_conversation_settings
-
     conversation.retrieval_settings = clean_conversation_settings(
         {name: values.get(name) for name in ("k", "mode", "min_score", "when_nothing_found")})
     conversation.save(update_fields=["retrieval_settings", "updated_at"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 
 from django.db import transaction
 
@@ -19,7 +20,8 @@ from studio.jobs import JobStatus, job_claim, job_end, job_progress
 from studio.spreadsheet_cells import csv_cell_read
 
 from . import services
-from .models import FailureCase
+from .models import FailureCase, ImportDraft
+from .selectors import cases_visible_to
 
 MAX_ROWS = 20_000
 MAX_COLUMNS = 100
@@ -164,8 +166,6 @@ def check_rows(rows: list[dict], mapping: dict, fixed: dict, *, user, first_numb
     """The rows checked: {"valid": [(row number, fields)], "errors": [(row, column, message)],
     "duplicates": [(row, message)], "total"}. Row numbers count from 1 (the first data row of the
     file; `first_number` when `rows` is a page of it). `progress(done)` is called now and then."""
-    from .selectors import cases_visible_to
-
     if fixed.get("prompt") == "-":  # plain-chat cases: a prompt column is not read
         mapping = {target: column for target, column in mapping.items() if target not in ("prompt", "version")}
     fixed = _fixed_values(fixed)
@@ -261,8 +261,6 @@ def import_run(draft_id: int) -> None:
     """The import job: every row of the draft checked once, then imported (or nothing, when rows
     have errors and the person did not choose to import only the valid ones). The outcome is kept
     on the draft for its page; the draft's rows stay until it is deleted (a day later)."""
-    from .models import ImportDraft
-
     draft = ImportDraft.objects.select_related("owner").filter(pk=draft_id).first()
     if draft is None or not job_claim(draft):
         return
@@ -289,7 +287,5 @@ def import_run(draft_id: int) -> None:
     except Cancelled:
         job_end(draft, JobStatus.CANCELLED)
     except Exception as exc:
-        import logging
-
         logging.getLogger("evals").exception("import %s failed", draft_id)
         job_end(draft, JobStatus.FAILED, error=f"The import failed: {exc}. Nothing was imported.")

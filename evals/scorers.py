@@ -24,6 +24,7 @@ import json
 import re
 from collections.abc import Callable
 
+import jsonschema
 import regex  # the `regex` package: its matching takes a timeout, so no pattern can hang a worker
 
 from studio.llm import constraints
@@ -181,8 +182,6 @@ def score(spec: dict, output: str, expected: str, *, similarity: Callable[[str, 
         except ValueError:
             return 0.0
     if kind == "json_schema":
-        import jsonschema
-
         if not spec.get("schema"):
             raise ScoringFailed("json_schema: no schema (give one, or evaluate a version whose output format has one)")
         try:

@@ -21,8 +21,10 @@ from studio.errors import StudioError
 from studio.jobs import JobStatus, job_cancel
 
 from . import selectors
-from .models import NEW_CASE_SHARED, CaseSelection, Evaluation, EvaluationResult, FailureCase, Tag, input_digest
+from .models import (NEW_CASE_SHARED, CaseSelection, Evaluation, EvaluationResult, FailureCase, ImportDraft, Tag,
+                     input_digest)
 from .prompting import user_turn
+from .runner import evaluation_withdraw_cases
 from .tag_cells import tags_cell_split
 from .scorers import ScorerError, clean_scorers
 
@@ -545,9 +547,6 @@ def jobs_sweep() -> None:
     """The sweeper's part for evaluations and imports (studio.sweeping): undelivered ones sent
     again, those of a dead job worker failed; a failed evaluation's cases are withdrawn from the
     model workers."""
-    from .models import ImportDraft
-    from .runner import evaluation_withdraw_cases
-
     for evaluation_id in jobs.jobs_sweep(Evaluation):
         evaluation_withdraw_cases(evaluation_id)
     jobs.jobs_sweep(ImportDraft)

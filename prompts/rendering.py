@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 from django.conf import settings
 
+from knowledge.retrieval import passages
+from studio.llm.constraints import FORMAT_TOO_COMPLEX, FormatError, clean_format, is_free
 from studio.sandbox import SandboxPool, unpack
 from studio.template_engine import MissingVariablesError, TemplateError, TemplateLimitError
 
@@ -42,8 +44,6 @@ def _ask(request: dict):
 def format_warnings(output_format: dict) -> list[str]:
     """Check an output format (its shape here, its grammar compiled in a sandbox process, bounded in
     time and memory, as a model worker would compile it): its warnings, or FormatError."""
-    from studio.llm.constraints import FORMAT_TOO_COMPLEX, FormatError, clean_format, is_free
-
     output_format = clean_format(output_format)
     if is_free(output_format):
         return []
@@ -94,8 +94,6 @@ def render_version_turn(version, variables: dict, retrieval: dict | None = None)
     """A version's user turn: its template with `variables`, and, for a version whose template lays
     out the passages it retrieved, those of `retrieval` (knowledge.retrieval's record) as `passages`."""
     if (version.retrieval or {}).get("layout") == "template":
-        from knowledge.retrieval import passages
-
         variables = {**variables, PASSAGES: passages(retrieval)}
     return render_user_turn(version.template, variables)
 

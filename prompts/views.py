@@ -7,10 +7,14 @@ from django.shortcuts import redirect, render
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from knowledge.retrieval import DEFAULT_SETTINGS
+from knowledge.search import MODES
+from knowledge.selectors import attached_bases_seen_by, knowledge_bases_for
 from studio.input_checks import InputError, parse_json
+from studio.llm.constraints import MAX_PATTERN_COST, sample_of
 
 from . import selectors, services
-from .diff import diff_versions, format_text
+from .diff import diff_versions, format_text, retrieval_text
 from .rendering import MissingVariablesError, TemplateError, inspect_template
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
@@ -92,8 +96,6 @@ def output_format_from_form(kind: str, spec: str) -> dict | str:
 
 
 def output_format_form_values(output_format) -> dict:
-    from studio.llm.constraints import MAX_PATTERN_COST
-
     output_format = output_format if isinstance(output_format, dict) else {}
     kind = output_format.get("type", "text")
     if kind == "json_schema":
@@ -129,10 +131,6 @@ def version_form_values(fields: dict, variables: list[str] | None = None, *, use
 def _retrieval_form_values(retrieval, user, variables: list[str]) -> dict:
     """The Knowledge fieldset's values: every base the editor may see (ticked when attached), the
     attached ones they may not see (kept as they are), the settings, the variables to query with."""
-    from knowledge.retrieval import DEFAULT_SETTINGS
-    from knowledge.search import MODES
-    from knowledge.selectors import attached_bases_seen_by, knowledge_bases_for
-
     retrieval = retrieval if isinstance(retrieval, dict) else {}
     attached = [kb for kb in retrieval.get("knowledge_bases") or [] if isinstance(kb, dict)]
     attached_ids = {str(kb.get("id")) for kb in attached} | {str(kb) for kb in retrieval.get("knowledge_bases") or []
@@ -155,8 +153,6 @@ def _retrieval_form_values(retrieval, user, variables: list[str]) -> dict:
 
 def _retrieval_seen_by(retrieval, user) -> dict:
     """A version's retrieval as `user` may read it: bases they cannot see unnamed."""
-    from knowledge.selectors import attached_bases_seen_by
-
     if not retrieval:
         return retrieval
     return {**retrieval,
@@ -165,8 +161,6 @@ def _retrieval_seen_by(retrieval, user) -> dict:
 
 def _retrieval_shown(version, user) -> dict:
     """The version page's Knowledge section, and what of it this person gets nothing from."""
-    from .diff import retrieval_text
-
     seen = _retrieval_seen_by(version.retrieval, user)
     return {"retrieval_text": retrieval_text(seen),
             "retrieval_unavailable": [kb["name"] for kb in (seen or {}).get("knowledge_bases", [])
@@ -174,8 +168,6 @@ def _retrieval_shown(version, user) -> dict:
 
 
 def _output_format_shown(version) -> dict:
-    from studio.llm.constraints import sample_of
-
     output_format = version.answer_format
     sample = ""
     if output_format["type"] == "json_schema":

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.db import transaction
 
 log = logging.getLogger("chat.wakeups")
 
@@ -25,7 +27,4 @@ async def wake_workers(channel_layer=None) -> None:
 
 def request_reply_after_commit() -> None:
     """From sync code (views): wake the workers once the queued reply is stored."""
-    from asgiref.sync import async_to_sync
-    from django.db import transaction
-
     transaction.on_commit(lambda: async_to_sync(wake_workers)())

@@ -2,6 +2,7 @@ from django import template
 from django.utils.safestring import mark_safe
 
 from chat.markdown import render_markdown
+from knowledge.retrieval import note
 
 register = template.Library()
 
@@ -14,6 +15,4 @@ def markdown(text: str):
 @register.filter
 def retrieval_note(record) -> str:
     """What a reply's retrieval searched and found, in a line (knowledge.retrieval.note)."""
-    from knowledge.retrieval import note
-
     return note(record)
