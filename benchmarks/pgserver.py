@@ -35,6 +35,16 @@ def pginstall() -> Path | None:
     return folder if (folder / "bin" / "initdb").exists() else None
 
 
+def _runs_as(user: str, program: Path) -> bool:
+    """Whether `user` can run `program`. A folder on its path that the user cannot enter (a checkout
+    in a private temporary folder) makes the child fail before exec: subprocess raises
+    PermissionError then rather than returning a non-zero code."""
+    try:
+        return subprocess.run([str(program), "--version"], user=user, capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 @contextmanager
 def postgresql_with_pgvector():
     """Yields the port of a fresh server (user postgres, trust auth, 127.0.0.1); stopped and deleted
@@ -50,8 +60,7 @@ def postgresql_with_pgvector():
         if user:
             entry = pwd.getpwnam(user)
             os.chown(root, entry.pw_uid, entry.pw_gid)
-            probe = subprocess.run([install / "bin" / "initdb", "--version"], user=user, capture_output=True)
-            if probe.returncode != 0:  # nobody may not reach the virtualenv's folder
+            if not _runs_as(user, install / "bin" / "initdb"):  # nobody may not reach the virtualenv's folder
                 shutil.copytree(install, root / "pginstall")
                 subprocess.run(["chmod", "-R", "a+rX", str(root / "pginstall")], check=True)
                 install = root / "pginstall"
