@@ -84,7 +84,7 @@ def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[
             if added:
                 async_to_sync(wake_workers)()
             time.sleep(POLL_S)
-            if time.monotonic() - last_check > 1.0:  # a heartbeat, the cancel flag (the sweeper fails lapsed replies)
+            if time.monotonic() - last_check > settings.JOB_HEARTBEAT_SECONDS:  # a heartbeat, the cancel flag
                 last_check = time.monotonic()
                 if job_progress(evaluation):
                     raise Cancelled

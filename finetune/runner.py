@@ -38,7 +38,6 @@ from .training_data import base_model_folder, rendered_text, rows_hash, training
 
 log = logging.getLogger("finetune")
 LOG_TAIL_LINES = 40
-HEARTBEAT_S = 2.0
 RAW_LOG = "training.log"  # everything the training process printed (downloadable from the job's page)
 
 
@@ -191,7 +190,7 @@ def _log_line(point: dict) -> str:
 
 def _housekeeping(job: FineTuneJob, folder: Path, state: dict, device: str) -> None:
     now = time.monotonic()
-    if now - state["last_beat"] < HEARTBEAT_S:
+    if now - state["last_beat"] < settings.JOB_HEARTBEAT_SECONDS:
         return
     state["last_beat"] = now
     if _save(job, state):

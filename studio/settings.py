@@ -254,8 +254,16 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1  # one job at a time per worker process: t
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
+# How often a running job stores its heartbeat and looks at its cancel flag (fine-tunes, evaluations,
+# ingestion while it waits for chat).
+JOB_HEARTBEAT_SECONDS = envfloat("JOB_HEARTBEAT_SECONDS", 2.0)
 # A running job whose worker has not beaten its heart this long is failed (the worker died).
 JOB_HEARTBEAT_TIMEOUT_SECONDS = envint("JOB_HEARTBEAT_TIMEOUT_SECONDS", 120, minimum=1)
+# On a busy machine a living worker's beats came twice their interval apart: a lapse of a few beats
+# would fail its healthy jobs.
+if not 0 < JOB_HEARTBEAT_SECONDS * 4 <= JOB_HEARTBEAT_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured(f"JOB_HEARTBEAT_SECONDS={JOB_HEARTBEAT_SECONDS:g} must be above 0 and at most a quarter "
+                               f"of JOB_HEARTBEAT_TIMEOUT_SECONDS={JOB_HEARTBEAT_TIMEOUT_SECONDS}")
 # Torch threads in a job worker (0: torch's default, all cores).
 JOB_TORCH_THREADS = envint("JOB_TORCH_THREADS", 0, minimum=0)
 
