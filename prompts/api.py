@@ -30,7 +30,7 @@ def version_json(version) -> dict:
         "version": version.number, "labels": [label.name for label in version.labels.all()],
         "instructions": version.instructions, "template": version.template, "variables": version.variables,
         "examples": version.examples, "parameters": version.parameters, "output_format": version.answer_format,
-        "commit_message": version.commit_message,
+        "retrieval": version.retrieval or None, "commit_message": version.commit_message,
         "author": version.author.get_username(), "created_at": version.created_at.isoformat(),
     }
 

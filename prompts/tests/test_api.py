@@ -73,6 +73,19 @@ def test_it_answers_the_newest_version_by_default(client, notes, bobs_token):
     assert body["prompt"]["slug"] == notes.slug and body["author"] == "alice"
 
 
+
+def test_it_answers_what_a_version_retrieves_and_null_where_it_retrieves_nothing(client, alice, make_prompt, bobs_token):
+    from knowledge.services import knowledge_base_create
+
+    handbook = knowledge_base_create(owner=alice, name="Handbook", shared=True)
+    make_prompt(alice, slug="helpdesk", versions=[
+        {"template": "{{ question }}"},
+        {"template": "{{ question }}", "retrieval": {"knowledge_bases": [handbook.pk], "k": 3, "mode": "bm25"}}])
+    retrieval = client.get("/api/prompts/helpdesk/", **bearer(bobs_token)).json()["retrieval"]
+    assert retrieval["knowledge_bases"] == [{"id": handbook.pk, "name": "Handbook"}]
+    assert retrieval["k"] == 3 and retrieval["mode"] == "bm25"
+    assert client.get("/api/prompts/helpdesk/?version=1", **bearer(bobs_token)).json()["retrieval"] is None
+
 def test_it_answers_the_version_a_label_points_at(client, production_is_v1, bobs_token):
     body = client.get(f"/api/prompts/{production_is_v1.slug}/?label=production", **bearer(bobs_token)).json()
     assert body["version"] == 1 and body["labels"] == ["production"]
