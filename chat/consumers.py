@@ -23,6 +23,10 @@ CLOSE_NOT_LOGGED_IN = 4401
 CLOSE_FORBIDDEN = 4403
 CATCHUP_TIMEOUT_S = 5.0
 HISTORY_FRAMES = 100  # messages of the active branch sent on connect (README)
+# Codes of `error` frames this module sends (the services' own come with their ChatError).
+MALFORMED_FRAME = "malformed_frame"  # not a JSON text object of the protocol's shape
+NOTHING_TO_STOP = "nothing_to_stop"
+REFUSED = "refused"  # a refusal without a code of its own
 
 
 @dataclasses.dataclass
@@ -93,39 +97,42 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_LOGGED_IN)
             return
         if text_data is None:
-            await self.send_error("Send JSON text frames, not binary ones.")
+            await self.send_error("Send JSON text frames, not binary ones.", code=MALFORMED_FRAME)
             return
         # Cheap guard before parsing: JSON escaping at most sextuples a character.
         if len(text_data) > 6 * settings.CHAT_MAX_MESSAGE_CHARS + 1000:
-            await self.send_error(f"The frame is too large; a message holds at most {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.")
+            await self.send_error(f"The frame is too large; a message holds at most "
+                                  f"{settings.CHAT_MAX_MESSAGE_CHARS:,} characters.", code="message_too_long")
             return
         try:
             payload = parse_json(text_data, max_depth=4)  # a frame is a flat object; deep JSON is refused
         except InputError as exc:
-            await self.send_error(f'{exc} Send an object such as {{"type": "send", "content": "Hello"}}.')
+            await self.send_error(f'{exc} Send an object such as {{"type": "send", "content": "Hello"}}.',
+                                  code=MALFORMED_FRAME)
             return
         if not isinstance(payload, dict):
-            await self.send_error('Send a JSON object such as {"type": "send", "content": "Hello"}.')
+            await self.send_error('Send a JSON object such as {"type": "send", "content": "Hello"}.',
+                                  code=MALFORMED_FRAME)
             return
         actions = {"send": self.send_message, "stop": self.stop_reply, "regenerate": self.regenerate_reply,
                    "edit": self.edit_message, "switch": self.switch_branch, "continue": self.continue_reply}
         action = actions.get(payload.get("type"))
         if action is None:
             await self.send_error(f"Unknown type {str(payload.get('type'))[:40]!r}: use send, stop, regenerate, edit, "
-                                  "switch or continue.")
+                                  "switch or continue.", code="unknown_type")
             return
         try:
             await action(payload)
         except services.ChatError as exc:
-            await self.send_error(str(exc))
+            await self.send_error(str(exc), code=exc.code or REFUSED)
 
     async def send_message(self, payload):
         content, model, compare = payload.get("content"), payload.get("model"), payload.get("compare")
         if not isinstance(content, str):
-            raise services.ChatError('"content" must be a string.')
+            raise services.ChatError('"content" must be a string.', code=MALFORMED_FRAME)
         for name, value in (("model", model), ("compare", compare)):
             if value is not None and not isinstance(value, str):
-                raise services.ChatError(f'"{name}" must be the name of a model (or left out).')
+                raise services.ChatError(f'"{name}" must be the name of a model (or left out).', code=MALFORMED_FRAME)
         await self._announce(await database_sync_to_async(self._request_reply)(content, model, compare))
 
     def _request_reply(self, content, model, compare):
@@ -140,7 +147,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def edit_message(self, payload):
         content = payload.get("content")
         if not isinstance(content, str):
-            raise services.ChatError('"content" must be a string.')
+            raise services.ChatError('"content" must be a string.', code=MALFORMED_FRAME)
         await self._announce(await database_sync_to_async(self._edit)(payload.get("message_id"), content))
 
     def _edit(self, message_id, content):
@@ -205,7 +212,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         conversation = self._own_conversation()
         in_progress = list(Message.objects.filter(conversation=conversation, status__in=Message.IN_PROGRESS))
         if not in_progress:
-            raise services.ChatError("There is no reply in progress to stop.")
+            raise services.ChatError("There is no reply in progress to stop.", code=NOTHING_TO_STOP)
         stopping = []
         for message in in_progress:
             stopped_here = queue.reply_stop_if_queued(message=message)
@@ -213,14 +220,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if stopped_here or message.in_progress:
                 stopping.append(message)
         if not stopping:
-            raise services.ChatError("The reply had already ended.")
+            raise services.ChatError("The reply had already ended.", code=NOTHING_TO_STOP)
         return stopping
 
     def _own_conversation(self):
         # Checked again on every action: the conversation may have been deleted meanwhile.
         conversation = selectors.conversation_for(user=self.scope["user"], conversation_id=self.conversation_id)
         if conversation is None:
-            raise services.ChatError("This conversation no longer exists.")
+            raise services.ChatError("This conversation no longer exists.", code="conversation_gone")
         return conversation
 
     # --- reconnecting mid-reply ----------------------------------------------------------
@@ -334,5 +341,6 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def send_frame(self, frame: dict) -> None:
         await self.send(text_data=json.dumps(frame))
 
-    async def send_error(self, error: str) -> None:
-        await self.send_frame({"type": "error", "error": error})
+    async def send_error(self, error: str, *, code: str) -> None:
+        """The last frame refused: the sentence for the person, the code for programs (README)."""
+        await self.send_frame({"type": "error", "error": error, "code": code})

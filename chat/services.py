@@ -28,7 +28,15 @@ TITLE_FROM_MESSAGE_CHARS = 60
 
 
 class ChatError(StudioError):
-    """A request the chat refuses; the message is shown to the person as it is."""
+    """A request the chat refuses; the message is shown to the person as it is, the code (where it
+    has one) goes to programs: the socket's `error` frame carries it (README: the WebSocket protocol)."""
+
+
+# Codes of refusals more than one action shares.
+REPLY_IN_PROGRESS = "reply_in_progress"  # a reply is being written or queued: stop it first
+NO_SUCH_MESSAGE = "no_such_message"  # not in this conversation (another person's answers the same)
+NO_SUCH_MODEL = "no_such_model"
+CANNOT_CONTINUE = "cannot_continue"  # the reply was not cut, is not the last, or is being continued
 
 
 def conversation_create(*, owner, title: str = "", system_prompt: str = "") -> Conversation:
@@ -54,7 +62,7 @@ def user_turn_from_template(*, prompt_version, variables: dict, retrieval: dict 
     _require_storable(user_turn, "The rendered message")
     if len(user_turn) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError(f"The rendered message is {len(user_turn):,} characters; the limit is "
-                        f"{settings.CHAT_MAX_MESSAGE_CHARS:,}.")
+                        f"{settings.CHAT_MAX_MESSAGE_CHARS:,}.", code="message_too_long")
     return user_turn
 
 
@@ -107,7 +115,8 @@ def conversation_choose_model(*, conversation: Conversation, model_name: str) ->
     available = available_models()
     chosen = served_model_choice(model_name, available)
     if chosen is None:
-        raise ChatError(f"There is no model “{model_name[:100]}”; choose one of {', '.join(available)}.")
+        raise ChatError(f"There is no model “{model_name[:100]}”; choose one of {', '.join(available)}.",
+                        code=NO_SUCH_MODEL)
     if conversation.model_name != chosen:
         conversation.model_name = chosen
         conversation.save(update_fields=["model_name", "updated_at"])
@@ -166,12 +175,12 @@ def _checked_message(conversation: Conversation, content, retrieval: dict | None
     rendered; what its reply retrieves, searched: (the text the model reads, the template's
     variables, the retrieval record). `retrieval`: searched already by the caller."""
     if not isinstance(content, str) or not content.strip():
-        raise ChatError("The message is empty.")
+        raise ChatError("The message is empty.", code="empty_message")
     _require_storable(content, "The message")
     if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError(
-            f"The message is {len(content):,} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS:,}."
-        )
+            f"The message is {len(content):,} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS:,}.",
+            code="message_too_long")
     version = conversation.prompt_version
     if conversation.template_every_turn and version is not None and len(version.variables) == 1:
         variables = {version.variables[0]: content}
@@ -180,7 +189,8 @@ def _checked_message(conversation: Conversation, content, retrieval: dict | None
             return user_turn_from_template(prompt_version=version, variables=variables, retrieval=record), \
                 variables, record
         except (MissingVariablesError, TemplateError) as exc:
-            raise ChatError(f"The message could not go through the prompt's template: {exc}") from None
+            raise ChatError(f"The message could not go through the prompt's template: {exc}",
+                            code="template_failed") from None
     if retrieval is None:
         retrieval = reply_retrieval(conversation, content=content, variables={})
     return content, {}, retrieval
@@ -227,7 +237,7 @@ def reply_request(*, conversation: Conversation, content: str, retrieval: dict |
     below it, for a model worker to claim (with what it retrieved from the attached knowledge)."""
     content, variables, record = _checked_message(conversation, content, retrieval)
     if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():  # a side-by-side reply too
-        raise ChatError(STILL_ANSWERING)
+        raise ChatError(STILL_ANSWERING, code=REPLY_IN_PROGRESS)
     try:
         with transaction.atomic():
             user_message = _append_message(conversation, _active_leaf(conversation), role=Message.Role.USER,
@@ -236,7 +246,7 @@ def reply_request(*, conversation: Conversation, content: str, retrieval: dict |
     except IntegrityError:
         # The partial unique constraint caught a reply already in progress (also from
         # another tab sending at the same instant).
-        raise ChatError(STILL_ANSWERING) from None
+        raise ChatError(STILL_ANSWERING, code=REPLY_IN_PROGRESS) from None
     fields = ["updated_at"]
     if conversation.prompt_version_id is None and not conversation.messages.exclude(
             pk=user_message.pk).filter(role=Message.Role.USER).exists():
@@ -255,7 +265,7 @@ def reply_request_side_by_side(*, conversation: Conversation, content: str, mode
     chosen = served_model_choice(model_name if isinstance(model_name, str) else "", available)
     if chosen is None:
         raise ChatError(f"There is no model “{str(model_name)[:100]}” to compare with; choose one of "
-                        f"{', '.join(available)}.")
+                        f"{', '.join(available)}.", code=NO_SUCH_MODEL)
     user_message, reply = reply_request(conversation=conversation, content=content)
     side_reply = Message.objects.create(
         conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT, retrieval=reply.retrieval,
@@ -274,11 +284,12 @@ def _message_of(conversation: Conversation, message_id, role: str) -> Message:
     try:
         message_id = int(message_id)
     except (TypeError, ValueError):
-        raise ChatError('"message_id" must be the id of a message in this conversation.') from None
+        raise ChatError('"message_id" must be the id of a message in this conversation.',
+                        code=NO_SUCH_MESSAGE) from None
     message = conversation.messages.filter(pk=message_id, role=role).first() if 0 < message_id < 2**63 else None
     if message is None:
         noun = "message of yours" if role == Message.Role.USER else "reply"
-        raise ChatError(f"There is no {noun} {message_id} in this conversation.")
+        raise ChatError(f"There is no {noun} {message_id} in this conversation.", code=NO_SUCH_MESSAGE)
     return message
 
 
@@ -289,14 +300,16 @@ def reply_edit(*, conversation: Conversation, message_id, content: str) -> tuple
     original = _message_of(conversation, message_id, Message.Role.USER)
     content, variables, record = _checked_message(conversation, content)
     if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():
-        raise ChatError("The model is still answering: stop the reply before editing a message.")
+        raise ChatError("The model is still answering: stop the reply before editing a message.",
+                        code=REPLY_IN_PROGRESS)
     try:
         with transaction.atomic():
             user_message = _append_message(conversation, original.parent_id, role=Message.Role.USER,
                                            content=content, variables=variables)
             assistant_message = _queue_reply(conversation, parent=user_message, retrieval=record)
     except IntegrityError:
-        raise ChatError("The model is still answering: stop the reply before editing a message.") from None
+        raise ChatError("The model is still answering: stop the reply before editing a message.",
+                        code=REPLY_IN_PROGRESS) from None
     conversation.save(update_fields=["updated_at"])
     return user_message, assistant_message
 
@@ -308,11 +321,11 @@ def reply_regenerate(*, conversation: Conversation, message_id=None) -> Message:
         path, _ = active_messages(conversation=conversation)
         last = next((m for m in reversed(path) if m.role == Message.Role.ASSISTANT), None)
         if last is None:
-            raise ChatError("There is no reply to regenerate yet.")
+            raise ChatError("There is no reply to regenerate yet.", code=NO_SUCH_MESSAGE)
     else:
         last = _message_of(conversation, message_id, Message.Role.ASSISTANT)
     if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():
-        raise ChatError(STILL_ANSWERING)
+        raise ChatError(STILL_ANSWERING, code=REPLY_IN_PROGRESS)
     question = last.parent
     if last.retrieval.get("layout") == "template" or question is None:
         record = last.retrieval  # its passages are in the question's text: the same sources
@@ -322,7 +335,7 @@ def reply_regenerate(*, conversation: Conversation, message_id=None) -> Message:
         with transaction.atomic():
             reply = _queue_reply(conversation, parent_id=last.parent_id, retrieval=record)
     except IntegrityError:
-        raise ChatError(STILL_ANSWERING) from None
+        raise ChatError(STILL_ANSWERING, code=REPLY_IN_PROGRESS) from None
     conversation.save(update_fields=["updated_at"])
     return reply
 
@@ -333,10 +346,11 @@ def branch_switch(*, conversation: Conversation, message_id) -> list[int]:
     try:
         message_id = int(message_id)
     except (TypeError, ValueError):
-        raise ChatError('"message_id" must be the id of a message in this conversation.') from None
+        raise ChatError('"message_id" must be the id of a message in this conversation.',
+                        code=NO_SUCH_MESSAGE) from None
     branches = Branches.of(conversation)
     if message_id not in branches.parent:
-        raise ChatError(f"There is no message {message_id} in this conversation.")
+        raise ChatError(f"There is no message {message_id} in this conversation.", code=NO_SUCH_MESSAGE)
     chain = [*branches.ancestors(message_id), message_id]
     with transaction.atomic():
         if conversation.active_root_id != chain[0]:
@@ -401,16 +415,17 @@ def reply_continue(*, conversation: Conversation, message_id) -> Message:
     reply = _message_of(conversation, message_id, Message.Role.ASSISTANT)
     if not reply.cut:
         raise ChatError("Only a reply cut at its maximum tokens can be continued; this one "
-                        + ("is still being written." if reply.in_progress else "ended by itself."))
+                        + ("is still being written." if reply.in_progress else "ended by itself."),
+                        code=CANNOT_CONTINUE)
     if reply.active_child_id is not None:
         raise ChatError("Only the last reply of a conversation can be continued: the messages below it were "
-                        "written after it. Regenerate from there instead.")
+                        "written after it. Regenerate from there instead.", code=CANNOT_CONTINUE)
     if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():
-        raise ChatError(STILL_ANSWERING)
+        raise ChatError(STILL_ANSWERING, code=REPLY_IN_PROGRESS)
     if settings.LLM_ENGINE == "openai":
         if output_format_for(message=reply) is not None:
             raise ChatError("This reply has an output format, and the external engine cannot continue one from "
-                            "its middle. Regenerate it with more maximum tokens instead.")
+                            "its middle. Regenerate it with more maximum tokens instead.", code=CANNOT_CONTINUE)
     try:
         with transaction.atomic():
             # Conditional on what was read, so that two tabs' Continue queue it once.
@@ -418,9 +433,9 @@ def reply_continue(*, conversation: Conversation, message_id) -> Message:
                 status=Message.Status.QUEUED, worker_channel="", error="", error_code="",
                 lease_expires_at=queued_reply_deadline())
     except IntegrityError:  # another tab's reply started at the same instant
-        raise ChatError(STILL_ANSWERING) from None
+        raise ChatError(STILL_ANSWERING, code=REPLY_IN_PROGRESS) from None
     if not queued:
-        raise ChatError("This reply is already being continued.")
+        raise ChatError("This reply is already being continued.", code=CANNOT_CONTINUE)
     conversation.save(update_fields=["updated_at"])
     reply.refresh_from_db()
     return reply
@@ -429,7 +444,7 @@ def reply_continue(*, conversation: Conversation, message_id) -> Message:
 def _require_storable(text: str, what: str) -> None:
     reason = unstorable_reason(text)
     if reason:
-        raise ChatError(f"{what} {reason}.")
+        raise ChatError(f"{what} {reason}.", code="unstorable_text")
 
 
 def _clean_title(title: str) -> str:

@@ -104,21 +104,20 @@ async def test_the_page_shows_the_active_branch_with_its_switch(alice, worker, c
     assert "2/2" in page and f'data-target="{answer}"' in page
 
 
-@pytest.mark.parametrize("frame, error_part", [
-    ({"type": "switch", "message_id": 999999}, "no message 999999"),
-    ({"type": "switch", "message_id": "x"}, "must be the id"),
-    ({"type": "switch"}, "must be the id"),
-    ({"type": "edit", "message_id": 999999, "content": "hi"}, "no message of yours 999999"),
-    ({"type": "edit", "message_id": 1, "content": 5}, '"content" must be a string'),
-    ({"type": "regenerate", "message_id": 999999}, "no reply 999999"),
+@pytest.mark.parametrize("frame, code", [
+    ({"type": "switch", "message_id": 999999}, "no_such_message"),
+    ({"type": "switch", "message_id": "x"}, "no_such_message"),
+    ({"type": "switch"}, "no_such_message"),
+    ({"type": "edit", "message_id": 999999, "content": "hi"}, "no_such_message"),
+    ({"type": "edit", "message_id": 1, "content": 5}, "malformed_frame"),
+    ({"type": "regenerate", "message_id": 999999}, "no_such_message"),
 ])
-async def test_frames_about_missing_messages_are_refused(alice, worker, chat_client, new_conversation, frame,
-                                                         error_part):
+async def test_frames_about_missing_messages_are_refused(alice, worker, chat_client, new_conversation, frame, code):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send(frame)
     reply = await client.receive()
-    assert reply["type"] == "error" and error_part in reply["error"]
+    assert (reply["type"], reply["code"]) == ("error", code)
 
 
 async def test_nobody_edits_switches_or_regenerates_in_another_persons_conversation(alice, bob, worker, chat_client,
@@ -135,7 +134,7 @@ async def test_nobody_edits_switches_or_regenerates_in_another_persons_conversat
         await bob_tab.send(frame)
         reply = await bob_tab.receive()
         # The same answer as for a message that does not exist: nothing about Alice's is revealed.
-        assert reply == {"type": "error", "error": reply["error"]} and said in reply["error"]
+        assert reply == {"type": "error", "error": reply["error"], "code": "no_such_message"} and said in reply["error"]
     assert await active_path(alices.pk) == [question, answer]
     assert await database_sync_to_async(Message.objects.filter(conversation=alices).count)() == 2
 
@@ -151,7 +150,7 @@ async def test_an_edit_while_the_model_answers_is_refused_and_nothing_changes(al
     question = message_frames(frames)[0]["id"]
     await client.send({"type": "edit", "message_id": question, "content": "Write less"})
     refusal = (await client.receive_until("error"))[-1]
-    assert "stop the reply before editing" in refusal["error"]
+    assert refusal["code"] == "reply_in_progress" and "stop the reply before editing" in refusal["error"]
     await client.send({"type": "stop"})
     await client.receive_until("done")
     assert len(await active_path(conversation.pk)) == 2

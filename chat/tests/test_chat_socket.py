@@ -83,30 +83,30 @@ async def test_an_id_beyond_the_database_closes_like_an_unknown_conversation(ali
 
 
 @pytest.mark.parametrize(
-    "frame, error_part",
+    "frame, code",
     [
-        ("{not json", "Malformed JSON"),
-        ('["send"]', "JSON object"),
-        ({"type": "dance"}, "Unknown type 'dance'"),
-        ({"type": "send", "content": "   "}, "empty"),
-        ({"type": "send", "content": 42}, "must be a string"),
-        ({"type": "send", "content": "x" * 32001}, "limit is 32,000"),
-        ({"type": "stop"}, "no reply in progress"),
-        ({"type": "regenerate"}, "no reply to regenerate"),
+        ("{not json", "malformed_frame"),
+        ('["send"]', "malformed_frame"),
+        ({"type": "dance"}, "unknown_type"),
+        ({"type": "send", "content": "   "}, "empty_message"),
+        ({"type": "send", "content": 42}, "malformed_frame"),
+        ({"type": "send", "content": "x" * 32001}, "message_too_long"),
+        ({"type": "stop"}, "nothing_to_stop"),
+        ({"type": "regenerate"}, "no_such_message"),
         # Text PostgreSQL cannot store, and deep JSON: an error frame, never a 1011 close.
-        ({"type": "send", "content": "nul \x00 byte"}, "NUL"),
-        ({"type": "send", "content": "lone \ud800 surrogate"}, "surrogate"),
-        ('{"type": "send", "content": ' + "[" * 50_000 + "]" * 50_000 + "}", "nested too deeply"),
-        ('{"type": "send", "content": "x", "extra": ' + '{"a": ' * 10 + "1" + "}" * 10 + "}", "nested too deeply"),
+        ({"type": "send", "content": "nul \x00 byte"}, "malformed_frame"),
+        ({"type": "send", "content": "lone \ud800 surrogate"}, "malformed_frame"),
+        ('{"type": "send", "content": ' + "[" * 50_000 + "]" * 50_000 + "}", "malformed_frame"),
+        ('{"type": "send", "content": "x", "extra": ' + '{"a": ' * 10 + "1" + "}" * 10 + "}", "malformed_frame"),
     ],
 )
-async def test_it_answers_bad_frames_with_an_error_and_stays_usable(alice, worker, chat_client, frame, error_part,
+async def test_it_answers_bad_frames_with_an_error_and_stays_usable(alice, worker, chat_client, frame, code,
                                                                     new_conversation, stored_messages):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send(frame)
     error = await client.receive()
-    assert error["type"] == "error" and error_part in error["error"]
+    assert (error["type"], error["code"]) == ("error", code) and error["error"]  # a sentence for the person too
     assert await stored_messages(conversation) == []  # nothing stored
 
     await client.send({"type": "send", "content": "still here?"})
@@ -122,7 +122,7 @@ async def test_it_refuses_a_second_message_while_the_model_answers(alice, worker
     await client.send({"type": "send", "content": "second"})
     frames = await client.receive_until("done")
     errors = [f for f in frames if f["type"] == "error"]
-    assert errors and "still answering" in errors[0]["error"]
+    assert errors and errors[0]["code"] == "reply_in_progress"
     assert [m["content"] for m in await stored_messages(conversation) if m["role"] == "user"] == ["first"]
 
 

@@ -47,7 +47,7 @@ async def test_side_by_side_with_an_unknown_model_is_refused_and_nothing_is_stor
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "Compare", "compare": "no-such-model"})
     refusal = await client.receive()
-    assert refusal["type"] == "error" and "no model “no-such-model” to compare with" in refusal["error"]
+    assert (refusal["type"], refusal["code"]) == ("error", "no_such_model") and "no-such-model" in refusal["error"]
     assert not await database_sync_to_async(Message.objects.filter(conversation=conversation).exists)()
 
 
