@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -26,11 +26,11 @@ from chat.serving import queue as chat_queue
 from chat.serving.wakeups import wake_workers
 from prompts import selectors as prompt_selectors
 from prompts.rendering import MissingVariablesError, TemplateError, assembled_messages, render_user_turn
-from studio.jobs import JobStatus, job_claim, job_end, job_progress
+from studio.jobs import JobRecord, JobStatus, job_claim, job_end, job_progress
 
 from . import scorers
 from .models import Evaluation, EvaluationResult, FailureCase
-from .prompting import case_messages, case_retrieval, read_by_model
+from .prompting import case_examples, case_messages, case_retrieval, read_by_model
 
 log = logging.getLogger("evals")
 JUDGE_MAX_NEW_TOKENS = 32
@@ -57,13 +57,16 @@ def decoding_parameters(version) -> dict:
     return parameters
 
 
-def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[dict]], parameters: dict
+def answers_from_model_workers(job: JobRecord, conversations: list[list[dict]], parameters: dict, *, owner,
+                               model_name: str, key: str, title: str, count_retry: Callable[[], None]
                                ) -> Iterator[tuple[int, Message]]:
-    """(index, finished reply) for each of `conversations`, in the order they finish. At most
-    EVAL_BATCH_SIZE wait at the workers at once; a reply lost with its model worker (killed, out of
-    memory: the sweeper fails it as worker_lost) is asked again, up to EVAL_CASE_RETRIES times a
-    conversation, counted in the evaluation's `retried`. The unlisted conversations are removed at
-    the end, and replies still waiting are withdrawn (cancel, failure)."""
+    """(index, finished reply) for each of `conversations`, in the order they finish, asked as
+    `owner` of `model_name` for `job` (its heartbeat and cancel flag; `key` names its unlisted
+    conversations). At most EVAL_BATCH_SIZE wait at the workers at once; a reply lost with its model
+    worker (killed, out of memory: the sweeper fails it as worker_lost) is asked again, up to
+    EVAL_CASE_RETRIES times a conversation, each time calling `count_retry`. The unlisted
+    conversations are removed at the end, and replies still waiting are withdrawn (cancel, failure).
+    Evaluations and the optimiser's candidates both call it."""
     waiting: dict[int, int] = {}  # reply id → index in `conversations`
     created: list[int] = []
     to_ask = list(range(len(conversations)))[::-1]  # popped from the end: in order, retries first
@@ -75,9 +78,8 @@ def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[
             while to_ask and len(waiting) < settings.EVAL_BATCH_SIZE:
                 index = to_ask.pop()
                 reply = chat_services.reply_request_unlisted(
-                    owner=evaluation.created_by, kind=Conversation.Kind.EVALUATION,
-                    messages=conversations[index], model_name=evaluation.model_name, parameters=parameters,
-                    title=f"Evaluation {evaluation.pk}", job=job_key(evaluation.pk))
+                    owner=owner, kind=Conversation.Kind.EVALUATION, messages=conversations[index],
+                    model_name=model_name, parameters=parameters, title=title, job=key)
                 waiting[reply.pk], added = index, True
                 asked[index] += 1
                 created.append(reply.conversation_id)
@@ -86,7 +88,7 @@ def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[
             time.sleep(POLL_S)
             if time.monotonic() - last_check > settings.JOB_HEARTBEAT_SECONDS:  # a heartbeat, the cancel flag
                 last_check = time.monotonic()
-                if job_progress(evaluation):
+                if job_progress(job):
                     raise Cancelled
             for reply in Message.objects.filter(pk__in=list(waiting)).exclude(status__in=Message.IN_PROGRESS):
                 if reply.status == Message.Status.FAILED and reply.error_code in Message.NO_ANSWER:  # no worker could answer
@@ -95,7 +97,7 @@ def answers_from_model_workers(evaluation: Evaluation, conversations: list[list[
                 if _lost_with_its_worker(reply) and asked[index] <= settings.EVAL_CASE_RETRIES:
                     # The model's failure, not the prompt's: asked again (another worker, or this one restarted).
                     to_ask.append(index)
-                    Evaluation.objects.filter(pk=evaluation.pk).update(retried=F("retried") + 1)
+                    count_retry()
                     continue
                 yield index, reply
     finally:
@@ -153,21 +155,33 @@ def _describe(exc: Exception) -> str:
     return text if text.endswith(".") else text + "."
 
 
+def _answers(evaluation: Evaluation, conversations: list[list[dict]], parameters: dict):
+    def count_retry():
+        Evaluation.objects.filter(pk=evaluation.pk).update(retried=F("retried") + 1)
+
+    return answers_from_model_workers(evaluation, conversations, parameters, owner=evaluation.created_by,
+                                      model_name=evaluation.model_name, key=job_key(evaluation.pk),
+                                      title=f"Evaluation {evaluation.pk}", count_retry=count_retry)
+
+
 def _run(evaluation: Evaluation) -> None:
     version = evaluation.prompt_version
     by_id = {case.pk: case for case in FailureCase.objects.filter(pk__in=evaluation.case_ids)}
     cases = [by_id[pk] for pk in evaluation.case_ids if pk in by_id]  # a deleted case drops out
     job_progress(evaluation, note="waiting for a model worker…", total=len(cases))
     judge = _judge_for(evaluation)
-    similarity = _similarity if any(s["type"] == "semantic_similarity" for s in evaluation.scorers) else None
+    similarity = similarity_for(evaluation.scorers)
 
     conversations, runnable, done, passed, errored = [], [], 0, 0, 0
     retrieved = {}  # case id → the passages its retrieval found, best first
+    example_cases = {}  # case id → the cases chosen as its examples
     for case in cases:
         record = case_retrieval(case, version, user=evaluation.created_by)  # as the person who runs it
         retrieved[case.pk] = record["sources"] if record is not None else []
         try:
-            conversations.append(case_messages(case, version, retrieval=read_by_model(record, version)))
+            examples, example_cases[case.pk] = case_examples(case, version, user=evaluation.created_by)
+            conversations.append(case_messages(case, version, retrieval=read_by_model(record, version),
+                                               examples=examples))
             runnable.append(case)
         except (MissingVariablesError, TemplateError) as exc:
             EvaluationResult.objects.create(evaluation=evaluation, case=case, error=str(exc),
@@ -184,26 +198,16 @@ def _run(evaluation: Evaluation) -> None:
                 EvaluationResult.objects.create(evaluation=evaluation, case=case, output=reply.content,
                                                 error=reply.error, error_code=reply.error_code or Message.ErrorCode.MODEL_FAILED,
                                                 completion_tokens=reply.completion_tokens,
-                                                retrieved=retrieved[case.pk])
+                                                retrieved=retrieved[case.pk], example_cases=example_cases[case.pk])
                 done += 1
                 errored += 1
                 continue
-            scores, all_pass, failures = {}, True, []
-            for spec in evaluation.scorers:
-                if spec["type"] == "json_schema" and not spec.get("schema"):  # the evaluated version's own
-                    spec = {**spec, "schema": version.answer_format.get("schema")}
-                try:
-                    value = scorers.score(spec, reply.content, case.expected, similarity=similarity,
-                                          judge_score=judged.get(case.pk))
-                except scorers.ScoringFailed as exc:  # shown as the scorer's error, never a silent 0
-                    scores[spec["type"]], all_pass = None, False
-                    failures.append(str(exc))
-                    continue
-                scores[spec["type"]] = value
-                all_pass = all_pass and scorers.passes(spec, value)
+            scores, all_pass, failures = reply_scores(evaluation.scorers, version, reply.content, case.expected,
+                                                      similarity=similarity, judge_score=judged.get(case.pk))
             EvaluationResult.objects.create(evaluation=evaluation, case=case, output=reply.content, scores=scores,
                                             scorer_passed=all_pass, passed=all_pass, error="; ".join(failures),
-                                            completion_tokens=reply.completion_tokens, retrieved=retrieved[case.pk])
+                                            completion_tokens=reply.completion_tokens, retrieved=retrieved[case.pk],
+                                            example_cases=example_cases[case.pk])
             passed += all_pass
             done += 1
         if job_progress(evaluation, done=done, passed=passed, errored=errored, note=""):
@@ -212,7 +216,7 @@ def _run(evaluation: Evaluation) -> None:
     # Each case is scored and counted as soon as its reply ends; a judge reads them in batches.
     batch_size = settings.EVAL_BATCH_SIZE if judge else 1
     finished = []
-    for index, reply in answers_from_model_workers(evaluation, conversations, decoding_parameters(version)):
+    for index, reply in _answers(evaluation, conversations, decoding_parameters(version)):
         finished.append((runnable[index], reply))
         if len(finished) >= batch_size:
             store(finished)
@@ -221,6 +225,30 @@ def _run(evaluation: Evaluation) -> None:
             job_progress(evaluation, note=f"{done + len(finished)} answered, waiting to be judged")
     if finished:
         store(finished)
+
+
+def reply_scores(specs: list[dict], version, output: str, expected: str, *, similarity=None, judge_score=None
+                 ) -> tuple[dict, bool, list[str]]:
+    """A reply scored by every scorer: (scorer type → value, passed them all, the scorers' errors).
+    A json_schema scorer without a schema uses `version`'s own."""
+    scores, all_pass, failures = {}, True, []
+    for spec in specs:
+        if spec["type"] == "json_schema" and not spec.get("schema"):  # the evaluated version's own
+            spec = {**spec, "schema": version.answer_format.get("schema")}
+        try:
+            value = scorers.score(spec, output, expected, similarity=similarity, judge_score=judge_score)
+        except scorers.ScoringFailed as exc:  # shown as the scorer's error, never a silent 0
+            scores[spec["type"]], all_pass = None, False
+            failures.append(str(exc))
+            continue
+        scores[spec["type"]] = value
+        all_pass = all_pass and scorers.passes(spec, value)
+    return scores, all_pass, failures
+
+
+def similarity_for(specs: list[dict]):
+    """The similarity function semantic_similarity needs (None when no scorer asks for it)."""
+    return _similarity if any(s["type"] == "semantic_similarity" for s in specs) else None
 
 
 def _similarity(first: str, second: str) -> float:
@@ -249,7 +277,7 @@ def _judge_for(evaluation: Evaluation):
             values = {name: value if value.strip() else "(empty)" for name, value in values.items()}
             conversations.append(assembled_messages(system=judge_version.instructions, turns=[
                 {"role": "user", "content": render_user_turn(judge_version.template, values)}]))
-        verdicts = dict(answers_from_model_workers(evaluation, conversations, parameters))
+        verdicts = dict(_answers(evaluation, conversations, parameters))
         return [scorers.judge_verdict(verdicts[n].content) for n in range(len(batch))]
 
     return judge
