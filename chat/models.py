@@ -92,10 +92,11 @@ class Message(models.Model):
         BUSY = "busy"  # queued past its deadline while workers were busy with others
         LOAD_FAILED = "load_failed"  # the only workers could not load the model
         WORKER_LOST = "worker_lost"  # the worker writing it stopped (its lease lapsed)
-        MODEL_FAILED = "model_failed"  # the model or engine failed on it (too long, out of memory, stalled)
+        MODEL_FAILED = "model_failed"  # the model or engine failed on it (too long, stalled, an engine error)
         # Its output format could not be followed (the grammar's limits were reached while decoding):
         # the version's format, not the model, is what to change.
         OUTPUT_FORMAT_FAILED = "output_format_failed"
+        OUT_OF_MEMORY = "out_of_memory"  # the model's device ran out of memory (a shorter conversation may fit)
 
     # No worker could answer: a job waiting on these replies gives up, saying why.
     NO_ANSWER = (ErrorCode.NO_WORKER, ErrorCode.BUSY, ErrorCode.LOAD_FAILED)

@@ -21,9 +21,10 @@ def failure_cases(request, user, payload):
     rows = payload if isinstance(payload, list) else [payload]
     try:
         # Private unless a row says "shared": true (the one default of every new case).
-        cases = services.cases_create(user=user, rows=rows, source=FailureCase.Source.API, shared=None)
-    except services.CaseError as exc:  # one case: its field without the list's index
-        raise StudioError(str(exc) if isinstance(payload, list) else str(exc).removeprefix("[0].")) from None
+        cases = services.cases_create(user=user, rows=rows, source=FailureCase.Source.API, shared=None,
+                                      numbered=isinstance(payload, list))  # one case: its field alone
+    except services.CaseError as exc:
+        raise StudioError(exc.message, exc.field, code=exc.code) from None
     return JsonResponse({"ids": [case.pk for case in cases]}, status=201)
 
 

@@ -27,6 +27,7 @@ from chat.serving.wakeups import wake_workers
 from prompts import selectors as prompt_selectors
 from prompts.rendering import MissingVariablesError, TemplateError, assembled_messages, render_user_turn
 from studio.jobs import JobRecord, JobStatus, job_claim, job_end, job_progress
+from studio.llm.replies import OUT_OF_MEMORY, failure_code
 
 from . import scorers
 from .models import Evaluation, EvaluationResult, FailureCase
@@ -150,7 +151,7 @@ def run_evaluation(evaluation_id: int) -> None:
 
 def _describe(exc: Exception) -> str:
     text = str(exc) or exc.__class__.__name__
-    if "out of memory" in text.lower() or isinstance(exc, MemoryError):
+    if failure_code(exc) == OUT_OF_MEMORY:
         return "Out of memory. Lower EVAL_BATCH_SIZE or the reply length. The results so far are kept."
     return text if text.endswith(".") else text + "."
 

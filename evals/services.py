@@ -267,13 +267,15 @@ def case_create(*, user, fields: dict, source: str, shared: bool | None = None, 
     return case
 
 
-def cases_create(*, user, rows: list, source: str, shared: bool | None = True) -> list[FailureCase]:
-    """Create many cases, all or nothing: a refusal names the row (`[3].expected`). `shared`: for
-    rows that do not say (the API and the forms pass None or the person's choice: the default
-    NEW_CASE_SHARED; seeds in tests and demos share theirs)."""
+def cases_create(*, user, rows: list, source: str, shared: bool | None = True,
+                 numbered: bool = True) -> list[FailureCase]:
+    """Create many cases, all or nothing: a refusal names the row (`[3].expected`), or, not
+    `numbered` (one case sent alone), the field only (`expected`). `shared`: for rows that do not
+    say (the API and the forms pass None or the person's choice: the default NEW_CASE_SHARED;
+    seeds in tests and demos share theirs)."""
     if len(rows) > MAX_CASES_PER_REQUEST:
         raise CaseError(f"at most {MAX_CASES_PER_REQUEST:,} cases at once", "(list)")
-    cleaned = [clean_case(row, where=f"[{n}]") for n, row in enumerate(rows)]
+    cleaned = [clean_case(row, where=f"[{n}]" if numbered else "") for n, row in enumerate(rows)]
     with transaction.atomic():
         return [case_create(user=user, fields=fields, source=source, shared=shared) for fields in cleaned]
 

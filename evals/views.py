@@ -193,9 +193,9 @@ def case_new(request):
                "input": variables if variables else values["input"]}
         try:
             case = services.cases_create(user=request.user, rows=[raw], source=FailureCase.Source.MANUAL,
-                                         shared=source.get("shared") == "on")[0]
+                                         shared=source.get("shared") == "on", numbered=False)[0]
         except services.CaseError as exc:
-            error = f"{exc.field.removeprefix('[0].')}: {exc.message}"
+            error = str(exc)  # "field: message"
         else:
             return redirect(case)
     return render(request, "evals/case_new.html", {

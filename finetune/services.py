@@ -16,8 +16,9 @@ from evals.models import FailureCase
 from prompts import selectors as prompt_selectors
 from studio import jobs
 from studio.errors import StudioError
+from studio.input_checks import InputError, parsed_number
 from studio.jobs import JobStatus, job_cancel
-from studio.llm.training import TrainingConfig
+from studio.llm.training import TrainingConfig, TrainingConfigError
 
 from .models import FineTunedModel, FineTuneJob
 from .training_data import base_model_folder, describe_left_out, rendered_text, rows_hash, training_data
@@ -289,36 +290,24 @@ def clean_hyperparameters(raw: dict, *, method: str, objective: str) -> dict:
     try:
         config = TrainingConfig(base_model_folder="-", objective=objective, method=method, seed=seed, device=device,
                                 **values)
-    except ValueError as exc:
-        message = str(exc)
-        field = message.split("=")[0] if "=" in message.split(" ")[0] else "method"
-        raise FineTuneError(message, field) from None
+    except TrainingConfigError as exc:
+        raise FineTuneError(str(exc), exc.field) from None
     return {k: v for k, v in config.__dict__.items() if k != "base_model_folder"}
 
 
 def _whole_number(given, name: str) -> int:
     """An int, an integral float (2.0) or the digits of one ("4", from a form); never a rounded 2.9."""
-    if isinstance(given, bool):
-        raise FineTuneError("must be a whole number", name)
-    if isinstance(given, float) and given.is_integer():
-        return int(given)
-    if isinstance(given, int):
-        return given
-    if isinstance(given, str) and re.fullmatch(r"\s*-?\d{1,20}\s*", given):
-        return int(given)
-    raise FineTuneError("must be a whole number", name)
+    try:
+        return parsed_number(given, whole=True)
+    except InputError as exc:
+        raise FineTuneError(str(exc), name) from None
 
 
 def _number(given, name: str) -> float:
-    if isinstance(given, bool):
-        raise FineTuneError("must be a number", name)
     try:
-        number = float(given)
-    except (TypeError, ValueError):
-        raise FineTuneError("must be a number", name) from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise FineTuneError("must be a finite number", name)
-    return number
+        return float(parsed_number(given))
+    except InputError as exc:
+        raise FineTuneError(str(exc), name) from None
 
 
 def _cuda_available() -> bool:

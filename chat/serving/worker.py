@@ -38,6 +38,7 @@ from studio.llm import GenerationSettings, LoadedModel, load_model
 from studio.llm.adapters import ServedModels
 from studio.llm.constraints import FORMAT_FAILED
 from studio.llm.engine import BatchEngine, EngineRequest, EngineResult, prepare_prompt
+from studio.llm.replies import OUT_OF_MEMORY, failure_code
 from studio.llm.remote import RemoteEngine
 
 from chat import selectors
@@ -308,21 +309,20 @@ class GenerationWorker:
             result = await self._stream(active, request)
         except Exception as exc:
             log.exception("reply %s failed", message.pk)
+            error, code = describe_failure(str(exc) or exc.__class__.__name__, failure_code(exc))
             if continued and active.text == message.content:
-                await self._finish_unchanged(active, message, describe_failure(exc))
+                await self._finish_unchanged(active, message, error)
             else:
-                await self._finish(active, Message.Status.FAILED, usage={}, error=describe_failure(exc))
+                await self._finish(active, Message.Status.FAILED, usage={}, error=error, error_code=code)
         else:
             usage = result.usage.as_dict()
             if continued:  # one reply: the figures of all its parts
                 usage = summed_usage(message.usage(), usage)
+            error, code = describe_failure(result.error, result.error_code)
             if result.finish_reason == "error" and continued and active.text == message.content:
-                await self._finish_unchanged(active, message, describe_failure(RuntimeError(result.error)))
+                await self._finish_unchanged(active, message, error)
             elif result.finish_reason == "error":
-                await self._finish(active, Message.Status.FAILED, usage=usage,
-                                   error=describe_failure(RuntimeError(result.error)),
-                                   error_code=(Message.ErrorCode.OUTPUT_FORMAT_FAILED if result.error_code == FORMAT_FAILED
-                                               else Message.ErrorCode.MODEL_FAILED))
+                await self._finish(active, Message.Status.FAILED, usage=usage, error=error, error_code=code)
             else:
                 status = Message.Status.STOPPED if result.finish_reason == "cancelled" else Message.Status.COMPLETE
                 await self._finish(active, status, usage=usage, finish_reason=result.finish_reason)
@@ -584,9 +584,14 @@ def summed_usage(earlier: dict, added: dict) -> dict:
     }
 
 
-def describe_failure(exc: Exception) -> str:
-    """A sentence a person can act on, never a stack trace."""
-    text = str(exc) or exc.__class__.__name__
-    if "out of memory" in text.lower() or isinstance(exc, MemoryError):
-        return "The model ran out of memory writing this reply. Try a shorter conversation or a smaller model."
-    return text if text.endswith(".") else text + "."
+# The engine's codes (EngineResult.error_code) as a stored reply's; any other failure is the model's.
+_MESSAGE_CODES = {FORMAT_FAILED: Message.ErrorCode.OUTPUT_FORMAT_FAILED, OUT_OF_MEMORY: Message.ErrorCode.OUT_OF_MEMORY}
+
+
+def describe_failure(error: str, engine_code: str = "") -> tuple[str, str]:
+    """A failed reply's sentence a person can act on (never a stack trace) and its stored code, from
+    the engine's error and its code (engine.failure_code: classified where it was caught)."""
+    code = _MESSAGE_CODES.get(engine_code, Message.ErrorCode.MODEL_FAILED)
+    if code == Message.ErrorCode.OUT_OF_MEMORY:
+        return "The model ran out of memory writing this reply. Try a shorter conversation or a smaller model.", code
+    return (error if error.endswith(".") else error + "."), code

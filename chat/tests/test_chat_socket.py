@@ -6,7 +6,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AnonymousUser
 
-from chat.models import Conversation
+from chat.models import Conversation, Message
 from tests.settings import TINY_MODEL_DIR
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -294,7 +294,9 @@ async def test_a_reply_that_runs_out_of_memory_fails_with_advice(alice, worker, 
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "A very long document..."})
     done = (await client.receive_until("done"))[-1]
-    assert done["status"] == "failed" and "ran out of memory" in done["error"]
+    assert (done["status"], done["error_code"]) == ("failed", "out_of_memory") and done["error"]
     assert (await stored_messages(conversation))[1]["status"] == "failed"
+    stored = await database_sync_to_async(Message.objects.get)(conversation=conversation, role="assistant")
+    assert stored.error_code == "out_of_memory"
     await client.send({"type": "regenerate"})  # the conversation is not stuck
     assert (await client.receive())["message"]["status"] == "queued"

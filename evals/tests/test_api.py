@@ -54,6 +54,11 @@ def test_a_list_is_all_or_nothing_and_a_refusal_names_the_index_and_field(client
     assert not FailureCase.objects.exists()
 
 
+def test_one_case_sent_alone_is_refused_naming_its_field_without_an_index(client, token, order_version):
+    response = post(client, "/api/failure-cases/", {**CASE, "split": "test"}, token)
+    assert response.status_code == 400 and response.json()["error"] == "split: must be one of train, eval"
+
+
 def test_refusals_without_a_token_or_with_a_bad_body(client, token, order_version):
     assert client.post("/api/failure-cases/", "{}", content_type="application/json").status_code == 401
     assert post(client, "/api/failure-cases/", "[" * 1000 + "]" * 1000, token).status_code == 400

@@ -42,13 +42,19 @@ def test_training_uses_only_cases_the_launching_staff_member_may_see(carol, alic
 
 
 def test_bad_hyperparameters_and_methods_are_refused_by_field(carol, order_prompt, cases):
-    for raw, field in (({"epochs": "many"}, "epochs"), ({"lora_rank": 0}, "lora_rank"),
+    for raw, field in (({"epochs": "many"}, "epochs"), ({"lora_rank": 0}, "lora_rank"), ({"lora_rank": 2.5}, "lora_rank"),
+                       ({"epochs": "nan"}, "epochs"), ({"batch_size": True}, "batch_size"),
                        ({"learning_rate": 5}, "learning_rate"), ({"target_modules": "q_proj;drop"}, "target_modules")):
         with pytest.raises(services.FineTuneError) as refused:
             services.job_create(user=carol, name="", prompt_slug="order-json", filters={}, hyperparameters=raw)
         assert refused.value.field == field
-    with pytest.raises(services.FineTuneError, match="QLoRA needs a CUDA GPU"):
+    with pytest.raises(services.FineTuneError) as refused:  # on this CPU machine
         services.job_create(user=carol, name="", prompt_slug="order-json", filters={}, method="qlora")
+    assert refused.value.field == "method"
+    with pytest.raises(services.FineTuneError) as refused:
+        services.job_create(user=carol, name="", prompt_slug="order-json", filters={},
+                            hyperparameters={"lora_dropout": 1.5})
+    assert refused.value.field == "lora_dropout"  # the field the training settings name, not one read from words
 
 
 def test_a_job_needs_staff_a_prompt_and_cases(alice, carol, order_prompt):

@@ -48,9 +48,9 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from .replies import GenerationSettings, Usage, fit_to_context
 from .constraints import FORMAT_FAILED, NO_TOKEN_ALLOWED, ReplyConstraint, is_free
 from .loading import LoadedModel
+from .replies import GenerationSettings, Usage, failure_code, fit_to_context
 
 # Background prompts prefilled together in one forward pass (evaluation cases arrive in bursts).
 BACKGROUND_PREFILL_BATCH = 8
@@ -105,7 +105,7 @@ class EngineResult:
     finish_reason: str  # "stop", "length", "cancelled" or "error"
     usage: Usage
     error: str = ""
-    error_code: str = ""  # why it failed, for programs: constraints.FORMAT_FAILED, else ""
+    error_code: str = ""  # why it failed, for programs: FORMAT_FAILED, OUT_OF_MEMORY (replies.failure_code), else ""
 
 
 def prepare_prompt(loaded: LoadedModel, request: EngineRequest) -> EngineRequest:
@@ -272,7 +272,7 @@ class BatchEngine:
                     self._turn(lane)
                 except Exception as exc:  # a step failed: every reply of the lane fails, the engine goes on
                     for row in lane.rows:
-                        self._finish(row, "error", error=f"{exc.__class__.__name__}: {exc}")
+                        self._finish(row, "error", error=f"{exc.__class__.__name__}: {exc}", code=failure_code(exc))
                     lane.rows, lane.cache, lane.mask = [], None, None
                 if not lane.rows:
                     lane.prefill_credit_s = self.prefill_burst_s  # full again for the next spell of writing
@@ -411,7 +411,8 @@ class BatchEngine:
             logits = output.logits[:, -1, :]  # (b, V)
         except Exception as exc:
             for request in requests:
-                request.on_done(EngineResult("", "error", Usage(), error=f"{exc.__class__.__name__}: {exc}"))
+                request.on_done(EngineResult("", "error", Usage(), error=f"{exc.__class__.__name__}: {exc}",
+                                             error_code=failure_code(exc)))
             return
         self._join(lane, rows, cache, mask, logits)
 
@@ -435,7 +436,7 @@ class BatchEngine:
                                            **self._adapter_kwargs([row]))
         except Exception as exc:
             row.cache = None
-            self._finish(row, "error", error=f"{exc.__class__.__name__}: {exc}")
+            self._finish(row, "error", error=f"{exc.__class__.__name__}: {exc}", code=failure_code(exc))
             return
         row.prefilled, row.token_s = end, (time.perf_counter() - started) / (end - start)
         row.request.on_progress()
@@ -594,11 +595,12 @@ class BatchEngine:
                 self._finish(row, row.done, error=row.error)
         lane.keep(keep)
 
-    def _finish(self, row: _Row, reason: str, *, error: str = "") -> None:
+    def _finish(self, row: _Row, reason: str, *, error: str = "", code: str = "") -> None:
         usage = Usage.timed(prompt_tokens=len(row.prompt_ids), completion_tokens=len(row.completion),
                             started=row.started, first_at=row.first_token_at, last_at=row.last_token_at)
         constraint = row.request.constraint
-        code = FORMAT_FAILED if reason == "error" and constraint is not None and constraint.broken else ""
+        if reason == "error" and constraint is not None and constraint.broken:
+            code = FORMAT_FAILED
         row.request.on_done(EngineResult(row.text, reason, usage, error=error, error_code=code))
 
     def _eos_ids(self) -> set[int]:

@@ -5,11 +5,25 @@ history fitted to the model's context as token ids.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypedDict
 
 from .loading import LoadedModel, chat_template_ids
+
+
+OUT_OF_MEMORY = "out_of_memory"  # the machine's or the GPU's memory ran out
+
+
+def failure_code(exc: BaseException) -> str:
+    """The code of a failure, classified where it is caught by its type, never by its words:
+    OUT_OF_MEMORY, else "". torch's error is looked up only where torch is loaded already (the
+    web and job processes never import it for this)."""
+    torch = sys.modules.get("torch")
+    if isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, torch.OutOfMemoryError)):
+        return OUT_OF_MEMORY
+    return ""
 
 
 class PromptTooLongError(ValueError):

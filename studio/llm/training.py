@@ -13,6 +13,7 @@ Knows only files, rows and the model folder: the job worker (finetune/) does the
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -21,7 +22,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .replies import OUT_OF_MEMORY, failure_code
+
 PROGRESS_PREFIX = "@@studio "  # progress lines on stdout start with this; anything else is log text
+
+
+class TrainingConfigError(ValueError):
+    """A training setting refused: `field` names it (a hyperparameter, "objective", "method")."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
 
 
 @dataclass
@@ -46,11 +57,12 @@ class TrainingConfig:
 
     def __post_init__(self):
         if self.objective not in ("sft", "dpo"):
-            raise ValueError(f"objective={self.objective!r}: use sft or dpo")
+            raise TrainingConfigError("objective", f"objective={self.objective!r}: use sft or dpo")
         if self.method not in ("lora", "qlora"):
-            raise ValueError(f"method={self.method!r}: use lora or qlora")
+            raise TrainingConfigError("method", f"method={self.method!r}: use lora or qlora")
         if self.method == "qlora" and self.device != "cuda":
-            raise ValueError("QLoRA needs a CUDA GPU (bitsandbytes 4-bit on a CPU is many times slower): use lora")
+            raise TrainingConfigError("method", "QLoRA needs a CUDA GPU (bitsandbytes 4-bit on a CPU is many times "
+                                                "slower): use lora")
         checks = {"epochs": (0 < self.epochs <= 100), "learning_rate": (0 < self.learning_rate < 1),
                   "lora_rank": (1 <= self.lora_rank <= 512), "lora_alpha": (1 <= self.lora_alpha <= 4096),
                   "lora_dropout": (0 <= self.lora_dropout < 1), "max_length": (16 <= self.max_length <= 32768),
@@ -58,7 +70,7 @@ class TrainingConfig:
                   "eval_share": (0 <= self.eval_share < 0.5)}
         for name, ok in checks.items():
             if not ok:
-                raise ValueError(f"{name}={getattr(self, name)!r} is out of range")
+                raise TrainingConfigError(name, f"{name}={getattr(self, name)!r} is out of range")
 
 
 def emit(event: str, **fields) -> None:
@@ -236,15 +248,16 @@ def run(folder: Path) -> int:
 
 
 def describe_failure(exc: BaseException, config: TrainingConfig) -> dict:
+    """The error event of a failed training: its `kind` (oom, disk, data, error: a code, classified
+    by the exception's type) and a message that says what to change."""
     text = f"{exc.__class__.__name__}: {exc}"
-    lowered = text.lower()
-    if "out of memory" in lowered or isinstance(exc, MemoryError):
+    if failure_code(exc) == OUT_OF_MEMORY:
         advice = [f"a smaller batch size (now {config.batch_size}; raise gradient accumulation to keep the "
                   "effective batch)", f"a shorter maximum length (now {config.max_length} tokens)"]
         if config.device == "cuda" and config.method != "qlora":
             advice.append("QLoRA (a 4-bit base model)")
         return {"kind": "oom", "message": "Training ran out of memory. Try " + ", or ".join(advice) + "."}
-    if "no space left" in lowered:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return {"kind": "disk", "message": "The disk is full: free space in the studio's data folder and start again."}
     if isinstance(exc, (ValueError, KeyError)):
         return {"kind": "data", "message": f"The training data or settings were refused: {exc}"}
