@@ -1,4 +1,5 @@
-# Two commands: `make run` (set up and serve) and `make test` (the whole suite).
+# Two commands: `make run` (set up and serve) and `make test` (the whole suite); `make check`, the
+# fast tier of the suite (no servers, browser, PostgreSQL or Redis), while writing code.
 # Needs only Python 3.11+ and make; everything else is installed into .venv.
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ TORCH_VERSION := 2.13.0
 # cpu or cuda; auto-detected from nvidia-smi. Override: make run TORCH=cpu
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 
-.PHONY: run test bench worker jobs loop-demo install install-test browser clean
+.PHONY: run test check bench worker jobs loop-demo install install-test browser clean
 
 run: $(VENV)/.installed
 	$(PY) manage.py serve
@@ -27,6 +28,11 @@ loop-demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test browser
 	$(PY) -m pytest
+
+# The tests that start no process (`slow`: a studio, worker, Chromium, PostgreSQL, Redis, a training
+# run, a wheel build); under 3 minutes on an idle 2-core machine.
+check: $(VENV)/.installed-test
+	$(PY) -m pytest -m "not slow"
 
 bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks

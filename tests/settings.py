@@ -7,11 +7,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 TEST_CACHE = Path(os.environ.get("STUDIO_TEST_CACHE", REPO / ".cache" / "tests"))
 TINY_MODEL_DIR = TEST_CACHE / "tiny-llama-v2"  # built by conftest.py before the first test
-# JOB_HEARTBEAT_TIMEOUT_SECONDS of the studios the end-to-end job tests start: a job whose worker
-# stops beating this long is failed. Short, so that the killed-worker tests end soon; not too
-# short: on a busy 2-core machine a living worker's beats (every 2 s) came 4 s apart and a
-# healthy fine-tune was failed at step 0.
-JOB_HEARTBEAT_TIMEOUT_S = 20
+# The job heartbeats of the studios the end-to-end job tests start (JOB_HEARTBEAT_SECONDS and
+# JOB_HEARTBEAT_TIMEOUT_SECONDS): a job whose worker stops beating for the lapse is failed. Short,
+# so that the killed-worker tests end soon; the lapse many beats long: on a busy 2-core machine a
+# living worker's beats (every 2 s) came 4 s apart and a healthy fine-tune was failed at step 0.
+JOB_HEARTBEAT_S = 0.5
+JOB_HEARTBEAT_TIMEOUT_S = 10
+JOB_HEARTBEATS = {"JOB_HEARTBEAT_SECONDS": JOB_HEARTBEAT_S, "JOB_HEARTBEAT_TIMEOUT_SECONDS": JOB_HEARTBEAT_TIMEOUT_S}
 
 os.environ["STUDIO_DATA_DIR"] = tempfile.mkdtemp(prefix="studio-test-data-")
 os.environ["LLM_MODEL"] = str(TINY_MODEL_DIR)

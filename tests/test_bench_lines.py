@@ -5,8 +5,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks.processes import REPO, studio_env
 from tests.settings import TEST_CACHE, TINY_MODEL_DIR
+
+pytestmark = pytest.mark.slow  # runs the bench's processes
 
 
 def test_the_constrained_bench_prints_its_ratio_and_compile_time_lines(tmp_path):

@@ -5,6 +5,8 @@ import pytest
 from benchmarks.processes import frames_until, manage, next_frame, open_chat_socket, running_studio, studio_env
 from tests.settings import TINY_MODEL_DIR
 
+pytestmark = pytest.mark.slow  # starts a studio
+
 ADMIN_PASSWORD = "admin-password-1"
 
 

@@ -10,6 +10,8 @@ from benchmarks.processes import frames_until, open_chat_socket, running_studio,
 from tests.scaled import TOKEN
 from tests.settings import TINY_MODEL_DIR
 
+pytestmark = pytest.mark.slow  # starts two studios
+
 ADMIN_PASSWORD = "admin-password-1"
 
 

@@ -13,7 +13,9 @@ import urllib.request
 import pytest
 
 from benchmarks.processes import frames_until, next_frame, open_chat_socket, running_studio, shell_token, studio_env
-from tests.settings import JOB_HEARTBEAT_TIMEOUT_S, TINY_MODEL_DIR
+from tests.settings import JOB_HEARTBEAT_TIMEOUT_S, JOB_HEARTBEATS, TINY_MODEL_DIR
+
+pytestmark = pytest.mark.slow  # starts a studio; its fine-tunes run training processes
 
 ADMIN_PASSWORD = "admin-password-1"
 SETUP = """
@@ -37,7 +39,7 @@ print("TOKEN", api_token_create(user=admin, name="pipeline")[1])
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("finetune-data")
     env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
-                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, JOB_HEARTBEAT_TIMEOUT_SECONDS=JOB_HEARTBEAT_TIMEOUT_S,
+                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, **JOB_HEARTBEATS,
                      LLM_TEMPERATURE=0,
                      LLM_MAX_NEW_TOKENS=8)
     with running_studio(env, data_dir / "logs") as server:

@@ -14,6 +14,8 @@ import pytest
 from benchmarks.processes import frames_until, manage, open_chat_socket, running_studio, studio_env
 from tests.settings import TINY_MODEL_DIR
 
+pytestmark = pytest.mark.slow  # starts a studio
+
 ADMIN_PASSWORD = "admin-password-1"
 # Stored before the limits existed (made here without the save-time checks), plus one whose
 # cost depends on the value it is given, which no save-time check can see.

@@ -22,7 +22,7 @@ from studio import celery
 from studio.celery import app
 from studio.job_lanes import lanes_of, queues_of
 from tests.scaled import ADMIN_PASSWORD
-from tests.settings import JOB_HEARTBEAT_TIMEOUT_S, TINY_MODEL_DIR
+from tests.settings import JOB_HEARTBEATS, TINY_MODEL_DIR
 
 REPLY_TOKENS = 200  # every evaluated reply this long (LLM_MIN_NEW_TOKENS): the long evaluation lasts minutes
 LONG_EVALUATION_CASES = 200
@@ -82,7 +82,7 @@ print("WORKERS", Evaluation.objects.get(pk=%d).worker, FineTuneJob.objects.get(p
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("lanes-data")
     env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
-                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, JOB_HEARTBEAT_TIMEOUT_SECONDS=JOB_HEARTBEAT_TIMEOUT_S,
+                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, **JOB_HEARTBEATS,
                      EVAL_BATCH_SIZE=2, LLM_MIN_NEW_TOKENS=REPLY_TOKENS, LLM_MAX_NEW_TOKENS=REPLY_TOKENS,
                      KNOWLEDGE_CHUNK_TOKENS=64, KNOWLEDGE_CHUNK_OVERLAP=8)
     with running_studio(env, data_dir / "logs") as server:
@@ -101,6 +101,7 @@ def wait_for(studio, path, condition, timeout=300):
     return wait_for_path(studio, path, condition, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_a_document_uploaded_during_an_evaluation_and_a_fine_tune_is_ready_while_both_still_run(studio):
     evaluation = api(studio, "POST", "/api/evaluations/", {"prompt": "order-json", "split": "eval",
                                                           "scorers": [{"type": "valid_json"}]})["id"]
@@ -131,6 +132,7 @@ def test_a_document_uploaded_during_an_evaluation_and_a_fine_tune_is_ready_while
     assert wait_for(studio, fine_tune_path, lambda s: s["status"] != "running")["status"] == "cancelled"
 
 
+@pytest.mark.slow
 def test_jobs_an_older_studio_left_in_the_queue_before_lanes_run_each_in_its_lane(studio):
     evaluation, fine_tune = map(int, manage(["shell", "-c", BEFORE_LANES], studio.env).split("IDS ")[1].split())
     evaluation_state = wait_for(studio, f"/api/evaluations/{evaluation}/",

@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.processes import running_studio, shell_token, start_process, stop_process, studio_env
 from tests.scaled import ADMIN_PASSWORD
-from tests.settings import JOB_HEARTBEAT_TIMEOUT_S, TINY_MODEL_DIR
+from tests.settings import JOB_HEARTBEAT_TIMEOUT_S, JOB_HEARTBEATS, TINY_MODEL_DIR
 
 SETUP = """
 from django.contrib.auth.models import User
@@ -65,7 +65,7 @@ def job_worker_pids(parent_pid: int) -> list[int]:
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("jobs-data")
     env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
-                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, JOB_HEARTBEAT_TIMEOUT_SECONDS=JOB_HEARTBEAT_TIMEOUT_S,
+                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, **JOB_HEARTBEATS,
                      EVAL_BATCH_SIZE=4,
                      LLM_MIN_NEW_TOKENS=48)  # every reply 48 tokens: batches take a moment
     with running_studio(env, data_dir / "logs") as server:
@@ -73,6 +73,7 @@ def studio(tmp_path_factory):
         yield server
 
 
+@pytest.mark.slow
 def test_an_evaluation_runs_to_the_end_on_the_embedded_job_worker(studio):
     status, created = api(studio, "POST", "/api/evaluations/", {"prompt": "order-json", "scorers": [
         {"type": "valid_json"}, {"type": "contains", "text": "quantity"}]})
@@ -85,6 +86,7 @@ def test_an_evaluation_runs_to_the_end_on_the_embedded_job_worker(studio):
     assert final["elapsed_s"] > 0
 
 
+@pytest.mark.slow
 def test_cancel_stops_it_between_batches_and_keeps_the_results(studio):
     _, created = api(studio, "POST", "/api/evaluations/", {"prompt": "order-json"})
     wait_for(studio, created["id"], lambda s: s["done"] >= 4)
@@ -95,6 +97,7 @@ def test_cancel_stops_it_between_batches_and_keeps_the_results(studio):
     assert len(final["results"]) == final["done"]
 
 
+@pytest.mark.slow
 def test_a_worker_killed_midway_fails_the_run_with_the_reason_and_a_new_worker_takes_the_next(studio):
     _, created = api(studio, "POST", "/api/evaluations/", {"prompt": "order-json"})
     wait_for(studio, created["id"], lambda s: s["done"] >= 4)
@@ -110,7 +113,7 @@ def test_a_worker_killed_midway_fails_the_run_with_the_reason_and_a_new_worker_t
 @pytest.mark.scaled
 def test_scaled_mode_runs_evaluations_on_a_job_worker_over_redis(scaled_env, tmp_path):
     env, _ = scaled_env
-    env = {**env, "JOB_HEARTBEAT_TIMEOUT_SECONDS": "10"}
+    env = {**env, **{name: str(value) for name, value in JOB_HEARTBEATS.items()}}
     with running_studio(env, tmp_path, workers=1) as studio:  # a model worker answers the cases
         worker = start_process(["job_worker"], env, tmp_path / "job-worker.log")
         try:

@@ -148,6 +148,7 @@ def test_auto_picks_the_dtype_for_this_cpu_and_no_quantization(tiny_model_dir, t
     assert next(loaded.model.parameters()).dtype == getattr(torch, loaded.dtype)
 
 
+@pytest.mark.slow
 def test_the_bundled_gguf_is_converted_once_then_loaded_from_the_cache(tmp_path):
     cache = tmp_path / "models"
     folder = convert_gguf_once(bundled_gguf_path(), cache)

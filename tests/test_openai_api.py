@@ -11,6 +11,8 @@ import pytest
 from benchmarks.processes import frames_until, manage, open_chat_socket, running_studio, shell_token, studio_env
 from tests.settings import TINY_MODEL_DIR
 
+pytestmark = pytest.mark.slow  # starts a studio
+
 ADMIN_PASSWORD = "admin-password-1"
 SETUP = """
 from django.contrib.auth.models import User

@@ -13,6 +13,8 @@ import pytest
 from benchmarks.processes import (REPO, BrowserSession, die_with_parent, free_port, stop_process, studio_env,
                                   wait_for_http)
 
+pytestmark = pytest.mark.slow  # builds the wheel and serves it
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:

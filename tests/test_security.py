@@ -105,6 +105,7 @@ def manage(args, **env):
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_check_deploy_is_clean_with_the_https_settings(tmp_path):
     https = dict(STUDIO_DATA_DIR=str(tmp_path), SECURE_COOKIES="true", SECURE_SSL_REDIRECT="true",
                  SECURE_HSTS_SECONDS="31536000", SECURE_HSTS_INCLUDE_SUBDOMAINS="true", SECURE_HSTS_PRELOAD="true",
@@ -116,6 +117,7 @@ def test_check_deploy_is_clean_with_the_https_settings(tmp_path):
     assert "security.W004" in plain.stderr + plain.stdout  # without them it warns, as it should
 
 
+@pytest.mark.slow
 def test_an_empty_admin_password_is_refused_with_a_message(tmp_path):
     result = manage(["serve", "--port", "1"], STUDIO_DATA_DIR=str(tmp_path), STUDIO_ADMIN_PASSWORD="  ")
     assert result.returncode != 0

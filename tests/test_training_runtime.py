@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from studio.llm.training import PROGRESS_PREFIX, launch_command, merge_adapter
 from benchmarks.processes import REPO
 from tests.settings import TINY_MODEL_DIR
+
+pytestmark = pytest.mark.slow  # runs training processes
 
 
 def write_job(folder: Path, rows: int = 12, **config):

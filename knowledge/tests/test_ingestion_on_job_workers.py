@@ -16,6 +16,8 @@ from tests.settings import TINY_MODEL_DIR
 from .conftest import docx_bytes, pdf_bytes
 from .served import api, wait_for
 
+pytestmark = pytest.mark.slow  # starts a studio
+
 TOKEN = """
 from django.contrib.auth.models import User
 from accounts.services import api_token_create
