@@ -121,6 +121,19 @@ def input_digest(variables: dict, text: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+class CaseEmbedding(models.Model):
+    """A case's input as a vector, for choosing the examples most like an input
+    (evals/nearest_examples.py): computed once per case, again when its input changes (`digest`:
+    of the embedded text and the embedder that embedded it)."""
+
+    case = models.OneToOneField(FailureCase, on_delete=models.CASCADE, related_name="embedding")
+    digest = models.CharField(max_length=64)
+    vector = models.BinaryField()  # float32, unit length
+
+    def __str__(self):
+        return f"embedding of case #{self.case_id}"
+
+
 class CaseSelection(models.Model):
     """A named filter over the cases: what export, evaluation and fine-tuning take as data."""
 
@@ -210,6 +223,9 @@ class EvaluationResult(models.Model):
     # The passages retrieved for it, best first (at least the top 10, for MRR@10): chunk, document,
     # page, text, score. The first k of them were in what the model read.
     retrieved = models.JSONField(default=list, blank=True)
+    # The cases the version chose as its few-shot examples for this one (examples chosen per input,
+    # prompts/examples.py), in the order the model read them; never the case itself. []: none chosen.
+    example_cases = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from knowledge.retrieval import retrieve, with_sources
+from prompts.examples import examples_for
 from prompts.rendering import assembled_messages, render_user_turn, render_version_turn
 
 from .retrieval_figures import MRR_DEPTH
@@ -41,10 +42,19 @@ def read_by_model(record: dict | None, version) -> dict | None:
     return {**record, "sources": record["sources"][:(version.retrieval or {}).get("k", len(record["sources"]))]}
 
 
-def case_messages(case, version=None, *, with_examples: bool = True, retrieval: dict | None = None) -> list[dict]:
+def case_examples(case, version, *, user, pool_case_ids: list[int] | None = None) -> tuple[list[dict], list[int]]:
+    """The few-shot examples `version` answers the case with, chosen as `user` (who runs the
+    evaluation): never the case itself. (examples, the ids of the cases they came from)."""
+    return examples_for(version, user=user, variables=case.input_variables, text=case.input_text,
+                        exclude_case_ids=(case.pk,), pool_case_ids=pool_case_ids)
+
+
+def case_messages(case, version=None, *, with_examples: bool = True, retrieval: dict | None = None,
+                  examples: list[dict] | None = None) -> list[dict]:
     """System (the version's instructions, or the chat's own system prompt in the context), the
-    version's few-shot examples (when asked), the context the case was flagged in, the input.
-    `retrieval`: the passages the model reads (in the system turn, or the template's `passages`)."""
+    version's few-shot examples (when asked: `examples`, those case_examples chose, else its fixed
+    ones), the context the case was flagged in, the input. `retrieval`: the passages the model reads
+    (in the system turn, or the template's `passages`)."""
     version = version if version is not None else case.prompt_version
     context = [m for m in case.context if m.get("role") in ("user", "assistant", "system")]
     turns = [*context, {"role": "user", "content": user_turn(case, version, retrieval)}]
@@ -53,5 +63,7 @@ def case_messages(case, version=None, *, with_examples: bool = True, retrieval: 
     system = version.instructions
     if retrieval is not None and (version.retrieval or {}).get("layout") != "template":
         system = with_sources(system, retrieval)
-    return assembled_messages(system=system, examples=version.examples if with_examples else (),
+    if examples is None:
+        examples = version.examples
+    return assembled_messages(system=system, examples=examples if with_examples else (),
                               turns=[m for m in turns if m["role"] != "system"])  # the version's instructions replace it

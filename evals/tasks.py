@@ -1,4 +1,4 @@
-"""Celery adapters: an evaluation or an import delivered to a job worker of the `evaluations` lane
+"""Celery adapters: an evaluation, an import or cases to embed (examples chosen per input) delivered to a job worker of the `evaluations` lane
 (`evals.*` is routed there by name, studio/job_lanes.py); the runner and the importer do the work.
 Jobs are sent by task name (studio.jobs.dispatch), so nothing imports this."""
 
@@ -17,3 +17,10 @@ def import_cases_task(draft_id: int) -> None:
     from .importing import import_run
 
     import_run(draft_id)
+
+
+@app.task(name="evals.embed_cases", ignore_result=True)
+def embed_cases_task(case_ids: list[int]) -> None:
+    from .nearest_examples import embed_cases
+
+    embed_cases(case_ids)

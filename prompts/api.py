@@ -6,6 +6,7 @@ from accounts.api import api_endpoint
 from studio.errors import NotFound, StudioError
 
 from . import selectors
+from .examples import examples_for
 from .rendering import MissingVariablesError, TemplateError, render_messages, render_owner
 
 BODY_SHAPE = 'Send a JSON object: {"variables": {"name": "value"}, "label": "production"}.'
@@ -29,7 +30,7 @@ def version_json(version) -> dict:
         "prompt": {"name": version.prompt.name, "slug": version.prompt.slug, "description": version.prompt.description},
         "version": version.number, "labels": [label.name for label in version.labels.all()],
         "instructions": version.instructions, "template": version.template, "variables": version.variables,
-        "examples": version.examples, "parameters": version.parameters, "output_format": version.answer_format,
+        "examples": version.example_source or version.examples, "parameters": version.parameters, "output_format": version.answer_format,
         "retrieval": version.retrieval or None, "commit_message": version.commit_message,
         "author": version.author.get_username(), "created_at": version.created_at.isoformat(),
     }
@@ -51,10 +52,11 @@ def prompt_render(request, user, body, slug):
     variables = body.get("variables", {})
     if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
         raise StudioError('"variables" must be an object of text values.')
+    examples, example_cases = examples_for(version, user=user, variables=variables)
     try:
-        messages = render_messages(instructions=version.instructions, examples=version.examples,
+        messages = render_messages(instructions=version.instructions, examples=examples,
                                    template=version.template, variables=variables)
     except (MissingVariablesError, TemplateError) as exc:
         raise StudioError(str(exc)) from None
     return JsonResponse({"prompt": version.prompt.slug, "version": version.number, "messages": messages,
-                         "parameters": version.parameters})
+                         "parameters": version.parameters, "example_cases": example_cases})

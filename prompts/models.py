@@ -54,6 +54,10 @@ class PromptVersion(models.Model):
     # Ordered few-shot examples: [{"input": ..., "output": ...}]; they go between the
     # system message and the user turn as user/assistant pairs.
     examples = models.JSONField(default=list, blank=True)
+    # Or examples chosen per input (prompts/examples.py): {"from": {"selection": id} | {"split": "train"},
+    # "k": 6, "balance": 2 | null}, the k cases of the prompt most like the input. {}: the fixed
+    # `examples` above. A version has one or the other, never both.
+    example_source = models.JSONField(default=dict, blank=True)
     model_name = models.CharField(max_length=200, blank=True)  # blank: whichever model the worker serves
     temperature = models.FloatField(null=True, blank=True)  # null: the studio's default
     top_p = models.FloatField(null=True, blank=True)
@@ -93,7 +97,8 @@ class PromptVersion(models.Model):
 
     def editable_fields(self) -> dict:
         """The fields a person writes, as `services.clean_version_fields` and exports take them."""
-        return {"instructions": self.instructions, "template": self.template, "examples": self.examples,
+        return {"instructions": self.instructions, "template": self.template,
+                "examples": self.example_source or self.examples,
                 "model": self.model_name, "temperature": self.temperature, "top_p": self.top_p,
                 "max_new_tokens": self.max_new_tokens, "stop": self.stop, "output_format": self.answer_format,
                 "retrieval": self.retrieval or {}, "commit_message": self.commit_message}

@@ -16,6 +16,8 @@ from studio.errors import StudioError
 from studio.input_checks import InputError, parsed_number, unstorable_reason
 from studio.llm.replies import SamplingError, SamplingParameters, sampling_checked
 
+from .examples import SHAPE as EXAMPLE_SOURCE_SHAPE
+from .examples import ExampleSourceError, clean_example_source
 from .models import LABEL_VALIDATOR, LATEST, SLUG_VALIDATOR, LabelMove, Prompt, PromptLabel, PromptVersion
 from .rendering import (PASSAGES, MissingVariablesError, TemplateError, format_warnings, inspect_template,
                         render_user_turn)
@@ -47,10 +49,12 @@ def require_editor(prompt: Prompt, user) -> None:
 # --- validation shared by forms and imports -------------------------------------------------
 
 
-def clean_version_fields(raw: dict, where: str = "", *, user=None, carried: dict[int, str] | None = None) -> dict:
+def clean_version_fields(raw: dict, where: str = "", *, user=None, carried: dict[int, str] | None = None,
+                         prompt: Prompt | None = None, carried_selections: set[int] = frozenset()) -> dict:
     """Checked, typed fields of a version from a form or an import; raises PromptError. `user`: who
     saves it (the knowledge bases it attaches must be visible to them, or `carried`: attached by the
-    prompt's versions already, knowledge_bases_carried)."""
+    prompt's versions already, knowledge_bases_carried; the selection its examples come from must be
+    theirs, or one of `carried_selections`, selections_carried)."""
     at = (lambda name: f"{where}.{name}" if where else name)
     text = {}
     for name, required in (("instructions", False), ("template", True), ("commit_message", False)):
@@ -70,9 +74,16 @@ def clean_version_fields(raw: dict, where: str = "", *, user=None, carried: dict
     except TemplateError as exc:
         raise PromptError(str(exc), at("template")) from None
 
-    examples = raw.get("examples", [])
+    examples, example_source = raw.get("examples", []), {}
+    if isinstance(examples, dict):  # examples chosen per input: the k cases most like the input
+        try:
+            example_source = clean_example_source(examples, field=at("examples"), prompt=prompt, user=user,
+                                                  carried_selections=carried_selections)
+        except ExampleSourceError as exc:
+            raise PromptError(exc.message, exc.field) from None
+        examples = []
     if not isinstance(examples, list):
-        raise PromptError("must be a list of {input, output} objects", at("examples"))
+        raise PromptError(f"must be a list of {{input, output}} objects, or {EXAMPLE_SOURCE_SHAPE}", at("examples"))
     if len(examples) > MAX_EXAMPLES:
         raise PromptError(f"holds more than {MAX_EXAMPLES} examples", at("examples"))
     clean_examples = [_clean_example(example, text["template"], at(f"examples[{n}]"))
@@ -90,7 +101,8 @@ def clean_version_fields(raw: dict, where: str = "", *, user=None, carried: dict
     retrieval = clean_retrieval(raw.get("retrieval"), variables, user=user, field=at("retrieval"), carried=carried)
     if retrieval.get("layout") == "template":
         variables = [name for name in variables if name != PASSAGES]  # the studio fills it, not the person
-    return {**text, "variables": variables, "retrieval": retrieval, "examples": clean_examples, "model_name": model_name.strip(),
+    return {**text, "variables": variables, "retrieval": retrieval, "examples": clean_examples,
+            "example_source": example_source, "model_name": model_name.strip(),
             "temperature": sampling.get("temperature"), "top_p": sampling.get("top_p"),
             "max_new_tokens": sampling.get("max_new_tokens"), "stop": stop, "output_format": output_format}
 
@@ -104,6 +116,13 @@ def knowledge_bases_carried(prompt: Prompt) -> dict[int, str]:
             if isinstance(entry, dict) and isinstance(entry.get("id"), int):
                 carried[entry["id"]] = entry.get("name") or ""
     return carried
+
+
+def selections_carried(prompt: Prompt) -> set[int]:
+    """The case selections the prompt's versions choose examples from: a new version may keep one
+    though its editor does not own it (the examples stay what the author chose)."""
+    return {source["from"]["selection"] for source in prompt.versions.exclude(example_source={})
+            .values_list("example_source", flat=True) if "selection" in (source or {}).get("from", {})}
 
 
 def clean_retrieval(raw, variables: list[str], *, user, field: str = "retrieval",
@@ -306,7 +325,8 @@ def prompt_create(*, owner, name: str, slug: str, description: str = "", version
 def version_create(*, prompt: Prompt, author, fields: dict) -> PromptVersion:
     """Version N+1 of `prompt`. Versions never change; this is how a prompt is edited."""
     require_editor(prompt, author)
-    clean = clean_version_fields(fields, user=author, carried=knowledge_bases_carried(prompt))
+    clean = clean_version_fields(fields, user=author, carried=knowledge_bases_carried(prompt), prompt=prompt,
+                                 carried_selections=selections_carried(prompt))
     with transaction.atomic():
         # Two editors saving at once would both pick N+1: lock the prompt row.
         Prompt.objects.select_for_update().get(pk=prompt.pk)
