@@ -35,7 +35,8 @@ def start_background_work() -> None:
     if task is not None and not task.done():
         return
     if settings.LLM_EMBEDDED_WORKER:
-        from chat.serving.worker import GenerationWorker  # model code: only where a model is served
+        # The worker's model code (torch) loads only in a process that serves the model (embedded mode)
+        from chat.serving.worker import GenerationWorker  # noqa: PLC0415
 
         _started[id(loop)] = loop.create_task(GenerationWorker().run(), name="embedded-llm-worker")
     else:

@@ -12,6 +12,7 @@ import os
 
 from celery import Celery, Task
 from celery.signals import worker_process_init
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
 
@@ -50,9 +51,7 @@ def consume(queues: list[str]) -> None:
 
 @worker_process_init.connect
 def _limit_threads(**kwargs):
-    from django.conf import settings
-
     if settings.JOB_TORCH_THREADS:
-        import torch
+        import torch  # noqa: PLC0415 - only in a job worker's process: every process that sends a job reads this module
 
         torch.set_num_threads(settings.JOB_TORCH_THREADS)

@@ -10,6 +10,10 @@ Data lives in ./data of the folder it runs in (STUDIO_DATA_DIR moves it).
 import os
 import sys
 
+from django.core.management import execute_from_command_line
+
+from studio.data_dir import prepare
+
 _COMMANDS = {"serve": ["serve"], "worker": ["llm_worker"], "manage": []}
 
 
@@ -19,11 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip(), file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
-    from studio.data_dir import prepare
-
     prepare()  # the data folder and its secret key, before the settings read them
-    from django.core.management import execute_from_command_line
-
     execute_from_command_line(["studio", *_COMMANDS[argv[0]], *argv[1:]])
     return 0
 

@@ -14,7 +14,7 @@ def database_unavailable(exc: BaseException | None) -> bool:
     if not isinstance(exc, OperationalError):
         return False
     try:
-        import psycopg
+        import psycopg  # noqa: PLC0415 - PostgreSQL's driver: a SQLite studio never loads it
     except ImportError:  # SQLite only: its errors are the studio's own to fix
         return False
     cause = exc.__cause__

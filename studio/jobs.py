@@ -19,6 +19,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from .celery import app
+
 
 class JobStatus(models.TextChoices):
     QUEUED = "queued"
@@ -140,8 +142,6 @@ def dispatch(model: type[JobRecord], job_id: int) -> None:
     """Hand a queued job to the job queue (Celery), by the name of its task (`model.TASK`: no
     app imports its Celery tasks to send one; the name routes it to its lane's queue). When the broker is unreachable (Redis restarting)
     the job stays queued and undispatched, and the sweeper (`jobs_sweep`) sends it again."""
-    from .celery import app
-
     try:
         app.send_task(model.TASK, (job_id,), retry=True)
     except Exception:

@@ -20,6 +20,7 @@ import asyncio
 from functools import partial
 
 from daphne import http_protocol
+from daphne.cli import CommandLineInterface
 from daphne.server import Server
 
 from .request_limits import body_limit_for, too_large_response
@@ -127,8 +128,6 @@ def install_body_limits() -> None:
 
 
 def serve(*, host: str, port: int, application: str, max_frame_bytes: int) -> None:
-    from daphne.cli import CommandLineInterface
-
     class BoundedCommandLine(CommandLineInterface):
         server_class = BoundedServer
 

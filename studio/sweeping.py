@@ -14,6 +14,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from django.db import close_old_connections
+
 from .database import database_unavailable
 
 log = logging.getLogger("studio")
@@ -41,8 +43,6 @@ def start_thread(interval_s: float) -> threading.Event:
     stop = threading.Event()
 
     def run():
-        from django.db import close_old_connections
-
         while not stop.wait(interval_s):
             sweep_all()
             close_old_connections()  # a connection the database dropped meanwhile is not reused

@@ -178,8 +178,10 @@ _CONTAINER_FILTERS = {
 def _amplification_check(name: str, args: tuple, kwargs: dict) -> None:
     """Refuse a filter call whose result would be too large, before it runs."""
     value = args[0] if args else None
-    arg = (lambda position, keyword, default=None: args[position] if len(args) > position
-           else kwargs.get(keyword, default))
+
+    def arg(position, keyword, default=None):
+        return args[position] if len(args) > position else kwargs.get(keyword, default)
+
     if name not in _CONTAINER_FILTERS:
         _check_text(_text_size(value), f"The text given to |{name}")
     if name == "center":

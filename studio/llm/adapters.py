@@ -64,7 +64,8 @@ class ServedModels:
     def prepare(self, name: str) -> str:
         """For a batch that mixes models: the peft adapter name of `name` ("" for the base model),
         loading it beside the others if needed (call it where nothing runs the model meanwhile)."""
-        from peft import PeftModel
+        # peft (and torch with it) loads only in the model worker: the web process reads this module's names
+        from peft import PeftModel  # noqa: PLC0415
 
         if name in ("", self.loaded.name):
             return ""
@@ -84,7 +85,8 @@ class ServedModels:
     def activate(self, name: str) -> None:
         """Make `name` (the base model's name, "" for it, or an adapter's) the one model that answers
         next (evaluations, which decode one model at a time)."""
-        from peft import PeftModel
+        # peft (and torch with it) loads only in the model worker: the web process reads this module's names
+        from peft import PeftModel  # noqa: PLC0415
 
         module = self.prepare(name)
         if isinstance(self.loaded.model, PeftModel):

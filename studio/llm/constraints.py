@@ -30,6 +30,9 @@ import functools
 import json
 import re
 
+import jsonschema
+from jsonschema.exceptions import best_match
+
 FORMAT_TYPES = ("text", "json", "json_schema", "regex", "choice")
 MAX_SCHEMA_CHARS = 64 * 1024
 MAX_ENUM_MEMBERS = 1_000
@@ -69,7 +72,8 @@ def is_free(output_format: dict | None) -> bool:
 
 def grammar_of(output_format: dict) -> str:
     """The llguidance grammar of a (checked) output format."""
-    import llguidance
+    # llguidance loads only where a format compiles (sandbox processes, model worker), never in the web process
+    import llguidance  # noqa: PLC0415
 
     kind = output_format["type"]
     if kind == "json":
@@ -181,9 +185,6 @@ def in_words(path) -> str:
 
 def schema_problem(schema: dict) -> str | None:
     """Why `schema` is not a valid JSON Schema, naming the place in it (None when it is valid)."""
-    import jsonschema
-    from jsonschema.exceptions import best_match
-
     dialect = jsonschema.validators.validator_for(schema)
     meta = jsonschema.validators.validator_for(dialect.META_SCHEMA, default=dialect)(dialect.META_SCHEMA)
     error = best_match(meta.iter_errors(schema))
@@ -337,7 +338,8 @@ def _schema_nodes(node):
 def check_format(output_format: dict) -> list[str]:
     """Compile the (cleaned) format's grammar as the worker will, under the same limits: its
     warnings, or FormatError with llguidance's reason."""
-    import llguidance
+    # llguidance loads only where a format compiles (sandbox processes, model worker), never in the web process
+    import llguidance  # noqa: PLC0415
 
     if is_free(output_format):
         return []
@@ -571,7 +573,8 @@ def ascii_classes(pattern: str, *, nested_classes: bool) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _tokenizer(hf_tokenizer):
-    import llguidance.hf
+    # llguidance loads only where a format compiles (sandbox processes, model worker), never in the web process
+    import llguidance.hf  # noqa: PLC0415
 
     return llguidance.hf.from_tokenizer(hf_tokenizer)
 
@@ -582,7 +585,8 @@ def compile_format(hf_tokenizer, output_format: dict):
     Not cached: copies of one matcher share its lexer, and what a reply makes it build stayed for
     as long as the cached matcher (215 MB a reply for a hostile pattern, 256 formats kept). Compiled
     for each reply, whatever its lexer builds is freed with the reply."""
-    import llguidance
+    # llguidance loads only where a format compiles (sandbox processes, model worker), never in the web process
+    import llguidance  # noqa: PLC0415
 
     matcher = llguidance.LLMatcher(_tokenizer(hf_tokenizer), grammar_of(output_format), log_level=0,
                                    limits=llguidance.LLParserLimits(**GRAMMAR_LIMITS))
@@ -599,7 +603,8 @@ class ReplyConstraint:
     """One reply's matcher: the mask of the tokens its format allows next, and its progress."""
 
     def __init__(self, hf_tokenizer, output_format: dict):
-        import llguidance.torch as llt
+        # llguidance loads only where a format compiles (sandbox processes, model worker), never in the web process
+        import llguidance.torch as llt  # noqa: PLC0415
 
         self.llt = llt
         self.hf_tokenizer = hf_tokenizer

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from jinja2.exceptions import TemplateError
+from jinja2.ext import loopcontrols
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from tokenizers import Tokenizer
+
 from .loading import ModelLoadError, prepare_model_folder
 
 
@@ -36,8 +41,6 @@ class PromptCounter:
 
 
 def _raise(message):
-    from jinja2.exceptions import TemplateError
-
     raise TemplateError(message)
 
 
@@ -57,10 +60,6 @@ def _token_text(value) -> str:
 
 def load_prompt_counter(source: str, *, cache_dir: Path) -> PromptCounter | None:
     """The tokenizer of `source`, or None while it would first need a GGUF conversion (the worker does that)."""
-    from jinja2.ext import loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-    from tokenizers import Tokenizer
-
     folder, name = prepare_model_folder(source, Path(cache_dir), convert=False)
     if folder is None:
         return None

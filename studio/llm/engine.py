@@ -85,7 +85,7 @@ class EngineRequest:
     messages: list[dict]
     settings: GenerationSettings
     on_delta: Callable[[str], None]
-    on_done: Callable[["EngineResult"], None]
+    on_done: Callable[[EngineResult], None]
     adapter: str = ""  # a peft adapter name, "" for the base model
     prompt_ids: list[int] | None = None  # the messages fitted to the context (prepare_prompt)
     background: bool = False  # nobody reads it as it is written (an evaluation's case)

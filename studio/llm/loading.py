@@ -14,6 +14,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch only for the annotations: importing it is what this module defers
+    import torch
 
 log = logging.getLogger("studio.llm")
 
@@ -59,7 +63,8 @@ def bundled_gguf_path() -> Path:
 def resolve_device(device: str) -> str:
     if device not in DEVICES:
         raise ValueError(f"device={device!r}: choose one of {', '.join(DEVICES)}")
-    import torch
+    # torch and transformers load only where a model does: the web process counts tokens through this module
+    import torch  # noqa: PLC0415
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -146,8 +151,9 @@ def convert_gguf_once(gguf_path: Path, cache_dir: Path) -> Path:
     target = converted_folder(gguf_path, cache_dir)
     if (target / "config.json").exists():
         return target
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    # torch and transformers load only where a model does: the web process counts tokens through this module
+    import torch  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
     log.info("converting %s to %s (once; later starts load the cache)", gguf_path.name, target)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -185,8 +191,9 @@ def load_model(
 ) -> LoadedModel:
     """Load `source` for generation on `device`, quantized as asked, computing in `dtype`
     (`auto`: see compute_dtype). Raises ModelLoadError."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    # torch and transformers load only where a model does: the web process counts tokens through this module
+    import torch  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
     device = resolve_device(device)
     quantization = resolve_quantization(quantization, device)
@@ -196,7 +203,8 @@ def load_model(
     if device == "cuda":
         kwargs["device_map"] = "cuda"
         if quantization != "none":
-            from transformers import BitsAndBytesConfig
+            # torch and transformers load only where a model does: the web process counts tokens through this module
+            from transformers import BitsAndBytesConfig  # noqa: PLC0415
 
             kwargs["quantization_config"] = (
                 BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)

@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file
+from tokenizers import Tokenizer
 
 from .loading import ModelLoadError
 
@@ -55,9 +57,6 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float)
 
 class NumpyEmbedder:
     def __init__(self, folder: Path):
-        from safetensors.numpy import load_file
-        from tokenizers import Tokenizer
-
         config = json.loads((folder / "config.json").read_text())
         self.layers = config["num_hidden_layers"]
         self.heads = config["num_attention_heads"]

@@ -16,8 +16,8 @@ import urllib.parse
 from concurrent.futures import Future
 
 from .engine import EngineRequest, EngineResult
-from .replies import Usage
 from .loading import ModelLoadError
+from .replies import Usage
 
 
 def response_format_of(output_format: dict) -> dict:

@@ -138,7 +138,7 @@ class Usage:
 
     @classmethod
     def timed(cls, *, prompt_tokens: int, completion_tokens: int, started: float, first_at: float | None,
-              last_at: float | None) -> "Usage":
+              last_at: float | None) -> Usage:
         """The figures of a reply from its clock readings (time.perf_counter): time to the first
         token, and decode speed between the first and the last."""
         usage = cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)

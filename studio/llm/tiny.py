@@ -30,7 +30,8 @@ def build_tiny_model(target: Path, *, seed: int = 0) -> Path:
     target = Path(target)
     if (target / "config.json").exists():
         return target
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    # transformers loads only to build the tiny model once (its folder is kept)
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: PLC0415
 
     gguf = bundled_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -17,6 +17,7 @@ import errno
 import json
 import math
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass
@@ -80,8 +81,6 @@ def emit(event: str, **fields) -> None:
 def _split_rows(rows: list[dict], share: float, seed: int) -> tuple[list[dict], list[dict]]:
     if share <= 0 or len(rows) < 10:
         return rows, []
-    import random
-
     shuffled = rows[:]
     random.Random(seed).shuffle(shuffled)
     held = max(1, int(len(rows) * share))
@@ -91,7 +90,8 @@ def _split_rows(rows: list[dict], share: float, seed: int) -> tuple[list[dict], 
 def plain_model_config(folder: str):
     """The folder's config without a GGUF `quantization_config`: the studio's converted GGUF models
     hold plain float weights, but keep that note, and transformers refuses to train such a model."""
-    from transformers import AutoConfig
+    # model code loads only in the training process, not in the job worker that reads this module
+    from transformers import AutoConfig  # noqa: PLC0415
 
     model_config = AutoConfig.from_pretrained(folder)
     quantization = getattr(model_config, "quantization_config", None)
@@ -102,15 +102,17 @@ def plain_model_config(folder: str):
 
 
 def _load_model(config: TrainingConfig):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    # model code loads only in the training process, not in the job worker that reads this module
+    import torch  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
     tokenizer = AutoTokenizer.from_pretrained(config.base_model_folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if config.method == "qlora":
-        from peft import prepare_model_for_kbit_training
-        from transformers import BitsAndBytesConfig
+        # model code loads only in the training process, not in the job worker that reads this module
+        from peft import prepare_model_for_kbit_training  # noqa: PLC0415
+        from transformers import BitsAndBytesConfig  # noqa: PLC0415
 
         quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                           bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
@@ -135,7 +137,8 @@ class _Progress:
     """A trl callback: progress out as JSON lines; the `stop` and `pause` files obeyed between steps."""
 
     def __init__(self, folder: Path):
-        from transformers import TrainerCallback
+        # model code loads only in the training process, not in the job worker that reads this module
+        from transformers import TrainerCallback  # noqa: PLC0415
 
         progress = self
 
@@ -174,9 +177,10 @@ class _Progress:
 def build_trainer(config: TrainingConfig, rows: list[dict], folder: Path, callbacks=()):
     """trl's trainer for `rows` (SFT: prompt/completion messages; DPO: prompt/chosen/rejected) with
     a LoRA adapter: the whole configuration, shared by the studio's jobs and `make bench`'s plain run."""
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
+    # model code loads only in the training process, not in the job worker that reads this module
+    import torch  # noqa: PLC0415
+    from datasets import Dataset  # noqa: PLC0415
+    from peft import LoraConfig  # noqa: PLC0415
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -198,11 +202,13 @@ def build_trainer(config: TrainingConfig, rows: list[dict], folder: Path, callba
     datasets = dict(train_dataset=Dataset.from_list(train_rows),
                     eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None)
     if config.objective == "sft":
-        from trl import SFTConfig, SFTTrainer
+        # model code loads only in the training process, not in the job worker that reads this module
+        from trl import SFTConfig, SFTTrainer  # noqa: PLC0415
 
         return SFTTrainer(model=model, args=SFTConfig(**common), processing_class=tokenizer, peft_config=lora,
                           callbacks=list(callbacks), **datasets), tokenizer, bool(eval_rows)
-    from trl import DPOConfig, DPOTrainer
+    # model code loads only in the training process, not in the job worker that reads this module
+    from trl import DPOConfig, DPOTrainer  # noqa: PLC0415
 
     return DPOTrainer(model=model, args=DPOConfig(**common, beta=config.dpo_beta), processing_class=tokenizer,
                       peft_config=lora, callbacks=list(callbacks), **datasets), tokenizer, bool(eval_rows)
@@ -275,9 +281,10 @@ def launch_command(folder: Path, *, gpus: int, python: str = sys.executable) -> 
 
 def merge_adapter(base_model_folder: str, adapter_folder: str, out_folder: str) -> None:
     """Base model + adapter merged into one plain model folder that transformers loads alone."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    # model code loads only in the training process, not in the job worker that reads this module
+    import torch  # noqa: PLC0415
+    from peft import PeftModel  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
     base = AutoModelForCausalLM.from_pretrained(base_model_folder, dtype=torch.float32,
                                                 config=plain_model_config(base_model_folder))

@@ -3,13 +3,19 @@
 import asyncio
 import secrets
 
+# Importing daphne's CLI installs Twisted's asyncio reactor, which the worker shares (before
+# twisted.internet.reactor is read; the daphne app has installed it already when Django is set up).
+from daphne.cli import CommandLineInterface  # noqa: F401
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
+from twisted.internet import reactor
 
+from studio.asgi import start_background_work
 from studio.job_lanes import LaneError, LaneWorkers, worker_groups
+from studio.server import serve
 
 
 class Command(BaseCommand):
@@ -30,13 +36,6 @@ class Command(BaseCommand):
         self.ensure_admin(admin_password)
         # Back to the pool (scaled mode): this thread serves no request, so it would hold one for good.
         connections.close_all()
-        # Importing daphne's CLI installs Twisted's asyncio reactor, which the worker shares.
-        from daphne.cli import CommandLineInterface  # noqa: F401
-        from twisted.internet import reactor
-
-        from studio.asgi import start_background_work
-        from studio.server import serve
-
         # The embedded model worker loads the model as soon as the server runs, not on the first
         # page view (without one, the sweeper starts).
         reactor.callWhenRunning(lambda: asyncio.get_event_loop().call_soon(start_background_work))
