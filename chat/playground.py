@@ -59,7 +59,7 @@ def _preview(user, version, variables: dict, counter) -> dict:
     if counter is not None:
         tokens = counter.count(messages)
         preview.update(tokens=tokens, context_length=counter.context_length,
-                       too_long=tokens + (version.max_new_tokens or 0) > counter.context_length)
+                       too_long=tokens + version.reply_sampling.get("max_new_tokens", 0) > counter.context_length)
     return preview
 
 

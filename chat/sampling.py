@@ -70,12 +70,10 @@ def user_defaults(user) -> dict:
     return dict(defaults or {})
 
 
-def version_parameters(version) -> dict:
-    if version is None:
-        return {}
-    found = {"temperature": version.temperature, "top_p": version.top_p, "max_new_tokens": version.max_new_tokens,
-             "stop": list(version.stop or [])}
-    return {name: value for name, value in found.items() if value not in (None, [])}
+def version_parameters(version) -> SamplingParameters:
+    """The settings the version gives, within the ranges (a version saved before the rule with more
+    is brought into them: PromptVersion.reply_sampling)."""
+    return dict(version.reply_sampling) if version is not None else {}
 
 
 def sampling_in_effect(conversation: Conversation) -> dict[str, tuple[object, str]]:

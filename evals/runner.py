@@ -47,11 +47,12 @@ class NoModelWorker(Exception):
 
 
 def decoding_parameters(version) -> dict:
-    """The version's parameters; greedy unless the version sets a temperature (reproducible scores)."""
-    max_new_tokens = version.max_new_tokens or settings.EVAL_MAX_NEW_TOKENS
-    parameters = {"max_new_tokens": max_new_tokens,
-                  "temperature": version.temperature if version.temperature is not None else 0.0,
-                  "top_p": version.top_p or 1.0, "stop": list(version.stop), "seed": 0,
+    """The version's parameters (within the ranges: PromptVersion.reply_sampling); greedy unless the
+    version sets a temperature (reproducible scores)."""
+    sampling = version.reply_sampling
+    max_new_tokens = sampling.get("max_new_tokens") or settings.EVAL_MAX_NEW_TOKENS
+    parameters = {"max_new_tokens": max_new_tokens, "temperature": sampling.get("temperature", 0.0),
+                  "top_p": sampling.get("top_p", 1.0), "stop": sampling.get("stop", []), "seed": 0,
                   "min_new_tokens": min(settings.LLM_MIN_NEW_TOKENS, max_new_tokens)}
     if version.answer_format["type"] != "text":  # the version's format applies to its evaluation too
         parameters["output_format"] = version.answer_format

@@ -1,7 +1,11 @@
+from functools import cached_property
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
+
+from studio.llm.replies import SamplingParameters, sampling_in_range
 
 SLUG_VALIDATOR = RegexValidator(r"^[a-z0-9]+(?:-[a-z0-9]+)*$", "Use lower-case letters, digits and single hyphens.")
 LABEL_VALIDATOR = RegexValidator(r"^[a-z0-9][a-z0-9_-]{0,39}$", "Use lower-case letters, digits, - and _ (40 at most).")
@@ -112,6 +116,25 @@ class PromptVersion(models.Model):
     def parameters(self) -> dict:
         return {"model": self.model_name, "temperature": self.temperature, "top_p": self.top_p,
                 "max_new_tokens": self.max_new_tokens, "stop": list(self.stop)}
+
+    @cached_property
+    def _sampling_in_range(self) -> tuple[SamplingParameters, list[str]]:
+        return sampling_in_range({"temperature": self.temperature, "top_p": self.top_p,
+                                  "max_new_tokens": self.max_new_tokens, "stop": list(self.stop or [])},
+                                 max_new_tokens_cap=settings.LLM_MAX_NEW_TOKENS_CAP)
+
+    @property
+    def reply_sampling(self) -> SamplingParameters:
+        """The sampling its replies are written with (chats, the APIs, evaluations): the settings it
+        gives, within the rule's ranges. `parameters` stays what was saved; a version saved before
+        the rule may hold more (studio.llm.replies.sampling_in_range)."""
+        return self._sampling_in_range[0]
+
+    @property
+    def sampling_saved_out_of_range(self) -> list[str]:
+        """The settings saved before the rule with values now out of range, which its replies bring
+        into range (its page says so)."""
+        return self._sampling_in_range[1]
 
 
 class PromptLabel(models.Model):

@@ -177,6 +177,20 @@ def _output_format_shown(version) -> dict:
     return {"output_format_text": format_text(output_format), "output_sample": sample}
 
 
+def _sampling_shown(version) -> dict:
+    """What the version's replies use where it was saved before the sampling rule with more than
+    its ranges allow (PromptVersion.reply_sampling), in one sentence; "" for every other version."""
+    moved, used = version.sampling_saved_out_of_range, version.reply_sampling
+    changes = {"temperature": lambda: f"temperature {used['temperature']:g} (saved {version.temperature:g})",
+               "max_new_tokens": lambda: f"{used['max_new_tokens']:,} max new tokens (saved {version.max_new_tokens:,})",
+               "stop": lambda: f"{len(used.get('stop', []))} of its {len(version.stop)} stop sequences"}
+    if not moved:
+        return {"sampling_note": ""}
+    used_now = ", ".join(changes[name]() for name in moved)
+    return {"sampling_note": f"Saved before the current sampling ranges: replies use {used_now}. "
+                             "Save a new version to choose."}
+
+
 def _labels_context(prompt) -> dict:
     return {"labels": prompt.labels.select_related("version"), "label_moves": selectors.label_moves_page(prompt),
             **selectors.version_summary(prompt)}
@@ -228,7 +242,7 @@ def prompt_detail(request, slug, number=None):
     return render(request, "prompts/prompt_detail.html", {
         **_labels_context(prompt), "prompt": prompt, "version": version, "history": selectors.versions_page(prompt),
         "can_edit": prompt.can_edit(request.user), "editors": prompt.editors.all(), **_output_format_shown(version),
-        **_retrieval_shown(version, request.user),
+        **_retrieval_shown(version, request.user), **_sampling_shown(version),
         "previous_number": version.number - 1 if version.number > 1 else None,
     })
 

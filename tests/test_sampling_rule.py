@@ -4,7 +4,7 @@ range."""
 
 import pytest
 
-from studio.llm.replies import GenerationSettings, SamplingError, sampling_checked
+from studio.llm.replies import GenerationSettings, SamplingError, sampling_checked, sampling_in_range
 
 
 @pytest.mark.parametrize("values, field, requirement", [
@@ -43,3 +43,14 @@ def test_the_engines_settings_obey_the_same_rule():
     with pytest.raises(SamplingError):
         GenerationSettings(temperature=2.5)
     assert GenerationSettings(max_new_tokens=100_000, seed=-1).seed == -1  # the studio's cap applies at its entry points
+
+
+def test_stored_values_from_before_the_rule_are_brought_into_range_and_named():
+    """Prompt versions saved before the rule (temperature up to 5, up to 16 stops, 32,768 tokens)."""
+    stored = {"temperature": 5.0, "top_p": 0.9, "max_new_tokens": 32_768, "stop": [f"s{n}" for n in range(16)]}
+    assert sampling_in_range(stored, max_new_tokens_cap=4096) == (
+        {"temperature": 2.0, "top_p": 0.9, "max_new_tokens": 4096, "stop": ["s0", "s1", "s2", "s3"]},
+        ["temperature", "max_new_tokens", "stop"])
+    assert sampling_in_range({"temperature": 0.3, "stop": []}, max_new_tokens_cap=4096) == ({"temperature": 0.3}, [])
+    with pytest.raises(SamplingError):  # what no rule ever stored is still refused
+        sampling_in_range({"top_p": 0.0})

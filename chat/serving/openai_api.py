@@ -311,7 +311,8 @@ def _require_context_fits(system: str, version, messages: list[dict], parameters
         return
     history = assembled_messages(system=system, examples=version.examples if version is not None else (),
                                  turns=messages)
-    max_new_tokens = parameters.get("max_new_tokens") or (version.max_new_tokens if version is not None else None) \
+    version_sampling = version.reply_sampling if version is not None else {}
+    max_new_tokens = parameters.get("max_new_tokens") or version_sampling.get("max_new_tokens") \
         or settings.LLM_MAX_NEW_TOKENS
     budget = counter.context_length - max_new_tokens
     encoded = counter.tokenizer.encode_batch([m["content"] for m in history], add_special_tokens=False)

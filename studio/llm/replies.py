@@ -113,6 +113,31 @@ def sampling_checked(values, *, max_new_tokens_cap: int | None = None) -> Sampli
     return checked
 
 
+def sampling_in_range(values, *, max_new_tokens_cap: int | None = None) -> tuple[SamplingParameters, list[str]]:
+    """Stored sampling brought into the ranges above, and the names of the settings that moved.
+    Prompt versions saved before this rule may hold more (a temperature up to 5, up to 16 stop
+    sequences, more tokens than the cap); versions never change and teams upgrade in place, so
+    their replies take the nearest values in range instead of failing: the temperature clamped to
+    TEMPERATURE_MAX, max_new_tokens to the cap, the first MAX_STOP_SEQUENCES stops (one longer than
+    MAX_STOP_CHARS is left out: cut, it would stop replies its author never meant to stop). Values
+    no rule ever stored (top_p 0, text for a number) still raise SamplingError."""
+    adjusted, moved = {name: values.get(name) for name in SAMPLING_NAMES}, []
+    if isinstance(adjusted["temperature"], (int, float)) and adjusted["temperature"] > TEMPERATURE_MAX:
+        adjusted["temperature"] = TEMPERATURE_MAX
+        moved.append("temperature")
+    tokens = adjusted["max_new_tokens"]
+    if max_new_tokens_cap is not None and isinstance(tokens, int) and tokens > max_new_tokens_cap:
+        adjusted["max_new_tokens"] = max_new_tokens_cap
+        moved.append("max_new_tokens")
+    stop = adjusted["stop"]
+    if isinstance(stop, (list, tuple)):
+        kept = [s for s in stop if not isinstance(s, str) or len(s) <= MAX_STOP_CHARS][:MAX_STOP_SEQUENCES]
+        if len(kept) < len(stop):
+            adjusted["stop"] = kept
+            moved.append("stop")
+    return sampling_checked(adjusted, max_new_tokens_cap=max_new_tokens_cap), moved
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     max_new_tokens: int = 512  # reply length cap, in tokens
