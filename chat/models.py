@@ -140,6 +140,10 @@ class Message(models.Model):
     # A reply that used retrieval: what was searched and the numbered sources the model read, each
     # with its chunk id (knowledge.retrieval's record); its citations are built from this. {}: none.
     retrieval = models.JSONField(default=dict, blank=True)
+    # A reply to a prompt version whose examples are chosen per input (prompts/examples.py): the ids
+    # of the failure cases it read as its few-shot examples, in the order it read them. []: none
+    # chosen (fixed examples are on the version).
+    example_cases = models.JSONField(default=list, blank=True)
     # Why a finished reply ended, as the engine said: "stop" (the model ended it, or a stop string),
     # "length" (cut at its maximum tokens: the page marks it and offers Continue), "cancelled"
     # (stopped), "error"; "" before it ends (and for replies stored before this was kept).

@@ -10,12 +10,12 @@ from django.db.models import F, Prefetch, Q
 from django.db.models.functions import Substr
 
 from knowledge.retrieval import with_sources
+from prompts.examples import examples_for, examples_of_cases
 from prompts.rendering import assembled_messages, render_version_turn
 
 from .models import Conversation, Message
 from .retrieval import reply_retrieval
 from .sampling import sampling_in_effect
-
 
 CONVERSATIONS_PER_PAGE = 50
 
@@ -182,8 +182,10 @@ def chat_history_before(*, message: Message) -> list[dict]:
     conversation = message.conversation
     earlier = [m for m in messages_of(conversation=conversation, ids=Branches.of(conversation).ancestors(message.pk))
                if m.status != Message.Status.FAILED and m.content]
-    return reply_messages(system=conversation.system_prompt,
-                          examples=conversation.prompt_version.examples if conversation.prompt_version else (),
+    version = conversation.prompt_version
+    # The examples chosen when the reply was queued (Message.example_cases): it reads what it records.
+    examples = examples_of_cases(version, message.example_cases, user=conversation.owner) if version else ()
+    return reply_messages(system=conversation.system_prompt, examples=examples,
                           turns=[{"role": m.role, "content": m.content} for m in earlier], retrieval=message.retrieval)
 
 
@@ -197,15 +199,18 @@ def reply_messages(*, system: str, examples, turns, retrieval: dict | None) -> l
     return assembled_messages(system=system, examples=examples, turns=turns)
 
 
-def version_reply_messages(*, version, user, variables: dict, content: str = "", earlier=()) -> tuple[list[dict], dict]:
+def version_reply_messages(*, version, user, variables: dict, content: str = "", earlier=(),
+                           exclude_case_ids=()) -> tuple[list[dict], dict]:
     """What serving sends the model for one input to `version` (a chat started from it, a
-    `prompt:<slug>` API request): the passages its retrieval finds, searched as `user`; the user
-    turn rendered from `variables` (else `content` as it is), after the `earlier` turns.
-    (messages, the retrieval record). Raises the rendering's errors."""
+    `prompt:<slug>` API request): the passages its retrieval finds, searched as `user`; its few-shot
+    examples (those chosen for this input, never one of `exclude_case_ids`); the user turn rendered
+    from `variables` (else `content` as it is), after the `earlier` turns. (messages, the retrieval
+    record). Raises the rendering's errors."""
     record = reply_retrieval(Conversation(owner=user, prompt_version=version), content=content, variables=variables)
     user_turn = render_version_turn(version, variables, record) if variables or not content else content
     turns = [*({"role": m["role"], "content": m["content"]} for m in earlier), {"role": "user", "content": user_turn}]
-    return reply_messages(system=version.instructions, examples=version.examples, turns=turns, retrieval=record), record
+    examples, _ = examples_for(version, user=user, variables=variables, text=content, exclude_case_ids=exclude_case_ids)
+    return reply_messages(system=version.instructions, examples=examples, turns=turns, retrieval=record), record
 
 
 def output_format_for(*, message: Message) -> dict | None:

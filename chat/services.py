@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from knowledge.models import Document, KnowledgeBase
 from knowledge.retrieval import NOTHING_FOUND_REPLY
+from prompts.examples import examples_for
 from prompts.rendering import MissingVariablesError, TemplateError, render_version_turn
 from studio.errors import StudioError
 from studio.input_checks import unstorable_reason
@@ -231,10 +232,11 @@ def messages_append(*, conversation: Conversation, turns: list[dict]) -> Message
     return message
 
 
-def reply_request(*, conversation: Conversation, content: str, retrieval: dict | None = None
-                  ) -> tuple[Message, Message]:
+def reply_request(*, conversation: Conversation, content: str, retrieval: dict | None = None,
+                  example_cases: list[int] | None = None) -> tuple[Message, Message]:
     """Store the user's message at the end of the active branch and a queued assistant reply
-    below it, for a model worker to claim (with what it retrieved from the attached knowledge)."""
+    below it, for a model worker to claim (with what it retrieved from the attached knowledge, and
+    the examples chosen for it: `example_cases` when the caller chose them already)."""
     content, variables, record = _checked_message(conversation, content, retrieval)
     if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():  # a side-by-side reply too
         raise ChatError(STILL_ANSWERING, code=REPLY_IN_PROGRESS)
@@ -242,7 +244,8 @@ def reply_request(*, conversation: Conversation, content: str, retrieval: dict |
         with transaction.atomic():
             user_message = _append_message(conversation, _active_leaf(conversation), role=Message.Role.USER,
                                            content=content, variables=variables)
-            assistant_message = _queue_reply(conversation, parent=user_message, retrieval=record)
+            assistant_message = _queue_reply(conversation, parent=user_message, retrieval=record,
+                                             example_cases=example_cases)
     except IntegrityError:
         # The partial unique constraint caught a reply already in progress (also from
         # another tab sending at the same instant).
@@ -269,6 +272,7 @@ def reply_request_side_by_side(*, conversation: Conversation, content: str, mode
     user_message, reply = reply_request(conversation=conversation, content=content)
     side_reply = Message.objects.create(
         conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT, retrieval=reply.retrieval,
+        example_cases=reply.example_cases,
         status=reply.status if not reply.in_progress else Message.Status.QUEUED,
         content=reply.content if not reply.in_progress else "",
         requested_model=chosen or available[0], side_of=reply,
@@ -388,11 +392,15 @@ def conversations_withdraw(*, job: str) -> list[Message]:
 
 
 def _queue_reply(conversation: Conversation, *, parent: Message | None = None, parent_id: int | None = None,
-                 retrieval: dict | None = None) -> Message:
+                 retrieval: dict | None = None, example_cases: list[int] | None = None) -> Message:
     """A queued reply below the message, for a model worker; one whose retrieval found nothing above
-    the minimum score, in a chat set to say so, is answered at once, without the model (no guess)."""
+    the minimum score, in a chat set to say so, is answered at once, without the model (no guess).
+    A version's examples chosen per input are chosen here, for the message answered (or given, as
+    `example_cases`), and recorded on the reply, which reads them (selectors.chat_history_before)."""
     parent_id = parent.pk if parent is not None else parent_id
     retrieval = retrieval or {}
+    if example_cases is None:
+        example_cases = _examples_chosen(conversation, parent or Message.objects.filter(pk=parent_id).first())
     if retrieval.get("nothing_passed") and retrieval.get("when_nothing_found") == "say":
         return _append_message(
             conversation, parent_id, role=Message.Role.ASSISTANT, status=Message.Status.COMPLETE, retrieval=retrieval,
@@ -402,8 +410,18 @@ def _queue_reply(conversation: Conversation, *, parent: Message | None = None, p
         role=Message.Role.ASSISTANT,
         status=Message.Status.QUEUED,
         retrieval=retrieval,
+        example_cases=example_cases,
         lease_expires_at=queued_reply_deadline(),
     )
+
+
+def _examples_chosen(conversation: Conversation, question: Message | None) -> list[int]:
+    """The cases chosen as examples for a reply to `question` (its template's values, else its text)."""
+    version = conversation.prompt_version
+    if version is None or not version.example_source or question is None:
+        return []
+    _, case_ids = examples_for(version, user=conversation.owner, variables=question.variables, text=question.content)
+    return case_ids
 
 
 def reply_continue(*, conversation: Conversation, message_id) -> Message:

@@ -10,23 +10,32 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.services import person_lock
 from chat.models import Message
 from chat.selectors import chat_history_before
 from prompts import selectors as prompt_selectors
-from accounts.services import person_lock
+from prompts.examples import examples_of_cases
 from prompts.rendering import MissingVariablesError, TemplateError, pattern_error
-from studio.input_checks import find_unstorable, json_depth_exceeds
 from studio import jobs
 from studio.errors import StudioError
+from studio.input_checks import find_unstorable, json_depth_exceeds
 from studio.jobs import JobStatus, job_cancel
 
 from . import selectors
-from .models import (NEW_CASE_SHARED, CaseSelection, Evaluation, EvaluationResult, FailureCase, ImportDraft, Tag,
-                     input_digest)
+from .models import (
+    NEW_CASE_SHARED,
+    CaseSelection,
+    Evaluation,
+    EvaluationResult,
+    FailureCase,
+    ImportDraft,
+    Tag,
+    input_digest,
+)
 from .prompting import user_turn
 from .runner import evaluation_withdraw_cases
-from .tag_cells import tags_cell_split
 from .scorers import ScorerError, clean_scorers
+from .tag_cells import tags_cell_split
 
 MAX_TEXT_CHARS = 32_000
 MAX_CONTEXT_MESSAGES = 200
@@ -286,7 +295,7 @@ def flag_prefill(message: Message) -> dict:
     history = chat_history_before(message=message)
     last_user = next((n for n in range(len(history) - 1, -1, -1) if history[n]["role"] == "user"), None)
     version = conversation.prompt_version
-    examples = 2 * len(version.examples) if version else 0
+    examples = 2 * len(examples_of_cases(version, message.example_cases, user=conversation.owner)) if version else 0
     system = 1 if history and history[0]["role"] == "system" else 0
     context = history[system + examples:last_user] if last_user is not None else []
     if system and version is None:

@@ -55,8 +55,9 @@ def case_prompt(case, *, version, user) -> tuple[list[dict], dict]:
         return case_messages(case), {}
     variables = {name: value for name, value in (case.input_variables or {}).items() if name in version.variables}
     earlier = [m for m in case.context if m.get("role") in ("user", "assistant")]  # the version's instructions replace a system turn
+    # Examples chosen per input are chosen for it as serving would, never the case itself.
     return chat_selectors.version_reply_messages(version=version, user=user, variables=variables,
-                                                 content=case.input_text, earlier=earlier)
+                                                 content=case.input_text, earlier=earlier, exclude_case_ids=(case.pk,))
 
 
 def training_data(cases, objective: str, *, user, version=None) -> TrainingData:

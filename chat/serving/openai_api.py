@@ -6,8 +6,8 @@ same model workers and batches as the chat. Errors come in OpenAI's shape:
 
 A prompt of the library is a model too: `prompt:<slug>` (its `production` label, else the
 latest version), `prompt:<slug>@<label>`, `prompt:<slug>@v3`. Its instructions, few-shot
-examples and parameters apply; the request's last user message fills the template's single
-variable, or `variables` (`extra_body={"variables": {...}}`) fills several.
+examples (fixed, or chosen for this input) and parameters apply; the request's last user message
+fills the template's single variable, or `variables` (`extra_body={"variables": {...}}`) fills several.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from accounts.api import api_endpoint
 from accounts.services import person_lock
 from accounts.throttle import ApiRefusal
+from prompts.examples import examples_for
 from studio.errors import StudioError
 from studio.llm.replies import SamplingError, sampling_checked
 
@@ -216,7 +217,7 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
 
     render_owner.set(lambda: f"user:{user.pk}")  # the token's person takes their turn at the render processes
     messages, model = asked["messages"], asked["model"]
-    version, variables, record = None, {}, None
+    version, variables, record, examples, example_cases = None, {}, None, [], None
     matched = PROMPT_MODEL.match(model)
     if matched:
         prompt = prompt_selectors.prompt_by_slug(matched["slug"])
@@ -240,6 +241,8 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
             raise ApiError(400, f"{exc} (give them as `variables`).", param="variables") from None
         messages = [m for m in messages[:-1] if m["role"] != "system"] + [{"role": "user", "content": user_turn}]
         system = version.instructions
+        # Chosen for this input as the token's owner, recorded on the reply (which reads them).
+        examples, example_cases = examples_for(version, user=user, variables=variables, text=last)
         served = registry.available_served_model(version.model_name)
     else:
         served = registry.served_model_choice(model) if model else None
@@ -249,7 +252,7 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         messages = [m for m in messages if m["role"] != "system"]
     _require_format_can_be_enforced(asked["parameters"], version)
-    _require_context_fits(system, version, messages, asked["parameters"])
+    _require_context_fits(system, version, examples, messages, asked["parameters"])
     with transaction.atomic():
         # Counted and created under the person's lock: simultaneous requests cannot all pass.
         person_lock(user)
@@ -263,7 +266,8 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
             prompt_variables=variables, model_name=served, parameters=asked["parameters"],
             title=_api_title(asked))
         services.messages_append(conversation=conversation, turns=messages[:-1])
-        _, reply = services.reply_request(conversation=conversation, content=messages[-1]["content"], retrieval=record)
+        _, reply = services.reply_request(conversation=conversation, content=messages[-1]["content"], retrieval=record,
+                                          example_cases=example_cases)
     return conversation, reply, model
 
 
@@ -299,7 +303,7 @@ def _require_format_can_be_enforced(parameters: dict, version) -> None:
                             f"prompt's output format is a {effective['type']}.", param="response_format")
 
 
-def _require_context_fits(system: str, version, messages: list[dict], parameters: dict) -> None:
+def _require_context_fits(system: str, version, examples: list[dict], messages: list[dict], parameters: dict) -> None:
     """Refuse (400, OpenAI's `context_length_exceeded`) a request whose messages do not fit the
     model's context with room for the reply, before it is stored or reaches a worker. Linear:
     the messages' text is tokenised once; the chat template is rendered only when that much fits."""
@@ -309,8 +313,7 @@ def _require_context_fits(system: str, version, messages: list[dict], parameters
     counter = prompt_counter()
     if counter is None:  # the model is still being prepared: the worker fits the history itself
         return
-    history = assembled_messages(system=system, examples=version.examples if version is not None else (),
-                                 turns=messages)
+    history = assembled_messages(system=system, examples=examples, turns=messages)
     version_sampling = version.reply_sampling if version is not None else {}
     max_new_tokens = parameters.get("max_new_tokens") or version_sampling.get("max_new_tokens") \
         or settings.LLM_MAX_NEW_TOKENS
