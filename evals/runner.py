@@ -123,7 +123,12 @@ def _withdraw(reply_ids: list[int]) -> None:
 def evaluation_withdraw_cases(evaluation_id: int) -> None:
     """An evaluation that ended without its job worker (killed): its cases still waiting at the
     model workers are withdrawn and its unlisted conversations removed."""
-    _tell_workers_to_stop(chat_services.conversations_withdraw(job=job_key(evaluation_id)))
+    job_withdraw_cases(job_key(evaluation_id))
+
+
+def job_withdraw_cases(key: str) -> None:
+    """The same for any job that asked through answers_from_model_workers under `key`."""
+    _tell_workers_to_stop(chat_services.conversations_withdraw(job=key))
 
 
 def _tell_workers_to_stop(replies: list[Message]) -> None:

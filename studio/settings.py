@@ -99,6 +99,7 @@ INSTALLED_APPS = [
     "evals",
     "finetune",
     "knowledge",
+    "optimiser",
 ]
 
 MIDDLEWARE = [
@@ -240,6 +241,7 @@ JOB_QUEUES = {"knowledge": f"{_QUEUE_PREFIX}-knowledge",  # document ingestion
               "training": f"{_QUEUE_PREFIX}-training"}  # fine-tunes, merges
 CELERY_TASK_ROUTES = {"knowledge.*": {"queue": JOB_QUEUES["knowledge"]},
                       "evals.*": {"queue": JOB_QUEUES["evaluations"]},
+                      "optimiser.*": {"queue": JOB_QUEUES["evaluations"]},
                       "finetune.*": {"queue": JOB_QUEUES["training"]}}
 CELERY_TASK_DEFAULT_QUEUE = JOB_QUEUES["evaluations"]
 # The queue evaluations, imports, fine-tunes and merges shared before lanes: workers of the
@@ -275,6 +277,8 @@ FAILURE_CASE_REVIEW = envbool("FAILURE_CASE_REVIEW", False)
 EVAL_BATCH_SIZE = envint("EVAL_BATCH_SIZE", 8, minimum=1)
 EVAL_MAX_NEW_TOKENS = envint("EVAL_MAX_NEW_TOKENS", 256, minimum=1)
 EVAL_MAX_QUEUED_PER_USER = envint("EVAL_MAX_QUEUED_PER_USER", 3, minimum=1)
+# Optimisations one user may have queued or running: each answers thousands of cases.
+OPTIMISER_MAX_QUEUED_PER_USER = envint("OPTIMISER_MAX_QUEUED_PER_USER", 1, minimum=1)
 # A case whose reply was lost with its model worker (killed, out of memory) is asked again this many
 # times; after that it is an error (left out of the pass rate), never a fail.
 EVAL_CASE_RETRIES = envint("EVAL_CASE_RETRIES", 2, minimum=0)

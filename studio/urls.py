@@ -7,6 +7,7 @@ from chat.urls import playground_urlpatterns
 from evals.urls import api_urlpatterns as evals_api_urlpatterns
 from finetune.urls import api_urlpatterns as finetune_api_urlpatterns
 from knowledge.urls import api_urlpatterns as knowledge_api_urlpatterns
+from optimiser.urls import api_urlpatterns as optimiser_api_urlpatterns
 from prompts.urls import api_urlpatterns as prompt_api_urlpatterns
 
 urlpatterns = [
@@ -21,8 +22,10 @@ urlpatterns = [
     path("api/", include(evals_api_urlpatterns)),
     path("api/", include(finetune_api_urlpatterns)),
     path("api/", include(knowledge_api_urlpatterns)),
+    path("api/", include(optimiser_api_urlpatterns)),
     path("fine-tunes/", include("finetune.urls")),
     path("knowledge/", include("knowledge.urls")),
+    path("optimisations/", include("optimiser.urls")),
     # The OpenAI-compatible API (clients use base_url=".../v1" and add no trailing slash).
     re_path(r"^v1/models/?$", openai_api.models, name="v1_models"),
     re_path(r"^v1/models/(?P<model_id>.+)$", openai_api.models, name="v1_model"),
