@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.processes import MIGRATED_DB_ENV, copy_sqlite
+from benchmarks.processes import MIGRATED_DB_ENV, copy_sqlite, start_process
 from tests.settings import TEST_CACHE, TINY_MODEL_DIR
-
 
 # Markers of tests that start processes (Chromium, PostgreSQL and Redis with scaled studios, a
 # throwaway PostgreSQL 16): such a test is slow too. Other tests that start a studio, a worker, a
@@ -21,6 +20,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(item.get_closest_marker(name) for name in SLOW_BY_MARKER):
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_setup(item):
+    """A test without the slow marker that starts a studio or a worker (benchmarks.processes, as
+    running_studio does) fails, saying to mark it: `make check` starts none. Set before the test's
+    fixtures, so a module's studio fixture is caught too."""
+    from benchmarks import processes
+
+    processes.start_process = start_process if item.get_closest_marker("slow") else _refused_start(item.nodeid)
+
+
+def _refused_start(nodeid: str):
+    def start_process(args, env, log_path):
+        raise AssertionError(f"{nodeid} starts `manage.py {' '.join(args)}`: mark it @pytest.mark.slow "
+                             "(make check runs the tests that start no process)")
+
+    return start_process
 
 
 def pytest_configure(config):
