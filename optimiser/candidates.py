@@ -2,10 +2,12 @@
 of the cases it was given, the fixed example sets chosen for coverage, and the instruction
 rewrites a model is asked for. Plain functions over cases and versions; the runner scores them.
 
-The order is measured, not arbitrary: on a 135M model answering in exact JSON, examples that
+The order is chosen, not arbitrary: on a 135M model answering in exact JSON, examples that
 resemble the input matter most (so the nearest-examples candidates come right after the base,
-before a budget can run out), fixed sets next, then rewrites by a model (a small model's rarely
-help, but they are tried and shown), then the output format and the combination of the best.
+before a budget can run out), then the output format (free instead of the version's schema, with
+the best of those examples), balanced nearest examples and fixed sets, then rewrites by a model (a
+small model's rarely help, but they are tried and shown), and last the best instructions with the
+best examples.
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ def planned(base: PromptVersion, search_cases, *, rewrite_model: str) -> list[di
         if k < size:
             plan.append({"kind": "nearest", "description": f"nearest {k} examples",
                          "changes": {"examples": {"k": k, "balance": None}}})
+    if base.answer_format["type"] != "text":
+        # Right after the nearest examples, not last: on a 135M model the format is the other large
+        # lever (constrained JSON kept it valid but scored below free text with examples), and a
+        # budget in minutes must not end before it is measured.
+        plan.append({"kind": "format", "description": "free output (no format) with the best examples",
+                     "changes": {}})
     if answers_repeat(search_cases):
         for k in BALANCED_K:
             if k < size:
@@ -72,9 +80,6 @@ def planned(base: PromptVersion, search_cases, *, rewrite_model: str) -> list[di
                          "changes": {}})
     for n in range(1, REWRITES + 1):
         plan.append({"kind": "rewrite", "description": f"instructions rewritten by {rewrite_model} ({n})",
-                     "changes": {}})
-    if base.answer_format["type"] != "text":
-        plan.append({"kind": "format", "description": "free output (no format) with the best examples",
                      "changes": {}})
     plan.append({"kind": "combined", "description": "the best instructions with the best examples", "changes": {}})
     return plan
