@@ -7,6 +7,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, Q
 
 from chat.serving import registry as chat_registry
+from studio.input_checks import whole_number_or_none
 
 from . import retrieval_figures
 from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase
@@ -48,15 +49,16 @@ def clean_filters(raw) -> dict:
 
 def apply_filters(cases, filters: dict, *, user=None):
     if filters.get("selection") and user is not None:
-        saved = CaseSelection.objects.filter(owner=user, pk=_int(filters["selection"])).first()
+        saved = CaseSelection.objects.filter(owner=user, pk=whole_number_or_none(filters["selection"])).first()
         if saved is not None:
             cases = apply_filters(cases, {k: v for k, v in saved.filters.items() if k != "selection"})
     if filters.get("prompt") == "-":
         cases = cases.filter(prompt_version=None)
     elif filters.get("prompt"):
         cases = cases.filter(prompt_version__prompt__slug=filters["prompt"])
-    if _int(filters.get("version")):
-        cases = cases.filter(prompt_version__number=_int(filters["version"]))
+    version_number = whole_number_or_none(filters.get("version"), high=2**31 - 1)  # the column's range
+    if version_number:
+        cases = cases.filter(prompt_version__number=version_number)
     if filters.get("tag"):
         cases = cases.filter(tags__name=filters["tag"])
     for name in ("split", "status", "source", "review"):
@@ -91,7 +93,7 @@ def _names_a_status(filters: dict, user) -> bool:
     if filters.get("status"):
         return True
     if filters.get("selection"):
-        saved = CaseSelection.objects.filter(owner=user, pk=_int(filters["selection"])).values_list(
+        saved = CaseSelection.objects.filter(owner=user, pk=whole_number_or_none(filters["selection"])).values_list(
             "filters", flat=True).first()
         return bool(saved and saved.get("status"))
     return False
@@ -242,10 +244,3 @@ def comparison(first: Evaluation, second: Evaluation, *, user, page=1) -> dict:
 def available_models() -> list[str]:
     """The models an evaluation can name: the served base model and its fine-tuned adapters."""
     return chat_registry.available_models()
-
-
-def _int(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None

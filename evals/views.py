@@ -15,6 +15,7 @@ from chat.models import Message
 from prompts import selectors as prompt_selectors
 from prompts.models import Prompt
 from prompts.views import version_form_values
+from studio.input_checks import InputError, parsed_number, whole_number_or_none
 
 from . import exporting, importing, selectors, services
 from .models import (NEW_CASE_SHARED, NEW_CASE_SHARING_NOTE, CaseSelection, Evaluation, EvaluationResult, FailureCase,
@@ -379,9 +380,9 @@ def _import_options(request, draft) -> dict:
     if "mapped" not in source and "import" not in source:
         return {"eval_share": 0.0, "only_valid": False, "shared": NEW_CASE_SHARED, **draft.options}
     try:
-        share = float(source.get("eval_share") or 0) / 100
-    except ValueError:
-        share = -1
+        share = parsed_number(source.get("eval_share") or 0) / 100
+    except InputError:
+        share = -1  # import_start refuses it, saying the range
     return {"eval_share": share, "only_valid": source.get("only_valid") == "on", "shared": source.get("shared") == "on"}
 
 
@@ -465,9 +466,9 @@ def evaluation_new(request):
             spec = {"type": kind}
             if source.get(f"threshold_{kind}"):
                 try:
-                    spec["threshold"] = float(source.get(f"threshold_{kind}"))
-                except ValueError:
-                    spec["threshold"] = "?"
+                    spec["threshold"] = parsed_number(source.get(f"threshold_{kind}"))
+                except InputError:
+                    spec["threshold"] = "?"  # the scorers' check refuses it, saying the range
             if kind == "regex":
                 spec["pattern"] = source.get("pattern_regex", "")
             if kind == "contains" and source.get("text_contains"):
@@ -577,8 +578,8 @@ def _judged(result, user):
 @require_http_methods(["GET", "POST"])
 def evaluation_compare(request):
     source = request.POST if request.method == "POST" else request.GET
-    first = _evaluation_or_404(request, _int(source.get("a")))
-    second = _evaluation_or_404(request, _int(source.get("b")))
+    first = _evaluation_or_404(request, whole_number_or_none(source.get("a")))
+    second = _evaluation_or_404(request, whole_number_or_none(source.get("b")))
     page = source.get("page")
     comparison = selectors.comparison(first, second, user=request.user, page=page)
     notice = ""
@@ -590,11 +591,3 @@ def evaluation_compare(request):
     return render(request, "evals/evaluation_compare.html", {"first": first, "second": second, **comparison,
                                                               "notice": notice,
                                                               "query": f"a={first.pk}&b={second.pk}&"})
-
-
-def _int(value):
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return 0
-    return number if 0 < number < 2**63 else 0

@@ -16,7 +16,7 @@ from evals.models import FailureCase
 from prompts import selectors as prompt_selectors
 from studio import jobs
 from studio.errors import StudioError
-from studio.input_checks import InputError, parsed_number
+from studio.input_checks import InputError, parsed_number, whole_number_or_none
 from studio.jobs import JobStatus, job_cancel
 from studio.llm.training import TrainingConfig, TrainingConfigError
 
@@ -74,7 +74,7 @@ def _saved_selection(*, user, filters: dict) -> dict:
 
     if not filters.get("selection"):
         return {}
-    selection = CaseSelection.objects.filter(owner=user, pk=_whole(filters["selection"])).first()
+    selection = CaseSelection.objects.filter(owner=user, pk=whole_number_or_none(filters["selection"])).first()
     if selection is None:
         raise FineTuneError(f"there is no saved selection “{filters['selection'][:40]}” of yours", "selection")
     return {name: value for name, value in selection.filters.items() if name != "selection"}
@@ -89,13 +89,6 @@ def cases_for_job(*, user, prompt, filters: dict):
     if not filters.get("split") and not saved.get("split"):
         filters["split"] = FailureCase.Split.TRAIN
     return case_selectors.cases_for(user=user, filters=filters), filters
-
-
-def _whole(value) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def cases_funnel(*, user, prompt, filters: dict) -> list[dict]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models import Q, Sum
 
+from studio.input_checks import InputError, number_in_range
+
 from .models import Chunk, Document, KnowledgeBase
 from .search import DEFAULT_K, MAX_K, MAX_QUERY_CHARS, MODES, SearchError, search
 
@@ -43,11 +45,9 @@ def clean_settings(raw, where: str = "retrieval") -> dict:
     if k in ("", None):
         k = DEFAULT_K
     try:
-        k = int(k)
-    except (TypeError, ValueError):
-        raise RetrievalError(f"must be a whole number from 1 to {MAX_K}", f"{where}.k") from None
-    if not 1 <= k <= MAX_K:
-        raise RetrievalError(f"must be a whole number from 1 to {MAX_K}", f"{where}.k")
+        k = number_in_range(k, low=1, high=MAX_K, whole=True)
+    except InputError as exc:
+        raise RetrievalError(str(exc), f"{where}.k") from None
     mode = raw.get("mode") or "hybrid"
     if mode not in MODES:
         raise RetrievalError(f"must be one of {', '.join(MODES)}", f"{where}.mode")
@@ -56,11 +56,9 @@ def clean_settings(raw, where: str = "retrieval") -> dict:
         min_score = None
     else:
         try:
-            min_score = float(min_score)
-        except (TypeError, ValueError):
-            raise RetrievalError("must be a number, or empty for none", f"{where}.min_score") from None
-        if not -1.0 <= min_score <= 1000.0:
-            raise RetrievalError("must be between -1 and 1000", f"{where}.min_score")
+            min_score = float(number_in_range(min_score, low=-1, high=1000))
+        except InputError as exc:
+            raise RetrievalError(f"{exc}, or empty for none", f"{where}.min_score") from None
     return {"k": k, "mode": mode, "min_score": min_score}
 
 

@@ -12,6 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from studio.errors import Forbidden, NotFound
+from studio.input_checks import InputError, parsed_number
 from studio.llm.numpy_embedder import EMBEDDING_MODEL
 
 from . import search as knowledge_search
@@ -219,9 +220,9 @@ def search(request, knowledge_base_id):
     knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
     values, answer, errors = _search_values(request.GET), None, {}
     try:
-        k = int(values["k"])
-    except ValueError:
-        errors["k"] = "must be a whole number"
+        k = parsed_number(values["k"], whole=True)  # out of 1-50, the search takes the nearest and says so
+    except InputError as exc:
+        errors["k"] = str(exc)
     else:
         try:
             answer = knowledge_search.search(user=request.user, knowledge_base=knowledge_base, query=values["q"],

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.paginator import Paginator
 from django.db.models import Count, Max
 
+from studio.input_checks import whole_number_or_none
 from studio.llm import ModelLoadError, PromptCounter, load_prompt_counter
 
 from .models import LATEST, Prompt, PromptVersion
@@ -37,13 +38,11 @@ def version_resolve(prompt: Prompt, *, label: str | None = None, number=None) ->
     """The version a label or number names; `latest` (or nothing) is the newest."""
     versions = prompt.versions.select_related("author", "prompt")
     if number not in (None, ""):
-        try:
-            wanted = int(number)
-            if not 1 <= wanted < 2**31:
-                raise ValueError
-            return versions.get(number=wanted)
-        except (ValueError, TypeError, PromptVersion.DoesNotExist):
-            raise VersionNotFound(f"Prompt “{prompt.slug}” has no version {str(number)[:20]}.") from None
+        wanted = whole_number_or_none(number, high=2**31 - 1)  # the column's range
+        found = versions.filter(number=wanted).first() if wanted is not None else None
+        if found is None:
+            raise VersionNotFound(f"Prompt “{prompt.slug}” has no version {str(number)[:20]}.")
+        return found
     if label and label != LATEST:
         found = versions.filter(labels__name=label).first() if LABEL_PATTERN.fullmatch(label) else None
         if found is None:

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from knowledge.retrieval import DEFAULT_SETTINGS
 from knowledge.search import MODES
 from knowledge.selectors import attached_bases_seen_by, knowledge_bases_for
-from studio.input_checks import InputError, parse_json
+from studio.input_checks import InputError, parse_json, whole_number_or_none
 from studio.llm.constraints import MAX_PATTERN_COST, sample_of
 
 from . import selectors, services
@@ -196,14 +196,6 @@ def _labels_context(prompt) -> dict:
             **selectors.version_summary(prompt)}
 
 
-def _int_or_none(value):
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        return None
-    return number if 0 < number < 2**63 else None
-
-
 # --- library --------------------------------------------------------------------------------
 
 
@@ -254,7 +246,7 @@ def version_history(request, slug):
     prompt = prompt_or_404(slug)
     return render(request, "prompts/_history_items.html", {
         "prompt": prompt, "history": selectors.versions_page(prompt, request.GET.get("page")),
-        "version": {"number": _int_or_none(request.GET.get("shown"))},
+        "version": {"number": whole_number_or_none(request.GET.get("shown"))},
     })
 
 
@@ -317,7 +309,7 @@ def label_move(request, slug):
         # Keep what was typed, so the person can correct it.
         return render(request, "prompts/_labels.html", {
             **_labels_context(prompt), "prompt": prompt, "version": shown, "can_edit": True, "error": exc,
-            "label_value": label_name, "label_version": _int_or_none(request.POST.get("version")),
+            "label_value": label_name, "label_version": whole_number_or_none(request.POST.get("version")),
         })
     # The history column shows labels too: it is swapped out of band with the labels card.
     return render(request, "prompts/_labels.html", {
@@ -335,7 +327,7 @@ def editors_change(request, slug):
     error = None
     try:
         if request.POST.get("remove"):
-            editor_id = _int_or_none(request.POST["remove"])
+            editor_id = whole_number_or_none(request.POST["remove"])
             if editor_id is not None:
                 services.editor_remove(prompt=prompt, editor_id=editor_id, user=request.user)
         else:
