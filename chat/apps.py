@@ -1,4 +1,9 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+from studio import chat_activity, sweeping
+
+from .search_index import ensure_installed
 
 
 class ChatConfig(AppConfig):
@@ -6,12 +11,8 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from django.db.models.signals import post_migrate
-
-        from studio import chat_activity, sweeping
-
-        from .search_index import ensure_installed
-        from .serving.queue import people_waiting_for_replies, replies_sweep
+        # Django's app registry is not ready when this module loads: these import models
+        from .serving.queue import people_waiting_for_replies, replies_sweep  # noqa: PLC0415
 
         sweeping.register(replies_sweep)  # replies whose model worker died or never came
         chat_activity.register(people_waiting_for_replies)  # knowledge ingestion yields the CPU to them

@@ -31,8 +31,8 @@ from studio.llm.replies import SamplingError, SamplingParameters, sampling_check
 
 from .models import Conversation, Message
 from .selectors import Branches, active_messages
-from .serving.registry import available_models, served_model_choice
 from .services import TITLE_MAX_CHARS, ChatError, title_cut
+from .serving.registry import available_models, served_model_choice
 
 EXPORT_FORMAT = "chat-prompt-studio.conversation"
 EXPORT_VERSION = 1

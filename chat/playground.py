@@ -14,8 +14,14 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from prompts import selectors as prompt_selectors
 from prompts.rendering import MissingVariablesError, TemplateError
-from prompts.views import (playground_input, playground_versions, prompt_or_404, union_variables, variables_from,
-                           version_or_404)
+from prompts.views import (
+    playground_input,
+    playground_versions,
+    prompt_or_404,
+    union_variables,
+    variables_from,
+    version_or_404,
+)
 
 from . import selectors, services
 from .models import Conversation

@@ -5,8 +5,12 @@ page (citation chips)."""
 
 from __future__ import annotations
 
-from knowledge.retrieval import WHEN_NOTHING_FOUND, clean_settings, retrieve
-from knowledge.retrieval import RetrievalError  # noqa: F401  (re-exported for the views)
+from knowledge.retrieval import (
+    WHEN_NOTHING_FOUND,
+    RetrievalError,  # noqa: F401  (re-exported for the views)
+    clean_settings,
+    retrieve,
+)
 
 from .models import Conversation
 

@@ -25,16 +25,29 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.http import JsonResponse, StreamingHttpResponse
+from django.utils import dateformat, timezone
 
 from accounts.api import api_endpoint
 from accounts.services import person_lock
 from accounts.throttle import ApiRefusal
-from prompts.examples import examples_for
-from studio.errors import StudioError
-from studio.llm.replies import SamplingError, sampling_checked
-
 from chat import services
 from chat.models import Conversation, Message
+from chat.retrieval import reply_retrieval
+from prompts import selectors as prompt_selectors
+from prompts.examples import examples_for
+from prompts.models import Prompt
+from prompts.rendering import (
+    MissingVariablesError,
+    TemplateError,
+    assembled_messages,
+    format_warnings,
+    render_owner,
+    render_version_turn,
+)
+from prompts.selectors import prompt_counter
+from studio.errors import StudioError
+from studio.llm.constraints import FormatError
+from studio.llm.replies import SamplingError, sampling_checked
 
 from . import queue, registry
 from .wakeups import wake_workers
@@ -87,8 +100,6 @@ def openai_error(status: int, error: StudioError | str) -> JsonResponse:
 
 
 def _model_list() -> list[dict]:
-    from prompts.models import Prompt
-
     created = int(time.time())
     names = registry.available_models()
     entries = [{"id": name, "object": "model", "created": created, "owned_by": "studio" if n == 0 else "fine-tune"}
@@ -210,11 +221,6 @@ def _closed_objects(schema, depth: int = 0):
 
 def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
     """Store the request as an `api` conversation with a queued reply; (conversation, reply, model)."""
-    from prompts import selectors as prompt_selectors
-    from prompts.rendering import MissingVariablesError, TemplateError, render_owner, render_version_turn
-
-    from chat.retrieval import reply_retrieval
-
     render_owner.set(lambda: f"user:{user.pk}")  # the token's person takes their turn at the render processes
     messages, model = asked["messages"], asked["model"]
     version, variables, record, examples, example_cases = None, {}, None, [], None
@@ -277,8 +283,6 @@ API_TITLE_WORDS_CHARS = 48  # of what was asked, in the title (the sidebar shows
 def _api_title(asked: dict) -> str:
     """A request's conversation title: the first words it asked (its variables' values, else its
     last message) and when: “How do I restart the router… · 7 Dec 14:05”."""
-    from django.utils import dateformat, timezone
-
     asked_text = " ".join(v for v in (asked["variables"] or {}).values() if isinstance(v, str)) or \
         asked["messages"][-1]["content"]
     when = dateformat.format(timezone.localtime(), "j M H:i")
@@ -288,9 +292,6 @@ def _api_title(asked: dict) -> str:
 def _require_format_can_be_enforced(parameters: dict, version) -> None:
     """The asked format (else the prompt's) compiles, and the engine can enforce it: refused now, with
     OpenAI's `param`, never at decoding time."""
-    from prompts.rendering import format_warnings
-    from studio.llm.constraints import FormatError
-
     asked = parameters.get("output_format")
     if asked is not None:
         try:
@@ -307,9 +308,6 @@ def _require_context_fits(system: str, version, examples: list[dict], messages: 
     """Refuse (400, OpenAI's `context_length_exceeded`) a request whose messages do not fit the
     model's context with room for the reply, before it is stored or reaches a worker. Linear:
     the messages' text is tokenised once; the chat template is rendered only when that much fits."""
-    from prompts.rendering import assembled_messages
-    from prompts.selectors import prompt_counter
-
     counter = prompt_counter()
     if counter is None:  # the model is still being prepared: the worker fits the history itself
         return

@@ -18,6 +18,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chat.models import Conversation, Message, ModelWorker
+
 from .registry import workers_forget_silent
 
 

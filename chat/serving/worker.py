@@ -25,24 +25,23 @@ import gc
 import logging
 import os
 import socket
-import time
 import threading
+import time
 from dataclasses import dataclass, field
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 
+from chat import selectors
+from chat.models import Conversation, Message, ModelWorker
 from studio import sweeping
 from studio.llm import GenerationSettings, LoadedModel, load_model
 from studio.llm.adapters import ServedModels
 from studio.llm.constraints import FORMAT_FAILED
 from studio.llm.engine import BatchEngine, EngineRequest, EngineResult, prepare_prompt
-from studio.llm.replies import OUT_OF_MEMORY, failure_code
 from studio.llm.remote import RemoteEngine
-
-from chat import selectors
-from chat.models import Conversation, Message, ModelWorker
+from studio.llm.replies import OUT_OF_MEMORY, failure_code
 
 from . import queue, registry
 from .wakeups import REQUEST_CHANNEL
@@ -529,8 +528,6 @@ class WorkerThread:
     process's channel layer does not reach its loop."""
 
     def __init__(self, **worker_options):
-        from channels.layers import InMemoryChannelLayer
-
         self.loop = asyncio.new_event_loop()
         self.worker = GenerationWorker(channel_layer=InMemoryChannelLayer(), **worker_options)
         self.thread = threading.Thread(target=self._run, name="llm-worker-thread", daemon=True)
@@ -546,7 +543,7 @@ class WorkerThread:
         finally:
             self.loop.close()
 
-    def __enter__(self) -> "GenerationWorker":
+    def __enter__(self) -> GenerationWorker:
         self.thread.start()
         deadline = time.monotonic() + 600
         while not self.worker.ready.is_set():

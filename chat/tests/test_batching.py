@@ -5,7 +5,6 @@ import asyncio
 
 import pytest
 
-
 pytestmark = pytest.mark.django_db(transaction=True)
 
 

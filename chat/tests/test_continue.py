@@ -9,7 +9,8 @@ from channels.db import database_sync_to_async
 
 from chat import services
 from chat.models import Message
-from chat.serving import queue, worker as worker_module
+from chat.serving import queue
+from chat.serving import worker as worker_module
 from prompts import services as prompt_services
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

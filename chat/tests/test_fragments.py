@@ -2,9 +2,8 @@
 
 import pytest
 
-from chat.models import Conversation, Message
-from chat.services import conversation_create
-from chat.services import message_append
+from chat.models import Conversation
+from chat.services import conversation_create, message_append
 
 pytestmark = pytest.mark.django_db
 

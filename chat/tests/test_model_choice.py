@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from chat.serving import registry
 from chat.services import conversation_create
+from chat.serving import registry
 from studio.llm.adapters import write_meta
 
 pytestmark = pytest.mark.django_db

@@ -3,8 +3,7 @@
 import pytest
 
 from chat.models import Conversation, Message
-from chat.services import conversation_create
-from chat.services import message_append
+from chat.services import conversation_create, message_append
 
 pytestmark = pytest.mark.django_db
 

@@ -59,8 +59,8 @@ def test_keeping_one_of_two_replies_records_the_preference_pair(client, alice, b
     conversation = Conversation.objects.create(owner=alice, title="Pair")
     question = message_append(conversation=conversation, role="user", content="Capital of France?")
     kept = message_append(conversation=conversation, role="assistant", content="Paris.")
-    other = Message.objects.create(conversation=conversation, parent=question, role="assistant",
-                                   content="Lyon, I think.", side_of=kept)
+    Message.objects.create(conversation=conversation, parent=question, role="assistant",
+                           content="Lyon, I think.", side_of=kept)
     client.force_login(bob)
     assert client.post(f"/cases/prefer/{kept.pk}/").status_code == 404  # not bob's conversation
     client.force_login(alice)
