@@ -32,15 +32,17 @@ def optimise(user, version, **options):
     return optimisation
 
 
-def test_no_candidate_is_ever_scored_on_or_shown_a_held_out_case(alice, triage_version, make_cases, monkeypatch):
+def test_no_candidate_is_ever_scored_on_or_shown_a_held_out_case_nor_itself(alice, triage_version, make_cases,
+                                                                            monkeypatch):
     train = make_cases(TICKETS[:7])
     held_out = make_cases([(f"held out {text}", team, urgent) for text, team, urgent in TICKETS[7:]], split="eval")
-    read = []
+    read, shown = [], []
     real = runner.case_messages
 
-    def recording(case, version, **kwargs):
-        messages = real(case, version, **kwargs)
+    def recording(case, version, *, examples=None, **kwargs):
+        messages = real(case, version, examples=examples, **kwargs)
         read.append(messages)
+        shown.append((case.input_variables["ticket"], [example["input"] for example in examples or []]))
         return messages
 
     monkeypatch.setattr(runner, "case_messages", recording)
@@ -54,6 +56,13 @@ def test_no_candidate_is_ever_scored_on_or_shown_a_held_out_case(alice, triage_v
     assert {"base", "nearest", "fixed"} <= kinds
     everything_read = "\n".join(m["content"] for messages in read for m in messages)
     assert read and not any(case.input_variables["ticket"] in everything_read for case in held_out)
+    # Leave-one-out: a case of the search part never sees itself as an example.
+    assert any(examples for _, examples in shown)
+    assert not any(f"Ticket: {ticket}" in examples for ticket, examples in shown)
+    # Rewrites by the (tiny) model are tried and shown: scored, or refused with the reason.
+    rewrites = list(optimisation.candidates.filter(kind="rewrite"))
+    assert len(rewrites) == planning.REWRITES
+    assert all(c.status == "scored" or (c.status == "refused" and c.reason) for c in rewrites)
 
 
 def test_progress_counts_every_candidate_case_and_the_best_is_checked(alice, triage_version, make_cases):
@@ -68,21 +77,6 @@ def test_progress_counts_every_candidate_case_and_the_best_is_checked(alice, tri
     assert all(c.check_scored == len(optimisation.check_case_ids) for c in checked)
     assert [c.position for c in candidates] == list(range(1, len(candidates) + 1))
     assert candidates[0].kind == "base" and candidates[1].description == "nearest 2 examples"
-
-
-def test_leave_one_out_a_search_case_never_sees_itself_as_an_example(alice, triage_version, make_cases, monkeypatch):
-    make_cases()
-    shown = []
-    real = runner.case_messages
-
-    def recording(case, version, *, examples=None, **kwargs):
-        shown.append((case.input_variables["ticket"], [e["input"] for e in examples or []]))
-        return real(case, version, examples=examples, **kwargs)
-
-    monkeypatch.setattr(runner, "case_messages", recording)
-    optimise(alice, triage_version)
-    assert any(examples for _, examples in shown)
-    assert not any(f"Ticket: {ticket}" in examples for ticket, examples in shown)
 
 
 def test_cancel_keeps_what_was_measured(alice, triage_version, make_cases):
@@ -156,8 +150,8 @@ def test_the_held_out_evaluation_runs_the_saved_version_on_the_eval_split(alice,
 
 
 def test_a_case_made_private_stops_being_used(alice, bob, triage_version, make_cases):
-    make_cases(TICKETS[:4])
-    bobs = make_cases(TICKETS[4:], user=bob, shared=True)
+    make_cases(TICKETS[:2])
+    bobs = make_cases(TICKETS[2:5], user=bob, shared=True)
     optimisation = services.optimisation_create(user=alice, version=triage_version, split="train",
                                                 scorers=JSON_EQUAL, budget={"cases": 2000})
     FailureCase.objects.filter(pk=bobs[0].pk).update(shared=False)  # while it waits in the queue
