@@ -11,6 +11,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from knowledge import selectors as knowledge_selectors
 from knowledge.retrieval import document_tokens
 from knowledge.search import MODES as SEARCH_MODES
+from studio.input_checks import whole_number_or_none
 from studio.middleware import error_response
 
 from . import exchange, search, selectors, services
@@ -52,9 +53,9 @@ def conversation_list_page(request):
     """Older conversations for the sidebar ("Older conversations…")."""
     return render(request, "chat/_conversation_items.html", {
         "conversations": selectors.conversations_page(user=request.user, page=request.GET.get("page"),
-                                                      current_id=_int_or_none(request.GET.get("current")),
+                                                      current_id=whole_number_or_none(request.GET.get("current")),
                                                       kind=request.GET.get("kind", "chat")),
-        "conversation": {"pk": _int_or_none(request.GET.get("current"))},
+        "conversation": {"pk": whole_number_or_none(request.GET.get("current"))},
     })
 
 
@@ -91,7 +92,7 @@ def conversation_history(request, conversation_id):
     conversation = _own_conversation_or_404(request, conversation_id)
     branches = selectors.Branches.of(conversation)
     path = branches.active_path()
-    before = _int_or_none(request.GET.get("before"))
+    before = whole_number_or_none(request.GET.get("before"))
     if before is not None and before not in path:
         end = 0  # the branch changed since the page asked: nothing above it to add (the page reloads it)
     else:
@@ -236,13 +237,6 @@ def message_detail(request, conversation_id, message_id):
     return render(request, "chat/_message.html", {"message": message})
 
 
-def _int_or_none(value):
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
 @login_required
 @require_GET
 def model_status(request):
@@ -311,7 +305,7 @@ def conversation_search(request):
                "searched": search.searches_anything(**arguments), "limit": search.RESULTS_LIMIT}
     if request.htmx and request.htmx.target == "conversation-list":
         if not context["searched"]:
-            current = _int_or_none(request.GET.get("current"))
+            current = whole_number_or_none(request.GET.get("current"))
             return render(request, "chat/_conversation_list.html", {
                 "conversations": selectors.conversations_page(user=request.user, current_id=current,
                                                               kind=request.GET.get("kind", "chat")),
