@@ -153,12 +153,13 @@ def _lanes_of_process(pid: int) -> list[str]:
 def test_each_kind_of_job_is_routed_to_its_lane_by_task_name():
     routes = {name: app.amqp.router.route({}, name)["queue"].name for name in (
         "knowledge.ingest", "evals.run_evaluation", "evals.import_cases", "finetune.run_fine_tune",
-        "finetune.merge_model")}
+        "finetune.merge_model", "optimiser.run_optimisation")}
     assert routes == {"knowledge.ingest": settings.JOB_QUEUES["knowledge"],
                       "evals.run_evaluation": settings.JOB_QUEUES["evaluations"],
                       "evals.import_cases": settings.JOB_QUEUES["evaluations"],
                       "finetune.run_fine_tune": settings.JOB_QUEUES["training"],
-                      "finetune.merge_model": settings.JOB_QUEUES["training"]}
+                      "finetune.merge_model": settings.JOB_QUEUES["training"],
+                      "optimiser.run_optimisation": settings.JOB_QUEUES["evaluations"]}
     assert len(set(settings.JOB_QUEUES.values()) | {settings.JOB_QUEUE_BEFORE_LANES}) == 4
     # The name before lanes still means what it did; the lanes that took its jobs over read its queue.
     assert lanes_of("jobs,knowledge") == ["evaluations", "training", "knowledge"]
