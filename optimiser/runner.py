@@ -226,7 +226,9 @@ class Search:
             if reply.status == Message.Status.FAILED:
                 self._count(candidate, part, case, passed=None, reply=reply)
                 continue
-            _, passed, _ = reply_scores(self.optimisation.scorers, version, reply.content, case.expected,
+            # A json_schema scorer without a schema judges by the base version's, whatever format a
+            # candidate decodes with (free output must meet the schema it drops).
+            _, passed, _ = reply_scores(self.optimisation.scorers, self.base, reply.content, case.expected,
                                         similarity=similarity)
             self._count(candidate, part, case, passed=passed, reply=reply)
         candidate.status = Candidate.Status.SCORED

@@ -190,3 +190,21 @@ def test_a_version_with_a_schema_tries_free_output_right_after_the_nearest_examp
     assert kinds[:6] == ["base", "nearest", "nearest", "nearest", "nearest", "format"]
     assert "format" not in [step["kind"] for step in planning.planned(triage_version, make_cases(),
                                                                        rewrite_model="m")]
+
+
+def test_free_output_is_measured_with_the_best_nearest_examples(alice, triage_version, make_cases):
+    from prompts import services as prompt_services
+
+    from .conftest import TRIAGE_VERSION
+
+    schema = {"type": "object", "properties": {"team": {"enum": ["billing", "tech", "sales"]},
+                                               "urgent": {"type": "boolean"}}, "required": ["team", "urgent"]}
+    with_schema = prompt_services.version_create(prompt=triage_version.prompt, author=alice, fields={
+        **TRIAGE_VERSION, "output_format": {"type": "json_schema", "schema": schema}})
+    make_cases(TICKETS[:6])  # 4 to search on: nearest 2 only
+    optimisation = optimise(alice, with_schema, scorers=[{"type": "json_schema"}], budget={"cases": 30})
+    assert optimisation.status == "finished", optimisation.error
+    free = optimisation.candidates.get(kind="format")
+    assert free.status == "scored" and free.search_scored == 4
+    assert free.changes == {"examples": {"k": 2, "balance": None}, "output_format": {"type": "text"}}
+    assert free.description == "free output (no format) with nearest 2 examples"
