@@ -43,7 +43,7 @@ def evaluation_json(evaluation: Evaluation, *, user, page: int = 1, page_url=Non
     private since is a result without its output (`"private": true`) for everyone else."""
     results = evaluation.results.order_by("id").values("case_id", "output", "passed", "scores", "error",
                                                        "error_code", "verdict", "case__shared",
-                                                       "case__created_by_id")
+                                                       "case__created_by_id", "example_cases")
     paginator = Paginator(results, selectors.RESULTS_PER_PAGE)
     try:
         shown = paginator.page(page)
@@ -54,7 +54,7 @@ def evaluation_json(evaluation: Evaluation, *, user, page: int = 1, page_url=Non
         if not (r["case__shared"] or r["case__created_by_id"] == user.pk):
             return {"case": r["case_id"], "passed": r["passed"], "private": True}
         return {"case": r["case_id"], "output": r["output"], "passed": r["passed"], "scores": r["scores"],
-                **({"error": r["error"]} if r["error"] else {}),
+                "example_cases": r["example_cases"], **({"error": r["error"]} if r["error"] else {}),
                 **({"error_code": r["error_code"]} if r["error_code"] and not r["verdict"] else {})}
 
     link = page_url or (lambda number: None)

@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import Count, Max
 
 from prompts.examples import ExampleCase, ExampleSourceError, input_digest, input_of
+from studio.celery import app
 from studio.llm.numpy_embedder import EMBEDDING_MODEL, load_numpy_embedder
 
 from .models import CaseEmbedding, CaseSelection, FailureCase
@@ -188,8 +189,6 @@ def _dispatch_pending() -> None:
     _pending.ids = set()  # ids of a transaction rolled back since ride along; the task skips them
     if not ids:
         return
-    from studio.celery import app
-
     try:
         app.send_task(EMBED_TASK, (ids,), retry=False)
     except Exception:  # the broker is away: the next lookup embeds them itself
@@ -251,3 +250,6 @@ class NearestExamples:
 
     def pool_size(self, *, version, user) -> int:
         return pool_cases(version, user=user).count()
+
+    def selections_of(self, *, user) -> list[tuple[int, str]]:
+        return list(CaseSelection.objects.filter(owner_id=getattr(user, "pk", None)).values_list("id", "name"))

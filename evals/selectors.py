@@ -165,6 +165,16 @@ def _mark_visibility(results, user) -> list[EvaluationResult]:
     for result in results:
         result.case_visible = can_see_case(user, result.case)
         result.can_judge = can_edit_case(user, result.case)  # the rule result_verdict checks
+    return with_example_links(results, user)
+
+
+def with_example_links(results: list[EvaluationResult], user) -> list[EvaluationResult]:
+    """Each result's `example_links`: the cases chosen as its examples, [{"id", "visible"}] (a case
+    the viewer may not see is named "private", unlinked); one query for the whole page."""
+    chosen = {pk for result in results for pk in result.example_cases}
+    visible = set(cases_visible_to(user).filter(pk__in=chosen).values_list("pk", flat=True)) if chosen else set()
+    for result in results:
+        result.example_links = [{"id": pk, "visible": pk in visible} for pk in result.example_cases]
     return results
 
 

@@ -571,7 +571,7 @@ def result_verdict(request, evaluation_id, result_id):
 def _judged(result, user):
     result.case_visible = selectors.can_see_case(user, result.case)
     result.can_judge = selectors.can_edit_case(user, result.case)
-    return result
+    return selectors.with_example_links([result], user)[0]
 
 
 @login_required

@@ -7,6 +7,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from .examples import source_text
+
 
 @dataclass
 class Side:
@@ -37,6 +39,8 @@ def version_text_sections(version) -> dict[str, str]:
         f"Example {n}\nInput: {example['input']}\nOutput: {example['output']}"
         for n, example in enumerate(version.examples, start=1)
     )
+    if version.example_source:
+        examples = f"Chosen per input: {source_text(version.example_source)}"
     parameters = "\n".join(f"{name}: {_show(value)}" for name, value in version.parameters.items())
     return {"Instructions": version.instructions, "Template": version.template,
             "Few-shot examples": examples, "Parameters": parameters, "Output format": format_text(version.answer_format),

@@ -55,6 +55,9 @@ class ExampleProvider(Protocol):
     def pool_size(self, *, version, user) -> int:
         """How many cases the version's examples are chosen from, for `user`, now."""
 
+    def selections_of(self, *, user) -> list[tuple[int, str]]:
+        """The person's saved selections (id, name), for the version form."""
+
 
 _provider: ExampleProvider | None = None
 
@@ -187,3 +190,7 @@ def pool_size(version, *, user) -> int | None:
     if not (version.example_source or {}) or _provider is None:
         return None
     return _provider.pool_size(version=version, user=user)
+
+
+def selection_choices(*, user) -> list[tuple[int, str]]:
+    return _provider.selections_of(user=user) if _provider is not None and user is not None else []

@@ -15,6 +15,7 @@ from studio.llm.constraints import MAX_PATTERN_COST, sample_of
 
 from . import selectors, services
 from .diff import diff_versions, format_text, retrieval_text
+from .examples import DEFAULT_K, HELD_OUT_NOTE, MAX_K, pool_size, selection_choices, source_text
 from .rendering import MissingVariablesError, TemplateError, inspect_template
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
@@ -53,6 +54,10 @@ def _version_fields_from_form(post) -> dict:
             examples.append({"variables": {variables[0]: given_input}, "output": given_output})
         else:
             examples.append({"input": given_input, "output": given_output})
+    if post.get("example_choice") == "nearest":  # chosen per input: the source replaces the list
+        origin, _, value = post.get("example_from", "split:train").partition(":")
+        examples = {"from": {origin if origin in ("split", "selection") else "split": value or "train"},
+                    "k": post.get("example_k", ""), "balance": post.get("example_balance", "")}
     return {
         "output_format": output_format_from_form(post.get("output_type", "text"), post.get("output_spec", "")),
         "instructions": post.get("instructions", ""), "template": post.get("template", ""), "examples": examples,
@@ -114,8 +119,8 @@ def version_form_values(fields: dict, variables: list[str] | None = None, *, use
             variables = inspect_template(fields["template"]) if (fields.get("template") or "").strip() else []
         except TemplateError:
             variables = []
-    examples = []
-    for example in list(fields.get("examples") or []) + [{"input": "", "output": ""}]:
+    examples, source = [], fields.get("examples") if isinstance(fields.get("examples"), dict) else {}
+    for example in (list(fields.get("examples") or []) if not source else []) + [{"input": "", "output": ""}]:
         values = example.get("variables") or {}
         if len(values) == 1:
             examples.append({"input": next(iter(values.values())), "output": example["output"], "mode": "template"})
@@ -125,7 +130,21 @@ def version_form_values(fields: dict, variables: list[str] | None = None, *, use
     return {**fields, **output_format_form_values(fields.get("output_format")), "output_types": OUTPUT_TYPES,
             **_retrieval_form_values(fields.get("retrieval"), user, variables),
             "stop_text": "\n".join(fields.get("stop") or []), "examples": examples,
+            **_example_source_form_values(source, user),
             "example_variable": variables[0] if len(variables) == 1 else "", "variable_count": len(variables)}
+
+
+def _example_source_form_values(source: dict, user) -> dict:
+    """The "chosen per input" part of the examples fieldset: where from (the train split or one of
+    the person's selections), k and balance."""
+    origin = source.get("from") or {}
+    chosen = f"selection:{origin['selection']}" if origin.get("selection") else "split:train"
+    return {"example_choice": "nearest" if source else "fixed", "example_from": chosen,
+            "example_from_choices": [("split:train", "the prompt's train split"),
+                                     *((f"selection:{pk}", f"your selection “{name}”")
+                                       for pk, name in selection_choices(user=user))],
+            "example_k": source.get("k") or DEFAULT_K, "example_balance": source.get("balance") or "",
+            "example_max_k": MAX_K, "example_held_out_note": HELD_OUT_NOTE}
 
 
 def _retrieval_form_values(retrieval, user, variables: list[str]) -> dict:
@@ -165,6 +184,17 @@ def _retrieval_shown(version, user) -> dict:
     return {"retrieval_text": retrieval_text(seen),
             "retrieval_unavailable": [kb["name"] for kb in (seen or {}).get("knowledge_bases", [])
                                       if kb["hidden"] or kb["id"] is None]}
+
+
+def _example_source_shown(version, user) -> dict:
+    """The version page's words for examples chosen per input, and how many cases this person's
+    replies choose from now (fewer than k: all of them are used)."""
+    if not version.example_source:
+        return {}
+    pool = pool_size(version, user=user)
+    return {"example_source_text": source_text(version.example_source), "example_pool_size": pool,
+            "example_pool_short": pool is not None and pool < version.example_source["k"],
+            "example_held_out_note": HELD_OUT_NOTE if "selection" in version.example_source["from"] else ""}
 
 
 def _output_format_shown(version) -> dict:
@@ -235,6 +265,7 @@ def prompt_detail(request, slug, number=None):
         **_labels_context(prompt), "prompt": prompt, "version": version, "history": selectors.versions_page(prompt),
         "can_edit": prompt.can_edit(request.user), "editors": prompt.editors.all(), **_output_format_shown(version),
         **_retrieval_shown(version, request.user), **_sampling_shown(version),
+        **_example_source_shown(version, request.user),
         "previous_number": version.number - 1 if version.number > 1 else None,
     })
 
