@@ -142,7 +142,7 @@ class Command:
                     eval_token = shell_token(setup, env)
 
             async def measure():
-                for mode, (server, session, sqlite_path) in servers.items():
+                for server, session, sqlite_path in servers.values():
                     await bench.wait_for_ready_worker(sqlite_path)
                     await bench.single_reply(server, session, prompt, timeout=300)  # warm-up
                 # Rounds of one run per path, so that drift on a shared machine touches every path alike.

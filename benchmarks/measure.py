@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -19,6 +19,7 @@ import torch
 from transformers.generation.streamers import BaseStreamer
 
 from studio.llm import LoadedModel, render_prompt_ids
+
 from .processes import open_chat_socket
 
 

@@ -178,7 +178,7 @@ class StudioServer:
     def ws_base(self) -> str:
         return self.base_url.replace("http://", "ws://")
 
-    def login(self, username: str, password: str) -> "BrowserSession":
+    def login(self, username: str, password: str) -> BrowserSession:
         session = BrowserSession(self.base_url)
         session.login(username, password)
         return session

@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
+from benchmarks.processes import REPO
 from studio.llm import GenerationSettings, ModelLoadError, PromptTooLongError, load_model, render_prompt_ids
 from studio.llm.engine import BatchEngine, EngineRequest, prepare_prompt, reply_once
 from studio.llm.loading import bundled_gguf_path, convert_gguf_once
-from benchmarks.processes import REPO
 
 HELLO = [{"role": "user", "content": "Hello"}]
 

@@ -12,10 +12,9 @@ import time
 import openai
 import pytest
 
-from benchmarks.processes import (die_with_parent, frames_until, free_port, open_chat_socket, running_studio,
-                                  shell_token)
+from benchmarks.processes import die_with_parent, frames_until, free_port, open_chat_socket, running_studio, shell_token
 from tests.needs import missing
-from tests.scaled import TOKEN, ADMIN_PASSWORD, drop_database, query, scaled_studio_env, wait_for_workers, wait_until
+from tests.scaled import ADMIN_PASSWORD, TOKEN, drop_database, query, scaled_studio_env, wait_for_workers, wait_until
 
 pytestmark = pytest.mark.scaled
 

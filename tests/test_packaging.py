@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.processes import (REPO, BrowserSession, die_with_parent, free_port, stop_process, studio_env,
-                                  wait_for_http)
+from benchmarks.processes import (
+    REPO,
+    BrowserSession,
+    die_with_parent,
+    free_port,
+    stop_process,
+    studio_env,
+    wait_for_http,
+)
 
 pytestmark = pytest.mark.slow  # builds the wheel and serves it
 

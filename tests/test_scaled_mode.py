@@ -9,10 +9,8 @@ import asyncio
 import pytest
 
 from benchmarks.processes import frames_until, manage, next_frame, open_chat_socket, running_studio, studio_env
-from tests.scaled import wait_for_workers, wait_until
-from tests.scaled import ADMIN_PASSWORD, query
+from tests.scaled import ADMIN_PASSWORD, query, wait_for_workers, wait_until
 from tests.settings import TINY_MODEL_DIR
-
 
 pytestmark = pytest.mark.scaled
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 from channels.testing import WebsocketCommunicator
 
-from studio.asgi import application
 from benchmarks.processes import REPO
+from studio.asgi import application
 
 
 @pytest.mark.django_db

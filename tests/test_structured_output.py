@@ -10,8 +10,17 @@ import jsonschema
 import pytest
 
 from studio.llm import GenerationSettings, load_model
-from studio.llm.constraints import (FORMAT_FAILED, FORMAT_INVALID, FORMAT_TOO_COMPLEX, FormatError, ReplyConstraint,
-                                    check_format, clean_format, pattern_cost, sample_of)
+from studio.llm.constraints import (
+    FORMAT_FAILED,
+    FORMAT_INVALID,
+    FORMAT_TOO_COMPLEX,
+    FormatError,
+    ReplyConstraint,
+    check_format,
+    clean_format,
+    pattern_cost,
+    sample_of,
+)
 from studio.llm.engine import BatchEngine, EngineRequest
 from tests.settings import TEST_CACHE, TINY_MODEL_DIR
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from studio.llm.training import PROGRESS_PREFIX, launch_command, merge_adapter
 from benchmarks.processes import REPO
+from studio.llm.training import PROGRESS_PREFIX, launch_command, merge_adapter
 from tests.settings import TINY_MODEL_DIR
 
 pytestmark = pytest.mark.slow  # runs training processes
