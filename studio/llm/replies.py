@@ -12,7 +12,6 @@ from typing import TypedDict
 
 from .loading import LoadedModel, chat_template_ids
 
-
 OUT_OF_MEMORY = "out_of_memory"  # the machine's or the GPU's memory ran out
 
 
