@@ -53,6 +53,33 @@ def parsed_number(value, *, whole: bool = False) -> int | float:
     return value
 
 
+def number_in_range(value, *, low, high, whole: bool = False) -> int | float:
+    """parsed_number, then its range: raises InputError saying both ("must be a whole number from
+    1 to 50", "must be a number from -1 to 1000"), so every refusal tells the allowed range."""
+    wanted = f"must be {'a whole number' if whole else 'a number'} from {low:g} to {high:g}"
+    try:
+        number = parsed_number(value, whole=whole)
+    except InputError:
+        raise InputError(wanted) from None
+    if not low <= number <= high:
+        raise InputError(wanted)
+    return number
+
+
+ROW_ID_MAX = 2**63 - 1  # a bigint's top: a larger id would make the database driver raise OverflowError
+
+
+def whole_number_or_none(value, *, low: int = 1, high: int = ROW_ID_MAX) -> int | None:
+    """A whole number from `low` to `high` where anything else means none was given (None): a
+    query string's or hidden field's id, version number or page, whose absence the view handles
+    (a 404, the first page). Ids by default, so an id past a bigint never reaches a query."""
+    try:
+        number = parsed_number(value, whole=True)
+    except InputError:
+        return None
+    return number if low <= number <= high else None
+
+
 def unstorable_reason(text: str) -> str | None:
     """Why `text` cannot be stored, or None."""
     match = _UNSTORABLE.search(text)
