@@ -10,7 +10,6 @@ from django.urls import reverse
 
 from studio.jobs import JobRecord, JobStatus
 
-
 # The one default of a new case's sharing, and the sentence every form that makes cases shows.
 NEW_CASE_SHARED = False
 NEW_CASE_SHARING_NOTE = "New cases are private (only you see them) until you tick “Share with the team”."

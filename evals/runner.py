@@ -259,7 +259,8 @@ def similarity_for(specs: list[dict]):
 
 
 def _similarity(first: str, second: str) -> float:
-    from studio.llm.embeddings import load_embedder
+    # torch (the embedder's) loads only where an evaluation scores by similarity
+    from studio.llm.embeddings import load_embedder  # noqa: PLC0415
 
     return load_embedder().similarity(first, second)
 

@@ -4,23 +4,21 @@ Jobs are sent by task name (studio.jobs.dispatch), so nothing imports this."""
 
 from studio.celery import app
 
+from .importing import import_run
+from .nearest_examples import embed_cases
+from .runner import run_evaluation
+
 
 @app.task(name="evals.run_evaluation", ignore_result=True)
 def run_evaluation_task(evaluation_id: int) -> None:
-    from .runner import run_evaluation
-
     run_evaluation(evaluation_id)
 
 
 @app.task(name="evals.import_cases", ignore_result=True)
 def import_cases_task(draft_id: int) -> None:
-    from .importing import import_run
-
     import_run(draft_id)
 
 
 @app.task(name="evals.embed_cases", ignore_result=True)
 def embed_cases_task(case_ids: list[int]) -> None:
-    from .nearest_examples import embed_cases
-
     embed_cases(case_ids)

@@ -18,8 +18,16 @@ from prompts.views import version_form_values
 from studio.input_checks import InputError, parsed_number, whole_number_or_none
 
 from . import exporting, importing, selectors, services
-from .models import (NEW_CASE_SHARED, NEW_CASE_SHARING_NOTE, CaseSelection, Evaluation, EvaluationResult, FailureCase,
-                     ImportDraft, Tag)
+from .models import (
+    NEW_CASE_SHARED,
+    NEW_CASE_SHARING_NOTE,
+    CaseSelection,
+    Evaluation,
+    EvaluationResult,
+    FailureCase,
+    ImportDraft,
+    Tag,
+)
 from .scorers import DEFAULT_THRESHOLDS, LABELS, SCORER_TYPES
 from .tag_cells import SEPARATORS_NOTE
 

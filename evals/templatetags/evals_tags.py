@@ -2,9 +2,8 @@ from django import template
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from prompts.diff import word_diff as diff_words
-
 from evals.tag_cells import tags_cell_joined
+from prompts.diff import word_diff as diff_words
 
 register = template.Library()
 DIFF_CHARS = 2_000  # the word diff is quadratic: long outputs are compared by their start

@@ -6,8 +6,8 @@ The prompt asks for a fixed JSON shape, the kind of task SmolLM2-135M gets wrong
 import pytest
 
 from chat.models import Conversation, Message
-from prompts import services as prompt_services
 from chat.services import message_append
+from prompts import services as prompt_services
 
 ORDER_VERSION = {
     "instructions": 'Reply with JSON only: {"item": <text>, "quantity": <number>}.',

@@ -3,10 +3,9 @@
 import pytest
 
 from chat.models import Conversation, Message
-from chat.services import conversation_start_from_prompt
+from chat.services import conversation_start_from_prompt, message_append
 from evals import services
 from evals.models import FailureCase
-from chat.services import message_append
 
 pytestmark = pytest.mark.django_db
 

@@ -8,11 +8,11 @@ import pytest
 
 from accounts.services import api_token_create
 from chat.models import Conversation
+from chat.services import message_append
 from evals import services
 from evals.models import NEW_CASE_SHARING_NOTE, FailureCase
 from evals.tests.conftest import finished_reply
 from evals.tests.test_import_export import csv_text, import_and_run, upload
-from chat.services import message_append
 
 pytestmark = pytest.mark.django_db
 STATED = "New cases are private (only you see them) until you tick “Share with the team”."

@@ -10,10 +10,10 @@ from django.utils import timezone
 
 from accounts.services import api_token_create
 from chat.models import Conversation, Message
+from chat.services import message_append
 from evals import selectors, services
 from evals.models import Evaluation, EvaluationResult
 from studio.jobs import JobStatus
-from chat.services import message_append
 
 pytestmark = pytest.mark.django_db
 
