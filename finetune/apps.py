@@ -1,5 +1,7 @@
 from django.apps import AppConfig
 
+from studio import sweeping
+
 
 class FinetuneConfig(AppConfig):
     name = "finetune"
@@ -7,8 +9,7 @@ class FinetuneConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from studio import sweeping
-
-        from .services import jobs_sweep
+        # Django's app registry is not ready when this module loads: these import models
+        from .services import jobs_sweep  # noqa: PLC0415
 
         sweeping.register(jobs_sweep)  # fine-tunes whose job worker died or never got them

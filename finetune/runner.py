@@ -46,7 +46,8 @@ def job_folder(job: FineTuneJob) -> Path:
 
 
 def gpu_count() -> int:
-    import torch
+    # torch stays out of the job worker until a fine-tune asks how many GPUs there are
+    import torch  # noqa: PLC0415
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
 
+from chat.models import Conversation, Message
 from chat.serving import registry as chat_registry
 from evals import selectors as case_selectors
-from evals.models import FailureCase
+from evals.models import CaseSelection, FailureCase
+from evals.selectors import USED_STATUSES, apply_filters
 from prompts import selectors as prompt_selectors
 from studio import jobs
 from studio.errors import StudioError
@@ -70,8 +76,6 @@ def require_staff(user) -> None:
 
 def _saved_selection(*, user, filters: dict) -> dict:
     """The filters of the saved selection `filters` names (one of `user`'s own), else {}."""
-    from evals.models import CaseSelection
-
     if not filters.get("selection"):
         return {}
     selection = CaseSelection.objects.filter(owner=user, pk=whole_number_or_none(filters["selection"])).first()
@@ -96,10 +100,6 @@ def cases_funnel(*, user, prompt, filters: dict) -> list[dict]:
     each with the number of cases it left out: [{"filter", "removed", "left", "why", "text"}] (the
     first entry, filter "prompt", counts every case of the prompt, visible or not). A count only:
     nothing of a case another person keeps private is shown."""
-    from django.db.models import Q
-
-    from evals.selectors import USED_STATUSES, apply_filters
-
     saved = _saved_selection(user=user, filters=filters)
     given = {name: value for name, value in case_selectors.clean_filters(filters).items()
              if name not in ("prompt", "selection")}
@@ -306,9 +306,7 @@ def _number(given, name: str) -> float:
 def _cuda_available() -> bool:
     if settings.LLM_DEVICE == "cpu":
         return False
-    import shutil as _shutil
-
-    return _shutil.which("nvidia-smi") is not None and settings.LLM_DEVICE in ("auto", "cuda")
+    return shutil.which("nvidia-smi") is not None and settings.LLM_DEVICE in ("auto", "cuda")
 
 
 # LoRA training of a 135M model on 2 CPU cores, float32, measured by `make bench` (75 tokens/s
@@ -339,8 +337,6 @@ def job_estimate(*, token_count: int, config: dict, examples: int) -> dict:
     spread is the range); until one has finished, a conservative calibration of the fixed cost
     and a rule of thumb for the speed (a wide range). On a CPU the steps are slowed by the share
     of the last hour in which chat replies were being written (training pauses for them)."""
-    import os
-
     folder = base_model_folder(convert=False)
     weights = sum(f.stat().st_size for f in folder.glob("*.safetensors")) if folder else 0
     hidden, layers = 576, 30
@@ -390,8 +386,6 @@ def job_estimate(*, token_count: int, config: dict, examples: int) -> dict:
 
 def cpu_share_free(cores: int) -> float:
     """The share of the CPU's cores other processes leave free now, by the 1-minute load average."""
-    import os
-
     try:
         load = os.getloadavg()[0]
     except OSError:  # not available on this system
@@ -430,12 +424,6 @@ def _median(values: list[float]) -> float:
 def recent_chat_share() -> float:
     """The share of the last hour in which a chat, playground or API reply was being written
     (training pauses between steps for those on a CPU): overlapping replies counted once."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from chat.models import Conversation, Message
-
     now = timezone.now()
     start = now - timedelta(hours=1)
     spans = sorted((max(created, start), finished or now) for created, finished in Message.objects.filter(

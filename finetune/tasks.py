@@ -4,16 +4,15 @@ sent by task name (studio.jobs.dispatch, celery's send_task), so nothing imports
 
 from studio.celery import app
 
+from .merging import merge_model
+from .runner import run_fine_tune
+
 
 @app.task(name="finetune.run_fine_tune", ignore_result=True)
 def run_fine_tune_task(job_id: int) -> None:
-    from .runner import run_fine_tune
-
     run_fine_tune(job_id)
 
 
 @app.task(name="finetune.merge_model", ignore_result=True)
 def merge_model_task(model_id: int) -> None:
-    from .merging import merge_model
-
     merge_model(model_id)

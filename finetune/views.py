@@ -13,8 +13,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from evals import services as eval_services
 from evals import selectors as case_selectors
+from evals import services as eval_services
 from evals.models import CaseSelection
 from evals.scorers import LABELS
 from prompts import selectors as prompt_selectors
@@ -23,9 +23,9 @@ from studio.jobs import JobStatus
 
 from . import services
 from .merging import merged_zip
+from .models import FineTunedModel, FineTuneJob
 from .runner import RAW_LOG, job_folder
 from .tasks import merge_model_task
-from .models import FineTunedModel, FineTuneJob
 
 
 def staff_only(view):

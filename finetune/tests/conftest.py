@@ -7,8 +7,6 @@ from evals.models import FailureCase
 from prompts import services as prompt_services
 
 
-
-
 @pytest.fixture
 def order_prompt(alice):
     return prompt_services.prompt_create(owner=alice, name="Order JSON", slug="order-json", version={

@@ -7,12 +7,12 @@ import zipfile
 
 import pytest
 
+from chat.models import Conversation
+from chat.services import message_append
 from chat.serving import registry as chat_registry
-from chat.models import Conversation, Message
 from evals.models import Evaluation
 from finetune.models import FineTunedModel, FineTuneJob
 from studio.llm.adapters import write_meta
-from chat.services import message_append
 
 pytestmark = pytest.mark.django_db
 

@@ -28,13 +28,20 @@ import random
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from evals import importing, selectors, services
 from evals.models import FailureCase
 from evals.runner import run_evaluation
+from finetune import services as finetune_services
+from finetune.runner import run_fine_tune
+from knowledge import services as knowledge_services
+from knowledge.ingestion import ingest_document
+from knowledge.models import Document
 from prompts import services as prompt_services
 
 CITIES = ["Paris", "Rome", "Berlin", "Madrid", "Lisbon", "Vienna", "Prague", "Oslo", "Dublin", "Athens", "Warsaw",
@@ -70,9 +77,8 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=7)
 
     def handle(self, *args, **options):
-        from django.conf import settings
-
-        from chat.serving.worker import WorkerThread
+        # The model worker's code (torch) loads when the demo runs, not when Django lists its commands
+        from chat.serving.worker import WorkerThread  # noqa: PLC0415
 
         call_command("migrate", interactive=False, verbosity=0)
         settings.LLM_QUEUE_POLL_SECONDS = 0.1  # the worker below finds the cases by looking at the queue
@@ -148,9 +154,6 @@ class Command(BaseCommand):
         self.say(f"total time {time.perf_counter() - started:.1f} s (model {first.model_name})")
 
     def fine_tune(self, user, prompt, epochs):
-        from finetune import services as finetune_services
-        from finetune.runner import run_fine_tune
-
         # Trained as version 1 (instructions only) serves the cases: the version it is evaluated with.
         job = finetune_services.job_create(user=user, name=f"{prompt.slug}-ft", prompt_slug=prompt.slug,
                                            filters={"split": "train"}, hyperparameters={"epochs": epochs}, version=1)
@@ -170,8 +173,6 @@ class Command(BaseCommand):
 
     def retrieval_step(self, user):
         """Questions on the corpus's facts, answered without and with its knowledge base."""
-        from django.conf import settings
-
         started = time.perf_counter()
         settings.KNOWLEDGE_CHUNK_TOKENS, settings.KNOWLEDGE_CHUNK_OVERLAP = CORPUS_CHUNK_TOKENS, CORPUS_CHUNK_OVERLAP
         knowledge_base = self.corpus_knowledge_base(user)
@@ -218,12 +219,6 @@ class Command(BaseCommand):
 
     def corpus_knowledge_base(self, user):
         """A knowledge base of the corpus's documents, each ingested by the job workers' function."""
-        from django.core.files.uploadedfile import SimpleUploadedFile
-
-        from knowledge import services as knowledge_services
-        from knowledge.ingestion import ingest_document
-        from knowledge.models import Document
-
         knowledge_base = knowledge_services.knowledge_base_create(
             owner=user, name="Quillfeather handbook", description="Showroom, warranty, parts, returns, servicing")
         files = [SimpleUploadedFile(path.name, path.read_bytes(), "text/markdown")
