@@ -1,4 +1,9 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+from studio import sweeping
+
+from . import keyword_index, pgvector
 
 
 class KnowledgeConfig(AppConfig):
@@ -7,12 +12,8 @@ class KnowledgeConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from django.db.models.signals import post_migrate
-
-        from studio import sweeping
-
-        from . import keyword_index, pgvector
-        from .services import ingestion_sweep
+        # Django's app registry is not ready when this module loads: these import models
+        from .services import ingestion_sweep  # noqa: PLC0415
 
         sweeping.register(ingestion_sweep)  # ingestions the job queue never got, or whose worker died: resumed
         sweeping.register(pgvector.vectors_sweep)  # pgvector columns a process that started before pgvector left empty

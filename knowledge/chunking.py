@@ -21,6 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from semantic_text_splitter import MarkdownSplitter
+from tokenizers import Tokenizer
+
 from studio.llm.numpy_embedder import MAX_TOKENS, bundled_embedder_folder
 
 from .parsing import Section
@@ -46,9 +49,6 @@ class Piece:
 class Chunker:
     def __init__(self, *, capacity: int, overlap: int, tokenizer_file: Path | None = None,
                  max_tokens: int = MAX_TOKENS):
-        from semantic_text_splitter import MarkdownSplitter
-        from tokenizers import Tokenizer
-
         if capacity + SPECIAL_TOKENS > max_tokens:
             raise ValueError(f"chunks of {capacity} tokens do not fit the embedder: it reads {max_tokens} tokens, "
                              f"{SPECIAL_TOKENS} of them its own; use at most {max_tokens - SPECIAL_TOKENS}")

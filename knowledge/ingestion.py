@@ -36,10 +36,10 @@ from studio.jobs import JobStatus, job_claim, job_end, job_progress
 from studio.llm.loading import ModelLoadError
 
 from . import storage
-from .pgvector import store_vectors
 from .chunking import Chunker, Piece
 from .models import Chunk, Document, IngestionJob, KnowledgeBase
 from .parsing import DocumentError, Limits, parse
+from .pgvector import store_vectors
 from .selectors import next_ingestion
 from .services import CANCELLED, document_fail, rebuild_switch_if_built
 
@@ -173,7 +173,7 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
     done = sum(kept)
     beat(f"embedding {done} of {total} chunks", done=done, total=total)
 
-    from studio.llm.embeddings import load_embedder  # torch: job workers only, never the web process
+    from studio.llm.embeddings import load_embedder  # noqa: PLC0415 - torch: job workers only, never the web process
 
     embedder = load_embedder()
     beat(f"embedding {done} of {total} chunks")  # loading it took a moment in a fresh worker
@@ -212,7 +212,8 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
 
 
 def _has_gpu() -> bool:
-    import torch
+    # torch: job workers only, never the web process
+    import torch  # noqa: PLC0415
 
     return torch.cuda.is_available()
 

@@ -150,7 +150,7 @@ class IngestionJob(JobRecord):
 
 
 class ChunkQuerySet(models.QuerySet):
-    def active(self) -> "ChunkQuerySet":
+    def active(self) -> ChunkQuerySet:
         """The chunks search reads: those of their knowledge base's active generation (during a
         rebuild a document also has chunks of the building one)."""
         return self.filter(generation=F("knowledge_base__active_generation"))

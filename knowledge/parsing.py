@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
+from lxml import etree
+
 KINDS = ("pdf", "docx", "markdown", "html", "text")
 _EXTENSIONS = {".pdf": "pdf", ".docx": "docx", ".md": "markdown", ".markdown": "markdown", ".html": "html",
                ".htm": "html", ".txt": "text", ".text": "text", "": "text"}
@@ -158,7 +160,8 @@ def _text(raw: bytes, limits: Limits) -> ParsedDocument:
 # --- PDF ------------------------------------------------------------------------------------------
 
 def _pdf(raw: bytes, limits: Limits, progress: Callable[[int, int], None]) -> ParsedDocument:
-    from pypdf import apply_configuration
+    # pypdf loads only in the job worker that reads a PDF, never in the web process
+    from pypdf import apply_configuration  # noqa: PLC0415
 
     # pypdf's resource limits, set here so that a change of its defaults cannot lift them.
     unpacked = limits.max_pdf_stream_bytes
@@ -171,8 +174,9 @@ def _pdf(raw: bytes, limits: Limits, progress: Callable[[int, int], None]) -> Pa
 
 
 def _pdf_pages(raw: bytes, limits: Limits, progress: Callable[[int, int], None]) -> ParsedDocument:
-    from pypdf import PdfReader
-    from pypdf.errors import LimitReachedError, PdfReadError
+    # pypdf loads only in the job worker that reads a PDF, never in the web process
+    from pypdf import PdfReader  # noqa: PLC0415
+    from pypdf.errors import LimitReachedError, PdfReadError  # noqa: PLC0415
 
     if b"%PDF-" not in raw[:1024]:
         raise DocumentError("this is not a PDF (it does not begin as one): upload the PDF itself, or give the file "
@@ -268,8 +272,6 @@ def _docx(raw: bytes, limits: Limits, heartbeat: Callable[[], None]) -> ParsedDo
     whole tree, and 244 MiB of empty paragraphs (a 5.4 MiB file, within the zip limits) took a job
     worker past 6 GB. What is held at once is the text kept so far (at most `max_text_chars`) and
     the table being read; `max_xml_elements` bounds the time."""
-    from lxml import etree
-
     check_zip(raw, limits)
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
@@ -288,8 +290,6 @@ def _read_xml(archive: zipfile.ZipFile, name: str, target, heartbeat: Callable[[
     """Feed one part of the zip, unpacked a piece at a time, to an lxml parser that builds no tree
     and calls `target` per element instead (its `close()` is the answer). No DTD, no entities,
     nothing fetched."""
-    from lxml import etree
-
     parser = etree.XMLParser(target=target, resolve_entities=False, no_network=True, load_dtd=False,
                              huge_tree=False)
     target.heartbeat = heartbeat

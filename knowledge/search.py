@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from studio.errors import NotFound, StudioError
-from studio.llm.numpy_embedder import EMBEDDING_MODEL
+from studio.llm.numpy_embedder import EMBEDDING_MODEL, load_numpy_embedder
 
 from .keyword_index import keyword_candidates
 from .models import Chunk, KnowledgeBase
@@ -135,8 +135,6 @@ def _query_vector_and_vectors(knowledge_base: KnowledgeBase, query: str):
 def _query_vector(query: str):
     """The query's vector (D,), read-only. Cached: a chat with several bases attached, and an
     evaluation asking the same question per version, embed it once."""
-    from studio.llm.numpy_embedder import load_numpy_embedder
-
     vector = load_numpy_embedder().embed([query])[0]
     vector.flags.writeable = False
     return vector

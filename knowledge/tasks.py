@@ -4,11 +4,11 @@ Jobs are sent by task name (studio.jobs.dispatch), so nothing imports this."""
 
 from studio.celery import app
 
+from .ingestion import ingest_next_document
+
 
 @app.task(name="knowledge.ingest", ignore_result=True)
 def ingest_task(document_id: int) -> None:
     """`document_id` is the document whose upload sent this message; the delivery takes the queued
     document that is fairest to take now (ingestion.ingest_next_document), which may be another."""
-    from .ingestion import ingest_next_document
-
     ingest_next_document()

@@ -81,7 +81,7 @@ def test_an_editor_who_cannot_see_a_base_keeps_it_without_reading_its_name(alice
     form = client.get("/prompts/support/versions/new/?from=2").content.decode()
     assert "Handbook" not in form and "a knowledge base you cannot see" in form
     assert f'value="{{&quot;id&quot;: {handbook.pk}}}"' in form  # kept by its id alone
-    for page in (f"/prompts/support/versions/2/", "/prompts/support/diff/?from=1&to=2"):
+    for page in ("/prompts/support/versions/2/", "/prompts/support/diff/?from=1&to=2"):
         assert "Handbook" not in client.get(page).content.decode()
     assert save_version(client, "support", **{"from": 2}, knowledge_base_kept=json.dumps({"id": handbook.pk})
                         ).status_code == 302

@@ -209,7 +209,7 @@ def test_the_page_rebuilds_and_shows_its_progress_live(alice, plant, dispatched)
     assert "Rebuild the index" not in html  # one at a time
     ingest_document(plant.documents.get(name="parts.md").pk)
     assert "rebuilding: 1 of 3 documents" in client.get(f"/knowledge/{plant.pk}/rebuild/", **HTMX).content.decode()
-    assert f'rebuild/?generation=1"' in html  # the card polls naming the index it watches being built
+    assert 'rebuild/?generation=1"' in html  # the card polls naming the index it watches being built
     for document in plant.documents.exclude(name="parts.md"):
         ingest_document(document.pk)
     html = client.get(f"/knowledge/{plant.pk}/rebuild/?generation=1", **HTMX).content.decode()

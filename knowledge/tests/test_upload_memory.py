@@ -68,7 +68,7 @@ def test_twisted_does_not_parse_the_body_as_a_form():
 
 
 def run_app(app, messages):
-    sent, read = [], []
+    sent = []
 
     async def receive():
         return messages.pop(0) if messages else {"type": "http.disconnect"}
