@@ -12,15 +12,24 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from knowledge.models import KnowledgeBase
+from knowledge.retrieval import RetrievalError, clean_settings
 from studio.errors import StudioError
 from studio.input_checks import InputError, parsed_number, unstorable_reason
+from studio.llm.constraints import FormatError, clean_format
 from studio.llm.replies import SamplingError, SamplingParameters, sampling_checked
 
 from .examples import SHAPE as EXAMPLE_SOURCE_SHAPE
 from .examples import ExampleSourceError, clean_example_source
 from .models import LABEL_VALIDATOR, LATEST, SLUG_VALIDATOR, LabelMove, Prompt, PromptLabel, PromptVersion
-from .rendering import (PASSAGES, MissingVariablesError, TemplateError, format_warnings, inspect_template,
-                        render_user_turn)
+from .rendering import (
+    PASSAGES,
+    MissingVariablesError,
+    TemplateError,
+    format_warnings,
+    inspect_template,
+    render_user_turn,
+)
 
 EXPORT_FORMAT = "chat-prompt-studio/prompt"
 EXPORT_FORMAT_VERSION = 1
@@ -134,9 +143,6 @@ def clean_retrieval(raw, variables: list[str], *, user, field: str = "retrieval"
     the saver may see; a name found nowhere is kept with id None (an import from another studio: it
     retrieves nothing until a version names a base here, and says so). Another person's private
     base is answered exactly as one that does not exist: its name cannot be confirmed by guessing."""
-    from knowledge.models import KnowledgeBase
-    from knowledge.retrieval import RetrievalError, clean_settings
-
     if raw in (None, {}, ""):
         return {}
     if not isinstance(raw, dict):
@@ -203,8 +209,6 @@ def _base_entry(knowledge_base) -> dict | None:
 def clean_output_format(raw, field: str = "output_format") -> dict:
     """The version's output format, checked and compiled as a worker will compile it (refused here,
     with the reason, never at decoding time)."""
-    from studio.llm.constraints import FormatError, clean_format
-
     try:
         cleaned = clean_format(raw)
         format_warnings(cleaned)

@@ -16,7 +16,7 @@ from studio.llm.constraints import MAX_PATTERN_COST, sample_of
 from . import selectors, services
 from .diff import diff_versions, format_text, retrieval_text
 from .examples import DEFAULT_K, HELD_OUT_NOTE, MAX_K, pool_size, selection_choices, source_text
-from .rendering import MissingVariablesError, TemplateError, inspect_template
+from .rendering import TemplateError, inspect_template
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 

@@ -5,7 +5,13 @@ import pytest
 
 from prompts import services
 from prompts.models import Prompt, PromptVersion
-from prompts.rendering import MissingVariablesError, TemplateError, TemplateLimitError, inspect_template, render_user_turn
+from prompts.rendering import (
+    MissingVariablesError,
+    TemplateError,
+    TemplateLimitError,
+    inspect_template,
+    render_user_turn,
+)
 from studio.template_engine import MAX_OUTPUT_CHARS
 
 from .conftest import FIRST_VERSION
