@@ -8,6 +8,7 @@ from __future__ import annotations
 from knowledge.retrieval import (
     WHEN_NOTHING_FOUND,
     RetrievalError,  # noqa: F401  (re-exported for the views)
+    RetrievalRecord,
     clean_settings,
     retrieve,
 )
@@ -57,7 +58,7 @@ def query_of(conversation: Conversation, content: str, variables: dict) -> str:
     return content
 
 
-def reply_retrieval(conversation: Conversation, *, content: str, variables: dict) -> dict:
+def reply_retrieval(conversation: Conversation, *, content: str, variables: dict) -> RetrievalRecord:
     """The record for the reply to a message (`content`, rendered from `variables`): {} when nothing
     is attached."""
     base_ids, document_ids = attached(conversation)

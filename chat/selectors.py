@@ -9,9 +9,10 @@ from django.core.paginator import Paginator
 from django.db.models import F, Prefetch, Q
 from django.db.models.functions import Substr
 
-from knowledge.retrieval import with_sources
+from knowledge.retrieval import RetrievalRecord, with_sources
 from prompts.examples import examples_for, examples_of_cases
 from prompts.rendering import assembled_messages, render_version_turn
+from studio.llm.constraints import OutputFormat
 
 from .models import Conversation, Message
 from .retrieval import reply_retrieval
@@ -189,7 +190,7 @@ def chat_history_before(*, message: Message) -> list[dict]:
                           turns=[{"role": m.role, "content": m.content} for m in earlier], retrieval=message.retrieval)
 
 
-def reply_messages(*, system: str, examples, turns, retrieval: dict | None) -> list[dict]:
+def reply_messages(*, system: str, examples, turns, retrieval: RetrievalRecord | None) -> list[dict]:
     """What a model reads for a reply: the system prompt with the retrieved passages as numbered
     sources (unless the version's template laid them out in the user turn), the few-shot examples,
     the turns. The one assembly of served replies (chat_history_before) and of the prompts a
@@ -213,7 +214,7 @@ def version_reply_messages(*, version, user, variables: dict, content: str = "",
     return reply_messages(system=version.instructions, examples=examples, turns=turns, retrieval=record), record
 
 
-def output_format_for(*, message: Message) -> dict | None:
+def output_format_for(*, message: Message) -> OutputFormat | None:
     """The shape the reply must take: what an API request or an evaluation asked for, else its
     conversation's prompt version's output format; None for free text."""
     conversation = message.conversation

@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from knowledge.models import Document, KnowledgeBase
-from knowledge.retrieval import NOTHING_FOUND_REPLY
+from knowledge.retrieval import NOTHING_FOUND_REPLY, RetrievalRecord
 from prompts.examples import examples_for
 from prompts.rendering import MissingVariablesError, TemplateError, render_version_turn
 from studio.errors import StudioError
@@ -53,7 +53,7 @@ def conversation_create(*, owner, title: str = "", system_prompt: str = "") -> C
     return conversation
 
 
-def user_turn_from_template(*, prompt_version, variables: dict, retrieval: dict | None = None) -> str:
+def user_turn_from_template(*, prompt_version, variables: dict, retrieval: RetrievalRecord | None = None) -> str:
     """`prompt_version`'s template rendered with `variables` (and the passages of `retrieval`, for a
     template that lays them out), checked as a message. Raises the rendering's errors (a missing
     variable, a template that fails) or ChatError."""
@@ -171,7 +171,8 @@ def conversation_archive(*, conversation: Conversation, archived: bool) -> Conve
     return conversation
 
 
-def _checked_message(conversation: Conversation, content, retrieval: dict | None = None) -> tuple[str, dict, dict]:
+def _checked_message(conversation: Conversation, content, retrieval: RetrievalRecord | None = None
+                     ) -> tuple[str, dict, RetrievalRecord]:
     """A message the person sent, checked, and (a conversation whose template takes every turn)
     rendered; what its reply retrieves, searched: (the text the model reads, the template's
     variables, the retrieval record). `retrieval`: searched already by the caller."""
@@ -232,7 +233,7 @@ def messages_append(*, conversation: Conversation, turns: list[dict]) -> Message
     return message
 
 
-def reply_request(*, conversation: Conversation, content: str, retrieval: dict | None = None,
+def reply_request(*, conversation: Conversation, content: str, retrieval: RetrievalRecord | None = None,
                   example_cases: list[int] | None = None) -> tuple[Message, Message]:
     """Store the user's message at the end of the active branch and a queued assistant reply
     below it, for a model worker to claim (with what it retrieved from the attached knowledge, and
@@ -392,7 +393,7 @@ def conversations_withdraw(*, job: str) -> list[Message]:
 
 
 def _queue_reply(conversation: Conversation, *, parent: Message | None = None, parent_id: int | None = None,
-                 retrieval: dict | None = None, example_cases: list[int] | None = None) -> Message:
+                 retrieval: RetrievalRecord | None = None, example_cases: list[int] | None = None) -> Message:
     """A queued reply below the message, for a model worker; one whose retrieval found nothing above
     the minimum score, in a chat set to say so, is answered at once, without the model (no guess).
     A version's examples chosen per input are chosen here, for the message answered (or given, as

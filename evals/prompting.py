@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from knowledge.retrieval import retrieve, with_sources
+from knowledge.retrieval import RetrievalRecord, retrieve, with_sources
 from prompts.examples import examples_for
 from prompts.rendering import assembled_messages, render_user_turn, render_version_turn
 
 from .retrieval_figures import MRR_DEPTH
 
 
-def user_turn(case, version, retrieval: dict | None = None) -> str:
+def user_turn(case, version, retrieval: RetrievalRecord | None = None) -> str:
     """The case's input as the user turn: its variables through `version`'s template, or its text."""
     if version is not None and (case.input_variables or not case.input_text):
         if retrieval is not None or (version.retrieval or {}).get("layout") == "template":
@@ -19,7 +19,7 @@ def user_turn(case, version, retrieval: dict | None = None) -> str:
     return case.input_text
 
 
-def case_retrieval(case, version, *, user) -> dict | None:
+def case_retrieval(case, version, *, user) -> RetrievalRecord | None:
     """What `version`'s retrieval finds for the case, searched as `user` (who runs the evaluation):
     the record with at least MRR_DEPTH sources (the first k are what the model reads). None when the
     version retrieves nothing."""
@@ -35,7 +35,7 @@ def case_retrieval(case, version, *, user) -> dict | None:
                     mode=settings["mode"], min_score=settings.get("min_score"))
 
 
-def read_by_model(record: dict | None, version) -> dict | None:
+def read_by_model(record: RetrievalRecord | None, version) -> RetrievalRecord | None:
     """The record as the model reads it: its first k sources."""
     if record is None:
         return None
@@ -49,7 +49,7 @@ def case_examples(case, version, *, user, pool_case_ids: list[int] | None = None
                         exclude_case_ids=(case.pk,), pool_case_ids=pool_case_ids)
 
 
-def case_messages(case, version=None, *, with_examples: bool = True, retrieval: dict | None = None,
+def case_messages(case, version=None, *, with_examples: bool = True, retrieval: RetrievalRecord | None = None,
                   examples: list[dict] | None = None) -> list[dict]:
     """System (the version's instructions, or the chat's own system prompt in the context), the
     version's few-shot examples (when asked: `examples`, those case_examples chose, else its fixed

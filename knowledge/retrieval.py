@@ -10,6 +10,8 @@ document small enough for the context is attached whole instead of searched (`wh
 
 from __future__ import annotations
 
+from typing import Literal, TypedDict
+
 from django.conf import settings
 from django.db.models import Q, Sum
 
@@ -33,6 +35,39 @@ PASSAGE_CHARS = 4000  # a stored passage's text, at most (chunks are ~200 tokens
 
 class RetrievalError(SearchError):
     pass
+
+
+class RetrievedSource(TypedDict):
+    """One numbered source a reply read; citations ([n]) are built from it, never from the reply."""
+
+    n: int  # its number in the reply, from 1
+    chunk: int | None  # the chunk's id (None: imported, from another studio)
+    text: str  # at most PASSAGE_CHARS
+    document: str  # the document's name
+    document_id: int | None
+    page: int | None
+    heading: str
+    score: float | None  # None: from a document attached whole, not searched
+    knowledge_base: int | None
+
+
+class RetrievalRecord(TypedDict, total=False):
+    """What retrieval found for one reply, as `retrieve` writes it and a reply (Message.retrieval),
+    a playground run and an evaluation case store it; {} (or None) where nothing is attached."""
+
+    query: str  # what was searched for
+    k: int
+    mode: str  # one of MODES
+    min_score: float | None
+    sources: list[RetrievedSource]  # what the model read, in order
+    searched: list[str]  # the names of the knowledge bases and documents searched
+    whole: list[str]  # the names of the documents attached whole
+    withheld: int  # attached knowledge bases the person may not see (their names stay private)
+    nothing_passed: bool  # something was searched and no passage reached min_score
+    missing: int  # attached items deleted since
+    layout: Literal["template", "system"]  # where the sources go: its template, or the system turn (chat)
+    when_nothing_found: str  # a chat's choice, one of WHEN_NOTHING_FOUND (chat.retrieval)
+    imported: bool  # from an imported conversation (clean_record)
 
 
 def clean_settings(raw, where: str = "retrieval") -> dict:
@@ -70,7 +105,7 @@ def document_tokens(document_ids) -> dict[int, int]:
 
 
 def retrieve(*, user, query: str, knowledge_base_ids=(), document_ids=(), k: int = DEFAULT_K, mode: str = "hybrid",
-             min_score: float | None = None) -> dict:
+             min_score: float | None = None) -> RetrievalRecord:
     """Search what is attached, as `user`, for `query`: the record a reply stores (see the module).
 
     Attached documents whose text fits KNOWLEDGE_WHOLE_DOCUMENT_TOKENS come whole, in order; larger
@@ -78,7 +113,7 @@ def retrieve(*, user, query: str, knowledge_base_ids=(), document_ids=(), k: int
     by score into the top k.
     """
     query = (query or "").strip()[:MAX_QUERY_CHARS]
-    record = {"query": query, "k": k, "mode": mode, "min_score": min_score, "sources": [], "searched": [],
+    record: RetrievalRecord = {"query": query, "k": k, "mode": mode, "min_score": min_score, "sources": [], "searched": [],
               "whole": [], "withheld": 0, "nothing_passed": False, "missing": 0}
     knowledge_base_ids, document_ids = list(dict.fromkeys(knowledge_base_ids)), list(dict.fromkeys(document_ids))
     visible = Q(shared=True) | Q(owner_id=user.pk)
@@ -142,18 +177,18 @@ def _hits(user, knowledge_base, query, k, mode, min_score):
     return [(knowledge_base.pk, hit) for hit in answer.hits]
 
 
-def _source(chunk_id, text, document, page, heading, score, knowledge_base_id) -> dict:
+def _source(chunk_id, text, document, page, heading, score, knowledge_base_id) -> RetrievedSource:
     return {"chunk": chunk_id, "text": text[:PASSAGE_CHARS], "document": document.name, "document_id": document.pk,
             "page": page, "heading": heading, "score": score, "knowledge_base": knowledge_base_id}
 
 
-def passages(record: dict | None) -> list[dict]:
+def passages(record: RetrievalRecord | None) -> list[dict]:
     """What a template reads as `passages`: [{"number", "text", "document", "page", "heading"}]."""
     return [{"number": s["n"], "text": s["text"], "document": s["document"], "page": s["page"],
              "heading": s["heading"]} for s in (record or {}).get("sources", [])]
 
 
-def sources_block(record: dict | None) -> str:
+def sources_block(record: RetrievalRecord | None) -> str:
     """The default layout: the instruction and the numbered sources, for the system turn ("" when
     nothing was retrieved)."""
     sources = (record or {}).get("sources", [])
@@ -167,13 +202,13 @@ def sources_block(record: dict | None) -> str:
     return "\n".join(lines).rstrip()
 
 
-def with_sources(system: str, record: dict | None) -> str:
+def with_sources(system: str, record: RetrievalRecord | None) -> str:
     """A system prompt with the sources after it (the default layout)."""
     block = sources_block(record)
     return "\n\n".join(part for part in (system.strip(), block) if part) if block else system
 
 
-def note(record: dict | None) -> str:
+def note(record: RetrievalRecord | None) -> str:
     """What the person is told about the retrieval of a reply, in a line."""
     if not record:
         return ""
@@ -199,7 +234,7 @@ def _normalised(text: str) -> str:
     return " ".join((text or "").split()).lower()
 
 
-def is_right(judged: dict, source: dict) -> bool:
+def is_right(judged: dict, source: RetrievedSource) -> bool:
     """Whether a retrieved source is the passage a person judged right. A judgment names a chunk
     (picked from a reply's sources), or a passage's text, or a document and page (an import): a
     chunk id matches itself; a text matches a source that holds it or that it holds (chunks are
@@ -217,7 +252,7 @@ def is_right(judged: dict, source: dict) -> bool:
     return False
 
 
-def clean_record(raw) -> dict:
+def clean_record(raw) -> RetrievalRecord:
     """A record from outside (an imported conversation): kept only in the shape this module writes,
     every value typed and bounded, so that no page renders what a file merely claims; {} when it is
     not one."""

@@ -7,6 +7,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from studio.llm.constraints import OutputFormat
+
 from .examples import source_text
 
 
@@ -47,7 +49,7 @@ def version_text_sections(version) -> dict[str, str]:
             "Knowledge": retrieval_text(version.retrieval)}
 
 
-def format_text(output_format: dict) -> str:
+def format_text(output_format: OutputFormat) -> str:
     """An output format as a person reads it (the diff, the version page)."""
     kind = output_format.get("type", "text")
     if kind == "json_schema":

@@ -5,6 +5,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
 
+from studio.llm.constraints import OutputFormat
 from studio.llm.replies import SamplingParameters, sampling_in_range
 
 SLUG_VALIDATOR = RegexValidator(r"^[a-z0-9]+(?:-[a-z0-9]+)*$", "Use lower-case letters, digits and single hyphens.")
@@ -108,7 +109,7 @@ class PromptVersion(models.Model):
                 "retrieval": self.retrieval or {}, "commit_message": self.commit_message}
 
     @property
-    def answer_format(self) -> dict:
+    def answer_format(self) -> OutputFormat:
         """Its output format ({"type": "text"} for versions made before formats existed)."""
         return self.output_format or {"type": "text"}
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from django.conf import settings
 
-from knowledge.retrieval import passages
-from studio.llm.constraints import FORMAT_TOO_COMPLEX, FormatError, clean_format, is_free
+from knowledge.retrieval import RetrievalRecord, passages
+from studio.llm.constraints import FORMAT_TOO_COMPLEX, FormatError, OutputFormat, clean_format, is_free
 from studio.sandbox import SandboxPool, unpack
 from studio.template_engine import MissingVariablesError, TemplateError, TemplateLimitError
 
@@ -41,7 +41,7 @@ def _ask(request: dict):
     return unpack(_pool.ask(request, settings.TEMPLATE_RENDER_TIMEOUT_SECONDS, owner=owner() if owner else None))
 
 
-def format_warnings(output_format: dict) -> list[str]:
+def format_warnings(output_format: OutputFormat) -> list[str]:
     """Check an output format (its shape here, its grammar compiled in a sandbox process, bounded in
     time and memory, as a model worker would compile it): its warnings, or FormatError."""
     output_format = clean_format(output_format)
@@ -90,7 +90,7 @@ def render_user_turn(template: str, variables: dict) -> str:
 PASSAGES = "passages"
 
 
-def render_version_turn(version, variables: dict, retrieval: dict | None = None) -> str:
+def render_version_turn(version, variables: dict, retrieval: RetrievalRecord | None = None) -> str:
     """A version's user turn: its template with `variables`, and, for a version whose template lays
     out the passages it retrieved, those of `retrieval` (knowledge.retrieval's record) as `passages`."""
     if (version.retrieval or {}).get("layout") == "template":

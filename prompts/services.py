@@ -16,7 +16,7 @@ from knowledge.models import KnowledgeBase
 from knowledge.retrieval import RetrievalError, clean_settings
 from studio.errors import StudioError
 from studio.input_checks import InputError, parsed_number, unstorable_reason
-from studio.llm.constraints import FormatError, clean_format
+from studio.llm.constraints import FormatError, OutputFormat, clean_format
 from studio.llm.replies import SamplingError, SamplingParameters, sampling_checked
 
 from .examples import SHAPE as EXAMPLE_SOURCE_SHAPE
@@ -206,7 +206,7 @@ def _base_entry(knowledge_base) -> dict | None:
     return {"id": knowledge_base.pk, "name": knowledge_base.name} if knowledge_base is not None else None
 
 
-def clean_output_format(raw, field: str = "output_format") -> dict:
+def clean_output_format(raw, field: str = "output_format") -> OutputFormat:
     """The version's output format, checked and compiled as a worker will compile it (refused here,
     with the reason, never at decoding time)."""
     try:

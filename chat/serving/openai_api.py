@@ -46,7 +46,7 @@ from prompts.rendering import (
 )
 from prompts.selectors import prompt_counter
 from studio.errors import StudioError
-from studio.llm.constraints import FormatError
+from studio.llm.constraints import FormatError, OutputFormat
 from studio.llm.replies import SamplingError, sampling_checked
 
 from . import queue, registry
@@ -184,7 +184,7 @@ def clean_request(body) -> dict:
             "parameters": parameters}
 
 
-def _output_format_asked(response_format) -> dict | None:
+def _output_format_asked(response_format) -> OutputFormat | None:
     """OpenAI's `response_format` as an output format: `json_object` any JSON object, `json_schema`
     that schema (the official client's `parse(response_format=PydanticModel)` sends it), `text` free."""
     if response_format in (None, {"type": "text"}):

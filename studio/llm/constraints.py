@@ -29,6 +29,7 @@ import difflib
 import functools
 import json
 import re
+from typing import Literal, TypedDict
 
 import jsonschema
 from jsonschema.exceptions import best_match
@@ -58,6 +59,17 @@ NO_TOKEN_ALLOWED = ("The output format allows no token at this point (the schema
                     "change the version's output format.")
 
 
+class OutputFormat(TypedDict, total=False):
+    """An output format as every layer stores and passes it (PromptVersion.output_format, an API
+    request's or an evaluation's `parameters["output_format"]`, EngineRequest.output_format): `type`
+    always, and the one field its type reads."""
+
+    type: Literal["text", "json", "json_schema", "regex", "choice"]  # "text" is free; "json" any object
+    schema: dict  # json_schema: a JSON Schema (at most MAX_SCHEMA_CHARS written out)
+    pattern: str  # regex: what the whole answer must match
+    choices: list[str]  # choice: the answer is one of these (at most MAX_ENUM_MEMBERS)
+
+
 class FormatError(ValueError):
     """An output format that cannot be enforced; the message says what to change, `code` which rule."""
 
@@ -66,11 +78,11 @@ class FormatError(ValueError):
         self.code = code
 
 
-def is_free(output_format: dict | None) -> bool:
+def is_free(output_format: OutputFormat | None) -> bool:
     return not output_format or output_format.get("type", "text") == "text"
 
 
-def grammar_of(output_format: dict) -> str:
+def grammar_of(output_format: OutputFormat) -> str:
     """The llguidance grammar of a (checked) output format."""
     # llguidance loads only where a format compiles (sandbox processes, model worker), never in the web process
     import llguidance  # noqa: PLC0415
@@ -110,7 +122,7 @@ def in_written_order(schema):
     return ordered
 
 
-def clean_format(raw) -> dict:
+def clean_format(raw) -> OutputFormat:
     """The output format as stored, checked before anything compiles it: its shape and sizes, a
     schema against JSON Schema's meta-schema, what its patterns cost, `$ref` loops with no end;
     raises FormatError. The grammar itself is checked by `check_format` (in a bounded process)."""
@@ -335,7 +347,7 @@ def _schema_nodes(node):
             stack.extend(node)
 
 
-def check_format(output_format: dict) -> list[str]:
+def check_format(output_format: OutputFormat) -> list[str]:
     """Compile the (cleaned) format's grammar as the worker will, under the same limits: its
     warnings, or FormatError with llguidance's reason."""
     # llguidance loads only where a format compiles (sandbox processes, model worker), never in the web process
@@ -579,7 +591,7 @@ def _tokenizer(hf_tokenizer):
     return llguidance.hf.from_tokenizer(hf_tokenizer)
 
 
-def compile_format(hf_tokenizer, output_format: dict):
+def compile_format(hf_tokenizer, output_format: OutputFormat):
     """A matcher of its own for one reply, under GRAMMAR_LIMITS (a few ms, in the preparing thread).
 
     Not cached: copies of one matcher share its lexer, and what a reply makes it build stayed for
@@ -602,7 +614,7 @@ def _first_line(error: str) -> str:
 class ReplyConstraint:
     """One reply's matcher: the mask of the tokens its format allows next, and its progress."""
 
-    def __init__(self, hf_tokenizer, output_format: dict):
+    def __init__(self, hf_tokenizer, output_format: OutputFormat):
         # llguidance loads only where a format compiles (sandbox processes, model worker), never in the web process
         import llguidance.torch as llt  # noqa: PLC0415
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from .constraints import FORMAT_FAILED, NO_TOKEN_ALLOWED, ReplyConstraint, is_free
+from .constraints import FORMAT_FAILED, NO_TOKEN_ALLOWED, OutputFormat, ReplyConstraint, is_free
 from .loading import LoadedModel
 from .replies import GenerationSettings, Usage, failure_code, fit_to_context
 
@@ -89,7 +89,7 @@ class EngineRequest:
     adapter: str = ""  # a peft adapter name, "" for the base model
     prompt_ids: list[int] | None = None  # the messages fitted to the context (prepare_prompt)
     background: bool = False  # nobody reads it as it is written (an evaluation's case)
-    output_format: dict | None = None  # the shape its answer must take (constraints.py); None: free text
+    output_format: OutputFormat | None = None  # the shape its answer must take (constraints.py); None: free text
     constraint: ReplyConstraint | None = None  # its matcher, built by prepare_prompt
     # Called (from the loop thread) after each chunk of a long prompt's prefill: the reply moves
     # though no text comes yet (the worker's stall timeout counts it as progress).

@@ -15,12 +15,13 @@ import time
 import urllib.parse
 from concurrent.futures import Future
 
+from .constraints import OutputFormat
 from .engine import EngineRequest, EngineResult
 from .loading import ModelLoadError
 from .replies import Usage
 
 
-def response_format_of(output_format: dict) -> dict:
+def response_format_of(output_format: OutputFormat) -> dict:
     """An output format as OpenAI's `response_format`, which external engines take for JSON only."""
     if output_format["type"] == "json":
         return {"type": "json_object"}
