@@ -22,9 +22,12 @@ from evals.prompting import user_turn
 from prompts.models import PromptVersion
 from prompts.rendering import MissingVariablesError, TemplateError, assembled_messages
 
-# Examples chosen per input: how many (the search tries each), and at most this many with the same
-# expected answer where answers repeat (labels), so one common answer cannot fill every slot.
-NEAREST_K = (2, 4, 6, 8)
+# Examples chosen per input: how many (the search tries each, in this order), and at most this many
+# with the same expected answer where answers repeat (labels), so one common answer cannot fill
+# every slot. On SmolLM2-135M and a JSON triage task (30 cases to search on), k = 4 passed 16/30,
+# 2: 15, 8: 14, 6: 13, the version itself 0; each candidate took 1-3 s a case on 2 busy cores, so
+# a 20-minute budget over 130 cases measures only the first few: the likeliest come first.
+NEAREST_K = (4, 2, 6, 8)
 BALANCED_K = (4, 6, 8)
 BALANCE = 2
 FIXED_K = (4, 8)

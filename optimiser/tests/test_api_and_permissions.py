@@ -165,3 +165,19 @@ def test_the_page_shows_the_leaderboard_and_the_best(client, alice, token, make_
     assert form.status_code == 200 and b"Start optimising" in form.content
     version_page = client.get("/prompts/triage/versions/1/").content.decode()
     assert "/optimisations/new/?prompt=triage&version=1" in version_page
+
+
+def test_a_budget_in_minutes_starts_no_candidate_the_last_ones_pace_says_would_pass_it(alice, triage_version,
+                                                                                        make_cases):
+    from optimiser import services
+    from optimiser.runner import Search
+
+    make_cases()
+    optimisation = services.optimisation_create(user=alice, version=triage_version, split="train",
+                                                scorers=[{"type": "json_equal"}], budget={"minutes": 1})
+    search = Search(optimisation)
+    search.reserve = 9  # the check part (3 cases) for the best 3
+    search.pace = 2.0  # seconds a case in the last candidate: 6 + 9 cases take 30 s
+    assert search.fits(6)
+    search.pace = 5.0  # 75 s
+    assert not search.fits(6)

@@ -76,7 +76,7 @@ def test_progress_counts_every_candidate_case_and_the_best_is_checked(alice, tri
     assert 1 <= len(checked) <= planning.CHECKED and optimisation.best in checked
     assert all(c.check_scored == len(optimisation.check_case_ids) for c in checked)
     assert [c.position for c in candidates] == list(range(1, len(candidates) + 1))
-    assert candidates[0].kind == "base" and candidates[1].description == "nearest 2 examples"
+    assert candidates[0].kind == "base" and candidates[1].description == "nearest 4 examples"
 
 
 def test_cancel_keeps_what_was_measured(alice, triage_version, make_cases):
