@@ -181,3 +181,39 @@ def test_a_budget_in_minutes_starts_no_candidate_the_last_ones_pace_says_would_p
     assert search.fits(6)
     search.pace = 5.0  # 75 s
     assert not search.fits(6)
+
+
+def test_the_form_starts_one_and_says_what_it_refuses(client, alice, make_cases):
+    make_cases()
+    client.force_login(alice)
+    form = {"prompt": "triage", "version": "1", "cases_from": "train", "scorer": "json_equal", "budget": "0",
+            "budget_unit": "cases"}
+    refused = client.post("/optimisations/new/", form)
+    assert refused.status_code == 400 and "from 1 to 20,000" in refused.content.decode()
+    started = client.post("/optimisations/new/", {**form, "budget": "20", "budget_unit": "minutes"})
+    optimisation = Optimisation.objects.get()
+    assert started.status_code == 302 and started["Location"] == f"/optimisations/{optimisation.pk}/"
+    assert optimisation.budget == {"minutes": 20} and optimisation.scorers[0]["type"] == "json_equal"
+    running = client.get(f"/optimisations/{optimisation.pk}/").content.decode()
+    assert 'hx-trigger="every 1s"' in running and "Cancel" in running
+
+
+def test_the_page_saves_the_best_and_starts_the_held_out_evaluation(client, alice, make_cases):
+    from .conftest import TICKETS
+
+    make_cases(TICKETS[:6])
+    make_cases(TICKETS[6:], split="eval")
+    client.force_login(alice)
+    client.post("/optimisations/new/", {"prompt": "triage", "version": "1", "cases_from": "train",
+                                        "scorer": "json_equal", "budget": "20", "budget_unit": "minutes"})
+    optimisation = Optimisation.objects.get()
+    best = Candidate.objects.create(optimisation=optimisation, position=1, kind="nearest", status="scored",
+                                    description="nearest 2 examples", search_scored=4, search_passed=2,
+                                    changes={"examples": {"k": 2, "balance": None}})
+    Optimisation.objects.filter(pk=optimisation.pk).update(status="finished", best=best)
+    saved = client.post(f"/optimisations/{optimisation.pk}/save/").content.decode()
+    assert "Saved as" in saved and "/prompts/triage/versions/2/" in saved and "Evaluate on held-out" in saved
+    evaluated = client.post(f"/optimisations/{optimisation.pk}/evaluate/").content.decode()
+    evaluation = Optimisation.objects.get().held_out_evaluation
+    assert evaluation is not None and evaluation.case_filters["split"] == "eval"
+    assert f"/evaluations/{evaluation.pk}/" in evaluated
