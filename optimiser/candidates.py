@@ -4,8 +4,8 @@ rewrites a model is asked for. Plain functions over cases and versions; the runn
 
 The order is chosen, not arbitrary: on a 135M model answering in exact JSON, examples that
 resemble the input matter most (so the nearest-examples candidates come right after the base,
-before a budget can run out), then the output format (free instead of the version's schema, with
-the best of those examples), balanced nearest examples and fixed sets, then rewrites by a model (a
+before a budget can run out, with the output format, free instead of the version's schema, tried
+after the first two), balanced nearest examples and fixed sets, then rewrites by a model (a
 small model's rarely help, but they are tried and shown), and last the best instructions with the
 best examples.
 """
@@ -62,16 +62,15 @@ def planned(base: PromptVersion, search_cases, *, rewrite_model: str) -> list[di
     size = len(search_cases)
     plan = [{"kind": "base", "description": "the version as it is", "changes": {}}]
     # A case never sees itself (leave-one-out), so k examples need k + 1 cases to search on.
-    for k in NEAREST_K:
-        if k < size:
-            plan.append({"kind": "nearest", "description": f"nearest {k} examples",
-                         "changes": {"examples": {"k": k, "balance": None}}})
-    if base.answer_format["type"] != "text":
-        # Right after the nearest examples, not last: on a 135M model the format is the other large
-        # lever (constrained JSON kept it valid but scored below free text with examples), and a
-        # budget in minutes must not end before it is measured.
-        plan.append({"kind": "format", "description": "free output (no format) with the best examples",
-                     "changes": {}})
+    nearest = [k for k in NEAREST_K if k < size]
+    has_format = base.answer_format["type"] != "text"
+    for n, k in enumerate(nearest):
+        plan.append({"kind": "nearest", "description": f"nearest {k} examples",
+                     "changes": {"examples": {"k": k, "balance": None}}})
+        if has_format and n == min(1, len(nearest) - 1):
+            plan.append(_free_output())
+    if has_format and not nearest:
+        plan.append(_free_output())  # too few cases for nearest examples: with the version's own
     if answers_repeat(search_cases):
         for k in BALANCED_K:
             if k < size:
@@ -86,6 +85,13 @@ def planned(base: PromptVersion, search_cases, *, rewrite_model: str) -> list[di
                      "changes": {}})
     plan.append({"kind": "combined", "description": "the best instructions with the best examples", "changes": {}})
     return plan
+
+
+def _free_output() -> dict:
+    # After the first two nearest-examples candidates, not last: on a 135M model the format is the
+    # other large lever (constrained JSON kept answers valid but scored below free text with
+    # examples), and a budget in minutes must not end before it is measured.
+    return {"kind": "format", "description": "free output (no format) with the best examples", "changes": {}}
 
 
 def candidate_version(base: PromptVersion, changes: dict, source: dict) -> PromptVersion:

@@ -176,7 +176,7 @@ def test_a_search_part_smaller_than_k_plans_no_nearest_candidate_that_large(tria
     assert "8 fixed examples chosen for coverage" not in described
 
 
-def test_a_version_with_a_schema_tries_free_output_right_after_the_nearest_examples(alice, triage_version,
+def test_a_version_with_a_schema_tries_free_output_after_the_first_two_nearest_examples(alice, triage_version,
                                                                                      make_cases):
     from prompts import services as prompt_services
 
@@ -187,7 +187,7 @@ def test_a_version_with_a_schema_tries_free_output_right_after_the_nearest_examp
     with_schema = prompt_services.version_create(prompt=triage_version.prompt, author=alice, fields={
         **TRIAGE_VERSION, "output_format": {"type": "json_schema", "schema": schema}})
     kinds = [step["kind"] for step in planning.planned(with_schema, make_cases(), rewrite_model="m")]
-    assert kinds[:6] == ["base", "nearest", "nearest", "nearest", "nearest", "format"]
+    assert kinds[:6] == ["base", "nearest", "nearest", "format", "nearest", "nearest"]
     assert "format" not in [step["kind"] for step in planning.planned(triage_version, make_cases(),
                                                                        rewrite_model="m")]
 
