@@ -179,7 +179,7 @@ def measure(studio, args, password) -> None:
         # once the evaluation runs, the fine-tune queued behind it.
         state = until(lambda: api(studio, "GET", fine_tune_path)[1], lambda s: s["step"] >= 1 or s["status"] not in (
             "queued", "running"), timeout=120)
-        print(f"fine-tune: {state['status']}, step {state['step']}/{state['total_steps']} after "
+        print(f"fine-tune: {state['status']}, step {state['step']}/{state['total_steps']} {state.get('error') or ''} after "
               f"{time.monotonic() - started:.0f} s", flush=True)
         _, base = api(studio, "POST", "/api/knowledge/", {"name": "Handbook"})
         files = [(f"note-{n}.md", f"# Note {n}\n\nValve {n} is checked every {n + 2} days by the morning shift.".encode())
