@@ -34,7 +34,9 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_wheel_holds_every_app_template_and_static_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for app in ("studio", "chat", "prompts", "accounts", "evals"):
+    apps = sorted(path.parent.name for path in REPO.glob("*/apps.py"))  # every app of the checkout, new ones too
+    assert {"studio", "chat", "prompts", "accounts", "evals", "finetune", "knowledge", "optimiser"} <= set(apps)
+    for app in apps:
         assert f"{app}/models.py" in names or app == "studio", app
         assert f"{app}/__init__.py" in names
     for required in ("prompts/migrations/0002_version_variables_provenance.py", "studio/sandbox.py",
