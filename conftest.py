@@ -33,8 +33,10 @@ def pytest_runtest_setup(item):
 
 def _refused_start(nodeid: str):
     def start_process(args, env, log_path):
-        raise AssertionError(f"{nodeid} starts `manage.py {' '.join(args)}`: mark it @pytest.mark.slow "
-                             "(make check runs the tests that start no process)")
+        raise AssertionError(
+            f"{nodeid} starts `manage.py {' '.join(args)}`: mark it @pytest.mark.slow "
+            "(make check runs the tests that start no process)"
+        )
 
     return start_process
 
@@ -60,9 +62,16 @@ def _migrated_database() -> Path:
     repo = Path(__file__).parent
     digest = hashlib.sha256(django.__version__.encode())
     # The migrations, and what runs after them (post_migrate: the full-text triggers, the vector column).
-    for path in sorted([*repo.glob("*/migrations/*.py"), *repo.glob("*/apps.py"), repo / "chat" / "search_index.py",
-                        repo / "knowledge" / "keyword_index.py", repo / "knowledge" / "pgvector.py",
-                        repo / "studio" / "sqlite_fts.py"]):
+    for path in sorted(
+        [
+            *repo.glob("*/migrations/*.py"),
+            *repo.glob("*/apps.py"),
+            repo / "chat" / "search_index.py",
+            repo / "knowledge" / "keyword_index.py",
+            repo / "knowledge" / "pgvector.py",
+            repo / "studio" / "sqlite_fts.py",
+        ]
+    ):
         digest.update(path.relative_to(repo).as_posix().encode() + path.read_bytes())
     target = TEST_CACHE / f"migrated-{digest.hexdigest()[:16]}.sqlite3"
     if target.exists():
@@ -70,8 +79,9 @@ def _migrated_database() -> Path:
     TEST_CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="studio-migrate-") as folder:
         staging = Path(folder) / "studio.sqlite3"
-        env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL",
-                                                                 MIGRATED_DB_ENV)}
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DATABASE_URL", MIGRATED_DB_ENV)
+        }
         env.update(DJANGO_SETTINGS_MODULE="studio.settings", STUDIO_DATA_DIR=folder, STUDIO_SQLITE_PATH=str(staging))
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=repo, env=env, check=True, timeout=600)
         partial = TEST_CACHE / f".{target.name}.{os.getpid()}"
@@ -87,8 +97,9 @@ def _untracked_files() -> set[str] | None:
     """Files git does not track and does not ignore (None outside a git checkout)."""
     import subprocess
 
-    done = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=Path(__file__).parent,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["git", "ls-files", "--others", "--exclude-standard"], cwd=Path(__file__).parent, capture_output=True, text=True
+    )
     return set(done.stdout.splitlines()) if done.returncode == 0 else None
 
 
@@ -104,7 +115,9 @@ def pytest_sessionfinish(session, exitstatus):
     if created:
         session.config.get_terminal_writer().line(
             "FAILED: the suite wrote files into the checkout (they belong under the data folder):\n  "
-            + "\n  ".join(created), red=True)
+            + "\n  ".join(created),
+            red=True,
+        )
         session.exitstatus = 1
 
 

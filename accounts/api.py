@@ -29,8 +29,13 @@ def plain_error(status: int, error: StudioError | str) -> JsonResponse:
     return response
 
 
-def api_endpoint(*methods: str, json_body: bool = False, staff: bool = False, body_hint: str = "",
-                 error_response: Callable[[int, StudioError | str], JsonResponse] = plain_error):
+def api_endpoint(
+    *methods: str,
+    json_body: bool = False,
+    staff: bool = False,
+    body_hint: str = "",
+    error_response: Callable[[int, StudioError | str], JsonResponse] = plain_error,
+):
     """Wrap a view `view(request, user, [body,] *args)`: sync or async alike. `body_hint` follows
     the parser's message when the body is not the JSON it should be."""
 
@@ -52,6 +57,7 @@ def api_endpoint(*methods: str, json_body: bool = False, staff: bool = False, bo
 
     def decorate(view):
         if inspect.iscoroutinefunction(view):
+
             @functools.wraps(view)
             async def endpoint(request, *args, **kwargs):
                 try:
@@ -61,12 +67,14 @@ def api_endpoint(*methods: str, json_body: bool = False, staff: bool = False, bo
                 except (StudioError, InputError) as exc:
                     return refuse(exc)
         else:
+
             @functools.wraps(view)
             def endpoint(request, *args, **kwargs):
                 try:
                     return view(request, *prepare(request), *args, **kwargs)
                 except (StudioError, InputError) as exc:
                     return refuse(exc)
+
         return csrf_exempt(endpoint)  # token-authenticated: no cookies involved
 
     return decorate

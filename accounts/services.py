@@ -41,8 +41,14 @@ def _require_staff(by, doing: str) -> None:
 
 
 def _record(*, by, person, action: str, detail: str = "") -> PeopleChange:
-    return PeopleChange.objects.create(actor=by, actor_name=by.get_username(), person=person,
-                                       person_name=person.get_username(), action=action, detail=detail[:300])
+    return PeopleChange.objects.create(
+        actor=by,
+        actor_name=by.get_username(),
+        person=person,
+        person_name=person.get_username(),
+        action=action,
+        detail=detail[:300],
+    )
 
 
 def _require_may_change(*, by, person, doing: str) -> None:
@@ -53,8 +59,11 @@ def _require_may_change(*, by, person, doing: str) -> None:
         raise PeopleError(f"You cannot {doing} yourself (ask another staff member).")
     if person.is_superuser and not by.is_superuser:
         raise PeopleError(f"Only a superuser can {doing} a superuser.")
-    if person.is_staff and person.is_active and not type(person).objects.filter(
-            is_staff=True, is_active=True).exclude(pk=person.pk).exists():
+    if (
+        person.is_staff
+        and person.is_active
+        and not type(person).objects.filter(is_staff=True, is_active=True).exclude(pk=person.pk).exists()
+    ):
         raise PeopleError(f"{person.get_username()} is the last staff member: make someone else staff first.")
 
 
@@ -89,8 +98,9 @@ def person_set_staff(*, by, person, is_staff: bool) -> None:
     with transaction.atomic():
         person.is_staff = is_staff
         person.save(update_fields=["is_staff"])
-        _record(by=by, person=person,
-                action=PeopleChange.Action.MADE_STAFF if is_staff else PeopleChange.Action.STAFF_TAKEN)
+        _record(
+            by=by, person=person, action=PeopleChange.Action.MADE_STAFF if is_staff else PeopleChange.Action.STAFF_TAKEN
+        )
 
 
 def person_set_password(*, by, person) -> str:
@@ -124,18 +134,27 @@ def person_set_active(*, by, person, active: bool) -> None:
             sessions = _end_sessions(person)
             tokens = ApiToken.objects.filter(user=person, revoked_at=None).update(revoked_at=timezone.now())
             detail = f"ended {_count(sessions, 'session')}, revoked {_count(tokens, 'API token')}"
-        _record(by=by, person=person, detail=detail,
-                action=PeopleChange.Action.REACTIVATED if active else PeopleChange.Action.DEACTIVATED)
+        _record(
+            by=by,
+            person=person,
+            detail=detail,
+            action=PeopleChange.Action.REACTIVATED if active else PeopleChange.Action.DEACTIVATED,
+        )
 
 
 def _end_sessions(person) -> int:
     """Delete the person's sessions where they are stored in the database (the default engine).
     Whatever the engine, Django honours no session of an inactive user or of an older password."""
-    if settings.SESSION_ENGINE not in ("django.contrib.sessions.backends.db",
-                                       "django.contrib.sessions.backends.cached_db"):
+    if settings.SESSION_ENGINE not in (
+        "django.contrib.sessions.backends.db",
+        "django.contrib.sessions.backends.cached_db",
+    ):
         return 0
-    theirs = [session.pk for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
-              if session.get_decoded().get(SESSION_KEY) == str(person.pk)]
+    theirs = [
+        session.pk
+        for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
+        if session.get_decoded().get(SESSION_KEY) == str(person.pk)
+    ]
     Session.objects.filter(pk__in=theirs).delete()
     return len(theirs)
 
@@ -152,8 +171,11 @@ def removal_plan(person) -> dict:
     deactivation is the way. `deletes` is their own private things, which go with them."""
     deletes, keeps = [], []
     # Every foreign key to the user, those without a reverse name (related_name="+") included.
-    relations = [field for field in type(person)._meta.get_fields(include_hidden=True)
-                 if field.auto_created and not field.concrete and (field.one_to_many or field.one_to_one)]
+    relations = [
+        field
+        for field in type(person)._meta.get_fields(include_hidden=True)
+        if field.auto_created and not field.concrete and (field.one_to_many or field.one_to_one)
+    ]
     for relation in relations:
         if relation.on_delete not in (models.CASCADE, models.PROTECT, models.RESTRICT):
             continue  # SET_NULL keeps the row without them
@@ -187,8 +209,10 @@ def person_remove(*, by, person, confirm: str) -> str:
     _require_may_change(by=by, person=person, doing="remove")
     plan = removal_plan(person)
     if plan["keeps"]:
-        raise PeopleError(f"{person.get_username()} made work the team keeps ({', '.join(plan['keeps'])}): "
-                          "deactivate them instead (they cannot log in, and their work stays).")
+        raise PeopleError(
+            f"{person.get_username()} made work the team keeps ({', '.join(plan['keeps'])}): "
+            "deactivate them instead (they cannot log in, and their work stays)."
+        )
     if (confirm or "").strip() != person.get_username():
         raise PeopleError(f"Type “{person.get_username()}” to confirm the removal.", "confirm")
     detail = "deleted " + ", ".join(plan["deletes"]) if plan["deletes"] else "nothing of theirs to delete"
@@ -198,8 +222,7 @@ def person_remove(*, by, person, confirm: str) -> str:
         try:
             person.delete()  # the record's person link is set to null; its name stays
         except (models.ProtectedError, models.RestrictedError):
-            raise PeopleError(f"{person.get_username()} made work the team keeps: deactivate them instead.") \
-                from None
+            raise PeopleError(f"{person.get_username()} made work the team keeps: deactivate them instead.") from None
     return detail
 
 

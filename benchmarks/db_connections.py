@@ -26,30 +26,45 @@ from tests.scaled import TOKEN, drop_database, query, scaled_studio_env
 
 
 def connections(database: str) -> int:
-    return query(database, "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
-                 database)[0][0] - 1  # less ours
+    return (
+        query(
+            database,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend'",
+            database,
+        )[0][0]
+        - 1
+    )  # less ours
 
 
 def by_process(database: str) -> dict:
     """Connections to `database` by application_name (the studio names its processes: studio web, ...)."""
-    rows = query(database, "SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = %s "
-                           "AND backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1 ORDER BY 1",
-                 database)
+    rows = query(
+        database,
+        "SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = %s "
+        "AND backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1 ORDER BY 1",
+        database,
+    )
     return {name or "(unnamed)": count for name, count in rows}
 
 
 def call(base_url: str, token: str, method: str, path: str, body: dict | None = None) -> str:
-    request = urllib.request.Request(base_url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        base_url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=300) as response:
             response.read()
             return str(response.status)
     except urllib.error.HTTPError as error:
         answer = error.read()[:200].decode(errors="replace")
-        return f"{error.code} Retry-After={error.headers.get('Retry-After')} {answer}" if error.code >= 500 else \
-            str(error.code)
+        return (
+            f"{error.code} Retry-After={error.headers.get('Retry-After')} {answer}"
+            if error.code >= 500
+            else str(error.code)
+        )
 
 
 def burst(label: str, database: str, count: int, send) -> None:
@@ -69,16 +84,23 @@ def burst(label: str, database: str, count: int, send) -> None:
     stop.set()
     watcher.join()
     time.sleep(5)
-    print(f"{label}: {count} at once in {took:.1f} s; connections before {before}, peak {peak[0]}, "
-          f"5 s after {connections(database)} {by_process(database)}; answers {dict(statuses)}", flush=True)
+    print(
+        f"{label}: {count} at once in {took:.1f} s; connections before {before}, peak {peak[0]}, "
+        f"5 s after {connections(database)} {by_process(database)}; answers {dict(statuses)}",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=20, help="simultaneous GET /v1/models")
     parser.add_argument("--completions", type=int, default=40, help="simultaneous chat completions")
-    parser.add_argument("--queued-per-user", type=int, default=0,
-                        help="LLM_MAX_QUEUED_PER_USER of the studio (0: its default); above --completions, none is refused")
+    parser.add_argument(
+        "--queued-per-user",
+        type=int,
+        default=0,
+        help="LLM_MAX_QUEUED_PER_USER of the studio (0: its default); above --completions, none is refused",
+    )
     arguments = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="db-connections-"))
     env, database = scaled_studio_env(data_dir)
@@ -88,14 +110,22 @@ def main() -> None:
     try:
         with running_studio(env, data_dir / "logs", workers=1) as server:
             token = shell_token(TOKEN, env)
-            burst("GET /v1/models", database, arguments.models,
-                  lambda: call(server.base_url, token, "GET", "/v1/models"))
+            burst(
+                "GET /v1/models", database, arguments.models, lambda: call(server.base_url, token, "GET", "/v1/models")
+            )
             body = {"model": "default", "messages": [{"role": "user", "content": "Count to five."}], "max_tokens": 16}
-            models = json.loads(urllib.request.urlopen(urllib.request.Request(
-                server.base_url + "/v1/models", headers={"Authorization": f"Bearer {token}"})).read())
+            models = json.loads(
+                urllib.request.urlopen(
+                    urllib.request.Request(server.base_url + "/v1/models", headers={"Authorization": f"Bearer {token}"})
+                ).read()
+            )
             body["model"] = models["data"][0]["id"]
-            burst("POST /v1/chat/completions", database, arguments.completions,
-                  lambda: call(server.base_url, token, "POST", "/v1/chat/completions", body))
+            burst(
+                "POST /v1/chat/completions",
+                database,
+                arguments.completions,
+                lambda: call(server.base_url, token, "POST", "/v1/chat/completions", body),
+            )
     finally:
         drop_database(database)
 

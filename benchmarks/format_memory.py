@@ -30,12 +30,22 @@ def resident_mib() -> float:
 
 def hostile_formats(letter: str) -> dict:
     return {
-        "schema pattern ^(x{1000}){1000}$": {"type": "json_schema", "schema": {"type": "object", "properties": {
-            "s": {"type": "string", "pattern": f"^({letter}{{1000}}){{1000}}$"}}, "required": ["s"]}},
+        "schema pattern ^(x{1000}){1000}$": {
+            "type": "json_schema",
+            "schema": {
+                "type": "object",
+                "properties": {"s": {"type": "string", "pattern": f"^({letter}{{1000}}){{1000}}$"}},
+                "required": ["s"],
+            },
+        },
         "regex (?:x{1000}){1000}": {"type": "regex", "pattern": f"(?:{letter}{{1000}}){{1000}}"},
-        "$ref loop with no end": {"type": "json_schema", "schema": {"$defs": {"n": {
-            "type": "object", "properties": {letter: {"$ref": "#/$defs/n"}}, "required": [letter]}},
-            "$ref": "#/$defs/n"}},
+        "$ref loop with no end": {
+            "type": "json_schema",
+            "schema": {
+                "$defs": {"n": {"type": "object", "properties": {letter: {"$ref": "#/$defs/n"}}, "required": [letter]}},
+                "$ref": "#/$defs/n",
+            },
+        },
         "[a-z]*x[a-z]{200}": {"type": "regex", "pattern": f"[a-z]*{letter}[a-z]{{200}}"},
     }
 
@@ -49,9 +59,16 @@ def main() -> None:
     engine = BatchEngine(loaded, max_batch=8)
     try:
         warm = Future()
-        engine.submit(EngineRequest(key="warm", messages=[{"role": "user", "content": "hi"}],
-                                    settings=GenerationSettings(max_new_tokens=2, temperature=0),
-                                    output_format={"type": "json"}, on_delta=lambda d: None, on_done=warm.set_result))
+        engine.submit(
+            EngineRequest(
+                key="warm",
+                messages=[{"role": "user", "content": "hi"}],
+                settings=GenerationSettings(max_new_tokens=2, temperature=0),
+                output_format={"type": "json"},
+                on_delta=lambda d: None,
+                on_done=warm.set_result,
+            )
+        )
         warm.result(120)
         figures = {}
         for name in hostile_formats("a"):
@@ -62,21 +79,37 @@ def main() -> None:
                 tokens = 300 if name.startswith("[a-z]") else 2
                 done = Future()
                 try:
-                    engine.submit(EngineRequest(
-                        key=(name, n), messages=[{"role": "user", "content": f"answer {n}"}],
-                        settings=GenerationSettings(max_new_tokens=tokens, temperature=1.0, seed=n),
-                        output_format=output_format, on_delta=lambda d: None, on_done=done.set_result))
+                    engine.submit(
+                        EngineRequest(
+                            key=(name, n),
+                            messages=[{"role": "user", "content": f"answer {n}"}],
+                            settings=GenerationSettings(max_new_tokens=tokens, temperature=1.0, seed=n),
+                            output_format=output_format,
+                            on_delta=lambda d: None,
+                            on_done=done.set_result,
+                        )
+                    )
                     result = done.result(600)
-                    ending = f"{result.finish_reason} {getattr(result, 'error_code', '')}".strip() + f" {result.text[:8]!r}"
+                    ending = (
+                        f"{result.finish_reason} {getattr(result, 'error_code', '')}".strip() + f" {result.text[:8]!r}"
+                    )
                 except Exception as exc:  # refused when compiled (the matcher could not even start)
                     ending = f"refused: {exc.__class__.__name__}"
                 endings[ending] = endings.get(ending, 0) + 1
             gc.collect()
             after = resident_mib()
-            figures[name] = {"before_mib": round(before), "after_mib": round(after), "kept_mib": round(after - before),
-                             "seconds": round(time.perf_counter() - started, 1), "replies": endings}
-            print(f"{name:34} RSS {before:6.0f} -> {after:6.0f} MiB, kept {after - before:+6.0f} MiB in "
-                  f"{figures[name]['seconds']:5.1f} s; replies: {endings}", flush=True)
+            figures[name] = {
+                "before_mib": round(before),
+                "after_mib": round(after),
+                "kept_mib": round(after - before),
+                "seconds": round(time.perf_counter() - started, 1),
+                "replies": endings,
+            }
+            print(
+                f"{name:34} RSS {before:6.0f} -> {after:6.0f} MiB, kept {after - before:+6.0f} MiB in "
+                f"{figures[name]['seconds']:5.1f} s; replies: {endings}",
+                flush=True,
+            )
         print("RESULT " + json.dumps(figures))
     finally:
         engine.close()

@@ -20,19 +20,34 @@ SCHEMA = {
     "type": "object",
     "properties": {
         "intent": {"enum": ["refund", "exchange", "question", "complaint"]},
-        "customer": {"type": "object", "properties": {"name": {"type": "string"}, "vip": {"type": "boolean"}},
-                     "required": ["name", "vip"], "additionalProperties": False},
-        "items": {"type": "array", "items": {"type": "object", "properties": {
-            "sku": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}},
-            "required": ["sku", "quantity"], "additionalProperties": False}},
+        "customer": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "vip": {"type": "boolean"}},
+            "required": ["name", "vip"],
+            "additionalProperties": False,
+        },
+        "items": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"sku": {"type": "string"}, "quantity": {"type": "integer", "minimum": 1}},
+                "required": ["sku", "quantity"],
+                "additionalProperties": False,
+            },
+        },
         "note": {"type": "string"},
     },
     "required": ["intent", "customer", "items"],
     "additionalProperties": False,
 }
-ANSWER = json.dumps({"intent": "refund", "customer": {"name": "Ann Lee", "vip": False},
-                     "items": [{"sku": "A-100", "quantity": 2}, {"sku": "B-7", "quantity": 1}],
-                     "note": "The box arrived open."})
+ANSWER = json.dumps(
+    {
+        "intent": "refund",
+        "customer": {"name": "Ann Lee", "vip": False},
+        "items": [{"sku": "A-100", "quantity": 2}, {"sku": "B-7", "quantity": 1}],
+        "note": "The box arrived open.",
+    }
+)
 
 
 def tokenizer():
@@ -49,8 +64,9 @@ def measure_llguidance(hf, ids):
 
     tok = llguidance.hf.from_tokenizer(hf)
     started = time.perf_counter()
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(SCHEMA), defaults={
-        "whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "})
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(
+        json.dumps(SCHEMA), defaults={"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+    )
     matcher = llguidance.LLMatcher(tok, grammar)
     compile_s = time.perf_counter() - started
     assert not matcher.is_error(), matcher.get_error()
@@ -130,14 +146,21 @@ def measure_outlines(hf, ids):
 def main():
     hf = tokenizer()
     ids = hf.encode(ANSWER, add_special_tokens=False)
-    print(f"schema: enum, nested object, array of objects, required, additionalProperties false; "
-          f"answer {len(ids)} tokens; vocabulary {len(hf)}")
-    for name, measure in (("llguidance 1.9.1", measure_llguidance), ("xgrammar 0.2.8", measure_xgrammar),
-                          ("outlines-core 0.2.14", measure_outlines)):
+    print(
+        f"schema: enum, nested object, array of objects, required, additionalProperties false; "
+        f"answer {len(ids)} tokens; vocabulary {len(hf)}"
+    )
+    for name, measure in (
+        ("llguidance 1.9.1", measure_llguidance),
+        ("xgrammar 0.2.8", measure_xgrammar),
+        ("outlines-core 0.2.14", measure_outlines),
+    ):
         try:
             compile_s, one, eight = measure(hf, ids)
-            print(f"{name:22} compile {compile_s * 1000:8.1f} ms   mask+advance per token: batch 1 {one:7.1f} us, "
-                  f"batch 8 {eight:7.1f} us a reply")
+            print(
+                f"{name:22} compile {compile_s * 1000:8.1f} ms   mask+advance per token: batch 1 {one:7.1f} us, "
+                f"batch 8 {eight:7.1f} us a reply"
+            )
         except Exception as exc:
             print(f"{name:22} failed: {exc.__class__.__name__}: {str(exc)[:200]}")
 

@@ -141,49 +141,87 @@ def main(argv=None) -> None:
 
     data_dir = Path(tempfile.mkdtemp(prefix="studio-bench-lanes-"))
     password = secrets.token_urlsafe(12)
-    env = studio_env(STUDIO_DATA_DIR=data_dir, STUDIO_SQLITE_PATH=data_dir / "studio.sqlite3", LLM_MODEL=args.model,
-                     LLM_MODEL_CACHE_DIR=args.model_cache, LLM_EMBEDDED_WORKER="true", REDIS_URL="",
-                     DATABASE_URL="", STUDIO_ADMIN_PASSWORD=password, LLM_TEMPERATURE=0,
-                     LLM_MIN_NEW_TOKENS=args.tokens, LLM_MAX_NEW_TOKENS=args.tokens)
+    env = studio_env(
+        STUDIO_DATA_DIR=data_dir,
+        STUDIO_SQLITE_PATH=data_dir / "studio.sqlite3",
+        LLM_MODEL=args.model,
+        LLM_MODEL_CACHE_DIR=args.model_cache,
+        LLM_EMBEDDED_WORKER="true",
+        REDIS_URL="",
+        DATABASE_URL="",
+        STUDIO_ADMIN_PASSWORD=password,
+        LLM_TEMPERATURE=0,
+        LLM_MIN_NEW_TOKENS=args.tokens,
+        LLM_MAX_NEW_TOKENS=args.tokens,
+    )
     load = psutil.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {psutil.cpu_count()} cores", flush=True)
     try:
         with running_studio(env, data_dir / "logs") as studio:
             workers = settled_job_workers(studio.server.pid)
             idle = {" ".join(_cmdline(w)[-2:]) if "--queues" in _cmdline(w) else "job_worker": _rss(w) for w in workers}
-            print(f"job workers at rest: {len(workers)} processes, {sum(idle.values()) / MIB:.0f} MiB RSS "
-                  f"({', '.join(f'{name} {rss / MIB:.0f}' for name, rss in idle.items())})", flush=True)
-            studio.token = shell_token(SETUP % {"tokens": args.tokens, "train": args.train_cases,
-                                                "cases": args.cases}, env)
+            print(
+                f"job workers at rest: {len(workers)} processes, {sum(idle.values()) / MIB:.0f} MiB RSS "
+                f"({', '.join(f'{name} {rss / MIB:.0f}' for name, rss in idle.items())})",
+                flush=True,
+            )
+            studio.token = shell_token(
+                SETUP % {"tokens": args.tokens, "train": args.train_cases, "cases": args.cases}, env
+            )
             with PeakJobWorkerRss(studio.server.pid) as peak:
                 measure(studio, args, password)
-            print(f"job workers' peak while they ran: {peak.workers_peak / MIB:.0f} MiB RSS (the processes they "
-                  f"started, the training process: {peak.children_peak / MIB:.0f} MiB)", flush=True)
+            print(
+                f"job workers' peak while they ran: {peak.workers_peak / MIB:.0f} MiB RSS (the processes they "
+                f"started, the training process: {peak.children_peak / MIB:.0f} MiB)",
+                flush=True,
+            )
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def measure(studio, args, password) -> None:
-    _, evaluation = api(studio, "POST", "/api/evaluations/", {"prompt": "order-json", "split": "eval",
-                                                             "scorers": [{"type": "valid_json"}]})
-    _, fine_tune = api(studio, "POST", "/api/fine-tunes/", {"prompt": "order-json", "hyperparameters": {
-        "epochs": args.epochs, "batch_size": 4, "max_length": 128}})
+    _, evaluation = api(
+        studio,
+        "POST",
+        "/api/evaluations/",
+        {"prompt": "order-json", "split": "eval", "scorers": [{"type": "valid_json"}]},
+    )
+    _, fine_tune = api(
+        studio,
+        "POST",
+        "/api/fine-tunes/",
+        {"prompt": "order-json", "hyperparameters": {"epochs": args.epochs, "batch_size": 4, "max_length": 128}},
+    )
     evaluation_path, fine_tune_path = f"/api/evaluations/{evaluation['id']}/", f"/api/fine-tunes/{fine_tune['id']}/"
     started = time.monotonic()
     try:
-        state = until(lambda: api(studio, "GET", evaluation_path)[1], lambda s: s["done"] >= 1 or s["status"] not in (
-            "queued", "running"), timeout=args.timeout)
-        print(f"evaluation answering ({state['status']}, {state['done']}/{state['total']}) after "
-              f"{time.monotonic() - started:.0f} s", flush=True)
+        state = until(
+            lambda: api(studio, "GET", evaluation_path)[1],
+            lambda s: s["done"] >= 1 or s["status"] not in ("queued", "running"),
+            timeout=args.timeout,
+        )
+        print(
+            f"evaluation answering ({state['status']}, {state['done']}/{state['total']}) after "
+            f"{time.monotonic() - started:.0f} s",
+            flush=True,
+        )
         # Before lanes the fine-tune waited behind the evaluation: then the documents are uploaded
         # once the evaluation runs, the fine-tune queued behind it.
-        state = until(lambda: api(studio, "GET", fine_tune_path)[1], lambda s: s["step"] >= 1 or s["status"] not in (
-            "queued", "running"), timeout=120)
-        print(f"fine-tune: {state['status']}, step {state['step']}/{state['total_steps']} {state.get('error') or ''} after "
-              f"{time.monotonic() - started:.0f} s", flush=True)
+        state = until(
+            lambda: api(studio, "GET", fine_tune_path)[1],
+            lambda s: s["step"] >= 1 or s["status"] not in ("queued", "running"),
+            timeout=120,
+        )
+        print(
+            f"fine-tune: {state['status']}, step {state['step']}/{state['total_steps']} {state.get('error') or ''} after "
+            f"{time.monotonic() - started:.0f} s",
+            flush=True,
+        )
         _, base = api(studio, "POST", "/api/knowledge/", {"name": "Handbook"})
-        files = [(f"note-{n}.md", f"# Note {n}\n\nValve {n} is checked every {n + 2} days by the morning shift.".encode())
-                 for n in range(args.documents)]
+        files = [
+            (f"note-{n}.md", f"# Note {n}\n\nValve {n} is checked every {n + 2} days by the morning shift.".encode())
+            for n in range(args.documents)
+        ]
         uploaded_at = time.monotonic()
         status, uploaded = api(studio, "POST", f"/api/knowledge/{base['id']}/documents/", files=files)
         assert status == 202, uploaded
@@ -195,15 +233,27 @@ def measure(studio, args, password) -> None:
                     ready_after[document_id] = (time.monotonic() - uploaded_at, document["status"])
                     pending.remove(document_id)
             time.sleep(0.2)
-        evaluation_state, fine_tune_state = api(studio, "GET", evaluation_path)[1], api(studio, "GET", fine_tune_path)[1]
+        evaluation_state, fine_tune_state = (
+            api(studio, "GET", evaluation_path)[1],
+            api(studio, "GET", fine_tune_path)[1],
+        )
         times = sorted(seconds for seconds, _ in ready_after.values())
-        print(f"documents: {len(times)} of {args.documents} ready"
-              + (f" after {', '.join(f'{s:.1f}' for s in times)} s" if times else "")
-              + (f"; {len(pending)} still {'/'.join(sorted({_status(studio, base, d) for d in pending}))} "
-                 f"after {args.timeout:.0f} s" if pending else ""), flush=True)
-        print(f"then: evaluation {evaluation_state['status']} {evaluation_state['done']}/{evaluation_state['total']}, "
-              f"fine-tune {fine_tune_state['status']} step {fine_tune_state['step']}/{fine_tune_state['total_steps']}",
-              flush=True)
+        print(
+            f"documents: {len(times)} of {args.documents} ready"
+            + (f" after {', '.join(f'{s:.1f}' for s in times)} s" if times else "")
+            + (
+                f"; {len(pending)} still {'/'.join(sorted({_status(studio, base, d) for d in pending}))} "
+                f"after {args.timeout:.0f} s"
+                if pending
+                else ""
+            ),
+            flush=True,
+        )
+        print(
+            f"then: evaluation {evaluation_state['status']} {evaluation_state['done']}/{evaluation_state['total']}, "
+            f"fine-tune {fine_tune_state['status']} step {fine_tune_state['step']}/{fine_tune_state['total_steps']}",
+            flush=True,
+        )
     finally:
         api(studio, "POST", f"/api/evaluations/{evaluation['id']}/cancel/", {})
         studio.login("admin", password).post(f"/fine-tunes/{fine_tune['id']}/cancel/", {})

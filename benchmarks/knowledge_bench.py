@@ -30,8 +30,10 @@ from studio.data_dir import prepare
 # drawn with Zipf-like frequencies (the n-th most common word about 1/n as often as the first), so
 # that a query's words match as many chunks as real words would. (The first bench drew from 40
 # words: every chunk held every word, and keyword ranking measured the worst case only.)
-COMMON = ("the of and to a in is it for on that with as be this by are or at from can your if when "
-          "not you will an each its has have was before after then into").split()
+COMMON = (
+    "the of and to a in is it for on that with as be this by are or at from can your if when "
+    "not you will an each its has have was before after then into"
+).split()
 VOCABULARY_SIZE = 6000
 ZIPF_EXPONENT = 1.07
 
@@ -39,8 +41,11 @@ ZIPF_EXPONENT = 1.07
 def vocabulary(size: int = VOCABULARY_SIZE) -> list[str]:
     """COMMON, then made-up words of 1 to 4 syllables, all distinct; the same list every run."""
     rng, words, seen = random.Random(1), list(COMMON), set(COMMON)
-    onsets, vowels, codas = "b c d f g h k l m n p r s t v w z br tr st pl gr ch sh".split(), "a e i o u ai ou".split(), \
-        ["", "", "n", "r", "s", "t", "l", "m"]
+    onsets, vowels, codas = (
+        "b c d f g h k l m n p r s t v w z br tr st pl gr ch sh".split(),
+        "a e i o u ai ou".split(),
+        ["", "", "n", "r", "s", "t", "l", "m"],
+    )
     while len(words) < size:
         word = "".join(rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas) for _ in range(rng.randint(1, 4)))
         if word not in seen:
@@ -97,8 +102,9 @@ def measure(*, chunks: int, sizes: str, queries: int, skip_ingestion: bool) -> d
         knowledge_base = services.knowledge_base_create(owner=owner, name=f"Search {size}")
         fill(knowledge_base, size, rng)
         for mode in ("hybrid", "dense"):
-            results["search"].append({"chunks": size, "mode": mode,
-                                      **latency(owner, knowledge_base, mode, queries, rng)})
+            results["search"].append(
+                {"chunks": size, "mode": mode, **latency(owner, knowledge_base, mode, queries, rng)}
+            )
     results["vectors"] = "pgvector" if pgvector_version() else "numpy"
     return results
 
@@ -115,21 +121,30 @@ def ingestion(owner, documents) -> dict:
     embedder.embed(["warm up"])  # loading is not part of either figure
     knowledge_base = services.knowledge_base_create(owner=owner, name="Ingestion")
     started = time.perf_counter()
-    services.documents_add(user=owner, knowledge_base=knowledge_base, files=[
-        SimpleUploadedFile(name, text.encode(), content_type="text/markdown") for name, text in documents])
+    services.documents_add(
+        user=owner,
+        knowledge_base=knowledge_base,
+        files=[SimpleUploadedFile(name, text.encode(), content_type="text/markdown") for name, text in documents],
+    )
     for document_id in Document.objects.filter(knowledge_base=knowledge_base).values_list("pk", flat=True):
         ingest_document(document_id)  # what the job worker runs: parse, split, embed, index
     ingest_s = time.perf_counter() - started
-    failed = list(Document.objects.filter(knowledge_base=knowledge_base).exclude(status="ready").values_list(
-        "name", "error"))
+    failed = list(
+        Document.objects.filter(knowledge_base=knowledge_base).exclude(status="ready").values_list("name", "error")
+    )
     texts = list(Chunk.objects.filter(knowledge_base=knowledge_base).values_list("text", flat=True))
     started = time.perf_counter()
     for start in range(0, len(texts), 32):  # the ingestion's own batch size
-        embedder.embed(texts[start:start + 32])
+        embedder.embed(texts[start : start + 32])
     embed_s = time.perf_counter() - started
-    return {"chunks": len(texts), "ingestion_s": ingest_s, "embedding_s": embed_s,
-            "ingestion_chunks_per_s": len(texts) / ingest_s, "embedding_chunks_per_s": len(texts) / embed_s,
-            "failed": failed}
+    return {
+        "chunks": len(texts),
+        "ingestion_s": ingest_s,
+        "embedding_s": embed_s,
+        "ingestion_chunks_per_s": len(texts) / ingest_s,
+        "embedding_chunks_per_s": len(texts) / embed_s,
+        "failed": failed,
+    }
 
 
 def fill(knowledge_base, size: int, rng: random.Random) -> None:
@@ -138,16 +153,34 @@ def fill(knowledge_base, size: int, rng: random.Random) -> None:
     from knowledge.models import Chunk, Document
     from knowledge.pgvector import store_vectors
 
-    document = Document.objects.create(knowledge_base=knowledge_base, name="generated.md", kind="markdown",
-                                       status=Document.Status.READY, chunk_count=size)
+    document = Document.objects.create(
+        knowledge_base=knowledge_base,
+        name="generated.md",
+        kind="markdown",
+        status=Document.Status.READY,
+        chunk_count=size,
+    )
     vectors = np.random.default_rng(7).standard_normal((size, knowledge_base.dimension)).astype("<f4")
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     for start in range(0, size, 2000):
         with transaction.atomic():
-            store_vectors(Chunk.objects.bulk_create([  # and their pgvector column, where there is one
-                Chunk(knowledge_base=knowledge_base, document=document, ordinal=n, text=paragraph(rng, 60),
-                      start=0, end=0, token_count=80, embedding=vectors[n].tobytes())
-                for n in range(start, min(size, start + 2000))]))
+            store_vectors(
+                Chunk.objects.bulk_create(
+                    [  # and their pgvector column, where there is one
+                        Chunk(
+                            knowledge_base=knowledge_base,
+                            document=document,
+                            ordinal=n,
+                            text=paragraph(rng, 60),
+                            start=0,
+                            end=0,
+                            token_count=80,
+                            embedding=vectors[n].tobytes(),
+                        )
+                        for n in range(start, min(size, start + 2000))
+                    ]
+                )
+            )
     knowledge_base.chunks_changed()
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -169,8 +202,10 @@ def latency(owner, knowledge_base, mode: str, queries: int, rng: random.Random) 
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.knowledge_bench",
-                                     description="Knowledge-base figures for make bench (JSON on stdout).")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.knowledge_bench",
+        description="Knowledge-base figures for make bench (JSON on stdout).",
+    )
     parser.add_argument("--chunks", type=int, default=2000, help="chunks in the ingested corpus")
     parser.add_argument("--sizes", default="10000,100000", help="knowledge-base sizes for search latency")
     parser.add_argument("--queries", type=int, default=40, help="searches per size and mode")
@@ -179,8 +214,12 @@ def main(argv=None) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio.settings")
     prepare()  # the data folder and its secret key, which the settings read
     django.setup()
-    print(json.dumps(measure(chunks=args.chunks, sizes=args.sizes, queries=args.queries,
-                             skip_ingestion=args.skip_ingestion)), flush=True)
+    print(
+        json.dumps(
+            measure(chunks=args.chunks, sizes=args.sizes, queries=args.queries, skip_ingestion=args.skip_ingestion)
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

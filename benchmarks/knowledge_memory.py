@@ -75,19 +75,27 @@ def hostile_docx(document_bytes: int = 244 * MIB) -> bytes:
     ratio (200) and unpacked size (256 MiB)."""
     rng = random.Random(25)
     block = "".join(f'<w:p w:rsidR="00A0{rng.randrange(4):04d}"/>' for _ in range(170_000)).encode()
-    head = (b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<w:document xmlns:w="http://schemas.'
-            b'openxmlformats.org/wordprocessingml/2006/main"><w:body>')
+    head = (
+        b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<w:document xmlns:w="http://schemas.'
+        b'openxmlformats.org/wordprocessingml/2006/main"><w:body>'
+    )
     tail = b"</w:body></w:document>"
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("[Content_Types].xml", '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.'
-                         'openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType='
-                         '"application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.'
-                         'openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>')
-        archive.writestr("_rels/.rels", '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.'
-                         'openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.'
-                         'openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.'
-                         'xml"/></Relationships>')
+        archive.writestr(
+            "[Content_Types].xml",
+            '<?xml version="1.0" encoding="UTF-8"?><Types xmlns="http://schemas.'
+            'openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType='
+            '"application/xml"/><Override PartName="/word/document.xml" ContentType="application/vnd.'
+            'openxmlformats-officedocument.wordprocessingml.document.main+xml"/></Types>',
+        )
+        archive.writestr(
+            "_rels/.rels",
+            '<?xml version="1.0" encoding="UTF-8"?><Relationships xmlns="http://schemas.'
+            'openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="http://schemas.'
+            'openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="word/document.'
+            'xml"/></Relationships>',
+        )
         with archive.open("word/document.xml", "w", force_zip64=True) as entry:
             entry.write(head)
             written = len(head)
@@ -100,14 +108,22 @@ def hostile_docx(document_bytes: int = 244 * MIB) -> bytes:
 
 def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
     boundary = uuid.uuid4().hex
-    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-                    f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n"
-                    for name, content in files) + f"--{boundary}--\r\n".encode()
+    body = (
+        b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n".encode()
+            + content
+            + b"\r\n"
+            for name, content in files
+        )
+        + f"--{boundary}--\r\n".encode()
+    )
     return body, f"multipart/form-data; boundary={boundary}"
 
 
-def call(base_url: str, token: str, method: str, path: str, body: bytes | None = None,
-         content_type: str = "application/json") -> tuple[int, dict]:
+def call(
+    base_url: str, token: str, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
+) -> tuple[int, dict]:
     host, port = base_url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=600)
     headers = {"Authorization": f"Bearer {token}"}
@@ -141,12 +157,18 @@ def main() -> None:
     # The tests' tiny model (tests/conftest.py builds it): the web process reads its tokenizer.
     tiny_model = Path(os.environ.get("STUDIO_TEST_CACHE", REPO / ".cache" / "tests")) / "tiny-llama-v2"
     data_dir = Path(tempfile.mkdtemp(prefix="studio-knowledge-memory-"))
-    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=tiny_model, LLM_EMBEDDED_WORKER="false",
-                     STUDIO_ADMIN_PASSWORD="admin-password-1", JOB_TORCH_THREADS=1)
+    env = studio_env(
+        STUDIO_DATA_DIR=data_dir,
+        LLM_MODEL=tiny_model,
+        LLM_EMBEDDED_WORKER="false",
+        STUDIO_ADMIN_PASSWORD="admin-password-1",
+        JOB_TORCH_THREADS=1,
+    )
     with running_studio(env, data_dir / "logs") as server:
         token = shell_token(TOKEN, env)
-        status, created = call(server.base_url, token, "POST", "/api/knowledge/",
-                               json.dumps({"name": "Bench"}).encode())
+        status, created = call(
+            server.base_url, token, "POST", "/api/knowledge/", json.dumps({"name": "Bench"}).encode()
+        )
         assert status == 201, created
         documents = f"/api/knowledge/{created['id']}/documents/"
         web = server.server.pid
@@ -157,17 +179,22 @@ def main() -> None:
                 status, answer = call(server.base_url, token, "POST", documents, body, content_type)
             time.sleep(3)  # what the process keeps once the request is over
             kept = psutil.Process(web).memory_info().rss
-            print(f"upload 10 × 19 MiB, round {round_number}: HTTP {status}; web process {rss.start / MIB:,.0f} MiB "
-                  f"before, peak +{(rss.peak - rss.start) / MIB:,.0f} MiB, kept +{(kept - rss.start) / MIB:,.0f} MiB",
-                  flush=True)
+            print(
+                f"upload 10 × 19 MiB, round {round_number}: HTTP {status}; web process {rss.start / MIB:,.0f} MiB "
+                f"before, peak +{(rss.peak - rss.start) / MIB:,.0f} MiB, kept +{(kept - rss.start) / MIB:,.0f} MiB",
+                flush=True,
+            )
             del body
 
         worker = job_worker_pid(web)
         hostile = hostile_docx()
         with zipfile.ZipFile(io.BytesIO(hostile)) as archive:
             entry = archive.getinfo("word/document.xml")
-        print(f"hostile .docx: {len(hostile) / MIB:.1f} MiB, word/document.xml {entry.file_size / MIB:,.0f} MiB "
-              f"(ratio {entry.file_size / entry.compress_size:.0f})", flush=True)
+        print(
+            f"hostile .docx: {len(hostile) / MIB:.1f} MiB, word/document.xml {entry.file_size / MIB:,.0f} MiB "
+            f"(ratio {entry.file_size / entry.compress_size:.0f})",
+            flush=True,
+        )
         # The job worker is idle once the random "PDFs" above have failed.
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and psutil.Process(worker).cpu_percent(0.5) > 5:
@@ -184,11 +211,17 @@ def main() -> None:
                 time.sleep(0.2)
         time.sleep(3)
         after = psutil.Process(worker).memory_info().rss if psutil.pid_exists(worker) and not rss.stopped else None
-        peak = (f"over {options.stop_at_mib:,} MiB (killed there)" if rss.stopped
-                else f"+{(rss.peak - rss.start) / MIB:,.0f} MiB")
-        print(f"job worker {worker} on the hostile .docx: {rss.start / MIB:,.0f} MiB before, peak {peak}"
-              + (f", kept +{(after - rss.start) / MIB:,.0f} MiB" if after else "")
-              + f"; document {state.get('status')}: {state.get('error_code', '')} {state.get('error', '')}", flush=True)
+        peak = (
+            f"over {options.stop_at_mib:,} MiB (killed there)"
+            if rss.stopped
+            else f"+{(rss.peak - rss.start) / MIB:,.0f} MiB"
+        )
+        print(
+            f"job worker {worker} on the hostile .docx: {rss.start / MIB:,.0f} MiB before, peak {peak}"
+            + (f", kept +{(after - rss.start) / MIB:,.0f} MiB" if after else "")
+            + f"; document {state.get('status')}: {state.get('error_code', '')} {state.get('error', '')}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,10 @@ from tests.settings import TINY_MODEL_DIR
 PASSWORD = "bench-password-1"
 
 
-STEP = ("## Step N\n\nWe pack the pears of crate N and check them.\n\n- weigh\n- label\n\n"
-        "```python\ndef crate_N(pears):\n    return sorted(pears)[:N]\n```\n\n")
+STEP = (
+    "## Step N\n\nWe pack the pears of crate N and check them.\n\n- weigh\n- label\n\n"
+    "```python\ndef crate_N(pears):\n    return sorted(pears)[:N]\n```\n\n"
+)
 
 
 def escaped(text: str) -> str:
@@ -57,13 +59,24 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=20, help="code blocks in the reply")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="bench-markdown-"))
-    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=str(TINY_MODEL_DIR), LLM_EMBEDDED_WORKER="true",
-                     LLM_MODEL_CACHE_DIR=TINY_MODEL_DIR.parent / "models", LLM_TEMPERATURE=0,
-                     LLM_MAX_NEW_TOKENS=4000, STUDIO_ADMIN_PASSWORD=PASSWORD)
+    env = studio_env(
+        STUDIO_DATA_DIR=data_dir,
+        LLM_MODEL=str(TINY_MODEL_DIR),
+        LLM_EMBEDDED_WORKER="true",
+        LLM_MODEL_CACHE_DIR=TINY_MODEL_DIR.parent / "models",
+        LLM_TEMPERATURE=0,
+        LLM_MAX_NEW_TOKENS=4000,
+        STUDIO_ADMIN_PASSWORD=PASSWORD,
+    )
     from playwright.sync_api import sync_playwright
 
     with running_studio(env, data_dir) as studio:
-        chat = manage(["shell", "-c", f"""
+        chat = (
+            manage(
+                [
+                    "shell",
+                    "-c",
+                    f"""
 from django.contrib.auth.models import User
 from chat.models import Conversation
 from prompts.services import prompt_create
@@ -73,10 +86,19 @@ prompt = prompt_create(owner=admin, name="Long plan", slug="long-plan", version=
     "output_format": {{"type": "regex", "pattern": {reply_pattern(args.blocks)!r}}}}})
 version = prompt.versions.get()
 print("CHAT", Conversation.objects.create(owner=admin, prompt_version=version, title="Long").pk)
-"""], env).split("CHAT")[1].split()[0]
+""",
+                ],
+                env,
+            )
+            .split("CHAT")[1]
+            .split()[0]
+        )
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                                 args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = playwright.chromium.launch(
+                executable_path="/usr/bin/chromium",
+                headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            )
             page = browser.new_page(base_url=studio.base_url)
             page.set_default_timeout(300_000)
             page.add_init_script(TIME_FRAMES)
@@ -103,8 +125,10 @@ print("CHAT", Conversation.objects.create(owner=admin, prompt_version=version, t
         values = sorted(by_type.get(frame_type, []))
         if values:
             p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
-            print(f"{frame_type} frames: {len(values)}, median {statistics.median(values):.3f} ms, p95 {p95:.3f} ms, "
-                  f"max {values[-1]:.3f} ms, total {sum(values):.1f} ms")
+            print(
+                f"{frame_type} frames: {len(values)}, median {statistics.median(values):.3f} ms, p95 {p95:.3f} ms, "
+                f"max {values[-1]:.3f} ms, total {sum(values):.1f} ms"
+            )
 
 
 if __name__ == "__main__":

@@ -95,7 +95,12 @@ def raw_run(loaded: LoadedModel, prompt_ids: list[int], tokens: int) -> dict:
     kwargs = dict(
         input_ids=torch.tensor([prompt_ids], device=device),
         attention_mask=torch.ones((1, len(prompt_ids)), dtype=torch.long, device=device),
-        max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
+        max_new_tokens=tokens,
+        min_new_tokens=tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
         streamer=streamer,
     )
@@ -103,8 +108,12 @@ def raw_run(loaded: LoadedModel, prompt_ids: list[int], tokens: int) -> dict:
         started = time.perf_counter()
         loaded.model.generate(**kwargs)
     times = streamer.token_times
-    return {"completion_tokens": len(times), "ttft_ms": (times[0] - started) * 1000,
-            "tokens_per_s": decode_speed(len(times), times[0], times[-1]), "other_load": other.cores}
+    return {
+        "completion_tokens": len(times),
+        "ttft_ms": (times[0] - started) * 1000,
+        "tokens_per_s": decode_speed(len(times), times[0], times[-1]),
+        "other_load": other.cores,
+    }
 
 
 async def wait_for_ready_worker(sqlite_path, *, timeout: float = 300) -> None:
@@ -147,14 +156,21 @@ async def timed_reply(socket, prompt: str, *, timeout: float = 300) -> dict:
         elif frame["type"] == "error":
             raise RuntimeError(f"the server answered with an error: {frame['error']}")
     if frame["status"] != "complete" or not token_times:
-        raise RuntimeError(f"the reply ended {frame['status']} with {len(token_times)} token frames: "
-                           f"{frame.get('error', '')}")
+        raise RuntimeError(
+            f"the reply ended {frame['status']} with {len(token_times)} token frames: {frame.get('error', '')}"
+        )
     usage = frame["usage"]
     count = usage["completion_tokens"]  # token frames carry chunks of several tokens
-    return {"completion_tokens": count, "ttft_ms": (token_times[0] - sent_at) * 1000,
-            "tokens_per_s": decode_speed(count, token_times[0], token_times[-1]), "token_frames": len(token_times),
-            "worker_ttft_ms": usage["ttft_ms"], "worker_tokens_per_s": usage["tokens_per_s"],
-            "sent_at": sent_at, "done_at": received_at}
+    return {
+        "completion_tokens": count,
+        "ttft_ms": (token_times[0] - sent_at) * 1000,
+        "tokens_per_s": decode_speed(count, token_times[0], token_times[-1]),
+        "token_frames": len(token_times),
+        "worker_ttft_ms": usage["ttft_ms"],
+        "worker_tokens_per_s": usage["tokens_per_s"],
+        "sent_at": sent_at,
+        "done_at": received_at,
+    }
 
 
 async def single_reply(server, session, prompt: str, *, timeout: float = 300) -> dict:
@@ -178,8 +194,9 @@ def server_pids(server) -> list[int]:
 def _descendants(pid: int) -> list[int]:
     import subprocess
 
-    children = [int(child) for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
-                                                       text=True).stdout.split()]
+    children = [
+        int(child) for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    ]
     return children + [grandchild for child in children for grandchild in _descendants(child)]
 
 
@@ -195,9 +212,16 @@ async def aggregate(server, session, prompt: str, conversations: int) -> dict:
     wall_s = max(r["done_at"] for r in replies) - min(r["sent_at"] for r in replies)
     total = sum(r["completion_tokens"] for r in replies)
     ttfts = sorted(round(r["ttft_ms"], 1) for r in replies)
-    return {"conversations": conversations, "completion_tokens": total, "wall_s": wall_s,
-            "tokens_per_s": total / wall_s, "ttft_ms": ttfts, "ttft_p50_ms": percentile(ttfts, 50),
-            "ttft_p95_ms": percentile(ttfts, 95), "other_load": other.cores}
+    return {
+        "conversations": conversations,
+        "completion_tokens": total,
+        "wall_s": wall_s,
+        "tokens_per_s": total / wall_s,
+        "ttft_ms": ttfts,
+        "ttft_p50_ms": percentile(ttfts, 50),
+        "ttft_p95_ms": percentile(ttfts, 95),
+        "other_load": other.cores,
+    }
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -220,11 +244,14 @@ def engine_runs_in_subprocess(model, cache_dir, dtype, prompt, tokens, counts) -
 
     from .processes import REPO
 
-    code = ("import json, sys; from benchmarks.measure import engine_runs; "
-            "print('RESULT ' + json.dumps(engine_runs(*json.loads(sys.argv[1]))))")
+    code = (
+        "import json, sys; from benchmarks.measure import engine_runs; "
+        "print('RESULT ' + json.dumps(engine_runs(*json.loads(sys.argv[1]))))"
+    )
     args = json.dumps([str(model), str(cache_dir), dtype, prompt, tokens, counts])
-    done = subprocess.run([sys.executable, "-c", code, args], cwd=REPO, capture_output=True, text=True, check=True,
-                          timeout=3600)
+    done = subprocess.run(
+        [sys.executable, "-c", code, args], cwd=REPO, capture_output=True, text=True, check=True, timeout=3600
+    )
     return json.loads(done.stdout.split("RESULT ", 1)[1])
 
 
@@ -250,15 +277,27 @@ def engine_aggregate(loaded: LoadedModel, prompt_ids_text: str, tokens: int, rep
         with OtherLoad() as other:
             started = time.perf_counter()
             for n in range(replies):
-                engine.submit(EngineRequest(key=n, messages=[{"role": "user", "content": prompt_ids_text}],
-                                            settings=settings, on_delta=lambda delta: None, on_done=finished))
+                engine.submit(
+                    EngineRequest(
+                        key=n,
+                        messages=[{"role": "user", "content": prompt_ids_text}],
+                        settings=settings,
+                        on_delta=lambda delta: None,
+                        on_done=finished,
+                    )
+                )
             done.wait(1800)
             wall_s = time.perf_counter() - started
     finally:
         engine.close()
     total = sum(r.usage.completion_tokens for r in results)
-    return {"replies": replies, "completion_tokens": total, "wall_s": wall_s, "tokens_per_s": total / wall_s,
-            "other_load": other.cores}
+    return {
+        "replies": replies,
+        "completion_tokens": total,
+        "wall_s": wall_s,
+        "tokens_per_s": total / wall_s,
+        "other_load": other.cores,
+    }
 
 
 # --- constrained decoding against free decoding ------------------------------------------------
@@ -268,12 +307,25 @@ TICKET_SCHEMA = {  # what a support team extracts from a message: enums, a neste
     "properties": {
         "intent": {"enum": ["refund", "exchange", "delivery", "billing", "question", "complaint"]},
         "priority": {"enum": ["low", "normal", "high", "urgent"]},
-        "customer": {"type": "object", "properties": {
-            "name": {"type": "string", "maxLength": 40}, "returning": {"type": "boolean"}},
-            "required": ["name", "returning"], "additionalProperties": False},
-        "items": {"type": "array", "maxItems": 5, "items": {"type": "object", "properties": {
-            "product": {"type": "string", "maxLength": 40}, "quantity": {"type": "integer", "minimum": 1}},
-            "required": ["product", "quantity"], "additionalProperties": False}},
+        "customer": {
+            "type": "object",
+            "properties": {"name": {"type": "string", "maxLength": 40}, "returning": {"type": "boolean"}},
+            "required": ["name", "returning"],
+            "additionalProperties": False,
+        },
+        "items": {
+            "type": "array",
+            "maxItems": 5,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "product": {"type": "string", "maxLength": 40},
+                    "quantity": {"type": "integer", "minimum": 1},
+                },
+                "required": ["product", "quantity"],
+                "additionalProperties": False,
+            },
+        },
         "summary": {"type": "string", "maxLength": 300},
         "tags": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 6},
     },
@@ -310,24 +362,40 @@ def constrained_runs(model: str, cache_dir: str, dtype: str, tokens: int, runs: 
     started = time.perf_counter()
     compile_format(loaded.tokenizer, output_format)
     later_ms = (time.perf_counter() - started) * 1000
-    messages = [[{"role": "system", "content": TICKET_INSTRUCTIONS}, {"role": "user", "content": text}]
-                for text in TICKET_MESSAGES]
+    messages = [
+        [{"role": "system", "content": TICKET_INSTRUCTIONS}, {"role": "user", "content": text}]
+        for text in TICKET_MESSAGES
+    ]
     constrained_settings = GenerationSettings(max_new_tokens=tokens, temperature=0.0)
     engine_batch(loaded, messages, [constrained_settings] * len(messages), output_format)  # warm-up
     rounds = []
     for _ in range(runs):
         constrained = engine_batch(loaded, messages, [constrained_settings] * len(messages), output_format)
         lengths = [result.usage.completion_tokens for result in constrained["results"]]
-        free = engine_batch(loaded, messages, [GenerationSettings(max_new_tokens=n, min_new_tokens=n, temperature=0.0)
-                                               for n in lengths], None)
+        free = engine_batch(
+            loaded,
+            messages,
+            [GenerationSettings(max_new_tokens=n, min_new_tokens=n, temperature=0.0) for n in lengths],
+            None,
+        )
         valid = sum(_valid_ticket(result.text) for result in constrained["results"])
-        rounds.append({"lengths": lengths, "valid": valid,
-                       "constrained_tokens_per_s": sum(lengths) / constrained["wall_s"],
-                       "free_tokens_per_s": sum(r.usage.completion_tokens for r in free["results"]) / free["wall_s"],
-                       "other_load": max(constrained["other_load"] or 0, free["other_load"] or 0)})
+        rounds.append(
+            {
+                "lengths": lengths,
+                "valid": valid,
+                "constrained_tokens_per_s": sum(lengths) / constrained["wall_s"],
+                "free_tokens_per_s": sum(r.usage.completion_tokens for r in free["results"]) / free["wall_s"],
+                "other_load": max(constrained["other_load"] or 0, free["other_load"] or 0),
+            }
+        )
         rounds[-1]["ratio"] = rounds[-1]["constrained_tokens_per_s"] / rounds[-1]["free_tokens_per_s"]
-    return {"compile_ms": compile_ms, "later_ms": later_ms, "rounds": rounds, "replies": len(messages),
-            "ratio": statistics.median(r["ratio"] for r in rounds)}
+    return {
+        "compile_ms": compile_ms,
+        "later_ms": later_ms,
+        "rounds": rounds,
+        "replies": len(messages),
+        "ratio": statistics.median(r["ratio"] for r in rounds),
+    }
 
 
 def _valid_ticket(text: str) -> bool:
@@ -358,9 +426,16 @@ def engine_batch(loaded: LoadedModel, messages: list[list[dict]], settings: list
         with OtherLoad() as other:
             started = time.perf_counter()
             for index, (turns, reply_settings) in enumerate(zip(messages, settings)):
-                engine.submit(EngineRequest(key=index, messages=turns, settings=reply_settings,
-                                            output_format=output_format, on_delta=lambda delta: None,
-                                            on_done=lambda result, index=index: finished(index, result)))
+                engine.submit(
+                    EngineRequest(
+                        key=index,
+                        messages=turns,
+                        settings=reply_settings,
+                        output_format=output_format,
+                        on_delta=lambda delta: None,
+                        on_done=lambda result, index=index: finished(index, result),
+                    )
+                )
             done.wait(1800)
             wall_s = time.perf_counter() - started
     finally:
@@ -375,18 +450,23 @@ def constrained_runs_in_subprocess(model, cache_dir, dtype, tokens, runs) -> dic
 
     from .processes import REPO
 
-    code = ("import json, sys; from benchmarks.measure import constrained_runs; "
-            "print('RESULT ' + json.dumps(constrained_runs(*json.loads(sys.argv[1]))))")
+    code = (
+        "import json, sys; from benchmarks.measure import constrained_runs; "
+        "print('RESULT ' + json.dumps(constrained_runs(*json.loads(sys.argv[1]))))"
+    )
     args = json.dumps([str(model), str(cache_dir), dtype, tokens, runs])
-    done = subprocess.run([sys.executable, "-c", code, args], cwd=REPO, capture_output=True, text=True, check=True,
-                          timeout=3600)
+    done = subprocess.run(
+        [sys.executable, "-c", code, args], cwd=REPO, capture_output=True, text=True, check=True, timeout=3600
+    )
     return json.loads(done.stdout.split("RESULT ", 1)[1])
 
 
 # --- a reply being written while a long prompt is prefilled -------------------------------------
 
-LONG_PREFILL_SENTENCE = ("Log entry {n}: at {hour:02d}:{minute:02d} the keeper of light {n} noted wind from the "
-                         "{wind}, a tide of {tide} metres and {ships} ships passing the {side} reef.")
+LONG_PREFILL_SENTENCE = (
+    "Log entry {n}: at {hour:02d}:{minute:02d} the keeper of light {n} noted wind from the "
+    "{wind}, a tide of {tide} metres and {ships} ships passing the {side} reef."
+)
 LONG_PREFILL_WARM_TOKENS = 16  # the running reply's tokens before the long prompt arrives
 
 
@@ -395,10 +475,19 @@ def long_prompt_messages(loaded: LoadedModel, tokens: int) -> list[dict]:
     winds, sides = ["north", "east", "south", "west"], ["outer", "inner", "northern", "southern"]
     lines = []
     for n in range(tokens):  # far more lines than needed; cut below
-        lines.append(LONG_PREFILL_SENTENCE.format(n=n, hour=n % 24, minute=(7 * n) % 60, wind=winds[n % 4],
-                                                  tide=n % 9, ships=n % 13, side=sides[(n // 4) % 4]))
+        lines.append(
+            LONG_PREFILL_SENTENCE.format(
+                n=n,
+                hour=n % 24,
+                minute=(7 * n) % 60,
+                wind=winds[n % 4],
+                tide=n % 9,
+                ships=n % 13,
+                side=sides[(n // 4) % 4],
+            )
+        )
     overhead = len(render_prompt_ids(loaded, [{"role": "user", "content": ""}]))
-    ids = loaded.tokenizer.encode("\n".join(lines), add_special_tokens=False)[:max(tokens - overhead, 1)]
+    ids = loaded.tokenizer.encode("\n".join(lines), add_special_tokens=False)[: max(tokens - overhead, 1)]
     text = loaded.tokenizer.decode(ids)
     return [{"role": "user", "content": text}]
 
@@ -410,8 +499,15 @@ def _streamed(engine, key, messages, settings):
     from studio.llm.engine import EngineRequest
 
     times, done = [], Future()
-    engine.submit(EngineRequest(key=key, messages=messages, settings=settings, on_done=done.set_result,
-                                on_delta=lambda delta: times.append(time.perf_counter())))
+    engine.submit(
+        EngineRequest(
+            key=key,
+            messages=messages,
+            settings=settings,
+            on_done=done.set_result,
+            on_delta=lambda delta: times.append(time.perf_counter()),
+        )
+    )
     return times, done
 
 
@@ -439,13 +535,17 @@ def long_prefill_runs(model: str, cache_dir: str, dtype: str, prompt: str, promp
     try:
         _streamed(engine, "warm-up", running, GenerationSettings(max_new_tokens=8, temperature=0))[1].result(600)
         # Beside the long prompt: the reply runs until the long prompt's first token, then stops.
-        times, running_done = _streamed(engine, "running", running,
-                                        GenerationSettings(max_new_tokens=longest, min_new_tokens=longest,
-                                                           temperature=0))
+        times, running_done = _streamed(
+            engine,
+            "running",
+            running,
+            GenerationSettings(max_new_tokens=longest, min_new_tokens=longest, temperature=0),
+        )
         _until(lambda: len(times) >= LONG_PREFILL_WARM_TOKENS, 600)
         with OtherLoad() as other:
-            long_times, long_done = _streamed(engine, "long", long_messages,
-                                              GenerationSettings(max_new_tokens=4, min_new_tokens=4, temperature=0))
+            long_times, long_done = _streamed(
+                engine, "long", long_messages, GenerationSettings(max_new_tokens=4, min_new_tokens=4, temperature=0)
+            )
             arrived = time.perf_counter()
             _until(lambda: long_times or long_done.done() or running_done.done(), 3600)
             first_token = long_times[0] if long_times else time.perf_counter()
@@ -460,21 +560,32 @@ def long_prefill_runs(model: str, cache_dir: str, dtype: str, prompt: str, promp
         waits = [b - a for a, b in zip([times[before - 1], *during], [*during, *after])] or [first_token - arrived]
         # Alone: the same reply over the same tokens (a reply decodes slower as it grows).
         count = max(len(during), 1)
-        alone_times, alone_done = _streamed(engine, "alone", running,
-                                            GenerationSettings(max_new_tokens=before + count + 8,
-                                                               min_new_tokens=before + count + 8, temperature=0))
+        alone_times, alone_done = _streamed(
+            engine,
+            "alone",
+            running,
+            GenerationSettings(max_new_tokens=before + count + 8, min_new_tokens=before + count + 8, temperature=0),
+        )
         alone_done.result(3600)
     finally:
         engine.close()
     alone_s = alone_times[min(before - 1 + count, len(alone_times) - 1)] - alone_times[before - 1]
     alone_tokens_per_s = count / alone_s
     during_tokens_per_s = len(during) / window_s if window_s > 0 else 0.0
-    return {"prompt_tokens": long_result.usage.prompt_tokens, "first_token_s": first_token - arrived,
-            "during_tokens": len(during), "window_s": window_s, "during_tokens_per_s": during_tokens_per_s,
-            "alone_tokens_per_s": alone_tokens_per_s, "ratio": during_tokens_per_s / alone_tokens_per_s,
-            "longest_gap_ms": max(waits) * 1000, "longest_gaps_ms": sorted((w * 1000 for w in waits), reverse=True)[:5],
-            "running_ended_first": running_result.finish_reason != "cancelled",
-            "long_finish_reason": long_result.finish_reason, "other_load": other.cores}
+    return {
+        "prompt_tokens": long_result.usage.prompt_tokens,
+        "first_token_s": first_token - arrived,
+        "during_tokens": len(during),
+        "window_s": window_s,
+        "during_tokens_per_s": during_tokens_per_s,
+        "alone_tokens_per_s": alone_tokens_per_s,
+        "ratio": during_tokens_per_s / alone_tokens_per_s,
+        "longest_gap_ms": max(waits) * 1000,
+        "longest_gaps_ms": sorted((w * 1000 for w in waits), reverse=True)[:5],
+        "running_ended_first": running_result.finish_reason != "cancelled",
+        "long_finish_reason": long_result.finish_reason,
+        "other_load": other.cores,
+    }
 
 
 def long_prefill_runs_in_subprocess(model, cache_dir, dtype, prompt, prompt_tokens) -> dict:
@@ -484,22 +595,30 @@ def long_prefill_runs_in_subprocess(model, cache_dir, dtype, prompt, prompt_toke
 
     from .processes import REPO
 
-    code = ("import json, sys; from benchmarks.measure import long_prefill_runs; "
-            "print('RESULT ' + json.dumps(long_prefill_runs(*json.loads(sys.argv[1]))))")
+    code = (
+        "import json, sys; from benchmarks.measure import long_prefill_runs; "
+        "print('RESULT ' + json.dumps(long_prefill_runs(*json.loads(sys.argv[1]))))"
+    )
     args = json.dumps([str(model), str(cache_dir), dtype, prompt, prompt_tokens])
-    done = subprocess.run([sys.executable, "-c", code, args], cwd=REPO, capture_output=True, text=True, check=True,
-                          timeout=7200)
+    done = subprocess.run(
+        [sys.executable, "-c", code, args], cwd=REPO, capture_output=True, text=True, check=True, timeout=7200
+    )
     return json.loads(done.stdout.split("RESULT ", 1)[1])
 
 
 # --- evaluation against a per-case loop ---------------------------------------------------------
 
 EVAL_INSTRUCTIONS = 'Reply with JSON only, in the shape {"answer": <text>}.'
-EVAL_QUESTIONS = ["What is the capital of France?", "Name a primary colour.",
-                  "Which planet is known as the red planet, and why does it look red from Earth?",
-                  "Give one word that rhymes with cat.", "How many legs does a spider have?",
-                  "What do bees make from the nectar they collect from flowers in spring and summer?",
-                  "Translate 'good morning' into Spanish.", "What is 12 times 12?"]
+EVAL_QUESTIONS = [
+    "What is the capital of France?",
+    "Name a primary colour.",
+    "Which planet is known as the red planet, and why does it look red from Earth?",
+    "Give one word that rhymes with cat.",
+    "How many legs does a spider have?",
+    "What do bees make from the nectar they collect from flowers in spring and summer?",
+    "Translate 'good morning' into Spanish.",
+    "What is 12 times 12?",
+]
 EVAL_SETUP = """
 from django.contrib.auth.models import User
 from accounts.services import api_token_create
@@ -526,8 +645,11 @@ async def chat_during_evaluation(server, session, token: str, prompt: str, *, re
     """Chat tokens/s as the WebSocket client sees them, alone and then while a large evaluation runs
     (its cases decoded by the same model worker): medians of `replies` replies each."""
     alone = [await single_reply(server, session, prompt) for _ in range(replies)]
-    evaluation_id = (await asyncio.to_thread(_api, server, token, "POST", "/api/evaluations/",
-                                             {"prompt": "bench-eval", "tag": "large"}))["id"]
+    evaluation_id = (
+        await asyncio.to_thread(
+            _api, server, token, "POST", "/api/evaluations/", {"prompt": "bench-eval", "tag": "large"}
+        )
+    )["id"]
     path = f"/api/evaluations/{evaluation_id}/"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # until its cases stream through the worker
@@ -540,9 +662,15 @@ async def chat_during_evaluation(server, session, token: str, prompt: str, *, re
     await asyncio.to_thread(_api, server, token, "POST", f"/api/evaluations/{evaluation_id}/cancel/")
     alone_tps = sorted(r["tokens_per_s"] for r in alone)[len(alone) // 2]
     during_tps = sorted(r["tokens_per_s"] for r in during)[len(during) // 2]
-    return {"alone": alone, "during": during, "alone_tokens_per_s": alone_tps, "during_tokens_per_s": during_tps,
-            "ratio": during_tps / alone_tps, "evaluation_running_throughout": state["status"] == "running",
-            "evaluation_cases_done": state["done"]}
+    return {
+        "alone": alone,
+        "during": during,
+        "alone_tokens_per_s": alone_tps,
+        "during_tokens_per_s": during_tps,
+        "ratio": during_tps / alone_tps,
+        "evaluation_running_throughout": state["status"] == "running",
+        "evaluation_cases_done": state["done"],
+    }
 
 
 def per_case_loop(loaded: LoadedModel, questions: list[str], tokens: int) -> dict:
@@ -550,19 +678,28 @@ def per_case_loop(loaded: LoadedModel, questions: list[str], tokens: int) -> dic
     with OtherLoad() as other:
         started = time.perf_counter()
         for question in questions:
-            ids = render_prompt_ids(loaded, [{"role": "system", "content": EVAL_INSTRUCTIONS},
-                                             {"role": "user", "content": question}])
+            ids = render_prompt_ids(
+                loaded, [{"role": "system", "content": EVAL_INSTRUCTIONS}, {"role": "user", "content": question}]
+            )
             raw_run(loaded, ids, tokens)
         wall_s = time.perf_counter() - started
-    return {"cases": len(questions), "wall_s": wall_s, "cases_per_s": len(questions) / wall_s, "other_load": other.cores}
+    return {
+        "cases": len(questions),
+        "wall_s": wall_s,
+        "cases_per_s": len(questions) / wall_s,
+        "other_load": other.cores,
+    }
 
 
 def _api(server, token: str, method: str, path: str, body=None):
     import urllib.request
 
-    request = urllib.request.Request(server.base_url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        server.base_url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read())
 
@@ -585,8 +722,12 @@ def studio_evaluation(server, token: str, *, tag: str, timeout: float = 1800) ->
     evaluation_id = _api(server, token, "POST", "/api/evaluations/", {"prompt": "bench-eval", "tag": tag})["id"]
     with OtherLoad(server_pids(server)) as other:
         state = _until_ended(server, token, f"/api/evaluations/{evaluation_id}/", timeout)
-    return {"cases": state["done"], "wall_s": state["elapsed_s"], "cases_per_s": state["done"] / state["elapsed_s"],
-            "other_load": other.cores}
+    return {
+        "cases": state["done"],
+        "wall_s": state["elapsed_s"],
+        "cases_per_s": state["done"] / state["elapsed_s"],
+        "other_load": other.cores,
+    }
 
 
 # --- training: the studio's job against plain trl -----------------------------------------------
@@ -610,16 +751,27 @@ def plain_trl_run(job_folder: Path) -> dict:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", PLAIN_TRL, str(job_folder)], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", PLAIN_TRL, str(job_folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"tokens": result["tokens"], "seconds": result["seconds"], "tokens_per_s": result["tokens"] / result["seconds"]}
+    return {
+        "tokens": result["tokens"],
+        "seconds": result["seconds"],
+        "tokens_per_s": result["tokens"] / result["seconds"],
+    }
 
 
-def studio_training_run(server, token: str, *, prompt: str, tag: str, hyperparameters: dict,
-                        timeout: float = 1800) -> dict:
+def studio_training_run(
+    server, token: str, *, prompt: str, tag: str, hyperparameters: dict, timeout: float = 1800
+) -> dict:
     """A fine-tune through the API and the job worker; its non-padding tokens per second of training."""
-    job_id = _api(server, token, "POST", "/api/fine-tunes/", {"prompt": prompt, "tag": tag,
-                                                              "hyperparameters": hyperparameters})["id"]
+    job_id = _api(
+        server, token, "POST", "/api/fine-tunes/", {"prompt": prompt, "tag": tag, "hyperparameters": hyperparameters}
+    )["id"]
     state = _until_ended(server, token, f"/api/fine-tunes/{job_id}/", timeout)
     return {"job": job_id, "tokens": state["tokens_seen"], "tokens_per_s": state["tokens_per_s"]}

@@ -16,14 +16,18 @@ import statistics
 import tempfile
 import time
 
-WORDS = ("invoice refund password login printer screen battery delivery parcel order account email "
-         "payment card upgrade crash slow error update address phone router wifi cable licence").split()
+WORDS = (
+    "invoice refund password login printer screen battery delivery parcel order account email "
+    "payment card upgrade crash slow error update address phone router wifi cable licence"
+).split()
 TEAMS = ("billing", "accounts", "hardware", "shipping", "network")
 
 
 def ticket(rng: random.Random) -> str:
-    return f"My {rng.choice(WORDS)} and {rng.choice(WORDS)} have a problem with the {rng.choice(WORDS)} since " \
-           f"{rng.choice(('Monday', 'yesterday', 'the update', 'last week'))}"
+    return (
+        f"My {rng.choice(WORDS)} and {rng.choice(WORDS)} have a problem with the {rng.choice(WORDS)} since "
+        f"{rng.choice(('Monday', 'yesterday', 'the update', 'last week'))}"
+    )
 
 
 def main(argv=None) -> None:
@@ -53,19 +57,32 @@ def main(argv=None) -> None:
     owner = get_user_model().objects.create_user("bench")
     fields = {"template": "Ticket: {{ ticket }}", "instructions": "Name the team."}
     prompt = prompt_services.prompt_create(owner=owner, name="Bench", slug="bench", version=fields)
-    rows = [{"prompt": "bench", "version": 1, "input": {"ticket": ticket(rng)}, "expected": rng.choice(TEAMS)}
-            for _ in range(args.cases)]
+    rows = [
+        {"prompt": "bench", "version": 1, "input": {"ticket": ticket(rng)}, "expected": rng.choice(TEAMS)}
+        for _ in range(args.cases)
+    ]
     # Made directly (services.cases_create checks each for duplicates: minutes for thousands).
     version_one = prompt.versions.get(number=1)
-    made = FailureCase.objects.bulk_create([
-        FailureCase(prompt_version=version_one, input_variables=row["input"], expected=row["expected"], shared=True,
-                    created_by=owner, source=FailureCase.Source.API, input_digest=input_digest(row["input"], ""))
-        for row in rows])
+    made = FailureCase.objects.bulk_create(
+        [
+            FailureCase(
+                prompt_version=version_one,
+                input_variables=row["input"],
+                expected=row["expected"],
+                shared=True,
+                created_by=owner,
+                source=FailureCase.Source.API,
+                input_digest=input_digest(row["input"], ""),
+            )
+            for row in rows
+        ]
+    )
     started = time.perf_counter()
     embed_cases([case.pk for case in made])
     embedded_s = time.perf_counter() - started
-    version = prompt_services.version_create(prompt=prompt, author=owner, fields={
-        **fields, "examples": {"from": {"split": "train"}, "k": 6}})
+    version = prompt_services.version_create(
+        prompt=prompt, author=owner, fields={**fields, "examples": {"from": {"split": "train"}, "k": 6}}
+    )
     started = time.perf_counter()
     examples_for(version, user=owner, variables={"ticket": ticket(rng)})
     first_ms = (time.perf_counter() - started) * 1000
@@ -77,8 +94,10 @@ def main(argv=None) -> None:
         assert len(examples) == 6
     timings.sort()
     p95 = timings[int(0.95 * (len(timings) - 1))]
-    print(f"case embeddings computed: {args.cases} cases in {embedded_s:.1f} s "
-          f"({embedded_s / args.cases * 1000:.1f} ms a case, in the background)")
+    print(
+        f"case embeddings computed: {args.cases} cases in {embedded_s:.1f} s "
+        f"({embedded_s / args.cases * 1000:.1f} ms a case, in the background)"
+    )
     print(f"nearest examples first lookup ms: {first_ms:.0f} ({args.cases} cases: the pool's matrix is read)")
     print(f"nearest examples lookup p95 ms: {p95:.1f} ({args.cases} cases; median {statistics.median(timings):.1f})")
 

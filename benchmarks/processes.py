@@ -83,9 +83,15 @@ def start_process(args: list[str], env: dict, log_path: Path) -> subprocess.Pope
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(log_path, "ab")
     # A session of its own, so killing it never touches the test runner.
-    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=REPO, env=env,
-                            stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-                            preexec_fn=die_with_parent)
+    return subprocess.Popen(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO,
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
 
 
 def stop_process(process: subprocess.Popen, *, kill: bool = False, timeout: float = 15) -> None:
@@ -155,8 +161,15 @@ def run_module(module: str, args: list[str], env: dict, *, timeout: float = 120)
 
 
 def _run_in_checkout(args: list[str], env: dict, timeout: float) -> str:
-    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=timeout, preexec_fn=die_with_parent)
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=die_with_parent,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"python {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout
@@ -206,8 +219,11 @@ class BrowserSession:
         if not self._cookie("csrftoken"):
             self.get("/accounts/login/")
         fields = {"csrfmiddlewaretoken": self._cookie("csrftoken"), **fields}
-        request = urllib.request.Request(self.base_url + path, data=urllib.parse.urlencode(fields).encode(),
-                                         headers={"Referer": self.base_url + path})
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=urllib.parse.urlencode(fields).encode(),
+            headers={"Referer": self.base_url + path},
+        )
         try:
             with self.opener.open(request, timeout=10) as response:
                 return response.status, response.read().decode(), dict(response.headers)
@@ -219,8 +235,9 @@ class BrowserSession:
         if not self._cookie("csrftoken"):
             self.get("/accounts/login/")
         all_headers = {"X-CSRFToken": self._cookie("csrftoken"), "Referer": self.base_url + path, **(headers or {})}
-        request = urllib.request.Request(self.base_url + path, data=body if method != "GET" else None,
-                                         headers=all_headers, method=method)
+        request = urllib.request.Request(
+            self.base_url + path, data=body if method != "GET" else None, headers=all_headers, method=method
+        )
         try:
             with self.opener.open(request, timeout=30) as response:
                 return response.status, response.read().decode(), dict(response.headers)
@@ -248,8 +265,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-async def open_chat_socket(server: StudioServer, session: BrowserSession | None, conversation_id: int, *,
-                           origin: str | None = None):
+async def open_chat_socket(
+    server: StudioServer, session: BrowserSession | None, conversation_id: int, *, origin: str | None = None
+):
     """A real WebSocket client (the `websockets` package) on /ws/chat/<id>/."""
     from websockets.asyncio.client import connect
 
@@ -259,8 +277,9 @@ async def open_chat_socket(server: StudioServer, session: BrowserSession | None,
     elif "Origin" not in headers:
         headers["Origin"] = server.base_url
     origin_header = headers.pop("Origin")
-    return await connect(f"{server.ws_base}/ws/chat/{conversation_id}/", additional_headers=headers,
-                         origin=origin_header, max_size=2**24)
+    return await connect(
+        f"{server.ws_base}/ws/chat/{conversation_id}/", additional_headers=headers, origin=origin_header, max_size=2**24
+    )
 
 
 async def next_frame(socket, timeout: float = 30) -> dict:

@@ -101,25 +101,38 @@ class ChatConsumer(AsyncWebsocketConsumer):
             return
         # Cheap guard before parsing: JSON escaping at most sextuples a character.
         if len(text_data) > 6 * settings.CHAT_MAX_MESSAGE_CHARS + 1000:
-            await self.send_error(f"The frame is too large; a message holds at most "
-                                  f"{settings.CHAT_MAX_MESSAGE_CHARS:,} characters.", code="message_too_long")
+            await self.send_error(
+                f"The frame is too large; a message holds at most {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.",
+                code="message_too_long",
+            )
             return
         try:
             payload = parse_json(text_data, max_depth=4)  # a frame is a flat object; deep JSON is refused
         except InputError as exc:
-            await self.send_error(f'{exc} Send an object such as {{"type": "send", "content": "Hello"}}.',
-                                  code=MALFORMED_FRAME)
+            await self.send_error(
+                f'{exc} Send an object such as {{"type": "send", "content": "Hello"}}.', code=MALFORMED_FRAME
+            )
             return
         if not isinstance(payload, dict):
-            await self.send_error('Send a JSON object such as {"type": "send", "content": "Hello"}.',
-                                  code=MALFORMED_FRAME)
+            await self.send_error(
+                'Send a JSON object such as {"type": "send", "content": "Hello"}.', code=MALFORMED_FRAME
+            )
             return
-        actions = {"send": self.send_message, "stop": self.stop_reply, "regenerate": self.regenerate_reply,
-                   "edit": self.edit_message, "switch": self.switch_branch, "continue": self.continue_reply}
+        actions = {
+            "send": self.send_message,
+            "stop": self.stop_reply,
+            "regenerate": self.regenerate_reply,
+            "edit": self.edit_message,
+            "switch": self.switch_branch,
+            "continue": self.continue_reply,
+        }
         action = actions.get(payload.get("type"))
         if action is None:
-            await self.send_error(f"Unknown type {str(payload.get('type'))[:40]!r}: use send, stop, regenerate, edit, "
-                                  "switch or continue.", code="unknown_type")
+            await self.send_error(
+                f"Unknown type {str(payload.get('type'))[:40]!r}: use send, stop, regenerate, edit, "
+                "switch or continue.",
+                code="unknown_type",
+            )
             return
         try:
             await action(payload)
@@ -140,8 +153,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if model is not None:
             services.conversation_choose_model(conversation=conversation, model_name=model)
         if compare is not None:  # side by side: a second reply from `compare`, in the same batch
-            return self._changed(conversation, services.reply_request_side_by_side(
-                conversation=conversation, content=content, model_name=compare))
+            return self._changed(
+                conversation,
+                services.reply_request_side_by_side(conversation=conversation, content=content, model_name=compare),
+            )
         return self._changed(conversation, services.reply_request(conversation=conversation, content=content))
 
     async def edit_message(self, payload):
@@ -152,8 +167,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     def _edit(self, message_id, content):
         conversation = self._own_conversation()
-        return self._changed(conversation, services.reply_edit(conversation=conversation, message_id=message_id,
-                                                               content=content))
+        return self._changed(
+            conversation, services.reply_edit(conversation=conversation, message_id=message_id, content=content)
+        )
 
     async def regenerate_reply(self, payload):
         await self._announce(await database_sync_to_async(self._regenerate)(payload.get("message_id")))
@@ -201,8 +217,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if not message.in_progress:  # was still queued: nothing generated (a continued reply is as it was)
                 await self.channel_layer.group_send(
                     self.group_name,
-                    {"type": "chat.done", "message_id": message.pk, "status": message.status,
-                     "usage": message.usage(), "finish_reason": message.finish_reason},
+                    {
+                        "type": "chat.done",
+                        "message_id": message.pk,
+                        "status": message.status,
+                        "usage": message.usage(),
+                        "finish_reason": message.finish_reason,
+                    },
                 )
             else:  # the worker writing it keeps the partial text and reports "stopped"
                 await self.channel_layer.send(message.worker_channel, {"type": "chat.stop", "message_id": message.pk})
@@ -266,8 +287,15 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 if watched is not None:
                     ended = await Message.objects.filter(pk=watched).afirst()
                     if ended is not None and ended.status == Message.Status.FAILED:
-                        await self.send_frame({"type": "done", "message_id": ended.pk, "status": ended.status,
-                                               "usage": ended.usage(), "error": ended.error})
+                        await self.send_frame(
+                            {
+                                "type": "done",
+                                "message_id": ended.pk,
+                                "status": ended.status,
+                                "usage": ended.usage(),
+                                "error": ended.error,
+                            }
+                        )
                 return
             watched = reply.pk
             if reply.status == Message.Status.QUEUED:
@@ -304,10 +332,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if not blocks:
             return
         # The browser counts UTF-16 code units, Python code points: `end` is sent in the browser's units.
-        stream.browser_offset += len(stream.text[stream.offset:end].encode("utf-16-le")) // 2
+        stream.browser_offset += len(stream.text[stream.offset : end].encode("utf-16-le")) // 2
         stream.offset = end
-        await self.send_frame({"type": "blocks", "message_id": message_id, "end": stream.browser_offset,
-                               "html": blocks})
+        await self.send_frame(
+            {"type": "blocks", "message_id": message_id, "end": stream.browser_offset, "html": blocks}
+        )
 
     async def chat_catchup(self, event):
         if event["message_id"] != self.catching_up_message_id:

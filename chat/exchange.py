@@ -37,8 +37,10 @@ from .serving.registry import available_models, served_model_choice
 EXPORT_FORMAT = "chat-prompt-studio.conversation"
 EXPORT_VERSION = 1
 # ?format= of the export: (content type, file extension).
-EXPORT_FORMATS = {"json": ("application/json; charset=utf-8", "json"),
-                  "markdown": ("text/markdown; charset=utf-8", "md")}
+EXPORT_FORMATS = {
+    "json": ("application/json; charset=utf-8", "json"),
+    "markdown": ("text/markdown; charset=utf-8", "md"),
+}
 
 MAX_CONVERSATIONS = 1_000  # in one file
 MAX_MESSAGES = 10_000  # in one conversation
@@ -65,8 +67,11 @@ def conversation_export_json(conversation: Conversation) -> dict:
     and `active_path` use those numbers."""
     messages = list(conversation.messages.order_by("pk"))
     # One read: the tree comes from the same rows as the messages, so the numbers always agree.
-    branches = Branches(root=conversation.active_root_id, parent={m.pk: m.parent_id for m in messages},
-                        active_child={m.pk: m.active_child_id for m in messages})
+    branches = Branches(
+        root=conversation.active_root_id,
+        parent={m.pk: m.parent_id for m in messages},
+        active_child={m.pk: m.active_child_id for m in messages},
+    )
     number = {message.pk: n for n, message in enumerate(messages, start=1)}
     version = conversation.prompt_version
     return {
@@ -81,24 +86,27 @@ def conversation_export_json(conversation: Conversation) -> dict:
         "parameters": conversation.parameters,
         "created_at": _iso(conversation.created_at),
         "active_path": [number[pk] for pk in branches.active_path()],
-        "messages": [{
-            "id": number[m.pk],
-            "parent": number.get(m.parent_id),
-            "active_child": number.get(m.active_child_id),
-            "role": m.role,
-            "content": m.content,
-            "status": m.status,
-            "error": m.error,
-            "finish_reason": m.finish_reason,  # "length": cut by its maximum tokens (the page offers Continue)
-            "model": m.model_name,
-            "parameters": m.parameters,
-            "usage": {name: getattr(m, name) for name in _USAGE_FIELDS},
-            "feedback": m.feedback,
-            "variables": m.variables,
-            "retrieval": m.retrieval,  # what the reply retrieved: its numbered sources (knowledge.retrieval)
-            "created_at": _iso(m.created_at),
-            "finished_at": _iso(m.finished_at),
-        } for m in messages],
+        "messages": [
+            {
+                "id": number[m.pk],
+                "parent": number.get(m.parent_id),
+                "active_child": number.get(m.active_child_id),
+                "role": m.role,
+                "content": m.content,
+                "status": m.status,
+                "error": m.error,
+                "finish_reason": m.finish_reason,  # "length": cut by its maximum tokens (the page offers Continue)
+                "model": m.model_name,
+                "parameters": m.parameters,
+                "usage": {name: getattr(m, name) for name in _USAGE_FIELDS},
+                "feedback": m.feedback,
+                "variables": m.variables,
+                "retrieval": m.retrieval,  # what the reply retrieved: its numbered sources (knowledge.retrieval)
+                "created_at": _iso(m.created_at),
+                "finished_at": _iso(m.finished_at),
+            }
+            for m in messages
+        ],
     }
 
 
@@ -166,15 +174,18 @@ def conversations_import(*, owner, upload) -> list[Conversation]:
     if not items:
         raise ImportRefused("The file holds no conversations.")
     if len(items) > MAX_CONVERSATIONS:
-        raise ImportRefused(f"The file holds {len(items):,} conversations; an import takes at most "
-                            f"{MAX_CONVERSATIONS:,}.")
+        raise ImportRefused(
+            f"The file holds {len(items):,} conversations; an import takes at most {MAX_CONVERSATIONS:,}."
+        )
     plans, in_all = [], 0
     for n, item in enumerate(items, start=1):
         plan = _plan_of(item, f"conversation {n}")
         in_all += len(plan.messages)
         if in_all > MAX_MESSAGES_IN_ALL:
-            raise ImportRefused(f"The file holds more than {MAX_MESSAGES_IN_ALL:,} messages in all, the most one "
-                                "import takes: import its conversations in parts (a JSON list of fewer).")
+            raise ImportRefused(
+                f"The file holds more than {MAX_MESSAGES_IN_ALL:,} messages in all, the most one "
+                "import takes: import its conversations in parts (a JSON list of fewer)."
+            )
         plans.append(plan)
     served = available_models() if any(plan.model_name for plan in plans) else None
     with transaction.atomic():
@@ -200,8 +211,9 @@ def _parsed(upload):
 def _refusal(problem: str) -> ImportRefused:
     """parse_json's "[2].messages[11].content: contains a NUL..." said as "conversation 3, message
     12: content contains a NUL..."; other problems (malformed, too deep) as they are."""
-    match = re.fullmatch(r"(\[(\d+)\]\.?)?(?:messages\[(\d+)\]|mapping\.([^.\[]+))?\.?([A-Za-z_][^\s:]*)?: (.*)",
-                         problem, re.S)
+    match = re.fullmatch(
+        r"(\[(\d+)\]\.?)?(?:messages\[(\d+)\]|mapping\.([^.\[]+))?\.?([A-Za-z_][^\s:]*)?: (.*)", problem, re.S
+    )
     if match is None or not any(match.group(n) for n in (1, 3, 4, 5)):
         return ImportRefused(problem.replace("Malformed JSON:", "The file is not valid JSON:", 1))
     place = f"conversation {int(match.group(2) or 0) + 1}"
@@ -217,33 +229,42 @@ def _plan_of(item, where: str) -> _Plan:
         return _plan_of_export(item, where)
     if isinstance(item, dict) and "mapping" in item:
         return _plan_of_chatgpt(item, where)
-    raise ImportRefused(f"this is neither a conversation exported from the studio (\"format\": \"{EXPORT_FORMAT}\") "
-                        "nor one of ChatGPT's conversations.json (with a \"mapping\")", where)
+    raise ImportRefused(
+        f'this is neither a conversation exported from the studio ("format": "{EXPORT_FORMAT}") '
+        'nor one of ChatGPT\'s conversations.json (with a "mapping")',
+        where,
+    )
 
 
 # Our own export.
 
+
 def _plan_of_export(item: dict, where: str) -> _Plan:
     if item.get("version") != EXPORT_VERSION:
-        raise ImportRefused(f"version must be {EXPORT_VERSION} (this studio reads version {EXPORT_VERSION} exports)",
-                            where)
+        raise ImportRefused(
+            f"version must be {EXPORT_VERSION} (this studio reads version {EXPORT_VERSION} exports)", where
+        )
     raw_messages = item.get("messages", [])
     if not isinstance(raw_messages, list):
         raise ImportRefused("messages must be a list", where)
     if len(raw_messages) > MAX_MESSAGES:
-        raise ImportRefused(f"it holds {len(raw_messages):,} messages; a conversation takes at most {MAX_MESSAGES:,}",
-                            where)
+        raise ImportRefused(
+            f"it holds {len(raw_messages):,} messages; a conversation takes at most {MAX_MESSAGES:,}", where
+        )
     planned = [_exported_message(raw, f"{where}, message {n}") for n, raw in enumerate(raw_messages, start=1)]
     prompt_version = _prompt_version(item.get("prompt_version"), where)
     variables = _text_values(item.get("prompt_variables"), where, "prompt_variables")
     return _Plan(
-        title=_title(item.get("title"), where), **_exported_tree(planned, item.get("active_path", []), where),
+        title=_title(item.get("title"), where),
+        **_exported_tree(planned, item.get("active_path", []), where),
         system_prompt=_text(item.get("system_prompt"), where, "system_prompt", limit=settings.CHAT_MAX_MESSAGE_CHARS),
         model_name=_text(item.get("model"), where, "model", limit=200).strip(),
-        prompt_version=prompt_version, prompt_variables=variables if prompt_version else {},
+        prompt_version=prompt_version,
+        prompt_variables=variables if prompt_version else {},
         # Only a linked version of one variable takes every turn through its template (as when started).
-        template_every_turn=bool(item.get("template_every_turn") is True and prompt_version
-                                 and len(prompt_version.variables) == 1),
+        template_every_turn=bool(
+            item.get("template_every_turn") is True and prompt_version and len(prompt_version.variables) == 1
+        ),
         parameters=_sampling(item.get("parameters"), where),
         created_at=_moment(item.get("created_at"), where, "created_at"),
     )
@@ -272,7 +293,10 @@ def _exported_message(raw, place: str) -> _Planned:
     if finish_reason not in ("", "stop", "length") or (finish_reason and role != Message.Role.ASSISTANT):
         raise ImportRefused("finish_reason must be stop or length (on a reply), or empty", place)
     fields = {
-        "role": role, "status": status, "feedback": feedback, "finish_reason": finish_reason,
+        "role": role,
+        "status": status,
+        "feedback": feedback,
+        "finish_reason": finish_reason,
         "content": _message_text(raw.get("content"), place),
         "error": _text(raw.get("error"), place, "error", limit=settings.CHAT_MAX_MESSAGE_CHARS),
         "model_name": _text(raw.get("model"), place, "model", limit=200),
@@ -282,8 +306,13 @@ def _exported_message(raw, place: str) -> _Planned:
         "finished_at": _moment(raw.get("finished_at"), place, "finished_at"),
         **_usage(raw.get("usage"), place),
     }
-    return _Planned(key=key, parent=parent, fields=fields, active_child=raw.get("active_child"),
-                    created_at=_moment(raw.get("created_at"), place, "created_at"))
+    return _Planned(
+        key=key,
+        parent=parent,
+        fields=fields,
+        active_child=raw.get("active_child"),
+        created_at=_moment(raw.get("created_at"), place, "created_at"),
+    )
 
 
 def _exported_tree(planned: list[_Planned], path, where: str) -> dict:
@@ -296,8 +325,10 @@ def _exported_tree(planned: list[_Planned], path, where: str) -> dict:
         number[message.key] = n
     for message in planned:
         if message.parent is not None and message.parent not in number:
-            raise ImportRefused(f"parent {message.parent!r} is not the id of a message in this conversation",
-                                f"{where}, message {number[message.key]}")
+            raise ImportRefused(
+                f"parent {message.parent!r} is not the id of a message in this conversation",
+                f"{where}, message {number[message.key]}",
+            )
     planned = _parents_first(planned, lambda key: f"{where}, message {number[key]}")
     active = _default_active(planned)
     parent_of = {message.key: message.parent for message in planned}
@@ -305,15 +336,18 @@ def _exported_tree(planned: list[_Planned], path, where: str) -> dict:
         chosen = message.active_child
         if chosen is not None:
             if not _is_key(chosen) or parent_of.get(chosen, object()) != message.key:
-                raise ImportRefused("active_child must be the id of one of its replies, or null",
-                                    f"{where}, message {number[message.key]}")
+                raise ImportRefused(
+                    "active_child must be the id of one of its replies, or null",
+                    f"{where}, message {number[message.key]}",
+                )
             active[message.key] = chosen
     if not isinstance(path, list) or any(not _is_key(key) or key not in parent_of for key in path):
         raise ImportRefused("active_path must be a list of the ids of its messages", where)
     for above, key in zip([None, *path], path):
         if parent_of[key] != above:
-            raise ImportRefused(f"active_path: message {key!r} does not follow "
-                                f"{'the start' if above is None else repr(above)}", where)
+            raise ImportRefused(
+                f"active_path: message {key!r} does not follow {'the start' if above is None else repr(above)}", where
+            )
         active[above] = key
     return {"messages": planned, "active": active}
 
@@ -337,6 +371,7 @@ def _prompt_version(reference, where: str) -> PromptVersion | None:
 
 # ChatGPT's conversations.json.
 
+
 def _plan_of_chatgpt(item: dict, where: str) -> _Plan:
     """ChatGPT keeps a conversation as a tree of nodes (`mapping`), with system prompts, tool
     calls and hidden context among them: those are left out and their children hang from the
@@ -345,8 +380,9 @@ def _plan_of_chatgpt(item: dict, where: str) -> _Plan:
     if not isinstance(mapping, dict):
         raise ImportRefused("mapping must be an object of nodes", where)
     if len(mapping) > MAX_CHATGPT_NODES:
-        raise ImportRefused(f"it holds {len(mapping):,} nodes; a conversation takes at most {MAX_CHATGPT_NODES:,}",
-                            where)
+        raise ImportRefused(
+            f"it holds {len(mapping):,} nodes; a conversation takes at most {MAX_CHATGPT_NODES:,}", where
+        )
     nodes = []
     for node_id, node in mapping.items():
         at = f"{where}, node {node_id[:60]}"
@@ -356,8 +392,13 @@ def _plan_of_chatgpt(item: dict, where: str) -> _Plan:
         if parent is not None and not isinstance(parent, str):
             raise ImportRefused("parent must be the id of another node, or null", at)
         # A parent the file does not hold (an export cut short): the node starts the conversation.
-        nodes.append(_Planned(key=node_id, parent=parent if parent in mapping else None,
-                              fields=_chatgpt_message(node.get("message"), at)))
+        nodes.append(
+            _Planned(
+                key=node_id,
+                parent=parent if parent in mapping else None,
+                fields=_chatgpt_message(node.get("message"), at),
+            )
+        )
     nodes = _parents_first(nodes, lambda key: f"{where}, node {key[:60]}")
     kept_at, planned = {}, []  # node id -> the nearest kept node at or above it (None: none)
     for node in nodes:
@@ -378,8 +419,12 @@ def _plan_of_chatgpt(item: dict, where: str) -> _Plan:
     while key is not None:  # from the current message up to the first: that branch is the active one
         active[parent_of[key]] = key
         key = parent_of[key]
-    return _Plan(title=_title(item.get("title"), where), messages=planned, active=active,
-                 created_at=_epoch(item.get("create_time")))
+    return _Plan(
+        title=_title(item.get("title"), where),
+        messages=planned,
+        active=active,
+        created_at=_epoch(item.get("create_time")),
+    )
 
 
 def _chatgpt_message(message, where: str) -> dict | None:
@@ -403,13 +448,17 @@ def _chatgpt_message(message, where: str) -> dict | None:
     if not text.strip():
         return None
     model = metadata.get("model_slug") if author["role"] == Message.Role.ASSISTANT else ""
-    return {"role": author["role"], "content": text,
-            "status": Message.Status.STOPPED if message.get("status") == "in_progress" else Message.Status.COMPLETE,
-            "model_name": model[:200] if isinstance(model, str) else "",
-            "created_at": _epoch(message.get("create_time"))}
+    return {
+        "role": author["role"],
+        "content": text,
+        "status": Message.Status.STOPPED if message.get("status") == "in_progress" else Message.Status.COMPLETE,
+        "model_name": model[:200] if isinstance(model, str) else "",
+        "created_at": _epoch(message.get("create_time")),
+    }
 
 
 # The tree.
+
 
 def _parents_first(messages: list[_Planned], place) -> list[_Planned]:
     """`messages` reordered so that each comes after its parent, otherwise in the file's order
@@ -438,19 +487,27 @@ def _default_active(messages: list[_Planned]) -> dict:
 
 def _create(owner, plan: _Plan, served: list[str] | None) -> Conversation:
     conversation = Conversation.objects.create(
-        owner=owner, kind=Conversation.Kind.CHAT, title=plan.title, system_prompt=plan.system_prompt,
+        owner=owner,
+        kind=Conversation.Kind.CHAT,
+        title=plan.title,
+        system_prompt=plan.system_prompt,
         # A model this studio does not serve: replies come from the served base model.
         model_name=(served_model_choice(plan.model_name, served) or "") if plan.model_name else "",
-        prompt_version=plan.prompt_version, prompt_variables=plan.prompt_variables,
-        template_every_turn=plan.template_every_turn, parameters=plan.parameters)
+        prompt_version=plan.prompt_version,
+        prompt_variables=plan.prompt_variables,
+        template_every_turn=plan.template_every_turn,
+        parameters=plan.parameters,
+    )
     created = Message.objects.bulk_create(
-        [Message(conversation=conversation, **message.fields) for message in plan.messages], batch_size=500)
+        [Message(conversation=conversation, **message.fields) for message in plan.messages], batch_size=500
+    )
     by_key = {message.key: row for message, row in zip(plan.messages, created)}
     _link(plan, by_key)
     conversation.active_root = by_key.get(plan.active.get(None))
     conversation.created_at = plan.created_at or conversation.created_at
-    Conversation.objects.filter(pk=conversation.pk).update(active_root=conversation.active_root,
-                                                           created_at=conversation.created_at)
+    Conversation.objects.filter(pk=conversation.pk).update(
+        active_root=conversation.active_root, created_at=conversation.created_at
+    )
     return conversation
 
 
@@ -467,14 +524,19 @@ def _link(plan: _Plan, by_key: dict) -> None:
         parent, active_child = by_key.get(message.parent), by_key.get(plan.active.get(message.key))
         row.parent_id, row.active_child_id = parent and parent.pk, active_child and active_child.pk
         row.created_at = message.created_at or row.created_at
-        rows.append((row.parent_id, row.active_child_id, created_at.get_db_prep_value(row.created_at, connection),
-                     row.pk))
+        rows.append(
+            (row.parent_id, row.active_child_id, created_at.get_db_prep_value(row.created_at, connection), row.pk)
+        )
     with connection.cursor() as cursor:
-        cursor.executemany(f"UPDATE {quote(meta.db_table)} SET {column['parent']} = %s, {column['active_child']} = %s, "
-                           f"{column['created_at']} = %s WHERE {column['id']} = %s", rows)
+        cursor.executemany(
+            f"UPDATE {quote(meta.db_table)} SET {column['parent']} = %s, {column['active_child']} = %s, "
+            f"{column['created_at']} = %s WHERE {column['id']} = %s",
+            rows,
+        )
 
 
 # Fields. Each check names the place ("conversation 3, message 12") and the field it refuses.
+
 
 def _is_key(value) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool) and len(str(value)) <= 100
@@ -488,7 +550,7 @@ def _title(value, place: str) -> str:
     apart); a title marked already keeps its one mark."""
     title = " ".join(_text(value, place, "title", limit=10_000).split()) or Conversation.DEFAULT_TITLE
     if title.endswith(IMPORTED_MARK):
-        title = title[:-len(IMPORTED_MARK)]
+        title = title[: -len(IMPORTED_MARK)]
     return title_cut(title, TITLE_MAX_CHARS - len(IMPORTED_MARK)) + IMPORTED_MARK
 
 
@@ -520,8 +582,9 @@ def _object(value, place: str, name: str) -> dict:
 def _text_values(value, place: str, name: str) -> dict:
     value = _object(value, place, name)
     if not all(isinstance(text, str) and len(text) <= settings.CHAT_MAX_MESSAGE_CHARS for text in value.values()):
-        raise ImportRefused(f"{name} must be an object of texts (at most {settings.CHAT_MAX_MESSAGE_CHARS:,} "
-                            "characters each)", place)
+        raise ImportRefused(
+            f"{name} must be an object of texts (at most {settings.CHAT_MAX_MESSAGE_CHARS:,} characters each)", place
+        )
     return value
 
 
@@ -541,9 +604,13 @@ def _require_finite(value, place: str, name: str) -> None:
 def _number(value, place: str, name: str, *, low, high, integer: bool):
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)) \
-            or (isinstance(value, float) and not math.isfinite(value)) or value < low \
-            or (high is not None and value > high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int if integer else (int, float))
+        or (isinstance(value, float) and not math.isfinite(value))
+        or value < low
+        or (high is not None and value > high)
+    ):
         kind = "an integer" if integer else "a number"
         raise ImportRefused(f"{name} must be {kind} from {low}" + (f" to {high}" if high is not None else ""), place)
     return value
@@ -551,8 +618,12 @@ def _number(value, place: str, name: str, *, low, high, integer: bool):
 
 def _usage(value, place: str) -> dict:
     value = _object(value, place, "usage")
-    return {name: _number(value.get(name), place, f"usage.{name}", low=0, high=2**31 - 1 if integer else None,
-                          integer=integer) for name, integer in _USAGE_FIELDS.items()}
+    return {
+        name: _number(
+            value.get(name), place, f"usage.{name}", low=0, high=2**31 - 1 if integer else None, integer=integer
+        )
+        for name, integer in _USAGE_FIELDS.items()
+    }
 
 
 def _sampling(value, place: str) -> SamplingParameters:

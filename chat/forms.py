@@ -18,6 +18,11 @@ class SearchForm(forms.Form):
         """The arguments of chat.search.conversations_search: the valid fields, bad ones left out."""
         self.is_valid()
         cleaned = self.cleaned_data
-        return {"query": cleaned.get("q") or "", "model": cleaned.get("model") or None,
-                "prompt": cleaned.get("prompt") or None, "since": cleaned.get("since"),
-                "until": cleaned.get("until"), "flagged": True if cleaned.get("flagged") else None}
+        return {
+            "query": cleaned.get("q") or "",
+            "model": cleaned.get("model") or None,
+            "prompt": cleaned.get("prompt") or None,
+            "since": cleaned.get("since"),
+            "until": cleaned.get("until"),
+            "flagged": True if cleaned.get("flagged") else None,
+        }

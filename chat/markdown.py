@@ -29,17 +29,66 @@ MAX_MATH_CHARS_PER_MESSAGE = 20_000
 _formatter = HtmlFormatter(nowrap=True)  # only the <span class="k"> runs; the chrome is ours
 
 _MATHML_TAGS = {
-    "math", "semantics", "annotation", "mrow", "mi", "mn", "mo", "ms", "mspace", "mtext",
-    "msub", "msup", "msubsup", "mfrac", "msqrt", "mroot", "mover", "munder", "munderover",
-    "mtable", "mtr", "mtd", "mstyle", "mpadded", "mphantom", "menclose",
+    "math",
+    "semantics",
+    "annotation",
+    "mrow",
+    "mi",
+    "mn",
+    "mo",
+    "ms",
+    "mspace",
+    "mtext",
+    "msub",
+    "msup",
+    "msubsup",
+    "mfrac",
+    "msqrt",
+    "mroot",
+    "mover",
+    "munder",
+    "munderover",
+    "mtable",
+    "mtr",
+    "mtd",
+    "mstyle",
+    "mpadded",
+    "mphantom",
+    "menclose",
 }
 # Layout attributes only: latex2mathml's `href` (\href), `style`/`class` (\style, \class) and
 # `mathcolor`/`mathbackground` (\color) are left out, so a formula cannot link, restyle or hide text.
 _MATHML_ATTRIBUTES = {
-    "display", "xmlns", "mathvariant", "mathsize", "stretchy", "fence", "separator", "lspace",
-    "rspace", "accent", "accentunder", "largeop", "linethickness", "columnalign", "columnlines",
-    "columnspacing", "rowlines", "rowspacing", "displaystyle", "scriptlevel", "form", "minsize",
-    "maxsize", "movablelimits", "symmetric", "width", "height", "depth", "voffset", "notation",
+    "display",
+    "xmlns",
+    "mathvariant",
+    "mathsize",
+    "stretchy",
+    "fence",
+    "separator",
+    "lspace",
+    "rspace",
+    "accent",
+    "accentunder",
+    "largeop",
+    "linethickness",
+    "columnalign",
+    "columnlines",
+    "columnspacing",
+    "rowlines",
+    "rowspacing",
+    "displaystyle",
+    "scriptlevel",
+    "form",
+    "minsize",
+    "maxsize",
+    "movablelimits",
+    "symmetric",
+    "width",
+    "height",
+    "depth",
+    "voffset",
+    "notation",
     "linebreak",
 }
 _ALLOWED_TAGS = nh3.ALLOWED_TAGS | {"button"} | _MATHML_TAGS
@@ -104,12 +153,20 @@ def _render_math_block(self, tokens, idx, options, env) -> str:
     return (f"<p>{math}</p>" if math.startswith("<code") else math) + "\n"
 
 
-_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable(["table", "strikethrough"])
+_markdown = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable(
+    ["table", "strikethrough"]
+)
 # Prices stay text: no space just inside the dollars (allow_space) and no digit just outside them
 # (allow_digits), so "$5 and $10" is not a formula, as in Pandoc. No blank lines inside $$ (as in
 # LaTeX), so a blank line always ends a block for finished_blocks; no labels, which would need ids.
-_markdown.use(dollarmath_plugin, allow_space=False, allow_digits=False, allow_blank_lines=False,
-              allow_labels=False, double_inline=True)
+_markdown.use(
+    dollarmath_plugin,
+    allow_space=False,
+    allow_digits=False,
+    allow_blank_lines=False,
+    allow_labels=False,
+    double_inline=True,
+)
 _markdown.add_render_rule("fence", _render_code)
 _markdown.add_render_rule("code_block", _render_code)
 _markdown.add_render_rule("math_inline", _render_math_inline)
@@ -120,8 +177,12 @@ _markdown.add_render_rule("math_block", _render_math_block)
 def render_markdown(text: str) -> str:
     rendered = _markdown.render(text or "")
     return nh3.clean(
-        rendered, tags=_ALLOWED_TAGS, attributes=_ALLOWED_ATTRIBUTES, tag_attribute_values=_ALLOWED_ATTRIBUTE_VALUES,
-        link_rel="noopener noreferrer nofollow", url_schemes={"http", "https", "mailto"},
+        rendered,
+        tags=_ALLOWED_TAGS,
+        attributes=_ALLOWED_ATTRIBUTES,
+        tag_attribute_values=_ALLOWED_ATTRIBUTE_VALUES,
+        link_rel="noopener noreferrer nofollow",
+        url_schemes={"http", "https", "mailto"},
     )
 
 
@@ -177,6 +238,6 @@ def finished_blocks(text: str, start: int = 0) -> tuple[int, list[str]]:
             start = blank_lines.end()
         if (end := _block_end(text, start)) is None:
             return start, blocks
-        block = text[start:end[0]]
+        block = text[start : end[0]]
         blocks.append(f"<pre>{escapeHtml(block)}</pre>" if len(block) > MAX_BLOCK_CHARS else render_markdown(block))
         start = end[1]

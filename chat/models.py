@@ -7,8 +7,9 @@ from django.urls import reverse
 class ConversationQuerySet(models.QuerySet):
     def untouched(self):
         """Chats opened with "New chat" and left as they were: no message, title or system prompt."""
-        return self.filter(kind=Conversation.Kind.CHAT, title=Conversation.DEFAULT_TITLE, system_prompt="",
-                           prompt_version=None).exclude(Exists(Message.objects.filter(conversation=OuterRef("pk"))))
+        return self.filter(
+            kind=Conversation.Kind.CHAT, title=Conversation.DEFAULT_TITLE, system_prompt="", prompt_version=None
+        ).exclude(Exists(Message.objects.filter(conversation=OuterRef("pk"))))
 
 
 class Conversation(models.Model):
@@ -26,8 +27,9 @@ class Conversation(models.Model):
     system_prompt = models.TextField(blank=True)
     # Started from a prompt version: its few-shot examples and parameters apply to every
     # reply, and the variables it was rendered with are kept as evidence.
-    prompt_version = models.ForeignKey("prompts.PromptVersion", on_delete=models.SET_NULL, null=True, blank=True,
-                                       related_name="conversations")
+    prompt_version = models.ForeignKey(
+        "prompts.PromptVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="conversations"
+    )
     prompt_variables = models.JSONField(default=dict, blank=True)
     # Started from a version whose template has one variable: every message the person sends is that
     # variable's value and goes through the template (else only the first turn did).
@@ -200,8 +202,14 @@ class Message(models.Model):
     def to_frame(self, siblings: list[int] | None = None) -> dict:
         """The message as the WebSocket protocol's `message` object (README). `siblings`: the ids
         of the messages with its parent, in order (itself included; alone when not given)."""
-        frame = {"id": self.pk, "role": self.role, "content": self.content, "status": self.status,
-                 "parent": self.parent_id, "siblings": siblings or [self.pk]}
+        frame = {
+            "id": self.pk,
+            "role": self.role,
+            "content": self.content,
+            "status": self.status,
+            "parent": self.parent_id,
+            "siblings": siblings or [self.pk],
+        }
         if self.side_of_id:
             frame["side_of"] = self.side_of_id
         if self.error:

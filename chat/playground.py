@@ -37,11 +37,19 @@ RUNS_CHANGED = "playground-runs-changed"
 def playground(request, slug):
     prompt = prompt_or_404(slug)
     versions = playground_versions(prompt, request.GET)
-    return render(request, "prompts/playground.html", {
-        "prompt": prompt, "versions": versions, **prompt_selectors.version_summary(prompt),
-        "variables": union_variables(versions), "values": {}, "models": registry.available_models(),
-        **_run_list(request, prompt),
-    })
+    return render(
+        request,
+        "prompts/playground.html",
+        {
+            "prompt": prompt,
+            "versions": versions,
+            **prompt_selectors.version_summary(prompt),
+            "variables": union_variables(versions),
+            "values": {},
+            "models": registry.available_models(),
+            **_run_list(request, prompt),
+        },
+    )
 
 
 @login_required
@@ -51,8 +59,11 @@ def playground_preview(request, slug):
     counted with the model's tokenizer."""
     versions, variables = playground_input(prompt_or_404(slug), request.POST)
     counter = prompt_selectors.prompt_counter()
-    return render(request, "prompts/_preview.html", {
-        "previews": [_preview(request.user, version, variables, counter) for version in versions]})
+    return render(
+        request,
+        "prompts/_preview.html",
+        {"previews": [_preview(request.user, version, variables, counter) for version in versions]},
+    )
 
 
 def _preview(user, version, variables: dict, counter) -> dict:
@@ -64,8 +75,11 @@ def _preview(user, version, variables: dict, counter) -> dict:
     preview = {"version": version, "messages": messages, "retrieval": record}
     if counter is not None:
         tokens = counter.count(messages)
-        preview.update(tokens=tokens, context_length=counter.context_length,
-                       too_long=tokens + version.reply_sampling.get("max_new_tokens", 0) > counter.context_length)
+        preview.update(
+            tokens=tokens,
+            context_length=counter.context_length,
+            too_long=tokens + version.reply_sampling.get("max_new_tokens", 0) > counter.context_length,
+        )
     return preview
 
 
@@ -79,8 +93,12 @@ def playground_run(request, slug):
     for version in versions:
         try:
             conversation, reply = services.conversation_start_from_prompt(
-                owner=request.user, prompt_version=version, variables=variables, kind=Conversation.Kind.PLAYGROUND,
-                model_name=request.POST.get("model", ""))
+                owner=request.user,
+                prompt_version=version,
+                variables=variables,
+                kind=Conversation.Kind.PLAYGROUND,
+                model_name=request.POST.get("model", ""),
+            )
         except (MissingVariablesError, TemplateError, services.ChatError) as exc:
             runs.append({"version": version, "error": str(exc)})
         else:
@@ -104,8 +122,11 @@ def playground_run_list(request, slug):
 
 def _run_list(request, prompt) -> dict:
     run_list = selectors.playground_runs(user=request.user, prompt=prompt)
-    return {"run_list": run_list, "base_model": registry.base_model_name(),
-            "runs_in_progress": any(run.reply is not None and run.reply.in_progress for run in run_list)}
+    return {
+        "run_list": run_list,
+        "base_model": registry.base_model_name(),
+        "runs_in_progress": any(run.reply is not None and run.reply.in_progress for run in run_list),
+    }
 
 
 @login_required
@@ -123,8 +144,12 @@ def playground_compare(request, slug):
     prompt = prompt_or_404(slug)
     chosen = list(dict.fromkeys(request.GET.getlist("run")))
     if len(chosen) != 2:
-        return render(request, "prompts/_runs.html", {
-            "compare_error": f"Choose two runs to compare ({len(chosen)} chosen)."}, status=400)
+        return render(
+            request,
+            "prompts/_runs.html",
+            {"compare_error": f"Choose two runs to compare ({len(chosen)} chosen)."},
+            status=400,
+        )
     return _runs(request, prompt, [_run_card(_own_run_or_404(request, prompt, pk)) for pk in chosen])
 
 
@@ -138,13 +163,19 @@ def _own_run_or_404(request, prompt, conversation_id) -> Conversation:
 def _run_card(conversation: Conversation) -> dict:
     """What a run's pane shows (prompts/_run.html)."""
     sent = [m for m in conversation.run_messages if m.role == "user"]
-    return {"version": conversation.prompt_version, "conversation": conversation, "reply": conversation.reply,
-            "sent": sent[0].content if sent else "", "format_label": _format_label(conversation.prompt_version)}
+    return {
+        "version": conversation.prompt_version,
+        "conversation": conversation,
+        "reply": conversation.reply,
+        "sent": sent[0].content if sent else "",
+        "format_label": _format_label(conversation.prompt_version),
+    }
 
 
 def _runs(request, prompt, runs: list[dict]):
-    return render(request, "prompts/_runs.html", {"prompt": prompt, "runs": runs,
-                                                  "base_model": registry.base_model_name()})
+    return render(
+        request, "prompts/_runs.html", {"prompt": prompt, "runs": runs, "base_model": registry.base_model_name()}
+    )
 
 
 @login_required
@@ -159,18 +190,32 @@ def chat_start(request, slug, number):
         try:
             first_message = services.user_turn_from_template(prompt_version=version, variables=variables)
         except (MissingVariablesError, TemplateError, services.ChatError) as exc:
-            return render(request, "prompts/_preview.html", {"previews": [{"version": version, "error": str(exc)}]},
-                          status=400)
-        return render(request, "prompts/_chat_start.html", {
-            "prompt": prompt, "version": version, "variables": variables, "first_message": first_message,
-            "model": request.POST.get("model", "")})
+            return render(
+                request, "prompts/_preview.html", {"previews": [{"version": version, "error": str(exc)}]}, status=400
+            )
+        return render(
+            request,
+            "prompts/_chat_start.html",
+            {
+                "prompt": prompt,
+                "version": version,
+                "variables": variables,
+                "first_message": first_message,
+                "model": request.POST.get("model", ""),
+            },
+        )
     try:
         conversation, reply = services.conversation_start_from_prompt(
-            owner=request.user, prompt_version=version, variables=variables, model_name=request.POST.get("model", ""),
-            template_every_turn=request.POST.get("later_turns") == "template")
+            owner=request.user,
+            prompt_version=version,
+            variables=variables,
+            model_name=request.POST.get("model", ""),
+            template_every_turn=request.POST.get("later_turns") == "template",
+        )
     except (MissingVariablesError, TemplateError, services.ChatError) as exc:
-        return render(request, "prompts/_preview.html", {"previews": [{"version": version, "error": str(exc)}]},
-                      status=400)
+        return render(
+            request, "prompts/_preview.html", {"previews": [{"version": version, "error": str(exc)}]}, status=400
+        )
     request_reply_after_commit()
     if request.htmx:
         return HttpResponseClientRedirect(conversation.get_absolute_url())
@@ -181,5 +226,9 @@ def _format_label(version) -> str:
     """What the run card says of the version's output format ("" for free text)."""
     if version is None:
         return ""
-    return {"json": "JSON object", "json_schema": "JSON Schema", "regex": "regular expression",
-            "choice": "one of the choices"}.get(version.answer_format["type"], "")
+    return {
+        "json": "JSON object",
+        "json_schema": "JSON Schema",
+        "regex": "regular expression",
+        "choice": "one of the choices",
+    }.get(version.answer_format["type"], "")

@@ -30,8 +30,9 @@ def settings_in_effect(conversation: Conversation) -> dict:
     version = conversation.prompt_version
     own = conversation.retrieval_settings or (version.retrieval if version is not None else {}) or {}
     try:
-        return clean_conversation_settings({key: own.get(key) for key in ("k", "mode", "min_score",
-                                                                          "when_nothing_found")})
+        return clean_conversation_settings(
+            {key: own.get(key) for key in ("k", "mode", "min_score", "when_nothing_found")}
+        )
     except RetrievalError:  # stored before a limit changed: the defaults rather than no reply
         return clean_conversation_settings({})
 
@@ -65,11 +66,18 @@ def reply_retrieval(conversation: Conversation, *, content: str, variables: dict
     if not base_ids and not document_ids:
         return {}
     in_effect = settings_in_effect(conversation)
-    record = retrieve(user=conversation.owner, query=query_of(conversation, content, variables),
-                      knowledge_base_ids=base_ids, document_ids=document_ids, k=in_effect["k"],
-                      mode=in_effect["mode"], min_score=in_effect["min_score"])
+    record = retrieve(
+        user=conversation.owner,
+        query=query_of(conversation, content, variables),
+        knowledge_base_ids=base_ids,
+        document_ids=document_ids,
+        k=in_effect["k"],
+        mode=in_effect["mode"],
+        min_score=in_effect["min_score"],
+    )
     record["when_nothing_found"] = in_effect["when_nothing_found"]
     version = conversation.prompt_version
-    record["layout"] = "template" if version is not None and (version.retrieval or {}).get("layout") == "template" \
-        else "system"
+    record["layout"] = (
+        "template" if version is not None and (version.retrieval or {}).get("layout") == "template" else "system"
+    )
     return record

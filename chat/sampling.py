@@ -48,8 +48,9 @@ def clean_sampling(values) -> SamplingParameters:
             raise SamplingError(f"{label} {exc}.", name) from None
     stop_text = str(values.get("stop", "") or "")
     if len(stop_text) > MAX_STOP_SEQUENCES * (MAX_STOP_CHARS + 2):  # refused before splitting a huge text
-        raise SamplingError(f"{STOP_LABEL} must be at most {MAX_STOP_SEQUENCES}, each at most "
-                            f"{MAX_STOP_CHARS} characters.", "stop")
+        raise SamplingError(
+            f"{STOP_LABEL} must be at most {MAX_STOP_SEQUENCES}, each at most {MAX_STOP_CHARS} characters.", "stop"
+        )
     typed["stop"] = [line for line in stop_text.replace("\r\n", "\n").split("\n") if line.strip()]
     if any(unstorable_reason(line) for line in typed["stop"]):
         raise SamplingError(f"{STOP_LABEL} cannot hold control characters such as NUL.", "stop")
@@ -61,8 +62,13 @@ def clean_sampling(values) -> SamplingParameters:
 
 
 def studio_defaults() -> dict:
-    return {"temperature": settings.LLM_TEMPERATURE, "top_p": settings.LLM_TOP_P,
-            "max_new_tokens": settings.LLM_MAX_NEW_TOKENS, "seed": None, "stop": []}
+    return {
+        "temperature": settings.LLM_TEMPERATURE,
+        "top_p": settings.LLM_TOP_P,
+        "max_new_tokens": settings.LLM_MAX_NEW_TOKENS,
+        "seed": None,
+        "stop": [],
+    }
 
 
 def user_defaults(user) -> dict:
@@ -95,10 +101,12 @@ def sampling_summary(effect: dict[str, tuple[object, str]]) -> str:
     """What a reply is written with, short, for the Sampling panel's heading: "T 0.2 · top-p 0.9 ·
     256 tokens", then a seed and stop sequences where set (values from `sampling_in_effect`)."""
     value = {name: shown for name, (shown, _source) in effect.items()}
-    parts = [f"T {value['temperature']:g}" if value.get("temperature") is not None else "",
-             f"top-p {value['top_p']:g}" if value.get("top_p") is not None else "",
-             f"{value['max_new_tokens']:,} tokens" if value.get("max_new_tokens") is not None else "",
-             f"seed {value['seed']}" if value.get("seed") is not None else ""]
+    parts = [
+        f"T {value['temperature']:g}" if value.get("temperature") is not None else "",
+        f"top-p {value['top_p']:g}" if value.get("top_p") is not None else "",
+        f"{value['max_new_tokens']:,} tokens" if value.get("max_new_tokens") is not None else "",
+        f"seed {value['seed']}" if value.get("seed") is not None else "",
+    ]
     stop = value.get("stop") or []
     if stop:
         parts.append(f"{len(stop)} stop sequence{'s' if len(stop) > 1 else ''}")
@@ -111,7 +119,9 @@ SOURCE_WORDS = {"chat": "this chat", "prompt": "the prompt", "yours": "your defa
 def sampling_form_fields(stored: dict, effect: dict | None = None) -> list[dict]:
     """The panel's fields: what this level stores (the input's value) and, where a chat is open,
     the value in effect and where it comes from."""
-    labels = {name: label for name, (label, _whole) in SAMPLING_FIELDS.items()} | {"stop": f"{STOP_LABEL} (one per line)"}
+    labels = {name: label for name, (label, _whole) in SAMPLING_FIELDS.items()} | {
+        "stop": f"{STOP_LABEL} (one per line)"
+    }
     fields = []
     for name, label in labels.items():
         value = stored.get(name)

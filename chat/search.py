@@ -72,9 +72,17 @@ class SearchHit:
         return f"{path}#message-{self.message_id}" if self.message_id else path
 
 
-def conversations_search(*, user, query: str = "", model: str | None = None, prompt: str | None = None,
-                         since: date | None = None, until: date | None = None, flagged: bool | None = None,
-                         limit: int = RESULTS_LIMIT) -> list[SearchHit]:
+def conversations_search(
+    *,
+    user,
+    query: str = "",
+    model: str | None = None,
+    prompt: str | None = None,
+    since: date | None = None,
+    until: date | None = None,
+    flagged: bool | None = None,
+    limit: int = RESULTS_LIMIT,
+) -> list[SearchHit]:
     """The user's conversations (SEARCHED_KINDS, archived ones included) whose title or a finished
     message contains every phrase of `query`, narrowed by the filters, most recently active first.
     An empty query lists by the filters alone; no query and no filter finds nothing.
@@ -86,15 +94,25 @@ def conversations_search(*, user, query: str = "", model: str | None = None, pro
     terms = search_terms(query)
     if not searches_anything(query=query, model=model, prompt=prompt, since=since, until=until, flagged=flagged):
         return []
-    conversations = _filtered(Conversation.objects.filter(owner=user, kind__in=SEARCHED_KINDS),
-                              model=model, prompt=prompt, since=since, until=until, flagged=flagged)
+    conversations = _filtered(
+        Conversation.objects.filter(owner=user, kind__in=SEARCHED_KINDS),
+        model=model,
+        prompt=prompt,
+        since=since,
+        until=until,
+        flagged=flagged,
+    )
     if terms:
         vendor = connection.vendor
         conversations = conversations.filter(
             Q(pk__in=RawSQL(*search_index.matching_conversation_ids(vendor, terms.phrases, terms.prefix)))
-            | Q(pk__in=RawSQL(*search_index.matching_title_ids(vendor, terms.phrases, terms.prefix))))
-    rows = list(conversations.order_by("-updated_at", "-pk").values(
-        "pk", "title", "updated_at", "kind", "pinned_at", "archived_at")[:max(1, min(limit, 200))])
+            | Q(pk__in=RawSQL(*search_index.matching_title_ids(vendor, terms.phrases, terms.prefix)))
+        )
+    rows = list(
+        conversations.order_by("-updated_at", "-pk").values(
+            "pk", "title", "updated_at", "kind", "pinned_at", "archived_at"
+        )[: max(1, min(limit, 200))]
+    )
     last_match, snippets, titles = {}, {}, {}
     if terms and rows:
         ids, words = [row["pk"] for row in rows], {"phrases": terms.phrases, "prefix": terms.prefix}
@@ -104,12 +122,19 @@ def conversations_search(*, user, query: str = "", model: str | None = None, pro
     hits = []
     for row in rows:
         message_id = last_match.get(row["pk"])
-        hits.append(SearchHit(
-            conversation_id=row["pk"], title=row["title"],
-            title_html=marked_html(titles.get(row["pk"], row["title"])),
-            snippet_html=marked_html(snippets.get(message_id, "")),
-            message_id=message_id, date=row["updated_at"], kind=row["kind"],
-            pinned=row["pinned_at"] is not None, archived=row["archived_at"] is not None))
+        hits.append(
+            SearchHit(
+                conversation_id=row["pk"],
+                title=row["title"],
+                title_html=marked_html(titles.get(row["pk"], row["title"])),
+                snippet_html=marked_html(snippets.get(message_id, "")),
+                message_id=message_id,
+                date=row["updated_at"],
+                kind=row["kind"],
+                pinned=row["pinned_at"] is not None,
+                archived=row["archived_at"] is not None,
+            )
+        )
     return hits
 
 
@@ -120,9 +145,12 @@ def searches_anything(*, query: str = "", model=None, prompt=None, since=None, u
 
 def prompt_slugs_of(*, user) -> list[str]:
     """The slugs of the prompts the user's searched conversations were started from (the filter's choices)."""
-    return list(Conversation.objects.filter(owner=user, kind__in=SEARCHED_KINDS, prompt_version__isnull=False)
-                .order_by("prompt_version__prompt__slug").values_list("prompt_version__prompt__slug", flat=True)
-                .distinct()[:200])
+    return list(
+        Conversation.objects.filter(owner=user, kind__in=SEARCHED_KINDS, prompt_version__isnull=False)
+        .order_by("prompt_version__prompt__slug")
+        .values_list("prompt_version__prompt__slug", flat=True)
+        .distinct()[:200]
+    )
 
 
 def _filtered(conversations, *, model, prompt, since, until, flagged):

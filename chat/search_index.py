@@ -96,12 +96,13 @@ _SQLITE_FILL = (
     "INSERT INTO chat_conversation_fts(chat_conversation_fts) VALUES ('delete-all')",
     "INSERT INTO chat_conversation_fts(rowid, title) SELECT id, title FROM chat_conversation",
 )
-_SQLITE_INDEX = Fts5Index(content_table="chat_message", tables=_SQLITE_TABLES, triggers=_SQLITE_TRIGGERS,
-                          fill=_SQLITE_FILL)
+_SQLITE_INDEX = Fts5Index(
+    content_table="chat_message", tables=_SQLITE_TABLES, triggers=_SQLITE_TRIGGERS, fill=_SQLITE_FILL
+)
 
 _POSTGRESQL_INDEXES = {
     "chat_message_content_search": f"ON chat_message USING gin (to_tsvector('simple'::regconfig, content)) "
-                                   f"WHERE {_FINISHED}",
+    f"WHERE {_FINISHED}",
     "chat_conversation_title_search": "ON chat_conversation USING gin (to_tsvector('simple'::regconfig, title))",
 }
 
@@ -164,11 +165,17 @@ def matching_conversation_ids(vendor: str, phrases: tuple[str, ...], prefix: boo
     rowid ...)`, SQLite without statistics (Django runs no ANALYZE) re-read the index for each of
     the person's conversations, 100 s for a common word over 50,000 messages (28 ms this way)."""
     if vendor == "sqlite":
-        return ("SELECT m.conversation_id FROM chat_message_fts JOIN chat_message m ON m.id = chat_message_fts.rowid "
-                "WHERE chat_message_fts MATCH %s", [_fts5_query(phrases, prefix)])
+        return (
+            "SELECT m.conversation_id FROM chat_message_fts JOIN chat_message m ON m.id = chat_message_fts.rowid "
+            "WHERE chat_message_fts MATCH %s",
+            [_fts5_query(phrases, prefix)],
+        )
     tsquery, params = _tsquery_sql(phrases, prefix)
-    return (f"SELECT conversation_id FROM chat_message WHERE {_FINISHED} "
-            f"AND to_tsvector('simple'::regconfig, content) @@ {tsquery}", params)
+    return (
+        f"SELECT conversation_id FROM chat_message WHERE {_FINISHED} "
+        f"AND to_tsvector('simple'::regconfig, content) @@ {tsquery}",
+        params,
+    )
 
 
 def last_matches(connection, *, conversation_ids: list[int], phrases: tuple[str, ...], prefix: bool) -> dict[int, int]:
@@ -177,15 +184,19 @@ def last_matches(connection, *, conversation_ids: list[int], phrases: tuple[str,
         return {}
     ids = ", ".join(["%s"] * len(conversation_ids))
     if connection.vendor == "sqlite":
-        sql = ("SELECT m.conversation_id, MAX(m.id) FROM chat_message_fts JOIN chat_message m "
-               f"ON m.id = chat_message_fts.rowid WHERE chat_message_fts MATCH %s AND m.conversation_id IN ({ids}) "
-               "GROUP BY m.conversation_id")
+        sql = (
+            "SELECT m.conversation_id, MAX(m.id) FROM chat_message_fts JOIN chat_message m "
+            f"ON m.id = chat_message_fts.rowid WHERE chat_message_fts MATCH %s AND m.conversation_id IN ({ids}) "
+            "GROUP BY m.conversation_id"
+        )
         params = [_fts5_query(phrases, prefix), *conversation_ids]
     else:
         tsquery, params = _tsquery_sql(phrases, prefix)
-        sql = (f"SELECT conversation_id, MAX(id) FROM chat_message WHERE {_FINISHED} "
-               f"AND to_tsvector('simple'::regconfig, content) @@ {tsquery} AND conversation_id IN ({ids}) "
-               "GROUP BY conversation_id")
+        sql = (
+            f"SELECT conversation_id, MAX(id) FROM chat_message WHERE {_FINISHED} "
+            f"AND to_tsvector('simple'::regconfig, content) @@ {tsquery} AND conversation_id IN ({ids}) "
+            "GROUP BY conversation_id"
+        )
         params = [*params, *conversation_ids]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -195,8 +206,10 @@ def last_matches(connection, *, conversation_ids: list[int], phrases: tuple[str,
 def matching_title_ids(vendor: str, phrases: tuple[str, ...], prefix: bool) -> tuple[str, list]:
     """SQL (and its parameters) selecting the ids of conversations whose title contains every phrase."""
     if vendor == "sqlite":
-        return ("SELECT rowid FROM chat_conversation_fts WHERE chat_conversation_fts MATCH %s",
-                [_fts5_query(phrases, prefix)])
+        return (
+            "SELECT rowid FROM chat_conversation_fts WHERE chat_conversation_fts MATCH %s",
+            [_fts5_query(phrases, prefix)],
+        )
     tsquery, params = _tsquery_sql(phrases, prefix)
     return f"SELECT id FROM chat_conversation WHERE to_tsvector('simple'::regconfig, title) @@ {tsquery}", params
 
@@ -215,37 +228,51 @@ def snippets(connection, *, message_ids: list[int], phrases: tuple[str, ...], pr
         return {}
     ids = ", ".join(["%s"] * len(message_ids))
     if connection.vendor == "sqlite":
-        sql = (f"SELECT rowid, snippet(chat_message_fts, 0, %s, %s, '…', {SNIPPET_TOKENS}) FROM chat_message_fts "
-               f"WHERE chat_message_fts MATCH %s AND {_rowid_in(prefix)} IN ({ids})")
+        sql = (
+            f"SELECT rowid, snippet(chat_message_fts, 0, %s, %s, '…', {SNIPPET_TOKENS}) FROM chat_message_fts "
+            f"WHERE chat_message_fts MATCH %s AND {_rowid_in(prefix)} IN ({ids})"
+        )
         params = [MARK_START, MARK_END, _fts5_query(phrases, prefix), *message_ids]
     else:
         tsquery, params = _tsquery_sql(phrases, prefix)
-        sql = (f"SELECT id, ts_headline('simple'::regconfig, content, {tsquery}, %s) FROM chat_message "
-               f"WHERE id IN ({ids})")
-        options = (f'StartSel="{MARK_START}", StopSel="{MARK_END}", MaxWords={SNIPPET_TOKENS}, MinWords=8, '
-                   'ShortWord=0, MaxFragments=2, FragmentDelimiter=" … "')
+        sql = (
+            f"SELECT id, ts_headline('simple'::regconfig, content, {tsquery}, %s) FROM chat_message WHERE id IN ({ids})"
+        )
+        options = (
+            f'StartSel="{MARK_START}", StopSel="{MARK_END}", MaxWords={SNIPPET_TOKENS}, MinWords=8, '
+            'ShortWord=0, MaxFragments=2, FragmentDelimiter=" … "'
+        )
         params = [*params, options, *message_ids]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return dict(cursor.fetchall())
 
 
-def highlighted_titles(connection, *, conversation_ids: list[int], phrases: tuple[str, ...],
-                       prefix: bool) -> dict[int, str]:
+def highlighted_titles(
+    connection, *, conversation_ids: list[int], phrases: tuple[str, ...], prefix: bool
+) -> dict[int, str]:
     """conversation id -> its whole title with the matches marked (only titles that match)."""
     if not conversation_ids:
         return {}
     ids = ", ".join(["%s"] * len(conversation_ids))
     if connection.vendor == "sqlite":
-        sql = (f"SELECT rowid, highlight(chat_conversation_fts, 0, %s, %s) FROM chat_conversation_fts "
-               f"WHERE chat_conversation_fts MATCH %s AND {_rowid_in(prefix)} IN ({ids})")
+        sql = (
+            f"SELECT rowid, highlight(chat_conversation_fts, 0, %s, %s) FROM chat_conversation_fts "
+            f"WHERE chat_conversation_fts MATCH %s AND {_rowid_in(prefix)} IN ({ids})"
+        )
         params = [MARK_START, MARK_END, _fts5_query(phrases, prefix), *conversation_ids]
     else:
         tsquery, params = _tsquery_sql(phrases, prefix)
-        sql = (f"SELECT id, ts_headline('simple'::regconfig, title, {tsquery}, %s) FROM chat_conversation "
-               f"WHERE id IN ({ids}) AND to_tsvector('simple'::regconfig, title) @@ {tsquery}")
-        params = [*params, f'StartSel="{MARK_START}", StopSel="{MARK_END}", HighlightAll=true',
-                  *conversation_ids, *params]
+        sql = (
+            f"SELECT id, ts_headline('simple'::regconfig, title, {tsquery}, %s) FROM chat_conversation "
+            f"WHERE id IN ({ids}) AND to_tsvector('simple'::regconfig, title) @@ {tsquery}"
+        )
+        params = [
+            *params,
+            f'StartSel="{MARK_START}", StopSel="{MARK_END}", HighlightAll=true',
+            *conversation_ids,
+            *params,
+        ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return dict(cursor.fetchall())

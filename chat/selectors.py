@@ -39,14 +39,21 @@ def conversations_page(*, user, page=1, current_id=None, kind: str = Conversatio
     one open): clicking "New chat" twice must not pile up empty conversations. Two queries (count,
     page) however many conversations there are (tests/test_pin_archive.py: 10,000)."""
     if kind == ARCHIVED:
-        listed = Conversation.objects.filter(owner=user, kind__in=LISTED_KINDS, archived_at__isnull=False).only(
-            *_LISTED_FIELDS).order_by("-updated_at", "-id")
+        listed = (
+            Conversation.objects.filter(owner=user, kind__in=LISTED_KINDS, archived_at__isnull=False)
+            .only(*_LISTED_FIELDS)
+            .order_by("-updated_at", "-id")
+        )
     else:
         kind = kind if kind in LISTED_KINDS else Conversation.Kind.CHAT
-        listed = conversations_for(user=user, kind=kind).filter(archived_at=None).order_by(
-            F("pinned_at").desc(nulls_last=True), "-updated_at", "-id")
+        listed = (
+            conversations_for(user=user, kind=kind)
+            .filter(archived_at=None)
+            .order_by(F("pinned_at").desc(nulls_last=True), "-updated_at", "-id")
+        )
     listed = listed.exclude(
-        pk__in=Conversation.objects.untouched().filter(owner=user).exclude(pk=current_id).values("pk"))
+        pk__in=Conversation.objects.untouched().filter(owner=user).exclude(pk=current_id).values("pk")
+    )
     paged = Paginator(listed, CONVERSATIONS_PER_PAGE).get_page(page)
     paged.kind = kind
     return paged
@@ -76,8 +83,11 @@ class Branches:
 
     @classmethod
     def of(cls, conversation: Conversation) -> Branches:
-        rows = Message.objects.filter(conversation_id=conversation.pk).order_by("pk").values_list(
-            "pk", "parent_id", "active_child_id")
+        rows = (
+            Message.objects.filter(conversation_id=conversation.pk)
+            .order_by("pk")
+            .values_list("pk", "parent_id", "active_child_id")
+        )
         parent, active_child = {}, {}
         for pk, parent_id, active_child_id in rows:
             parent[pk], active_child[pk] = parent_id, active_child_id
@@ -153,9 +163,17 @@ def with_side_replies(messages: list[Message], branches: Branches) -> list[Messa
     it for comparison (shown next to it), told their siblings too."""
     ids = [m.pk for m in messages]
     partners = {m.side_of_id for m in messages if m.side_of_id}
-    found = list(Message.objects.filter(Q(side_of_id__in=ids) | Q(pk__in=partners) | Q(side_of_id__in=partners))
-                 .exclude(pk__in=ids)) if ids else []
+    found = (
+        list(
+            Message.objects.filter(Q(side_of_id__in=ids) | Q(pk__in=partners) | Q(side_of_id__in=partners)).exclude(
+                pk__in=ids
+            )
+        )
+        if ids
+        else []
+    )
     with_siblings(found, branches)
+
     def comparison(message: Message) -> int:  # the reply a side-by-side group was asked with
         return message.side_of_id or message.pk
 
@@ -181,13 +199,20 @@ def chat_history_before(*, message: Message) -> list[dict]:
     are left out: they are not part of the dialogue.
     """
     conversation = message.conversation
-    earlier = [m for m in messages_of(conversation=conversation, ids=Branches.of(conversation).ancestors(message.pk))
-               if m.status != Message.Status.FAILED and m.content]
+    earlier = [
+        m
+        for m in messages_of(conversation=conversation, ids=Branches.of(conversation).ancestors(message.pk))
+        if m.status != Message.Status.FAILED and m.content
+    ]
     version = conversation.prompt_version
     # The examples chosen when the reply was queued (Message.example_cases): it reads what it records.
     examples = examples_of_cases(version, message.example_cases, user=conversation.owner) if version else ()
-    return reply_messages(system=conversation.system_prompt, examples=examples,
-                          turns=[{"role": m.role, "content": m.content} for m in earlier], retrieval=message.retrieval)
+    return reply_messages(
+        system=conversation.system_prompt,
+        examples=examples,
+        turns=[{"role": m.role, "content": m.content} for m in earlier],
+        retrieval=message.retrieval,
+    )
 
 
 def reply_messages(*, system: str, examples, turns, retrieval: RetrievalRecord | None) -> list[dict]:
@@ -200,8 +225,9 @@ def reply_messages(*, system: str, examples, turns, retrieval: RetrievalRecord |
     return assembled_messages(system=system, examples=examples, turns=turns)
 
 
-def version_reply_messages(*, version, user, variables: dict, content: str = "", earlier=(),
-                           exclude_case_ids=()) -> tuple[list[dict], dict]:
+def version_reply_messages(
+    *, version, user, variables: dict, content: str = "", earlier=(), exclude_case_ids=()
+) -> tuple[list[dict], dict]:
     """What serving sends the model for one input to `version` (a chat started from it, a
     `prompt:<slug>` API request): the passages its retrieval finds, searched as `user`; its few-shot
     examples (those chosen for this input, never one of `exclude_case_ids`); the user turn rendered
@@ -226,8 +252,11 @@ def output_format_for(*, message: Message) -> OutputFormat | None:
 def generation_overrides(*, message: Message) -> dict:
     """The generation parameters for this reply that differ from the studio's defaults: the chat's
     own (or an API request's), over its prompt version's, over the person's defaults (chat.sampling)."""
-    overrides = {name: value for name, (value, source) in sampling_in_effect(message.conversation).items()
-                 if source != "default" and value not in (None, [])}
+    overrides = {
+        name: value
+        for name, (value, source) in sampling_in_effect(message.conversation).items()
+        if source != "default" and value not in (None, [])
+    }
     if "stop" in overrides:
         overrides["stop"] = tuple(overrides["stop"])
     return overrides
@@ -242,12 +271,18 @@ def playground_runs(*, user, prompt, limit: int = PLAYGROUND_RUNS_LISTED) -> lis
     """The person's last playground runs of `prompt`, newest first, each given `reply` (its answer,
     None while none is stored; its text only as `opening`, its first 80 characters): two queries
     however many runs there are."""
-    replies = Message.objects.filter(role=Message.Role.ASSISTANT).defer("content").annotate(
-        opening=Substr("content", 1, 80)).order_by("pk")
-    runs = list(Conversation.objects.filter(owner=user, kind=Conversation.Kind.PLAYGROUND,
-                                            prompt_version__prompt=prompt)
-                .select_related("prompt_version").order_by("-created_at", "-pk")[:limit]
-                .prefetch_related(Prefetch("messages", to_attr="replies", queryset=replies)))
+    replies = (
+        Message.objects.filter(role=Message.Role.ASSISTANT)
+        .defer("content")
+        .annotate(opening=Substr("content", 1, 80))
+        .order_by("pk")
+    )
+    runs = list(
+        Conversation.objects.filter(owner=user, kind=Conversation.Kind.PLAYGROUND, prompt_version__prompt=prompt)
+        .select_related("prompt_version")
+        .order_by("-created_at", "-pk")[:limit]
+        .prefetch_related(Prefetch("messages", to_attr="replies", queryset=replies))
+    )
     for run in runs:
         run.reply = run.replies[-1] if run.replies else None
     return runs
@@ -257,8 +292,12 @@ def playground_run(*, user, prompt, conversation_id) -> Conversation | None:
     """One of the person's playground runs of `prompt`, with its messages (`run_messages`, the user
     turn then the reply) and `reply`; None for anyone else's, or another prompt's."""
     conversation = conversation_for(user=user, conversation_id=conversation_id)
-    if conversation is None or conversation.kind != Conversation.Kind.PLAYGROUND or \
-            conversation.prompt_version is None or conversation.prompt_version.prompt_id != prompt.pk:
+    if (
+        conversation is None
+        or conversation.kind != Conversation.Kind.PLAYGROUND
+        or conversation.prompt_version is None
+        or conversation.prompt_version.prompt_id != prompt.pk
+    ):
         return None
     conversation.run_messages = list(conversation.messages.order_by("pk"))
     replies = [m for m in conversation.run_messages if m.role == Message.Role.ASSISTANT]

@@ -62,14 +62,22 @@ def user_turn_from_template(*, prompt_version, variables: dict, retrieval: Retri
     user_turn = render_version_turn(prompt_version, variables, retrieval)
     _require_storable(user_turn, "The rendered message")
     if len(user_turn) > settings.CHAT_MAX_MESSAGE_CHARS:
-        raise ChatError(f"The rendered message is {len(user_turn):,} characters; the limit is "
-                        f"{settings.CHAT_MAX_MESSAGE_CHARS:,}.", code="message_too_long")
+        raise ChatError(
+            f"The rendered message is {len(user_turn):,} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS:,}.",
+            code="message_too_long",
+        )
     return user_turn
 
 
-def conversation_start_from_prompt(*, owner, prompt_version, variables: dict, kind: str = Conversation.Kind.CHAT,
-                                    model_name: str = "", template_every_turn: bool = False
-                                    ) -> tuple[Conversation, Message]:
+def conversation_start_from_prompt(
+    *,
+    owner,
+    prompt_version,
+    variables: dict,
+    kind: str = Conversation.Kind.CHAT,
+    model_name: str = "",
+    template_every_turn: bool = False,
+) -> tuple[Conversation, Message]:
     """A conversation whose first turn is `prompt_version` rendered with `variables`.
 
     The instructions become the system prompt, the few-shot examples stay with the version
@@ -79,8 +87,12 @@ def conversation_start_from_prompt(*, owner, prompt_version, variables: dict, ki
     """
     kept = {name: value for name, value in variables.items() if name in prompt_version.variables}
     conversation = Conversation(
-        owner=owner, kind=kind, system_prompt=prompt_version.instructions, prompt_version=prompt_version,
-        model_name=available_served_model(model_name or prompt_version.model_name), prompt_variables=kept,
+        owner=owner,
+        kind=kind,
+        system_prompt=prompt_version.instructions,
+        prompt_version=prompt_version,
+        model_name=available_served_model(model_name or prompt_version.model_name),
+        prompt_variables=kept,
         template_every_turn=template_every_turn and len(prompt_version.variables) == 1,
         title=_clean_title(f"{prompt_version.prompt.name} v{prompt_version.number}"),
     )
@@ -116,8 +128,9 @@ def conversation_choose_model(*, conversation: Conversation, model_name: str) ->
     available = available_models()
     chosen = served_model_choice(model_name, available)
     if chosen is None:
-        raise ChatError(f"There is no model “{model_name[:100]}”; choose one of {', '.join(available)}.",
-                        code=NO_SUCH_MODEL)
+        raise ChatError(
+            f"There is no model “{model_name[:100]}”; choose one of {', '.join(available)}.", code=NO_SUCH_MODEL
+        )
     if conversation.model_name != chosen:
         conversation.model_name = chosen
         conversation.save(update_fields=["model_name", "updated_at"])
@@ -171,8 +184,9 @@ def conversation_archive(*, conversation: Conversation, archived: bool) -> Conve
     return conversation
 
 
-def _checked_message(conversation: Conversation, content, retrieval: RetrievalRecord | None = None
-                     ) -> tuple[str, dict, RetrievalRecord]:
+def _checked_message(
+    conversation: Conversation, content, retrieval: RetrievalRecord | None = None
+) -> tuple[str, dict, RetrievalRecord]:
     """A message the person sent, checked, and (a conversation whose template takes every turn)
     rendered; what its reply retrieves, searched: (the text the model reads, the template's
     variables, the retrieval record). `retrieval`: searched already by the caller."""
@@ -182,17 +196,22 @@ def _checked_message(conversation: Conversation, content, retrieval: RetrievalRe
     if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
         raise ChatError(
             f"The message is {len(content):,} characters; the limit is {settings.CHAT_MAX_MESSAGE_CHARS:,}.",
-            code="message_too_long")
+            code="message_too_long",
+        )
     version = conversation.prompt_version
     if conversation.template_every_turn and version is not None and len(version.variables) == 1:
         variables = {version.variables[0]: content}
         record = reply_retrieval(conversation, content=content, variables=variables)
         try:
-            return user_turn_from_template(prompt_version=version, variables=variables, retrieval=record), \
-                variables, record
+            return (
+                user_turn_from_template(prompt_version=version, variables=variables, retrieval=record),
+                variables,
+                record,
+            )
         except (MissingVariablesError, TemplateError) as exc:
-            raise ChatError(f"The message could not go through the prompt's template: {exc}",
-                            code="template_failed") from None
+            raise ChatError(
+                f"The message could not go through the prompt's template: {exc}", code="template_failed"
+            ) from None
     if retrieval is None:
         retrieval = reply_retrieval(conversation, content=content, variables={})
     return content, {}, retrieval
@@ -233,8 +252,13 @@ def messages_append(*, conversation: Conversation, turns: list[dict]) -> Message
     return message
 
 
-def reply_request(*, conversation: Conversation, content: str, retrieval: RetrievalRecord | None = None,
-                  example_cases: list[int] | None = None) -> tuple[Message, Message]:
+def reply_request(
+    *,
+    conversation: Conversation,
+    content: str,
+    retrieval: RetrievalRecord | None = None,
+    example_cases: list[int] | None = None,
+) -> tuple[Message, Message]:
     """Store the user's message at the end of the active branch and a queued assistant reply
     below it, for a model worker to claim (with what it retrieved from the attached knowledge, and
     the examples chosen for it: `example_cases` when the caller chose them already)."""
@@ -243,43 +267,54 @@ def reply_request(*, conversation: Conversation, content: str, retrieval: Retrie
         raise ChatError(STILL_ANSWERING, code=REPLY_IN_PROGRESS)
     try:
         with transaction.atomic():
-            user_message = _append_message(conversation, _active_leaf(conversation), role=Message.Role.USER,
-                                           content=content, variables=variables)
-            assistant_message = _queue_reply(conversation, parent=user_message, retrieval=record,
-                                             example_cases=example_cases)
+            user_message = _append_message(
+                conversation, _active_leaf(conversation), role=Message.Role.USER, content=content, variables=variables
+            )
+            assistant_message = _queue_reply(
+                conversation, parent=user_message, retrieval=record, example_cases=example_cases
+            )
     except IntegrityError:
         # The partial unique constraint caught a reply already in progress (also from
         # another tab sending at the same instant).
         raise ChatError(STILL_ANSWERING, code=REPLY_IN_PROGRESS) from None
     fields = ["updated_at"]
-    if conversation.prompt_version_id is None and not conversation.messages.exclude(
-            pk=user_message.pk).filter(role=Message.Role.USER).exists():
+    if (
+        conversation.prompt_version_id is None
+        and not conversation.messages.exclude(pk=user_message.pk).filter(role=Message.Role.USER).exists()
+    ):
         conversation.title = title_cut(content, TITLE_FROM_MESSAGE_CHARS)
         fields.append("title")
     conversation.save(update_fields=fields)
     return user_message, assistant_message
 
 
-def reply_request_side_by_side(*, conversation: Conversation, content: str, model_name: str
-                               ) -> tuple[Message, Message, Message]:
+def reply_request_side_by_side(
+    *, conversation: Conversation, content: str, model_name: str
+) -> tuple[Message, Message, Message]:
     """The message, a reply from the conversation's model (on the active branch) and, beside it, a
     reply from `model_name` (its sibling): both queued at once, so a worker writes them in the same
     batch. Returns (user message, reply, side reply)."""
     available = available_models()
     chosen = served_model_choice(model_name if isinstance(model_name, str) else "", available)
     if chosen is None:
-        raise ChatError(f"There is no model “{str(model_name)[:100]}” to compare with; choose one of "
-                        f"{', '.join(available)}.", code=NO_SUCH_MODEL)
+        raise ChatError(
+            f"There is no model “{str(model_name)[:100]}” to compare with; choose one of {', '.join(available)}.",
+            code=NO_SUCH_MODEL,
+        )
     user_message, reply = reply_request(conversation=conversation, content=content)
     side_reply = Message.objects.create(
-        conversation=conversation, parent=user_message, role=Message.Role.ASSISTANT, retrieval=reply.retrieval,
+        conversation=conversation,
+        parent=user_message,
+        role=Message.Role.ASSISTANT,
+        retrieval=reply.retrieval,
         example_cases=reply.example_cases,
         status=reply.status if not reply.in_progress else Message.Status.QUEUED,
         content=reply.content if not reply.in_progress else "",
-        requested_model=chosen or available[0], side_of=reply,
+        requested_model=chosen or available[0],
+        side_of=reply,
         finished_at=None if reply.in_progress else reply.finished_at,
-        lease_expires_at=queued_reply_deadline()
-        if reply.in_progress else None)
+        lease_expires_at=queued_reply_deadline() if reply.in_progress else None,
+    )
     return user_message, reply, side_reply
 
 
@@ -289,8 +324,9 @@ def _message_of(conversation: Conversation, message_id, role: str) -> Message:
     try:
         message_id = int(message_id)
     except (TypeError, ValueError):
-        raise ChatError('"message_id" must be the id of a message in this conversation.',
-                        code=NO_SUCH_MESSAGE) from None
+        raise ChatError(
+            '"message_id" must be the id of a message in this conversation.', code=NO_SUCH_MESSAGE
+        ) from None
     message = conversation.messages.filter(pk=message_id, role=role).first() if 0 < message_id < 2**63 else None
     if message is None:
         noun = "message of yours" if role == Message.Role.USER else "reply"
@@ -305,16 +341,19 @@ def reply_edit(*, conversation: Conversation, message_id, content: str) -> tuple
     original = _message_of(conversation, message_id, Message.Role.USER)
     content, variables, record = _checked_message(conversation, content)
     if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():
-        raise ChatError("The model is still answering: stop the reply before editing a message.",
-                        code=REPLY_IN_PROGRESS)
+        raise ChatError(
+            "The model is still answering: stop the reply before editing a message.", code=REPLY_IN_PROGRESS
+        )
     try:
         with transaction.atomic():
-            user_message = _append_message(conversation, original.parent_id, role=Message.Role.USER,
-                                           content=content, variables=variables)
+            user_message = _append_message(
+                conversation, original.parent_id, role=Message.Role.USER, content=content, variables=variables
+            )
             assistant_message = _queue_reply(conversation, parent=user_message, retrieval=record)
     except IntegrityError:
-        raise ChatError("The model is still answering: stop the reply before editing a message.",
-                        code=REPLY_IN_PROGRESS) from None
+        raise ChatError(
+            "The model is still answering: stop the reply before editing a message.", code=REPLY_IN_PROGRESS
+        ) from None
     conversation.save(update_fields=["updated_at"])
     return user_message, assistant_message
 
@@ -351,8 +390,9 @@ def branch_switch(*, conversation: Conversation, message_id) -> list[int]:
     try:
         message_id = int(message_id)
     except (TypeError, ValueError):
-        raise ChatError('"message_id" must be the id of a message in this conversation.',
-                        code=NO_SUCH_MESSAGE) from None
+        raise ChatError(
+            '"message_id" must be the id of a message in this conversation.', code=NO_SUCH_MESSAGE
+        ) from None
     branches = Branches.of(conversation)
     if message_id not in branches.parent:
         raise ChatError(f"There is no message {message_id} in this conversation.", code=NO_SUCH_MESSAGE)
@@ -369,16 +409,22 @@ def branch_switch(*, conversation: Conversation, message_id) -> list[int]:
     return branches.active_path()
 
 
-def reply_request_unlisted(*, owner, kind: str, messages: list[dict], model_name: str, parameters: dict,
-                           title: str = "", job: str = "") -> Message:
+def reply_request_unlisted(
+    *, owner, kind: str, messages: list[dict], model_name: str, parameters: dict, title: str = "", job: str = ""
+) -> Message:
     """A conversation no list shows (an evaluation's case) holding `messages` exactly as the model
     is to read them (system messages become its system prompt), and its queued reply. `job` names
     what it answers for (conversations_withdraw)."""
     with transaction.atomic():
         conversation = Conversation.objects.create(
-            owner=owner, kind=kind, title=_clean_title(title) or Conversation.DEFAULT_TITLE, job=job,
+            owner=owner,
+            kind=kind,
+            title=_clean_title(title) or Conversation.DEFAULT_TITLE,
+            job=job,
             system_prompt="\n\n".join(m["content"] for m in messages if m["role"] == "system"),
-            model_name=available_served_model(model_name), parameters=parameters)
+            model_name=available_served_model(model_name),
+            parameters=parameters,
+        )
         last = messages_append(conversation=conversation, turns=[m for m in messages if m["role"] != "system"])
         return _queue_reply(conversation, parent=last)
 
@@ -392,8 +438,14 @@ def conversations_withdraw(*, job: str) -> list[Message]:
     return streaming
 
 
-def _queue_reply(conversation: Conversation, *, parent: Message | None = None, parent_id: int | None = None,
-                 retrieval: RetrievalRecord | None = None, example_cases: list[int] | None = None) -> Message:
+def _queue_reply(
+    conversation: Conversation,
+    *,
+    parent: Message | None = None,
+    parent_id: int | None = None,
+    retrieval: RetrievalRecord | None = None,
+    example_cases: list[int] | None = None,
+) -> Message:
     """A queued reply below the message, for a model worker; one whose retrieval found nothing above
     the minimum score, in a chat set to say so, is answered at once, without the model (no guess).
     A version's examples chosen per input are chosen here, for the message answered (or given, as
@@ -404,10 +456,17 @@ def _queue_reply(conversation: Conversation, *, parent: Message | None = None, p
         example_cases = _examples_chosen(conversation, parent or Message.objects.filter(pk=parent_id).first())
     if retrieval.get("nothing_passed") and retrieval.get("when_nothing_found") == "say":
         return _append_message(
-            conversation, parent_id, role=Message.Role.ASSISTANT, status=Message.Status.COMPLETE, retrieval=retrieval,
-            content=NOTHING_FOUND_REPLY.format(min_score=retrieval.get("min_score") or 0), finished_at=timezone.now())
+            conversation,
+            parent_id,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.COMPLETE,
+            retrieval=retrieval,
+            content=NOTHING_FOUND_REPLY.format(min_score=retrieval.get("min_score") or 0),
+            finished_at=timezone.now(),
+        )
     return _append_message(
-        conversation, parent_id,
+        conversation,
+        parent_id,
         role=Message.Role.ASSISTANT,
         status=Message.Status.QUEUED,
         retrieval=retrieval,
@@ -433,24 +492,36 @@ def reply_continue(*, conversation: Conversation, message_id) -> Message:
     external engine, for a reply under an output format (the engine would restart the format)."""
     reply = _message_of(conversation, message_id, Message.Role.ASSISTANT)
     if not reply.cut:
-        raise ChatError("Only a reply cut at its maximum tokens can be continued; this one "
-                        + ("is still being written." if reply.in_progress else "ended by itself."),
-                        code=CANNOT_CONTINUE)
+        raise ChatError(
+            "Only a reply cut at its maximum tokens can be continued; this one "
+            + ("is still being written." if reply.in_progress else "ended by itself."),
+            code=CANNOT_CONTINUE,
+        )
     if reply.active_child_id is not None:
-        raise ChatError("Only the last reply of a conversation can be continued: the messages below it were "
-                        "written after it. Regenerate from there instead.", code=CANNOT_CONTINUE)
+        raise ChatError(
+            "Only the last reply of a conversation can be continued: the messages below it were "
+            "written after it. Regenerate from there instead.",
+            code=CANNOT_CONTINUE,
+        )
     if conversation.messages.filter(status__in=Message.IN_PROGRESS).exists():
         raise ChatError(STILL_ANSWERING, code=REPLY_IN_PROGRESS)
     if settings.LLM_ENGINE == "openai":
         if output_format_for(message=reply) is not None:
-            raise ChatError("This reply has an output format, and the external engine cannot continue one from "
-                            "its middle. Regenerate it with more maximum tokens instead.", code=CANNOT_CONTINUE)
+            raise ChatError(
+                "This reply has an output format, and the external engine cannot continue one from "
+                "its middle. Regenerate it with more maximum tokens instead.",
+                code=CANNOT_CONTINUE,
+            )
     try:
         with transaction.atomic():
             # Conditional on what was read, so that two tabs' Continue queue it once.
             queued = Message.objects.filter(pk=reply.pk, status=Message.Status.COMPLETE, finish_reason="length").update(
-                status=Message.Status.QUEUED, worker_channel="", error="", error_code="",
-                lease_expires_at=queued_reply_deadline())
+                status=Message.Status.QUEUED,
+                worker_channel="",
+                error="",
+                error_code="",
+                lease_expires_at=queued_reply_deadline(),
+            )
     except IntegrityError:  # another tab's reply started at the same instant
         raise ChatError(STILL_ANSWERING, code=REPLY_IN_PROGRESS) from None
     if not queued:
@@ -476,9 +547,9 @@ def title_cut(text: str, limit: int) -> str:
     text = " ".join(text.split())
     if len(text) <= limit:
         return text
-    cut = text[:limit - 1]
+    cut = text[: limit - 1]
     if text[limit - 1] != " " and " " in cut:
-        cut = cut[:cut.rindex(" ")]
+        cut = cut[: cut.rindex(" ")]
     return cut.rstrip(" ,;:.-–—") + "…"
 
 
@@ -528,6 +599,7 @@ def conversation_set_retrieval(*, conversation: Conversation, values) -> Convers
     """The chat's own retrieval settings (k, mode, min_score, when_nothing_found); raises
     RetrievalError (a StudioError naming the field)."""
     conversation.retrieval_settings = clean_conversation_settings(
-        {name: values.get(name) for name in ("k", "mode", "min_score", "when_nothing_found")})
+        {name: values.get(name) for name in ("k", "mode", "min_score", "when_nothing_found")}
+    )
     conversation.save(update_fields=["retrieval_settings", "updated_at"])
     return conversation

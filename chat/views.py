@@ -41,22 +41,33 @@ def _own_conversation_or_404(request, conversation_id):
 @login_required
 @require_GET
 def conversation_list(request):
-    return render(request, "chat/conversation_list.html", {
-        "conversations": selectors.conversations_page(user=request.user, kind=request.GET.get("kind", "chat")),
-        "workers": registry.workers_online(),
-    })
+    return render(
+        request,
+        "chat/conversation_list.html",
+        {
+            "conversations": selectors.conversations_page(user=request.user, kind=request.GET.get("kind", "chat")),
+            "workers": registry.workers_online(),
+        },
+    )
 
 
 @login_required
 @require_GET
 def conversation_list_page(request):
     """Older conversations for the sidebar ("Older conversations…")."""
-    return render(request, "chat/_conversation_items.html", {
-        "conversations": selectors.conversations_page(user=request.user, page=request.GET.get("page"),
-                                                      current_id=whole_number_or_none(request.GET.get("current")),
-                                                      kind=request.GET.get("kind", "chat")),
-        "conversation": {"pk": whole_number_or_none(request.GET.get("current"))},
-    })
+    return render(
+        request,
+        "chat/_conversation_items.html",
+        {
+            "conversations": selectors.conversations_page(
+                user=request.user,
+                page=request.GET.get("page"),
+                current_id=whole_number_or_none(request.GET.get("current")),
+                kind=request.GET.get("kind", "chat"),
+            ),
+            "conversation": {"pk": whole_number_or_none(request.GET.get("current"))},
+        },
+    )
 
 
 @login_required
@@ -72,17 +83,22 @@ def conversation_detail(request, conversation_id):
     conversation = _own_conversation_or_404(request, conversation_id)
     messages, branches = selectors.active_messages(conversation=conversation)
     shown = selectors.with_side_replies(selectors.with_siblings(messages[-MESSAGES_PER_PAGE:], branches), branches)
-    return render(request, "chat/conversation_detail.html", {
-        "conversation": conversation,
-        "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk,
-                                                      kind=request.GET.get("kind", _sidebar_kind(conversation))),
-        "chat_messages": shown,
-        "earlier": len(messages) > len(shown),
-        "workers": registry.workers_online(),
-        "models": registry.available_models(),
-        "sampling_summary": sampling_summary(sampling_in_effect(conversation)),
-        **_knowledge_context(request, conversation),
-    })
+    return render(
+        request,
+        "chat/conversation_detail.html",
+        {
+            "conversation": conversation,
+            "conversations": selectors.conversations_page(
+                user=request.user, current_id=conversation.pk, kind=request.GET.get("kind", _sidebar_kind(conversation))
+            ),
+            "chat_messages": shown,
+            "earlier": len(messages) > len(shown),
+            "workers": registry.workers_online(),
+            "models": registry.available_models(),
+            "sampling_summary": sampling_summary(sampling_in_effect(conversation)),
+            **_knowledge_context(request, conversation),
+        },
+    )
 
 
 @login_required
@@ -97,11 +113,15 @@ def conversation_history(request, conversation_id):
         end = 0  # the branch changed since the page asked: nothing above it to add (the page reloads it)
     else:
         end = path.index(before) if before is not None else len(path)
-    ids = path[max(0, end - MESSAGES_PER_PAGE):end]
+    ids = path[max(0, end - MESSAGES_PER_PAGE) : end]
     messages = selectors.with_side_replies(
-        selectors.with_siblings(selectors.messages_of(conversation=conversation, ids=ids), branches), branches)
-    return render(request, "chat/_history_page.html", {"conversation": conversation, "chat_messages": messages,
-                                                      "earlier": end > len(ids)})
+        selectors.with_siblings(selectors.messages_of(conversation=conversation, ids=ids), branches), branches
+    )
+    return render(
+        request,
+        "chat/_history_page.html",
+        {"conversation": conversation, "chat_messages": messages, "earlier": end > len(ids)},
+    )
 
 
 @login_required
@@ -113,12 +133,21 @@ def conversation_rename(request, conversation_id):
         services.conversation_update(conversation=conversation, title=title)
     except services.ChatError as exc:
         conversation.refresh_from_db()
-        return render(request, "chat/_title.html", {"conversation": conversation, "error": str(exc), "title_value": title})
+        return render(
+            request, "chat/_title.html", {"conversation": conversation, "error": str(exc), "title_value": title}
+        )
     # The sidebar lists the title too: it is swapped out of band with the form.
-    return render(request, "chat/_title.html", {
-        "conversation": conversation, "renamed": True,
-        "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk,
-                                                      kind=conversation.kind)})
+    return render(
+        request,
+        "chat/_title.html",
+        {
+            "conversation": conversation,
+            "renamed": True,
+            "conversations": selectors.conversations_page(
+                user=request.user, current_id=conversation.pk, kind=conversation.kind
+            ),
+        },
+    )
 
 
 @login_required
@@ -131,8 +160,11 @@ def conversation_system_prompt(request, conversation_id):
         services.conversation_update(conversation=conversation, system_prompt=system_prompt)
     except services.ChatError as exc:
         error = str(exc)
-    return render(request, "chat/_system_prompt.html", {"conversation": conversation, "error": error, "saved": not error,
-                                                        "system_prompt_value": system_prompt})
+    return render(
+        request,
+        "chat/_system_prompt.html",
+        {"conversation": conversation, "error": error, "saved": not error, "system_prompt_value": system_prompt},
+    )
 
 
 @login_required
@@ -151,9 +183,12 @@ def conversation_model(request, conversation_id):
         services.conversation_choose_model(conversation=conversation, model_name=request.POST.get("model", ""))
     except services.ChatError as exc:
         error = str(exc)
-    return render(request, "chat/_model_picker.html", {"conversation": conversation, "error": error,
-                                                       "models": registry.available_models()},
-                  status=400 if error else 200)
+    return render(
+        request,
+        "chat/_model_picker.html",
+        {"conversation": conversation, "error": error, "models": registry.available_models()},
+        status=400 if error else 200,
+    )
 
 
 def _as_typed(request) -> dict:
@@ -166,10 +201,19 @@ def _as_typed(request) -> dict:
 def _sampling_panel(request, conversation, *, error=None, saved=False):
     stored = _as_typed(request) if error else (conversation.parameters or {})
     effect = sampling_in_effect(conversation)
-    return render(request, "chat/_sampling.html", {
-        "conversation": conversation, "saved": saved, "error": str(error or ""),
-        "error_field": getattr(error, "field", ""), "sampling_summary": sampling_summary(effect),
-        "sampling_fields": sampling_form_fields(stored, effect)}, status=400 if error else 200)
+    return render(
+        request,
+        "chat/_sampling.html",
+        {
+            "conversation": conversation,
+            "saved": saved,
+            "error": str(error or ""),
+            "error_field": getattr(error, "field", ""),
+            "sampling_summary": sampling_summary(effect),
+            "sampling_fields": sampling_form_fields(stored, effect),
+        },
+        status=400 if error else 200,
+    )
 
 
 @login_required
@@ -199,9 +243,18 @@ def chat_defaults(request):
         except SamplingError as exc:
             error = exc
     stored = _as_typed(request) if error else user_defaults(request.user)
-    return render(request, "chat/_sampling.html", {
-        "defaults_form": True, "saved": saved, "error": str(error or ""), "error_field": getattr(error, "field", ""),
-        "sampling_fields": sampling_form_fields(stored)}, status=400 if error else 200)
+    return render(
+        request,
+        "chat/_sampling.html",
+        {
+            "defaults_form": True,
+            "saved": saved,
+            "error": str(error or ""),
+            "error_field": getattr(error, "field", ""),
+            "sampling_fields": sampling_form_fields(stored),
+        },
+        status=400 if error else 200,
+    )
 
 
 @login_required
@@ -283,10 +336,17 @@ def conversation_import(request):
         else:
             first = imported[0].get_absolute_url()
             return HttpResponseClientRedirect(first) if request.htmx else redirect(first)
-    return render(request, "chat/_import_form.html" if request.htmx else "chat/conversation_import.html", {
-        "error": error, "max_bytes": settings.CHAT_IMPORT_MAX_BYTES,
-        "max_conversations": f"{exchange.MAX_CONVERSATIONS:,}", "max_messages": f"{exchange.MAX_MESSAGES:,}",
-    }, status=400 if error else 200)
+    return render(
+        request,
+        "chat/_import_form.html" if request.htmx else "chat/conversation_import.html",
+        {
+            "error": error,
+            "max_bytes": settings.CHAT_IMPORT_MAX_BYTES,
+            "max_conversations": f"{exchange.MAX_CONVERSATIONS:,}",
+            "max_messages": f"{exchange.MAX_MESSAGES:,}",
+        },
+        status=400 if error else 200,
+    )
 
 
 def _sidebar_kind(conversation) -> str:
@@ -301,22 +361,39 @@ def conversation_search(request):
     list itself again once the sidebar's box is emptied)."""
     form = SearchForm(request.GET)
     arguments = form.search_arguments()
-    context = {"form": form, "hits": search.conversations_search(user=request.user, **arguments),
-               "searched": search.searches_anything(**arguments), "limit": search.RESULTS_LIMIT}
+    context = {
+        "form": form,
+        "hits": search.conversations_search(user=request.user, **arguments),
+        "searched": search.searches_anything(**arguments),
+        "limit": search.RESULTS_LIMIT,
+    }
     if request.htmx and request.htmx.target == "conversation-list":
         if not context["searched"]:
             current = whole_number_or_none(request.GET.get("current"))
-            return render(request, "chat/_conversation_list.html", {
-                "conversations": selectors.conversations_page(user=request.user, current_id=current,
-                                                              kind=request.GET.get("kind", "chat")),
-                "conversation": {"pk": current}})
+            return render(
+                request,
+                "chat/_conversation_list.html",
+                {
+                    "conversations": selectors.conversations_page(
+                        user=request.user, current_id=current, kind=request.GET.get("kind", "chat")
+                    ),
+                    "conversation": {"pk": current},
+                },
+            )
         return render(request, "chat/_search_sidebar.html", context)
     if request.htmx and not request.htmx.history_restore_request:
         return render(request, "chat/_search_results.html", context)
-    return render(request, "chat/search.html", {
-        **context, "conversations": selectors.conversations_page(user=request.user),
-        "workers": registry.workers_online(), "models": registry.available_models(),
-        "prompt_slugs": search.prompt_slugs_of(user=request.user)})
+    return render(
+        request,
+        "chat/search.html",
+        {
+            **context,
+            "conversations": selectors.conversations_page(user=request.user),
+            "workers": registry.workers_online(),
+            "models": registry.available_models(),
+            "prompt_slugs": search.prompt_slugs_of(user=request.user),
+        },
+    )
 
 
 @login_required
@@ -331,8 +408,9 @@ def conversation_pin(request, conversation_id):
 @require_POST
 def conversation_archive(request, conversation_id):
     conversation = _own_conversation_or_404(request, conversation_id)
-    services.conversation_archive(conversation=conversation,
-                                  archived=_wanted(request, "archived", conversation.archived_at))
+    services.conversation_archive(
+        conversation=conversation, archived=_wanted(request, "archived", conversation.archived_at)
+    )
     return _conversation_actions(request, conversation)
 
 
@@ -347,18 +425,29 @@ def _conversation_actions(request, conversation):
     """The header's Pin and Archive buttons, and the sidebar's list swapped out of band."""
     if not request.htmx:
         return redirect(conversation)
-    return render(request, "chat/_conversation_actions.html", {
-        "conversation": conversation, "oob_list": True,
-        "conversations": selectors.conversations_page(user=request.user, current_id=conversation.pk,
-                                                      kind=_sidebar_kind(conversation))})
+    return render(
+        request,
+        "chat/_conversation_actions.html",
+        {
+            "conversation": conversation,
+            "oob_list": True,
+            "conversations": selectors.conversations_page(
+                user=request.user, current_id=conversation.pk, kind=_sidebar_kind(conversation)
+            ),
+        },
+    )
 
 
 # --- knowledge attached to the chat -------------------------------------------------------
 
 
 def _knowledge_panel(request, conversation, *, error=None, saved=False, status=200):
-    return render(request, "chat/_knowledge.html", _knowledge_context(request, conversation, error=error, saved=saved),
-                  status=status)
+    return render(
+        request,
+        "chat/_knowledge.html",
+        _knowledge_context(request, conversation, error=error, saved=saved),
+        status=status,
+    )
 
 
 def _knowledge_context(request, conversation, *, error=None, saved=False) -> dict:
@@ -373,14 +462,31 @@ def _knowledge_context(request, conversation, *, error=None, saved=False) -> dic
     for knowledge_base in bases:
         knowledge_base.gone = not knowledge_base.visible_to(request.user)
     version = conversation.prompt_version
-    version_bases = knowledge_selectors.attached_bases_seen_by(
-        user=request.user, attached=(version.retrieval or {}).get("knowledge_bases")) if version is not None else []
-    typed = {name: request.POST.get(name, "") for name in ("k", "mode", "min_score", "when_nothing_found")} \
-        if error else None
-    return {"conversation": conversation, "bases": bases, "documents": documents, "version_bases": version_bases,
-            "in_effect": typed or settings_in_effect(conversation), "own": bool(conversation.retrieval_settings),
-            "modes": SEARCH_MODES, "error": str(error or ""), "error_field": getattr(error, "field", ""),
-            "saved": saved, "whole_limit": settings.KNOWLEDGE_WHOLE_DOCUMENT_TOKENS}
+    version_bases = (
+        knowledge_selectors.attached_bases_seen_by(
+            user=request.user, attached=(version.retrieval or {}).get("knowledge_bases")
+        )
+        if version is not None
+        else []
+    )
+    typed = (
+        {name: request.POST.get(name, "") for name in ("k", "mode", "min_score", "when_nothing_found")}
+        if error
+        else None
+    )
+    return {
+        "conversation": conversation,
+        "bases": bases,
+        "documents": documents,
+        "version_bases": version_bases,
+        "in_effect": typed or settings_in_effect(conversation),
+        "own": bool(conversation.retrieval_settings),
+        "modes": SEARCH_MODES,
+        "error": str(error or ""),
+        "error_field": getattr(error, "field", ""),
+        "saved": saved,
+        "whole_limit": settings.KNOWLEDGE_WHOLE_DOCUMENT_TOKENS,
+    }
 
 
 @login_required
@@ -426,6 +532,14 @@ def conversation_knowledge_suggest(request, conversation_id):
     the message box)."""
     conversation = _own_conversation_or_404(request, conversation_id)
     bases, documents = knowledge_selectors.attachable_for(user=request.user, query=request.GET.get("q", ""))
-    return render(request, "chat/_knowledge_suggestions.html", {
-        "conversation": conversation, "bases": bases, "documents": documents,
-        "composer": request.GET.get("for") == "composer", "query": request.GET.get("q", "")[:200]})
+    return render(
+        request,
+        "chat/_knowledge_suggestions.html",
+        {
+            "conversation": conversation,
+            "bases": bases,
+            "documents": documents,
+            "composer": request.GET.get("for") == "composer",
+            "query": request.GET.get("q", "")[:200],
+        },
+    )

@@ -12,8 +12,9 @@ from . import exporting, selectors, services
 from .models import Evaluation, FailureCase
 from .views import export_response
 
-EVALUATION_SHAPE = ('Send a JSON object: {"prompt": "slug", "version": 2, "split": "eval", '
-                    '"scorers": [{"type": "exact_match"}]}.')
+EVALUATION_SHAPE = (
+    'Send a JSON object: {"prompt": "slug", "version": 2, "split": "eval", "scorers": [{"type": "exact_match"}]}.'
+)
 
 
 @api_endpoint("POST", json_body=True)
@@ -21,8 +22,9 @@ def failure_cases(request, user, payload):
     rows = payload if isinstance(payload, list) else [payload]
     try:
         # Private unless a row says "shared": true (the one default of every new case).
-        cases = services.cases_create(user=user, rows=rows, source=FailureCase.Source.API, shared=None,
-                                      numbered=isinstance(payload, list))  # one case: its field alone
+        cases = services.cases_create(
+            user=user, rows=rows, source=FailureCase.Source.API, shared=None, numbered=isinstance(payload, list)
+        )  # one case: its field alone
     except services.CaseError as exc:
         raise StudioError(exc.message, exc.field, code=exc.code) from None
     return JsonResponse({"ids": [case.pk for case in cases]}, status=201)
@@ -41,9 +43,18 @@ def evaluation_json(evaluation: Evaluation, *, user, page: int = 1, page_url=Non
     """The evaluation, its counts, and one page of its results (selectors.RESULTS_PER_PAGE, in the
     order they were stored; `page_url(n)` links the next and previous pages). A case its author made
     private since is a result without its output (`"private": true`) for everyone else."""
-    results = evaluation.results.order_by("id").values("case_id", "output", "passed", "scores", "error",
-                                                       "error_code", "verdict", "case__shared",
-                                                       "case__created_by_id", "example_cases")
+    results = evaluation.results.order_by("id").values(
+        "case_id",
+        "output",
+        "passed",
+        "scores",
+        "error",
+        "error_code",
+        "verdict",
+        "case__shared",
+        "case__created_by_id",
+        "example_cases",
+    )
     paginator = Paginator(results, selectors.RESULTS_PER_PAGE)
     try:
         shown = paginator.page(page)
@@ -53,21 +64,36 @@ def evaluation_json(evaluation: Evaluation, *, user, page: int = 1, page_url=Non
     def result_json(r):
         if not (r["case__shared"] or r["case__created_by_id"] == user.pk):
             return {"case": r["case_id"], "passed": r["passed"], "private": True}
-        return {"case": r["case_id"], "output": r["output"], "passed": r["passed"], "scores": r["scores"],
-                "example_cases": r["example_cases"], **({"error": r["error"]} if r["error"] else {}),
-                **({"error_code": r["error_code"]} if r["error_code"] and not r["verdict"] else {})}
+        return {
+            "case": r["case_id"],
+            "output": r["output"],
+            "passed": r["passed"],
+            "scores": r["scores"],
+            "example_cases": r["example_cases"],
+            **({"error": r["error"]} if r["error"] else {}),
+            **({"error_code": r["error_code"]} if r["error_code"] and not r["verdict"] else {}),
+        }
 
     link = page_url or (lambda number: None)
-    return {"id": evaluation.pk, "prompt": evaluation.prompt_version.prompt.slug,
-            "version": evaluation.prompt_version.number, "model": evaluation.model_name,
-            **evaluation.progress_dict(), "passed": evaluation.passed, "errored": evaluation.errored,
-            "retried": evaluation.retried, "model_errors_note": evaluation.model_errors_note,
-            "pass_rate": None if evaluation.pass_rate is None else round(evaluation.pass_rate, 4),
-            "retrieval": selectors.retrieval_figures_of(evaluation),
-            "results_count": paginator.count, "page": shown.number, "pages": paginator.num_pages,
-            "next": link(shown.number + 1) if shown.has_next() else None,
-            "previous": link(shown.number - 1) if shown.has_previous() else None,
-            "results": [result_json(r) for r in shown.object_list]}
+    return {
+        "id": evaluation.pk,
+        "prompt": evaluation.prompt_version.prompt.slug,
+        "version": evaluation.prompt_version.number,
+        "model": evaluation.model_name,
+        **evaluation.progress_dict(),
+        "passed": evaluation.passed,
+        "errored": evaluation.errored,
+        "retried": evaluation.retried,
+        "model_errors_note": evaluation.model_errors_note,
+        "pass_rate": None if evaluation.pass_rate is None else round(evaluation.pass_rate, 4),
+        "retrieval": selectors.retrieval_figures_of(evaluation),
+        "results_count": paginator.count,
+        "page": shown.number,
+        "pages": paginator.num_pages,
+        "next": link(shown.number + 1) if shown.has_next() else None,
+        "previous": link(shown.number - 1) if shown.has_previous() else None,
+        "results": [result_json(r) for r in shown.object_list],
+    }
 
 
 @api_endpoint("POST", json_body=True)
@@ -89,8 +115,13 @@ def evaluations(request, user, body):
         raise NotFound(str(exc)) from None
     model = body.get("model") or ""
     filters = {name: body[name] for name in ("split", "tag", "status") if isinstance(body.get(name), str)}
-    evaluation = services.evaluation_create(user=user, version=version, model_name=model if isinstance(
-        model, str) else "?", filters=filters, scorers=body.get("scorers", [{"type": "exact_match"}]))
+    evaluation = services.evaluation_create(
+        user=user,
+        version=version,
+        model_name=model if isinstance(model, str) else "?",
+        filters=filters,
+        scorers=body.get("scorers", [{"type": "exact_match"}]),
+    )
     return JsonResponse({"id": evaluation.pk}, status=202)
 
 
@@ -108,8 +139,11 @@ def evaluation_detail(request, user, evaluation_id):
     if not page.isdigit() or int(page) < 1:
         raise StudioError('"page" must be a whole number from 1.', "page")
     evaluation = _evaluation_or_404(user, evaluation_id)
-    return JsonResponse(evaluation_json(evaluation, user=user, page=int(page),
-                                        page_url=lambda number: request.build_absolute_uri(f"?page={number}")))
+    return JsonResponse(
+        evaluation_json(
+            evaluation, user=user, page=int(page), page_url=lambda number: request.build_absolute_uri(f"?page={number}")
+        )
+    )
 
 
 @api_endpoint("POST")

@@ -29,8 +29,23 @@ from .prompting import case_messages, user_turn
 from .tag_cells import tags_cell_joined
 
 FORMATS = {"sft": ("jsonl", "application/jsonl"), "dpo": ("jsonl", "application/jsonl"), "csv": ("csv", "text/csv")}
-CSV_COLUMNS = ["id", "prompt", "version", "input", "context", "actual", "expected", "tags", "split", "status",
-               "source", "note", "model", "created_by", "created_at"]
+CSV_COLUMNS = [
+    "id",
+    "prompt",
+    "version",
+    "input",
+    "context",
+    "actual",
+    "expected",
+    "tags",
+    "split",
+    "status",
+    "source",
+    "note",
+    "model",
+    "created_by",
+    "created_at",
+]
 
 
 def sft_line(case) -> dict:
@@ -39,25 +54,43 @@ def sft_line(case) -> dict:
 
 def dpo_line(case) -> dict:
     version = case.prompt_version
-    system = version.instructions if version else next(
-        (m["content"] for m in case.context if m.get("role") == "system"), "")
+    system = (
+        version.instructions if version else next((m["content"] for m in case.context if m.get("role") == "system"), "")
+    )
     return {"prompt": user_turn(case, version), "chosen": case.expected, "rejected": case.actual, "system": system}
 
 
 def csv_row(case) -> list:
     version = case.prompt_version
-    return [case.pk, version.prompt.slug if version else "", version.number if version else "",
-            json.dumps(case.input_variables, ensure_ascii=False) if case.input_variables else case.input_text,
-            json.dumps(case.context, ensure_ascii=False) if case.context else "", case.actual, case.expected,
-            tags_cell_joined(tag.name for tag in case.tags.all()), case.split, case.status, case.source, case.note,
-            case.model_name, case.created_by.get_username(), case.created_at.isoformat()]
+    return [
+        case.pk,
+        version.prompt.slug if version else "",
+        version.number if version else "",
+        json.dumps(case.input_variables, ensure_ascii=False) if case.input_variables else case.input_text,
+        json.dumps(case.context, ensure_ascii=False) if case.context else "",
+        case.actual,
+        case.expected,
+        tags_cell_joined(tag.name for tag in case.tags.all()),
+        case.split,
+        case.status,
+        case.source,
+        case.note,
+        case.model_name,
+        case.created_by.get_username(),
+        case.created_at.isoformat(),
+    ]
 
 
 def dpo_left_out(cases) -> dict:
     """What a DPO export of `cases` leaves out: {"no_actual": n, "same_answer": n} (whitespace at the ends ignored)."""
-    counts = cases.order_by().annotate(actual_text=Trim("actual"), expected_text=Trim("expected")).aggregate(
-        no_actual=Count("pk", filter=Q(actual_text="")),
-        same_answer=Count("pk", filter=~Q(actual_text="") & Q(actual_text=F("expected_text"))))
+    counts = (
+        cases.order_by()
+        .annotate(actual_text=Trim("actual"), expected_text=Trim("expected"))
+        .aggregate(
+            no_actual=Count("pk", filter=Q(actual_text="")),
+            same_answer=Count("pk", filter=~Q(actual_text="") & Q(actual_text=F("expected_text"))),
+        )
+    )
     return {"no_actual": counts["no_actual"] or 0, "same_answer": counts["same_answer"] or 0}
 
 

@@ -128,13 +128,17 @@ def _json_cell(value, want: type):
 
 def row_to_case(row: dict, mapping: dict, fixed: dict) -> dict:
     """One row as the API's case object, by the mapping (field → column) and fixed values."""
-    variables = {target[4:]: _cell(row, column) for target, column in mapping.items()
-                 if target.startswith("var:") and column}
+    variables = {
+        target[4:]: _cell(row, column) for target, column in mapping.items() if target.startswith("var:") and column
+    }
     raw = {
         "prompt": fixed.get("prompt") or _cell(row, mapping.get("prompt")),
         "version": fixed.get("version") or _cell(row, mapping.get("version")),
-        "input": ({k: ("" if v is None else str(v)) for k, v in variables.items()} if variables
-                  else _json_cell(_cell(row, mapping.get("input")), dict)),
+        "input": (
+            {k: ("" if v is None else str(v)) for k, v in variables.items()}
+            if variables
+            else _json_cell(_cell(row, mapping.get("input")), dict)
+        ),
         "context": _json_cell(_cell(row, mapping.get("context")), list),
         "actual": _cell(row, mapping.get("actual")),
         "expected": _cell(row, mapping.get("expected")),
@@ -152,8 +156,10 @@ def row_to_case(row: dict, mapping: dict, fixed: dict) -> dict:
 def mapping_problem(mapping: dict, fixed: dict) -> str | None:
     """What the person must choose before rows can be checked; None once the mapping says enough."""
     if not fixed.get("prompt"):
-        return ("Choose the prompt these cases belong to above (or “from the prompt column”, or “none” for "
-                "plain-chat cases); the rows are checked once it is chosen.")
+        return (
+            "Choose the prompt these cases belong to above (or “from the prompt column”, or “none” for "
+            "plain-chat cases); the rows are checked once it is chosen."
+        )
     if fixed.get("prompt") == "(column)" and not mapping.get("prompt"):
         return "Choose the column that holds each row's prompt."
     if not mapping.get("expected"):
@@ -161,8 +167,7 @@ def mapping_problem(mapping: dict, fixed: dict) -> str | None:
     return None
 
 
-def check_rows(rows: list[dict], mapping: dict, fixed: dict, *, user, first_number: int = 1,
-               progress=None) -> dict:
+def check_rows(rows: list[dict], mapping: dict, fixed: dict, *, user, first_number: int = 1, progress=None) -> dict:
     """The rows checked: {"valid": [(row number, fields)], "errors": [(row, column, message)],
     "duplicates": [(row, message)], "total"}. Row numbers count from 1 (the first data row of the
     file; `first_number` when `rows` is a page of it). `progress(done)` is called now and then."""
@@ -193,8 +198,11 @@ def check_rows(rows: list[dict], mapping: dict, fixed: dict, *, user, first_numb
         existing = set()
         digests = [k[1] for k in seen]
         for start in range(0, len(digests), 500):  # SQLite takes at most 999 parameters a query
-            existing |= set(cases_visible_to(user).filter(input_digest__in=digests[start:start + 500]).values_list(
-                "prompt_version_id", "input_digest"))
+            existing |= set(
+                cases_visible_to(user)
+                .filter(input_digest__in=digests[start : start + 500])
+                .values_list("prompt_version_id", "input_digest")
+            )
         kept = []
         for number, fields in valid:
             if (getattr(fields["prompt_version"], "pk", None), services.digest_of(fields)) in existing:
@@ -230,27 +238,43 @@ def import_start(*, draft, mapping: dict, fixed: dict, options: dict) -> None:
         raise services.CaseError(problem, "mapping")
     with transaction.atomic():
         type(draft).objects.filter(pk=draft.pk).update(
-            mapping=mapping, fixed=fixed, options=options, outcome={}, status=JobStatus.QUEUED, done=0,
-            total=len(draft.rows), note="", error="", cancel_requested=False, started_at=None, finished_at=None,
-            heartbeat_at=None, dispatched_at=None)
+            mapping=mapping,
+            fixed=fixed,
+            options=options,
+            outcome={},
+            status=JobStatus.QUEUED,
+            done=0,
+            total=len(draft.rows),
+            note="",
+            error="",
+            cancel_requested=False,
+            started_at=None,
+            finished_at=None,
+            heartbeat_at=None,
+            dispatched_at=None,
+        )
         transaction.on_commit(lambda: jobs.dispatch(type(draft), draft.pk))
     draft.refresh_from_db()
 
 
-def import_checked(checked: dict, *, user, only_valid: bool, eval_share: float, shared: bool | None = None,
-                   seed=None) -> list[FailureCase]:
+def import_checked(
+    checked: dict, *, user, only_valid: bool, eval_share: float, shared: bool | None = None, seed=None
+) -> list[FailureCase]:
     """Import the rows `check_rows` passed: all of them only when no row had an error, unless
     `only_valid`. Duplicates are skipped. `shared`: the person's choice on the import page (None:
     the default of every new case). Returns the cases created."""
     if checked["errors"] and not only_valid:
-        raise services.CaseError(f"{len(checked['errors'])} rows have errors: fix the file, or choose to import only "
-                                 "the valid rows", "file")
+        raise services.CaseError(
+            f"{len(checked['errors'])} rows have errors: fix the file, or choose to import only the valid rows", "file"
+        )
     chosen = [dict(fields) for _, fields in checked["valid"]]
     if eval_share:
         services.split_held_out(chosen, eval_share, seed=seed)
     with transaction.atomic():
-        return [services.case_create(user=user, fields=fields, source=FailureCase.Source.IMPORT, shared=shared)
-                for fields in chosen]
+        return [
+            services.case_create(user=user, fields=fields, source=FailureCase.Source.IMPORT, shared=shared)
+            for fields in chosen
+        ]
 
 
 class Cancelled(Exception):
@@ -271,17 +295,25 @@ def import_run(draft_id: int) -> None:
 
     try:
         checked = check_rows(draft.rows, draft.mapping, draft.fixed, user=draft.owner, progress=progress)
-        outcome = {"duplicates": len(checked["duplicates"]), "refused": len(checked["errors"]),
-                   "errors": [list(error) for error in checked["errors"][:KEPT_ERRORS]],
-                   "duplicate_rows": [list(row) for row in checked["duplicates"][:KEPT_ERRORS]], "imported": 0}
+        outcome = {
+            "duplicates": len(checked["duplicates"]),
+            "refused": len(checked["errors"]),
+            "errors": [list(error) for error in checked["errors"][:KEPT_ERRORS]],
+            "duplicate_rows": [list(row) for row in checked["duplicates"][:KEPT_ERRORS]],
+            "imported": 0,
+        }
         only_valid = bool(draft.options.get("only_valid"))
         if checked["errors"] and not only_valid:
             job_end(draft, JobStatus.FINISHED, outcome=outcome)
             return
         job_progress(draft, done=len(draft.rows), note="importing")
-        created = import_checked(checked, user=draft.owner, only_valid=only_valid,
-                                 eval_share=float(draft.options.get("eval_share") or 0),
-                                 shared=draft.options.get("shared"))
+        created = import_checked(
+            checked,
+            user=draft.owner,
+            only_valid=only_valid,
+            eval_share=float(draft.options.get("eval_share") or 0),
+            shared=draft.options.get("shared"),
+        )
         outcome["imported"] = len(created)
         job_end(draft, JobStatus.FINISHED, outcome=outcome)
     except Cancelled:

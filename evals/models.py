@@ -56,8 +56,9 @@ class FailureCase(models.Model):
         PENDING = "pending"  # waiting for a reviewer (only with FAILURE_CASE_REVIEW on)
 
     # Column 1, the prompt: a version, or none for plain chat.
-    prompt_version = models.ForeignKey("prompts.PromptVersion", on_delete=models.PROTECT, null=True, blank=True,
-                                       related_name="failure_cases")
+    prompt_version = models.ForeignKey(
+        "prompts.PromptVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="failure_cases"
+    )
     # Column 2, the input: the variables' values (a prompt's template) or the user's message,
     # plus the conversation context sent before it (messages; few-shot examples are on the version).
     input_variables = models.JSONField(default=dict, blank=True)
@@ -85,10 +86,12 @@ class FailureCase(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # Where it was flagged; cleared when that conversation is deleted (the case keeps its copy).
-    source_message = models.ForeignKey("chat.Message", on_delete=models.SET_NULL, null=True, blank=True,
-                                       related_name="+")
-    source_conversation = models.ForeignKey("chat.Conversation", on_delete=models.SET_NULL, null=True, blank=True,
-                                            related_name="+")
+    source_message = models.ForeignKey(
+        "chat.Message", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    source_conversation = models.ForeignKey(
+        "chat.Conversation", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -192,11 +195,15 @@ class Evaluation(JobRecord):
         parts = []
         if self.retried:
             one = self.retried == 1
-            parts.append(f"{self.retried} repl{'y was' if one else 'ies were'} asked again after the model worker "
-                         f"writing {'it' if one else 'them'} stopped")
+            parts.append(
+                f"{self.retried} repl{'y was' if one else 'ies were'} asked again after the model worker "
+                f"writing {'it' if one else 'them'} stopped"
+            )
         if self.errored:
-            parts.append(f"{self.errored} case{' was' if self.errored == 1 else 's were'} not answered by the "
-                         "model (errors, left out of the pass rate)")
+            parts.append(
+                f"{self.errored} case{' was' if self.errored == 1 else 's were'} not answered by the "
+                "model (errors, left out of the pass rate)"
+            )
         return "; ".join(parts) + "." if parts else ""
 
 
@@ -212,8 +219,9 @@ class EvaluationResult(models.Model):
     scorer_passed = models.BooleanField(default=False)  # every scorer passed its threshold
     passed = models.BooleanField(default=False)  # the verdict if a person gave one, else scorer_passed
     verdict = models.CharField(max_length=4, choices=Verdict.choices, blank=True)
-    verdict_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
-                                   related_name="+")
+    verdict_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
     error = models.TextField(blank=True)
     # Set when the model gave no answer (chat.models.Message.ErrorCode: its worker was lost past its
     # retries, the model failed on it): an error, not a fail; blank for an answer that was scored.

@@ -93,8 +93,12 @@ def _stamp(cases) -> tuple:
 
 def pool_matrix(version, *, user, pool_case_ids: list[int] | None = None) -> PoolMatrix:
     cases = pool_cases(version, user=user, pool_case_ids=pool_case_ids)
-    key = (version.prompt_id, repr((version.example_source or {}).get("from")), getattr(user, "pk", None),
-           tuple(sorted(pool_case_ids)) if pool_case_ids is not None else None)
+    key = (
+        version.prompt_id,
+        repr((version.example_source or {}).get("from")),
+        getattr(user, "pk", None),
+        tuple(sorted(pool_case_ids)) if pool_case_ids is not None else None,
+    )
     stamp = _stamp(cases)
     with _cache_lock:
         cached = _cache.get(key)
@@ -111,8 +115,11 @@ def pool_matrix(version, *, user, pool_case_ids: list[int] | None = None) -> Poo
 
 
 def _built(cases) -> PoolMatrix:
-    rows = list(cases.order_by("id").values_list("id", "input_variables", "input_text", "expected",
-                                                 "embedding__digest", "embedding__vector"))
+    rows = list(
+        cases.order_by("id").values_list(
+            "id", "input_variables", "input_text", "expected", "embedding__digest", "embedding__vector"
+        )
+    )
     texts = {row[0]: input_of(row[1], row[2]) for row in rows}
     missing = [row[0] for row in rows if row[4] != text_digest(texts[row[0]]) and row[3].strip()]
     fresh = embeddings_store({case_id: texts[case_id] for case_id in missing[:MAX_EMBEDDED_PER_LOOKUP]})
@@ -146,25 +153,34 @@ def embeddings_store(texts: dict[int, str]) -> dict[int, np.ndarray]:
     ids = list(texts)
     vectors = {}
     for start in range(0, len(ids), EMBED_BATCH):
-        batch = ids[start:start + EMBED_BATCH]
+        batch = ids[start : start + EMBED_BATCH]
         for case_id, vector in zip(batch, embedder.embed([texts[case_id] for case_id in batch])):
             vectors[case_id] = vector
     existing = set(CaseEmbedding.objects.filter(case_id__in=ids).values_list("case_id", flat=True))
     still_there = set(FailureCase.objects.filter(pk__in=ids).values_list("pk", flat=True))  # deleted meanwhile
-    CaseEmbedding.objects.bulk_create([
-        CaseEmbedding(case_id=case_id, digest=text_digest(texts[case_id]), vector=vectors[case_id].tobytes())
-        for case_id in ids if case_id not in existing and case_id in still_there], ignore_conflicts=True)
+    CaseEmbedding.objects.bulk_create(
+        [
+            CaseEmbedding(case_id=case_id, digest=text_digest(texts[case_id]), vector=vectors[case_id].tobytes())
+            for case_id in ids
+            if case_id not in existing and case_id in still_there
+        ],
+        ignore_conflicts=True,
+    )
     for case_id in existing:
-        CaseEmbedding.objects.filter(case_id=case_id).update(digest=text_digest(texts[case_id]),
-                                                             vector=vectors[case_id].tobytes())
+        CaseEmbedding.objects.filter(case_id=case_id).update(
+            digest=text_digest(texts[case_id]), vector=vectors[case_id].tobytes()
+        )
     return vectors
 
 
 def embed_cases(case_ids: list[int]) -> int:
     """The background task's work: those of the cases that could be examples and lack an up-to-date
     vector get one. Returns how many were embedded."""
-    rows = (FailureCase.objects.filter(pk__in=case_ids, prompt_version__isnull=False).exclude(expected="")
-            .values_list("id", "input_variables", "input_text", "embedding__digest"))
+    rows = (
+        FailureCase.objects.filter(pk__in=case_ids, prompt_version__isnull=False)
+        .exclude(expected="")
+        .values_list("id", "input_variables", "input_text", "embedding__digest")
+    )
     texts = {case_id: input_of(variables, text) for case_id, variables, text, _ in rows}
     stale = {case_id: texts[case_id] for case_id, _, _, digest in rows if digest != text_digest(texts[case_id])}
     embeddings_store(stale)
@@ -231,10 +247,22 @@ class NearestExamples:
         return chosen[::-1]  # the most similar last, nearest to the question
 
     def cases(self, *, version, user, case_ids: list[int]) -> list[ExampleCase]:
-        found = {case.pk: case for case in cases_visible_to(user).filter(
-            pk__in=case_ids, review=FailureCase.Review.APPROVED).exclude(expected="")}
-        return [ExampleCase(id=pk, input_variables=found[pk].input_variables or {}, input_text=found[pk].input_text,
-                            expected=found[pk].expected) for pk in case_ids if pk in found]
+        found = {
+            case.pk: case
+            for case in cases_visible_to(user)
+            .filter(pk__in=case_ids, review=FailureCase.Review.APPROVED)
+            .exclude(expected="")
+        }
+        return [
+            ExampleCase(
+                id=pk,
+                input_variables=found[pk].input_variables or {},
+                input_text=found[pk].input_text,
+                expected=found[pk].expected,
+            )
+            for pk in case_ids
+            if pk in found
+        ]
 
     def check_selection(self, *, selection_id: int, prompt, user) -> None:
         field = "examples.from.selection"
@@ -245,8 +273,11 @@ class NearestExamples:
         if prompt is not None:
             cases = cases.filter(prompt_version__prompt=prompt)
         if not _selected(cases, selection_id).exists():
-            raise ExampleSourceError(f"the selection “{selection.name}” holds no approved case "
-                                     f"{'of this prompt ' if prompt is not None else ''}with an expected answer", field)
+            raise ExampleSourceError(
+                f"the selection “{selection.name}” holds no approved case "
+                f"{'of this prompt ' if prompt is not None else ''}with an expected answer",
+                field,
+            )
 
     def pool_size(self, *, version, user) -> int:
         return pool_cases(version, user=user).count()

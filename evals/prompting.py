@@ -31,26 +31,44 @@ def case_retrieval(case, version, *, user) -> RetrievalRecord | None:
     query = variables.get(settings.get("query") or "") if settings.get("query") else None
     if not isinstance(query, str):
         query = "\n".join(v for v in variables.values() if isinstance(v, str)) if variables else case.input_text
-    return retrieve(user=user, query=query, knowledge_base_ids=base_ids, k=max(settings["k"], MRR_DEPTH),
-                    mode=settings["mode"], min_score=settings.get("min_score"))
+    return retrieve(
+        user=user,
+        query=query,
+        knowledge_base_ids=base_ids,
+        k=max(settings["k"], MRR_DEPTH),
+        mode=settings["mode"],
+        min_score=settings.get("min_score"),
+    )
 
 
 def read_by_model(record: RetrievalRecord | None, version) -> RetrievalRecord | None:
     """The record as the model reads it: its first k sources."""
     if record is None:
         return None
-    return {**record, "sources": record["sources"][:(version.retrieval or {}).get("k", len(record["sources"]))]}
+    return {**record, "sources": record["sources"][: (version.retrieval or {}).get("k", len(record["sources"]))]}
 
 
 def case_examples(case, version, *, user, pool_case_ids: list[int] | None = None) -> tuple[list[dict], list[int]]:
     """The few-shot examples `version` answers the case with, chosen as `user` (who runs the
     evaluation): never the case itself. (examples, the ids of the cases they came from)."""
-    return examples_for(version, user=user, variables=case.input_variables, text=case.input_text,
-                        exclude_case_ids=(case.pk,), pool_case_ids=pool_case_ids)
+    return examples_for(
+        version,
+        user=user,
+        variables=case.input_variables,
+        text=case.input_text,
+        exclude_case_ids=(case.pk,),
+        pool_case_ids=pool_case_ids,
+    )
 
 
-def case_messages(case, version=None, *, with_examples: bool = True, retrieval: RetrievalRecord | None = None,
-                  examples: list[dict] | None = None) -> list[dict]:
+def case_messages(
+    case,
+    version=None,
+    *,
+    with_examples: bool = True,
+    retrieval: RetrievalRecord | None = None,
+    examples: list[dict] | None = None,
+) -> list[dict]:
     """System (the version's instructions, or the chat's own system prompt in the context), the
     version's few-shot examples (when asked: `examples`, those case_examples chose, else its fixed
     ones), the context the case was flagged in, the input. `retrieval`: the passages the model reads
@@ -65,5 +83,6 @@ def case_messages(case, version=None, *, with_examples: bool = True, retrieval: 
         system = with_sources(system, retrieval)
     if examples is None:
         examples = version.examples
-    return assembled_messages(system=system, examples=examples if with_examples else (),
-                              turns=[m for m in turns if m["role"] != "system"])  # the version's instructions replace it
+    return assembled_messages(
+        system=system, examples=examples if with_examples else (), turns=[m for m in turns if m["role"] != "system"]
+    )  # the version's instructions replace it

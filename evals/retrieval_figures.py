@@ -48,10 +48,15 @@ def figures(pairs, k: int) -> dict | None:
             missed += 1
     if not judged_count:
         return None
-    return {"judged": judged_count, "k": k,
-            "recall_at_k": sum(recalls) / len(recalls) if recalls else None,
-            "mrr_at_10": sum(reciprocal_ranks) / len(reciprocal_ranks) if reciprocal_ranks else None,
-            "never_retrieved": (not_in_kb + missed) / judged_count, "not_in_kb": not_in_kb, "missed": missed}
+    return {
+        "judged": judged_count,
+        "k": k,
+        "recall_at_k": sum(recalls) / len(recalls) if recalls else None,
+        "mrr_at_10": sum(reciprocal_ranks) / len(reciprocal_ranks) if reciprocal_ranks else None,
+        "never_retrieved": (not_in_kb + missed) / judged_count,
+        "not_in_kb": not_in_kb,
+        "missed": missed,
+    }
 
 
 def moved(case, before: list[dict], after: list[dict], k_before: int, k_after: int) -> str:

@@ -51,17 +51,30 @@ def decoding_parameters(version) -> dict:
     version sets a temperature (reproducible scores)."""
     sampling = version.reply_sampling
     max_new_tokens = sampling.get("max_new_tokens") or settings.EVAL_MAX_NEW_TOKENS
-    parameters = {"max_new_tokens": max_new_tokens, "temperature": sampling.get("temperature", 0.0),
-                  "top_p": sampling.get("top_p", 1.0), "stop": sampling.get("stop", []), "seed": 0,
-                  "min_new_tokens": min(settings.LLM_MIN_NEW_TOKENS, max_new_tokens)}
+    parameters = {
+        "max_new_tokens": max_new_tokens,
+        "temperature": sampling.get("temperature", 0.0),
+        "top_p": sampling.get("top_p", 1.0),
+        "stop": sampling.get("stop", []),
+        "seed": 0,
+        "min_new_tokens": min(settings.LLM_MIN_NEW_TOKENS, max_new_tokens),
+    }
     if version.answer_format["type"] != "text":  # the version's format applies to its evaluation too
         parameters["output_format"] = version.answer_format
     return parameters
 
 
-def answers_from_model_workers(job: JobRecord, conversations: list[list[dict]], parameters: dict, *, owner,
-                               model_name: str, key: str, title: str, count_retry: Callable[[], None]
-                               ) -> Iterator[tuple[int, Message]]:
+def answers_from_model_workers(
+    job: JobRecord,
+    conversations: list[list[dict]],
+    parameters: dict,
+    *,
+    owner,
+    model_name: str,
+    key: str,
+    title: str,
+    count_retry: Callable[[], None],
+) -> Iterator[tuple[int, Message]]:
     """(index, finished reply) for each of `conversations`, in the order they finish, asked as
     `owner` of `model_name` for `job` (its heartbeat and cancel flag; `key` names its unlisted
     conversations). At most EVAL_BATCH_SIZE wait at the workers at once; a reply lost with its model
@@ -80,8 +93,14 @@ def answers_from_model_workers(job: JobRecord, conversations: list[list[dict]], 
             while to_ask and len(waiting) < settings.EVAL_BATCH_SIZE:
                 index = to_ask.pop()
                 reply = chat_services.reply_request_unlisted(
-                    owner=owner, kind=Conversation.Kind.EVALUATION, messages=conversations[index],
-                    model_name=model_name, parameters=parameters, title=title, job=key)
+                    owner=owner,
+                    kind=Conversation.Kind.EVALUATION,
+                    messages=conversations[index],
+                    model_name=model_name,
+                    parameters=parameters,
+                    title=title,
+                    job=key,
+                )
                 waiting[reply.pk], added = index, True
                 asked[index] += 1
                 created.append(reply.conversation_id)
@@ -93,7 +112,9 @@ def answers_from_model_workers(job: JobRecord, conversations: list[list[dict]], 
                 if job_progress(job):
                     raise Cancelled
             for reply in Message.objects.filter(pk__in=list(waiting)).exclude(status__in=Message.IN_PROGRESS):
-                if reply.status == Message.Status.FAILED and reply.error_code in Message.NO_ANSWER:  # no worker could answer
+                if (
+                    reply.status == Message.Status.FAILED and reply.error_code in Message.NO_ANSWER
+                ):  # no worker could answer
                     raise NoModelWorker(reply.error)
                 index = waiting.pop(reply.pk)
                 if _lost_with_its_worker(reply) and asked[index] <= settings.EVAL_CASE_RETRIES:
@@ -166,9 +187,16 @@ def _answers(evaluation: Evaluation, conversations: list[list[dict]], parameters
     def count_retry():
         Evaluation.objects.filter(pk=evaluation.pk).update(retried=F("retried") + 1)
 
-    return answers_from_model_workers(evaluation, conversations, parameters, owner=evaluation.created_by,
-                                      model_name=evaluation.model_name, key=job_key(evaluation.pk),
-                                      title=f"Evaluation {evaluation.pk}", count_retry=count_retry)
+    return answers_from_model_workers(
+        evaluation,
+        conversations,
+        parameters,
+        owner=evaluation.created_by,
+        model_name=evaluation.model_name,
+        key=job_key(evaluation.pk),
+        title=f"Evaluation {evaluation.pk}",
+        count_retry=count_retry,
+    )
 
 
 def _run(evaluation: Evaluation) -> None:
@@ -187,12 +215,14 @@ def _run(evaluation: Evaluation) -> None:
         retrieved[case.pk] = record["sources"] if record is not None else []
         try:
             examples, example_cases[case.pk] = case_examples(case, version, user=evaluation.created_by)
-            conversations.append(case_messages(case, version, retrieval=read_by_model(record, version),
-                                               examples=examples))
+            conversations.append(
+                case_messages(case, version, retrieval=read_by_model(record, version), examples=examples)
+            )
             runnable.append(case)
         except (MissingVariablesError, TemplateError) as exc:
-            EvaluationResult.objects.create(evaluation=evaluation, case=case, error=str(exc),
-                                            retrieved=retrieved[case.pk])
+            EvaluationResult.objects.create(
+                evaluation=evaluation, case=case, error=str(exc), retrieved=retrieved[case.pk]
+            )
             done += 1
     job_progress(evaluation, done=done, note="")
 
@@ -202,19 +232,39 @@ def _run(evaluation: Evaluation) -> None:
         judged = dict(zip((case.pk for case, _ in answered), judge(answered))) if judge else {}
         for case, reply in batch:
             if reply.status == Message.Status.FAILED:  # no answer to score: an error, not a fail
-                EvaluationResult.objects.create(evaluation=evaluation, case=case, output=reply.content,
-                                                error=reply.error, error_code=reply.error_code or Message.ErrorCode.MODEL_FAILED,
-                                                completion_tokens=reply.completion_tokens,
-                                                retrieved=retrieved[case.pk], example_cases=example_cases[case.pk])
+                EvaluationResult.objects.create(
+                    evaluation=evaluation,
+                    case=case,
+                    output=reply.content,
+                    error=reply.error,
+                    error_code=reply.error_code or Message.ErrorCode.MODEL_FAILED,
+                    completion_tokens=reply.completion_tokens,
+                    retrieved=retrieved[case.pk],
+                    example_cases=example_cases[case.pk],
+                )
                 done += 1
                 errored += 1
                 continue
-            scores, all_pass, failures = reply_scores(evaluation.scorers, version, reply.content, case.expected,
-                                                      similarity=similarity, judge_score=judged.get(case.pk))
-            EvaluationResult.objects.create(evaluation=evaluation, case=case, output=reply.content, scores=scores,
-                                            scorer_passed=all_pass, passed=all_pass, error="; ".join(failures),
-                                            completion_tokens=reply.completion_tokens, retrieved=retrieved[case.pk],
-                                            example_cases=example_cases[case.pk])
+            scores, all_pass, failures = reply_scores(
+                evaluation.scorers,
+                version,
+                reply.content,
+                case.expected,
+                similarity=similarity,
+                judge_score=judged.get(case.pk),
+            )
+            EvaluationResult.objects.create(
+                evaluation=evaluation,
+                case=case,
+                output=reply.content,
+                scores=scores,
+                scorer_passed=all_pass,
+                passed=all_pass,
+                error="; ".join(failures),
+                completion_tokens=reply.completion_tokens,
+                retrieved=retrieved[case.pk],
+                example_cases=example_cases[case.pk],
+            )
             passed += all_pass
             done += 1
         if job_progress(evaluation, done=done, passed=passed, errored=errored, note=""):
@@ -234,8 +284,9 @@ def _run(evaluation: Evaluation) -> None:
         store(finished)
 
 
-def reply_scores(specs: list[dict], version, output: str, expected: str, *, similarity=None, judge_score=None
-                 ) -> tuple[dict, bool, list[str]]:
+def reply_scores(
+    specs: list[dict], version, output: str, expected: str, *, similarity=None, judge_score=None
+) -> tuple[dict, bool, list[str]]:
     """A reply scored by every scorer: (scorer type → value, passed them all, the scorers' errors).
     A json_schema scorer without a schema uses `version`'s own."""
     scores, all_pass, failures = {}, True, []
@@ -280,11 +331,19 @@ def _judge_for(evaluation: Evaluation):
     def judge(batch):
         conversations = []
         for case, reply in batch:
-            values = {"input": case.input_display, "expected": case.expected, "actual": reply.content,
-                      "output": reply.content}
+            values = {
+                "input": case.input_display,
+                "expected": case.expected,
+                "actual": reply.content,
+                "output": reply.content,
+            }
             values = {name: value if value.strip() else "(empty)" for name, value in values.items()}
-            conversations.append(assembled_messages(system=judge_version.instructions, turns=[
-                {"role": "user", "content": render_user_turn(judge_version.template, values)}]))
+            conversations.append(
+                assembled_messages(
+                    system=judge_version.instructions,
+                    turns=[{"role": "user", "content": render_user_turn(judge_version.template, values)}],
+                )
+            )
         verdicts = dict(_answers(evaluation, conversations, parameters))
         return [scorers.judge_verdict(verdicts[n].content) for n in range(len(batch))]
 

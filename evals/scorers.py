@@ -31,17 +31,27 @@ from studio.llm import constraints
 
 REGEX_TIMEOUT_S = 1.0
 MAX_PATTERN_CHARS = 500
-DEFAULT_THRESHOLDS = {"exact_match": 1.0, "json_equal": 1.0, "contains": 1.0, "regex": 1.0, "valid_json": 1.0,
-                      "json_schema": 1.0, "semantic_similarity": 0.8, "llm_judge": 0.5}
+DEFAULT_THRESHOLDS = {
+    "exact_match": 1.0,
+    "json_equal": 1.0,
+    "contains": 1.0,
+    "regex": 1.0,
+    "valid_json": 1.0,
+    "json_schema": 1.0,
+    "semantic_similarity": 0.8,
+    "llm_judge": 0.5,
+}
 SCORER_TYPES = tuple(DEFAULT_THRESHOLDS)
-LABELS = {"exact_match": ("Exact match", "the same text, whitespace at the ends ignored"),
-          "json_equal": ("JSON equal", "the same JSON, any spacing or key order"),
-          "contains": ("Contains", "the output contains a text"),
-          "regex": ("Regular expression", "a pattern matches the output"),
-          "valid_json": ("Valid JSON", "the output parses as JSON"),
-          "json_schema": ("JSON Schema", "the output is JSON valid under a schema (the version's, by default)"),
-          "semantic_similarity": ("Semantic similarity", "meaning, by all-MiniLM-L6-v2 embeddings, -1 to 1"),
-          "llm_judge": ("LLM judge", "a prompt of yours judges the answer")}
+LABELS = {
+    "exact_match": ("Exact match", "the same text, whitespace at the ends ignored"),
+    "json_equal": ("JSON equal", "the same JSON, any spacing or key order"),
+    "contains": ("Contains", "the output contains a text"),
+    "regex": ("Regular expression", "a pattern matches the output"),
+    "valid_json": ("Valid JSON", "the output parses as JSON"),
+    "json_schema": ("JSON Schema", "the output is JSON valid under a schema (the version's, by default)"),
+    "semantic_similarity": ("Semantic similarity", "meaning, by all-MiniLM-L6-v2 embeddings, -1 to 1"),
+    "llm_judge": ("LLM judge", "a prompt of yours judges the answer"),
+}
 
 
 class ScorerError(ValueError):
@@ -78,7 +88,7 @@ def clean_scorers(raw, *, check_pattern: Callable[[str], str | None] | None = No
     """Checked scorer settings: [{"type", "threshold", ...params}]. `check_pattern` compiles a regex
     scorer's pattern where it cannot hurt (a bounded child process) and says what is wrong with it."""
     if not isinstance(raw, list) or not raw:
-        raise ScorerError("scorers: give at least one, e.g. [{\"type\": \"exact_match\"}]")
+        raise ScorerError('scorers: give at least one, e.g. [{"type": "exact_match"}]')
     if len(raw) > 10:
         raise ScorerError("scorers: at most 10")
     cleaned = []
@@ -161,11 +171,17 @@ def _bracketed(text: str) -> list[str]:
         return []
     start = min(starts)
     end = max(text.rfind("}"), text.rfind("]"))
-    return [text[start:end + 1]] if end > start else []
+    return [text[start : end + 1]] if end > start else []
 
 
-def score(spec: dict, output: str, expected: str, *, similarity: Callable[[str, str], float] | None = None,
-          judge_score: float | None = None) -> float:
+def score(
+    spec: dict,
+    output: str,
+    expected: str,
+    *,
+    similarity: Callable[[str, str], float] | None = None,
+    judge_score: float | None = None,
+) -> float:
     """The score of `output` against `expected` under one scorer (see the table above)."""
     kind = spec["type"]
     if kind == "exact_match":
@@ -196,8 +212,10 @@ def score(spec: dict, output: str, expected: str, *, similarity: Callable[[str, 
         try:
             return float(compiled_pattern(spec["pattern"]).search(output, timeout=REGEX_TIMEOUT_S) is not None)
         except TimeoutError:
-            raise ScoringFailed(f"regex: the pattern took longer than {REGEX_TIMEOUT_S:g} s on this output and was "
-                                "stopped (nested repetitions such as (a+)+ can take exponential time)") from None
+            raise ScoringFailed(
+                f"regex: the pattern took longer than {REGEX_TIMEOUT_S:g} s on this output and was "
+                "stopped (nested repetitions such as (a+)+ can take exponential time)"
+            ) from None
     if kind == "semantic_similarity":
         if similarity is None:
             raise ScorerError("semantic_similarity needs the embedding model")
@@ -207,8 +225,17 @@ def score(spec: dict, output: str, expected: str, *, similarity: Callable[[str, 
     raise ScorerError(f"unknown scorer {kind!r}")
 
 
-_VERDICT_WORDS = {"pass": 1.0, "passed": 1.0, "yes": 1.0, "correct": 1.0, "fail": 0.0, "failed": 0.0, "no": 0.0,
-                  "incorrect": 0.0, "wrong": 0.0}
+_VERDICT_WORDS = {
+    "pass": 1.0,
+    "passed": 1.0,
+    "yes": 1.0,
+    "correct": 1.0,
+    "fail": 0.0,
+    "failed": 0.0,
+    "no": 0.0,
+    "incorrect": 0.0,
+    "wrong": 0.0,
+}
 
 
 def judge_verdict(reply: str) -> float | None:

@@ -68,15 +68,22 @@ def apply_filters(cases, filters: dict, *, user=None):
         cases = cases.filter(created_by__username=filters["author"])
     if filters.get("q"):
         words = filters["q"]
-        cases = cases.filter(Q(input_text__icontains=words) | Q(expected__icontains=words) |
-                             Q(actual__icontains=words) | Q(note__icontains=words) |
-                             Q(input_variables__icontains=words))
+        cases = cases.filter(
+            Q(input_text__icontains=words)
+            | Q(expected__icontains=words)
+            | Q(actual__icontains=words)
+            | Q(note__icontains=words)
+            | Q(input_variables__icontains=words)
+        )
     return cases.distinct() if filters.get("tag") else cases
 
 
 def cases_page(*, user, filters: dict, page=1):
-    cases = (apply_filters(cases_visible_to(user), filters, user=user)
-             .select_related("prompt_version__prompt", "created_by").prefetch_related("tags"))
+    cases = (
+        apply_filters(cases_visible_to(user), filters, user=user)
+        .select_related("prompt_version__prompt", "created_by")
+        .prefetch_related("tags")
+    )
     return Paginator(cases, CASES_PER_PAGE).get_page(page)
 
 
@@ -93,8 +100,11 @@ def _names_a_status(filters: dict, user) -> bool:
     if filters.get("status"):
         return True
     if filters.get("selection"):
-        saved = CaseSelection.objects.filter(owner=user, pk=whole_number_or_none(filters["selection"])).values_list(
-            "filters", flat=True).first()
+        saved = (
+            CaseSelection.objects.filter(owner=user, pk=whole_number_or_none(filters["selection"]))
+            .values_list("filters", flat=True)
+            .first()
+        )
         return bool(saved and saved.get("status"))
     return False
 
@@ -106,21 +116,36 @@ def evaluation_cases(*, user, filters: dict):
 def counts(*, user) -> dict:
     """Cases per prompt and split, and progress toward the point where fine-tuning pays off."""
     visible = cases_visible_to(user)
-    rows = (visible.values("prompt_version__prompt__slug", "prompt_version__prompt__name", "split")
-            .annotate(n=Count("id")).order_by("prompt_version__prompt__name"))
+    rows = (
+        visible.values("prompt_version__prompt__slug", "prompt_version__prompt__name", "split")
+        .annotate(n=Count("id"))
+        .order_by("prompt_version__prompt__name")
+    )
     per_prompt: dict[str, dict] = {}
     for row in rows:
         slug = row["prompt_version__prompt__slug"] or "-"
-        entry = per_prompt.setdefault(slug, {"slug": slug, "name": row["prompt_version__prompt__name"] or "Plain chat",
-                                             "train": 0, "eval": 0, "total": 0})
+        entry = per_prompt.setdefault(
+            slug,
+            {
+                "slug": slug,
+                "name": row["prompt_version__prompt__name"] or "Plain chat",
+                "train": 0,
+                "eval": 0,
+                "total": 0,
+            },
+        )
         entry[row["split"]] += row["n"]
         entry["total"] += row["n"]
     threshold = settings.FAILURE_CASES_FOR_FINE_TUNING
     for entry in per_prompt.values():
         entry["percent"] = min(100, int(100 * entry["train"] / threshold))
         entry["hint"] = next_step_hint(entry, threshold)
-    return {"per_prompt": list(per_prompt.values()), "threshold": threshold, "total": visible.count(),
-            "open": visible.filter(status=FailureCase.Status.OPEN).count()}
+    return {
+        "per_prompt": list(per_prompt.values()),
+        "threshold": threshold,
+        "total": visible.count(),
+        "open": visible.filter(status=FailureCase.Status.OPEN).count(),
+    }
 
 
 def next_step_hint(entry: dict, threshold: int) -> str:
@@ -130,18 +155,25 @@ def next_step_hint(entry: dict, threshold: int) -> str:
     if held_out == 0:
         return "Move some cases to the eval split (about 1 in 5): evaluations then measure on cases no training saw."
     if train < threshold // 10:
-        return ("Keep improving the prompt: add instructions or few-shot examples, then run an evaluation "
-                "against the open cases.")
+        return (
+            "Keep improving the prompt: add instructions or few-shot examples, then run an evaluation "
+            "against the open cases."
+        )
     if train < threshold:
-        return (f"{threshold - train:,} more training cases until fine-tuning usually pays off; meanwhile "
-                "measure each prompt change against the cases.")
+        return (
+            f"{threshold - train:,} more training cases until fine-tuning usually pays off; meanwhile "
+            "measure each prompt change against the cases."
+        )
     return "Enough cases to fine-tune: when prompting stops fixing them, launch a LoRA fine-tune on the train split."
 
 
 def case_history(case: FailureCase):
     """How this case fared in every evaluation: version, model, pass or fail, the output."""
-    return (EvaluationResult.objects.filter(case=case)
-            .select_related("evaluation__prompt_version__prompt").order_by("-evaluation__created_at"))
+    return (
+        EvaluationResult.objects.filter(case=case)
+        .select_related("evaluation__prompt_version__prompt")
+        .order_by("-evaluation__created_at")
+    )
 
 
 def can_see_evaluation(user, evaluation: Evaluation) -> bool:
@@ -150,8 +182,9 @@ def can_see_evaluation(user, evaluation: Evaluation) -> bool:
 
 
 def evaluations_visible_to(user):
-    return (Evaluation.objects.filter(Q(created_by=user) | Q(shared=True))
-            .select_related("prompt_version__prompt", "created_by"))
+    return Evaluation.objects.filter(Q(created_by=user) | Q(shared=True)).select_related(
+        "prompt_version__prompt", "created_by"
+    )
 
 
 RESULTS_PER_PAGE = 50
@@ -191,9 +224,14 @@ def results_newest(*, evaluation: Evaluation, user) -> list[EvaluationResult]:
     return _mark_visibility(results[:NEWEST_RESULTS], user)
 
 
-COMPARISON_KINDS = {"regressed": "regressed", "fixed": "fixed", "still_failing": "still failing",
-                    "still_passing": "still passing", "only_one": "in one run only",
-                    "unanswered": "not answered in a run"}
+COMPARISON_KINDS = {
+    "regressed": "regressed",
+    "fixed": "fixed",
+    "still_failing": "still failing",
+    "still_passing": "still passing",
+    "only_one": "in one run only",
+    "unanswered": "not answered in a run",
+}
 
 
 def retrieval_figures_of(evaluation: Evaluation) -> dict | None:
@@ -213,8 +251,9 @@ def comparison(first: Evaluation, second: Evaluation, *, user, page=1) -> dict:
     unanswered = Q(error_code__gt="", verdict="")
     before_passed = dict(first.results.values_list("case_id", "passed"))
     after_passed = dict(second.results.values_list("case_id", "passed"))
-    errors = set(EvaluationResult.objects.filter(unanswered, evaluation__in=(first, second)).values_list("case_id",
-                                                                                                     flat=True))
+    errors = set(
+        EvaluationResult.objects.filter(unanswered, evaluation__in=(first, second)).values_list("case_id", flat=True)
+    )
     kinds = {}
     for case_id in set(before_passed) | set(after_passed):
         before, after = before_passed.get(case_id), after_passed.get(case_id)
@@ -232,23 +271,44 @@ def comparison(first: Evaluation, second: Evaluation, *, user, page=1) -> dict:
     for kind in kinds.values():
         counts[kind] += 1
     order = list(COMPARISON_KINDS)
-    paged = Paginator(sorted(kinds, key=lambda case_id: (order.index(kinds[case_id]), case_id)),
-                      RESULTS_PER_PAGE).get_page(page)
+    paged = Paginator(
+        sorted(kinds, key=lambda case_id: (order.index(kinds[case_id]), case_id)), RESULTS_PER_PAGE
+    ).get_page(page)
     shown = list(paged.object_list)
-    results = {(r.evaluation_id, r.case_id): r for r in EvaluationResult.objects.filter(
-        evaluation__in=(first, second), case_id__in=shown).select_related("case__prompt_version__prompt")}
+    results = {
+        (r.evaluation_id, r.case_id): r
+        for r in EvaluationResult.objects.filter(evaluation__in=(first, second), case_id__in=shown).select_related(
+            "case__prompt_version__prompt"
+        )
+    }
     rows = []
     k_first, k_second = ((e.prompt_version.retrieval or {}).get("k") for e in (first, second))
     for case_id in shown:
         before, after = results.get((first.pk, case_id)), results.get((second.pk, case_id))
         case = (before or after).case
-        moved = retrieval_figures.moved(case, before.retrieved, after.retrieved, k_first or 0, k_second or 0) \
-            if before is not None and after is not None and (k_first or k_second) else ""
-        rows.append({"case": case, "case_visible": can_see_case(user, case), "before": before, "after": after,
-                     "kind": kinds[case_id], "kind_label": COMPARISON_KINDS[kinds[case_id]], "passage_moved": moved})
-    return {"rows": rows, "counts": counts, "page": paged,
-            "retrieval": [retrieval_figures_of(first), retrieval_figures_of(second)],
-            "fixed_case_ids": [case_id for case_id, kind in kinds.items() if kind == "fixed"]}
+        moved = (
+            retrieval_figures.moved(case, before.retrieved, after.retrieved, k_first or 0, k_second or 0)
+            if before is not None and after is not None and (k_first or k_second)
+            else ""
+        )
+        rows.append(
+            {
+                "case": case,
+                "case_visible": can_see_case(user, case),
+                "before": before,
+                "after": after,
+                "kind": kinds[case_id],
+                "kind_label": COMPARISON_KINDS[kinds[case_id]],
+                "passage_moved": moved,
+            }
+        )
+    return {
+        "rows": rows,
+        "counts": counts,
+        "page": paged,
+        "retrieval": [retrieval_figures_of(first), retrieval_figures_of(second)],
+        "fixed_case_ids": [case_id for case_id, kind in kinds.items() if kind == "fixed"],
+    }
 
 
 def available_models() -> list[str]:

@@ -104,7 +104,7 @@ def _context(value, field) -> list[dict]:
     messages = []
     for n, message in enumerate(value):
         if not isinstance(message, dict) or message.get("role") not in ("system", "user", "assistant"):
-            raise CaseError("must be {\"role\": system|user|assistant, \"content\": text}", f"{field}[{n}]")
+            raise CaseError('must be {"role": system|user|assistant, "content": text}', f"{field}[{n}]")
         messages.append({"role": message["role"], "content": _text(message.get("content"), f"{field}[{n}].content")})
     return messages
 
@@ -113,7 +113,7 @@ def clean_case(raw: dict, *, where: str = "", versions: dict | None = None) -> d
     """Checked fields of one case from the API, a form or an import row; raises CaseError.
     Returns model fields plus "tags" (names) and "prompt_version" (resolved). `versions` keeps the
     versions resolved so far, for many rows at once."""
-    at = (lambda name: f"{where}.{name}" if where else name)
+    at = lambda name: f"{where}.{name}" if where else name
     if not isinstance(raw, dict):
         raise CaseError("must be an object", where or "(case)")
     if json_depth_exceeds(raw, 8):
@@ -122,8 +122,9 @@ def clean_case(raw: dict, *, where: str = "", versions: dict | None = None) -> d
     if unstorable:
         raise CaseError(unstorable[1], at(unstorable[0]))
     slug, number = raw.get("prompt"), raw.get("version")
-    memo = versions is not None and isinstance(slug, (str, type(None))) and (
-        number is None or type(number) in (str, int))  # plain values only (True == 1 must not match)
+    memo = (
+        versions is not None and isinstance(slug, (str, type(None))) and (number is None or type(number) in (str, int))
+    )  # plain values only (True == 1 must not match)
     if memo and (slug, number) in versions:
         version = versions[(slug, number)]
     else:
@@ -134,8 +135,9 @@ def clean_case(raw: dict, *, where: str = "", versions: dict | None = None) -> d
     variables, text = {}, ""
     if isinstance(given, dict):
         if version is None:
-            raise CaseError("is an object of variables, which needs a prompt; without one give the message text",
-                            at("input"))
+            raise CaseError(
+                "is an object of variables, which needs a prompt; without one give the message text", at("input")
+            )
         if len(given) > 100 or not all(isinstance(k, str) and isinstance(v, str) for k, v in given.items()):
             raise CaseError("must map variable names to text values", at("input"))
         variables = {name: _text(value, at(f"input.{name}")) for name, value in given.items()}
@@ -144,7 +146,9 @@ def clean_case(raw: dict, *, where: str = "", versions: dict | None = None) -> d
     elif version is None or version.variables:
         raise CaseError("must be the message text, or an object of the prompt's variables", at("input"))
     fields = {
-        "prompt_version": version, "input_variables": variables, "input_text": text,
+        "prompt_version": version,
+        "input_variables": variables,
+        "input_text": text,
         "context": _context(raw.get("context"), at("context")),
         "actual": _text(raw.get("actual"), at("actual")),
         "expected": _text(raw.get("expected"), at("expected"), required=True),
@@ -166,8 +170,11 @@ def clean_case(raw: dict, *, where: str = "", versions: dict | None = None) -> d
 
 NOT_IN_KB = ("not in the knowledge base", "not in kb", "not_in_kb", "none")
 MAX_JUDGED_PASSAGES = 20
-_DOCUMENT_PAGE = re.compile(r"^\s*(?P<document>[^\n]{1,255}?\.[A-Za-z0-9]{1,6})\s*(?:(?:,|#|:|–|-)?\s*(?:p\.?|page)\s*"
-                            r"(?P<page>\d{1,6}))?\s*$", re.IGNORECASE)
+_DOCUMENT_PAGE = re.compile(
+    r"^\s*(?P<document>[^\n]{1,255}?\.[A-Za-z0-9]{1,6})\s*(?:(?:,|#|:|–|-)?\s*(?:p\.?|page)\s*"
+    r"(?P<page>\d{1,6}))?\s*$",
+    re.IGNORECASE,
+)
 
 
 def clean_judgment(value, field: str = "passages") -> dict:
@@ -194,8 +201,11 @@ def clean_judgment(value, field: str = "passages") -> dict:
         if isinstance(item, str):
             text = _text(item, at, required=True, limit=4_000)
             matched = _DOCUMENT_PAGE.match(text)
-            right.append({"document": matched["document"].strip(), "page": int(matched["page"]) if matched["page"]
-                          else None} if matched else {"text": text})
+            right.append(
+                {"document": matched["document"].strip(), "page": int(matched["page"]) if matched["page"] else None}
+                if matched
+                else {"text": text}
+            )
         elif isinstance(item, dict):
             clean = {}
             if item.get("chunk") is not None:
@@ -218,8 +228,9 @@ def clean_judgment(value, field: str = "passages") -> dict:
     return {"right": right, "not_in_kb": False}
 
 
-def case_judge_retrieval(*, case: FailureCase, user, chunks=(), not_in_kb: bool = False, passage: str = ""
-                         ) -> FailureCase:
+def case_judge_retrieval(
+    *, case: FailureCase, user, chunks=(), not_in_kb: bool = False, passage: str = ""
+) -> FailureCase:
     """The person marks which of the case's retrieved passages were right (chunk ids), or that the
     knowledge base does not hold the answer; `passage`: the right passage's text (or "doc.pdf p. 3")
     when none retrieved was it."""
@@ -228,8 +239,11 @@ def case_judge_retrieval(*, case: FailureCase, user, chunks=(), not_in_kb: bool 
         case.retrieval_judgment = {"right": [], "not_in_kb": True}
     else:
         chosen = {int(c) for c in chunks if str(c).isdigit()}
-        right = [{"chunk": s["chunk"], "document": s.get("document"), "page": s.get("page"), "text": s.get("text", "")}
-                 for s in case.retrieved if s.get("chunk") in chosen]
+        right = [
+            {"chunk": s["chunk"], "document": s.get("document"), "page": s.get("page"), "text": s.get("text", "")}
+            for s in case.retrieved
+            if s.get("chunk") in chosen
+        ]
         if passage.strip():
             right += clean_judgment(passage.strip(), "passage")["right"]
         case.retrieval_judgment = {"right": right, "not_in_kb": False} if right else {}
@@ -270,14 +284,14 @@ def case_create(*, user, fields: dict, source: str, shared: bool | None = None, 
     row_shared = fields.pop("shared", None)
     shared = next((value for value in (row_shared, shared) if value is not None), NEW_CASE_SHARED)
     review = FailureCase.Review.PENDING if settings.FAILURE_CASE_REVIEW else FailureCase.Review.APPROVED
-    case = FailureCase.objects.create(created_by=user, source=source, review=review, shared=shared, **fields,
-                                      **extra)
+    case = FailureCase.objects.create(created_by=user, source=source, review=review, shared=shared, **fields, **extra)
     _set_tags(case, tags)
     return case
 
 
-def cases_create(*, user, rows: list, source: str, shared: bool | None = True,
-                 numbered: bool = True) -> list[FailureCase]:
+def cases_create(
+    *, user, rows: list, source: str, shared: bool | None = True, numbered: bool = True
+) -> list[FailureCase]:
     """Create many cases, all or nothing: a refusal names the row (`[3].expected`), or, not
     `numbered` (one case sent alone), the field only (`expected`). `shared`: for rows that do not
     say (the API and the forms pass None or the person's choice: the default NEW_CASE_SHARED;
@@ -297,7 +311,7 @@ def flag_prefill(message: Message) -> dict:
     version = conversation.prompt_version
     examples = 2 * len(examples_of_cases(version, message.example_cases, user=conversation.owner)) if version else 0
     system = 1 if history and history[0]["role"] == "system" else 0
-    context = history[system + examples:last_user] if last_user is not None else []
+    context = history[system + examples : last_user] if last_user is not None else []
     if system and version is None:
         context = [history[0]] + context  # a plain chat's system prompt is part of what was sent
     first_turn = not any(m["role"] == "user" for m in context)
@@ -306,15 +320,21 @@ def flag_prefill(message: Message) -> dict:
         asked_in = message.parent  # the turn this reply answered
         asked = asked_in.variables if asked_in is not None and asked_in.role == Message.Role.USER else None
         variables = dict(asked) if asked else variables
-    return {"prompt_version": version, "input_variables": variables,
-            "input_text": "" if variables else (history[last_user]["content"] if last_user is not None else ""),
-            "context": context, "actual": message.content, "model_name": message.model_name,
-            "retrieved": (message.retrieval or {}).get("sources", []),
-            "source": FailureCase.Source.PLAYGROUND if conversation.kind == "playground" else FailureCase.Source.CHAT}
+    return {
+        "prompt_version": version,
+        "input_variables": variables,
+        "input_text": "" if variables else (history[last_user]["content"] if last_user is not None else ""),
+        "context": context,
+        "actual": message.content,
+        "model_name": message.model_name,
+        "retrieved": (message.retrieval or {}).get("sources", []),
+        "source": FailureCase.Source.PLAYGROUND if conversation.kind == "playground" else FailureCase.Source.CHAT,
+    }
 
 
-def case_flag(*, user, message: Message, expected: str, tags=(), note: str = "", split: str = "",
-              shared: bool | None = None) -> FailureCase:
+def case_flag(
+    *, user, message: Message, expected: str, tags=(), note: str = "", split: str = "", shared: bool | None = None
+) -> FailureCase:
     """A reply flagged as a failure: the four columns from the conversation, the expected answer
     from the person. Only the conversation's owner flags its replies."""
     if message.conversation.owner_id != user.pk or message.role != Message.Role.ASSISTANT:
@@ -322,18 +342,31 @@ def case_flag(*, user, message: Message, expected: str, tags=(), note: str = "",
     if message.in_progress:
         raise CaseError("wait until the reply is finished", "message")
     prefill = flag_prefill(message)
-    fields = {"prompt_version": prefill["prompt_version"], "input_variables": prefill["input_variables"],
-              "input_text": prefill["input_text"], "context": prefill["context"], "actual": prefill["actual"],
-              "model_name": prefill["model_name"], "retrieved": prefill["retrieved"],
-              "expected": _text(expected, "expected", required=True), "tags": clean_tags(list(tags)),
-              "note": _text(note, "note", limit=5_000),
-              "split": _choice(split, "split", FailureCase.Split.values, FailureCase.Split.TRAIN)}
+    fields = {
+        "prompt_version": prefill["prompt_version"],
+        "input_variables": prefill["input_variables"],
+        "input_text": prefill["input_text"],
+        "context": prefill["context"],
+        "actual": prefill["actual"],
+        "model_name": prefill["model_name"],
+        "retrieved": prefill["retrieved"],
+        "expected": _text(expected, "expected", required=True),
+        "tags": clean_tags(list(tags)),
+        "note": _text(note, "note", limit=5_000),
+        "split": _choice(split, "split", FailureCase.Split.values, FailureCase.Split.TRAIN),
+    }
     unstorable = find_unstorable({k: v for k, v in fields.items() if k != "prompt_version"})
     if unstorable:
         raise CaseError(unstorable[1], unstorable[0])
     with transaction.atomic():
-        case = case_create(user=user, fields=fields, source=prefill["source"], shared=shared,
-                         source_message=message, source_conversation=message.conversation)
+        case = case_create(
+            user=user,
+            fields=fields,
+            source=prefill["source"],
+            shared=shared,
+            source_message=message,
+            source_conversation=message.conversation,
+        )
         Message.objects.filter(pk=message.pk).update(flagged_at=timezone.now())
     return case
 
@@ -350,17 +383,29 @@ def cases_prefer(*, user, kept: Message) -> list[FailureCase]:
         raise CasePermissionError("Only the person whose conversation it is can choose between its replies.")
     if kept.in_progress or not kept.content.strip():
         raise CaseError("the kept reply must be finished and have text", "message")
-    others = [m for m in Message.objects.select_related("conversation__prompt_version").filter(
-        conversation_id=kept.conversation_id, parent_id=kept.parent_id, role=Message.Role.ASSISTANT).exclude(
-        pk=kept.pk).order_by("pk")
-        if not m.in_progress and m.content.strip() and m.content.strip() != kept.content.strip()]
+    others = [
+        m
+        for m in Message.objects.select_related("conversation__prompt_version")
+        .filter(conversation_id=kept.conversation_id, parent_id=kept.parent_id, role=Message.Role.ASSISTANT)
+        .exclude(pk=kept.pk)
+        .order_by("pk")
+        if not m.in_progress and m.content.strip() and m.content.strip() != kept.content.strip()
+    ]
     if not others:
         raise CaseError("there is no other finished reply with different text to prefer it to", "message")
     cases = []
     for other in others[:MAX_PREFERENCE_PAIRS]:
         recorded = FailureCase.objects.filter(source_message=other, expected=kept.content).first()
-        cases.append(recorded or case_flag(user=user, message=other, expected=kept.content, tags=["preference"],
-                                           note=f"Another reply (#{kept.pk}) was kept over this one."))
+        cases.append(
+            recorded
+            or case_flag(
+                user=user,
+                message=other,
+                expected=kept.content,
+                tags=["preference"],
+                note=f"Another reply (#{kept.pk}) was kept over this one.",
+            )
+        )
     return cases
 
 
@@ -420,15 +465,19 @@ def cases_bulk(*, user, cases, action: str, value: str = "") -> int:
             for case in editable:
                 (case.tags.add if action == "add_tag" else case.tags.remove)(tag)
         else:
-            choices = {"split": FailureCase.Split.values, "status": FailureCase.Status.values,
-                       "review": FailureCase.Review.values}[action]
+            choices = {
+                "split": FailureCase.Split.values,
+                "status": FailureCase.Status.values,
+                "review": FailureCase.Review.values,
+            }[action]
             value = _choice(value, action, choices, None)
             if value is None:
                 raise CaseError("choose a value", action)
             if action == "review" and not user.is_staff:
                 editable = [case for case in editable if case.prompt_version and case.prompt.can_edit(user)]
-            FailureCase.objects.filter(pk__in=[c.pk for c in editable]).update(**{action: value},
-                                                                               updated_at=timezone.now())
+            FailureCase.objects.filter(pk__in=[c.pk for c in editable]).update(
+                **{action: value}, updated_at=timezone.now()
+            )
     return len(editable)
 
 
@@ -485,8 +534,11 @@ def evaluation_create(*, user, version, model_name: str, filters: dict, scorers)
         raise EvaluationError(str(exc), "scorers", code=exc.code) from None
     for spec in clean:
         if spec["type"] == "json_schema" and not spec.get("schema") and version.answer_format["type"] != "json_schema":
-            raise EvaluationError("json_schema: give a schema, or evaluate a version whose output format is a JSON "
-                                  "Schema (its schema is the default)", "scorers")
+            raise EvaluationError(
+                "json_schema: give a schema, or evaluate a version whose output format is a JSON "
+                "Schema (its schema is the default)",
+                "scorers",
+            )
         if spec["type"] == "llm_judge":
             try:
                 _resolve_version(spec["prompt"], spec["version"], lambda name: f"scorers.llm_judge.{name}")
@@ -507,11 +559,21 @@ def evaluation_create(*, user, version, model_name: str, filters: dict, scorers)
         person_lock(user)  # counted and created under the person's lock: simultaneous requests take turns
         queued = Evaluation.objects.filter(created_by=user, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)).count()
         if queued >= settings.EVAL_MAX_QUEUED_PER_USER:
-            raise EvaluationLimitReached(f"you already have {queued} evaluations queued or running (at most "
-                                         f"{settings.EVAL_MAX_QUEUED_PER_USER}); wait for one to finish", "queue")
-        evaluation = Evaluation.objects.create(prompt_version=version, model_name=model_name or available[0],
-                                               case_filters=filters, scorers=clean, created_by=user, total=total,
-                                               case_ids=case_ids, shared=shared)
+            raise EvaluationLimitReached(
+                f"you already have {queued} evaluations queued or running (at most "
+                f"{settings.EVAL_MAX_QUEUED_PER_USER}); wait for one to finish",
+                "queue",
+            )
+        evaluation = Evaluation.objects.create(
+            prompt_version=version,
+            model_name=model_name or available[0],
+            case_filters=filters,
+            scorers=clean,
+            created_by=user,
+            total=total,
+            case_ids=case_ids,
+            shared=shared,
+        )
         transaction.on_commit(lambda: jobs.dispatch(Evaluation, evaluation.pk))
     return evaluation
 
@@ -536,7 +598,8 @@ def result_verdict(*, result: EvaluationResult, user, verdict: str, write_back: 
         # A person's verdict on a case the model never answered makes it count in the pass rate.
         Evaluation.objects.filter(pk=evaluation.pk).update(
             passed=evaluation.results.filter(passed=True).count(),
-            errored=evaluation.results.exclude(error_code="").filter(verdict="").count())
+            errored=evaluation.results.exclude(error_code="").filter(verdict="").count(),
+        )
         if write_back:
             case = result.case
             case.expected = result.output

@@ -9,8 +9,7 @@ so every tag a case can hold survives an export and an import.
 
 SEPARATORS = (",", ";")
 # What the import page and the forms say (one sentence, one owner).
-SEPARATORS_NOTE = ('Separate tags with a comma or a semicolon; a tag that holds one goes between double quotes '
-                   '("a, b").')
+SEPARATORS_NOTE = 'Separate tags with a comma or a semicolon; a tag that holds one goes between double quotes ("a, b").'
 
 
 def tags_cell_split(text: str) -> list[str]:
@@ -25,7 +24,7 @@ def tags_cell_split(text: str) -> list[str]:
     while index < len(text):
         char = text[index]
         if quoted:
-            if char == '"' and text[index + 1:index + 2] == '"':  # a doubled quote: one quote in the tag
+            if char == '"' and text[index + 1 : index + 2] == '"':  # a doubled quote: one quote in the tag
                 current.append('"')
                 index += 1
             elif char == '"':

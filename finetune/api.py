@@ -14,15 +14,26 @@ from .models import FineTunedModel, FineTuneJob
 
 def job_json(job: FineTuneJob) -> dict:
     model = FineTunedModel.objects.filter(job=job).values_list("name", flat=True).first()
-    return {"id": job.pk, "name": job.name, "status": job.status, "step": job.done, "total_steps": job.total,
-            "epoch": job.epoch, "losses": [{k: m[k] for k in ("step", "loss", "eval_loss") if k in m}
-                                           for m in job.losses],
-            "model": model, "base_model": job.base_model, "prompt": job.prompt.slug,
-            "version": job.prompt_version.number if job.prompt_version else services.OWN_VERSION,
-            "examples": job.example_count,
-            "tokens_seen": job.tokens_seen, "tokens_per_s": job.tokens_per_s, "queue_position":
-                services.queue_position(job), "elapsed_s": job.progress_dict()["elapsed_s"],
-            "remaining_s": job.progress_dict()["remaining_s"], "error": job.error}
+    return {
+        "id": job.pk,
+        "name": job.name,
+        "status": job.status,
+        "step": job.done,
+        "total_steps": job.total,
+        "epoch": job.epoch,
+        "losses": [{k: m[k] for k in ("step", "loss", "eval_loss") if k in m} for m in job.losses],
+        "model": model,
+        "base_model": job.base_model,
+        "prompt": job.prompt.slug,
+        "version": job.prompt_version.number if job.prompt_version else services.OWN_VERSION,
+        "examples": job.example_count,
+        "tokens_seen": job.tokens_seen,
+        "tokens_per_s": job.tokens_per_s,
+        "queue_position": services.queue_position(job),
+        "elapsed_s": job.progress_dict()["elapsed_s"],
+        "remaining_s": job.progress_dict()["remaining_s"],
+        "error": job.error,
+    }
 
 
 @api_endpoint("POST", json_body=True, staff=True)
@@ -37,15 +48,23 @@ def fine_tunes(request, user, body):
         raise StudioError('an object, e.g. {"epochs": 3, "seed": 1}', "hyperparameters")
     unknown = sorted(set(hyperparameters) - set(services.DEFAULTS) - {"seed"})
     if unknown:
-        raise StudioError(f"not a hyperparameter; use {', '.join([*services.DEFAULTS, 'seed'])}",
-                          f"hyperparameters.{str(unknown[0])[:40]}")
+        raise StudioError(
+            f"not a hyperparameter; use {', '.join([*services.DEFAULTS, 'seed'])}",
+            f"hyperparameters.{str(unknown[0])[:40]}",
+        )
     version = body.get("version")
     if version is not None and (isinstance(version, bool) or not isinstance(version, (int, str))):
         raise StudioError(f'a version number, or "{services.OWN_VERSION}" (each case\'s own version)', "version")
-    job = services.job_create(user=user, name=str(body.get("name") or ""), prompt_slug=body["prompt"],
-                              filters=filters, objective=str(body.get("objective") or "sft"),
-                              method=str(body.get("method") or "lora"), hyperparameters=hyperparameters,
-                              version=version)
+    job = services.job_create(
+        user=user,
+        name=str(body.get("name") or ""),
+        prompt_slug=body["prompt"],
+        filters=filters,
+        objective=str(body.get("objective") or "sft"),
+        method=str(body.get("method") or "lora"),
+        hyperparameters=hyperparameters,
+        version=version,
+    )
     return JsonResponse({"id": job.pk}, status=202)
 
 

@@ -24,8 +24,9 @@ def merge_model(model_id: int) -> None:
     folder = Path(settings.DATA_DIR) / "merged" / model.name
     try:
         shutil.rmtree(folder, ignore_errors=True)
-        merge_adapter(str(base_model_folder(convert=True)), str(Path(settings.STUDIO_ADAPTERS_DIR) / model.name),
-                      str(folder))
+        merge_adapter(
+            str(base_model_folder(convert=True)), str(Path(settings.STUDIO_ADAPTERS_DIR) / model.name), str(folder)
+        )
         archive = merged_zip(model)
         with zipfile.ZipFile(archive.with_suffix(".partial"), "w", zipfile.ZIP_STORED) as out:
             for file in sorted(folder.rglob("*")):

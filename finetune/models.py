@@ -25,8 +25,9 @@ class FineTuneJob(JobRecord):
     prompt = models.ForeignKey("prompts.Prompt", on_delete=models.PROTECT, related_name="fine_tunes")
     # The version the cases are trained as served through (its instructions, examples, retrieval);
     # None: each case's own version (jobs launched before the choice existed).
-    prompt_version = models.ForeignKey("prompts.PromptVersion", on_delete=models.PROTECT, null=True, blank=True,
-                                       related_name="+")
+    prompt_version = models.ForeignKey(
+        "prompts.PromptVersion", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     case_filters = models.JSONField(default=dict)  # which cases (evals.selectors filters)
     case_ids = models.JSONField(default=list)  # exactly the cases trained on, fixed at launch
     data_hash = models.CharField(max_length=64, blank=True)  # sha256 of the rendered training rows
@@ -65,8 +66,7 @@ class FineTunedModel(models.Model):
 
     name = models.CharField(max_length=100, unique=True)
     base_model = models.CharField(max_length=200)
-    job = models.OneToOneField(FineTuneJob, on_delete=models.SET_NULL, null=True, blank=True,
-                               related_name="result")
+    job = models.OneToOneField(FineTuneJob, on_delete=models.SET_NULL, null=True, blank=True, related_name="result")
     training_config = models.JSONField(default=dict)
     case_ids = models.JSONField(default=list)
     data_hash = models.CharField(max_length=64)

@@ -69,25 +69,37 @@ def _run(job: FineTuneJob) -> tuple[str, str]:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     job_progress(job, note="preparing the data and the base model…")
-    by_id = {case.pk: case for case in FailureCase.objects.filter(pk__in=job.case_ids).select_related(
-        "prompt_version__prompt")}
+    by_id = {
+        case.pk: case
+        for case in FailureCase.objects.filter(pk__in=job.case_ids).select_related("prompt_version__prompt")
+    }
     # Assembled again as serving does it now (the version's passages are searched again, as the
     # job's staff member): the hash stored is that of what it trains on.
-    rows = training_rows([by_id[pk] for pk in job.case_ids if pk in by_id], job.objective, user=job.created_by,
-                         version=job.prompt_version)
+    rows = training_rows(
+        [by_id[pk] for pk in job.case_ids if pk in by_id],
+        job.objective,
+        user=job.created_by,
+        version=job.prompt_version,
+    )
     if not rows:
         return JobStatus.FAILED, "None of the job's training cases are left (deleted meanwhile)."
     counter = prompt_selectors.prompt_counter()
     job.data_hash, job.example_count = rows_hash(rows), len(rows)
     if counter is not None:  # before launch they may have been extrapolated from the first cases
         job.token_count = sum(counter.count_text(rendered_text(row, counter)) for row in rows)
-    FineTuneJob.objects.filter(pk=job.pk).update(data_hash=job.data_hash, example_count=job.example_count,
-                                                 token_count=job.token_count)
+    FineTuneJob.objects.filter(pk=job.pk).update(
+        data_hash=job.data_hash, example_count=job.example_count, token_count=job.token_count
+    )
     gpus = gpu_count()
     device = "cuda" if gpus else "cpu"
-    config = TrainingConfig(**{**job.hyperparameters, "device": device,
-                               "base_model_folder": str(base_model_folder(convert=True)),
-                               "threads": settings.JOB_TORCH_THREADS})
+    config = TrainingConfig(
+        **{
+            **job.hyperparameters,
+            "device": device,
+            "base_model_folder": str(base_model_folder(convert=True)),
+            "threads": settings.JOB_TORCH_THREADS,
+        }
+    )
     (folder / "config.json").write_text(json.dumps(config.__dict__))
     (folder / "data.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
     FineTuneJob.objects.filter(pk=job.pk).update(device=f"cuda x {gpus}" if gpus else "cpu")
@@ -105,15 +117,35 @@ def _die_with_parent():
 def _watch(job: FineTuneJob, folder: Path, command: list[str], device: str) -> dict:
     """Run the training process to its end, storing its progress; the outcome."""
     package_parent = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])),
-           "TOKENIZERS_PARALLELISM": "false"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                               preexec_fn=_die_with_parent, bufsize=1)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        preexec_fn=_die_with_parent,
+        bufsize=1,
+    )
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout] + [lines.put(None)],
-                     daemon=True).start()
-    state = {"metrics": list(job.metrics), "log": [], "outcome": None, "started": None, "done": None,
-             "last_beat": 0.0, "paused": False, "cancelled": False, "raw_log": open(folder / RAW_LOG, "a")}
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stdout] + [lines.put(None)], daemon=True
+    ).start()
+    state = {
+        "metrics": list(job.metrics),
+        "log": [],
+        "outcome": None,
+        "started": None,
+        "done": None,
+        "last_beat": 0.0,
+        "paused": False,
+        "cancelled": False,
+        "raw_log": open(folder / RAW_LOG, "a"),
+    }
     finished_reading = False
     while not finished_reading:
         try:
@@ -156,7 +188,7 @@ def _take(line: str, job: FineTuneJob, state: dict) -> None:
     if not line.startswith(PROGRESS_PREFIX):
         return
     try:
-        event = json.loads(line[len(PROGRESS_PREFIX):])
+        event = json.loads(line[len(PROGRESS_PREFIX) :])
     except ValueError:
         return
     kind = event.get("event")
@@ -166,13 +198,18 @@ def _take(line: str, job: FineTuneJob, state: dict) -> None:
         state["done"] = {"done": 0, "total": event.get("total_steps") or 0}
         state["log"] = (state["log"] + [f"training started: {event.get('total_steps') or '?'} steps"])[-LOG_TAIL_LINES:]
     elif kind in ("step", "log"):
-        state["done"] = {"done": event.get("step", 0), "total": event.get("total_steps") or 0,
-                         "epoch": event.get("epoch"), "tokens_seen": event.get("tokens_seen") or 0}
+        state["done"] = {
+            "done": event.get("step", 0),
+            "total": event.get("total_steps") or 0,
+            "epoch": event.get("epoch"),
+            "tokens_seen": event.get("tokens_seen") or 0,
+        }
         if state["started"] and state["done"]["tokens_seen"]:
             state["done"]["tokens_per_s"] = state["done"]["tokens_seen"] / max(now - state["started"], 1e-6)
         if kind == "log" and ("loss" in event or "eval_loss" in event):
-            point = {k: event[k] for k in ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm")
-                     if k in event}
+            point = {
+                k: event[k] for k in ("step", "epoch", "loss", "eval_loss", "learning_rate", "grad_norm") if k in event
+            }
             state["metrics"].append(point)
             state["log"] = (state["log"] + [_log_line(point)])[-LOG_TAIL_LINES:]
     elif kind in ("done", "error"):
@@ -184,8 +221,9 @@ def _take(line: str, job: FineTuneJob, state: dict) -> None:
 
 
 def _log_line(point: dict) -> str:
-    parts = [f"step {point.get('step')}"] + [f"{k} {point[k]:.4g}" for k in ("loss", "eval_loss", "learning_rate")
-                                             if k in point]
+    parts = [f"step {point.get('step')}"] + [
+        f"{k} {point[k]:.4g}" for k in ("loss", "eval_loss", "learning_rate") if k in point
+    ]
     return " · ".join(parts)
 
 
@@ -198,8 +236,11 @@ def _housekeeping(job: FineTuneJob, folder: Path, state: dict, device: str) -> N
         state["cancelled"] = True
         (folder / "stop").touch()
     if device == "cpu":  # on a shared CPU, people come first: training waits between steps while they wait
-        busy = Message.objects.filter(status__in=Message.IN_PROGRESS).exclude(
-            conversation__kind=Conversation.Kind.EVALUATION).exists()
+        busy = (
+            Message.objects.filter(status__in=Message.IN_PROGRESS)
+            .exclude(conversation__kind=Conversation.Kind.EVALUATION)
+            .exists()
+        )
         if busy != state["paused"]:
             state["paused"] = busy
             (folder / "pause").touch() if busy else (folder / "pause").unlink(missing_ok=True)
@@ -208,12 +249,19 @@ def _housekeeping(job: FineTuneJob, folder: Path, state: dict, device: str) -> N
 def _save(job: FineTuneJob, state: dict) -> bool:
     """Store progress; True when a cancel was asked for."""
     progress = state["done"] or {}
-    note = "paused: chat replies come first" if state["paused"] else (
-        "training" if state["started"] else "loading the base model…")
+    note = (
+        "paused: chat replies come first"
+        if state["paused"]
+        else ("training" if state["started"] else "loading the base model…")
+    )
     fields = {"metrics": state["metrics"][-2000:], "log_tail": "\n".join(state["log"]), "note": note}
     if progress:
-        fields.update(total=progress.get("total", 0), epoch=progress.get("epoch"),
-                      tokens_seen=progress.get("tokens_seen", 0), tokens_per_s=progress.get("tokens_per_s"))
+        fields.update(
+            total=progress.get("total", 0),
+            epoch=progress.get("epoch"),
+            tokens_seen=progress.get("tokens_seen", 0),
+            tokens_per_s=progress.get("tokens_per_s"),
+        )
     return job_progress(job, done=progress.get("done"), **fields)
 
 
@@ -224,8 +272,12 @@ def _register(job: FineTuneJob, folder: Path, metrics: dict) -> FineTunedModel:
     write_meta(target, name=job.name, base_model=job.base_model)
     size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
     return FineTunedModel.objects.create(
-        name=job.name, base_model=job.base_model, job=job, training_config={**job.hyperparameters,
-                                                                            "objective": job.objective,
-                                                                            "method": job.method},
-        case_ids=job.case_ids, data_hash=job.data_hash, metrics={**metrics, "finished_at": timezone.now().isoformat()},
-        size_bytes=size)
+        name=job.name,
+        base_model=job.base_model,
+        job=job,
+        training_config={**job.hyperparameters, "objective": job.objective, "method": job.method},
+        case_ids=job.case_ids,
+        data_hash=job.data_hash,
+        metrics={**metrics, "finished_at": timezone.now().isoformat()},
+        size_bytes=size,
+    )

@@ -31,8 +31,17 @@ from .training_data import base_model_folder, describe_left_out, rendered_text, 
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 # Shown and explained on the form; what a LoRA run on a small model usually wants.
-DEFAULTS = {"epochs": 3.0, "learning_rate": 2e-4, "lora_rank": 16, "lora_alpha": 32, "lora_dropout": 0.05,
-            "target_modules": "all-linear", "max_length": 512, "batch_size": 4, "gradient_accumulation": 1}
+DEFAULTS = {
+    "epochs": 3.0,
+    "learning_rate": 2e-4,
+    "lora_rank": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "target_modules": "all-linear",
+    "max_length": 512,
+    "batch_size": 4,
+    "gradient_accumulation": 1,
+}
 EXPLAINED = {
     "epochs": "Passes over the training cases. More fits them better, until it memorises them (watch the eval loss).",
     "learning_rate": "Step size. LoRA trains few weights, so it takes a larger rate than full fine-tuning (1e-4 to 3e-4).",
@@ -46,15 +55,31 @@ EXPLAINED = {
 }
 
 
-LABELS = {"epochs": "Epochs", "learning_rate": "Learning rate", "lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha",
-          "lora_dropout": "LoRA dropout", "target_modules": "Target modules", "max_length": "Max length",
-          "batch_size": "Batch size", "gradient_accumulation": "Gradient accumulation"}
+LABELS = {
+    "epochs": "Epochs",
+    "learning_rate": "Learning rate",
+    "lora_rank": "LoRA rank",
+    "lora_alpha": "LoRA alpha",
+    "lora_dropout": "LoRA dropout",
+    "target_modules": "Target modules",
+    "max_length": "Max length",
+    "batch_size": "Batch size",
+    "gradient_accumulation": "Gradient accumulation",
+}
 
 
 def hyperparameter_fields(values: dict) -> list[dict]:
     """The form's hyperparameter fields: name, label, default, what it does, the value given."""
-    return [{"name": name, "label": LABELS[name], "default": default, "help": EXPLAINED[name],
-             "value": values.get(name, "")} for name, default in DEFAULTS.items()]
+    return [
+        {
+            "name": name,
+            "label": LABELS[name],
+            "default": default,
+            "help": EXPLAINED[name],
+            "value": values.get(name, ""),
+        }
+        for name, default in DEFAULTS.items()
+    ]
 
 
 class FineTuneError(StudioError):
@@ -101,8 +126,11 @@ def cases_funnel(*, user, prompt, filters: dict) -> list[dict]:
     first entry, filter "prompt", counts every case of the prompt, visible or not). A count only:
     nothing of a case another person keeps private is shown."""
     saved = _saved_selection(user=user, filters=filters)
-    given = {name: value for name, value in case_selectors.clean_filters(filters).items()
-             if name not in ("prompt", "selection")}
+    given = {
+        name: value
+        for name, value in case_selectors.clean_filters(filters).items()
+        if name not in ("prompt", "selection")
+    }
     if not given.get("split") and not saved.get("split"):
         given["split"] = FailureCase.Split.TRAIN  # as cases_for_job: held-out cases only when asked
     split = given.get("split") or saved.get("split")
@@ -113,8 +141,15 @@ def cases_funnel(*, user, prompt, filters: dict) -> list[dict]:
         nonlocal cases
         left = narrowed.count()
         removed = funnel[-1]["left"] - left
-        funnel.append({"filter": name, "removed": removed, "left": left, "why": why,
-                       "text": f"{removed} {_agreeing(why, removed)}"})
+        funnel.append(
+            {
+                "filter": name,
+                "removed": removed,
+                "left": left,
+                "why": why,
+                "text": f"{removed} {_agreeing(why, removed)}",
+            }
+        )
         cases = narrowed
 
     def both(narrowed, *names):
@@ -126,19 +161,32 @@ def cases_funnel(*, user, prompt, filters: dict) -> list[dict]:
 
     step("visibility", cases.filter(Q(shared=True) | Q(created_by=user)), "are private to another person")
     others = ", ".join(v for v in FailureCase.Split.values if v != split)
-    step("split", both(cases, "split"), f"are in the {others} split, not {split} (choose their split to train on "
-                                        "them: held-out cases are trained on only when asked)")
-    step("review", both(cases.filter(review=FailureCase.Review.APPROVED), "review"),
-         "are not approved by a reviewer (waiting or rejected)")
+    step(
+        "split",
+        both(cases, "split"),
+        f"are in the {others} split, not {split} (choose their split to train on "
+        "them: held-out cases are trained on only when asked)",
+    )
+    step(
+        "review",
+        both(cases.filter(review=FailureCase.Review.APPROVED), "review"),
+        "are not approved by a reviewer (waiting or rejected)",
+    )
     status = given.get("status") or saved.get("status")
     if status:
         step("status", both(cases, "status"), f"are not “{status}”")
     else:
-        step("status", cases.filter(status__in=USED_STATUSES), "are marked “won't fix” (choose that status to "
-                                                                "train on them)")
+        step(
+            "status",
+            cases.filter(status__in=USED_STATUSES),
+            "are marked “won't fix” (choose that status to train on them)",
+        )
     if given.get("version") or saved.get("version"):
-        step("version", both(cases, "version"), "were flagged under another version of the prompt "
-                                                f"(v{given.get('version') or saved.get('version')} asked)")
+        step(
+            "version",
+            both(cases, "version"),
+            f"were flagged under another version of the prompt (v{given.get('version') or saved.get('version')} asked)",
+        )
     if given.get("tag") or saved.get("tag"):
         step("tag", both(cases, "tag"), f"do not have the tag “{given.get('tag') or saved.get('tag')}”")
     rest = ("prompt", "source", "author", "q")  # the form never sends a prompt here: only a selection's
@@ -153,7 +201,7 @@ def _agreeing(why: str, count: int) -> str:
     if count == 1:
         for several, one in (("are ", "is "), ("do not ", "does not "), ("were ", "was ")):
             if why.startswith(several):
-                return one + why[len(several):]
+                return one + why[len(several) :]
     return why
 
 
@@ -193,8 +241,9 @@ def _retrieves(version) -> bool:
     return version is not None and bool((version.retrieval or {}).get("knowledge_bases"))
 
 
-def job_plan(*, user, prompt, filters: dict, objective: str, hyperparameters: dict, method: str,
-             version: str | int | None = None) -> dict:
+def job_plan(
+    *, user, prompt, filters: dict, objective: str, hyperparameters: dict, method: str, version: str | int | None = None
+) -> dict:
     """What launching would do: the version the cases are served through, examples, tokens, the first
     examples as the model sees them, which cases were left out and why, an estimate of memory and
     time, and warnings. Raises FineTuneError for what cannot run."""
@@ -224,29 +273,47 @@ def job_plan(*, user, prompt, filters: dict, objective: str, hyperparameters: di
                 too_long.append(tokens)
             if n < 3:
                 preview.append({"text": text, "version": data.versions[n], "passages": data.passages[n]})
-    example_count, token_count, trained_tokens = round(len(rows) * scale), round(token_count * scale), \
-        round(trained_tokens * scale)
+    example_count, token_count, trained_tokens = (
+        round(len(rows) * scale),
+        round(token_count * scale),
+        round(trained_tokens * scale),
+    )
     warnings = []
     if too_long:
-        warnings.append(f"{len(too_long)} example{'s are' if len(too_long) != 1 else ' is'} longer than the maximum "
-                        f"length of {config['max_length']} tokens (up to {max(too_long):,}, with the instructions, "
-                        "examples and passages the version is served with): training cuts their end, which is the "
-                        "expected answer. Raise the maximum length, or shorten what the version sends.")
+        warnings.append(
+            f"{len(too_long)} example{'s are' if len(too_long) != 1 else ' is'} longer than the maximum "
+            f"length of {config['max_length']} tokens (up to {max(too_long):,}, with the instructions, "
+            "examples and passages the version is served with): training cuts their end, which is the "
+            "expected answer. Raise the maximum length, or shorten what the version sends."
+        )
     threshold = settings.FAILURE_CASES_FOR_FINE_TUNING
     if rows and example_count < threshold // 4:
-        warnings.append(f"Only {example_count} training example{'s' if example_count != 1 else ''}: fine-tuning usually pays "
-                        f"off from about {threshold:,} good cases. With this few, few-shot examples in the prompt "
-                        "are often as good; the job may memorise them.")
+        warnings.append(
+            f"Only {example_count} training example{'s' if example_count != 1 else ''}: fine-tuning usually pays "
+            f"off from about {threshold:,} good cases. With this few, few-shot examples in the prompt "
+            "are often as good; the job may memorise them."
+        )
     funnel = cases_funnel(user=user, prompt=prompt, filters=filters)
-    return {"cases": list(cases.values_list("id", flat=True)), "filters": filters, "rows": rows,
-            "version": chosen, "versions": sorted({n for n in data.versions if n is not None}),
-            "version_label": _version_label(chosen),
-            "example_count": example_count, "token_count": token_count, "preview": preview, "config": config,
-            "assembled": len(assembled), "extrapolated": len(assembled) < len(chosen_cases),
-            "funnel": funnel, "left_out": data.left_out, "left_out_text": describe_left_out(data.left_out),
-            "why_none": "" if rows else describe_funnel(funnel, data.left_out),
-            "estimate": job_estimate(token_count=trained_tokens, config=config, examples=example_count),
-            "warnings": warnings}
+    return {
+        "cases": list(cases.values_list("id", flat=True)),
+        "filters": filters,
+        "rows": rows,
+        "version": chosen,
+        "versions": sorted({n for n in data.versions if n is not None}),
+        "version_label": _version_label(chosen),
+        "example_count": example_count,
+        "token_count": token_count,
+        "preview": preview,
+        "config": config,
+        "assembled": len(assembled),
+        "extrapolated": len(assembled) < len(chosen_cases),
+        "funnel": funnel,
+        "left_out": data.left_out,
+        "left_out_text": describe_left_out(data.left_out),
+        "why_none": "" if rows else describe_funnel(funnel, data.left_out),
+        "estimate": job_estimate(token_count=trained_tokens, config=config, examples=example_count),
+        "warnings": warnings,
+    }
 
 
 def _version_label(version) -> str:
@@ -281,8 +348,9 @@ def clean_hyperparameters(raw: dict, *, method: str, objective: str) -> dict:
         raise FineTuneError(f"must be a whole number from 0 to {MAX_SEED:,}", "seed")
     device = "cuda" if _cuda_available() else "cpu"
     try:
-        config = TrainingConfig(base_model_folder="-", objective=objective, method=method, seed=seed, device=device,
-                                **values)
+        config = TrainingConfig(
+            base_model_folder="-", objective=objective, method=method, seed=seed, device=device, **values
+        )
     except TrainingConfigError as exc:
         raise FineTuneError(str(exc), exc.field) from None
     return {k: v for k, v in config.__dict__.items() if k != "base_model_folder"}
@@ -354,8 +422,10 @@ def job_estimate(*, token_count: int, config: dict, examples: int) -> dict:
         fixed_costs = [run["fixed_s"] for run in measured]
         speed, slowest, fastest = _median(speeds), min(speeds), max(speeds)
         fixed, fixed_low, fixed_high = _median(fixed_costs), min(fixed_costs), max(fixed_costs)
-        basis = (f"measured on the last {len(measured)} job{'s' if len(measured) != 1 else ''} here: "
-                 f"{slowest:.0f}–{fastest:.0f} tokens/s, {fixed_low:.0f}–{fixed_high:.0f} s to start and finish")
+        basis = (
+            f"measured on the last {len(measured)} job{'s' if len(measured) != 1 else ''} here: "
+            f"{slowest:.0f}–{fastest:.0f} tokens/s, {fixed_low:.0f}–{fixed_high:.0f} s to start and finish"
+        )
     else:
         params_m = max(weights / 4 / 1e6, 1.0)  # float32 file: 4 bytes a parameter
         cores = max(os.cpu_count() or 2, 1)
@@ -363,14 +433,19 @@ def job_estimate(*, token_count: int, config: dict, examples: int) -> dict:
         # leaves now (1-minute load average) slows it. (Measured here under a load of 8 on 2 cores,
         # the steps ran 20x slower than idle: the range stays wide.)
         free = cpu_share_free(cores) if config["device"] == "cpu" else 1.0
-        speed = min(RULE_OF_THUMB_TOKENS_PER_S * 135 / params_m * cores / 2, 3000.0) * (
-            20 if config["device"] == "cuda" else 1) * free
+        speed = (
+            min(RULE_OF_THUMB_TOKENS_PER_S * 135 / params_m * cores / 2, 3000.0)
+            * (20 if config["device"] == "cuda" else 1)
+            * free
+        )
         slowest, fastest = speed / 3, speed * 1.5
         fixed = startup_calibration(weights=weights, examples=examples, converted=folder is not None)
         fixed_low, fixed_high = fixed * 0.6, fixed * 2
-        basis = ("a rule of thumb: no job has finished on this machine yet (the first one refines it); "
-                 f"about {fixed:.0f} s of it to start the training process, load the model and save the result"
-                 + (f"; other work keeps the CPU busy now (about {free:.0%} of it free)" if free < 0.9 else ""))
+        basis = (
+            "a rule of thumb: no job has finished on this machine yet (the first one refines it); "
+            f"about {fixed:.0f} s of it to start the training process, load the model and save the result"
+            + (f"; other work keeps the CPU busy now (about {free:.0%} of it free)" if free < 0.9 else "")
+        )
     chat_share = recent_chat_share() if config["device"] == "cpu" else 0.0
     paced = 1 - min(chat_share, 0.9)
     trained = token_count * config["epochs"]
@@ -378,10 +453,19 @@ def job_estimate(*, token_count: int, config: dict, examples: int) -> dict:
     def total(fixed_s: float, tokens_per_s: float) -> float | None:
         return fixed_s + trained / (tokens_per_s * paced) if token_count else None
 
-    return {"memory_bytes": memory, "seconds": total(fixed, speed), "tokens_per_s": speed, "measured": bool(measured),
-            "device": config["device"], "basis": basis, "chat_share": chat_share, "fixed_s": fixed,
-            "training_s": trained / (speed * paced) if token_count else None,
-            "seconds_low": total(fixed_low, fastest), "seconds_high": total(fixed_high, slowest)}
+    return {
+        "memory_bytes": memory,
+        "seconds": total(fixed, speed),
+        "tokens_per_s": speed,
+        "measured": bool(measured),
+        "device": config["device"],
+        "basis": basis,
+        "chat_share": chat_share,
+        "fixed_s": fixed,
+        "training_s": trained / (speed * paced) if token_count else None,
+        "seconds_low": total(fixed_low, fastest),
+        "seconds_high": total(fixed_high, slowest),
+    }
 
 
 def cpu_share_free(cores: int) -> float:
@@ -395,18 +479,32 @@ def cpu_share_free(cores: int) -> float:
 
 def startup_calibration(*, weights: int, examples: int, converted: bool) -> float:
     """Seconds a run spends outside its steps, before any job has measured it here."""
-    return (PROCESS_START_S + weights / WEIGHTS_LOADED_BYTES_PER_S + examples / TOKENIZED_EXAMPLES_PER_S
-            + ADAPTER_SAVED_S + (0.0 if converted else CONVERSION_S))
+    return (
+        PROCESS_START_S
+        + weights / WEIGHTS_LOADED_BYTES_PER_S
+        + examples / TOKENIZED_EXAMPLES_PER_S
+        + ADAPTER_SAVED_S
+        + (0.0 if converted else CONVERSION_S)
+    )
 
 
 def measured_runs(*, device: str, last: int = 5) -> list[dict]:
     """The last finished jobs on the served base model and `device`: their speed in the steps
     (non-padding tokens a second) and their fixed cost (the run's seconds, from the job worker
     taking it to the registry, less the seconds its steps took)."""
-    jobs_done = (FineTuneJob.objects.filter(status=JobStatus.FINISHED, base_model=chat_registry.base_model_name(),
-                                            device__startswith=device, tokens_per_s__gt=0, tokens_seen__gt=0,
-                                            started_at__isnull=False, finished_at__isnull=False)
-                 .order_by("-finished_at").values("tokens_per_s", "tokens_seen", "started_at", "finished_at")[:last])
+    jobs_done = (
+        FineTuneJob.objects.filter(
+            status=JobStatus.FINISHED,
+            base_model=chat_registry.base_model_name(),
+            device__startswith=device,
+            tokens_per_s__gt=0,
+            tokens_seen__gt=0,
+            started_at__isnull=False,
+            finished_at__isnull=False,
+        )
+        .order_by("-finished_at")
+        .values("tokens_per_s", "tokens_seen", "started_at", "finished_at")[:last]
+    )
     runs = []
     for job in jobs_done:
         elapsed = (job["finished_at"] - job["started_at"]).total_seconds()
@@ -426,9 +524,13 @@ def recent_chat_share() -> float:
     (training pauses between steps for those on a CPU): overlapping replies counted once."""
     now = timezone.now()
     start = now - timedelta(hours=1)
-    spans = sorted((max(created, start), finished or now) for created, finished in Message.objects.filter(
-        role=Message.Role.ASSISTANT, created_at__lt=now).exclude(conversation__kind=Conversation.Kind.EVALUATION)
-        .exclude(finished_at__lt=start).values_list("created_at", "finished_at")[:5000])
+    spans = sorted(
+        (max(created, start), finished or now)
+        for created, finished in Message.objects.filter(role=Message.Role.ASSISTANT, created_at__lt=now)
+        .exclude(conversation__kind=Conversation.Kind.EVALUATION)
+        .exclude(finished_at__lt=start)
+        .values_list("created_at", "finished_at")[:5000]
+    )
     busy, covered_to = 0.0, start
     for begin, end in spans:
         begin = max(begin, covered_to)
@@ -441,8 +543,17 @@ def recent_chat_share() -> float:
 # --- jobs ------------------------------------------------------------------------------------------
 
 
-def job_create(*, user, name: str, prompt_slug: str, filters: dict, objective: str = "sft", method: str = "lora",
-               hyperparameters: dict | None = None, version: str | int | None = None) -> FineTuneJob:
+def job_create(
+    *,
+    user,
+    name: str,
+    prompt_slug: str,
+    filters: dict,
+    objective: str = "sft",
+    method: str = "lora",
+    hyperparameters: dict | None = None,
+    version: str | int | None = None,
+) -> FineTuneJob:
     require_staff(user)
     missing = [field for field, value in (("prompt", prompt_slug),) if not value]
     if missing:
@@ -459,19 +570,34 @@ def job_create(*, user, name: str, prompt_slug: str, filters: dict, objective: s
         raise FineTuneError("use lower-case letters, digits, '.', '-' and '_' (80 at most)", "name")
     if name in chat_registry.available_models() or FineTuneJob.objects.filter(name=name).exists():
         raise FineTuneError(f"a model or job named “{name}” exists already", "name")
-    planned = job_plan(user=user, prompt=prompt, filters=filters, objective=objective,
-                       hyperparameters=hyperparameters or {}, method=method, version=version)
+    planned = job_plan(
+        user=user,
+        prompt=prompt,
+        filters=filters,
+        objective=objective,
+        hyperparameters=hyperparameters or {},
+        method=method,
+        version=version,
+    )
     if not planned["rows"]:
         raise FineTuneError(f"no training examples: {planned['why_none']}", "cases")
     with transaction.atomic():
         job = FineTuneJob.objects.create(
-            name=name, base_model=chat_registry.base_model_name(), prompt=prompt, prompt_version=planned["version"],
+            name=name,
+            base_model=chat_registry.base_model_name(),
+            prompt=prompt,
+            prompt_version=planned["version"],
             case_filters=planned["filters"],
-            case_ids=planned["cases"], example_count=planned["example_count"],
+            case_ids=planned["cases"],
+            example_count=planned["example_count"],
             # Of every row when all were assembled; the job worker stores that of what it trains on.
             data_hash="" if planned["extrapolated"] else rows_hash(planned["rows"]),
-            token_count=planned["token_count"], objective=objective, method=method,
-            hyperparameters=planned["config"], created_by=user)
+            token_count=planned["token_count"],
+            objective=objective,
+            method=method,
+            hyperparameters=planned["config"],
+            created_by=user,
+        )
         transaction.on_commit(lambda: jobs.dispatch(FineTuneJob, job.pk))
     return job
 

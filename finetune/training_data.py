@@ -54,10 +54,18 @@ def case_prompt(case, *, version, user) -> tuple[list[dict], dict]:
     if version is None:
         return case_messages(case), {}
     variables = {name: value for name, value in (case.input_variables or {}).items() if name in version.variables}
-    earlier = [m for m in case.context if m.get("role") in ("user", "assistant")]  # the version's instructions replace a system turn
+    earlier = [
+        m for m in case.context if m.get("role") in ("user", "assistant")
+    ]  # the version's instructions replace a system turn
     # Examples chosen per input are chosen for it as serving would, never the case itself.
-    return chat_selectors.version_reply_messages(version=version, user=user, variables=variables,
-                                                 content=case.input_text, earlier=earlier, exclude_case_ids=(case.pk,))
+    return chat_selectors.version_reply_messages(
+        version=version,
+        user=user,
+        variables=variables,
+        content=case.input_text,
+        earlier=earlier,
+        exclude_case_ids=(case.pk,),
+    )
 
 
 def training_data(cases, objective: str, *, user, version=None) -> TrainingData:
@@ -90,8 +98,9 @@ def training_data(cases, objective: str, *, user, version=None) -> TrainingData:
             leave_out("nothing_found")
             continue
         if objective == FineTuneJob.Objective.DPO:
-            data.rows.append({"prompt": prompt, "chosen": expected,
-                              "rejected": [{"role": "assistant", "content": case.actual}]})
+            data.rows.append(
+                {"prompt": prompt, "chosen": expected, "rejected": [{"role": "assistant", "content": case.actual}]}
+            )
         else:
             data.rows.append({"prompt": prompt, "completion": expected})
         served_by = version if version is not None else case.prompt_version
@@ -106,8 +115,9 @@ def training_rows(cases, objective: str, *, user=None, version=None) -> list[dic
 
 def describe_left_out(left_out: dict[str, int]) -> str:
     """“3 cases do not fit …; 1 has no actual answer …”, or ""."""
-    return "; ".join(f"{n} case{'s' if n != 1 else ''} {_singular(LEFT_OUT[reason], n)}"
-                     for reason, n in left_out.items() if n)
+    return "; ".join(
+        f"{n} case{'s' if n != 1 else ''} {_singular(LEFT_OUT[reason], n)}" for reason, n in left_out.items() if n
+    )
 
 
 def _singular(text: str, n: int) -> str:
@@ -115,7 +125,7 @@ def _singular(text: str, n: int) -> str:
         return text
     for plural, singular in (("do not", "does not"), ("find", "finds"), ("have", "has")):
         if text.startswith(plural + " "):
-            return singular + text[len(plural):]
+            return singular + text[len(plural) :]
     return text
 
 

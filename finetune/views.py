@@ -40,8 +40,21 @@ def staff_only(view):
 
 
 def _form_values(source) -> dict:
-    values = {name: source.get(name, "") for name in ("name", "prompt", "selection", "split", "tag", "objective",
-                                                      "method", "seed", "version", *services.DEFAULTS)}
+    values = {
+        name: source.get(name, "")
+        for name in (
+            "name",
+            "prompt",
+            "selection",
+            "split",
+            "tag",
+            "objective",
+            "method",
+            "seed",
+            "version",
+            *services.DEFAULTS,
+        )
+    }
     values["version"] = values["version"].strip().lower().removeprefix("v")
     values["objective"] = values["objective"] or "sft"
     values["method"] = values["method"] or "lora"
@@ -58,11 +71,19 @@ def job_list(request):
     jobs = list(FineTuneJob.objects.select_related("prompt", "created_by")[:100])
     for job in jobs:
         job.position = services.queue_position(job)
-    return render(request, "finetune/job_list.html", {
-        "jobs": jobs, "models": FineTunedModel.objects.select_related("job__prompt"),
-        "disk_use": services.registry_disk_use(),
-        "base_scorers": [(kind, LABELS[kind][0]) for kind in ("exact_match", "json_equal", "contains", "valid_json",
-                                                              "semantic_similarity")]})
+    return render(
+        request,
+        "finetune/job_list.html",
+        {
+            "jobs": jobs,
+            "models": FineTunedModel.objects.select_related("job__prompt"),
+            "disk_use": services.registry_disk_use(),
+            "base_scorers": [
+                (kind, LABELS[kind][0])
+                for kind in ("exact_match", "json_equal", "contains", "valid_json", "semantic_similarity")
+            ],
+        },
+    )
 
 
 @staff_only
@@ -73,20 +94,35 @@ def job_new(request):
     error = None
     if request.method == "POST":
         try:
-            job = services.job_create(user=request.user, name=values["name"], prompt_slug=values["prompt"],
-                                      filters=_filters(values), objective=values["objective"], method=values["method"],
-                                      hyperparameters={k: values[k] for k in (*services.DEFAULTS, "seed")},
-                                      version=values["version"])
+            job = services.job_create(
+                user=request.user,
+                name=values["name"],
+                prompt_slug=values["prompt"],
+                filters=_filters(values),
+                objective=values["objective"],
+                method=values["method"],
+                hyperparameters={k: values[k] for k in (*services.DEFAULTS, "seed")},
+                version=values["version"],
+            )
         except services.FineTuneError as exc:
             error = exc
         else:
             return redirect(job)
-    return render(request, "finetune/job_new.html", {
-        "values": values, "error": error, "prompts": Prompt.objects.order_by("name"),
-        "selections": CaseSelection.objects.filter(owner=request.user),
-        "hyperparameters": services.hyperparameter_fields(values), "objectives": FineTuneJob.Objective.choices,
-        "methods": FineTuneJob.Method.choices, "used_statuses_note": case_selectors.USED_STATUSES_NOTE},
-        status=400 if error else 200)
+    return render(
+        request,
+        "finetune/job_new.html",
+        {
+            "values": values,
+            "error": error,
+            "prompts": Prompt.objects.order_by("name"),
+            "selections": CaseSelection.objects.filter(owner=request.user),
+            "hyperparameters": services.hyperparameter_fields(values),
+            "objectives": FineTuneJob.Objective.choices,
+            "methods": FineTuneJob.Method.choices,
+            "used_statuses_note": case_selectors.USED_STATUSES_NOTE,
+        },
+        status=400 if error else 200,
+    )
 
 
 @staff_only
@@ -98,18 +134,27 @@ def job_plan(request):
     if prompt is None:
         return render(request, "finetune/_plan.html", {"message": "Choose the prompt whose failure cases to train on."})
     try:
-        planned = services.job_plan(user=request.user, prompt=prompt, filters=_filters(values),
-                                    objective=values["objective"], method=values["method"],
-                                    hyperparameters={k: values[k] for k in (*services.DEFAULTS, "seed")},
-                                    version=values["version"])
+        planned = services.job_plan(
+            user=request.user,
+            prompt=prompt,
+            filters=_filters(values),
+            objective=values["objective"],
+            method=values["method"],
+            hyperparameters={k: values[k] for k in (*services.DEFAULTS, "seed")},
+            version=values["version"],
+        )
     except services.FineTuneError as exc:
         return render(request, "finetune/_plan.html", {"message": str(exc), "is_error": True})
     return render(request, "finetune/_plan.html", {"plan": planned, "prompt": prompt})
 
 
 def _job_context(job) -> dict:
-    return {"job": job, "position": services.queue_position(job), "chart": loss_chart(job.metrics),
-            "model": FineTunedModel.objects.filter(job=job).first()}
+    return {
+        "job": job,
+        "position": services.queue_position(job),
+        "chart": loss_chart(job.metrics),
+        "model": FineTunedModel.objects.filter(job=job).first(),
+    }
 
 
 @staff_only
@@ -156,13 +201,18 @@ def model_evaluate(request, model_id):
         raise Http404("The job that made this model is gone; evaluate it from the evaluations page.")
     version = model.job.prompt_version or prompt_selectors.served_version(model.job.prompt)  # the one it trained for
     # Several scorers may be ticked (a case passes when it passes them all); none ticked: exact match.
-    scorers = [{"type": kind} for kind in dict.fromkeys(request.POST.getlist("scorer"))
-               if kind in LABELS and kind not in ("llm_judge", "regex")] or [{"type": "exact_match"}]
+    scorers = [
+        {"type": kind}
+        for kind in dict.fromkeys(request.POST.getlist("scorer"))
+        if kind in LABELS and kind not in ("llm_judge", "regex")
+    ] or [{"type": "exact_match"}]
     try:
-        base = eval_services.evaluation_create(user=request.user, version=version, model_name=model.base_model,
-                                               filters={"split": "eval"}, scorers=scorers)
-        tuned = eval_services.evaluation_create(user=request.user, version=version, model_name=model.name,
-                                                filters={"split": "eval"}, scorers=scorers)
+        base = eval_services.evaluation_create(
+            user=request.user, version=version, model_name=model.base_model, filters={"split": "eval"}, scorers=scorers
+        )
+        tuned = eval_services.evaluation_create(
+            user=request.user, version=version, model_name=model.name, filters={"split": "eval"}, scorers=scorers
+        )
     except eval_services.CaseError as exc:
         return render(request, "error.html", {"status": 400, "message": str(exc)}, status=400)
     return redirect(reverse("evals:compare") + f"?a={base.pk}&b={tuned.pk}")
@@ -216,9 +266,11 @@ def training_notice(request):
     busy = FineTuneJob.objects.filter(status=JobStatus.RUNNING, device="cpu").exists()
     if not busy:
         return HttpResponse("")
-    return HttpResponse('<p class="training-notice" role="status">This machine is also training a model. '
-                        "Training pauses while replies are written, so chat keeps its speed; other pages may be "
-                        "slower.</p>")
+    return HttpResponse(
+        '<p class="training-notice" role="status">This machine is also training a model. '
+        "Training pauses while replies are written, so chat keeps its speed; other pages may be "
+        "slower.</p>"
+    )
 
 
 def loss_chart(metrics: list[dict], width: int = 640, height: int = 220) -> dict | None:
@@ -234,10 +286,23 @@ def loss_chart(metrics: list[dict], width: int = 640, height: int = 220) -> dict
     span = (high - low) or 1.0
 
     def line(series):
-        return " ".join(f"{pad + (width - 2 * pad) * step / max_step:.1f},"
-                        f"{height - pad - (height - 2 * pad) * (value - low) / span:.1f}" for step, value in series)
+        return " ".join(
+            f"{pad + (width - 2 * pad) * step / max_step:.1f},"
+            f"{height - pad - (height - 2 * pad) * (value - low) / span:.1f}"
+            for step, value in series
+        )
 
-    return {"width": width, "height": height, "pad": pad, "train": line(train), "eval": line(evaluation),
-            "low": low, "high": high, "max_step": max_step, "last_loss": train[-1][1] if train else None,
-            "last_eval": evaluation[-1][1] if evaluation else None, "bottom": height - pad, "right": width - pad}
-
+    return {
+        "width": width,
+        "height": height,
+        "pad": pad,
+        "train": line(train),
+        "eval": line(evaluation),
+        "low": low,
+        "high": high,
+        "max_step": max_step,
+        "last_loss": train[-1][1] if train else None,
+        "last_eval": evaluation[-1][1] if evaluation else None,
+        "bottom": height - pad,
+        "right": width - pad,
+    }

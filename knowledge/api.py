@@ -17,29 +17,41 @@ REBUILD_SHAPE = 'Send a JSON object: {"chunk_tokens": 200, "chunk_overlap": 30}.
 
 
 def knowledge_base_json(knowledge_base) -> dict:
-    return {"id": knowledge_base.pk, "name": knowledge_base.name, "description": knowledge_base.description,
-            "shared": knowledge_base.shared, "owner": knowledge_base.owner.get_username(),
-            "embedding_model": knowledge_base.embedding_model, "dimension": knowledge_base.dimension,
-            "chunk_tokens": knowledge_base.chunk_tokens, "chunk_overlap": knowledge_base.chunk_overlap,
-            "rebuilding": knowledge_base.rebuilding}
+    return {
+        "id": knowledge_base.pk,
+        "name": knowledge_base.name,
+        "description": knowledge_base.description,
+        "shared": knowledge_base.shared,
+        "owner": knowledge_base.owner.get_username(),
+        "embedding_model": knowledge_base.embedding_model,
+        "dimension": knowledge_base.dimension,
+        "chunk_tokens": knowledge_base.chunk_tokens,
+        "chunk_overlap": knowledge_base.chunk_overlap,
+        "rebuilding": knowledge_base.rebuilding,
+    }
 
 
 def rebuild_json(knowledge_base) -> dict:
-    return {"id": knowledge_base.pk, "embedding_model": knowledge_base.embedding_model,
-            "chunk_tokens": knowledge_base.chunk_tokens, "chunk_overlap": knowledge_base.chunk_overlap,
-            "rebuild": knowledge_base.rebuild_progress()}
+    return {
+        "id": knowledge_base.pk,
+        "embedding_model": knowledge_base.embedding_model,
+        "chunk_tokens": knowledge_base.chunk_tokens,
+        "chunk_overlap": knowledge_base.chunk_overlap,
+        "rebuild": knowledge_base.rebuild_progress(),
+    }
 
 
 @api_endpoint("GET", "POST", json_body=True)
 def knowledge_bases(request, user, body):
     if request.method == "GET":
-        return JsonResponse({"knowledge_bases": [knowledge_base_json(kb) for kb in selectors.knowledge_bases_for(
-            user=user)]})
+        return JsonResponse(
+            {"knowledge_bases": [knowledge_base_json(kb) for kb in selectors.knowledge_bases_for(user=user)]}
+        )
     if not isinstance(body, dict):
         raise StudioError(KNOWLEDGE_BASE_SHAPE)
-    knowledge_base = services.knowledge_base_create(owner=user, name=body.get("name"),
-                                                    description=body.get("description", ""),
-                                                    shared=body.get("shared", False))
+    knowledge_base = services.knowledge_base_create(
+        owner=user, name=body.get("name"), description=body.get("description", ""), shared=body.get("shared", False)
+    )
     return JsonResponse({"id": knowledge_base.pk}, status=201)
 
 
@@ -54,8 +66,13 @@ def documents(request, user, knowledge_base_id):
     except (MultiPartParserError, SuspiciousOperation) as exc:  # too many files, a broken body
         raise StudioError(f"The upload could not be read: {exc}") from None
     added = services.documents_add(user=user, knowledge_base=knowledge_base, files=uploads)
-    return JsonResponse({"ids": [item.document.pk for item in added],
-                         "duplicates": [item.document.pk for item in added if item.duplicate]}, status=202)
+    return JsonResponse(
+        {
+            "ids": [item.document.pk for item in added],
+            "duplicates": [item.document.pk for item in added if item.duplicate],
+        },
+        status=202,
+    )
 
 
 @api_endpoint("GET", "DELETE")
@@ -86,8 +103,14 @@ def search(request, user, body, knowledge_base_id):
         raise StudioError("must be a whole number", "k")
     if min_score is not None and (isinstance(min_score, bool) or not isinstance(min_score, (int, float))):
         raise StudioError("must be a number", "min_score")
-    answer = knowledge_search.search(user=user, knowledge_base=knowledge_base, query=body.get("query"), k=k,
-                                     mode=body.get("mode", "hybrid"), min_score=min_score)
+    answer = knowledge_search.search(
+        user=user,
+        knowledge_base=knowledge_base,
+        query=body.get("query"),
+        k=k,
+        mode=body.get("mode", "hybrid"),
+        min_score=min_score,
+    )
     response = {"results": [hit.to_dict() for hit in answer.hits], "mode": answer.mode, "k": answer.k}
     if answer.clamped:
         response["clamped"] = answer.clamped
@@ -105,10 +128,13 @@ def rebuild(request, user, body, knowledge_base_id):
         body = {}
     if not isinstance(body, dict):
         raise StudioError(REBUILD_SHAPE)
-    queued = services.knowledge_base_rebuild(user=user, knowledge_base=knowledge_base,
-                                             chunk_tokens=body.get("chunk_tokens"),
-                                             chunk_overlap=body.get("chunk_overlap"),
-                                             embedding_model=body.get("embedding_model"))
+    queued = services.knowledge_base_rebuild(
+        user=user,
+        knowledge_base=knowledge_base,
+        chunk_tokens=body.get("chunk_tokens"),
+        chunk_overlap=body.get("chunk_overlap"),
+        embedding_model=body.get("embedding_model"),
+    )
     knowledge_base.refresh_from_db()
     return JsonResponse({**rebuild_json(knowledge_base), "queued": queued}, status=202)
 

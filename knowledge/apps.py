@@ -19,6 +19,7 @@ class KnowledgeConfig(AppConfig):
         sweeping.register(pgvector.vectors_sweep)  # pgvector columns a process that started before pgvector left empty
         # A migration that rebuilds knowledge_chunk on SQLite drops its index triggers: put them back;
         # on PostgreSQL with the vector extension, add the pgvector column and its HNSW index.
-        post_migrate.connect(keyword_index.ensure_installed, sender=self,
-                             dispatch_uid="knowledge.keyword_index.ensure_installed")
+        post_migrate.connect(
+            keyword_index.ensure_installed, sender=self, dispatch_uid="knowledge.keyword_index.ensure_installed"
+        )
         post_migrate.connect(pgvector.ensure_installed, sender=self, dispatch_uid="knowledge.pgvector.ensure_installed")

@@ -47,11 +47,14 @@ class Piece:
 
 
 class Chunker:
-    def __init__(self, *, capacity: int, overlap: int, tokenizer_file: Path | None = None,
-                 max_tokens: int = MAX_TOKENS):
+    def __init__(
+        self, *, capacity: int, overlap: int, tokenizer_file: Path | None = None, max_tokens: int = MAX_TOKENS
+    ):
         if capacity + SPECIAL_TOKENS > max_tokens:
-            raise ValueError(f"chunks of {capacity} tokens do not fit the embedder: it reads {max_tokens} tokens, "
-                             f"{SPECIAL_TOKENS} of them its own; use at most {max_tokens - SPECIAL_TOKENS}")
+            raise ValueError(
+                f"chunks of {capacity} tokens do not fit the embedder: it reads {max_tokens} tokens, "
+                f"{SPECIAL_TOKENS} of them its own; use at most {max_tokens - SPECIAL_TOKENS}"
+            )
         if not 0 <= overlap < capacity:
             raise ValueError(f"the overlap ({overlap} tokens) must be from 0 to less than a chunk ({capacity})")
         self.max_tokens = max_tokens
@@ -74,9 +77,17 @@ class Chunker:
                 if headings is not None and _HEADING.match(text) and "\n" not in text:
                     continue  # a heading split from its text: the chunks after it carry it as their heading
                 heading = section.heading if headings is None else headings.at(offset)
-                pieces.append(Piece(ordinal=len(pieces), text=text, page=section.page,
-                                    heading=heading[:MAX_HEADING_CHARS], start=base + offset,
-                                    end=base + offset + len(text), token_count=token_count))
+                pieces.append(
+                    Piece(
+                        ordinal=len(pieces),
+                        text=text,
+                        page=section.page,
+                        heading=heading[:MAX_HEADING_CHARS],
+                        start=base + offset,
+                        end=base + offset + len(text),
+                        token_count=token_count,
+                    )
+                )
             base += len(section.text) + len(SEPARATOR)
         return pieces
 

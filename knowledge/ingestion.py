@@ -97,8 +97,12 @@ def ingest_document(document_id: int) -> bool:
         _fail(job, mine, str(exc), code="embedder_unavailable")
     except Exception as exc:
         log.exception("ingesting document %s failed", job.pk)
-        _fail(job, mine, f"It could not be indexed ({type(exc).__name__}: {str(exc)[:300]}); the studio's log has "
-                         "the details.", code="internal")
+        _fail(
+            job,
+            mine,
+            f"It could not be indexed ({type(exc).__name__}: {str(exc)[:300]}); the studio's log has the details.",
+            code="internal",
+        )
     # A rebuild waits for its last document, whichever way that one ended.
     rebuild_switch_if_built(knowledge_base_id)
     return True
@@ -141,8 +145,11 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
         for the rebuild needs no look: a cancel ends its job (locked_and_mine). The base's row is
         not locked: a cancel locks it and then updates every document, this would lock the other
         way round (a deadlock on PostgreSQL)."""
-        return generation == knowledge_base.active_generation or rebuild_only or KnowledgeBase.objects.filter(
-            pk=knowledge_base.pk, building_generation=generation).exists()
+        return (
+            generation == knowledge_base.active_generation
+            or rebuild_only
+            or KnowledgeBase.objects.filter(pk=knowledge_base.pk, building_generation=generation).exists()
+        )
 
     if not rebuild_only:
         Document.objects.filter(pk=document.pk).update(status=Document.Status.PROCESSING, stage="parsing", error="")
@@ -150,20 +157,36 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
     try:
         raw = storage.read(document.file)
     except FileNotFoundError:
-        raise DocumentError("its file is gone from the studio's storage (KNOWLEDGE_FILES_DIR): upload it "
-                            "again", code="file_missing") from None
-    parsed = parse(raw, kind=document.kind, limits=Limits(max_pages=settings.KNOWLEDGE_MAX_PAGES),
-                   progress=lambda page, pages: beat(f"parsing page {page} of {pages}"),
-                   heartbeat=lambda: beat("parsing"))
+        raise DocumentError(
+            "its file is gone from the studio's storage (KNOWLEDGE_FILES_DIR): upload it again", code="file_missing"
+        ) from None
+    parsed = parse(
+        raw,
+        kind=document.kind,
+        limits=Limits(max_pages=settings.KNOWLEDGE_MAX_PAGES),
+        progress=lambda page, pages: beat(f"parsing page {page} of {pages}"),
+        heartbeat=lambda: beat("parsing"),
+    )
     del raw  # the file's bytes: not held while it is embedded
     cuts = []
     if not rebuild_only:
-        cuts.append(Cut(knowledge_base.active_generation, Chunker(
-            capacity=knowledge_base.chunk_tokens, overlap=knowledge_base.chunk_overlap).split(parsed.sections)))
+        cuts.append(
+            Cut(
+                knowledge_base.active_generation,
+                Chunker(capacity=knowledge_base.chunk_tokens, overlap=knowledge_base.chunk_overlap).split(
+                    parsed.sections
+                ),
+            )
+        )
     if knowledge_base.rebuilding:
-        cuts.append(Cut(knowledge_base.building_generation, Chunker(
-            capacity=knowledge_base.building_chunk_tokens,
-            overlap=knowledge_base.building_chunk_overlap).split(parsed.sections)))
+        cuts.append(
+            Cut(
+                knowledge_base.building_generation,
+                Chunker(
+                    capacity=knowledge_base.building_chunk_tokens, overlap=knowledge_base.building_chunk_overlap
+                ).split(parsed.sections),
+            )
+        )
     if not all(cut.pieces for cut in cuts):
         raise DocumentError("it has no text to index beyond its headings", code="no_text")
     total = sum(len(cut.pieces) for cut in cuts)
@@ -181,15 +204,16 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
     for cut, first in zip(cuts, kept):
         for start in range(first, len(cut.pieces), EMBED_BATCH):
             yield_to_chat()
-            batch = cut.pieces[start:start + EMBED_BATCH]
+            batch = cut.pieces[start : start + EMBED_BATCH]
             vectors = embedder.embed([piece.text for piece in batch]).numpy().astype("<f4")  # (B, 384)
             with transaction.atomic():
                 if not locked_and_mine():
                     raise Stopped
                 if not still_built(cut.generation):
                     break  # the rebuild was cancelled: its passages would be left behind
-                chunks = Chunk.objects.bulk_create([_chunk(document, cut.generation, piece, vector)
-                                                    for piece, vector in zip(batch, vectors)])
+                chunks = Chunk.objects.bulk_create(
+                    [_chunk(document, cut.generation, piece, vector) for piece, vector in zip(batch, vectors)]
+                )
                 store_vectors(chunks)
             done += len(batch)
             beat(f"embedding {done} of {total} chunks", done=done)
@@ -205,8 +229,11 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
             Document.objects.filter(pk=document.pk).update(rebuilt_chunk_count=rebuilt)
         else:
             Document.objects.filter(pk=document.pk).update(
-                status=Document.Status.READY, stage="", chunk_count=counts[knowledge_base.active_generation],
-                rebuilt_chunk_count=rebuilt)
+                status=Document.Status.READY,
+                stage="",
+                chunk_count=counts[knowledge_base.active_generation],
+                rebuilt_chunk_count=rebuilt,
+            )
             knowledge_base.chunks_changed()
     job_end(job, JobStatus.FINISHED)
 
@@ -230,6 +257,16 @@ def _keep_stored_prefix(document: Document, cut: Cut) -> int:
 
 
 def _chunk(document: Document, generation: int, piece: Piece, vector: np.ndarray) -> Chunk:
-    return Chunk(knowledge_base_id=document.knowledge_base_id, document=document, generation=generation,
-                 ordinal=piece.ordinal, text=piece.text, page=piece.page, heading=piece.heading, start=piece.start,
-                 end=piece.end, token_count=piece.token_count, embedding=vector.tobytes())
+    return Chunk(
+        knowledge_base_id=document.knowledge_base_id,
+        document=document,
+        generation=generation,
+        ordinal=piece.ordinal,
+        text=piece.text,
+        page=piece.page,
+        heading=piece.heading,
+        start=piece.start,
+        end=piece.end,
+        token_count=piece.token_count,
+        embedding=vector.tobytes(),
+    )

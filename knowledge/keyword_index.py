@@ -55,9 +55,13 @@ _SQLITE_FILL = (
 )
 _SQLITE_INDEX = Fts5Index(
     content_table="knowledge_chunk",
-    tables={"knowledge_chunk_fts": """CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_chunk_fts USING fts5(
-        text, content='knowledge_chunk', content_rowid='id', tokenize='unicode61 remove_diacritics 2')"""},
-    triggers=_SQLITE_TRIGGERS, fill=_SQLITE_FILL)
+    tables={
+        "knowledge_chunk_fts": """CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_chunk_fts USING fts5(
+        text, content='knowledge_chunk', content_rowid='id', tokenize='unicode61 remove_diacritics 2')"""
+    },
+    triggers=_SQLITE_TRIGGERS,
+    fill=_SQLITE_FILL,
+)
 # PostgreSQL: the words of each chunk parsed once, when it is written, into a stored generated
 # column, and a GIN index on it. (It began as an expression index on to_tsvector(text): every
 # candidate ranked, and every row a plan filtered outside the index, parsed its text again, about
@@ -132,7 +136,8 @@ _SQLITE_KEYWORDS = (
     "JOIN knowledge_document d ON d.id = c.document_id "
     "JOIN knowledge_knowledgebase kb ON kb.id = c.knowledge_base_id "
     "WHERE knowledge_chunk_fts MATCH %s AND c.knowledge_base_id = %s AND c.generation = kb.active_generation "
-    "AND d.status = 'ready' ORDER BY score DESC, c.id LIMIT %s")
+    "AND d.status = 'ready' ORDER BY score DESC, c.id LIMIT %s"
+)
 
 
 def _sqlite_keywords(knowledge_base_id: int, query: str, limit: int) -> list[tuple[int, float]]:
@@ -147,10 +152,12 @@ def _sqlite_keywords(knowledge_base_id: int, query: str, limit: int) -> list[tup
 
 
 # Candidates of the ready documents of one base, in its active generation.
-_POSTGRESQL_SEARCHED = ("knowledge_chunk c JOIN knowledge_document d ON d.id = c.document_id "
-                        "JOIN knowledge_knowledgebase kb ON kb.id = c.knowledge_base_id "
-                        "WHERE c.knowledge_base_id = %(knowledge_base)s AND c.generation = kb.active_generation "
-                        "AND d.status = 'ready'")
+_POSTGRESQL_SEARCHED = (
+    "knowledge_chunk c JOIN knowledge_document d ON d.id = c.document_id "
+    "JOIN knowledge_knowledgebase kb ON kb.id = c.knowledge_base_id "
+    "WHERE c.knowledge_base_id = %(knowledge_base)s AND c.generation = kb.active_generation "
+    "AND d.status = 'ready'"
+)
 _POSTGRESQL_RANKED = """SELECT c.id, ts_rank_cd(c.text_search, %(any_word)s::tsquery) AS score
     FROM pool JOIN knowledge_chunk c ON c.id = pool.id
     ORDER BY score DESC, c.id LIMIT %(limit)s"""
@@ -165,22 +172,32 @@ def _postgresql_keywords(knowledge_base_id: int, query: str, limit: int) -> list
     # client), so the planner weighs each word by its frequency: a rare word's chunks through the
     # GIN index, a common word's first ones from wherever they come cheapest.
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT lexeme FROM unnest(to_tsvector('simple'::regconfig, %s)) "
-                       f"LIMIT {MAX_QUERY_TERMS}", [query])
+        cursor.execute(
+            f"SELECT lexeme FROM unnest(to_tsvector('simple'::regconfig, %s)) LIMIT {MAX_QUERY_TERMS}", [query]
+        )
         words = ["'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'" for (lexeme,) in cursor.fetchall()]
     if not words:
         return []
-    params = {"knowledge_base": knowledge_base_id, "limit": limit, "pool": KEYWORD_POOL,
-              "every_word": " & ".join(words), "any_word": " | ".join(words)}
+    params = {
+        "knowledge_base": knowledge_base_id,
+        "limit": limit,
+        "pool": KEYWORD_POOL,
+        "every_word": " & ".join(words),
+        "any_word": " | ".join(words),
+    }
     found = _fetch(_POSTGRESQL_EVERY_WORD, params) if len(words) > 1 else []
     if len(found) < limit:
         # An equal share of the pool per word: a rare word's few chunks are all ranked beside a
         # common word's first ones.
         share = max(limit, KEYWORD_POOL // len(words))
-        pools = " UNION ".join(f"(SELECT c.id FROM {_POSTGRESQL_SEARCHED} AND c.text_search @@ %(word{n})s::tsquery "
-                               f"LIMIT {share})" for n in range(len(words)))
-        found = _fetch(f"WITH pool AS ({pools})\n{_POSTGRESQL_RANKED}",
-                       {**params, **{f"word{n}": word for n, word in enumerate(words)}})
+        pools = " UNION ".join(
+            f"(SELECT c.id FROM {_POSTGRESQL_SEARCHED} AND c.text_search @@ %(word{n})s::tsquery LIMIT {share})"
+            for n in range(len(words))
+        )
+        found = _fetch(
+            f"WITH pool AS ({pools})\n{_POSTGRESQL_RANKED}",
+            {**params, **{f"word{n}": word for n, word in enumerate(words)}},
+        )
     return found
 
 

@@ -64,9 +64,15 @@ class KnowledgeBase(models.Model):
         if not self.rebuilding:
             return None
         counts = self.documents.exclude(status=Document.Status.FAILED).aggregate(
-            total=models.Count("pk"), done=models.Count("pk", filter=Q(rebuilt_chunk_count__isnull=False)))
-        return {"chunk_tokens": self.building_chunk_tokens, "chunk_overlap": self.building_chunk_overlap,
-                "embedding_model": self.embedding_model, "done": counts["done"], "total": counts["total"]}
+            total=models.Count("pk"), done=models.Count("pk", filter=Q(rebuilt_chunk_count__isnull=False))
+        )
+        return {
+            "chunk_tokens": self.building_chunk_tokens,
+            "chunk_overlap": self.building_chunk_overlap,
+            "embedding_model": self.embedding_model,
+            "done": counts["done"],
+            "total": counts["total"],
+        }
 
 
 class Document(models.Model):
@@ -98,16 +104,18 @@ class Document(models.Model):
     # Its chunks in the building generation, once they are all stored (a rebuild switches over when
     # every ready document has them); None otherwise.
     rebuilt_chunk_count = models.PositiveIntegerField(null=True, blank=True)
-    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
-                                    related_name="+")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["knowledge_base", "content_hash"], condition=~Q(content_hash=""),
-                                    name="knowledge_document_unique_content"),
+            models.UniqueConstraint(
+                fields=["knowledge_base", "content_hash"],
+                condition=~Q(content_hash=""),
+                name="knowledge_document_unique_content",
+            ),
         ]
         indexes = [models.Index(fields=["knowledge_base", "status"], name="knowledge_document_kb_status")]
 
@@ -127,11 +135,20 @@ class Document(models.Model):
     def to_dict(self) -> dict:
         """What the API answers about a document."""
         job = getattr(self, "ingestion", None)
-        return {"id": self.pk, "name": self.name, "status": self.status, "stage": self.stage,
-                "chunks": self.chunk_count, "pages": self.pages, "error": self.error,
-                "error_code": self.error_code, "notes": self.notes,
-                "size": self.size, "kind": self.kind,
-                "progress": {"done": job.done, "total": job.total} if job is not None else None}
+        return {
+            "id": self.pk,
+            "name": self.name,
+            "status": self.status,
+            "stage": self.stage,
+            "chunks": self.chunk_count,
+            "pages": self.pages,
+            "error": self.error,
+            "error_code": self.error_code,
+            "notes": self.notes,
+            "size": self.size,
+            "kind": self.kind,
+            "progress": {"done": job.done, "total": job.total} if job is not None else None,
+        }
 
 
 class IngestionJob(JobRecord):
@@ -145,8 +162,10 @@ class IngestionJob(JobRecord):
 
     class Meta:
         # The job workers' next pick (selectors.next_ingestion): queued ones, and who was served last.
-        indexes = [models.Index(fields=["status"], name="knowledge_ingestion_status"),
-                   models.Index(fields=["started_at"], name="knowledge_ingestion_started")]
+        indexes = [
+            models.Index(fields=["status"], name="knowledge_ingestion_status"),
+            models.Index(fields=["started_at"], name="knowledge_ingestion_started"),
+        ]
 
 
 class ChunkQuerySet(models.QuerySet):
@@ -174,8 +193,9 @@ class Chunk(models.Model):
 
     class Meta:
         ordering = ["document_id", "ordinal"]
-        constraints = [models.UniqueConstraint(fields=["document", "generation", "ordinal"],
-                                               name="knowledge_chunk_unique_ordinal")]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "generation", "ordinal"], name="knowledge_chunk_unique_ordinal")
+        ]
         indexes = [models.Index(fields=["knowledge_base", "generation", "id"], name="knowledge_chunk_kb")]
 
     def __str__(self):

@@ -28,8 +28,17 @@ from html.parser import HTMLParser
 from lxml import etree
 
 KINDS = ("pdf", "docx", "markdown", "html", "text")
-_EXTENSIONS = {".pdf": "pdf", ".docx": "docx", ".md": "markdown", ".markdown": "markdown", ".html": "html",
-               ".htm": "html", ".txt": "text", ".text": "text", "": "text"}
+_EXTENSIONS = {
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".txt": "text",
+    ".text": "text",
+    "": "text",
+}
 _REFUSED_EXTENSIONS = {".doc": "the old Word format (.doc) cannot be read: save it as .docx and upload that"}
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")  # PostgreSQL refuses NUL; lone surrogates cannot be encoded
 
@@ -44,8 +53,9 @@ class DocumentError(ValueError):
 
 
 # Refusals for what the file would cost to read (its size, its pages, its unpacked content).
-SIZE_CODES = frozenset({"file_too_large", "too_much_text", "too_many_pages", "zip_bomb", "too_many_elements",
-                        "page_too_large"})
+SIZE_CODES = frozenset(
+    {"file_too_large", "too_much_text", "too_many_pages", "zip_bomb", "too_many_elements", "page_too_large"}
+)
 
 
 @dataclass(frozen=True)
@@ -91,14 +101,21 @@ def kind_of(filename: str) -> str:
     if suffix in _REFUSED_EXTENSIONS:
         raise DocumentError(_REFUSED_EXTENSIONS[suffix], code="unsupported_kind")
     if suffix not in _EXTENSIONS:
-        raise DocumentError(f"files of type {suffix[:20]} are not read: upload PDF, Word (.docx), Markdown, HTML or "
-                            "plain text", code="unsupported_kind")
+        raise DocumentError(
+            f"files of type {suffix[:20]} are not read: upload PDF, Word (.docx), Markdown, HTML or plain text",
+            code="unsupported_kind",
+        )
     return _EXTENSIONS[suffix]
 
 
-def parse(raw: bytes, *, kind: str, limits: Limits = Limits(),
-          progress: Callable[[int, int], None] | None = None,
-          heartbeat: Callable[[], None] | None = None) -> ParsedDocument:
+def parse(
+    raw: bytes,
+    *,
+    kind: str,
+    limits: Limits = Limits(),
+    progress: Callable[[int, int], None] | None = None,
+    heartbeat: Callable[[], None] | None = None,
+) -> ParsedDocument:
     """The document's sections. `progress(page, pages)` is called after each PDF page, `heartbeat()`
     every 100,000 XML elements of a .docx (both beat a job's heart; they may raise to stop)."""
     if not raw:
@@ -112,11 +129,18 @@ def parse(raw: bytes, *, kind: str, limits: Limits = Limits(),
     parsed.sections = [Section(_clean(s.text), s.page, s.heading) for s in parsed.sections]
     parsed.sections = [s for s in parsed.sections if s.text.strip()]
     if not parsed.sections:
-        raise DocumentError("no extractable text (a scanned PDF? it holds images of pages, not text)" if kind == "pdf"
-                            else "the file has no text", code="no_text")
+        raise DocumentError(
+            "no extractable text (a scanned PDF? it holds images of pages, not text)"
+            if kind == "pdf"
+            else "the file has no text",
+            code="no_text",
+        )
     if parsed.characters > limits.max_text_chars:
-        raise DocumentError(f"its text is {parsed.characters:,} characters long; a document may have at most "
-                            f"{limits.max_text_chars:,}: split it", code="too_much_text")
+        raise DocumentError(
+            f"its text is {parsed.characters:,} characters long; a document may have at most "
+            f"{limits.max_text_chars:,}: split it",
+            code="too_much_text",
+        )
     return parsed
 
 
@@ -127,6 +151,7 @@ def _clean(text: str) -> str:
 
 # --- Plain text and Markdown ----------------------------------------------------------------------
 
+
 def decode_text(raw: bytes) -> tuple[str, list[str]]:
     """(text, notes): UTF-8 (a BOM allowed); UTF-16 with its BOM; otherwise Windows-1252, or Latin-1
     for the five bytes Windows-1252 leaves undefined, said in a note (never a silent guess)."""
@@ -136,8 +161,10 @@ def decode_text(raw: bytes) -> tuple[str, list[str]]:
         except UnicodeDecodeError:
             raise DocumentError("the file says it is UTF-16 but is not: save it as UTF-8", code="not_text") from None
     if b"\x00" in raw[:8192]:
-        raise DocumentError("this is not a text file (it contains NUL bytes): upload PDF, Word (.docx), Markdown, "
-                            "HTML or plain text", code="not_text")
+        raise DocumentError(
+            "this is not a text file (it contains NUL bytes): upload PDF, Word (.docx), Markdown, HTML or plain text",
+            code="not_text",
+        )
     try:
         return raw.decode("utf-8-sig"), []
     except UnicodeDecodeError as exc:
@@ -147,8 +174,10 @@ def decode_text(raw: bytes) -> tuple[str, list[str]]:
             text = raw.decode(encoding)
         except UnicodeDecodeError:
             continue
-        return text, [f"not UTF-8 (first bad {where}): read as {name}; if letters look wrong, save it as UTF-8 and "
-                      "upload it again"]
+        return text, [
+            f"not UTF-8 (first bad {where}): read as {name}; if letters look wrong, save it as UTF-8 and "
+            "upload it again"
+        ]
     raise AssertionError("Latin-1 decodes every byte")
 
 
@@ -159,17 +188,22 @@ def _text(raw: bytes, limits: Limits) -> ParsedDocument:
 
 # --- PDF ------------------------------------------------------------------------------------------
 
+
 def _pdf(raw: bytes, limits: Limits, progress: Callable[[int, int], None]) -> ParsedDocument:
     # pypdf loads only in the job worker that reads a PDF, never in the web process
     from pypdf import apply_configuration  # noqa: PLC0415
 
     # pypdf's resource limits, set here so that a change of its defaults cannot lift them.
     unpacked = limits.max_pdf_stream_bytes
-    with apply_configuration(zlib_maximum_output_length=unpacked, lzw_maximum_output_length=unpacked,
-                             run_length_maximum_output_length=unpacked, brotli_maximum_output_length=unpacked,
-                             array_based_stream_maximum_output_length=unpacked,
-                             maximum_declared_stream_length=unpacked,
-                             stream_parsing_work_maximum_count=limits.max_pdf_page_tokens):
+    with apply_configuration(
+        zlib_maximum_output_length=unpacked,
+        lzw_maximum_output_length=unpacked,
+        run_length_maximum_output_length=unpacked,
+        brotli_maximum_output_length=unpacked,
+        array_based_stream_maximum_output_length=unpacked,
+        maximum_declared_stream_length=unpacked,
+        stream_parsing_work_maximum_count=limits.max_pdf_page_tokens,
+    ):
         return _pdf_pages(raw, limits, progress)
 
 
@@ -179,33 +213,45 @@ def _pdf_pages(raw: bytes, limits: Limits, progress: Callable[[int, int], None])
     from pypdf.errors import LimitReachedError, PdfReadError  # noqa: PLC0415
 
     if b"%PDF-" not in raw[:1024]:
-        raise DocumentError("this is not a PDF (it does not begin as one): upload the PDF itself, or give the file "
-                            "the extension of what it is", code="not_pdf")
+        raise DocumentError(
+            "this is not a PDF (it does not begin as one): upload the PDF itself, or give the file "
+            "the extension of what it is",
+            code="not_pdf",
+        )
     try:
         reader = PdfReader(io.BytesIO(raw))
         if reader.is_encrypted and not _decrypted_without_password(reader):
-            raise DocumentError("the PDF is encrypted (it needs a password to open): save a copy without the "
-                                "password and upload that", code="encrypted")
+            raise DocumentError(
+                "the PDF is encrypted (it needs a password to open): save a copy without the password and upload that",
+                code="encrypted",
+            )
         page_count = len(reader.pages)
     except DocumentError:
         raise
     except LimitReachedError as exc:
-        raise DocumentError(f"the PDF's structure passes what the studio reads ({_short(exc)}): refused",
-                            code="page_too_large") from None
+        raise DocumentError(
+            f"the PDF's structure passes what the studio reads ({_short(exc)}): refused", code="page_too_large"
+        ) from None
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as exc:
-        raise DocumentError(f"the PDF cannot be read (it is damaged or not a PDF: {_short(exc)})",
-                            code="damaged") from None
+        raise DocumentError(
+            f"the PDF cannot be read (it is damaged or not a PDF: {_short(exc)})", code="damaged"
+        ) from None
     if page_count > limits.max_pages:
-        raise DocumentError(f"the PDF has {page_count:,} pages; a document may have at most {limits.max_pages:,} "
-                            "(KNOWLEDGE_MAX_PAGES): split it", code="too_many_pages")
+        raise DocumentError(
+            f"the PDF has {page_count:,} pages; a document may have at most {limits.max_pages:,} "
+            "(KNOWLEDGE_MAX_PAGES): split it",
+            code="too_many_pages",
+        )
     sections, unreadable, characters = [], [], 0
 
     def count(text, *matrices_and_font) -> None:  # pypdf calls it with each piece of text it extracts
         nonlocal characters
         characters += len(text)
         if characters > limits.max_text_chars:
-            raise DocumentError(f"its text passes {limits.max_text_chars:,} characters by page {number:,}: split it",
-                                code="too_much_text")
+            raise DocumentError(
+                f"its text passes {limits.max_text_chars:,} characters by page {number:,}: split it",
+                code="too_much_text",
+            )
 
     for number, page in enumerate(reader.pages, start=1):
         try:
@@ -213,10 +259,12 @@ def _pdf_pages(raw: bytes, limits: Limits, progress: Callable[[int, int], None])
         except DocumentError:
             raise
         except LimitReachedError as exc:
-            raise DocumentError(f"page {number:,} holds more than the studio reads on one page ({_short(exc)}; at "
-                                f"most {limits.max_pdf_stream_bytes / 2**20:,.0f} MiB of content unpacked and "
-                                f"{limits.max_pdf_page_tokens:,} drawing and text operations): refused",
-                                code="page_too_large") from None
+            raise DocumentError(
+                f"page {number:,} holds more than the studio reads on one page ({_short(exc)}; at "
+                f"most {limits.max_pdf_stream_bytes / 2**20:,.0f} MiB of content unpacked and "
+                f"{limits.max_pdf_page_tokens:,} drawing and text operations): refused",
+                code="page_too_large",
+            ) from None
         except Exception:  # one damaged page: the others are still worth reading (noted below)
             unreadable.append(number)
             text = ""
@@ -240,6 +288,7 @@ def _short(exc: Exception) -> str:
 
 # --- DOCX -----------------------------------------------------------------------------------------
 
+
 def check_zip(raw: bytes, limits: Limits) -> None:
     """Refuse a zip that would unpack to too much, before anything unpacks it. The sizes are those
     the zip declares; Python's zipfile never reads an entry past its declared size, so a lie in them
@@ -248,21 +297,28 @@ def check_zip(raw: bytes, limits: Limits) -> None:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
             entries = archive.infolist()
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError):
-        raise DocumentError("this is not a Word document (.docx): it is not even a zip file, which every .docx "
-                            "is", code="not_docx") from None
+        raise DocumentError(
+            "this is not a Word document (.docx): it is not even a zip file, which every .docx is", code="not_docx"
+        ) from None
     if len(entries) > limits.max_zip_entries:
-        raise DocumentError(f"this .docx holds {len(entries):,} files; a Word document holds a few dozen: refused",
-                            code="zip_bomb")
+        raise DocumentError(
+            f"this .docx holds {len(entries):,} files; a Word document holds a few dozen: refused", code="zip_bomb"
+        )
     unpacked = sum(entry.file_size for entry in entries)
     if unpacked > limits.max_unzipped_bytes:
-        raise DocumentError(f"this .docx would unpack to {unpacked / 2**20:,.0f} MiB (at most "
-                            f"{limits.max_unzipped_bytes / 2**20:,.0f} MiB): refused unopened, as a zip bomb",
-                            code="zip_bomb")
+        raise DocumentError(
+            f"this .docx would unpack to {unpacked / 2**20:,.0f} MiB (at most "
+            f"{limits.max_unzipped_bytes / 2**20:,.0f} MiB): refused unopened, as a zip bomb",
+            code="zip_bomb",
+        )
     for entry in entries:
         ratio = entry.file_size // max(entry.compress_size, 1)
         if entry.file_size > 1024 * 1024 and ratio > limits.max_compression_ratio:
-            raise DocumentError(f"this .docx packs {entry.filename[:100]} {ratio:,} times tighter than any real "
-                                "document: refused unopened, as a zip bomb", code="zip_bomb")
+            raise DocumentError(
+                f"this .docx packs {entry.filename[:100]} {ratio:,} times tighter than any real "
+                "document: refused unopened, as a zip bomb",
+                code="zip_bomb",
+            )
     if "word/document.xml" not in {entry.filename for entry in entries}:
         raise DocumentError("this is not a Word document (.docx): the zip has no word/document.xml", code="not_docx")
 
@@ -275,14 +331,18 @@ def _docx(raw: bytes, limits: Limits, heartbeat: Callable[[], None]) -> ParsedDo
     check_zip(raw, limits)
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as archive:
-            styles = (_read_xml(archive, "word/styles.xml", _DocxStyles(limits), heartbeat)
-                      if "word/styles.xml" in archive.namelist() else {})
+            styles = (
+                _read_xml(archive, "word/styles.xml", _DocxStyles(limits), heartbeat)
+                if "word/styles.xml" in archive.namelist()
+                else {}
+            )
             text = _read_xml(archive, "word/document.xml", _DocxText(styles, limits), heartbeat)
     except DocumentError:
         raise
     except (etree.LxmlError, zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
-        raise DocumentError(f"the Word document cannot be read (it is damaged: {_short(exc)})",
-                            code="damaged") from None
+        raise DocumentError(
+            f"the Word document cannot be read (it is damaged: {_short(exc)})", code="damaged"
+        ) from None
     return ParsedDocument([Section(text)])
 
 
@@ -290,8 +350,7 @@ def _read_xml(archive: zipfile.ZipFile, name: str, target, heartbeat: Callable[[
     """Feed one part of the zip, unpacked a piece at a time, to an lxml parser that builds no tree
     and calls `target` per element instead (its `close()` is the answer). No DTD, no entities,
     nothing fetched."""
-    parser = etree.XMLParser(target=target, resolve_entities=False, no_network=True, load_dtd=False,
-                             huge_tree=False)
+    parser = etree.XMLParser(target=target, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
     target.heartbeat = heartbeat
     with archive.open(name) as part:
         while piece := part.read(1024 * 1024):
@@ -325,12 +384,16 @@ class _DocxPart:
         self.elements += 1
         self.depth += 1
         if self.elements > self.limits.max_xml_elements:
-            raise DocumentError(f"this .docx holds more than {self.limits.max_xml_elements:,} XML elements (Word "
-                                "writes a few hundred a page): refused, read no further",
-                                code="too_many_elements")
+            raise DocumentError(
+                f"this .docx holds more than {self.limits.max_xml_elements:,} XML elements (Word "
+                "writes a few hundred a page): refused, read no further",
+                code="too_many_elements",
+            )
         if self.depth > _DOCX_MAX_DEPTH:
-            raise DocumentError(f"this .docx nests its XML more than {_DOCX_MAX_DEPTH} levels deep; Word nests a few "
-                                "dozen: refused", code="too_many_elements")
+            raise DocumentError(
+                f"this .docx nests its XML more than {_DOCX_MAX_DEPTH} levels deep; Word nests a few dozen: refused",
+                code="too_many_elements",
+            )
         if self.elements % 100_000 == 0:
             self.heartbeat()
         self.word_start(_word_name(tag), attributes)
@@ -356,9 +419,9 @@ class _DocxPart:
 def _word_name(tag: str) -> str:
     """The local name of an element of Word's namespace; "" for any other."""
     if tag.startswith(_WORD):
-        return tag[len(_WORD):]
+        return tag[len(_WORD) :]
     if tag.startswith(_WORD_STRICT):
-        return tag[len(_WORD_STRICT):]
+        return tag[len(_WORD_STRICT) :]
     return ""
 
 
@@ -474,8 +537,9 @@ class _DocxText(_DocxPart):
     def _add(self, text: str) -> None:
         self.characters += len(text)
         if self.characters > self.limits.max_text_chars:
-            raise DocumentError(f"its text passes {self.limits.max_text_chars:,} characters: split it",
-                                code="too_much_text")
+            raise DocumentError(
+                f"its text passes {self.limits.max_text_chars:,} characters: split it", code="too_much_text"
+            )
         self.paragraph.append(text)
 
     def _paragraph_ended(self, text: str) -> None:
@@ -520,11 +584,46 @@ def _markdown_rows(rows: list[list[str]]) -> list[str]:
 
 # --- HTML -----------------------------------------------------------------------------------------
 
-_SKIPPED_TAGS = {"script", "style", "nav", "noscript", "template", "svg", "head", "iframe", "object", "form",
-                 "button", "select"}
+_SKIPPED_TAGS = {
+    "script",
+    "style",
+    "nav",
+    "noscript",
+    "template",
+    "svg",
+    "head",
+    "iframe",
+    "object",
+    "form",
+    "button",
+    "select",
+}
 _VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-_BLOCK_TAGS = {"p", "div", "section", "article", "main", "header", "footer", "aside", "blockquote", "pre", "ul",
-               "ol", "dl", "dt", "dd", "table", "tr", "figure", "figcaption", "address", "details", "summary", "hr"}
+_BLOCK_TAGS = {
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "header",
+    "footer",
+    "aside",
+    "blockquote",
+    "pre",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "table",
+    "tr",
+    "figure",
+    "figcaption",
+    "address",
+    "details",
+    "summary",
+    "hr",
+}
 
 
 class _ReadableText(HTMLParser):

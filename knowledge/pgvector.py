@@ -54,10 +54,12 @@ def pgvector_version(using: str = "default") -> tuple[int, ...] | None:
         if using in _pgvector:
             return _pgvector[using]
     with db.cursor() as cursor:
-        cursor.execute("SELECT e.extversion FROM pg_extension e WHERE e.extname = 'vector' AND EXISTS ("
-                       "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('knowledge_chunk') "
-                       "AND attname = %s AND NOT attisdropped) AND to_regclass(%s) IS NOT NULL",
-                       [PGVECTOR_COLUMN, "knowledge_chunk_embedding_hnsw"])
+        cursor.execute(
+            "SELECT e.extversion FROM pg_extension e WHERE e.extname = 'vector' AND EXISTS ("
+            "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('knowledge_chunk') "
+            "AND attname = %s AND NOT attisdropped) AND to_regclass(%s) IS NOT NULL",
+            [PGVECTOR_COLUMN, "knowledge_chunk_embedding_hnsw"],
+        )
         row = cursor.fetchone()
     version = _version(row[0]) if row else None
     with _pgvector_lock:
@@ -77,31 +79,38 @@ def install_pgvector(db) -> bool:
     this database role may not create it, nothing changes and search scans with numpy. True when
     pgvector is in use."""
     with db.cursor() as cursor:
-        cursor.execute("SELECT to_regclass('knowledge_chunk') IS NOT NULL, "
-                       "(SELECT default_version FROM pg_available_extensions WHERE name = 'vector'), "
-                       "(SELECT extversion FROM pg_extension WHERE extname = 'vector')")
+        cursor.execute(
+            "SELECT to_regclass('knowledge_chunk') IS NOT NULL, "
+            "(SELECT default_version FROM pg_available_extensions WHERE name = 'vector'), "
+            "(SELECT extversion FROM pg_extension WHERE extname = 'vector')"
+        )
         table, available, installed = cursor.fetchone()
     if not table or not (available or installed):
         pgvector_forget()
         return False
     if _version(installed or available) < (0, 5):
-        log.warning("knowledge: pgvector %s is too old for HNSW indexes (0.5 or later): vectors are scanned with "
-                    "numpy", installed or available)
+        log.warning(
+            "knowledge: pgvector %s is too old for HNSW indexes (0.5 or later): vectors are scanned with numpy",
+            installed or available,
+        )
         return False
     if not installed:
         try:
             with transaction.atomic(using=db.alias), db.cursor() as cursor:
                 cursor.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except DatabaseError as exc:  # the role may not create extensions
-            log.warning("knowledge: the pgvector extension is available but was not created (%s): a superuser can "
-                        "run CREATE EXTENSION vector; in this database; until then vectors are scanned with numpy",
-                        str(exc).strip().splitlines()[0])
+            log.warning(
+                "knowledge: the pgvector extension is available but was not created (%s): a superuser can "
+                "run CREATE EXTENSION vector; in this database; until then vectors are scanned with numpy",
+                str(exc).strip().splitlines()[0],
+            )
             pgvector_forget()
             return False
     missing_index, hnsw_index = _PGVECTOR_INDEXES.items()
     with transaction.atomic(using=db.alias), db.cursor() as cursor:
-        cursor.execute(f"ALTER TABLE knowledge_chunk ADD COLUMN IF NOT EXISTS {PGVECTOR_COLUMN} "
-                       f"vector({PGVECTOR_DIMENSION})")
+        cursor.execute(
+            f"ALTER TABLE knowledge_chunk ADD COLUMN IF NOT EXISTS {PGVECTOR_COLUMN} vector({PGVECTOR_DIMENSION})"
+        )
         cursor.execute(f"CREATE INDEX IF NOT EXISTS {missing_index[0]} {missing_index[1]}")  # the copy's batches
     copied = backfill_vectors(db)
     if copied:
@@ -133,9 +142,11 @@ def store_vectors(chunks) -> None:
     ids = [chunk.pk for chunk in chunks]
     literals = [_vector_literal(np.frombuffer(bytes(chunk.embedding), dtype="<f4")) for chunk in chunks]
     with connection.cursor() as cursor:
-        cursor.execute(f"UPDATE knowledge_chunk SET {PGVECTOR_COLUMN} = v.vector::vector "
-                       "FROM unnest(%s::bigint[], %s::text[]) AS v(id, vector) WHERE knowledge_chunk.id = v.id",
-                       [ids, literals])
+        cursor.execute(
+            f"UPDATE knowledge_chunk SET {PGVECTOR_COLUMN} = v.vector::vector "
+            "FROM unnest(%s::bigint[], %s::text[]) AS v(id, vector) WHERE knowledge_chunk.id = v.id",
+            [ids, literals],
+        )
 
 
 def backfill_vectors(db=None, *, limit: int | None = None) -> int:
@@ -144,16 +155,22 @@ def backfill_vectors(db=None, *, limit: int | None = None) -> int:
     copied = 0
     while limit is None or copied < limit:
         with transaction.atomic(using=db.alias), db.cursor() as cursor:
-            cursor.execute(f"SELECT id, embedding FROM knowledge_chunk WHERE {PGVECTOR_COLUMN} IS NULL "
-                           f"AND octet_length(embedding) = %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-                           [PGVECTOR_DIMENSION * 4, BACKFILL_BATCH])
+            cursor.execute(
+                f"SELECT id, embedding FROM knowledge_chunk WHERE {PGVECTOR_COLUMN} IS NULL "
+                f"AND octet_length(embedding) = %s ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                [PGVECTOR_DIMENSION * 4, BACKFILL_BATCH],
+            )
             rows = cursor.fetchall()
             if not rows:
                 break
-            cursor.execute(f"UPDATE knowledge_chunk SET {PGVECTOR_COLUMN} = v.vector::vector "
-                           "FROM unnest(%s::bigint[], %s::text[]) AS v(id, vector) WHERE knowledge_chunk.id = v.id",
-                           [[chunk_id for chunk_id, _ in rows],
-                            [_vector_literal(np.frombuffer(bytes(blob), dtype="<f4")) for _, blob in rows]])
+            cursor.execute(
+                f"UPDATE knowledge_chunk SET {PGVECTOR_COLUMN} = v.vector::vector "
+                "FROM unnest(%s::bigint[], %s::text[]) AS v(id, vector) WHERE knowledge_chunk.id = v.id",
+                [
+                    [chunk_id for chunk_id, _ in rows],
+                    [_vector_literal(np.frombuffer(bytes(blob), dtype="<f4")) for _, blob in rows],
+                ],
+            )
         copied += len(rows)
     return copied
 
@@ -178,8 +195,13 @@ class PgVectorIndex:
     not_ready: tuple[int, ...] = ()
 
     def params(self, query_vector: np.ndarray, limit: int) -> dict:
-        return {"query": _vector_literal(query_vector), "knowledge_base": self.knowledge_base_id,
-                "generation": self.generation, "not_ready": list(self.not_ready), "limit": limit}
+        return {
+            "query": _vector_literal(query_vector),
+            "knowledge_base": self.knowledge_base_id,
+            "generation": self.generation,
+            "not_ready": list(self.not_ready),
+            "limit": limit,
+        }
 
     def candidates(self, query_vector: np.ndarray, *, limit: int) -> list[tuple[int, float]]:
         with transaction.atomic(), connection.cursor() as cursor:
@@ -193,18 +215,22 @@ class PgVectorIndex:
 
     @staticmethod
     def sql() -> str:
-        return (f"SELECT c.id, c.{PGVECTOR_COLUMN} <=> %(query)s::vector AS distance FROM knowledge_chunk c "
-                "WHERE c.knowledge_base_id = %(knowledge_base)s AND c.generation = %(generation)s "
-                f"AND c.document_id <> ALL(%(not_ready)s::bigint[]) "
-                f"ORDER BY c.{PGVECTOR_COLUMN} <=> %(query)s::vector LIMIT %(limit)s")
+        return (
+            f"SELECT c.id, c.{PGVECTOR_COLUMN} <=> %(query)s::vector AS distance FROM knowledge_chunk c "
+            "WHERE c.knowledge_base_id = %(knowledge_base)s AND c.generation = %(generation)s "
+            f"AND c.document_id <> ALL(%(not_ready)s::bigint[]) "
+            f"ORDER BY c.{PGVECTOR_COLUMN} <=> %(query)s::vector LIMIT %(limit)s"
+        )
 
     def scores_of(self, chunk_ids: list[int], query_vector: np.ndarray) -> dict[int, float]:
         if not chunk_ids:
             return {}
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT id, 1 - ({PGVECTOR_COLUMN} <=> %s::vector) FROM knowledge_chunk "
-                           f"WHERE id = ANY(%s) AND {PGVECTOR_COLUMN} IS NOT NULL",
-                           [_vector_literal(query_vector), list(chunk_ids)])
+            cursor.execute(
+                f"SELECT id, 1 - ({PGVECTOR_COLUMN} <=> %s::vector) FROM knowledge_chunk "
+                f"WHERE id = ANY(%s) AND {PGVECTOR_COLUMN} IS NOT NULL",
+                [_vector_literal(query_vector), list(chunk_ids)],
+            )
             return {chunk_id: float(score) for chunk_id, score in cursor.fetchall()}
 
 

@@ -25,11 +25,15 @@ DEFAULT_SETTINGS = {"k": DEFAULT_K, "mode": "hybrid", "min_score": None}
 # When no passage passes the minimum score: "say" answers that the knowledge base has nothing on
 # it (no model call, no guess); "answer" lets the model answer without sources.
 WHEN_NOTHING_FOUND = ("say", "answer")
-NOTHING_FOUND_REPLY = ("I found nothing in the attached knowledge that answers this (no passage reached the minimum "
-                       "score of {min_score:g}), so I won't guess. Try other words, lower the minimum score, or add "
-                       "the document that holds the answer.")
-INSTRUCTION = ("Answer from the numbered sources below where they hold the answer, and cite each source you use as "
-               "[n]. If they do not hold the answer, say so.")
+NOTHING_FOUND_REPLY = (
+    "I found nothing in the attached knowledge that answers this (no passage reached the minimum "
+    "score of {min_score:g}), so I won't guess. Try other words, lower the minimum score, or add "
+    "the document that holds the answer."
+)
+INSTRUCTION = (
+    "Answer from the numbered sources below where they hold the answer, and cite each source you use as "
+    "[n]. If they do not hold the answer, say so."
+)
 PASSAGE_CHARS = 4000  # a stored passage's text, at most (chunks are ~200 tokens: this never cuts one)
 
 
@@ -99,13 +103,25 @@ def clean_settings(raw, where: str = "retrieval") -> dict:
 
 def document_tokens(document_ids) -> dict[int, int]:
     """Each document's size in the embedder's tokens (the sum of its chunks')."""
-    rows = Chunk.objects.active().filter(document_id__in=list(document_ids)).values("document_id").annotate(
-        tokens=Sum("token_count"))
+    rows = (
+        Chunk.objects.active()
+        .filter(document_id__in=list(document_ids))
+        .values("document_id")
+        .annotate(tokens=Sum("token_count"))
+    )
     return {row["document_id"]: row["tokens"] or 0 for row in rows}
 
 
-def retrieve(*, user, query: str, knowledge_base_ids=(), document_ids=(), k: int = DEFAULT_K, mode: str = "hybrid",
-             min_score: float | None = None) -> RetrievalRecord:
+def retrieve(
+    *,
+    user,
+    query: str,
+    knowledge_base_ids=(),
+    document_ids=(),
+    k: int = DEFAULT_K,
+    mode: str = "hybrid",
+    min_score: float | None = None,
+) -> RetrievalRecord:
     """Search what is attached, as `user`, for `query`: the record a reply stores (see the module).
 
     Attached documents whose text fits KNOWLEDGE_WHOLE_DOCUMENT_TOKENS come whole, in order; larger
@@ -113,33 +129,54 @@ def retrieve(*, user, query: str, knowledge_base_ids=(), document_ids=(), k: int
     by score into the top k.
     """
     query = (query or "").strip()[:MAX_QUERY_CHARS]
-    record: RetrievalRecord = {"query": query, "k": k, "mode": mode, "min_score": min_score, "sources": [], "searched": [],
-              "whole": [], "withheld": 0, "nothing_passed": False, "missing": 0}
+    record: RetrievalRecord = {
+        "query": query,
+        "k": k,
+        "mode": mode,
+        "min_score": min_score,
+        "sources": [],
+        "searched": [],
+        "whole": [],
+        "withheld": 0,
+        "nothing_passed": False,
+        "missing": 0,
+    }
     knowledge_base_ids, document_ids = list(dict.fromkeys(knowledge_base_ids)), list(dict.fromkeys(document_ids))
     visible = Q(shared=True) | Q(owner_id=user.pk)
     bases = {kb.pk: kb for kb in KnowledgeBase.objects.filter(pk__in=knowledge_base_ids)}
     documents = {d.pk: d for d in Document.objects.filter(pk__in=document_ids).select_related("knowledge_base")}
     record["missing"] = (len(knowledge_base_ids) - len(bases)) + (len(document_ids) - len(documents))
-    allowed = set(KnowledgeBase.objects.filter(visible, pk__in={*bases, *(d.knowledge_base_id for d in
-                                                                           documents.values())}).values_list("pk", flat=True))
-    record["withheld"] = sum(1 for pk in bases if pk not in allowed) + \
-        sum(1 for d in documents.values() if d.knowledge_base_id not in allowed)
+    allowed = set(
+        KnowledgeBase.objects.filter(
+            visible, pk__in={*bases, *(d.knowledge_base_id for d in documents.values())}
+        ).values_list("pk", flat=True)
+    )
+    record["withheld"] = sum(1 for pk in bases if pk not in allowed) + sum(
+        1 for d in documents.values() if d.knowledge_base_id not in allowed
+    )
     bases = [bases[pk] for pk in knowledge_base_ids if pk in bases and pk in allowed]
-    documents = [documents[pk] for pk in document_ids if pk in documents and documents[pk].knowledge_base_id in allowed
-                 and documents[pk].status == Document.Status.READY and documents[pk].knowledge_base_id
-                 not in {kb.pk for kb in bases}]  # a document of an attached base is searched with it
+    documents = [
+        documents[pk]
+        for pk in document_ids
+        if pk in documents
+        and documents[pk].knowledge_base_id in allowed
+        and documents[pk].status == Document.Status.READY
+        and documents[pk].knowledge_base_id not in {kb.pk for kb in bases}
+    ]  # a document of an attached base is searched with it
 
     whole, searched_documents = [], []
     sizes = document_tokens(d.pk for d in documents)
     for document in documents:
-        (whole if sizes.get(document.pk, 0) <= settings.KNOWLEDGE_WHOLE_DOCUMENT_TOKENS else searched_documents
-         ).append(document)
+        (whole if sizes.get(document.pk, 0) <= settings.KNOWLEDGE_WHOLE_DOCUMENT_TOKENS else searched_documents).append(
+            document
+        )
     sources = []
     for document in whole:
         record["whole"].append(document.name)
         for chunk in Chunk.objects.active().filter(document=document).order_by("ordinal"):
-            sources.append(_source(chunk.pk, chunk.text, document, chunk.page, chunk.heading, None,
-                                   document.knowledge_base_id))
+            sources.append(
+                _source(chunk.pk, chunk.text, document, chunk.page, chunk.heading, None, document.knowledge_base_id)
+            )
 
     hits = []
     if query:
@@ -157,9 +194,18 @@ def retrieve(*, user, query: str, knowledge_base_ids=(), document_ids=(), k: int
             hits += [hit for hit in found if hit[1].document_id in wanted]
     hits.sort(key=lambda pair: -pair[1].score)
     for knowledge_base_id, hit in hits[:k]:
-        sources.append({"chunk": hit.chunk_id, "text": hit.text[:PASSAGE_CHARS], "document": hit.document,
-                        "document_id": hit.document_id, "page": hit.page, "heading": hit.heading,
-                        "score": round(hit.score, 6), "knowledge_base": knowledge_base_id})
+        sources.append(
+            {
+                "chunk": hit.chunk_id,
+                "text": hit.text[:PASSAGE_CHARS],
+                "document": hit.document,
+                "document_id": hit.document_id,
+                "page": hit.page,
+                "heading": hit.heading,
+                "score": round(hit.score, 6),
+                "knowledge_base": knowledge_base_id,
+            }
+        )
     for n, source in enumerate(sources, start=1):
         source["n"] = n
     record["sources"] = sources
@@ -178,14 +224,24 @@ def _hits(user, knowledge_base, query, k, mode, min_score):
 
 
 def _source(chunk_id, text, document, page, heading, score, knowledge_base_id) -> RetrievedSource:
-    return {"chunk": chunk_id, "text": text[:PASSAGE_CHARS], "document": document.name, "document_id": document.pk,
-            "page": page, "heading": heading, "score": score, "knowledge_base": knowledge_base_id}
+    return {
+        "chunk": chunk_id,
+        "text": text[:PASSAGE_CHARS],
+        "document": document.name,
+        "document_id": document.pk,
+        "page": page,
+        "heading": heading,
+        "score": score,
+        "knowledge_base": knowledge_base_id,
+    }
 
 
 def passages(record: RetrievalRecord | None) -> list[dict]:
     """What a template reads as `passages`: [{"number", "text", "document", "page", "heading"}]."""
-    return [{"number": s["n"], "text": s["text"], "document": s["document"], "page": s["page"],
-             "heading": s["heading"]} for s in (record or {}).get("sources", [])]
+    return [
+        {"number": s["n"], "text": s["text"], "document": s["document"], "page": s["page"], "heading": s["heading"]}
+        for s in (record or {}).get("sources", [])
+    ]
 
 
 def sources_block(record: RetrievalRecord | None) -> str:
@@ -196,8 +252,11 @@ def sources_block(record: RetrievalRecord | None) -> str:
         return ""
     lines = [INSTRUCTION, ""]
     for source in sources:
-        where = source["document"] + (f", page {source['page']}" if source["page"] else "") + \
-            (f" ({source['heading']})" if source["heading"] else "")
+        where = (
+            source["document"]
+            + (f", page {source['page']}" if source["page"] else "")
+            + (f" ({source['heading']})" if source["heading"] else "")
+        )
         lines += [f"[{source['n']}] {where}", source["text"].strip(), ""]
     return "\n".join(lines).rstrip()
 
@@ -220,13 +279,16 @@ def note(record: RetrievalRecord | None) -> str:
         parts.append(f"searched {', '.join(record['searched'])}: {found} passage{'s' if found != 1 else ''}")
     if record.get("withheld"):
         n = record["withheld"]
-        parts.append(f"{n} attached knowledge base{'s are' if n != 1 else ' is'} private to {'their' if n != 1 else 'its'}"
-                     " owner and gave you nothing")
+        parts.append(
+            f"{n} attached knowledge base{'s are' if n != 1 else ' is'} private to {'their' if n != 1 else 'its'}"
+            " owner and gave you nothing"
+        )
     if record.get("missing"):
         parts.append(f"{record['missing']} attached item{'s were' if record['missing'] != 1 else ' was'} deleted")
     if record.get("nothing_passed"):
-        parts.append("no passage reached the minimum score" if record.get("min_score") is not None
-                     else "nothing matched")
+        parts.append(
+            "no passage reached the minimum score" if record.get("min_score") is not None else "nothing matched"
+        )
     return "; ".join(parts)
 
 
@@ -266,20 +328,39 @@ def clean_record(raw) -> RetrievalRecord:
         return value[:limit] if isinstance(value, str) else ""
 
     sources = []
-    for n, source in enumerate(raw["sources"][:MAX_K + 50], start=1):
+    for n, source in enumerate(raw["sources"][: MAX_K + 50], start=1):
         if not isinstance(source, dict):
             continue
         score = source.get("score")
-        sources.append({"n": n, "chunk": whole_number(source.get("chunk")), "text": text(source.get("text"), PASSAGE_CHARS),
-                        "document": text(source.get("document"), 255), "document_id": whole_number(source.get("document_id")),
-                        "page": whole_number(source.get("page")), "heading": text(source.get("heading"), 500),
-                        "score": float(score) if isinstance(score, (int, float)) and not isinstance(score, bool)
-                        and abs(score) < 1e9 else None,
-                        "knowledge_base": whole_number(source.get("knowledge_base"))})
-    names = lambda key: [text(name, 255) for name in raw.get(key, [])[:20] if isinstance(name, str)] \
-        if isinstance(raw.get(key), list) else []  # noqa: E731
+        sources.append(
+            {
+                "n": n,
+                "chunk": whole_number(source.get("chunk")),
+                "text": text(source.get("text"), PASSAGE_CHARS),
+                "document": text(source.get("document"), 255),
+                "document_id": whole_number(source.get("document_id")),
+                "page": whole_number(source.get("page")),
+                "heading": text(source.get("heading"), 500),
+                "score": float(score)
+                if isinstance(score, (int, float)) and not isinstance(score, bool) and abs(score) < 1e9
+                else None,
+                "knowledge_base": whole_number(source.get("knowledge_base")),
+            }
+        )
+    names = lambda key: (
+        [text(name, 255) for name in raw.get(key, [])[:20] if isinstance(name, str)]
+        if isinstance(raw.get(key), list)
+        else []
+    )  # noqa: E731
     count = lambda key: whole_number(raw.get(key)) or 0  # noqa: E731
-    return {"query": text(raw.get("query"), MAX_QUERY_CHARS), "sources": sources, "searched": names("searched"),
-            "whole": names("whole"), "withheld": count("withheld"), "missing": count("missing"),
-            "nothing_passed": raw.get("nothing_passed") is True,
-            "layout": "template" if raw.get("layout") == "template" else "system", "imported": True}
+    return {
+        "query": text(raw.get("query"), MAX_QUERY_CHARS),
+        "sources": sources,
+        "searched": names("searched"),
+        "whole": names("whole"),
+        "withheld": count("withheld"),
+        "missing": count("missing"),
+        "nothing_passed": raw.get("nothing_passed") is True,
+        "layout": "template" if raw.get("layout") == "template" else "system",
+        "imported": True,
+    }

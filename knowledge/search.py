@@ -49,10 +49,19 @@ class Hit:
     fused_score: float | None  # hybrid only
 
     def to_dict(self) -> dict:
-        return {"rank": self.rank, "chunk": self.chunk_id, "text": self.text, "document": self.document,
-                "document_id": self.document_id, "page": self.page, "heading": self.heading,
-                "score": _round(self.score), "keyword_score": _round(self.keyword_score),
-                "vector_score": _round(self.vector_score), "fused_score": _round(self.fused_score)}
+        return {
+            "rank": self.rank,
+            "chunk": self.chunk_id,
+            "text": self.text,
+            "document": self.document,
+            "document_id": self.document_id,
+            "page": self.page,
+            "heading": self.heading,
+            "score": _round(self.score),
+            "keyword_score": _round(self.keyword_score),
+            "vector_score": _round(self.vector_score),
+            "fused_score": _round(self.fused_score),
+        }
 
 
 @dataclass
@@ -67,8 +76,15 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-def search(*, user, knowledge_base: KnowledgeBase, query: str, k: int = DEFAULT_K, mode: str = "hybrid",
-           min_score: float | None = None) -> SearchAnswer:
+def search(
+    *,
+    user,
+    knowledge_base: KnowledgeBase,
+    query: str,
+    k: int = DEFAULT_K,
+    mode: str = "hybrid",
+    min_score: float | None = None,
+) -> SearchAnswer:
     """The top k chunks of a knowledge base for a query; NotFound unless the user may see the base."""
     if not knowledge_base.visible_to(user):
         raise NotFound("There is no such knowledge base, or it is not shared with you.")
@@ -77,8 +93,9 @@ def search(*, user, knowledge_base: KnowledgeBase, query: str, k: int = DEFAULT_
     if not isinstance(query, str) or not query.strip():
         raise SearchError("must be some text", "query")
     if len(query) > MAX_QUERY_CHARS:
-        raise SearchError(f"is {len(query):,} characters long; at most {MAX_QUERY_CHARS:,} (ask in fewer words)",
-                          "query")
+        raise SearchError(
+            f"is {len(query):,} characters long; at most {MAX_QUERY_CHARS:,} (ask in fewer words)", "query"
+        )
     clamped = {}
     if not 1 <= k <= MAX_K:
         clamped["k"] = {"asked": k, "used": min(max(k, 1), MAX_K)}
@@ -116,18 +133,31 @@ def search(*, user, knowledge_base: KnowledgeBase, query: str, k: int = DEFAULT_
         chunk = by_id.get(chunk_id)
         if chunk is None:  # deleted since the candidates were read
             continue
-        hits.append(Hit(rank=len(hits) + 1, chunk_id=chunk_id, text=chunk.text, document_id=chunk.document_id,
-                        document=chunk.document.name, page=chunk.page, heading=chunk.heading, score=score,
-                        keyword_score=keyword_scores.get(chunk_id),
-                        vector_score=vector_scores.get(chunk_id) if mode != "bm25" else None,
-                        fused_score=fused_score))
+        hits.append(
+            Hit(
+                rank=len(hits) + 1,
+                chunk_id=chunk_id,
+                text=chunk.text,
+                document_id=chunk.document_id,
+                document=chunk.document.name,
+                page=chunk.page,
+                heading=chunk.heading,
+                score=score,
+                keyword_score=keyword_scores.get(chunk_id),
+                vector_score=vector_scores.get(chunk_id) if mode != "bm25" else None,
+                fused_score=fused_score,
+            )
+        )
     return SearchAnswer(hits=hits, mode=mode, k=k, clamped=clamped)
 
 
 def _query_vector_and_vectors(knowledge_base: KnowledgeBase, query: str):
     if knowledge_base.embedding_model != EMBEDDING_MODEL:
-        raise SearchError(f"this knowledge base was indexed with {knowledge_base.embedding_model}, which this studio "
-                          f"does not have ({EMBEDDING_MODEL}): rebuild it, or search with mode bm25", "mode")
+        raise SearchError(
+            f"this knowledge base was indexed with {knowledge_base.embedding_model}, which this studio "
+            f"does not have ({EMBEDDING_MODEL}): rebuild it, or search with mode bm25",
+            "mode",
+        )
     return vectors_for(knowledge_base.pk, knowledge_base.dimension), _query_vector(query)
 
 

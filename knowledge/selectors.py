@@ -44,8 +44,10 @@ def knowledge_bases_with_counts(*, user) -> QuerySet[KnowledgeBase]:
     (of ready documents), counted in the one query."""
     ready = Q(documents__status=Document.Status.READY)
     return knowledge_bases_for(user=user).annotate(
-        documents_total=Count("documents"), documents_ready=Count("documents", filter=ready),
-        chunks_total=Coalesce(Sum("documents__chunk_count", filter=ready), 0))
+        documents_total=Count("documents"),
+        documents_ready=Count("documents", filter=ready),
+        chunks_total=Coalesce(Sum("documents__chunk_count", filter=ready), 0),
+    )
 
 
 def documents_of(*, knowledge_base: KnowledgeBase) -> QuerySet[Document]:
@@ -59,7 +61,8 @@ def attachable_for(*, user, query: str = "", limit: int = 12) -> tuple[list[Know
     query = (query or "").strip()[:200]
     bases = knowledge_bases_for(user=user)
     documents = Document.objects.filter(knowledge_base__in=bases, status=Document.Status.READY).select_related(
-        "knowledge_base")
+        "knowledge_base"
+    )
     if query:
         bases, documents = bases.filter(name__icontains=query), documents.filter(name__icontains=query)
     return list(bases.order_by("name", "id")[:limit]), list(documents.order_by("name", "id")[:limit])
@@ -73,19 +76,29 @@ def next_ingestion() -> int | None:
     then alternates with another's single file instead of holding it for an hour (as chat's queue
     does for replies: chat.serving.queue.queued_in_serving_order). None when nothing is queued."""
     owner = "document__knowledge_base__owner"
-    oldest_queued = dict(IngestionJob.objects.filter(status=JobStatus.QUEUED).order_by().values_list(owner)
-                         .annotate(first=Min("pk")))
+    oldest_queued = dict(
+        IngestionJob.objects.filter(status=JobStatus.QUEUED).order_by().values_list(owner).annotate(first=Min("pk"))
+    )
     if len(oldest_queued) <= 1:
         return next(iter(oldest_queued.values()), None)
-    ingesting = dict(IngestionJob.objects.filter(status=JobStatus.RUNNING, **{f"{owner}__in": oldest_queued})
-                     .order_by().values_list(owner).annotate(n=Count("pk")))
+    ingesting = dict(
+        IngestionJob.objects.filter(status=JobStatus.RUNNING, **{f"{owner}__in": oldest_queued})
+        .order_by()
+        .values_list(owner)
+        .annotate(n=Count("pk"))
+    )
     served_rank: dict[int, int] = {}  # 0: the owner of the ingestion started last
     recent = IngestionJob.objects.filter(started_at__isnull=False).order_by("-started_at", "-pk")
     for rank, owner_id in enumerate(recent.values_list(owner, flat=True)[:RECENT_STARTS]):
         served_rank.setdefault(owner_id, rank)
-    chosen = min(oldest_queued, key=lambda owner_id: (ingesting.get(owner_id, 0),
-                                                      -served_rank.get(owner_id, RECENT_STARTS),
-                                                      oldest_queued[owner_id]))
+    chosen = min(
+        oldest_queued,
+        key=lambda owner_id: (
+            ingesting.get(owner_id, 0),
+            -served_rank.get(owner_id, RECENT_STARTS),
+            oldest_queued[owner_id],
+        ),
+    )
     return oldest_queued[chosen]
 
 
@@ -160,11 +173,17 @@ class UploadProgress:
 def upload_progress(*, knowledge_base: KnowledgeBase, document_ids) -> UploadProgress:
     """The documents of `document_ids` in this base (one deleted meanwhile is no longer counted)."""
     document_ids = list(document_ids)
-    statuses = Counter(knowledge_base.documents.filter(pk__in=document_ids).values_list("status", flat=True)) \
-        if document_ids else Counter()
-    return UploadProgress(document_ids=document_ids, ready=statuses[Document.Status.READY],
-                          failed=statuses[Document.Status.FAILED],
-                          waiting=statuses[Document.Status.QUEUED] + statuses[Document.Status.PROCESSING])
+    statuses = (
+        Counter(knowledge_base.documents.filter(pk__in=document_ids).values_list("status", flat=True))
+        if document_ids
+        else Counter()
+    )
+    return UploadProgress(
+        document_ids=document_ids,
+        ready=statuses[Document.Status.READY],
+        failed=statuses[Document.Status.FAILED],
+        waiting=statuses[Document.Status.QUEUED] + statuses[Document.Status.PROCESSING],
+    )
 
 
 def parse_id_ranges(text: str, *, limit: int = 1000) -> list[int]:

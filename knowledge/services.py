@@ -39,9 +39,11 @@ MAX_DESCRIPTION_CHARS = 2000
 # all, then failed (a file that kills its worker every time must not loop forever).
 MAX_ATTEMPTS = 3
 CANCELLED = "Cancelled before it was ready; upload it again to index it."
-WORKER_LOST_READING = ("The job worker stopped while reading this file (killed, or out of memory): it is not tried "
-                       "again, since reading it again would most likely do the same. If the worker was stopped for "
-                       "another reason, upload the file again.")
+WORKER_LOST_READING = (
+    "The job worker stopped while reading this file (killed, or out of memory): it is not tried "
+    "again, since reading it again would most likely do the same. If the worker was stopped for "
+    "another reason, upload the file again."
+)
 
 
 class KnowledgeError(StudioError):
@@ -101,10 +103,15 @@ def knowledge_base_create(*, owner, name, description="", shared=False) -> Knowl
     if not isinstance(shared, bool):
         raise KnowledgeError("must be true or false", "shared")
     return KnowledgeBase.objects.create(
-        owner=owner, name=_text(name, "name", limit=MAX_NAME_CHARS, required=True),
-        description=_text(description, "description", limit=MAX_DESCRIPTION_CHARS), shared=shared,
-        embedding_model=EMBEDDING_MODEL, dimension=EMBEDDING_DIMENSION,
-        chunk_tokens=settings.KNOWLEDGE_CHUNK_TOKENS, chunk_overlap=settings.KNOWLEDGE_CHUNK_OVERLAP)
+        owner=owner,
+        name=_text(name, "name", limit=MAX_NAME_CHARS, required=True),
+        description=_text(description, "description", limit=MAX_DESCRIPTION_CHARS),
+        shared=shared,
+        embedding_model=EMBEDDING_MODEL,
+        dimension=EMBEDDING_DIMENSION,
+        chunk_tokens=settings.KNOWLEDGE_CHUNK_TOKENS,
+        chunk_overlap=settings.KNOWLEDGE_CHUNK_OVERLAP,
+    )
 
 
 def require_owner(knowledge_base: KnowledgeBase, user) -> None:
@@ -128,8 +135,9 @@ def _file_name(raw_name) -> str:
 
 def storage_use(*, user) -> StorageUse:
     """The bytes of the files a person's documents keep (in every knowledge base they own)."""
-    used = Document.objects.filter(knowledge_base__owner=user).exclude(file="").aggregate(
-        total=Sum("size"))["total"] or 0
+    used = (
+        Document.objects.filter(knowledge_base__owner=user).exclude(file="").aggregate(total=Sum("size"))["total"] or 0
+    )
     return StorageUse(used=used, quota=settings.KNOWLEDGE_QUOTA_BYTES_PER_PERSON)
 
 
@@ -138,9 +146,11 @@ def quota_refusal(*, use: StorageUse, incoming: int) -> str:
     if not use.quota or use.used + incoming <= use.quota:
         return ""
     size = lambda count: filesizeformat(count).replace("\xa0", " ")  # as the pages say it  # noqa: E731
-    return (f"This upload needs {size(incoming)}, and {size(use.available)} of your {size(use.quota)} for "
-            "documents is left (KNOWLEDGE_QUOTA_BYTES_PER_PERSON): nothing was stored. Delete documents you no "
-            "longer need, or upload fewer files.")
+    return (
+        f"This upload needs {size(incoming)}, and {size(use.available)} of your {size(use.quota)} for "
+        "documents is left (KNOWLEDGE_QUOTA_BYTES_PER_PERSON): nothing was stored. Delete documents you no "
+        "longer need, or upload fewer files."
+    )
 
 
 def documents_add(*, user, knowledge_base: KnowledgeBase, files) -> list[DocumentAdded]:
@@ -155,8 +165,9 @@ def documents_add(*, user, knowledge_base: KnowledgeBase, files) -> list[Documen
     if not files:
         raise KnowledgeError("send one or more files (multipart/form-data fields named “file”)", "file")
     if len(files) > settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD:
-        raise KnowledgeError(f"{len(files):,} files at once; at most {settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD:,}",
-                             "file")
+        raise KnowledgeError(
+            f"{len(files):,} files at once; at most {settings.KNOWLEDGE_MAX_FILES_PER_UPLOAD:,}", "file"
+        )
     # Checked before a file is stored, without a lock: each file's row commits on its own (a
     # transaction held while 200 MB are written would stop every other writer on SQLite), so two
     # uploads of one person at the same moment may pass it together, by one upload at most.
@@ -165,8 +176,11 @@ def documents_add(*, user, knowledge_base: KnowledgeBase, files) -> list[Documen
     if refusal:
         raise QuotaExceeded(refusal, "file")
     added = [_document_add(user=user, knowledge_base=knowledge_base, upload=upload) for upload in files]
-    queued = [item.document.pk for item in added if item.document.status == Document.Status.QUEUED
-              and (not item.duplicate or item.retried)]
+    queued = [
+        item.document.pk
+        for item in added
+        if item.document.status == Document.Status.QUEUED and (not item.duplicate or item.retried)
+    ]
     # One callback for the whole upload, after the commit: a job worker never looks for a row it cannot see yet.
     transaction.on_commit(lambda: [jobs.dispatch(IngestionJob, document_id) for document_id in queued])
     return added
@@ -183,18 +197,30 @@ def _storable(upload) -> bool:
 
 def _document_add(*, user, knowledge_base: KnowledgeBase, upload) -> DocumentAdded:
     name = _file_name(getattr(upload, "name", ""))
-    common = {"knowledge_base": knowledge_base, "name": name, "size": upload.size, "uploaded_by": user,
-              "content_type": str(getattr(upload, "content_type", "") or "")[:100]}
+    common = {
+        "knowledge_base": knowledge_base,
+        "name": name,
+        "size": upload.size,
+        "uploaded_by": user,
+        "content_type": str(getattr(upload, "content_type", "") or "")[:100],
+    }
     try:
         kind = kind_of(name)
     except DocumentError as exc:
-        return DocumentAdded(Document.objects.create(**common, status=Document.Status.FAILED, error=str(exc),
-                                              error_code=exc.code), False)
+        return DocumentAdded(
+            Document.objects.create(**common, status=Document.Status.FAILED, error=str(exc), error_code=exc.code), False
+        )
     if upload.size > settings.KNOWLEDGE_MAX_FILE_BYTES:  # refused by its declared size, before a byte is read
-        error = (f"too large: {upload.size / 2**20:,.1f} MiB; a document may be at most "
-                 f"{settings.KNOWLEDGE_MAX_FILE_BYTES / 2**20:,.1f} MiB (KNOWLEDGE_MAX_FILE_BYTES)")
-        return DocumentAdded(Document.objects.create(**common, kind=kind, status=Document.Status.FAILED, error=error,
-                                              error_code="file_too_large"), False)
+        error = (
+            f"too large: {upload.size / 2**20:,.1f} MiB; a document may be at most "
+            f"{settings.KNOWLEDGE_MAX_FILE_BYTES / 2**20:,.1f} MiB (KNOWLEDGE_MAX_FILE_BYTES)"
+        )
+        return DocumentAdded(
+            Document.objects.create(
+                **common, kind=kind, status=Document.Status.FAILED, error=error, error_code="file_too_large"
+            ),
+            False,
+        )
     path, content_hash = storage.store(upload, knowledge_base_id=knowledge_base.pk, kind=kind)
     existing = knowledge_base.documents.filter(content_hash=content_hash).first()
     if existing is None:
@@ -217,12 +243,36 @@ def _document_retry(document: Document, *, name: str, kind: str, path: str) -> D
     name and kind it has now."""
     with transaction.atomic():
         Document.objects.filter(pk=document.pk, status=Document.Status.FAILED).update(
-            name=name, kind=kind, file=path, status=Document.Status.QUEUED, stage="", error="", error_code="",
-            notes=[], pages=None, chunk_count=0, rebuilt_chunk_count=None, updated_at=timezone.now())
-        IngestionJob.objects.update_or_create(document=document, defaults={
-            "status": JobStatus.QUEUED, "done": 0, "total": 0, "note": "", "error": "", "cancel_requested": False,
-            "worker": "", "dispatched_at": None, "started_at": None, "heartbeat_at": None, "finished_at": None,
-            "attempts": 0})
+            name=name,
+            kind=kind,
+            file=path,
+            status=Document.Status.QUEUED,
+            stage="",
+            error="",
+            error_code="",
+            notes=[],
+            pages=None,
+            chunk_count=0,
+            rebuilt_chunk_count=None,
+            updated_at=timezone.now(),
+        )
+        IngestionJob.objects.update_or_create(
+            document=document,
+            defaults={
+                "status": JobStatus.QUEUED,
+                "done": 0,
+                "total": 0,
+                "note": "",
+                "error": "",
+                "cancel_requested": False,
+                "worker": "",
+                "dispatched_at": None,
+                "started_at": None,
+                "heartbeat_at": None,
+                "finished_at": None,
+                "attempts": 0,
+            },
+        )
     document.refresh_from_db()
     return document
 
@@ -249,8 +299,10 @@ def document_cancel(*, user, document: Document) -> None:
     if job is None or not job.active:
         raise KnowledgeError("this document is not being processed", "status")
     if document.status == Document.Status.READY:
-        raise KnowledgeError("this document is being indexed again by a rebuild of its knowledge base; it stays "
-                             "searchable meanwhile", "status")
+        raise KnowledgeError(
+            "this document is being indexed again by a rebuild of its knowledge base; it stays searchable meanwhile",
+            "status",
+        )
     with transaction.atomic():
         jobs.job_cancel(job)
         if job.status == JobStatus.CANCELLED and document.status == Document.Status.QUEUED:  # it was still queued
@@ -268,18 +320,27 @@ def _whole_number(value, field: str, *, low: int, high: int) -> int:
     return value
 
 
-def knowledge_base_rebuild(*, user, knowledge_base: KnowledgeBase, chunk_tokens=None, chunk_overlap=None,
-                           embedding_model=None) -> int:
+def knowledge_base_rebuild(
+    *, user, knowledge_base: KnowledgeBase, chunk_tokens=None, chunk_overlap=None, embedding_model=None
+) -> int:
     """Index every document again with new settings (by default those in force now:
     KNOWLEDGE_CHUNK_TOKENS, KNOWLEDGE_CHUNK_OVERLAP, the bundled embedding model), in the background:
     the chunks go to a new generation while the active one keeps answering searches, and the
     switch happens when every ready document has its new chunks (rebuild_switch_if_built). Returns
     how many documents were queued."""
     require_owner(knowledge_base, user)
-    chunk_tokens = _whole_number(settings.KNOWLEDGE_CHUNK_TOKENS if chunk_tokens in (None, "") else chunk_tokens,
-                                 "chunk_tokens", low=MIN_CHUNK_TOKENS, high=MAX_CHUNK_TOKENS)
-    chunk_overlap = _whole_number(settings.KNOWLEDGE_CHUNK_OVERLAP if chunk_overlap in (None, "") else chunk_overlap,
-                                  "chunk_overlap", low=0, high=chunk_tokens - 1)
+    chunk_tokens = _whole_number(
+        settings.KNOWLEDGE_CHUNK_TOKENS if chunk_tokens in (None, "") else chunk_tokens,
+        "chunk_tokens",
+        low=MIN_CHUNK_TOKENS,
+        high=MAX_CHUNK_TOKENS,
+    )
+    chunk_overlap = _whole_number(
+        settings.KNOWLEDGE_CHUNK_OVERLAP if chunk_overlap in (None, "") else chunk_overlap,
+        "chunk_overlap",
+        low=0,
+        high=chunk_tokens - 1,
+    )
     if embedding_model not in (None, "", EMBEDDING_MODEL):
         raise KnowledgeError(f"this studio has one embedding model, {EMBEDDING_MODEL}", "embedding_model")
     with transaction.atomic():
@@ -288,25 +349,40 @@ def knowledge_base_rebuild(*, user, knowledge_base: KnowledgeBase, chunk_tokens=
         if locked.rebuilding:
             raise KnowledgeError("a rebuild is already running: wait for it to finish", "status", status=409)
         if IngestionJob.objects.filter(document__knowledge_base=knowledge_base, status__in=jobs.ACTIVE).exists():
-            raise KnowledgeError("documents are still being indexed: wait for them (or cancel them) first", "status",
-                                 status=409)
+            raise KnowledgeError(
+                "documents are still being indexed: wait for them (or cancel them) first", "status", status=409
+            )
         generation = locked.active_generation + 1
         # Chunks of an earlier generation (none in the steady state) never come back.
         Chunk.objects.filter(knowledge_base=knowledge_base).exclude(generation=locked.active_generation).delete()
         KnowledgeBase.objects.filter(pk=knowledge_base.pk).update(
-            building_generation=generation, building_chunk_tokens=chunk_tokens, building_chunk_overlap=chunk_overlap)
+            building_generation=generation, building_chunk_tokens=chunk_tokens, building_chunk_overlap=chunk_overlap
+        )
         # Failed ones kept no file: they stay failed (uploading the file again retries one).
         documents = knowledge_base.documents.exclude(status=Document.Status.FAILED)
         documents.update(rebuilt_chunk_count=None)
         document_ids = list(documents.values_list("pk", flat=True))
         # Ready ones stay ready (searched through their active chunks).
         documents.exclude(status=Document.Status.READY).update(
-            status=Document.Status.QUEUED, stage="", error="", notes=[], updated_at=timezone.now())
-        IngestionJob.objects.bulk_create([IngestionJob(document_id=document_id) for document_id in document_ids],
-                                         ignore_conflicts=True)  # a document stored without one (generated)
+            status=Document.Status.QUEUED, stage="", error="", notes=[], updated_at=timezone.now()
+        )
+        IngestionJob.objects.bulk_create(
+            [IngestionJob(document_id=document_id) for document_id in document_ids], ignore_conflicts=True
+        )  # a document stored without one (generated)
         IngestionJob.objects.filter(pk__in=document_ids).update(
-            status=JobStatus.QUEUED, done=0, total=0, note="", error="", cancel_requested=False, worker="",
-            dispatched_at=None, started_at=None, heartbeat_at=None, finished_at=None, attempts=0)
+            status=JobStatus.QUEUED,
+            done=0,
+            total=0,
+            note="",
+            error="",
+            cancel_requested=False,
+            worker="",
+            dispatched_at=None,
+            started_at=None,
+            heartbeat_at=None,
+            finished_at=None,
+            attempts=0,
+        )
         transaction.on_commit(lambda: [jobs.dispatch(IngestionJob, document_id) for document_id in document_ids])
     rebuild_switch_if_built(knowledge_base.pk)  # nothing to index: switched at once
     knowledge_base.refresh_from_db()
@@ -325,15 +401,20 @@ def knowledge_base_rebuild_cancel(*, user, knowledge_base: KnowledgeBase) -> Non
             raise KnowledgeError("no rebuild is running", "status", status=409)
         # The ready documents' rows locked: a batch of their new passages being written finishes
         # before this, or waits and then finds its job ended (ingestion's locked_and_mine).
-        ready = list(Document.objects.select_for_update().filter(
-            knowledge_base=knowledge_base, status=Document.Status.READY).values_list("pk", flat=True))
+        ready = list(
+            Document.objects.select_for_update()
+            .filter(knowledge_base=knowledge_base, status=Document.Status.READY)
+            .values_list("pk", flat=True)
+        )
         # Ended here, not asked to cancel: a cancelled ingestion fails its document, and these stay ready.
         IngestionJob.objects.filter(pk__in=ready, status__in=jobs.ACTIVE).update(
-            status=JobStatus.CANCELLED, note="rebuild cancelled", finished_at=timezone.now())
+            status=JobStatus.CANCELLED, note="rebuild cancelled", finished_at=timezone.now()
+        )
         Chunk.objects.filter(knowledge_base=knowledge_base).exclude(generation=locked.active_generation).delete()
         knowledge_base.documents.update(rebuilt_chunk_count=None)
         KnowledgeBase.objects.filter(pk=knowledge_base.pk).update(
-            building_generation=None, building_chunk_tokens=None, building_chunk_overlap=None)
+            building_generation=None, building_chunk_tokens=None, building_chunk_overlap=None
+        )
     log.info("knowledge base %s: rebuild cancelled", knowledge_base.pk)
     knowledge_base.refresh_from_db()
 
@@ -351,18 +432,27 @@ def rebuild_switch_if_built(knowledge_base_id: int) -> bool:
         if knowledge_base is None or not knowledge_base.rebuilding:
             return False
         documents = knowledge_base.documents
-        if (IngestionJob.objects.filter(document__knowledge_base=knowledge_base, status__in=jobs.ACTIVE).exists()
-                or documents.filter(status=Document.Status.READY, rebuilt_chunk_count__isnull=True).exists()):
+        if (
+            IngestionJob.objects.filter(document__knowledge_base=knowledge_base, status__in=jobs.ACTIVE).exists()
+            or documents.filter(status=Document.Status.READY, rebuilt_chunk_count__isnull=True).exists()
+        ):
             return False
         generation = knowledge_base.building_generation
         Chunk.objects.filter(knowledge_base=knowledge_base).exclude(generation=generation).delete()
-        documents.filter(status=Document.Status.READY).update(chunk_count=F("rebuilt_chunk_count"),
-                                                              rebuilt_chunk_count=None)
+        documents.filter(status=Document.Status.READY).update(
+            chunk_count=F("rebuilt_chunk_count"), rebuilt_chunk_count=None
+        )
         documents.exclude(status=Document.Status.READY).update(rebuilt_chunk_count=None)
         KnowledgeBase.objects.filter(pk=knowledge_base.pk).update(
-            active_generation=generation, building_generation=None, chunk_tokens=knowledge_base.building_chunk_tokens,
-            chunk_overlap=knowledge_base.building_chunk_overlap, building_chunk_tokens=None,
-            building_chunk_overlap=None, embedding_model=EMBEDDING_MODEL, dimension=EMBEDDING_DIMENSION)
+            active_generation=generation,
+            building_generation=None,
+            chunk_tokens=knowledge_base.building_chunk_tokens,
+            chunk_overlap=knowledge_base.building_chunk_overlap,
+            building_chunk_tokens=None,
+            building_chunk_overlap=None,
+            embedding_model=EMBEDDING_MODEL,
+            dimension=EMBEDDING_DIMENSION,
+        )
         knowledge_base.chunks_changed()
     log.info("knowledge base %s: rebuilt, generation %s answers now", knowledge_base_id, generation)
     return True
@@ -379,9 +469,16 @@ def document_fail(document_id: int, error: str, *, code: str) -> None:
             return
         was_ready = document.status == Document.Status.READY
         document.chunks.all().delete()
-        Document.objects.filter(pk=document_id).update(status=Document.Status.FAILED, stage="", error=error,
-                                                       error_code=code[:32], chunk_count=0, rebuilt_chunk_count=None,
-                                                       file="", updated_at=timezone.now())
+        Document.objects.filter(pk=document_id).update(
+            status=Document.Status.FAILED,
+            stage="",
+            error=error,
+            error_code=code[:32],
+            chunk_count=0,
+            rebuilt_chunk_count=None,
+            file="",
+            updated_at=timezone.now(),
+        )
         if was_ready:
             document.knowledge_base.chunks_changed()
         path = document.file
@@ -402,21 +499,27 @@ def ingestion_sweep() -> None:
         if stage == "parsing":
             # Reading the file beats the heart too (every PDF page, every 100,000 XML elements of a
             # .docx): a worker lost there most likely died of the file, and would again.
-            if still_lost.update(status=JobStatus.FAILED, error=WORKER_LOST_READING, note="",
-                                 finished_at=timezone.now()):
+            if still_lost.update(
+                status=JobStatus.FAILED, error=WORKER_LOST_READING, note="", finished_at=timezone.now()
+            ):
                 document_fail(job_id, WORKER_LOST_READING, code="worker_lost_reading")
         elif attempts < MAX_ATTEMPTS:
-            if still_lost.update(status=JobStatus.QUEUED, dispatched_at=None, worker="", note="resuming: its job "
-                                 "worker stopped"):
+            if still_lost.update(
+                status=JobStatus.QUEUED, dispatched_at=None, worker="", note="resuming: its job worker stopped"
+            ):
                 Document.objects.filter(pk=job_id, status=Document.Status.PROCESSING).update(
-                    status=Document.Status.QUEUED, stage="")
+                    status=Document.Status.QUEUED, stage=""
+                )
                 jobs.dispatch(IngestionJob, job_id)
         else:
-            error = (f"The job worker stopped {attempts} times while indexing this document (killed, or out of "
-                     "memory): it was not indexed. Split it, or upload it again when the workers have more memory.")
+            error = (
+                f"The job worker stopped {attempts} times while indexing this document (killed, or out of "
+                "memory): it was not indexed. Split it, or upload it again when the workers have more memory."
+            )
             if still_lost.update(status=JobStatus.FAILED, error=error, note="", finished_at=timezone.now()):
                 document_fail(job_id, error, code="worker_lost")
     # A rebuild whose last document ended where the switch could not run (a worker that died).
-    for knowledge_base_id in KnowledgeBase.objects.filter(building_generation__isnull=False).values_list("pk",
-                                                                                                      flat=True):
+    for knowledge_base_id in KnowledgeBase.objects.filter(building_generation__isnull=False).values_list(
+        "pk", flat=True
+    ):
         rebuild_switch_if_built(knowledge_base_id)

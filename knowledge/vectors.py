@@ -64,14 +64,18 @@ def vector_matrix(knowledge_base_id: int, dimension: int) -> VectorMatrix:
     change committed between the two reads is cached under the old version, which the next search
     finds out of date."""
     version, generation = KnowledgeBase.objects.filter(pk=knowledge_base_id).values_list(
-        "chunks_version", "active_generation").first() or (None, None)
+        "chunks_version", "active_generation"
+    ).first() or (None, None)
     with _cache_lock:
         cached = _cache.get(knowledge_base_id)
         if cached is not None and cached[0] == version:
             _cache.move_to_end(knowledge_base_id)
             return cached[1]
-    rows = list(Chunk.objects.filter(knowledge_base_id=knowledge_base_id, generation=generation,
-                                     document__status="ready").order_by("id").values_list("id", "embedding"))
+    rows = list(
+        Chunk.objects.filter(knowledge_base_id=knowledge_base_id, generation=generation, document__status="ready")
+        .order_by("id")
+        .values_list("id", "embedding")
+    )
     chunk_ids = np.fromiter((chunk_id for chunk_id, _ in rows), dtype=np.int64, count=len(rows))
     vectors = np.frombuffer(b"".join(bytes(blob) for _, blob in rows), dtype="<f4").reshape(len(rows), dimension)
     matrix = VectorMatrix(chunk_ids, vectors)
@@ -101,11 +105,14 @@ def vectors_for(knowledge_base_id: int, dimension: int):
     version = pgvector_version()
     if version is not None and dimension == PGVECTOR_DIMENSION:
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT kb.active_generation, EXISTS (SELECT 1 FROM knowledge_chunk c WHERE "
-                           f"c.knowledge_base_id = kb.id AND c.{PGVECTOR_COLUMN} IS NULL "
-                           "AND c.generation = kb.active_generation), ARRAY(SELECT d.id FROM knowledge_document d "
-                           "WHERE d.knowledge_base_id = kb.id AND d.status <> 'ready') "
-                           "FROM knowledge_knowledgebase kb WHERE kb.id = %s", [knowledge_base_id])
+            cursor.execute(
+                f"SELECT kb.active_generation, EXISTS (SELECT 1 FROM knowledge_chunk c WHERE "
+                f"c.knowledge_base_id = kb.id AND c.{PGVECTOR_COLUMN} IS NULL "
+                "AND c.generation = kb.active_generation), ARRAY(SELECT d.id FROM knowledge_document d "
+                "WHERE d.knowledge_base_id = kb.id AND d.status <> 'ready') "
+                "FROM knowledge_knowledgebase kb WHERE kb.id = %s",
+                [knowledge_base_id],
+            )
             row = cursor.fetchone()
         if row is not None and not row[1]:
             return PgVectorIndex(knowledge_base_id, row[0], iterative_scan=version >= (0, 8), not_ready=tuple(row[2]))

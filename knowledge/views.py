@@ -49,51 +49,87 @@ def _require_owner(request, knowledge_base) -> None:
 def knowledge_base_list(request):
     values, errors = {"name": "", "description": "", "shared": False}, {}
     if request.method == "POST":
-        values = {"name": request.POST.get("name", ""), "description": request.POST.get("description", ""),
-                  "shared": request.POST.get("shared") == "on"}
+        values = {
+            "name": request.POST.get("name", ""),
+            "description": request.POST.get("description", ""),
+            "shared": request.POST.get("shared") == "on",
+        }
         try:
             knowledge_base = services.knowledge_base_create(owner=request.user, **values)
         except services.KnowledgeError as exc:
             errors[exc.field or "name"] = exc.message
         else:
             return redirect("knowledge:detail", knowledge_base_id=knowledge_base.pk)
-    return render(request, "knowledge/knowledge_base_list.html", {
-        "knowledge_bases": selectors.knowledge_bases_with_counts(user=request.user), "values": values,
-        "errors": errors, "storage": services.storage_use(user=request.user)}, status=400 if errors else 200)
+    return render(
+        request,
+        "knowledge/knowledge_base_list.html",
+        {
+            "knowledge_bases": selectors.knowledge_bases_with_counts(user=request.user),
+            "values": values,
+            "errors": errors,
+            "storage": services.storage_use(user=request.user),
+        },
+        status=400 if errors else 200,
+    )
 
 
 def _documents_context(request, knowledge_base, **extra) -> dict:
     page = Paginator(selectors.documents_of(knowledge_base=knowledge_base), DOCUMENTS_PER_PAGE).get_page(
-        request.GET.get("page"))
+        request.GET.get("page")
+    )
     is_owner = knowledge_base.owner_id == request.user.pk
-    return {"knowledge_base": knowledge_base, "page": page, "polling": any(doc.active for doc in page.object_list),
-            "is_owner": is_owner, "storage": services.storage_use(user=request.user) if is_owner else None, **extra}
+    return {
+        "knowledge_base": knowledge_base,
+        "page": page,
+        "polling": any(doc.active for doc in page.object_list),
+        "is_owner": is_owner,
+        "storage": services.storage_use(user=request.user) if is_owner else None,
+        **extra,
+    }
 
 
 def _search_values(source) -> dict:
-    return {"q": source.get("q", ""), "mode": source.get("mode", "hybrid"),
-            "k": source.get("k", str(knowledge_search.DEFAULT_K))}
+    return {
+        "q": source.get("q", ""),
+        "mode": source.get("mode", "hybrid"),
+        "k": source.get("k", str(knowledge_search.DEFAULT_K)),
+    }
 
 
 def _index_context(request, knowledge_base, *, values=None, errors=None, finished="") -> dict:
     """The index card: its settings, a rebuild's progress, and the rebuild form (its owner's).
     `finished`: how the rebuild it watched ended ("rebuilt" or "cancelled"), or ""."""
-    return {"knowledge_base": knowledge_base, "rebuild": knowledge_base.rebuild_progress(),
-            "rebuild_values": values or {"chunk_tokens": knowledge_base.chunk_tokens,
-                                         "chunk_overlap": knowledge_base.chunk_overlap,
-                                         "embedding_model": EMBEDDING_MODEL},
-            "rebuild_errors": errors or {}, "embedding_models": [EMBEDDING_MODEL], "rebuilt": finished,
-            "is_owner": knowledge_base.owner_id == request.user.pk,
-            "limits": {"min_tokens": services.MIN_CHUNK_TOKENS, "max_tokens": services.MAX_CHUNK_TOKENS}}
+    return {
+        "knowledge_base": knowledge_base,
+        "rebuild": knowledge_base.rebuild_progress(),
+        "rebuild_values": values
+        or {
+            "chunk_tokens": knowledge_base.chunk_tokens,
+            "chunk_overlap": knowledge_base.chunk_overlap,
+            "embedding_model": EMBEDDING_MODEL,
+        },
+        "rebuild_errors": errors or {},
+        "embedding_models": [EMBEDDING_MODEL],
+        "rebuilt": finished,
+        "is_owner": knowledge_base.owner_id == request.user.pk,
+        "limits": {"min_tokens": services.MIN_CHUNK_TOKENS, "max_tokens": services.MAX_CHUNK_TOKENS},
+    }
 
 
 @login_required
 @require_GET
 def knowledge_base_detail(request, knowledge_base_id):
     knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
-    return render(request, "knowledge/knowledge_base_detail.html", {
-        **_documents_context(request, knowledge_base), **_index_context(request, knowledge_base),
-        "search": _search_values(request.GET), "modes": knowledge_search.MODES})
+    return render(
+        request,
+        "knowledge/knowledge_base_detail.html",
+        {
+            **_documents_context(request, knowledge_base),
+            **_index_context(request, knowledge_base),
+            "search": _search_values(request.GET),
+            "modes": knowledge_search.MODES,
+        },
+    )
 
 
 @login_required
@@ -118,8 +154,9 @@ def rebuild(request, knowledge_base_id):
         # The card polls with the generation it watched being built: in use now means it switched over.
         watched = request.GET.get("generation", "")
         finished = "rebuilt" if watched == str(knowledge_base.active_generation) else "cancelled"
-    context = _index_context(request, knowledge_base, values=values if errors else None, errors=errors,
-                             finished=finished)
+    context = _index_context(
+        request, knowledge_base, values=values if errors else None, errors=errors, finished=finished
+    )
     status = 400 if errors else 200
     if request.htmx:
         if finished:  # the documents' passage counts changed with the switch
@@ -127,9 +164,17 @@ def rebuild(request, knowledge_base_id):
         return render(request, "knowledge/_index.html", context, status=status)
     if not errors:
         return redirect("knowledge:detail", knowledge_base_id=knowledge_base.pk)
-    return render(request, "knowledge/knowledge_base_detail.html", {
-        **_documents_context(request, knowledge_base), **context, "search": _search_values({}),
-        "modes": knowledge_search.MODES}, status=status)
+    return render(
+        request,
+        "knowledge/knowledge_base_detail.html",
+        {
+            **_documents_context(request, knowledge_base),
+            **context,
+            "search": _search_values({}),
+            "modes": knowledge_search.MODES,
+        },
+        status=status,
+    )
 
 
 @login_required
@@ -165,26 +210,32 @@ def documents_upload(request, knowledge_base_id):
     _require_owner(request, knowledge_base)  # before the body is parsed: a stranger's upload is not stored
     error, status, added = "", 200, []
     try:
-        added = services.documents_add(user=request.user, knowledge_base=knowledge_base,
-                                       files=request.FILES.getlist("file"))
+        added = services.documents_add(
+            user=request.user, knowledge_base=knowledge_base, files=request.FILES.getlist("file")
+        )
     except RequestDataTooBig as exc:
         error, status = f"The upload is too large: {exc}", 413
     except (MultiPartParserError, SuspiciousOperation) as exc:  # too many files, a broken body
         error, status = f"The upload could not be read: {exc}", 400
     except services.KnowledgeError as exc:  # QuotaExceeded: 413
         error, status = exc.message, exc.status
-    queued = [item.document for item in added if (not item.duplicate or item.retried)
-              and item.document.status == Document.Status.QUEUED]
-    context = _documents_context(request, knowledge_base, upload_error=error, oob=True,
-                                 duplicates=[item.document for item in added if item.duplicate and not item.retried],
-                                 refused=[item.document for item in added
-                                          if not item.duplicate and item.document.error],
-                                 upload=selectors.upload_progress(knowledge_base=knowledge_base,
-                                                                  document_ids=[d.pk for d in queued]))
+    queued = [
+        item.document
+        for item in added
+        if (not item.duplicate or item.retried) and item.document.status == Document.Status.QUEUED
+    ]
+    context = _documents_context(
+        request,
+        knowledge_base,
+        upload_error=error,
+        oob=True,
+        duplicates=[item.document for item in added if item.duplicate and not item.retried],
+        refused=[item.document for item in added if not item.duplicate and item.document.error],
+        upload=selectors.upload_progress(knowledge_base=knowledge_base, document_ids=[d.pk for d in queued]),
+    )
     template = "knowledge/_upload.html" if request.htmx else "knowledge/knowledge_base_detail.html"
     if not request.htmx:
-        context.update(_index_context(request, knowledge_base), search=_search_values({}),
-                       modes=knowledge_search.MODES)
+        context.update(_index_context(request, knowledge_base), search=_search_values({}), modes=knowledge_search.MODES)
     return render(request, template, context, status=status)
 
 
@@ -194,9 +245,16 @@ def upload_progress(request, knowledge_base_id):
     """The notice of one upload, polled every 2 s while its documents are queued or being indexed:
     how many are ready (and failed) so far; the poll stops when none is left waiting."""
     knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
-    return render(request, "knowledge/_upload_progress.html", {
-        "knowledge_base": knowledge_base, "upload": selectors.upload_progress(
-            knowledge_base=knowledge_base, document_ids=selectors.parse_id_ranges(request.GET.get("ids", "")))})
+    return render(
+        request,
+        "knowledge/_upload_progress.html",
+        {
+            "knowledge_base": knowledge_base,
+            "upload": selectors.upload_progress(
+                knowledge_base=knowledge_base, document_ids=selectors.parse_id_ranges(request.GET.get("ids", ""))
+            ),
+        },
+    )
 
 
 @login_required
@@ -225,17 +283,26 @@ def search(request, knowledge_base_id):
         errors["k"] = str(exc)
     else:
         try:
-            answer = knowledge_search.search(user=request.user, knowledge_base=knowledge_base, query=values["q"],
-                                             k=k, mode=values["mode"])
+            answer = knowledge_search.search(
+                user=request.user, knowledge_base=knowledge_base, query=values["q"], k=k, mode=values["mode"]
+            )
         except knowledge_search.SearchError as exc:
             errors[exc.field or "q"] = exc.message
-    context = {"knowledge_base": knowledge_base, "search": values, "answer": answer, "errors": errors,
-               "modes": knowledge_search.MODES}
+    context = {
+        "knowledge_base": knowledge_base,
+        "search": values,
+        "answer": answer,
+        "errors": errors,
+        "modes": knowledge_search.MODES,
+    }
     if request.htmx:
         return render(request, "knowledge/_search.html", context, status=400 if errors else 200)
-    return render(request, "knowledge/knowledge_base_detail.html", {
-        **_documents_context(request, knowledge_base), **_index_context(request, knowledge_base), **context},
-        status=400 if errors else 200)
+    return render(
+        request,
+        "knowledge/knowledge_base_detail.html",
+        {**_documents_context(request, knowledge_base), **_index_context(request, knowledge_base), **context},
+        status=400 if errors else 200,
+    )
 
 
 @login_required
@@ -251,7 +318,14 @@ def document_detail(request, knowledge_base_id, document_id):
     page_number = request.GET.get("page")
     if cited is not None and not page_number:
         page_number = chunks.filter(ordinal__lt=cited.ordinal).count() // CHUNKS_PER_PAGE + 1
-    return render(request, "knowledge/document_detail.html", {
-        "knowledge_base": knowledge_base, "document": document, "cited_id": cited.pk if cited else None,
-        "cited_gone": bool(cited_id) and cited is None,
-        "page": Paginator(chunks, CHUNKS_PER_PAGE).get_page(page_number)})
+    return render(
+        request,
+        "knowledge/document_detail.html",
+        {
+            "knowledge_base": knowledge_base,
+            "document": document,
+            "cited_id": cited.pk if cited else None,
+            "cited_gone": bool(cited_id) and cited is None,
+            "page": Paginator(chunks, CHUNKS_PER_PAGE).get_page(page_number),
+        },
+    )

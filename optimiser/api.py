@@ -9,8 +9,10 @@ from studio.errors import NotFound, StudioError
 
 from . import selectors, services
 
-OPTIMISE_SHAPE = ('Send a JSON object: {"version": 2, "split": "train", "scorers": [{"type": "json_equal"}], '
-                  '"budget": {"cases": 2000}}.')
+OPTIMISE_SHAPE = (
+    'Send a JSON object: {"version": 2, "split": "train", "scorers": [{"type": "json_equal"}], '
+    '"budget": {"cases": 2000}}.'
+)
 
 
 @api_endpoint("POST", json_body=True)
@@ -28,9 +30,14 @@ def optimise(request, user, body, slug):
     except prompt_selectors.VersionNotFound as exc:
         raise NotFound(str(exc)) from None
     optimisation = services.optimisation_create(
-        user=user, version=version, split=body.get("split"), selection=body.get("selection"),
-        scorers=body.get("scorers", [{"type": "exact_match"}]), budget=body.get("budget", {"cases": 2000}),
-        model=body.get("model"))
+        user=user,
+        version=version,
+        split=body.get("split"),
+        selection=body.get("selection"),
+        scorers=body.get("scorers", [{"type": "exact_match"}]),
+        budget=body.get("budget", {"cases": 2000}),
+        model=body.get("model"),
+    )
     return JsonResponse({"id": optimisation.pk}, status=202)
 
 

@@ -65,8 +65,13 @@ def planned(base: PromptVersion, search_cases, *, rewrite_model: str) -> list[di
     nearest = [k for k in NEAREST_K if k < size]
     has_format = base.answer_format["type"] != "text"
     for n, k in enumerate(nearest):
-        plan.append({"kind": "nearest", "description": f"nearest {k} examples",
-                     "changes": {"examples": {"k": k, "balance": None}}})
+        plan.append(
+            {
+                "kind": "nearest",
+                "description": f"nearest {k} examples",
+                "changes": {"examples": {"k": k, "balance": None}},
+            }
+        )
         if has_format and n == min(1, len(nearest) - 1):
             plan.append(_free_output())
     if has_format and not nearest:
@@ -74,15 +79,22 @@ def planned(base: PromptVersion, search_cases, *, rewrite_model: str) -> list[di
     if answers_repeat(search_cases):
         for k in BALANCED_K:
             if k < size:
-                plan.append({"kind": "nearest", "description": f"nearest {k} examples, at most {BALANCE} per answer",
-                             "changes": {"examples": {"k": k, "balance": BALANCE}}})
+                plan.append(
+                    {
+                        "kind": "nearest",
+                        "description": f"nearest {k} examples, at most {BALANCE} per answer",
+                        "changes": {"examples": {"k": k, "balance": BALANCE}},
+                    }
+                )
     for k in FIXED_K:
         if k < size:
-            plan.append({"kind": "fixed", "description": f"{k} fixed examples chosen for coverage", "k": k,
-                         "changes": {}})
+            plan.append(
+                {"kind": "fixed", "description": f"{k} fixed examples chosen for coverage", "k": k, "changes": {}}
+            )
     for n in range(1, REWRITES + 1):
-        plan.append({"kind": "rewrite", "description": f"instructions rewritten by {rewrite_model} ({n})",
-                     "changes": {}})
+        plan.append(
+            {"kind": "rewrite", "description": f"instructions rewritten by {rewrite_model} ({n})", "changes": {}}
+        )
     plan.append({"kind": "combined", "description": "the best instructions with the best examples", "changes": {}})
     return plan
 
@@ -97,8 +109,11 @@ def _free_output() -> dict:
 def candidate_version(base: PromptVersion, changes: dict, source: dict) -> PromptVersion:
     """An unsaved version: the base with `changes` (instructions; examples: a list, or {"k",
     "balance"} for examples chosen per input from `source`; output_format)."""
-    fields = {field.attname: getattr(base, field.attname) for field in PromptVersion._meta.concrete_fields
-              if field.attname != "id"}
+    fields = {
+        field.attname: getattr(base, field.attname)
+        for field in PromptVersion._meta.concrete_fields
+        if field.attname != "id"
+    }
     version = PromptVersion(**fields)
     if "instructions" in changes:
         version.instructions = changes["instructions"]
@@ -117,10 +132,15 @@ def saved_fields(base: PromptVersion, changes: dict, source: dict) -> dict:
     """The fields prompts.services.version_create takes for the base with `changes`."""
     version = candidate_version(base, changes, source)
     fields = base.editable_fields()
-    fields.update(instructions=version.instructions, output_format=version.answer_format,
-                  examples=version.example_source or [{key: value for key, value in example.items()
-                                                       if key in ("input", "output", "variables")}
-                                                      for example in version.examples])
+    fields.update(
+        instructions=version.instructions,
+        output_format=version.answer_format,
+        examples=version.example_source
+        or [
+            {key: value for key, value in example.items() if key in ("input", "output", "variables")}
+            for example in version.examples
+        ],
+    )
     return fields
 
 
@@ -175,18 +195,28 @@ def coverage_set(base: PromptVersion, search_cases, failed_ids: set[int], k: int
 def rewrite_request(base: PromptVersion, failures: list[tuple[str, str, str]], angle: int) -> list[dict]:
     """What the rewriting model reads: the instructions, up to MAX_FAILURES_SHOWN failures (input,
     expected, what the model answered), and one of two asks (so the two rewrites differ)."""
-    shown = "\n\n".join(f"Input:\n{given}\nExpected answer:\n{expected}\nThe model answered:\n{actual or '(nothing)'}"
-                        for given, expected, actual in failures[:MAX_FAILURES_SHOWN])
-    ask = ("Rewrite the instructions so that the model gives exactly the expected answers."
-           if angle == 1 else
-           "Rewrite the instructions: describe the exact shape of the expected answers (their fields and allowed "
-           "values) and the rules that decide them, briefly.")
+    shown = "\n\n".join(
+        f"Input:\n{given}\nExpected answer:\n{expected}\nThe model answered:\n{actual or '(nothing)'}"
+        for given, expected, actual in failures[:MAX_FAILURES_SHOWN]
+    )
+    ask = (
+        "Rewrite the instructions so that the model gives exactly the expected answers."
+        if angle == 1
+        else "Rewrite the instructions: describe the exact shape of the expected answers (their fields and allowed "
+        "values) and the rules that decide them, briefly."
+    )
     return assembled_messages(
         system="You improve the instructions (system prompt) of a language model. Reply with the new instructions "
-               "only, no preamble.",
-        turns=[{"role": "user", "content": f"The instructions:\n{base.instructions or '(none)'}\n\n"
-                                           f"With them the model got these wrong:\n\n{shown or '(no failures)'}\n\n"
-                                           f"{ask}"}])
+        "only, no preamble.",
+        turns=[
+            {
+                "role": "user",
+                "content": f"The instructions:\n{base.instructions or '(none)'}\n\n"
+                f"With them the model got these wrong:\n\n{shown or '(no failures)'}\n\n"
+                f"{ask}",
+            }
+        ],
+    )
 
 
 _FENCED = re.compile(r"^```[a-z]*\n(.*?)\n?```$", re.DOTALL)

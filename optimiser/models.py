@@ -25,12 +25,13 @@ class Optimisation(JobRecord):
     model_name = models.CharField(max_length=200)  # the model the candidates are measured with
     rewrite_model = models.CharField(max_length=200)  # the model that proposes instruction rewrites
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    best = models.ForeignKey("optimiser.Candidate", on_delete=models.SET_NULL, null=True, blank=True,
-                             related_name="+")
-    saved_version = models.ForeignKey("prompts.PromptVersion", on_delete=models.SET_NULL, null=True, blank=True,
-                                      related_name="+")
-    held_out_evaluation = models.ForeignKey("evals.Evaluation", on_delete=models.SET_NULL, null=True, blank=True,
-                                            related_name="+")
+    best = models.ForeignKey("optimiser.Candidate", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    saved_version = models.ForeignKey(
+        "prompts.PromptVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    held_out_evaluation = models.ForeignKey(
+        "evals.Evaluation", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

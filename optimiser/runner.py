@@ -44,8 +44,9 @@ def job_key(optimisation_id: int) -> str:
 
 
 def run_optimisation(optimisation_id: int) -> None:
-    optimisation = Optimisation.objects.select_related("prompt_version__prompt", "created_by").filter(
-        pk=optimisation_id).first()
+    optimisation = (
+        Optimisation.objects.select_related("prompt_version__prompt", "created_by").filter(pk=optimisation_id).first()
+    )
     if optimisation is None or not job_claim(optimisation):
         return  # cancelled while queued, or delivered twice
     try:
@@ -86,9 +87,13 @@ class Search:
     def usable(self, case_ids: list[int]) -> list[FailureCase]:
         """Those of `case_ids` the person may still use (a case made private meanwhile, deleted or
         sent back to review stops being used, as in evaluations), in that order."""
-        found = {case.pk: case for case in cases_visible_to(self.user).filter(
-            pk__in=case_ids, review=FailureCase.Review.APPROVED).exclude(expected="").select_related(
-            "prompt_version__prompt")}
+        found = {
+            case.pk: case
+            for case in cases_visible_to(self.user)
+            .filter(pk__in=case_ids, review=FailureCase.Review.APPROVED)
+            .exclude(expected="")
+            .select_related("prompt_version__prompt")
+        }
         return [found[pk] for pk in case_ids if pk in found]
 
     # --- the search ------------------------------------------------------------------------------
@@ -99,9 +104,18 @@ class Search:
         plan = planning.planned(self.base, search, rewrite_model=optimisation.rewrite_model)
         check_size = len(optimisation.check_case_ids)
         self.reserve = min(planning.CHECKED, len(plan)) * check_size
-        candidates = Candidate.objects.bulk_create([
-            Candidate(optimisation=optimisation, position=n, kind=step["kind"], description=step["description"],
-                      changes=step["changes"]) for n, step in enumerate(plan, start=1)])
+        candidates = Candidate.objects.bulk_create(
+            [
+                Candidate(
+                    optimisation=optimisation,
+                    position=n,
+                    kind=step["kind"],
+                    description=step["description"],
+                    changes=step["changes"],
+                )
+                for n, step in enumerate(plan, start=1)
+            ]
+        )
         fixed_k = {candidate.pk: step.get("k") for candidate, step in zip(candidates, plan)}
         job_progress(optimisation, done=0, total=len(plan) * len(search) + self.reserve, note="")
         for candidate in candidates:
@@ -133,15 +147,18 @@ class Search:
                 return False
             candidate.changes = {"instructions": instructions}
         elif candidate.kind == Candidate.Kind.FORMAT:
-            best_examples = _best_by_search(c for c in scored if c.kind in (Candidate.Kind.NEAREST,
-                                                                            Candidate.Kind.FIXED))
+            best_examples = _best_by_search(
+                c for c in scored if c.kind in (Candidate.Kind.NEAREST, Candidate.Kind.FIXED)
+            )
             changes = dict(best_examples.changes) if best_examples else {}
             candidate.changes = {**changes, "output_format": {"type": "text"}}
-            candidate.description = ("free output (no format)" + (f" with {best_examples.description}"
-                                                                  if best_examples else ""))[:300]
+            candidate.description = (
+                "free output (no format)" + (f" with {best_examples.description}" if best_examples else "")
+            )[:300]
         elif candidate.kind == Candidate.Kind.COMBINED:
-            examples = _best_by_search(c for c in scored if c.kind in (Candidate.Kind.NEAREST, Candidate.Kind.FIXED,
-                                                                       Candidate.Kind.FORMAT))
+            examples = _best_by_search(
+                c for c in scored if c.kind in (Candidate.Kind.NEAREST, Candidate.Kind.FIXED, Candidate.Kind.FORMAT)
+            )
             instructions = _best_by_search(c for c in scored if c.kind == Candidate.Kind.REWRITE)
             if instructions is None or base is None or _key(instructions) <= _key(base):
                 self.skip(candidate, "no rewrite scored above the version's own instructions")
@@ -157,17 +174,33 @@ class Search:
     def rewrite(self, candidate: Candidate, base: Candidate | None, search: list[FailureCase]) -> tuple[str, str]:
         """New instructions from the rewriting model, shown the base's failures; ("", reason) when refused."""
         by_id = {case.pk: case for case in search}
-        failed = [int(pk) for pk, passed in (base.outcomes.get("search", {}) if base else {}).items()
-                  if not passed and int(pk) in by_id]
-        answers = (base.outcomes.get("answers", {}) if base else {})
-        failures = [(planning.user_turn(by_id[pk], self.base), by_id[pk].expected, answers.get(str(pk), ""))
-                    for pk in failed[:planning.MAX_FAILURES_SHOWN]]
+        failed = [
+            int(pk)
+            for pk, passed in (base.outcomes.get("search", {}) if base else {}).items()
+            if not passed and int(pk) in by_id
+        ]
+        answers = base.outcomes.get("answers", {}) if base else {}
+        failures = [
+            (planning.user_turn(by_id[pk], self.base), by_id[pk].expected, answers.get(str(pk), ""))
+            for pk in failed[: planning.MAX_FAILURES_SHOWN]
+        ]
         angle = 1 + (candidate.position - 1) % planning.REWRITES
         job_progress(self.optimisation, note=self.note(candidate, "asking for a rewrite"))
-        parameters = {"max_new_tokens": planning.REWRITE_MAX_NEW_TOKENS, "temperature": 0.0, "top_p": 1.0,
-                      "stop": [], "seed": 0, "min_new_tokens": 1}
-        reply = list(self.answers([planning.rewrite_request(self.base, failures, angle)], parameters,
-                                  model_name=self.optimisation.rewrite_model))[0][1]
+        parameters = {
+            "max_new_tokens": planning.REWRITE_MAX_NEW_TOKENS,
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "stop": [],
+            "seed": 0,
+            "min_new_tokens": 1,
+        }
+        reply = list(
+            self.answers(
+                [planning.rewrite_request(self.base, failures, angle)],
+                parameters,
+                model_name=self.optimisation.rewrite_model,
+            )
+        )[0][1]
         if reply.status == Message.Status.FAILED:
             return "", f"the rewriting model gave no answer: {reply.error or 'it failed'}"
         return planning.rewritten_instructions(reply.content)
@@ -186,7 +219,7 @@ class Search:
     def check(self, candidates) -> None:
         """The best CHECKED by search score, each scored on the check part."""
         scored = [c for c in candidates if c.status == Candidate.Status.SCORED and c.search_scored]
-        best = sorted(scored, key=_key, reverse=True)[:planning.CHECKED]
+        best = sorted(scored, key=_key, reverse=True)[: planning.CHECKED]
         check = self.usable(self.optimisation.check_case_ids)
         self._total(len(best) * len(check) - self.reserve)  # the cost kept aside, now known
         pool = [case.pk for case in self.usable(self.optimisation.search_case_ids)]
@@ -208,8 +241,11 @@ class Search:
             else:
                 examples = case_examples(case, version, user=self.user, pool_case_ids=pool)[0]
             try:
-                conversations.append(case_messages(case, version, examples=examples,
-                                                   retrieval=read_by_model(self.retrieval[case.pk], version)))
+                conversations.append(
+                    case_messages(
+                        case, version, examples=examples, retrieval=read_by_model(self.retrieval[case.pk], version)
+                    )
+                )
                 runnable.append(case)
             except (MissingVariablesError, TemplateError):  # a case the template cannot take: a fail, as in evaluations
                 self._count(candidate, part, case, passed=False, reply=None)
@@ -218,21 +254,26 @@ class Search:
             candidate.checked = True
         candidate.save(update_fields=["status", "checked"])
         position = f"{candidate.position} of {self.optimisation.candidates.count()}"
-        note = (f"candidate {position}: {candidate.description}" if part == "search"
-                else f"checking candidate {position}: {candidate.description}")
+        note = (
+            f"candidate {position}: {candidate.description}"
+            if part == "search"
+            else f"checking candidate {position}: {candidate.description}"
+        )
         job_progress(self.optimisation, note=note)
         similarity = similarity_for(self.optimisation.scorers)
         started = time.monotonic()
-        for index, reply in self.answers(conversations, decoding_parameters(version),
-                                         model_name=self.optimisation.model_name):
+        for index, reply in self.answers(
+            conversations, decoding_parameters(version), model_name=self.optimisation.model_name
+        ):
             case = runnable[index]
             if reply.status == Message.Status.FAILED:
                 self._count(candidate, part, case, passed=None, reply=reply)
                 continue
             # A json_schema scorer without a schema judges by the base version's, whatever format a
             # candidate decodes with (free output must meet the schema it drops).
-            _, passed, _ = reply_scores(self.optimisation.scorers, self.base, reply.content, case.expected,
-                                        similarity=similarity)
+            _, passed, _ = reply_scores(
+                self.optimisation.scorers, self.base, reply.content, case.expected, similarity=similarity
+            )
             self._count(candidate, part, case, passed=passed, reply=reply)
         candidate.status = Candidate.Status.SCORED
         candidate.save(update_fields=["status"])
@@ -260,9 +301,16 @@ class Search:
         def count_retry():
             pass  # a lost reply asked again is the model's failure, not the candidate's: not counted
 
-        return answers_from_model_workers(optimisation, conversations, parameters, owner=self.user,
-                                          model_name=model_name, key=job_key(optimisation.pk),
-                                          title=f"Optimisation {optimisation.pk}", count_retry=count_retry)
+        return answers_from_model_workers(
+            optimisation,
+            conversations,
+            parameters,
+            owner=self.user,
+            model_name=model_name,
+            key=job_key(optimisation.pk),
+            title=f"Optimisation {optimisation.pk}",
+            count_retry=count_retry,
+        )
 
     # --- bookkeeping ---------------------------------------------------------------------------
 
@@ -283,7 +331,8 @@ class Search:
     def _total(self, change: int) -> None:
         if change:
             Optimisation.objects.filter(pk=self.optimisation.pk).update(
-                total=max(self.optimisation_total() + change, self.done))
+                total=max(self.optimisation_total() + change, self.done)
+            )
 
     def optimisation_total(self) -> int:
         return Optimisation.objects.filter(pk=self.optimisation.pk).values_list("total", flat=True).first() or 0

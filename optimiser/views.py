@@ -28,8 +28,10 @@ def _optimisation_or_404(request, optimisation_id):
 @require_http_methods(["GET", "POST"])
 def optimisation_new(request):
     source = request.POST if request.method == "POST" else request.GET
-    values = {name: source.get(name, "") for name in ("prompt", "version", "cases_from", "selection", "budget_unit",
-                                                       "budget", "model")}
+    values = {
+        name: source.get(name, "")
+        for name in ("prompt", "version", "cases_from", "selection", "budget_unit", "budget", "model")
+    }
     values["cases_from"] = values["cases_from"] or "train"
     values["budget_unit"] = values["budget_unit"] or "minutes"
     values["budget"] = values["budget"] or "20"
@@ -43,27 +45,45 @@ def optimisation_new(request):
             version = prompt_selectors.version_resolve(prompt, number=values["version"] or None)
             budget = {values["budget_unit"]: values["budget"].strip()}
             optimisation = services.optimisation_create(
-                user=request.user, version=version, scorers=[{"type": kind} for kind in chosen], budget=budget,
+                user=request.user,
+                version=version,
+                scorers=[{"type": kind} for kind in chosen],
+                budget=budget,
                 split="train" if values["cases_from"] == "train" else None,
                 selection=values["selection"] if values["cases_from"] == "selection" else None,
-                model=values["model"] or None)
+                model=values["model"] or None,
+            )
         except prompt_selectors.VersionNotFound as exc:
             error = str(exc)
         except services.OptimisationError as exc:
             error = str(exc)
         else:
             return redirect(optimisation)
-    return render(request, "optimiser/optimisation_new.html", {
-        "prompt": prompt, "values": values, "chosen": chosen, "error": error,
-        "models": case_selectors.available_models(),
-        "scorer_choices": [(kind, *LABELS[kind], DEFAULT_THRESHOLDS[kind]) for kind in FORM_SCORERS],
-        "selections": CaseSelection.objects.filter(owner=request.user)}, status=400 if error else 200)
+    return render(
+        request,
+        "optimiser/optimisation_new.html",
+        {
+            "prompt": prompt,
+            "values": values,
+            "chosen": chosen,
+            "error": error,
+            "models": case_selectors.available_models(),
+            "scorer_choices": [(kind, *LABELS[kind], DEFAULT_THRESHOLDS[kind]) for kind in FORM_SCORERS],
+            "selections": CaseSelection.objects.filter(owner=request.user),
+        },
+        status=400 if error else 200,
+    )
 
 
 def _context(request, optimisation, **extra) -> dict:
-    return {"optimisation": optimisation, "candidates": selectors.leaderboard(optimisation), "checked": CHECKED,
-            "max_rewrite_chars": MAX_REWRITE_CHARS, "can_save": optimisation.prompt_version.prompt.can_edit(request.user),
-            **extra}
+    return {
+        "optimisation": optimisation,
+        "candidates": selectors.leaderboard(optimisation),
+        "checked": CHECKED,
+        "max_rewrite_chars": MAX_REWRITE_CHARS,
+        "can_save": optimisation.prompt_version.prompt.can_edit(request.user),
+        **extra,
+    }
 
 
 @login_required
@@ -96,10 +116,15 @@ def optimisation_save(request, optimisation_id):
     try:
         services.optimisation_save(optimisation=optimisation, user=request.user)
     except services.OptimisationError as exc:
-        return render(request, "optimiser/_optimisation_live.html",
-                      _context(request, optimisation, error=str(exc)), status=exc.status)
-    return render(request, "optimiser/_optimisation_live.html",
-                  _context(request, _optimisation_or_404(request, optimisation_id)))
+        return render(
+            request,
+            "optimiser/_optimisation_live.html",
+            _context(request, optimisation, error=str(exc)),
+            status=exc.status,
+        )
+    return render(
+        request, "optimiser/_optimisation_live.html", _context(request, _optimisation_or_404(request, optimisation_id))
+    )
 
 
 @login_required
@@ -109,7 +134,12 @@ def evaluate_held_out(request, optimisation_id):
     try:
         services.evaluate_held_out(optimisation=optimisation, user=request.user)
     except services.OptimisationError as exc:
-        return render(request, "optimiser/_optimisation_live.html",
-                      _context(request, optimisation, error=str(exc)), status=exc.status)
-    return render(request, "optimiser/_optimisation_live.html",
-                  _context(request, _optimisation_or_404(request, optimisation_id)))
+        return render(
+            request,
+            "optimiser/_optimisation_live.html",
+            _context(request, optimisation, error=str(exc)),
+            status=exc.status,
+        )
+    return render(
+        request, "optimiser/_optimisation_live.html", _context(request, _optimisation_or_404(request, optimisation_id))
+    )

@@ -28,11 +28,18 @@ def _resolve(slug, params):
 def version_json(version) -> dict:
     return {
         "prompt": {"name": version.prompt.name, "slug": version.prompt.slug, "description": version.prompt.description},
-        "version": version.number, "labels": [label.name for label in version.labels.all()],
-        "instructions": version.instructions, "template": version.template, "variables": version.variables,
-        "examples": version.example_source or version.examples, "parameters": version.parameters, "output_format": version.answer_format,
-        "retrieval": version.retrieval or None, "commit_message": version.commit_message,
-        "author": version.author.get_username(), "created_at": version.created_at.isoformat(),
+        "version": version.number,
+        "labels": [label.name for label in version.labels.all()],
+        "instructions": version.instructions,
+        "template": version.template,
+        "variables": version.variables,
+        "examples": version.example_source or version.examples,
+        "parameters": version.parameters,
+        "output_format": version.answer_format,
+        "retrieval": version.retrieval or None,
+        "commit_message": version.commit_message,
+        "author": version.author.get_username(),
+        "created_at": version.created_at.isoformat(),
     }
 
 
@@ -54,9 +61,17 @@ def prompt_render(request, user, body, slug):
         raise StudioError('"variables" must be an object of text values.')
     examples, example_cases = examples_for(version, user=user, variables=variables)
     try:
-        messages = render_messages(instructions=version.instructions, examples=examples,
-                                   template=version.template, variables=variables)
+        messages = render_messages(
+            instructions=version.instructions, examples=examples, template=version.template, variables=variables
+        )
     except (MissingVariablesError, TemplateError) as exc:
         raise StudioError(str(exc)) from None
-    return JsonResponse({"prompt": version.prompt.slug, "version": version.number, "messages": messages,
-                         "parameters": version.parameters, "example_cases": example_cases})
+    return JsonResponse(
+        {
+            "prompt": version.prompt.slug,
+            "version": version.number,
+            "messages": messages,
+            "parameters": version.parameters,
+            "example_cases": example_cases,
+        }
+    )

@@ -44,9 +44,14 @@ def version_text_sections(version) -> dict[str, str]:
     if version.example_source:
         examples = f"Chosen per input: {source_text(version.example_source)}"
     parameters = "\n".join(f"{name}: {_show(value)}" for name, value in version.parameters.items())
-    return {"Instructions": version.instructions, "Template": version.template,
-            "Few-shot examples": examples, "Parameters": parameters, "Output format": format_text(version.answer_format),
-            "Knowledge": retrieval_text(version.retrieval)}
+    return {
+        "Instructions": version.instructions,
+        "Template": version.template,
+        "Few-shot examples": examples,
+        "Parameters": parameters,
+        "Output format": format_text(version.answer_format),
+        "Knowledge": retrieval_text(version.retrieval),
+    }
 
 
 def format_text(output_format: OutputFormat) -> str:
@@ -65,13 +70,20 @@ def retrieval_text(retrieval: dict | None) -> str:
     """A version's retrieval settings as a person reads them (the diff, the version page)."""
     if not retrieval:
         return "None: this version retrieves nothing"
-    bases = ", ".join(kb["name"] + ("" if kb.get("id") else " (not in this studio)") for kb in retrieval["knowledge_bases"])
+    bases = ", ".join(
+        kb["name"] + ("" if kb.get("id") else " (not in this studio)") for kb in retrieval["knowledge_bases"]
+    )
     minimum = "none" if retrieval.get("min_score") is None else f"{retrieval['min_score']:g}"
     query = f"the variable {retrieval['query']}" if retrieval.get("query") else "what the person wrote"
-    layout = ("the template lays out `passages`" if retrieval.get("layout") == "template"
-              else "numbered sources in the system turn, cited as [n]")
-    return (f"Knowledge bases: {bases}\nPassages: top {retrieval['k']}, {retrieval['mode']} search\n"
-            f"Minimum score: {minimum}\nQuery: {query}\nLayout: {layout}")
+    layout = (
+        "the template lays out `passages`"
+        if retrieval.get("layout") == "template"
+        else "numbered sources in the system turn, cited as [n]"
+    )
+    return (
+        f"Knowledge bases: {bases}\nPassages: top {retrieval['k']}, {retrieval['mode']} search\n"
+        f"Minimum score: {minimum}\nQuery: {query}\nLayout: {layout}"
+    )
 
 
 def _show(value) -> str:
@@ -94,8 +106,13 @@ def side_by_side(old_text: str, new_text: str) -> list[Row]:
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             for offset in range(i2 - i1):
-                rows.append(Row("equal", Side(i1 + offset + 1, [(old_lines[i1 + offset], False)]),
-                                Side(j1 + offset + 1, [(new_lines[j1 + offset], False)])))
+                rows.append(
+                    Row(
+                        "equal",
+                        Side(i1 + offset + 1, [(old_lines[i1 + offset], False)]),
+                        Side(j1 + offset + 1, [(new_lines[j1 + offset], False)]),
+                    )
+                )
             continue
         # Replaced blocks pair up line by line; the longer side's rest is added or removed.
         for offset in range(max(i2 - i1, j2 - j1)):

@@ -24,8 +24,10 @@ DEFAULT_K = 6
 MAX_K = 20
 SPLITS = ("train",)  # the held-out split is never a pool by itself: a selection can hold it
 SHAPE = '{"from": {"selection": <id>} or {"split": "train"}, "k": 1-20, "balance": null or 1-k}'
-HELD_OUT_NOTE = ("A selection that holds held-out (eval) cases lets them be examples, so an evaluation on the "
-                 "held-out split would see its neighbours' answers; the train split never does.")
+HELD_OUT_NOTE = (
+    "A selection that holds held-out (eval) cases lets them be examples, so an evaluation on the "
+    "held-out split would see its neighbours' answers; the train split never does."
+)
 
 
 class ExampleSourceError(StudioError):
@@ -80,8 +82,15 @@ def input_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def examples_for(version, *, user, variables: dict | None = None, text: str = "", exclude_case_ids=(),
-                 pool_case_ids: list[int] | None = None) -> tuple[list[dict], list[int]]:
+def examples_for(
+    version,
+    *,
+    user,
+    variables: dict | None = None,
+    text: str = "",
+    exclude_case_ids=(),
+    pool_case_ids: list[int] | None = None,
+) -> tuple[list[dict], list[int]]:
     """The few-shot examples `version` answers this input with ([{"input", "output"}]) and the ids of
     the cases they came from ([] for fixed examples). `exclude_case_ids`: cases that must not be an
     example (the case an evaluation answers); `pool_case_ids`: choose among these cases instead of
@@ -91,8 +100,13 @@ def examples_for(version, *, user, variables: dict | None = None, text: str = ""
         return list(version.examples), []
     if _provider is None:
         return [], []
-    chosen = _provider.nearest(version=version, user=user, query=input_of(variables, text),
-                               exclude_case_ids=tuple(exclude_case_ids), pool_case_ids=pool_case_ids)
+    chosen = _provider.nearest(
+        version=version,
+        user=user,
+        query=input_of(variables, text),
+        exclude_case_ids=tuple(exclude_case_ids),
+        pool_case_ids=pool_case_ids,
+    )
     return _as_examples(version, chosen)
 
 
@@ -129,8 +143,9 @@ def example_input(version, case: ExampleCase) -> str | None:
     return case.input_text
 
 
-def clean_example_source(raw, *, field: str = "examples", prompt=None, user=None,
-                         carried_selections: set[int] = frozenset()) -> dict:
+def clean_example_source(
+    raw, *, field: str = "examples", prompt=None, user=None, carried_selections: set[int] = frozenset()
+) -> dict:
     """An example source as the prompt API, exports and the form give it, checked (the one owner of
     its ranges). A selection must be the saver's own, or already used by the prompt's versions."""
     if not isinstance(raw, dict) or set(raw) - {"from", "k", "balance"}:
@@ -140,8 +155,9 @@ def clean_example_source(raw, *, field: str = "examples", prompt=None, user=None
         raise ExampleSourceError('must be {"selection": <id>} or {"split": "train"}', f"{field}.from")
     if "split" in origin:
         if origin["split"] not in SPLITS:
-            raise ExampleSourceError('must be "train" (choose a selection to draw from other cases)',
-                                     f"{field}.from.split")
+            raise ExampleSourceError(
+                'must be "train" (choose a selection to draw from other cases)', f"{field}.from.split"
+            )
         clean_origin = {"split": origin["split"]}
     elif "selection" in origin:
         selection_id = origin["selection"]

@@ -102,11 +102,19 @@ class PromptVersion(models.Model):
 
     def editable_fields(self) -> dict:
         """The fields a person writes, as `services.clean_version_fields` and exports take them."""
-        return {"instructions": self.instructions, "template": self.template,
-                "examples": self.example_source or self.examples,
-                "model": self.model_name, "temperature": self.temperature, "top_p": self.top_p,
-                "max_new_tokens": self.max_new_tokens, "stop": self.stop, "output_format": self.answer_format,
-                "retrieval": self.retrieval or {}, "commit_message": self.commit_message}
+        return {
+            "instructions": self.instructions,
+            "template": self.template,
+            "examples": self.example_source or self.examples,
+            "model": self.model_name,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "stop": self.stop,
+            "output_format": self.answer_format,
+            "retrieval": self.retrieval or {},
+            "commit_message": self.commit_message,
+        }
 
     @property
     def answer_format(self) -> OutputFormat:
@@ -115,14 +123,25 @@ class PromptVersion(models.Model):
 
     @property
     def parameters(self) -> dict:
-        return {"model": self.model_name, "temperature": self.temperature, "top_p": self.top_p,
-                "max_new_tokens": self.max_new_tokens, "stop": list(self.stop)}
+        return {
+            "model": self.model_name,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "stop": list(self.stop),
+        }
 
     @cached_property
     def _sampling_in_range(self) -> tuple[SamplingParameters, list[str]]:
-        return sampling_in_range({"temperature": self.temperature, "top_p": self.top_p,
-                                  "max_new_tokens": self.max_new_tokens, "stop": list(self.stop or [])},
-                                 max_new_tokens_cap=settings.LLM_MAX_NEW_TOKENS_CAP)
+        return sampling_in_range(
+            {
+                "temperature": self.temperature,
+                "top_p": self.top_p,
+                "max_new_tokens": self.max_new_tokens,
+                "stop": list(self.stop or []),
+            },
+            max_new_tokens_cap=settings.LLM_MAX_NEW_TOKENS_CAP,
+        )
 
     @property
     def reply_sampling(self) -> SamplingParameters:

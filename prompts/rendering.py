@@ -20,16 +20,23 @@ from studio.llm.constraints import FORMAT_TOO_COMPLEX, FormatError, OutputFormat
 from studio.sandbox import SandboxPool, unpack
 from studio.template_engine import MissingVariablesError, TemplateError, TemplateLimitError
 
-__all__ = ["MissingVariablesError", "TemplateError", "TemplateLimitError", "assembled_messages", "inspect_template",
-           "render_messages", "render_user_turn", "render_version_turn"]
+__all__ = [
+    "MissingVariablesError",
+    "TemplateError",
+    "TemplateLimitError",
+    "assembled_messages",
+    "inspect_template",
+    "render_messages",
+    "render_user_turn",
+    "render_version_turn",
+]
 
 _pool: SandboxPool | None = None
 _pool_lock = threading.Lock()
 # Who the renders of this request or socket are for (set by studio.middleware and the consumers):
 # the pool serves people in turn, one render each at a time. A callable, so that the person is
 # only looked up when something is rendered.
-render_owner: contextvars.ContextVar[Callable[[], object] | None] = contextvars.ContextVar("render_owner",
-                                                                                            default=None)
+render_owner: contextvars.ContextVar[Callable[[], object] | None] = contextvars.ContextVar("render_owner", default=None)
 
 
 def _ask(request: dict):
@@ -50,8 +57,9 @@ def format_warnings(output_format: OutputFormat) -> list[str]:
     try:
         checked = _ask({"op": "format", "format": output_format})
     except TemplateLimitError:
-        raise FormatError("the format takes more time or memory to compile than a version may use; simplify it",
-                          FORMAT_TOO_COMPLEX) from None
+        raise FormatError(
+            "the format takes more time or memory to compile than a version may use; simplify it", FORMAT_TOO_COMPLEX
+        ) from None
     except TemplateError as exc:
         raise FormatError(str(exc)) from None
     if "refused" in checked:
@@ -109,5 +117,8 @@ def assembled_messages(*, system: str = "", examples=(), turns=()) -> list[dict]
 
 
 def render_messages(*, instructions: str, examples: list[dict], template: str, variables: dict) -> list[dict]:
-    return assembled_messages(system=instructions, examples=examples,
-                              turns=[{"role": "user", "content": render_user_turn(template, variables)}])
+    return assembled_messages(
+        system=instructions,
+        examples=examples,
+        turns=[{"role": "user", "content": render_user_turn(template, variables)}],
+    )

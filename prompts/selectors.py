@@ -25,9 +25,12 @@ class VersionNotFound(LookupError):
 
 
 def prompts_list():
-    return (Prompt.objects.select_related("owner")
-            .annotate(version_count=Count("versions", distinct=True), latest_number=Max("versions__number"))
-            .prefetch_related("labels__version").order_by("name", "id"))
+    return (
+        Prompt.objects.select_related("owner")
+        .annotate(version_count=Count("versions", distinct=True), latest_number=Max("versions__number"))
+        .prefetch_related("labels__version")
+        .order_by("name", "id")
+    )
 
 
 def prompt_by_slug(slug: str) -> Prompt | None:
@@ -60,8 +63,9 @@ PRODUCTION = "production"
 def served_version(prompt: Prompt) -> PromptVersion:
     """The version `prompt:<slug>` serves: the one labelled `production`, else the newest. Fine-tunes
     train on it by default (they are served through it)."""
-    return prompt.versions.select_related("author", "prompt").filter(labels__name=PRODUCTION).first() or \
-        version_resolve(prompt)
+    return prompt.versions.select_related("author", "prompt").filter(
+        labels__name=PRODUCTION
+    ).first() or version_resolve(prompt)
 
 
 VERSIONS_PER_PAGE = 50
@@ -82,8 +86,14 @@ def versions_page(prompt: Prompt, page=1):
 def version_summary(prompt: Prompt) -> dict:
     """What the pickers need: the newest VERSION_CHOICES versions, the count and the newest number."""
     figures = prompt.versions.aggregate(version_count=Count("id"), latest_number=Max("number"))
-    return {**figures, "version_choices": list(prompt.versions.only("id", "prompt_id", "number")
-                                               .prefetch_related("labels").order_by("-number")[:VERSION_CHOICES])}
+    return {
+        **figures,
+        "version_choices": list(
+            prompt.versions.only("id", "prompt_id", "number")
+            .prefetch_related("labels")
+            .order_by("-number")[:VERSION_CHOICES]
+        ),
+    }
 
 
 def label_moves_page(prompt: Prompt, page=1):

@@ -58,13 +58,20 @@ def require_editor(prompt: Prompt, user) -> None:
 # --- validation shared by forms and imports -------------------------------------------------
 
 
-def clean_version_fields(raw: dict, where: str = "", *, user=None, carried: dict[int, str] | None = None,
-                         prompt: Prompt | None = None, carried_selections: set[int] = frozenset()) -> dict:
+def clean_version_fields(
+    raw: dict,
+    where: str = "",
+    *,
+    user=None,
+    carried: dict[int, str] | None = None,
+    prompt: Prompt | None = None,
+    carried_selections: set[int] = frozenset(),
+) -> dict:
     """Checked, typed fields of a version from a form or an import; raises PromptError. `user`: who
     saves it (the knowledge bases it attaches must be visible to them, or `carried`: attached by the
     prompt's versions already, knowledge_bases_carried; the selection its examples come from must be
     theirs, or one of `carried_selections`, selections_carried)."""
-    at = (lambda name: f"{where}.{name}" if where else name)
+    at = lambda name: f"{where}.{name}" if where else name
     text = {}
     for name, required in (("instructions", False), ("template", True), ("commit_message", False)):
         value = raw.get(name, "")
@@ -86,8 +93,9 @@ def clean_version_fields(raw: dict, where: str = "", *, user=None, carried: dict
     examples, example_source = raw.get("examples", []), {}
     if isinstance(examples, dict):  # examples chosen per input: the k cases most like the input
         try:
-            example_source = clean_example_source(examples, field=at("examples"), prompt=prompt, user=user,
-                                                  carried_selections=carried_selections)
+            example_source = clean_example_source(
+                examples, field=at("examples"), prompt=prompt, user=user, carried_selections=carried_selections
+            )
         except ExampleSourceError as exc:
             raise PromptError(exc.message, exc.field) from None
         examples = []
@@ -95,8 +103,9 @@ def clean_version_fields(raw: dict, where: str = "", *, user=None, carried: dict
         raise PromptError(f"must be a list of {{input, output}} objects, or {EXAMPLE_SOURCE_SHAPE}", at("examples"))
     if len(examples) > MAX_EXAMPLES:
         raise PromptError(f"holds more than {MAX_EXAMPLES} examples", at("examples"))
-    clean_examples = [_clean_example(example, text["template"], at(f"examples[{n}]"))
-                      for n, example in enumerate(examples)]
+    clean_examples = [
+        _clean_example(example, text["template"], at(f"examples[{n}]")) for n, example in enumerate(examples)
+    ]
 
     model_name = raw.get("model", "") or ""
     if not isinstance(model_name, str) or len(model_name) > 200:
@@ -110,10 +119,19 @@ def clean_version_fields(raw: dict, where: str = "", *, user=None, carried: dict
     retrieval = clean_retrieval(raw.get("retrieval"), variables, user=user, field=at("retrieval"), carried=carried)
     if retrieval.get("layout") == "template":
         variables = [name for name in variables if name != PASSAGES]  # the studio fills it, not the person
-    return {**text, "variables": variables, "retrieval": retrieval, "examples": clean_examples,
-            "example_source": example_source, "model_name": model_name.strip(),
-            "temperature": sampling.get("temperature"), "top_p": sampling.get("top_p"),
-            "max_new_tokens": sampling.get("max_new_tokens"), "stop": stop, "output_format": output_format}
+    return {
+        **text,
+        "variables": variables,
+        "retrieval": retrieval,
+        "examples": clean_examples,
+        "example_source": example_source,
+        "model_name": model_name.strip(),
+        "temperature": sampling.get("temperature"),
+        "top_p": sampling.get("top_p"),
+        "max_new_tokens": sampling.get("max_new_tokens"),
+        "stop": stop,
+        "output_format": output_format,
+    }
 
 
 def knowledge_bases_carried(prompt: Prompt) -> dict[int, str]:
@@ -130,12 +148,16 @@ def knowledge_bases_carried(prompt: Prompt) -> dict[int, str]:
 def selections_carried(prompt: Prompt) -> set[int]:
     """The case selections the prompt's versions choose examples from: a new version may keep one
     though its editor does not own it (the examples stay what the author chose)."""
-    return {source["from"]["selection"] for source in prompt.versions.exclude(example_source={})
-            .values_list("example_source", flat=True) if "selection" in (source or {}).get("from", {})}
+    return {
+        source["from"]["selection"]
+        for source in prompt.versions.exclude(example_source={}).values_list("example_source", flat=True)
+        if "selection" in (source or {}).get("from", {})
+    }
 
 
-def clean_retrieval(raw, variables: list[str], *, user, field: str = "retrieval",
-                    carried: dict[int, str] | None = None) -> dict:
+def clean_retrieval(
+    raw, variables: list[str], *, user, field: str = "retrieval", carried: dict[int, str] | None = None
+) -> dict:
     """The knowledge a version retrieves from, and how ({} for none). Bases are given by id (a form:
     one the saver may see, or one `carried` from the prompt's versions, which the form names by id
     alone) or as {"id", "name"} (a version edited, an export): kept when the saver may see that base
@@ -149,11 +171,16 @@ def clean_retrieval(raw, variables: list[str], *, user, field: str = "retrieval"
         raise PromptError("must be an object with knowledge_bases, k, mode, min_score and query", field)
     given = raw.get("knowledge_bases") or []
     if not isinstance(given, list) or len(given) > MAX_KNOWLEDGE_BASES:
-        raise PromptError(f"must be a list of at most {MAX_KNOWLEDGE_BASES} knowledge bases", f"{field}.knowledge_bases")
+        raise PromptError(
+            f"must be a list of at most {MAX_KNOWLEDGE_BASES} knowledge bases", f"{field}.knowledge_bases"
+        )
     if not given:
         return {}
-    visible = KnowledgeBase.objects.filter(Q(shared=True) | Q(owner_id=getattr(user, "pk", None))) \
-        if user is not None else KnowledgeBase.objects.none()
+    visible = (
+        KnowledgeBase.objects.filter(Q(shared=True) | Q(owner_id=getattr(user, "pk", None)))
+        if user is not None
+        else KnowledgeBase.objects.none()
+    )
     carried = carried or {}
     bases = []
     for n, item in enumerate(given):
@@ -194,12 +221,17 @@ def clean_retrieval(raw, variables: list[str], *, user, field: str = "retrieval"
         raise PromptError(exc.message, exc.field) from None
     query = raw.get("query") or ""
     if not isinstance(query, str) or (query and query not in variables):
-        raise PromptError("must name one of the template's variables, or be empty for what the person wrote",
-                          f"{field}.query")
+        raise PromptError(
+            "must name one of the template's variables, or be empty for what the person wrote", f"{field}.query"
+        )
     if query == PASSAGES:
         raise PromptError("cannot be the passages themselves", f"{field}.query")
-    return {"knowledge_bases": bases, **settings, "query": query,
-            "layout": "template" if PASSAGES in variables else "system"}
+    return {
+        "knowledge_bases": bases,
+        **settings,
+        "query": query,
+        "layout": "template" if PASSAGES in variables else "system",
+    }
 
 
 def _base_entry(knowledge_base) -> dict | None:
@@ -225,8 +257,11 @@ def _clean_example(example, template: str, where: str) -> dict:
         raise PromptError("must be an object with input (or variables) and output", where)
     variables = example.get("variables")
     if variables is not None:
-        if not isinstance(variables, dict) or not variables or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in variables.items()):
+        if (
+            not isinstance(variables, dict)
+            or not variables
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in variables.items())
+        ):
             raise PromptError("must map the template's variables to text values", f"{where}.variables")
         for name, value in variables.items():
             _require_storable(value, f"{where}.variables.{name}")
@@ -276,7 +311,7 @@ def _clean_sampling(raw: dict, at) -> SamplingParameters:
 
 
 def _clean_identity(raw: dict, where: str = "") -> dict:
-    at = (lambda name: f"{where}.{name}" if where else name)
+    at = lambda name: f"{where}.{name}" if where else name
     name, slug, description = raw.get("name"), raw.get("slug"), raw.get("description", "") or ""
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         raise PromptError("must be text of 1 to 200 characters", at("name"))
@@ -329,15 +364,21 @@ def prompt_create(*, owner, name: str, slug: str, description: str = "", version
 def version_create(*, prompt: Prompt, author, fields: dict) -> PromptVersion:
     """Version N+1 of `prompt`. Versions never change; this is how a prompt is edited."""
     require_editor(prompt, author)
-    clean = clean_version_fields(fields, user=author, carried=knowledge_bases_carried(prompt), prompt=prompt,
-                                 carried_selections=selections_carried(prompt))
+    clean = clean_version_fields(
+        fields,
+        user=author,
+        carried=knowledge_bases_carried(prompt),
+        prompt=prompt,
+        carried_selections=selections_carried(prompt),
+    )
     with transaction.atomic():
         # Two editors saving at once would both pick N+1: lock the prompt row.
         Prompt.objects.select_for_update().get(pk=prompt.pk)
         latest = prompt.versions.order_by("-number").first()
         number = (latest.number if latest else 0) + 1
-        return PromptVersion.objects.create(prompt=prompt, number=number, author=author, created_at=timezone.now(),
-                                            **clean)
+        return PromptVersion.objects.create(
+            prompt=prompt, number=number, author=author, created_at=timezone.now(), **clean
+        )
 
 
 def label_move(*, prompt: Prompt, name: str, version: PromptVersion, user) -> PromptLabel:
@@ -355,8 +396,14 @@ def label_move(*, prompt: Prompt, name: str, version: PromptVersion, user) -> Pr
             label.save(update_fields=["version", "updated_at"])
         else:
             return label  # already there: nothing moved, nothing to audit
-        LabelMove.objects.create(prompt=prompt, label=name, from_number=from_number, to_number=version.number,
-                                 moved_by=user, moved_at=timezone.now())
+        LabelMove.objects.create(
+            prompt=prompt,
+            label=name,
+            from_number=from_number,
+            to_number=version.number,
+            moved_by=user,
+            moved_at=timezone.now(),
+        )
     return label
 
 
@@ -384,15 +431,25 @@ def prompt_export(prompt: Prompt) -> dict:
         "format_version": EXPORT_FORMAT_VERSION,
         "prompt": {"name": prompt.name, "slug": prompt.slug, "description": prompt.description},
         "versions": [
-            {"number": v.number, **v.editable_fields(), "author": v.author.get_username(),
-             "created_at": v.created_at.isoformat(), **({"provenance": v.provenance} if v.provenance else {})}
+            {
+                "number": v.number,
+                **v.editable_fields(),
+                "author": v.author.get_username(),
+                "created_at": v.created_at.isoformat(),
+                **({"provenance": v.provenance} if v.provenance else {}),
+            }
             for v in versions
         ],
         "labels": {label.name: label.version.number for label in prompt.labels.select_related("version")},
         "label_history": [
-            {"label": move.label, "from": move.from_number, "to": move.to_number,
-             "moved_by": move.moved_by.get_username(), "moved_at": move.moved_at.isoformat(),
-             **({"provenance": move.provenance} if move.provenance else {})}
+            {
+                "label": move.label,
+                "from": move.from_number,
+                "to": move.to_number,
+                "moved_by": move.moved_by.get_username(),
+                "moved_at": move.moved_at.isoformat(),
+                **({"provenance": move.provenance} if move.provenance else {}),
+            }
             for move in prompt.label_moves.select_related("moved_by").order_by("moved_at", "id")
         ],
     }
@@ -418,8 +475,9 @@ def prompt_import(*, data, owner) -> Prompt:
     if not isinstance(versions, list) or not versions:
         raise PromptError("must be a non-empty list", "versions")
     if len(versions) > MAX_IMPORTED_VERSIONS:
-        raise PromptError(f"holds {len(versions):,} versions; an import holds at most {MAX_IMPORTED_VERSIONS:,}",
-                          "versions")
+        raise PromptError(
+            f"holds {len(versions):,} versions; an import holds at most {MAX_IMPORTED_VERSIONS:,}", "versions"
+        )
     clean_versions = []
     for n, raw in enumerate(versions):
         where = f"versions[{n}]"
@@ -428,8 +486,11 @@ def prompt_import(*, data, owner) -> Prompt:
         if raw.get("number") != n + 1:
             raise PromptError(f"must be {n + 1}: versions are numbered 1, 2, 3... in order", f"{where}.number")
         fields = clean_version_fields(raw, where, user=owner)
-        fields["provenance"] = _provenance("originally by", _username(raw.get("author"), f"{where}.author"),
-                                           _datetime(raw.get("created_at"), f"{where}.created_at"))
+        fields["provenance"] = _provenance(
+            "originally by",
+            _username(raw.get("author"), f"{where}.author"),
+            _datetime(raw.get("created_at"), f"{where}.created_at"),
+        )
         clean_versions.append(fields)
     labels = data.get("labels", {})
     if not isinstance(labels, dict):
@@ -451,28 +512,40 @@ def prompt_import(*, data, owner) -> Prompt:
         if not isinstance(move, dict):
             raise PromptError("must be an object with label, from, to, moved_by, moved_at", where)
         from_number = move.get("from")
-        clean_history.append({"label": _clean_label(move.get("label"), f"{where}.label"),
-                              "from_number": None if from_number is None else _version_number(
-                                  from_number, len(clean_versions), f"{where}.from"),
-                              "to_number": _version_number(move.get("to"), len(clean_versions), f"{where}.to"),
-                              "provenance": _provenance("originally moved by",
-                                                        _username(move.get("moved_by"), f"{where}.moved_by"),
-                                                        _datetime(move.get("moved_at"), f"{where}.moved_at"))})
+        clean_history.append(
+            {
+                "label": _clean_label(move.get("label"), f"{where}.label"),
+                "from_number": None
+                if from_number is None
+                else _version_number(from_number, len(clean_versions), f"{where}.from"),
+                "to_number": _version_number(move.get("to"), len(clean_versions), f"{where}.to"),
+                "provenance": _provenance(
+                    "originally moved by",
+                    _username(move.get("moved_by"), f"{where}.moved_by"),
+                    _datetime(move.get("moved_at"), f"{where}.moved_at"),
+                ),
+            }
+        )
 
     now = timezone.now()
     with transaction.atomic():
         if Prompt.objects.filter(slug=identity["slug"]).exists():
-            raise PromptError(f"a prompt with the slug “{identity['slug']}” already exists here; "
-                              "rename the slug in the file or delete the existing prompt", "prompt.slug")
+            raise PromptError(
+                f"a prompt with the slug “{identity['slug']}” already exists here; "
+                "rename the slug in the file or delete the existing prompt",
+                "prompt.slug",
+            )
         prompt = Prompt.objects.create(owner=owner, **identity)
         created = {}
         for number, fields in enumerate(clean_versions, start=1):
-            created[number] = PromptVersion.objects.create(prompt=prompt, number=number, author=owner, created_at=now,
-                                                           **fields)
+            created[number] = PromptVersion.objects.create(
+                prompt=prompt, number=number, author=owner, created_at=now, **fields
+            )
         for name, number in clean_labels.items():
             PromptLabel.objects.create(prompt=prompt, name=name, version=created[number])
-        LabelMove.objects.bulk_create([LabelMove(prompt=prompt, moved_by=owner, moved_at=now, **move)
-                                       for move in clean_history])
+        LabelMove.objects.bulk_create(
+            [LabelMove(prompt=prompt, moved_by=owner, moved_at=now, **move) for move in clean_history]
+        )
     return prompt
 
 

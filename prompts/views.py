@@ -56,12 +56,19 @@ def _version_fields_from_form(post) -> dict:
             examples.append({"input": given_input, "output": given_output})
     if post.get("example_choice") == "nearest":  # chosen per input: the source replaces the list
         origin, _, value = post.get("example_from", "split:train").partition(":")
-        examples = {"from": {origin if origin in ("split", "selection") else "split": value or "train"},
-                    "k": post.get("example_k", ""), "balance": post.get("example_balance", "")}
+        examples = {
+            "from": {origin if origin in ("split", "selection") else "split": value or "train"},
+            "k": post.get("example_k", ""),
+            "balance": post.get("example_balance", ""),
+        }
     return {
         "output_format": output_format_from_form(post.get("output_type", "text"), post.get("output_spec", "")),
-        "instructions": post.get("instructions", ""), "template": post.get("template", ""), "examples": examples,
-        "model": post.get("model", ""), "temperature": post.get("temperature", ""), "top_p": post.get("top_p", ""),
+        "instructions": post.get("instructions", ""),
+        "template": post.get("template", ""),
+        "examples": examples,
+        "model": post.get("model", ""),
+        "temperature": post.get("temperature", ""),
+        "top_p": post.get("top_p", ""),
         "max_new_tokens": post.get("max_new_tokens", ""),
         "stop": [line for line in post.get("stop", "").splitlines() if line],
         "retrieval": _retrieval_from_form(post),
@@ -80,13 +87,22 @@ def _retrieval_from_form(post) -> dict:
             continue
         if isinstance(item, dict):
             carried.append(item)
-    return {"knowledge_bases": [*post.getlist("knowledge_base"), *carried], "k": post.get("retrieval_k", ""),
-            "mode": post.get("retrieval_mode", ""), "min_score": post.get("retrieval_min_score", ""),
-            "query": post.get("retrieval_query", "")}
+    return {
+        "knowledge_bases": [*post.getlist("knowledge_base"), *carried],
+        "k": post.get("retrieval_k", ""),
+        "mode": post.get("retrieval_mode", ""),
+        "min_score": post.get("retrieval_min_score", ""),
+        "query": post.get("retrieval_query", ""),
+    }
 
 
-OUTPUT_TYPES = [("text", "free text"), ("json", "any JSON object"), ("json_schema", "JSON matching a schema"),
-                ("regex", "text matching a regular expression"), ("choice", "one of a list of choices")]
+OUTPUT_TYPES = [
+    ("text", "free text"),
+    ("json", "any JSON object"),
+    ("json_schema", "JSON matching a schema"),
+    ("regex", "text matching a regular expression"),
+    ("choice", "one of a list of choices"),
+]
 
 
 def output_format_from_form(kind: str, spec: str) -> dict | str:
@@ -125,13 +141,24 @@ def version_form_values(fields: dict, variables: list[str] | None = None, *, use
         if len(values) == 1:
             examples.append({"input": next(iter(values.values())), "output": example["output"], "mode": "template"})
         else:
-            examples.append({"input": example.get("input", ""), "output": example["output"],
-                             "mode": "template" if not example.get("input") else "written"})
-    return {**fields, **output_format_form_values(fields.get("output_format")), "output_types": OUTPUT_TYPES,
-            **_retrieval_form_values(fields.get("retrieval"), user, variables),
-            "stop_text": "\n".join(fields.get("stop") or []), "examples": examples,
-            **_example_source_form_values(source, user),
-            "example_variable": variables[0] if len(variables) == 1 else "", "variable_count": len(variables)}
+            examples.append(
+                {
+                    "input": example.get("input", ""),
+                    "output": example["output"],
+                    "mode": "template" if not example.get("input") else "written",
+                }
+            )
+    return {
+        **fields,
+        **output_format_form_values(fields.get("output_format")),
+        "output_types": OUTPUT_TYPES,
+        **_retrieval_form_values(fields.get("retrieval"), user, variables),
+        "stop_text": "\n".join(fields.get("stop") or []),
+        "examples": examples,
+        **_example_source_form_values(source, user),
+        "example_variable": variables[0] if len(variables) == 1 else "",
+        "variable_count": len(variables),
+    }
 
 
 def _example_source_form_values(source: dict, user) -> dict:
@@ -139,12 +166,18 @@ def _example_source_form_values(source: dict, user) -> dict:
     the person's selections), k and balance."""
     origin = source.get("from") or {}
     chosen = f"selection:{origin['selection']}" if origin.get("selection") else "split:train"
-    return {"example_choice": "nearest" if source else "fixed", "example_from": chosen,
-            "example_from_choices": [("split:train", "the prompt's train split"),
-                                     *((f"selection:{pk}", f"your selection “{name}”")
-                                       for pk, name in selection_choices(user=user))],
-            "example_k": source.get("k") or DEFAULT_K, "example_balance": source.get("balance") or "",
-            "example_max_k": MAX_K, "example_held_out_note": HELD_OUT_NOTE}
+    return {
+        "example_choice": "nearest" if source else "fixed",
+        "example_from": chosen,
+        "example_from_choices": [
+            ("split:train", "the prompt's train split"),
+            *((f"selection:{pk}", f"your selection “{name}”") for pk, name in selection_choices(user=user)),
+        ],
+        "example_k": source.get("k") or DEFAULT_K,
+        "example_balance": source.get("balance") or "",
+        "example_max_k": MAX_K,
+        "example_held_out_note": HELD_OUT_NOTE,
+    }
 
 
 def _retrieval_form_values(retrieval, user, variables: list[str]) -> dict:
@@ -152,38 +185,54 @@ def _retrieval_form_values(retrieval, user, variables: list[str]) -> dict:
     attached ones they may not see (kept as they are), the settings, the variables to query with."""
     retrieval = retrieval if isinstance(retrieval, dict) else {}
     attached = [kb for kb in retrieval.get("knowledge_bases") or [] if isinstance(kb, dict)]
-    attached_ids = {str(kb.get("id")) for kb in attached} | {str(kb) for kb in retrieval.get("knowledge_bases") or []
-                                                            if not isinstance(kb, dict)}
+    attached_ids = {str(kb.get("id")) for kb in attached} | {
+        str(kb) for kb in retrieval.get("knowledge_bases") or [] if not isinstance(kb, dict)
+    }
     choices = list(knowledge_bases_for(user=user)) if user is not None else []
     shown = {str(kb.pk) for kb in choices}
     # A base the editor cannot see is kept by its id alone (its name stays off the page; the save
     # takes it from the prompt's versions, services.knowledge_bases_carried).
     kept = [kb for kb in attached_bases_seen_by(user=user, attached=attached) if str(kb["id"]) not in shown]
-    return {"knowledge_choices": [{"id": kb.pk, "name": kb.name, "shared": kb.shared,
-                                   "checked": str(kb.pk) in attached_ids} for kb in choices],
-            "knowledge_kept": [{"entry": json.dumps({"id": kb["id"]} if kb["hidden"]
-                                                    else {"id": kb["id"], "name": kb["name"]}),
-                                "name": kb["name"], "here": kb["id"] is not None} for kb in kept],
-            "retrieval_k": retrieval.get("k") or DEFAULT_SETTINGS["k"], "retrieval_mode": retrieval.get("mode") or "hybrid",
-            "retrieval_min_score": "" if retrieval.get("min_score") in (None, "") else retrieval.get("min_score"),
-            "retrieval_query": retrieval.get("query") or "", "retrieval_modes": MODES,
-            "query_variables": [name for name in variables if name != "passages"]}
+    return {
+        "knowledge_choices": [
+            {"id": kb.pk, "name": kb.name, "shared": kb.shared, "checked": str(kb.pk) in attached_ids} for kb in choices
+        ],
+        "knowledge_kept": [
+            {
+                "entry": json.dumps({"id": kb["id"]} if kb["hidden"] else {"id": kb["id"], "name": kb["name"]}),
+                "name": kb["name"],
+                "here": kb["id"] is not None,
+            }
+            for kb in kept
+        ],
+        "retrieval_k": retrieval.get("k") or DEFAULT_SETTINGS["k"],
+        "retrieval_mode": retrieval.get("mode") or "hybrid",
+        "retrieval_min_score": "" if retrieval.get("min_score") in (None, "") else retrieval.get("min_score"),
+        "retrieval_query": retrieval.get("query") or "",
+        "retrieval_modes": MODES,
+        "query_variables": [name for name in variables if name != "passages"],
+    }
 
 
 def _retrieval_seen_by(retrieval, user) -> dict:
     """A version's retrieval as `user` may read it: bases they cannot see unnamed."""
     if not retrieval:
         return retrieval
-    return {**retrieval,
-            "knowledge_bases": attached_bases_seen_by(user=user, attached=retrieval.get("knowledge_bases"))}
+    return {
+        **retrieval,
+        "knowledge_bases": attached_bases_seen_by(user=user, attached=retrieval.get("knowledge_bases")),
+    }
 
 
 def _retrieval_shown(version, user) -> dict:
     """The version page's Knowledge section, and what of it this person gets nothing from."""
     seen = _retrieval_seen_by(version.retrieval, user)
-    return {"retrieval_text": retrieval_text(seen),
-            "retrieval_unavailable": [kb["name"] for kb in (seen or {}).get("knowledge_bases", [])
-                                      if kb["hidden"] or kb["id"] is None]}
+    return {
+        "retrieval_text": retrieval_text(seen),
+        "retrieval_unavailable": [
+            kb["name"] for kb in (seen or {}).get("knowledge_bases", []) if kb["hidden"] or kb["id"] is None
+        ],
+    }
 
 
 def _example_source_shown(version, user) -> dict:
@@ -192,9 +241,12 @@ def _example_source_shown(version, user) -> dict:
     if not version.example_source:
         return {}
     pool = pool_size(version, user=user)
-    return {"example_source_text": source_text(version.example_source), "example_pool_size": pool,
-            "example_pool_short": pool is not None and pool < version.example_source["k"],
-            "example_held_out_note": HELD_OUT_NOTE if "selection" in version.example_source["from"] else ""}
+    return {
+        "example_source_text": source_text(version.example_source),
+        "example_pool_size": pool,
+        "example_pool_short": pool is not None and pool < version.example_source["k"],
+        "example_held_out_note": HELD_OUT_NOTE if "selection" in version.example_source["from"] else "",
+    }
 
 
 def _output_format_shown(version) -> dict:
@@ -211,19 +263,26 @@ def _sampling_shown(version) -> dict:
     """What the version's replies use where it was saved before the sampling rule with more than
     its ranges allow (PromptVersion.reply_sampling), in one sentence; "" for every other version."""
     moved, used = version.sampling_saved_out_of_range, version.reply_sampling
-    changes = {"temperature": lambda: f"temperature {used['temperature']:g} (saved {version.temperature:g})",
-               "max_new_tokens": lambda: f"{used['max_new_tokens']:,} max new tokens (saved {version.max_new_tokens:,})",
-               "stop": lambda: f"{len(used.get('stop', []))} of its {len(version.stop)} stop sequences"}
+    changes = {
+        "temperature": lambda: f"temperature {used['temperature']:g} (saved {version.temperature:g})",
+        "max_new_tokens": lambda: f"{used['max_new_tokens']:,} max new tokens (saved {version.max_new_tokens:,})",
+        "stop": lambda: f"{len(used.get('stop', []))} of its {len(version.stop)} stop sequences",
+    }
     if not moved:
         return {"sampling_note": ""}
     used_now = ", ".join(changes[name]() for name in moved)
-    return {"sampling_note": f"Saved before the current sampling ranges: replies use {used_now}. "
-                             "Save a new version to choose."}
+    return {
+        "sampling_note": f"Saved before the current sampling ranges: replies use {used_now}. "
+        "Save a new version to choose."
+    }
 
 
 def _labels_context(prompt) -> dict:
-    return {"labels": prompt.labels.select_related("version"), "label_moves": selectors.label_moves_page(prompt),
-            **selectors.version_summary(prompt)}
+    return {
+        "labels": prompt.labels.select_related("version"),
+        "label_moves": selectors.label_moves_page(prompt),
+        **selectors.version_summary(prompt),
+    }
 
 
 # --- library --------------------------------------------------------------------------------
@@ -242,8 +301,11 @@ def prompt_new(request):
     fields = {"template": "{{ input }}"}
     error = None
     if request.method == "POST":
-        identity = {"name": request.POST.get("name", ""), "description": request.POST.get("description", ""),
-                    "slug": request.POST.get("slug", "").strip() or slugify(request.POST.get("name", ""))}
+        identity = {
+            "name": request.POST.get("name", ""),
+            "description": request.POST.get("description", ""),
+            "slug": request.POST.get("slug", "").strip() or slugify(request.POST.get("name", "")),
+        }
         fields = _version_fields_from_form(request.POST)
         fields["commit_message"] = fields["commit_message"] or "First version"
         try:
@@ -252,8 +314,12 @@ def prompt_new(request):
             error = exc
         else:
             return redirect(prompt)
-    return render(request, "prompts/prompt_new.html", {"identity": identity, "form": version_form_values(fields, user=request.user),
-                                                       "error": error}, status=400 if error else 200)
+    return render(
+        request,
+        "prompts/prompt_new.html",
+        {"identity": identity, "form": version_form_values(fields, user=request.user), "error": error},
+        status=400 if error else 200,
+    )
 
 
 @login_required
@@ -261,13 +327,23 @@ def prompt_new(request):
 def prompt_detail(request, slug, number=None):
     prompt = prompt_or_404(slug)
     version = version_or_404(prompt, number=number)
-    return render(request, "prompts/prompt_detail.html", {
-        **_labels_context(prompt), "prompt": prompt, "version": version, "history": selectors.versions_page(prompt),
-        "can_edit": prompt.can_edit(request.user), "editors": prompt.editors.all(), **_output_format_shown(version),
-        **_retrieval_shown(version, request.user), **_sampling_shown(version),
-        **_example_source_shown(version, request.user),
-        "previous_number": version.number - 1 if version.number > 1 else None,
-    })
+    return render(
+        request,
+        "prompts/prompt_detail.html",
+        {
+            **_labels_context(prompt),
+            "prompt": prompt,
+            "version": version,
+            "history": selectors.versions_page(prompt),
+            "can_edit": prompt.can_edit(request.user),
+            "editors": prompt.editors.all(),
+            **_output_format_shown(version),
+            **_retrieval_shown(version, request.user),
+            **_sampling_shown(version),
+            **_example_source_shown(version, request.user),
+            "previous_number": version.number - 1 if version.number > 1 else None,
+        },
+    )
 
 
 @login_required
@@ -275,10 +351,15 @@ def prompt_detail(request, slug, number=None):
 def version_history(request, slug):
     """Older versions for the history column ("Older versions…")."""
     prompt = prompt_or_404(slug)
-    return render(request, "prompts/_history_items.html", {
-        "prompt": prompt, "history": selectors.versions_page(prompt, request.GET.get("page")),
-        "version": {"number": whole_number_or_none(request.GET.get("shown"))},
-    })
+    return render(
+        request,
+        "prompts/_history_items.html",
+        {
+            "prompt": prompt,
+            "history": selectors.versions_page(prompt, request.GET.get("page")),
+            "version": {"number": whole_number_or_none(request.GET.get("shown"))},
+        },
+    )
 
 
 @login_required
@@ -286,8 +367,11 @@ def version_history(request, slug):
 def label_history(request, slug):
     """Older label moves ("Older moves…")."""
     prompt = prompt_or_404(slug)
-    return render(request, "prompts/_label_moves.html", {
-        "prompt": prompt, "label_moves": selectors.label_moves_page(prompt, request.GET.get("page"))})
+    return render(
+        request,
+        "prompts/_label_moves.html",
+        {"prompt": prompt, "label_moves": selectors.label_moves_page(prompt, request.GET.get("page"))},
+    )
 
 
 @login_required
@@ -306,8 +390,12 @@ def version_new(request, slug):
             error = exc
         else:
             return redirect(version)
-    return render(request, "prompts/version_new.html", {"prompt": prompt, "base": base, "form": version_form_values(fields, user=request.user),
-                                                        "error": error}, status=400 if error else 200)
+    return render(
+        request,
+        "prompts/version_new.html",
+        {"prompt": prompt, "base": base, "form": version_form_values(fields, user=request.user), "error": error},
+        status=400 if error else 200,
+    )
 
 
 @login_required
@@ -319,10 +407,18 @@ def version_diff(request, slug):
     for version in (old, new):  # read, never saved: bases this person cannot see are unnamed
         version.retrieval = _retrieval_seen_by(version.retrieval, request.user)
     sections = diff_versions(old, new)
-    return render(request, "prompts/version_diff.html", {
-        "prompt": prompt, "old": old, "new": new, "sections": sections, **selectors.version_summary(prompt),
-        "identical": not any(section.changed for section in sections),
-    })
+    return render(
+        request,
+        "prompts/version_diff.html",
+        {
+            "prompt": prompt,
+            "old": old,
+            "new": new,
+            "sections": sections,
+            **selectors.version_summary(prompt),
+            "identical": not any(section.changed for section in sections),
+        },
+    )
 
 
 @login_required
@@ -338,15 +434,32 @@ def label_move(request, slug):
         services.label_move(prompt=prompt, name=label_name, version=version, user=request.user)
     except (services.PromptError, Http404) as exc:
         # Keep what was typed, so the person can correct it.
-        return render(request, "prompts/_labels.html", {
-            **_labels_context(prompt), "prompt": prompt, "version": shown, "can_edit": True, "error": exc,
-            "label_value": label_name, "label_version": whole_number_or_none(request.POST.get("version")),
-        })
+        return render(
+            request,
+            "prompts/_labels.html",
+            {
+                **_labels_context(prompt),
+                "prompt": prompt,
+                "version": shown,
+                "can_edit": True,
+                "error": exc,
+                "label_value": label_name,
+                "label_version": whole_number_or_none(request.POST.get("version")),
+            },
+        )
     # The history column shows labels too: it is swapped out of band with the labels card.
-    return render(request, "prompts/_labels.html", {
-        **_labels_context(prompt), "prompt": prompt, "version": shown, "can_edit": True, "moved": True,
-        "history": selectors.versions_page(prompt),
-    })
+    return render(
+        request,
+        "prompts/_labels.html",
+        {
+            **_labels_context(prompt),
+            "prompt": prompt,
+            "version": shown,
+            "can_edit": True,
+            "moved": True,
+            "history": selectors.versions_page(prompt),
+        },
+    )
 
 
 @login_required
@@ -365,16 +478,20 @@ def editors_change(request, slug):
             services.editor_add(prompt=prompt, username=request.POST.get("username", ""), user=request.user)
     except services.PromptError as exc:
         error = exc
-    return render(request, "prompts/_editors.html", {"prompt": prompt, "editors": prompt.editors.all(),
-                                                     "can_edit": True, "error": error})
+    return render(
+        request,
+        "prompts/_editors.html",
+        {"prompt": prompt, "editors": prompt.editors.all(), "can_edit": True, "error": error},
+    )
 
 
 @login_required
 @require_GET
 def prompt_export(request, slug):
     prompt = prompt_or_404(slug)
-    response = HttpResponse(json.dumps(services.prompt_export(prompt), indent=2, ensure_ascii=False) + "\n",
-                            content_type="application/json")
+    response = HttpResponse(
+        json.dumps(services.prompt_export(prompt), indent=2, ensure_ascii=False) + "\n", content_type="application/json"
+    )
     response["Content-Disposition"] = f'attachment; filename="prompt-{prompt.slug}.json"'
     return response
 
@@ -400,8 +517,9 @@ def prompt_import(request):
                 error = f"Nothing was imported. {exc}"
             else:
                 return redirect(prompt)
-    return render(request, "prompts/prompt_list.html", {"prompts": selectors.prompts_page(), "import_error": error},
-                  status=400)
+    return render(
+        request, "prompts/prompt_list.html", {"prompts": selectors.prompts_page(), "import_error": error}, status=400
+    )
 
 
 # --- playground and chats -------------------------------------------------------------------

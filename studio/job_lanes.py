@@ -40,8 +40,10 @@ def lanes_of(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in settings.JOB_QUEUES and name != BEFORE_LANES]
     if unknown or not names:
-        raise LaneError(f"{', '.join(unknown) or '(none)'} is not a job queue; choose from "
-                        f"{', '.join(settings.JOB_QUEUES)} (or {BEFORE_LANES}: {' and '.join(LANES_BEFORE_LANES)})")
+        raise LaneError(
+            f"{', '.join(unknown) or '(none)'} is not a job queue; choose from "
+            f"{', '.join(settings.JOB_QUEUES)} (or {BEFORE_LANES}: {' and '.join(LANES_BEFORE_LANES)})"
+        )
     lanes: list[str] = []
     for name in names:
         for lane in LANES_BEFORE_LANES if name == BEFORE_LANES else (name,):
@@ -70,8 +72,10 @@ def worker_groups() -> list[list[str]]:
     taken = [lane for group in groups for lane in group]
     missing = [lane for lane in settings.JOB_QUEUES if lane not in taken]
     if missing:  # its jobs would wait forever
-        raise LaneError(f"JOB_WORKER_LANES={' '.join(settings.JOB_WORKER_LANES)!r} leaves out "
-                        f"{', '.join(missing)}: every lane needs a worker")
+        raise LaneError(
+            f"JOB_WORKER_LANES={' '.join(settings.JOB_WORKER_LANES)!r} leaves out "
+            f"{', '.join(missing)}: every lane needs a worker"
+        )
     return groups
 
 
@@ -92,17 +96,22 @@ class LaneWorkers:
     def start(self) -> None:
         for group in self.groups:
             lanes = ",".join(group)
-            threading.Thread(target=self._keep_running, args=(lanes,), name=f"job-worker-{lanes}",
-                             daemon=True).start()
+            threading.Thread(target=self._keep_running, args=(lanes,), name=f"job-worker-{lanes}", daemon=True).start()
 
     def _keep_running(self, lanes: str) -> None:
         package_parent = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")])),
+        }
         delay = 1.0
         while not self.stopping.is_set():
             started = time.monotonic()
-            process = subprocess.Popen([sys.executable, "-m", "studio.cli", "manage", "job_worker", "--queues", lanes],
-                                       env=env, preexec_fn=_die_with_parent)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "studio.cli", "manage", "job_worker", "--queues", lanes],
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
             self.processes[lanes] = process
             if self.stopping.is_set():  # stop() came while it started
                 process.terminate()

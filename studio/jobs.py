@@ -31,8 +31,10 @@ class JobStatus(models.TextChoices):
 
 
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
-WORKER_LOST = ("The job worker stopped while running this job (it was killed or ran out of memory). "
-               "What it finished is kept; start the job again for the rest.")
+WORKER_LOST = (
+    "The job worker stopped while running this job (it was killed or ran out of memory). "
+    "What it finished is kept; start the job again for the rest."
+)
 
 
 class JobRecord(models.Model):
@@ -76,8 +78,15 @@ class JobRecord(models.Model):
         return self.elapsed_s / self.done * (self.total - self.done)
 
     def progress_dict(self) -> dict:
-        return {"status": self.status, "done": self.done, "total": self.total, "note": self.note,
-                "error": self.error, "elapsed_s": _round(self.elapsed_s), "remaining_s": _round(self.remaining_s)}
+        return {
+            "status": self.status,
+            "done": self.done,
+            "total": self.total,
+            "note": self.note,
+            "error": self.error,
+            "elapsed_s": _round(self.elapsed_s),
+            "remaining_s": _round(self.remaining_s),
+        }
 
 
 def _round(value):
@@ -91,8 +100,11 @@ def this_worker() -> str:
 def job_claim(job: JobRecord) -> bool:
     """queued → running, atomically: a job delivered twice runs once."""
     now = timezone.now()
-    claimed = type(job).objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, worker=this_worker())
+    claimed = (
+        type(job)
+        .objects.filter(pk=job.pk, status=JobStatus.QUEUED)
+        .update(status=JobStatus.RUNNING, started_at=now, heartbeat_at=now, worker=this_worker())
+    )
     job.refresh_from_db()
     return claimed == 1
 
@@ -110,16 +122,17 @@ def job_progress(job: JobRecord, *, done: int | None = None, note: str | None = 
 
 def job_end(job: JobRecord, status: str, *, error: str = "", **fields) -> None:
     type(job).objects.filter(pk=job.pk, status__in=ACTIVE).update(
-        status=status, error=error, note="", finished_at=timezone.now(), **fields)
+        status=status, error=error, note="", finished_at=timezone.now(), **fields
+    )
     job.refresh_from_db()
 
 
 def job_cancel(job: JobRecord) -> None:
     """A queued job is cancelled at once; a running one at its next step."""
     type(job).objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
-        status=JobStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now())
-    type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(cancel_requested=True,
-                                                                          note="cancelling…")
+        status=JobStatus.CANCELLED, cancel_requested=True, finished_at=timezone.now()
+    )
+    type(job).objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(cancel_requested=True, note="cancelling…")
     job.refresh_from_db()
 
 
@@ -130,7 +143,8 @@ def fail_jobs_of_lost_workers(model: type[JobRecord]) -> list[int]:
     failed = []
     for job_id in lost:  # conditional: a job that beat its heart meanwhile stays
         if model.objects.filter(pk=job_id, status=JobStatus.RUNNING, heartbeat_at__lt=stale).update(
-                status=JobStatus.FAILED, error=WORKER_LOST, note="", finished_at=timezone.now()):
+            status=JobStatus.FAILED, error=WORKER_LOST, note="", finished_at=timezone.now()
+        ):
             failed.append(job_id)
     return failed
 

@@ -72,8 +72,9 @@ def database_busy_response(request, exc: BaseException) -> HttpResponse:
     if wants_json(request):
         response = JsonResponse({"error": DATABASE_BUSY_MESSAGE, "code": "database_busy"}, status=503)
     else:
-        response = HttpResponse(loader.render_to_string("error.html", {"status": 503, "message": DATABASE_BUSY_MESSAGE}),
-                                status=503)
+        response = HttpResponse(
+            loader.render_to_string("error.html", {"status": 503, "message": DATABASE_BUSY_MESSAGE}), status=503
+        )
         response["X-Studio-Error"] = _header_safe(DATABASE_BUSY_MESSAGE)
     response["Retry-After"] = str(DATABASE_BUSY_RETRY_AFTER_S)
     return response

@@ -47,29 +47,35 @@ def body_limit_for(path: str) -> int:
 
 
 def too_large_message(limit: int) -> str:
-    return (f"The request is too large: this address takes at most {_human(limit)}. "
-            "Nothing was read or stored.")
+    return f"The request is too large: this address takes at most {_human(limit)}. Nothing was read or stored."
 
 
 def too_large_response(path: str, limit: int) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
     """(status line reason, body, headers) of the 413 answer, JSON for API routes."""
     message = too_large_message(limit)
     if path.startswith("/v1/"):  # OpenAI's error shape, which its clients read
-        body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                     "code": "request_too_large"}}).encode()
+        body = json.dumps(
+            {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "request_too_large"}}
+        ).encode()
         content_type = b"application/json"
     elif path.startswith("/api/"):
         body = json.dumps({"error": message}).encode()
         content_type = b"application/json"
     else:
-        body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>413 · Chat &amp; Prompt Studio'
-                f'</title><link rel="stylesheet" href="/static/css/studio.css"></head><body><main class="page error-page">'
-                f'<section class="card error-page__card"><p class="error-page__status">413</p><h1>Too large</h1>'
-                f'<p class="error-page__message" role="alert">{message}</p><p><a class="button" href="/chat/">'
-                f'Back to the studio</a></p></section></main></body></html>').encode()
+        body = (
+            f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>413 · Chat &amp; Prompt Studio'
+            f'</title><link rel="stylesheet" href="/static/css/studio.css"></head><body><main class="page error-page">'
+            f'<section class="card error-page__card"><p class="error-page__status">413</p><h1>Too large</h1>'
+            f'<p class="error-page__message" role="alert">{message}</p><p><a class="button" href="/chat/">'
+            f"Back to the studio</a></p></section></main></body></html>"
+        ).encode()
         content_type = b"text/html; charset=utf-8"
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close"), (b"x-studio-error", message.encode("ascii", "replace"))]
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        (b"x-studio-error", message.encode("ascii", "replace")),
+    ]
     return b"Content Too Large", body, headers
 
 

@@ -89,10 +89,18 @@ def _serve() -> None:
 
 class _SandboxProcess:
     def __init__(self):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_PARENT, os.environ.get("PYTHONPATH")]))}
-        self.process = subprocess.Popen([sys.executable, "-m", "studio.sandbox"], env=env,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [_PACKAGE_PARENT, os.environ.get("PYTHONPATH")])),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "studio.sandbox"],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.buffer = b""
 
     def ask(self, request: dict, timeout: float) -> dict:
@@ -151,8 +159,9 @@ class SandboxPool:
             except TimeoutError:
                 slot.kill()
                 slot = None
-                raise TemplateLimitError(f"The template took longer than {timeout:g} s to render and was stopped; "
-                                         "simplify its loops.") from None
+                raise TemplateLimitError(
+                    f"The template took longer than {timeout:g} s to render and was stopped; simplify its loops."
+                ) from None
             except (EOFError, BrokenPipeError, ValueError):
                 slot.kill()
                 slot = None
@@ -170,8 +179,11 @@ class SandboxPool:
     def _turn_of(self, ticket) -> bool:
         if not self.idle:
             return False
-        eligible = [(self.served_at.get(owner, 0), n, t) for n, (owner, t) in enumerate(self.waiting)
-                    if owner not in self.running]
+        eligible = [
+            (self.served_at.get(owner, 0), n, t)
+            for n, (owner, t) in enumerate(self.waiting)
+            if owner not in self.running
+        ]
         return bool(eligible) and min(eligible, key=lambda entry: entry[:2])[2] is ticket
 
 

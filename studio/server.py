@@ -110,15 +110,18 @@ class BoundedServer(Server):
     def create_application(self, protocol, scope):
         """daphne's own, with a SpooledBodyQueue for an HTTP request's input (WebSockets keep theirs)."""
         assert "application_instance" not in self.connections[protocol]
-        input_queue = (SpooledBodyQueue(protocol.content) if isinstance(protocol, http_protocol.WebRequest)
-                       else asyncio.Queue())
+        input_queue = (
+            SpooledBodyQueue(protocol.content) if isinstance(protocol, http_protocol.WebRequest) else asyncio.Queue()
+        )
         scope.setdefault("asgi", {"version": "3.0"})
-        application_instance = self.application(scope=scope, receive=input_queue.get,
-                                                send=partial(self.handle_reply, protocol))
+        application_instance = self.application(
+            scope=scope, receive=input_queue.get, send=partial(self.handle_reply, protocol)
+        )
         if protocol not in self.connections:
             return None
         self.connections[protocol]["application_instance"] = asyncio.ensure_future(
-            application_instance, loop=asyncio.get_event_loop())
+            application_instance, loop=asyncio.get_event_loop()
+        )
         return input_queue
 
 
@@ -132,5 +135,6 @@ def serve(*, host: str, port: int, application: str, max_frame_bytes: int) -> No
         server_class = BoundedServer
 
     install_body_limits()
-    BoundedCommandLine().run(["--bind", host, "--port", str(port),
-                              "--websocket-max-message-size", str(max_frame_bytes), application])
+    BoundedCommandLine().run(
+        ["--bind", host, "--port", str(port), "--websocket-max-message-size", str(max_frame_bytes), application]
+    )

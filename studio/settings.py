@@ -75,8 +75,10 @@ STUDIO_HOST = envstr("STUDIO_HOST", "127.0.0.1")
 STUDIO_PORT = envint("STUDIO_PORT", 8000, minimum=1)
 STUDIO_ADMIN_PASSWORD = os.environ.get("STUDIO_ADMIN_PASSWORD")
 if not SECRET_KEY:
-    raise ImproperlyConfigured(f"No secret key in {DATA_DIR}: start the studio through manage.py or the `studio` "
-                               "command (they prepare the data folder), or set SECRET_KEY.")
+    raise ImproperlyConfigured(
+        f"No secret key in {DATA_DIR}: start the studio through manage.py or the `studio` "
+        "command (they prepare the data folder), or set SECRET_KEY."
+    )
 DEBUG = envbool("DEBUG", False)
 ALLOWED_HOSTS = [h.strip() for h in envstr("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in envstr("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
@@ -173,8 +175,12 @@ if DATABASE_URL:
     _options = {**_postgresql.get("OPTIONS", {}), "application_name": _process_name()}
     if DATABASE_POOL_MAX_SIZE:
         # min_size stays open; connections over it are closed after max_idle seconds unused.
-        _options["pool"] = {"min_size": min(2, DATABASE_POOL_MAX_SIZE), "max_size": DATABASE_POOL_MAX_SIZE,
-                            "timeout": DATABASE_POOL_TIMEOUT_SECONDS, "max_idle": 60}
+        _options["pool"] = {
+            "min_size": min(2, DATABASE_POOL_MAX_SIZE),
+            "max_size": DATABASE_POOL_MAX_SIZE,
+            "timeout": DATABASE_POOL_TIMEOUT_SECONDS,
+            "max_idle": 60,
+        }
         _reuse = {"CONN_MAX_AGE": 0, "CONN_HEALTH_CHECKS": True}  # the pool keeps them (Django requires 0)
     else:
         _reuse = _CONNECTION_REUSE
@@ -207,8 +213,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": envstr("CHANNEL_LAYER_PREFIX", "studio"),
-                       "channel_capacity": {"llm.generate": _REQUEST_QUEUE_CAPACITY}, **_CHANNEL_LAYER_CONFIG},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": envstr("CHANNEL_LAYER_PREFIX", "studio"),
+                "channel_capacity": {"llm.generate": _REQUEST_QUEUE_CAPACITY},
+                **_CHANNEL_LAYER_CONFIG,
+            },
         }
     }
 else:
@@ -216,8 +226,10 @@ else:
         "default": {
             "BACKEND": "channels.layers.InMemoryChannelLayer",
             # The in-memory layer takes compiled patterns (it skips compile_capacities).
-            "CONFIG": {"channel_capacity": [(re.compile(r"^llm\.generate$"), _REQUEST_QUEUE_CAPACITY)],
-                       **_CHANNEL_LAYER_CONFIG},
+            "CONFIG": {
+                "channel_capacity": [(re.compile(r"^llm\.generate$"), _REQUEST_QUEUE_CAPACITY)],
+                **_CHANNEL_LAYER_CONFIG,
+            },
         }
     }
 
@@ -227,22 +239,34 @@ else:
 JOB_WORKER_EMBEDDED = envbool("JOB_WORKER_EMBEDDED", not REDIS_URL)
 CELERY_BROKER_URL = REDIS_URL or "filesystem://"
 _BROKER_FOLDER = DATA_DIR / "broker"  # its folders are made by studio.data_dir.prepare
-CELERY_BROKER_TRANSPORT_OPTIONS = {} if REDIS_URL else {
-    "data_folder_in": str(_BROKER_FOLDER / "messages"), "data_folder_out": str(_BROKER_FOLDER / "messages"),
-    "processed_folder": str(_BROKER_FOLDER / "processed"), "store_processed": False, "polling_interval": 0.5,
-    # Its broadcast exchanges (pidbox) too: without this kombu writes ./control where it runs.
-    "control_folder": str(_BROKER_FOLDER / "control")}
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {}
+    if REDIS_URL
+    else {
+        "data_folder_in": str(_BROKER_FOLDER / "messages"),
+        "data_folder_out": str(_BROKER_FOLDER / "messages"),
+        "processed_folder": str(_BROKER_FOLDER / "processed"),
+        "store_processed": False,
+        "polling_interval": 0.5,
+        # Its broadcast exchanges (pidbox) too: without this kombu writes ./control where it runs.
+        "control_folder": str(_BROKER_FOLDER / "control"),
+    }
+)
 _QUEUE_PREFIX = envstr("CHANNEL_LAYER_PREFIX", "studio")
 # Lanes: each kind of job has a queue of its own, routed by task name, and a job worker process
 # of its own (JOB_WORKER_LANES), so a document uploaded during a long evaluation or a fine-tune
 # is not queued behind it, nor an evaluation behind a thousand documents or a training run.
-JOB_QUEUES = {"knowledge": f"{_QUEUE_PREFIX}-knowledge",  # document ingestion
-              "evaluations": f"{_QUEUE_PREFIX}-evaluations",  # evaluations, imports of cases
-              "training": f"{_QUEUE_PREFIX}-training"}  # fine-tunes, merges
-CELERY_TASK_ROUTES = {"knowledge.*": {"queue": JOB_QUEUES["knowledge"]},
-                      "evals.*": {"queue": JOB_QUEUES["evaluations"]},
-                      "optimiser.*": {"queue": JOB_QUEUES["evaluations"]},
-                      "finetune.*": {"queue": JOB_QUEUES["training"]}}
+JOB_QUEUES = {
+    "knowledge": f"{_QUEUE_PREFIX}-knowledge",  # document ingestion
+    "evaluations": f"{_QUEUE_PREFIX}-evaluations",  # evaluations, imports of cases
+    "training": f"{_QUEUE_PREFIX}-training",
+}  # fine-tunes, merges
+CELERY_TASK_ROUTES = {
+    "knowledge.*": {"queue": JOB_QUEUES["knowledge"]},
+    "evals.*": {"queue": JOB_QUEUES["evaluations"]},
+    "optimiser.*": {"queue": JOB_QUEUES["evaluations"]},
+    "finetune.*": {"queue": JOB_QUEUES["training"]},
+}
 CELERY_TASK_DEFAULT_QUEUE = JOB_QUEUES["evaluations"]
 # The queue evaluations, imports, fine-tunes and merges shared before lanes: workers of the
 # evaluations and training lanes still take what an older studio left there, and send each
@@ -264,8 +288,10 @@ JOB_HEARTBEAT_TIMEOUT_SECONDS = envint("JOB_HEARTBEAT_TIMEOUT_SECONDS", 120, min
 # On a busy machine a living worker's beats came twice their interval apart: a lapse of a few beats
 # would fail its healthy jobs.
 if not 0 < JOB_HEARTBEAT_SECONDS * 4 <= JOB_HEARTBEAT_TIMEOUT_SECONDS:
-    raise ImproperlyConfigured(f"JOB_HEARTBEAT_SECONDS={JOB_HEARTBEAT_SECONDS:g} must be above 0 and at most a quarter "
-                               f"of JOB_HEARTBEAT_TIMEOUT_SECONDS={JOB_HEARTBEAT_TIMEOUT_SECONDS}")
+    raise ImproperlyConfigured(
+        f"JOB_HEARTBEAT_SECONDS={JOB_HEARTBEAT_SECONDS:g} must be above 0 and at most a quarter "
+        f"of JOB_HEARTBEAT_TIMEOUT_SECONDS={JOB_HEARTBEAT_TIMEOUT_SECONDS}"
+    )
 # Torch threads in a job worker (0: torch's default, all cores).
 JOB_TORCH_THREADS = envint("JOB_TORCH_THREADS", 0, minimum=0)
 
@@ -292,28 +318,36 @@ KNOWLEDGE_MAX_FILE_BYTES = envint("KNOWLEDGE_MAX_FILE_BYTES", 20 * 1024 * 1024, 
 # One upload request, all its files together (its route's body limit), and how many files it may carry.
 KNOWLEDGE_MAX_UPLOAD_BYTES = envint("KNOWLEDGE_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, minimum=1024)
 if KNOWLEDGE_MAX_UPLOAD_BYTES < KNOWLEDGE_MAX_FILE_BYTES:
-    raise ImproperlyConfigured(f"KNOWLEDGE_MAX_UPLOAD_BYTES={KNOWLEDGE_MAX_UPLOAD_BYTES}: must be at least "
-                               f"KNOWLEDGE_MAX_FILE_BYTES ({KNOWLEDGE_MAX_FILE_BYTES}), or no file of that size passes")
+    raise ImproperlyConfigured(
+        f"KNOWLEDGE_MAX_UPLOAD_BYTES={KNOWLEDGE_MAX_UPLOAD_BYTES}: must be at least "
+        f"KNOWLEDGE_MAX_FILE_BYTES ({KNOWLEDGE_MAX_FILE_BYTES}), or no file of that size passes"
+    )
 KNOWLEDGE_MAX_FILES_PER_UPLOAD = envint("KNOWLEDGE_MAX_FILES_PER_UPLOAD", 1000, minimum=1)
 # The multipart framing an upload of many files carries on top of them (its route's limit adds it).
 KNOWLEDGE_UPLOAD_FRAMING_BYTES = 1024 * 1024
 # The files one person's documents may keep, in all their knowledge bases (failed ones keep none);
 # an upload that does not fit is refused whole, before it is stored. 0: no quota.
-KNOWLEDGE_QUOTA_BYTES_PER_PERSON = envint("KNOWLEDGE_QUOTA_BYTES_PER_PERSON", 2 * 1024 ** 3, minimum=0)
+KNOWLEDGE_QUOTA_BYTES_PER_PERSON = envint("KNOWLEDGE_QUOTA_BYTES_PER_PERSON", 2 * 1024**3, minimum=0)
 if 0 < KNOWLEDGE_QUOTA_BYTES_PER_PERSON < KNOWLEDGE_MAX_FILE_BYTES:
-    raise ImproperlyConfigured(f"KNOWLEDGE_QUOTA_BYTES_PER_PERSON={KNOWLEDGE_QUOTA_BYTES_PER_PERSON}: must be 0 (no "
-                               f"quota) or at least KNOWLEDGE_MAX_FILE_BYTES ({KNOWLEDGE_MAX_FILE_BYTES})")
+    raise ImproperlyConfigured(
+        f"KNOWLEDGE_QUOTA_BYTES_PER_PERSON={KNOWLEDGE_QUOTA_BYTES_PER_PERSON}: must be 0 (no "
+        f"quota) or at least KNOWLEDGE_MAX_FILE_BYTES ({KNOWLEDGE_MAX_FILE_BYTES})"
+    )
 KNOWLEDGE_MAX_PAGES = envint("KNOWLEDGE_MAX_PAGES", 2000, minimum=1)
 # Chunks in the embedder's tokens: all-MiniLM-L6-v2 reads 256, two of them its own ([CLS], [SEP]).
 # New knowledge bases pin these; an existing one keeps its own until it is rebuilt.
 KNOWLEDGE_CHUNK_TOKENS = envint("KNOWLEDGE_CHUNK_TOKENS", 200, minimum=16)
 KNOWLEDGE_CHUNK_OVERLAP = envint("KNOWLEDGE_CHUNK_OVERLAP", 30, minimum=0)
 if KNOWLEDGE_CHUNK_TOKENS > 254:
-    raise ImproperlyConfigured(f"KNOWLEDGE_CHUNK_TOKENS={KNOWLEDGE_CHUNK_TOKENS}: at most 254 (the embedder reads "
-                               "256 tokens, 2 of them its own); longer chunks would be cut")
+    raise ImproperlyConfigured(
+        f"KNOWLEDGE_CHUNK_TOKENS={KNOWLEDGE_CHUNK_TOKENS}: at most 254 (the embedder reads "
+        "256 tokens, 2 of them its own); longer chunks would be cut"
+    )
 if KNOWLEDGE_CHUNK_OVERLAP >= KNOWLEDGE_CHUNK_TOKENS:
-    raise ImproperlyConfigured(f"KNOWLEDGE_CHUNK_OVERLAP={KNOWLEDGE_CHUNK_OVERLAP}: must be less than "
-                               f"KNOWLEDGE_CHUNK_TOKENS ({KNOWLEDGE_CHUNK_TOKENS})")
+    raise ImproperlyConfigured(
+        f"KNOWLEDGE_CHUNK_OVERLAP={KNOWLEDGE_CHUNK_OVERLAP}: must be less than "
+        f"KNOWLEDGE_CHUNK_TOKENS ({KNOWLEDGE_CHUNK_TOKENS})"
+    )
 # Vectors each process keeps in memory for search (knowledge bases least recently searched go first).
 KNOWLEDGE_VECTOR_CACHE_BYTES = envint("KNOWLEDGE_VECTOR_CACHE_BYTES", 512 * 1024 * 1024, minimum=0)
 # A document attached to a chat whose text is at most this many tokens (the embedder's) goes to the
@@ -324,8 +358,13 @@ KNOWLEDGE_WHOLE_DOCUMENT_TOKENS = envint("KNOWLEDGE_WHOLE_DOCUMENT_TOKENS", 1500
 SILENCED_SYSTEM_CHECKS = []
 if REDIS_URL:
     # Shared by every web process, so a throttle counts across all of them.
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-                          "KEY_PREFIX": envstr("CHANNEL_LAYER_PREFIX", "studio")}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": envstr("CHANNEL_LAYER_PREFIX", "studio"),
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     # Embedded mode serves HTTP from one process, so its in-memory cache is shared enough.
@@ -341,20 +380,22 @@ STUDIO_UPLOAD_PATHS = [r"^/prompts/import/$", r"^/cases/import/$", r"^/api/failu
 # Conversation imports (chat/exchange.py): a ChatGPT conversations.json outgrows the other imports,
 # so its route has a limit of its own (the file, plus 64 KiB for the form around it).
 CHAT_IMPORT_MAX_BYTES = envint("CHAT_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
-STUDIO_UPLOAD_ROUTE_BYTES = {r"^/chat/import/$": CHAT_IMPORT_MAX_BYTES + 64 * 1024,
-                             # Documents of a knowledge base, many files a request (the multipart framing on top).
-                             r"^/api/knowledge/[0-9]+/documents/$": KNOWLEDGE_MAX_UPLOAD_BYTES
-                             + KNOWLEDGE_UPLOAD_FRAMING_BYTES,
-                             r"^/knowledge/[0-9]+/documents/upload/$": KNOWLEDGE_MAX_UPLOAD_BYTES
-                             + KNOWLEDGE_UPLOAD_FRAMING_BYTES}
+STUDIO_UPLOAD_ROUTE_BYTES = {
+    r"^/chat/import/$": CHAT_IMPORT_MAX_BYTES + 64 * 1024,
+    # Documents of a knowledge base, many files a request (the multipart framing on top).
+    r"^/api/knowledge/[0-9]+/documents/$": KNOWLEDGE_MAX_UPLOAD_BYTES + KNOWLEDGE_UPLOAD_FRAMING_BYTES,
+    r"^/knowledge/[0-9]+/documents/upload/$": KNOWLEDGE_MAX_UPLOAD_BYTES + KNOWLEDGE_UPLOAD_FRAMING_BYTES,
+}
 # One WebSocket message (a chat frame holds at most CHAT_MAX_MESSAGE_CHARS characters).
 STUDIO_MAX_FRAME_BYTES = envint("STUDIO_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = STUDIO_MAX_BODY_BYTES
 # Uploaded files: a request whose body is over this is parsed into temporary files on disk, in
 # pieces (Django's default handlers; set here because the web process's memory relies on it).
 FILE_UPLOAD_MAX_MEMORY_SIZE = int(2.5 * 1024 * 1024)
-FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.MemoryFileUploadHandler",
-                        "django.core.files.uploadhandler.TemporaryFileUploadHandler"]
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 # Django's count of files in one request: a knowledge-base upload carries many; every route's body
 # is bounded by its byte limit above whatever the count.
 DATA_UPLOAD_MAX_NUMBER_FILES = max(5, KNOWLEDGE_MAX_FILES_PER_UPLOAD)

@@ -34,8 +34,12 @@ def sweep_all() -> None:
             sweep()
         except Exception as exc:  # the database or the channel layer is away: the next round tries again
             busy = database_unavailable(exc)  # expected while it lasts: one line a round, no traceback
-            log.warning("sweep %s failed%s", getattr(sweep, "__qualname__", sweep),
-                        f": the database cannot take it now ({exc})" if busy else "", exc_info=not busy)
+            log.warning(
+                "sweep %s failed%s",
+                getattr(sweep, "__qualname__", sweep),
+                f": the database cannot take it now ({exc})" if busy else "",
+                exc_info=not busy,
+            )
 
 
 def start_thread(interval_s: float) -> threading.Event:

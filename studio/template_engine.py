@@ -56,8 +56,10 @@ class MissingVariablesError(ValueError):
     def __init__(self, missing: list[str]):
         self.missing = missing
         names = ", ".join(missing)
-        super().__init__(f"Fill in {'the variable' if len(missing) == 1 else 'the variables'} {names}: "
-                         "the template uses them and they have no value.")
+        super().__init__(
+            f"Fill in {'the variable' if len(missing) == 1 else 'the variables'} {names}: "
+            "the template uses them and they have no value."
+        )
 
 
 # --- the work budget ------------------------------------------------------------------------
@@ -71,8 +73,10 @@ def _step(count: int = 1) -> None:
         return
     budget[0] -= count
     if budget[0] < 0:
-        raise TemplateLimitError(f"The template does more than {MAX_STEPS:,} steps (loop rounds, calls and "
-                                 "operations) in one render; simplify its loops.")
+        raise TemplateLimitError(
+            f"The template does more than {MAX_STEPS:,} steps (loop rounds, calls and "
+            "operations) in one render; simplify its loops."
+        )
 
 
 # --- sizes, measured without building anything ----------------------------------------------
@@ -105,8 +109,9 @@ def _text_size(value, limit: int = MAX_VALUE_CHARS, depth: int = 0) -> int:
 
 def _check_text(size: int, what: str) -> None:
     if size > MAX_VALUE_CHARS:
-        raise TemplateLimitError(f"{what} would be about {size:,} characters; a template may build at most "
-                                 f"{MAX_VALUE_CHARS:,}.")
+        raise TemplateLimitError(
+            f"{what} would be about {size:,} characters; a template may build at most {MAX_VALUE_CHARS:,}."
+        )
 
 
 def _check_items(count: int, what: str) -> None:
@@ -116,8 +121,10 @@ def _check_items(count: int, what: str) -> None:
 
 def _check_int_bits(bits: float, what: str) -> None:
     if bits > MAX_INT_BITS:
-        raise TemplateLimitError(f"{what} would be a number of about {int(bits * 0.30103):,} digits; "
-                                 f"a template may compute at most about {int(MAX_INT_BITS * 0.30103):,}.")
+        raise TemplateLimitError(
+            f"{what} would be a number of about {int(bits * 0.30103):,} digits; "
+            f"a template may compute at most about {int(MAX_INT_BITS * 0.30103):,}."
+        )
 
 
 def _is_sequence(value) -> bool:
@@ -136,8 +143,10 @@ def _check_printf(template_text: str, arguments) -> None:
     for width, precision in _PRINTF_FIELD.findall(template_text):
         for number in (width, precision):
             if number == "*" or (number and (len(number) > 6 or int(number) > MAX_VALUE_CHARS)):
-                raise TemplateLimitError(f"A %-format width or precision of {number} is too large; a template may "
-                                         f"build at most {MAX_VALUE_CHARS:,} characters.")
+                raise TemplateLimitError(
+                    f"A %-format width or precision of {number} is too large; a template may "
+                    f"build at most {MAX_VALUE_CHARS:,} characters."
+                )
     _check_text(len(template_text) + _text_size(arguments, MAX_VALUE_CHARS), "A %-formatted text")
 
 
@@ -169,9 +178,38 @@ def _check_binop(operator: str, left, right) -> None:
 
 # Filters that work on a list as a list; every other filter turns its input into text.
 _CONTAINER_FILTERS = {
-    "attr", "batch", "count", "default", "d", "dictsort", "first", "groupby", "items", "join", "last", "length",
-    "list", "map", "max", "min", "random", "reject", "rejectattr", "reverse", "select", "selectattr", "slice",
-    "sort", "sum", "unique", "abs", "int", "float", "round", "bool", "filesizeformat",
+    "attr",
+    "batch",
+    "count",
+    "default",
+    "d",
+    "dictsort",
+    "first",
+    "groupby",
+    "items",
+    "join",
+    "last",
+    "length",
+    "list",
+    "map",
+    "max",
+    "min",
+    "random",
+    "reject",
+    "rejectattr",
+    "reverse",
+    "select",
+    "selectattr",
+    "slice",
+    "sort",
+    "sum",
+    "unique",
+    "abs",
+    "int",
+    "float",
+    "round",
+    "bool",
+    "filesizeformat",
 }
 
 
@@ -292,8 +330,9 @@ class _BoundLoopsAndConcatenation(NodeTransformer):
         return self._filter("studio_concat", items, node.lineno)
 
 
-_captured_left: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("template_captured_left",
-                                                                                 default=None)
+_captured_left: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "template_captured_left", default=None
+)
 
 
 class _BoundedBuffer(list):
@@ -313,8 +352,10 @@ class _BoundedBuffer(list):
         if budget is not None:
             budget[0] -= added
             if budget[0] < 0:
-                raise TemplateLimitError(f"The template captures more than {MAX_CAPTURED_CHARS:,} characters in "
-                                         "blocks (set … endset, macros) in one render; simplify its loops.")
+                raise TemplateLimitError(
+                    f"The template captures more than {MAX_CAPTURED_CHARS:,} characters in "
+                    "blocks (set … endset, macros) in one render; simplify its loops."
+                )
         super().append(value)
 
     def extend(self, values):
@@ -334,10 +375,38 @@ class _BoundedCodeGenerator(CodeGenerator):
 # Text methods a template may call; the others can build huge text (ljust, center, zfill,
 # expandtabs, join, replace, format, ...) and have bounded filters instead.
 _SAFE_TEXT_METHODS = {
-    "capitalize", "casefold", "count", "endswith", "find", "index", "isalnum", "isalpha", "isdecimal", "isdigit",
-    "islower", "isnumeric", "isspace", "istitle", "isupper", "lower", "lstrip", "partition", "removeprefix",
-    "removesuffix", "rfind", "rindex", "rpartition", "rsplit", "rstrip", "split", "splitlines", "startswith",
-    "strip", "swapcase", "title", "upper",
+    "capitalize",
+    "casefold",
+    "count",
+    "endswith",
+    "find",
+    "index",
+    "isalnum",
+    "isalpha",
+    "isdecimal",
+    "isdigit",
+    "islower",
+    "isnumeric",
+    "isspace",
+    "istitle",
+    "isupper",
+    "lower",
+    "lstrip",
+    "partition",
+    "removeprefix",
+    "removesuffix",
+    "rfind",
+    "rindex",
+    "rpartition",
+    "rsplit",
+    "rstrip",
+    "split",
+    "splitlines",
+    "startswith",
+    "strip",
+    "swapcase",
+    "title",
+    "upper",
 }
 
 
@@ -348,12 +417,14 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     studio_buffer = _BoundedBuffer
 
     def __init__(self):
-        super().__init__(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True,
-                         finalize=_bounded_output)
+        super().__init__(
+            undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True, finalize=_bounded_output
+        )
         self.globals.pop("lipsum", None)  # lipsum(n) writes n paragraphs
         self.filters = {name: _bounded_filter(name, function) for name, function in self.filters.items()}
-        self.filters.update(join=_bounded_filter("join", _bounded_join), studio_loop_budget=_loop_budget,
-                            studio_concat=_bounded_concat)
+        self.filters.update(
+            join=_bounded_filter("join", _bounded_join), studio_loop_budget=_loop_budget, studio_concat=_bounded_concat
+        )
 
     def _parse(self, source, name, filename):
         return _BoundLoopsAndConcatenation(self).visit(super()._parse(source, name, filename))
@@ -462,7 +533,7 @@ def _required_but_missing(template: str, compiled, given: dict) -> list[str]:
         except UndefinedError:
             required.append(name)
         except Exception:  # noqa: BLE001  a probe: failing for another reason (a limit, a type error with the
-            continue       # sample "x") says nothing about this variable; the caller reports what the render said
+            continue  # sample "x") says nothing about this variable; the caller reports what the render said
     return required
 
 

@@ -22,8 +22,11 @@ def permission_denied(request, exception=None):
 def page_not_found(request, exception=None):
     # A view's own Http404 says what is missing; the URL resolver's says nothing a person needs.
     said = exception.args[0] if exception is not None and exception.args else None
-    message = said if isinstance(said, str) and not isinstance(exception, Resolver404) and said \
+    message = (
+        said
+        if isinstance(said, str) and not isinstance(exception, Resolver404) and said
         else "There is nothing at this address."
+    )
     return error_response(request, 404, message)
 
 
@@ -40,5 +43,6 @@ def server_error(request):
 
 
 def csrf_failure(request, reason=""):
-    return error_response(request, 403, "This form has expired (its security token is missing or old). "
-                                        "Reload the page and send it again.")
+    return error_response(
+        request, 403, "This form has expired (its security token is missing or old). Reload the page and send it again."
+    )

@@ -10,8 +10,14 @@ REPO = Path(__file__).resolve().parent.parent
 # Highest first: an app may import the apps below it, never one above.
 ORDER = ["finetune", "optimiser", "evals", "chat", "prompts", "knowledge", "accounts", "studio", "studio.llm"]
 # Only wiring imports every app.
-WIRING = {"studio/urls.py", "studio/asgi.py", "studio/settings.py", "studio/celery.py", "studio/cli.py",
-          "studio/management/commands/serve.py"}
+WIRING = {
+    "studio/urls.py",
+    "studio/asgi.py",
+    "studio/settings.py",
+    "studio/celery.py",
+    "studio/cli.py",
+    "studio/management/commands/serve.py",
+}
 
 
 def product_modules() -> dict[str, Path]:
@@ -41,7 +47,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             base = node.module or ""
             if node.level:
                 parts = package.split(".")
-                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
         else:
             continue
@@ -68,14 +74,17 @@ def test_every_import_points_down_the_order():
 
 def test_no_module_imports_its_way_back_to_itself():
     modules = product_modules()
-    graph = {name: imports_of(name, path, set(modules)) for name, path in modules.items()
-             if str(path.relative_to(REPO)) not in WIRING}
+    graph = {
+        name: imports_of(name, path, set(modules))
+        for name, path in modules.items()
+        if str(path.relative_to(REPO)) not in WIRING
+    }
     circles = set()
 
     def visit(name, trail):
         for target in graph.get(name, ()):
             if target in trail:
-                circle = trail[trail.index(target):]
+                circle = trail[trail.index(target) :]
                 start = circle.index(min(circle))
                 circles.add(" → ".join(circle[start:] + circle[:start] + [min(circle)]))
             elif len(trail) < 12:
@@ -84,14 +93,25 @@ def test_no_module_imports_its_way_back_to_itself():
     for name in graph:
         visit(name, [name])
     # A package's __init__ importing its own submodules is how Python packages work, not a circle.
-    circles = {c for c in circles if not all(part.startswith(c.split(" → ")[0].split(".")[0]) and "." not in part
-                                             for part in c.split(" → "))}
+    circles = {
+        c
+        for c in circles
+        if not all(part.startswith(c.split(" → ")[0].split(".")[0]) and "." not in part for part in c.split(" → "))
+    }
     assert not circles, "modules that import their way back to themselves:\n" + "\n".join(sorted(circles))
 
 
 # The lease protocol between the queue and the model workers: serving's alone.
-LEASE_FUNCTIONS = {"reply_claim", "reply_claim_next", "reply_renew_lease", "replies_save_text", "reply_finish",
-                   "replies_fail_expired", "worker_heartbeat", "worker_forget"}
+LEASE_FUNCTIONS = {
+    "reply_claim",
+    "reply_claim_next",
+    "reply_renew_lease",
+    "replies_save_text",
+    "reply_finish",
+    "replies_fail_expired",
+    "worker_heartbeat",
+    "worker_forget",
+}
 
 
 def test_serving_keeps_to_its_own_room():
@@ -100,11 +120,17 @@ def test_serving_keeps_to_its_own_room():
     chat/serving/ claims, renews and finishes replies (tests aside)."""
     serving = set(LEASE_FUNCTIONS)
     for path in (REPO / "chat" / "serving").glob("*.py"):
-        serving |= {node.name for node in ast.parse(path.read_text()).body
-                    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    misplaced = [f"chat/{name}.py defines {node.name}" for name in ("services", "selectors")
-                 for node in ast.parse((REPO / "chat" / f"{name}.py").read_text()).body
-                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in serving]
+        serving |= {
+            node.name
+            for node in ast.parse(path.read_text()).body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        }
+    misplaced = [
+        f"chat/{name}.py defines {node.name}"
+        for name in ("services", "selectors")
+        for node in ast.parse((REPO / "chat" / f"{name}.py").read_text()).body
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in serving
+    ]
     for name, path in product_modules().items():
         if name.startswith("chat.serving"):
             continue

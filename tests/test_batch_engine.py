@@ -27,8 +27,14 @@ def run(engine, requests, *, stagger=0.0, background=False):
             if len(results) == len(requests):
                 finished.set()
 
-        return EngineRequest(key=key, messages=[{"role": "user", "content": prompt}], settings=settings,
-                             on_delta=lambda delta: None, on_done=done, background=background)
+        return EngineRequest(
+            key=key,
+            messages=[{"role": "user", "content": prompt}],
+            settings=settings,
+            on_delta=lambda delta: None,
+            on_done=done,
+            background=background,
+        )
 
     for key, (prompt, settings) in enumerate(requests):
         engine.submit(request(key, prompt, settings))
@@ -39,8 +45,9 @@ def run(engine, requests, *, stagger=0.0, background=False):
 
 def test_replies_decoded_together_equal_each_decoded_alone(loaded):
     # Seeded sampling makes the tiny random model write varied tokens (greedy, it writes newlines).
-    requests = [(prompt, GenerationSettings(max_new_tokens=24, temperature=1.0, seed=n)) for n, prompt in
-                enumerate(PROMPTS)]
+    requests = [
+        (prompt, GenerationSettings(max_new_tokens=24, temperature=1.0, seed=n)) for n, prompt in enumerate(PROMPTS)
+    ]
     alone_engine = BatchEngine(loaded, max_batch=1)
     alone = [run(alone_engine, [request])[0] for request in requests]
     alone_engine.close()
@@ -61,10 +68,17 @@ def test_greedy_replies_equal_plain_generate(loaded):
     for prompt in PROMPTS[:3]:  # transformers' own `generate`, greedy, as the reference
         ids = torch.tensor([render_prompt_ids(loaded, [{"role": "user", "content": prompt}])])
         with torch.inference_mode():
-            out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
-                                        do_sample=False, temperature=None, top_p=None, top_k=None,
-                                        pad_token_id=loaded.tokenizer.eos_token_id)
-        expected.append(loaded.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+            out = loaded.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=16,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=loaded.tokenizer.eos_token_id,
+            )
+        expected.append(loaded.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))
     engine = BatchEngine(loaded, max_batch=4)
     assert [r.text for r in run(engine, [(p, settings) for p in PROMPTS[:3]])] == expected
     engine.close()
@@ -73,8 +87,11 @@ def test_greedy_replies_equal_plain_generate(loaded):
 def test_replies_of_different_lengths_leave_and_others_join_mid_batch(loaded):
     engine = BatchEngine(loaded, max_batch=3)
     lengths = [4, 30, 8, 20, 2, 12]
-    results = run(engine, [(p, GenerationSettings(max_new_tokens=n, temperature=1.0, seed=1))
-                           for p, n in zip(PROMPTS, lengths)], stagger=0.01)
+    results = run(
+        engine,
+        [(p, GenerationSettings(max_new_tokens=n, temperature=1.0, seed=1)) for p, n in zip(PROMPTS, lengths)],
+        stagger=0.01,
+    )
     assert [r.usage.completion_tokens for r in results] == lengths
     assert all(r.finish_reason == "length" for r in results)
     assert engine.rows == [] and engine.foreground.cache is None  # everything left the batch
@@ -86,10 +103,15 @@ def test_a_stop_before_the_first_token_is_honoured(loaded):
     engine.cancel("early")  # the stop arrives before the reply reaches the engine
     finished = threading.Event()
     outcome = {}
-    engine.submit(EngineRequest(key="early", messages=[{"role": "user", "content": "hi"}],
-                                settings=GenerationSettings(max_new_tokens=50, temperature=0),
-                                on_delta=lambda delta: outcome.setdefault("text", delta),
-                                on_done=lambda r: (outcome.update(result=r), finished.set())))
+    engine.submit(
+        EngineRequest(
+            key="early",
+            messages=[{"role": "user", "content": "hi"}],
+            settings=GenerationSettings(max_new_tokens=50, temperature=0),
+            on_delta=lambda delta: outcome.setdefault("text", delta),
+            on_done=lambda r: (outcome.update(result=r), finished.set()),
+        )
+    )
     assert finished.wait(30)
     assert outcome["result"].finish_reason == "cancelled" and "text" not in outcome
     engine.close()
@@ -116,8 +138,9 @@ def test_streamed_text_is_the_whole_decoded_reply_multibyte_characters_included(
 
 def test_background_replies_prefilled_together_equal_each_decoded_alone(loaded):
     """Evaluation cases are prefilled several at once (left-padded): the replies are the same."""
-    requests = [(prompt, GenerationSettings(max_new_tokens=16, temperature=1.0, seed=n)) for n, prompt in
-                enumerate(PROMPTS)]
+    requests = [
+        (prompt, GenerationSettings(max_new_tokens=16, temperature=1.0, seed=n)) for n, prompt in enumerate(PROMPTS)
+    ]
     alone_engine = BatchEngine(loaded, max_batch=1)
     alone = [run(alone_engine, [request])[0] for request in requests]
     alone_engine.close()
@@ -145,9 +168,14 @@ def test_background_replies_wait_while_a_foreground_reply_is_written(loaded):
                 if sum(event.endswith("done") for event in events) == 4:
                     finished.set()
 
-        return EngineRequest(key=key, messages=[{"role": "user", "content": PROMPTS[2]}], background=background,
-                             settings=GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens, temperature=0),
-                             on_delta=delta, on_done=done)
+        return EngineRequest(
+            key=key,
+            messages=[{"role": "user", "content": PROMPTS[2]}],
+            background=background,
+            settings=GenerationSettings(max_new_tokens=tokens, min_new_tokens=tokens, temperature=0),
+            on_delta=delta,
+            on_done=done,
+        )
 
     engine.call(lambda: time.sleep(0.5))  # hold the loop so that all four arrive together
     engine.submit(request("chat", False, 40))
@@ -179,8 +207,13 @@ def test_a_long_history_is_fitted_in_the_callers_thread_not_in_the_step_loop(loa
         calls.append(threading.current_thread().name)
         return original(*args, **kwargs)
 
-    request = EngineRequest(key=1, messages=history, settings=GenerationSettings(max_new_tokens=16),
-                            on_delta=lambda d: None, on_done=lambda r: None)
+    request = EngineRequest(
+        key=1,
+        messages=history,
+        settings=GenerationSettings(max_new_tokens=16),
+        on_delta=lambda d: None,
+        on_done=lambda r: None,
+    )
     small.tokenizer.apply_chat_template = counting_template
     try:
         prepare_prompt(small, request)
@@ -220,8 +253,14 @@ def recorded(loaded, seconds_per_token=0.0):
 
 
 def long_request(key, prompt, settings, *, done, on_delta=lambda delta: None, on_progress=lambda: None):
-    return EngineRequest(key=key, messages=[{"role": "user", "content": prompt}], settings=settings,
-                         on_delta=on_delta, on_done=done, on_progress=on_progress)
+    return EngineRequest(
+        key=key,
+        messages=[{"role": "user", "content": prompt}],
+        settings=settings,
+        on_delta=on_delta,
+        on_done=done,
+        on_progress=on_progress,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -246,8 +285,11 @@ def test_a_long_prompt_prefilled_in_chunks_gets_the_reply_of_a_whole_prefill(sha
     """Greedy and seeded replies to prompts many chunks long equal those of one whole prefill
     (float32), alone and when the prompt joins a lane where another reply is being written."""
     loaded = sharp
-    requests = [(prompt, GenerationSettings(max_new_tokens=20, temperature=temperature, seed=n))
-                for n, prompt in enumerate(LONG_PROMPTS) for temperature in (0, 1.0)]
+    requests = [
+        (prompt, GenerationSettings(max_new_tokens=20, temperature=temperature, seed=n))
+        for n, prompt in enumerate(LONG_PROMPTS)
+        for temperature in (0, 1.0)
+    ]
     whole_engine = BatchEngine(loaded, max_batch=1, prefill_chunk_tokens=100_000)
     whole = [run(whole_engine, [request])[0] for request in requests]
     whole_engine.close()
@@ -259,8 +301,11 @@ def test_a_long_prompt_prefilled_in_chunks_gets_the_reply_of_a_whole_prefill(sha
     assert len({r.text for r in whole}) > 3  # the replies differ from one another, greedy ones too
     assert max(t for _, t in chunked_model.model.shapes) == CHUNK  # no forward pass took more
     beside_engine = BatchEngine(loaded, max_batch=8, prefill_chunk_tokens=CHUNK)
-    beside = run(beside_engine, [(PROMPTS[1], GenerationSettings(max_new_tokens=60, temperature=1.0, seed=9))]
-                 + requests, stagger=0.02)
+    beside = run(
+        beside_engine,
+        [(PROMPTS[1], GenerationSettings(max_new_tokens=60, temperature=1.0, seed=9))] + requests,
+        stagger=0.02,
+    )
     beside_engine.close()
     assert [r.text for r in beside[1:]] == [r.text for r in whole]
 
@@ -276,14 +321,30 @@ def test_a_running_reply_gets_a_token_between_every_two_chunks_of_a_long_prompt(
     def done(key):
         return lambda result: (results.__setitem__(key, result), len(results) == 2 and finished.set())
 
-    engine.submit(long_request("running", PROMPTS[0], GenerationSettings(max_new_tokens=400, min_new_tokens=400,
-                                                                         temperature=0),
-                               done=done("running"), on_delta=lambda delta: written.set()))
+    engine.submit(
+        long_request(
+            "running",
+            PROMPTS[0],
+            GenerationSettings(max_new_tokens=400, min_new_tokens=400, temperature=0),
+            done=done("running"),
+            on_delta=lambda delta: written.set(),
+        )
+    )
     assert written.wait(60)
-    prompt_tokens = len(engine.loaded.tokenizer.apply_chat_template(
-        [{"role": "user", "content": LONG_PROMPTS[2]}], add_generation_prompt=True, tokenize=True, return_dict=False))
-    engine.submit(long_request("long", LONG_PROMPTS[2], GenerationSettings(max_new_tokens=4, temperature=0),
-                               done=done("long"), on_progress=lambda: progress.append(len(engine.rows[0].completion))))
+    prompt_tokens = len(
+        engine.loaded.tokenizer.apply_chat_template(
+            [{"role": "user", "content": LONG_PROMPTS[2]}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+    )
+    engine.submit(
+        long_request(
+            "long",
+            LONG_PROMPTS[2],
+            GenerationSettings(max_new_tokens=4, temperature=0),
+            done=done("long"),
+            on_progress=lambda: progress.append(len(engine.rows[0].completion)),
+        )
+    )
     assert finished.wait(120)
     engine.close()
     assert len(progress) == -(-prompt_tokens // CHUNK) > 20  # one call per chunk
@@ -303,12 +364,25 @@ def test_a_long_prompt_yields_to_the_replies_being_written_within_its_share(load
     def done(key):
         return lambda result: (events.append(f"{key} done"), key == "long" and finished.set())
 
-    engine.submit(long_request("running", PROMPTS[0], GenerationSettings(max_new_tokens=60, min_new_tokens=60,
-                                                                         temperature=0),
-                               done=done("running"), on_delta=lambda delta: written.set()))
+    engine.submit(
+        long_request(
+            "running",
+            PROMPTS[0],
+            GenerationSettings(max_new_tokens=60, min_new_tokens=60, temperature=0),
+            done=done("running"),
+            on_delta=lambda delta: written.set(),
+        )
+    )
     assert written.wait(60)
-    engine.submit(long_request("long", LONG_PROMPTS[1], GenerationSettings(max_new_tokens=4, temperature=0),
-                               done=done("long"), on_progress=lambda: events.append("chunk")))
+    engine.submit(
+        long_request(
+            "long",
+            LONG_PROMPTS[1],
+            GenerationSettings(max_new_tokens=4, temperature=0),
+            done=done("long"),
+            on_progress=lambda: events.append("chunk"),
+        )
+    )
     assert finished.wait(120)
     engine.close()
     assert events[0] == "running done" and events.count("chunk") > 10
@@ -321,15 +395,30 @@ def test_a_prompt_of_a_few_chunks_is_prefilled_at_once_within_the_burst(loaded):
     finished, events, written = threading.Event(), [], threading.Event()
 
     def done(key):
-        return lambda result: (events.append(f"{key} done"), "running done" in events and "long done" in events
-                               and finished.set())
+        return lambda result: (
+            events.append(f"{key} done"),
+            "running done" in events and "long done" in events and finished.set(),
+        )
 
-    engine.submit(long_request("running", PROMPTS[0], GenerationSettings(max_new_tokens=200, min_new_tokens=200,
-                                                                         temperature=0),
-                               done=done("running"), on_delta=lambda delta: written.set()))
+    engine.submit(
+        long_request(
+            "running",
+            PROMPTS[0],
+            GenerationSettings(max_new_tokens=200, min_new_tokens=200, temperature=0),
+            done=done("running"),
+            on_delta=lambda delta: written.set(),
+        )
+    )
     assert written.wait(60)
-    engine.submit(long_request("long", LONG_PROMPTS[0], GenerationSettings(max_new_tokens=4, temperature=0),
-                               done=done("long"), on_progress=lambda: events.append("chunk")))
+    engine.submit(
+        long_request(
+            "long",
+            LONG_PROMPTS[0],
+            GenerationSettings(max_new_tokens=4, temperature=0),
+            done=done("long"),
+            on_progress=lambda: events.append("chunk"),
+        )
+    )
     assert finished.wait(120)
     engine.close()
     assert events.index("long done") < events.index("running done") and events.count("chunk") > 5
@@ -347,12 +436,24 @@ def test_chunks_that_take_long_are_cut_smaller_while_others_replies_are_being_wr
     run(engine, [(LONG_PROMPTS[2], GenerationSettings(max_new_tokens=2, temperature=0))])  # alone
     alone_chunks = [tokens for _, tokens in model.model.shapes if tokens > 1]
     model.model.shapes.clear()
-    engine.submit(long_request("running", PROMPTS[0], GenerationSettings(max_new_tokens=2000, temperature=0,
-                                                                         min_new_tokens=2000),
-                               done=lambda result: None, on_delta=lambda delta: written.set()))
+    engine.submit(
+        long_request(
+            "running",
+            PROMPTS[0],
+            GenerationSettings(max_new_tokens=2000, temperature=0, min_new_tokens=2000),
+            done=lambda result: None,
+            on_delta=lambda delta: written.set(),
+        )
+    )
     assert written.wait(60)
-    engine.submit(long_request("long", LONG_PROMPTS[2], GenerationSettings(max_new_tokens=2, temperature=0),
-                               done=lambda result: finished.set()))
+    engine.submit(
+        long_request(
+            "long",
+            LONG_PROMPTS[2],
+            GenerationSettings(max_new_tokens=2, temperature=0),
+            done=lambda result: finished.set(),
+        )
+    )
     assert finished.wait(120)
     engine.cancel("running")
     engine.close()
@@ -372,9 +473,15 @@ def test_short_prompts_arriving_together_are_prefilled_one_step_budget_at_a_time
     def done(key):
         return lambda result: (results.__setitem__(key, result), len(results) == 4 and finished.set())
 
-    engine.submit(long_request("running", PROMPTS[0], GenerationSettings(max_new_tokens=40, min_new_tokens=40,
-                                                                         temperature=0),
-                               done=done("running"), on_delta=lambda delta: written.set()))
+    engine.submit(
+        long_request(
+            "running",
+            PROMPTS[0],
+            GenerationSettings(max_new_tokens=40, min_new_tokens=40, temperature=0),
+            done=done("running"),
+            on_delta=lambda delta: written.set(),
+        )
+    )
     assert written.wait(60)
     engine.call(lambda: gate.wait(30))  # hold the loop so that the three arrive together
     for n in range(3):
@@ -396,8 +503,15 @@ def test_a_reply_stopped_while_its_long_prompt_is_prefilled_ends_cancelled_and_f
         if len(chunks) == 2:
             engine.cancel("long")  # stopped after its second chunk, long before its prompt is in
 
-    engine.submit(long_request("long", LONG_PROMPTS[2], GenerationSettings(max_new_tokens=50, temperature=0),
-                               done=lambda r: (outcome.update(result=r), finished.set()), on_progress=progress))
+    engine.submit(
+        long_request(
+            "long",
+            LONG_PROMPTS[2],
+            GenerationSettings(max_new_tokens=50, temperature=0),
+            done=lambda r: (outcome.update(result=r), finished.set()),
+            on_progress=progress,
+        )
+    )
     assert finished.wait(60)
     assert outcome["result"].finish_reason == "cancelled" and outcome["result"].text == ""
     assert len(chunks) == 2 and engine.rows == []

@@ -14,12 +14,33 @@ pytestmark = pytest.mark.slow  # runs the bench's processes
 
 
 def test_the_constrained_bench_prints_its_ratio_and_compile_time_lines(tmp_path):
-    env = studio_env(STUDIO_DATA_DIR=tmp_path / "data", LLM_MODEL_CACHE_DIR=TEST_CACHE / "models",
-                     LLM_DTYPE="float32")
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--model", str(TINY_MODEL_DIR), "--paths", "constrained",
-                           "--runs", "1", "--tokens", "8", "--conversations", "", "--constrained-tokens", "40",
-                           "--output", str(tmp_path / "bench.json")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    env = studio_env(STUDIO_DATA_DIR=tmp_path / "data", LLM_MODEL_CACHE_DIR=TEST_CACHE / "models", LLM_DTYPE="float32")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--model",
+            str(TINY_MODEL_DIR),
+            "--paths",
+            "constrained",
+            "--runs",
+            "1",
+            "--tokens",
+            "8",
+            "--conversations",
+            "",
+            "--constrained-tokens",
+            "40",
+            "--output",
+            str(tmp_path / "bench.json"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert any(re.fullmatch(r"constrained/free decode tokens/s ratio: \d+\.\d\d", line) for line in lines), lines
@@ -29,10 +50,28 @@ def test_the_constrained_bench_prints_its_ratio_and_compile_time_lines(tmp_path)
 
 def test_the_knowledge_bench_prints_its_ingestion_ratio_and_search_latency_lines(tmp_path):
     env = studio_env(STUDIO_DATA_DIR=tmp_path / "data")
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--paths", "knowledge", "--knowledge-chunks", "100",
-                           "--knowledge-sizes", "300", "--knowledge-engines", "embedded",
-                           "--output", str(tmp_path / "bench.json")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--paths",
+            "knowledge",
+            "--knowledge-chunks",
+            "100",
+            "--knowledge-sizes",
+            "300",
+            "--knowledge-engines",
+            "embedded",
+            "--output",
+            str(tmp_path / "bench.json"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     assert any(re.fullmatch(r"ingestion/embedding-only chunks/s ratio: \d+\.\d\d", line) for line in lines), lines
@@ -43,12 +82,33 @@ def test_the_knowledge_bench_prints_its_ingestion_ratio_and_search_latency_lines
 
 
 def test_the_prefill_bench_prints_its_ratio_and_longest_gap_lines(tmp_path):
-    env = studio_env(STUDIO_DATA_DIR=tmp_path / "data", LLM_MODEL_CACHE_DIR=TEST_CACHE / "models",
-                     LLM_DTYPE="float32")
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--model", str(TINY_MODEL_DIR), "--paths", "prefill",
-                           "--runs", "1", "--tokens", "8", "--conversations", "", "--prefill-tokens", "1500",
-                           "--output", str(tmp_path / "bench.json")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    env = studio_env(STUDIO_DATA_DIR=tmp_path / "data", LLM_MODEL_CACHE_DIR=TEST_CACHE / "models", LLM_DTYPE="float32")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--model",
+            str(TINY_MODEL_DIR),
+            "--paths",
+            "prefill",
+            "--runs",
+            "1",
+            "--tokens",
+            "8",
+            "--conversations",
+            "",
+            "--prefill-tokens",
+            "1500",
+            "--output",
+            str(tmp_path / "bench.json"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
     ratio = r"chat during a long prefill/alone tokens/s ratio: \d+\.\d\d"

@@ -22,13 +22,16 @@ def wrapped(cause: Exception) -> OperationalError:
         return exc
 
 
-@pytest.mark.parametrize("cause, busy", [
-    (PoolTimeout("couldn't get a connection after 10.00 sec"), True),
-    (psycopg.OperationalError("connection failed: FATAL:  sorry, too many clients already"), True),
-    (psycopg.errors.TooManyConnections("too many connections for role"), True),
-    (psycopg.errors.CannotConnectNow("the database system is starting up"), True),
-    (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), False),
-])
+@pytest.mark.parametrize(
+    "cause, busy",
+    [
+        (PoolTimeout("couldn't get a connection after 10.00 sec"), True),
+        (psycopg.OperationalError("connection failed: FATAL:  sorry, too many clients already"), True),
+        (psycopg.errors.TooManyConnections("too many connections for role"), True),
+        (psycopg.errors.CannotConnectNow("the database system is starting up"), True),
+        (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), False),
+    ],
+)
 def test_what_counts_as_a_database_that_cannot_take_the_request(cause, busy):
     assert database_unavailable(wrapped(cause)) is busy
     assert not database_unavailable(ValueError("x")) and not database_unavailable(OperationalError("locked"))

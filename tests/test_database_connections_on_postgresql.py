@@ -22,9 +22,12 @@ POOL = 3
 
 
 def call(base_url, token, method, path, body=None):
-    request = urllib.request.Request(base_url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        base_url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=300) as response:
             return response.status, response.headers, response.read()
@@ -40,9 +43,11 @@ def as_postgres(sql: str, *params) -> None:
 def connections_by_process(watcher, database) -> dict:
     """The studio's connections to `database` by application_name, read on the one connection
     `watcher` (a connection a query opens lingers a moment after it closes: it would be counted)."""
-    rows = watcher.execute("SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = %s "
-                           "AND backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1",
-                           (database,)).fetchall()
+    rows = watcher.execute(
+        "SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = %s "
+        "AND backend_type = 'client backend' AND pid <> pg_backend_pid() GROUP BY 1",
+        (database,),
+    ).fetchall()
     return {name: count for name, count in rows}
 
 
@@ -58,8 +63,11 @@ def test_simultaneous_requests_leave_at_most_the_pools_connections(tmp_path):
             body = {"model": models[0]["id"], "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 8}
 
             def send(n):
-                return (call(server.base_url, token, "GET", "/v1/models") if n < 20 else
-                        call(server.base_url, token, "POST", "/v1/chat/completions", body))[0]
+                return (
+                    call(server.base_url, token, "GET", "/v1/models")
+                    if n < 20
+                    else call(server.base_url, token, "POST", "/v1/chat/completions", body)
+                )[0]
 
             sending = threading.Event()
 
@@ -121,7 +129,8 @@ async def test_a_database_that_refuses_connections_answers_503_with_retry_after(
         assert status == 503 and page_headers["Retry-After"] == "5" and "database is busy" in page
 
         as_postgres(f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
-        await wait_until(lambda: call(server.base_url, token, "GET", "/v1/models")[0] == 200,
-                         what="the studio answering again")
+        await wait_until(
+            lambda: call(server.base_url, token, "GET", "/v1/models")[0] == 200, what="the studio answering again"
+        )
     log = (server.log_dir / "server.log").read_text()
     assert " 500 " not in log and "Traceback" not in log, log[-3000:]

@@ -13,11 +13,24 @@ ADMIN_PASSWORD = "admin-password-1"
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("e2e-data")
-    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
-                     LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=64, STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    env = studio_env(
+        STUDIO_DATA_DIR=data_dir,
+        LLM_MODEL=TINY_MODEL_DIR,
+        LLM_EMBEDDED_WORKER="true",
+        LLM_TEMPERATURE=0,
+        LLM_MAX_NEW_TOKENS=64,
+        STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+    )
     with running_studio(env, data_dir / "logs") as server:
-        manage(["shell", "-c", "from django.contrib.auth.models import User; "
-                               "User.objects.create_user('bob', password='bob-password-1')"], env)
+        manage(
+            [
+                "shell",
+                "-c",
+                "from django.contrib.auth.models import User; "
+                "User.objects.create_user('bob', password='bob-password-1')",
+            ],
+            env,
+        )
         yield server
 
 

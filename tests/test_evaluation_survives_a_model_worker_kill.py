@@ -20,12 +20,25 @@ async def test_the_cases_a_killed_model_worker_was_answering_are_asked_again(sca
         try:
             await wait_for_workers(database, 1)
             set_up(studio, env, cases=8, reply_tokens=48)
-            _, created = api(studio, "POST", "/api/evaluations/", {"prompt": "order-json",
-                                                                   "scorers": [{"type": "contains", "text": "{"}]})
-            await wait_until(lambda: query(database, "SELECT count(*) FROM chat_message m JOIN chat_conversation c "
-                                                     "ON c.id = m.conversation_id WHERE c.kind = 'evaluation' "
-                                                     "AND m.status = 'streaming'")[0][0] > 0,
-                             timeout=120, what="a case being answered")
+            _, created = api(
+                studio,
+                "POST",
+                "/api/evaluations/",
+                {"prompt": "order-json", "scorers": [{"type": "contains", "text": "{"}]},
+            )
+            await wait_until(
+                lambda: (
+                    query(
+                        database,
+                        "SELECT count(*) FROM chat_message m JOIN chat_conversation c "
+                        "ON c.id = m.conversation_id WHERE c.kind = 'evaluation' "
+                        "AND m.status = 'streaming'",
+                    )[0][0]
+                    > 0
+                ),
+                timeout=120,
+                what="a case being answered",
+            )
             studio.workers[0].kill()  # SIGKILL, mid-reply
             studio.workers.append(start_process(["llm_worker"], env, tmp_path / "worker-2.log"))
             final = wait_for(studio, created["id"], lambda s: s["status"] not in ("queued", "running"), timeout=300)

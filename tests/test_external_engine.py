@@ -18,8 +18,14 @@ ADMIN_PASSWORD = "admin-password-1"
 @pytest.fixture(scope="module")
 def engine_studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("engine-data")
-    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
-                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=400)
+    env = studio_env(
+        STUDIO_DATA_DIR=data_dir,
+        LLM_MODEL=TINY_MODEL_DIR,
+        LLM_EMBEDDED_WORKER="true",
+        STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        LLM_TEMPERATURE=0,
+        LLM_MAX_NEW_TOKENS=400,
+    )
     with running_studio(env, data_dir / "logs") as server:
         server.token = shell_token(TOKEN, env)
         yield server
@@ -28,9 +34,17 @@ def engine_studio(tmp_path_factory):
 @pytest.fixture(scope="module")
 def front_studio(engine_studio, tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("front-data")
-    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_ENGINE="openai", LLM_ENGINE_URL=engine_studio.base_url + "/v1",
-                     LLM_ENGINE_API_KEY=engine_studio.token, LLM_EMBEDDED_WORKER="true", LLM_MODEL="unused",
-                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=24)
+    env = studio_env(
+        STUDIO_DATA_DIR=data_dir,
+        LLM_ENGINE="openai",
+        LLM_ENGINE_URL=engine_studio.base_url + "/v1",
+        LLM_ENGINE_API_KEY=engine_studio.token,
+        LLM_EMBEDDED_WORKER="true",
+        LLM_MODEL="unused",
+        STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        LLM_TEMPERATURE=0,
+        LLM_MAX_NEW_TOKENS=24,
+    )
     with running_studio(env, data_dir / "logs") as server:
         yield server
 
@@ -48,8 +62,12 @@ async def test_a_reply_streams_from_the_external_engine_and_is_stored(front_stud
     assert reply["model"] == TINY_MODEL_DIR.name  # the engine's model, announced by the front worker
     streamed = "".join(f["text"] for f in frames if f["type"] == "token")
     direct = openai.OpenAI(base_url=engine_studio.base_url + "/v1", api_key=engine_studio.token, max_retries=0)
-    same = direct.chat.completions.create(model=TINY_MODEL_DIR.name, max_tokens=24, temperature=0,
-                                          messages=[{"role": "user", "content": "Hello over there"}])
+    same = direct.chat.completions.create(
+        model=TINY_MODEL_DIR.name,
+        max_tokens=24,
+        temperature=0,
+        messages=[{"role": "user", "content": "Hello over there"}],
+    )
     assert streamed == same.choices[0].message.content
     assert "external engine" in session.get("/chat/model-status/")[1]
 

@@ -38,19 +38,26 @@ print("TOKEN", api_token_create(user=admin, name="pipeline")[1])
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("finetune-data")
-    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
-                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, **JOB_HEARTBEATS,
-                     LLM_TEMPERATURE=0,
-                     LLM_MAX_NEW_TOKENS=8)
+    env = studio_env(
+        STUDIO_DATA_DIR=data_dir,
+        LLM_MODEL=TINY_MODEL_DIR,
+        LLM_EMBEDDED_WORKER="true",
+        STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        **JOB_HEARTBEATS,
+        LLM_TEMPERATURE=0,
+        LLM_MAX_NEW_TOKENS=8,
+    )
     with running_studio(env, data_dir / "logs") as server:
         server.token = shell_token(SETUP, env)
         yield server
 
 
 def api(studio, path, body=None):
-    request = urllib.request.Request(studio.base_url + path, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {studio.token}",
-                                              "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        studio.base_url + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {studio.token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
@@ -66,8 +73,17 @@ def wait_for(studio, job_id, condition, timeout=300):
 
 
 def launch(session, **fields):
-    form = {"prompt": "order-json", "objective": "sft", "method": "lora", "epochs": "1", "batch_size": "4",
-            "max_length": "64", "lora_rank": "4", "lora_alpha": "8", **fields}
+    form = {
+        "prompt": "order-json",
+        "objective": "sft",
+        "method": "lora",
+        "epochs": "1",
+        "batch_size": "4",
+        "max_length": "64",
+        "lora_rank": "4",
+        "lora_alpha": "8",
+        **fields,
+    }
     status, _, headers = session.post("/fine-tunes/new/", form)
     assert status == 302, status
     return int(re.search(r"/fine-tunes/(\d+)/", headers["Location"]).group(1))
@@ -77,8 +93,9 @@ async def test_staff_launch_from_the_form_watch_progress_and_chat_with_the_resul
     session = studio.login("admin", ADMIN_PASSWORD)
     job_id = launch(session, name="pears-v1", epochs="2")
     seen = []
-    final = wait_for(studio, job_id, lambda s: seen.append((s["step"], len(s["losses"]))) or
-                     s["status"] not in ("queued", "running"))
+    final = wait_for(
+        studio, job_id, lambda s: seen.append((s["step"], len(s["losses"]))) or s["status"] not in ("queued", "running")
+    )
     assert final["status"] == "finished", final.get("error")
     assert final["step"] == final["total_steps"] == 16 and final["model"] == "pears-v1"  # 32 train rows / 4, 2 epochs
     assert any(0 < step < 16 for step, _ in seen), "progress was visible while it trained"
@@ -120,8 +137,9 @@ def test_a_killed_job_worker_fails_the_job_instead_of_running_forever(studio):
     session = studio.login("admin", ADMIN_PASSWORD)
     job_id = launch(session, name="pears-killed", epochs="20")
     wait_for(studio, job_id, lambda s: s["step"] >= 2)
-    workers = subprocess.run(["pgrep", "-P", str(studio.server.pid), "-f", "job_worker"], capture_output=True,
-                             text=True).stdout.split()
+    workers = subprocess.run(
+        ["pgrep", "-P", str(studio.server.pid), "-f", "job_worker"], capture_output=True, text=True
+    ).stdout.split()
     for pid in workers:
         os.kill(int(pid), signal.SIGKILL)
     final = wait_for(studio, job_id, lambda s: s["status"] == "failed", timeout=JOB_HEARTBEAT_TIMEOUT_S + 120)

@@ -46,8 +46,14 @@ print("TOKEN", api_token_create(user=admin, name="hammer")[1])
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("hostile-data")
-    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
-                     LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=96, STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    env = studio_env(
+        STUDIO_DATA_DIR=data_dir,
+        LLM_MODEL=TINY_MODEL_DIR,
+        LLM_EMBEDDED_WORKER="true",
+        LLM_TEMPERATURE=0,
+        LLM_MAX_NEW_TOKENS=96,
+        STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+    )
     with running_studio(env, data_dir / "logs") as server:
         output = manage(["shell", "-c", SETUP.format(templates=repr(ADVERSARIAL_TEMPLATES))], env)
         server.api_token = output.split("TOKEN ")[1].split()[0]
@@ -83,12 +89,17 @@ def raw_post(server, path: str, headers: dict, body_size: int, *, chunked=False)
 
 def test_a_150_mb_post_to_the_login_page_is_refused_with_flat_memory(studio):
     before = peak_memory_kb(studio.server.pid)
-    answer = raw_post(studio, "/accounts/login/", {"Cookie": "csrftoken=abcdefghijklmnopqrstuvwxyz012345",
-                                                   "Content-Type": "multipart/form-data; boundary=x"}, 150 * 1024 ** 2)
+    answer = raw_post(
+        studio,
+        "/accounts/login/",
+        {"Cookie": "csrftoken=abcdefghijklmnopqrstuvwxyz012345", "Content-Type": "multipart/form-data; boundary=x"},
+        150 * 1024**2,
+    )
     assert answer.startswith("HTTP/1.1 413"), answer[:200]
     assert "at most 64 KiB" in answer
-    chunked = raw_post(studio, "/accounts/login/", {"Content-Type": "application/x-www-form-urlencoded"},
-                       50 * 1024 ** 2, chunked=True)
+    chunked = raw_post(
+        studio, "/accounts/login/", {"Content-Type": "application/x-www-form-urlencoded"}, 50 * 1024**2, chunked=True
+    )
     assert chunked.startswith("HTTP/1.1 413"), chunked[:200]
     growth_mb = (peak_memory_kb(studio.server.pid) - before) / 1024
     assert growth_mb < 40, f"the server grew by {growth_mb:.0f} MB"  # it grew 1.78 GB before the fix
@@ -99,8 +110,16 @@ def test_a_50_mb_import_is_refused_before_it_is_read(studio):
     session = studio.login("admin", ADMIN_PASSWORD)
     cookies = f"sessionid={session._cookie('sessionid')}; csrftoken={session._cookie('csrftoken')}"
     before = peak_memory_kb(studio.server.pid)
-    answer = raw_post(studio, "/prompts/import/", {"Cookie": cookies, "X-CSRFToken": session._cookie("csrftoken"),
-                                                   "Content-Type": "multipart/form-data; boundary=x"}, 50 * 1024 ** 2)
+    answer = raw_post(
+        studio,
+        "/prompts/import/",
+        {
+            "Cookie": cookies,
+            "X-CSRFToken": session._cookie("csrftoken"),
+            "Content-Type": "multipart/form-data; boundary=x",
+        },
+        50 * 1024**2,
+    )
     assert answer.startswith("HTTP/1.1 413") and "at most 10 MiB" in answer
     assert (peak_memory_kb(studio.server.pid) - before) / 1024 < 40
 
@@ -136,13 +155,22 @@ def hammer(studio, stop: threading.Event, answers: list):
         for slug in ADVERSARIAL_TEMPLATES:
             body = {"variables": {"n": "100000"}}
             for method, path, data, headers in (
-                    ("GET", f"/prompts/{slug}/", b"", {}),
-                    ("GET", f"/api/prompts/{slug}/", b"", api),
-                    ("POST", f"/api/prompts/{slug}/render/", json.dumps(body).encode(), api),
-                    ("POST", f"/prompts/{slug}/playground/preview/", b"a=1&var_n=100000",
-                     {"Content-Type": "application/x-www-form-urlencoded"}),
-                    ("POST", f"/prompts/{slug}/versions/1/chat/", b"var_n=100000",
-                     {"Content-Type": "application/x-www-form-urlencoded"})):
+                ("GET", f"/prompts/{slug}/", b"", {}),
+                ("GET", f"/api/prompts/{slug}/", b"", api),
+                ("POST", f"/api/prompts/{slug}/render/", json.dumps(body).encode(), api),
+                (
+                    "POST",
+                    f"/prompts/{slug}/playground/preview/",
+                    b"a=1&var_n=100000",
+                    {"Content-Type": "application/x-www-form-urlencoded"},
+                ),
+                (
+                    "POST",
+                    f"/prompts/{slug}/versions/1/chat/",
+                    b"var_n=100000",
+                    {"Content-Type": "application/x-www-form-urlencoded"},
+                ),
+            ):
                 status, _, _ = session.request(method, path, data, headers)
                 answers.append((path, status))
 

@@ -81,10 +81,18 @@ print("WORKERS", Evaluation.objects.get(pk=%d).worker, FineTuneJob.objects.get(p
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("lanes-data")
-    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
-                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, **JOB_HEARTBEATS,
-                     EVAL_BATCH_SIZE=2, LLM_MIN_NEW_TOKENS=REPLY_TOKENS, LLM_MAX_NEW_TOKENS=REPLY_TOKENS,
-                     KNOWLEDGE_CHUNK_TOKENS=64, KNOWLEDGE_CHUNK_OVERLAP=8)
+    env = studio_env(
+        STUDIO_DATA_DIR=data_dir,
+        LLM_MODEL=TINY_MODEL_DIR,
+        LLM_EMBEDDED_WORKER="true",
+        STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        **JOB_HEARTBEATS,
+        EVAL_BATCH_SIZE=2,
+        LLM_MIN_NEW_TOKENS=REPLY_TOKENS,
+        LLM_MAX_NEW_TOKENS=REPLY_TOKENS,
+        KNOWLEDGE_CHUNK_TOKENS=64,
+        KNOWLEDGE_CHUNK_OVERLAP=8,
+    )
     with running_studio(env, data_dir / "logs") as server:
         server.env = env
         server.token = shell_token(SETUP, env)
@@ -103,20 +111,40 @@ def wait_for(studio, path, condition, timeout=300):
 
 @pytest.mark.slow
 def test_a_document_uploaded_during_an_evaluation_and_a_fine_tune_is_ready_while_both_still_run(studio):
-    evaluation = api(studio, "POST", "/api/evaluations/", {"prompt": "order-json", "split": "eval",
-                                                          "scorers": [{"type": "valid_json"}]})["id"]
-    fine_tune = api(studio, "POST", "/api/fine-tunes/", {"prompt": "order-json", "hyperparameters": {
-        "epochs": 100, "batch_size": 4, "max_length": 64, "lora_rank": 4, "lora_alpha": 8}})["id"]
+    evaluation = api(
+        studio,
+        "POST",
+        "/api/evaluations/",
+        {"prompt": "order-json", "split": "eval", "scorers": [{"type": "valid_json"}]},
+    )["id"]
+    fine_tune = api(
+        studio,
+        "POST",
+        "/api/fine-tunes/",
+        {
+            "prompt": "order-json",
+            "hyperparameters": {"epochs": 100, "batch_size": 4, "max_length": 64, "lora_rank": 4, "lora_alpha": 8},
+        },
+    )["id"]
     evaluation_path, fine_tune_path = f"/api/evaluations/{evaluation}/", f"/api/fine-tunes/{fine_tune}/"
     try:
         wait_for(studio, evaluation_path, lambda s: s["status"] == "running" and s["done"] >= 2)
         wait_for(studio, fine_tune_path, lambda s: s["status"] == "running" and s["step"] >= 1)
         base = api(studio, "POST", "/api/knowledge/", {"name": "Plant handbook"})["id"]
-        status, uploaded = knowledge_api(studio, "POST", f"/api/knowledge/{base}/documents/", files=[
-            ("hours.md", b"# Opening hours\n\nThe plant is open from 9 to 5 on weekdays and closed on Sundays.")])
+        status, uploaded = knowledge_api(
+            studio,
+            "POST",
+            f"/api/knowledge/{base}/documents/",
+            files=[
+                ("hours.md", b"# Opening hours\n\nThe plant is open from 9 to 5 on weekdays and closed on Sundays.")
+            ],
+        )
         assert status == 202, uploaded
-        document = wait_for(studio, f"/api/knowledge/{base}/documents/{uploaded['ids'][0]}/",
-                            lambda s: s["status"] in ("ready", "failed"))
+        document = wait_for(
+            studio,
+            f"/api/knowledge/{base}/documents/{uploaded['ids'][0]}/",
+            lambda s: s["status"] in ("ready", "failed"),
+        )
         assert document["status"] == "ready", document
         # Both were still running when it became ready: it did not wait for either.
         evaluation_state, fine_tune_state = api(studio, "GET", evaluation_path), api(studio, "GET", fine_tune_path)
@@ -135,9 +163,12 @@ def test_a_document_uploaded_during_an_evaluation_and_a_fine_tune_is_ready_while
 @pytest.mark.slow
 def test_jobs_an_older_studio_left_in_the_queue_before_lanes_run_each_in_its_lane(studio):
     evaluation, fine_tune = map(int, manage(["shell", "-c", BEFORE_LANES], studio.env).split("IDS ")[1].split())
-    evaluation_state = wait_for(studio, f"/api/evaluations/{evaluation}/",
-                                lambda s: s["status"] not in ("queued", "running"))
-    fine_tune_state = wait_for(studio, f"/api/fine-tunes/{fine_tune}/", lambda s: s["status"] not in ("queued", "running"))
+    evaluation_state = wait_for(
+        studio, f"/api/evaluations/{evaluation}/", lambda s: s["status"] not in ("queued", "running")
+    )
+    fine_tune_state = wait_for(
+        studio, f"/api/fine-tunes/{fine_tune}/", lambda s: s["status"] not in ("queued", "running")
+    )
     assert evaluation_state["status"] == "finished" and evaluation_state["done"] == 4, evaluation_state
     assert fine_tune_state["status"] == "finished" and fine_tune_state["model"] == "before-lanes", fine_tune_state
     workers = manage(["shell", "-c", WORKERS_OF % (evaluation, fine_tune)], studio.env).split("WORKERS ")[1].split()
@@ -151,15 +182,25 @@ def _lanes_of_process(pid: int) -> list[str]:
 
 
 def test_each_kind_of_job_is_routed_to_its_lane_by_task_name():
-    routes = {name: app.amqp.router.route({}, name)["queue"].name for name in (
-        "knowledge.ingest", "evals.run_evaluation", "evals.import_cases", "finetune.run_fine_tune",
-        "finetune.merge_model", "optimiser.run_optimisation")}
-    assert routes == {"knowledge.ingest": settings.JOB_QUEUES["knowledge"],
-                      "evals.run_evaluation": settings.JOB_QUEUES["evaluations"],
-                      "evals.import_cases": settings.JOB_QUEUES["evaluations"],
-                      "finetune.run_fine_tune": settings.JOB_QUEUES["training"],
-                      "finetune.merge_model": settings.JOB_QUEUES["training"],
-                      "optimiser.run_optimisation": settings.JOB_QUEUES["evaluations"]}
+    routes = {
+        name: app.amqp.router.route({}, name)["queue"].name
+        for name in (
+            "knowledge.ingest",
+            "evals.run_evaluation",
+            "evals.import_cases",
+            "finetune.run_fine_tune",
+            "finetune.merge_model",
+            "optimiser.run_optimisation",
+        )
+    }
+    assert routes == {
+        "knowledge.ingest": settings.JOB_QUEUES["knowledge"],
+        "evals.run_evaluation": settings.JOB_QUEUES["evaluations"],
+        "evals.import_cases": settings.JOB_QUEUES["evaluations"],
+        "finetune.run_fine_tune": settings.JOB_QUEUES["training"],
+        "finetune.merge_model": settings.JOB_QUEUES["training"],
+        "optimiser.run_optimisation": settings.JOB_QUEUES["evaluations"],
+    }
     assert len(set(settings.JOB_QUEUES.values()) | {settings.JOB_QUEUE_BEFORE_LANES}) == 4
     # The name before lanes still means what it did; the lanes that took its jobs over read its queue.
     assert lanes_of("jobs,knowledge") == ["evaluations", "training", "knowledge"]
@@ -169,12 +210,15 @@ def test_each_kind_of_job_is_routed_to_its_lane_by_task_name():
 
 def test_a_name_that_is_not_a_lane_is_refused_saying_which_are(settings):
     settings.JOB_WORKER_EMBEDDED = True
-    with pytest.raises(CommandError, match="--queues: ingest is not a job queue; choose from knowledge, "
-                                           "evaluations, training"):
+    with pytest.raises(
+        CommandError, match="--queues: ingest is not a job queue; choose from knowledge, evaluations, training"
+    ):
         call_command("job_worker", queues="ingest")
     settings.JOB_WORKER_LANES = ["knowledge", "evaluations"]
-    with pytest.raises(CommandError, match=re.escape("JOB_WORKER_LANES='knowledge evaluations' leaves out "
-                                                     "training: every lane needs a worker")):
+    with pytest.raises(
+        CommandError,
+        match=re.escape("JOB_WORKER_LANES='knowledge evaluations' leaves out training: every lane needs a worker"),
+    ):
         call_command("job_worker")
     settings.JOB_WORKER_LANES = ["knowledge", "evaluation"]
     with pytest.raises(CommandError, match="evaluation is not a job queue"):

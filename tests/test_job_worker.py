@@ -27,10 +27,12 @@ print("TOKEN", api_token_create(user=admin, name="ci")[1])
 
 
 def api(studio, method, path, body=None):
-    request = urllib.request.Request(studio.base_url + path, method=method,
-                                     data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {studio.token}",
-                                              "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        studio.base_url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {studio.token}", "Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read() or b"null")
@@ -40,8 +42,10 @@ def api(studio, method, path, body=None):
 
 def set_up(studio, env, cases=24, reply_tokens=48):
     studio.token = shell_token(SETUP % reply_tokens, env)
-    rows = [{"prompt": "order-json", "input": {"order": f"{n} pears"}, "expected": f'{{"quantity": {n}}}'}
-            for n in range(cases)]
+    rows = [
+        {"prompt": "order-json", "input": {"order": f"{n} pears"}, "expected": f'{{"quantity": {n}}}'}
+        for n in range(cases)
+    ]
     status, created = api(studio, "POST", "/api/failure-cases/", rows)
     assert status == 201 and len(created["ids"]) == cases
 
@@ -64,10 +68,15 @@ def job_worker_pids(parent_pid: int) -> list[int]:
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("jobs-data")
-    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="true",
-                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, **JOB_HEARTBEATS,
-                     EVAL_BATCH_SIZE=4,
-                     LLM_MIN_NEW_TOKENS=48)  # every reply 48 tokens: batches take a moment
+    env = studio_env(
+        STUDIO_DATA_DIR=data_dir,
+        LLM_MODEL=TINY_MODEL_DIR,
+        LLM_EMBEDDED_WORKER="true",
+        STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        **JOB_HEARTBEATS,
+        EVAL_BATCH_SIZE=4,
+        LLM_MIN_NEW_TOKENS=48,
+    )  # every reply 48 tokens: batches take a moment
     with running_studio(env, data_dir / "logs") as server:
         set_up(server, env)
         yield server
@@ -75,11 +84,17 @@ def studio(tmp_path_factory):
 
 @pytest.mark.slow
 def test_an_evaluation_runs_to_the_end_on_the_embedded_job_worker(studio):
-    status, created = api(studio, "POST", "/api/evaluations/", {"prompt": "order-json", "scorers": [
-        {"type": "valid_json"}, {"type": "contains", "text": "quantity"}]})
+    status, created = api(
+        studio,
+        "POST",
+        "/api/evaluations/",
+        {"prompt": "order-json", "scorers": [{"type": "valid_json"}, {"type": "contains", "text": "quantity"}]},
+    )
     assert status == 202
     seen = []
-    final = wait_for(studio, created["id"], lambda s: seen.append(s["done"]) or s["status"] not in ("queued", "running"))
+    final = wait_for(
+        studio, created["id"], lambda s: seen.append(s["done"]) or s["status"] not in ("queued", "running")
+    )
     assert final["status"] == "finished", final
     assert final["done"] == final["total"] == 24 and len(final["results"]) == 24
     assert any(0 < done < 24 for done in seen), "progress was visible while it ran"
@@ -140,6 +155,7 @@ def test_ingestion_waits_in_a_queue_of_its_own_and_workers_take_both():
     assert app.amqp.router.route({}, "evals.run_evaluation")["queue"].name == settings.JOB_QUEUES["evaluations"]
     assert settings.JOB_QUEUES["knowledge"] != settings.JOB_QUEUES["evaluations"]
     assert {settings.JOB_QUEUES["knowledge"], settings.JOB_QUEUES["evaluations"]} <= set(
-        queues_of(lanes_of("jobs,knowledge")))
+        queues_of(lanes_of("jobs,knowledge"))
+    )
     with pytest.raises(CommandError, match="not a job queue"):
         call_command("job_worker", queues="ingest")

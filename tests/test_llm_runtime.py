@@ -77,8 +77,9 @@ def test_cancel_stops_generation_early(engine):
         if len(seen) == 5:
             engine.cancel(key)
 
-    result = reply_once(engine, HELLO, GenerationSettings(max_new_tokens=5000, temperature=0), on_delta=on_delta,
-                        key=key)
+    result = reply_once(
+        engine, HELLO, GenerationSettings(max_new_tokens=5000, temperature=0), on_delta=on_delta, key=key
+    )
     assert result.finish_reason == "cancelled"
     assert result.usage.completion_tokens < 100
 
@@ -94,8 +95,10 @@ def test_old_turns_are_dropped_to_fit_the_context(tiny_model):
     tiny_model = dataclasses.replace(tiny_model, context_length=2048)
     long_turns = []
     for n in range(40):
-        long_turns += [{"role": "user", "content": f"question {n} " + "word " * 200},
-                       {"role": "assistant", "content": "answer " * 200}]
+        long_turns += [
+            {"role": "user", "content": f"question {n} " + "word " * 200},
+            {"role": "assistant", "content": "answer " * 200},
+        ]
     messages = [{"role": "system", "content": "Be kind."}, *long_turns, {"role": "user", "content": "last"}]
     from studio.llm.replies import fit_to_context
 
@@ -109,8 +112,12 @@ def test_old_turns_are_dropped_to_fit_the_context(tiny_model):
 def test_a_message_longer_than_the_context_is_refused_clearly(tiny_model):
     huge = [{"role": "user", "content": "word " * 40000}]
     with pytest.raises(PromptTooLongError, match="Shorten it"):
-        prepare_prompt(tiny_model, EngineRequest(key=1, messages=huge, settings=GenerationSettings(max_new_tokens=10),
-                                                 on_delta=print, on_done=print))
+        prepare_prompt(
+            tiny_model,
+            EngineRequest(
+                key=1, messages=huge, settings=GenerationSettings(max_new_tokens=10), on_delta=print, on_done=print
+            ),
+        )
 
 
 @pytest.mark.parametrize(
@@ -161,8 +168,11 @@ def test_the_bundled_gguf_is_converted_once_then_loaded_from_the_cache(tmp_path)
     assert (folder / "model.safetensors").stat().st_mtime_ns == converted_at
     assert loaded.name == "SmolLM2-135M-Instruct"
     engine = BatchEngine(loaded, max_batch=1)
-    answer = reply_once(engine, [{"role": "user", "content": "What is the capital of France?"}],
-                        GenerationSettings(max_new_tokens=12, temperature=0)).text
+    answer = reply_once(
+        engine,
+        [{"role": "user", "content": "What is the capital of France?"}],
+        GenerationSettings(max_new_tokens=12, temperature=0),
+    ).text
     engine.close()
     assert "Paris" in answer
 

@@ -29,10 +29,15 @@ def templates() -> list[Path]:
 def test_every_comment_opened_on_a_line_is_closed_on_that_line():
     # Django's {# #} comment is one line only: one that goes on to the next line is printed, as the
     # Pin and Archive buttons' note was on every chat page.
-    unclosed = [f"{path.relative_to(REPO)}:{number}: {line.strip()[:80]}"
-                for path in templates() for number, line in enumerate(path.read_text().splitlines(), 1)
-                if "{#" in line and "#}" not in line.split("{#", 1)[1]]
-    assert not unclosed, "a {# #} comment runs over a line (use {% comment %}…{% endcomment %}):\n" + "\n".join(unclosed)
+    unclosed = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()[:80]}"
+        for path in templates()
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "{#" in line and "#}" not in line.split("{#", 1)[1]
+    ]
+    assert not unclosed, "a {# #} comment runs over a line (use {% comment %}…{% endcomment %}):\n" + "\n".join(
+        unclosed
+    )
 
 
 def test_no_template_text_holds_syntax_django_leaves_as_text():
@@ -50,7 +55,7 @@ def test_no_template_text_holds_syntax_django_leaves_as_text():
                 elif name == skipping:
                     skipping = None
             elif token.token_type == TokenType.TEXT and skipping is None and OPENING.search(token.contents):
-                line = source[:source.find(token.contents)].count("\n") + 1
+                line = source[: source.find(token.contents)].count("\n") + 1
                 found = OPENING.search(token.contents).group()
                 mistakes.append(f"{path.relative_to(REPO)}:{line}: {found!r} printed as text")
     assert not mistakes, "\n".join(mistakes)
@@ -104,16 +109,24 @@ def template_syntax_in(html: str) -> list[str]:
 
 
 def test_the_reader_finds_what_the_chat_page_printed_and_leaves_code_alone():
-    page = ('<div>{# Both buttons stay disabled until an answer\n is swapped in #}</div><pre>{{ order }}</pre>'
-            '<p>Use <code>{% templatetag openvariable %}</code><br>here</p><td class="diff__cell">{{ x }}</td>'
-            '<input placeholder="{{ oops }}">')
+    page = (
+        "<div>{# Both buttons stay disabled until an answer\n is swapped in #}</div><pre>{{ order }}</pre>"
+        '<p>Use <code>{% templatetag openvariable %}</code><br>here</p><td class="diff__cell">{{ x }}</td>'
+        '<input placeholder="{{ oops }}">'
+    )
     assert template_syntax_in(page) == ["{# Both buttons stay disabled until an answer is swapped in #}", "{{ oops }}"]
 
 
-ORDER_VERSION = {"instructions": "Reply with JSON only.", "template": "Order: {{ order }}", "max_new_tokens": 16,
-                 "examples": [{"variables": {"order": "2 figs"}, "output": '{"item": "fig", "quantity": 2}'}]}
-MANUAL = ("# Lumo kettle\n\nThe indicator ring glows amber while the kettle descales.\n\n"
-          "| part | number |\n| --- | --- |\n| lid | ZX-4411 |\n\n```\nkettle --descale\n```\n")
+ORDER_VERSION = {
+    "instructions": "Reply with JSON only.",
+    "template": "Order: {{ order }}",
+    "max_new_tokens": 16,
+    "examples": [{"variables": {"order": "2 figs"}, "output": '{"item": "fig", "quantity": 2}'}],
+}
+MANUAL = (
+    "# Lumo kettle\n\nThe indicator ring glows amber while the kettle descales.\n\n"
+    "| part | number |\n| --- | --- |\n| lid | ZX-4411 |\n\n```\nkettle --descale\n```\n"
+)
 
 
 @pytest.fixture
@@ -132,60 +145,143 @@ def studio_data(carol, alice, settings, tmp_path):
     settings.KNOWLEDGE_FILES_DIR = tmp_path / "knowledge"
     prompt = prompt_create(owner=carol, name="Order JSON", slug="order-json", version=dict(ORDER_VERSION))
     first = prompt.versions.get()
-    second = version_create(prompt=prompt, author=carol, fields={
-        **first.editable_fields(), "instructions": "Reply with JSON only, on one line.", "commit_message": "One line"})
+    second = version_create(
+        prompt=prompt,
+        author=carol,
+        fields={
+            **first.editable_fields(),
+            "instructions": "Reply with JSON only, on one line.",
+            "commit_message": "One line",
+        },
+    )
     base = knowledge_base_create(owner=carol, name="Kettle manual", description="The Lumo kettle")
-    document = documents_add(user=carol, knowledge_base=base, files=[
-        SimpleUploadedFile("kettle.md", MANUAL.encode(), "text/markdown")])[0].document
+    document = documents_add(
+        user=carol, knowledge_base=base, files=[SimpleUploadedFile("kettle.md", MANUAL.encode(), "text/markdown")]
+    )[0].document
     ingest_document(document.pk)
-    chat = Conversation.objects.create(owner=carol, title="Pears", system_prompt="Be brief.",
-                                       parameters={"temperature": 0.2})
+    chat = Conversation.objects.create(
+        owner=carol, title="Pears", system_prompt="Be brief.", parameters={"temperature": 0.2}
+    )
     conversation_attach(conversation=chat, kind="knowledge_base", item_id=base.pk)
     message_append(conversation=chat, role="user", content="Where is my order?")
-    message_append(conversation=chat, role="assistant", status=Message.Status.COMPLETE, model_name="tiny",
-                   content="It is **on its way**.\n\n```python\nprint({'pears': 3})\n```")
-    from_prompt = Conversation.objects.create(owner=carol, title="Order JSON v2", prompt_version=second,
-                                              system_prompt=second.instructions, prompt_variables={"order": "3 pears"})
+    message_append(
+        conversation=chat,
+        role="assistant",
+        status=Message.Status.COMPLETE,
+        model_name="tiny",
+        content="It is **on its way**.\n\n```python\nprint({'pears': 3})\n```",
+    )
+    from_prompt = Conversation.objects.create(
+        owner=carol,
+        title="Order JSON v2",
+        prompt_version=second,
+        system_prompt=second.instructions,
+        prompt_variables={"order": "3 pears"},
+    )
     message_append(conversation=from_prompt, role="user", content="Order: 3 pears")
     message_append(conversation=from_prompt, role="assistant", status=Message.Status.COMPLETE, content="pears")
-    cases = cases_create(user=carol, source=FailureCase.Source.API, rows=[
-        {"prompt": "order-json", "input": {"order": f"{n} pears"}, "actual": "pears",
-         "expected": '{"item": "pear", "quantity": %d}' % n, "tags": ["orders"]} for n in range(3)])
+    cases = cases_create(
+        user=carol,
+        source=FailureCase.Source.API,
+        rows=[
+            {
+                "prompt": "order-json",
+                "input": {"order": f"{n} pears"},
+                "actual": "pears",
+                "expected": '{"item": "pear", "quantity": %d}' % n,
+                "tags": ["orders"],
+            }
+            for n in range(3)
+        ],
+    )
     evaluations = []
     for run in range(2):
-        evaluation = Evaluation.objects.create(prompt_version=second, model_name="tiny", created_by=carol,
-                                               scorers=[{"type": "json_equal", "threshold": 1.0}],
-                                               status=JobStatus.FINISHED, total=3, done=3, passed=run,
-                                               case_ids=[case.pk for case in cases])
+        evaluation = Evaluation.objects.create(
+            prompt_version=second,
+            model_name="tiny",
+            created_by=carol,
+            scorers=[{"type": "json_equal", "threshold": 1.0}],
+            status=JobStatus.FINISHED,
+            total=3,
+            done=3,
+            passed=run,
+            case_ids=[case.pk for case in cases],
+        )
         for n, case in enumerate(cases):
-            EvaluationResult.objects.create(evaluation=evaluation, case=case, output="pears",
-                                            scores={"json_equal": float(run and not n)}, passed=bool(run and not n))
+            EvaluationResult.objects.create(
+                evaluation=evaluation,
+                case=case,
+                output="pears",
+                scores={"json_equal": float(run and not n)},
+                passed=bool(run and not n),
+            )
         evaluations.append(evaluation)
-    job = FineTuneJob.objects.create(name="order-json-lora", base_model="tiny", prompt=prompt, created_by=carol,
-                                     status=JobStatus.FINISHED, total=4, done=4,
-                                     metrics=[{"step": step, "loss": 2.0 - step / 4, "epoch": step / 4}
-                                              for step in range(1, 5)])
-    draft = ImportDraft.objects.create(owner=carol, filename="orders.csv", columns=["order", "gold"],
-                                       rows=[["2 figs", "figs"], ["3 kiwis", ""]])
-    return {"chat": chat, "from_prompt": from_prompt, "case": cases[0], "evaluations": evaluations, "job": job,
-            "draft": draft, "base": base, "document": document}
+    job = FineTuneJob.objects.create(
+        name="order-json-lora",
+        base_model="tiny",
+        prompt=prompt,
+        created_by=carol,
+        status=JobStatus.FINISHED,
+        total=4,
+        done=4,
+        metrics=[{"step": step, "loss": 2.0 - step / 4, "epoch": step / 4} for step in range(1, 5)],
+    )
+    draft = ImportDraft.objects.create(
+        owner=carol, filename="orders.csv", columns=["order", "gold"], rows=[["2 figs", "figs"], ["3 kiwis", ""]]
+    )
+    return {
+        "chat": chat,
+        "from_prompt": from_prompt,
+        "case": cases[0],
+        "evaluations": evaluations,
+        "job": job,
+        "draft": draft,
+        "base": base,
+        "document": document,
+    }
 
 
 def pages_a_person_opens(data) -> list[str]:
     chat, base = data["chat"].pk, data["base"].pk
     first, second = (evaluation.pk for evaluation in data["evaluations"])
     return [
-        "/chat/", f"/chat/{chat}/", f"/chat/{data['from_prompt'].pk}/", "/chat/?kind=archived", "/chat/search/",
-        "/chat/search/?q=order", "/chat/import/", f"/chat/{chat}/sampling/", f"/chat/{chat}/knowledge/suggest/?q=",
-        "/chat/model-status/", "/chat/defaults/",
-        "/prompts/", "/prompts/new/", "/prompts/order-json/", "/prompts/order-json/versions/1/",
-        "/prompts/order-json/playground/", "/prompts/order-json/versions/new/", "/prompts/order-json/diff/?from=1&to=2",
-        "/prompts/order-json/history/", "/cases/", "/cases/new/?prompt=order-json", f"/cases/{data['case'].pk}/",
-        "/cases/import/", f"/cases/import/{data['draft'].pk}/", "/evaluations/", "/evaluations/new/?prompt=order-json",
-        f"/evaluations/{first}/", f"/evaluations/compare/?a={first}&b={second}", "/fine-tunes/",
-        "/fine-tunes/new/?prompt=order-json", f"/fine-tunes/{data['job'].pk}/", "/knowledge/", f"/knowledge/{base}/",
-        f"/knowledge/{base}/documents/{data['document'].pk}/", f"/knowledge/{base}/search/?q=kettle",
-        "/accounts/settings/", "/no-such-page/",
+        "/chat/",
+        f"/chat/{chat}/",
+        f"/chat/{data['from_prompt'].pk}/",
+        "/chat/?kind=archived",
+        "/chat/search/",
+        "/chat/search/?q=order",
+        "/chat/import/",
+        f"/chat/{chat}/sampling/",
+        f"/chat/{chat}/knowledge/suggest/?q=",
+        "/chat/model-status/",
+        "/chat/defaults/",
+        "/prompts/",
+        "/prompts/new/",
+        "/prompts/order-json/",
+        "/prompts/order-json/versions/1/",
+        "/prompts/order-json/playground/",
+        "/prompts/order-json/versions/new/",
+        "/prompts/order-json/diff/?from=1&to=2",
+        "/prompts/order-json/history/",
+        "/cases/",
+        "/cases/new/?prompt=order-json",
+        f"/cases/{data['case'].pk}/",
+        "/cases/import/",
+        f"/cases/import/{data['draft'].pk}/",
+        "/evaluations/",
+        "/evaluations/new/?prompt=order-json",
+        f"/evaluations/{first}/",
+        f"/evaluations/compare/?a={first}&b={second}",
+        "/fine-tunes/",
+        "/fine-tunes/new/?prompt=order-json",
+        f"/fine-tunes/{data['job'].pk}/",
+        "/knowledge/",
+        f"/knowledge/{base}/",
+        f"/knowledge/{base}/documents/{data['document'].pk}/",
+        f"/knowledge/{base}/search/?q=kettle",
+        "/accounts/settings/",
+        "/no-such-page/",
     ]
 
 
@@ -199,9 +295,12 @@ def test_no_page_a_person_opens_shows_template_syntax(client, carol, alice, stud
         shown[path] = response.content.decode()
     # Fragments htmx swaps in after an action.
     chat = studio_data["chat"]
-    shown["pin"] = client.post(f"/chat/{chat.pk}/pin/", {"pinned": "true"}, headers={"HX-Request": "true"}).content.decode()
-    shown["preview"] = client.post("/prompts/order-json/playground/preview/", {"order": "4 pears"},
-                                   headers={"HX-Request": "true"}).content.decode()
+    shown["pin"] = client.post(
+        f"/chat/{chat.pk}/pin/", {"pinned": "true"}, headers={"HX-Request": "true"}
+    ).content.decode()
+    shown["preview"] = client.post(
+        "/prompts/order-json/playground/preview/", {"order": "4 pears"}, headers={"HX-Request": "true"}
+    ).content.decode()
     # As someone else: a page that is not theirs, a staff page; logged out: login and the logged-out page.
     other = Client()
     other.force_login(alice)

@@ -63,13 +63,31 @@ def test_a_killed_test_run_leaves_no_studio_or_worker_running(tmp_path):
     (tmp_path / "test_inner.py").write_text(INNER_TEST.format(ready=str(ready)))
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env.update(STUDIO_TEST_RUN_TAG=tag, PYTHONPATH=str(REPO))
-    run = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:django",
-                            f"--basetemp={tmp_path / 'inner'}", "test_inner.py"], cwd=tmp_path, env=env,
-                           stdout=open(tmp_path / "inner.log", "wb"), stderr=subprocess.STDOUT,
-                           preexec_fn=die_with_parent)
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:django",
+            f"--basetemp={tmp_path / 'inner'}",
+            "test_inner.py",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=open(tmp_path / "inner.log", "wb"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
+    )
     try:
-        wait_until(lambda: ready.exists() and len(processes_of(tag)) >= PROCESSES_OF_THE_RUN or run.poll() is not None,
-                   timeout=240, what="the inner run's studio, job worker and model worker")
+        wait_until(
+            lambda: ready.exists() and len(processes_of(tag)) >= PROCESSES_OF_THE_RUN or run.poll() is not None,
+            timeout=240,
+            what="the inner run's studio, job worker and model worker",
+        )
         assert run.poll() is None, (tmp_path / "inner.log").read_text()
 
         run.send_signal(signal.SIGKILL)

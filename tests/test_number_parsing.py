@@ -29,13 +29,16 @@ def test_an_id_is_read_up_to_a_bigint():
     assert whole_number_or_none("3", high=2) is None
 
 
-@pytest.mark.parametrize("raw, field, message", [
-    ({"k": 5.9}, "retrieval.k", "must be a whole number from 1 to 50"),  # was rounded down to 5
-    ({"k": True}, "retrieval.k", "must be a whole number from 1 to 50"),  # was taken as 1
-    ({"k": 0}, "retrieval.k", "must be a whole number from 1 to 50"),
-    ({"min_score": "high"}, "retrieval.min_score", "must be a number from -1 to 1000, or empty for none"),
-    ({"min_score": 1001}, "retrieval.min_score", "must be a number from -1 to 1000, or empty for none"),
-])
+@pytest.mark.parametrize(
+    "raw, field, message",
+    [
+        ({"k": 5.9}, "retrieval.k", "must be a whole number from 1 to 50"),  # was rounded down to 5
+        ({"k": True}, "retrieval.k", "must be a whole number from 1 to 50"),  # was taken as 1
+        ({"k": 0}, "retrieval.k", "must be a whole number from 1 to 50"),
+        ({"min_score": "high"}, "retrieval.min_score", "must be a number from -1 to 1000, or empty for none"),
+        ({"min_score": 1001}, "retrieval.min_score", "must be a number from -1 to 1000, or empty for none"),
+    ],
+)
 def test_a_versions_retrieval_settings_are_refused_with_their_range(raw, field, message):
     with pytest.raises(RetrievalError) as refused:
         clean_settings(raw)

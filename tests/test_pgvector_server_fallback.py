@@ -17,4 +17,3 @@ def test_a_program_in_a_folder_nobody_cannot_enter_is_found_unrunnable_rather_th
     private.mkdir(mode=0o700)
     shutil.copy("/bin/true", private / "initdb")
     assert _runs_as("nobody", private / "initdb") is False
-

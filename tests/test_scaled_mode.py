@@ -32,7 +32,9 @@ async def test_several_workers_compete_for_requests(scaled_env, tmp_path):
         for chat_socket in sockets:
             await chat_socket.close()
 
-    rows = query(database, "SELECT status, worker_channel, completion_tokens FROM chat_message WHERE role = 'assistant'")
+    rows = query(
+        database, "SELECT status, worker_channel, completion_tokens FROM chat_message WHERE role = 'assistant'"
+    )
     assert len(rows) == 4 and all(status == "complete" and tokens == 400 for status, _, tokens in rows)
     assert len({channel for _, channel, _ in rows}) == 2, "both workers took requests"
 
@@ -49,8 +51,11 @@ async def test_an_idle_worker_and_socket_still_answer_after_a_quiet_spell(scaled
         chat_socket = await open_chat_socket(studio, session, session.new_conversation())
         # Until a connection waiting in blocking reads has lived 8 s, longer than the 5 s after which
         # redis-py 8 dropped it (it would then reconnect: a young connection): Redis says how old.
-        await wait_until(lambda: blocking_connection_older_than(env["REDIS_URL"], 8.0), timeout=90,
-                         what="a blocking-read connection 8 s old")
+        await wait_until(
+            lambda: blocking_connection_older_than(env["REDIS_URL"], 8.0),
+            timeout=90,
+            what="a blocking-read connection 8 s old",
+        )
         assert studio.workers[0].poll() is None, "the idle worker is still running"
         await chat_socket.send('{"type": "send", "content": "Still there?"}')
         frames = await frames_until(chat_socket, "done", timeout=60)
@@ -89,8 +94,10 @@ async def test_a_worker_killed_mid_reply_leaves_the_reply_failed_with_a_message(
         # Every chunk is stored before it is sent: the tab saw nothing the database lacks.
         stored = reply["content"]
         assert stored.startswith(seen), {  # where they part, should this ever fail again
-            "stored": len(stored), "seen": len(seen),
-            "first difference": next((i for i, (a, b) in enumerate(zip(stored, seen)) if a != b), None)}
+            "stored": len(stored),
+            "seen": len(seen),
+            "first difference": next((i for i, (a, b) in enumerate(zip(stored, seen)) if a != b), None),
+        }
         await chat_socket.close()
 
 
@@ -118,9 +125,19 @@ async def test_the_web_process_holds_no_model_code(scaled_env, tmp_path):
         manage(["shell", "-c", PROMPT], env)
         session = studio.login("admin", ADMIN_PASSWORD)
         conversation_id = session.new_conversation()
-        for path in ["/chat/", f"/chat/{conversation_id}/", "/chat/model-status/", "/prompts/", "/prompts/notes/",
-                     "/prompts/notes/playground/", "/cases/", "/evaluations/", "/evaluations/new/", "/fine-tunes/",
-                     "/fine-tunes/new/"]:
+        for path in [
+            "/chat/",
+            f"/chat/{conversation_id}/",
+            "/chat/model-status/",
+            "/prompts/",
+            "/prompts/notes/",
+            "/prompts/notes/playground/",
+            "/cases/",
+            "/evaluations/",
+            "/evaluations/new/",
+            "/fine-tunes/",
+            "/fine-tunes/new/",
+        ]:
             assert session.get(path)[0] == 200, path
         status, body, _ = session.post("/prompts/notes/playground/preview/", {"var_text": "We ship on Friday."})
         assert status == 200 and "tokens" in body
@@ -141,7 +158,10 @@ def blocking_connection_older_than(redis_url: str, seconds: float) -> bool:
 
     client = redis.Redis.from_url(redis_url)
     try:
-        return any(entry.get("cmd", "").startswith(("bzpopmin", "blpop", "brpop", "bzmpop"))
-                   and int(entry.get("age", 0)) > seconds for entry in client.client_list())
+        return any(
+            entry.get("cmd", "").startswith(("bzpopmin", "blpop", "brpop", "bzmpop"))
+            and int(entry.get("age", 0)) > seconds
+            for entry in client.client_list()
+        )
     finally:
         client.close()

@@ -65,15 +65,19 @@ def studio(scaled_env, tmp_path_factory):
 def search(session, **params) -> tuple[int, str]:
     """The results partial, as the search page's htmx form asks for it (from the search page: a
     browser's Referer, not the request's own URL, which would double a 10 kB query's headers)."""
-    status, page, _ = session.request("GET", "/chat/search/?" + urlencode(params),
-                                      headers={"HX-Request": "true", "HX-Target": "search-results",
-                                               "Referer": session.base_url + "/chat/search/"})
+    status, page, _ = session.request(
+        "GET",
+        "/chat/search/?" + urlencode(params),
+        headers={"HX-Request": "true", "HX-Target": "search-results", "Referer": session.base_url + "/chat/search/"},
+    )
     return status, page
 
 
 def titles(page: str) -> list[str]:
-    return [html.unescape(re.sub(r"<[^>]+>", "", title))
-            for title in re.findall(r'class="search-hit__title">(.*?)</span>', page)]
+    return [
+        html.unescape(re.sub(r"<[^>]+>", "", title))
+        for title in re.findall(r'class="search-hit__title">(.*?)</span>', page)
+    ]
 
 
 def test_conversations_stored_before_the_index_are_found_with_marked_snippets(studio):
@@ -118,8 +122,11 @@ def test_filters_narrow_the_results(studio):
 def test_a_reply_is_found_once_it_is_written(studio, scaled_env):
     _, database = scaled_env
     assert titles(search(studio.alice, q="zeppelin")[1]) == []
-    query(database, "UPDATE chat_message SET status = 'complete', content = 'A zeppelin is an airship' "
-                    "WHERE status = 'streaming' RETURNING id")
+    query(
+        database,
+        "UPDATE chat_message SET status = 'complete', content = 'A zeppelin is an airship' "
+        "WHERE status = 'streaming' RETURNING id",
+    )
     assert titles(search(studio.alice, q="zeppelin")[1]) == ["Writing"]
 
 
@@ -127,12 +134,20 @@ def test_the_indexes_are_valid_and_serve_the_search(scaled_env):
     import psycopg
 
     _, database = scaled_env
-    valid = dict(query(database, "SELECT c.relname, i.indisvalid FROM pg_index i "
-                                 "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE %s", "chat_%_search"))
+    valid = dict(
+        query(
+            database,
+            "SELECT c.relname, i.indisvalid FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE %s",
+            "chat_%_search",
+        )
+    )
     assert valid == {"chat_message_content_search": True, "chat_conversation_title_search": True}
     with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{database}") as connection:
         connection.execute("SET enable_seqscan = off")  # a few rows: the planner would scan them anyway
-        for sql, params in (search_index.matching_conversation_ids("postgresql", ("old", "town"), True),
-                            search_index.matching_title_ids("postgresql", ("lisbon",), False)):
+        for sql, params in (
+            search_index.matching_conversation_ids("postgresql", ("old", "town"), True),
+            search_index.matching_title_ids("postgresql", ("lisbon",), False),
+        ):
             plan = "\n".join(row[0] for row in connection.execute("EXPLAIN " + sql, params).fetchall())
             assert "_search" in plan, plan

@@ -39,14 +39,17 @@ async def socket_answer(origin: bytes, host: bytes, scheme="ws"):
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("origin, host, allowed", [
-    (b"http://localhost:8000", b"localhost:8000", True),
-    (b"http://localhost:3000", b"localhost:8000", False),  # the finding: another port on the same machine
-    (b"https://localhost:8000", b"localhost:8000", False),  # another scheme
-    (b"http://evil.example", b"localhost:8000", False),
-    (b"http://evil.example:8000", b"evil.example:8000", False),  # a host not in ALLOWED_HOSTS
-    (b"null", b"localhost:8000", False),
-])
+@pytest.mark.parametrize(
+    "origin, host, allowed",
+    [
+        (b"http://localhost:8000", b"localhost:8000", True),
+        (b"http://localhost:3000", b"localhost:8000", False),  # the finding: another port on the same machine
+        (b"https://localhost:8000", b"localhost:8000", False),  # another scheme
+        (b"http://evil.example", b"localhost:8000", False),
+        (b"http://evil.example:8000", b"evil.example:8000", False),  # a host not in ALLOWED_HOSTS
+        (b"null", b"localhost:8000", False),
+    ],
+)
 async def test_the_socket_origin_must_match_scheme_host_and_port(origin, host, allowed):
     assert await socket_answer(origin, host) is allowed
 
@@ -101,15 +104,23 @@ def test_an_expired_csrf_token_gets_a_page_that_says_what_to_do(alice):
 def manage(args, **env):
     full_env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     full_env.update(DJANGO_SETTINGS_MODULE="studio.settings", **env)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=full_env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.slow
 def test_check_deploy_is_clean_with_the_https_settings(tmp_path):
-    https = dict(STUDIO_DATA_DIR=str(tmp_path), SECURE_COOKIES="true", SECURE_SSL_REDIRECT="true",
-                 SECURE_HSTS_SECONDS="31536000", SECURE_HSTS_INCLUDE_SUBDOMAINS="true", SECURE_HSTS_PRELOAD="true",
-                 SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto: https", ALLOWED_HOSTS="studio.example.com")
+    https = dict(
+        STUDIO_DATA_DIR=str(tmp_path),
+        SECURE_COOKIES="true",
+        SECURE_SSL_REDIRECT="true",
+        SECURE_HSTS_SECONDS="31536000",
+        SECURE_HSTS_INCLUDE_SUBDOMAINS="true",
+        SECURE_HSTS_PRELOAD="true",
+        SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto: https",
+        ALLOWED_HOSTS="studio.example.com",
+    )
     result = manage(["check", "--deploy", "--fail-level", "WARNING"], **https)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
@@ -135,10 +146,12 @@ def test_the_upgrade_computes_stored_variables_for_existing_versions(alice):
     old_apps = executor.loader.project_state([("prompts", "0001_initial")]).apps
     old_prompt = old_apps.get_model("prompts", "Prompt").objects.create(name="Old", slug="old", owner_id=alice.pk)
     versions = old_apps.get_model("prompts", "PromptVersion").objects
-    versions.create(prompt=old_prompt, number=1, template="{{ b }} and {{ a }}", author_id=alice.pk,
-                    created_at=timezone.now())
-    versions.create(prompt=old_prompt, number=2, template="{{ 9**(9**8) }}", author_id=alice.pk,
-                    created_at=timezone.now())  # stored before the limits: migrating must not freeze
+    versions.create(
+        prompt=old_prompt, number=1, template="{{ b }} and {{ a }}", author_id=alice.pk, created_at=timezone.now()
+    )
+    versions.create(
+        prompt=old_prompt, number=2, template="{{ 9**(9**8) }}", author_id=alice.pk, created_at=timezone.now()
+    )  # stored before the limits: migrating must not freeze
 
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()

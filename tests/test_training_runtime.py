@@ -18,18 +18,40 @@ pytestmark = pytest.mark.slow  # runs training processes
 
 def write_job(folder: Path, rows: int = 12, **config):
     folder.mkdir(parents=True, exist_ok=True)
-    base = {"base_model_folder": str(TINY_MODEL_DIR), "epochs": 1, "batch_size": 2, "max_length": 64,
-            "lora_rank": 4, "lora_alpha": 8, "eval_share": 0.2}
+    base = {
+        "base_model_folder": str(TINY_MODEL_DIR),
+        "epochs": 1,
+        "batch_size": 2,
+        "max_length": 64,
+        "lora_rank": 4,
+        "lora_alpha": 8,
+        "eval_share": 0.2,
+    }
     (folder / "config.json").write_text(json.dumps({**base, **config}))
-    (folder / "data.jsonl").write_text("".join(json.dumps({
-        "prompt": [{"role": "system", "content": "JSON only."}, {"role": "user", "content": f"Order: {n} figs"}],
-        "completion": [{"role": "assistant", "content": f'{{"quantity": {n}}}'}]}) + "\n" for n in range(rows)))
+    (folder / "data.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": [
+                        {"role": "system", "content": "JSON only."},
+                        {"role": "user", "content": f"Order: {n} figs"},
+                    ],
+                    "completion": [{"role": "assistant", "content": f'{{"quantity": {n}}}'}],
+                }
+            )
+            + "\n"
+            for n in range(rows)
+        )
+    )
 
 
 def run(folder: Path, timeout=300) -> tuple[int, list[dict]]:
     result = subprocess.run(launch_command(folder, gpus=1), cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    events = [json.loads(line[len(PROGRESS_PREFIX):]) for line in result.stdout.splitlines()
-              if line.startswith(PROGRESS_PREFIX)]
+    events = [
+        json.loads(line[len(PROGRESS_PREFIX) :])
+        for line in result.stdout.splitlines()
+        if line.startswith(PROGRESS_PREFIX)
+    ]
     return result.returncode, events
 
 
@@ -79,17 +101,30 @@ def test_several_gpus_launch_one_process_each_through_accelerate(tmp_path):
     assert command[:3] == ["/usr/bin/python3", "-m", "accelerate.commands.launch"]
     assert command[command.index("--num_processes") + 1] == "4" and "--multi_gpu" in command
     assert command[-3:] == ["-m", "studio.llm.training", str(tmp_path)]
-    assert launch_command(tmp_path, gpus=1, python=sys.executable) == [sys.executable, "-m", "studio.llm.training",
-                                                                        str(tmp_path)]
+    assert launch_command(tmp_path, gpus=1, python=sys.executable) == [
+        sys.executable,
+        "-m",
+        "studio.llm.training",
+        str(tmp_path),
+    ]
 
 
 def test_dpo_prefers_the_expected_answer_to_the_actual_one(tmp_path):
     folder = tmp_path / "dpo"
     write_job(folder, objective="dpo")
-    (folder / "data.jsonl").write_text("".join(json.dumps({
-        "prompt": [{"role": "user", "content": f"Order: {n} figs"}],
-        "chosen": [{"role": "assistant", "content": f'{{"quantity": {n}}}'}],
-        "rejected": [{"role": "assistant", "content": "figs"}]}) + "\n" for n in range(12)))
+    (folder / "data.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "prompt": [{"role": "user", "content": f"Order: {n} figs"}],
+                    "chosen": [{"role": "assistant", "content": f'{{"quantity": {n}}}'}],
+                    "rejected": [{"role": "assistant", "content": "figs"}],
+                }
+            )
+            + "\n"
+            for n in range(12)
+        )
+    )
     code, events = run(folder)
     assert code == 0, events[-1]
     assert events[-1]["event"] == "done" and (folder / "adapter" / "adapter_config.json").exists()

@@ -6,27 +6,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='PeopleChange',
+            name="PeopleChange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('actor_name', models.CharField(max_length=150)),
-                ('person_name', models.CharField(max_length=150)),
-                ('action', models.CharField(choices=[('added', 'added'), ('made_staff', 'made staff'), ('staff_taken', 'took staff away from'), ('password_set', 'set a new first password for'), ('deactivated', 'deactivated'), ('reactivated', 'reactivated'), ('removed', 'removed')], max_length=16)),
-                ('detail', models.CharField(blank=True, max_length=300)),
-                ('at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('actor', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('person', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("actor_name", models.CharField(max_length=150)),
+                ("person_name", models.CharField(max_length=150)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("added", "added"),
+                            ("made_staff", "made staff"),
+                            ("staff_taken", "took staff away from"),
+                            ("password_set", "set a new first password for"),
+                            ("deactivated", "deactivated"),
+                            ("reactivated", "reactivated"),
+                            ("removed", "removed"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("detail", models.CharField(blank=True, max_length=300)),
+                ("at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "person",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at', '-id'],
+                "ordering": ["-at", "-id"],
             },
         ),
     ]

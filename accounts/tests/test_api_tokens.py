@@ -98,8 +98,11 @@ def test_revoking_only_takes_a_post(client, alice):
 
 def test_the_settings_pages_require_login(client, alice):
     token, _ = api_token_create(user=alice, name="support bot")
-    for method, url in [("get", "/accounts/settings/"), ("post", "/accounts/settings/tokens/"),
-                        ("post", f"/accounts/settings/tokens/{token.pk}/revoke/")]:
+    for method, url in [
+        ("get", "/accounts/settings/"),
+        ("post", "/accounts/settings/tokens/"),
+        ("post", f"/accounts/settings/tokens/{token.pk}/revoke/"),
+    ]:
         response = getattr(client, method)(url, {"name": "sneaky"})
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), url
     assert ApiToken.objects.count() == 1 and ApiToken.objects.get().revoked_at is None

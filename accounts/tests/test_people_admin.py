@@ -84,8 +84,7 @@ def test_someone_who_made_team_work_is_deactivated_instead_of_removed(client, ca
     assert get_user_model().objects.filter(username="alice").exists()
 
 
-def test_never_oneself_a_superuser_only_by_a_superuser_and_never_the_last_staff(client, carol, bob,
-                                                                                django_user_model):
+def test_never_oneself_a_superuser_only_by_a_superuser_and_never_the_last_staff(client, carol, bob, django_user_model):
     from accounts import services
 
     client.force_login(carol)
@@ -109,7 +108,12 @@ def test_never_oneself_a_superuser_only_by_a_superuser_and_never_the_last_staff(
 
 def test_people_are_managed_by_staff_only_on_every_route(client, alice, bob):
     client.force_login(alice)
-    for action, data in (("password", {}), ("active", {}), ("remove", {"confirm": "bob"}), ("staff", {"is_staff": "on"})):
+    for action, data in (
+        ("password", {}),
+        ("active", {}),
+        ("remove", {"confirm": "bob"}),
+        ("staff", {"is_staff": "on"}),
+    ):
         assert client.post(f"/accounts/settings/people/{bob.pk}/{action}/", data).status_code == 403
     assert client.get(f"/accounts/settings/people/{bob.pk}/remove/").status_code == 403
     bob.refresh_from_db()

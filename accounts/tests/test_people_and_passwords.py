@@ -9,12 +9,15 @@ pytestmark = pytest.mark.django_db
 
 def test_a_person_changes_their_password_and_stays_logged_in(client, alice):
     client.force_login(alice)
-    refused = client.post("/accounts/settings/password/", {"old_password": "wrong", "new_password1": "n3w-passw0rd-x",
-                                                           "new_password2": "n3w-passw0rd-x"})
+    refused = client.post(
+        "/accounts/settings/password/",
+        {"old_password": "wrong", "new_password1": "n3w-passw0rd-x", "new_password2": "n3w-passw0rd-x"},
+    )
     assert refused.status_code == 400 and "old password was entered incorrectly" in refused.content.decode()
-    changed = client.post("/accounts/settings/password/", {"old_password": "alice-password-1",
-                                                           "new_password1": "n3w-passw0rd-x",
-                                                           "new_password2": "n3w-passw0rd-x"})
+    changed = client.post(
+        "/accounts/settings/password/",
+        {"old_password": "alice-password-1", "new_password1": "n3w-passw0rd-x", "new_password2": "n3w-passw0rd-x"},
+    )
     assert changed.status_code == 200 and "Your password is changed" in changed.content.decode()
     assert client.get("/accounts/settings/").status_code == 200  # still logged in
     alice.refresh_from_db()

@@ -68,8 +68,10 @@ def test_an_admin_unlocks_an_account(client, alice, admin_client):
 def test_repeated_bad_api_tokens_get_429_with_a_json_error_and_valid_tokens_go_through(client, alice):
     prompt = services.prompt_create(owner=alice, name="N", slug="n", version={"template": "{{ x }}"})
     _, good = api_token_create(user=alice, name="app")
-    answers = [client.get(f"/api/prompts/{prompt.slug}/", HTTP_AUTHORIZATION=f"Bearer cps_bad{n}").status_code
-               for n in range(25)]
+    answers = [
+        client.get(f"/api/prompts/{prompt.slug}/", HTTP_AUTHORIZATION=f"Bearer cps_bad{n}").status_code
+        for n in range(25)
+    ]
     assert answers[:20] == [401] * 20 and set(answers[20:]) == {429}
     throttled = client.get(f"/api/prompts/{prompt.slug}/", HTTP_AUTHORIZATION="Bearer cps_bad")
     assert throttled["Content-Type"] == "application/json" and "Too many" in throttled.json()["error"]

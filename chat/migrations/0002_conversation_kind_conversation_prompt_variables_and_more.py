@@ -5,26 +5,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0001_initial'),
-        ('prompts', '0001_initial'),
+        ("chat", "0001_initial"),
+        ("prompts", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='conversation',
-            name='kind',
-            field=models.CharField(choices=[('chat', 'Chat'), ('playground', 'Playground')], default='chat', max_length=16),
+            model_name="conversation",
+            name="kind",
+            field=models.CharField(
+                choices=[("chat", "Chat"), ("playground", "Playground")], default="chat", max_length=16
+            ),
         ),
         migrations.AddField(
-            model_name='conversation',
-            name='prompt_variables',
+            model_name="conversation",
+            name="prompt_variables",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='conversation',
-            name='prompt_version',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='conversations', to='prompts.promptversion'),
+            model_name="conversation",
+            name="prompt_version",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="conversations",
+                to="prompts.promptversion",
+            ),
         ),
     ]

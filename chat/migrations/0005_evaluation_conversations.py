@@ -12,6 +12,8 @@ class Migration(migrations.Migration):
             name="kind",
             field=models.CharField(
                 choices=[("chat", "Chat"), ("playground", "Playground"), ("api", "Api"), ("evaluation", "Evaluation")],
-                default="chat", max_length=16),
+                default="chat",
+                max_length=16,
+            ),
         ),
     ]

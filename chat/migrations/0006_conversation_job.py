@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0005_evaluation_conversations'),
+        ("chat", "0005_evaluation_conversations"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='conversation',
-            name='job',
+            model_name="conversation",
+            name="job",
             field=models.CharField(blank=True, db_index=True, max_length=40),
         ),
     ]

@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0006_conversation_job'),
+        ("chat", "0006_conversation_job"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='conversation',
-            name='template_every_turn',
+            model_name="conversation",
+            name="template_every_turn",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='message',
-            name='variables',
+            model_name="message",
+            name="variables",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

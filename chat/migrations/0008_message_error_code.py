@@ -4,15 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0007_template_every_turn'),
+        ("chat", "0007_template_every_turn"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='error_code',
-            field=models.CharField(blank=True, choices=[('no_worker', 'No Worker'), ('busy', 'Busy'), ('load_failed', 'Load Failed'), ('worker_lost', 'Worker Lost'), ('model_failed', 'Model Failed')], max_length=16),
+            model_name="message",
+            name="error_code",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("no_worker", "No Worker"),
+                    ("busy", "Busy"),
+                    ("load_failed", "Load Failed"),
+                    ("worker_lost", "Worker Lost"),
+                    ("model_failed", "Model Failed"),
+                ],
+                max_length=16,
+            ),
         ),
     ]

@@ -13,53 +13,64 @@ def link_straight_branches(apps, schema_editor):
         ids = list(Message.objects.filter(conversation_id=conversation_id).order_by("pk").values_list("pk", flat=True))
         if not ids:
             continue
-        linked = [Message(pk=pk, parent_id=previous, active_child_id=following)
-                  for previous, pk, following in zip([None, *ids], ids, [*ids[1:], None])]
+        linked = [
+            Message(pk=pk, parent_id=previous, active_child_id=following)
+            for previous, pk, following in zip([None, *ids], ids, [*ids[1:], None])
+        ]
         Message.objects.bulk_update(linked, ["parent", "active_child"], batch_size=500)
         Conversation.objects.filter(pk=conversation_id).update(active_root_id=ids[0])
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0008_message_error_code'),
+        ("chat", "0008_message_error_code"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='conversation',
-            name='active_root',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='chat.message'),
+            model_name="conversation",
+            name="active_root",
+            field=models.ForeignKey(
+                blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name="+", to="chat.message"
+            ),
         ),
         migrations.AddField(
-            model_name='conversation',
-            name='archived_at',
+            model_name="conversation",
+            name="archived_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='conversation',
-            name='pinned_at',
+            model_name="conversation",
+            name="pinned_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='message',
-            name='active_child',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='chat.message'),
+            model_name="message",
+            name="active_child",
+            field=models.ForeignKey(
+                blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name="+", to="chat.message"
+            ),
         ),
         migrations.AddField(
-            model_name='message',
-            name='feedback',
-            field=models.CharField(blank=True, choices=[('up', 'Up'), ('down', 'Down')], max_length=4),
+            model_name="message",
+            name="feedback",
+            field=models.CharField(blank=True, choices=[("up", "Up"), ("down", "Down")], max_length=4),
         ),
         migrations.AddField(
-            model_name='message',
-            name='parameters',
+            model_name="message",
+            name="parameters",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='message',
-            name='parent',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='children', to='chat.message'),
+            model_name="message",
+            name="parent",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="children",
+                to="chat.message",
+            ),
         ),
         migrations.RunPython(link_straight_branches, migrations.RunPython.noop),
     ]

@@ -6,41 +6,52 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0010_search_index'),
+        ("chat", "0010_search_index"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ChatDefaults',
+            name="ChatDefaults",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('parameters', models.JSONField(blank=True, default=dict)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("parameters", models.JSONField(blank=True, default=dict)),
             ],
         ),
         migrations.RemoveConstraint(
-            model_name='message',
-            name='one_reply_in_progress_per_conversation',
+            model_name="message",
+            name="one_reply_in_progress_per_conversation",
         ),
         migrations.AddField(
-            model_name='message',
-            name='requested_model',
+            model_name="message",
+            name="requested_model",
             field=models.CharField(blank=True, max_length=200),
         ),
         migrations.AddField(
-            model_name='message',
-            name='side_of',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='side_replies', to='chat.message'),
+            model_name="message",
+            name="side_of",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="side_replies",
+                to="chat.message",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='message',
-            constraint=models.UniqueConstraint(condition=models.Q(('side_of__isnull', True), ('status__in', ['queued', 'streaming'])), fields=('conversation',), name='one_reply_in_progress_per_conversation'),
+            model_name="message",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("side_of__isnull", True), ("status__in", ["queued", "streaming"])),
+                fields=("conversation",),
+                name="one_reply_in_progress_per_conversation",
+            ),
         ),
         migrations.AddField(
-            model_name='chatdefaults',
-            name='owner',
-            field=models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='chat_defaults', to=settings.AUTH_USER_MODEL),
+            model_name="chatdefaults",
+            name="owner",
+            field=models.OneToOneField(
+                on_delete=django.db.models.deletion.CASCADE, related_name="chat_defaults", to=settings.AUTH_USER_MODEL
+            ),
         ),
     ]

@@ -4,31 +4,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0011_chat_defaults_and_side_by_side'),
-        ('knowledge', '0002_keyword_index'),
+        ("chat", "0011_chat_defaults_and_side_by_side"),
+        ("knowledge", "0002_keyword_index"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='conversation',
-            name='documents',
-            field=models.ManyToManyField(blank=True, related_name='+', to='knowledge.document'),
+            model_name="conversation",
+            name="documents",
+            field=models.ManyToManyField(blank=True, related_name="+", to="knowledge.document"),
         ),
         migrations.AddField(
-            model_name='conversation',
-            name='knowledge_bases',
-            field=models.ManyToManyField(blank=True, related_name='+', to='knowledge.knowledgebase'),
+            model_name="conversation",
+            name="knowledge_bases",
+            field=models.ManyToManyField(blank=True, related_name="+", to="knowledge.knowledgebase"),
         ),
         migrations.AddField(
-            model_name='conversation',
-            name='retrieval_settings',
+            model_name="conversation",
+            name="retrieval_settings",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='message',
-            name='retrieval',
+            model_name="message",
+            name="retrieval",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

@@ -4,15 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0013_message_finish_reason'),
+        ("chat", "0013_message_finish_reason"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='message',
-            name='error_code',
-            field=models.CharField(blank=True, choices=[('no_worker', 'No Worker'), ('busy', 'Busy'), ('load_failed', 'Load Failed'), ('worker_lost', 'Worker Lost'), ('model_failed', 'Model Failed'), ('output_format_failed', 'Output Format Failed')], max_length=32),
+            model_name="message",
+            name="error_code",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("no_worker", "No Worker"),
+                    ("busy", "Busy"),
+                    ("load_failed", "Load Failed"),
+                    ("worker_lost", "Worker Lost"),
+                    ("model_failed", "Model Failed"),
+                    ("output_format_failed", "Output Format Failed"),
+                ],
+                max_length=32,
+            ),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0015_out_of_memory_code'),
+        ("chat", "0015_out_of_memory_code"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='example_cases',
+            model_name="message",
+            name="example_cases",
             field=models.JSONField(blank=True, default=list),
         ),
     ]

@@ -70,15 +70,24 @@ UNSUPPORTED = {
     "modalities": lambda value: value not in (None, ["text"]),
 }
 log = logging.getLogger("chat")
-PROMPT_MODEL = re.compile(r"^prompt:(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)(?:@(?:v(?P<number>\d{1,9})|(?P<label>[a-z0-9][a-z0-9_-]{0,39})))?$")
+PROMPT_MODEL = re.compile(
+    r"^prompt:(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)(?:@(?:v(?P<number>\d{1,9})|(?P<label>[a-z0-9][a-z0-9_-]{0,39})))?$"
+)
 MAX_MESSAGES = 500
 
 
 class ApiError(StudioError):
     """A refusal with OpenAI's error fields (`type`, `param`, `code`)."""
 
-    def __init__(self, status: int, message: str, *, kind: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message, status=status)
         self.kind, self.param, self.code = kind, param, code
 
@@ -102,10 +111,14 @@ def openai_error(status: int, error: StudioError | str) -> JsonResponse:
 def _model_list() -> list[dict]:
     created = int(time.time())
     names = registry.available_models()
-    entries = [{"id": name, "object": "model", "created": created, "owned_by": "studio" if n == 0 else "fine-tune"}
-               for n, name in enumerate(names)]
-    entries += [{"id": f"prompt:{slug}", "object": "model", "created": created, "owned_by": "prompt-library"}
-                for slug in Prompt.objects.order_by("slug").values_list("slug", flat=True)]
+    entries = [
+        {"id": name, "object": "model", "created": created, "owned_by": "studio" if n == 0 else "fine-tune"}
+        for n, name in enumerate(names)
+    ]
+    entries += [
+        {"id": f"prompt:{slug}", "object": "model", "created": created, "owned_by": "prompt-library"}
+        for slug in Prompt.objects.order_by("slug").values_list("slug", flat=True)
+    ]
     return entries
 
 
@@ -129,8 +142,9 @@ def _text_content(content, where: str) -> str:
     """A message's content: text, or OpenAI's list of parts (text parts only)."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" and
-                                         isinstance(p.get("text"), str) for p in content):
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+    ):
         return "".join(p["text"] for p in content)
     raise ApiError(400, f"{where}: content must be text (or a list of text parts).", param="messages")
 
@@ -144,8 +158,12 @@ def clean_request(body) -> dict:
         except TypeError:  # an unhashable value where a plain one was expected
             refused = True
         if refused:
-            raise ApiError(400, f"`{name}` is not supported by this server; leave it out.", param=name,
-                           code="unsupported_parameter")
+            raise ApiError(
+                400,
+                f"`{name}` is not supported by this server; leave it out.",
+                param=name,
+                code="unsupported_parameter",
+            )
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "`model` is required (see GET /v1/models).", param="model")
@@ -158,30 +176,42 @@ def clean_request(body) -> dict:
             raise ApiError(400, f"messages[{n}]: role must be system, user or assistant.", param="messages")
         content = _text_content(message.get("content"), f"messages[{n}]")
         if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
-            raise ApiError(400, f"messages[{n}] is longer than {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.",
-                           param="messages")
+            raise ApiError(
+                400, f"messages[{n}] is longer than {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.", param="messages"
+            )
         clean.append({"role": "system" if message["role"] == "developer" else message["role"], "content": content})
     if clean[-1]["role"] != "user":
         raise ApiError(400, "The last message must be the user's.", param="messages")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    asked = {"temperature": body.get("temperature"), "top_p": body.get("top_p"), "max_new_tokens": max_tokens,
-             "seed": body.get("seed"), "stop": body.get("stop")}
+    asked = {
+        "temperature": body.get("temperature"),
+        "top_p": body.get("top_p"),
+        "max_new_tokens": max_tokens,
+        "seed": body.get("seed"),
+        "stop": body.get("stop"),
+    }
     try:
         parameters: dict = dict(sampling_checked(asked, max_new_tokens_cap=settings.LLM_MAX_NEW_TOKENS_CAP))
     except SamplingError as exc:
         param = "max_tokens" if exc.field == "max_new_tokens" else exc.field
         raise ApiError(400, f"`{param}` {exc.requirement}.", param=param, code=exc.code) from None
     variables = body.get("variables")
-    if variables is not None and (not isinstance(variables, dict) or
-                                  not all(isinstance(v, str) for v in variables.values())):
+    if variables is not None and (
+        not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values())
+    ):
         raise ApiError(400, "`variables` must be an object of text values.", param="variables")
     output_format = _output_format_asked(body.get("response_format"))
     if output_format is not None:
         parameters["output_format"] = output_format
     options = body.get("stream_options") or {}
-    return {"model": model, "messages": clean, "stream": bool(body.get("stream")), "variables": variables,
-            "include_usage": bool(isinstance(options, dict) and options.get("include_usage")),
-            "parameters": parameters}
+    return {
+        "model": model,
+        "messages": clean,
+        "stream": bool(body.get("stream")),
+        "variables": variables,
+        "include_usage": bool(isinstance(options, dict) and options.get("include_usage")),
+        "parameters": parameters,
+    }
 
 
 def _output_format_asked(response_format) -> OutputFormat | None:
@@ -189,15 +219,20 @@ def _output_format_asked(response_format) -> OutputFormat | None:
     that schema (the official client's `parse(response_format=PydanticModel)` sends it), `text` free."""
     if response_format in (None, {"type": "text"}):
         return None
-    shape = ('`response_format` must be {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", '
-             '"json_schema": {"name": ..., "schema": {...}, "strict": true}}.')
+    shape = (
+        '`response_format` must be {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", '
+        '"json_schema": {"name": ..., "schema": {...}, "strict": true}}.'
+    )
     if not isinstance(response_format, dict):
         raise ApiError(400, shape, param="response_format")
     if response_format.get("type") == "json_object":
         return {"type": "json"}
     described = response_format.get("json_schema")
-    if response_format.get("type") != "json_schema" or not isinstance(described, dict) or not isinstance(
-            described.get("schema"), dict):
+    if (
+        response_format.get("type") != "json_schema"
+        or not isinstance(described, dict)
+        or not isinstance(described.get("schema"), dict)
+    ):
         raise ApiError(400, shape, param="response_format")
     schema = described["schema"]
     if described.get("strict"):  # OpenAI's strict mode: no key beyond the properties, unless the schema says so
@@ -228,8 +263,12 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
     if matched:
         prompt = prompt_selectors.prompt_by_slug(matched["slug"])
         if prompt is None:
-            raise ApiError(404, f"The model `{model}` does not exist: no prompt `{matched['slug']}`.", param="model",
-                           code="model_not_found")
+            raise ApiError(
+                404,
+                f"The model `{model}` does not exist: no prompt `{matched['slug']}`.",
+                param="model",
+                code="model_not_found",
+            )
         try:
             if matched["number"] or matched["label"]:
                 version = prompt_selectors.version_resolve(prompt, number=matched["number"], label=matched["label"])
@@ -253,8 +292,12 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
     else:
         served = registry.served_model_choice(model) if model else None
         if served is None:
-            raise ApiError(404, f"The model `{model[:200]}` does not exist (see GET /v1/models).", param="model",
-                           code="model_not_found")
+            raise ApiError(
+                404,
+                f"The model `{model[:200]}` does not exist (see GET /v1/models).",
+                param="model",
+                code="model_not_found",
+            )
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         messages = [m for m in messages if m["role"] != "system"]
     _require_format_can_be_enforced(asked["parameters"], version)
@@ -264,16 +307,27 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
         person_lock(user)
         if queue.replies_queued_by(user=user) >= settings.LLM_MAX_QUEUED_PER_USER:
             # One person's burst must not fill the queue in front of everyone else's chats.
-            raise ApiError(429, f"You have {settings.LLM_MAX_QUEUED_PER_USER} requests waiting for the model "
-                                "already; wait for some to finish.", kind="rate_limit_error",
-                           code="rate_limit_exceeded")
+            raise ApiError(
+                429,
+                f"You have {settings.LLM_MAX_QUEUED_PER_USER} requests waiting for the model "
+                "already; wait for some to finish.",
+                kind="rate_limit_error",
+                code="rate_limit_exceeded",
+            )
         conversation = Conversation.objects.create(
-            owner=user, kind=Conversation.Kind.API, system_prompt=system, prompt_version=version,
-            prompt_variables=variables, model_name=served, parameters=asked["parameters"],
-            title=_api_title(asked))
+            owner=user,
+            kind=Conversation.Kind.API,
+            system_prompt=system,
+            prompt_version=version,
+            prompt_variables=variables,
+            model_name=served,
+            parameters=asked["parameters"],
+            title=_api_title(asked),
+        )
         services.messages_append(conversation=conversation, turns=messages[:-1])
-        _, reply = services.reply_request(conversation=conversation, content=messages[-1]["content"], retrieval=record,
-                                          example_cases=example_cases)
+        _, reply = services.reply_request(
+            conversation=conversation, content=messages[-1]["content"], retrieval=record, example_cases=example_cases
+        )
     return conversation, reply, model
 
 
@@ -283,8 +337,10 @@ API_TITLE_WORDS_CHARS = 48  # of what was asked, in the title (the sidebar shows
 def _api_title(asked: dict) -> str:
     """A request's conversation title: the first words it asked (its variables' values, else its
     last message) and when: “How do I restart the router… · 7 Dec 14:05”."""
-    asked_text = " ".join(v for v in (asked["variables"] or {}).values() if isinstance(v, str)) or \
-        asked["messages"][-1]["content"]
+    asked_text = (
+        " ".join(v for v in (asked["variables"] or {}).values() if isinstance(v, str))
+        or asked["messages"][-1]["content"]
+    )
     when = dateformat.format(timezone.localtime(), "j M H:i")
     return f"{services.title_cut(asked_text, API_TITLE_WORDS_CHARS) or asked['model'][:60]} · {when}"
 
@@ -300,8 +356,12 @@ def _require_format_can_be_enforced(parameters: dict, version) -> None:
             raise ApiError(400, f"`response_format`: {exc}", param="response_format", code=exc.code) from None
     effective = asked or (version.answer_format if version is not None else None)
     if effective and effective["type"] in ("regex", "choice") and settings.LLM_ENGINE == "openai":
-        raise ApiError(400, f"The model is served by an external engine, which takes only JSON formats; this "
-                            f"prompt's output format is a {effective['type']}.", param="response_format")
+        raise ApiError(
+            400,
+            f"The model is served by an external engine, which takes only JSON formats; this "
+            f"prompt's output format is a {effective['type']}.",
+            param="response_format",
+        )
 
 
 def _require_context_fits(system: str, version, examples: list[dict], messages: list[dict], parameters: dict) -> None:
@@ -313,8 +373,9 @@ def _require_context_fits(system: str, version, examples: list[dict], messages: 
         return
     history = assembled_messages(system=system, examples=examples, turns=messages)
     version_sampling = version.reply_sampling if version is not None else {}
-    max_new_tokens = parameters.get("max_new_tokens") or version_sampling.get("max_new_tokens") \
-        or settings.LLM_MAX_NEW_TOKENS
+    max_new_tokens = (
+        parameters.get("max_new_tokens") or version_sampling.get("max_new_tokens") or settings.LLM_MAX_NEW_TOKENS
+    )
     budget = counter.context_length - max_new_tokens
     encoded = counter.tokenizer.encode_batch([m["content"] for m in history], add_special_tokens=False)
     tokens = sum(len(e.ids) for e in encoded)
@@ -322,10 +383,14 @@ def _require_context_fits(system: str, version, examples: list[dict], messages: 
         tokens = counter.count(history)
         if tokens <= budget:
             return
-    raise ApiError(400, f"This model's maximum context length is {counter.context_length} tokens and the reply may "
-                        f"take {max_new_tokens} (`max_tokens`), so the messages may take {budget}; yours take "
-                        f"{tokens}, {tokens - budget} too many. Shorten them or leave out earlier ones.",
-                   param="messages", code="context_length_exceeded")
+    raise ApiError(
+        400,
+        f"This model's maximum context length is {counter.context_length} tokens and the reply may "
+        f"take {max_new_tokens} (`max_tokens`), so the messages may take {budget}; yours take "
+        f"{tokens}, {tokens - budget} too many. Shorten them or leave out earlier ones.",
+        param="messages",
+        code="context_length_exceeded",
+    )
 
 
 @database_sync_to_async
@@ -364,8 +429,16 @@ async def _events(conversation: Conversation, reply: Message):
                     yield "token", stored.content[sent:]
                     sent = len(stored.content)
                 if not stored.in_progress:
-                    yield "done", {"status": stored.status, "error": stored.error, "error_code": stored.error_code,
-                                   "finish_reason": stored.finish_reason, "usage": stored.usage()}
+                    yield (
+                        "done",
+                        {
+                            "status": stored.status,
+                            "error": stored.error,
+                            "error_code": stored.error_code,
+                            "finish_reason": stored.finish_reason,
+                            "usage": stored.usage(),
+                        },
+                    )
                     return
                 await asyncio.sleep(0.2)
                 continue
@@ -378,8 +451,16 @@ async def _events(conversation: Conversation, reply: Message):
                 yield "done", event
                 return
         stored = await _stored(reply.pk)  # the sweeper has failed it by now (or it just ended)
-        yield "done", {"status": stored.status, "error": stored.error or "The model did not answer in time.",
-                       "error_code": stored.error_code, "finish_reason": stored.finish_reason, "usage": stored.usage()}
+        yield (
+            "done",
+            {
+                "status": stored.status,
+                "error": stored.error or "The model did not answer in time.",
+                "error_code": stored.error_code,
+                "finish_reason": stored.finish_reason,
+                "usage": stored.usage(),
+            },
+        )
     finally:
         if channel is not None:
             try:
@@ -414,9 +495,11 @@ async def chat_completions(request, user, body):
     # in the JSON (OpenAI's clients keep unknown keys: `completion.model_extra["studio"]`).
     found_at = {"X-Studio-Conversation": conversation.get_absolute_url()}
     if asked["stream"]:
-        return StreamingHttpResponse(_stream(conversation, reply, asked, model, completion_id, created),
-                                     content_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", **found_at})
+        return StreamingHttpResponse(
+            _stream(conversation, reply, asked, model, completion_id, created),
+            content_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", **found_at},
+        )
     try:
         async for kind, payload in _events(conversation, reply):
             if kind == "done":
@@ -426,19 +509,43 @@ async def chat_completions(request, user, body):
         raise
     stored = await Message.objects.aget(pk=reply.pk)  # the stored text is the answer
     if done.get("status") == "failed":
-        raise ApiError(503, done.get("error") or "The model failed to answer.", kind="server_error",
-                       code=done.get("error_code") or None)
-    return JsonResponse({
-        "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": stored.content},
-                     "finish_reason": _finish_reason(done, asked["parameters"]), "logprobs": None}],
-        "usage": _usage(done), "studio": {"conversation": conversation.pk}}, headers=found_at)
+        raise ApiError(
+            503,
+            done.get("error") or "The model failed to answer.",
+            kind="server_error",
+            code=done.get("error_code") or None,
+        )
+    return JsonResponse(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": stored.content},
+                    "finish_reason": _finish_reason(done, asked["parameters"]),
+                    "logprobs": None,
+                }
+            ],
+            "usage": _usage(done),
+            "studio": {"conversation": conversation.pk},
+        },
+        headers=found_at,
+    )
 
 
 async def _stream(conversation, reply, asked, model, completion_id, created):
     def chunk(delta: dict, finish_reason=None, **extra) -> str:
-        body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}], **extra}
+        body = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}],
+            **extra,
+        }
         if asked["include_usage"]:
             body.setdefault("usage", None)
         return f"data: {json.dumps(body)}\n\n"
@@ -451,14 +558,24 @@ async def _stream(conversation, reply, asked, model, completion_id, created):
                 yield chunk({"content": payload})
                 continue
             if payload.get("status") == "failed":
-                error = {"message": payload.get("error") or "The model failed to answer.", "type": "server_error",
-                         "param": None, "code": payload.get("error_code") or None}
+                error = {
+                    "message": payload.get("error") or "The model failed to answer.",
+                    "type": "server_error",
+                    "param": None,
+                    "code": payload.get("error_code") or None,
+                }
                 yield f"data: {json.dumps({'error': error})}\n\n"
             else:
                 yield chunk({}, _finish_reason(payload, asked["parameters"]))
                 if asked["include_usage"]:
-                    body = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                            "choices": [], "usage": _usage(payload)}
+                    body = {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [],
+                        "usage": _usage(payload),
+                    }
                     yield f"data: {json.dumps(body)}\n\n"
             finished = True
         yield "data: [DONE]\n\n"

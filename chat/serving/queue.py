@@ -36,14 +36,26 @@ def queued_in_serving_order():
     layer only wakes workers): people at the page (chat, playground) before API requests, those
     before evaluations' cases; then the owner with the fewest replies being written first (one
     person's burst cannot starve the others), then oldest first."""
-    writing = (Message.objects.filter(status=Message.Status.STREAMING, conversation__owner=OuterRef("conversation__owner"))
-               .order_by().values("conversation__owner").annotate(n=Count("pk")).values("n"))
-    return (Message.objects.filter(status=Message.Status.QUEUED)
-            .annotate(priority=Case(When(conversation__kind=Conversation.Kind.API, then=Value(1)),
-                                    When(conversation__kind=Conversation.Kind.EVALUATION, then=Value(2)),
-                                    default=Value(0), output_field=IntegerField()),
-                      owner_writing=Subquery(writing, output_field=IntegerField()))
-            .order_by("priority", Coalesce("owner_writing", 0), "pk"))
+    writing = (
+        Message.objects.filter(status=Message.Status.STREAMING, conversation__owner=OuterRef("conversation__owner"))
+        .order_by()
+        .values("conversation__owner")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return (
+        Message.objects.filter(status=Message.Status.QUEUED)
+        .annotate(
+            priority=Case(
+                When(conversation__kind=Conversation.Kind.API, then=Value(1)),
+                When(conversation__kind=Conversation.Kind.EVALUATION, then=Value(2)),
+                default=Value(0),
+                output_field=IntegerField(),
+            ),
+            owner_writing=Subquery(writing, output_field=IntegerField()),
+        )
+        .order_by("priority", Coalesce("owner_writing", 0), "pk")
+    )
 
 
 def queue_position(*, message: Message) -> int:
@@ -54,8 +66,11 @@ def queue_position(*, message: Message) -> int:
 
 def people_waiting_for_replies() -> bool:
     """Replies queued or being written for people (evaluations' are background work, left out)."""
-    return Message.objects.filter(status__in=Message.IN_PROGRESS).exclude(
-        conversation__kind=Conversation.Kind.EVALUATION).exists()
+    return (
+        Message.objects.filter(status__in=Message.IN_PROGRESS)
+        .exclude(conversation__kind=Conversation.Kind.EVALUATION)
+        .exists()
+    )
 
 
 # --- claims and leases ---------------------------------------------------------------------
@@ -86,8 +101,9 @@ def reply_claim_next(*, worker_channel: str, default_model: str, background: boo
     if not background:
         queued = queued.exclude(conversation__kind=Conversation.Kind.EVALUATION)
     for message_id, asked, requested in queued.values_list("pk", "requested_model", "conversation__model_name")[:20]:
-        message = reply_claim(message_id=message_id, worker_channel=worker_channel,
-                              model_name=asked or requested or default_model)
+        message = reply_claim(
+            message_id=message_id, worker_channel=worker_channel, model_name=asked or requested or default_model
+        )
         if message is not None:
             return message
     return None
@@ -118,8 +134,17 @@ def replies_save_text(*, texts: dict[int, str]) -> set[int]:
     return stored
 
 
-def reply_finish(*, message_id: int, content: str, status: str, usage: dict, error: str = "",
-                 error_code: str = "", parameters: dict | None = None, finish_reason: str = "") -> bool:
+def reply_finish(
+    *,
+    message_id: int,
+    content: str,
+    status: str,
+    usage: dict,
+    error: str = "",
+    error_code: str = "",
+    parameters: dict | None = None,
+    finish_reason: str = "",
+) -> bool:
     """Store the final text and figures (for a continued reply, its whole text and the figures of
     all its parts: `usage` is summed by the worker) and, when it failed, why (`error_code`, as the
     worker tells its tabs). False when the reply was already failed by the sweeper."""
@@ -141,10 +166,16 @@ def reply_finish(*, message_id: int, content: str, status: str, usage: dict, err
 
 
 WORKER_LOST_ERROR = "The model worker stopped while writing this reply. Regenerate to try again."
-LOAD_FAILED_ERROR = "No model worker could take this message: {error} An admin must fix the worker's model and restart it."
-NO_WORKER_ERROR = "No model worker is running, so nobody picked up this message. Start one (`make worker`) and send it again."
-BUSY_ERROR = ("The model stayed busy: this reply waited {minutes} min behind others and was given up. "
-              "Send it again (or ask an admin for another model worker).")
+LOAD_FAILED_ERROR = (
+    "No model worker could take this message: {error} An admin must fix the worker's model and restart it."
+)
+NO_WORKER_ERROR = (
+    "No model worker is running, so nobody picked up this message. Start one (`make worker`) and send it again."
+)
+BUSY_ERROR = (
+    "The model stayed busy: this reply waited {minutes} min behind others and was given up. "
+    "Send it again (or ask an admin for another model worker)."
+)
 
 
 def replies_fail_expired(*, conversation_id: int | None = None) -> list[Message]:
@@ -157,12 +188,18 @@ def replies_fail_expired(*, conversation_id: int | None = None) -> list[Message]
     for message in expired:
         if message.status == Message.Status.STREAMING:
             code, error = Message.ErrorCode.WORKER_LOST, WORKER_LOST_ERROR
-        elif ModelWorker.objects.filter(state=ModelWorker.State.READY,
-                                        last_seen_at__gte=now - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)).exists():
-            code, error = Message.ErrorCode.BUSY, BUSY_ERROR.format(
-                minutes=max(1, round(settings.LLM_QUEUE_TIMEOUT_SECONDS / 60)))
+        elif ModelWorker.objects.filter(
+            state=ModelWorker.State.READY, last_seen_at__gte=now - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)
+        ).exists():
+            code, error = (
+                Message.ErrorCode.BUSY,
+                BUSY_ERROR.format(minutes=max(1, round(settings.LLM_QUEUE_TIMEOUT_SECONDS / 60))),
+            )
         elif unhealthy := ModelWorker.objects.filter(state=ModelWorker.State.FAILED).exclude(error="").first():
-            code, error = Message.ErrorCode.LOAD_FAILED, LOAD_FAILED_ERROR.format(error=unhealthy.error.rstrip(".") + ".")
+            code, error = (
+                Message.ErrorCode.LOAD_FAILED,
+                LOAD_FAILED_ERROR.format(error=unhealthy.error.rstrip(".") + "."),
+            )
         else:
             code, error = Message.ErrorCode.NO_WORKER, NO_WORKER_ERROR
         # Conditional on the status we read, so a worker finishing at this instant wins.
@@ -181,9 +218,17 @@ def replies_sweep() -> None:
     layer = get_channel_layer()
     for message in replies_fail_expired():
         try:
-            async_to_sync(layer.group_send)(message.conversation.group_name, {
-                "type": "chat.done", "message_id": message.pk, "status": message.status, "usage": message.usage(),
-                "error": message.error, "error_code": message.error_code})
+            async_to_sync(layer.group_send)(
+                message.conversation.group_name,
+                {
+                    "type": "chat.done",
+                    "message_id": message.pk,
+                    "status": message.status,
+                    "usage": message.usage(),
+                    "error": message.error,
+                    "error_code": message.error_code,
+                },
+            )
         except Exception:  # the layer is away: the tab reads the failed reply when it (re)connects
             pass
     workers_forget_silent()
@@ -201,7 +246,8 @@ def reply_stop_if_queued(*, message: Message) -> bool:
     to be continued goes back to what it was (cut, its text whole): nothing was added to stop."""
     now = timezone.now()
     continued = Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED, finish_reason="length").update(
-        status=Message.Status.COMPLETE, lease_expires_at=None)
+        status=Message.Status.COMPLETE, lease_expires_at=None
+    )
     stopped = continued or Message.objects.filter(pk=message.pk, status=Message.Status.QUEUED).update(
         status=Message.Status.STOPPED, finished_at=now, lease_expires_at=None
     )
@@ -212,5 +258,6 @@ def replies_withdraw(*, message_ids) -> list[Message]:
     """Stop the given replies that are still queued; return those a worker is writing (to be told
     to stop)."""
     Message.objects.filter(pk__in=message_ids, status=Message.Status.QUEUED).update(
-        status=Message.Status.STOPPED, finished_at=timezone.now(), lease_expires_at=None)
+        status=Message.Status.STOPPED, finished_at=timezone.now(), lease_expires_at=None
+    )
     return list(Message.objects.filter(pk__in=message_ids, status=Message.Status.STREAMING))

@@ -27,8 +27,12 @@ def _base_model_name(source: str, cache_dir: str) -> str:
 
 def base_model_name() -> str:
     if settings.LLM_ENGINE == "openai":  # an external engine: the name its workers announced
-        announced = ModelWorker.objects.filter(state=ModelWorker.State.READY).exclude(model_name="").values_list(
-            "model_name", flat=True).first()
+        announced = (
+            ModelWorker.objects.filter(state=ModelWorker.State.READY)
+            .exclude(model_name="")
+            .values_list("model_name", flat=True)
+            .first()
+        )
         return settings.LLM_ENGINE_MODEL or announced or "external"
     return _base_model_name(settings.LLM_MODEL, str(settings.LLM_MODEL_CACHE_DIR))
 
@@ -60,12 +64,27 @@ def workers_online() -> list[ModelWorker]:
     return list(ModelWorker.objects.filter(last_seen_at__gte=recent))
 
 
-def worker_heartbeat(*, channel_name: str, hostname: str, pid: int, state: str, model_name: str = "",
-                     description: str = "", error: str = "") -> None:
+def worker_heartbeat(
+    *,
+    channel_name: str,
+    hostname: str,
+    pid: int,
+    state: str,
+    model_name: str = "",
+    description: str = "",
+    error: str = "",
+) -> None:
     ModelWorker.objects.update_or_create(
         channel_name=channel_name,
-        defaults=dict(hostname=hostname, pid=pid, state=state, model_name=model_name,
-                      description=description, error=error, last_seen_at=timezone.now()),
+        defaults=dict(
+            hostname=hostname,
+            pid=pid,
+            state=state,
+            model_name=model_name,
+            description=description,
+            error=error,
+            last_seen_at=timezone.now(),
+        ),
     )
 
 
@@ -75,4 +94,6 @@ def worker_forget(*, channel_name: str) -> None:
 
 def workers_forget_silent() -> None:
     """Drop workers that stopped heart-beating (killed without saying goodbye)."""
-    ModelWorker.objects.filter(last_seen_at__lt=timezone.now() - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)).delete()
+    ModelWorker.objects.filter(
+        last_seen_at__lt=timezone.now() - timedelta(seconds=3 * settings.LLM_LEASE_SECONDS)
+    ).delete()

@@ -51,7 +51,6 @@ EXTERNAL_ENGINE_RETRY_S = 10.0
 log = logging.getLogger("chat.worker")
 
 
-
 def load_configured_model() -> LoadedModel:
     return load_model(
         settings.LLM_MODEL,
@@ -122,8 +121,11 @@ class GenerationWorker:
     async def run(self) -> None:
         self.channel_name = await self.channel_layer.new_channel("llm-worker")
         await self._announce()
-        self.background += [asyncio.create_task(self._listen_for_control()), asyncio.create_task(self._keep_leases()),
-                            asyncio.create_task(self._flush_loop())]
+        self.background += [
+            asyncio.create_task(self._listen_for_control()),
+            asyncio.create_task(self._keep_leases()),
+            asyncio.create_task(self._flush_loop()),
+        ]
         replies: set[asyncio.Task] = set()
         try:
             await self._load_model()
@@ -149,7 +151,8 @@ class GenerationWorker:
         the queue; the queue timeout then says why). The embedded worker is the only one: it
         takes each request to tell its person why at once."""
         return self.state == ModelWorker.State.READY or (
-            self.state == ModelWorker.State.FAILED and settings.LLM_EMBEDDED_WORKER)
+            self.state == ModelWorker.State.FAILED and settings.LLM_EMBEDDED_WORKER
+        )
 
     async def _next_reply(self) -> Message:
         """Claim the next queued reply: look at the table, else wait for a wake-up (or the poll
@@ -159,8 +162,10 @@ class GenerationWorker:
             if self.takes_requests():
                 try:
                     message = await database_sync_to_async(queue.reply_claim_next)(
-                        worker_channel=self.channel_name, default_model=self.model_name if self.engine else "",
-                        background=self.background_active < self.background_slots)
+                        worker_channel=self.channel_name,
+                        default_model=self.model_name if self.engine else "",
+                        background=self.background_active < self.background_slots,
+                    )
                 except Exception as exc:
                     log.warning("cannot read the queue (%s); retrying in %.0f s", exc, backoff)
                     await asyncio.sleep(backoff)
@@ -210,8 +215,9 @@ class GenerationWorker:
         try:
             self.loaded = await asyncio.to_thread(self.load)
             self.served = ServedModels(self.loaded, settings.STUDIO_ADAPTERS_DIR)
-            self.engine = BatchEngine(self.loaded, max_batch=settings.LLM_MAX_BATCH,
-                                      background_share=settings.LLM_BACKGROUND_SHARE)
+            self.engine = BatchEngine(
+                self.loaded, max_batch=settings.LLM_MAX_BATCH, background_share=settings.LLM_BACKGROUND_SHARE
+            )
         except Exception as exc:  # the worker stays up to tell every request why
             self.load_error = f"The model could not be loaded: {exc}"
             self.state = ModelWorker.State.FAILED
@@ -222,8 +228,12 @@ class GenerationWorker:
             # walking them again (its full passes paused decoding here, a few % of tokens/s).
             gc.collect()
             gc.freeze()
-            log.info("worker %s ready in %.1f s: %s", self.channel_name, time.perf_counter() - started,
-                     self.loaded.describe())
+            log.info(
+                "worker %s ready in %.1f s: %s",
+                self.channel_name,
+                time.perf_counter() - started,
+                self.loaded.describe(),
+            )
         await self._announce()
         self.ready.set()
 
@@ -243,12 +253,17 @@ class GenerationWorker:
 
     async def _reach_external_engine(self) -> bool:
         try:
-            engine = await asyncio.to_thread(RemoteEngine, settings.LLM_ENGINE_URL, api_key=settings.LLM_ENGINE_API_KEY,
-                                             model=settings.LLM_ENGINE_MODEL)
+            engine = await asyncio.to_thread(
+                RemoteEngine,
+                settings.LLM_ENGINE_URL,
+                api_key=settings.LLM_ENGINE_API_KEY,
+                model=settings.LLM_ENGINE_MODEL,
+            )
         except Exception as exc:
             if self.state != ModelWorker.State.FAILED:
-                log.error("The external engine is not usable: %s (trying again every %.0f s)", exc,
-                          EXTERNAL_ENGINE_RETRY_S)
+                log.error(
+                    "The external engine is not usable: %s (trying again every %.0f s)", exc, EXTERNAL_ENGINE_RETRY_S
+                )
             self.load_error, self.state = f"The external engine is not usable: {exc}", ModelWorker.State.FAILED
         else:
             self.engine, self.load_error, self.state = engine, "", ModelWorker.State.READY
@@ -266,8 +281,13 @@ class GenerationWorker:
             pid=os.getpid(),
             state=self.state,
             model_name=self.model_name,
-            description=(self.engine.describe() if isinstance(self.engine, RemoteEngine)
-                         else self.loaded.describe() if self.loaded else ""),
+            description=(
+                self.engine.describe()
+                if isinstance(self.engine, RemoteEngine)
+                else self.loaded.describe()
+                if self.loaded
+                else ""
+            ),
             error=self.load_error,
         )
 
@@ -278,9 +298,9 @@ class GenerationWorker:
         # A reply being continued (cut at its maximum tokens): its text so far starts the stored and
         # caught-up text, and the new text is appended to it.
         continued = message.being_continued
-        active = self.active[message.pk] = ActiveReply(message_id=message.pk,
-                                                       group_name=message.conversation.group_name,
-                                                       text=message.content if continued else "")
+        active = self.active[message.pk] = ActiveReply(
+            message_id=message.pk, group_name=message.conversation.group_name, text=message.content if continued else ""
+        )
         frame = await database_sync_to_async(selectors.message_frame)(message=message)
         await self._group_send(active.group_name, {"type": "chat.message", "message": frame})
         try:
@@ -291,16 +311,26 @@ class GenerationWorker:
                 history = [*history, {"role": "assistant", "content": message.content}]
                 overrides = {**overrides, **_sampling_overrides(message.parameters)}
             generation_settings = dataclasses.replace(self.defaults, **overrides)
-            active.parameters = {"temperature": generation_settings.temperature, "top_p": generation_settings.top_p,
-                                 "max_new_tokens": generation_settings.max_new_tokens,
-                                 **({"seed": generation_settings.seed} if generation_settings.seed is not None else {}),
-                                 **({"stop": list(generation_settings.stop)} if generation_settings.stop else {})}
+            active.parameters = {
+                "temperature": generation_settings.temperature,
+                "top_p": generation_settings.top_p,
+                "max_new_tokens": generation_settings.max_new_tokens,
+                **({"seed": generation_settings.seed} if generation_settings.seed is not None else {}),
+                **({"stop": list(generation_settings.stop)} if generation_settings.stop else {}),
+            }
             # Adapters are added between decode steps; replies for different adapters share a batch.
             adapter = await asyncio.wrap_future(self.engine.call(lambda: self._prepare_adapter(model_name)))
-            request = EngineRequest(key=message.pk, messages=history, settings=generation_settings, adapter=adapter,
-                                    on_delta=lambda delta: None, on_done=lambda result: None,
-                                    background=message.conversation.kind == Conversation.Kind.EVALUATION,
-                                    output_format=output_format, continue_final=continued)
+            request = EngineRequest(
+                key=message.pk,
+                messages=history,
+                settings=generation_settings,
+                adapter=adapter,
+                on_delta=lambda delta: None,
+                on_done=lambda result: None,
+                background=message.conversation.kind == Conversation.Kind.EVALUATION,
+                output_format=output_format,
+                continue_final=continued,
+            )
             if isinstance(self.engine, BatchEngine):
                 # Fitting a long history to the context happens here, in a thread of its own: never
                 # in the engine's step loop, where it would hold every other reply.
@@ -330,8 +360,13 @@ class GenerationWorker:
 
     async def _finish_unchanged(self, active: ActiveReply, message: Message, error: str) -> None:
         """A continuation that added nothing: the reply stays as it was (cut, whole, continuable), and says why."""
-        await self._finish(active, Message.Status.COMPLETE, usage=message.usage(), finish_reason="length",
-                           error=f"It could not be continued: {error}")
+        await self._finish(
+            active,
+            Message.Status.COMPLETE,
+            usage=message.usage(),
+            finish_reason="length",
+            error=f"It could not be continued: {error}",
+        )
 
     def _prepare_adapter(self, model_name: str) -> str:
         """In the engine's thread: the adapter this reply uses, loaded if it is new."""
@@ -345,8 +380,11 @@ class GenerationWorker:
 
     @staticmethod
     def _history_and_overrides(message: Message) -> tuple[list[dict], dict, dict | None]:
-        return (selectors.chat_history_before(message=message), selectors.generation_overrides(message=message),
-                selectors.output_format_for(message=message))
+        return (
+            selectors.chat_history_before(message=message),
+            selectors.generation_overrides(message=message),
+            selectors.output_format_for(message=message),
+        )
 
     async def _stream(self, active: ActiveReply, request: EngineRequest) -> EngineResult:
         """Submit the reply to the batch; its text goes out through the flush loop as it comes.
@@ -372,7 +410,8 @@ class GenerationWorker:
 
         request.on_delta, request.on_progress = on_delta, on_progress
         request.on_done = lambda result: loop.call_soon_threadsafe(
-            lambda: finished.done() or finished.set_result(result))
+            lambda: finished.done() or finished.set_result(result)
+        )
         stall_s = request.settings.stall_timeout_s
         active.last_text_at = time.monotonic()
         self.engine.submit(request)
@@ -413,7 +452,8 @@ class GenerationWorker:
                 return
             try:
                 stored = await database_sync_to_async(queue.replies_save_text)(
-                    texts={active.message_id: active.text + chunk for active, chunk in chunks.items()})
+                    texts={active.message_id: active.text + chunk for active, chunk in chunks.items()}
+                )
             except Exception as exc:  # the database is away: keep streaming; the finish stores it all
                 log.warning("could not store the replies' text before sending it: %s", exc)
                 stored = {active.message_id for active in chunks}
@@ -424,8 +464,9 @@ class GenerationWorker:
                     self.engine.cancel(active.message_id)
                     continue
                 active.text += chunk
-                await self._group_send(active.group_name,
-                                       {"type": "chat.token", "message_id": active.message_id, "text": chunk})
+                await self._group_send(
+                    active.group_name, {"type": "chat.token", "message_id": active.message_id, "text": chunk}
+                )
 
     async def _group_send(self, group_name: str, event: dict) -> None:
         """Best effort: while the channel layer is away the tabs lose their sockets; they reconnect
@@ -435,8 +476,16 @@ class GenerationWorker:
         except Exception as exc:
             log.warning("could not send to %s: %s", group_name, exc)
 
-    async def _finish(self, active: ActiveReply, status: str, *, usage: dict, error: str = "",
-                      finish_reason: str = "", error_code: str = "") -> None:
+    async def _finish(
+        self,
+        active: ActiveReply,
+        status: str,
+        *,
+        usage: dict,
+        error: str = "",
+        finish_reason: str = "",
+        error_code: str = "",
+    ) -> None:
         """Store the final reply (retrying while the database is away), then tell the tabs: the same
         status, finish reason and error code in both (a failure without a code of its own is the
         model's: `model_failed`)."""
@@ -445,20 +494,34 @@ class GenerationWorker:
         for attempt in range(60):
             try:
                 stored = await database_sync_to_async(queue.reply_finish)(
-                    message_id=active.message_id, content=active.text, status=status, usage=usage, error=error,
-                    error_code=error_code, parameters=active.parameters, finish_reason=finish_reason)
+                    message_id=active.message_id,
+                    content=active.text,
+                    status=status,
+                    usage=usage,
+                    error=error,
+                    error_code=error_code,
+                    parameters=active.parameters,
+                    finish_reason=finish_reason,
+                )
                 break
             except Exception as exc:
                 log.warning("could not store reply %s (%s); retrying", active.message_id, exc)
-                await asyncio.sleep(min(0.5 * 2 ** attempt, 5))
+                await asyncio.sleep(min(0.5 * 2**attempt, 5))
         else:
             return
         if not stored:
             return  # the lease lapsed and the sweeper already failed it and told the tabs
         await self._group_send(
             active.group_name,
-            {"type": "chat.done", "message_id": active.message_id, "status": status, "usage": usage, "error": error,
-             "error_code": error_code, "finish_reason": finish_reason},
+            {
+                "type": "chat.done",
+                "message_id": active.message_id,
+                "status": status,
+                "usage": usage,
+                "error": error,
+                "error_code": error_code,
+                "finish_reason": finish_reason,
+            },
         )
 
     async def _give_up_active_replies(self, error: str) -> None:
@@ -496,8 +559,10 @@ class GenerationWorker:
         async with self.flush_lock:
             active = self.active.get(message_id)
             # None: the reply ended meanwhile and the tab reads it from the database.
-            await self.channel_layer.send(event["reply_channel"], {"type": "chat.catchup", "message_id": message_id,
-                                                                   "text": active.text if active else None})
+            await self.channel_layer.send(
+                event["reply_channel"],
+                {"type": "chat.catchup", "message_id": message_id, "text": active.text if active else None},
+            )
 
     async def _keep_leases(self) -> None:
         interval = max(settings.LLM_LEASE_SECONDS / 3, 0.2)
@@ -560,8 +625,11 @@ class WorkerThread:
 
 def _sampling_overrides(parameters: dict) -> dict:
     """GenerationSettings fields from the sampling a reply was written with (Message.parameters)."""
-    overrides = {name: parameters[name] for name in ("temperature", "top_p", "max_new_tokens", "seed")
-                 if parameters.get(name) is not None}
+    overrides = {
+        name: parameters[name]
+        for name in ("temperature", "top_p", "max_new_tokens", "seed")
+        if parameters.get(name) is not None
+    }
     if parameters.get("stop"):
         overrides["stop"] = tuple(parameters["stop"])
     return overrides
@@ -571,8 +639,11 @@ def summed_usage(earlier: dict, added: dict) -> dict:
     """The figures of a reply written in parts (Continue): tokens read and written added up, the time
     to its first token kept, the decode speed averaged over the tokens of each part."""
     earlier_tokens, added_tokens = earlier.get("completion_tokens") or 0, added.get("completion_tokens") or 0
-    speeds = [(speed, tokens) for speed, tokens in ((earlier.get("tokens_per_s"), earlier_tokens),
-                                                    (added.get("tokens_per_s"), added_tokens)) if speed and tokens]
+    speeds = [
+        (speed, tokens)
+        for speed, tokens in ((earlier.get("tokens_per_s"), earlier_tokens), (added.get("tokens_per_s"), added_tokens))
+        if speed and tokens
+    ]
     return {
         "prompt_tokens": (earlier.get("prompt_tokens") or 0) + (added.get("prompt_tokens") or 0),
         "completion_tokens": earlier_tokens + added_tokens,

@@ -27,8 +27,13 @@ def stored_messages():
 
     from chat.models import Message
 
-    return database_sync_to_async(lambda conversation: list(Message.objects.filter(conversation=conversation).values(
-        "role", "content", "status", "error", "completion_tokens", "tokens_per_s", "model_name")))
+    return database_sync_to_async(
+        lambda conversation: list(
+            Message.objects.filter(conversation=conversation).values(
+                "role", "content", "status", "error", "completion_tokens", "tokens_per_s", "model_name"
+            )
+        )
+    )
 
 
 @pytest.fixture
@@ -68,7 +73,9 @@ class ChatClient:
 
     def __init__(self, user, conversation_id):
         self.communicator = WebsocketCommunicator(
-            application, f"/ws/chat/{conversation_id}/", headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")]
+            application,
+            f"/ws/chat/{conversation_id}/",
+            headers=[(b"origin", b"http://127.0.0.1"), (b"host", b"127.0.0.1")],
         )
         self.communicator.scope["user"] = user
 

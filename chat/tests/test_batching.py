@@ -8,8 +8,9 @@ import pytest
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def test_replies_beyond_the_batch_wait_and_are_told_their_place(alice, start_worker, chat_client, settings,
-                                                                    tiny_model, monkeypatch, new_conversation):
+async def test_replies_beyond_the_batch_wait_and_are_told_their_place(
+    alice, start_worker, chat_client, settings, tiny_model, monkeypatch, new_conversation
+):
     settings.LLM_MAX_BATCH = 1
     settings.LLM_MAX_NEW_TOKENS = 200
     settings.LLM_LEASE_SECONDS = 1  # the tab looks every 0.5 s
@@ -38,8 +39,9 @@ def slowly(tiny_model, monkeypatch, *, seconds_per_step):
     monkeypatch.setattr(tiny_model.model, "forward", slow_forward)
 
 
-async def test_several_conversations_are_answered_together(alice, start_worker, chat_client, settings,
-                                                           new_conversation, stored_messages):
+async def test_several_conversations_are_answered_together(
+    alice, start_worker, chat_client, settings, new_conversation, stored_messages
+):
     settings.LLM_MAX_BATCH = 4
     worker = await start_worker()
     conversations = [await new_conversation(alice) for _ in range(3)]
@@ -58,8 +60,9 @@ async def test_several_conversations_are_answered_together(alice, start_worker, 
         assert (await stored_messages(conversation))[1]["completion_tokens"] == 48
 
 
-async def test_a_stalled_model_fails_its_reply_within_the_stall_timeout(alice, start_worker, chat_client, tiny_model,
-                                                                        settings, monkeypatch, new_conversation):
+async def test_a_stalled_model_fails_its_reply_within_the_stall_timeout(
+    alice, start_worker, chat_client, tiny_model, settings, monkeypatch, new_conversation
+):
     settings.LLM_STALL_TIMEOUT_SECONDS = 1
     await start_worker()
     original = tiny_model.model.forward
@@ -78,9 +81,9 @@ async def test_a_stalled_model_fails_its_reply_within_the_stall_timeout(alice, s
     assert done["status"] == "failed" and "produced nothing for 1 s" in done["error"]
 
 
-async def test_a_long_prompt_is_not_failed_as_stalled_while_its_prefill_moves(alice, start_worker, chat_client,
-                                                                              tiny_model, settings, monkeypatch,
-                                                                              new_conversation):
+async def test_a_long_prompt_is_not_failed_as_stalled_while_its_prefill_moves(
+    alice, start_worker, chat_client, tiny_model, settings, monkeypatch, new_conversation
+):
     """A prompt whose prefill takes longer than the stall timeout, chunk after chunk, is answered:
     each chunk prefilled is progress, not silence."""
     import time

@@ -32,8 +32,9 @@ def history_of(message_id):
     return chat_history_before(message=Message.objects.select_related("conversation").get(pk=message_id))
 
 
-async def test_an_edit_starts_a_branch_that_the_model_reads_and_keeps_the_old_one(alice, worker, chat_client,
-                                                                                  new_conversation):
+async def test_an_edit_starts_a_branch_that_the_model_reads_and_keeps_the_old_one(
+    alice, worker, chat_client, new_conversation
+):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     first_question, first_answer = await converse(client, "What is a pear?")
@@ -62,8 +63,14 @@ async def test_an_edit_starts_a_branch_that_the_model_reads_and_keeps_the_old_on
 
     # Sending now continues the active branch.
     third_question, third_answer = await converse(client, "Thanks")
-    assert await active_path(conversation.pk) == [first_question, first_answer, second_question, second_answer,
-                                                  third_question, third_answer]
+    assert await active_path(conversation.pk) == [
+        first_question,
+        first_answer,
+        second_question,
+        second_answer,
+        third_question,
+        third_answer,
+    ]
     history = await history_of(third_answer)
     assert [m["content"] for m in history if m["role"] == "user"] == ["What is a pear?", "And an apple?", "Thanks"]
 
@@ -104,14 +111,17 @@ async def test_the_page_shows_the_active_branch_with_its_switch(alice, worker, c
     assert "2/2" in page and f'data-target="{answer}"' in page
 
 
-@pytest.mark.parametrize("frame, code", [
-    ({"type": "switch", "message_id": 999999}, "no_such_message"),
-    ({"type": "switch", "message_id": "x"}, "no_such_message"),
-    ({"type": "switch"}, "no_such_message"),
-    ({"type": "edit", "message_id": 999999, "content": "hi"}, "no_such_message"),
-    ({"type": "edit", "message_id": 1, "content": 5}, "malformed_frame"),
-    ({"type": "regenerate", "message_id": 999999}, "no_such_message"),
-])
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        ({"type": "switch", "message_id": 999999}, "no_such_message"),
+        ({"type": "switch", "message_id": "x"}, "no_such_message"),
+        ({"type": "switch"}, "no_such_message"),
+        ({"type": "edit", "message_id": 999999, "content": "hi"}, "no_such_message"),
+        ({"type": "edit", "message_id": 1, "content": 5}, "malformed_frame"),
+        ({"type": "regenerate", "message_id": 999999}, "no_such_message"),
+    ],
+)
 async def test_frames_about_missing_messages_are_refused(alice, worker, chat_client, new_conversation, frame, code):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
@@ -120,17 +130,19 @@ async def test_frames_about_missing_messages_are_refused(alice, worker, chat_cli
     assert (reply["type"], reply["code"]) == ("error", code)
 
 
-async def test_nobody_edits_switches_or_regenerates_in_another_persons_conversation(alice, bob, worker, chat_client,
-                                                                                   new_conversation):
+async def test_nobody_edits_switches_or_regenerates_in_another_persons_conversation(
+    alice, bob, worker, chat_client, new_conversation
+):
     alices = await new_conversation(alice)
     alice_tab = await chat_client(alice, alices.pk)
     question, answer = await converse(alice_tab, "My secret plan")
     bobs = await new_conversation(bob)
     bob_tab = await chat_client(bob, bobs.pk)
-    for frame, said in [({"type": "switch", "message_id": question}, f"no message {question}"),
-                        ({"type": "edit", "message_id": question, "content": "mine now"},
-                         f"no message of yours {question}"),
-                        ({"type": "regenerate", "message_id": answer}, f"no reply {answer}")]:
+    for frame, said in [
+        ({"type": "switch", "message_id": question}, f"no message {question}"),
+        ({"type": "edit", "message_id": question, "content": "mine now"}, f"no message of yours {question}"),
+        ({"type": "regenerate", "message_id": answer}, f"no reply {answer}"),
+    ]:
         await bob_tab.send(frame)
         reply = await bob_tab.receive()
         # The same answer as for a message that does not exist: nothing about Alice's is revealed.
@@ -139,8 +151,9 @@ async def test_nobody_edits_switches_or_regenerates_in_another_persons_conversat
     assert await database_sync_to_async(Message.objects.filter(conversation=alices).count)() == 2
 
 
-async def test_an_edit_while_the_model_answers_is_refused_and_nothing_changes(alice, start_worker, chat_client,
-                                                                             settings, new_conversation):
+async def test_an_edit_while_the_model_answers_is_refused_and_nothing_changes(
+    alice, start_worker, chat_client, settings, new_conversation
+):
     settings.LLM_MAX_NEW_TOKENS = 4000
     await start_worker()
     conversation = await new_conversation(alice)
@@ -165,8 +178,10 @@ def test_conversations_stored_before_branches_open_as_one_straight_branch(alice,
     old_apps = executor.loader.project_state([("chat", "0008_message_error_code")]).apps
     old_conversation = old_apps.get_model("chat", "Conversation").objects.create(owner_id=alice.pk, title="Before")
     old_messages = old_apps.get_model("chat", "Message").objects
-    stored = [old_messages.create(conversation=old_conversation, role=role, content=content).pk
-              for role, content in [("user", "One"), ("assistant", "Two"), ("user", "Three"), ("assistant", "Four")]]
+    stored = [
+        old_messages.create(conversation=old_conversation, role=role, content=content).pk
+        for role, content in [("user", "One"), ("assistant", "Two"), ("user", "Three"), ("assistant", "Four")]
+    ]
 
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
@@ -175,9 +190,14 @@ def test_conversations_stored_before_branches_open_as_one_straight_branch(alice,
     conversation = Conversation.objects.get(pk=old_conversation.pk)
     assert Branches.of(conversation).active_path() == stored
     assert list(Message.objects.filter(conversation=conversation).values_list("parent_id", flat=True)) == [
-        None, *stored[:-1]]
+        None,
+        *stored[:-1],
+    ]
     assert [m["content"] for m in chat_history_before(message=Message.objects.get(pk=stored[-1]))] == [
-        "One", "Two", "Three"]
+        "One",
+        "Two",
+        "Three",
+    ]
     client.force_login(alice)
     page = client.get(f"/chat/{conversation.pk}/").content.decode()
     assert all(f'id="message-{pk}"' in page for pk in stored)

@@ -14,8 +14,13 @@ from chat.models import Message
 from chat.selectors import chat_history_before
 from prompts import services as prompt_services
 
-PARTS = "\n\n".join(["# Spare parts", "Part ZX-4411 is the return spring of the model B press.",
-                     "Part ZX-4412 is the gasket of the model C press."])
+PARTS = "\n\n".join(
+    [
+        "# Spare parts",
+        "Part ZX-4411 is the return spring of the model B press.",
+        "Part ZX-4412 is the gasket of the model C press.",
+    ]
+)
 NETWORK = "# Network\n\nTo restart the router, hold the power button for ten seconds until the lights blink."
 OFFICE = "# Office\n\nInvoices are sent on the first working day of each month."
 
@@ -25,8 +30,11 @@ def make_base(owner, name, files, *, shared=False):
     from knowledge.services import documents_add, knowledge_base_create
 
     knowledge_base = knowledge_base_create(owner=owner, name=name, shared=shared)
-    added = documents_add(user=owner, knowledge_base=knowledge_base,
-                          files=[SimpleUploadedFile(n, text.encode(), "text/markdown") for n, text in files])
+    added = documents_add(
+        user=owner,
+        knowledge_base=knowledge_base,
+        files=[SimpleUploadedFile(n, text.encode(), "text/markdown") for n, text in files],
+    )
     for item in added:
         ingest_document(item.document.pk)
     return knowledge_base
@@ -76,8 +84,9 @@ def test_a_cited_passage_shows_as_markdown_and_its_markup_cannot_run(client, ali
     chat_services.conversation_attach(conversation=conversation, kind="knowledge_base", item_id=plant.pk)
     _, reply = chat_services.reply_request(conversation=conversation, content="return spring ZX-4411")
     record = reply.retrieval
-    record["sources"][0]["text"] = ("## Springs\n\nThe **return spring** is ZX-4411.\n\n"
-                                    "<script>alert(1)</script><img src=x onerror=alert(2)>")
+    record["sources"][0]["text"] = (
+        "## Springs\n\nThe **return spring** is ZX-4411.\n\n<script>alert(1)</script><img src=x onerror=alert(2)>"
+    )
     Message.objects.filter(pk=reply.pk).update(status="complete", content="ZX-4411 [1].", retrieval=record)
     client.force_login(alice)
     page = client.get(f"/chat/{conversation.pk}/messages/{reply.pk}/").content.decode()
@@ -91,13 +100,16 @@ def test_a_cited_passage_shows_as_markdown_and_its_markup_cannot_run(client, ali
 def test_nothing_above_the_minimum_score_is_said_without_the_model(alice, plant):
     conversation = chat_services.conversation_create(owner=alice)
     chat_services.conversation_attach(conversation=conversation, kind="knowledge_base", item_id=plant.pk)
-    chat_services.conversation_set_retrieval(conversation=conversation, values={
-        "k": "3", "mode": "dense", "min_score": "0.97", "when_nothing_found": "say"})
+    chat_services.conversation_set_retrieval(
+        conversation=conversation, values={"k": "3", "mode": "dense", "min_score": "0.97", "when_nothing_found": "say"}
+    )
     _, reply = chat_services.reply_request(conversation=conversation, content="What is our parental leave policy?")
     assert reply.status == "complete" and reply.content.startswith("I found nothing in the attached knowledge")
     assert reply.retrieval["nothing_passed"]
-    chat_services.conversation_set_retrieval(conversation=conversation, values={
-        "k": "3", "mode": "dense", "min_score": "0.97", "when_nothing_found": "answer"})
+    chat_services.conversation_set_retrieval(
+        conversation=conversation,
+        values={"k": "3", "mode": "dense", "min_score": "0.97", "when_nothing_found": "answer"},
+    )
     _, reply = chat_services.reply_request(conversation=conversation, content="And the dental plan?")
     assert reply.status == "queued" and reply.retrieval["sources"] == []
 
@@ -108,11 +120,18 @@ def test_retrieval_settings_are_checked(client, alice):
     client.force_login(alice)
     response = client.post(f"/chat/{conversation.pk}/knowledge/", {"k": "1000000000", "mode": "hybrid"})
     assert response.status_code == 400 and "from 1 to 50" in response.content.decode()
-    response = client.post(f"/chat/{conversation.pk}/knowledge/", {"k": "4", "mode": "dense", "min_score": "0.3",
-                                                                  "when_nothing_found": "answer"})
+    response = client.post(
+        f"/chat/{conversation.pk}/knowledge/",
+        {"k": "4", "mode": "dense", "min_score": "0.3", "when_nothing_found": "answer"},
+    )
     assert response.status_code == 200
     conversation.refresh_from_db()
-    assert conversation.retrieval_settings == {"k": 4, "mode": "dense", "min_score": 0.3, "when_nothing_found": "answer"}
+    assert conversation.retrieval_settings == {
+        "k": 4,
+        "mode": "dense",
+        "min_score": 0.3,
+        "when_nothing_found": "answer",
+    }
 
 
 @pytest.mark.django_db
@@ -135,8 +154,10 @@ def test_attaching_is_checked_against_the_person(client, alice, bob, plant, smal
     # alice's chat is not bob's to see or change
     alices = chat_services.conversation_create(owner=alice)
     assert client.get(f"/chat/{alices.pk}/knowledge/").status_code == 404
-    assert client.post(f"/chat/{alices.pk}/knowledge/attach/", {"kind": "knowledge_base", "id": shared.pk}
-                       ).status_code == 404
+    assert (
+        client.post(f"/chat/{alices.pk}/knowledge/attach/", {"kind": "knowledge_base", "id": shared.pk}).status_code
+        == 404
+    )
     detached = client.post(f"/chat/{conversation.pk}/knowledge/detach/", {"kind": "knowledge_base", "id": shared.pk})
     assert detached.status_code == 200 and not conversation.knowledge_bases.exists()
 
@@ -155,17 +176,32 @@ def test_a_small_document_attached_is_read_whole(client, alice, plant):
 
 @pytest.mark.django_db
 def test_a_version_attaches_bases_and_a_private_one_gives_others_nothing(client, alice, bob, plant):
-    prompt = prompt_services.prompt_create(owner=alice, name="Support", slug="support", version={
-        "instructions": "Answer the customer.", "template": "{{ question }}",
-        "retrieval": {"knowledge_bases": [plant.pk], "k": 2, "mode": "hybrid", "query": "question"}})
+    prompt = prompt_services.prompt_create(
+        owner=alice,
+        name="Support",
+        slug="support",
+        version={
+            "instructions": "Answer the customer.",
+            "template": "{{ question }}",
+            "retrieval": {"knowledge_bases": [plant.pk], "k": 2, "mode": "hybrid", "query": "question"},
+        },
+    )
     version = prompt.versions.get()
-    assert version.retrieval == {"knowledge_bases": [{"id": plant.pk, "name": "Plant"}], "k": 2, "mode": "hybrid",
-                                 "min_score": None, "query": "question", "layout": "system"}
-    _, reply = chat_services.conversation_start_from_prompt(owner=alice, prompt_version=version,
-                                                            variables={"question": "How do I restart the router?"})
+    assert version.retrieval == {
+        "knowledge_bases": [{"id": plant.pk, "name": "Plant"}],
+        "k": 2,
+        "mode": "hybrid",
+        "min_score": None,
+        "query": "question",
+        "layout": "system",
+    }
+    _, reply = chat_services.conversation_start_from_prompt(
+        owner=alice, prompt_version=version, variables={"question": "How do I restart the router?"}
+    )
     assert len(reply.retrieval["sources"]) == 2 and reply.retrieval["sources"][0]["document"] == "network.md"
-    _, bobs = chat_services.conversation_start_from_prompt(owner=bob, prompt_version=version,
-                                                           variables={"question": "How do I restart the router?"})
+    _, bobs = chat_services.conversation_start_from_prompt(
+        owner=bob, prompt_version=version, variables={"question": "How do I restart the router?"}
+    )
     assert bobs.retrieval["sources"] == [] and bobs.retrieval["withheld"] == 1
     client.force_login(bob)
     page = client.get(f"/chat/{bobs.conversation_id}/messages/{bobs.pk}/").content.decode()
@@ -175,33 +211,53 @@ def test_a_version_attaches_bases_and_a_private_one_gives_others_nothing(client,
     assert "You get nothing from a knowledge base you cannot see" in version_page and "Plant" not in version_page
     # bob cannot attach alice's private base by id to a version of his own
     with pytest.raises(prompt_services.PromptError, match="not shared with you"):
-        prompt_services.prompt_create(owner=bob, name="Mine", slug="mine", version={
-            "template": "{{ q }}", "retrieval": {"knowledge_bases": [plant.pk]}})
+        prompt_services.prompt_create(
+            owner=bob,
+            name="Mine",
+            slug="mine",
+            version={"template": "{{ q }}", "retrieval": {"knowledge_bases": [plant.pk]}},
+        )
 
 
 @pytest.mark.django_db
 def test_a_template_lays_out_the_passages_itself(alice, plant):
-    template = "Sources:\n{% for p in passages %}({{ p.number }}) {{ p.document }}: {{ p.text }}\n{% endfor %}Q: {{ q }}"
-    prompt = prompt_services.prompt_create(owner=alice, name="Laid out", slug="laid-out", version={
-        "template": template, "retrieval": {"knowledge_bases": [plant.pk], "k": 1}})
+    template = (
+        "Sources:\n{% for p in passages %}({{ p.number }}) {{ p.document }}: {{ p.text }}\n{% endfor %}Q: {{ q }}"
+    )
+    prompt = prompt_services.prompt_create(
+        owner=alice,
+        name="Laid out",
+        slug="laid-out",
+        version={"template": template, "retrieval": {"knowledge_bases": [plant.pk], "k": 1}},
+    )
     version = prompt.versions.get()
     assert version.variables == ["q"] and version.retrieval["layout"] == "template"
     conversation, reply = chat_services.conversation_start_from_prompt(
-        owner=alice, prompt_version=version, variables={"q": "Which part is the gasket of the model C press?"})
+        owner=alice, prompt_version=version, variables={"q": "Which part is the gasket of the model C press?"}
+    )
     question = reply.parent
     assert question.content.startswith("Sources:\n(1) parts.md: ") and "ZX-4412" in question.content
     assert question.content.endswith("Q: Which part is the gasket of the model C press?")
-    assert "numbered sources" not in (chat_history_before(message=reply)[0]["content"] if
-                                      chat_history_before(message=reply)[0]["role"] == "system" else "")
+    assert "numbered sources" not in (
+        chat_history_before(message=reply)[0]["content"]
+        if chat_history_before(message=reply)[0]["role"] == "system"
+        else ""
+    )
 
 
 @pytest.mark.django_db
 def test_retrieval_is_part_of_the_version_diff_and_export(client, alice, plant, bob):
-    prompt = prompt_services.prompt_create(owner=alice, name="Support", slug="support", version={
-        "template": "{{ question }}"})
-    prompt_services.version_create(prompt=prompt, author=alice, fields={
-        "template": "{{ question }}", "retrieval": {"knowledge_bases": [plant.pk], "k": 3, "mode": "dense",
-                                                    "min_score": 0.4}})
+    prompt = prompt_services.prompt_create(
+        owner=alice, name="Support", slug="support", version={"template": "{{ question }}"}
+    )
+    prompt_services.version_create(
+        prompt=prompt,
+        author=alice,
+        fields={
+            "template": "{{ question }}",
+            "retrieval": {"knowledge_bases": [plant.pk], "k": 3, "mode": "dense", "min_score": 0.4},
+        },
+    )
     client.force_login(alice)
     diff = client.get("/prompts/support/diff/?from=1&to=2").content.decode()
     assert "<h2>Knowledge <span" in diff and "<ins>Plant</ins>" in diff and "Passages: top 3, dense search" in diff
@@ -222,9 +278,19 @@ def test_the_version_form_attaches_a_base(client, alice, plant):
     client.force_login(alice)
     form = client.get("/prompts/support/versions/new/?from=1").content.decode()
     assert 'name="knowledge_base" value="%d"' % plant.pk in form
-    response = client.post("/prompts/support/versions/new/", {
-        "from": "1", "template": "{{ q }}", "knowledge_base": [str(plant.pk)], "retrieval_k": "4",
-        "retrieval_mode": "bm25", "retrieval_min_score": "", "retrieval_query": "q", "output_type": "text"})
+    response = client.post(
+        "/prompts/support/versions/new/",
+        {
+            "from": "1",
+            "template": "{{ q }}",
+            "knowledge_base": [str(plant.pk)],
+            "retrieval_k": "4",
+            "retrieval_mode": "bm25",
+            "retrieval_min_score": "",
+            "retrieval_query": "q",
+            "output_type": "text",
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     assert prompt.versions.get(number=2).retrieval["knowledge_bases"] == [{"id": plant.pk, "name": "Plant"}]
     assert prompt.versions.get(number=2).retrieval["k"] == 4
@@ -233,8 +299,9 @@ def test_the_version_form_attaches_a_base(client, alice, plant):
 @pytest.mark.django_db(transaction=True)
 async def test_the_model_reads_the_sources_and_the_reply_keeps_them(alice, plant, chat_client, start_worker):
     conversation = await database_sync_to_async(chat_services.conversation_create)(owner=alice)
-    await database_sync_to_async(chat_services.conversation_attach)(conversation=conversation,
-                                                                    kind="knowledge_base", item_id=plant.pk)
+    await database_sync_to_async(chat_services.conversation_attach)(
+        conversation=conversation, kind="knowledge_base", item_id=plant.pk
+    )
     client = await chat_client(alice, conversation.pk)
     await start_worker()
     await client.send({"type": "send", "content": "How do I restart the router?"})
@@ -253,15 +320,27 @@ def test_the_openai_api_retrieves_as_the_tokens_owner(alice, bob, plant):
 
     from accounts.services import api_token_create
 
-    prompt_services.prompt_create(owner=alice, name="Support", slug="support", version={
-        "template": "{{ question }}", "max_new_tokens": 4,
-        "retrieval": {"knowledge_bases": [plant.pk], "k": 2, "query": "question"}})
+    prompt_services.prompt_create(
+        owner=alice,
+        name="Support",
+        slug="support",
+        version={
+            "template": "{{ question }}",
+            "max_new_tokens": 4,
+            "retrieval": {"knowledge_bases": [plant.pk], "k": 2, "query": "question"},
+        },
+    )
     stored = {}
     for person in (alice, bob):
         token = api_token_create(user=person, name="sdk")[1]
-        answer = Client().post("/v1/chat/completions", json.dumps({
-            "model": "prompt:support", "messages": [{"role": "user", "content": "How do I restart the router?"}]}),
-            content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+        answer = Client().post(
+            "/v1/chat/completions",
+            json.dumps(
+                {"model": "prompt:support", "messages": [{"role": "user", "content": "How do I restart the router?"}]}
+            ),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {token}",
+        )
         assert answer.status_code == 200, answer.content[:500]
         stored[person.username] = Message.objects.filter(conversation__owner=person, role="assistant").get().retrieval
     assert stored["alice"]["sources"][0]["document"] == "network.md"
@@ -279,7 +358,8 @@ def test_an_exported_chat_keeps_its_sources_and_an_import_cannot_forge_links(cli
     exported = exchange.conversation_export_json(conversation)
     assert exported["messages"][1]["retrieval"]["sources"][0]["document"] == "network.md"
     exported["messages"][1]["retrieval"]["sources"][0].update(
-        {"knowledge_base": "x/../../admin", "document_id": {"evil": 1}, "text": "<script>alert(1)</script>"})
+        {"knowledge_base": "x/../../admin", "document_id": {"evil": 1}, "text": "<script>alert(1)</script>"}
+    )
     upload = SimpleUploadedFile("chat.json", json.dumps(exported).encode(), "application/json")
     [copy] = exchange.conversations_import(owner=alice, upload=upload)
     imported = copy.messages.get(role="assistant")
@@ -296,8 +376,13 @@ def test_ingestion_is_told_when_people_wait_for_replies(alice):
     from studio import chat_activity
 
     assert not chat_activity.replies_in_progress()
-    unlisted = chat_services.reply_request_unlisted(owner=alice, kind=Conversation.Kind.EVALUATION, model_name="",
-                                                    messages=[{"role": "user", "content": "case"}], parameters={})
+    unlisted = chat_services.reply_request_unlisted(
+        owner=alice,
+        kind=Conversation.Kind.EVALUATION,
+        model_name="",
+        messages=[{"role": "user", "content": "case"}],
+        parameters={},
+    )
     assert unlisted.status == "queued" and not chat_activity.replies_in_progress()  # an evaluation's: background
     conversation = chat_services.conversation_create(owner=alice)
     chat_services.reply_request(conversation=conversation, content="Hello?")

@@ -25,20 +25,33 @@ def test_the_panel_saves_a_chats_sampling_and_shows_where_each_value_comes_from(
     assert response.status_code == 200 and "Saved; applies to the next reply." in response.content.decode()
     chat.refresh_from_db()
     assert chat.parameters == {"temperature": 0.2, "seed": 7, "stop": ["END", "STOP"]}
-    assert sampling_in_effect(chat) == {"temperature": (0.2, "chat"), "top_p": (0.8, "yours"),
-                                        "max_new_tokens": (64, "yours"), "seed": (7, "chat"),
-                                        "stop": (["END", "STOP"], "chat")}
+    assert sampling_in_effect(chat) == {
+        "temperature": (0.2, "chat"),
+        "top_p": (0.8, "yours"),
+        "max_new_tokens": (64, "yours"),
+        "seed": (7, "chat"),
+        "stop": (["END", "STOP"], "chat"),
+    }
     page = client.get(f"/chat/{chat.pk}/sampling/").content.decode()
     assert "0.8 · your default" in page and "0.2 · this chat" in page
     message = Message(conversation=chat, role="assistant")
-    assert generation_overrides(message=message) == {"temperature": 0.2, "seed": 7, "stop": ("END", "STOP"),
-                                                     "top_p": 0.8, "max_new_tokens": 64}
+    assert generation_overrides(message=message) == {
+        "temperature": 0.2,
+        "seed": 7,
+        "stop": ("END", "STOP"),
+        "top_p": 0.8,
+        "max_new_tokens": 64,
+    }
 
 
 @pytest.mark.django_db
 def test_a_prompt_versions_sampling_comes_between_the_chat_and_the_persons_default(client, alice):
-    prompt = prompt_services.prompt_create(owner=alice, name="Warm", slug="warm", version={
-        "instructions": "Be warm.", "template": "{{ x }}", "temperature": 1.1})
+    prompt = prompt_services.prompt_create(
+        owner=alice,
+        name="Warm",
+        slug="warm",
+        version={"instructions": "Be warm.", "template": "{{ x }}", "temperature": 1.1},
+    )
     chat = Conversation.objects.create(owner=alice, prompt_version=prompt.versions.get())
     client.force_login(alice)
     client.post("/chat/defaults/", {"temperature": "0.3"})
@@ -49,18 +62,21 @@ def test_a_prompt_versions_sampling_comes_between_the_chat_and_the_persons_defau
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("field, value, said", [
-    ("temperature", "hot", "Temperature must be a number"),
-    ("temperature", "9", "Temperature must be between 0 and 2"),
-    ("temperature", "nan", "Temperature must be a number"),
-    ("top_p", "0", "Top-p must be above 0 and at most 1"),
-    ("max_new_tokens", "1e9", "Maximum tokens must be a whole number"),
-    ("max_new_tokens", "999999999", "Maximum tokens must be between 1 and"),
-    ("seed", str(2**63), "Seed must be between -9,223,372,036,854,775,808 and 9,223,372,036,854,775,807"),
-    ("stop", "a\nb\nc\nd\ne", "Stop sequences must be at most 4, each at most 200 characters"),
-    ("stop", "x" * 201, "Stop sequences must be at most 4, each at most 200 characters"),
-    ("stop", "bad\x00stop", ""),  # refused before any view reads it (a NUL byte in a request)
-])
+@pytest.mark.parametrize(
+    "field, value, said",
+    [
+        ("temperature", "hot", "Temperature must be a number"),
+        ("temperature", "9", "Temperature must be between 0 and 2"),
+        ("temperature", "nan", "Temperature must be a number"),
+        ("top_p", "0", "Top-p must be above 0 and at most 1"),
+        ("max_new_tokens", "1e9", "Maximum tokens must be a whole number"),
+        ("max_new_tokens", "999999999", "Maximum tokens must be between 1 and"),
+        ("seed", str(2**63), "Seed must be between -9,223,372,036,854,775,808 and 9,223,372,036,854,775,807"),
+        ("stop", "a\nb\nc\nd\ne", "Stop sequences must be at most 4, each at most 200 characters"),
+        ("stop", "x" * 201, "Stop sequences must be at most 4, each at most 200 characters"),
+        ("stop", "bad\x00stop", ""),  # refused before any view reads it (a NUL byte in a request)
+    ],
+)
 def test_bad_settings_are_refused_where_they_were_typed_and_nothing_changes(client, alice, chat, field, value, said):
     client.force_login(alice)
     response = client.post(f"/chat/{chat.pk}/sampling/", {field: value})
@@ -106,7 +122,8 @@ def test_thumbs_are_stored_on_finished_replies_only(client, alice, chat):
 async def test_each_reply_stores_the_sampling_it_was_written_with(alice, worker, chat_client, new_conversation):
     conversation = await new_conversation(alice)
     await database_sync_to_async(Conversation.objects.filter(pk=conversation.pk).update)(
-        parameters={"temperature": 0.0, "seed": 3, "max_new_tokens": 12})
+        parameters={"temperature": 0.0, "seed": 3, "max_new_tokens": 12}
+    )
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "Hello"})
     done = (await client.receive_until("done"))[-1]
@@ -117,8 +134,9 @@ async def test_each_reply_stores_the_sampling_it_was_written_with(alice, worker,
 
 
 @pytest.mark.django_db
-def test_a_long_conversation_opens_with_its_last_messages_and_pages_back(client, alice, chat,
-                                                                           django_assert_max_num_queries):
+def test_a_long_conversation_opens_with_its_last_messages_and_pages_back(
+    client, alice, chat, django_assert_max_num_queries
+):
     for n in range(2000):
         message_append(conversation=chat, role="user" if n % 2 == 0 else "assistant", content=f"message {n}")
     client.force_login(alice)

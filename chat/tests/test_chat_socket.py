@@ -20,8 +20,17 @@ async def test_it_streams_a_reply_and_stores_it(alice, worker, chat_client, new_
 
     user_frame, queued_frame = frames[0], frames[1]
     user_id = user_frame["message"]["id"]
-    assert user_frame == {"type": "message", "message": {"id": user_id, "role": "user", "content": "Hello there",
-                                                         "status": "complete", "parent": None, "siblings": [user_id]}}
+    assert user_frame == {
+        "type": "message",
+        "message": {
+            "id": user_id,
+            "role": "user",
+            "content": "Hello there",
+            "status": "complete",
+            "parent": None,
+            "siblings": [user_id],
+        },
+    }
     assert queued_frame["message"]["role"] == "assistant" and queued_frame["message"]["status"] == "queued"
     tokens = [f for f in frames if f["type"] == "token"]
     assert len(tokens) >= 2, "the reply arrives in several chunks, not at the end"
@@ -56,8 +65,9 @@ async def test_it_closes_with_4403_on_someone_elses_conversation(alice, bob, cha
     assert await client.receive() == {"type": "closed", "code": 4403}  # nothing else revealed
 
 
-async def test_a_socket_opened_before_its_person_was_deactivated_acts_no_more(alice, carol, channel_layer,
-                                                                             new_conversation, stored_messages):
+async def test_a_socket_opened_before_its_person_was_deactivated_acts_no_more(
+    alice, carol, channel_layer, new_conversation, stored_messages
+):
     from accounts.services import person_set_active
 
     conversation = await new_conversation(alice)
@@ -100,8 +110,9 @@ async def test_an_id_beyond_the_database_closes_like_an_unknown_conversation(ali
         ('{"type": "send", "content": "x", "extra": ' + '{"a": ' * 10 + "1" + "}" * 10 + "}", "malformed_frame"),
     ],
 )
-async def test_it_answers_bad_frames_with_an_error_and_stays_usable(alice, worker, chat_client, frame, code,
-                                                                    new_conversation, stored_messages):
+async def test_it_answers_bad_frames_with_an_error_and_stays_usable(
+    alice, worker, chat_client, frame, code, new_conversation, stored_messages
+):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send(frame)
@@ -114,8 +125,9 @@ async def test_it_answers_bad_frames_with_an_error_and_stays_usable(alice, worke
     assert frames[-1]["status"] == "complete"
 
 
-async def test_it_refuses_a_second_message_while_the_model_answers(alice, worker, chat_client, new_conversation,
-                                                                   stored_messages):
+async def test_it_refuses_a_second_message_while_the_model_answers(
+    alice, worker, chat_client, new_conversation, stored_messages
+):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "first"})
@@ -126,8 +138,9 @@ async def test_it_refuses_a_second_message_while_the_model_answers(alice, worker
     assert [m["content"] for m in await stored_messages(conversation) if m["role"] == "user"] == ["first"]
 
 
-async def test_stop_keeps_the_partial_text_marked_stopped(alice, start_worker, chat_client, settings,
-                                                          new_conversation, stored_messages):
+async def test_stop_keeps_the_partial_text_marked_stopped(
+    alice, start_worker, chat_client, settings, new_conversation, stored_messages
+):
     settings.LLM_MAX_NEW_TOKENS = 2000  # long enough to stop in the middle
     await start_worker()
     conversation = await new_conversation(alice)
@@ -143,8 +156,9 @@ async def test_stop_keeps_the_partial_text_marked_stopped(alice, start_worker, c
     assert stored["content"]  # the partial text is kept
 
 
-async def test_a_reply_the_sweeper_failed_is_no_longer_written_or_streamed(alice, start_worker, chat_client, settings,
-                                                                          new_conversation, stored_messages):
+async def test_a_reply_the_sweeper_failed_is_no_longer_written_or_streamed(
+    alice, start_worker, chat_client, settings, new_conversation, stored_messages
+):
     """A worker too slow to renew its lease (a stalled host) loses the reply to the sweeper: the
     tab is told it failed, and the worker stops writing it instead of streaming text after that."""
     from datetime import timedelta
@@ -195,8 +209,9 @@ async def test_a_closed_tab_loses_nothing(alice, worker, chat_client, new_conver
     assert rows[-1]["status"] == "complete" and rows[-1]["completion_tokens"] == 48
 
 
-async def test_a_tab_that_reconnects_mid_reply_catches_up(alice, start_worker, chat_client, settings,
-                                                          new_conversation, stored_messages):
+async def test_a_tab_that_reconnects_mid_reply_catches_up(
+    alice, start_worker, chat_client, settings, new_conversation, stored_messages
+):
     settings.LLM_MAX_NEW_TOKENS = 400
     await start_worker()
     conversation = await new_conversation(alice)
@@ -211,15 +226,16 @@ async def test_a_tab_that_reconnects_mid_reply_catches_up(alice, start_worker, c
     # The history, then the worker's catch-up (text so far), then the rest as tokens.
     catch_up = [f for f in frames if f["type"] == "message" and f["message"]["id"] == assistant_id][-1]
     assert catch_up["message"]["status"] == "streaming"
-    after = frames[frames.index(catch_up) + 1:]
+    after = frames[frames.index(catch_up) + 1 :]
     seen = catch_up["message"]["content"] + "".join(f["text"] for f in after if f["type"] == "token")
     stored = (await stored_messages(conversation))[1]
     assert stored["status"] == "complete"
     assert seen == stored["content"], "the reconnected tab shows exactly the stored reply"
 
 
-async def test_regenerate_keeps_the_last_reply_as_a_sibling(alice, worker, chat_client, new_conversation,
-                                                            stored_messages):
+async def test_regenerate_keeps_the_last_reply_as_a_sibling(
+    alice, worker, chat_client, new_conversation, stored_messages
+):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "Hi"})
@@ -235,8 +251,9 @@ async def test_regenerate_keeps_the_last_reply_as_a_sibling(alice, worker, chat_
     assert [r["role"] for r in rows] == ["user", "assistant", "assistant"]
 
 
-async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(alice, start_worker, chat_client, settings,
-                                                                          new_conversation, monkeypatch):
+async def test_a_model_that_fails_to_load_fails_the_reply_with_its_reason(
+    alice, start_worker, chat_client, settings, new_conversation, monkeypatch
+):
     from studio.llm import ModelLoadError
 
     settings.LLM_EMBEDDED_WORKER = True  # the only worker: it tells the person why at once
@@ -269,8 +286,10 @@ async def test_the_system_prompt_reaches_the_model(alice, worker, chat_client, m
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "Hi"})
     await client.receive_until("done")
-    assert seen["messages"] == [{"role": "system", "content": "Answer like a pirate."},
-                                {"role": "user", "content": "Hi"}]
+    assert seen["messages"] == [
+        {"role": "system", "content": "Answer like a pirate."},
+        {"role": "user", "content": "Hi"},
+    ]
 
 
 async def test_groups_are_empty_after_disconnect(alice, worker, chat_client, channel_layer, new_conversation):
@@ -281,8 +300,9 @@ async def test_groups_are_empty_after_disconnect(alice, worker, chat_client, cha
     assert not channel_layer.groups.get(group)
 
 
-async def test_a_reply_that_runs_out_of_memory_fails_with_advice(alice, worker, chat_client, tiny_model, monkeypatch,
-                                                                 new_conversation, stored_messages):
+async def test_a_reply_that_runs_out_of_memory_fails_with_advice(
+    alice, worker, chat_client, tiny_model, monkeypatch, new_conversation, stored_messages
+):
     import torch
 
     def out_of_memory(*args, **kwargs):

@@ -43,7 +43,8 @@ def prompts_seen(monkeypatch):
 
 
 async def test_a_cut_reply_is_marked_and_continue_extends_the_same_reply(
-        alice, worker, chat_client, new_conversation, client, prompts_seen, tiny_model):
+    alice, worker, chat_client, new_conversation, client, prompts_seen, tiny_model
+):
     conversation = await new_conversation(alice)
     tab = await chat_client(alice, conversation.pk)
     await tab.send({"type": "send", "content": "Tell me a long story"})
@@ -71,7 +72,8 @@ async def test_a_cut_reply_is_marked_and_continue_extends_the_same_reply(
     assert prompt_text.endswith(cut.content) and "Tell me a long story" in prompt_text
 
     replies = await database_sync_to_async(
-        lambda: list(Message.objects.filter(conversation=conversation, role=Message.Role.ASSISTANT)))()
+        lambda: list(Message.objects.filter(conversation=conversation, role=Message.Role.ASSISTANT))
+    )()
     assert len(replies) == 1, "one message row: the reply grew"
     reply = replies[0]
     assert reply.pk == cut.pk and reply.content == cut.content + new_text
@@ -135,7 +137,8 @@ ANY_SENTENCE = _AnySentence()
 
 
 async def test_continue_is_refused_for_a_whole_reply_an_answered_one_and_while_a_reply_is_written(
-        alice, channel_layer, chat_client, new_conversation):
+    alice, channel_layer, chat_client, new_conversation
+):
     conversation = await new_conversation(alice)
 
     @database_sync_to_async
@@ -167,15 +170,15 @@ async def test_continue_is_refused_for_a_whole_reply_an_answered_one_and_while_a
     assert (await database_sync_to_async(Message.objects.get)(pk=cut.pk)).status == "complete"
 
 
-async def test_stopping_a_queued_continuation_leaves_the_reply_as_it_was(alice, worker, chat_client,
-                                                                         new_conversation):
+async def test_stopping_a_queued_continuation_leaves_the_reply_as_it_was(alice, worker, chat_client, new_conversation):
     conversation = await new_conversation(alice)
     tab = await chat_client(alice, conversation.pk)
     await tab.send({"type": "send", "content": "Hello"})
     await tab.receive_until("done")
     cut = await reply_row(conversation)
     queued = await database_sync_to_async(
-        lambda: services.reply_continue(conversation=conversation, message_id=cut.pk))()
+        lambda: services.reply_continue(conversation=conversation, message_id=cut.pk)
+    )()
     assert queued.status == "queued"
     assert await database_sync_to_async(queue.reply_stop_if_queued)(message=queued)
     kept = await reply_row(conversation)
@@ -184,20 +187,32 @@ async def test_stopping_a_queued_continuation_leaves_the_reply_as_it_was(alice, 
 
 @database_sync_to_async
 def chat_with_format(owner, output_format, max_new_tokens):
-    prompt = prompt_services.prompt_create(owner=owner, name="Triage", slug="triage", version={
-        "instructions": "Classify the message as JSON.", "template": "{{ message }}",
-        "max_new_tokens": max_new_tokens, "output_format": output_format})
+    prompt = prompt_services.prompt_create(
+        owner=owner,
+        name="Triage",
+        slug="triage",
+        version={
+            "instructions": "Classify the message as JSON.",
+            "template": "{{ message }}",
+            "max_new_tokens": max_new_tokens,
+            "output_format": output_format,
+        },
+    )
     conversation, _ = services.conversation_start_from_prompt(
-        owner=owner, prompt_version=prompt.versions.get(), variables={"message": "My parcel never came."})
+        owner=owner, prompt_version=prompt.versions.get(), variables={"message": "My parcel never came."}
+    )
     return conversation
 
 
 async def test_a_cut_reply_in_an_output_format_is_continued_in_that_format(alice, chat_client, start_worker):
     """The format's matcher starts past the text already written: the parts join into one valid
     answer (a matcher started afresh would open a second object after the first's beginning)."""
-    schema = {"type": "object", "properties": {"intent": {"enum": ["refund", "exchange", "question"]},
-                                               "urgent": {"type": "boolean"}},
-              "required": ["intent", "urgent"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"intent": {"enum": ["refund", "exchange", "question"]}, "urgent": {"type": "boolean"}},
+        "required": ["intent", "urgent"],
+        "additionalProperties": False,
+    }
     conversation = await chat_with_format(alice, {"type": "json_schema", "schema": schema}, max_new_tokens=4)
     tab = await chat_client(alice, conversation.pk)
     await start_worker()
@@ -232,8 +247,12 @@ async def test_a_continuation_that_cannot_start_leaves_the_reply_as_it_was(alice
     assert done["status"] == "complete" and done["finish_reason"] == "length"
     assert "could not be continued" in done["error"] and "does not follow its output format" in done["error"]
     kept = await reply_row(conversation)
-    assert (kept.status, kept.content, kept.finish_reason, kept.completion_tokens) == \
-        ("complete", "Not JSON at all", "length", reply.completion_tokens)
+    assert (kept.status, kept.content, kept.finish_reason, kept.completion_tokens) == (
+        "complete",
+        "Not JSON at all",
+        "length",
+        reply.completion_tokens,
+    )
     assert kept.continuable
 
 
@@ -248,7 +267,10 @@ def test_a_long_history_fitted_for_a_continuation_keeps_the_question_and_the_cut
     small = dataclasses.replace(tiny_model, context_length=160)  # 112 tokens for the prompt
     history = [{"role": "system", "content": "Be brief."}]
     for n in range(3):
-        history += [{"role": "user", "content": f"Old question {n}"}, {"role": "assistant", "content": f"Old answer {n}"}]
+        history += [
+            {"role": "user", "content": f"Old question {n}"},
+            {"role": "assistant", "content": f"Old answer {n}"},
+        ]
     history += [{"role": "user", "content": "word " * 86}, {"role": "assistant", "content": "It was a dark"}]
     kept, ids = fit_to_context(small, history, 48, continue_final=True)
     assert kept == [history[0], *history[-2:]]

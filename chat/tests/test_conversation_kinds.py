@@ -27,9 +27,12 @@ def test_the_sidebar_lists_chats_api_requests_and_evaluation_cases_apart(client,
 
 def test_an_api_request_says_which_conversation_keeps_it(alice):
     token = api_token_create(user=alice, name="sdk")[1]
-    answer = Client().post("/v1/chat/completions", json.dumps({
-        "model": TINY_MODEL_DIR.name, "stream": True, "messages": [{"role": "user", "content": "hi"}]}),
-        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    answer = Client().post(
+        "/v1/chat/completions",
+        json.dumps({"model": TINY_MODEL_DIR.name, "stream": True, "messages": [{"role": "user", "content": "hi"}]}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
     conversation = Conversation.objects.get(owner=alice, kind="api")
     assert answer["X-Studio-Conversation"] == f"/chat/{conversation.pk}/"
     from asgiref.sync import async_to_sync

@@ -23,12 +23,21 @@ def trip(alice):
     conversation.parameters = {"temperature": 0.3, "max_new_tokens": 200}
     conversation.save(update_fields=["parameters"])
     question = _append_message(conversation, None, role="user", content="Where to go in May?")
-    answer = _append_message(conversation, question.pk, role="assistant", content="Lisbon.", model_name="tiny",
-                             parameters={"temperature": 0.3, "seed": 7}, prompt_tokens=12, completion_tokens=3,
-                             feedback="up")
+    answer = _append_message(
+        conversation,
+        question.pk,
+        role="assistant",
+        content="Lisbon.",
+        model_name="tiny",
+        parameters={"temperature": 0.3, "seed": 7},
+        prompt_tokens=12,
+        completion_tokens=3,
+        feedback="up",
+    )
     june = _append_message(conversation, answer.pk, role="user", content="And in June?")
-    _append_message(conversation, june.pk, role="assistant", content="Oslo.", model_name="tiny",
-                    finish_reason="length")  # cut at its maximum tokens: the page offers Continue
+    _append_message(
+        conversation, june.pk, role="assistant", content="Oslo.", model_name="tiny", finish_reason="length"
+    )  # cut at its maximum tokens: the page offers Continue
     july = _append_message(conversation, answer.pk, role="user", content="And in **July**?")
     _append_message(conversation, july.pk, role="assistant", content="Reykjavík", status="stopped", model_name="tiny")
     branch_switch(conversation=conversation, message_id=june.pk)
@@ -42,11 +51,26 @@ def tree(conversation) -> dict:
     index = {m.pk: n for n, m in enumerate(messages)}
     branches = Branches.of(conversation)
     return {
-        "title": conversation.title, "system_prompt": conversation.system_prompt,
+        "title": conversation.title,
+        "system_prompt": conversation.system_prompt,
         "parameters": conversation.parameters,
-        "messages": [(index.get(m.parent_id), index.get(m.active_child_id), m.role, m.content, m.status, m.model_name,
-                      m.parameters, m.prompt_tokens, m.completion_tokens, m.feedback, m.finish_reason, m.created_at)
-                     for m in messages],
+        "messages": [
+            (
+                index.get(m.parent_id),
+                index.get(m.active_child_id),
+                m.role,
+                m.content,
+                m.status,
+                m.model_name,
+                m.parameters,
+                m.prompt_tokens,
+                m.completion_tokens,
+                m.feedback,
+                m.finish_reason,
+                m.created_at,
+            )
+            for m in messages
+        ],
         "active_path": [index[pk] for pk in branches.active_path()],
     }
 
@@ -66,8 +90,13 @@ def test_the_json_export_keeps_every_branch(client, alice, trip):
     assert exported["title"] == "Trip plans" and exported["system_prompt"] == "Be brief."
     assert exported["prompt_version"] is None and exported["parameters"] == {"temperature": 0.3, "max_new_tokens": 200}
     assert [(m["id"], m["parent"], m["content"]) for m in exported["messages"]] == [
-        (1, None, "Where to go in May?"), (2, 1, "Lisbon."), (3, 2, "And in June?"), (4, 3, "Oslo."),
-        (5, 2, "And in **July**?"), (6, 5, "Reykjavík")]
+        (1, None, "Where to go in May?"),
+        (2, 1, "Lisbon."),
+        (3, 2, "And in June?"),
+        (4, 3, "Oslo."),
+        (5, 2, "And in **July**?"),
+        (6, 5, "Reykjavík"),
+    ]
     assert exported["active_path"] == [1, 2, 3, 4]
     lisbon = exported["messages"][1]
     assert lisbon["model"] == "tiny" and lisbon["parameters"] == {"temperature": 0.3, "seed": 7}
@@ -99,8 +128,12 @@ def test_the_markdown_export_shows_only_the_active_branch(client, alice, trip):
     assert response["Content-Disposition"] == 'attachment; filename="trip-plans.md"'
     text = response.content.decode()
     assert text.startswith("# Trip plans\n") and "Be brief." in text
-    assert text.index("**You**\n\nWhere to go in May?") < text.index("**Assistant** (tiny)\n\nLisbon.") \
-        < text.index("**You**\n\nAnd in June?") < text.index("Oslo.")
+    assert (
+        text.index("**You**\n\nWhere to go in May?")
+        < text.index("**Assistant** (tiny)\n\nLisbon.")
+        < text.index("**You**\n\nAnd in June?")
+        < text.index("Oslo.")
+    )
     assert "July" not in text and "Reykjavík" not in text
 
 
@@ -108,8 +141,9 @@ def test_a_title_made_from_a_long_first_message_is_cut_at_a_word_and_exported_so
     from chat.services import TITLE_FROM_MESSAGE_CHARS, reply_request
 
     conversation = conversation_create(owner=alice)
-    question = ("Please compare the maintenance schedules of the model B and model C presses in detail, "
-                "with their spare parts")
+    question = (
+        "Please compare the maintenance schedules of the model B and model C presses in detail, with their spare parts"
+    )
     reply_request(conversation=conversation, content=question)
     conversation.refresh_from_db()
     assert conversation.title == "Please compare the maintenance schedules of the model B and…"
@@ -142,8 +176,11 @@ def test_an_unknown_export_format_is_a_400(client, alice, trip):
 
 
 def test_export_and_import_require_login(client, trip):
-    for response in (client.get(f"/chat/{trip.pk}/export/?format=json"), client.get("/chat/import/"),
-                     client.post("/chat/import/", {"file": upload({"format": "x"})})):
+    for response in (
+        client.get(f"/chat/{trip.pk}/export/?format=json"),
+        client.get("/chat/import/"),
+        client.post("/chat/import/", {"file": upload({"format": "x"})}),
+    ):
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
     assert Conversation.objects.count() == 1
 
@@ -160,8 +197,9 @@ def test_the_import_page_shows_the_form_and_the_pages_link_to_it(client, alice, 
 def test_a_conversation_from_a_prompt_version_links_it_again_and_an_unknown_one_is_left_out(alice, bob):
     from prompts import services as prompt_services
 
-    prompt = prompt_services.prompt_create(owner=alice, name="Triage", slug="triage",
-                                           version={"template": "{{ input }}", "instructions": "Sort it."})
+    prompt = prompt_services.prompt_create(
+        owner=alice, name="Triage", slug="triage", version={"template": "{{ input }}", "instructions": "Sort it."}
+    )
     conversation = conversation_create(owner=alice, title="From triage")
     conversation.prompt_version = prompt.versions.get()
     conversation.prompt_variables = {"input": "a ticket"}
@@ -177,14 +215,23 @@ def test_a_conversation_from_a_prompt_version_links_it_again_and_an_unknown_one_
 # ChatGPT's conversations.json: a system node, a hidden one, an edit that made a branch, a tool
 # call in the second branch, and the current node on that branch.
 
+
 def chatgpt_node(node_id, parent, children, role=None, text="", **extra):
     message = None
     if role is not None:
-        message = {"id": node_id, "author": {"role": role, "name": None, "metadata": {}},
-                   "create_time": 1714000000.0 + len(node_id), "update_time": None,
-                   "content": {"content_type": extra.pop("content_type", "text"), "parts": [text]},
-                   "status": extra.pop("status", "finished_successfully"), "end_turn": True, "weight": 1.0,
-                   "metadata": extra.pop("metadata", {}), "recipient": extra.pop("recipient", "all"), **extra}
+        message = {
+            "id": node_id,
+            "author": {"role": role, "name": None, "metadata": {}},
+            "create_time": 1714000000.0 + len(node_id),
+            "update_time": None,
+            "content": {"content_type": extra.pop("content_type", "text"), "parts": [text]},
+            "status": extra.pop("status", "finished_successfully"),
+            "end_turn": True,
+            "weight": 1.0,
+            "metadata": extra.pop("metadata", {}),
+            "recipient": extra.pop("recipient", "all"),
+            **extra,
+        }
     return {"id": node_id, "message": message, "parent": parent, "children": children}
 
 
@@ -195,21 +242,44 @@ CHATGPT_EXPORT = [
         "update_time": 1714000900.5,
         "mapping": {
             "root": chatgpt_node("root", None, ["sys"]),
-            "sys": chatgpt_node("sys", "root", ["rain", "snow"], "system", "",
-                                metadata={"is_visually_hidden_from_conversation": True}),
+            "sys": chatgpt_node(
+                "sys", "root", ["rain", "snow"], "system", "", metadata={"is_visually_hidden_from_conversation": True}
+            ),
             "rain": chatgpt_node("rain", "sys", ["rain-reply"], "user", "Write a haiku about rain."),
-            "rain-reply": chatgpt_node("rain-reply", "rain", [], "assistant", "Soft rain on the roof",
-                                       metadata={"model_slug": "gpt-4o"}),
+            "rain-reply": chatgpt_node(
+                "rain-reply", "rain", [], "assistant", "Soft rain on the roof", metadata={"model_slug": "gpt-4o"}
+            ),
             "snow": chatgpt_node("snow", "sys", ["snow-call"], "user", "Write a haiku about snow."),
-            "snow-call": chatgpt_node("snow-call", "snow", ["snow-tool"], "assistant", "search('snow haiku')",
-                                      content_type="code", recipient="browser"),
-            "snow-tool": chatgpt_node("snow-tool", "snow-call", ["snow-reply"], "tool", "results...",
-                                      content_type="execution_output"),
-            "snow-reply": chatgpt_node("snow-reply", "snow-tool", ["french"], "assistant", "White hush on the pines",
-                                       metadata={"model_slug": "gpt-4o"}),
+            "snow-call": chatgpt_node(
+                "snow-call",
+                "snow",
+                ["snow-tool"],
+                "assistant",
+                "search('snow haiku')",
+                content_type="code",
+                recipient="browser",
+            ),
+            "snow-tool": chatgpt_node(
+                "snow-tool", "snow-call", ["snow-reply"], "tool", "results...", content_type="execution_output"
+            ),
+            "snow-reply": chatgpt_node(
+                "snow-reply",
+                "snow-tool",
+                ["french"],
+                "assistant",
+                "White hush on the pines",
+                metadata={"model_slug": "gpt-4o"},
+            ),
             "french": chatgpt_node("french", "snow-reply", ["french-reply"], "user", "Now in French."),
-            "french-reply": chatgpt_node("french-reply", "french", [], "assistant", "Neige sur les pins",
-                                         metadata={"model_slug": "gpt-4o"}, status="in_progress"),
+            "french-reply": chatgpt_node(
+                "french-reply",
+                "french",
+                [],
+                "assistant",
+                "Neige sur les pins",
+                metadata={"model_slug": "gpt-4o"},
+                status="in_progress",
+            ),
         },
         "moderation_results": [],
         "current_node": "french-reply",
@@ -236,8 +306,14 @@ def test_a_chatgpt_export_imports_with_its_branches_and_current_branch(client, a
     assert response.status_code == 302 and response["Location"] == f"/chat/{haiku.pk}/"
     assert haiku.title == "Haiku help (imported)" and quick.title == "Quick question (imported)"
     by_content = {m.content: m for m in haiku.messages.all()}
-    assert sorted(by_content) == ["Neige sur les pins", "Now in French.", "Soft rain on the roof",
-                                  "White hush on the pines", "Write a haiku about rain.", "Write a haiku about snow."]
+    assert sorted(by_content) == [
+        "Neige sur les pins",
+        "Now in French.",
+        "Soft rain on the roof",
+        "White hush on the pines",
+        "Write a haiku about rain.",
+        "Write a haiku about snow.",
+    ]
     rain, snow = by_content["Write a haiku about rain."], by_content["Write a haiku about snow."]
     assert rain.parent is None and snow.parent is None  # the system node is left out: both start the chat
     assert by_content["White hush on the pines"].parent == snow  # the tool call and its output are left out
@@ -251,6 +327,7 @@ def test_a_chatgpt_export_imports_with_its_branches_and_current_branch(client, a
 
 
 # Refused files: a 400 that says what and where, and nothing imported.
+
 
 def refused(client, user, document, *, htmx=False) -> str:
     client.force_login(user)
@@ -322,8 +399,10 @@ def test_a_file_naming_another_owner_is_imported_as_the_importers(client, alice,
 
 
 def test_more_messages_than_a_conversation_takes_are_refused(client, alice):
-    messages = [{"id": n, "parent": n - 1 if n > 1 else None, "role": "user" if n % 2 else "assistant",
-                 "content": "hi"} for n in range(1, exchange.MAX_MESSAGES + 2)]
+    messages = [
+        {"id": n, "parent": n - 1 if n > 1 else None, "role": "user" if n % 2 else "assistant", "content": "hi"}
+        for n in range(1, exchange.MAX_MESSAGES + 2)
+    ]
     document = {"format": "chat-prompt-studio.conversation", "version": 1, "title": "Long", "messages": messages}
     page = refused(client, alice, document)
     assert "conversation 1: it holds 10,001 messages; a conversation takes at most 10,000" in page
@@ -342,10 +421,15 @@ def test_more_messages_in_all_than_an_import_takes_are_refused(client, alice, tr
 
 
 def test_a_loop_of_parents_and_a_bad_active_path_are_refused(client, alice):
-    document = {"format": "chat-prompt-studio.conversation", "version": 1, "messages": [
-        {"id": 1, "parent": None, "role": "user", "content": "a"},
-        {"id": 2, "parent": 3, "role": "assistant", "content": "b"},
-        {"id": 3, "parent": 2, "role": "user", "content": "c"}]}
+    document = {
+        "format": "chat-prompt-studio.conversation",
+        "version": 1,
+        "messages": [
+            {"id": 1, "parent": None, "role": "user", "content": "a"},
+            {"id": 2, "parent": 3, "role": "assistant", "content": "b"},
+            {"id": 3, "parent": 2, "role": "user", "content": "c"},
+        ],
+    }
     assert "conversation 1, message 2: its parents lead back to itself" in refused(client, alice, document)
     document["messages"] = document["messages"][:1] + [{"id": 2, "parent": 1, "role": "assistant", "content": "b"}]
     document["active_path"] = [2]

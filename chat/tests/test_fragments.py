@@ -44,8 +44,9 @@ def test_clearing_the_system_prompt_updates_its_summary(client, alice, trip):
 def test_a_refused_system_prompt_keeps_the_typed_text_and_says_why(client, alice, trip, settings):
     settings.CHAT_MAX_MESSAGE_CHARS = 10
     client.force_login(alice)
-    html = client.post(f"/chat/{trip.pk}/system-prompt/", {"system_prompt": "far too long a prompt"},
-                       headers=HTMX).content.decode()
+    html = client.post(
+        f"/chat/{trip.pk}/system-prompt/", {"system_prompt": "far too long a prompt"}, headers=HTMX
+    ).content.decode()
     assert "far too long a prompt" in html and "longer than 10" in html
     assert Conversation.objects.get(pk=trip.pk).system_prompt == "Be brief."
 

@@ -27,13 +27,15 @@ REPLY = (
 
 def test_it_highlights_python_in_the_code_block_chrome():
     html = render_markdown("```python\ndef f():\n    return 1\n```\n")
-    assert html.startswith('<div class="code-block"><div class="code-block__bar"><span class="code-block__lang">python</span>')
+    assert html.startswith(
+        '<div class="code-block"><div class="code-block__bar"><span class="code-block__lang">python</span>'
+    )
     assert '<button class="link-button code-block__copy" type="button" data-action="copy-code">Copy</button>' in html
     assert '<pre class="highlight"><code class="language-python"><span class="k">def</span>' in html
 
 
 def test_it_shows_a_hostile_language_label_as_text():
-    html = render_markdown('```<script>alert(1)</script>\nx\n```\n')
+    html = render_markdown("```<script>alert(1)</script>\nx\n```\n")
     assert "<script" not in html
     assert '<span class="code-block__lang">&lt;script&gt;alert(1)&lt;/script&gt;</span>' in html
 
@@ -68,7 +70,9 @@ def test_inline_and_display_math_become_mathml():
 
 
 def test_math_cannot_smuggle_markup_links_or_styles():
-    html = render_markdown(r"$\text{<img src=x onerror=alert(1)>}$ $\href{javascript:alert(1)}{x}$ $\style{color:red}{y}$")
+    html = render_markdown(
+        r"$\text{<img src=x onerror=alert(1)>}$ $\href{javascript:alert(1)}{x}$ $\style{color:red}{y}$"
+    )
     assert "<img" not in html and "href" not in html and "style" not in html
     assert "&lt;img" in html
 
@@ -117,7 +121,7 @@ def test_a_closed_fence_is_finished_at_its_closing_line():
     text = "Intro\n```js\nlet a\n\nlet b\n```\n"
     offset, blocks = finished_blocks(text)
     assert offset == len(text) and len(blocks) == 1
-    assert "<p>Intro</p>" in blocks[0] and "code-block__lang\">js<" in blocks[0] and "let" in blocks[0]
+    assert "<p>Intro</p>" in blocks[0] and 'code-block__lang">js<' in blocks[0] and "let" in blocks[0]
 
 
 def test_a_display_math_block_is_finished_at_its_closing_line():

@@ -37,7 +37,9 @@ def test_the_picker_sets_the_conversations_model_and_refuses_unknown_ones(client
     client.force_login(alice)
     page = client.get(f"/chat/{conversation.pk}/").content.decode()
     assert '<option value="order-json-ft1"' in page
-    response = client.post(f"/chat/{conversation.pk}/model/", {"model": "order-json-ft1"}, headers={"HX-Request": "true"})
+    response = client.post(
+        f"/chat/{conversation.pk}/model/", {"model": "order-json-ft1"}, headers={"HX-Request": "true"}
+    )
     assert response.status_code == 200
     conversation.refresh_from_db()
     assert conversation.model_name == "order-json-ft1"

@@ -16,16 +16,26 @@ CHOICES = ["refund", "exchange", "question"]
 
 @database_sync_to_async
 def chat_from_version(owner, output_format, max_new_tokens=16):
-    prompt = prompt_services.prompt_create(owner=owner, name="Triage", slug="triage", version={
-        "instructions": "Classify the message.", "template": "{{ message }}", "max_new_tokens": max_new_tokens,
-        "output_format": output_format})
+    prompt = prompt_services.prompt_create(
+        owner=owner,
+        name="Triage",
+        slug="triage",
+        version={
+            "instructions": "Classify the message.",
+            "template": "{{ message }}",
+            "max_new_tokens": max_new_tokens,
+            "output_format": output_format,
+        },
+    )
     conversation, _ = chat_services.conversation_start_from_prompt(
-        owner=owner, prompt_version=prompt.versions.get(), variables={"message": "My parcel never came."})
+        owner=owner, prompt_version=prompt.versions.get(), variables={"message": "My parcel never came."}
+    )
     return conversation
 
 
-async def test_every_reply_of_a_chat_from_a_version_keeps_to_its_format(alice, chat_client, start_worker,
-                                                                        stored_messages):
+async def test_every_reply_of_a_chat_from_a_version_keeps_to_its_format(
+    alice, chat_client, start_worker, stored_messages
+):
     conversation = await chat_from_version(alice, {"type": "choice", "choices": CHOICES})
     client = await chat_client(alice, conversation.pk)
     await start_worker()  # after the tab listens: it sees the first reply from its first token
@@ -39,8 +49,12 @@ async def test_every_reply_of_a_chat_from_a_version_keeps_to_its_format(alice, c
 
 
 async def test_a_json_schema_reply_parses(alice, chat_client, start_worker, stored_messages):
-    schema = {"type": "object", "properties": {"intent": {"enum": CHOICES}, "urgent": {"type": "boolean"}},
-              "required": ["intent", "urgent"], "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"intent": {"enum": CHOICES}, "urgent": {"type": "boolean"}},
+        "required": ["intent", "urgent"],
+        "additionalProperties": False,
+    }
     conversation = await chat_from_version(alice, {"type": "json_schema", "schema": schema})
     client = await chat_client(alice, conversation.pk)
     await start_worker()
@@ -54,15 +68,25 @@ async def test_a_json_schema_reply_parses(alice, chat_client, start_worker, stor
 def assistant_rows(conversation):
     from chat.models import Message
 
-    return list(Message.objects.filter(conversation=conversation, role="assistant").values(
-        "content", "status", "error", "error_code", "finish_reason"))
+    return list(
+        Message.objects.filter(conversation=conversation, role="assistant").values(
+            "content", "status", "error", "error_code", "finish_reason"
+        )
+    )
 
 
 async def test_a_reply_whose_format_cannot_be_followed_fails_with_a_code_in_the_frame_and_the_row(
-        alice, chat_client, start_worker, monkeypatch):
+    alice, chat_client, start_worker, monkeypatch
+):
     """Its matcher reaches llguidance's limit after `{"`: the reply used to be stored complete, "stop"."""
-    hostile = {"type": "json_schema", "schema": {"type": "object", "properties": {
-        "s": {"type": "string", "pattern": "^(a{1000}){1000}$"}}, "required": ["s"]}}
+    hostile = {
+        "type": "json_schema",
+        "schema": {
+            "type": "object",
+            "properties": {"s": {"type": "string", "pattern": "^(a{1000}){1000}$"}},
+            "required": ["s"],
+        },
+    }
     # Saved as it was before formats' costs were checked (versions are immutable: no other way in).
     monkeypatch.setattr(prompt_services, "clean_output_format", lambda raw, field="output_format": raw)
     conversation = await chat_from_version(alice, hostile)
@@ -76,9 +100,14 @@ async def test_a_reply_whose_format_cannot_be_followed_fails_with_a_code_in_the_
 
 
 async def test_a_reply_cut_by_the_maximum_tokens_under_a_schema_is_length_in_the_frame_and_the_row(
-        alice, chat_client, start_worker):
-    schema = {"type": "object", "properties": {"intent": {"enum": CHOICES}, "note": {"type": "string"}},
-              "required": ["intent", "note"], "additionalProperties": False}
+    alice, chat_client, start_worker
+):
+    schema = {
+        "type": "object",
+        "properties": {"intent": {"enum": CHOICES}, "note": {"type": "string"}},
+        "required": ["intent", "note"],
+        "additionalProperties": False,
+    }
     conversation = await chat_from_version(alice, {"type": "json_schema", "schema": schema}, max_new_tokens=3)
     client = await chat_client(alice, conversation.pk)
     await start_worker()

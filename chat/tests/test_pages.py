@@ -27,8 +27,12 @@ def page_urls(conversation):
 
 
 def test_every_chat_page_requires_login(client, alices_conversation):
-    for method, url in [("get", "/chat/"), ("post", "/chat/new/"), ("get", "/chat/model-status/"),
-                        *page_urls(alices_conversation)]:
+    for method, url in [
+        ("get", "/chat/"),
+        ("post", "/chat/new/"),
+        ("get", "/chat/model-status/"),
+        *page_urls(alices_conversation),
+    ]:
         response = getattr(client, method)(url)
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), url
 
@@ -69,8 +73,9 @@ def test_new_creates_a_conversation_and_opens_it(client, alice):
 
 def test_rename_returns_the_title_partial(client, alice, alices_conversation):
     client.force_login(alice)
-    response = client.post(f"/chat/{alices_conversation.pk}/rename/", {"title": "  Trip   to Lisbon "},
-                           headers={"HX-Request": "true"})
+    response = client.post(
+        f"/chat/{alices_conversation.pk}/rename/", {"title": "  Trip   to Lisbon "}, headers={"HX-Request": "true"}
+    )
     assert 'value="Trip to Lisbon"' in response.content.decode()
     assert Conversation.objects.get(pk=alices_conversation.pk).title == "Trip to Lisbon"
     response = client.post(f"/chat/{alices_conversation.pk}/rename/", {"title": " "}, headers={"HX-Request": "true"})
@@ -92,15 +97,17 @@ def test_delete_removes_the_conversation_and_its_messages(client, alice, alices_
 
 
 def test_messages_render_markdown_and_never_run_scripts(client, alice, alices_conversation):
-    message = message_append(conversation=alices_conversation, role="assistant",
+    message = message_append(
+        conversation=alices_conversation,
+        role="assistant",
         content='# Title\n\n<script>alert(1)</script> <img src=x onerror="alert(2)">\n\n'
-                '[click](javascript:alert(3)) and `code`',
+        "[click](javascript:alert(3)) and `code`",
     )
     client.force_login(alice)
     html = client.get(f"/chat/{alices_conversation.pk}/messages/{message.pk}/").content.decode()
     body = html.split('class="message__body markdown">')[1].split("</div>")[0]
     assert "<h1>Title</h1>" in body and "<code>code</code>" in body
-    assert "<script" not in body and "<img" not in body and "href=\"javascript" not in body
+    assert "<script" not in body and "<img" not in body and 'href="javascript' not in body
     assert "&lt;script&gt;" in body  # shown as text
     assert 'data-role="assistant"' in html and 'data-status="complete"' in html
 
@@ -121,16 +128,26 @@ def test_login_page_logs_in_and_goes_to_the_chat(client, alice):
 def test_the_sampling_heading_shows_the_values_in_effect_and_follows_a_save(client, alice):
     from prompts.services import prompt_create
 
-    prompt = prompt_create(owner=alice, name="Orders", slug="orders", version={
-        "instructions": "Be brief.", "template": "{{ order }}", "max_new_tokens": 64})
-    conversation = Conversation.objects.create(owner=alice, title="From a prompt", prompt_version=prompt.versions.get(),
-                                               parameters={"temperature": 0.2, "top_p": 0.9})
+    prompt = prompt_create(
+        owner=alice,
+        name="Orders",
+        slug="orders",
+        version={"instructions": "Be brief.", "template": "{{ order }}", "max_new_tokens": 64},
+    )
+    conversation = Conversation.objects.create(
+        owner=alice,
+        title="From a prompt",
+        prompt_version=prompt.versions.get(),
+        parameters={"temperature": 0.2, "top_p": 0.9},
+    )
     client.force_login(alice)
     page = client.get(f"/chat/{conversation.pk}/").content.decode()
-    assert ">Sampling · <span class=\"sampling-summary__values\">T 0.2 · top-p 0.9 · 64 tokens</span>" in page
-    saved = client.post(f"/chat/{conversation.pk}/sampling/", {"temperature": "0.7", "max_new_tokens": "256",
-                                                                "seed": "7", "stop": "END"},
-                        headers={"HX-Request": "true"}).content.decode()
+    assert '>Sampling · <span class="sampling-summary__values">T 0.2 · top-p 0.9 · 64 tokens</span>' in page
+    saved = client.post(
+        f"/chat/{conversation.pk}/sampling/",
+        {"temperature": "0.7", "max_new_tokens": "256", "seed": "7", "stop": "END"},
+        headers={"HX-Request": "true"},
+    ).content.decode()
     # The answer carries the heading too (swapped out of band): the values the next reply uses.
     assert 'id="sampling-summary" hx-swap-oob="true"' in saved
     assert "T 0.7 · top-p" in saved and "· 256 tokens · seed 7 · 1 stop sequence<" in saved

@@ -110,23 +110,35 @@ def test_the_headers_menu_has_pin_and_archive_beside_delete(client, alice):
     client.force_login(alice)
     page = client.get(f"/chat/{conversation.pk}/").content.decode()
     header = page.split('id="chat-menu"')[1].split("</details>")[0]  # the header's ⋯ menu
-    assert header.index(f'/chat/{conversation.pk}/pin/') < header.index(f'/chat/{conversation.pk}/delete/')
-    assert f'/chat/{conversation.pk}/archive/' in header and ">Pin<" in header and ">Archive<" in header
+    assert header.index(f"/chat/{conversation.pk}/pin/") < header.index(f"/chat/{conversation.pk}/delete/")
+    assert f"/chat/{conversation.pk}/archive/" in header and ">Pin<" in header and ">Archive<" in header
 
 
 def test_the_sidebar_stays_a_few_queries_with_10000_conversations(client, alice, bob, django_assert_max_num_queries):
     now = timezone.now()
     Conversation.objects.bulk_create(
-        [Conversation(owner=alice, title=f"chat {number}",
-                      pinned_at=now if number % 1000 == 0 else None,
-                      archived_at=now if number % 10 == 1 else None) for number in range(10_000)]
-        + [Conversation(owner=bob, title=f"bob {number}") for number in range(1_000)], batch_size=1000)
+        [
+            Conversation(
+                owner=alice,
+                title=f"chat {number}",
+                pinned_at=now if number % 1000 == 0 else None,
+                archived_at=now if number % 10 == 1 else None,
+            )
+            for number in range(10_000)
+        ]
+        + [Conversation(owner=bob, title=f"bob {number}") for number in range(1_000)],
+        batch_size=1000,
+    )
     opened = Conversation.objects.filter(owner=alice, archived_at=None).last()
     client.force_login(alice)
     client.get("/chat/")  # the session is warm, as a person's is
     timings = {}
-    for url in ("/chat/", "/chat/conversations/?page=2&kind=chat", "/chat/?kind=archived",
-                "/chat/conversations/?page=20&kind=archived"):
+    for url in (
+        "/chat/",
+        "/chat/conversations/?page=2&kind=chat",
+        "/chat/?kind=archived",
+        "/chat/conversations/?page=20&kind=archived",
+    ):
         with django_assert_max_num_queries(5):  # session, user, count and page of conversations, workers
             started = time.perf_counter()
             response = client.get(url)

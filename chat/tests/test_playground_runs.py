@@ -19,14 +19,29 @@ def helpdesk(alice, settings, tmp_path):
     """alice's prompt whose versions retrieve from her handbook (v1 and v2 differ in temperature)."""
     settings.KNOWLEDGE_FILES_DIR = tmp_path / "knowledge"
     settings.KNOWLEDGE_CHUNK_TOKENS, settings.KNOWLEDGE_CHUNK_OVERLAP = 24, 0
-    handbook = make_base(alice, "Handbook", [
-        ("router.md", "# Network\n\nTo restart the router, hold the power button for ten seconds until the lights "
-                      "blink.")], shared=True)
-    first = {"instructions": "Answer from the handbook.", "template": "{{ question }}", "temperature": 0.2,
-             "top_p": 0.9, "max_new_tokens": 48, "retrieval": {"knowledge_bases": [handbook.pk], "k": 2}}
+    handbook = make_base(
+        alice,
+        "Handbook",
+        [
+            (
+                "router.md",
+                "# Network\n\nTo restart the router, hold the power button for ten seconds until the lights blink.",
+            )
+        ],
+        shared=True,
+    )
+    first = {
+        "instructions": "Answer from the handbook.",
+        "template": "{{ question }}",
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "max_new_tokens": 48,
+        "retrieval": {"knowledge_bases": [handbook.pk], "k": 2},
+    }
     prompt = prompt_services.prompt_create(owner=alice, name="Helpdesk", slug="helpdesk", version=dict(first))
-    prompt_services.version_create(prompt=prompt, author=alice, fields={**first, "temperature": 0.7,
-                                                                         "commit_message": "warmer"})
+    prompt_services.version_create(
+        prompt=prompt, author=alice, fields={**first, "temperature": 0.7, "commit_message": "warmer"}
+    )
     return prompt
 
 
@@ -41,9 +56,17 @@ def written(run_conversation, *, text="Hold the power button [1].", completion_t
     """The run's reply as a model worker stores it."""
     reply = run_conversation.messages.get(role="assistant")
     Message.objects.filter(pk=reply.pk).update(
-        status="complete", content=text, prompt_tokens=131, completion_tokens=completion_tokens, tokens_per_s=55.5,
-        ttft_ms=20, model_name="tiny-llama-v2", finish_reason=finish_reason, finished_at=timezone.now(),
-        parameters={"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 48})
+        status="complete",
+        content=text,
+        prompt_tokens=131,
+        completion_tokens=completion_tokens,
+        tokens_per_s=55.5,
+        ttft_ms=20,
+        model_name="tiny-llama-v2",
+        finish_reason=finish_reason,
+        finished_at=timezone.now(),
+        parameters={"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 48},
+    )
     return reply
 
 
@@ -60,7 +83,7 @@ def test_the_playground_lists_the_persons_last_runs_with_their_figures(client, a
 
     client.force_login(alice)
     page = client.get("/prompts/helpdesk/playground/").content.decode()
-    listed = page[page.index('id="run-list"'):]
+    listed = page[page.index('id="run-list"') :]
     rows = listed.count("<tr data-run=")
     assert rows == 2, "alice's two runs, not bob's"
     assert f'data-run="{older.pk}"' in listed and f'data-run="{newer.pk}"' in listed
@@ -124,7 +147,7 @@ def test_a_reopened_run_is_flagged_as_a_failure_case(client, alice, helpdesk):
     case = FailureCase.objects.get()
     assert case.source == FailureCase.Source.PLAYGROUND and case.actual == "Hold the power button [1]."
     pane = client.get(f"/prompts/helpdesk/playground/runs/{runs_of(alice)[0].pk}/").content.decode()
-    badge = pane[pane.index(f'id="flagged-badge-{reply.pk}"'):][:80]
+    badge = pane[pane.index(f'id="flagged-badge-{reply.pk}"') :][:80]
     assert "hidden" not in badge  # the reopened run shows it was flagged
     listed = client.get("/prompts/helpdesk/playground/runs/").content.decode()
     assert "flagged" in listed

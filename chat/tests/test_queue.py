@@ -14,8 +14,9 @@ from chat.serving import queue
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def test_a_reply_whose_wake_up_message_was_lost_is_still_written(alice, start_worker, chat_client, settings,
-                                                                       new_conversation, stored_messages):
+async def test_a_reply_whose_wake_up_message_was_lost_is_still_written(
+    alice, start_worker, chat_client, settings, new_conversation, stored_messages
+):
     settings.LLM_QUEUE_POLL_SECONDS = 0.2
     await start_worker()
     conversation = await new_conversation(alice)
@@ -27,8 +28,9 @@ async def test_a_reply_whose_wake_up_message_was_lost_is_still_written(alice, st
     assert (await stored_messages(conversation))[1]["completion_tokens"] == 48
 
 
-async def test_a_stop_before_the_first_token_is_honoured(alice, start_worker, chat_client, monkeypatch,
-                                                         new_conversation, stored_messages):
+async def test_a_stop_before_the_first_token_is_honoured(
+    alice, start_worker, chat_client, monkeypatch, new_conversation, stored_messages
+):
     import threading
 
     worker = await start_worker()
@@ -78,8 +80,9 @@ def broken_load():
     raise ModelLoadError("LLM_MODEL=/nowhere/model.gguf: no such GGUF file.")
 
 
-async def test_a_worker_whose_model_failed_to_load_takes_nothing_in_scaled_mode(alice, start_worker, chat_client,
-                                                                                settings, new_conversation, stored_messages):
+async def test_a_worker_whose_model_failed_to_load_takes_nothing_in_scaled_mode(
+    alice, start_worker, chat_client, settings, new_conversation, stored_messages
+):
     settings.LLM_EMBEDDED_WORKER = False
     settings.LLM_QUEUE_POLL_SECONDS = 0.2
 
@@ -105,8 +108,9 @@ async def test_a_worker_whose_model_failed_to_load_takes_nothing_in_scaled_mode(
     assert (await client.receive_until("done"))[-1]["status"] == "complete"
 
 
-async def test_a_reply_no_healthy_worker_takes_times_out_naming_the_load_error(alice, start_worker, settings,
-                                                                               new_conversation):
+async def test_a_reply_no_healthy_worker_takes_times_out_naming_the_load_error(
+    alice, start_worker, settings, new_conversation
+):
     settings.LLM_EMBEDDED_WORKER = False
 
     await start_worker(load=broken_load)
@@ -117,8 +121,9 @@ async def test_a_reply_no_healthy_worker_takes_times_out_naming_the_load_error(a
     assert "No model worker could take this message" in failed.error and "no such GGUF file" in failed.error
 
 
-async def test_every_chunk_a_tab_is_sent_is_already_stored(alice, worker, chat_client, settings, new_conversation,
-                                                           stored_messages):
+async def test_every_chunk_a_tab_is_sent_is_already_stored(
+    alice, worker, chat_client, settings, new_conversation, stored_messages
+):
     settings.LLM_MAX_NEW_TOKENS = 120
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
@@ -138,9 +143,13 @@ async def test_every_chunk_a_tab_is_sent_is_already_stored(alice, worker, chat_c
 
 
 def test_people_at_the_page_are_served_before_an_api_burst_and_owners_take_turns(alice, bob, carol):
-    evaluation_case = services.reply_request_unlisted(owner=carol, kind=Conversation.Kind.EVALUATION,
-                                                      messages=[{"role": "user", "content": "a case"}],
-                                                      model_name="", parameters={"temperature": 0})
+    evaluation_case = services.reply_request_unlisted(
+        owner=carol,
+        kind=Conversation.Kind.EVALUATION,
+        messages=[{"role": "user", "content": "a case"}],
+        model_name="",
+        parameters={"temperature": 0},
+    )
     api_conversations = [Conversation.objects.create(owner=bob, kind=Conversation.Kind.API) for _ in range(3)]
     api_replies = [services.reply_request(conversation=c, content="batch job")[1] for c in api_conversations]
     chat = services.conversation_create(owner=alice)
@@ -156,8 +165,9 @@ def test_people_at_the_page_are_served_before_an_api_burst_and_owners_take_turns
     assert order == [chat_reply.pk, carol_reply.pk, api_replies[1].pk, api_replies[2].pk, evaluation_case.pk]
 
 
-async def test_an_unreachable_external_engine_makes_the_worker_report_why(alice, start_worker, chat_client, settings,
-                                                                          new_conversation):
+async def test_an_unreachable_external_engine_makes_the_worker_report_why(
+    alice, start_worker, chat_client, settings, new_conversation
+):
     from benchmarks.processes import free_port
 
     settings.LLM_ENGINE = "openai"

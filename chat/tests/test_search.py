@@ -16,9 +16,36 @@ from chat.search import MAX_QUERY_CHARS, MAX_TERMS, conversations_search, search
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HX-Request": "true"}
-SYNTAX = ['"', '""', "*", "lisbon*", "NEAR(", "NEAR(lisbon porto, 2)", "-", "-lisbon", ":", "content:lisbon",
-          "(", "(lisbon", ")", "OR", "lisbon OR", "OR lisbon", "AND", "NOT lisbon", "^lisbon", "lisbon + porto",
-          "'", "\\", "{content}: lisbon", "lisbon\"porto", "%", "_", "[", "!:&|<->"]
+SYNTAX = [
+    '"',
+    '""',
+    "*",
+    "lisbon*",
+    "NEAR(",
+    "NEAR(lisbon porto, 2)",
+    "-",
+    "-lisbon",
+    ":",
+    "content:lisbon",
+    "(",
+    "(lisbon",
+    ")",
+    "OR",
+    "lisbon OR",
+    "OR lisbon",
+    "AND",
+    "NOT lisbon",
+    "^lisbon",
+    "lisbon + porto",
+    "'",
+    "\\",
+    "{content}: lisbon",
+    'lisbon"porto',
+    "%",
+    "_",
+    "[",
+    "!:&|<->",
+]
 
 
 def chat(owner, title, *turns, **fields) -> Conversation:
@@ -46,10 +73,12 @@ def test_it_finds_conversations_stored_before_the_index_existed(alice):
     bulk = OldConversation.objects.create(owner_id=alice.pk, title="Imported")
     OldMessage.objects.bulk_create([OldMessage(conversation=bulk, role="user", content="a quiet beach near Sintra")])
     with connection.cursor() as cursor:
-        cursor.execute("INSERT INTO chat_conversation (owner_id, kind, title, system_prompt, prompt_variables, "
-                       "template_every_turn, model_name, parameters, job, created_at, updated_at) "
-                       "VALUES (%s, 'chat', 'Raw ferry notes', '', '{}', 0, '', '{}', '', %s, %s)",
-                       [alice.pk, timezone.now(), timezone.now()])
+        cursor.execute(
+            "INSERT INTO chat_conversation (owner_id, kind, title, system_prompt, prompt_variables, "
+            "template_every_turn, model_name, parameters, job, created_at, updated_at) "
+            "VALUES (%s, 'chat', 'Raw ferry notes', '', '{}', 0, '', '{}', '', %s, %s)",
+            [alice.pk, timezone.now(), timezone.now()],
+        )
 
     # 0010 builds the index from what is stored; later migrations that rebuild chat_message on
     # SQLite (0011 does) drop its triggers, and `migrate` puts them back (post_migrate).
@@ -83,8 +112,14 @@ def test_every_word_must_match_and_the_newest_conversation_comes_first(alice):
 
 
 def test_the_hit_names_the_newest_matching_message_and_marks_its_words(alice):
-    conversation = chat(alice, "Trip", "Tell me about Lisbon trams.", "Tram 28 crosses Lisbon's old town.",
-                        "And buses?", "Buses are slower.")
+    conversation = chat(
+        alice,
+        "Trip",
+        "Tell me about Lisbon trams.",
+        "Tram 28 crosses Lisbon's old town.",
+        "And buses?",
+        "Buses are slower.",
+    )
     hit = conversations_search(user=alice, query="lisbon")[0]
     second = conversation.messages.order_by("pk")[1]
     assert hit.message_id == second.pk and hit.url == f"/chat/{conversation.pk}/#message-{second.pk}"
@@ -221,8 +256,9 @@ def test_each_filter_narrows_the_results(alice, bob):
     flagged = chat(alice, "Flagged", "lisbon", "a bad reply")
     flagged.messages.filter(role="assistant").update(flagged_at=timezone.now())
     old = chat(alice, "Old", "lisbon")
-    Conversation.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=40),
-                                                  updated_at=timezone.now() - timedelta(days=30))
+    Conversation.objects.filter(pk=old.pk).update(
+        created_at=timezone.now() - timedelta(days=40), updated_at=timezone.now() - timedelta(days=30)
+    )
     everything = {plain.pk, tuned.pk, from_prompt.pk, flagged.pk, old.pk}
     assert set(found(alice, "lisbon")) == everything
     assert found(alice, "lisbon", model="order-json-ft1") == [tuned.pk]
@@ -255,8 +291,9 @@ def test_the_sidebar_box_swaps_results_for_the_list_and_back(alice, client):
     results = client.get("/chat/search/", {"q": "trams", "kind": "chat"}, headers=sidebar).content.decode()
     assert results.startswith('<nav class="conversation-list conversation-list--search" id="conversation-list"')
     assert f'href="/chat/{conversation.pk}/#message-' in results and "<mark>trams</mark>" in results
-    emptied = client.get("/chat/search/", {"q": "", "kind": "chat", "current": conversation.pk},
-                         headers=sidebar).content.decode()
+    emptied = client.get(
+        "/chat/search/", {"q": "", "kind": "chat", "current": conversation.pk}, headers=sidebar
+    ).content.decode()
     assert emptied.startswith('<nav class="conversation-list" id="conversation-list"')
     assert f'href="/chat/{conversation.pk}/" aria-current="page"' in emptied
     partial = client.get("/chat/search/", {"q": "trams"}, headers={**HTMX, "HX-Target": "search-results"})

@@ -29,20 +29,26 @@ async def test_two_replies_stream_side_by_side_in_one_batch(alice, worker, chat_
     first_done = next(i for i, f in enumerate(frames) if f["type"] == "done")
     assert len(started) == 2 and max(started) < first_done
     assert all(f["status"] == "complete" for f in frames if f["type"] == "done")
-    stored = await database_sync_to_async(lambda: list(Message.objects.filter(
-        conversation=conversation, role="assistant").values_list("model_name", "status")))()
+    stored = await database_sync_to_async(
+        lambda: list(
+            Message.objects.filter(conversation=conversation, role="assistant").values_list("model_name", "status")
+        )
+    )()
     assert stored == [(TINY_MODEL_DIR.name, "complete")] * 2
     # The model read the same conversation for both, and the active branch goes on from the first.
     await client.send({"type": "send", "content": "Go on"})
     await client.receive_until("done", timeout=30)
     from chat.models import Conversation
 
-    path = await database_sync_to_async(lambda: Branches.of(Conversation.objects.get(pk=conversation.pk)).active_path())()
+    path = await database_sync_to_async(
+        lambda: Branches.of(Conversation.objects.get(pk=conversation.pk)).active_path()
+    )()
     assert path[:2] == [question["id"], reply["id"]] and len(path) == 4
 
 
-async def test_side_by_side_with_an_unknown_model_is_refused_and_nothing_is_stored(alice, worker, chat_client,
-                                                                                  new_conversation):
+async def test_side_by_side_with_an_unknown_model_is_refused_and_nothing_is_stored(
+    alice, worker, chat_client, new_conversation
+):
     conversation = await new_conversation(alice)
     client = await chat_client(alice, conversation.pk)
     await client.send({"type": "send", "content": "Compare", "compare": "no-such-model"})
@@ -59,8 +65,9 @@ def test_keeping_one_of_two_replies_records_the_preference_pair(client, alice, b
     conversation = Conversation.objects.create(owner=alice, title="Pair")
     question = message_append(conversation=conversation, role="user", content="Capital of France?")
     kept = message_append(conversation=conversation, role="assistant", content="Paris.")
-    Message.objects.create(conversation=conversation, parent=question, role="assistant",
-                           content="Lyon, I think.", side_of=kept)
+    Message.objects.create(
+        conversation=conversation, parent=question, role="assistant", content="Lyon, I think.", side_of=kept
+    )
     client.force_login(bob)
     assert client.post(f"/cases/prefer/{kept.pk}/").status_code == 404  # not bob's conversation
     client.force_login(alice)

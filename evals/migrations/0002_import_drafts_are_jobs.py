@@ -4,85 +4,95 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('evals', '0001_initial'),
+        ("evals", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='importdraft',
-            name='cancel_requested',
+            model_name="importdraft",
+            name="cancel_requested",
             field=models.BooleanField(default=False),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='dispatched_at',
+            model_name="importdraft",
+            name="dispatched_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='done',
+            model_name="importdraft",
+            name="done",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='error',
+            model_name="importdraft",
+            name="error",
             field=models.TextField(blank=True),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='finished_at',
+            model_name="importdraft",
+            name="finished_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='fixed',
+            model_name="importdraft",
+            name="fixed",
             field=models.JSONField(default=dict),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='heartbeat_at',
+            model_name="importdraft",
+            name="heartbeat_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='mapping',
+            model_name="importdraft",
+            name="mapping",
             field=models.JSONField(default=dict),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='note',
+            model_name="importdraft",
+            name="note",
             field=models.CharField(blank=True, max_length=300),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='options',
+            model_name="importdraft",
+            name="options",
             field=models.JSONField(default=dict),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='outcome',
+            model_name="importdraft",
+            name="outcome",
             field=models.JSONField(default=dict),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='started_at',
+            model_name="importdraft",
+            name="started_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='status',
-            field=models.CharField(blank=True, choices=[('queued', 'Queued'), ('running', 'Running'), ('finished', 'Finished'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='', max_length=16),
+            model_name="importdraft",
+            name="status",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("queued", "Queued"),
+                    ("running", "Running"),
+                    ("finished", "Finished"),
+                    ("failed", "Failed"),
+                    ("cancelled", "Cancelled"),
+                ],
+                default="",
+                max_length=16,
+            ),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='total',
+            model_name="importdraft",
+            name="total",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='importdraft',
-            name='worker',
+            model_name="importdraft",
+            name="worker",
             field=models.CharField(blank=True, max_length=200),
         ),
     ]

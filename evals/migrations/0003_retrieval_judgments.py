@@ -4,25 +4,24 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('evals', '0002_import_drafts_are_jobs'),
+        ("evals", "0002_import_drafts_are_jobs"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='evaluationresult',
-            name='retrieved',
+            model_name="evaluationresult",
+            name="retrieved",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.AddField(
-            model_name='failurecase',
-            name='retrieval_judgment',
+            model_name="failurecase",
+            name="retrieval_judgment",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='failurecase',
-            name='retrieved',
+            model_name="failurecase",
+            name="retrieved",
             field=models.JSONField(blank=True, default=list),
         ),
     ]

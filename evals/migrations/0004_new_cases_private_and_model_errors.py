@@ -4,30 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('evals', '0003_retrieval_judgments'),
+        ("evals", "0003_retrieval_judgments"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='evaluation',
-            name='errored',
+            model_name="evaluation",
+            name="errored",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='evaluation',
-            name='retried',
+            model_name="evaluation",
+            name="retried",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='evaluationresult',
-            name='error_code',
+            model_name="evaluationresult",
+            name="error_code",
             field=models.CharField(blank=True, max_length=16),
         ),
         migrations.AlterField(
-            model_name='failurecase',
-            name='shared',
+            model_name="failurecase",
+            name="shared",
             field=models.BooleanField(default=False),
         ),
     ]

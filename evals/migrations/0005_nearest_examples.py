@@ -5,24 +5,28 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('evals', '0004_new_cases_private_and_model_errors'),
+        ("evals", "0004_new_cases_private_and_model_errors"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='evaluationresult',
-            name='example_cases',
+            model_name="evaluationresult",
+            name="example_cases",
             field=models.JSONField(blank=True, default=list),
         ),
         migrations.CreateModel(
-            name='CaseEmbedding',
+            name="CaseEmbedding",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('digest', models.CharField(max_length=64)),
-                ('vector', models.BinaryField()),
-                ('case', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='embedding', to='evals.failurecase')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("digest", models.CharField(max_length=64)),
+                ("vector", models.BinaryField()),
+                (
+                    "case",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="embedding", to="evals.failurecase"
+                    ),
+                ),
             ],
         ),
     ]

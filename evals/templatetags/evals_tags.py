@@ -13,8 +13,9 @@ DIFF_CHARS = 2_000  # the word diff is quadratic: long outputs are compared by t
 def word_diff(expected: str, output: str):
     """`output` with the words that differ from `expected` marked (<mark>), escaped."""
     _, segments = diff_words((expected or "")[:DIFF_CHARS], (output or "")[:DIFF_CHARS])
-    marked = format_html_join("", "{}", ((format_html("<mark>{}</mark>", text) if changed else text,)
-                                         for text, changed in segments))
+    marked = format_html_join(
+        "", "{}", ((format_html("<mark>{}</mark>", text) if changed else text,) for text, changed in segments)
+    )
     more = "…" if len(output or "") > DIFF_CHARS else ""
     return mark_safe(f'<span class="word-diff">{marked}{more}</span>')  # noqa: S308 (escaped above)
 

@@ -17,8 +17,6 @@ ORDER_VERSION = {
 }
 
 
-
-
 @pytest.fixture
 def order_prompt(alice):
     return prompt_services.prompt_create(owner=alice, name="Order JSON", slug="order-json", version=dict(ORDER_VERSION))
@@ -30,8 +28,13 @@ def order_version(order_prompt):
 
 
 def finished_reply(conversation, content="not json", model="tiny-llama-v2"):
-    return message_append(conversation=conversation, role=Message.Role.ASSISTANT, content=content,
-                                  status=Message.Status.COMPLETE, model_name=model)
+    return message_append(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        content=content,
+        status=Message.Status.COMPLETE,
+        model_name=model,
+    )
 
 
 @pytest.fixture
@@ -51,9 +54,17 @@ def make_cases(alice, order_version):
     from evals.models import FailureCase
 
     def make(n=3, user=None, **fields):
-        rows = [{"prompt": "order-json", "version": 1, "input": {"order": f"{k + 2} apples"},
-                 "actual": "apples", "expected": f'{{"item": "apple", "quantity": {k + 2}}}', **fields}
-                for k in range(n)]
+        rows = [
+            {
+                "prompt": "order-json",
+                "version": 1,
+                "input": {"order": f"{k + 2} apples"},
+                "actual": "apples",
+                "expected": f'{{"item": "apple", "quantity": {k + 2}}}',
+                **fields,
+            }
+            for k in range(n)
+        ]
         return services.cases_create(user=user or alice, rows=rows, source=FailureCase.Source.API)
 
     return make

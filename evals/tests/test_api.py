@@ -17,12 +17,23 @@ def token(alice):
 
 
 def post(client, path, body, token):
-    return client.post(path, json.dumps(body) if not isinstance(body, (str, bytes)) else body,
-                       content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client.post(
+        path,
+        json.dumps(body) if not isinstance(body, (str, bytes)) else body,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
 
 
-CASE = {"prompt": "order-json", "version": None, "input": {"order": "3 kiwis"}, "actual": "kiwi",
-        "expected": '{"item": "kiwi", "quantity": 3}', "tags": ["api"], "split": "eval"}
+CASE = {
+    "prompt": "order-json",
+    "version": None,
+    "input": {"order": "3 kiwis"},
+    "actual": "kiwi",
+    "expected": '{"item": "kiwi", "quantity": 3}',
+    "tags": ["api"],
+    "split": "eval",
+}
 
 
 def test_one_case_or_a_list_is_created(client, token, order_version):
@@ -30,25 +41,31 @@ def test_one_case_or_a_list_is_created(client, token, order_version):
     assert one.status_code == 201 and len(one.json()["ids"]) == 1
     case = FailureCase.objects.get(pk=one.json()["ids"][0])
     assert case.prompt_version == order_version and case.source == "api" and case.split == "eval"
-    many = post(client, "/api/failure-cases/", [CASE, {**CASE, "input": "plain text", "prompt": None,
-                                                      "context": [{"role": "user", "content": "earlier"}]}], token)
+    many = post(
+        client,
+        "/api/failure-cases/",
+        [CASE, {**CASE, "input": "plain text", "prompt": None, "context": [{"role": "user", "content": "earlier"}]}],
+        token,
+    )
     assert many.status_code == 201 and len(many.json()["ids"]) == 2
     plain = FailureCase.objects.get(pk=many.json()["ids"][1])
     assert plain.prompt_version is None and plain.context == [{"role": "user", "content": "earlier"}]
 
 
-@pytest.mark.parametrize("body, message", [
-    ([CASE, {**CASE, "expected": ""}], "[1].expected: must not be empty"),
-    ([CASE, {**CASE, "split": "test"}], "[1].split: must be one of train, eval"),
-    ([{**CASE, "prompt": "nope"}], "[0].prompt: there is no prompt"),
-    ([{**CASE, "input": {"wrong": "x"}}], "[0].input: Fill in the variable order"),
-    ([{**CASE, "prompt": None}], "[0].input: is an object of variables, which needs a prompt"),
-    ([{**CASE, "context": [{"role": "robot"}]}], "[0].context[0]"),
-    ([{**CASE, "expected": "a\u0000b"}], "NUL"),
-    ({**CASE, "version": 9}, "version: Prompt “order-json” has no version 9"),
-])
-def test_a_list_is_all_or_nothing_and_a_refusal_names_the_index_and_field(client, token, order_version, body,
-                                                                          message):
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ([CASE, {**CASE, "expected": ""}], "[1].expected: must not be empty"),
+        ([CASE, {**CASE, "split": "test"}], "[1].split: must be one of train, eval"),
+        ([{**CASE, "prompt": "nope"}], "[0].prompt: there is no prompt"),
+        ([{**CASE, "input": {"wrong": "x"}}], "[0].input: Fill in the variable order"),
+        ([{**CASE, "prompt": None}], "[0].input: is an object of variables, which needs a prompt"),
+        ([{**CASE, "context": [{"role": "robot"}]}], "[0].context[0]"),
+        ([{**CASE, "expected": "a\u0000b"}], "NUL"),
+        ({**CASE, "version": 9}, "version: Prompt “order-json” has no version 9"),
+    ],
+)
+def test_a_list_is_all_or_nothing_and_a_refusal_names_the_index_and_field(client, token, order_version, body, message):
     response = post(client, "/api/failure-cases/", body, token)
     assert response.status_code == 400 and message in response.json()["error"], response.json()
     assert not FailureCase.objects.exists()
@@ -68,8 +85,9 @@ def test_refusals_without_a_token_or_with_a_bad_body(client, token, order_versio
 
 def test_the_export_takes_only_the_filters_given(client, token, order_version):
     post(client, "/api/failure-cases/", [CASE, {**CASE, "input": {"order": "x"}, "split": "train"}], token)
-    response = client.get("/api/failure-cases/export/?format=dpo&prompt=order-json&split=eval",
-                          HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = client.get(
+        "/api/failure-cases/export/?format=dpo&prompt=order-json&split=eval", HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
     lines = b"".join(response.streaming_content).decode().splitlines()
     assert response.status_code == 200 and len(lines) == 1
     assert json.loads(lines[0])["chosen"] == CASE["expected"]
@@ -80,8 +98,17 @@ def test_the_export_takes_only_the_filters_given(client, token, order_version):
 @pytest.mark.django_db(transaction=True)  # the model worker's thread reads what the test wrote
 def test_an_evaluation_is_queued_run_and_read_back(client, token, order_version, model_worker):
     post(client, "/api/failure-cases/", [CASE, {**CASE, "input": {"order": "one plum"}}], token)
-    created = post(client, "/api/evaluations/", {"prompt": "order-json", "version": 1, "split": "eval",
-                                                 "scorers": [{"type": "json_equal"}, {"type": "valid_json"}]}, token)
+    created = post(
+        client,
+        "/api/evaluations/",
+        {
+            "prompt": "order-json",
+            "version": 1,
+            "split": "eval",
+            "scorers": [{"type": "json_equal"}, {"type": "valid_json"}],
+        },
+        token,
+    )
     assert created.status_code == 202
     evaluation_id = created.json()["id"]
     queued = client.get(f"/api/evaluations/{evaluation_id}/", HTTP_AUTHORIZATION=f"Bearer {token}").json()
@@ -95,15 +122,18 @@ def test_an_evaluation_is_queued_run_and_read_back(client, token, order_version,
     assert cancel.status_code == 200 and cancel.json()["status"] == "finished"  # nothing left to cancel
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"prompt": "order-json", "split": "eval"}, 400, "no failure cases match"),
-    ({"prompt": "nope"}, 404, "no prompt"),
-    ({"prompt": "order-json", "label": "production"}, 404, "no label"),
-    ({"prompt": "order-json", "version": [1]}, 400, "version"),
-    ({"prompt": "order-json", "scorers": [{"type": "bleu"}]}, 400, "scorers[0].type"),
-    ({"prompt": "order-json", "model": "gpt-9"}, 400, "unknown model"),
-    ([1], 400, "JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"prompt": "order-json", "split": "eval"}, 400, "no failure cases match"),
+        ({"prompt": "nope"}, 404, "no prompt"),
+        ({"prompt": "order-json", "label": "production"}, 404, "no label"),
+        ({"prompt": "order-json", "version": [1]}, 400, "version"),
+        ({"prompt": "order-json", "scorers": [{"type": "bleu"}]}, 400, "scorers[0].type"),
+        ({"prompt": "order-json", "model": "gpt-9"}, 400, "unknown model"),
+        ([1], 400, "JSON object"),
+    ],
+)
 def test_evaluation_refusals(client, token, order_version, body, status, message):
     if body != {"prompt": "order-json", "split": "eval"}:
         post(client, "/api/failure-cases/", CASE, token)

@@ -17,14 +17,20 @@ def test_a_flagged_plain_chat_reply_keeps_input_context_actual_and_is_private(cl
     client.force_login(alice)
     form = client.get(f"/cases/flag/{reply.pk}/", headers=HTMX).content.decode()
     assert "Plain chat" in form and "What is 2 + 2?" in form and "Share with the team" in form
-    response = client.post(f"/cases/flag/{reply.pk}/", {"expected": "4", "tags": "Math, arithmetic",
-                                                        "note": "off by one", "split": "eval"}, headers=HTMX)
+    response = client.post(
+        f"/cases/flag/{reply.pk}/",
+        {"expected": "4", "tags": "Math, arithmetic", "note": "off by one", "split": "eval"},
+        headers=HTMX,
+    )
     assert response.status_code == 200 and "Flagged as" in response.content.decode()
     assert 'id="flagged-badge-%d" hx-swap-oob="true"' % reply.pk in response.content.decode()
     case = FailureCase.objects.get()
     assert case.prompt_version is None and case.input_text == "What is 2 + 2?" and case.input_variables == {}
-    assert case.context == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                            {"role": "assistant", "content": "Hello!"}]
+    assert case.context == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+    ]
     assert (case.actual, case.expected, case.model_name) == ("5", "4", "tiny-llama-v2")
     assert sorted(t.name for t in case.tags.all()) == ["arithmetic", "math"]
     assert (case.split, case.note, case.source, case.status) == ("eval", "off by one", "chat", "open")
@@ -36,13 +42,14 @@ def test_a_flagged_plain_chat_reply_keeps_input_context_actual_and_is_private(cl
 
 
 def test_a_flagged_playground_run_keeps_the_version_and_its_variables(client, alice, order_version):
-    conversation, queued = conversation_start_from_prompt(owner=alice, prompt_version=order_version,
-                                                          variables={"order": "two pears"},
-                                                          kind=Conversation.Kind.PLAYGROUND)
+    conversation, queued = conversation_start_from_prompt(
+        owner=alice, prompt_version=order_version, variables={"order": "two pears"}, kind=Conversation.Kind.PLAYGROUND
+    )
     Message.objects.filter(pk=queued.pk).update(status="complete", content="pears!", model_name="tiny")
     client.force_login(alice)
-    client.post(f"/cases/flag/{queued.pk}/", {"expected": '{"item": "pear", "quantity": 2}', "shared": "on"},
-                headers=HTMX)
+    client.post(
+        f"/cases/flag/{queued.pk}/", {"expected": '{"item": "pear", "quantity": 2}', "shared": "on"}, headers=HTMX
+    )
     case = FailureCase.objects.get()
     assert case.prompt_version == order_version and case.input_variables == {"order": "two pears"}
     assert case.input_text == "" and case.context == [] and case.actual == "pears!"
@@ -50,8 +57,9 @@ def test_a_flagged_playground_run_keeps_the_version_and_its_variables(client, al
 
 
 def test_a_later_turn_of_a_chat_from_a_version_keeps_the_message_and_the_turns_before(alice, order_version):
-    conversation, first = conversation_start_from_prompt(owner=alice, prompt_version=order_version,
-                                                         variables={"order": "one fig"})
+    conversation, first = conversation_start_from_prompt(
+        owner=alice, prompt_version=order_version, variables={"order": "one fig"}
+    )
     Message.objects.filter(pk=first.pk).update(status="complete", content='{"item": "fig"}')
     message_append(conversation=conversation, role="user", content="And the quantity?")
     reply = message_append(conversation=conversation, role="assistant", content="two", status="complete")

@@ -49,9 +49,17 @@ def test_the_list_runs_a_fixed_number_of_queries(client, alice, make_cases, djan
 def test_edit_in_place_and_bulk_changes(client, alice, make_cases):
     cases = make_cases(3)
     client.force_login(alice)
-    response = client.post(f"/cases/{cases[0].pk}/", {"expected": '{"item": "apple", "quantity": 3}',
-                                                      "tags": "Hard, json", "split": "eval", "status": "wontfix",
-                                                      "note": "tricky"}, headers=HTMX)
+    response = client.post(
+        f"/cases/{cases[0].pk}/",
+        {
+            "expected": '{"item": "apple", "quantity": 3}',
+            "tags": "Hard, json",
+            "split": "eval",
+            "status": "wontfix",
+            "note": "tricky",
+        },
+        headers=HTMX,
+    )
     assert response.status_code == 200 and "Saved." in response.content.decode()
     case = FailureCase.objects.get(pk=cases[0].pk)
     assert (case.split, case.status, case.note) == ("eval", "wontfix", "tricky")
@@ -66,8 +74,9 @@ def test_edit_in_place_and_bulk_changes(client, alice, make_cases):
     assert FailureCase.objects.count() == 2
 
 
-def test_a_second_user_sees_shared_cases_but_not_private_ones_and_changes_neither(client, alice, bob, make_cases,
-                                                                                    chat_with_reply):
+def test_a_second_user_sees_shared_cases_but_not_private_ones_and_changes_neither(
+    client, alice, bob, make_cases, chat_with_reply
+):
     shared = make_cases(1)[0]
     private = services.case_flag(user=alice, message=chat_with_reply[1], expected="4")
     client.force_login(bob)
@@ -109,8 +118,7 @@ def test_a_saved_selection_filters_the_list_export_and_evaluations(client, alice
     assert len(b"".join(response.streaming_content).splitlines()) == 2
 
 
-def test_selected_cases_open_the_prompt_editor_prefilled_as_few_shot_examples(client, alice, make_cases,
-                                                                              order_prompt):
+def test_selected_cases_open_the_prompt_editor_prefilled_as_few_shot_examples(client, alice, make_cases, order_prompt):
     cases = make_cases(2)
     client.force_login(alice)
     response = client.post("/cases/bulk/", {"case": [c.pk for c in cases], "action": "few_shot"}, headers=HTMX)
@@ -134,6 +142,13 @@ def test_the_prompt_page_offers_running_the_open_cases(client, alice, make_cases
 
 def test_every_page_needs_a_login(client, make_cases):
     case = make_cases(1)[0]
-    for url in ("/cases/", f"/cases/{case.pk}/", "/cases/new/", "/cases/import/", "/evaluations/",
-                "/evaluations/new/", "/cases/export/?format=csv"):
+    for url in (
+        "/cases/",
+        f"/cases/{case.pk}/",
+        "/cases/new/",
+        "/cases/import/",
+        "/evaluations/",
+        "/evaluations/new/",
+        "/cases/export/?format=csv",
+    ):
         assert client.get(url).status_code == 302, url

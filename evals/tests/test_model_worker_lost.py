@@ -32,12 +32,16 @@ def lost_then_answered(monkeypatch):
             tries[order] = tries.get(order, 0) + 1
             if tries[order] <= lost_tries.get(order, 0):
                 Message.objects.filter(pk=reply.pk).update(
-                    status=Message.Status.FAILED, error_code=Message.ErrorCode.WORKER_LOST, content='{"item',
-                    error="The model worker writing this reply stopped (its lease lapsed).")
+                    status=Message.Status.FAILED,
+                    error_code=Message.ErrorCode.WORKER_LOST,
+                    content='{"item',
+                    error="The model worker writing this reply stopped (its lease lapsed).",
+                )
             else:
                 quantity = order.split()[0]
                 Message.objects.filter(pk=reply.pk).update(
-                    status=Message.Status.COMPLETE, content=f'{{"item": "apple", "quantity": {quantity}}}')
+                    status=Message.Status.COMPLETE, content=f'{{"item": "apple", "quantity": {quantity}}}'
+                )
             return reply
 
         monkeypatch.setattr(runner.chat_services, "reply_request_unlisted", request_and_answer)
@@ -47,15 +51,17 @@ def lost_then_answered(monkeypatch):
 
 
 def evaluate(alice, order_version) -> Evaluation:
-    evaluation = services.evaluation_create(user=alice, version=order_version, model_name="", filters={},
-                                            scorers=[{"type": "exact_match"}])
+    evaluation = services.evaluation_create(
+        user=alice, version=order_version, model_name="", filters={}, scorers=[{"type": "exact_match"}]
+    )
     runner.run_evaluation(evaluation.pk)
     evaluation.refresh_from_db()
     return evaluation
 
 
-def test_cases_whose_worker_was_lost_are_asked_again_and_pass(alice, make_cases, order_version,
-                                                              lost_then_answered, settings):
+def test_cases_whose_worker_was_lost_are_asked_again_and_pass(
+    alice, make_cases, order_version, lost_then_answered, settings
+):
     settings.EVAL_CASE_RETRIES = 2
     make_cases(4)
     tries = lost_then_answered({"2 apples": 1, "3 apples": 2})
@@ -67,9 +73,9 @@ def test_cases_whose_worker_was_lost_are_asked_again_and_pass(alice, make_cases,
     assert evaluation.model_errors_note == "3 replies were asked again after the model worker writing them stopped."
 
 
-def test_a_case_lost_past_its_retries_is_an_error_left_out_of_the_pass_rate(client, alice, make_cases,
-                                                                           order_version, lost_then_answered,
-                                                                           settings):
+def test_a_case_lost_past_its_retries_is_an_error_left_out_of_the_pass_rate(
+    client, alice, make_cases, order_version, lost_then_answered, settings
+):
     settings.EVAL_CASE_RETRIES = 1
     make_cases(3)
     lost_then_answered({"2 apples": 5})
@@ -84,7 +90,7 @@ def test_a_case_lost_past_its_retries_is_an_error_left_out_of_the_pass_rate(clie
     page = client.get(evaluation.get_absolute_url()).content.decode()
     assert "1 case was not answered by the model (errors, left out of the pass rate)" in page
     assert "1 reply was asked again after the model worker writing it stopped" in page
-    assert "2 of 2 passed" in page and 'badge badge--error' in page
+    assert "2 of 2 passed" in page and "badge badge--error" in page
 
     token = api_token_create(user=alice, name="ci")[1]
     answer = client.get(f"/api/evaluations/{evaluation.pk}/", HTTP_AUTHORIZATION=f"Bearer {token}").json()
@@ -93,8 +99,9 @@ def test_a_case_lost_past_its_retries_is_an_error_left_out_of_the_pass_rate(clie
     assert [r["error_code"] for r in answer["results"] if "error_code" in r] == ["worker_lost"]
 
 
-def test_a_persons_verdict_on_an_unanswered_case_counts_it_again(alice, make_cases, order_version,
-                                                               lost_then_answered, settings):
+def test_a_persons_verdict_on_an_unanswered_case_counts_it_again(
+    alice, make_cases, order_version, lost_then_answered, settings
+):
     settings.EVAL_CASE_RETRIES = 0
     make_cases(2)
     lost_then_answered({"2 apples": 1})
@@ -105,9 +112,9 @@ def test_a_persons_verdict_on_an_unanswered_case_counts_it_again(alice, make_cas
     assert (evaluation.errored, evaluation.pass_rate) == (0, 0.5)
 
 
-def test_an_unanswered_case_is_neither_fixed_nor_regressed_and_its_history_says_error(client, alice, make_cases,
-                                                                                      order_version,
-                                                                                      lost_then_answered, settings):
+def test_an_unanswered_case_is_neither_fixed_nor_regressed_and_its_history_says_error(
+    client, alice, make_cases, order_version, lost_then_answered, settings
+):
     settings.EVAL_CASE_RETRIES = 0
     cases = make_cases(2)
     lost_then_answered({"2 apples": 1})

@@ -18,10 +18,13 @@ pytestmark = pytest.mark.django_db
 TRIAGE = {"instructions": "Name the team for the ticket.", "template": "Ticket: {{ ticket }}", "max_new_tokens": 8}
 # Three topics whose nearest neighbours are known: fruit, vehicles, weather.
 TICKETS = [
-    ("I want to buy apples and pears", "grocer"), ("Bananas and oranges for the fruit bowl", "grocer"),
+    ("I want to buy apples and pears", "grocer"),
+    ("Bananas and oranges for the fruit bowl", "grocer"),
     ("Fresh strawberries and cherries please", "grocer"),
-    ("My car engine will not start", "garage"), ("The truck needs new tyres and brakes", "garage"),
-    ("Heavy rain and thunderstorms tomorrow", "weather"), ("Snow and freezing wind this weekend", "weather"),
+    ("My car engine will not start", "garage"),
+    ("The truck needs new tyres and brakes", "garage"),
+    ("Heavy rain and thunderstorms tomorrow", "weather"),
+    ("Snow and freezing wind this weekend", "weather"),
 ]
 
 
@@ -31,14 +34,21 @@ def triage(alice):
 
 
 def cases(user, rows, split="train", shared=True, prompt="triage"):
-    return services.cases_create(user=user, source=FailureCase.Source.API, shared=shared, rows=[
-        {"prompt": prompt, "version": 1, "input": {"ticket": text}, "expected": team, "split": split}
-        for text, team in rows])
+    return services.cases_create(
+        user=user,
+        source=FailureCase.Source.API,
+        shared=shared,
+        rows=[
+            {"prompt": prompt, "version": 1, "input": {"ticket": text}, "expected": team, "split": split}
+            for text, team in rows
+        ],
+    )
 
 
 def nearest_version(triage, alice, **source):
-    return prompt_services.version_create(prompt=triage, author=alice, fields={
-        **TRIAGE, "examples": {"from": {"split": "train"}, "k": 3, **source}})
+    return prompt_services.version_create(
+        prompt=triage, author=alice, fields={**TRIAGE, "examples": {"from": {"split": "train"}, "k": 3, **source}}
+    )
 
 
 def test_the_examples_are_the_cases_most_like_the_input(alice, triage):
@@ -70,8 +80,9 @@ def test_a_held_out_case_is_never_an_example_unless_a_chosen_selection_holds_it(
     _, ids = examples_for(version, user=alice, variables={"ticket": "apples and pears"})
     assert held_out.pk not in ids
     selection = CaseSelection.objects.create(owner=alice, name="everything", filters={"prompt": "triage"})
-    chosen = prompt_services.version_create(prompt=triage, author=alice, fields={
-        **TRIAGE, "examples": {"from": {"selection": selection.pk}, "k": 4}})
+    chosen = prompt_services.version_create(
+        prompt=triage, author=alice, fields={**TRIAGE, "examples": {"from": {"selection": selection.pk}, "k": 4}}
+    )
     _, ids = examples_for(chosen, user=alice, variables={"ticket": "apples and pears"})
     assert ids[-1] == held_out.pk
 
@@ -96,11 +107,18 @@ def test_private_cases_are_examples_only_for_their_author(alice, bob, triage):
 def test_a_template_of_several_variables_embeds_their_values(alice):
     fields = {"template": "From {{ customer }}: {{ ticket }}", "examples": []}
     prompt = prompt_services.prompt_create(owner=alice, name="Two", slug="two", version=fields)
-    made = services.cases_create(user=alice, source=FailureCase.Source.API, shared=True, rows=[
-        {"prompt": "two", "version": 1, "input": {"customer": "Ann", "ticket": text}, "expected": team}
-        for text, team in TICKETS])
-    version = prompt_services.version_create(prompt=prompt, author=alice, fields={
-        **fields, "examples": {"from": {"split": "train"}, "k": 1}})
+    made = services.cases_create(
+        user=alice,
+        source=FailureCase.Source.API,
+        shared=True,
+        rows=[
+            {"prompt": "two", "version": 1, "input": {"customer": "Ann", "ticket": text}, "expected": team}
+            for text, team in TICKETS
+        ],
+    )
+    version = prompt_services.version_create(
+        prompt=prompt, author=alice, fields={**fields, "examples": {"from": {"split": "train"}, "k": 1}}
+    )
     examples, ids = examples_for(version, user=alice, variables={"customer": "Bo", "ticket": "my truck's brakes"})
     assert ids == [made[4].pk] and examples[0]["input"] == f"From Ann: {TICKETS[4][0]}"
 
@@ -118,7 +136,8 @@ def test_every_reply_records_the_cases_it_read(alice, triage):
     made = cases(alice, TICKETS)
     version = nearest_version(triage, alice, k=2)
     conversation, reply = chat_services.conversation_start_from_prompt(
-        owner=alice, prompt_version=version, variables={"ticket": "the car engine and the truck tyres"})
+        owner=alice, prompt_version=version, variables={"ticket": "the car engine and the truck tyres"}
+    )
     assert set(reply.example_cases) == {made[3].pk, made[4].pk}
     history = chat_selectors.chat_history_before(message=reply)
     assert [m["content"] for m in history if m["role"] == "assistant"] == ["garage", "garage"]
@@ -126,10 +145,13 @@ def test_every_reply_records_the_cases_it_read(alice, triage):
 
 
 def test_fixed_examples_behave_as_before(alice, triage):
-    version = prompt_services.version_create(prompt=triage, author=alice, fields={
-        **TRIAGE, "examples": [{"input": "Ticket: x", "output": "grocer"}]})
+    version = prompt_services.version_create(
+        prompt=triage, author=alice, fields={**TRIAGE, "examples": [{"input": "Ticket: x", "output": "grocer"}]}
+    )
     assert examples_for(version, user=alice, variables={"ticket": "y"}) == (
-        [{"input": "Ticket: x", "output": "grocer"}], [])
+        [{"input": "Ticket: x", "output": "grocer"}],
+        [],
+    )
 
 
 def test_the_source_round_trips_through_the_api_export_and_import(alice, triage):
@@ -137,22 +159,26 @@ def test_the_source_round_trips_through_the_api_export_and_import(alice, triage)
     version = nearest_version(triage, alice, balance=2)
     source = {"from": {"split": "train"}, "k": 3, "balance": 2}
     assert version_json(version)["examples"] == source
-    assert source_text(source) == ("the 3 cases most like the input, from the train split, "
-                                   "at most 2 with the same expected answer")
+    assert source_text(source) == (
+        "the 3 cases most like the input, from the train split, at most 2 with the same expected answer"
+    )
     exported = prompt_services.prompt_export(triage)
     exported["prompt"]["slug"] = "triage-copy"
     copy = prompt_services.prompt_import(data=exported, owner=alice)
     assert copy.versions.get(number=2).example_source == source and copy.versions.get(number=2).examples == []
 
 
-@pytest.mark.parametrize("source, field", [
-    ({"from": {"split": "train"}, "k": 0}, "examples.k"),
-    ({"from": {"split": "train"}, "k": 50}, "examples.k"),
-    ({"from": {"split": "train"}, "k": 2, "balance": 3}, "examples.balance"),
-    ({"from": {"split": "eval"}}, "examples.from.split"),
-    ({"from": {"selection": 999999}}, "examples.from.selection"),
-    ({"from": {}}, "examples.from"),
-])
+@pytest.mark.parametrize(
+    "source, field",
+    [
+        ({"from": {"split": "train"}, "k": 0}, "examples.k"),
+        ({"from": {"split": "train"}, "k": 50}, "examples.k"),
+        ({"from": {"split": "train"}, "k": 2, "balance": 3}, "examples.balance"),
+        ({"from": {"split": "eval"}}, "examples.from.split"),
+        ({"from": {"selection": 999999}}, "examples.from.selection"),
+        ({"from": {}}, "examples.from"),
+    ],
+)
 def test_a_bad_source_is_refused_naming_the_field(alice, triage, source, field):
     with pytest.raises(prompt_services.PromptError) as refused:
         prompt_services.version_create(prompt=triage, author=alice, fields={**TRIAGE, "examples": source})
@@ -165,8 +191,9 @@ def test_a_selection_is_refused_when_it_is_not_yours_or_holds_no_case_of_the_pro
     cases(alice, TICKETS)
     for selection in (theirs, empty):
         with pytest.raises(prompt_services.PromptError) as refused:
-            prompt_services.version_create(prompt=triage, author=alice, fields={
-                **TRIAGE, "examples": {"from": {"selection": selection.pk}}})
+            prompt_services.version_create(
+                prompt=triage, author=alice, fields={**TRIAGE, "examples": {"from": {"selection": selection.pk}}}
+            )
         assert refused.value.field == "examples.from.selection"
 
 

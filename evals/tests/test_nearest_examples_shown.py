@@ -19,8 +19,13 @@ def triage(alice):
 
 
 def form(**fields):
-    return {"template": TRIAGE["template"], "commit_message": "nearest", "output_type": "text", "output_spec": "",
-            **fields}
+    return {
+        "template": TRIAGE["template"],
+        "commit_message": "nearest",
+        "output_type": "text",
+        "output_spec": "",
+        **fields,
+    }
 
 
 @pytest.mark.django_db
@@ -29,8 +34,10 @@ def test_the_form_saves_examples_chosen_per_input_and_the_pages_describe_them(cl
     client.force_login(alice)
     page = client.get("/prompts/triage/versions/new/").content.decode()
     assert "chosen per input" in page and "held-out (eval) cases" not in page.split("example_from")[0]
-    response = client.post("/prompts/triage/versions/new/", form(
-        example_choice="nearest", example_from="split:train", example_k="4", example_balance="2"))
+    response = client.post(
+        "/prompts/triage/versions/new/",
+        form(example_choice="nearest", example_from="split:train", example_k="4", example_balance="2"),
+    )
     assert response.status_code == 302
     version = triage.versions.get(number=2)
     assert version.example_source == {"from": {"split": "train"}, "k": 4, "balance": 2} and version.examples == []
@@ -58,10 +65,12 @@ def test_the_form_names_a_bad_k_and_offers_only_your_selections(client, alice, b
 @pytest.mark.usefixtures("model_worker")
 def test_each_result_names_its_examples_never_itself(client, alice, bob, triage):
     made = cases(alice, TICKETS)
-    version = prompt_services.version_create(prompt=triage, author=alice, fields={
-        **TRIAGE, "examples": {"from": {"split": "train"}, "k": 2}})
-    evaluation = services.evaluation_create(user=alice, version=version, model_name="", filters={},
-                                            scorers=[{"type": "exact_match"}])
+    version = prompt_services.version_create(
+        prompt=triage, author=alice, fields={**TRIAGE, "examples": {"from": {"split": "train"}, "k": 2}}
+    )
+    evaluation = services.evaluation_create(
+        user=alice, version=version, model_name="", filters={}, scorers=[{"type": "exact_match"}]
+    )
     run_evaluation(evaluation.pk)
     results = list(evaluation.results.order_by("case_id"))
     assert len(results) == len(made)
@@ -85,10 +94,12 @@ def test_a_playground_run_names_the_cases_it_read(client, alice, triage):
     from chat.models import Conversation
 
     made = cases(alice, TICKETS)
-    version = prompt_services.version_create(prompt=triage, author=alice, fields={
-        **TRIAGE, "examples": {"from": {"split": "train"}, "k": 1}})
+    version = prompt_services.version_create(
+        prompt=triage, author=alice, fields={**TRIAGE, "examples": {"from": {"split": "train"}, "k": 1}}
+    )
     conversation, reply = chat_services.conversation_start_from_prompt(
-        owner=alice, prompt_version=version, variables={"ticket": "snow and wind"}, kind=Conversation.Kind.PLAYGROUND)
+        owner=alice, prompt_version=version, variables={"ticket": "snow and wind"}, kind=Conversation.Kind.PLAYGROUND
+    )
     client.force_login(alice)
     page = client.get(f"/prompts/triage/playground/runs/{conversation.pk}/").content.decode()
     assert reply.example_cases == [made[6].pk] and f'href="/cases/{made[6].pk}/">#{made[6].pk}</a>' in page

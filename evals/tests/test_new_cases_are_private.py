@@ -39,20 +39,39 @@ def test_cases_made_every_way_start_private_unless_shared(client, alice, bob, or
         assert client.post(f"/cases/flag/{reply.pk}/", {"expected": "4", "split": "train"}).status_code == 200
     client.post("/cases/new/", {"prompt": "order-json", "var_order": "1 fig", "expected": "x", "split": "train"})
     draft = upload(client, "orders.csv", csv_text([["5 figs", "y"]], ["order", "expected"]))
-    import_and_run(client, draft, {"mapped": "1", "fixed_prompt": "order-json", "map_var_order": "order",
-                                   "map_expected": "expected"})
+    import_and_run(
+        client,
+        draft,
+        {"mapped": "1", "fixed_prompt": "order-json", "map_var_order": "order", "map_expected": "expected"},
+    )
     token = api_token_create(user=alice, name="ci")[1]
-    posted = client.post("/api/failure-cases/", json.dumps([
-        {"prompt": "order-json", "input": {"order": "6 figs"}, "expected": "z"},
-        {"prompt": "order-json", "input": {"order": "7 figs"}, "expected": "z", "shared": True}]),
-        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    posted = client.post(
+        "/api/failure-cases/",
+        json.dumps(
+            [
+                {"prompt": "order-json", "input": {"order": "6 figs"}, "expected": "z"},
+                {"prompt": "order-json", "input": {"order": "7 figs"}, "expected": "z", "shared": True},
+            ]
+        ),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
     assert posted.status_code == 201
     made = {case.source + ":" + case.input_display: case.shared for case in FailureCase.objects.all()}
-    assert made == {"chat:What is 2 + 2?": False, "chat:order = 2 figs": False, "manual:order = 1 fig": False,
-                    "import:order = 5 figs": False, "api:order = 6 figs": False, "api:order = 7 figs": True}
-    bad = client.post("/api/failure-cases/", json.dumps({"prompt": "order-json", "input": {"order": "8"},
-                                                         "expected": "z", "shared": "yes"}),
-                      content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert made == {
+        "chat:What is 2 + 2?": False,
+        "chat:order = 2 figs": False,
+        "manual:order = 1 fig": False,
+        "import:order = 5 figs": False,
+        "api:order = 6 figs": False,
+        "api:order = 7 figs": True,
+    }
+    bad = client.post(
+        "/api/failure-cases/",
+        json.dumps({"prompt": "order-json", "input": {"order": "8"}, "expected": "z", "shared": "yes"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
     assert bad.status_code == 400 and "shared: must be true or false" in bad.json()["error"]
 
 
@@ -60,10 +79,20 @@ def test_ticking_share_shares_from_each_form(client, alice, order_version, chat_
     client.force_login(alice)
     _, reply = chat_with_reply
     client.post(f"/cases/flag/{reply.pk}/", {"expected": "4", "split": "train", "shared": "on"})
-    client.post("/cases/new/", {"prompt": "order-json", "var_order": "1 fig", "expected": "x", "split": "train",
-                                "shared": "on"})
+    client.post(
+        "/cases/new/", {"prompt": "order-json", "var_order": "1 fig", "expected": "x", "split": "train", "shared": "on"}
+    )
     draft = upload(client, "orders.csv", csv_text([["5 figs", "y"]], ["order", "expected"]))
-    import_and_run(client, draft, {"mapped": "1", "fixed_prompt": "order-json", "map_var_order": "order",
-                                   "map_expected": "expected", "shared": "on"})
+    import_and_run(
+        client,
+        draft,
+        {
+            "mapped": "1",
+            "fixed_prompt": "order-json",
+            "map_var_order": "order",
+            "map_expected": "expected",
+            "shared": "on",
+        },
+    )
     assert FailureCase.objects.count() == 3 and not FailureCase.objects.filter(shared=False).exists()
     assert services.case_flag  # the service keeps its explicit `shared` for callers that decide

@@ -40,27 +40,43 @@ def manual(alice, settings, tmp_path):
     settings.KNOWLEDGE_FILES_DIR = tmp_path / "knowledge"
     settings.KNOWLEDGE_CHUNK_TOKENS, settings.KNOWLEDGE_CHUNK_OVERLAP = 24, 0
     knowledge_base = knowledge_base_create(owner=alice, name="Quibble manual", shared=True)
-    [added] = documents_add(user=alice, knowledge_base=knowledge_base,
-                            files=[SimpleUploadedFile("quibble.md", MANUAL.encode(), "text/markdown")])
+    [added] = documents_add(
+        user=alice,
+        knowledge_base=knowledge_base,
+        files=[SimpleUploadedFile("quibble.md", MANUAL.encode(), "text/markdown")],
+    )
     ingest_document(added.document.pk)
     return knowledge_base
 
 
 def version_with(alice, manual, k, slug="quibble", mode="dense"):
-    prompt = prompt_services.prompt_create(owner=alice, name="Quibble help", slug=slug, version={
-        "instructions": "Answer from the sources.", "template": "{{ question }}", "max_new_tokens": 4,
-        "retrieval": {"knowledge_bases": [manual.pk], "k": k, "mode": mode}})
+    prompt = prompt_services.prompt_create(
+        owner=alice,
+        name="Quibble help",
+        slug=slug,
+        version={
+            "instructions": "Answer from the sources.",
+            "template": "{{ question }}",
+            "max_new_tokens": 4,
+            "retrieval": {"knowledge_bases": [manual.pk], "k": k, "mode": mode},
+        },
+    )
     return prompt.versions.get()
 
 
 def test_judgments_parse_from_an_import_cell():
     assert services.clean_judgment("Not in the knowledge base") == {"right": [], "not_in_kb": True}
-    assert services.clean_judgment("quibble.md p. 3") == {"right": [{"document": "quibble.md", "page": 3}],
-                                                         "not_in_kb": False}
-    assert services.clean_judgment("manual.pdf") == {"right": [{"document": "manual.pdf", "page": None}],
-                                                    "not_in_kb": False}
+    assert services.clean_judgment("quibble.md p. 3") == {
+        "right": [{"document": "quibble.md", "page": 3}],
+        "not_in_kb": False,
+    }
+    assert services.clean_judgment("manual.pdf") == {
+        "right": [{"document": "manual.pdf", "page": None}],
+        "not_in_kb": False,
+    }
     assert services.clean_judgment("The jug holds one and a half litres.")["right"] == [
-        {"text": "The jug holds one and a half litres."}]
+        {"text": "The jug holds one and a half litres."}
+    ]
     assert len(services.clean_judgment('["manual.pdf, page 2", {"text": "seven years"}]')["right"]) == 2
     with pytest.raises(services.CaseError):
         services.clean_judgment([{"page": 2}])
@@ -91,7 +107,8 @@ def test_figures_count_recall_mrr_and_what_was_never_read():
 def test_a_flagged_reply_keeps_its_passages_and_a_person_marks_the_right_one(client, alice, bob, manual):
     version = version_with(alice, manual, k=3)
     conversation, reply = chat_services.conversation_start_from_prompt(
-        owner=alice, prompt_version=version, variables={"question": "How long is the Quibble warranty?"})
+        owner=alice, prompt_version=version, variables={"question": "How long is the Quibble warranty?"}
+    )
     Message.objects.filter(pk=reply.pk).update(status="complete", content="Two years.")
     reply.refresh_from_db()
     case = services.case_flag(user=alice, message=reply, expected="Seven years on the motor.", shared=True)
@@ -120,11 +137,24 @@ def test_a_flagged_reply_keeps_its_passages_and_a_person_marks_the_right_one(cli
 @pytest.mark.django_db
 def test_an_import_brings_judgments_as_a_column(alice, manual):
     version_with(alice, manual, k=3)
-    cases = services.cases_create(user=alice, source="import", rows=[
-        {"prompt": "quibble", "input": {"question": "How loud is it?"}, "expected": "72 dB",
-         "passages": "At full speed the Quibble 3000 runs at seventy-two decibels."},
-        {"prompt": "quibble", "input": {"question": "Is it dishwasher safe?"}, "expected": "Unknown",
-         "passages": "not in the knowledge base"}])
+    cases = services.cases_create(
+        user=alice,
+        source="import",
+        rows=[
+            {
+                "prompt": "quibble",
+                "input": {"question": "How loud is it?"},
+                "expected": "72 dB",
+                "passages": "At full speed the Quibble 3000 runs at seventy-two decibels.",
+            },
+            {
+                "prompt": "quibble",
+                "input": {"question": "Is it dishwasher safe?"},
+                "expected": "Unknown",
+                "passages": "not in the knowledge base",
+            },
+        ],
+    )
     assert cases[0].retrieval_judgment["right"][0]["text"].startswith("At full speed")
     assert cases[1].retrieval_judgment == {"right": [], "not_in_kb": True}
 
@@ -141,17 +171,33 @@ QUESTIONS = [
 @pytest.mark.usefixtures("model_worker")
 def test_evaluations_report_retrieval_and_the_comparison_shows_passages_moving(client, alice, manual):
     narrow = version_with(alice, manual, k=1, slug="quibble")
-    wide = prompt_services.version_create(prompt=narrow.prompt, author=alice, fields={
-        **narrow.editable_fields(), "retrieval": {**narrow.retrieval, "k": 5}})
-    cases = services.cases_create(user=alice, source="import", rows=[
-        {"prompt": "quibble", "version": 1, "input": {"question": question}, "expected": answer, "passages": answer}
-        for question, answer in QUESTIONS] + [
-        {"prompt": "quibble", "version": 1, "input": {"question": "Can it crush ice?"}, "expected": "?",
-         "passages": "not in the knowledge base"}])
+    wide = prompt_services.version_create(
+        prompt=narrow.prompt,
+        author=alice,
+        fields={**narrow.editable_fields(), "retrieval": {**narrow.retrieval, "k": 5}},
+    )
+    cases = services.cases_create(
+        user=alice,
+        source="import",
+        rows=[
+            {"prompt": "quibble", "version": 1, "input": {"question": question}, "expected": answer, "passages": answer}
+            for question, answer in QUESTIONS
+        ]
+        + [
+            {
+                "prompt": "quibble",
+                "version": 1,
+                "input": {"question": "Can it crush ice?"},
+                "expected": "?",
+                "passages": "not in the knowledge base",
+            }
+        ],
+    )
     runs = []
     for version in (narrow, wide):
-        evaluation = services.evaluation_create(user=alice, version=version, model_name="", filters={},
-                                                scorers=[{"type": "exact_match"}])
+        evaluation = services.evaluation_create(
+            user=alice, version=version, model_name="", filters={}, scorers=[{"type": "exact_match"}]
+        )
         run_evaluation(evaluation.pk)
         evaluation.refresh_from_db()
         assert evaluation.status == "finished", evaluation.error
@@ -173,5 +219,7 @@ def test_evaluations_report_retrieval_and_the_comparison_shows_passages_moving(c
     assert moves[cases[4].pk] == "" and set(moves.values()) <= {"in", "both", ""}
     if first["recall_at_k"] < 1.0:
         assert "in" in moves.values()
-        assert "moved into the top k" in client.get(f"/evaluations/compare/?a={runs[0].pk}&b={runs[1].pk}"
-                                                     ).content.decode()
+        assert (
+            "moved into the top k"
+            in client.get(f"/evaluations/compare/?a={runs[0].pk}&b={runs[1].pk}").content.decode()
+        )

@@ -12,8 +12,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_without_a_model_worker_the_evaluation_fails_saying_so(alice, order_version, make_cases, settings):
     settings.LLM_QUEUE_TIMEOUT_SECONDS = 1
     make_cases(2)
-    evaluation = services.evaluation_create(user=alice, version=order_version, model_name="", filters={},
-                                            scorers=[{"type": "exact_match"}])
+    evaluation = services.evaluation_create(
+        user=alice, version=order_version, model_name="", filters={}, scorers=[{"type": "exact_match"}]
+    )
     from studio import sweeping
 
     stop = sweeping.start_thread(0.2)  # the job worker's sweeper fails the replies no worker took

@@ -9,21 +9,32 @@ def one(kind, **params):
     return clean_scorers([{"type": kind, **params}])[0]
 
 
-@pytest.mark.parametrize("output, expected, ignore_case, value", [
-    ("Paris", "Paris", False, 1.0), ("  Paris\n", "Paris", False, 1.0), ("paris", "Paris", False, 0.0),
-    ("paris", "Paris", True, 1.0), ("Paris, France", "Paris", False, 0.0)])
+@pytest.mark.parametrize(
+    "output, expected, ignore_case, value",
+    [
+        ("Paris", "Paris", False, 1.0),
+        ("  Paris\n", "Paris", False, 1.0),
+        ("paris", "Paris", False, 0.0),
+        ("paris", "Paris", True, 1.0),
+        ("Paris, France", "Paris", False, 0.0),
+    ],
+)
 def test_exact_match(output, expected, ignore_case, value):
     assert score(one("exact_match", ignore_case=ignore_case), output, expected) == value
 
 
-@pytest.mark.parametrize("output, extract, value", [
-    ('{"quantity": 2, "item": "apple"}', False, 1.0),  # key order
-    ('{\n  "item":"apple",\n  "quantity":2}', False, 1.0),  # whitespace
-    ('{"item": "apple", "quantity": "2"}', False, 0.0),  # a string is not a number
-    ('```json\n{"item": "apple", "quantity": 2}\n```', False, 0.0),  # strict by default
-    ('```json\n{"item": "apple", "quantity": 2}\n```', True, 1.0),
-    ('Sure! {"item": "apple", "quantity": 2} Enjoy.', True, 1.0),
-    ("not json", True, 0.0)])
+@pytest.mark.parametrize(
+    "output, extract, value",
+    [
+        ('{"quantity": 2, "item": "apple"}', False, 1.0),  # key order
+        ('{\n  "item":"apple",\n  "quantity":2}', False, 1.0),  # whitespace
+        ('{"item": "apple", "quantity": "2"}', False, 0.0),  # a string is not a number
+        ('```json\n{"item": "apple", "quantity": 2}\n```', False, 0.0),  # strict by default
+        ('```json\n{"item": "apple", "quantity": 2}\n```', True, 1.0),
+        ('Sure! {"item": "apple", "quantity": 2} Enjoy.', True, 1.0),
+        ("not json", True, 0.0),
+    ],
+)
 def test_json_equal(output, extract, value):
     assert score(one("json_equal", extract=extract), output, '{"item": "apple", "quantity": 2}') == value
 
@@ -44,24 +55,49 @@ def test_semantic_similarity_uses_the_bundled_embedding_model():
     from studio.llm.embeddings import load_embedder
 
     embedder = load_embedder()
-    close = score(one("semantic_similarity"), "The cat sits on the mat.", "A cat is sitting on a mat.",
-                  similarity=embedder.similarity)
-    far = score(one("semantic_similarity"), "Stock prices fell sharply.", "A cat is sitting on a mat.",
-                similarity=embedder.similarity)
+    close = score(
+        one("semantic_similarity"),
+        "The cat sits on the mat.",
+        "A cat is sitting on a mat.",
+        similarity=embedder.similarity,
+    )
+    far = score(
+        one("semantic_similarity"),
+        "Stock prices fell sharply.",
+        "A cat is sitting on a mat.",
+        similarity=embedder.similarity,
+    )
     assert close > 0.8 > far
     assert passes(one("semantic_similarity"), close) and not passes(one("semantic_similarity"), far)
 
 
-@pytest.mark.parametrize("reply, value", [("0.8", 0.8), ("Score: 7/10", 0.7), ("PASS", 1.0), ("fail: wrong", 0.0),
-                                          ("I'd say 90%", 0.9), ("Yes, correct.", 1.0), ("hmm", None)])
+@pytest.mark.parametrize(
+    "reply, value",
+    [
+        ("0.8", 0.8),
+        ("Score: 7/10", 0.7),
+        ("PASS", 1.0),
+        ("fail: wrong", 0.0),
+        ("I'd say 90%", 0.9),
+        ("Yes, correct.", 1.0),
+        ("hmm", None),
+    ],
+)
 def test_the_judges_reply_is_read_as_a_score(reply, value):
     assert judge_verdict(reply) == value
 
 
-@pytest.mark.parametrize("raw, message", [([], "at least one"), ([{"type": "bleu"}], "choose one of"),
-                                          ([{"type": "regex"}], "pattern"), ([{"type": "regex", "pattern": "("}], "pattern"),
-                                          ([{"type": "exact_match", "threshold": 2}], "threshold"),
-                                          ([{"type": "llm_judge"}], "judging prompt")])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ([], "at least one"),
+        ([{"type": "bleu"}], "choose one of"),
+        ([{"type": "regex"}], "pattern"),
+        ([{"type": "regex", "pattern": "("}], "pattern"),
+        ([{"type": "exact_match", "threshold": 2}], "threshold"),
+        ([{"type": "llm_judge"}], "judging prompt"),
+    ],
+)
 def test_bad_scorer_settings_say_what_to_fix(raw, message):
     from prompts.rendering import pattern_error
 

@@ -13,14 +13,17 @@ pytestmark = pytest.mark.django_db
 AWKWARD_TAGS = ["@sum(1,2)", "a;b", 'say "hi"', "=cmd()", "json"]
 
 
-@pytest.mark.parametrize("cell, tags", [
-    ("a;b", ["a", "b"]),
-    ("a, b ;c", ["a", "b", "c"]),
-    ('" padded ", x', [" padded ", "x"]),
-    ('"@sum(1,2)", json', ["@sum(1,2)", "json"]),
-    ('"say ""hi"""', ['say "hi"']),
-    (";;", []),
-])
+@pytest.mark.parametrize(
+    "cell, tags",
+    [
+        ("a;b", ["a", "b"]),
+        ("a, b ;c", ["a", "b", "c"]),
+        ('" padded ", x', [" padded ", "x"]),
+        ('"@sum(1,2)", json', ["@sum(1,2)", "json"]),
+        ('"say ""hi"""', ['say "hi"']),
+        (";;", []),
+    ],
+)
 def test_a_cell_is_split_at_commas_and_semicolons_outside_quotes(cell, tags):
     assert tags_cell_split(cell) == tags
 
@@ -47,8 +50,17 @@ def test_a_semicolon_separates_tags_in_an_imported_csv_and_the_page_says_so(clie
     assert "Separate tags with a comma or a semicolon" in upload_page
     content = csv_text([["3 pears", '{"quantity": 3}', "fruit;json"]], ["order", "expected", "tags"])
     draft = upload(client, "orders.csv", content)
-    import_and_run(client, draft, {"mapped": "1", "fixed_prompt": "order-json", "map_var_order": "order",
-                                   "map_expected": "expected", "map_tags": "tags"})
+    import_and_run(
+        client,
+        draft,
+        {
+            "mapped": "1",
+            "fixed_prompt": "order-json",
+            "map_var_order": "order",
+            "map_expected": "expected",
+            "map_tags": "tags",
+        },
+    )
     assert sorted(tag.name for tag in FailureCase.objects.get().tags.all()) == ["fruit", "json"]
 
 
@@ -57,7 +69,10 @@ def test_saving_a_case_form_keeps_a_tag_that_holds_a_comma(client, alice, make_c
     client.force_login(alice)
     page = client.get(case.get_absolute_url()).content.decode()
     assert 'value="&quot;@sum(1,2)&quot;, json"' in page
-    client.post(case.get_absolute_url(), {"expected": case.expected, "tags": '"@sum(1,2)", json', "split": "train",
-                                          "status": "open"}, headers={"HX-Request": "true"})
+    client.post(
+        case.get_absolute_url(),
+        {"expected": case.expected, "tags": '"@sum(1,2)", json', "split": "train", "status": "open"},
+        headers={"HX-Request": "true"},
+    )
     assert sorted(tag.name for tag in case.tags.all()) == ["@sum(1,2)", "json"]
     assert services.clean_tags("a;b") == ["a", "b"]

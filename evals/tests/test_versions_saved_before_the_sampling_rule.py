@@ -22,18 +22,27 @@ def saved_before_the_rule(alice, order_prompt, settings):
     today's checks refuse it."""
     settings.LLM_MAX_NEW_TOKENS_CAP = 16
     return PromptVersion.objects.create(
-        prompt=order_prompt, number=2, instructions=ORDER_VERSION["instructions"], template=ORDER_VERSION["template"],
-        variables=["order"], temperature=5.0, top_p=0.9, max_new_tokens=64, stop=STOPS, author=alice,
-        created_at=timezone.now())
+        prompt=order_prompt,
+        number=2,
+        instructions=ORDER_VERSION["instructions"],
+        template=ORDER_VERSION["template"],
+        variables=["order"],
+        temperature=5.0,
+        top_p=0.9,
+        max_new_tokens=64,
+        stop=STOPS,
+        author=alice,
+        created_at=timezone.now(),
+    )
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("model_worker")
-def test_its_evaluation_answers_every_case_with_the_values_brought_into_range(alice, saved_before_the_rule,
-                                                                             make_cases):
+def test_its_evaluation_answers_every_case_with_the_values_brought_into_range(alice, saved_before_the_rule, make_cases):
     make_cases(2)
-    evaluation = services.evaluation_create(user=alice, version=saved_before_the_rule, model_name="", filters={},
-                                            scorers=[{"type": "exact_match"}])
+    evaluation = services.evaluation_create(
+        user=alice, version=saved_before_the_rule, model_name="", filters={}, scorers=[{"type": "exact_match"}]
+    )
     run_evaluation(evaluation.pk)
     evaluation.refresh_from_db()
     results = list(evaluation.results.all())
@@ -44,22 +53,31 @@ def test_its_evaluation_answers_every_case_with_the_values_brought_into_range(al
 
 @pytest.mark.django_db
 def test_a_chat_from_it_asks_for_a_temperature_of_2_the_first_4_stops_and_the_cap(bob, saved_before_the_rule):
-    _, reply = chat_services.conversation_start_from_prompt(owner=bob, prompt_version=saved_before_the_rule,
-                                                            variables={"order": "2 apples"})
+    _, reply = chat_services.conversation_start_from_prompt(
+        owner=bob, prompt_version=saved_before_the_rule, variables={"order": "2 apples"}
+    )
     assert chat_selectors.generation_overrides(message=reply) == {
-        "temperature": 2.0, "top_p": 0.9, "max_new_tokens": 16, "stop": tuple(STOPS[:4])}
+        "temperature": 2.0,
+        "top_p": 0.9,
+        "max_new_tokens": 16,
+        "stop": tuple(STOPS[:4]),
+    }
 
 
 @pytest.mark.django_db
 def test_its_page_says_what_its_replies_use_and_how_to_choose(client, alice, saved_before_the_rule):
     client.force_login(alice)
     page = client.get(saved_before_the_rule.get_absolute_url()).content.decode()
-    assert ("Saved before the current sampling ranges: replies use temperature 2 (saved 5), 16 max new tokens (saved 64), "
-            "4 of its 16 stop sequences. Save a new version to choose.") in page
+    assert (
+        "Saved before the current sampling ranges: replies use temperature 2 (saved 5), 16 max new tokens (saved 64), "
+        "4 of its 16 stop sequences. Save a new version to choose."
+    ) in page
     assert saved_before_the_rule.parameters["stop"] == STOPS  # what was saved is still what it shows and exports
 
 
 @pytest.mark.django_db
 def test_a_version_within_the_ranges_says_nothing(client, alice, order_version):
     client.force_login(alice)
-    assert "Saved before the current sampling ranges" not in client.get(order_version.get_absolute_url()).content.decode()
+    assert (
+        "Saved before the current sampling ranges" not in client.get(order_version.get_absolute_url()).content.decode()
+    )

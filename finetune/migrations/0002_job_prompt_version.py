@@ -5,16 +5,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('finetune', '0001_initial'),
-        ('prompts', '0004_version_retrieval'),
+        ("finetune", "0001_initial"),
+        ("prompts", "0004_version_retrieval"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='finetunejob',
-            name='prompt_version',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='prompts.promptversion'),
+            model_name="finetunejob",
+            name="prompt_version",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="prompts.promptversion",
+            ),
         ),
     ]

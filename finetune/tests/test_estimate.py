@@ -18,10 +18,19 @@ CONFIG = {"epochs": 1.0, "batch_size": 4, "max_length": 512, "lora_rank": 16, "m
 
 def finished_job(order_prompt, carol, *, name, seconds, tokens_seen, tokens_per_s):
     end = timezone.now()
-    return FineTuneJob.objects.create(name=name, base_model=chat_registry.base_model_name(), prompt=order_prompt,
-                                      created_by=carol, hyperparameters={}, status="finished", device="cpu",
-                                      started_at=end - timedelta(seconds=seconds), finished_at=end,
-                                      tokens_seen=tokens_seen, tokens_per_s=tokens_per_s)
+    return FineTuneJob.objects.create(
+        name=name,
+        base_model=chat_registry.base_model_name(),
+        prompt=order_prompt,
+        created_by=carol,
+        hyperparameters={},
+        status="finished",
+        device="cpu",
+        started_at=end - timedelta(seconds=seconds),
+        finished_at=end,
+        tokens_seen=tokens_seen,
+        tokens_per_s=tokens_per_s,
+    )
 
 
 def test_a_tiny_run_is_never_estimated_below_the_start_up_cost_measured_here(carol, order_prompt):

@@ -13,19 +13,28 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def job(carol, order_prompt):
-    job = FineTuneJob.objects.create(name="secret-run", base_model="tiny", prompt=order_prompt, created_by=carol,
-                                     hyperparameters={})
+    job = FineTuneJob.objects.create(
+        name="secret-run", base_model="tiny", prompt=order_prompt, created_by=carol, hyperparameters={}
+    )
     FineTunedModel.objects.create(name="secret-run", base_model="tiny", job=job, data_hash="x")
     return job
 
 
 def routes(job):
     model = job.result
-    return [("get", "/fine-tunes/"), ("get", "/fine-tunes/new/"), ("post", "/fine-tunes/new/"),
-            ("post", "/fine-tunes/plan/"), ("get", f"/fine-tunes/{job.pk}/"), ("get", f"/fine-tunes/{job.pk}/progress/"),
-            ("post", f"/fine-tunes/{job.pk}/cancel/"), ("post", f"/fine-tunes/models/{model.pk}/evaluate/"),
-            ("get", f"/fine-tunes/models/{model.pk}/adapter.zip"), ("post", f"/fine-tunes/models/{model.pk}/merged/"),
-            ("post", f"/fine-tunes/models/{model.pk}/delete/")]
+    return [
+        ("get", "/fine-tunes/"),
+        ("get", "/fine-tunes/new/"),
+        ("post", "/fine-tunes/new/"),
+        ("post", "/fine-tunes/plan/"),
+        ("get", f"/fine-tunes/{job.pk}/"),
+        ("get", f"/fine-tunes/{job.pk}/progress/"),
+        ("post", f"/fine-tunes/{job.pk}/cancel/"),
+        ("post", f"/fine-tunes/models/{model.pk}/evaluate/"),
+        ("get", f"/fine-tunes/models/{model.pk}/adapter.zip"),
+        ("post", f"/fine-tunes/models/{model.pk}/merged/"),
+        ("post", f"/fine-tunes/models/{model.pk}/delete/"),
+    ]
 
 
 def test_a_non_staff_user_gets_403_on_every_route_and_no_hint(client, alice, job):
@@ -70,11 +79,17 @@ def test_the_api_checks_token_then_staff_then_fields(client, alice, carol, job, 
     incomplete = api(client, "post", "/api/fine-tunes/", staff_token, {"hyperparameters": {"epochs": 1}})
     assert incomplete.status_code == 400 and "prompt" in incomplete.json()["error"]
     assert api(client, "post", "/api/fine-tunes/", staff_token, {"prompt": "nope"}).status_code == 404
-    bad = api(client, "post", "/api/fine-tunes/", staff_token, {"prompt": "order-json", "hyperparameters":
-                                                                 {"lora_rank": "big"}})
+    bad = api(
+        client,
+        "post",
+        "/api/fine-tunes/",
+        staff_token,
+        {"prompt": "order-json", "hyperparameters": {"lora_rank": "big"}},
+    )
     assert bad.status_code == 400 and "lora_rank" in bad.json()["error"]
-    created = api(client, "post", "/api/fine-tunes/", staff_token, {"prompt": "order-json",
-                                                                     "hyperparameters": {"epochs": 1}})
+    created = api(
+        client, "post", "/api/fine-tunes/", staff_token, {"prompt": "order-json", "hyperparameters": {"epochs": 1}}
+    )
     assert created.status_code == 202
     state = api(client, "get", f"/api/fine-tunes/{created.json()['id']}/", staff_token).json()
     assert state["status"] == "queued" and state["step"] == 0 and state["losses"] == [] and state["model"] is None
@@ -82,11 +97,19 @@ def test_the_api_checks_token_then_staff_then_fields(client, alice, carol, job, 
     assert api(client, "get", f"/api/fine-tunes/{job.pk}/", staff_token).json()["model"] == "secret-run"
 
 
-@pytest.mark.parametrize("extra, field", [
-    ({"hyperparameters": {"seed": -1}}, "seed"), ({"hyperparameters": {"seed": 10**30}}, "seed"),
-    ({"hyperparameters": {"batch_size": 2.9}}, "batch_size"), ({"hyperparameters": {"lora_rank": True}}, "lora_rank"),
-    ({"hyperparameters": {"epochs": "many"}}, "epochs"), ({"hyperparameters": {"epoch": 3}}, "hyperparameters.epoch"),
-    ({"hyperparameters": [1]}, "hyperparameters"), ({"selection": 999999}, "selection")])
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ({"hyperparameters": {"seed": -1}}, "seed"),
+        ({"hyperparameters": {"seed": 10**30}}, "seed"),
+        ({"hyperparameters": {"batch_size": 2.9}}, "batch_size"),
+        ({"hyperparameters": {"lora_rank": True}}, "lora_rank"),
+        ({"hyperparameters": {"epochs": "many"}}, "epochs"),
+        ({"hyperparameters": {"epoch": 3}}, "hyperparameters.epoch"),
+        ({"hyperparameters": [1]}, "hyperparameters"),
+        ({"selection": 999999}, "selection"),
+    ],
+)
 def test_the_api_refuses_what_it_would_fail_on_later_naming_the_field(client, carol, cases, extra, field):
     from finetune.models import FineTuneJob
 
@@ -97,7 +120,8 @@ def test_the_api_refuses_what_it_would_fail_on_later_naming_the_field(client, ca
 
 
 def test_someone_elses_selection_is_refused_and_held_out_cases_are_never_trained_on_unless_asked(
-        client, alice, carol, cases):
+    client, alice, carol, cases
+):
     from evals.models import CaseSelection, FailureCase
     from finetune import services
     from finetune.models import FineTuneJob
@@ -107,8 +131,9 @@ def test_someone_elses_selection_is_refused_and_held_out_cases_are_never_trained
     refused = api(client, "post", "/api/fine-tunes/", token, {"prompt": "order-json", "selection": theirs.pk})
     assert refused.status_code == 400 and refused.json()["error"].startswith("selection")
     mine = CaseSelection.objects.create(owner=carol, name="pears", filters={"prompt": "order-json"})
-    job = FineTuneJob.objects.get(pk=api(client, "post", "/api/fine-tunes/", token,
-                                         {"prompt": "order-json", "selection": mine.pk}).json()["id"])
+    job = FineTuneJob.objects.get(
+        pk=api(client, "post", "/api/fine-tunes/", token, {"prompt": "order-json", "selection": mine.pk}).json()["id"]
+    )
     assert set(FailureCase.objects.filter(pk__in=job.case_ids).values_list("split", flat=True)) == {"train"}
     asked, _ = services.cases_for_job(user=carol, prompt=cases[0].prompt, filters={"split": "eval"})
     assert set(asked.values_list("split", flat=True)) == {"eval"}

@@ -26,10 +26,17 @@ def registered(settings, tmp_path, carol, order_prompt, cases):
     (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
     (folder / "adapter_model.safetensors").write_bytes(b"0" * 1000)
     write_meta(folder, name="order-json-ft1", base_model=base)
-    job = FineTuneJob.objects.create(name="order-json-ft1", base_model=base, prompt=order_prompt, created_by=carol,
-                                     hyperparameters={}, status="finished")
-    return FineTunedModel.objects.create(name="order-json-ft1", base_model=base, job=job, data_hash="abc",
-                                         size_bytes=1000, metrics={"train_loss": 0.5})
+    job = FineTuneJob.objects.create(
+        name="order-json-ft1",
+        base_model=base,
+        prompt=order_prompt,
+        created_by=carol,
+        hyperparameters={},
+        status="finished",
+    )
+    return FineTunedModel.objects.create(
+        name="order-json-ft1", base_model=base, job=job, data_hash="abc", size_bytes=1000, metrics={"train_loss": 0.5}
+    )
 
 
 def test_a_registered_model_is_offered_to_chat_playground_and_evaluations(client, carol, registered):
@@ -43,8 +50,7 @@ def test_a_registered_model_is_offered_to_chat_playground_and_evaluations(client
     assert "order-json-ft1" in page and "1000 bytes" in page.replace("\xa0", " ")
 
 
-def test_one_click_evaluates_base_and_fine_tuned_on_the_eval_split_and_opens_the_comparison(client, carol,
-                                                                                             registered):
+def test_one_click_evaluates_base_and_fine_tuned_on_the_eval_split_and_opens_the_comparison(client, carol, registered):
     client.force_login(carol)
     response = client.post(f"/fine-tunes/models/{registered.pk}/evaluate/", {"scorer": "json_equal"})
     base, tuned = Evaluation.objects.order_by("id")
@@ -65,8 +71,7 @@ def test_the_adapter_downloads_as_a_zip(client, carol, registered):
 
 def test_deleting_removes_the_files_and_what_used_it_keeps_its_name(client, carol, alice, registered, settings):
     conversation = Conversation.objects.create(owner=alice, model_name="order-json-ft1")
-    reply = message_append(conversation=conversation, role="assistant", content="{}",
-                                   model_name="order-json-ft1")
+    reply = message_append(conversation=conversation, role="assistant", content="{}", model_name="order-json-ft1")
     client.force_login(carol)
     client.post(f"/fine-tunes/models/{registered.pk}/delete/")
     assert not FineTunedModel.objects.exists()

@@ -15,8 +15,13 @@ from tests.settings import TINY_MODEL_DIR
 
 pytestmark = pytest.mark.django_db
 
-PARTS = "\n\n".join(["# Spare parts", "Part ZX-4411 is the return spring of the model B press.",
-                     "Part ZX-4412 is the gasket of the model C press."])
+PARTS = "\n\n".join(
+    [
+        "# Spare parts",
+        "Part ZX-4411 is the return spring of the model B press.",
+        "Part ZX-4412 is the gasket of the model C press.",
+    ]
+)
 NETWORK = "# Network\n\nTo restart the router, hold the power button for ten seconds until the lights blink."
 QUESTION = "Which part is the gasket of the model C press?"
 
@@ -30,9 +35,14 @@ def plant(alice, settings, tmp_path):
     settings.KNOWLEDGE_FILES_DIR = tmp_path / "knowledge"
     settings.KNOWLEDGE_CHUNK_TOKENS, settings.KNOWLEDGE_CHUNK_OVERLAP = 24, 0
     base = knowledge_base_create(owner=alice, name="Plant", shared=True)
-    for item in documents_add(user=alice, knowledge_base=base, files=[
+    for item in documents_add(
+        user=alice,
+        knowledge_base=base,
+        files=[
             SimpleUploadedFile(name, text.encode(), "text/markdown")
-            for name, text in (("parts.md", PARTS), ("network.md", NETWORK))]):
+            for name, text in (("parts.md", PARTS), ("network.md", NETWORK))
+        ],
+    ):
         ingest_document(item.document.pk)
     return base
 
@@ -41,15 +51,30 @@ def plant(alice, settings, tmp_path):
 def support(alice, plant):
     """Version 1 (the case was flagged under it): bare. Version 2 (served): instructions, two
     few-shot examples, the shared base searched for the question."""
-    prompt = prompt_services.prompt_create(owner=alice, name="Support", slug="support", version={
-        "instructions": "Answer.", "template": "Q: {{ question }}"})
-    case_services.cases_create(user=alice, source="api", rows=[
-        {"prompt": "support", "input": {"question": QUESTION}, "actual": "No idea.", "expected": "ZX-4412 [1]."}])
-    prompt_services.version_create(prompt=prompt, author=alice, fields={
-        "instructions": "Answer from the sources, citing them as [n].", "template": "Q: {{ question }}",
-        "examples": [{"input": "Q: What is ZX-1?", "output": "A bolt [1]."},
-                     {"input": "Q: Who are you?", "output": "The plant's assistant."}],
-        "retrieval": {"knowledge_bases": [plant.pk], "k": 2, "mode": "hybrid", "query": "question"}})
+    prompt = prompt_services.prompt_create(
+        owner=alice,
+        name="Support",
+        slug="support",
+        version={"instructions": "Answer.", "template": "Q: {{ question }}"},
+    )
+    case_services.cases_create(
+        user=alice,
+        source="api",
+        rows=[{"prompt": "support", "input": {"question": QUESTION}, "actual": "No idea.", "expected": "ZX-4412 [1]."}],
+    )
+    prompt_services.version_create(
+        prompt=prompt,
+        author=alice,
+        fields={
+            "instructions": "Answer from the sources, citing them as [n].",
+            "template": "Q: {{ question }}",
+            "examples": [
+                {"input": "Q: What is ZX-1?", "output": "A bolt [1]."},
+                {"input": "Q: Who are you?", "output": "The plant's assistant."},
+            ],
+            "retrieval": {"knowledge_bases": [plant.pk], "k": 2, "mode": "hybrid", "query": "question"},
+        },
+    )
     return prompt
 
 
@@ -61,28 +86,35 @@ def tokenizer():
 
 
 def test_a_cases_training_prompt_is_the_prompt_serving_sends_for_its_input(carol, support, tokenizer):
-    planned = services.job_plan(user=carol, prompt=support, filters={}, objective="sft", hyperparameters={},
-                                method="lora")
+    planned = services.job_plan(
+        user=carol, prompt=support, filters={}, objective="sft", hyperparameters={}, method="lora"
+    )
     (row,) = planned["rows"]
     served_version = support.versions.get(number=2)
-    _, reply = chat_services.conversation_start_from_prompt(owner=carol, prompt_version=served_version,
-                                                            variables={"question": QUESTION})
+    _, reply = chat_services.conversation_start_from_prompt(
+        owner=carol, prompt_version=served_version, variables={"question": QUESTION}
+    )
     served = chat_history_before(message=reply)  # what the model worker renders for this reply
     assert row["prompt"] == served
     system, *examples, asked = served
     assert "citing them as [n]" in system["content"] and "ZX-4412 is the gasket" in system["content"]
-    assert [m["content"] for m in examples] == ["Q: What is ZX-1?", "A bolt [1].", "Q: Who are you?",
-                                                "The plant's assistant."]
+    assert [m["content"] for m in examples] == [
+        "Q: What is ZX-1?",
+        "A bolt [1].",
+        "Q: Who are you?",
+        "The plant's assistant.",
+    ]
     # As tokens: trl tokenizes the prompt with the generation prompt, then prompt + completion, and
     # trains on the completion after their common prefix: that prefix is exactly what serving sends.
     served_ids = chat_template_ids(tokenizer, served)
     training_prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
     training_ids = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True)
-    training_prompt_ids = list(training_prompt_ids["input_ids"] if hasattr(training_prompt_ids, "keys")
-                               else training_prompt_ids)
+    training_prompt_ids = list(
+        training_prompt_ids["input_ids"] if hasattr(training_prompt_ids, "keys") else training_prompt_ids
+    )
     training_ids = list(training_ids["input_ids"] if hasattr(training_ids, "keys") else training_ids)
-    assert training_prompt_ids == served_ids and training_ids[:len(served_ids)] == served_ids
-    assert tokenizer.decode(training_ids[len(served_ids):]).startswith("ZX-4412 [1].")
+    assert training_prompt_ids == served_ids and training_ids[: len(served_ids)] == served_ids
+    assert tokenizer.decode(training_ids[len(served_ids) :]).startswith("ZX-4412 [1].")
 
 
 def test_the_preview_says_which_version_and_shows_its_examples_and_passages(client, carol, support):
@@ -93,22 +125,29 @@ def test_the_preview_says_which_version_and_shows_its_examples_and_passages(clie
 
 
 def test_each_cases_own_version_can_be_chosen_and_a_version_that_does_not_fit_is_counted(carol, support):
-    own = services.job_plan(user=carol, prompt=support, filters={}, objective="sft", hyperparameters={},
-                            method="lora", version="own")
+    own = services.job_plan(
+        user=carol, prompt=support, filters={}, objective="sft", hyperparameters={}, method="lora", version="own"
+    )
     assert own["version"] is None and own["rows"][0]["prompt"] == [
-        {"role": "system", "content": "Answer."}, {"role": "user", "content": f"Q: {QUESTION}"}]
-    prompt_services.version_create(prompt=support, author=support.owner, fields={
-        "instructions": "x", "template": "{{ part }} and {{ press }}"})
-    refused = services.job_plan(user=carol, prompt=support, filters={}, objective="sft", hyperparameters={},
-                                method="lora")
+        {"role": "system", "content": "Answer."},
+        {"role": "user", "content": f"Q: {QUESTION}"},
+    ]
+    prompt_services.version_create(
+        prompt=support, author=support.owner, fields={"instructions": "x", "template": "{{ part }} and {{ press }}"}
+    )
+    refused = services.job_plan(
+        user=carol, prompt=support, filters={}, objective="sft", hyperparameters={}, method="lora"
+    )
     assert refused["rows"] == [] and "1 case does not fit the version's template" in refused["why_none"]
     with pytest.raises(services.FineTuneError, match="has no version 9"):
-        services.job_plan(user=carol, prompt=support, filters={}, objective="sft", hyperparameters={}, method="lora",
-                          version="9")
+        services.job_plan(
+            user=carol, prompt=support, filters={}, objective="sft", hyperparameters={}, method="lora", version="9"
+        )
 
 
-def test_the_job_keeps_the_version_and_the_runner_trains_on_the_same_rows(carol, support, monkeypatch, settings,
-                                                                          tmp_path, client):
+def test_the_job_keeps_the_version_and_the_runner_trains_on_the_same_rows(
+    carol, support, monkeypatch, settings, tmp_path, client
+):
     from finetune import runner
     from finetune.models import FineTuneJob
 
@@ -117,8 +156,9 @@ def test_the_job_keeps_the_version_and_the_runner_trains_on_the_same_rows(carol,
     assert job.prompt_version.number == 2
     client.force_login(carol)
     assert "as version 2 serves them" in client.get(job.get_absolute_url()).content.decode()
-    planned_rows = services.job_plan(user=carol, prompt=support, filters={}, objective="sft", hyperparameters={},
-                                     method="lora")["rows"]
+    planned_rows = services.job_plan(
+        user=carol, prompt=support, filters={}, objective="sft", hyperparameters={}, method="lora"
+    )["rows"]
     written = {}
 
     def stop_before_training(job, folder, command, device):
@@ -134,18 +174,24 @@ def test_the_job_keeps_the_version_and_the_runner_trains_on_the_same_rows(carol,
     assert FineTuneJob.objects.get(pk=job.pk).data_hash == job.data_hash
 
 
-def test_before_launch_a_retrieving_version_assembles_only_the_first_cases_and_the_job_all(carol, alice, support,
-                                                                                           monkeypatch, settings,
-                                                                                           tmp_path, client):
+def test_before_launch_a_retrieving_version_assembles_only_the_first_cases_and_the_job_all(
+    carol, alice, support, monkeypatch, settings, tmp_path, client
+):
     from finetune import runner
     from finetune.models import FineTuneJob
 
     monkeypatch.setattr(services, "PLAN_ASSEMBLED_CASES", 1)  # searching passages costs 0.3 s a case here
-    case_services.cases_create(user=alice, source="api", rows=[
-        {"prompt": "support", "input": {"question": f"How do I restart router {n}?"}, "expected": "Hold it."}
-        for n in range(2)])
-    planned = services.job_plan(user=carol, prompt=support, filters={}, objective="sft", hyperparameters={},
-                                method="lora")
+    case_services.cases_create(
+        user=alice,
+        source="api",
+        rows=[
+            {"prompt": "support", "input": {"question": f"How do I restart router {n}?"}, "expected": "Hold it."}
+            for n in range(2)
+        ],
+    )
+    planned = services.job_plan(
+        user=carol, prompt=support, filters={}, objective="sft", hyperparameters={}, method="lora"
+    )
     assert planned["extrapolated"] and planned["assembled"] == 1 and planned["example_count"] == 3
     client.force_login(carol)
     panel = client.post("/fine-tunes/plan/", {"prompt": "support"}).content.decode()
@@ -153,8 +199,14 @@ def test_before_launch_a_retrieving_version_assembles_only_the_first_cases_and_t
     settings.DATA_DIR = tmp_path
     job = services.job_create(user=carol, name="", prompt_slug="support", filters={})
     written = {}
-    monkeypatch.setattr(runner, "_watch", lambda job, folder, command, device: written.setdefault(
-        "rows", (folder / "data.jsonl").read_text().splitlines()) and {"status": "failed", "error": "stopped"})
+    monkeypatch.setattr(
+        runner,
+        "_watch",
+        lambda job, folder, command, device: (
+            written.setdefault("rows", (folder / "data.jsonl").read_text().splitlines())
+            and {"status": "failed", "error": "stopped"}
+        ),
+    )
     monkeypatch.setattr(runner, "base_model_folder", lambda convert: TINY_MODEL_DIR)
     runner.run_fine_tune(job.pk)
     job = FineTuneJob.objects.get(pk=job.pk)

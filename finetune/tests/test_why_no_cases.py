@@ -12,9 +12,14 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def three_held_out(alice, order_prompt):
-    return case_services.cases_create(user=alice, source="api", rows=[
-        {"prompt": "order-json", "input": {"order": f"{n} pears"}, "expected": f"{n}", "split": "eval"}
-        for n in range(3)])
+    return case_services.cases_create(
+        user=alice,
+        source="api",
+        rows=[
+            {"prompt": "order-json", "input": {"order": f"{n} pears"}, "expected": f"{n}", "split": "eval"}
+            for n in range(3)
+        ],
+    )
 
 
 def test_the_form_says_the_split_left_out_the_three_held_out_cases(client, carol, three_held_out):
@@ -25,17 +30,26 @@ def test_the_form_says_the_split_left_out_the_three_held_out_cases(client, carol
     assert "of the 3 cases of “Order JSON”, 3 are in the eval split, not train" in page
     plan = client.post("/fine-tunes/plan/", {"prompt": "order-json"}).content.decode()
     assert "3 are in the eval split, not train" in plan
-    assert client.post("/fine-tunes/plan/", {"prompt": "order-json", "split": "eval"}).content.decode().count(
-        "<strong>3</strong> examples") == 1
+    assert (
+        client.post("/fine-tunes/plan/", {"prompt": "order-json", "split": "eval"})
+        .content.decode()
+        .count("<strong>3</strong> examples")
+        == 1
+    )
 
 
 def test_the_api_says_it_too(client, carol, three_held_out):
     _, token = api_token_create(user=carol, name="pipeline")
-    refused = client.post("/api/fine-tunes/", {"prompt": "order-json"}, content_type="application/json",
-                          headers={"Authorization": f"Bearer {token}"})
+    refused = client.post(
+        "/api/fine-tunes/",
+        {"prompt": "order-json"},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert refused.status_code == 400
-    assert refused.json()["error"].startswith("cases: no training examples: of the 3 cases of “Order JSON”, 3 are "
-                                              "in the eval split")
+    assert refused.json()["error"].startswith(
+        "cases: no training examples: of the 3 cases of “Order JSON”, 3 are in the eval split"
+    )
 
 
 def test_each_filter_counts_what_it_left_out(carol, alice, bob, order_prompt, settings):
@@ -55,6 +69,8 @@ def test_each_filter_counts_what_it_left_out(carol, alice, bob, order_prompt, se
     tagged = services.cases_funnel(user=carol, prompt=order_prompt, filters={"tag": "urgent"})
     assert tagged[-1]["filter"] == "tag" and tagged[-1]["text"] == "6 do not have the tag “urgent”"
     message = services.describe_funnel(tagged, {})
-    assert message == ("of the 10 cases of “Order JSON”, 1 is private to another person; 2 are not "
-                       "approved by a reviewer (waiting or rejected); 1 is marked “won't fix” (choose that status to "
-                       "train on them); 6 do not have the tag “urgent”")
+    assert message == (
+        "of the 10 cases of “Order JSON”, 1 is private to another person; 2 are not "
+        "approved by a reviewer (waiting or rejected); 1 is marked “won't fix” (choose that status to "
+        "train on them); 6 do not have the tag “urgent”"
+    )

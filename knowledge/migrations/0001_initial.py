@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,108 +14,173 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Document',
+            name="Document",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=255)),
-                ('kind', models.CharField(blank=True, max_length=16)),
-                ('content_type', models.CharField(blank=True, max_length=100)),
-                ('content_hash', models.CharField(blank=True, max_length=64)),
-                ('size', models.PositiveBigIntegerField(default=0)),
-                ('file', models.CharField(blank=True, max_length=300)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('processing', 'Processing'), ('ready', 'Ready'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('stage', models.CharField(blank=True, max_length=16)),
-                ('error', models.TextField(blank=True)),
-                ('notes', models.JSONField(blank=True, default=list)),
-                ('pages', models.PositiveIntegerField(blank=True, null=True)),
-                ('chunk_count', models.PositiveIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('uploaded_by', models.ForeignKey(null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=255)),
+                ("kind", models.CharField(blank=True, max_length=16)),
+                ("content_type", models.CharField(blank=True, max_length=100)),
+                ("content_hash", models.CharField(blank=True, max_length=64)),
+                ("size", models.PositiveBigIntegerField(default=0)),
+                ("file", models.CharField(blank=True, max_length=300)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("processing", "Processing"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("stage", models.CharField(blank=True, max_length=16)),
+                ("error", models.TextField(blank=True)),
+                ("notes", models.JSONField(blank=True, default=list)),
+                ("pages", models.PositiveIntegerField(blank=True, null=True)),
+                ("chunk_count", models.PositiveIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "uploaded_by",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='IngestionJob',
+            name="IngestionJob",
             fields=[
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('finished', 'Finished'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=16)),
-                ('done', models.PositiveIntegerField(default=0)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('note', models.CharField(blank=True, max_length=300)),
-                ('error', models.TextField(blank=True)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('worker', models.CharField(blank=True, max_length=200)),
-                ('dispatched_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('document', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='ingestion', serialize=False, to='knowledge.document')),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("finished", "Finished"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("done", models.PositiveIntegerField(default=0)),
+                ("total", models.PositiveIntegerField(default=0)),
+                ("note", models.CharField(blank=True, max_length=300)),
+                ("error", models.TextField(blank=True)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("worker", models.CharField(blank=True, max_length=200)),
+                ("dispatched_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "document",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="ingestion",
+                        serialize=False,
+                        to="knowledge.document",
+                    ),
+                ),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
             ],
             options={
-                'abstract': False,
+                "abstract": False,
             },
         ),
         migrations.CreateModel(
-            name='KnowledgeBase',
+            name="KnowledgeBase",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('description', models.TextField(blank=True)),
-                ('shared', models.BooleanField(default=False)),
-                ('embedding_model', models.CharField(max_length=100)),
-                ('dimension', models.PositiveIntegerField()),
-                ('chunk_tokens', models.PositiveIntegerField()),
-                ('chunk_overlap', models.PositiveIntegerField()),
-                ('chunks_version', models.PositiveBigIntegerField(default=0)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='knowledge_bases', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                ("description", models.TextField(blank=True)),
+                ("shared", models.BooleanField(default=False)),
+                ("embedding_model", models.CharField(max_length=100)),
+                ("dimension", models.PositiveIntegerField()),
+                ("chunk_tokens", models.PositiveIntegerField()),
+                ("chunk_overlap", models.PositiveIntegerField()),
+                ("chunks_version", models.PositiveBigIntegerField(default=0)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="knowledge_bases",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name', 'id'],
+                "ordering": ["name", "id"],
             },
         ),
         migrations.AddField(
-            model_name='document',
-            name='knowledge_base',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='documents', to='knowledge.knowledgebase'),
+            model_name="document",
+            name="knowledge_base",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="documents", to="knowledge.knowledgebase"
+            ),
         ),
         migrations.CreateModel(
-            name='Chunk',
+            name="Chunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('ordinal', models.PositiveIntegerField()),
-                ('text', models.TextField()),
-                ('page', models.PositiveIntegerField(blank=True, null=True)),
-                ('heading', models.CharField(blank=True, max_length=500)),
-                ('start', models.PositiveIntegerField()),
-                ('end', models.PositiveIntegerField()),
-                ('token_count', models.PositiveIntegerField()),
-                ('embedding', models.BinaryField()),
-                ('document', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='knowledge.document')),
-                ('knowledge_base', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='knowledge.knowledgebase')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("ordinal", models.PositiveIntegerField()),
+                ("text", models.TextField()),
+                ("page", models.PositiveIntegerField(blank=True, null=True)),
+                ("heading", models.CharField(blank=True, max_length=500)),
+                ("start", models.PositiveIntegerField()),
+                ("end", models.PositiveIntegerField()),
+                ("token_count", models.PositiveIntegerField()),
+                ("embedding", models.BinaryField()),
+                (
+                    "document",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="chunks", to="knowledge.document"
+                    ),
+                ),
+                (
+                    "knowledge_base",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="knowledge.knowledgebase"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['document_id', 'ordinal'],
+                "ordering": ["document_id", "ordinal"],
             },
         ),
         migrations.AddIndex(
-            model_name='document',
-            index=models.Index(fields=['knowledge_base', 'status'], name='knowledge_document_kb_status'),
+            model_name="document",
+            index=models.Index(fields=["knowledge_base", "status"], name="knowledge_document_kb_status"),
         ),
         migrations.AddConstraint(
-            model_name='document',
-            constraint=models.UniqueConstraint(condition=models.Q(('content_hash', ''), _negated=True), fields=('knowledge_base', 'content_hash'), name='knowledge_document_unique_content'),
+            model_name="document",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("content_hash", ""), _negated=True),
+                fields=("knowledge_base", "content_hash"),
+                name="knowledge_document_unique_content",
+            ),
         ),
         migrations.AddIndex(
-            model_name='chunk',
-            index=models.Index(fields=['knowledge_base', 'id'], name='knowledge_chunk_kb'),
+            model_name="chunk",
+            index=models.Index(fields=["knowledge_base", "id"], name="knowledge_chunk_kb"),
         ),
         migrations.AddConstraint(
-            model_name='chunk',
-            constraint=models.UniqueConstraint(fields=('document', 'ordinal'), name='knowledge_chunk_unique_ordinal'),
+            model_name="chunk",
+            constraint=models.UniqueConstraint(fields=("document", "ordinal"), name="knowledge_chunk_unique_ordinal"),
         ),
     ]

@@ -9,56 +9,57 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('knowledge', '0002_keyword_index'),
+        ("knowledge", "0002_keyword_index"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='chunk',
-            name='knowledge_chunk_unique_ordinal',
+            model_name="chunk",
+            name="knowledge_chunk_unique_ordinal",
         ),
         migrations.RemoveIndex(
-            model_name='chunk',
-            name='knowledge_chunk_kb',
+            model_name="chunk",
+            name="knowledge_chunk_kb",
         ),
         migrations.AddField(
-            model_name='chunk',
-            name='generation',
+            model_name="chunk",
+            name="generation",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='document',
-            name='rebuilt_chunk_count',
+            model_name="document",
+            name="rebuilt_chunk_count",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='knowledgebase',
-            name='active_generation',
+            model_name="knowledgebase",
+            name="active_generation",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='knowledgebase',
-            name='building_chunk_overlap',
+            model_name="knowledgebase",
+            name="building_chunk_overlap",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='knowledgebase',
-            name='building_chunk_tokens',
+            model_name="knowledgebase",
+            name="building_chunk_tokens",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='knowledgebase',
-            name='building_generation',
+            model_name="knowledgebase",
+            name="building_generation",
             field=models.PositiveIntegerField(blank=True, null=True),
         ),
         migrations.AddIndex(
-            model_name='chunk',
-            index=models.Index(fields=['knowledge_base', 'generation', 'id'], name='knowledge_chunk_kb'),
+            model_name="chunk",
+            index=models.Index(fields=["knowledge_base", "generation", "id"], name="knowledge_chunk_kb"),
         ),
         migrations.AddConstraint(
-            model_name='chunk',
-            constraint=models.UniqueConstraint(fields=('document', 'generation', 'ordinal'), name='knowledge_chunk_unique_ordinal'),
+            model_name="chunk",
+            constraint=models.UniqueConstraint(
+                fields=("document", "generation", "ordinal"), name="knowledge_chunk_unique_ordinal"
+            ),
         ),
     ]

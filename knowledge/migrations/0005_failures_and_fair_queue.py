@@ -18,24 +18,23 @@ def delete_files_of_failed_documents(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('knowledge', '0004_keyword_column'),
+        ("knowledge", "0004_keyword_column"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='document',
-            name='error_code',
+            model_name="document",
+            name="error_code",
             field=models.CharField(blank=True, max_length=32),
         ),
         migrations.AddIndex(
-            model_name='ingestionjob',
-            index=models.Index(fields=['status'], name='knowledge_ingestion_status'),
+            model_name="ingestionjob",
+            index=models.Index(fields=["status"], name="knowledge_ingestion_status"),
         ),
         migrations.AddIndex(
-            model_name='ingestionjob',
-            index=models.Index(fields=['started_at'], name='knowledge_ingestion_started'),
+            model_name="ingestionjob",
+            index=models.Index(fields=["started_at"], name="knowledge_ingestion_started"),
         ),
         migrations.RunPython(delete_files_of_failed_documents, migrations.RunPython.noop),
     ]

@@ -16,18 +16,26 @@ def pdf_bytes(pages: list[str], *, password: str | None = None) -> bytes:
     from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
     writer = PdfWriter()
-    font = writer._add_object(DictionaryObject({
-        NameObject("/Type"): NameObject("/Font"), NameObject("/Subtype"): NameObject("/Type1"),
-        NameObject("/BaseFont"): NameObject("/Helvetica")}))
+    font = writer._add_object(
+        DictionaryObject(
+            {
+                NameObject("/Type"): NameObject("/Font"),
+                NameObject("/Subtype"): NameObject("/Type1"),
+                NameObject("/BaseFont"): NameObject("/Helvetica"),
+            }
+        )
+    )
     for text in pages:
         page = writer.add_blank_page(612, 792)
         lines = [line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") for line in text.split("\n")]
         content = DecodedStreamObject()
-        content.set_data(("BT /F1 11 Tf 14 TL 72 740 Td " + " T* ".join(f"({line}) Tj" for line in lines)
-                          + " ET").encode("latin-1"))
+        content.set_data(
+            ("BT /F1 11 Tf 14 TL 72 740 Td " + " T* ".join(f"({line}) Tj" for line in lines) + " ET").encode("latin-1")
+        )
         page[NameObject("/Contents")] = writer._add_object(content)
-        page[NameObject("/Resources")] = DictionaryObject({NameObject("/Font"): DictionaryObject({
-            NameObject("/F1"): font})})
+        page[NameObject("/Resources")] = DictionaryObject(
+            {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})}
+        )
     if password is not None:
         writer.encrypt(user_password=password, owner_password=password + "-owner", algorithm="AES-256")
     out = io.BytesIO()
@@ -35,8 +43,9 @@ def pdf_bytes(pages: list[str], *, password: str | None = None) -> bytes:
     return out.getvalue()
 
 
-def docx_bytes(*, heading: str, paragraphs: list[str], table: list[list[str]] | None = None,
-               subheading: str | None = None) -> bytes:
+def docx_bytes(
+    *, heading: str, paragraphs: list[str], table: list[list[str]] | None = None, subheading: str | None = None
+) -> bytes:
     import docx
 
     document = docx.Document()

@@ -12,9 +12,16 @@ def api(studio, method, path, body=None, *, files=None, token=None):
     data = None
     if files is not None:
         boundary = uuid.uuid4().hex
-        data = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
-                        f"Content-Type: application/octet-stream\r\n\r\n".encode() + content + b"\r\n"
-                        for name, content in files) + f"--{boundary}--\r\n".encode()
+        data = (
+            b"".join(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+                f"Content-Type: application/octet-stream\r\n\r\n".encode()
+                + content
+                + b"\r\n"
+                for name, content in files
+            )
+            + f"--{boundary}--\r\n".encode()
+        )
         headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
     elif body is not None:
         data, headers["Content-Type"] = json.dumps(body).encode(), "application/json"

@@ -70,8 +70,10 @@ def test_a_word_files_text_is_capped_while_it_is_read():
 
 def test_a_word_file_with_a_dtd_is_refused_before_its_entities_expand():
     laughs = "".join(f'<!ENTITY l{n} "{f"&l{n - 1};" * 10}">' for n in range(1, 10))
-    document = (f'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY l0 "ha">{laughs}]><w:document xmlns:w="{WORD}">'
-                f'<w:body><w:p><w:r><w:t>&l9;</w:t></w:r></w:p></w:body></w:document>').encode()
+    document = (
+        f'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY l0 "ha">{laughs}]><w:document xmlns:w="{WORD}">'
+        f"<w:body><w:p><w:r><w:t>&l9;</w:t></w:r></w:p></w:body></w:document>"
+    ).encode()
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:
         archive.writestr("word/document.xml", document)
@@ -110,7 +112,8 @@ def test_a_word_file_reads_as_python_docx_read_it():
         "# Title text\n\n# Intro\n\nFirst bold\tafter a tabline\nnext line\n\n- item one\n\n"
         "| merged \\| wide | merged \\| wide | r0c2 |\n|---|---|---|\n"
         "| r1c0 | r1c1 | tall |\n| r2c0 | r2c1 | tall |\n\n"
-        "After the table.")
+        "After the table."
+    )
 
 
 def pdf_with_content(content: bytes) -> bytes:

@@ -7,13 +7,16 @@ from knowledge.chunking import SEPARATOR, Chunker
 from knowledge.parsing import Section
 from studio.llm.embeddings import load_embedder
 
-MANUAL = """# Press manual
+MANUAL = (
+    """# Press manual
 
 Read this first.
 
 ## Safety
 
-""" + "Wear gloves and goggles whenever the press is powered, and never reach past the guard. " * 30 + """
+"""
+    + "Wear gloves and goggles whenever the press is powered, and never reach past the guard. " * 30
+    + """
 
 ```sh
 # not a heading: a comment in a shell block
@@ -22,11 +25,16 @@ reset-press --hard
 
 ### Emergency stop
 
-""" + "Hit the red button. The press stops within half a second. " * 3 + """
+"""
+    + "Hit the red button. The press stops within half a second. " * 3
+    + """
 
 # Maintenance
 
-""" + "Oil the rails weekly, and wipe them dry. " * 4 + "\n"
+"""
+    + "Oil the rails weekly, and wipe them dry. " * 4
+    + "\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +70,7 @@ def test_offsets_point_back_into_the_document_text_across_pages(chunker):
     document_text = SEPARATOR.join(section.text for section in sections)
     assert [(p.page, p.ordinal) for p in pieces] == [(1, 0), (2, 1)]
     for piece in pieces:
-        assert document_text[piece.start:piece.end] == piece.text
+        assert document_text[piece.start : piece.end] == piece.text
 
 
 def test_neighbouring_chunks_overlap(chunker):

@@ -26,8 +26,9 @@ def stored_file(document: Document):
 
 
 def test_a_document_that_fails_loses_its_file_and_keeps_its_reason(handbook, alice, django_capture_on_commit_callbacks):
-    added, = services.documents_add(user=alice, knowledge_base=handbook,
-                                    files=[upload("photo.pdf", b"\x89PNG\r\n\x1a\n not a pdf" * 1000)])
+    (added,) = services.documents_add(
+        user=alice, knowledge_base=handbook, files=[upload("photo.pdf", b"\x89PNG\r\n\x1a\n not a pdf" * 1000)]
+    )
     path = stored_file(added.document)
     assert path.exists()
     with django_capture_on_commit_callbacks(execute=True):
@@ -39,16 +40,18 @@ def test_a_document_that_fails_loses_its_file_and_keeps_its_reason(handbook, ali
     assert document.to_dict()["error_code"] == "not_pdf"
 
 
-def test_a_document_refused_for_its_size_is_never_read_again(handbook, alice, monkeypatch, settings,
-                                                             django_capture_on_commit_callbacks):
+def test_a_document_refused_for_its_size_is_never_read_again(
+    handbook, alice, monkeypatch, settings, django_capture_on_commit_callbacks
+):
     monkeypatch.setattr("knowledge.ingestion.Limits", functools.partial(Limits, max_xml_elements=10_000))
     dispatched = []
     monkeypatch.setattr("studio.jobs.dispatch", lambda model, job_id: dispatched.append(job_id))
     reads = []
     monkeypatch.setattr("knowledge.ingestion.parse", lambda *args, **kwargs: reads.append(1) or parse(*args, **kwargs))
 
-    added, = services.documents_add(user=alice, knowledge_base=handbook,
-                                    files=[upload("empty.docx", word_file(empty_paragraphs(30_000)))])
+    (added,) = services.documents_add(
+        user=alice, knowledge_base=handbook, files=[upload("empty.docx", word_file(empty_paragraphs(30_000)))]
+    )
     with django_capture_on_commit_callbacks(execute=True):
         ingest_next_document()
     document = Document.objects.get(pk=added.document.pk)
@@ -72,12 +75,14 @@ def test_a_job_worker_lost_while_reading_a_file_fails_it_without_a_retry(handboo
     settings.JOB_HEARTBEAT_TIMEOUT_SECONDS = 60
     dispatched = []
     monkeypatch.setattr("studio.jobs.dispatch", lambda model, job_id: dispatched.append(job_id))
-    reading, embedding = services.documents_add(user=alice, knowledge_base=handbook, files=[
-        upload("huge.docx", b"PK..."), upload("long.md", "# Long\n\ntext")])
+    reading, embedding = services.documents_add(
+        user=alice, knowledge_base=handbook, files=[upload("huge.docx", b"PK..."), upload("long.md", "# Long\n\ntext")]
+    )
     stale = timezone.now() - timedelta(seconds=61)
     for item, stage in ((reading, "parsing"), (embedding, "embedding")):
-        IngestionJob.objects.filter(pk=item.document.pk).update(status=JobStatus.RUNNING, heartbeat_at=stale,
-                                                                attempts=1)
+        IngestionJob.objects.filter(pk=item.document.pk).update(
+            status=JobStatus.RUNNING, heartbeat_at=stale, attempts=1
+        )
         Document.objects.filter(pk=item.document.pk).update(status="processing", stage=stage)
     services.ingestion_sweep()
     lost = Document.objects.get(pk=reading.document.pk)
@@ -89,9 +94,9 @@ def test_a_job_worker_lost_while_reading_a_file_fails_it_without_a_retry(handboo
 
 
 def test_the_same_file_uploaded_again_tries_a_failed_document_again(handbook, alice, ingest):
-    failed, = ingest(handbook, alice, [upload("notes.md", "")])  # empty: fails
+    (failed,) = ingest(handbook, alice, [upload("notes.md", "")])  # empty: fails
     assert failed.status == "failed" and failed.error_code == "empty" and failed.file == ""
-    again, = services.documents_add(user=alice, knowledge_base=handbook, files=[upload("notes-v2.md", "")])
+    (again,) = services.documents_add(user=alice, knowledge_base=handbook, files=[upload("notes-v2.md", "")])
     assert again.duplicate and again.retried and again.document.pk == failed.pk
     document = Document.objects.get(pk=failed.pk)
     assert document.status == "queued" and document.name == "notes-v2.md" and document.error == "" and document.file
@@ -99,7 +104,7 @@ def test_the_same_file_uploaded_again_tries_a_failed_document_again(handbook, al
 
 
 def test_a_cancelled_document_loses_its_file(handbook, alice, django_capture_on_commit_callbacks):
-    added, = services.documents_add(user=alice, knowledge_base=handbook, files=[upload("a.md", "# A\n\ntext")])
+    (added,) = services.documents_add(user=alice, knowledge_base=handbook, files=[upload("a.md", "# A\n\ntext")])
     path = stored_file(added.document)
     with django_capture_on_commit_callbacks(execute=True):
         services.document_cancel(user=alice, document=added.document)
@@ -118,16 +123,25 @@ def test_the_migration_deletes_the_files_of_documents_that_had_failed(alice, kno
     old_apps = executor.loader.project_state([("knowledge", "0004_keyword_column")]).apps
     KnowledgeBase = old_apps.get_model("knowledge", "KnowledgeBase")
     OldDocument = old_apps.get_model("knowledge", "Document")
-    base = KnowledgeBase.objects.create(owner_id=alice.pk, name="Old", embedding_model="m", dimension=384,
-                                        chunk_tokens=200, chunk_overlap=30)
+    base = KnowledgeBase.objects.create(
+        owner_id=alice.pk, name="Old", embedding_model="m", dimension=384, chunk_tokens=200, chunk_overlap=30
+    )
     folder = knowledge_files / f"kb-{base.pk}"
     folder.mkdir(parents=True)
     for name in ("failed.pdf", "ready.md"):
         (folder / name).write_bytes(b"x" * 100)
-    OldDocument.objects.create(knowledge_base=base, name="failed.pdf", status="failed", error="not a PDF",
-                               file=f"kb-{base.pk}/failed.pdf", content_hash="a", size=100)
-    OldDocument.objects.create(knowledge_base=base, name="ready.md", status="ready", file=f"kb-{base.pk}/ready.md",
-                               content_hash="b", size=100)
+    OldDocument.objects.create(
+        knowledge_base=base,
+        name="failed.pdf",
+        status="failed",
+        error="not a PDF",
+        file=f"kb-{base.pk}/failed.pdf",
+        content_hash="a",
+        size=100,
+    )
+    OldDocument.objects.create(
+        knowledge_base=base, name="ready.md", status="ready", file=f"kb-{base.pk}/ready.md", content_hash="b", size=100
+    )
     executor = MigrationExecutor(connection)
     executor.loader.build_graph()
     executor.migrate(executor.loader.graph.leaf_nodes())

@@ -19,9 +19,14 @@ pytestmark = pytest.mark.django_db
 
 
 def add(user, knowledge_base, count, prefix):
-    return [item.document.pk for item in services.documents_add(
-        user=user, knowledge_base=knowledge_base,
-        files=[upload(f"{prefix}-{n}.md", f"# {prefix} {n}\n\nText {n}.") for n in range(count)])]
+    return [
+        item.document.pk
+        for item in services.documents_add(
+            user=user,
+            knowledge_base=knowledge_base,
+            files=[upload(f"{prefix}-{n}.md", f"# {prefix} {n}\n\nText {n}.") for n in range(count)],
+        )
+    ]
 
 
 def take(document_id):

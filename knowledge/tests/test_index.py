@@ -18,18 +18,33 @@ def unit(vector) -> np.ndarray:
 
 
 def add_chunks(knowledge_base, texts, *, status="ready", dimension=3):
-    document = Document.objects.create(knowledge_base=knowledge_base, name=f"{len(texts)}.md", status=status,
-                                       content_hash=str(Document.objects.count()))
+    document = Document.objects.create(
+        knowledge_base=knowledge_base,
+        name=f"{len(texts)}.md",
+        status=status,
+        content_hash=str(Document.objects.count()),
+    )
     rng = np.random.default_rng(len(texts))
-    return [Chunk.objects.create(knowledge_base=knowledge_base, document=document, ordinal=n, text=text, start=0,
-                                 end=len(text), token_count=3, embedding=unit(rng.normal(size=dimension)).tobytes())
-            for n, text in enumerate(texts)]
+    return [
+        Chunk.objects.create(
+            knowledge_base=knowledge_base,
+            document=document,
+            ordinal=n,
+            text=text,
+            start=0,
+            end=len(text),
+            token_count=3,
+            embedding=unit(rng.normal(size=dimension)).tobytes(),
+        )
+        for n, text in enumerate(texts)
+    ]
 
 
 def matching(word):
     with connection.cursor() as cursor:
-        cursor.execute("SELECT rowid FROM knowledge_chunk_fts WHERE knowledge_chunk_fts MATCH %s ORDER BY rowid",
-                       [f'"{word}"'])
+        cursor.execute(
+            "SELECT rowid FROM knowledge_chunk_fts WHERE knowledge_chunk_fts MATCH %s ORDER BY rowid", [f'"{word}"']
+        )
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -43,10 +58,10 @@ def test_the_keyword_index_follows_inserts_updates_and_deletes(handbook):
 
 
 def test_a_migration_that_dropped_the_triggers_gets_them_back_and_the_index_refilled(handbook):
-    chunk, = add_chunks(handbook, ["before"])
+    (chunk,) = add_chunks(handbook, ["before"])
     with connection.cursor() as cursor:
         cursor.execute("DROP TRIGGER knowledge_chunk_fts_insert")
-    missed, = add_chunks(handbook, ["while away"])
+    (missed,) = add_chunks(handbook, ["while away"])
     assert matching("away") == []
     keyword_index.ensure_installed(using="default")
     assert matching("away") == [missed.pk] and matching("before") == [chunk.pk]
@@ -56,16 +71,19 @@ def test_keyword_candidates_are_only_the_ready_documents_of_one_base(handbook, a
     from knowledge.services import knowledge_base_create
 
     other = knowledge_base_create(owner=alice, name="Other")
-    ready, = add_chunks(handbook, ["valve"])
+    (ready,) = add_chunks(handbook, ["valve"])
     add_chunks(handbook, ["valve valve"], status="processing")
     add_chunks(other, ["valve"])
-    assert [chunk_id for chunk_id, _ in keyword_index.keyword_candidates(
-        knowledge_base_id=handbook.pk, query="Valve?", limit=50)] == [ready.pk]
+    assert [
+        chunk_id
+        for chunk_id, _ in keyword_index.keyword_candidates(knowledge_base_id=handbook.pk, query="Valve?", limit=50)
+    ] == [ready.pk]
 
 
 def test_dense_candidates_rank_by_cosine_and_scores_are_read_for_held_chunks_only():
-    matrix = vectors.VectorMatrix(np.array([3, 5, 9], dtype=np.int64),
-                                  np.stack([unit([1, 0, 0]), unit([0, 1, 0]), unit([1, 1, 0])]))
+    matrix = vectors.VectorMatrix(
+        np.array([3, 5, 9], dtype=np.int64), np.stack([unit([1, 0, 0]), unit([0, 1, 0]), unit([1, 1, 0])])
+    )
     query = unit([1, 0.2, 0])
     assert [chunk_id for chunk_id, _ in vectors.dense_candidates(matrix, query, limit=2)] == [3, 9]
     assert set(matrix.scores_of([5, 7, 99], query)) == {5}

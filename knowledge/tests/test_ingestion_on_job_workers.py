@@ -34,9 +34,17 @@ print("STATE", chunks.count(), max(chunks.values_list("id", flat=True), default=
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("knowledge-data")
-    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=TINY_MODEL_DIR, LLM_EMBEDDED_WORKER="false",
-                     STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, JOB_HEARTBEAT_SECONDS=1.5, JOB_HEARTBEAT_TIMEOUT_SECONDS=6,
-                     KNOWLEDGE_CHUNK_TOKENS=64, KNOWLEDGE_CHUNK_OVERLAP=8, JOB_TORCH_THREADS=1)
+    env = studio_env(
+        STUDIO_DATA_DIR=data_dir,
+        LLM_MODEL=TINY_MODEL_DIR,
+        LLM_EMBEDDED_WORKER="false",
+        STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        JOB_HEARTBEAT_SECONDS=1.5,
+        JOB_HEARTBEAT_TIMEOUT_SECONDS=6,
+        KNOWLEDGE_CHUNK_TOKENS=64,
+        KNOWLEDGE_CHUNK_OVERLAP=8,
+        JOB_TORCH_THREADS=1,
+    )
     with running_studio(env, data_dir / "logs") as server:
         server.env = env
         server.token = shell_token(TOKEN, env)
@@ -47,15 +55,26 @@ def studio(tmp_path_factory):
 
 
 def test_documents_are_ingested_by_the_job_worker_and_a_bad_one_fails_alone(studio):
-    status, uploaded = api(studio, "POST", f"{studio.base}/documents/", files=[
-        ("hours.pdf", pdf_bytes(["Opening hours: 9 to 5 on weekdays", "Closed on Sundays and holidays"])),
-        ("parts.docx", docx_bytes(heading="Parts", paragraphs=["Spare parts."], table=[["Part", "Code"],
-                                                                                       ["Valve", "ZX-4411"]])),
-        ("locked.pdf", pdf_bytes(["secret"], password="pw")),
-    ])
+    status, uploaded = api(
+        studio,
+        "POST",
+        f"{studio.base}/documents/",
+        files=[
+            ("hours.pdf", pdf_bytes(["Opening hours: 9 to 5 on weekdays", "Closed on Sundays and holidays"])),
+            (
+                "parts.docx",
+                docx_bytes(
+                    heading="Parts", paragraphs=["Spare parts."], table=[["Part", "Code"], ["Valve", "ZX-4411"]]
+                ),
+            ),
+            ("locked.pdf", pdf_bytes(["secret"], password="pw")),
+        ],
+    )
     assert status == 202 and len(uploaded["ids"]) == 3
-    finished = [wait_for(studio, f"{studio.base}/documents/{document_id}/",
-                         lambda s: s["status"] in ("ready", "failed")) for document_id in uploaded["ids"]]
+    finished = [
+        wait_for(studio, f"{studio.base}/documents/{document_id}/", lambda s: s["status"] in ("ready", "failed"))
+        for document_id in uploaded["ids"]
+    ]
     assert [d["status"] for d in finished] == ["ready", "ready", "failed"]
     assert finished[0]["chunks"] == 2 and "encrypted" in finished[2]["error"]
 
@@ -73,7 +92,8 @@ def job_worker_pids(parent_pid: int) -> list[int]:
 def test_a_job_worker_killed_mid_document_is_replaced_and_the_document_resumes(studio):
     manual = "# Manual\n\n" + "\n\n".join(
         f"## Step {n}\n\n" + f"At step {n} the operator checks valve {n} and notes the pressure. " * 6
-        for n in range(300))
+        for n in range(300)
+    )
     _, uploaded = api(studio, "POST", f"{studio.base}/documents/", files=[("manual.md", manual.encode())])
     document_id = uploaded["ids"][0]
     path = f"{studio.base}/documents/{document_id}/"
@@ -81,21 +101,33 @@ def test_a_job_worker_killed_mid_document_is_replaced_and_the_document_resumes(s
     assert midway["status"] == "processing" and midway["progress"]["done"] < midway["progress"]["total"], midway
     for pid in job_worker_pids(studio.server.pid):
         os.kill(pid, signal.SIGKILL)
-    stored, last_id, attempts = map(int, manage(["shell", "-c", CHUNKS_OF % (document_id, document_id)],
-                                                studio.env).split("STATE ")[1].split())
+    stored, last_id, attempts = map(
+        int, manage(["shell", "-c", CHUNKS_OF % (document_id, document_id)], studio.env).split("STATE ")[1].split()
+    )
     assert stored >= 32 and attempts == 1
 
     final = wait_for(studio, path, lambda s: s["status"] in ("ready", "failed"))
     assert final["status"] == "ready" and final["chunks"] == midway["progress"]["total"], final
-    after, _, attempts = map(int, manage(["shell", "-c", CHUNKS_OF % (document_id, document_id)],
-                                         studio.env).split("STATE ")[1].split())
+    after, _, attempts = map(
+        int, manage(["shell", "-c", CHUNKS_OF % (document_id, document_id)], studio.env).split("STATE ")[1].split()
+    )
     # Two deliveries, or three when the new worker's first heartbeat (after loading the embedder)
     # came later than this test's short JOB_HEARTBEAT_TIMEOUT_SECONDS: the sweeper resumed it again.
     assert after == final["chunks"] and attempts >= 2
     # The chunks stored before the kill were kept, not embedded again: none of the first ones is newer.
-    first_ids = manage(["shell", "-c", f"from knowledge.models import Chunk; print('IDS', max(Chunk.objects.filter("
-                                       f"document_id={document_id}, ordinal__lt={stored}).values_list('id', flat=True)))"],
-                       studio.env).split("IDS ")[1].split()[0]
+    first_ids = (
+        manage(
+            [
+                "shell",
+                "-c",
+                f"from knowledge.models import Chunk; print('IDS', max(Chunk.objects.filter("
+                f"document_id={document_id}, ordinal__lt={stored}).values_list('id', flat=True)))",
+            ],
+            studio.env,
+        )
+        .split("IDS ")[1]
+        .split()[0]
+    )
     assert int(first_ids) <= last_id
 
 
@@ -107,8 +139,12 @@ def test_ten_large_files_in_one_upload_leave_the_web_process_flat(studio):
     with open(f"/proc/{studio.server.pid}/clear_refs", "w") as clear:
         clear.write("5")  # the peak (VmHWM) starts again from now
     before_kb = int(open(status_path).read().split("VmHWM:")[1].split()[0])
-    status, uploaded = api(studio, "POST", f"{studio.base}/documents/",
-                           files=[(f"scan-{n}.pdf", os.urandom(19 * 1024 * 1024)) for n in range(10)])
+    status, uploaded = api(
+        studio,
+        "POST",
+        f"{studio.base}/documents/",
+        files=[(f"scan-{n}.pdf", os.urandom(19 * 1024 * 1024)) for n in range(10)],
+    )
     assert status == 202 and len(uploaded["ids"]) == 10
     growth_mb = (int(open(status_path).read().split("VmHWM:")[1].split()[0]) - before_kb) / 1024
     assert growth_mb < 150, f"the web process grew by {growth_mb:.0f} MB"

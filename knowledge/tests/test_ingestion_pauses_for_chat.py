@@ -43,22 +43,25 @@ def chat(monkeypatch, settings):
 
 def test_it_pauses_between_batches_while_chat_replies_are_written(handbook, alice, chat, monkeypatch):
     monkeypatch.setattr(ingestion, "EMBED_BATCH", 4)
-    added, = services.documents_add(user=alice, knowledge_base=handbook, files=[upload("long.md", LONG_MARKDOWN)])
+    (added,) = services.documents_add(user=alice, knowledge_base=handbook, files=[upload("long.md", LONG_MARKDOWN)])
     chat["busy"] = 3
     ingestion.ingest_document(added.document.pk)
     added.document.refresh_from_db()
     assert added.document.status == "ready"
     assert chat["notes"].count(ingestion.PAUSED) == 3 and chat["busy"] == 0
     # It paused before embedding a batch, after the embedder was loaded.
-    assert chat["notes"].index(ingestion.PAUSED) > max(i for i, note in enumerate(chat["notes"])
-                                                       if note and note.startswith("embedding 0 of"))
+    assert chat["notes"].index(ingestion.PAUSED) > max(
+        i for i, note in enumerate(chat["notes"]) if note and note.startswith("embedding 0 of")
+    )
 
 
 def test_a_cancel_stops_it_while_it_waits(handbook, alice, chat):
-    added, = services.documents_add(user=alice, knowledge_base=handbook, files=[upload("long.md", LONG_MARKDOWN)])
+    (added,) = services.documents_add(user=alice, knowledge_base=handbook, files=[upload("long.md", LONG_MARKDOWN)])
     chat["busy"] = 10**9  # chat never lets go
-    chat["meanwhile"] = lambda: (ingestion.PAUSED in chat["notes"]  # a person cancels while it waits
-                                 and services.document_cancel(user=alice, document=added.document))
+    chat["meanwhile"] = lambda: (
+        ingestion.PAUSED in chat["notes"]  # a person cancels while it waits
+        and services.document_cancel(user=alice, document=added.document)
+    )
     ingestion.ingest_document(added.document.pk)
     added.document.refresh_from_db()
     assert added.document.status == "failed" and added.document.error == services.CANCELLED

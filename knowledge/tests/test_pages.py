@@ -33,8 +33,9 @@ def no_dispatch(monkeypatch):
     return dispatched
 
 
-def test_it_lists_own_and_shared_bases_but_not_someone_elses_private_one(alice, bob, handbook, shared_base,
-                                                                        django_assert_num_queries):
+def test_it_lists_own_and_shared_bases_but_not_someone_elses_private_one(
+    alice, bob, handbook, shared_base, django_assert_num_queries
+):
     knowledge_base_create(owner=bob, name="Bob's notes")
     client = client_for(alice)
     client.get("/knowledge/")  # the session's first request loads the user
@@ -52,8 +53,7 @@ def test_it_needs_a_login(handbook):
 
 
 def test_it_creates_a_knowledge_base_and_opens_it(alice):
-    answer = client_for(alice).post("/knowledge/", {"name": "Manuals", "description": "Press manuals",
-                                                    "shared": "on"})
+    answer = client_for(alice).post("/knowledge/", {"name": "Manuals", "description": "Press manuals", "shared": "on"})
     knowledge_base = KnowledgeBase.objects.get(name="Manuals")
     assert answer.status_code == 302 and answer.url == f"/knowledge/{knowledge_base.pk}/"
     assert (knowledge_base.owner, knowledge_base.description, knowledge_base.shared) == (alice, "Press manuals", True)
@@ -66,21 +66,31 @@ def test_it_shows_a_bad_name_at_its_field(alice):
     assert 'id="kb-name-error"' in page and "must not be empty" in page and 'value="kept"' in page
 
 
-def test_an_upload_through_the_page_queues_the_documents(alice, handbook, no_dispatch,
-                                                         django_capture_on_commit_callbacks):
+def test_an_upload_through_the_page_queues_the_documents(
+    alice, handbook, no_dispatch, django_capture_on_commit_callbacks
+):
     client = client_for(alice)
     with django_capture_on_commit_callbacks(execute=True):
-        answer = client.post(f"/knowledge/{handbook.pk}/documents/upload/", {"file": [
-            upload("faq.md", "# FAQ\n\nAsk us."), upload("notes.txt", "Plain notes."),
-            upload("setup.exe", b"MZ")]}, **HTMX)
+        answer = client.post(
+            f"/knowledge/{handbook.pk}/documents/upload/",
+            {
+                "file": [
+                    upload("faq.md", "# FAQ\n\nAsk us."),
+                    upload("notes.txt", "Plain notes."),
+                    upload("setup.exe", b"MZ"),
+                ]
+            },
+            **HTMX,
+        )
     page = answer.content.decode()
     queued = list(Document.objects.filter(status=Document.Status.QUEUED).values_list("pk", flat=True))
     assert answer.status_code == 200 and len(queued) == 2 and sorted(no_dispatch) == sorted(queued)
     assert "2 documents queued." in page and "Refused: setup.exe" in page
     assert 'hx-swap-oob="true"' in page and 'hx-trigger="every 2s"' in page  # the list, polling, swapped in
 
-    again = client.post(f"/knowledge/{handbook.pk}/documents/upload/", {"file": [upload("faq-copy.md",
-                                                                                        "# FAQ\n\nAsk us.")]}, **HTMX)
+    again = client.post(
+        f"/knowledge/{handbook.pk}/documents/upload/", {"file": [upload("faq-copy.md", "# FAQ\n\nAsk us.")]}, **HTMX
+    )
     assert "Already in this knowledge base (the same content): faq.md." in again.content.decode()
     assert Document.objects.count() == 3
 
@@ -94,7 +104,9 @@ def test_another_persons_private_base_is_not_found(bob, handbook):
     client = client_for(bob)
     assert client.get(f"/knowledge/{handbook.pk}/").status_code == 404
     assert client.get(f"/knowledge/{handbook.pk}/search/", {"q": "anything"}).status_code == 404
-    assert client.post(f"/knowledge/{handbook.pk}/documents/upload/", {"file": [upload("a.md", "a")]}).status_code == 404
+    assert (
+        client.post(f"/knowledge/{handbook.pk}/documents/upload/", {"file": [upload("a.md", "a")]}).status_code == 404
+    )
 
 
 def test_a_shared_base_is_readable_but_not_changeable_by_others(alice, bob, shared_base, ingest):
@@ -116,11 +128,17 @@ def test_the_owner_deletes_a_document(alice, handbook, ingest):
 
 
 def test_the_search_box_shows_ranked_passages_with_their_scores(alice, bob, shared_base, ingest):
-    ingest(shared_base, alice, [
-        upload("hours.pdf", pdf_bytes(["Opening hours: 9 to 5 on weekdays", "Closed on Sundays and holidays"])),
-        upload("parts.md", "# Parts\n\nValve ZX-4411 fits the model B press.")])
-    answer = client_for(bob).get(f"/knowledge/{shared_base.pk}/search/", {"q": "ZX-4411", "mode": "hybrid", "k": "2"},
-                                 **HTMX)
+    ingest(
+        shared_base,
+        alice,
+        [
+            upload("hours.pdf", pdf_bytes(["Opening hours: 9 to 5 on weekdays", "Closed on Sundays and holidays"])),
+            upload("parts.md", "# Parts\n\nValve ZX-4411 fits the model B press."),
+        ],
+    )
+    answer = client_for(bob).get(
+        f"/knowledge/{shared_base.pk}/search/", {"q": "ZX-4411", "mode": "hybrid", "k": "2"}, **HTMX
+    )
     page = answer.content.decode()
     assert answer.status_code == 200 and page.startswith('<section class="card knowledge-search" id="search">')
     first = page.index("#1")
@@ -175,5 +193,8 @@ def test_a_documents_passages_are_listed_fifty_a_page(alice, handbook, ingest):
 def test_the_upload_page_takes_as_much_as_the_upload_api(settings):
     from studio.request_limits import body_limit_for
 
-    assert body_limit_for("/knowledge/7/documents/upload/") == body_limit_for("/api/knowledge/7/documents/") \
+    assert (
+        body_limit_for("/knowledge/7/documents/upload/")
+        == body_limit_for("/api/knowledge/7/documents/")
         > settings.KNOWLEDGE_MAX_UPLOAD_BYTES
+    )

@@ -15,7 +15,10 @@ def test_a_pdf_gives_its_text_page_by_page_with_page_numbers():
     parsed = parse(pdf_bytes(["Opening hours\nMonday to Friday", "Holidays are closed", "Contact us"]), kind="pdf")
     assert parsed.pages == 3
     assert [(s.page, s.text) for s in parsed.sections] == [
-        (1, "Opening hours\nMonday to Friday"), (2, "Holidays are closed"), (3, "Contact us")]
+        (1, "Opening hours\nMonday to Friday"),
+        (2, "Holidays are closed"),
+        (3, "Contact us"),
+    ]
 
 
 def test_a_pdf_reports_its_progress_page_by_page():
@@ -27,8 +30,10 @@ def test_a_pdf_reports_its_progress_page_by_page():
 def test_an_encrypted_pdf_is_refused_but_one_with_an_empty_password_opens():
     with pytest.raises(DocumentError, match="encrypted.*password"):
         parse(pdf_bytes(["secret plans"], password="hunter2"), kind="pdf")
-    assert parse(pdf_bytes(["only copying is forbidden"], password=""), kind="pdf").sections[0].text == \
-        "only copying is forbidden"
+    assert (
+        parse(pdf_bytes(["only copying is forbidden"], password=""), kind="pdf").sections[0].text
+        == "only copying is forbidden"
+    )
 
 
 def test_a_pdf_without_text_is_said_to_be_scanned():
@@ -49,11 +54,17 @@ def test_a_pdf_with_too_many_pages_is_refused_before_they_are_read():
 
 
 def test_a_word_document_keeps_headings_as_markdown_and_tables_as_rows():
-    raw = docx_bytes(heading="Safety", paragraphs=["Wear gloves near the press."], subheading="Spare parts",
-                     table=[["Part", "Code"], ["Valve", "ZX-4411"], ["Seal | ring", "ZX-9000"]])
+    raw = docx_bytes(
+        heading="Safety",
+        paragraphs=["Wear gloves near the press."],
+        subheading="Spare parts",
+        table=[["Part", "Code"], ["Valve", "ZX-4411"], ["Seal | ring", "ZX-9000"]],
+    )
     text = parse(raw, kind="docx").sections[0].text
-    assert text == ("# Safety\n\nWear gloves near the press.\n\n## Spare parts\n\n"
-                    "| Part | Code |\n|---|---|\n| Valve | ZX-4411 |\n| Seal \\| ring | ZX-9000 |")
+    assert text == (
+        "# Safety\n\nWear gloves near the press.\n\n## Spare parts\n\n"
+        "| Part | Code |\n|---|---|\n| Valve | ZX-4411 |\n| Seal \\| ring | ZX-9000 |"
+    )
 
 
 def zip_with(entries: dict[str, bytes]) -> bytes:
@@ -70,15 +81,21 @@ def test_a_zip_bomb_disguised_as_docx_is_refused_unopened():
     with pytest.raises(DocumentError, match="times tighter than any real document.*zip bomb"):
         parse(bomb, kind="docx")
     with pytest.raises(DocumentError, match="would unpack to 3 MiB.*zip bomb"):
-        parse(zip_with({"word/document.xml": b"<w/>", "word/media/a.bin": bytes(range(256)) * 12_000}),
-              kind="docx", limits=Limits(max_unzipped_bytes=2 * 1024 * 1024))
+        parse(
+            zip_with({"word/document.xml": b"<w/>", "word/media/a.bin": bytes(range(256)) * 12_000}),
+            kind="docx",
+            limits=Limits(max_unzipped_bytes=2 * 1024 * 1024),
+        )
 
 
-@pytest.mark.parametrize("raw, reason", [
-    (b"just text, renamed", "not even a zip file"),
-    (zip_with({"content.xml": b"<office/>"}), "no word/document.xml"),
-    (zip_with({"word/document.xml": b"<not-word"}), "cannot be read"),
-])
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b"just text, renamed", "not even a zip file"),
+        (zip_with({"content.xml": b"<office/>"}), "no word/document.xml"),
+        (zip_with({"word/document.xml": b"<not-word"}), "cannot be read"),
+    ],
+)
 def test_a_file_named_docx_that_is_not_one_is_refused(raw, reason):
     with pytest.raises(DocumentError, match=reason):
         parse(raw, kind="docx")
@@ -93,8 +110,10 @@ def test_markdown_and_text_are_read_as_utf8():
 def test_text_that_is_not_utf8_is_read_with_a_stated_fallback():
     parsed = parse("Café crème – 3 €".encode("cp1252"), kind="text")
     assert parsed.sections[0].text == "Café crème – 3 €"
-    assert parsed.notes == ["not UTF-8 (first bad byte 3): read as Windows-1252; if letters look wrong, save it "
-                            "as UTF-8 and upload it again"]
+    assert parsed.notes == [
+        "not UTF-8 (first bad byte 3): read as Windows-1252; if letters look wrong, save it "
+        "as UTF-8 and upload it again"
+    ]
     latin = parse(b"caf\xe9 \x81", kind="text")  # 0x81 is undefined in Windows-1252
     assert latin.sections[0].text == "café \x81" and "read as Latin-1" in latin.notes[0]
 
@@ -140,9 +159,18 @@ def test_nul_characters_are_taken_out_of_the_text():
     assert parse(b"\xff\xfea\x00\x00\x00b\x00", kind="text").sections[0].text == "ab"  # UTF-16 with a NUL in it
 
 
-@pytest.mark.parametrize("name, kind", [("a.PDF", "pdf"), ("b.docx", "docx"), ("c.md", "markdown"),
-                                        ("d.markdown", "markdown"), ("e.htm", "html"), ("f.txt", "text"),
-                                        ("README", "text")])
+@pytest.mark.parametrize(
+    "name, kind",
+    [
+        ("a.PDF", "pdf"),
+        ("b.docx", "docx"),
+        ("c.md", "markdown"),
+        ("d.markdown", "markdown"),
+        ("e.htm", "html"),
+        ("f.txt", "text"),
+        ("README", "text"),
+    ],
+)
 def test_the_kind_comes_from_the_name(name, kind):
     assert kind_of(name) == kind
 

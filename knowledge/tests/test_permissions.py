@@ -36,8 +36,9 @@ def bearer(user) -> dict:
 def test_bob_cannot_search_alices_private_knowledge_base(bob, private_base):
     with pytest.raises(NotFound):
         search(user=bob, knowledge_base=private_base, query="salary")
-    answer = Client().post(f"/api/knowledge/{private_base.pk}/search/", {"query": "salary"},
-                           content_type="application/json", **bearer(bob))
+    answer = Client().post(
+        f"/api/knowledge/{private_base.pk}/search/", {"query": "salary"}, content_type="application/json", **bearer(bob)
+    )
     assert answer.status_code == 404 and "salary" not in answer.content.decode().lower()
 
 
@@ -51,8 +52,12 @@ def test_bob_does_not_see_alices_private_documents_or_list_her_base(bob, private
 def test_bob_searches_a_shared_knowledge_base(bob, shared_base):
     hits = search(user=bob, knowledge_base=shared_base, query="How many vacation days?").hits
     assert hits and hits[0].document == "leave.md"
-    answer = Client().post(f"/api/knowledge/{shared_base.pk}/search/", {"query": "vacation"},
-                           content_type="application/json", **bearer(bob))
+    answer = Client().post(
+        f"/api/knowledge/{shared_base.pk}/search/",
+        {"query": "vacation"},
+        content_type="application/json",
+        **bearer(bob),
+    )
     assert answer.status_code == 200 and answer.json()["results"][0]["document"] == "leave.md"
     assert shared_base in knowledge_bases_for(user=bob)
 
@@ -66,16 +71,18 @@ def test_bob_cannot_change_a_shared_knowledge_base(bob, shared_base):
     with pytest.raises(Forbidden):
         services.knowledge_base_delete(user=bob, knowledge_base=shared_base)
     client, headers = Client(), bearer(bob)
-    upload_answer = client.post(f"/api/knowledge/{shared_base.pk}/documents/", {"file": upload("spam.md", "spam")},
-                                **headers)
+    upload_answer = client.post(
+        f"/api/knowledge/{shared_base.pk}/documents/", {"file": upload("spam.md", "spam")}, **headers
+    )
     assert upload_answer.status_code == 403
     delete_answer = client.delete(f"/api/knowledge/{shared_base.pk}/documents/{document.pk}/", **headers)
     assert delete_answer.status_code == 403
     assert shared_base.documents.count() == 1
 
 
-def test_deleting_a_knowledge_base_takes_its_documents_chunks_and_files(alice, shared_base, knowledge_files,
-                                                                         django_capture_on_commit_callbacks):
+def test_deleting_a_knowledge_base_takes_its_documents_chunks_and_files(
+    alice, shared_base, knowledge_files, django_capture_on_commit_callbacks
+):
     from knowledge.models import Chunk, Document
 
     assert (knowledge_files / f"kb-{shared_base.pk}").is_dir()

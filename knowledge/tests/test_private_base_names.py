@@ -30,9 +30,18 @@ def bobs_prompt(bob):
 
 
 def save_version(client, slug, **fields):
-    return client.post(f"/prompts/{slug}/versions/new/", {
-        "from": 1, "template": "{{ q }}", "output_type": "text", "retrieval_k": "5", "retrieval_mode": "hybrid",
-        "commit_message": "knowledge", **fields})
+    return client.post(
+        f"/prompts/{slug}/versions/new/",
+        {
+            "from": 1,
+            "template": "{{ q }}",
+            "output_type": "text",
+            "retrieval_k": "5",
+            "retrieval_mode": "hybrid",
+            "commit_message": "knowledge",
+            **fields,
+        },
+    )
 
 
 def test_a_guessed_private_name_is_answered_as_a_base_that_does_not_exist(bob, handbook, bobs_prompt):
@@ -49,20 +58,29 @@ def test_a_guessed_private_name_is_answered_as_a_base_that_does_not_exist(bob, h
     by_id = save_version(client, "bobs", knowledge_base_kept=json.dumps({"id": handbook.pk}))
     by_nothing = save_version(client, "bobs", knowledge_base_kept=json.dumps({"id": 987654}))
     assert by_id.status_code == by_nothing.status_code == 400
-    alerts = [re.findall(r'<p class="alert" role="alert">(.*?)</p>', answer.content.decode())
-              for answer in (by_id, by_nothing)]
-    assert alerts[0] == alerts[1] and any("there is no such knowledge base, or it is not shared with you" in alert
-                                          for alert in alerts[0])
+    alerts = [
+        re.findall(r'<p class="alert" role="alert">(.*?)</p>', answer.content.decode())
+        for answer in (by_id, by_nothing)
+    ]
+    assert alerts[0] == alerts[1] and any(
+        "there is no such knowledge base, or it is not shared with you" in alert for alert in alerts[0]
+    )
 
 
 def test_the_chat_panel_names_a_base_only_to_those_who_may_see_it(alice, bob, handbook):
-    prompt = prompt_services.prompt_create(owner=alice, name="Support", slug="support", version={
-        "template": "{{ question }}", "retrieval": {"knowledge_bases": [handbook.pk]}})
+    prompt = prompt_services.prompt_create(
+        owner=alice,
+        name="Support",
+        slug="support",
+        version={"template": "{{ question }}", "retrieval": {"knowledge_bases": [handbook.pk]}},
+    )
     version = prompt.versions.get()
-    bobs_chat, _ = chat_services.conversation_start_from_prompt(owner=bob, prompt_version=version,
-                                                                variables={"question": "Holidays?"})
-    alices_chat, _ = chat_services.conversation_start_from_prompt(owner=alice, prompt_version=version,
-                                                                  variables={"question": "Holidays?"})
+    bobs_chat, _ = chat_services.conversation_start_from_prompt(
+        owner=bob, prompt_version=version, variables={"question": "Holidays?"}
+    )
+    alices_chat, _ = chat_services.conversation_start_from_prompt(
+        owner=alice, prompt_version=version, variables={"question": "Holidays?"}
+    )
     bobs_panel = client_for(bob).get(f"/chat/{bobs_chat.pk}/knowledge/").content.decode()
     assert "Handbook" not in bobs_panel
     assert "a knowledge base you cannot see" in bobs_panel and "gives you nothing" in bobs_panel
@@ -72,10 +90,15 @@ def test_the_chat_panel_names_a_base_only_to_those_who_may_see_it(alice, bob, ha
 
 
 def test_an_editor_who_cannot_see_a_base_keeps_it_without_reading_its_name(alice, bob, handbook):
-    prompt = prompt_services.prompt_create(owner=alice, name="Support", slug="support", version={
-        "template": "{{ q }}", "retrieval": {"knowledge_bases": [handbook.pk]}})
-    prompt_services.version_create(prompt=prompt, author=alice, fields={"template": "{{ q }} v2", "retrieval": {
-        "knowledge_bases": [handbook.pk]}})
+    prompt = prompt_services.prompt_create(
+        owner=alice,
+        name="Support",
+        slug="support",
+        version={"template": "{{ q }}", "retrieval": {"knowledge_bases": [handbook.pk]}},
+    )
+    prompt_services.version_create(
+        prompt=prompt, author=alice, fields={"template": "{{ q }} v2", "retrieval": {"knowledge_bases": [handbook.pk]}}
+    )
     prompt.editors.add(bob)
     client = client_for(bob)
     form = client.get("/prompts/support/versions/new/?from=2").content.decode()
@@ -83,8 +106,10 @@ def test_an_editor_who_cannot_see_a_base_keeps_it_without_reading_its_name(alice
     assert f'value="{{&quot;id&quot;: {handbook.pk}}}"' in form  # kept by its id alone
     for page in ("/prompts/support/versions/2/", "/prompts/support/diff/?from=1&to=2"):
         assert "Handbook" not in client.get(page).content.decode()
-    assert save_version(client, "support", **{"from": 2}, knowledge_base_kept=json.dumps({"id": handbook.pk})
-                        ).status_code == 302
+    assert (
+        save_version(client, "support", **{"from": 2}, knowledge_base_kept=json.dumps({"id": handbook.pk})).status_code
+        == 302
+    )
     kept = Prompt.objects.get(slug="support").versions.get(number=3).retrieval["knowledge_bases"]
     assert kept == [{"id": handbook.pk, "name": "Handbook"}]  # carried from the versions before: alice still gets it
     assert "Handbook" in client_for(alice).get("/prompts/support/versions/3/").content.decode()

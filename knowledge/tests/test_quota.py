@@ -31,15 +31,22 @@ def test_an_upload_past_the_quota_is_refused_whole_before_a_file_is_stored(handb
     other = knowledge_base_create(owner=alice, name="Other")
     services.documents_add(user=alice, knowledge_base=other, files=[upload("a.md", "x" * 6_000)])
     assert services.storage_use(user=alice).used == 6_000  # every base of hers counts
-    with pytest.raises(services.QuotaExceeded, match=r"needs 5\.9 KB, and 3\.9 KB of your 9\.8 KB for documents "
-                                                     r"is left .*nothing was stored") as refused:
-        services.documents_add(user=alice, knowledge_base=handbook, files=[
-            upload("b.md", "y" * 2_000), upload("c.md", "z" * 4_000), upload("setup.exe", b"MZ" * 10_000)])
+    with pytest.raises(
+        services.QuotaExceeded,
+        match=r"needs 5\.9 KB, and 3\.9 KB of your 9\.8 KB for documents "
+        r"is left .*nothing was stored",
+    ) as refused:
+        services.documents_add(
+            user=alice,
+            knowledge_base=handbook,
+            files=[upload("b.md", "y" * 2_000), upload("c.md", "z" * 4_000), upload("setup.exe", b"MZ" * 10_000)],
+        )
     assert refused.value.status == 413 and refused.value.code == "quota_exceeded"
     assert not handbook.documents.exists() and not (knowledge_files / f"kb-{handbook.pk}").exists()
     # What fits is stored; a file refused unread (its kind) takes nothing.
-    services.documents_add(user=alice, knowledge_base=handbook, files=[upload("b.md", "y" * 2_000),
-                                                                       upload("setup.exe", b"MZ" * 10_000)])
+    services.documents_add(
+        user=alice, knowledge_base=handbook, files=[upload("b.md", "y" * 2_000), upload("setup.exe", b"MZ" * 10_000)]
+    )
     assert services.storage_use(user=alice).used == 8_000
 
 
@@ -57,16 +64,23 @@ def test_the_page_and_the_api_answer_413_and_the_page_shows_what_is_used(handboo
     client = client_for(alice)
     page = client.get(f"/knowledge/{handbook.pk}/").content.decode()
     assert "Your documents' files: 0\xa0bytes of 9.8\xa0KB (9.8\xa0KB left)" in page
-    refused = client.post(f"/knowledge/{handbook.pk}/documents/upload/", {"file": [upload("big.md", "x" * 12_000)]},
-                          HTTP_HX_REQUEST="true")
+    refused = client.post(
+        f"/knowledge/{handbook.pk}/documents/upload/",
+        {"file": [upload("big.md", "x" * 12_000)]},
+        HTTP_HX_REQUEST="true",
+    )
     assert refused.status_code == 413 and "of your 9.8 KB for documents is left" in refused.content.decode()
     token = api_token_create(user=alice, name="scripts")[1]
-    answer = Client().post(f"/api/knowledge/{handbook.pk}/documents/", {"file": [upload("big.md", "x" * 12_000)]},
-                           HTTP_AUTHORIZATION=f"Bearer {token}")
+    answer = Client().post(
+        f"/api/knowledge/{handbook.pk}/documents/",
+        {"file": [upload("big.md", "x" * 12_000)]},
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
     assert answer.status_code == 413 and "nothing was stored" in answer.json()["error"]
     assert not Document.objects.exists()
-    stored = client.post(f"/knowledge/{handbook.pk}/documents/upload/", {"file": [upload("ok.md", "x" * 4_000)]},
-                         HTTP_HX_REQUEST="true").content.decode()
+    stored = client.post(
+        f"/knowledge/{handbook.pk}/documents/upload/", {"file": [upload("ok.md", "x" * 4_000)]}, HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert "3.9\xa0KB of 9.8\xa0KB (5.9\xa0KB left)" in stored  # the list it swaps in says so at once
     assert "of 9.8\xa0KB" in client.get("/knowledge/").content.decode()
 

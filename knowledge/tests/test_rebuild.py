@@ -26,8 +26,9 @@ def plant(alice, ingest, settings):
     """One paragraph a chunk (24 tokens, no overlap), so that a rebuild to 200 tokens shows."""
     settings.KNOWLEDGE_CHUNK_TOKENS, settings.KNOWLEDGE_CHUNK_OVERLAP = 24, 0
     knowledge_base = services.knowledge_base_create(owner=alice, name="Plant", shared=True)
-    documents = ingest(knowledge_base, alice, [upload("parts.md", PARTS), upload("network.md", NETWORK),
-                                               upload("office.md", OFFICE)])
+    documents = ingest(
+        knowledge_base, alice, [upload("parts.md", PARTS), upload("network.md", NETWORK), upload("office.md", OFFICE)]
+    )
     assert all(d.status == "ready" for d in documents)
     return knowledge_base
 
@@ -55,7 +56,8 @@ def client_for(user) -> Client:
 
 
 def test_searches_answer_from_the_old_chunks_during_a_rebuild_and_from_the_new_ones_after(
-        alice, plant, dispatched, django_capture_on_commit_callbacks, monkeypatch):
+    alice, plant, dispatched, django_capture_on_commit_callbacks, monkeypatch
+):
     vectors.cache_clear()
     old_code, old_paraphrase = texts(alice, plant, CODE_QUERY, "bm25"), texts(alice, plant, PARAPHRASE, "dense")
     assert old_code[0] == "Part ZX-4411 is the return spring of the model B press."
@@ -63,12 +65,16 @@ def test_searches_answer_from_the_old_chunks_during_a_rebuild_and_from_the_new_o
     old_chunks = set(Chunk.objects.values_list("pk", flat=True))
 
     with django_capture_on_commit_callbacks(execute=True):
-        assert services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200,
-                                               chunk_overlap=0) == 3
+        assert services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200, chunk_overlap=0) == 3
     plant.refresh_from_db()
     assert plant.rebuilding and (plant.chunk_tokens, plant.building_chunk_tokens) == (24, 200)
     assert plant.rebuild_progress() | {"embedding_model": ""} == {
-        "chunk_tokens": 200, "chunk_overlap": 0, "embedding_model": "", "done": 0, "total": 3}
+        "chunk_tokens": 200,
+        "chunk_overlap": 0,
+        "embedding_model": "",
+        "done": 0,
+        "total": 3,
+    }
     assert sorted(dispatched) == sorted(plant.documents.values_list("pk", flat=True))
     assert set(plant.documents.values_list("status", flat=True)) == {"ready"}  # searchable throughout
 
@@ -76,8 +82,12 @@ def test_searches_answer_from_the_old_chunks_during_a_rebuild_and_from_the_new_o
     embedder, during = load_embedder(), []
 
     def embed_and_search(texts_to_embed):
-        during.append({mode: texts(alice, plant, query, mode) for mode, query in
-                       (("bm25", CODE_QUERY), ("dense", PARAPHRASE), ("hybrid", CODE_QUERY))})
+        during.append(
+            {
+                mode: texts(alice, plant, query, mode)
+                for mode, query in (("bm25", CODE_QUERY), ("dense", PARAPHRASE), ("hybrid", CODE_QUERY))
+            }
+        )
         return type(embedder).embed(embedder, texts_to_embed)
 
     parts, network, office = (plant.documents.get(name=name) for name in ("parts.md", "network.md", "office.md"))
@@ -107,7 +117,7 @@ def test_searches_answer_from_the_old_chunks_during_a_rebuild_and_from_the_new_o
 
 def test_a_document_uploaded_during_a_rebuild_is_indexed_in_both_generations(alice, plant, dispatched, ingest):
     services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200, chunk_overlap=0)
-    holidays, = ingest(plant, alice, [upload("holidays.md", "# Leave\n\nEvery employee gets 30 days of vacation.")])
+    (holidays,) = ingest(plant, alice, [upload("holidays.md", "# Leave\n\nEvery employee gets 30 days of vacation.")])
     assert holidays.status == "ready" and holidays.rebuilt_chunk_count == 1
     assert set(holidays.chunks.values_list("generation", flat=True)) == {0, 1}
     assert texts(alice, plant, "How much paid time off do I get?", "dense")[0].endswith("30 days of vacation.")
@@ -119,8 +129,7 @@ def test_a_document_uploaded_during_a_rebuild_is_indexed_in_both_generations(ali
 
 
 def test_a_rebuild_of_a_base_without_documents_switches_at_once(alice, handbook):
-    assert services.knowledge_base_rebuild(user=alice, knowledge_base=handbook, chunk_tokens=100,
-                                           chunk_overlap=10) == 0
+    assert services.knowledge_base_rebuild(user=alice, knowledge_base=handbook, chunk_tokens=100, chunk_overlap=10) == 0
     handbook.refresh_from_db()
     assert not handbook.rebuilding and (handbook.chunk_tokens, handbook.active_generation) == (100, 1)
 
@@ -135,10 +144,16 @@ def test_a_document_deleted_during_a_rebuild_no_longer_holds_it_back(alice, plan
     assert not plant.rebuilding and plant.chunk_tokens == 200 and Chunk.objects.count() == 2
 
 
-@pytest.mark.parametrize("values, field", [
-    ({"chunk_tokens": 8}, "chunk_tokens"), ({"chunk_tokens": 300}, "chunk_tokens"),
-    ({"chunk_tokens": "many"}, "chunk_tokens"), ({"chunk_tokens": 100, "chunk_overlap": 100}, "chunk_overlap"),
-    ({"embedding_model": "bge-large"}, "embedding_model")])
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"chunk_tokens": 8}, "chunk_tokens"),
+        ({"chunk_tokens": 300}, "chunk_tokens"),
+        ({"chunk_tokens": "many"}, "chunk_tokens"),
+        ({"chunk_tokens": 100, "chunk_overlap": 100}, "chunk_overlap"),
+        ({"embedding_model": "bge-large"}, "embedding_model"),
+    ],
+)
 def test_it_refuses_settings_the_embedder_cannot_take(alice, plant, values, field):
     with pytest.raises(services.KnowledgeError) as refused:
         services.knowledge_base_rebuild(user=alice, knowledge_base=plant, **values)
@@ -155,13 +170,27 @@ def test_one_rebuild_at_a_time(alice, plant, dispatched):
 
 def test_the_api_starts_a_rebuild_and_reports_its_progress(alice, plant, dispatched):
     client, token = Client(), bearer(alice)
-    answer = client.post(f"/api/knowledge/{plant.pk}/rebuild/", {"chunk_tokens": 200, "chunk_overlap": 0},
-                         content_type="application/json", **token)
+    answer = client.post(
+        f"/api/knowledge/{plant.pk}/rebuild/",
+        {"chunk_tokens": 200, "chunk_overlap": 0},
+        content_type="application/json",
+        **token,
+    )
     assert answer.status_code == 202, answer.content
     assert answer.json() | {"embedding_model": ""} == {
-        "id": plant.pk, "embedding_model": "", "chunk_tokens": 24, "chunk_overlap": 0, "queued": 3,
-        "rebuild": {"chunk_tokens": 200, "chunk_overlap": 0, "embedding_model": plant.embedding_model, "done": 0,
-                    "total": 3}}
+        "id": plant.pk,
+        "embedding_model": "",
+        "chunk_tokens": 24,
+        "chunk_overlap": 0,
+        "queued": 3,
+        "rebuild": {
+            "chunk_tokens": 200,
+            "chunk_overlap": 0,
+            "embedding_model": plant.embedding_model,
+            "done": 0,
+            "total": 3,
+        },
+    }
     again = client.post(f"/api/knowledge/{plant.pk}/rebuild/", {}, content_type="application/json", **token)
     assert again.status_code == 409 and "already running" in again.json()["error"]
     ingest_document(plant.documents.get(name="parts.md").pk)
@@ -169,14 +198,14 @@ def test_the_api_starts_a_rebuild_and_reports_its_progress(alice, plant, dispatc
 
 
 def test_the_api_names_the_field_it_refuses(alice, plant):
-    answer = Client().post(f"/api/knowledge/{plant.pk}/rebuild/", {"chunk_tokens": 999},
-                           content_type="application/json", **bearer(alice))
+    answer = Client().post(
+        f"/api/knowledge/{plant.pk}/rebuild/", {"chunk_tokens": 999}, content_type="application/json", **bearer(alice)
+    )
     assert answer.status_code == 400 and answer.json()["error"] == "chunk_tokens: must be from 16 to 254"
 
 
 def test_another_person_cannot_rebuild_a_private_base_it_is_not_found(bob, alice, dispatched, handbook):
-    answer = Client().post(f"/api/knowledge/{handbook.pk}/rebuild/", {}, content_type="application/json",
-                           **bearer(bob))
+    answer = Client().post(f"/api/knowledge/{handbook.pk}/rebuild/", {}, content_type="application/json", **bearer(bob))
     assert answer.status_code == 404
     assert Client().get(f"/api/knowledge/{handbook.pk}/rebuild/", **bearer(bob)).status_code == 404
     assert client_for(bob).post(f"/knowledge/{handbook.pk}/rebuild/", {"chunk_tokens": "100"}).status_code == 404
@@ -201,8 +230,11 @@ def test_the_page_rebuilds_and_shows_its_progress_live(alice, plant, dispatched)
     detail = client.get(f"/knowledge/{plant.pk}/").content.decode()
     assert "Rebuild the index" in detail and 'name="chunk_tokens" value="24"' in detail
     assert "all-MiniLM-L6-v2</option>" in detail  # the one model the studio bundles
-    card = client.post(f"/knowledge/{plant.pk}/rebuild/", {"chunk_tokens": "200", "chunk_overlap": "0",
-                                                            "embedding_model": plant.embedding_model}, **HTMX)
+    card = client.post(
+        f"/knowledge/{plant.pk}/rebuild/",
+        {"chunk_tokens": "200", "chunk_overlap": "0", "embedding_model": plant.embedding_model},
+        **HTMX,
+    )
     assert card.status_code == 200
     html = card.content.decode()
     assert "rebuilding: 0 of 3 documents" in html and 'hx-trigger="every 2s"' in html
@@ -219,8 +251,9 @@ def test_the_page_rebuilds_and_shows_its_progress_live(alice, plant, dispatched)
 
 
 def test_the_page_says_what_is_wrong_with_the_settings(alice, plant):
-    answer = client_for(alice).post(f"/knowledge/{plant.pk}/rebuild/", {"chunk_tokens": "300",
-                                                                         "chunk_overlap": "0"}, **HTMX)
+    answer = client_for(alice).post(
+        f"/knowledge/{plant.pk}/rebuild/", {"chunk_tokens": "300", "chunk_overlap": "0"}, **HTMX
+    )
     assert answer.status_code == 400 and "must be from 16 to 254" in answer.content.decode()
     plant.refresh_from_db()
     assert not plant.rebuilding
@@ -258,8 +291,12 @@ def test_a_cancelled_rebuild_leaves_the_index_in_use_as_it_was(alice, plant, dis
     assert set(plant.documents.values_list("status", flat=True)) == {"ready"}  # none failed
     assert set(plant.documents.values_list("rebuilt_chunk_count", flat=True)) == {None}
     assert set(IngestionJob.objects.filter(pk__in=[network.pk, office.pk]).values_list("status", flat=True)) == {
-        JobStatus.CANCELLED}
-    assert texts(alice, plant, CODE_QUERY, "bm25") == old_code and texts(alice, plant, PARAPHRASE, "dense") == old_paraphrase
+        JobStatus.CANCELLED
+    }
+    assert (
+        texts(alice, plant, CODE_QUERY, "bm25") == old_code
+        and texts(alice, plant, PARAPHRASE, "dense") == old_paraphrase
+    )
     with pytest.raises(services.KnowledgeError, match="no rebuild is running"):
         services.knowledge_base_rebuild_cancel(user=alice, knowledge_base=plant)
     # A new rebuild starts from a clean slate and completes.
@@ -272,8 +309,11 @@ def test_a_cancelled_rebuild_leaves_the_index_in_use_as_it_was(alice, plant, dis
 
 def test_a_document_uploaded_during_a_cancelled_rebuild_is_indexed_for_the_index_in_use(alice, plant, dispatched):
     services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200, chunk_overlap=0)
-    holidays, = services.documents_add(user=alice, knowledge_base=plant, files=[
-        upload("holidays.md", "# Leave\n\nEvery employee gets 30 days of vacation.")])
+    (holidays,) = services.documents_add(
+        user=alice,
+        knowledge_base=plant,
+        files=[upload("holidays.md", "# Leave\n\nEvery employee gets 30 days of vacation.")],
+    )
     services.knowledge_base_rebuild_cancel(user=alice, knowledge_base=plant)
     ingest_document(holidays.document.pk)
     holidays.document.refresh_from_db()
@@ -281,11 +321,15 @@ def test_a_document_uploaded_during_a_cancelled_rebuild_is_indexed_for_the_index
     assert set(holidays.document.chunks.values_list("generation", flat=True)) == {0}
 
 
-def test_a_rebuild_cancelled_while_a_new_document_is_indexed_leaves_none_of_its_passages(alice, plant, dispatched,
-                                                                                         monkeypatch):
+def test_a_rebuild_cancelled_while_a_new_document_is_indexed_leaves_none_of_its_passages(
+    alice, plant, dispatched, monkeypatch
+):
     services.knowledge_base_rebuild(user=alice, knowledge_base=plant, chunk_tokens=200, chunk_overlap=0)
-    holidays, = services.documents_add(user=alice, knowledge_base=plant, files=[
-        upload("holidays.md", "# Leave\n\nEvery employee gets 30 days of vacation.")])
+    (holidays,) = services.documents_add(
+        user=alice,
+        knowledge_base=plant,
+        files=[upload("holidays.md", "# Leave\n\nEvery employee gets 30 days of vacation.")],
+    )
     embedder = load_embedder()
 
     def cancel_while_embedding(texts_to_embed):
@@ -329,8 +373,11 @@ def test_the_page_cancels_a_rebuild_and_a_watching_tab_says_so(alice, bob, plant
     card = client.post(f"/knowledge/{plant.pk}/rebuild/cancel/", **HTMX)
     html = card.content.decode()
     assert card.status_code == 200 and "Rebuild cancelled: searches use the index as it was" in html
-    assert "passages of 24 tokens" in html and "Rebuild the index" in html and "every 2s" not in html.split(
-        'id="documents"')[0]
+    assert (
+        "passages of 24 tokens" in html
+        and "Rebuild the index" in html
+        and "every 2s" not in html.split('id="documents"')[0]
+    )
     # Another tab's card, still polling for generation 1, learns the same.
     assert "Rebuild cancelled" in client.get(f"/knowledge/{plant.pk}/rebuild/?generation=1", **HTMX).content.decode()
     again = client.post(f"/knowledge/{plant.pk}/rebuild/cancel/", **HTMX)

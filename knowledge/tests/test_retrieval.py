@@ -36,13 +36,19 @@ def test_a_reply_gets_numbered_sources_with_their_chunk_ids(alice, plant):
     top = record["sources"][0]
     assert top["document"] == "network.md" and "restart the router" in top["text"]
     from knowledge.models import Chunk
+
     assert Chunk.objects.get(pk=top["chunk"]).text == top["text"]  # citations map to stored chunks
     assert record["searched"] == ["Plant"] and record["withheld"] == 0 and not record["nothing_passed"]
     block = sources_block(record)
     assert block.startswith("Answer from the numbered sources") and "[1] network.md" in block and "cite" in block
     assert with_sources("Be brief.", record).startswith("Be brief.\n\nAnswer from")
-    assert passages(record)[0] == {"number": 1, "text": top["text"], "document": "network.md", "page": None,
-                                   "heading": top["heading"]}
+    assert passages(record)[0] == {
+        "number": 1,
+        "text": top["text"],
+        "document": "network.md",
+        "page": None,
+        "heading": top["heading"],
+    }
 
 
 def test_another_persons_private_base_gives_nothing_and_is_counted(alice, bob, plant, office):
@@ -58,8 +64,10 @@ def test_a_small_document_comes_whole_and_a_large_one_is_searched(alice, plant, 
     record = retrieve(user=alice, query="router", document_ids=[document.pk], k=1)
     assert record["whole"] == ["office.md"] and record["searched"] == []
     from knowledge.models import Chunk
-    assert [s["chunk"] for s in record["sources"]] == list(document.chunks.order_by("ordinal").values_list(
-        "pk", flat=True))  # every chunk, in order, unscored
+
+    assert [s["chunk"] for s in record["sources"]] == list(
+        document.chunks.order_by("ordinal").values_list("pk", flat=True)
+    )  # every chunk, in order, unscored
     assert {s["score"] for s in record["sources"]} == {None} and Chunk.objects.filter(document=document).count() >= 2
     assert "Invoices" in " ".join(s["text"] for s in record["sources"])
     settings.KNOWLEDGE_WHOLE_DOCUMENT_TOKENS = 5
@@ -70,15 +78,21 @@ def test_a_small_document_comes_whole_and_a_large_one_is_searched(alice, plant, 
 
 def test_several_bases_merge_into_one_top_k(alice, plant, office):
     knowledge_base, _ = office
-    record = retrieve(user=alice, query="When do we send invoices?", knowledge_base_ids=[plant.pk, knowledge_base.pk],
-                      k=2, mode="hybrid")
+    record = retrieve(
+        user=alice,
+        query="When do we send invoices?",
+        knowledge_base_ids=[plant.pk, knowledge_base.pk],
+        k=2,
+        mode="hybrid",
+    )
     assert len(record["sources"]) == 2 and "Invoices" in record["sources"][0]["text"]
     assert record["searched"] == ["Plant", "Office"]
 
 
 def test_nothing_above_the_minimum_score_is_said(alice, plant):
-    record = retrieve(user=alice, query="quarterly tax filing deadline", knowledge_base_ids=[plant.pk], mode="dense",
-                      min_score=0.95)
+    record = retrieve(
+        user=alice, query="quarterly tax filing deadline", knowledge_base_ids=[plant.pk], mode="dense", min_score=0.95
+    )
     assert record["sources"] == [] and record["nothing_passed"]
 
 

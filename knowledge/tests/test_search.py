@@ -11,20 +11,24 @@ from .conftest import upload
 
 pytestmark = pytest.mark.django_db
 
-PARTS = "\n\n".join([
-    "# Spare parts",
-    "Part ZX-4410 is the intake valve of the model A press.",
-    "Part ZX-4411 is the return spring of the model B press.",
-    "Part ZX-4412 is the gasket of the model C press.",
-    "Part ZX-4441 is the drive belt of the model D press.",
-    "Part ZX-1144 is the oil filter of the model E press.",
-])
+PARTS = "\n\n".join(
+    [
+        "# Spare parts",
+        "Part ZX-4410 is the intake valve of the model A press.",
+        "Part ZX-4411 is the return spring of the model B press.",
+        "Part ZX-4412 is the gasket of the model C press.",
+        "Part ZX-4441 is the drive belt of the model D press.",
+        "Part ZX-1144 is the oil filter of the model E press.",
+    ]
+)
 NETWORK = "# Network\n\nTo restart the router, hold the power button for ten seconds until the lights blink."
-OFFICE = "\n\n".join([
-    "# Office",
-    "Invoices are sent on the first working day of each month.",
-    "The cafeteria serves lunch from noon to two.",
-])
+OFFICE = "\n\n".join(
+    [
+        "# Office",
+        "Invoices are sent on the first working day of each month.",
+        "The cafeteria serves lunch from noon to two.",
+    ]
+)
 CODE_QUERY, PARAPHRASE = "ZX-4411", "How can I reboot my modem?"
 
 
@@ -33,8 +37,9 @@ def corpus(alice, ingest, settings):
     """Small chunks (one paragraph each) so each fact is a chunk of its own."""
     settings.KNOWLEDGE_CHUNK_TOKENS, settings.KNOWLEDGE_CHUNK_OVERLAP = 24, 0
     knowledge_base = services.knowledge_base_create(owner=alice, name="Plant", shared=False)
-    documents = ingest(knowledge_base, alice, [upload("parts.md", PARTS), upload("network.md", NETWORK),
-                                               upload("office.md", OFFICE)])
+    documents = ingest(
+        knowledge_base, alice, [upload("parts.md", PARTS), upload("network.md", NETWORK), upload("office.md", OFFICE)]
+    )
     assert all(d.status == "ready" for d in documents), [d.error for d in documents]
     return knowledge_base
 
@@ -74,9 +79,18 @@ def test_hybrid_finds_both(alice, corpus):
 def test_a_hit_carries_its_document_heading_and_ranks(alice, corpus):
     hit = search(user=alice, knowledge_base=corpus, query="lunch cafeteria", mode="bm25").hits[0]
     assert hit.to_dict() | {"chunk": 0, "document_id": 0} == {
-        "rank": 1, "chunk": 0, "text": "The cafeteria serves lunch from noon to two.", "document": "office.md",
-        "document_id": 0, "page": None, "heading": "Office", "score": hit.to_dict()["score"],
-        "keyword_score": hit.to_dict()["keyword_score"], "vector_score": None, "fused_score": None}
+        "rank": 1,
+        "chunk": 0,
+        "text": "The cafeteria serves lunch from noon to two.",
+        "document": "office.md",
+        "document_id": 0,
+        "page": None,
+        "heading": "Office",
+        "score": hit.to_dict()["score"],
+        "keyword_score": hit.to_dict()["keyword_score"],
+        "vector_score": None,
+        "fused_score": None,
+    }
 
 
 def test_k_is_clamped_and_says_so(alice, corpus):
@@ -92,8 +106,10 @@ def test_a_minimum_score_leaves_out_weaker_hits(alice, corpus):
     assert len(everything.hits) > 1 and texts(strong) == [texts(everything)[0]]
 
 
-@pytest.mark.parametrize("query, message", [
-    ("x" * (MAX_QUERY_CHARS + 1), "at most 2,000"), ("   ", "must be some text"), (None, "must be some text")])
+@pytest.mark.parametrize(
+    "query, message",
+    [("x" * (MAX_QUERY_CHARS + 1), "at most 2,000"), ("   ", "must be some text"), (None, "must be some text")],
+)
 def test_a_query_is_bounded(alice, handbook, query, message):
     with pytest.raises(SearchError, match=message):
         search(user=alice, knowledge_base=handbook, query=query)
@@ -122,7 +138,7 @@ def test_the_cached_vectors_follow_new_and_deleted_documents(alice, corpus, inge
     matrix = vectors.vector_matrix(corpus.pk, corpus.dimension)
     assert vectors.vector_matrix(corpus.pk, corpus.dimension) is matrix  # unchanged: the cached one
 
-    holidays, = ingest(corpus, alice, [upload("holidays.md", "# Leave\n\nEvery employee gets 30 days of vacation.")])
+    (holidays,) = ingest(corpus, alice, [upload("holidays.md", "# Leave\n\nEvery employee gets 30 days of vacation.")])
     found = search(user=alice, knowledge_base=corpus, query="How much paid time off do I get?", mode="dense")
     assert found.hits[0].document == "holidays.md"
 
@@ -133,7 +149,8 @@ def test_the_cached_vectors_follow_new_and_deleted_documents(alice, corpus, inge
 
 def test_documents_still_being_processed_are_not_searched(alice, handbook, ingest, monkeypatch):
     ingest(handbook, alice, [upload("old.md", "# Old\n\nZX-4411 first")])
-    added, = services.documents_add(user=alice, knowledge_base=handbook,
-                                    files=[upload("new.md", "# New\n\nZX-4411 again")])
+    (added,) = services.documents_add(
+        user=alice, knowledge_base=handbook, files=[upload("new.md", "# New\n\nZX-4411 again")]
+    )
     assert added.document.status == "queued"
     assert [hit.document for hit in search(user=alice, knowledge_base=handbook, query="ZX-4411").hits] == ["old.md"]

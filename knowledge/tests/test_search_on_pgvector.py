@@ -56,8 +56,12 @@ def studio(server, tmp_path):
     """A studio's environment on a database of its own: (server, env, database)."""
     database = f"studio_test_{uuid.uuid4().hex[:10]}"
     server.admin(f'CREATE DATABASE "{database}"')
-    env = studio_env(STUDIO_DATA_DIR=tmp_path / "data", DATABASE_URL=server.url(database),
-                     KNOWLEDGE_CHUNK_TOKENS="24", KNOWLEDGE_CHUNK_OVERLAP="0")
+    env = studio_env(
+        STUDIO_DATA_DIR=tmp_path / "data",
+        DATABASE_URL=server.url(database),
+        KNOWLEDGE_CHUNK_TOKENS="24",
+        KNOWLEDGE_CHUNK_OVERLAP="0",
+    )
     yield server, env, database
     server.admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
@@ -96,7 +100,9 @@ for item in services.documents_add(user=alice, knowledge_base=plant, files=[
 assert set(plant.documents.values_list("status", flat=True)) == {"ready"}
 """
 
-SEARCH = SETUP + """
+SEARCH = (
+    SETUP
+    + """
 plant = KnowledgeBase.objects.get()
 filler = Document.objects.create(knowledge_base=plant, name="filler.md", kind="markdown", status="ready")
 vectors = np.random.default_rng(7).standard_normal((%(filler)d, 384)).astype("<f4")
@@ -129,7 +135,9 @@ with transaction.atomic(), connection.cursor() as cursor:
     cursor.execute("EXPLAIN " + pgvector.sql(), pgvector.params(query_vector, 50))
     result["plan"] = "\\n".join(row[0] for row in cursor.fetchall())
 print(json.dumps(result))
-""" % {"filler": FILLER, "paraphrase": PARAPHRASE, "code": CODE}
+"""
+    % {"filler": FILLER, "paraphrase": PARAPHRASE, "code": CODE}
+)
 
 
 def run(env, script, timeout=600) -> dict:
@@ -155,14 +163,21 @@ def test_dense_and_hybrid_search_rank_through_the_hnsw_index(studio):
     assert result["score_gap"] < 1e-5
 
 
-UPGRADE_BEFORE = SETUP + INGEST + """
+UPGRADE_BEFORE = (
+    SETUP
+    + INGEST
+    + """
 with connection.cursor() as cursor:  # a database from before pgvector: no column, no index
     cursor.execute("ALTER TABLE knowledge_chunk DROP COLUMN embedding_vector")
 pgvector_forget()
 print(json.dumps({"version": pgvector_version(), "dense": texts("%s", "dense")}))
-""" % PARAPHRASE
+"""
+    % PARAPHRASE
+)
 
-UPGRADE_AFTER = SETUP + """
+UPGRADE_AFTER = (
+    SETUP
+    + """
 plant = KnowledgeBase.objects.get()
 with connection.cursor() as cursor:
     cursor.execute("SELECT embedding, embedding_vector::text FROM knowledge_chunk")
@@ -171,7 +186,9 @@ copied = [np.allclose(np.frombuffer(bytes(blob), dtype="<f4"), json.loads(vector
           for blob, vector in rows]
 print(json.dumps({"chunks": len(rows), "copied": sum(copied),
                   "vectors": type(knowledge_vectors.vectors_for(plant.pk, 384)).__name__, "dense": texts("%s", "dense")}))
-""" % PARAPHRASE
+"""
+    % PARAPHRASE
+)
 
 
 def test_chunks_stored_before_pgvector_get_their_vectors_copied_at_migrate(studio):
@@ -185,14 +202,19 @@ def test_chunks_stored_before_pgvector_get_their_vectors_copied_at_migrate(studi
     assert "restart the router" in after["dense"][0]
 
 
-NO_EXTENSION = SETUP + INGEST + """
+NO_EXTENSION = (
+    SETUP
+    + INGEST
+    + """
 plant = KnowledgeBase.objects.get()
 with connection.cursor() as cursor:
     cursor.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'")
     installed = cursor.fetchone()[0]
 print(json.dumps({"installed": installed, "version": pgvector_version(),
                   "vectors": type(knowledge_vectors.vectors_for(plant.pk, 384)).__name__, "dense": texts("%s", "dense")}))
-""" % PARAPHRASE
+"""
+    % PARAPHRASE
+)
 
 
 def test_a_role_that_may_not_create_the_extension_keeps_the_numpy_scan(studio):

@@ -36,11 +36,20 @@ def studio(tmp_path_factory):
                 status, created = api(server, "POST", "/api/knowledge/", {"name": "Plant"})
                 assert status == 201
                 server.base = f"/api/knowledge/{created['id']}"
-                _, uploaded = api(server, "POST", f"{server.base}/documents/", files=[
-                    ("parts.md", PARTS.encode()), ("network.md", NETWORK.encode()), ("office.md", OFFICE.encode())])
+                _, uploaded = api(
+                    server,
+                    "POST",
+                    f"{server.base}/documents/",
+                    files=[
+                        ("parts.md", PARTS.encode()),
+                        ("network.md", NETWORK.encode()),
+                        ("office.md", OFFICE.encode()),
+                    ],
+                )
                 for document_id in uploaded["ids"]:
-                    done = wait_for(server, f"{server.base}/documents/{document_id}/",
-                                    lambda s: s["status"] in ("ready", "failed"))
+                    done = wait_for(
+                        server, f"{server.base}/documents/{document_id}/", lambda s: s["status"] in ("ready", "failed")
+                    )
                     assert done["status"] == "ready", done
                 yield server
             finally:
@@ -58,9 +67,12 @@ def search(studio, query_text, mode="hybrid", **extra):
 def test_the_keyword_index_is_a_gin_index_on_the_chunks_words_parsed_once(studio):
     rows = query(studio.database, "SELECT indexdef FROM pg_indexes WHERE indexname = 'knowledge_chunk_text_search'")
     assert rows and "USING gin (text_search)" in rows[0][0]
-    generated = query(studio.database, "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a "
-                      "ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE d.adrelid = 'knowledge_chunk'::regclass "
-                      "AND a.attname = 'text_search'")
+    generated = query(
+        studio.database,
+        "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a "
+        "ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE d.adrelid = 'knowledge_chunk'::regclass "
+        "AND a.attname = 'text_search'",
+    )
     assert generated == [("to_tsvector('simple'::regconfig, text)",)]
 
 
@@ -74,8 +86,16 @@ def test_keywords_find_the_exact_code_and_meaning_finds_the_paraphrase(studio):
 
 
 def test_query_syntax_is_only_text_on_postgresql(studio):
-    for hostile in ["'", "press & | !", "press:*", "(press", "<->", "\\", "o'brien's \\ 'x'",
-                    "'; DROP TABLE knowledge_chunk; --"]:
+    for hostile in [
+        "'",
+        "press & | !",
+        "press:*",
+        "(press",
+        "<->",
+        "\\",
+        "o'brien's \\ 'x'",
+        "'; DROP TABLE knowledge_chunk; --",
+    ]:
         search(studio, hostile, "bm25")
     assert search(studio, "lunch", "bm25") == ["The cafeteria serves lunch from noon to two."]
 

@@ -77,8 +77,9 @@ def run_app(app, messages):
         sent.append(message)
 
     async def main():
-        await BodyLimitMiddleware(app)({"type": "http", "path": "/knowledge/1/documents/upload/", "headers": []},
-                                       receive, send)
+        await BodyLimitMiddleware(app)(
+            {"type": "http", "path": "/knowledge/1/documents/upload/", "headers": []}, receive, send
+        )
 
     asyncio.run(main())
     return sent

@@ -31,9 +31,11 @@ def poll_url(page: str) -> str:
 def test_the_upload_notice_says_how_its_documents_end_and_stops_polling(alice, bob, handbook, monkeypatch):
     monkeypatch.setattr("studio.jobs.dispatch", lambda model, job_id: None)
     client = client_for(alice)
-    page = client.post(f"/knowledge/{handbook.pk}/documents/upload/", {"file": [
-        upload("a.md", "# A\n\nAlpha."), upload("b.md", "# B\n\nBeta."), upload("c.pdf", b"not a pdf")]},
-        **HTMX).content.decode()
+    page = client.post(
+        f"/knowledge/{handbook.pk}/documents/upload/",
+        {"file": [upload("a.md", "# A\n\nAlpha."), upload("b.md", "# B\n\nBeta."), upload("c.pdf", b"not a pdf")]},
+        **HTMX,
+    ).content.decode()
     assert "3 documents queued." in page
     url = poll_url(page)
     ids = list(Document.objects.order_by("pk").values_list("pk", flat=True))
@@ -47,7 +49,7 @@ def test_the_upload_notice_says_how_its_documents_end_and_stops_polling(alice, b
     ingest_document(ids[2])  # not a PDF: fails
     done = client.get(url, **HTMX).content.decode()
     assert "3 documents done: 2 ready, 1 failed (the list says why)." in done
-    assert "queued" not in done and 'hx-trigger' not in done  # the notice stops polling
+    assert "queued" not in done and "hx-trigger" not in done  # the notice stops polling
 
     assert client_for(bob).get(url, **HTMX).status_code == 404  # alice's private base: not bob's to follow
 

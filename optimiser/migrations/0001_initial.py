@@ -6,80 +6,157 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('evals', '0005_nearest_examples'),
-        ('prompts', '0005_version_example_source'),
+        ("evals", "0005_nearest_examples"),
+        ("prompts", "0005_version_example_source"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Candidate',
+            name="Candidate",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField()),
-                ('kind', models.CharField(choices=[('base', 'Base'), ('nearest', 'Nearest'), ('fixed', 'Fixed'), ('rewrite', 'Rewrite'), ('format', 'Format'), ('combined', 'Combined')], max_length=10)),
-                ('description', models.CharField(max_length=300)),
-                ('changes', models.JSONField(default=dict)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('scored', 'Scored'), ('refused', 'Refused'), ('skipped', 'Skipped')], default='pending', max_length=8)),
-                ('reason', models.TextField(blank=True)),
-                ('search_passed', models.PositiveIntegerField(default=0)),
-                ('search_scored', models.PositiveIntegerField(default=0)),
-                ('check_passed', models.PositiveIntegerField(default=0)),
-                ('check_scored', models.PositiveIntegerField(default=0)),
-                ('checked', models.BooleanField(default=False)),
-                ('tokens', models.PositiveIntegerField(default=0)),
-                ('outcomes', models.JSONField(default=dict)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("position", models.PositiveIntegerField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("base", "Base"),
+                            ("nearest", "Nearest"),
+                            ("fixed", "Fixed"),
+                            ("rewrite", "Rewrite"),
+                            ("format", "Format"),
+                            ("combined", "Combined"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("description", models.CharField(max_length=300)),
+                ("changes", models.JSONField(default=dict)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("scored", "Scored"),
+                            ("refused", "Refused"),
+                            ("skipped", "Skipped"),
+                        ],
+                        default="pending",
+                        max_length=8,
+                    ),
+                ),
+                ("reason", models.TextField(blank=True)),
+                ("search_passed", models.PositiveIntegerField(default=0)),
+                ("search_scored", models.PositiveIntegerField(default=0)),
+                ("check_passed", models.PositiveIntegerField(default=0)),
+                ("check_scored", models.PositiveIntegerField(default=0)),
+                ("checked", models.BooleanField(default=False)),
+                ("tokens", models.PositiveIntegerField(default=0)),
+                ("outcomes", models.JSONField(default=dict)),
             ],
             options={
-                'ordering': ['optimisation', 'position'],
+                "ordering": ["optimisation", "position"],
             },
         ),
         migrations.CreateModel(
-            name='Optimisation',
+            name="Optimisation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('finished', 'Finished'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], default='queued', max_length=16)),
-                ('done', models.PositiveIntegerField(default=0)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('note', models.CharField(blank=True, max_length=300)),
-                ('error', models.TextField(blank=True)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('worker', models.CharField(blank=True, max_length=200)),
-                ('dispatched_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('source', models.JSONField(default=dict)),
-                ('case_ids', models.JSONField(default=list)),
-                ('search_case_ids', models.JSONField(default=list)),
-                ('check_case_ids', models.JSONField(default=list)),
-                ('seed', models.PositiveIntegerField(default=0)),
-                ('scorers', models.JSONField(default=list)),
-                ('budget', models.JSONField(default=dict)),
-                ('model_name', models.CharField(max_length=200)),
-                ('rewrite_model', models.CharField(max_length=200)),
-                ('best', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='optimiser.candidate')),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('held_out_evaluation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='evals.evaluation')),
-                ('prompt_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='prompts.promptversion')),
-                ('saved_version', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='prompts.promptversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("finished", "Finished"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("done", models.PositiveIntegerField(default=0)),
+                ("total", models.PositiveIntegerField(default=0)),
+                ("note", models.CharField(blank=True, max_length=300)),
+                ("error", models.TextField(blank=True)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("worker", models.CharField(blank=True, max_length=200)),
+                ("dispatched_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                ("source", models.JSONField(default=dict)),
+                ("case_ids", models.JSONField(default=list)),
+                ("search_case_ids", models.JSONField(default=list)),
+                ("check_case_ids", models.JSONField(default=list)),
+                ("seed", models.PositiveIntegerField(default=0)),
+                ("scorers", models.JSONField(default=list)),
+                ("budget", models.JSONField(default=dict)),
+                ("model_name", models.CharField(max_length=200)),
+                ("rewrite_model", models.CharField(max_length=200)),
+                (
+                    "best",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="optimiser.candidate",
+                    ),
+                ),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "held_out_evaluation",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="evals.evaluation",
+                    ),
+                ),
+                (
+                    "prompt_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="prompts.promptversion"
+                    ),
+                ),
+                (
+                    "saved_version",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="prompts.promptversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at', '-id'],
+                "ordering": ["-created_at", "-id"],
             },
         ),
         migrations.AddField(
-            model_name='candidate',
-            name='optimisation',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='candidates', to='optimiser.optimisation'),
+            model_name="candidate",
+            name="optimisation",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="candidates", to="optimiser.optimisation"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='candidate',
-            constraint=models.UniqueConstraint(fields=('optimisation', 'position'), name='one_candidate_per_position'),
+            model_name="candidate",
+            constraint=models.UniqueConstraint(fields=("optimisation", "position"), name="one_candidate_per_position"),
         ),
     ]

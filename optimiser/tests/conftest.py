@@ -14,11 +14,17 @@ TRIAGE_VERSION = {
     "commit_message": "First version",
     "max_new_tokens": 12,
 }
-TICKETS = [("I was charged twice this month", "billing", "false"), ("The app crashes on start", "tech", "true"),
-           ("Can I get a quote for 50 seats", "sales", "false"), ("Refund my last invoice now", "billing", "true"),
-           ("Login page shows error 500", "tech", "true"), ("Do you offer a discount for schools", "sales", "false"),
-           ("My card was declined", "billing", "false"), ("Sync stopped working since update", "tech", "false"),
-           ("Want to upgrade to enterprise", "sales", "false")]
+TICKETS = [
+    ("I was charged twice this month", "billing", "false"),
+    ("The app crashes on start", "tech", "true"),
+    ("Can I get a quote for 50 seats", "sales", "false"),
+    ("Refund my last invoice now", "billing", "true"),
+    ("Login page shows error 500", "tech", "true"),
+    ("Do you offer a discount for schools", "sales", "false"),
+    ("My card was declined", "billing", "false"),
+    ("Sync stopped working since update", "tech", "false"),
+    ("Want to upgrade to enterprise", "sales", "false"),
+]
 
 
 @pytest.fixture
@@ -32,8 +38,17 @@ def make_cases(alice, triage_version):
     """make_cases(tickets, user=alice, **fields): shared cases of triage v1, one per ticket."""
 
     def make(tickets=TICKETS, user=None, **fields):
-        rows = [{"prompt": "triage", "version": 1, "input": {"ticket": text}, "actual": "?",
-                 "expected": f'{{"team": "{team}", "urgent": {urgent}}}', **fields} for text, team, urgent in tickets]
+        rows = [
+            {
+                "prompt": "triage",
+                "version": 1,
+                "input": {"ticket": text},
+                "actual": "?",
+                "expected": f'{{"team": "{team}", "urgent": {urgent}}}',
+                **fields,
+            }
+            for text, team, urgent in tickets
+        ]
         return case_services.cases_create(user=user or alice, rows=rows, source=FailureCase.Source.API)
 
     return make

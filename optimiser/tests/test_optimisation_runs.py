@@ -32,8 +32,9 @@ def optimise(user, version, **options):
     return optimisation
 
 
-def test_no_candidate_is_ever_scored_on_or_shown_a_held_out_case_nor_itself(alice, triage_version, make_cases,
-                                                                            monkeypatch):
+def test_no_candidate_is_ever_scored_on_or_shown_a_held_out_case_nor_itself(
+    alice, triage_version, make_cases, monkeypatch
+):
     train = make_cases(TICKETS[:7])
     held_out = make_cases([(f"held out {text}", team, urgent) for text, team, urgent in TICKETS[7:]], split="eval")
     read, shown = [], []
@@ -49,8 +50,12 @@ def test_no_candidate_is_ever_scored_on_or_shown_a_held_out_case_nor_itself(alic
     optimisation = optimise(alice, triage_version)
     assert optimisation.status == "finished", optimisation.error
     assert set(optimisation.case_ids) == {case.pk for case in train}
-    scored = {int(pk) for candidate in optimisation.candidates.all()
-              for part in ("search", "check") for pk in candidate.outcomes.get(part, {})}
+    scored = {
+        int(pk)
+        for candidate in optimisation.candidates.all()
+        for part in ("search", "check")
+        for pk in candidate.outcomes.get(part, {})
+    }
     assert scored == {case.pk for case in train}
     kinds = set(optimisation.candidates.filter(status="scored").values_list("kind", flat=True))
     assert {"base", "nearest", "fixed"} <= kinds
@@ -81,8 +86,9 @@ def test_progress_counts_every_candidate_case_and_the_best_is_checked(alice, tri
 
 def test_cancel_keeps_what_was_measured(alice, triage_version, make_cases):
     make_cases()
-    optimisation = services.optimisation_create(user=alice, version=triage_version, split="train",
-                                                scorers=JSON_EQUAL, budget={"cases": 2000})
+    optimisation = services.optimisation_create(
+        user=alice, version=triage_version, split="train", scorers=JSON_EQUAL, budget={"cases": 2000}
+    )
     worker = threading.Thread(target=run_optimisation, args=(optimisation.pk,))
     worker.start()
     deadline = time.monotonic() + 120
@@ -120,8 +126,9 @@ def test_saving_the_best_makes_a_normal_version_that_says_how_it_was_found(alice
     assert version.number == 2 and version.prompt == triage_version.prompt
     assert version.example_source == {"from": {"split": "train"}, "k": 4, "balance": None}
     assert version.instructions == triage_version.instructions and version.template == triage_version.template
-    assert version.commit_message.startswith(f"Optimised (optimisation #{optimisation.pk}): nearest 4 examples; "
-                                             "search ")
+    assert version.commit_message.startswith(
+        f"Optimised (optimisation #{optimisation.pk}): nearest 4 examples; search "
+    )
     optimisation.refresh_from_db()
     assert optimisation.saved_version == version
     assert services.optimisation_save(optimisation=optimisation, user=alice) == version  # once only
@@ -131,7 +138,6 @@ def test_saving_the_best_makes_a_normal_version_that_says_how_it_was_found(alice
     saved = services.optimisation_save(optimisation=optimisation, user=alice)
     assert len(saved.examples) == len(fixed.changes["examples"]) and not saved.example_source
     assert all(set(example) <= {"input", "output", "variables"} for example in saved.examples)
-
 
 
 def test_the_held_out_evaluation_runs_the_saved_version_on_the_eval_split(alice, triage_version, make_cases):
@@ -152,13 +158,18 @@ def test_the_held_out_evaluation_runs_the_saved_version_on_the_eval_split(alice,
 def test_a_case_made_private_stops_being_used(alice, bob, triage_version, make_cases):
     make_cases(TICKETS[:2])
     bobs = make_cases(TICKETS[2:5], user=bob, shared=True)
-    optimisation = services.optimisation_create(user=alice, version=triage_version, split="train",
-                                                scorers=JSON_EQUAL, budget={"cases": 2000})
+    optimisation = services.optimisation_create(
+        user=alice, version=triage_version, split="train", scorers=JSON_EQUAL, budget={"cases": 2000}
+    )
     FailureCase.objects.filter(pk=bobs[0].pk).update(shared=False)  # while it waits in the queue
     run_optimisation(optimisation.pk)
     optimisation.refresh_from_db()
-    scored = {int(pk) for candidate in optimisation.candidates.all()
-              for part in ("search", "check") for pk in candidate.outcomes.get(part, {})}
+    scored = {
+        int(pk)
+        for candidate in optimisation.candidates.all()
+        for part in ("search", "check")
+        for pk in candidate.outcomes.get(part, {})
+    }
     assert bobs[0].pk in optimisation.case_ids and bobs[0].pk not in scored
     assert bobs[1].pk in scored
 
@@ -176,20 +187,26 @@ def test_a_search_part_smaller_than_k_plans_no_nearest_candidate_that_large(tria
     assert "8 fixed examples chosen for coverage" not in described
 
 
-def test_a_version_with_a_schema_tries_free_output_after_the_first_two_nearest_examples(alice, triage_version,
-                                                                                     make_cases):
+def test_a_version_with_a_schema_tries_free_output_after_the_first_two_nearest_examples(
+    alice, triage_version, make_cases
+):
     from prompts import services as prompt_services
 
     from .conftest import TRIAGE_VERSION
 
-    schema = {"type": "object", "properties": {"team": {"enum": ["billing", "tech", "sales"]},
-                                               "urgent": {"type": "boolean"}}, "required": ["team", "urgent"]}
-    with_schema = prompt_services.version_create(prompt=triage_version.prompt, author=alice, fields={
-        **TRIAGE_VERSION, "output_format": {"type": "json_schema", "schema": schema}})
+    schema = {
+        "type": "object",
+        "properties": {"team": {"enum": ["billing", "tech", "sales"]}, "urgent": {"type": "boolean"}},
+        "required": ["team", "urgent"],
+    }
+    with_schema = prompt_services.version_create(
+        prompt=triage_version.prompt,
+        author=alice,
+        fields={**TRIAGE_VERSION, "output_format": {"type": "json_schema", "schema": schema}},
+    )
     kinds = [step["kind"] for step in planning.planned(with_schema, make_cases(), rewrite_model="m")]
     assert kinds[:6] == ["base", "nearest", "nearest", "format", "nearest", "nearest"]
-    assert "format" not in [step["kind"] for step in planning.planned(triage_version, make_cases(),
-                                                                       rewrite_model="m")]
+    assert "format" not in [step["kind"] for step in planning.planned(triage_version, make_cases(), rewrite_model="m")]
 
 
 def test_free_output_is_measured_with_the_best_nearest_examples(alice, triage_version, make_cases):
@@ -197,10 +214,16 @@ def test_free_output_is_measured_with_the_best_nearest_examples(alice, triage_ve
 
     from .conftest import TRIAGE_VERSION
 
-    schema = {"type": "object", "properties": {"team": {"enum": ["billing", "tech", "sales"]},
-                                               "urgent": {"type": "boolean"}}, "required": ["team", "urgent"]}
-    with_schema = prompt_services.version_create(prompt=triage_version.prompt, author=alice, fields={
-        **TRIAGE_VERSION, "output_format": {"type": "json_schema", "schema": schema}})
+    schema = {
+        "type": "object",
+        "properties": {"team": {"enum": ["billing", "tech", "sales"]}, "urgent": {"type": "boolean"}},
+        "required": ["team", "urgent"],
+    }
+    with_schema = prompt_services.version_create(
+        prompt=triage_version.prompt,
+        author=alice,
+        fields={**TRIAGE_VERSION, "output_format": {"type": "json_schema", "schema": schema}},
+    )
     make_cases(TICKETS[:6])  # 4 to search on: nearest 2 only
     optimisation = optimise(alice, with_schema, scorers=[{"type": "json_schema"}], budget={"cases": 30})
     assert optimisation.status == "finished", optimisation.error

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,76 +15,135 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Prompt',
+            name="Prompt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('slug', models.SlugField(max_length=100, unique=True, validators=[django.core.validators.RegexValidator('^[a-z0-9]+(?:-[a-z0-9]+)*$', 'Use lower-case letters, digits and single hyphens.')])),
-                ('description', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('editors', models.ManyToManyField(blank=True, related_name='editable_prompts', to=settings.AUTH_USER_MODEL)),
-                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='prompts', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "slug",
+                    models.SlugField(
+                        max_length=100,
+                        unique=True,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9]+(?:-[a-z0-9]+)*$", "Use lower-case letters, digits and single hyphens."
+                            )
+                        ],
+                    ),
+                ),
+                ("description", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "editors",
+                    models.ManyToManyField(blank=True, related_name="editable_prompts", to=settings.AUTH_USER_MODEL),
+                ),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="prompts", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name', 'id'],
+                "ordering": ["name", "id"],
             },
         ),
         migrations.CreateModel(
-            name='LabelMove',
+            name="LabelMove",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('label', models.CharField(max_length=40)),
-                ('from_number', models.PositiveIntegerField(blank=True, null=True)),
-                ('to_number', models.PositiveIntegerField()),
-                ('moved_at', models.DateTimeField()),
-                ('moved_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='label_moves', to='prompts.prompt')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("label", models.CharField(max_length=40)),
+                ("from_number", models.PositiveIntegerField(blank=True, null=True)),
+                ("to_number", models.PositiveIntegerField()),
+                ("moved_at", models.DateTimeField()),
+                (
+                    "moved_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="label_moves", to="prompts.prompt"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-moved_at', '-id'],
+                "ordering": ["-moved_at", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='PromptVersion',
+            name="PromptVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField()),
-                ('instructions', models.TextField(blank=True)),
-                ('template', models.TextField()),
-                ('examples', models.JSONField(blank=True, default=list)),
-                ('model_name', models.CharField(blank=True, max_length=200)),
-                ('temperature', models.FloatField(blank=True, null=True)),
-                ('top_p', models.FloatField(blank=True, null=True)),
-                ('max_new_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('stop', models.JSONField(blank=True, default=list)),
-                ('commit_message', models.CharField(blank=True, max_length=500)),
-                ('created_at', models.DateTimeField()),
-                ('author', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='versions', to='prompts.prompt')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("number", models.PositiveIntegerField()),
+                ("instructions", models.TextField(blank=True)),
+                ("template", models.TextField()),
+                ("examples", models.JSONField(blank=True, default=list)),
+                ("model_name", models.CharField(blank=True, max_length=200)),
+                ("temperature", models.FloatField(blank=True, null=True)),
+                ("top_p", models.FloatField(blank=True, null=True)),
+                ("max_new_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("stop", models.JSONField(blank=True, default=list)),
+                ("commit_message", models.CharField(blank=True, max_length=500)),
+                ("created_at", models.DateTimeField()),
+                (
+                    "author",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to=settings.AUTH_USER_MODEL
+                    ),
+                ),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="versions", to="prompts.prompt"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['prompt', '-number'],
+                "ordering": ["prompt", "-number"],
             },
         ),
         migrations.CreateModel(
-            name='PromptLabel',
+            name="PromptLabel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=40, validators=[django.core.validators.RegexValidator('^[a-z0-9][a-z0-9_-]{0,39}$', 'Use lower-case letters, digits, - and _ (40 at most).')])),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('prompt', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='labels', to='prompts.prompt')),
-                ('version', models.ForeignKey(on_delete=django.db.models.deletion.RESTRICT, related_name='labels', to='prompts.promptversion')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "name",
+                    models.CharField(
+                        max_length=40,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^[a-z0-9][a-z0-9_-]{0,39}$", "Use lower-case letters, digits, - and _ (40 at most)."
+                            )
+                        ],
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "prompt",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="labels", to="prompts.prompt"
+                    ),
+                ),
+                (
+                    "version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.RESTRICT, related_name="labels", to="prompts.promptversion"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.AddConstraint(
-            model_name='promptversion',
-            constraint=models.UniqueConstraint(fields=('prompt', 'number'), name='one_number_per_prompt_version'),
+            model_name="promptversion",
+            constraint=models.UniqueConstraint(fields=("prompt", "number"), name="one_number_per_prompt_version"),
         ),
         migrations.AddConstraint(
-            model_name='promptlabel',
-            constraint=models.UniqueConstraint(fields=('prompt', 'name'), name='one_label_name_per_prompt'),
+            model_name="promptlabel",
+            constraint=models.UniqueConstraint(fields=("prompt", "name"), name="one_label_name_per_prompt"),
         ),
     ]

@@ -1,4 +1,3 @@
-
 from django.db import migrations, models
 
 
@@ -18,25 +17,24 @@ def compute_stored_variables(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('prompts', '0001_initial'),
+        ("prompts", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='labelmove',
-            name='provenance',
+            model_name="labelmove",
+            name="provenance",
             field=models.CharField(blank=True, max_length=500),
         ),
         migrations.AddField(
-            model_name='promptversion',
-            name='provenance',
+            model_name="promptversion",
+            name="provenance",
             field=models.CharField(blank=True, max_length=500),
         ),
         migrations.AddField(
-            model_name='promptversion',
-            name='variables',
+            model_name="promptversion",
+            name="variables",
             field=models.JSONField(blank=True, default=list, editable=False),
         ),
         migrations.RunPython(compute_stored_variables, migrations.RunPython.noop),

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('prompts', '0002_version_variables_provenance'),
+        ("prompts", "0002_version_variables_provenance"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='promptversion',
-            name='output_format',
+            model_name="promptversion",
+            name="output_format",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('prompts', '0003_version_output_format'),
+        ("prompts", "0003_version_output_format"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='promptversion',
-            name='retrieval',
+            model_name="promptversion",
+            name="retrieval",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

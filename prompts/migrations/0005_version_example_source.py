@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('prompts', '0004_version_retrieval'),
+        ("prompts", "0004_version_retrieval"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='promptversion',
-            name='example_source',
+            model_name="promptversion",
+            name="example_source",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

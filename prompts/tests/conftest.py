@@ -23,13 +23,10 @@ FIRST_VERSION = {
 SECOND_VERSION = {
     **FIRST_VERSION,
     "instructions": "Answer in English.\nBe concise.",
-    "examples": FIRST_VERSION["examples"] + [
-        {"input": "Lunch is cancelled because the kitchen floods.", "output": "No lunch: kitchen flooded."}
-    ],
+    "examples": FIRST_VERSION["examples"]
+    + [{"input": "Lunch is cancelled because the kitchen floods.", "output": "No lunch: kitchen flooded."}],
     "commit_message": "Concise, and a second example",
 }
-
-
 
 
 @pytest.fixture
@@ -38,8 +35,13 @@ def make_prompt():
 
     def make(owner, slug="meeting-notes", versions=(FIRST_VERSION,), name=None):
         first, *rest = versions
-        prompt = services.prompt_create(owner=owner, name=name or slug.replace("-", " ").capitalize(), slug=slug,
-                                        description=f"Test prompt {slug}", version=dict(first))
+        prompt = services.prompt_create(
+            owner=owner,
+            name=name or slug.replace("-", " ").capitalize(),
+            slug=slug,
+            description=f"Test prompt {slug}",
+            version=dict(first),
+        )
         for fields in rest:
             services.version_create(prompt=prompt, author=owner, fields=dict(fields))
         return prompt

@@ -33,12 +33,14 @@ def bearer(raw_token):
 
 
 def render(client, slug, body, raw_token, query=""):
-    return client.post(f"/api/prompts/{slug}/render/{query}", json.dumps(body), content_type="application/json",
-                       **bearer(raw_token))
+    return client.post(
+        f"/api/prompts/{slug}/render/{query}", json.dumps(body), content_type="application/json", **bearer(raw_token)
+    )
 
 
-@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer cps_not-a-real-token", "Token cps_x",
-                                    "Basic YWxpY2U6eA=="])
+@pytest.mark.parametrize(
+    "header", [None, "", "Bearer", "Bearer cps_not-a-real-token", "Token cps_x", "Basic YWxpY2U6eA=="]
+)
 def test_it_refuses_a_request_without_a_valid_token(client, notes, header):
     headers = {"HTTP_AUTHORIZATION": header} if header is not None else {}
     response = client.get(f"/api/prompts/{notes.slug}/", **headers)
@@ -73,18 +75,25 @@ def test_it_answers_the_newest_version_by_default(client, notes, bobs_token):
     assert body["prompt"]["slug"] == notes.slug and body["author"] == "alice"
 
 
-
-def test_it_answers_what_a_version_retrieves_and_null_where_it_retrieves_nothing(client, alice, make_prompt, bobs_token):
+def test_it_answers_what_a_version_retrieves_and_null_where_it_retrieves_nothing(
+    client, alice, make_prompt, bobs_token
+):
     from knowledge.services import knowledge_base_create
 
     handbook = knowledge_base_create(owner=alice, name="Handbook", shared=True)
-    make_prompt(alice, slug="helpdesk", versions=[
-        {"template": "{{ question }}"},
-        {"template": "{{ question }}", "retrieval": {"knowledge_bases": [handbook.pk], "k": 3, "mode": "bm25"}}])
+    make_prompt(
+        alice,
+        slug="helpdesk",
+        versions=[
+            {"template": "{{ question }}"},
+            {"template": "{{ question }}", "retrieval": {"knowledge_bases": [handbook.pk], "k": 3, "mode": "bm25"}},
+        ],
+    )
     retrieval = client.get("/api/prompts/helpdesk/", **bearer(bobs_token)).json()["retrieval"]
     assert retrieval["knowledge_bases"] == [{"id": handbook.pk, "name": "Handbook"}]
     assert retrieval["k"] == 3 and retrieval["mode"] == "bm25"
     assert client.get("/api/prompts/helpdesk/?version=1", **bearer(bobs_token)).json()["retrieval"] is None
+
 
 def test_it_answers_the_version_a_label_points_at(client, production_is_v1, bobs_token):
     body = client.get(f"/api/prompts/{production_is_v1.slug}/?label=production", **bearer(bobs_token)).json()
@@ -97,12 +106,15 @@ def test_it_answers_a_version_by_number(client, notes, bobs_token):
     assert client.get(f"/api/prompts/{notes.slug}/?label=latest", **bearer(bobs_token)).json()["version"] == 2
 
 
-@pytest.mark.parametrize(("path", "named"), [
-    ("/api/prompts/no-such-prompt/", "no-such-prompt"),
-    ("/api/prompts/meeting-notes/?label=canary", "canary"),
-    ("/api/prompts/meeting-notes/?version=9", "9"),
-    ("/api/prompts/meeting-notes/?version=two", "two"),
-])
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ("/api/prompts/no-such-prompt/", "no-such-prompt"),
+        ("/api/prompts/meeting-notes/?label=canary", "canary"),
+        ("/api/prompts/meeting-notes/?version=9", "9"),
+        ("/api/prompts/meeting-notes/?version=two", "two"),
+    ],
+)
 def test_it_answers_404_with_a_message_for_what_does_not_exist(client, notes, bobs_token, path, named):
     response = client.get(path, **bearer(bobs_token))
     assert response.status_code == 404
@@ -122,9 +134,12 @@ def test_render_returns_the_messages_with_the_variables_filled_in(notes, bobs_to
     assert response.status_code == 200
     body = response.json()
     assert body["version"] == 2
-    assert body["messages"] == render_messages(instructions=SECOND_VERSION["instructions"],
-                                               examples=SECOND_VERSION["examples"],
-                                               template=SECOND_VERSION["template"], variables=variables)
+    assert body["messages"] == render_messages(
+        instructions=SECOND_VERSION["instructions"],
+        examples=SECOND_VERSION["examples"],
+        template=SECOND_VERSION["template"],
+        variables=variables,
+    )
     assert body["messages"][-1] == {"role": "user", "content": "Summarize for the team:\nWe ship on Friday."}
     assert body["parameters"]["max_new_tokens"] == 64
 
@@ -149,22 +164,23 @@ def test_render_refuses_a_missing_variable_naming_it(client, notes, bobs_token):
     assert "audience" in response.json()["error"]
 
 
-@pytest.mark.parametrize("body", [["not", "an", "object"], {"variables": ["audience"]},
-                                  {"variables": {"audience": 3}}])
+@pytest.mark.parametrize("body", [["not", "an", "object"], {"variables": ["audience"]}, {"variables": {"audience": 3}}])
 def test_render_refuses_a_body_of_the_wrong_shape(client, notes, bobs_token, body):
     response = render(client, notes.slug, body, bobs_token)
     assert response.status_code == 400 and response.json()["error"]
 
 
 def test_render_refuses_a_body_that_is_not_json(client, notes, bobs_token):
-    response = client.post(f"/api/prompts/{notes.slug}/render/", "variables=1", content_type="application/json",
-                           **bearer(bobs_token))
+    response = client.post(
+        f"/api/prompts/{notes.slug}/render/", "variables=1", content_type="application/json", **bearer(bobs_token)
+    )
     assert response.status_code == 400 and "JSON object" in response.json()["error"]
 
 
 def test_render_without_a_token_is_refused(client, notes):
-    response = client.post(f"/api/prompts/{notes.slug}/render/", json.dumps({"variables": {}}),
-                           content_type="application/json")
+    response = client.post(
+        f"/api/prompts/{notes.slug}/render/", json.dumps({"variables": {}}), content_type="application/json"
+    )
     assert response.status_code == 401 and "error" in response.json()
 
 

@@ -61,8 +61,9 @@ def test_a_prompt_left_without_versions_answers_404_not_500(client, alice, bob):
 def test_worker_and_message_rows_are_read_only_in_the_admin(admin_client, alice):
     from django.utils import timezone
 
-    worker = ModelWorker.objects.create(channel_name="w!1", hostname="gpu-1", pid=1, state="ready",
-                                        last_seen_at=timezone.now())
+    worker = ModelWorker.objects.create(
+        channel_name="w!1", hostname="gpu-1", pid=1, state="ready", last_seen_at=timezone.now()
+    )
     assert admin_client.get("/admin/chat/modelworker/").status_code == 200
     assert admin_client.get("/admin/chat/modelworker/add/").status_code == 403
     assert admin_client.post(f"/admin/chat/modelworker/{worker.pk}/change/", {"state": "failed"}).status_code == 403

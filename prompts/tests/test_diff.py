@@ -8,8 +8,10 @@ pytestmark = pytest.mark.django_db
 
 
 def sections_of(prompt, old=1, new=2):
-    return {section.title: section for section in diff_versions(prompt.versions.get(number=old),
-                                                                  prompt.versions.get(number=new))}
+    return {
+        section.title: section
+        for section in diff_versions(prompt.versions.get(number=old), prompt.versions.get(number=new))
+    }
 
 
 def changed_words(side):

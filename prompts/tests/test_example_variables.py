@@ -11,12 +11,24 @@ pytestmark = pytest.mark.django_db
 
 
 def test_an_example_given_as_variables_is_rendered_through_the_template_on_save(alice, make_prompt):
-    prompt = make_prompt(alice, versions=[{**FIRST_VERSION, "examples": [
-        {"variables": {"audience": "the board", "text": "Sales rose."}, "output": "Up."},
-        {"input": "written as is", "output": "ok"}]}])
+    prompt = make_prompt(
+        alice,
+        versions=[
+            {
+                **FIRST_VERSION,
+                "examples": [
+                    {"variables": {"audience": "the board", "text": "Sales rose."}, "output": "Up."},
+                    {"input": "written as is", "output": "ok"},
+                ],
+            }
+        ],
+    )
     examples = prompt.versions.get().examples
-    assert examples[0] == {"input": "Summarize for the board:\nSales rose.", "output": "Up.",
-                           "variables": {"audience": "the board", "text": "Sales rose."}}
+    assert examples[0] == {
+        "input": "Summarize for the board:\nSales rose.",
+        "output": "Up.",
+        "variables": {"audience": "the board", "text": "Sales rose."},
+    }
     assert examples[1] == {"input": "written as is", "output": "ok"}
 
 
@@ -31,10 +43,17 @@ def test_the_editor_sends_example_inputs_through_a_one_variable_template_and_say
     client.force_login(alice)
     page = client.get("/prompts/orders/versions/new/").content.decode()
     assert "is the value of <code>order</code> and goes through the template when you save" in page
-    client.post("/prompts/orders/versions/new/", {
-        "template": "Order: {{ order }}", "example_variable": "order", "example_mode": ["template", "written"],
-        "example_input": ["2 pears", "Order: as written"], "example_output": ["pears", "x"],
-        "commit_message": "examples"})
+    client.post(
+        "/prompts/orders/versions/new/",
+        {
+            "template": "Order: {{ order }}",
+            "example_variable": "order",
+            "example_mode": ["template", "written"],
+            "example_input": ["2 pears", "Order: as written"],
+            "example_output": ["pears", "x"],
+            "commit_message": "examples",
+        },
+    )
     version = alice.prompts.get(slug="orders").versions.get(number=2)
     assert [e["input"] for e in version.examples] == ["Order: 2 pears", "Order: as written"]
     assert version.examples[0]["variables"] == {"order": "2 pears"}

@@ -18,8 +18,17 @@ pytestmark = pytest.mark.django_db
 def history(alice, bob, carol, notes):
     """notes with a third version by bob (an editor) and labels moved by three people."""
     services.editor_add(prompt=notes, username="bob", user=alice)
-    services.version_create(prompt=notes, author=bob, fields={**FIRST_VERSION, "temperature": None, "stop": [],
-                                                              "model": "tiny-llama", "commit_message": "Back to v1"})
+    services.version_create(
+        prompt=notes,
+        author=bob,
+        fields={
+            **FIRST_VERSION,
+            "temperature": None,
+            "stop": [],
+            "model": "tiny-llama",
+            "commit_message": "Back to v1",
+        },
+    )
     version = {v.number: v for v in notes.versions.all()}
     services.label_move(prompt=notes, name="production", version=version[1], user=alice)
     services.label_move(prompt=notes, name="production", version=version[2], user=bob)
@@ -33,8 +42,12 @@ def as_file(prompt) -> dict:
 
 
 def counts():
-    return (Prompt.objects.count(), PromptVersion.objects.count(), PromptLabel.objects.count(),
-            LabelMove.objects.count())
+    return (
+        Prompt.objects.count(),
+        PromptVersion.objects.count(),
+        PromptLabel.objects.count(),
+        LabelMove.objects.count(),
+    )
 
 
 def test_an_export_holds_every_version_label_and_move(history):
@@ -46,7 +59,10 @@ def test_an_export_holds_every_version_label_and_move(history):
     assert exported["versions"][1]["examples"] == SECOND_VERSION["examples"]
     assert exported["labels"] == {"production": 2, "staging": 3}
     assert [(m["label"], m["from"], m["to"], m["moved_by"]) for m in exported["label_history"]] == [
-        ("production", None, 1, "alice"), ("production", 1, 2, "bob"), ("staging", None, 3, "carol")]
+        ("production", None, 1, "alice"),
+        ("production", 1, 2, "bob"),
+        ("staging", None, 3, "carol"),
+    ]
 
 
 CLAIMS = {"author", "created_at", "moved_by", "moved_at", "provenance"}
@@ -54,9 +70,11 @@ CLAIMS = {"author", "created_at", "moved_by", "moved_at", "provenance"}
 
 def content(exported: dict) -> dict:
     """An export without who and when: what an import must carry over unchanged."""
-    return {**exported,
-            "versions": [{k: v for k, v in version.items() if k not in CLAIMS} for version in exported["versions"]],
-            "label_history": [{k: v for k, v in move.items() if k not in CLAIMS} for move in exported["label_history"]]}
+    return {
+        **exported,
+        "versions": [{k: v for k, v in version.items() if k not in CLAIMS} for version in exported["versions"]],
+        "label_history": [{k: v for k, v in move.items() if k not in CLAIMS} for move in exported["label_history"]],
+    }
 
 
 def test_a_round_trip_under_a_new_slug_keeps_all_content(history, carol):
@@ -83,8 +101,10 @@ def test_an_import_records_the_importer_and_keeps_the_files_claims_as_text(histo
     moves = list(imported.label_moves.order_by("id"))
     assert {m.moved_by for m in moves} == {carol}
     assert [m.provenance.split(",")[0] for m in moves] == [
-        "imported; originally moved by alice", "imported; originally moved by bob",
-        "imported; originally moved by carol"]
+        "imported; originally moved by alice",
+        "imported; originally moved by bob",
+        "imported; originally moved by carol",
+    ]
 
 
 def test_a_labelled_prompt_deleted_and_imported_back_keeps_all_content(history, alice):
@@ -132,8 +152,9 @@ def test_it_refuses_a_slug_that_exists(history, carol):
     assert "meeting-notes" in refused.message
 
 
-@pytest.mark.parametrize("example", [{"input": "only the input"}, {"input": "x", "output": "  "},
-                                     {"input": "x", "output": 3}])
+@pytest.mark.parametrize(
+    "example", [{"input": "only the input"}, {"input": "x", "output": "  "}, {"input": "x", "output": 3}]
+)
 def test_it_refuses_a_malformed_example(history, carol, example):
     exported = as_file(history)
     exported["prompt"]["slug"] = "elsewhere"
@@ -170,17 +191,20 @@ def test_it_refuses_a_label_named_latest(history, carol):
     assert refused_import(exported, carol).field == "labels.latest"
 
 
-@pytest.mark.parametrize(("change", "field"), [
-    (lambda data: data.update(format="something/else"), "format"),
-    (lambda data: data.pop("format"), "format"),
-    (lambda data: data.update(format_version=2), "format_version"),
-    (lambda data: data.update(versions=[]), "versions"),
-    (lambda data: data["versions"][1].update(number=3), "versions[1].number"),
-    (lambda data: data["versions"][2].update(template="{% if x %}"), "versions[2].template"),
-    (lambda data: data["versions"][0].update(temperature="warm"), "versions[0].temperature"),
-    (lambda data: data["versions"][0].update(created_at="yesterday"), "versions[0].created_at"),
-    (lambda data: data["prompt"].update(slug="Not A Slug"), "prompt.slug"),
-])
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda data: data.update(format="something/else"), "format"),
+        (lambda data: data.pop("format"), "format"),
+        (lambda data: data.update(format_version=2), "format_version"),
+        (lambda data: data.update(versions=[]), "versions"),
+        (lambda data: data["versions"][1].update(number=3), "versions[1].number"),
+        (lambda data: data["versions"][2].update(template="{% if x %}"), "versions[2].template"),
+        (lambda data: data["versions"][0].update(temperature="warm"), "versions[0].temperature"),
+        (lambda data: data["versions"][0].update(created_at="yesterday"), "versions[0].created_at"),
+        (lambda data: data["prompt"].update(slug="Not A Slug"), "prompt.slug"),
+    ],
+)
 def test_it_refuses_a_malformed_file_naming_the_field(history, carol, change, field):
     exported = as_file(history)
     exported["prompt"]["slug"] = "elsewhere"

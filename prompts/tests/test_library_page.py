@@ -5,8 +5,9 @@ from .conftest import FIRST_VERSION, SECOND_VERSION
 pytestmark = pytest.mark.django_db
 
 
-def test_the_library_lists_every_prompt_with_its_latest_version_and_labels(client, alice, bob, make_prompt,
-                                                                          django_assert_max_num_queries):
+def test_the_library_lists_every_prompt_with_its_latest_version_and_labels(
+    client, alice, bob, make_prompt, django_assert_max_num_queries
+):
     for n in range(5):
         prompt = make_prompt(alice if n % 2 else bob, slug=f"prompt-{n}", versions=(FIRST_VERSION, SECOND_VERSION))
         from prompts import services

@@ -38,8 +38,9 @@ def test_the_services_refuse_unstorable_text_and_name_the_field(alice, text, fie
 @pytest.mark.parametrize("text", UNSTORABLE)
 def test_examples_and_stop_sequences_refuse_unstorable_text(alice, text):
     with pytest.raises(services.PromptError, match=r"examples\[0\]\.input"):
-        services.prompt_create(owner=alice, name="A", slug="a",
-                               version={**FIRST_VERSION, "examples": [{"input": text, "output": "x"}]})
+        services.prompt_create(
+            owner=alice, name="A", slug="a", version={**FIRST_VERSION, "examples": [{"input": text, "output": "x"}]}
+        )
     with pytest.raises(services.PromptError, match=r"stop\[0\]"):
         services.prompt_create(owner=alice, name="A", slug="a", version={**FIRST_VERSION, "stop": [text]})
 
@@ -58,18 +59,25 @@ def test_a_query_parameter_with_a_nul_byte_is_refused_as_json_on_the_api(client,
     assert response.status_code == 400 and "NUL" in response.json()["error"]
 
 
-@pytest.mark.parametrize("body, expected", [
-    ('{"variables": {"audience": "a\\u0000b", "text": "x"}}', "NUL"),
-    ('{"variables": {"audience": "\\ud800", "text": "x"}}', "surrogate"),
-    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
-    ('{"variables": ' + '{"a": ' * 40 + "1" + "}" * 41, "nested too deeply"),
-    ('{"version": [1], "variables": {}}', '"version" a number'),
-    ('{"label": {"x": 1}, "variables": {}}', '"label" must be text'),
-    ('{"version": 99999999999999999999999999, "variables": {"audience": "a", "text": "b"}}', "no version"),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ('{"variables": {"audience": "a\\u0000b", "text": "x"}}', "NUL"),
+        ('{"variables": {"audience": "\\ud800", "text": "x"}}', "surrogate"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"variables": ' + '{"a": ' * 40 + "1" + "}" * 41, "nested too deeply"),
+        ('{"version": [1], "variables": {}}', '"version" a number'),
+        ('{"label": {"x": 1}, "variables": {}}', '"label" must be text'),
+        ('{"version": 99999999999999999999999999, "variables": {"audience": "a", "text": "b"}}', "no version"),
+    ],
+)
 def test_the_render_api_answers_odd_bodies_with_a_clear_error(client, notes, token, body, expected):
-    response = client.post(f"/api/prompts/{notes.slug}/render/", body, content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = client.post(
+        f"/api/prompts/{notes.slug}/render/",
+        body,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
     assert response.status_code in (400, 404)
     assert expected in response.json()["error"]
 
@@ -79,11 +87,14 @@ def test_a_version_number_beyond_the_database_is_not_found(client, alice, notes)
     assert client.get(f"/prompts/{notes.slug}/versions/{'9' * 30}/").status_code == 404
 
 
-@pytest.mark.parametrize("payload, expected", [
-    (b'{"format": "chat-prompt-studio/prompt", "x": "\\u0000"}', "NUL"),
-    (b"[" * 50_000 + b"]" * 50_000, "nested too deeply"),
-    (b"\xff\xfe not utf-8", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b'{"format": "chat-prompt-studio/prompt", "x": "\\u0000"}', "NUL"),
+        (b"[" * 50_000 + b"]" * 50_000, "nested too deeply"),
+        (b"\xff\xfe not utf-8", "not valid JSON"),
+    ],
+)
 def test_a_bad_import_file_is_refused_with_the_reason_and_imports_nothing(client, alice, payload, expected):
     client.force_login(alice)
     response = client.post("/prompts/import/", {"file": SimpleUploadedFile("p.json", payload)})
@@ -92,8 +103,12 @@ def test_a_bad_import_file_is_refused_with_the_reason_and_imports_nothing(client
 
 
 def test_an_import_with_unstorable_text_names_the_json_path(alice):
-    data = {"format": "chat-prompt-studio/prompt", "format_version": 1, "prompt": {"name": "N", "slug": "n"},
-            "versions": [{"number": 1, **FIRST_VERSION, "author": "x\x00", "created_at": "2024-01-01T00:00:00Z"}]}
+    data = {
+        "format": "chat-prompt-studio/prompt",
+        "format_version": 1,
+        "prompt": {"name": "N", "slug": "n"},
+        "versions": [{"number": 1, **FIRST_VERSION, "author": "x\x00", "created_at": "2024-01-01T00:00:00Z"}],
+    }
     with pytest.raises(services.PromptError, match=r"versions\[0\]\.author"):
         services.prompt_import(data=json.loads(json.dumps(data)), owner=alice)
 

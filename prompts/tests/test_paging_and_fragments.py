@@ -16,17 +16,32 @@ HTMX = {"HX-Request": "true"}
 def long_history(alice, notes):
     """notes with 2,000 versions (the finding: 48,000 versions made a 13.7 MB page)."""
     now = timezone.now()
-    PromptVersion.objects.bulk_create([
-        PromptVersion(prompt=notes, number=n, template="{{ text }}", variables=["text"], author=alice, created_at=now,
-                      commit_message=f"change {n}") for n in range(3, 2001)])
-    LabelMove.objects.bulk_create([
-        LabelMove(prompt=notes, label="staging", from_number=n - 1, to_number=n, moved_by=alice, moved_at=now)
-        for n in range(2, 201)])
+    PromptVersion.objects.bulk_create(
+        [
+            PromptVersion(
+                prompt=notes,
+                number=n,
+                template="{{ text }}",
+                variables=["text"],
+                author=alice,
+                created_at=now,
+                commit_message=f"change {n}",
+            )
+            for n in range(3, 2001)
+        ]
+    )
+    LabelMove.objects.bulk_create(
+        [
+            LabelMove(prompt=notes, label="staging", from_number=n - 1, to_number=n, moved_by=alice, moved_at=now)
+            for n in range(2, 201)
+        ]
+    )
     return notes
 
 
-def test_a_prompt_with_thousands_of_versions_renders_a_small_paged_page(client, alice, long_history,
-                                                                        django_assert_max_num_queries):
+def test_a_prompt_with_thousands_of_versions_renders_a_small_paged_page(
+    client, alice, long_history, django_assert_max_num_queries
+):
     client.force_login(alice)
     with django_assert_max_num_queries(15):  # the same for 2 versions or 48,000
         response = client.get(f"/prompts/{long_history.slug}/")
@@ -64,8 +79,9 @@ def test_the_library_is_paged(client, alice, make_prompt):
 
 def test_a_label_move_updates_the_history_column_out_of_band(client, alice, notes):
     client.force_login(alice)
-    html = client.post(f"/prompts/{notes.slug}/labels/", {"label": "production", "version": "1", "shown": "2"},
-                       headers=HTMX).content.decode()
+    html = client.post(
+        f"/prompts/{notes.slug}/labels/", {"label": "production", "version": "1", "shown": "2"}, headers=HTMX
+    ).content.decode()
     history = html.split('id="history"')[1]
     assert 'hx-swap-oob="true"' in history.split(">")[0]
     v1 = history.split(">v1<")[1].split("</li>")[0]
@@ -75,8 +91,9 @@ def test_a_label_move_updates_the_history_column_out_of_band(client, alice, note
 
 def test_an_invalid_label_keeps_what_was_typed_and_says_why(client, alice, notes):
     client.force_login(alice)
-    html = client.post(f"/prompts/{notes.slug}/labels/", {"label": "Not a label!", "version": "1", "shown": "2"},
-                       headers=HTMX).content.decode()
+    html = client.post(
+        f"/prompts/{notes.slug}/labels/", {"label": "Not a label!", "version": "1", "shown": "2"}, headers=HTMX
+    ).content.decode()
     assert 'value="Not a label!"' in html and "Use lower-case letters" in html
     assert 'aria-invalid="true"' in html and not LabelMove.objects.exists()
 
@@ -87,4 +104,6 @@ def test_an_imported_version_shows_where_it_came_from(client, alice, notes):
     data["versions"][0]["author"] = "someone-elsewhere"
     copy = services.prompt_import(data=data, owner=alice)
     client.force_login(alice)
-    assert "imported; originally by someone-elsewhere" in client.get(f"/prompts/{copy.slug}/versions/1/").content.decode()
+    assert (
+        "imported; originally by someone-elsewhere" in client.get(f"/prompts/{copy.slug}/versions/1/").content.decode()
+    )

@@ -10,20 +10,41 @@ from .conftest import SECOND_VERSION
 pytestmark = pytest.mark.django_db
 
 VERSION_FORM = {
-    "instructions": "Answer in French.", "template": "Résume : {{ text }}", "example_input": ["a", ""],
-    "example_output": ["b", ""], "model": "", "temperature": "0.7", "top_p": "", "max_new_tokens": "128",
-    "stop": "###\nEND", "commit_message": "French",
+    "instructions": "Answer in French.",
+    "template": "Résume : {{ text }}",
+    "example_input": ["a", ""],
+    "example_output": ["b", ""],
+    "model": "",
+    "temperature": "0.7",
+    "top_p": "",
+    "max_new_tokens": "128",
+    "stop": "###\nEND",
+    "commit_message": "French",
 }
 
 
 def written():
-    return (Prompt.objects.count(), PromptVersion.objects.count(), PromptLabel.objects.count(),
-            LabelMove.objects.count(), Prompt.editors.through.objects.count())
+    return (
+        Prompt.objects.count(),
+        PromptVersion.objects.count(),
+        PromptLabel.objects.count(),
+        LabelMove.objects.count(),
+        Prompt.editors.through.objects.count(),
+    )
 
 
-@pytest.mark.parametrize("path", ["/prompts/", "/prompts/meeting-notes/", "/prompts/meeting-notes/versions/1/",
-                                  "/prompts/meeting-notes/diff/?from=1&to=2", "/prompts/meeting-notes/export/",
-                                  "/prompts/meeting-notes/playground/", "/prompts/new/"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/prompts/",
+        "/prompts/meeting-notes/",
+        "/prompts/meeting-notes/versions/1/",
+        "/prompts/meeting-notes/diff/?from=1&to=2",
+        "/prompts/meeting-notes/export/",
+        "/prompts/meeting-notes/playground/",
+        "/prompts/new/",
+    ],
+)
 def test_another_user_can_read_every_page_of_alices_prompt(client, bob, notes, path):
     client.force_login(bob)
     assert client.get(path).status_code == 200
@@ -32,8 +53,10 @@ def test_another_user_can_read_every_page_of_alices_prompt(client, bob, notes, p
 def test_another_user_can_preview_in_the_playground(client, bob, notes, monkeypatch):
     monkeypatch.setattr("prompts.selectors.prompt_counter", lambda: None)  # no tokenizer: no model loading here
     client.force_login(bob)
-    response = client.post("/prompts/meeting-notes/playground/preview/",
-                           {"a": "1", "b": "2", "var_audience": "the team", "var_text": "We ship Friday."})
+    response = client.post(
+        "/prompts/meeting-notes/playground/preview/",
+        {"a": "1", "b": "2", "var_audience": "the team", "var_text": "We ship Friday."},
+    )
     assert response.status_code == 200
     assert "We ship Friday." in response.content.decode()
 
@@ -49,12 +72,15 @@ def test_another_user_can_create_a_prompt_of_his_own(client, bob, notes):
     assert (version.temperature, version.max_new_tokens, version.stop) == (0.7, 128, ["###", "END"])
 
 
-@pytest.mark.parametrize(("method", "path", "form"), [
-    ("get", "/prompts/meeting-notes/versions/new/", {}),
-    ("post", "/prompts/meeting-notes/versions/new/", VERSION_FORM),
-    ("post", "/prompts/meeting-notes/labels/", {"label": "production", "version": "1"}),
-    ("post", "/prompts/meeting-notes/editors/", {"username": "bob"}),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "form"),
+    [
+        ("get", "/prompts/meeting-notes/versions/new/", {}),
+        ("post", "/prompts/meeting-notes/versions/new/", VERSION_FORM),
+        ("post", "/prompts/meeting-notes/labels/", {"label": "production", "version": "1"}),
+        ("post", "/prompts/meeting-notes/editors/", {"username": "bob"}),
+    ],
+)
 def test_another_user_is_refused_every_change(client, bob, notes, method, path, form):
     before = written()
     client.force_login(bob)
@@ -135,17 +161,27 @@ def test_staff_can_move_labels_on_anyones_prompt(client, carol, notes):
 
 def test_anonymous_visitors_are_sent_to_login_from_every_page(client, notes):
     pages = [
-        ("get", "/prompts/"), ("get", "/prompts/new/"), ("post", "/prompts/new/"), ("post", "/prompts/import/"),
-        ("get", "/prompts/meeting-notes/"), ("get", "/prompts/meeting-notes/versions/1/"),
-        ("get", "/prompts/meeting-notes/versions/new/"), ("post", "/prompts/meeting-notes/versions/new/"),
-        ("post", "/prompts/meeting-notes/versions/1/chat/"), ("get", "/prompts/meeting-notes/diff/"),
-        ("post", "/prompts/meeting-notes/labels/"), ("post", "/prompts/meeting-notes/editors/"),
-        ("get", "/prompts/meeting-notes/export/"), ("get", "/prompts/meeting-notes/playground/"),
-        ("post", "/prompts/meeting-notes/playground/preview/"), ("post", "/prompts/meeting-notes/playground/run/"),
+        ("get", "/prompts/"),
+        ("get", "/prompts/new/"),
+        ("post", "/prompts/new/"),
+        ("post", "/prompts/import/"),
+        ("get", "/prompts/meeting-notes/"),
+        ("get", "/prompts/meeting-notes/versions/1/"),
+        ("get", "/prompts/meeting-notes/versions/new/"),
+        ("post", "/prompts/meeting-notes/versions/new/"),
+        ("post", "/prompts/meeting-notes/versions/1/chat/"),
+        ("get", "/prompts/meeting-notes/diff/"),
+        ("post", "/prompts/meeting-notes/labels/"),
+        ("post", "/prompts/meeting-notes/editors/"),
+        ("get", "/prompts/meeting-notes/export/"),
+        ("get", "/prompts/meeting-notes/playground/"),
+        ("post", "/prompts/meeting-notes/playground/preview/"),
+        ("post", "/prompts/meeting-notes/playground/run/"),
     ]
     before = written()
     for method, path in pages:
-        response = getattr(client, method)(path, {**VERSION_FORM, "name": "x", "label": "p", "version": "1",
-                                                  "username": "x"})
+        response = getattr(client, method)(
+            path, {**VERSION_FORM, "name": "x", "label": "p", "version": "1", "username": "x"}
+        )
         assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), path
     assert written() == before

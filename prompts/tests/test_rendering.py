@@ -14,8 +14,12 @@ EXAMPLES = [
 
 
 def test_it_orders_system_then_examples_as_pairs_then_the_user_turn():
-    messages = render_messages(instructions="Be brief.", examples=EXAMPLES, template="Q: {{ question }}",
-                               variables={"question": "Why is the sky blue?"})
+    messages = render_messages(
+        instructions="Be brief.",
+        examples=EXAMPLES,
+        template="Q: {{ question }}",
+        variables={"question": "Why is the sky blue?"},
+    )
     assert messages == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "first question"},
@@ -32,16 +36,22 @@ def test_it_leaves_out_the_system_message_when_there_are_no_instructions():
 
 
 def test_it_substitutes_every_variable():
-    turn = render_user_turn("Summarize for {{ audience }}:\n{{ text }}\n({{ audience }})",
-                            {"audience": "managers", "text": "Sales rose."})
+    turn = render_user_turn(
+        "Summarize for {{ audience }}:\n{{ text }}\n({{ audience }})", {"audience": "managers", "text": "Sales rose."}
+    )
     assert turn == "Summarize for managers:\nSales rose.\n(managers)"
 
 
-@pytest.mark.parametrize("typed", ["{{ secret }}", "{% for x in y %}{{ x }}{% endfor %}", "{# hidden #}",
-                                   "{{ ''.__class__ }}"])
+@pytest.mark.parametrize(
+    "typed", ["{{ secret }}", "{% for x in y %}{{ x }}{% endfor %}", "{# hidden #}", "{{ ''.__class__ }}"]
+)
 def test_a_users_value_reaches_the_message_literally(typed):
-    messages = render_messages(instructions="", examples=[], template="Text: {{ text }}",
-                               variables={"text": typed, "secret": "the secret value"})
+    messages = render_messages(
+        instructions="",
+        examples=[],
+        template="Text: {{ text }}",
+        variables={"text": typed, "secret": "the secret value"},
+    )
     assert messages[-1]["content"] == f"Text: {typed}"
 
 
@@ -55,8 +65,12 @@ def test_it_refuses_a_missing_variable_and_names_it():
 @pytest.mark.parametrize("blank", ["", "   \n", None])
 def test_it_refuses_a_blank_variable_as_missing(blank):
     with pytest.raises(MissingVariablesError) as refused:
-        render_messages(instructions="x", examples=[], template="{{ audience }}: {{ text }}",
-                        variables={"audience": blank, "text": "Sales rose."})
+        render_messages(
+            instructions="x",
+            examples=[],
+            template="{{ audience }}: {{ text }}",
+            variables={"audience": blank, "text": "Sales rose."},
+        )
     assert refused.value.missing == ["audience"]
 
 
@@ -69,12 +83,17 @@ def test_it_names_every_missing_variable_in_order_of_use():
 
 def test_template_variables_are_listed_in_order_of_first_use():
     assert inspect_template("{{ text }} for {{ audience }}, again {{ text }}, in {{ language | upper }}") == [
-        "text", "audience", "language"]
+        "text",
+        "audience",
+        "language",
+    ]
 
 
 def test_template_variables_leave_out_loop_and_set_variables():
-    template = ("{% set greeting = 'Hello' %}{{ greeting }} {{ name }}:\n"
-                "{% for item in items %}- {{ item }} ({{ loop.index }})\n{% endfor %}")
+    template = (
+        "{% set greeting = 'Hello' %}{{ greeting }} {{ name }}:\n"
+        "{% for item in items %}- {{ item }} ({{ loop.index }})\n{% endfor %}"
+    )
     assert inspect_template(template) == ["name", "items"]
 
 
@@ -86,14 +105,17 @@ def test_loops_over_values_render_from_a_variable():
     assert render_user_turn("{% for c in word %}[{{ c }}]{% endfor %}", {"word": "abc"}) == "[a][b][c]"
 
 
-@pytest.mark.parametrize("template", [
-    "{{ ''.__class__ }}",
-    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-    "{{ x.__class__.__mro__ }}",
-    "{{ x.__init__.__globals__ }}",
-    "{{ cycler.__init__.__globals__.os }}",
-    "{{ x.format.__self__.__class__ }}",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ ''.__class__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ x.__class__.__mro__ }}",
+        "{{ x.__init__.__globals__ }}",
+        "{{ cycler.__init__.__globals__.os }}",
+        "{{ x.format.__self__.__class__ }}",
+    ],
+)
 def test_the_sandbox_refuses_to_reach_python_internals(template):
     with pytest.raises(TemplateError, match="unsafe") as refused:  # refused, with a message a person can read
         render_user_turn(template, {"x": "hello"})
@@ -119,8 +141,9 @@ def test_version_create_refuses_a_malformed_template_naming_the_template_field(n
 @pytest.mark.django_db
 def test_prompt_create_refuses_a_malformed_template_too(alice):
     with pytest.raises(services.PromptError) as refused:
-        services.prompt_create(owner=alice, name="Broken", slug="broken",
-                               version={**FIRST_VERSION, "template": "{% if x %}"})
+        services.prompt_create(
+            owner=alice, name="Broken", slug="broken", version={**FIRST_VERSION, "template": "{% if x %}"}
+        )
     assert refused.value.field == "template"
 
 

@@ -24,8 +24,7 @@ ADVERSARIAL = {
     "{{ range(100000)|join('x'*10000) }}": "characters",  # a 1 GB body through the render API
     "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}": "steps",  # a spinning thread
     "{{ 'x'|center(1000000000) }}": "characters",
-    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}":
-        "characters",
+    "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}": "characters",
     "{{ '%999999999d' % 1 }}": "too large",
     "{{ 'ab'|replace('', 'x' * 99999) }}": "characters",
     "{{ 'a\nb'|indent(10**9) }}": "characters",
@@ -71,8 +70,10 @@ def test_text_methods_that_build_huge_text_are_unavailable():
 
 
 def test_ordinary_templates_still_render():
-    template = ("{% for line in text.splitlines() %}- {{ line|trim|capitalize }}\n{% endfor %}"
-                "{{ audience|default('everyone') ~ '!' }} {{ 2 ** 10 }} {{ 'ab' * 3 }} {{ '%05.1f' % 3.14159 }}")
+    template = (
+        "{% for line in text.splitlines() %}- {{ line|trim|capitalize }}\n{% endfor %}"
+        "{{ audience|default('everyone') ~ '!' }} {{ 2 ** 10 }} {{ 'ab' * 3 }} {{ '%05.1f' % 3.14159 }}"
+    )
     assert render_user_turn(template, {"text": "one\ntwo"}) == "- One\n- Two\neveryone! 1024 ababab 003.1"
 
 
@@ -102,14 +103,22 @@ def test_variables_are_computed_once_when_a_version_is_saved(alice, make_prompt,
 def test_a_captured_block_is_bounded_like_every_other_text():
     # {% set %} … {% endset %} used to build 199,998,000 characters before anything refused it.
     with pytest.raises(TemplateLimitError, match="captured block"):
-        render_user_turn("{% set a %}{% for i in range(9999) %}{% for j in range(9999) %}xx{% endfor %}{% endfor %}"
-                         "{% endset %}{{ a|length }}", {})
+        render_user_turn(
+            "{% set a %}{% for i in range(9999) %}{% for j in range(9999) %}xx{% endfor %}{% endfor %}"
+            "{% endset %}{{ a|length }}",
+            {},
+        )
     with pytest.raises(TemplateLimitError, match="captures more than"):
-        render_user_turn("{% for i in range(999) %}{% set a %}{% for j in range(900) %}" + "x" * 100 +
-                         "{% endfor %}{% endset %}{% endfor %}done", {})
+        render_user_turn(
+            "{% for i in range(999) %}{% set a %}{% for j in range(900) %}"
+            + "x" * 100
+            + "{% endfor %}{% endset %}{% endfor %}done",
+            {},
+        )
     with pytest.raises(TemplateLimitError, match="captured block"):
-        render_user_turn("{% macro m() %}{% for j in range(999) %}{{ x }}{% endfor %}{% endmacro %}{{ m() }}",
-                         {"x": "y" * 1000})
+        render_user_turn(
+            "{% macro m() %}{% for j in range(999) %}{{ x }}{% endfor %}{% endmacro %}{{ m() }}", {"x": "y" * 1000}
+        )
     assert render_user_turn("{% set a %}Hello {{ name }}{% endset %}{{ a }}!", {"name": "Ann"}) == "Hello Ann!"
 
 
@@ -123,8 +132,11 @@ def test_a_person_flooding_the_render_processes_with_slow_templates_slows_only_t
 
     pool = SandboxPool(2)
     quick = {"op": "render", "template": "Hi {{ name }}", "variables": {"name": "Bob"}}
-    slow = {"op": "render", "template": "{% for i in range(20) %}{{ (range(99999)|list|sort(reverse=True))|length }}"
-                                        "{% endfor %}", "variables": {}}
+    slow = {
+        "op": "render",
+        "template": "{% for i in range(20) %}{{ (range(99999)|list|sort(reverse=True))|length }}{% endfor %}",
+        "variables": {},
+    }
     warm = [threading.Thread(target=pool.ask, args=(quick, 60), kwargs={"owner": f"warm{n}"}) for n in range(2)]
     for thread in warm:
         thread.start()

@@ -71,8 +71,10 @@ class ServedModels:
             return ""
         folder = adapter_folders(self.adapters_dir, self.loaded.name).get(name)
         if folder is None:
-            raise ModelLoadError(f"The model “{name}” is not available here (deleted, or trained on another base "
-                                 f"model); this worker serves {', '.join(self.names())}.")
+            raise ModelLoadError(
+                f"The model “{name}” is not available here (deleted, or trained on another base "
+                f"model); this worker serves {', '.join(self.names())}."
+            )
         module = _module_name(name)
         if not isinstance(self.loaded.model, PeftModel):
             peft_model = PeftModel.from_pretrained(self.base, str(folder), adapter_name=module).eval()

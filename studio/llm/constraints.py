@@ -55,8 +55,10 @@ FORMAT_INVALID = "invalid_output_format"  # it cannot be enforced as written
 FORMAT_TOO_COMPLEX = "output_format_too_complex"  # it would cost more than a worker may spend on it
 FORMAT_FAILED = "output_format_failed"  # a reply's matcher could not go on (a limit reached while decoding)
 PATTERN_TOO_COMPLEX = "pattern_too_complex"  # a regex scorer's pattern over MAX_PATTERN_COST
-NO_TOKEN_ALLOWED = ("The output format allows no token at this point (the schema or pattern cannot be satisfied); "
-                    "change the version's output format.")
+NO_TOKEN_ALLOWED = (
+    "The output format allows no token at this point (the schema or pattern cannot be satisfied); "
+    "change the version's output format."
+)
 
 
 class OutputFormat(TypedDict, total=False):
@@ -141,7 +143,7 @@ def clean_format(raw) -> OutputFormat:
             except (ValueError, RecursionError) as exc:
                 raise FormatError(f"schema: not JSON ({exc})") from None
         if not isinstance(schema, dict):
-            raise FormatError("schema: a JSON Schema object, e.g. {\"type\": \"object\", \"properties\": {...}}")
+            raise FormatError('schema: a JSON Schema object, e.g. {"type": "object", "properties": {...}}')
         if len(json.dumps(schema)) > MAX_SCHEMA_CHARS:
             raise FormatError(f"schema: at most {MAX_SCHEMA_CHARS // 1024} KB", FORMAT_TOO_COMPLEX)
         _check_schema_size(schema)
@@ -164,8 +166,11 @@ def clean_format(raw) -> OutputFormat:
             raise FormatError(f"pattern: {exc}") from None
         return {"type": kind, "pattern": pattern}
     choices = raw.get("choices")
-    if not isinstance(choices, list) or not 1 <= len(choices) <= MAX_CHOICES or not all(
-            isinstance(c, str) and 0 < len(c) <= MAX_CHOICE_CHARS for c in choices):
+    if (
+        not isinstance(choices, list)
+        or not 1 <= len(choices) <= MAX_CHOICES
+        or not all(isinstance(c, str) and 0 < len(c) <= MAX_CHOICE_CHARS for c in choices)
+    ):
         raise FormatError(f"choices: 1 to {MAX_CHOICES} answers of 1 to {MAX_CHOICE_CHARS} characters")
     return {"type": kind, "choices": list(dict.fromkeys(choices))}
 
@@ -175,8 +180,9 @@ def _check_schema_size(schema, depth: int = 0) -> None:
         raise FormatError(f"schema: nested deeper than {MAX_SCHEMA_DEPTH} levels", FORMAT_TOO_COMPLEX)
     if isinstance(schema, dict):
         if isinstance(schema.get("enum"), list) and len(schema["enum"]) > MAX_ENUM_MEMBERS:
-            raise FormatError(f"schema: an enum of {len(schema['enum']):,} members; at most {MAX_ENUM_MEMBERS:,}",
-                              FORMAT_TOO_COMPLEX)
+            raise FormatError(
+                f"schema: an enum of {len(schema['enum']):,} members; at most {MAX_ENUM_MEMBERS:,}", FORMAT_TOO_COMPLEX
+            )
         for value in schema.values():
             _check_schema_size(value, depth + 1)
     elif isinstance(schema, list):
@@ -206,8 +212,9 @@ def schema_problem(schema: dict) -> str | None:
     naming_a_type = path and (path[-1] == "type" or len(path) > 1 and path[-2] == "type" and isinstance(path[-1], int))
     if naming_a_type and isinstance(error.instance, str):
         guess = difflib.get_close_matches(error.instance, JSON_TYPES, n=1)
-        what = (f"{error.instance[:40]!r} is not one of the JSON Schema types ({', '.join(JSON_TYPES)})"
-                + (f"; did you mean {guess[0]!r}?" if guess else ""))
+        what = f"{error.instance[:40]!r} is not one of the JSON Schema types ({', '.join(JSON_TYPES)})" + (
+            f"; did you mean {guess[0]!r}?" if guess else ""
+        )
     else:
         what = error.message if len(error.message) <= 300 else error.message[:300] + "…"
     return f"not a valid JSON Schema at {in_words(path) or 'its top level'}: {what}"
@@ -237,9 +244,11 @@ def _check_schema_patterns(schema: dict) -> None:
             raise FormatError(f"schema: {in_words(place)}: {problem}", FORMAT_TOO_COMPLEX)
         total += pattern_cost(pattern)
         if total > MAX_SCHEMA_PATTERN_COST:
-            raise FormatError(f"schema: its patterns written out come to more than {MAX_SCHEMA_PATTERN_COST:,} "
-                              f"characters together (at {in_words(place)}); use fewer or smaller repetitions",
-                              FORMAT_TOO_COMPLEX)
+            raise FormatError(
+                f"schema: its patterns written out come to more than {MAX_SCHEMA_PATTERN_COST:,} "
+                f"characters together (at {in_words(place)}); use fewer or smaller repetitions",
+                FORMAT_TOO_COMPLEX,
+            )
 
 
 def _resolve(schema: dict, ref: str):
@@ -301,24 +310,26 @@ def _check_schema_ends(schema: dict) -> None:
         kinds = [kinds] if isinstance(kinds, str) else kinds if isinstance(kinds, list) else None
         if kinds is None or any(kind not in ("object", "array") for kind in kinds):
             return True  # a string, a number, null... ends at once
-        return any(finite_object(node, reading) if kind == "object" else finite_array(node, reading)
-                   for kind in kinds)
+        return any(finite_object(node, reading) if kind == "object" else finite_array(node, reading) for kind in kinds)
 
     def finite_object(node, reading: str) -> bool:
         properties = node.get("properties") if isinstance(node.get("properties"), dict) else {}
         required = node.get("required") if isinstance(node.get("required"), list) else []
-        return all(finite(properties[name], reading) for name in required
-                   if isinstance(name, str) and name in properties)
+        return all(
+            finite(properties[name], reading) for name in required if isinstance(name, str) and name in properties
+        )
 
     def finite_array(node, reading: str) -> bool:
         least = node.get("minItems", 0)
         if not isinstance(least, int) or isinstance(least, bool) or least <= 0:
             return True
-        first = node.get("prefixItems") if isinstance(node.get("prefixItems"), list) else (
-            node["items"] if isinstance(node.get("items"), list) else [])
+        first = (
+            node.get("prefixItems")
+            if isinstance(node.get("prefixItems"), list)
+            else (node["items"] if isinstance(node.get("items"), list) else [])
+        )
         rest = node.get("items") if isinstance(node.get("items"), (dict, bool)) else node.get("additionalItems")
-        return all(finite(item, reading) for item in first[:least]) and (
-            least <= len(first) or finite(rest, reading))
+        return all(finite(item, reading) for item in first[:least]) and (least <= len(first) or finite(rest, reading))
 
     waiting = list(refs)
     while waiting:
@@ -328,11 +339,16 @@ def _check_schema_ends(schema: dict) -> None:
             waiting.extend(reader for reader in readers[ref] if not ends[reader])
     endless = [ref for ref, finite_answer in ends.items() if not finite_answer]
     if endless:
-        place = "the schema itself" if endless[0] == "#" else in_words(
-            part.replace("~1", "/").replace("~0", "~") for part in endless[0][2:].split("/"))
-        raise FormatError(f"schema: {place} ($ref {endless[0]}) has no finite answer: it requires itself again with "
-                          "no way to stop; make the property that leads back optional (leave it out of required), "
-                          "or let the array be empty (minItems 0)")
+        place = (
+            "the schema itself"
+            if endless[0] == "#"
+            else in_words(part.replace("~1", "/").replace("~0", "~") for part in endless[0][2:].split("/"))
+        )
+        raise FormatError(
+            f"schema: {place} ($ref {endless[0]}) has no finite answer: it requires itself again with "
+            "no way to stop; make the property that leads back optional (leave it out of required), "
+            "or let the array be empty (minItems 0)"
+        )
 
 
 def _schema_nodes(node):
@@ -360,7 +376,8 @@ def check_format(output_format: OutputFormat) -> list[str]:
     except (ValueError, TypeError) as exc:
         raise FormatError(str(exc)) from None
     failed, messages = llguidance.LLMatcher.validate_grammar_with_warnings(
-        grammar, limits=llguidance.LLParserLimits(**GRAMMAR_LIMITS))
+        grammar, limits=llguidance.LLParserLimits(**GRAMMAR_LIMITS)
+    )
     if failed:
         reason = "; ".join(messages) or "the format does not compile"
         if output_format["type"] == "regex":
@@ -390,8 +407,13 @@ def sample_of(schema, depth: int = 0):
         return {name: sample_of(properties.get(name, {}), depth + 1) for name in required}
     if kind == "array":
         return [sample_of(schema.get("items") or {}, depth + 1)]
-    return {"string": "text", "integer": schema.get("minimum", 0), "number": schema.get("minimum", 0.5),
-            "boolean": True, "null": None}.get(kind, "text")
+    return {
+        "string": "text",
+        "integer": schema.get("minimum", 0),
+        "number": schema.get("minimum", 0.5),
+        "boolean": True,
+        "null": None,
+    }.get(kind, "text")
 
 
 # --- patterns: what a regular expression costs, and what \d and \w mean ---------------------------
@@ -405,12 +427,14 @@ def sample_of(schema, depth: int = 0):
 MAX_PATTERN_COST = 10_000
 # ...and the patterns of one JSON Schema together.
 MAX_SCHEMA_PATTERN_COST = 5 * MAX_PATTERN_COST
-_COST_CAP = 10 ** 15  # costs saturate here (a{99999999999999999999} is refused all the same)
+_COST_CAP = 10**15  # costs saturate here (a{99999999999999999999} is refused all the same)
 _QUANTIFIER = re.compile(r"\{\s*(\d*)\s*(?:(,)\s*(\d*)\s*)?\}")
 _VERBOSE_FLAG = re.compile(r"\(\?[a-zA-Z-]*x")
 # What may follow "(" before a group's pattern: (?:, (?P<name>, (?<=, (?i: ...; (?i) and (?#...) are whole.
-_GROUP_PREFIX = re.compile(r"\?(?:(?P<comment>#[^)]*\)?)|(?P<backreference>P=\w+\))|(?P<flags>[a-zA-Z-]*\))"
-                           r"|P?<(?![=!])\w*>|'\w*'|<[=!]|[=!:>|]|[a-zA-Z-]*:)")
+_GROUP_PREFIX = re.compile(
+    r"\?(?:(?P<comment>#[^)]*\)?)|(?P<backreference>P=\w+\))|(?P<flags>[a-zA-Z-]*\))"
+    r"|P?<(?![=!])\w*>|'\w*'|<[=!]|[=!:>|]|[a-zA-Z-]*:)"
+)
 # \d and \w mean ASCII, as in JSON Schema and JavaScript (llguidance reads a schema's patterns so):
 # a person who writes \d means 0-9, not 🯸 or ٣. \s stays Unicode (as in JSON Schema); \p{N} and
 # \p{L} say "any digit" and "any letter".
@@ -530,16 +554,21 @@ def pattern_cost(pattern: str) -> int:
     """The characters `pattern` comes to with every counted repetition written out: `x{3}` 3,
     `(ab){2}` 4, `(a{1000}){1000}` 1,000,000. Read the way each engine might read it (a [ inside a
     class, verbose mode), the largest: no spelling makes a pattern look cheaper than it is."""
-    return max(_cost_of(_scan(pattern, nested_classes=nested, verbose=verbose))
-               for nested in (False, True) for verbose in (False, True))
+    return max(
+        _cost_of(_scan(pattern, nested_classes=nested, verbose=verbose))
+        for nested in (False, True)
+        for verbose in (False, True)
+    )
 
 
 def pattern_problem(pattern: str) -> str | None:
     """Why `pattern` is refused before anything compiles it (its cost, above), or None."""
     cost = pattern_cost(pattern)
     if cost > MAX_PATTERN_COST:
-        return (f"its repetitions written out come to {_count(cost)} characters, more than {MAX_PATTERN_COST:,} "
-                f"(repetitions inside repetitions multiply); use + or * for any number, or smaller counts")
+        return (
+            f"its repetitions written out come to {_count(cost)} characters, more than {MAX_PATTERN_COST:,} "
+            f"(repetitions inside repetitions multiply); use + or * for any number, or smaller counts"
+        )
     return None
 
 
@@ -566,12 +595,14 @@ def ascii_classes(pattern: str, *, nested_classes: bool) -> str:
                 written.append(pattern[at:begin])
                 if len(escape) == 2 and escape[1].lower() in ASCII_CLASSES:
                     if escape[1].isupper():
-                        raise FormatError(f"inside [...], {escape} cannot be made ASCII: write the characters "
-                                          f"it should allow instead (e.g. [^0-9] for \\D, [A-Za-z0-9] for [^\\W_])")
+                        raise FormatError(
+                            f"inside [...], {escape} cannot be made ASCII: write the characters "
+                            f"it should allow instead (e.g. [^0-9] for \\D, [A-Za-z0-9] for [^\\W_])"
+                        )
                     escape = ASCII_CLASSES[escape[1]]
                 written.append(escape)
                 at = end
-            written.append(pattern[at:start + len(text)])
+            written.append(pattern[at : start + len(text)])
             out.append("".join(written))
         elif kind == "repeat":
             out.append(piece[2])
@@ -600,8 +631,12 @@ def compile_format(hf_tokenizer, output_format: OutputFormat):
     # llguidance loads only where a format compiles (sandbox processes, model worker), never in the web process
     import llguidance  # noqa: PLC0415
 
-    matcher = llguidance.LLMatcher(_tokenizer(hf_tokenizer), grammar_of(output_format), log_level=0,
-                                   limits=llguidance.LLParserLimits(**GRAMMAR_LIMITS))
+    matcher = llguidance.LLMatcher(
+        _tokenizer(hf_tokenizer),
+        grammar_of(output_format),
+        log_level=0,
+        limits=llguidance.LLParserLimits(**GRAMMAR_LIMITS),
+    )
     if matcher.is_error():
         raise FormatError(f"The output format cannot be enforced: {_first_line(matcher.get_error())}")
     return matcher
@@ -655,12 +690,16 @@ class ReplyConstraint:
         serve, whichever tokens first wrote it. FormatError when the format does not allow it."""
         tokens = self.hf_tokenizer.encode(text, add_special_tokens=False)
         if self.matcher.try_consume_tokens(tokens) < len(tokens) or self.matcher.is_error():
-            raise FormatError("The reply's text so far does not follow its output format, so it cannot be "
-                              "continued in that format. Regenerate it instead.")
+            raise FormatError(
+                "The reply's text so far does not follow its output format, so it cannot be "
+                "continued in that format. Regenerate it instead."
+            )
 
     def _failure(self) -> str:
-        return (f"The output format could not be followed to its end: {_first_line(self.matcher.get_error())}. "
-                "Simplify its patterns or its recursion.")
+        return (
+            f"The output format could not be followed to its end: {_first_line(self.matcher.get_error())}. "
+            "Simplify its patterns or its recursion."
+        )
 
     @property
     def complete(self) -> bool:

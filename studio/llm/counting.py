@@ -29,8 +29,9 @@ class PromptCounter:
     context_length: int
 
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True) -> str:
-        return self.template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                    **self.special_tokens)
+        return self.template.render(
+            messages=messages, add_generation_prompt=add_generation_prompt, **self.special_tokens
+        )
 
     def count_text(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
@@ -75,9 +76,14 @@ def load_prompt_counter(source: str, *, cache_dir: Path) -> PromptCounter | None
         raise ModelLoadError(f"Model {source!r} has no chat template in its tokenizer; pick an instruct/chat model.")
     environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     environment.globals.update(raise_exception=_raise, strftime_now=lambda f: datetime.now().strftime(f))
-    environment.filters["tojson"] = lambda value, indent=None, **_: json.dumps(value, ensure_ascii=False,
-                                                                               indent=indent)
-    special = {key: _token_text(tokenizer_config.get(key)) for key in
-               ("bos_token", "eos_token", "unk_token", "pad_token")}
-    return PromptCounter(tokenizer=tokenizer, template=environment.from_string(template_text), special_tokens=special,
-                         name=name, context_length=int(model_config.get("max_position_embeddings", 2048) or 2048))
+    environment.filters["tojson"] = lambda value, indent=None, **_: json.dumps(value, ensure_ascii=False, indent=indent)
+    special = {
+        key: _token_text(tokenizer_config.get(key)) for key in ("bos_token", "eos_token", "unk_token", "pad_token")
+    }
+    return PromptCounter(
+        tokenizer=tokenizer,
+        template=environment.from_string(template_text),
+        special_tokens=special,
+        name=name,
+        context_length=int(model_config.get("max_position_embeddings", 2048) or 2048),
+    )

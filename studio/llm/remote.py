@@ -26,10 +26,14 @@ def response_format_of(output_format: OutputFormat) -> dict:
     if output_format["type"] == "json":
         return {"type": "json_object"}
     if output_format["type"] == "json_schema":
-        return {"type": "json_schema", "json_schema": {"name": "answer", "schema": output_format["schema"],
-                                                       "strict": True}}
-    raise ValueError(f"An external engine takes only JSON output formats (response_format), not "
-                     f"{output_format['type']}: use a JSON Schema, or serve the model with LLM_ENGINE=local.")
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": output_format["schema"], "strict": True},
+        }
+    raise ValueError(
+        f"An external engine takes only JSON output formats (response_format), not "
+        f"{output_format['type']}: use a JSON Schema, or serve the model with LLM_ENGINE=local."
+    )
 
 
 class RemoteEngine:
@@ -110,9 +114,15 @@ class RemoteEngine:
 
     def _reply(self, request: EngineRequest) -> None:
         settings = request.settings
-        body = {"model": self.model, "messages": request.messages, "stream": True,
-                "stream_options": {"include_usage": True}, "max_tokens": settings.max_new_tokens,
-                "temperature": settings.temperature, "top_p": settings.top_p}
+        body = {
+            "model": self.model,
+            "messages": request.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": settings.max_new_tokens,
+            "temperature": settings.temperature,
+            "top_p": settings.top_p,
+        }
         if settings.stop:  # at most 4, OpenAI's limit: the shared rule (replies.MAX_STOP_SEQUENCES) says so
             body["stop"] = list(settings.stop)
         if settings.seed is not None:
@@ -135,8 +145,9 @@ class RemoteEngine:
                 return
             self.connections[request.key] = connection
         try:
-            connection.request("POST", self.parts.path + "/chat/completions", body=json.dumps(body),
-                               headers=self._headers())
+            connection.request(
+                "POST", self.parts.path + "/chat/completions", body=json.dumps(body), headers=self._headers()
+            )
             response = connection.getresponse()
             if response.status != 200:
                 detail = response.read()[:500].decode("utf-8", "replace")
@@ -179,6 +190,11 @@ class RemoteEngine:
                 self.cancelled.discard(request.key)
         if was_cancelled:
             finish = "cancelled"
-        usage = Usage.timed(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                            started=started, first_at=first_at, last_at=last_at)
+        usage = Usage.timed(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            started=started,
+            first_at=first_at,
+            last_at=last_at,
+        )
         request.on_done(EngineResult("".join(text), finish, usage))

@@ -33,8 +33,10 @@ class PromptTooLongError(ValueError):
         super().__init__(f"The message is {tokens} tokens; this model reads at most {budget}. Shorten it.")
 
     def explain(self, *, context_length: int, max_new_tokens: int) -> None:
-        self.args = (f"The message is {self.tokens} tokens; this model reads at most {self.budget} "
-                     f"({context_length} context minus {max_new_tokens} for the reply). Shorten it.",)
+        self.args = (
+            f"The message is {self.tokens} tokens; this model reads at most {self.budget} "
+            f"({context_length} context minus {max_new_tokens} for the reply). Shorten it.",
+        )
 
 
 # The ranges of a reply's sampling, owned here: the chat's Sampling panel, the person's defaults,
@@ -46,7 +48,7 @@ TEMPERATURE_MAX = 2.0
 # another studio) may take no more: the rule is the strictest engine's, never a silent cut.
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 200
-SEED_MIN, SEED_MAX = -2**63, 2**63 - 1  # a 64-bit integer: vLLM's range, torch's manual_seed takes it
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1  # a 64-bit integer: vLLM's range, torch's manual_seed takes it
 SAMPLING_NAMES = ("temperature", "top_p", "max_new_tokens", "seed", "stop")
 
 
@@ -94,8 +96,12 @@ def sampling_checked(values, *, max_new_tokens_cap: int | None = None) -> Sampli
     studio's (LLM_MAX_NEW_TOKENS_CAP), which every entry point passes; the engines take what they
     are given. Whole-number settings take integers only: callers parse a form's text first
     (studio.input_checks.parsed_number)."""
-    ranges = {"temperature": (0.0, TEMPERATURE_MAX, False), "top_p": (0.0, 1.0, False),
-              "max_new_tokens": (1, max_new_tokens_cap, True), "seed": (SEED_MIN, SEED_MAX, True)}
+    ranges = {
+        "temperature": (0.0, TEMPERATURE_MAX, False),
+        "top_p": (0.0, 1.0, False),
+        "max_new_tokens": (1, max_new_tokens_cap, True),
+        "seed": (SEED_MIN, SEED_MAX, True),
+    }
     checked: SamplingParameters = {}
     for name, (low, high, whole) in ranges.items():
         if values.get(name) is not None:
@@ -106,8 +112,9 @@ def sampling_checked(values, *, max_new_tokens_cap: int | None = None) -> Sampli
         if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) and s for s in stop):
             raise SamplingError("stop", "must be a list of non-empty texts")
         if len(stop) > MAX_STOP_SEQUENCES or any(len(s) > MAX_STOP_CHARS for s in stop):
-            raise SamplingError("stop", f"must be at most {MAX_STOP_SEQUENCES}, each at most "
-                                        f"{MAX_STOP_CHARS} characters")
+            raise SamplingError(
+                "stop", f"must be at most {MAX_STOP_SEQUENCES}, each at most {MAX_STOP_CHARS} characters"
+            )
         checked["stop"] = list(stop)
     return checked
 
@@ -149,8 +156,15 @@ class GenerationSettings:
 
     def __post_init__(self):
         # The shared ranges (sampling_checked); floats from settings may arrive as ints and back.
-        sampling_checked({"temperature": float(self.temperature), "top_p": float(self.top_p),
-                          "max_new_tokens": self.max_new_tokens, "seed": self.seed, "stop": list(self.stop)})
+        sampling_checked(
+            {
+                "temperature": float(self.temperature),
+                "top_p": float(self.top_p),
+                "max_new_tokens": self.max_new_tokens,
+                "seed": self.seed,
+                "stop": list(self.stop),
+            }
+        )
 
 
 @dataclass
@@ -161,8 +175,15 @@ class Usage:
     tokens_per_s: float | None = None  # decode speed after the first token
 
     @classmethod
-    def timed(cls, *, prompt_tokens: int, completion_tokens: int, started: float, first_at: float | None,
-              last_at: float | None) -> Usage:
+    def timed(
+        cls,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        started: float,
+        first_at: float | None,
+        last_at: float | None,
+    ) -> Usage:
         """The figures of a reply from its clock readings (time.perf_counter): time to the first
         token, and decode speed between the first and the last."""
         usage = cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
@@ -198,8 +219,14 @@ def render_prompt_ids(loaded: LoadedModel, messages: list[dict], *, continue_fin
 MESSAGE_OVERHEAD_TOKENS = 8
 
 
-def fit_turns(messages: list[dict], budget: int, *, count_text: Callable[[str], int],
-              render: Callable[[list[dict]], int | list[int]], keep_last: int = 1):
+def fit_turns(
+    messages: list[dict],
+    budget: int,
+    *,
+    count_text: Callable[[str], int],
+    render: Callable[[list[dict]], int | list[int]],
+    keep_last: int = 1,
+):
     """Drop the oldest turns (never the system message or the last `keep_last`: a reply being
     continued keeps the question it answers) until the prompt fits `budget` tokens: (kept
     messages, what `render` gave for them).
@@ -228,17 +255,21 @@ def fit_turns(messages: list[dict], budget: int, *, count_text: Callable[[str], 
         start += 1
 
 
-def fit_to_context(loaded: LoadedModel, messages: list[dict], max_new_tokens: int, *,
-                   continue_final: bool = False) -> tuple[list[dict], list[int]]:
+def fit_to_context(
+    loaded: LoadedModel, messages: list[dict], max_new_tokens: int, *, continue_final: bool = False
+) -> tuple[list[dict], list[int]]:
     """`messages` fitted to the model's context (fit_turns) and their token ids, ready for a reply;
     with `continue_final`, ready to write on the last message, an assistant's reply cut short
     (render_prompt_ids), which is kept with the turn before it."""
     tokenizer = loaded.tokenizer
     try:
-        return fit_turns(messages, loaded.context_length - max_new_tokens,
-                         count_text=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
-                         render=lambda kept: render_prompt_ids(loaded, kept, continue_final=continue_final),
-                         keep_last=2 if continue_final else 1)
+        return fit_turns(
+            messages,
+            loaded.context_length - max_new_tokens,
+            count_text=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+            render=lambda kept: render_prompt_ids(loaded, kept, continue_final=continue_final),
+            keep_last=2 if continue_final else 1,
+        )
     except PromptTooLongError as exc:
         exc.explain(context_length=loaded.context_length, max_new_tokens=max_new_tokens)
         raise

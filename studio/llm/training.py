@@ -62,13 +62,20 @@ class TrainingConfig:
         if self.method not in ("lora", "qlora"):
             raise TrainingConfigError("method", f"method={self.method!r}: use lora or qlora")
         if self.method == "qlora" and self.device != "cuda":
-            raise TrainingConfigError("method", "QLoRA needs a CUDA GPU (bitsandbytes 4-bit on a CPU is many times "
-                                                "slower): use lora")
-        checks = {"epochs": (0 < self.epochs <= 100), "learning_rate": (0 < self.learning_rate < 1),
-                  "lora_rank": (1 <= self.lora_rank <= 512), "lora_alpha": (1 <= self.lora_alpha <= 4096),
-                  "lora_dropout": (0 <= self.lora_dropout < 1), "max_length": (16 <= self.max_length <= 32768),
-                  "batch_size": (1 <= self.batch_size <= 512), "gradient_accumulation": (1 <= self.gradient_accumulation <= 512),
-                  "eval_share": (0 <= self.eval_share < 0.5)}
+            raise TrainingConfigError(
+                "method", "QLoRA needs a CUDA GPU (bitsandbytes 4-bit on a CPU is many times slower): use lora"
+            )
+        checks = {
+            "epochs": (0 < self.epochs <= 100),
+            "learning_rate": (0 < self.learning_rate < 1),
+            "lora_rank": (1 <= self.lora_rank <= 512),
+            "lora_alpha": (1 <= self.lora_alpha <= 4096),
+            "lora_dropout": (0 <= self.lora_dropout < 1),
+            "max_length": (16 <= self.max_length <= 32768),
+            "batch_size": (1 <= self.batch_size <= 512),
+            "gradient_accumulation": (1 <= self.gradient_accumulation <= 512),
+            "eval_share": (0 <= self.eval_share < 0.5),
+        }
         for name, ok in checks.items():
             if not ok:
                 raise TrainingConfigError(name, f"{name}={getattr(self, name)!r} is out of range")
@@ -95,7 +102,11 @@ def plain_model_config(folder: str):
 
     model_config = AutoConfig.from_pretrained(folder)
     quantization = getattr(model_config, "quantization_config", None)
-    method = quantization.get("quant_method") if isinstance(quantization, dict) else getattr(quantization, "quant_method", None)
+    method = (
+        quantization.get("quant_method")
+        if isinstance(quantization, dict)
+        else getattr(quantization, "quant_method", None)
+    )
     if str(method).lower().endswith("gguf"):
         del model_config.quantization_config
     return model_config
@@ -114,18 +125,27 @@ def _load_model(config: TrainingConfig):
         from peft import prepare_model_for_kbit_training  # noqa: PLC0415
         from transformers import BitsAndBytesConfig  # noqa: PLC0415
 
-        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                          bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
-        model = AutoModelForCausalLM.from_pretrained(config.base_model_folder, quantization_config=quantization,
-                                                     config=plain_model_config(config.base_model_folder),
-                                                     dtype=torch.bfloat16, device_map={"": _local_device()})
+        quantization = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            config.base_model_folder,
+            quantization_config=quantization,
+            config=plain_model_config(config.base_model_folder),
+            dtype=torch.bfloat16,
+            device_map={"": _local_device()},
+        )
         model = prepare_model_for_kbit_training(model)
     else:
         # bf16 on a GPU; float32 on the CPU (measured here: trl's default bf16 on this CPU trained
         # about 16x slower than float32).
         dtype = torch.bfloat16 if config.device == "cuda" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(config.base_model_folder, dtype=dtype,
-                                                     config=plain_model_config(config.base_model_folder))
+        model = AutoModelForCausalLM.from_pretrained(
+            config.base_model_folder, dtype=dtype, config=plain_model_config(config.base_model_folder)
+        )
     return model, tokenizer
 
 
@@ -147,14 +167,30 @@ class _Progress:
                 emit("start", total_steps=state.max_steps, epochs=args.num_train_epochs)
 
             def on_log(self, args, state, control, logs=None, **kwargs):
-                logs = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float)) and math.isfinite(v)
-                        and k not in ("epoch", "step", "total_steps", "tokens_seen")}
-                emit("log", step=state.global_step, total_steps=state.max_steps, epoch=state.epoch,
-                     tokens_seen=state.num_input_tokens_seen, **logs)
+                logs = {
+                    k: v
+                    for k, v in (logs or {}).items()
+                    if isinstance(v, (int, float))
+                    and math.isfinite(v)
+                    and k not in ("epoch", "step", "total_steps", "tokens_seen")
+                }
+                emit(
+                    "log",
+                    step=state.global_step,
+                    total_steps=state.max_steps,
+                    epoch=state.epoch,
+                    tokens_seen=state.num_input_tokens_seen,
+                    **logs,
+                )
 
             def on_step_end(self, args, state, control, **kwargs):
-                emit("step", step=state.global_step, total_steps=state.max_steps, epoch=state.epoch,
-                     tokens_seen=state.num_input_tokens_seen)
+                emit(
+                    "step",
+                    step=state.global_step,
+                    total_steps=state.max_steps,
+                    epoch=state.epoch,
+                    tokens_seen=state.num_input_tokens_seen,
+                )
                 progress.wait_while_paused()
                 if (folder / "stop").exists():
                     control.should_training_stop = True  # the adapter is still saved below
@@ -188,30 +224,67 @@ def build_trainer(config: TrainingConfig, rows: list[dict], folder: Path, callba
         raise ValueError("there are no training rows")
     train_rows, eval_rows = _split_rows(rows, config.eval_share, config.seed)
     model, tokenizer = _load_model(config)
-    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=config.target_modules,
+        task_type="CAUSAL_LM",
+    )
     steps_per_epoch = math.ceil(len(train_rows) / (config.batch_size * config.gradient_accumulation))
-    common = dict(output_dir=str(folder / "checkpoints"), num_train_epochs=config.epochs,
-                  per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
-                  gradient_accumulation_steps=config.gradient_accumulation, learning_rate=config.learning_rate,
-                  logging_steps=1, save_strategy="no", report_to=[], seed=config.seed, disable_tqdm=True,
-                  include_num_input_tokens_seen="non_padding", use_cpu=config.device != "cuda",
-                  bf16=config.device == "cuda", max_length=config.max_length,
-                  eval_strategy="steps" if eval_rows else "no",
-                  eval_steps=max(1, round(steps_per_epoch * config.epochs / 5)) if eval_rows else None)
-    datasets = dict(train_dataset=Dataset.from_list(train_rows),
-                    eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None)
+    common = dict(
+        output_dir=str(folder / "checkpoints"),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        learning_rate=config.learning_rate,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        seed=config.seed,
+        disable_tqdm=True,
+        include_num_input_tokens_seen="non_padding",
+        use_cpu=config.device != "cuda",
+        bf16=config.device == "cuda",
+        max_length=config.max_length,
+        eval_strategy="steps" if eval_rows else "no",
+        eval_steps=max(1, round(steps_per_epoch * config.epochs / 5)) if eval_rows else None,
+    )
+    datasets = dict(
+        train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None
+    )
     if config.objective == "sft":
         # model code loads only in the training process, not in the job worker that reads this module
         from trl import SFTConfig, SFTTrainer  # noqa: PLC0415
 
-        return SFTTrainer(model=model, args=SFTConfig(**common), processing_class=tokenizer, peft_config=lora,
-                          callbacks=list(callbacks), **datasets), tokenizer, bool(eval_rows)
+        return (
+            SFTTrainer(
+                model=model,
+                args=SFTConfig(**common),
+                processing_class=tokenizer,
+                peft_config=lora,
+                callbacks=list(callbacks),
+                **datasets,
+            ),
+            tokenizer,
+            bool(eval_rows),
+        )
     # model code loads only in the training process, not in the job worker that reads this module
     from trl import DPOConfig, DPOTrainer  # noqa: PLC0415
 
-    return DPOTrainer(model=model, args=DPOConfig(**common, beta=config.dpo_beta), processing_class=tokenizer,
-                      peft_config=lora, callbacks=list(callbacks), **datasets), tokenizer, bool(eval_rows)
+    return (
+        DPOTrainer(
+            model=model,
+            args=DPOConfig(**common, beta=config.dpo_beta),
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=list(callbacks),
+            **datasets,
+        ),
+        tokenizer,
+        bool(eval_rows),
+    )
 
 
 def train(config: TrainingConfig, rows: list[dict], folder: Path) -> dict:
@@ -220,14 +293,18 @@ def train(config: TrainingConfig, rows: list[dict], folder: Path) -> dict:
     result = trainer.train()
     # Three different "train losses", labelled where shown: the run's mean (what trainer.train()
     # returns), the last step's (where the chart ends), the mean of the last epoch's steps.
-    logged = [(entry["epoch"], entry["loss"]) for entry in trainer.state.log_history
-              if "loss" in entry and "epoch" in entry]
+    logged = [
+        (entry["epoch"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry and "epoch" in entry
+    ]
     last_epoch = [loss for epoch, loss in logged if logged and epoch > logged[-1][0] - 1]
-    metrics = {"train_loss": result.training_loss, "last_train_loss": logged[-1][1] if logged else None,
-               "last_epoch_train_loss": sum(last_epoch) / len(last_epoch) if last_epoch else None,
-               "steps": trainer.state.global_step,
-               "tokens_seen": trainer.state.num_input_tokens_seen,
-               "stopped_early": trainer.state.global_step < trainer.state.max_steps}
+    metrics = {
+        "train_loss": result.training_loss,
+        "last_train_loss": logged[-1][1] if logged else None,
+        "last_epoch_train_loss": sum(last_epoch) / len(last_epoch) if last_epoch else None,
+        "steps": trainer.state.global_step,
+        "tokens_seen": trainer.state.num_input_tokens_seen,
+        "stopped_early": trainer.state.global_step < trainer.state.max_steps,
+    }
     if has_eval:
         metrics["eval_loss"] = trainer.evaluate().get("eval_loss")
     if trainer.is_world_process_zero():
@@ -258,8 +335,10 @@ def describe_failure(exc: BaseException, config: TrainingConfig) -> dict:
     by the exception's type) and a message that says what to change."""
     text = f"{exc.__class__.__name__}: {exc}"
     if failure_code(exc) == OUT_OF_MEMORY:
-        advice = [f"a smaller batch size (now {config.batch_size}; raise gradient accumulation to keep the "
-                  "effective batch)", f"a shorter maximum length (now {config.max_length} tokens)"]
+        advice = [
+            f"a smaller batch size (now {config.batch_size}; raise gradient accumulation to keep the effective batch)",
+            f"a shorter maximum length (now {config.max_length} tokens)",
+        ]
         if config.device == "cuda" and config.method != "qlora":
             advice.append("QLoRA (a 4-bit base model)")
         return {"kind": "oom", "message": "Training ran out of memory. Try " + ", or ".join(advice) + "."}
@@ -274,8 +353,21 @@ def launch_command(folder: Path, *, gpus: int, python: str = sys.executable) -> 
     """The command that trains the job in `folder`: one process, or `accelerate launch` with one
     process per GPU (data parallel: each GPU takes its share of every batch)."""
     if gpus > 1:
-        return [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(gpus),
-                "--num_machines", "1", "--mixed_precision", "bf16", "-m", "studio.llm.training", str(folder)]
+        return [
+            python,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(gpus),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "bf16",
+            "-m",
+            "studio.llm.training",
+            str(folder),
+        ]
     return [python, "-m", "studio.llm.training", str(folder)]
 
 
@@ -286,8 +378,9 @@ def merge_adapter(base_model_folder: str, adapter_folder: str, out_folder: str) 
     from peft import PeftModel  # noqa: PLC0415
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
 
-    base = AutoModelForCausalLM.from_pretrained(base_model_folder, dtype=torch.float32,
-                                                config=plain_model_config(base_model_folder))
+    base = AutoModelForCausalLM.from_pretrained(
+        base_model_folder, dtype=torch.float32, config=plain_model_config(base_model_folder)
+    )
     merged = PeftModel.from_pretrained(base, adapter_folder).merge_and_unload()
     merged.save_pretrained(out_folder)
     AutoTokenizer.from_pretrained(adapter_folder).save_pretrained(out_folder)

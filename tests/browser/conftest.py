@@ -13,8 +13,14 @@ from tests.settings import TINY_MODEL_DIR
 CHROMIUM = Path("/usr/bin/chromium")
 EXPECT_TIMEOUT_MS = 30_000
 expect.set_options(timeout=EXPECT_TIMEOUT_MS)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ADMIN_PASSWORD = "admin-password-1"
 # Greedy replies of the tiny model are a few dozen newlines, then one word repeated. Through
 # the server it writes 40-200 tokens/s here (it varies with the load): 400 tokens leave time
@@ -28,9 +34,15 @@ def studio(tmp_path_factory):
     # BROWSER_TEST_MODEL=smollm2 runs these tests on the real default model (for screenshots
     # that show real text; it converts the bundled GGUF into .cache/tests/models once).
     model = os.environ.get("BROWSER_TEST_MODEL", str(TINY_MODEL_DIR))
-    env = studio_env(STUDIO_DATA_DIR=data_dir, LLM_MODEL=model, LLM_EMBEDDED_WORKER="true",
-                     LLM_MODEL_CACHE_DIR=TINY_MODEL_DIR.parent / "models",
-                     LLM_TEMPERATURE=0, LLM_MAX_NEW_TOKENS=MAX_NEW_TOKENS, STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD)
+    env = studio_env(
+        STUDIO_DATA_DIR=data_dir,
+        LLM_MODEL=model,
+        LLM_EMBEDDED_WORKER="true",
+        LLM_MODEL_CACHE_DIR=TINY_MODEL_DIR.parent / "models",
+        LLM_TEMPERATURE=0,
+        LLM_MAX_NEW_TOKENS=MAX_NEW_TOKENS,
+        STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+    )
     with running_studio(env, data_dir / "logs") as server:
         server.env = env  # for tests that set data up with `manage.py shell`
         yield server
@@ -60,8 +72,14 @@ def page(chromium, studio):
     page.on("pageerror", lambda error: errors.append(str(error)))
     # A page that needs something the Content-Security-Policy forbids (an inline handler or
     # script) logs a violation: that fails the test too.
-    page.on("console", lambda message: errors.append(message.text)
-            if message.type == "error" and "Content Security Policy" in message.text else None)
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text
+            else None
+        ),
+    )
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"

@@ -13,9 +13,11 @@ pytestmark = pytest.mark.browser
 
 # A chat whose replies are held, by a regular-expression output format, to this Markdown: real
 # decoding of a known text, long enough after the code block to watch it while it is written.
-MARKDOWN_HEAD = "Here is the plan:\n\n- pack the pears\n- ship them\n\n```python\nprint(\"pears\")\n```\n\n"
-PATTERN = "".join("\\n" if ch == "\n" else "\\" + ch if ch in ".^$*+?()[]{}|\\" else ch for ch in MARKDOWN_HEAD) \
+MARKDOWN_HEAD = 'Here is the plan:\n\n- pack the pears\n- ship them\n\n```python\nprint("pears")\n```\n\n'
+PATTERN = (
+    "".join("\\n" if ch == "\n" else "\\" + ch if ch in ".^$*+?()[]{}|\\" else ch for ch in MARKDOWN_HEAD)
     + "Then (we wait and see how it goes ){60}done\\."
+)
 SETUP = f"""
 from django.contrib.auth.models import User
 from chat.models import Conversation
@@ -78,7 +80,10 @@ def wait_for_new_reply(page, replies_before):
           const reply = replies[replies.length - 1];
           return replies.length > before && reply.dataset.status === "complete"
             && reply.querySelector('[data-action="copy"]') !== null;
-        }""", arg=replies_before, polling="raf")
+        }""",
+        arg=replies_before,
+        polling="raf",
+    )
 
 
 def ask(page, text):
@@ -126,8 +131,10 @@ def test_an_edit_makes_a_branch_and_switching_and_reloading_keep_it(page, log_in
     wait_until_reply_ends(page, "complete")
     reply.get_by_role("button", name="Previous version").click()
     expect(page.locator('#messages [data-role="assistant"]').last.locator(".siblings__count")).to_have_text("1/2")
-    assert page.locator('#messages [data-role="assistant"]').last.locator(".message__raw").input_value() == \
-        first_reply_text
+    assert (
+        page.locator('#messages [data-role="assistant"]').last.locator(".message__raw").input_value()
+        == first_reply_text
+    )
 
 
 def test_markdown_renders_while_the_reply_streams_and_code_copies(page, log_in, studio, screenshot):
@@ -139,7 +146,7 @@ def test_markdown_renders_while_the_reply_streams_and_code_copies(page, log_in, 
     page.evaluate(RECORD_FORMATTED_WHILE_STREAMING)
     send(page, "Ship the pears")
     reply = replies(page).last
-    streaming_code = reply.locator('.message__blocks .code-block')
+    streaming_code = reply.locator(".message__blocks .code-block")
     try:
         streaming_code.wait_for(timeout=60_000)
         if reply.get_attribute("data-status") == "streaming":
@@ -200,8 +207,9 @@ def test_side_by_side_streams_two_replies_and_keeping_one_records_the_pair(page,
     screenshot("chat-side-by-side-streaming")
     for n in range(2):
         # Two sampled replies of 400 tokens in one batch: minutes on a busy 2-core machine.
-        expect(pair.locator('.message[data-role="assistant"]').nth(n)).to_have_attribute("data-status", "complete",
-                                                                                          timeout=360_000)
+        expect(pair.locator('.message[data-role="assistant"]').nth(n)).to_have_attribute(
+            "data-status", "complete", timeout=360_000
+        )
     expect(pair.locator('[data-action="keep"]')).to_have_count(2)
     side = pair.locator(".message[data-beside]")
     side_id = side.get_attribute("data-message-id")

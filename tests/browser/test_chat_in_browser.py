@@ -139,7 +139,11 @@ def test_stop_keeps_the_partial_reply(page, log_in):
     assert kept.startswith(seen_before_stop) and kept.strip()
     assert reply.locator(".message__state").inner_text() == "Stopped"
     assert reply.locator(".message__body").inner_text().strip() == kept.strip()
-    tokens = int(re.match(r"(\d+) tokens", reply.locator(".message__meta [title*=' tokens, first after']").get_attribute("title")).group(1))
+    tokens = int(
+        re.match(
+            r"(\d+) tokens", reply.locator(".message__meta [title*=' tokens, first after']").get_attribute("title")
+        ).group(1)
+    )
     assert 0 < tokens < MAX_NEW_TOKENS  # stopped well before its end
     assert page.get_by_role("button", name="Stop").is_hidden()
     assert page.get_by_role("button", name="Send").is_enabled()

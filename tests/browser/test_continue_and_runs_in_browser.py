@@ -41,11 +41,14 @@ def story_chat(studio):
 
 def finished_reply(page):
     """The only reply, once it has ended and the server's rendering is swapped in (with Copy)."""
-    page.wait_for_function("""() => {
+    page.wait_for_function(
+        """() => {
       const replies = document.querySelectorAll('#messages [data-role="assistant"]');
       return replies.length === 1 && replies[0].dataset.status === "complete"
         && replies[0].querySelector('[data-action="copy"]') !== null;
-    }""", polling="raf")
+    }""",
+        polling="raf",
+    )
     return page.locator('#messages [data-role="assistant"]')
 
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.browser
 PHONE = {"width": 390, "height": 844}
 LAPTOP = {"width": 1280, "height": 800}
 
-SETUP = r'''
+SETUP = r"""
 import json
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -89,7 +89,7 @@ print("IDS" + json.dumps({
     "job": FineTuneJob.objects.get(name="layout-orders-lora").pk,
     "draft": ImportDraft.objects.filter(owner=admin, filename="orders.csv").order_by("pk").last().pk,
     "base": base.pk, "document": base.documents.get().pk}))
-'''
+"""
 
 # The text a person reads: visible text nodes, leaving out code, preformatted text, text areas and a
 # diff's cells, where people write template syntax themselves (prompt templates).
@@ -116,14 +116,21 @@ def ids(studio):
 
 def open_browser(chromium, studio, size):
     phone = size == PHONE
-    context = chromium.new_context(base_url=studio.base_url, viewport=size, device_scale_factor=1,
-                                   is_mobile=phone, has_touch=phone)
+    context = chromium.new_context(
+        base_url=studio.base_url, viewport=size, device_scale_factor=1, is_mobile=phone, has_touch=phone
+    )
     context.set_default_timeout(60_000)
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(message.text)
-            if message.type == "error" and "Content Security Policy" in message.text else None)
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text
+            else None
+        ),
+    )
     page.goto("/accounts/login/")
     page.get_by_label("User name").fill("admin")
     page.get_by_label("Password").fill(ADMIN_PASSWORD)
@@ -255,15 +262,20 @@ def test_the_knowledge_pages_fit_a_phone(phone, ids):
     phone.goto(f"/knowledge/{base}/")
     # The job worker loads the embedder for the first document: minutes on a busy machine.
     expect(phone.locator('#documents tr[data-status="ready"]')).to_have_count(1, timeout=180_000)
-    for name, path in (("knowledge-list", "/knowledge/"), ("knowledge-base", f"/knowledge/{base}/"),
-                       ("knowledge-document", f"/knowledge/{base}/documents/{document}/")):
+    for name, path in (
+        ("knowledge-list", "/knowledge/"),
+        ("knowledge-base", f"/knowledge/{base}/"),
+        ("knowledge-document", f"/knowledge/{base}/documents/{document}/"),
+    ):
         phone.goto(path)
         phone.wait_for_load_state("networkidle")
         save(phone, f"phone-{name}")
         width = phone.evaluate(PAGE_WIDTH)
-        assert width <= 390, f"{name} lays out {width} px wide: " + str(phone.evaluate("""() =>
+        assert width <= 390, f"{name} lays out {width} px wide: " + str(
+            phone.evaluate("""() =>
             [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 391)
-            .slice(0, 6).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))"""))
+            .slice(0, 6).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))""")
+        )
     expect(phone.locator(".knowledge-chunks")).to_contain_text("glows amber")
 
 
@@ -271,13 +283,31 @@ def test_no_page_shows_template_syntax(window, ids):
     first, second = ids["evaluations"]
     base = ids["base"]
     pages = [
-        "/chat/", f"/chat/{ids['chat']}/", f"/chat/{ids['from_prompt']}/", "/chat/search/?q=pears", "/chat/import/",
-        "/prompts/", "/prompts/new/", "/prompts/layout-orders/", "/prompts/layout-orders/playground/",
-        "/prompts/layout-orders/versions/new/", "/prompts/layout-orders/diff/?from=1&to=2", "/cases/",
-        f"/cases/{ids['case']}/", "/cases/import/", f"/cases/import/{ids['draft']}/", "/evaluations/",
-        f"/evaluations/{first}/", f"/evaluations/compare/?a={first}&b={second}", "/fine-tunes/",
-        f"/fine-tunes/{ids['job']}/", "/knowledge/", f"/knowledge/{base}/",
-        f"/knowledge/{base}/documents/{ids['document']}/", "/accounts/settings/", "/no-such-page/",
+        "/chat/",
+        f"/chat/{ids['chat']}/",
+        f"/chat/{ids['from_prompt']}/",
+        "/chat/search/?q=pears",
+        "/chat/import/",
+        "/prompts/",
+        "/prompts/new/",
+        "/prompts/layout-orders/",
+        "/prompts/layout-orders/playground/",
+        "/prompts/layout-orders/versions/new/",
+        "/prompts/layout-orders/diff/?from=1&to=2",
+        "/cases/",
+        f"/cases/{ids['case']}/",
+        "/cases/import/",
+        f"/cases/import/{ids['draft']}/",
+        "/evaluations/",
+        f"/evaluations/{first}/",
+        f"/evaluations/compare/?a={first}&b={second}",
+        "/fine-tunes/",
+        f"/fine-tunes/{ids['job']}/",
+        "/knowledge/",
+        f"/knowledge/{base}/",
+        f"/knowledge/{base}/documents/{ids['document']}/",
+        "/accounts/settings/",
+        "/no-such-page/",
     ]
     shown = {}
     for path in pages:
@@ -352,12 +382,29 @@ def test_a_closing_fence_is_never_shown_while_a_code_block_streams(phone, ids):
     phone.goto(f"/chat/{ids['from_prompt']}/")
     expect(phone.locator("#connection")).to_have_attribute("data-state", "open")
     socket = sockets[-1]
-    socket.send(json.dumps({"type": "message", "message": {"id": 999_001, "role": "assistant", "content": "",
-                                                           "status": "streaming", "parent": None, "siblings": [999_001]}}))
+    socket.send(
+        json.dumps(
+            {
+                "type": "message",
+                "message": {
+                    "id": 999_001,
+                    "role": "assistant",
+                    "content": "",
+                    "status": "streaming",
+                    "parent": None,
+                    "siblings": [999_001],
+                },
+            }
+        )
+    )
     reply = phone.locator("#message-999001")
     code = reply.locator(".message__tail .code-block pre")
-    for text, shown in (("```python\nprint(1)\n", "print(1)"), ("`", "print(1)"),
-                        ("``", "print(1)"), ("\n", "print(1)")):
+    for text, shown in (
+        ("```python\nprint(1)\n", "print(1)"),
+        ("`", "print(1)"),
+        ("``", "print(1)"),
+        ("\n", "print(1)"),
+    ):
         socket.send(json.dumps({"type": "token", "message_id": 999_001, "text": text}))
         expect(code).to_have_text(shown)
     socket.send(json.dumps({"type": "token", "message_id": 999_001, "text": "\nThat prints one."}))

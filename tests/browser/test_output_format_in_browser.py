@@ -8,9 +8,12 @@ from playwright.sync_api import expect
 
 pytestmark = __import__("pytest").mark.browser
 
-SCHEMA = {"type": "object", "properties": {"intent": {"enum": ["refund", "exchange", "question"]},
-                                           "urgent": {"type": "boolean"}},
-          "required": ["intent", "urgent"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"intent": {"enum": ["refund", "exchange", "question"]}, "urgent": {"type": "boolean"}},
+    "required": ["intent", "urgent"],
+    "additionalProperties": False,
+}
 
 
 def test_a_schema_is_saved_with_the_version_shown_and_enforced_in_the_playground(page, log_in, screenshot):

@@ -49,14 +49,25 @@ NO_WIDER_THAN_THE_SCREEN = "() => document.documentElement.scrollWidth"
 
 @pytest.fixture
 def phone(chromium, studio):
-    context = chromium.new_context(base_url=studio.base_url, viewport={"width": 390, "height": 844},
-                                   device_scale_factor=1, is_mobile=True, has_touch=True)
+    context = chromium.new_context(
+        base_url=studio.base_url,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=1,
+        is_mobile=True,
+        has_touch=True,
+    )
     context.set_default_timeout(60_000)
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on("console", lambda message: errors.append(message.text)
-            if message.type == "error" and "Content Security Policy" in message.text else None)
+    page.on(
+        "console",
+        lambda message: (
+            errors.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text
+            else None
+        ),
+    )
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
@@ -79,8 +90,12 @@ def test_chat_cases_an_evaluation_and_the_comparison_fit_a_phone(phone, studio):
     phone.get_by_label("Password").fill(ADMIN_PASSWORD)
     phone.get_by_role("button", name="Log in").click()
     phone.wait_for_url("**/chat/")
-    for name, path in (("chat", f"/chat/{chat}/"), ("cases", "/cases/"), ("evaluation", f"/evaluations/{first}/"),
-                       ("comparison", f"/evaluations/compare/?a={first}&b={second}")):
+    for name, path in (
+        ("chat", f"/chat/{chat}/"),
+        ("cases", "/cases/"),
+        ("evaluation", f"/evaluations/{first}/"),
+        ("comparison", f"/evaluations/compare/?a={first}&b={second}"),
+    ):
         phone.goto(path)
         phone.wait_for_load_state("networkidle")
         width = phone.evaluate(NO_WIDER_THAN_THE_SCREEN)
@@ -122,7 +137,8 @@ def test_a_refused_import_keeps_the_choices_and_says_what_was_imported(page, log
     page.get_by_label(re.compile("Import only the valid rows")).check()
     page.get_by_role("button", name=re.compile("Check all 3 rows and import")).click()
     expect(page.locator("#import-preview")).to_contain_text(
-        "2 cases imported · 0 skipped as duplicates · 1 row refused", timeout=120_000)
+        "2 cases imported · 0 skipped as duplicates · 1 row refused", timeout=120_000
+    )
     page.locator("#import-job").scroll_into_view_if_needed()
     screenshot("import-done")
 
@@ -138,11 +154,15 @@ def test_enter_while_a_reply_is_written_says_the_text_waits_then_sends_it(page, 
     expect(page.locator('#messages [data-role="assistant"]')).to_have_count(1)
     streaming = '#messages [data-status="streaming"]'
     page.wait_for_selector(streaming, timeout=60_000)
-    page.wait_for_function("() => { const m = document.getElementById('messages'); "
-                           "return m.scrollHeight > m.clientHeight + 200 || !m.querySelector('[data-status=streaming]'); }",
-                           timeout=60_000)
-    scrolled_up = page.evaluate("() => { const m = document.getElementById('messages'); m.scrollTop = 0; "
-                                "return m.scrollHeight > m.clientHeight + 200; }")
+    page.wait_for_function(
+        "() => { const m = document.getElementById('messages'); "
+        "return m.scrollHeight > m.clientHeight + 200 || !m.querySelector('[data-status=streaming]'); }",
+        timeout=60_000,
+    )
+    scrolled_up = page.evaluate(
+        "() => { const m = document.getElementById('messages'); m.scrollTop = 0; "
+        "return m.scrollHeight > m.clientHeight + 200; }"
+    )
     if scrolled_up and page.locator(streaming).count():  # new text below while scrolled up: a way back down
         expect(page.locator("#jump-to-latest")).to_be_visible()
     box.fill("and then this")

@@ -43,7 +43,9 @@ def test_a_prompt_is_versioned_compared_run_and_chatted_with(page, log_in, scree
     page.wait_for_url(re.compile(r".*/diff/\?from=1&to=2"))
     instructions = page.get_by_role("table", name=re.compile("Instructions"))
     expect(instructions.locator("ins")).to_contain_text("and briefly")
-    expect(page.get_by_role("table", name=re.compile("Few-shot examples")).locator(".diff__row--added").first).to_be_visible()
+    expect(
+        page.get_by_role("table", name=re.compile("Few-shot examples")).locator(".diff__row--added").first
+    ).to_be_visible()
     screenshot("prompt-diff")
 
     # Playground: v2 against v1 on the same input; the user's braces reach the model as text.

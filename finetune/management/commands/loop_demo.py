@@ -44,25 +44,52 @@ from knowledge.ingestion import ingest_document
 from knowledge.models import Document
 from prompts import services as prompt_services
 
-CITIES = ["Paris", "Rome", "Berlin", "Madrid", "Lisbon", "Vienna", "Prague", "Oslo", "Dublin", "Athens", "Warsaw",
-          "Zurich", "Brussels", "Amsterdam", "Stockholm", "Helsinki"]
-SENTENCES = ["I flew from {a} to {b} on Monday.", "Tomorrow we take the train from {a} to {b}.",
-             "My sister drove from {a} all the way to {b}.", "The bus leaves {a} at noon and reaches {b} at six.",
-             "After a week in {a} I moved on to {b}.", "Our flight {a} - {b} was delayed by an hour."]
-TRIP_SCHEMA = {"type": "object", "properties": {"from": {"type": "string", "maxLength": 40},
-                                               "to": {"type": "string", "maxLength": 40}},
-               "required": ["from", "to"], "additionalProperties": False}
+CITIES = [
+    "Paris",
+    "Rome",
+    "Berlin",
+    "Madrid",
+    "Lisbon",
+    "Vienna",
+    "Prague",
+    "Oslo",
+    "Dublin",
+    "Athens",
+    "Warsaw",
+    "Zurich",
+    "Brussels",
+    "Amsterdam",
+    "Stockholm",
+    "Helsinki",
+]
+SENTENCES = [
+    "I flew from {a} to {b} on Monday.",
+    "Tomorrow we take the train from {a} to {b}.",
+    "My sister drove from {a} all the way to {b}.",
+    "The bus leaves {a} at noon and reaches {b} at six.",
+    "After a week in {a} I moved on to {b}.",
+    "Our flight {a} - {b} was delayed by an hour.",
+]
+TRIP_SCHEMA = {
+    "type": "object",
+    "properties": {"from": {"type": "string", "maxLength": 40}, "to": {"type": "string", "maxLength": 40}},
+    "required": ["from", "to"],
+    "additionalProperties": False,
+}
 # The retrieval step's corpus: Markdown documents about a made-up company, and its questions.
 CORPUS = Path(__file__).resolve().parents[2] / "demo_corpus"
 # At the default 200 tokens each of these short documents is one chunk, and the top 5 would be the
 # whole corpus: chunks of 64 tokens (16 of them) make the top 5 a choice, and keep what the small
 # model reads short.
 CORPUS_CHUNK_TOKENS, CORPUS_CHUNK_OVERLAP = 64, 8
-SUPPORT_INSTRUCTIONS = ("You answer customers' questions about Quillfeather Cycles, a maker of e-bikes. Answer in one "
-                        "short sentence.")
+SUPPORT_INSTRUCTIONS = (
+    "You answer customers' questions about Quillfeather Cycles, a maker of e-bikes. Answer in one short sentence."
+)
 SUPPORT_RETRIEVAL = {"k": 5, "mode": "hybrid"}
-INSTRUCTIONS = ('Extract the cities of the trip. Reply with JSON only, exactly {"from": "<city>", "to": "<city>"}, '
-                "and nothing else.")
+INSTRUCTIONS = (
+    'Extract the cities of the trip. Reply with JSON only, exactly {"from": "<city>", "to": "<city>"}, '
+    "and nothing else."
+)
 
 
 class Command(BaseCommand):
@@ -90,50 +117,85 @@ class Command(BaseCommand):
         started = time.perf_counter()
         user, _ = get_user_model().objects.get_or_create(username="loop-demo", defaults={"is_staff": True})
         slug = f"trip-cities-{int(time.time())}"
-        prompt = prompt_services.prompt_create(owner=user, name="Trip cities", slug=slug, version={
-            "instructions": INSTRUCTIONS, "template": "{{ sentence }}", "max_new_tokens": 32, "temperature": 0,
-            "commit_message": "Instructions only"})
+        prompt = prompt_services.prompt_create(
+            owner=user,
+            name="Trip cities",
+            slug=slug,
+            version={
+                "instructions": INSTRUCTIONS,
+                "template": "{{ sentence }}",
+                "max_new_tokens": 32,
+                "temperature": 0,
+                "commit_message": "Instructions only",
+            },
+        )
         self.say(f"prompt {slug} v1: instructions only")
 
         rows = self.cases_csv(cases, seed)
         columns, parsed = importing.parse_file("trips.csv", rows.encode())
-        checked = importing.check_rows(parsed, importing.guess_mapping(columns, ["sentence"]), {"prompt": slug},
-                                       user=user)
-        imported = importing.import_checked(checked, user=user, only_valid=False, eval_share=held_out / cases,
-                                            seed=seed)
+        checked = importing.check_rows(
+            parsed, importing.guess_mapping(columns, ["sentence"]), {"prompt": slug}, user=user
+        )
+        imported = importing.import_checked(
+            checked, user=user, only_valid=False, eval_share=held_out / cases, seed=seed
+        )
         eval_count = FailureCase.objects.filter(pk__in=[c.pk for c in imported], split="eval").count()
-        self.say(f"imported {len(imported)} cases from CSV ({len(imported) - eval_count} train, {eval_count} eval; "
-                 f"{len(checked['errors'])} rows with errors)")
+        self.say(
+            f"imported {len(imported)} cases from CSV ({len(imported) - eval_count} train, {eval_count} eval; "
+            f"{len(checked['errors'])} rows with errors)"
+        )
 
         first = self.evaluate(user, prompt.versions.get(number=1))
         train = list(FailureCase.objects.filter(prompt_version__prompt=prompt, split="train").order_by("id")[:3])
         _, examples = services.few_shot_examples(train)
-        v2 = prompt_services.version_create(prompt=prompt, author=user, fields={
-            **prompt.versions.get(number=1).editable_fields(), "examples": examples,
-            "commit_message": "Three few-shot examples from the failure cases"})
+        v2 = prompt_services.version_create(
+            prompt=prompt,
+            author=user,
+            fields={
+                **prompt.versions.get(number=1).editable_fields(),
+                "examples": examples,
+                "commit_message": "Three few-shot examples from the failure cases",
+            },
+        )
         self.say(f"prompt {slug} v2: + {len(examples)} few-shot examples from training cases")
         second = self.evaluate(user, v2)
         comparison = selectors.comparison(first, second, user=user)["counts"]
         sample = second.results.first()
         if sample:
             self.say(f"a v2 answer: {sample.output.strip()[:120]!r} (expected {sample.case.expected})")
-        v3 = prompt_services.version_create(prompt=prompt, author=user, fields={
-            **prompt.versions.get(number=1).editable_fields(), "output_format": {"type": "json_schema", "schema": TRIP_SCHEMA},
-            "commit_message": "Instructions + a JSON Schema, no examples"})
+        v3 = prompt_services.version_create(
+            prompt=prompt,
+            author=user,
+            fields={
+                **prompt.versions.get(number=1).editable_fields(),
+                "output_format": {"type": "json_schema", "schema": TRIP_SCHEMA},
+                "commit_message": "Instructions + a JSON Schema, no examples",
+            },
+        )
         self.say(f"prompt {slug} v3: instructions + JSON Schema output format, no examples")
         third = self.evaluate(user, v3)
         constrained = selectors.comparison(first, third, user=user)["counts"]
         self.say("")
-        self.say(f"v1 (instructions only):     pass rate {first.passed}/{first.done} = {first.pass_rate:.0%} "
-                 f"({self.failure_kinds(first)})")
-        self.say(f"v2 (+ few-shot examples):   pass rate {second.passed}/{second.done} = {second.pass_rate:.0%} "
-                 f"({self.failure_kinds(second)})")
-        self.say(f"v3 (+ schema, no examples): pass rate {third.passed}/{third.done} = {third.pass_rate:.0%} "
-                 f"({self.failure_kinds(third)})")
-        self.say(f"v1 → v2: {comparison['fixed']} fixed, {comparison['regressed']} regressed, "
-                 f"{comparison['still_failing']} still failing, {comparison['still_passing']} still passing")
-        self.say(f"v1 → v3: {constrained['fixed']} fixed, {constrained['regressed']} regressed, "
-                 f"{constrained['still_failing']} still failing, {constrained['still_passing']} still passing")
+        self.say(
+            f"v1 (instructions only):     pass rate {first.passed}/{first.done} = {first.pass_rate:.0%} "
+            f"({self.failure_kinds(first)})"
+        )
+        self.say(
+            f"v2 (+ few-shot examples):   pass rate {second.passed}/{second.done} = {second.pass_rate:.0%} "
+            f"({self.failure_kinds(second)})"
+        )
+        self.say(
+            f"v3 (+ schema, no examples): pass rate {third.passed}/{third.done} = {third.pass_rate:.0%} "
+            f"({self.failure_kinds(third)})"
+        )
+        self.say(
+            f"v1 → v2: {comparison['fixed']} fixed, {comparison['regressed']} regressed, "
+            f"{comparison['still_failing']} still failing, {comparison['still_passing']} still passing"
+        )
+        self.say(
+            f"v1 → v3: {constrained['fixed']} fixed, {constrained['regressed']} regressed, "
+            f"{constrained['still_failing']} still failing, {constrained['still_passing']} still passing"
+        )
         wrong = third.results.filter(passed=False).first()
         if wrong:
             self.say(f"a v3 failure: {wrong.output.strip()[:120]!r} (expected {wrong.case.expected})")
@@ -147,16 +209,26 @@ class Command(BaseCommand):
             self.say(f"base, instructions only:  {first.pass_rate:.0%} ({first.elapsed_s:.1f} s to evaluate)")
             self.say(f"base, few-shot examples:  {second.pass_rate:.0%} ({second.elapsed_s:.1f} s to evaluate)")
             self.say(f"base, schema:             {third.pass_rate:.0%} ({third.elapsed_s:.1f} s to evaluate)")
-            self.say(f"fine-tuned, instructions: {tuned_run.pass_rate:.0%} ({train_s:.1f} s to train, "
-                     f"{tuned_run.elapsed_s:.1f} s to evaluate)")
-            self.say(f"few-shot → fine-tuned: {tuned['fixed']} fixed, {tuned['regressed']} regressed, "
-                     f"{tuned['still_failing']} still failing, {tuned['still_passing']} still passing")
+            self.say(
+                f"fine-tuned, instructions: {tuned_run.pass_rate:.0%} ({train_s:.1f} s to train, "
+                f"{tuned_run.elapsed_s:.1f} s to evaluate)"
+            )
+            self.say(
+                f"few-shot → fine-tuned: {tuned['fixed']} fixed, {tuned['regressed']} regressed, "
+                f"{tuned['still_failing']} still failing, {tuned['still_passing']} still passing"
+            )
         self.say(f"total time {time.perf_counter() - started:.1f} s (model {first.model_name})")
 
     def fine_tune(self, user, prompt, epochs):
         # Trained as version 1 (instructions only) serves the cases: the version it is evaluated with.
-        job = finetune_services.job_create(user=user, name=f"{prompt.slug}-ft", prompt_slug=prompt.slug,
-                                           filters={"split": "train"}, hyperparameters={"epochs": epochs}, version=1)
+        job = finetune_services.job_create(
+            user=user,
+            name=f"{prompt.slug}-ft",
+            prompt_slug=prompt.slug,
+            filters={"split": "train"},
+            hyperparameters={"epochs": epochs},
+            version=1,
+        )
         self.say(f"fine-tuning {job.name}: LoRA, {job.example_count} training cases, {epochs:g} epochs…")
         started = time.perf_counter()
         run_fine_tune(job.pk)  # the job workers' runner: the training process, here from this one
@@ -166,9 +238,11 @@ class Command(BaseCommand):
             raise RuntimeError(f"the fine-tune ended {job.status}: {job.error}")
         train_losses = [point["loss"] for point in job.losses if "loss" in point]
         eval_losses = [point["eval_loss"] for point in job.losses if "eval_loss" in point]
-        self.say(f"trained {job.done} steps in {train_s:.1f} s ({job.tokens_per_s or 0:.0f} tokens/s); training loss "
-                 f"{train_losses[0]:.3f} → {train_losses[-1]:.3f}"
-                 + (f", evaluation loss {eval_losses[-1]:.3f}" if eval_losses else ""))
+        self.say(
+            f"trained {job.done} steps in {train_s:.1f} s ({job.tokens_per_s or 0:.0f} tokens/s); training loss "
+            f"{train_losses[0]:.3f} → {train_losses[-1]:.3f}"
+            + (f", evaluation loss {eval_losses[-1]:.3f}" if eval_losses else "")
+        )
         return self.evaluate(user, prompt.versions.get(number=1), model=job.name), train_s
 
     def retrieval_step(self, user):
@@ -178,30 +252,62 @@ class Command(BaseCommand):
         knowledge_base = self.corpus_knowledge_base(user)
         ingest_s = time.perf_counter() - started
         chunks = sum(knowledge_base.documents.values_list("chunk_count", flat=True))
-        self.say(f"retrieval step: knowledge base {knowledge_base.name!r}: {knowledge_base.documents.count()} "
-                 f"documents, {chunks} chunks of at most {knowledge_base.chunk_tokens} tokens, ingested in "
-                 f"{ingest_s:.1f} s")
+        self.say(
+            f"retrieval step: knowledge base {knowledge_base.name!r}: {knowledge_base.documents.count()} "
+            f"documents, {chunks} chunks of at most {knowledge_base.chunk_tokens} tokens, ingested in "
+            f"{ingest_s:.1f} s"
+        )
 
         slug = f"quillfeather-support-{int(time.time())}"
-        prompt = prompt_services.prompt_create(owner=user, name="Quillfeather support", slug=slug, version={
-            "instructions": SUPPORT_INSTRUCTIONS, "template": "{{ question }}", "max_new_tokens": 48,
-            "temperature": 0, "commit_message": "Instructions only"})
+        prompt = prompt_services.prompt_create(
+            owner=user,
+            name="Quillfeather support",
+            slug=slug,
+            version={
+                "instructions": SUPPORT_INSTRUCTIONS,
+                "template": "{{ question }}",
+                "max_new_tokens": 48,
+                "temperature": 0,
+                "commit_message": "Instructions only",
+            },
+        )
         without = prompt.versions.get(number=1)
-        with_knowledge = prompt_services.version_create(prompt=prompt, author=user, fields={
-            **without.editable_fields(), "retrieval": {"knowledge_bases": [knowledge_base.pk], **SUPPORT_RETRIEVAL},
-            "commit_message": f"Retrieval from {knowledge_base.name}"})
+        with_knowledge = prompt_services.version_create(
+            prompt=prompt,
+            author=user,
+            fields={
+                **without.editable_fields(),
+                "retrieval": {"knowledge_bases": [knowledge_base.pk], **SUPPORT_RETRIEVAL},
+                "commit_message": f"Retrieval from {knowledge_base.name}",
+            },
+        )
         with (CORPUS / "questions.csv").open(newline="") as questions:
             rows = list(csv.DictReader(questions))
         documents = "\n".join(path.read_text() for path in CORPUS.glob("*.md"))
         unfound = [row["passage"] for row in rows if row["passage"] not in documents]
         if unfound:  # a judgment no chunk can match would only lower recall, silently
             raise RuntimeError(f"questions.csv names passages no document holds: {unfound}")
-        services.cases_create(user=user, source="import", rows=[
-            {"prompt": slug, "version": 1, "input": {"question": row["question"]}, "expected": row["expected"],
-             "passages": row["passage"], "split": "eval", "tags": ["quillfeather"]} for row in rows])
-        self.say(f"prompt {slug}: {len(rows)} questions on the documents' facts, each with its passage; v1 "
-                 f"instructions only, v2 + the knowledge base ({SUPPORT_RETRIEVAL['mode']}, "
-                 f"top {SUPPORT_RETRIEVAL['k']})")
+        services.cases_create(
+            user=user,
+            source="import",
+            rows=[
+                {
+                    "prompt": slug,
+                    "version": 1,
+                    "input": {"question": row["question"]},
+                    "expected": row["expected"],
+                    "passages": row["passage"],
+                    "split": "eval",
+                    "tags": ["quillfeather"],
+                }
+                for row in rows
+            ],
+        )
+        self.say(
+            f"prompt {slug}: {len(rows)} questions on the documents' facts, each with its passage; v1 "
+            f"instructions only, v2 + the knowledge base ({SUPPORT_RETRIEVAL['mode']}, "
+            f"top {SUPPORT_RETRIEVAL['k']})"
+        )
 
         scorer = [{"type": "contains", "ignore_case": True}]  # the expected fact, anywhere in the answer
         first = self.evaluate(user, without, scorers=scorer)
@@ -210,37 +316,48 @@ class Command(BaseCommand):
         if sample:
             self.say(f"a v2 answer: {sample.output.strip()[:120]!r} (expected {sample.case.expected!r})")
         figures = selectors.retrieval_figures_of(second)
-        self.say(f"retrieval step: pass rate without knowledge base: {first.pass_rate:.0%}, with: "
-                 f"{second.pass_rate:.0%}")
-        self.say(f"retrieval step: recall@{figures['k']}: {figures['recall_at_k']:.2f}, "
-                 f"MRR@10: {figures['mrr_at_10']:.2f}")
-        self.say(f"retrieval step: {time.perf_counter() - started:.1f} s in all ({ingest_s:.1f} s ingesting, "
-                 f"{first.elapsed_s:.1f} + {second.elapsed_s:.1f} s evaluating)")
+        self.say(
+            f"retrieval step: pass rate without knowledge base: {first.pass_rate:.0%}, with: {second.pass_rate:.0%}"
+        )
+        self.say(
+            f"retrieval step: recall@{figures['k']}: {figures['recall_at_k']:.2f}, MRR@10: {figures['mrr_at_10']:.2f}"
+        )
+        self.say(
+            f"retrieval step: {time.perf_counter() - started:.1f} s in all ({ingest_s:.1f} s ingesting, "
+            f"{first.elapsed_s:.1f} + {second.elapsed_s:.1f} s evaluating)"
+        )
 
     def corpus_knowledge_base(self, user):
         """A knowledge base of the corpus's documents, each ingested by the job workers' function."""
         knowledge_base = knowledge_services.knowledge_base_create(
-            owner=user, name="Quillfeather handbook", description="Showroom, warranty, parts, returns, servicing")
-        files = [SimpleUploadedFile(path.name, path.read_bytes(), "text/markdown")
-                 for path in sorted(CORPUS.glob("*.md"))]
+            owner=user, name="Quillfeather handbook", description="Showroom, warranty, parts, returns, servicing"
+        )
+        files = [
+            SimpleUploadedFile(path.name, path.read_bytes(), "text/markdown") for path in sorted(CORPUS.glob("*.md"))
+        ]
         for added in knowledge_services.documents_add(user=user, knowledge_base=knowledge_base, files=files):
             ingest_document(added.document.pk)  # the job workers' task, here in this process
         failed = knowledge_base.documents.exclude(status=Document.Status.READY)
         if failed.exists():
-            raise RuntimeError("documents not ingested: " + "; ".join(
-                f"{document.name}: {document.status} {document.error}" for document in failed))
+            raise RuntimeError(
+                "documents not ingested: "
+                + "; ".join(f"{document.name}: {document.status} {document.error}" for document in failed)
+            )
         return knowledge_base
 
     def evaluate(self, user, version, model="", scorers=({"type": "json_equal"},)):
-        evaluation = services.evaluation_create(user=user, version=version, model_name=model,
-                                                filters={"split": "eval"}, scorers=list(scorers))
+        evaluation = services.evaluation_create(
+            user=user, version=version, model_name=model, filters={"split": "eval"}, scorers=list(scorers)
+        )
         run_evaluation(evaluation.pk)  # the job workers' runner, here in this process
         evaluation.refresh_from_db()
         if evaluation.status != "finished":
             raise RuntimeError(f"evaluation {evaluation.status}: {evaluation.error}")
-        self.say(f"evaluated v{version.number}{' on ' + model if model else ''} on {evaluation.done} held-out cases: "
-                 f"{evaluation.passed} pass "
-                 f"({evaluation.elapsed_s:.1f} s)")
+        self.say(
+            f"evaluated v{version.number}{' on ' + model if model else ''} on {evaluation.done} held-out cases: "
+            f"{evaluation.passed} pass "
+            f"({evaluation.elapsed_s:.1f} s)"
+        )
         return evaluation
 
     @staticmethod
@@ -250,8 +367,11 @@ class Command(BaseCommand):
         for output in evaluation.results.filter(passed=False).values_list("output", flat=True):
             try:
                 answer = json.loads(output)
-                shaped = isinstance(answer, dict) and set(answer) == {"from", "to"} and all(
-                    isinstance(value, str) for value in answer.values())
+                shaped = (
+                    isinstance(answer, dict)
+                    and set(answer) == {"from", "to"}
+                    and all(isinstance(value, str) for value in answer.values())
+                )
             except ValueError:
                 shaped = False
             form, content = form + (not shaped), content + shaped

@@ -26,10 +26,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--loglevel", default="INFO")
-        parser.add_argument("--queues", default=None,
-                            help="the lanes this process takes, in turn: knowledge (document ingestion), evaluations "
-                                 "(evaluations, imports), training (fine-tunes, merges), or jobs (evaluations and "
-                                 "training, the name before lanes); default: a process per word of JOB_WORKER_LANES")
+        parser.add_argument(
+            "--queues",
+            default=None,
+            help="the lanes this process takes, in turn: knowledge (document ingestion), evaluations "
+            "(evaluations, imports), training (fine-tunes, merges), or jobs (evaluations and "
+            "training, the name before lanes); default: a process per word of JOB_WORKER_LANES",
+        )
 
     def handle(self, *args, loglevel, queues, **options):
         if queues is None:
@@ -48,10 +51,23 @@ class Command(BaseCommand):
         sweeping.start_thread(max(settings.LLM_LEASE_SECONDS / 3, 0.2))
         queues = queues_of(lanes)
         celery.consume(queues)
-        app.worker_main(["worker", "--pool", "solo", "--concurrency", "1", "--loglevel", loglevel,
-                         "--queues", ",".join(queues),
-                         "--hostname", f"jobs-{'-'.join(lanes)}-{os.getpid()}@{socket.gethostname()}",
-                         "--without-gossip", "--without-mingle"])
+        app.worker_main(
+            [
+                "worker",
+                "--pool",
+                "solo",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                loglevel,
+                "--queues",
+                ",".join(queues),
+                "--hostname",
+                f"jobs-{'-'.join(lanes)}-{os.getpid()}@{socket.gethostname()}",
+                "--without-gossip",
+                "--without-mingle",
+            ]
+        )
 
     def run_lanes(self, groups: list[list[str]]) -> None:
         workers = LaneWorkers(groups)

@@ -28,8 +28,10 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, **options):
         admin_password = settings.STUDIO_ADMIN_PASSWORD
         if admin_password is not None and not admin_password.strip():
-            raise CommandError("STUDIO_ADMIN_PASSWORD is set but empty: set a password, or unset it to have one "
-                               "generated and printed on first start.")
+            raise CommandError(
+                "STUDIO_ADMIN_PASSWORD is set but empty: set a password, or unset it to have one "
+                "generated and printed on first start."
+            )
         # A JOB_WORKER_LANES that names no lane is refused before anything starts.
         job_worker_groups = self.job_worker_groups() if settings.JOB_WORKER_EMBEDDED else None
         call_command("migrate", interactive=False, verbosity=0)
@@ -49,8 +51,12 @@ class Command(BaseCommand):
         if job_workers:
             job_workers.start()
         try:
-            serve(host=host, port=port, application=settings.ASGI_APPLICATION.replace(".application", ":application"),
-                  max_frame_bytes=settings.STUDIO_MAX_FRAME_BYTES)
+            serve(
+                host=host,
+                port=port,
+                application=settings.ASGI_APPLICATION.replace(".application", ":application"),
+                max_frame_bytes=settings.STUDIO_MAX_FRAME_BYTES,
+            )
         finally:
             if job_workers:
                 job_workers.stop()
@@ -69,4 +75,6 @@ class Command(BaseCommand):
         password = given_password or secrets.token_urlsafe(12)
         users.objects.create_superuser(username="admin", email="", password=password)
         self.stdout.write(self.style.WARNING("Created the first admin account (shown once):"))
-        self.stdout.write(f"    user name: admin\n    password:  {'(from STUDIO_ADMIN_PASSWORD)' if given_password else password}")
+        self.stdout.write(
+            f"    user name: admin\n    password:  {'(from STUDIO_ADMIN_PASSWORD)' if given_password else password}"
+        )
