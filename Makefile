@@ -9,7 +9,7 @@ TORCH_VERSION := 2.13.0
 # cpu or cuda; auto-detected from nvidia-smi. Override: make run TORCH=cpu
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu)
 
-.PHONY: run test check bench worker jobs loop-demo install install-test browser clean
+.PHONY: run test check lint bench worker jobs loop-demo install install-test browser clean
 
 run: $(VENV)/.installed
 	$(PY) manage.py serve
@@ -26,13 +26,18 @@ jobs: $(VENV)/.installed
 loop-demo: $(VENV)/.installed
 	STUDIO_DATA_DIR=$$(mktemp -d) LLM_MODEL_CACHE_DIR=$(CURDIR)/data/models $(PY) manage.py loop_demo
 
-test: $(VENV)/.installed-test browser
+test: $(VENV)/.installed-test browser lint
 	$(PY) -m pytest
 
 # The tests that start no process (`slow`: a studio, worker, Chromium, PostgreSQL, Redis, a training
 # run, a wheel build); under 3 minutes on an idle 2-core machine.
-check: $(VENV)/.installed-test
+check: $(VENV)/.installed-test lint
 	$(PY) -m pytest -m "not slow"
+
+# ruff's rules and format ([tool.ruff] in pyproject.toml); `ruff format .` fixes the format.
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks
