@@ -102,7 +102,7 @@ class Search:
         optimisation = self.optimisation
         search = self.usable(optimisation.search_case_ids)
         plan = planning.planned(self.base, search, rewrite_model=optimisation.rewrite_model)
-        check_size = len(optimisation.check_case_ids)
+        check_size = min(len(optimisation.check_case_ids), planning.SCORED_CHECK_CASES)
         self.reserve = min(planning.CHECKED, len(plan)) * check_size
         candidates = Candidate.objects.bulk_create(
             [
@@ -117,15 +117,19 @@ class Search:
             ]
         )
         fixed_k = {candidate.pk: step.get("k") for candidate, step in zip(candidates, plan)}
-        job_progress(optimisation, done=0, total=len(plan) * len(search) + self.reserve, note="")
+        scored_size = min(len(search), planning.SCORED_SEARCH_CASES)
+        job_progress(optimisation, done=0, total=len(plan) * scored_size + self.reserve, note="")
         for candidate in candidates:
             search = self.usable(optimisation.search_case_ids)
-            if candidate.kind != Candidate.Kind.BASE and not self.fits(len(search)):  # before a rewrite is asked for
+            if candidate.kind != Candidate.Kind.BASE and not self.fits(
+                min(len(search), planning.SCORED_SEARCH_CASES)
+            ):  # before a rewrite is asked for
                 self.skip(candidate, "the budget ran out before it")
                 continue
             if not self.prepare(candidate, search, fixed_k.get(candidate.pk), candidates):
                 continue
-            self.score(candidate, "search", search, pool=[case.pk for case in search])
+            scored = search[: planning.SCORED_SEARCH_CASES]  # a sample: the parts are shuffled
+            self.score(candidate, "search", scored, pool=[case.pk for case in search])
         self.check(candidates)
         _choose_best(optimisation)
 
@@ -220,7 +224,7 @@ class Search:
         """The best CHECKED by search score, each scored on the check part."""
         scored = [c for c in candidates if c.status == Candidate.Status.SCORED and c.search_scored]
         best = sorted(scored, key=_key, reverse=True)[: planning.CHECKED]
-        check = self.usable(self.optimisation.check_case_ids)
+        check = self.usable(self.optimisation.check_case_ids)[: planning.SCORED_CHECK_CASES]
         self._total(len(best) * len(check) - self.reserve)  # the cost kept aside, now known
         pool = [case.pk for case in self.usable(self.optimisation.search_case_ids)]
         for candidate in best:

@@ -136,10 +136,11 @@ def optimisation_create(*, user, version, split=None, selection=None, scorers, b
         )
     seed = random.Random(version.pk).randrange(2**31)
     search, check = planning.split_cases(case_ids, seed)
-    if budget.get("cases", len(case_ids)) < len(case_ids):
+    one_pass = min(len(search), planning.SCORED_SEARCH_CASES) + min(len(check), planning.SCORED_CHECK_CASES)
+    if budget.get("cases", one_pass) < one_pass:
         raise OptimisationError(
             f"{budget['cases']} cases cannot measure even the version itself: one pass over the "
-            f"search and check parts takes {len(case_ids)}",
+            f"search and check parts takes {one_pass}",
             "budget.cases",
         )
     with transaction.atomic():

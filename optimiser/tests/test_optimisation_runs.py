@@ -231,3 +231,29 @@ def test_free_output_is_measured_with_the_best_nearest_examples(alice, triage_ve
     assert free.status == "scored" and free.search_scored == 4
     assert free.changes == {"examples": {"k": 2, "balance": None}, "output_format": {"type": "text"}}
     assert free.description == "free output (no format) with nearest 2 examples"
+
+
+def test_candidates_are_scored_on_a_sample_of_each_part_and_choose_examples_from_the_whole_search_part(
+    alice, triage_version, make_cases, monkeypatch
+):
+    monkeypatch.setattr(planning, "SCORED_SEARCH_CASES", 3)
+    monkeypatch.setattr(planning, "SCORED_CHECK_CASES", 2)
+    make_cases()
+    shown = []
+    real = runner.case_messages
+
+    def recording(case, version, *, examples=None, **kwargs):
+        shown.extend(example["input"] for example in examples or [])
+        return real(case, version, examples=examples, **kwargs)
+
+    monkeypatch.setattr(runner, "case_messages", recording)
+    optimisation = optimise(alice, triage_version)
+    assert optimisation.status == "finished", optimisation.error
+    assert len(optimisation.search_case_ids) > 3 and len(optimisation.check_case_ids) > 2
+    for candidate in optimisation.candidates.filter(status="scored"):
+        assert candidate.search_scored == 3
+        assert candidate.check_scored in (0, 2)
+    sampled = set(optimisation.search_case_ids[:3])
+    tickets = {case.pk: case.input_variables["ticket"] for case in FailureCase.objects.all()}
+    unsampled = [tickets[pk] for pk in optimisation.search_case_ids if pk not in sampled]
+    assert any(ticket in example for ticket in unsampled for example in shown)  # the pool is the whole part
