@@ -19,6 +19,12 @@ questions (demo_corpus/questions.csv) imported as cases, each with its expected 
 passage that holds it as the retrieval judgment; a prompt whose version 1 has no retrieval and
 whose version 2 attaches the base, both evaluated with the `contains` scorer; the pass rates, and
 recall@5 and MRR@10 of version 2's retrieval.
+
+The optimiser step (after the schema version, before the retrieval step and the fine-tune) starts an
+optimisation of version 2 (the few-shot step's) through the optimiser's service, on the train split
+with the JSON-equal scorer and a budget in minutes, runs it with the job workers' runner in this
+process, saves its best candidate as a new version and evaluates that on the held-out cases, as the
+optimiser page's two buttons do.
 """
 
 import csv
@@ -42,6 +48,9 @@ from finetune.runner import run_fine_tune
 from knowledge import services as knowledge_services
 from knowledge.ingestion import ingest_document
 from knowledge.models import Document
+from optimiser import services as optimiser_services
+from optimiser.models import Candidate
+from optimiser.runner import run_optimisation
 from prompts import services as prompt_services
 
 CITIES = [
@@ -98,6 +107,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--no-fine-tune", action="store_true", help="stop before the fine-tune step")
         parser.add_argument("--no-retrieval", action="store_true", help="leave out the retrieval step")
+        parser.add_argument("--no-optimiser", action="store_true", help="leave out the optimiser step")
+        parser.add_argument(
+            "--optimiser-minutes", type=int, default=15, help="the optimiser's budget (no candidate starts past it)"
+        )
         parser.add_argument("--epochs", type=float, default=3)
         parser.add_argument("--cases", type=int, default=120)
         parser.add_argument("--held-out", type=int, default=40, help="cases in the eval split")
@@ -113,7 +126,9 @@ class Command(BaseCommand):
         with WorkerThread():
             self.run_loop(**options)
 
-    def run_loop(self, *, cases, held_out, seed, no_fine_tune, no_retrieval, epochs, **options):
+    def run_loop(
+        self, *, cases, held_out, seed, no_fine_tune, no_retrieval, no_optimiser, optimiser_minutes, epochs, **options
+    ):
         started = time.perf_counter()
         user, _ = get_user_model().objects.get_or_create(username="loop-demo", defaults={"is_staff": True})
         slug = f"trip-cities-{int(time.time())}"
@@ -199,6 +214,10 @@ class Command(BaseCommand):
         wrong = third.results.filter(passed=False).first()
         if wrong:
             self.say(f"a v3 failure: {wrong.output.strip()[:120]!r} (expected {wrong.case.expected})")
+        optimised = None
+        if not no_optimiser:
+            self.say("")
+            optimised = self.optimiser_step(user, v2, second, minutes=optimiser_minutes)
         if not no_retrieval:
             self.say("")
             self.retrieval_step(user)
@@ -209,6 +228,10 @@ class Command(BaseCommand):
             self.say(f"base, instructions only:  {first.pass_rate:.0%} ({first.elapsed_s:.1f} s to evaluate)")
             self.say(f"base, few-shot examples:  {second.pass_rate:.0%} ({second.elapsed_s:.1f} s to evaluate)")
             self.say(f"base, schema:             {third.pass_rate:.0%} ({third.elapsed_s:.1f} s to evaluate)")
+            if optimised:
+                self.say(
+                    f"base, optimised:          {optimised.pass_rate:.0%} ({optimised.elapsed_s:.1f} s to evaluate)"
+                )
             self.say(
                 f"fine-tuned, instructions: {tuned_run.pass_rate:.0%} ({train_s:.1f} s to train, "
                 f"{tuned_run.elapsed_s:.1f} s to evaluate)"
@@ -218,6 +241,53 @@ class Command(BaseCommand):
                 f"{tuned['still_failing']} still failing, {tuned['still_passing']} still passing"
             )
         self.say(f"total time {time.perf_counter() - started:.1f} s (model {first.model_name})")
+
+    def optimiser_step(self, user, version, few_shot, *, minutes):
+        """Version `version` optimised on the train split (its held-out evaluation is `few_shot`);
+        the best candidate saved and evaluated on the held-out cases. Returns that evaluation."""
+        optimisation = optimiser_services.optimisation_create(
+            user=user, version=version, split="train", scorers=[{"type": "json_equal"}], budget={"minutes": minutes}
+        )
+        self.say(
+            f"optimiser step: optimisation #{optimisation.pk} of v{version.number} on the train split "
+            f"({len(optimisation.search_case_ids)} cases to search on, {len(optimisation.check_case_ids)} to "
+            f"check), json_equal, at most {minutes} minute{'s' if minutes != 1 else ''}…"
+        )
+        run_optimisation(optimisation.pk)  # the job workers' runner, here in this process
+        optimisation.refresh_from_db()
+        if optimisation.status != "finished":
+            raise RuntimeError(f"the optimisation ended {optimisation.status}: {optimisation.error}")
+        candidates = list(optimisation.candidates.all())
+        for candidate in candidates:
+            self.say(f"  {candidate.position}. {candidate.description}: {self.candidate_figures(candidate)}")
+        best = optimisation.best
+        if best.kind == Candidate.Kind.BASE:  # nothing new to save: the held-out figure is the version's own
+            self.say(f"no candidate beat v{version.number} as it is")
+            held_out = few_shot
+        else:
+            saved = optimiser_services.optimisation_save(optimisation=optimisation, user=user)
+            self.say(f"prompt {version.prompt.slug} v{saved.number}: {saved.commit_message}")
+            evaluation = optimiser_services.evaluate_held_out(optimisation=optimisation, user=user)
+            held_out = self.evaluated(evaluation, saved)
+        measured = sum(candidate.status == Candidate.Status.SCORED for candidate in candidates)
+        self.say(
+            f"optimiser step: best candidate {held_out.pass_rate:.0%} on held-out (search {best.search_score:.0%}, "
+            f"check {best.check_score or 0:.0%}), {measured} candidates, {optimisation.elapsed_s:.0f} s"
+        )
+        self.say(
+            f"few-shot v{version.number} → optimised: {few_shot.pass_rate:.0%} → {held_out.pass_rate:.0%} on the "
+            f"{held_out.done} held-out cases ({best.description})"
+        )
+        return held_out
+
+    @staticmethod
+    def candidate_figures(candidate) -> str:
+        if candidate.status != Candidate.Status.SCORED:
+            return f"{candidate.status} ({candidate.reason})" if candidate.reason else candidate.status
+        figures = f"search {candidate.search_passed}/{candidate.search_scored}"
+        if candidate.checked:
+            figures += f", check {candidate.check_passed}/{candidate.check_scored}"
+        return figures
 
     def fine_tune(self, user, prompt, epochs):
         # Trained as version 1 (instructions only) serves the cases: the version it is evaluated with.
@@ -349,6 +419,10 @@ class Command(BaseCommand):
         evaluation = services.evaluation_create(
             user=user, version=version, model_name=model, filters={"split": "eval"}, scorers=list(scorers)
         )
+        return self.evaluated(evaluation, version, model)
+
+    def evaluated(self, evaluation, version, model=""):
+        """`evaluation` run by the job workers' runner, here in this process, and its figures said."""
         run_evaluation(evaluation.pk)  # the job workers' runner, here in this process
         evaluation.refresh_from_db()
         if evaluation.status != "finished":
