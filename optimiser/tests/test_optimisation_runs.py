@@ -108,9 +108,10 @@ def test_cancel_keeps_what_was_measured(alice, triage_version, make_cases):
 
 def test_a_budget_in_cases_stops_starting_candidates_that_would_pass_it(alice, triage_version, make_cases):
     make_cases()  # 9 cases: 6 to search on, 3 to check
-    optimisation = optimise(alice, triage_version, budget={"cases": 18})
+    # The version itself (6) and one check (3) fit; a second candidate (6 more) would pass it.
+    optimisation = optimise(alice, triage_version, budget={"cases": 14})
     assert optimisation.status == "finished"
-    assert optimisation.done <= 18
+    assert optimisation.done <= 14
     scored = optimisation.candidates.filter(search_scored__gt=0)
     assert list(scored.values_list("kind", flat=True)) == ["base"]
     skipped = optimisation.candidates.filter(status="skipped")
