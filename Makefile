@@ -32,7 +32,7 @@ test: $(VENV)/.installed-test browser lint
 # The tests that start no process (`slow`: a studio, worker, Chromium, PostgreSQL, Redis, a training
 # run, a wheel build); under 3 minutes on an idle 2-core machine.
 check: $(VENV)/.installed-test lint
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile
 
 # ruff's rules and format ([tool.ruff] in pyproject.toml); `ruff format .` fixes the format.
 lint: $(VENV)/.installed-test

@@ -229,7 +229,7 @@ def test_a_message_that_reached_another_lane_is_sent_on_to_its_own_not_run(monke
     """A worker of the evaluations lane that takes a fine-tune from the queue before lanes does
     not train it there: it sends it to the training lane."""
     ran, sent = [], []
-    monkeypatch.setattr("finetune.runner.run_fine_tune", ran.append)
+    monkeypatch.setattr("finetune.tasks.run_fine_tune", ran.append)  # the name the task calls
     monkeypatch.setattr(app, "send_task", lambda name, args, kwargs=None, **options: sent.append((name, args)))
     monkeypatch.setattr(celery, "consumed_queues", frozenset(queues_of(["evaluations"])))
     run_fine_tune_task.apply((7,))

@@ -49,6 +49,7 @@ def test_it_streams_text_in_pieces_that_add_up_to_the_reply(engine, tiny_model):
     assert result.finish_reason == "length"
 
 
+@pytest.mark.slow  # minutes of decoding: the whole suite's, not the edit loop's
 def test_greedy_and_seeded_sampling_are_reproducible(engine):
     def text(settings):
         return reply(engine, HELLO, settings)[0].text

@@ -80,6 +80,7 @@ def answers(engine, requests):
     return [future.result(300) for future in futures]
 
 
+@pytest.mark.slow  # minutes of decoding: the whole suite's, not the edit loop's
 def test_fifty_sampled_answers_under_a_schema_all_validate(engine):
     results = answers(
         engine,
