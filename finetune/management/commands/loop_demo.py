@@ -261,6 +261,8 @@ class Command(BaseCommand):
         for candidate in candidates:
             self.say(f"  {candidate.position}. {candidate.description}: {self.candidate_figures(candidate)}")
         best = optimisation.best
+        if best is None:  # every reply failed: the worker's log says why
+            raise RuntimeError("the optimisation measured no candidate")
         if best.kind == Candidate.Kind.BASE:  # nothing new to save: the held-out figure is the version's own
             self.say(f"no candidate beat v{version.number} as it is")
             held_out = few_shot
