@@ -22,7 +22,7 @@ from studio import celery
 from studio.celery import app
 from studio.job_lanes import lanes_of, queues_of
 from tests.scaled import ADMIN_PASSWORD
-from tests.settings import JOB_HEARTBEATS, TINY_MODEL_DIR
+from tests.settings import TINY_MODEL_DIR
 
 REPLY_TOKENS = 200  # every evaluated reply this long (LLM_MIN_NEW_TOKENS): the long evaluation lasts minutes
 LONG_EVALUATION_CASES = 200
@@ -86,7 +86,6 @@ def studio(tmp_path_factory):
         LLM_MODEL=TINY_MODEL_DIR,
         LLM_EMBEDDED_WORKER="true",
         STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
-        **JOB_HEARTBEATS,
         EVAL_BATCH_SIZE=2,
         LLM_MIN_NEW_TOKENS=REPLY_TOKENS,
         LLM_MAX_NEW_TOKENS=REPLY_TOKENS,
@@ -105,7 +104,7 @@ def api(studio, method, path, body=None):
     return answer
 
 
-def wait_for(studio, path, condition, timeout=300):
+def wait_for(studio, path, condition, timeout=600):
     return wait_for_path(studio, path, condition, timeout=timeout)
 
 
