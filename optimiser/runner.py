@@ -123,15 +123,13 @@ class Search:
         scored_size = min(len(search), planning.SCORED_SEARCH_CASES)
         job_progress(optimisation, done=0, total=len(plan) * scored_size + self.reserve, note="")
         for candidate in candidates:
-            search = self.usable(optimisation.search_case_ids)
-            if candidate.kind != Candidate.Kind.BASE and not self.fits(
-                min(len(search), planning.SCORED_SEARCH_CASES)
-            ):  # before a rewrite is asked for
+            search = self.usable(optimisation.search_case_ids)  # cases made private since drop out
+            scored = search[: planning.SCORED_SEARCH_CASES]  # a sample: the parts are shuffled
+            if candidate.kind != Candidate.Kind.BASE and not self.fits(len(scored)):  # before a rewrite is asked for
                 self.skip(candidate, "the budget ran out before it")
                 continue
             if not self.prepare(candidate, search, fixed_k.get(candidate.pk), candidates):
                 continue
-            scored = search[: planning.SCORED_SEARCH_CASES]  # a sample: the parts are shuffled
             self.score(candidate, "search", scored, pool=[case.pk for case in search])
         self.check(candidates)
         _choose_best(optimisation)
