@@ -39,6 +39,12 @@ class KnowledgeBase(models.Model):
     building_generation = models.PositiveIntegerField(null=True, blank=True)  # None: no rebuild running
     building_chunk_tokens = models.PositiveIntegerField(null=True, blank=True)
     building_chunk_overlap = models.PositiveIntegerField(null=True, blank=True)
+    # How a search ranks what the index holds (knowledge/search.py): changed at any time, no rebuild.
+    # fusion_weight: the vector ranking's share in hybrid fusion (0: keywords only, 1: vectors only).
+    fusion_weight = models.FloatField(default=0.5)
+    collapse_duplicates = models.BooleanField(default=True)  # near-duplicate passages shown once, "also in"
+    rerank = models.BooleanField(default=False)  # the top candidates reordered by KNOWLEDGE_RERANKER_URL
+    expand_query = models.BooleanField(default=False)  # rewrites of the question by a served model, fused
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
