@@ -1,7 +1,9 @@
 """The keyword index behind knowledge search (BM25), per database backend, and its reads.
 
-- SQLite (embedded mode): an FTS5 table with external content, `knowledge_chunk_fts(text)`, rowid =
-  knowledge_chunk.id, so the text is stored once, in knowledge_chunk. Kept by triggers on that
+- SQLite (embedded mode): an FTS5 table with external content, `knowledge_chunk_fts(heading, text)`,
+  rowid = knowledge_chunk.id, so the text is stored once, in knowledge_chunk. Words are stemmed
+  (FTS5's porter tokenizer: "trained" finds "training") and a chunk's heading trail (its document's
+  title and the headings above it) is indexed beside its text, weighted less (HEADING_WEIGHT). Kept by triggers on that
   table (insert, delete, a change of text), not by the ingestion service: Django deletes chunks
   from several paths (a document or a whole knowledge base deleted, a document ingested again),
   and a trigger sees every one of them. As in chat/search_index.py, each trigger touches only its
@@ -9,11 +11,12 @@
   table rebuild dropped. Scored with FTS5's `bm25()` (negated: higher is better). Its statistics
   (document frequencies, average length) are those of every knowledge base together; the ranking
   within one base is what search uses, and it is filtered to that base.
-- PostgreSQL (scaled mode): a stored generated column `text_search = to_tsvector('simple', text)`
-  with a GIN index (the text is parsed once, when written), scored with
-  `ts_rank_cd` (cover density: term frequency and proximity, no inverse document frequency, so
-  not BM25; hybrid search fuses ranks, not scores, so the two backends rank alike). 'simple' on
-  both sides: no stemming, no stop words, any language.
+- PostgreSQL (scaled mode): a stored generated column `text_search`, the text's words (weight A)
+  and its heading trail's (weight B) in the `english` configuration (stemmed, stop words left
+  out), with a GIN index (the text is parsed once, when written), scored with `ts_rank_cd` (cover
+  density: term frequency and proximity, no inverse document frequency, so not BM25; hybrid search
+  fuses ranks, not scores, so the two backends rank alike). The query is parsed with the same
+  configuration.
 A query reaches either index as its words (nothing a person types is read as FTS syntax): the
 chunks holding every word first, any word when fewer than the candidates wanted hold every word;
 on PostgreSQL the chunks ranked are bounded (KEYWORD_POOL).
@@ -34,30 +37,36 @@ _SQLITE_TRIGGERS = {
     "knowledge_chunk_fts_insert": """
         CREATE TRIGGER IF NOT EXISTS knowledge_chunk_fts_insert AFTER INSERT ON knowledge_chunk
         BEGIN
-            INSERT INTO knowledge_chunk_fts(rowid, text) VALUES (new.id, new.text);
+            INSERT INTO knowledge_chunk_fts(rowid, heading, text) VALUES (new.id, new.heading, new.text);
         END""",
     "knowledge_chunk_fts_delete": """
         CREATE TRIGGER IF NOT EXISTS knowledge_chunk_fts_delete AFTER DELETE ON knowledge_chunk
         BEGIN
-            INSERT INTO knowledge_chunk_fts(knowledge_chunk_fts, rowid, text) VALUES ('delete', old.id, old.text);
+            INSERT INTO knowledge_chunk_fts(knowledge_chunk_fts, rowid, heading, text)
+            VALUES ('delete', old.id, old.heading, old.text);
         END""",
     "knowledge_chunk_fts_update": """
-        CREATE TRIGGER IF NOT EXISTS knowledge_chunk_fts_update AFTER UPDATE OF text ON knowledge_chunk
-        WHEN old.text IS NOT new.text
+        CREATE TRIGGER IF NOT EXISTS knowledge_chunk_fts_update AFTER UPDATE OF heading, text ON knowledge_chunk
+        WHEN old.text IS NOT new.text OR old.heading IS NOT new.heading
         BEGIN
-            INSERT INTO knowledge_chunk_fts(knowledge_chunk_fts, rowid, text) VALUES ('delete', old.id, old.text);
-            INSERT INTO knowledge_chunk_fts(rowid, text) VALUES (new.id, new.text);
+            INSERT INTO knowledge_chunk_fts(knowledge_chunk_fts, rowid, heading, text)
+            VALUES ('delete', old.id, old.heading, old.text);
+            INSERT INTO knowledge_chunk_fts(rowid, heading, text) VALUES (new.id, new.heading, new.text);
         END""",
 }
 _SQLITE_FILL = (
     "INSERT INTO knowledge_chunk_fts(knowledge_chunk_fts) VALUES ('delete-all')",
-    "INSERT INTO knowledge_chunk_fts(rowid, text) SELECT id, text FROM knowledge_chunk",
+    "INSERT INTO knowledge_chunk_fts(rowid, heading, text) SELECT id, heading, text FROM knowledge_chunk",
 )
+# The tokenizer and columns; knowledge/memory_index.py builds its in-memory twin from the same words.
+SQLITE_FTS_COLUMNS = "heading, text"
+SQLITE_FTS_TOKENIZE = "porter unicode61 remove_diacritics 2"
+HEADING_WEIGHT = 0.5  # a heading's word counts half a word of the text (bm25's column weights)
 _SQLITE_INDEX = Fts5Index(
     content_table="knowledge_chunk",
     tables={
-        "knowledge_chunk_fts": """CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_chunk_fts USING fts5(
-        text, content='knowledge_chunk', content_rowid='id', tokenize='unicode61 remove_diacritics 2')"""
+        "knowledge_chunk_fts": f"""CREATE VIRTUAL TABLE IF NOT EXISTS knowledge_chunk_fts USING fts5(
+        {SQLITE_FTS_COLUMNS}, content='knowledge_chunk', content_rowid='id', tokenize='{SQLITE_FTS_TOKENIZE}')"""
     },
     triggers=_SQLITE_TRIGGERS,
     fill=_SQLITE_FILL,
@@ -66,7 +75,13 @@ _SQLITE_INDEX = Fts5Index(
 # column, and a GIN index on it. (It began as an expression index on to_tsvector(text): every
 # candidate ranked, and every row a plan filtered outside the index, parsed its text again, about
 # 0.1 ms a chunk.)
-_POSTGRESQL_COLUMN = ("text_search", "tsvector GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, text)) STORED")
+# (0008 made it stemmed, with the heading: the column is dropped and added again.)
+POSTGRESQL_CONFIGURATION = "english"
+_POSTGRESQL_COLUMN = (
+    "text_search",
+    "tsvector GENERATED ALWAYS AS (setweight(to_tsvector('english'::regconfig, text), 'A') || "
+    "setweight(to_tsvector('english'::regconfig, heading), 'B')) STORED",
+)
 _POSTGRESQL_INDEX = ("knowledge_chunk_text_search", "ON knowledge_chunk USING gin (text_search)")
 
 
@@ -131,7 +146,7 @@ def keyword_candidates(*, knowledge_base_id: int, query: str, limit: int) -> lis
 
 
 _SQLITE_KEYWORDS = (
-    "SELECT c.id, -bm25(knowledge_chunk_fts) AS score FROM knowledge_chunk_fts "
+    f"SELECT c.id, -bm25(knowledge_chunk_fts, {HEADING_WEIGHT}, 1.0) AS score FROM knowledge_chunk_fts "
     "JOIN knowledge_chunk c ON c.id = knowledge_chunk_fts.rowid "
     "JOIN knowledge_document d ON d.id = c.document_id "
     "JOIN knowledge_knowledgebase kb ON kb.id = c.knowledge_base_id "
@@ -173,7 +188,9 @@ def _postgresql_keywords(knowledge_base_id: int, query: str, limit: int) -> list
     # GIN index, a common word's first ones from wherever they come cheapest.
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT lexeme FROM unnest(to_tsvector('simple'::regconfig, %s)) LIMIT {MAX_QUERY_TERMS}", [query]
+            f"SELECT lexeme FROM unnest(to_tsvector('{POSTGRESQL_CONFIGURATION}'::regconfig, %s)) "
+            f"LIMIT {MAX_QUERY_TERMS}",
+            [query],
         )
         words = ["'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'" for (lexeme,) in cursor.fetchall()]
     if not words:

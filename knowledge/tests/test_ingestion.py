@@ -58,9 +58,10 @@ def test_a_pdf_a_word_document_and_markdown_become_ready_with_their_chunks(handb
     chunks = list(markdown.chunks.all())
     assert markdown.chunk_count == len(chunks) > 4 and all(c.token_count <= 256 for c in chunks)
     assert {c.heading for c in chunks} >= {"Long guide", "Long guide › Step 2", "Long guide › Step 8"}
-    # The stored vector is the embedder's, float32.
+    # The stored vector is the embedder's, float32, of the chunk's heading trail and its text.
     first = np.frombuffer(chunks[0].embedding, dtype="<f4")
-    assert first.shape == (384,) and np.allclose(first, load_embedder().embed([chunks[0].text])[0].numpy(), atol=1e-5)
+    embedded = f"{chunks[0].heading}\n\n{chunks[0].text}"
+    assert first.shape == (384,) and np.allclose(first, load_embedder().embed([embedded])[0].numpy(), atol=1e-5)
     # The keyword index followed the inserts (by trigger).
     assert keyword_rows([c.pk for c in chunks]) == {c.pk for c in chunks if "valve" in c.text.lower()}
     job = IngestionJob.objects.get(pk=markdown.pk)
