@@ -19,6 +19,17 @@ def user_turn(case, version, retrieval: RetrievalRecord | None = None) -> str:
     return case.input_text
 
 
+def retrieval_query(case, version) -> str:
+    """What a case's retrieval searches for: the variable the version names (`retrieval.query`), else
+    all its variables' values, one a line, else the case's text (a plain chat's message)."""
+    settings = (version.retrieval or {}) if version is not None else {}
+    variables = case.input_variables or {}
+    query = variables.get(settings.get("query") or "") if settings.get("query") else None
+    if not isinstance(query, str):
+        query = "\n".join(v for v in variables.values() if isinstance(v, str)) if variables else case.input_text
+    return query
+
+
 def case_retrieval(case, version, *, user) -> RetrievalRecord | None:
     """What `version`'s retrieval finds for the case, searched as `user` (who runs the evaluation):
     the record with at least MRR_DEPTH sources (the first k are what the model reads). None when the
@@ -27,13 +38,9 @@ def case_retrieval(case, version, *, user) -> RetrievalRecord | None:
     base_ids = [kb["id"] for kb in settings.get("knowledge_bases", []) if kb.get("id")]
     if not settings.get("knowledge_bases"):
         return None
-    variables = case.input_variables or {}
-    query = variables.get(settings.get("query") or "") if settings.get("query") else None
-    if not isinstance(query, str):
-        query = "\n".join(v for v in variables.values() if isinstance(v, str)) if variables else case.input_text
     return retrieve(
         user=user,
-        query=query,
+        query=retrieval_query(case, version),
         knowledge_base_ids=base_ids,
         k=max(settings["k"], MRR_DEPTH),
         mode=settings["mode"],

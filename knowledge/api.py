@@ -1,5 +1,6 @@
 """HTTP API for knowledge bases (Bearer tokens, JSON; documents arrive as multipart): create a base,
-upload documents, follow their ingestion, search, rebuild with new settings. Routes and answers are in README.md."""
+upload documents, follow their ingestion, search, rebuild with new settings, measure retrieval on
+test sets. Routes and answers are in README.md."""
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import JsonResponse
@@ -7,13 +8,18 @@ from django.http.multipartparser import MultiPartParserError
 
 from accounts.api import api_endpoint
 from studio.errors import StudioError
+from studio.input_checks import parse_json
 
+from . import retrieval_tests, selectors, services
 from . import search as knowledge_search
-from . import selectors, services
 
 KNOWLEDGE_BASE_SHAPE = 'Send a JSON object: {"name": "Handbook", "description": "...", "shared": false}.'
 SEARCH_SHAPE = 'Send a JSON object: {"query": "how do I reset it?", "k": 5, "mode": "hybrid"}.'
 REBUILD_SHAPE = 'Send a JSON object: {"chunk_tokens": 200, "chunk_overlap": 30}.'
+RETRIEVAL_TEST_SHAPE = (
+    'Send a JSON object {"name": "Support questions", "questions": [{"question": "...", "passages": ["..."]}]} '
+    '(or {"name", "from_cases": true}), or a multipart "file" (JSONL or CSV) and "name".'
+)
 
 
 def knowledge_base_json(knowledge_base) -> dict:
@@ -145,3 +151,108 @@ def rebuild_cancel(request, user, knowledge_base_id):
     knowledge_base = selectors.knowledge_base_for(user=user, knowledge_base_id=knowledge_base_id)
     services.knowledge_base_rebuild_cancel(user=user, knowledge_base=knowledge_base)
     return JsonResponse(rebuild_json(knowledge_base))
+
+
+def retrieval_test_summary(test, version: dict) -> dict:
+    """A test in its base's list: its last figures, and whether they hold for the base now."""
+    figures = test.figures or {}
+    job = getattr(test, "measurement", None)
+    return {
+        "id": test.pk,
+        "name": test.name,
+        "source": test.source,
+        "questions": test.question_count,
+        **{key: figures.get(key) for key in retrieval_tests.FIGURES},
+        "measured_at": test.measured_at.isoformat() if test.measured_at else None,
+        "current": test.measured_version == version,
+        "measuring": job is not None and job.active,
+    }
+
+
+def retrieval_test_json(test, state) -> dict:
+    """A test with its figures and each question's result (the last measurement's: while
+    `"status": "measuring"` they are those of `settings`, before the base changed)."""
+    figures = test.figures or {}
+    knowledge_base = test.knowledge_base
+    measured = test.measured_version or {key: getattr(knowledge_base, key) for key in retrieval_tests.SETTINGS}
+    answer = {
+        "id": test.pk,
+        "name": test.name,
+        "knowledge_base": knowledge_base.pk,
+        "source": test.source,
+        "questions": test.question_count,
+        "status": state.status,
+        "settings": {key: measured.get(key) for key in retrieval_tests.SETTINGS},
+        **{key: figures.get(key) for key in retrieval_tests.FIGURES},
+        "measured_at": test.measured_at.isoformat() if test.measured_at else None,
+        "results": [
+            {
+                "question": question.question,
+                "passages": question.passages,
+                "rank": question.rank,
+                "passage_not_in_base": question.passage_not_in_base,
+                "matched": question.matched or None,
+            }
+            for question in test.questions.order_by("ordinal")
+        ],
+    }
+    if state.status == "measuring":
+        answer["progress"] = {"done": state.job.done, "total": state.job.total or test.question_count}
+    if state.error:
+        answer["error"] = state.error
+    return answer
+
+
+@api_endpoint("GET", "POST")
+def retrieval_test_list(request, user, knowledge_base_id):
+    """GET: the base's tests; POST (its owner): a new one, from JSON questions, a JSONL or CSV file
+    (multipart), or the judged failure cases ({"from_cases": true})."""
+    knowledge_base = selectors.knowledge_base_for(user=user, knowledge_base_id=knowledge_base_id)
+    if request.method == "GET":
+        version = retrieval_tests.version_of(knowledge_base)
+        tests = selectors.retrieval_tests_of(knowledge_base=knowledge_base)
+        return JsonResponse({"retrieval_tests": [retrieval_test_summary(test, version) for test in tests]})
+    retrieval_tests.require_tests_owner(knowledge_base, user)  # before the body is read
+    if request.content_type == "multipart/form-data":
+        try:
+            upload, name = request.FILES.get("file"), request.POST.get("name", "")
+        except RequestDataTooBig as exc:
+            raise StudioError(str(exc), status=413) from None
+        except (MultiPartParserError, SuspiciousOperation) as exc:
+            raise StudioError(f"The upload could not be read: {exc}") from None
+        test = retrieval_tests.retrieval_test_import(user=user, knowledge_base=knowledge_base, name=name, upload=upload)
+    else:
+        body = parse_json(request.body or b"null")
+        if not isinstance(body, dict):
+            raise StudioError(RETRIEVAL_TEST_SHAPE)
+        if body.get("from_cases") is True:
+            test = retrieval_tests.retrieval_test_from_cases(
+                user=user, knowledge_base=knowledge_base, name=body.get("name") or "", prompt=body.get("prompt")
+            )
+        else:
+            test = retrieval_tests.retrieval_test_create(
+                user=user, knowledge_base=knowledge_base, name=body.get("name"), questions=body.get("questions")
+            )
+    return JsonResponse({"id": test.pk, "questions": test.question_count}, status=201)
+
+
+@api_endpoint("GET", "DELETE")
+def retrieval_test_detail(request, user, knowledge_base_id, test_id):
+    """GET: the figures for the base as it is now (measured first when they are stale: in the
+    request for a small test, else `"status": "measuring"` with its progress)."""
+    knowledge_base = selectors.knowledge_base_for(user=user, knowledge_base_id=knowledge_base_id)
+    test = selectors.retrieval_test_for(knowledge_base=knowledge_base, test_id=test_id)
+    if request.method == "DELETE":
+        retrieval_tests.retrieval_test_delete(user=user, test=test)
+        return JsonResponse({"id": test_id, "deleted": True})
+    state = retrieval_tests.retrieval_test_state(test, user=user)
+    return JsonResponse(retrieval_test_json(test, state))
+
+
+@api_endpoint("POST")
+def retrieval_test_measure(request, user, knowledge_base_id, test_id):
+    """Measure again (its base's owner), whether or not the figures are stale."""
+    knowledge_base = selectors.knowledge_base_for(user=user, knowledge_base_id=knowledge_base_id)
+    test = selectors.retrieval_test_for(knowledge_base=knowledge_base, test_id=test_id)
+    state = retrieval_tests.retrieval_test_measure(user=user, test=test)
+    return JsonResponse(retrieval_test_json(test, state), status=202 if state.status == "measuring" else 200)

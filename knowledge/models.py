@@ -206,3 +206,69 @@ class Chunk(models.Model):
 
     def __str__(self):
         return f"{self.document_id}#{self.ordinal}"
+
+
+class RetrievalTest(models.Model):
+    """Questions with their right passages, for measuring how well a knowledge base's search finds
+    them (knowledge/retrieval_tests.py). Its last measurement is kept with what it was measured
+    against (`measured_version`), so a page knows when the figures no longer hold: after a rebuild,
+    a document added, or a ranking setting changed."""
+
+    class Source(models.TextChoices):
+        IMPORT = "import"  # a file or the API's list of questions
+        CASES = "cases"  # failure cases whose passages a person judged
+
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="retrieval_tests")
+    name = models.CharField(max_length=200)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.IMPORT)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    question_count = models.PositiveIntegerField(default=0)  # its questions never change once stored
+    # The last measurement's figures (retrieval_tests.Figures); {}: never measured.
+    figures = models.JSONField(default=dict, blank=True)
+    measured_at = models.DateTimeField(null=True, blank=True)
+    # What that measurement searched: the base's chunks_version and its index and ranking settings
+    # (retrieval_tests.version_of); it is stale when the base's differ.
+    measured_version = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return self.name
+
+
+class RetrievalQuestion(models.Model):
+    """One question of a retrieval test, with its right passages and, once measured, where search
+    put the first of them."""
+
+    test = models.ForeignKey(RetrievalTest, on_delete=models.CASCADE, related_name="questions")
+    ordinal = models.PositiveIntegerField()  # its place in the test, from 0
+    question = models.TextField()  # at most search.MAX_QUERY_CHARS
+    # [{"text"} or {"document", "page"}]: any of them found counts (retrieval_tests.passage_matches).
+    passages = models.JSONField(default=list)
+    # The last measurement: the rank (1-10) of the first hit holding a right passage, None when none
+    # of the top 10 does; whether no passage of the base matches any of them at all; the hit that
+    # matched ({"chunk", "document", "page"}, {} when none).
+    rank = models.PositiveSmallIntegerField(null=True, blank=True)
+    passage_not_in_base = models.BooleanField(default=False)
+    matched = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["test_id", "ordinal"]
+        constraints = [models.UniqueConstraint(fields=["test", "ordinal"], name="knowledge_retrieval_question_ordinal")]
+
+    def __str__(self):
+        return f"{self.test_id}#{self.ordinal}"
+
+
+class RetrievalMeasurement(JobRecord):
+    """A retrieval test measured by a job on the knowledge lane (larger tests; and every test of a
+    base after its rebuild switches over). Its key is the test's: `dispatch(RetrievalMeasurement,
+    test.pk)`. done/total count the questions searched."""
+
+    TASK = "knowledge.measure_retrieval_test"
+    test = models.OneToOneField(RetrievalTest, on_delete=models.CASCADE, primary_key=True, related_name="measurement")
+    # What it measures against (retrieval_tests.version_of, when it was queued): a job that ended for
+    # this version is not queued again for it (one that failed says why instead of looping).
+    version = models.JSONField(default=dict, blank=True)

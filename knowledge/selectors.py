@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce
 from studio.errors import NotFound
 from studio.jobs import JobStatus
 
-from .models import Document, IngestionJob, KnowledgeBase
+from .models import Document, IngestionJob, KnowledgeBase, RetrievalTest
 
 # How far back "served least recently" looks: the owners of the last this many ingestions started.
 RECENT_STARTS = 200
@@ -198,3 +198,17 @@ def parse_id_ranges(text: str, *, limit: int = 1000) -> list[int]:
         if len(ids) >= limit:
             break
     return ids[:limit]
+
+
+def retrieval_tests_of(*, knowledge_base: KnowledgeBase) -> QuerySet[RetrievalTest]:
+    """Newest first, with whether a measurement job is at each (its progress) in the same query."""
+    return knowledge_base.retrieval_tests.select_related("measurement")
+
+
+def retrieval_test_for(*, knowledge_base: KnowledgeBase, test_id: int) -> RetrievalTest:
+    """A test of this base (one of another base, whoever's, is not found here)."""
+    test = knowledge_base.retrieval_tests.filter(pk=test_id).first()
+    if test is None:
+        raise NotFound("This knowledge base has no such retrieval test.")
+    test.knowledge_base = knowledge_base
+    return test

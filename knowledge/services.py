@@ -23,7 +23,7 @@ from studio.input_checks import unstorable_reason
 from studio.jobs import JobStatus
 from studio.llm.numpy_embedder import EMBEDDING_MODEL
 
-from . import storage
+from . import retrieval_tests, storage
 from .models import Chunk, Document, IngestionJob, KnowledgeBase
 from .parsing import DocumentError, kind_of
 
@@ -454,6 +454,8 @@ def rebuild_switch_if_built(knowledge_base_id: int) -> bool:
             dimension=EMBEDDING_DIMENSION,
         )
         knowledge_base.chunks_changed()
+        # Its retrieval tests' figures were for the old index: measured again, in the background.
+        transaction.on_commit(lambda: retrieval_tests.measurements_queue_for(knowledge_base_id))
     log.info("knowledge base %s: rebuilt, generation %s answers now", knowledge_base_id, generation)
     return True
 

@@ -14,6 +14,23 @@ urlpatterns = [
     path("<id:knowledge_base_id>/search/", views.search, name="search"),
     path("<id:knowledge_base_id>/rebuild/", views.rebuild, name="rebuild"),
     path("<id:knowledge_base_id>/rebuild/cancel/", views.rebuild_cancel, name="rebuild_cancel"),
+    path("<id:knowledge_base_id>/retrieval-tests/", views.retrieval_test_list, name="retrieval_tests"),
+    path(
+        "<id:knowledge_base_id>/retrieval-tests/from-cases/",
+        views.retrieval_test_from_cases,
+        name="retrieval_test_from_cases",
+    ),
+    path("<id:knowledge_base_id>/retrieval-tests/<id:test_id>/", views.retrieval_test, name="retrieval_test"),
+    path(
+        "<id:knowledge_base_id>/retrieval-tests/<id:test_id>/measure/",
+        views.retrieval_test_measure,
+        name="retrieval_test_measure",
+    ),
+    path(
+        "<id:knowledge_base_id>/retrieval-tests/<id:test_id>/delete/",
+        views.retrieval_test_delete,
+        name="retrieval_test_delete",
+    ),
 ]
 
 api_urlpatterns = [
@@ -32,4 +49,19 @@ api_urlpatterns = [
     path("knowledge/<id:knowledge_base_id>/search/", api.search, name="api_knowledge_search"),
     path("knowledge/<id:knowledge_base_id>/rebuild/", api.rebuild, name="api_knowledge_rebuild"),
     path("knowledge/<id:knowledge_base_id>/rebuild/cancel/", api.rebuild_cancel, name="api_knowledge_rebuild_cancel"),
+    path(
+        "knowledge/<id:knowledge_base_id>/retrieval-tests/",
+        api.retrieval_test_list,
+        name="api_knowledge_retrieval_tests",
+    ),
+    path(
+        "knowledge/<id:knowledge_base_id>/retrieval-tests/<id:test_id>/",
+        api.retrieval_test_detail,
+        name="api_knowledge_retrieval_test",
+    ),
+    path(
+        "knowledge/<id:knowledge_base_id>/retrieval-tests/<id:test_id>/measure/",
+        api.retrieval_test_measure,
+        name="api_knowledge_retrieval_test_measure",
+    ),
 ]

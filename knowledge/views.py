@@ -1,7 +1,8 @@
 """Pages of knowledge bases: the list (and a new base), a base's documents with their ingestion
 live, uploads, deletes, a search box and its index (a rebuild with new settings, live), and a
-document's chunks. The same services and search the
-API calls; who may do what is decided there (selectors, services.require_owner), never here."""
+document's chunks; retrieval tests (a section of the base's page, a page per test). The same
+services and search the API calls; who may do what is decided there (selectors,
+services.require_owner, retrieval_tests.require_tests_owner), never here."""
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
@@ -9,14 +10,16 @@ from django.core.paginator import Paginator
 from django.http import Http404
 from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
-from studio.errors import Forbidden, NotFound
+from studio.errors import Forbidden, NotFound, StudioError
 from studio.input_checks import InputError, parsed_number
 from studio.llm.numpy_embedder import EMBEDDING_MODEL
 
+from . import retrieval_tests, selectors, services
 from . import search as knowledge_search
-from . import selectors, services
 from .models import Document
 
 DOCUMENTS_PER_PAGE = 100
@@ -126,6 +129,7 @@ def knowledge_base_detail(request, knowledge_base_id):
         {
             **_documents_context(request, knowledge_base),
             **_index_context(request, knowledge_base),
+            **_retrieval_tests_context(request, knowledge_base),
             "search": _search_values(request.GET),
             "modes": knowledge_search.MODES,
         },
@@ -329,3 +333,163 @@ def document_detail(request, knowledge_base_id, document_id):
             "page": Paginator(chunks, CHUNKS_PER_PAGE).get_page(page_number),
         },
     )
+
+
+# --- Retrieval tests (knowledge/retrieval_tests.py) --------------------------------------------
+
+RESULTS_PER_PAGE = 100
+
+
+def _test_or_404(knowledge_base, test_id):
+    try:
+        return selectors.retrieval_test_for(knowledge_base=knowledge_base, test_id=test_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+
+
+def _require_tests_owner(request, knowledge_base) -> None:
+    try:
+        retrieval_tests.require_tests_owner(knowledge_base, request.user)
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from None
+
+
+def _retrieval_tests_context(request, knowledge_base, **extra) -> dict:
+    """The base page's Retrieval tests section: each test with its last figures, whether they hold
+    for the base now, and whether a job is measuring it (the section polls while one is)."""
+    version = retrieval_tests.version_of(knowledge_base)
+    tests = list(selectors.retrieval_tests_of(knowledge_base=knowledge_base))
+    for test in tests:
+        test.current = test.measured_version == version
+        test.measuring = getattr(test, "measurement", None) is not None and test.measurement.active
+    return {
+        "knowledge_base": knowledge_base,
+        "retrieval_tests": tests,
+        "retrieval_tests_loaded": True,
+        "retrieval_tests_polling": any(test.measuring for test in tests),
+        "is_owner": knowledge_base.owner_id == request.user.pk,
+        "test_values": {"name": ""},
+        "test_errors": {},
+        **extra,
+    }
+
+
+def _full_page(request, knowledge_base, context: dict, status: int):
+    return render(
+        request,
+        "knowledge/knowledge_base_detail.html",
+        {
+            **_documents_context(request, knowledge_base),
+            **_index_context(request, knowledge_base),
+            "search": _search_values({}),
+            "modes": knowledge_search.MODES,
+            **context,
+        },
+        status=status,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def retrieval_test_list(request, knowledge_base_id):
+    """GET: the Retrieval tests section (the base's page loads it; it polls itself while a test is
+    measured). POST (its owner): a test imported from a JSONL or CSV file."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    if request.method == "GET":
+        if not request.htmx:
+            return redirect("knowledge:detail", knowledge_base_id=knowledge_base.pk)
+        return render(request, "knowledge/_retrieval_tests.html", _retrieval_tests_context(request, knowledge_base))
+    _require_tests_owner(request, knowledge_base)  # before the file is read
+    values, errors, test = {"name": request.POST.get("name", "")}, {}, None
+    try:
+        test = retrieval_tests.retrieval_test_import(
+            user=request.user, knowledge_base=knowledge_base, name=values["name"], upload=request.FILES.get("file")
+        )
+    except RequestDataTooBig as exc:
+        errors["file"] = f"The file is too large: {exc}"
+    except (MultiPartParserError, SuspiciousOperation) as exc:
+        errors["file"] = f"The upload could not be read: {exc}"
+    except retrieval_tests.RetrievalTestError as exc:
+        errors["name" if exc.field == "name" else "file"] = str(exc)
+    return _retrieval_tests_answer(request, knowledge_base, test, values, errors)
+
+
+@login_required
+@require_POST
+def retrieval_test_from_cases(request, knowledge_base_id):
+    """ "Use judged cases as a retrieval test" (its owner): the failure cases they see whose passages
+    were judged, as a test of this base."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    _require_tests_owner(request, knowledge_base)
+    errors, test = {}, None
+    try:
+        test = retrieval_tests.retrieval_test_from_cases(user=request.user, knowledge_base=knowledge_base)
+    except StudioError as exc:
+        errors["from_cases"] = exc.message
+    return _retrieval_tests_answer(request, knowledge_base, test, {"name": ""}, errors)
+
+
+def _retrieval_tests_answer(request, knowledge_base, test, values: dict, errors: dict):
+    if test is not None and not request.htmx:
+        return redirect("knowledge:retrieval_test", knowledge_base_id=knowledge_base.pk, test_id=test.pk)
+    context = _retrieval_tests_context(
+        request, knowledge_base, test_values=values if errors else {"name": ""}, test_errors=errors, created=test
+    )
+    status = 400 if errors else 200
+    if request.htmx:
+        return render(request, "knowledge/_retrieval_tests.html", context, status=status)
+    return _full_page(request, knowledge_base, context, status)
+
+
+def _retrieval_test_context(request, knowledge_base, test, state) -> dict:
+    questions = Paginator(test.questions.order_by("ordinal"), RESULTS_PER_PAGE).get_page(request.GET.get("page"))
+    measured = test.measured_version or {key: getattr(knowledge_base, key) for key in retrieval_tests.SETTINGS}
+    return {
+        "knowledge_base": knowledge_base,
+        "test": test,
+        "state": state,
+        "figures": test.figures or {},
+        "settings": measured,
+        "page": questions,
+        "is_owner": knowledge_base.owner_id == request.user.pk,
+        "in_request": retrieval_tests.MEASURE_IN_REQUEST,
+    }
+
+
+@login_required
+@require_GET
+def retrieval_test(request, knowledge_base_id, test_id):
+    """A test's figures and each question's rank, measured first when the base changed since (here
+    for a small test; else a job, whose progress the page polls every 2 s)."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    test = _test_or_404(knowledge_base, test_id)
+    state = retrieval_tests.retrieval_test_state(test, user=request.user)
+    context = _retrieval_test_context(request, knowledge_base, test, state)
+    template = "knowledge/_retrieval_test.html" if request.htmx else "knowledge/retrieval_test.html"
+    return render(request, template, context)
+
+
+@login_required
+@require_POST
+def retrieval_test_measure(request, knowledge_base_id, test_id):
+    """Measure again (its base's owner)."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    test = _test_or_404(knowledge_base, test_id)
+    _require_tests_owner(request, knowledge_base)
+    state = retrieval_tests.retrieval_test_measure(user=request.user, test=test)
+    if not request.htmx:
+        return redirect("knowledge:retrieval_test", knowledge_base_id=knowledge_base.pk, test_id=test.pk)
+    return render(
+        request, "knowledge/_retrieval_test.html", _retrieval_test_context(request, knowledge_base, test, state)
+    )
+
+
+@login_required
+@require_POST
+def retrieval_test_delete(request, knowledge_base_id, test_id):
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    test = _test_or_404(knowledge_base, test_id)
+    _require_tests_owner(request, knowledge_base)
+    retrieval_tests.retrieval_test_delete(user=request.user, test=test)
+    url = f"{reverse('knowledge:detail', args=[knowledge_base.pk])}#retrieval-tests"
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)

@@ -380,8 +380,11 @@ STUDIO_UPLOAD_PATHS = [r"^/prompts/import/$", r"^/cases/import/$", r"^/api/failu
 # Conversation imports (chat/exchange.py): a ChatGPT conversations.json outgrows the other imports,
 # so its route has a limit of its own (the file, plus 64 KiB for the form around it).
 CHAT_IMPORT_MAX_BYTES = envint("CHAT_IMPORT_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
+# A retrieval test's file (knowledge/retrieval_tests.py: JSONL or CSV of at most 2,000 questions).
+KNOWLEDGE_RETRIEVAL_TEST_MAX_BYTES = 5 * 1024 * 1024
 STUDIO_UPLOAD_ROUTE_BYTES = {
     r"^/chat/import/$": CHAT_IMPORT_MAX_BYTES + 64 * 1024,
+    r"^(/api)?/knowledge/[0-9]+/retrieval-tests/$": KNOWLEDGE_RETRIEVAL_TEST_MAX_BYTES + 64 * 1024,
     # Documents of a knowledge base, many files a request (the multipart framing on top).
     r"^/api/knowledge/[0-9]+/documents/$": KNOWLEDGE_MAX_UPLOAD_BYTES + KNOWLEDGE_UPLOAD_FRAMING_BYTES,
     r"^/knowledge/[0-9]+/documents/upload/$": KNOWLEDGE_MAX_UPLOAD_BYTES + KNOWLEDGE_UPLOAD_FRAMING_BYTES,
