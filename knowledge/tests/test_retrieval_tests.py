@@ -18,6 +18,7 @@ from knowledge import retrieval_tests, services
 from knowledge.ingestion import ingest_document
 from knowledge.models import RetrievalMeasurement, RetrievalQuestion, RetrievalTest
 from knowledge.retrieval_tests import figures_of, passage_matches
+from knowledge.search import SearchError
 from studio.jobs import JobStatus
 from studio.request_limits import body_limit_for
 
@@ -253,12 +254,13 @@ def test_a_small_test_is_measured_when_it_is_read(alice, plant):
     assert body["recall_at_10"] == 0.75 and body["recall_at_1"] == sum(1 for r in found if r == 1) / 4
     assert body["mrr_at_10"] == pytest.approx(sum(1 / r for r in found) / 4, abs=1e-4)
     assert body["latency_ms"]["p50"] > 0 and body["latency_ms"]["p95"] >= body["latency_ms"]["p50"]
+    plant.refresh_from_db()
     assert body["settings"] == {
         "chunk_tokens": 24,
         "chunk_overlap": 0,
         "embedding_model": "all-MiniLM-L6-v2",
-        "fusion_weight": 0.5,
-        "collapse_duplicates": True,
+        "fusion_weight": plant.fusion_weight,  # the base's settings, as it was measured
+        "collapse_duplicates": plant.collapse_duplicates,
         "rerank": False,
         "expand_query": False,
     }
@@ -326,12 +328,16 @@ def test_a_measurement_the_search_cannot_make_says_why_and_is_not_retried_in_a_l
 ):
     monkeypatch.setattr(retrieval_tests, "MEASURE_IN_REQUEST", 2)
     test = retrieval_tests.retrieval_test_create(user=alice, knowledge_base=plant, name="Big", questions=QUESTIONS)
-    plant.__class__.objects.filter(pk=plant.pk).update(embedding_model="some-other-embedder")
+
+    def unreadable(**kwargs):
+        raise SearchError("this knowledge base cannot be searched now", "mode")
+
+    monkeypatch.setattr(retrieval_tests, "search", unreadable)
     retrieval_tests.measurement_run(test.pk)
     job = RetrievalMeasurement.objects.get(pk=test.pk)
-    assert job.status == JobStatus.FAILED and "some-other-embedder" in job.error
+    assert job.status == JobStatus.FAILED and job.error == "this knowledge base cannot be searched now"
     body = Client().get(f"/api/knowledge/{plant.pk}/retrieval-tests/{test.pk}/", **bearer(alice)).json()
-    assert body["status"] == "failed" and "some-other-embedder" in body["error"]
+    assert body["status"] == "failed" and body["error"] == "this knowledge base cannot be searched now"
     assert RetrievalMeasurement.objects.get(pk=test.pk).status == JobStatus.FAILED  # not queued again
 
 
