@@ -13,7 +13,10 @@ from studio.input_checks import parse_json
 from . import retrieval_tests, selectors, services
 from . import search as knowledge_search
 
-KNOWLEDGE_BASE_SHAPE = 'Send a JSON object: {"name": "Handbook", "description": "...", "shared": false}.'
+KNOWLEDGE_BASE_SHAPE = (
+    'Send a JSON object: {"name": "Handbook", "description": "...", "shared": false, "embedding_model": '
+    '"all-MiniLM-L6-v2"}.'
+)
 SEARCH_SHAPE = 'Send a JSON object: {"query": "how do I reset it?", "k": 5, "mode": "hybrid"}.'
 REBUILD_SHAPE = 'Send a JSON object: {"chunk_tokens": 200, "chunk_overlap": 30}.'
 RETRIEVAL_TEST_SHAPE = (
@@ -56,7 +59,11 @@ def knowledge_bases(request, user, body):
     if not isinstance(body, dict):
         raise StudioError(KNOWLEDGE_BASE_SHAPE)
     knowledge_base = services.knowledge_base_create(
-        owner=user, name=body.get("name"), description=body.get("description", ""), shared=body.get("shared", False)
+        owner=user,
+        name=body.get("name"),
+        description=body.get("description", ""),
+        shared=body.get("shared", False),
+        embedding_model=body.get("embedding_model"),
     )
     return JsonResponse({"id": knowledge_base.pk}, status=201)
 

@@ -37,6 +37,7 @@ from studio.llm.loading import ModelLoadError
 
 from . import storage
 from .chunking import Chunker, Piece
+from .engines import EngineError, embed_passages
 from .models import Chunk, Document, IngestionJob, KnowledgeBase
 from .parsing import DocumentError, Limits, parse
 from .pgvector import store_vectors
@@ -95,6 +96,8 @@ def ingest_document(document_id: int) -> bool:
         _fail(job, mine, str(exc), code=exc.code)
     except ModelLoadError as exc:
         _fail(job, mine, str(exc), code="embedder_unavailable")
+    except EngineError as exc:  # its chunks stored so far go with it (document_fail): none was searchable
+        _fail(job, mine, exc.message, code="embedding_engine_failed")
     except Exception as exc:
         log.exception("ingesting document %s failed", job.pk)
         _fail(
@@ -196,16 +199,14 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
     done = sum(kept)
     beat(f"embedding {done} of {total} chunks", done=done, total=total)
 
-    from studio.llm.embeddings import load_embedder  # noqa: PLC0415 - torch: job workers only, never the web process
-
-    embedder = load_embedder()
-    beat(f"embedding {done} of {total} chunks")  # loading it took a moment in a fresh worker
-
     for cut, first in zip(cuts, kept):
         for start in range(first, len(cut.pieces), EMBED_BATCH):
             yield_to_chat()
             batch = cut.pieces[start : start + EMBED_BATCH]
-            vectors = embedder.embed([piece.text for piece in batch]).numpy().astype("<f4")  # (B, 384)
+            # (B, D): the base's embedder, bundled or an engine (EngineError fails the document)
+            vectors = embed_passages(
+                knowledge_base.embedding_model, [piece.text for piece in batch], dimension=knowledge_base.dimension
+            )
             with transaction.atomic():
                 if not locked_and_mine():
                     raise Stopped

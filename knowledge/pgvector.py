@@ -137,6 +137,9 @@ def _vector_literal(vector: np.ndarray) -> str:
 def store_vectors(chunks) -> None:
     """Write the pgvector column of chunks just created (their blobs hold the same vectors); nothing
     where pgvector is not in use. Call in the transaction that created them."""
+    # The column holds 384 numbers (an HNSW index takes one dimension): a base embedded by an engine
+    # of another dimension keeps its vectors in the blobs only, and is scanned with numpy (vectors.py).
+    chunks = [chunk for chunk in chunks if len(chunk.embedding) == PGVECTOR_DIMENSION * 4]
     if not chunks or pgvector_version() is None:
         return
     ids = [chunk.pk for chunk in chunks]

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from studio.errors import NotFound, StudioError
-from studio.llm.numpy_embedder import EMBEDDING_MODEL, load_numpy_embedder
 
+from .engines import embed_query
 from .keyword_index import keyword_candidates
 from .models import Chunk, KnowledgeBase
 from .vectors import dense_candidates, vectors_for
@@ -152,19 +152,18 @@ def search(
 
 
 def _query_vector_and_vectors(knowledge_base: KnowledgeBase, query: str):
-    if knowledge_base.embedding_model != EMBEDDING_MODEL:
-        raise SearchError(
-            f"this knowledge base was indexed with {knowledge_base.embedding_model}, which this studio "
-            f"does not have ({EMBEDDING_MODEL}): rebuild it, or search with mode bm25",
-            "mode",
-        )
-    return vectors_for(knowledge_base.pk, knowledge_base.dimension), _query_vector(query)
+    """The query's vector by the base's own embedder (the bundled model, or an engine of
+    KNOWLEDGE_EMBEDDING_ENGINES), and what ranks the base's vectors. Raises
+    engines.QueryEmbeddingUnavailable (`reason`: a sentence for people) when the engine fails or the
+    settings no longer have it: the dense part cannot run, the keywords still can."""
+    query_vector = _query_vector(knowledge_base.embedding_model, knowledge_base.dimension, query)
+    return vectors_for(knowledge_base.pk, knowledge_base.dimension), query_vector
 
 
 @lru_cache(maxsize=256)
-def _query_vector(query: str):
-    """The query's vector (D,), read-only. Cached: a chat with several bases attached, and an
-    evaluation asking the same question per version, embed it once."""
-    vector = load_numpy_embedder().embed([query])[0]
+def _query_vector(embedding_model: str, dimension: int, query: str):
+    """The query's vector (D,), read-only. Cached (a failure is not): a chat with several bases
+    attached, and an evaluation asking the same question per version, embed it once."""
+    vector = embed_query(embedding_model, query, dimension=dimension)
     vector.flags.writeable = False
     return vector

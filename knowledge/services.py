@@ -23,13 +23,13 @@ from studio.input_checks import unstorable_reason
 from studio.jobs import JobStatus
 from studio.llm.numpy_embedder import EMBEDDING_MODEL
 
-from . import retrieval_tests, storage
+from . import engines, retrieval_tests, storage
 from .models import Chunk, Document, IngestionJob, KnowledgeBase
 from .parsing import DocumentError, kind_of
 
 log = logging.getLogger("knowledge")
 
-EMBEDDING_DIMENSION = 384  # all-MiniLM-L6-v2
+EMBEDDING_DIMENSION = engines.BUNDLED_DIMENSION  # all-MiniLM-L6-v2
 # Chunk sizes a rebuild accepts, in the embedder's tokens: it reads 256, two of them its own
 # (studio/settings.py checks KNOWLEDGE_CHUNK_TOKENS against the same bounds).
 MIN_CHUNK_TOKENS, MAX_CHUNK_TOKENS = 16, 254
@@ -99,16 +99,42 @@ def _text(value, field: str, *, limit: int, required: bool = False) -> str:
     return value
 
 
-def knowledge_base_create(*, owner, name, description="", shared=False) -> KnowledgeBase:
+def embedder_choice(asked) -> tuple[str, int]:
+    """What a base pins for the embedder a person asked for: (embedding_model, dimension). The
+    bundled model by its name; an engine of KNOWLEDGE_EMBEDDING_ENGINES by its name (or as a base
+    pins it, "<name>:<model>"), its dimension measured with one request (502 when it fails)."""
+    if asked == EMBEDDING_MODEL:
+        return EMBEDDING_MODEL, EMBEDDING_DIMENSION
+    configured = engines.embedding_engines()
+    name = asked.partition(":")[0] if isinstance(asked, str) else None
+    engine = configured.get(name)
+    if engine is None or asked not in (engine.name, engine.pinned_name):
+        others = f"an engine of KNOWLEDGE_EMBEDDING_ENGINES ({', '.join(configured)})" if configured else ""
+        raise KnowledgeError(
+            f"must be {EMBEDDING_MODEL}{' or ' + others if others else ' (KNOWLEDGE_EMBEDDING_ENGINES names no engine)'}",
+            "embedding_model",
+        )
+    try:
+        return engine.pinned_name, engines.measured_dimension(engine)
+    except engines.EngineError as exc:
+        raise KnowledgeError(exc.message, "embedding_model", status=exc.status, code=exc.code) from None
+
+
+def knowledge_base_create(*, owner, name, description="", shared=False, embedding_model=None) -> KnowledgeBase:
+    """A new base pinning the chunk settings in force and its embedder (the bundled one unless
+    `embedding_model` names an engine)."""
     if not isinstance(shared, bool):
         raise KnowledgeError("must be true or false", "shared")
+    name = _text(name, "name", limit=MAX_NAME_CHARS, required=True)
+    description = _text(description, "description", limit=MAX_DESCRIPTION_CHARS)
+    embedding_model, dimension = embedder_choice(embedding_model or EMBEDDING_MODEL)
     return KnowledgeBase.objects.create(
         owner=owner,
-        name=_text(name, "name", limit=MAX_NAME_CHARS, required=True),
-        description=_text(description, "description", limit=MAX_DESCRIPTION_CHARS),
+        name=name,
+        description=description,
         shared=shared,
-        embedding_model=EMBEDDING_MODEL,
-        dimension=EMBEDDING_DIMENSION,
+        embedding_model=embedding_model,
+        dimension=dimension,
         chunk_tokens=settings.KNOWLEDGE_CHUNK_TOKENS,
         chunk_overlap=settings.KNOWLEDGE_CHUNK_OVERLAP,
     )
@@ -324,7 +350,7 @@ def knowledge_base_rebuild(
     *, user, knowledge_base: KnowledgeBase, chunk_tokens=None, chunk_overlap=None, embedding_model=None
 ) -> int:
     """Index every document again with new settings (by default those in force now:
-    KNOWLEDGE_CHUNK_TOKENS, KNOWLEDGE_CHUNK_OVERLAP, the bundled embedding model), in the background:
+    KNOWLEDGE_CHUNK_TOKENS, KNOWLEDGE_CHUNK_OVERLAP, and the base's own embedder), in the background:
     the chunks go to a new generation while the active one keeps answering searches, and the
     switch happens when every ready document has its new chunks (rebuild_switch_if_built). Returns
     how many documents were queued."""
@@ -341,8 +367,7 @@ def knowledge_base_rebuild(
         low=0,
         high=chunk_tokens - 1,
     )
-    if embedding_model not in (None, "", EMBEDDING_MODEL):
-        raise KnowledgeError(f"this studio has one embedding model, {EMBEDDING_MODEL}", "embedding_model")
+    _require_embedder_kept(knowledge_base, embedding_model)
     with transaction.atomic():
         # Locked: two rebuilds asked at once start one, and no switch-over runs meanwhile.
         locked = KnowledgeBase.objects.select_for_update().get(pk=knowledge_base.pk)
@@ -387,6 +412,27 @@ def knowledge_base_rebuild(
     rebuild_switch_if_built(knowledge_base.pk)  # nothing to index: switched at once
     knowledge_base.refresh_from_db()
     return len(document_ids)
+
+
+def _require_embedder_kept(knowledge_base: KnowledgeBase, asked) -> None:
+    """A rebuild keeps the base's embedder (asked by its name, or not at all). An engine's is asked
+    for its dimension first: an engine that is down, or now gives another dimension, is refused here
+    rather than failing every document of the base."""
+    if asked in (None, "") and knowledge_base.embedding_model == EMBEDDING_MODEL:
+        return
+    embedding_model, dimension = embedder_choice(asked or knowledge_base.embedding_model)
+    if embedding_model != knowledge_base.embedding_model:
+        raise KnowledgeError(
+            f"this knowledge base embeds with {knowledge_base.embedding_model}; a rebuild keeps it (to use "
+            f"{embedding_model}, create a knowledge base with it)",
+            "embedding_model",
+        )
+    if dimension != knowledge_base.dimension:
+        raise KnowledgeError(
+            f"{embedding_model} now returns {dimension} numbers per text; this knowledge base was built with "
+            f"{knowledge_base.dimension}: point the engine back at its model, or create a knowledge base with it",
+            "embedding_model",
+        )
 
 
 def knowledge_base_rebuild_cancel(*, user, knowledge_base: KnowledgeBase) -> None:
@@ -450,8 +496,6 @@ def rebuild_switch_if_built(knowledge_base_id: int) -> bool:
             chunk_overlap=knowledge_base.building_chunk_overlap,
             building_chunk_tokens=None,
             building_chunk_overlap=None,
-            embedding_model=EMBEDDING_MODEL,
-            dimension=EMBEDDING_DIMENSION,
         )
         knowledge_base.chunks_changed()
         # Its retrieval tests' figures were for the old index: measured again, in the background.

@@ -18,7 +18,7 @@ from studio.errors import Forbidden, NotFound, StudioError
 from studio.input_checks import InputError, parsed_number
 from studio.llm.numpy_embedder import EMBEDDING_MODEL
 
-from . import retrieval_tests, selectors, services
+from . import engines, retrieval_tests, selectors, services
 from . import search as knowledge_search
 from .models import Document
 
@@ -50,12 +50,13 @@ def _require_owner(request, knowledge_base) -> None:
 @login_required
 @require_http_methods(["GET", "POST"])
 def knowledge_base_list(request):
-    values, errors = {"name": "", "description": "", "shared": False}, {}
+    values, errors = {"name": "", "description": "", "shared": False, "embedding_model": EMBEDDING_MODEL}, {}
     if request.method == "POST":
         values = {
             "name": request.POST.get("name", ""),
             "description": request.POST.get("description", ""),
             "shared": request.POST.get("shared") == "on",
+            "embedding_model": request.POST.get("embedding_model", ""),
         }
         try:
             knowledge_base = services.knowledge_base_create(owner=request.user, **values)
@@ -71,6 +72,7 @@ def knowledge_base_list(request):
             "values": values,
             "errors": errors,
             "storage": services.storage_use(user=request.user),
+            "embedders": engines.embedder_names(),  # a choice only where KNOWLEDGE_EMBEDDING_ENGINES names engines
         },
         status=400 if errors else 200,
     )
@@ -109,10 +111,10 @@ def _index_context(request, knowledge_base, *, values=None, errors=None, finishe
         or {
             "chunk_tokens": knowledge_base.chunk_tokens,
             "chunk_overlap": knowledge_base.chunk_overlap,
-            "embedding_model": EMBEDDING_MODEL,
+            "embedding_model": knowledge_base.embedding_model,
         },
         "rebuild_errors": errors or {},
-        "embedding_models": [EMBEDDING_MODEL],
+        "embedding_models": [knowledge_base.embedding_model],  # a rebuild keeps the base's embedder
         "rebuilt": finished,
         "is_owner": knowledge_base.owner_id == request.user.pk,
         "limits": {"min_tokens": services.MIN_CHUNK_TOKENS, "max_tokens": services.MAX_CHUNK_TOKENS},

@@ -5,6 +5,7 @@ in-memory channel layer, model worker inside the web process. Scaled mode: set
 DATABASE_URL (PostgreSQL) and REDIS_URL. Every variable is listed in README.md.
 """
 
+import json
 import os
 import re
 import sys
@@ -353,6 +354,87 @@ KNOWLEDGE_VECTOR_CACHE_BYTES = envint("KNOWLEDGE_VECTOR_CACHE_BYTES", 512 * 1024
 # A document attached to a chat whose text is at most this many tokens (the embedder's) goes to the
 # model whole; a larger one is searched like a knowledge base.
 KNOWLEDGE_WHOLE_DOCUMENT_TOKENS = envint("KNOWLEDGE_WHOLE_DOCUMENT_TOKENS", 1500, minimum=0)
+
+
+_ENGINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}")
+_ENGINE_KEYS = {"url", "model", "api_key", "dimension", "timeout"}
+
+
+def _embedding_engines(name: str) -> dict[str, dict]:
+    """KNOWLEDGE_EMBEDDING_ENGINES: a JSON object naming OpenAI-compatible /v1/embeddings servers,
+    each {"url", "model", "api_key"?, "dimension"?, "timeout"? (seconds, 30)}; checked here, whole,
+    so a typo stops the start instead of failing documents later."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return {}
+    try:
+        engines = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: not JSON ({exc})") from None
+    if not isinstance(engines, dict):
+        raise ImproperlyConfigured(
+            f'{name}: a JSON object, e.g. {{"remote": {{"url": "http://host:8080/v1", "model": "m"}}}}'
+        )
+    checked = {}
+    for engine, config in engines.items():
+        where = f"{name}[{engine!r}]"
+        if not _ENGINE_NAME.fullmatch(engine) or engine == "all-MiniLM-L6-v2":
+            raise ImproperlyConfigured(
+                f"{where}: an engine's name is 1 to 40 letters, digits, '.', '_' or '-' (not the bundled model's)"
+            )
+        if not isinstance(config, dict) or set(config) - _ENGINE_KEYS:
+            raise ImproperlyConfigured(f"{where}: an object of {', '.join(sorted(_ENGINE_KEYS))}")
+        url, model = config.get("url"), config.get("model")
+        if not isinstance(url, str) or not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+            raise ImproperlyConfigured(f"{where}.url: the server's OpenAI base URL, e.g. http://host:8080/v1")
+        if not isinstance(model, str) or not model.strip() or len(engine) + 1 + len(model) > 100:
+            raise ImproperlyConfigured(f"{where}.model: the model to ask for (name and model: 100 characters at most)")
+        api_key, dimension, timeout = config.get("api_key", ""), config.get("dimension"), config.get("timeout", 30)
+        if not isinstance(api_key, str):
+            raise ImproperlyConfigured(f"{where}.api_key: text")
+        if dimension is not None and (
+            isinstance(dimension, bool) or not isinstance(dimension, int) or not 1 <= dimension <= 16384
+        ):
+            raise ImproperlyConfigured(f"{where}.dimension: a whole number from 1 to 16384")
+        # An ingestion waits on the engine between heartbeats: a longer wait would look like a dead worker.
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not 0 < timeout < JOB_HEARTBEAT_TIMEOUT_SECONDS
+        ):
+            raise ImproperlyConfigured(
+                f"{where}.timeout: seconds, above 0 and below JOB_HEARTBEAT_TIMEOUT_SECONDS ({JOB_HEARTBEAT_TIMEOUT_SECONDS})"
+            )
+        checked[engine] = {
+            "url": url.rstrip("/"),
+            "model": model,
+            "api_key": api_key,
+            "dimension": dimension,
+            "timeout": float(timeout),
+        }
+    return checked
+
+
+# Embedding engines a knowledge base may embed with instead of the bundled all-MiniLM-L6-v2
+# (knowledge/engines.py): any OpenAI-compatible /v1/embeddings (TEI, vLLM, Ollama, llama-server,
+# another studio). A base pins "<name>:<model>" and the dimension it measured.
+KNOWLEDGE_EMBEDDING_ENGINES = _embedding_engines("KNOWLEDGE_EMBEDDING_ENGINES")
+# A reranker outside the studio, over the top candidates of a search (knowledge/engines.py): empty,
+# none. "tei": Hugging Face TEI's POST /rerank; "v1": POST /v1/rerank, the shape of Jina and Cohere.
+KNOWLEDGE_RERANKER_URL = envstr("KNOWLEDGE_RERANKER_URL", "").strip().rstrip("/")
+if KNOWLEDGE_RERANKER_URL and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", KNOWLEDGE_RERANKER_URL):
+    raise ImproperlyConfigured(
+        f"KNOWLEDGE_RERANKER_URL={KNOWLEDGE_RERANKER_URL!r}: the server's URL, e.g. http://host:8080"
+    )
+KNOWLEDGE_RERANKER_API = envchoice("KNOWLEDGE_RERANKER_API", "tei", ("tei", "v1"))
+KNOWLEDGE_RERANKER_MODEL = envstr("KNOWLEDGE_RERANKER_MODEL", "")
+KNOWLEDGE_RERANKER_API_KEY = envstr("KNOWLEDGE_RERANKER_API_KEY", "")
+KNOWLEDGE_RERANKER_TIMEOUT = envfloat("KNOWLEDGE_RERANKER_TIMEOUT", 10.0)
+if not 0 < KNOWLEDGE_RERANKER_TIMEOUT <= 600:
+    raise ImproperlyConfigured(
+        f"KNOWLEDGE_RERANKER_TIMEOUT={KNOWLEDGE_RERANKER_TIMEOUT:g}: seconds, above 0, at most 600"
+    )
+
 
 # --- Caches (login and API throttling counters) --------------------------------------------
 SILENCED_SYSTEM_CHECKS = []

@@ -30,6 +30,7 @@ urlpatterns = [
     re_path(r"^v1/models/?$", openai_api.models, name="v1_models"),
     re_path(r"^v1/models/(?P<model_id>.+)$", openai_api.models, name="v1_model"),
     re_path(r"^v1/chat/completions/?$", openai_api.chat_completions, name="v1_chat_completions"),
+    re_path(r"^v1/embeddings/?$", openai_api.embeddings, name="v1_embeddings"),
     path("", include("evals.urls")),
 ]
 

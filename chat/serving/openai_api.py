@@ -1,5 +1,5 @@
 """An OpenAI-compatible API: `GET /v1/models`, `POST /v1/chat/completions` (streamed as
-server-sent events, or not), with the studio's API tokens. Requests are stored as conversations
+server-sent events, or not), `POST /v1/embeddings` (the bundled embedder), with the studio's API tokens. Requests are stored as conversations
 of kind `api` (their token's owner sees them, and can flag their replies) and answered by the
 same model workers and batches as the chat. Errors come in OpenAI's shape:
 `{"error": {"message", "type", "param", "code"}}`.
@@ -13,12 +13,15 @@ fills the template's single variable, or `variables` (`extra_body={"variables": 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
@@ -47,6 +50,7 @@ from prompts.rendering import (
 from prompts.selectors import prompt_counter
 from studio.errors import StudioError
 from studio.llm.constraints import FormatError, OutputFormat
+from studio.llm.numpy_embedder import EMBEDDING_MODEL, MAX_TOKENS, load_numpy_embedder
 from studio.llm.replies import SamplingError, sampling_checked
 
 from . import queue, registry
@@ -115,6 +119,9 @@ def _model_list() -> list[dict]:
         {"id": name, "object": "model", "created": created, "owned_by": "studio" if n == 0 else "fine-tune"}
         for n, name in enumerate(names)
     ]
+    entries.append(
+        {"id": EMBEDDING_MODEL, "object": "model", "created": created, "owned_by": "studio"}
+    )  # /v1/embeddings
     entries += [
         {"id": f"prompt:{slug}", "object": "model", "created": created, "owned_by": "prompt-library"}
         for slug in Prompt.objects.order_by("slug").values_list("slug", flat=True)
@@ -133,6 +140,129 @@ def models(request, user, model_id: str | None = None):
     if found is None:
         raise ApiError(404, f"The model `{model_id[:200]}` does not exist.", param="model", code="model_not_found")
     return JsonResponse(found)
+
+
+# --- /v1/embeddings ----------------------------------------------------------------------------------
+
+# The bundled embedder, by the name the studio lists and by its Hugging Face id (what TEI and vLLM call it).
+EMBEDDING_MODEL_IDS = (EMBEDDING_MODEL, f"sentence-transformers/{EMBEDDING_MODEL}")
+EMBEDDING_DIMENSION = 384
+MAX_EMBEDDING_INPUTS = 256
+# A text's characters: the model reads its first MAX_TOKENS tokens (a few hundred words) and cuts the
+# rest, as the bundled embedder does everywhere; this bounds the work before it starts.
+MAX_EMBEDDING_INPUT_CHARS = 8192
+EMBEDDING_BATCH = 16  # texts a matrix product: 256 tokens each keep its attention at about 50 MB
+# Embedding is CPU work: two threads of the web process do it, off the event loop, so chats and
+# other requests go on meanwhile; a request waits its turn, and past this many waiting, 429.
+MAX_WAITING_EMBEDDING_REQUESTS = 32
+_embedding_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="v1-embeddings")
+_embedding_requests = 0  # waiting or running, in this process (changed on the event loop only)
+
+
+def clean_embedding_request(body) -> dict:
+    """OpenAI's embeddings request, checked before any work: {"input": text or [text], "model",
+    "encoding_format": "float" | "base64", "dimensions": 384}."""
+    if not isinstance(body, dict):
+        raise ApiError(400, f'Send a JSON object: {{"input": ["text", ...], "model": "{EMBEDDING_MODEL}"}}.')
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, f"`model` is required: {EMBEDDING_MODEL}.", param="model")
+    if model not in EMBEDDING_MODEL_IDS:
+        raise ApiError(
+            404,
+            f"The model `{model[:200]}` does not exist or does not embed; this server embeds with {EMBEDDING_MODEL}.",
+            param="model",
+            code="model_not_found",
+        )
+    texts = body.get("input")
+    if isinstance(texts, str):
+        texts = [texts]
+    if (
+        isinstance(texts, list)
+        and texts
+        and all(
+            isinstance(item, int) or (isinstance(item, list) and all(isinstance(n, int) for n in item))
+            for item in texts
+        )
+    ):
+        raise ApiError(
+            400,
+            "`input` as token ids is not supported: send the texts (the ids are another tokenizer's; with "
+            "LangChain's OpenAIEmbeddings, set check_embedding_ctx_length=False).",
+            param="input",
+            code="unsupported_parameter",
+        )
+    if not isinstance(texts, list) or not texts or not all(isinstance(item, str) for item in texts):
+        raise ApiError(400, "`input` must be a text or a list of texts.", param="input")
+    if len(texts) > MAX_EMBEDDING_INPUTS:
+        raise ApiError(
+            400, f"`input` holds {len(texts):,} texts; at most {MAX_EMBEDDING_INPUTS} a request.", param="input"
+        )
+    for n, text in enumerate(texts):
+        if len(text) > MAX_EMBEDDING_INPUT_CHARS:
+            raise ApiError(
+                400,
+                f"input[{n}] is {len(text):,} characters long; at most {MAX_EMBEDDING_INPUT_CHARS:,} (the model "
+                f"reads the first {MAX_TOKENS} tokens of a text and cuts the rest: split longer texts).",
+                param="input",
+            )
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise ApiError(400, "`encoding_format` must be float or base64.", param="encoding_format")
+    if body.get("dimensions") not in (None, EMBEDDING_DIMENSION):
+        raise ApiError(
+            400,
+            f"`dimensions`: {EMBEDDING_MODEL} gives {EMBEDDING_DIMENSION} numbers a text; leave it out.",
+            param="dimensions",
+            code="unsupported_parameter",
+        )
+    return {"model": model, "texts": texts, "encoding_format": encoding}
+
+
+def _embedded(texts: list[str]) -> tuple[np.ndarray, int]:
+    """(unit vectors (N, 384), tokens read), in batches of similar lengths (less padding)."""
+    embedder = load_numpy_embedder()
+    order = sorted(range(len(texts)), key=lambda n: len(texts[n]))
+    vectors = np.zeros((len(texts), EMBEDDING_DIMENSION), dtype=np.float32)
+    tokens = 0
+    for start in range(0, len(order), EMBEDDING_BATCH):
+        rows = order[start : start + EMBEDDING_BATCH]
+        batch = [texts[n] for n in rows]
+        vectors[rows] = embedder.embed(batch)  # (B, 384)
+        tokens += sum(sum(encoding.attention_mask) for encoding in embedder.tokenizer.encode_batch(batch))
+    return vectors, tokens
+
+
+@api_endpoint("POST", json_body=True, error_response=openai_error)
+async def embeddings(request, user, body):
+    global _embedding_requests
+    asked = clean_embedding_request(body)
+    if _embedding_requests >= MAX_WAITING_EMBEDDING_REQUESTS:
+        raise ApiError(
+            429,
+            f"{MAX_WAITING_EMBEDDING_REQUESTS} embedding requests are waiting already; ask again in a moment.",
+            kind="rate_limit_error",
+            code="rate_limit_exceeded",
+        )
+    _embedding_requests += 1
+    try:
+        vectors, tokens = await asyncio.get_running_loop().run_in_executor(
+            _embedding_threads, _embedded, asked["texts"]
+        )
+    finally:
+        _embedding_requests -= 1
+    if asked["encoding_format"] == "base64":  # float32, little-endian: what OpenAI's clients decode
+        encoded = [base64.b64encode(vector.astype("<f4").tobytes()).decode() for vector in vectors]
+    else:
+        encoded = [vector.tolist() for vector in vectors]
+    return JsonResponse(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": n, "embedding": vector} for n, vector in enumerate(encoded)],
+            "model": asked["model"],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
 
 
 # --- /v1/chat/completions ----------------------------------------------------------------------------
@@ -167,6 +297,13 @@ def clean_request(body) -> dict:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(400, "`model` is required (see GET /v1/models).", param="model")
+    if model in EMBEDDING_MODEL_IDS:
+        raise ApiError(
+            404,
+            f"`{model}` is an embedding model, not a chat model: use POST /v1/embeddings.",
+            param="model",
+            code="model_not_found",
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or len(messages) > MAX_MESSAGES:
         raise ApiError(400, f"`messages` must be a list of 1 to {MAX_MESSAGES} messages.", param="messages")
