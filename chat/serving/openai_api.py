@@ -1,7 +1,8 @@
 """An OpenAI-compatible API: `GET /v1/models`, `POST /v1/chat/completions` (streamed as
-server-sent events, or not), `POST /v1/embeddings` (the bundled embedder), with the studio's API tokens. Requests are stored as conversations
-of kind `api` (their token's owner sees them, and can flag their replies) and answered by the
-same model workers and batches as the chat. Errors come in OpenAI's shape:
+server-sent events, or not), `POST /v1/embeddings` (the bundled embedder), with the studio's API
+tokens. Requests for completions are stored as conversations of kind `api` (their token's owner
+sees them, and can flag their replies) and answered by the same model workers and batches as the
+chat. Errors come in OpenAI's shape:
 `{"error": {"message", "type", "param", "code"}}`.
 
 A prompt of the library is a model too: `prompt:<slug>` (its `production` label, else the
