@@ -378,9 +378,10 @@ def _embedding_engines(name: str) -> dict[str, dict]:
     checked = {}
     for engine, config in engines.items():
         where = f"{name}[{engine!r}]"
-        if not _ENGINE_NAME.fullmatch(engine) or engine == "all-MiniLM-L6-v2":
+        # Not the bundled model's name, nor "tuned" (a base's tuned embedder pins "tuned:<id>").
+        if not _ENGINE_NAME.fullmatch(engine) or engine in ("all-MiniLM-L6-v2", "tuned"):
             raise ImproperlyConfigured(
-                f"{where}: an engine's name is 1 to 40 letters, digits, '.', '_' or '-' (not the bundled model's)"
+                f"{where}: an engine's name is 1 to 40 letters, digits, '.', '_' or '-' (not all-MiniLM-L6-v2 or tuned)"
             )
         if not isinstance(config, dict) or set(config) - _ENGINE_KEYS:
             raise ImproperlyConfigured(f"{where}: an object of {', '.join(sorted(_ENGINE_KEYS))}")

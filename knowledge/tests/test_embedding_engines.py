@@ -244,6 +244,7 @@ def test_the_new_base_form_offers_the_engines_only_when_there_are_some(alice, re
         ('{"remote": {"url": "host:8080", "model": "m"}}', "url: the server's OpenAI base URL"),
         ('{"remote": {"url": "http://h/v1"}}', "model: the model to ask for"),
         ('{"re:mote": {"url": "http://h/v1", "model": "m"}}', "an engine's name is"),
+        ('{"tuned": {"url": "http://h/v1", "model": "m"}}', "an engine's name is"),
         ('{"remote": {"url": "http://h/v1", "model": "m", "dimensions": 384}}', "an object of api_key, dimension"),
         ('{"remote": {"url": "http://h/v1", "model": "m", "timeout": 600}}', "below JOB_HEARTBEAT_TIMEOUT_SECONDS"),
         ('{"remote": {"url": "http://h/v1", "model": "m", "dimension": "384"}}', "dimension: a whole number"),
