@@ -36,7 +36,7 @@ from studio.jobs import JobStatus, job_claim, job_end, job_progress
 from studio.llm.loading import ModelLoadError
 
 from . import storage
-from .chunking import Chunker, Piece
+from .chunking import Chunker, Piece, document_title
 from .engines import EngineError, embed_passages
 from .models import Chunk, Document, IngestionJob, KnowledgeBase
 from .parsing import DocumentError, Limits, parse
@@ -171,23 +171,22 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
         heartbeat=lambda: beat("parsing"),
     )
     del raw  # the file's bytes: not held while it is embedded
+    plain_text = document.kind == "text"
+    title = document_title(document.name, parsed.sections[0].text if parsed.sections else "", plain_text=plain_text)
+
+    def cut(capacity: int, overlap: int) -> list[Piece]:
+        return Chunker(capacity=capacity, overlap=overlap).split(parsed.sections, plain_text=plain_text, title=title)
+
     cuts = []
     if not rebuild_only:
         cuts.append(
-            Cut(
-                knowledge_base.active_generation,
-                Chunker(capacity=knowledge_base.chunk_tokens, overlap=knowledge_base.chunk_overlap).split(
-                    parsed.sections
-                ),
-            )
+            Cut(knowledge_base.active_generation, cut(knowledge_base.chunk_tokens, knowledge_base.chunk_overlap))
         )
     if knowledge_base.rebuilding:
         cuts.append(
             Cut(
                 knowledge_base.building_generation,
-                Chunker(
-                    capacity=knowledge_base.building_chunk_tokens, overlap=knowledge_base.building_chunk_overlap
-                ).split(parsed.sections),
+                cut(knowledge_base.building_chunk_tokens, knowledge_base.building_chunk_overlap),
             )
         )
     if not all(cut.pieces for cut in cuts):
@@ -203,9 +202,11 @@ def _ingest(job: IngestionJob, document: Document, mine) -> None:
         for start in range(first, len(cut.pieces), EMBED_BATCH):
             yield_to_chat()
             batch = cut.pieces[start : start + EMBED_BATCH]
-            # (B, D): the base's embedder, bundled or an engine (EngineError fails the document)
+            # (B, D): the generation's embedder, bundled, tuned or an engine (EngineError fails the document)
             vectors = embed_passages(
-                knowledge_base.embedding_model, [piece.text for piece in batch], dimension=knowledge_base.dimension
+                knowledge_base.embedder_for(cut.generation),
+                [piece.embedding_text or piece.text for piece in batch],
+                dimension=knowledge_base.dimension,
             )
             with transaction.atomic():
                 if not locked_and_mine():

@@ -1,7 +1,10 @@
 """Searching a knowledge base: keyword (BM25), dense (cosine of all-MiniLM-L6-v2 vectors), or
-hybrid, the default: the top CANDIDATES of each fused by reciprocal rank fusion (Cormack et al.,
-2009: score = Σ 1 / (RRF_K + rank), k = 60), so a rare exact code found only by keywords and a
-paraphrase found only by meaning both reach the top.
+hybrid, the default: the top CANDIDATES of each fused by weighted reciprocal rank fusion
+(knowledge/ranking.py; the base's `fusion_weight` is the vector ranking's share), so a rare exact
+code found only by keywords and a paraphrase found only by meaning both reach the top. Then, as the
+base is set: the fused top RERANK_CANDIDATES reordered by an external reranker (engines.rerank;
+when it fails the order stays, with a note), and near-duplicate passages collapsed into the best of
+them, the others listed under it (`also_in`), so copies of one document do not fill the top k.
 
 Keywords are ranked by the database's full-text index (knowledge/keyword_index.py); vectors by
 pgvector's HNSW index where PostgreSQL has the extension, else by numpy (knowledge/vectors.py,
@@ -18,15 +21,17 @@ from functools import lru_cache
 
 from studio.errors import NotFound, StudioError
 
-from .engines import embed_query
+from .engines import EngineError, QueryEmbeddingUnavailable, embed_query, reranker_configured
+from .engines import rerank as engine_rerank
 from .keyword_index import keyword_candidates
 from .models import Chunk, KnowledgeBase
+from .ranking import collapse, fuse
 from .vectors import dense_candidates, vectors_for
 
 MODES = ("hybrid", "bm25", "dense")
 DEFAULT_K, MAX_K = 5, 50
 CANDIDATES = 50  # from each retriever, before fusion
-RRF_K = 60
+RERANK_CANDIDATES = 20  # the fused top sent to the reranker
 MAX_QUERY_CHARS = 2000  # about 400 words; the embedder reads the first 256 tokens of a query anyway
 
 
@@ -47,6 +52,10 @@ class Hit:
     keyword_score: float | None  # None: not among the keyword candidates
     vector_score: float | None  # None in bm25 mode
     fused_score: float | None  # hybrid only
+    rerank_score: float | None = None  # when the reranker ordered it
+    # Near duplicates ranked below it (a copy of its document, an overlapping chunk), shown once:
+    # [{"chunk", "document", "document_id", "page", "heading"}]
+    also_in: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -61,6 +70,8 @@ class Hit:
             "keyword_score": _round(self.keyword_score),
             "vector_score": _round(self.vector_score),
             "fused_score": _round(self.fused_score),
+            "rerank_score": _round(self.rerank_score),
+            "also_in": self.also_in,
         }
 
 
@@ -70,10 +81,23 @@ class SearchAnswer:
     mode: str
     k: int
     clamped: dict = field(default_factory=dict)  # {"k": {"asked": 10**9, "used": 50}} when a value was clamped
+    notes: list[str] = field(default_factory=list)  # what did not run as asked, and why (a reranker down)
+    ranking: dict = field(default_factory=dict)  # the ranking settings used
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
+
+
+def ranking_of(knowledge_base: KnowledgeBase, **overrides) -> dict:
+    """The base's ranking settings, with the overrides that are not None (a sweep's, a request's)."""
+    ranking = {
+        "fusion_weight": knowledge_base.fusion_weight,
+        "collapse_duplicates": knowledge_base.collapse_duplicates,
+        "rerank": knowledge_base.rerank,
+    }
+    ranking.update({name: value for name, value in overrides.items() if name in ranking and value is not None})
+    return ranking
 
 
 def search(
@@ -84,8 +108,12 @@ def search(
     k: int = DEFAULT_K,
     mode: str = "hybrid",
     min_score: float | None = None,
+    fusion_weight: float | None = None,
+    collapse_duplicates: bool | None = None,
+    rerank: bool | None = None,
 ) -> SearchAnswer:
-    """The top k chunks of a knowledge base for a query; NotFound unless the user may see the base."""
+    """The top k chunks of a knowledge base for a query; NotFound unless the user may see the base.
+    The ranking settings are the base's (models.KnowledgeBase) unless given."""
     if not knowledge_base.visible_to(user):
         raise NotFound("There is no such knowledge base, or it is not shared with you.")
     if mode not in MODES:
@@ -100,13 +128,22 @@ def search(
     if not 1 <= k <= MAX_K:
         clamped["k"] = {"asked": k, "used": min(max(k, 1), MAX_K)}
         k = clamped["k"]["used"]
+    ranking = ranking_of(
+        knowledge_base, fusion_weight=fusion_weight, collapse_duplicates=collapse_duplicates, rerank=rerank
+    )
+    notes: list[str] = []
 
     keyword, vector, vectors, query_vector = [], [], None, None
+    if mode in ("dense", "hybrid"):
+        try:
+            vectors, query_vector = _query_vector_and_vectors(knowledge_base, query)
+        except QueryEmbeddingUnavailable as exc:
+            notes.append(f"searched by keywords only: {exc.message}")
+            mode = "bm25"
+        else:
+            vector = dense_candidates(vectors, query_vector, limit=CANDIDATES)
     if mode in ("bm25", "hybrid"):
         keyword = keyword_candidates(knowledge_base_id=knowledge_base.pk, query=query, limit=CANDIDATES)
-    if mode in ("dense", "hybrid"):
-        vectors, query_vector = _query_vector_and_vectors(knowledge_base, query)
-        vector = dense_candidates(vectors, query_vector, limit=CANDIDATES)
 
     keyword_scores, vector_scores = dict(keyword), dict(vector)
     if mode == "bm25":
@@ -114,25 +151,33 @@ def search(
     elif mode == "dense":
         ranked = [(chunk_id, score, None) for chunk_id, score in vector]
     else:
-        fused = {}
-        for candidates in (keyword, vector):
-            for rank, (chunk_id, _) in enumerate(candidates, start=1):
-                fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+        fused = fuse(keyword, vector, ranking["fusion_weight"])
         # Every keyword candidate gets its vector score too: one row of the matrix (or pgvector) each.
         vector_scores.update(vectors.scores_of([c for c in keyword_scores if c not in vector_scores], query_vector))
         order = sorted(fused, key=lambda c: (-fused[c], -vector_scores.get(c, -2.0), c))
         ranked = [(chunk_id, fused[chunk_id], fused[chunk_id]) for chunk_id in order]
     if min_score is not None:
         ranked = [row for row in ranked if row[1] >= min_score]
-    ranked = ranked[:k]
 
-    chunks = Chunk.objects.filter(pk__in=[chunk_id for chunk_id, _, _ in ranked]).select_related("document")
+    # The texts of every candidate that may reach the top k: reranking and collapsing read them.
+    depth = len(ranked) if ranking["collapse_duplicates"] else max(k, RERANK_CANDIDATES if ranking["rerank"] else k)
+    chunks = Chunk.objects.filter(pk__in=[chunk_id for chunk_id, _, _ in ranked[:depth]]).select_related("document")
     by_id = {chunk.pk: chunk for chunk in chunks}
+    ranked = [row for row in ranked[:depth] if row[0] in by_id]  # one deleted since the candidates were read
+
+    rerank_scores: dict[int, float] = {}
+    if ranking["rerank"]:
+        ranked, rerank_scores = _reranked(query, ranked, by_id, notes)
+    if ranking["collapse_duplicates"]:
+        groups = collapse([row[0] for row in ranked], lambda chunk_id: by_id[chunk_id].text, wanted=k)
+    else:
+        groups = [(row[0], []) for row in ranked[:k]]
+
+    scores = {chunk_id: (score, fused_score) for chunk_id, score, fused_score in ranked}
     hits = []
-    for chunk_id, score, fused_score in ranked:
-        chunk = by_id.get(chunk_id)
-        if chunk is None:  # deleted since the candidates were read
-            continue
+    for chunk_id, duplicates in groups:
+        chunk = by_id[chunk_id]
+        score, fused_score = scores[chunk_id]
         hits.append(
             Hit(
                 rank=len(hits) + 1,
@@ -146,9 +191,40 @@ def search(
                 keyword_score=keyword_scores.get(chunk_id),
                 vector_score=vector_scores.get(chunk_id) if mode != "bm25" else None,
                 fused_score=fused_score,
+                rerank_score=rerank_scores.get(chunk_id),
+                also_in=[_also_in(by_id[other]) for other in duplicates],
             )
         )
-    return SearchAnswer(hits=hits, mode=mode, k=k, clamped=clamped)
+    return SearchAnswer(hits=hits, mode=mode, k=k, clamped=clamped, notes=notes, ranking=ranking)
+
+
+def _also_in(chunk: Chunk) -> dict:
+    return {
+        "chunk": chunk.pk,
+        "document": chunk.document.name,
+        "document_id": chunk.document_id,
+        "page": chunk.page,
+        "heading": chunk.heading,
+    }
+
+
+def _reranked(query: str, ranked: list, by_id: dict, notes: list[str]) -> tuple[list, dict[int, float]]:
+    """The fused top RERANK_CANDIDATES in the reranker's order, the rest after them as they were.
+    A reranker that is not configured, times out or answers wrongly leaves the order as it was,
+    with a note saying why."""
+    if not reranker_configured():
+        notes.append("not reranked: no reranker is configured (KNOWLEDGE_RERANKER_URL)")
+        return ranked, {}
+    head, tail = ranked[:RERANK_CANDIDATES], ranked[RERANK_CANDIDATES:]
+    if not head:
+        return ranked, {}
+    try:
+        scores = engine_rerank(query, [by_id[chunk_id].text for chunk_id, _, _ in head])
+    except EngineError as exc:
+        notes.append(f"not reranked: {exc.message}")
+        return ranked, {}
+    order = sorted(range(len(head)), key=lambda i: (-scores[i], i))
+    return [head[i] for i in order] + tail, {head[i][0]: scores[i] for i in range(len(head))}
 
 
 def _query_vector_and_vectors(knowledge_base: KnowledgeBase, query: str):

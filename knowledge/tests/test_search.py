@@ -36,6 +36,7 @@ CODE_QUERY, PARAPHRASE = "ZX-4411", "How can I reboot my modem?"
 def corpus(alice, ingest, settings):
     """Small chunks (one paragraph each) so each fact is a chunk of its own."""
     settings.KNOWLEDGE_CHUNK_TOKENS, settings.KNOWLEDGE_CHUNK_OVERLAP = 24, 0
+    settings.KNOWLEDGE_FUSION_WEIGHT = 0.5  # plain reciprocal rank fusion: the scores below are its
     knowledge_base = services.knowledge_base_create(owner=alice, name="Plant", shared=False)
     documents = ingest(
         knowledge_base, alice, [upload("parts.md", PARTS), upload("network.md", NETWORK), upload("office.md", OFFICE)]
@@ -72,7 +73,9 @@ def test_hybrid_finds_both(alice, corpus):
     assert "restart the router" in paraphrase.hits[0].text
     exact = next(hit for hit in code.hits if "ZX-4411" in hit.text)
     assert exact.keyword_score is not None and exact.vector_score is not None
-    assert exact.fused_score == pytest.approx(1 / 61 + 1 / (60 + 3), abs=1e-6)  # keyword rank 1, vector rank 3
+    # Keyword rank 1, vector rank 2 (equal weights: plain reciprocal rank fusion's score).
+    assert corpus.fusion_weight == 0.5
+    assert exact.fused_score == pytest.approx(1 / 61 + 1 / (60 + 2), abs=1e-6)
     assert [hit.rank for hit in code.hits] == [1, 2, 3, 4, 5]
 
 
@@ -90,6 +93,8 @@ def test_a_hit_carries_its_document_heading_and_ranks(alice, corpus):
         "keyword_score": hit.to_dict()["keyword_score"],
         "vector_score": None,
         "fused_score": None,
+        "rerank_score": None,
+        "also_in": [],
     }
 
 
