@@ -1,6 +1,6 @@
 """HTTP API for knowledge bases (Bearer tokens, JSON; documents arrive as multipart): create a base,
 upload documents, follow their ingestion, search, rebuild with new settings, measure retrieval on
-test sets. Routes and answers are in README.md."""
+test sets, tune it with a sweep. Routes and answers are in README.md."""
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import JsonResponse
@@ -10,7 +10,7 @@ from accounts.api import api_endpoint
 from studio.errors import StudioError
 from studio.input_checks import parse_json
 
-from . import retrieval_tests, selectors, services
+from . import retrieval_tests, selectors, services, sweep
 from . import search as knowledge_search
 
 KNOWLEDGE_BASE_SHAPE = (
@@ -19,6 +19,10 @@ KNOWLEDGE_BASE_SHAPE = (
 )
 SEARCH_SHAPE = 'Send a JSON object: {"query": "how do I reset it?", "k": 5, "mode": "hybrid"}.'
 REBUILD_SHAPE = 'Send a JSON object: {"chunk_tokens": 200, "chunk_overlap": 30}.'
+SWEEP_SHAPE = (
+    'Send a JSON object: {"retrieval_test": 3, "grid": {"chunk": [[128, 24], [200, 30]], "fusion_weight": [0, 0.5, 1], '
+    '"collapse_duplicates": [true, false], "rerank": [false]}, "minutes": 20} (no "grid": the default one).'
+)
 RETRIEVAL_TEST_SHAPE = (
     'Send a JSON object {"name": "Support questions", "questions": [{"question": "...", "passages": ["..."]}]} '
     '(or {"name", "from_cases": true}), or a multipart "file" (JSONL or CSV) and "name".'
@@ -263,3 +267,71 @@ def retrieval_test_measure(request, user, knowledge_base_id, test_id):
     test = selectors.retrieval_test_for(knowledge_base=knowledge_base, test_id=test_id)
     state = retrieval_tests.retrieval_test_measure(user=user, test=test)
     return JsonResponse(retrieval_test_json(test, state), status=202 if state.status == "measuring" else 200)
+
+
+def sweep_json(tuning_sweep) -> dict:
+    """A sweep: its progress, every setting's row (its figures once measured), the best row."""
+    knowledge_base = tuning_sweep.knowledge_base
+    return {
+        "id": tuning_sweep.pk,
+        "knowledge_base": knowledge_base.pk,
+        "retrieval_test": tuning_sweep.test_id,
+        "status": tuning_sweep.status,
+        "grid": tuning_sweep.grid,
+        "minutes": tuning_sweep.minutes,
+        "progress": {"done": tuning_sweep.done, "total": tuning_sweep.total, "note": tuning_sweep.note},
+        "rows": [{**row, "in_use": sweep.in_use(row, knowledge_base)} for row in tuning_sweep.rows],
+        "best": tuning_sweep.best,
+        "best_row": tuning_sweep.best_row,
+        "applied_row": tuning_sweep.applied_row,
+        "error": tuning_sweep.error,
+        "created_at": tuning_sweep.created_at.isoformat(),
+        "elapsed_s": tuning_sweep.progress_dict()["elapsed_s"],
+    }
+
+
+@api_endpoint("GET", "POST", json_body=True)
+def sweep_list(request, user, body, knowledge_base_id):
+    """GET: the base's sweeps, newest first; POST (its owner): start one."""
+    knowledge_base = selectors.knowledge_base_for(user=user, knowledge_base_id=knowledge_base_id)
+    if request.method == "GET":
+        sweeps = selectors.sweeps_of(knowledge_base=knowledge_base)
+        return JsonResponse({"sweeps": [sweep_json(tuning_sweep) for tuning_sweep in sweeps]})
+    if not isinstance(body, dict):
+        raise StudioError(SWEEP_SHAPE)
+    sweep.require_sweep_owner(knowledge_base, user)
+    test_id = body.get("retrieval_test")
+    if isinstance(test_id, bool) or not isinstance(test_id, int):
+        raise StudioError("must be the id of one of this knowledge base's retrieval tests", "retrieval_test")
+    test = selectors.retrieval_test_for(knowledge_base=knowledge_base, test_id=test_id)
+    created = sweep.sweep_create(
+        user=user, knowledge_base=knowledge_base, test=test, grid=body.get("grid"), minutes=body.get("minutes")
+    )
+    return JsonResponse({"id": created.pk, "settings": created.total}, status=201)
+
+
+@api_endpoint("GET")
+def sweep_detail(request, user, knowledge_base_id, sweep_id):
+    knowledge_base = selectors.knowledge_base_for(user=user, knowledge_base_id=knowledge_base_id)
+    return JsonResponse(sweep_json(selectors.sweep_for(knowledge_base=knowledge_base, sweep_id=sweep_id)))
+
+
+@api_endpoint("POST")
+def sweep_cancel(request, user, knowledge_base_id, sweep_id):
+    """Stop it (the base's owner): a queued one at once, a running one at its next step."""
+    knowledge_base = selectors.knowledge_base_for(user=user, knowledge_base_id=knowledge_base_id)
+    tuning_sweep = selectors.sweep_for(knowledge_base=knowledge_base, sweep_id=sweep_id)
+    sweep.sweep_cancel(user=user, sweep=tuning_sweep)
+    return JsonResponse(sweep_json(tuning_sweep))
+
+
+@api_endpoint("POST", json_body=True)
+def sweep_apply(request, user, body, knowledge_base_id, sweep_id):
+    """{"row": index} (the base's owner): that setting on the base; a rebuild when its chunk setting differs."""
+    knowledge_base = selectors.knowledge_base_for(user=user, knowledge_base_id=knowledge_base_id)
+    tuning_sweep = selectors.sweep_for(knowledge_base=knowledge_base, sweep_id=sweep_id)
+    if not isinstance(body, dict):
+        raise StudioError('Send a JSON object: {"row": 0} (the index of a row in the sweep\'s "rows").')
+    sweep.require_sweep_owner(knowledge_base, user)
+    rebuild = sweep.sweep_apply(user=user, sweep=tuning_sweep, row=body.get("row"))
+    return JsonResponse({"id": tuning_sweep.pk, "row": tuning_sweep.applied_row, "rebuild": rebuild}, status=202)

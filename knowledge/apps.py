@@ -15,9 +15,11 @@ class KnowledgeConfig(AppConfig):
         # Django's app registry is not ready when this module loads: these import models
         from .retrieval_tests import measurements_sweep  # noqa: PLC0415
         from .services import ingestion_sweep  # noqa: PLC0415
+        from .sweep import sweeps_sweep  # noqa: PLC0415
 
         sweeping.register(ingestion_sweep)  # ingestions the job queue never got, or whose worker died: resumed
         sweeping.register(measurements_sweep)  # retrieval tests' measurements never sent, or whose worker died
+        sweeping.register(sweeps_sweep)  # tuning sweeps never sent, or whose worker died
         sweeping.register(pgvector.vectors_sweep)  # pgvector columns a process that started before pgvector left empty
         # A migration that rebuilds knowledge_chunk on SQLite drops its index triggers: put them back;
         # on PostgreSQL with the vector extension, add the pgvector column and its HNSW index.

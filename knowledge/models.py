@@ -272,3 +272,37 @@ class RetrievalMeasurement(JobRecord):
     # What it measures against (retrieval_tests.version_of, when it was queued): a job that ended for
     # this version is not queued again for it (one that failed says why instead of looping).
     version = models.JSONField(default=dict, blank=True)
+
+
+class RetrievalSweep(JobRecord):
+    """The tuning sweep (knowledge/sweep.py): settings of a base (chunk size and overlap, fusion
+    weight, near-duplicate collapse, reranking) each measured against one of its retrieval tests on
+    an in-memory twin of its index, within a budget of minutes, on the knowledge lane. Its key is
+    its own id: `dispatch(RetrievalSweep, sweep.pk)`. done/total count the settings measured."""
+
+    TASK = "knowledge.retrieval_sweep"
+    knowledge_base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="sweeps")
+    test = models.ForeignKey(RetrievalTest, on_delete=models.CASCADE, related_name="sweeps")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    # The grid asked, checked (sweep.clean_grid): {"chunk": [[tokens, overlap]], "fusion_weight": [...],
+    # "collapse_duplicates": [...], "rerank": [...], "k": [...]}.
+    grid = models.JSONField(default=dict)
+    minutes = models.PositiveSmallIntegerField(default=20)  # its budget: no setting is started past it
+    # One row per setting, in the grid's order (sweep.SweepRow): its settings, status and figures.
+    rows = models.JSONField(default=list)
+    best_row = models.PositiveIntegerField(null=True, blank=True)  # index in rows: recall@5, then MRR@10, then p95
+    applied_row = models.PositiveIntegerField(null=True, blank=True)  # the row last applied to the base
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"sweep #{self.pk}"
+
+    @property
+    def best(self) -> dict | None:
+        return self.rows[self.best_row] if self.best_row is not None and self.best_row < len(self.rows) else None
+
+    @property
+    def applied(self) -> bool:
+        return self.applied_row is not None

@@ -15,7 +15,7 @@ from django.db.models.functions import Coalesce
 from studio.errors import NotFound
 from studio.jobs import JobStatus
 
-from .models import Document, IngestionJob, KnowledgeBase, RetrievalTest
+from .models import Document, IngestionJob, KnowledgeBase, RetrievalSweep, RetrievalTest
 
 # How far back "served least recently" looks: the owners of the last this many ingestions started.
 RECENT_STARTS = 200
@@ -212,3 +212,17 @@ def retrieval_test_for(*, knowledge_base: KnowledgeBase, test_id: int) -> Retrie
         raise NotFound("This knowledge base has no such retrieval test.")
     test.knowledge_base = knowledge_base
     return test
+
+
+def sweeps_of(*, knowledge_base: KnowledgeBase) -> QuerySet[RetrievalSweep]:
+    """Newest first."""
+    return knowledge_base.sweeps.all()
+
+
+def sweep_for(*, knowledge_base: KnowledgeBase, sweep_id: int) -> RetrievalSweep:
+    """A sweep of this base (one of another base, whoever's, is not found here)."""
+    found = knowledge_base.sweeps.select_related("test").filter(pk=sweep_id).first()
+    if found is None:
+        raise NotFound("This knowledge base has no such tuning sweep.")
+    found.knowledge_base = knowledge_base
+    return found

@@ -31,6 +31,10 @@ urlpatterns = [
         views.retrieval_test_delete,
         name="retrieval_test_delete",
     ),
+    path("<id:knowledge_base_id>/retrieval-tests/<id:test_id>/tune/", views.sweep_new, name="sweep_new"),
+    path("<id:knowledge_base_id>/sweeps/<id:sweep_id>/", views.sweep_page, name="sweep"),
+    path("<id:knowledge_base_id>/sweeps/<id:sweep_id>/cancel/", views.sweep_cancel, name="sweep_cancel"),
+    path("<id:knowledge_base_id>/sweeps/<id:sweep_id>/apply/", views.sweep_apply, name="sweep_apply"),
 ]
 
 api_urlpatterns = [
@@ -63,5 +67,17 @@ api_urlpatterns = [
         "knowledge/<id:knowledge_base_id>/retrieval-tests/<id:test_id>/measure/",
         api.retrieval_test_measure,
         name="api_knowledge_retrieval_test_measure",
+    ),
+    path("knowledge/<id:knowledge_base_id>/sweeps/", api.sweep_list, name="api_knowledge_sweeps"),
+    path("knowledge/<id:knowledge_base_id>/sweeps/<id:sweep_id>/", api.sweep_detail, name="api_knowledge_sweep"),
+    path(
+        "knowledge/<id:knowledge_base_id>/sweeps/<id:sweep_id>/cancel/",
+        api.sweep_cancel,
+        name="api_knowledge_sweep_cancel",
+    ),
+    path(
+        "knowledge/<id:knowledge_base_id>/sweeps/<id:sweep_id>/apply/",
+        api.sweep_apply,
+        name="api_knowledge_sweep_apply",
     ),
 ]

@@ -1,6 +1,7 @@
 """Pages of knowledge bases: the list (and a new base), a base's documents with their ingestion
 live, uploads, deletes, a search box and its index (a rebuild with new settings, live), and a
-document's chunks; retrieval tests (a section of the base's page, a page per test). The same
+document's chunks; retrieval tests (a section of the base's page, a page per test) and their
+tuning sweeps (a form, a page per sweep with its table and "Use this setting"). The same
 services and search the API calls; who may do what is decided there (selectors,
 services.require_owner, retrieval_tests.require_tests_owner), never here."""
 
@@ -18,7 +19,7 @@ from studio.errors import Forbidden, NotFound, StudioError
 from studio.input_checks import InputError, parsed_number
 from studio.llm.numpy_embedder import EMBEDDING_MODEL
 
-from . import engines, retrieval_tests, selectors, services
+from . import engines, retrieval_tests, selectors, services, sweep
 from . import search as knowledge_search
 from .models import Document
 
@@ -495,3 +496,174 @@ def retrieval_test_delete(request, knowledge_base_id, test_id):
     retrieval_tests.retrieval_test_delete(user=request.user, test=test)
     url = f"{reverse('knowledge:detail', args=[knowledge_base.pk])}#retrieval-tests"
     return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+# --- Tuning sweeps (knowledge/sweep.py) -------------------------------------------------------------
+
+
+def _sweep_or_404(knowledge_base, sweep_id):
+    try:
+        return selectors.sweep_for(knowledge_base=knowledge_base, sweep_id=sweep_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+
+
+def _require_sweep_owner(request, knowledge_base) -> None:
+    try:
+        sweep.require_sweep_owner(knowledge_base, request.user)
+    except Forbidden as exc:
+        raise PermissionDenied(exc.message) from None
+
+
+def _chunk_choices(knowledge_base) -> list[dict]:
+    """The form's chunk settings: each size a sweep tries with its usual overlap, the base's own
+    with its own (first, marked in use); checked: the default grid's and the base's own."""
+    own = (knowledge_base.chunk_tokens, knowledge_base.chunk_overlap)
+    offered = [own] + [(size, sweep.FORM_OVERLAPS[size]) for size in sweep.CHUNK_SIZES if size != own[0]]
+    defaults = {tuple(pair) for pair in sweep.DEFAULT_GRID["chunk"]} | {own}
+    return [
+        {
+            "value": f"{tokens}:{overlap}",
+            "tokens": tokens,
+            "overlap": overlap,
+            "own": (tokens, overlap) == own,
+            "default": (tokens, overlap) in defaults,
+        }
+        for tokens, overlap in offered
+    ]
+
+
+def _grid_from_form(post) -> dict:
+    """The form's fields as the grid the API takes (sweep.clean_grid checks it)."""
+    listed = lambda name: post.get(name, "").replace(",", " ").split()
+    return {
+        "chunk": [value.split(":", 1) if ":" in value else [value, ""] for value in post.getlist("chunk")],
+        "fusion_weight": listed("fusion_weight"),
+        "collapse_duplicates": [value == "on" for value in post.getlist("collapse_duplicates")],
+        "rerank": [value == "on" for value in post.getlist("rerank")],
+        "k": listed("k"),
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def sweep_new(request, knowledge_base_id, test_id):
+    """ "Tune retrieval" beside a test (its base's owner): the grid, prefilled, and the budget; the
+    test's earlier sweeps."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    test = _test_or_404(knowledge_base, test_id)
+    _require_sweep_owner(request, knowledge_base)
+    chunks = _chunk_choices(knowledge_base)
+    values = {
+        "chunk": [choice["value"] for choice in chunks if choice["default"]],
+        "fusion_weight": ", ".join(f"{weight:g}" for weight in sweep.DEFAULT_GRID["fusion_weight"]),
+        "collapse_duplicates": ["on", "off"],
+        "rerank": ["off"],
+        "k": "",
+        "minutes": str(sweep.DEFAULT_MINUTES),
+    }
+    errors = {}
+    if request.method == "POST":
+        values = {
+            "chunk": request.POST.getlist("chunk"),
+            "fusion_weight": request.POST.get("fusion_weight", ""),
+            "collapse_duplicates": request.POST.getlist("collapse_duplicates"),
+            "rerank": request.POST.getlist("rerank"),
+            "k": request.POST.get("k", ""),
+            "minutes": request.POST.get("minutes", ""),
+        }
+        try:
+            started = sweep.sweep_create(
+                user=request.user,
+                knowledge_base=knowledge_base,
+                test=test,
+                grid=_grid_from_form(request.POST),
+                minutes=values["minutes"],
+            )
+        except StudioError as exc:
+            field = exc.field.removeprefix("grid.").split("[")[0].split(" ")[0]
+            errors[field if field in values else "form"] = exc.message
+        else:
+            return redirect("knowledge:sweep", knowledge_base_id=knowledge_base.pk, sweep_id=started.pk)
+    return render(
+        request,
+        "knowledge/sweep_new.html",
+        {
+            "knowledge_base": knowledge_base,
+            "test": test,
+            "chunks": chunks,
+            "values": values,
+            "errors": errors,
+            "reranker": engines.reranker_configured(),
+            "earlier": test.sweeps.all()[:10],
+            "limits": {"settings": sweep.MAX_SETTINGS, "chunks": sweep.MAX_CHUNK_SETTINGS},
+            "minutes": {"low": sweep.MIN_MINUTES, "high": sweep.MAX_MINUTES},
+        },
+        status=400 if errors else 200,
+    )
+
+
+def _sweep_context(request, knowledge_base, tuning_sweep, **extra) -> dict:
+    ks = tuning_sweep.grid.get("k", [])
+    rows = [
+        {
+            "index": index,
+            "row": row,
+            "in_use": sweep.in_use(row, knowledge_base),
+            "best": index == tuning_sweep.best_row,
+            "applied": index == tuning_sweep.applied_row,
+            "k_values": [(row.get("recall_at_k") or {}).get(str(k)) for k in ks],
+        }
+        for index, row in enumerate(tuning_sweep.rows)
+    ]
+    return {
+        "knowledge_base": knowledge_base,
+        "sweep": tuning_sweep,
+        "rows": rows,
+        "ks": ks,
+        "is_owner": knowledge_base.owner_id == request.user.pk,
+        **extra,
+    }
+
+
+@login_required
+@require_GET
+def sweep_page(request, knowledge_base_id, sweep_id):
+    """A sweep's progress (the partial polls itself every 2 s while it runs) and its table."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    tuning_sweep = _sweep_or_404(knowledge_base, sweep_id)
+    template = "knowledge/_sweep.html" if request.htmx else "knowledge/sweep.html"
+    return render(request, template, _sweep_context(request, knowledge_base, tuning_sweep))
+
+
+@login_required
+@require_POST
+def sweep_cancel(request, knowledge_base_id, sweep_id):
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    tuning_sweep = _sweep_or_404(knowledge_base, sweep_id)
+    _require_sweep_owner(request, knowledge_base)
+    sweep.sweep_cancel(user=request.user, sweep=tuning_sweep)
+    if not request.htmx:
+        return redirect("knowledge:sweep", knowledge_base_id=knowledge_base.pk, sweep_id=tuning_sweep.pk)
+    return render(request, "knowledge/_sweep.html", _sweep_context(request, knowledge_base, tuning_sweep))
+
+
+@login_required
+@require_POST
+def sweep_apply(request, knowledge_base_id, sweep_id):
+    """ "Use this setting" (the base's owner): the row's ranking settings, and a rebuild when its chunk
+    setting is not the base's; the table says which, or why not."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    tuning_sweep = _sweep_or_404(knowledge_base, sweep_id)
+    _require_sweep_owner(request, knowledge_base)
+    error, rebuild = "", None
+    try:
+        rebuild = sweep.sweep_apply(user=request.user, sweep=tuning_sweep, row=request.POST.get("row"))
+    except StudioError as exc:
+        error = exc.message
+    knowledge_base.refresh_from_db()
+    context = _sweep_context(request, knowledge_base, tuning_sweep, error=error, rebuild=rebuild)
+    status = 400 if error else 200
+    if not request.htmx and not error:
+        return redirect("knowledge:sweep", knowledge_base_id=knowledge_base.pk, sweep_id=tuning_sweep.pk)
+    return render(request, "knowledge/_sweep.html" if request.htmx else "knowledge/sweep.html", context, status=status)
