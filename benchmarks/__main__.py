@@ -65,8 +65,10 @@ class Command:
         )
         parser.add_argument(
             "--paths",
-            default="knowledge,embedded,redis,dtype,constrained,prefill,evaluation,training",
-            help="what to measure: embedded, redis (full chat paths), dtype (the batch engine in "
+            default="knowledge,retrieval,embedded,redis,dtype,constrained,prefill,evaluation,training",
+            help="what to measure: knowledge (ingestion and search latency), retrieval (recall@5 of "
+            "retrieval test sets with and without each ranking stage, and the reranking stage's cost), "
+            "embedded, redis (full chat paths), dtype (the batch engine in "
             "float32 and bfloat16), constrained (the batch engine with and without an output "
             "format), prefill (a reply in the batch engine while a long prompt is prefilled), "
             "evaluation and training (both need embedded)",
@@ -136,10 +138,12 @@ class Command:
             results["knowledge"] = self.measure_knowledge(
                 knowledge_chunks, knowledge_sizes, {e.strip() for e in knowledge_engines.split(",")}
             )
-            if wanted == {"knowledge"}:
-                output.parent.mkdir(parents=True, exist_ok=True)
-                output.write_text(json.dumps(results, indent=2))
-                return
+        if "retrieval" in wanted:
+            results["retrieval"] = self.measure_retrieval(model, cache_dir)
+        if wanted <= {"knowledge", "retrieval"}:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(json.dumps(results, indent=2))
+            return
 
         self.say(f"raw: loading {model} (cache {cache_dir})")
         loaded = load_model(
@@ -536,6 +540,51 @@ class Command:
                     f"knowledge search latency, {run['chunks']} chunks, {engine}, {run['mode']}: "
                     f"p50 {run['p50_ms']:.1f} ms, p95 {run['p95_ms']:.1f} ms"
                 )
+        return measured
+
+    def measure_retrieval(self, model: str, cache_dir: Path) -> dict:
+        """recall@5 of the loop demo's corpus and of the long articles with every ranking stage and
+        without each, and the reranking stage's cost (`python -m benchmarks.retrieval_bench`, in a
+        throwaway data folder on SQLite)."""
+        data_dir = Path(tempfile.mkdtemp(prefix="studio-bench-retrieval-"))
+        env = studio_env(
+            STUDIO_DATA_DIR=data_dir,
+            STUDIO_SQLITE_PATH=data_dir / "studio.sqlite3",
+            DATABASE_URL="",
+            LLM_MODEL=model,  # query expansion's rewrites
+            LLM_MODEL_CACHE_DIR=cache_dir,
+        )
+        self.say("retrieval: recall@5 of two test sets by ranking stage, then searches with and without reranking")
+        try:
+            measured = json.loads(
+                run_module("benchmarks.retrieval_bench", [], env, timeout=1800).strip().splitlines()[-1]
+            )
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        for name, figures in measured["sets"].items():
+            stages = figures["stages"]
+            self.say(
+                f"retrieval recall@5, {name} ({figures['questions']} questions, chunks of {figures['chunk_tokens']} "
+                f"tokens): "
+                + ", ".join(
+                    f"{stage} {values['recall_at_5']:.2f} (MRR@10 {values['mrr_at_10']:.2f})"
+                    for stage, values in stages.items()
+                )
+            )
+        rerank = measured["rerank"]
+        self.say(
+            f"reranked search: p50 {rerank['reranked_p50_ms']:.1f} ms, p95 {rerank['reranked_p95_ms']:.1f} ms; "
+            f"plain: p50 {rerank['plain_p50_ms']:.1f} ms, p95 {rerank['plain_p95_ms']:.1f} ms "
+            f"({rerank['queries']} queries, long articles, a stand-in reranker scoring the top 20 with MiniLM)"
+        )
+        self.say(f"reranked/plain search p95 latency ratio: {rerank['ratio']:.2f}")
+        if "expansion" in measured:
+            expanded = measured["expansion"]
+            self.say(
+                f"query expansion ({expanded['model']}, 3 rewrites): long articles recall@5 "
+                f"{expanded['recall_at_5']:.2f} (MRR@10 {expanded['mrr_at_10']:.2f}), a search waits "
+                f"{expanded['p50_ms']:.0f} ms (median) for the rewrites"
+            )
         return measured
 
     def report(self, label, run):

@@ -18,6 +18,7 @@ class Conversation(models.Model):
         PLAYGROUND = "playground"  # a prompt playground run: same path, kept out of the chat list
         API = "api"  # a request to the OpenAI-compatible API (/v1/chat/completions), kept per token owner
         EVALUATION = "evaluation"  # one case of a running evaluation (evals/): removed when it is scored
+        RETRIEVAL = "retrieval"  # a question's rewrites for a search (query expansion): removed when read
 
     DEFAULT_TITLE = "New conversation"
 

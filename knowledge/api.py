@@ -18,6 +18,9 @@ KNOWLEDGE_BASE_SHAPE = (
     '"all-MiniLM-L6-v2"}.'
 )
 SEARCH_SHAPE = 'Send a JSON object: {"query": "how do I reset it?", "k": 5, "mode": "hybrid"}.'
+RANKING_SHAPE = (
+    'Send a JSON object: {"fusion_weight": 0.7, "collapse_duplicates": true, "rerank": false, "expand_query": false}.'
+)
 REBUILD_SHAPE = 'Send a JSON object: {"chunk_tokens": 200, "chunk_overlap": 30}.'
 SWEEP_SHAPE = (
     'Send a JSON object: {"retrieval_test": 3, "grid": {"chunk": [[128, 24], [200, 30]], "fusion_weight": [0, 0.5, 1], '
@@ -41,7 +44,12 @@ def knowledge_base_json(knowledge_base) -> dict:
         "chunk_tokens": knowledge_base.chunk_tokens,
         "chunk_overlap": knowledge_base.chunk_overlap,
         "rebuilding": knowledge_base.rebuilding,
+        "ranking": ranking_json(knowledge_base),
     }
+
+
+def ranking_json(knowledge_base) -> dict:
+    return {name: getattr(knowledge_base, name) for name in services.RANKING_FIELDS}
 
 
 def rebuild_json(knowledge_base) -> dict:
@@ -68,8 +76,23 @@ def knowledge_bases(request, user, body):
         description=body.get("description", ""),
         shared=body.get("shared", False),
         embedding_model=body.get("embedding_model"),
+        chunk_tokens=body.get("chunk_tokens"),
+        chunk_overlap=body.get("chunk_overlap"),
+        ranking={name: body.get(name) for name in services.RANKING_FIELDS},
     )
     return JsonResponse({"id": knowledge_base.pk}, status=201)
+
+
+@api_endpoint("GET", "POST", json_body=True)
+def ranking(request, user, body, knowledge_base_id):
+    """GET: how searches of the base rank (no rebuild needed to change it); POST (its owner): change
+    some of it, {"fusion_weight": 0.7, "collapse_duplicates": true, "rerank": false, "expand_query": false}."""
+    knowledge_base = selectors.knowledge_base_for(user=user, knowledge_base_id=knowledge_base_id)
+    if request.method == "POST":
+        if not isinstance(body, dict):
+            raise StudioError(RANKING_SHAPE)
+        services.knowledge_base_ranking_update(user=user, knowledge_base=knowledge_base, **body)
+    return JsonResponse({"id": knowledge_base.pk, **ranking_json(knowledge_base)})
 
 
 @api_endpoint("POST")
@@ -127,11 +150,35 @@ def search(request, user, body, knowledge_base_id):
         k=k,
         mode=body.get("mode", "hybrid"),
         min_score=min_score,
+        **search_ranking(body),
     )
-    response = {"results": [hit.to_dict() for hit in answer.hits], "mode": answer.mode, "k": answer.k}
+    response = {
+        "results": [hit.to_dict() for hit in answer.hits],
+        "mode": answer.mode,
+        "k": answer.k,
+        "ranking": answer.ranking,
+        "notes": answer.notes,
+    }
+    if answer.expansion is not None:
+        response["expansion"] = answer.expansion.to_dict()
     if answer.clamped:
         response["clamped"] = answer.clamped
     return JsonResponse(response)
+
+
+def search_ranking(body: dict) -> dict:
+    """A search's own ranking settings, to try one without changing the base."""
+    fusion_weight = body.get("fusion_weight")
+    if fusion_weight is not None and (
+        isinstance(fusion_weight, bool) or not isinstance(fusion_weight, (int, float)) or not 0 <= fusion_weight <= 1
+    ):
+        raise StudioError("must be a number from 0 to 1", "fusion_weight")
+    chosen = {"fusion_weight": fusion_weight}
+    for name in ("collapse_duplicates", "rerank", "expand_query"):
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            raise StudioError("must be true or false", name)
+        chosen[name] = body.get(name)
+    return chosen
 
 
 @api_endpoint("GET", "POST", json_body=True)

@@ -10,7 +10,7 @@ document small enough for the context is attached whole instead of searched (`wh
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 from django.conf import settings
 from django.db.models import Q, Sum
@@ -53,6 +53,7 @@ class RetrievedSource(TypedDict):
     heading: str
     score: float | None  # None: from a document attached whole, not searched
     knowledge_base: int | None
+    also_in: NotRequired[list[dict]]  # near duplicates of it in other documents: [{"document", "page"}]
 
 
 class RetrievalRecord(TypedDict, total=False):
@@ -192,7 +193,10 @@ def retrieve(
             # Searched in its base with the widest k, then kept to the attached documents.
             found = _hits(user, documents_of_base[0].knowledge_base, query, MAX_K, mode, min_score)
             hits += [hit for hit in found if hit[1].document_id in wanted]
-    hits.sort(key=lambda pair: -pair[1].score)
+    if len({knowledge_base_id for knowledge_base_id, _ in hits}) > 1:
+        # Several bases (or documents) searched: merged by score. One base's hits keep its order,
+        # which a reranker or the question's rewrites may have set apart from the score.
+        hits.sort(key=lambda pair: -pair[1].score)
     for knowledge_base_id, hit in hits[:k]:
         sources.append(
             {
@@ -204,6 +208,7 @@ def retrieve(
                 "heading": hit.heading,
                 "score": round(hit.score, 6),
                 "knowledge_base": knowledge_base_id,
+                "also_in": [{"document": copy["document"], "page": copy["page"]} for copy in hit.also_in][:10],
             }
         )
     for n, source in enumerate(sources, start=1):

@@ -23,9 +23,10 @@ from studio.errors import NotFound, StudioError
 
 from .engines import EngineError, QueryEmbeddingUnavailable, embed_query, reranker_configured
 from .engines import rerank as engine_rerank
+from .expansion import Expansion, expand
 from .keyword_index import keyword_candidates
 from .models import Chunk, KnowledgeBase
-from .ranking import collapse, fuse
+from .ranking import RRF_K, collapse, fuse
 from .vectors import dense_candidates, vectors_for
 
 MODES = ("hybrid", "bm25", "dense")
@@ -83,6 +84,7 @@ class SearchAnswer:
     clamped: dict = field(default_factory=dict)  # {"k": {"asked": 10**9, "used": 50}} when a value was clamped
     notes: list[str] = field(default_factory=list)  # what did not run as asked, and why (a reranker down)
     ranking: dict = field(default_factory=dict)  # the ranking settings used
+    expansion: Expansion | None = None  # the question's rewrites, when the ranking expands it
 
 
 def _round(value: float | None) -> float | None:
@@ -95,6 +97,7 @@ def ranking_of(knowledge_base: KnowledgeBase, **overrides) -> dict:
         "fusion_weight": knowledge_base.fusion_weight,
         "collapse_duplicates": knowledge_base.collapse_duplicates,
         "rerank": knowledge_base.rerank,
+        "expand_query": knowledge_base.expand_query,
     }
     ranking.update({name: value for name, value in overrides.items() if name in ranking and value is not None})
     return ranking
@@ -111,6 +114,7 @@ def search(
     fusion_weight: float | None = None,
     collapse_duplicates: bool | None = None,
     rerank: bool | None = None,
+    expand_query: bool | None = None,
 ) -> SearchAnswer:
     """The top k chunks of a knowledge base for a query; NotFound unless the user may see the base.
     The ranking settings are the base's (models.KnowledgeBase) unless given."""
@@ -129,7 +133,11 @@ def search(
         clamped["k"] = {"asked": k, "used": min(max(k, 1), MAX_K)}
         k = clamped["k"]["used"]
     ranking = ranking_of(
-        knowledge_base, fusion_weight=fusion_weight, collapse_duplicates=collapse_duplicates, rerank=rerank
+        knowledge_base,
+        fusion_weight=fusion_weight,
+        collapse_duplicates=collapse_duplicates,
+        rerank=rerank,
+        expand_query=expand_query,
     )
     notes: list[str] = []
 
@@ -156,6 +164,13 @@ def search(
         vector_scores.update(vectors.scores_of([c for c in keyword_scores if c not in vector_scores], query_vector))
         order = sorted(fused, key=lambda c: (-fused[c], -vector_scores.get(c, -2.0), c))
         ranked = [(chunk_id, fused[chunk_id], fused[chunk_id]) for chunk_id in order]
+    expansion = None
+    if ranking["expand_query"]:
+        expansion = expand(query, user=user)
+        if expansion.note:
+            notes.append(expansion.note)
+        elif expansion.rewrites:
+            ranked = _with_rewrites(knowledge_base, mode, ranking, ranked, expansion.rewrites, vectors)
     if min_score is not None:
         ranked = [row for row in ranked if row[1] >= min_score]
 
@@ -195,7 +210,35 @@ def search(
                 also_in=[_also_in(by_id[other]) for other in duplicates],
             )
         )
-    return SearchAnswer(hits=hits, mode=mode, k=k, clamped=clamped, notes=notes, ranking=ranking)
+    return SearchAnswer(hits=hits, mode=mode, k=k, clamped=clamped, notes=notes, ranking=ranking, expansion=expansion)
+
+
+def _with_rewrites(knowledge_base, mode: str, ranking: dict, ranked: list, rewrites: list[str], vectors) -> list:
+    """The question's ranking fused with each rewrite's (reciprocal rank fusion over the rankings,
+    the question's counted twice: it is what the person asked). Scores are the fused ones."""
+    rankings = [([row[0] for row in ranked], 2.0)]
+    for rewrite in rewrites:
+        keyword = (
+            keyword_candidates(knowledge_base_id=knowledge_base.pk, query=rewrite, limit=CANDIDATES)
+            if mode != "dense"
+            else []
+        )
+        vector = []
+        if mode != "bm25" and vectors is not None:
+            try:
+                vector = dense_candidates(
+                    vectors, _query_vector_and_vectors(knowledge_base, rewrite)[1], limit=CANDIDATES
+                )
+            except QueryEmbeddingUnavailable:
+                pass
+        weight = {"bm25": 0.0, "dense": 1.0}.get(mode, ranking["fusion_weight"])
+        fused = fuse(keyword, vector, weight)
+        rankings.append((sorted(fused, key=lambda c: (-fused[c], c)), 1.0))
+    combined: dict[int, float] = {}
+    for order, share in rankings:
+        for rank, chunk_id in enumerate(order, start=1):
+            combined[chunk_id] = combined.get(chunk_id, 0.0) + share / (RRF_K + rank)
+    return [(c, combined[c], combined[c]) for c in sorted(combined, key=lambda c: (-combined[c], c))]
 
 
 def _also_in(chunk: Chunk) -> dict:

@@ -12,6 +12,7 @@ urlpatterns = [
     path("<id:knowledge_base_id>/documents/<id:document_id>/", views.document_detail, name="document"),
     path("<id:knowledge_base_id>/documents/<id:document_id>/delete/", views.document_delete, name="document_delete"),
     path("<id:knowledge_base_id>/search/", views.search, name="search"),
+    path("<id:knowledge_base_id>/ranking/", views.ranking, name="ranking"),
     path("<id:knowledge_base_id>/rebuild/", views.rebuild, name="rebuild"),
     path("<id:knowledge_base_id>/rebuild/cancel/", views.rebuild_cancel, name="rebuild_cancel"),
     path("<id:knowledge_base_id>/retrieval-tests/", views.retrieval_test_list, name="retrieval_tests"),
@@ -51,6 +52,7 @@ api_urlpatterns = [
         name="api_knowledge_document_cancel",
     ),
     path("knowledge/<id:knowledge_base_id>/search/", api.search, name="api_knowledge_search"),
+    path("knowledge/<id:knowledge_base_id>/ranking/", api.ranking, name="api_knowledge_ranking"),
     path("knowledge/<id:knowledge_base_id>/rebuild/", api.rebuild, name="api_knowledge_rebuild"),
     path("knowledge/<id:knowledge_base_id>/rebuild/cancel/", api.rebuild_cancel, name="api_knowledge_rebuild_cancel"),
     path(

@@ -133,10 +133,51 @@ def knowledge_base_detail(request, knowledge_base_id):
             **_documents_context(request, knowledge_base),
             **_index_context(request, knowledge_base),
             **_retrieval_tests_context(request, knowledge_base),
+            **_ranking_context(request, knowledge_base),
             "search": _search_values(request.GET),
             "modes": knowledge_search.MODES,
         },
     )
+
+
+def _ranking_context(request, knowledge_base, *, errors=None, saved=False) -> dict:
+    """The ranking card: how searches rank the base, and (its owner's) the form to change it."""
+    return {
+        "knowledge_base": knowledge_base,
+        "ranking_errors": errors or {},
+        "ranking_saved": saved,
+        "reranker_configured": engines.reranker_configured(),
+        "rerank_candidates": knowledge_search.RERANK_CANDIDATES,
+        "keyword_share": 1.0 - knowledge_base.fusion_weight,
+        "is_owner": knowledge_base.owner_id == request.user.pk,
+    }
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def ranking(request, knowledge_base_id):
+    """POST (its owner): change the ranking settings (no rebuild); the card comes back."""
+    knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
+    if request.method == "GET":
+        return redirect("knowledge:detail", knowledge_base_id=knowledge_base.pk)
+    _require_owner(request, knowledge_base)
+    errors = {}
+    try:
+        services.knowledge_base_ranking_update(
+            user=request.user,
+            knowledge_base=knowledge_base,
+            fusion_weight=request.POST.get("fusion_weight", ""),
+            collapse_duplicates=request.POST.get("collapse_duplicates") == "on",
+            rerank=request.POST.get("rerank") == "on",
+            expand_query=request.POST.get("expand_query") == "on",
+        )
+    except services.KnowledgeError as exc:
+        errors[exc.field or "form"] = exc.message
+        knowledge_base.refresh_from_db()
+    context = _ranking_context(request, knowledge_base, errors=errors, saved=not errors)
+    if request.htmx:
+        return render(request, "knowledge/_ranking.html", context, status=400 if errors else 200)
+    return redirect("knowledge:detail", knowledge_base_id=knowledge_base.pk)
 
 
 @login_required

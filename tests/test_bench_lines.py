@@ -114,3 +114,32 @@ def test_the_prefill_bench_prints_its_ratio_and_longest_gap_lines(tmp_path):
     ratio = r"chat during a long prefill/alone tokens/s ratio: \d+\.\d\d"
     assert any(re.fullmatch(ratio, line) for line in lines), lines
     assert any(re.fullmatch(r"longest gap between tokens during a long prefill: \d+ ms", line) for line in lines), lines
+
+
+def test_the_retrieval_bench_prints_recall_by_stage_and_the_reranking_ratio(tmp_path):
+    env = studio_env(STUDIO_DATA_DIR=tmp_path / "data", LLM_MODEL_CACHE_DIR=TEST_CACHE / "models", LLM_DTYPE="float32")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--model",
+            str(TINY_MODEL_DIR),
+            "--paths",
+            "retrieval",
+            "--output",
+            str(tmp_path / "bench.json"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(re.fullmatch(r"reranked/plain search p95 latency ratio: \d+\.\d\d", line) for line in lines), lines
+    for corpus in ("loop demo corpus", "long articles"):
+        stages = rf"retrieval recall@5, {corpus} \(\d+ questions, chunks of \d+ tokens\): every stage \d\.\d\d .*"
+        assert any(re.fullmatch(stages, line) and "without near-duplicate collapse" in line for line in lines), lines
+    assert any(re.match(r"query expansion \(.*\): long articles recall@5 \d\.\d\d", line) for line in lines), lines
