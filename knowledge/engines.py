@@ -28,6 +28,8 @@ from django.conf import settings
 from studio.errors import StudioError
 from studio.llm.numpy_embedder import EMBEDDING_MODEL, load_numpy_embedder
 
+from . import tuned_embedders
+
 BUNDLED_DIMENSION = 384  # all-MiniLM-L6-v2
 REQUEST_TEXTS = 32  # texts per request: TEI's default --max-client-batch-size
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # 32 vectors of 16,384 numbers written as JSON fit well below this
@@ -115,7 +117,13 @@ def measured_dimension(engine: EmbeddingEngine) -> int:
 def embed_passages(embedding_model: str, texts: list[str], *, dimension: int) -> np.ndarray:
     """Unit vectors of passages for a knowledge base pinned to `embedding_model` and `dimension`:
     (N, D) float32, little-endian. The bundled model runs on torch (job workers only); an engine
-    is asked in requests of REQUEST_TEXTS. EngineError when an engine fails or does not match."""
+    is asked in requests of REQUEST_TEXTS; a tuned embedder ("tuned:<id>") runs on torch from its
+    folder. EngineError when an engine fails or does not match, or a tuned embedder's files are gone."""
+    if tuned_embedders.is_tuned(embedding_model):
+        try:
+            return tuned_embedders.embed_passages(embedding_model, texts)  # (N, D)
+        except tuned_embedders.TunedEmbedderMissing as exc:
+            raise EngineError(exc.message, code=exc.code) from None
     engine = engine_of(embedding_model)
     if engine is None:
         from studio.llm.embeddings import load_embedder  # noqa: PLC0415 - torch: job workers only, never the web process
@@ -129,7 +137,12 @@ def embed_query(embedding_model: str, text: str, *, dimension: int) -> np.ndarra
     torch in the web process), or the engine. Raises QueryEmbeddingUnavailable (with the reason)
     when the engine fails, so a search can go on by keywords and say why; for QUERY_FAILURE_MEMORY_S
     after a failure the engine is not asked again (an engine that times out would make every search
-    wait its timeout)."""
+    wait its timeout). A tuned embedder ("tuned:<id>") runs in numpy from its folder, as the bundled one."""
+    if tuned_embedders.is_tuned(embedding_model):
+        try:
+            return tuned_embedders.embed_query(embedding_model, text)
+        except tuned_embedders.TunedEmbedderMissing as exc:
+            raise QueryEmbeddingUnavailable(exc.message) from exc
     try:
         engine = engine_of(embedding_model)
     except EngineError as exc:

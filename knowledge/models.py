@@ -39,6 +39,9 @@ class KnowledgeBase(models.Model):
     building_generation = models.PositiveIntegerField(null=True, blank=True)  # None: no rebuild running
     building_chunk_tokens = models.PositiveIntegerField(null=True, blank=True)
     building_chunk_overlap = models.PositiveIntegerField(null=True, blank=True)
+    # The embedder the building generation is embedded with when the rebuild changes it (a tuned
+    # embedder "tuned:<id>", or back to the bundled one); "": the base's own. Pinned at the switch-over.
+    building_embedding_model = models.CharField(max_length=100, blank=True)
     # How a search ranks what the index holds (knowledge/search.py): changed at any time, no rebuild.
     # fusion_weight: the vector ranking's share in hybrid fusion (0: keywords only, 1: vectors only).
     fusion_weight = models.FloatField(default=0.5)
@@ -60,6 +63,12 @@ class KnowledgeBase(models.Model):
         """Call inside the transaction that changes what search reads."""
         KnowledgeBase.objects.filter(pk=self.pk).update(chunks_version=F("chunks_version") + 1)
 
+    def embedder_for(self, generation: int) -> str:
+        """The embedder of a generation's chunks: the building one's may differ during a rebuild."""
+        if generation == self.building_generation and self.building_embedding_model:
+            return self.building_embedding_model
+        return self.embedding_model
+
     @property
     def rebuilding(self) -> bool:
         return self.building_generation is not None
@@ -75,7 +84,7 @@ class KnowledgeBase(models.Model):
         return {
             "chunk_tokens": self.building_chunk_tokens,
             "chunk_overlap": self.building_chunk_overlap,
-            "embedding_model": self.embedding_model,
+            "embedding_model": self.building_embedding_model or self.embedding_model,
             "done": counts["done"],
             "total": counts["total"],
         }

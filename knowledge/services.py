@@ -23,7 +23,7 @@ from studio.input_checks import unstorable_reason
 from studio.jobs import JobStatus
 from studio.llm.numpy_embedder import EMBEDDING_MODEL
 
-from . import engines, retrieval_tests, storage
+from . import engines, retrieval_tests, storage, tuned_embedders
 from .models import Chunk, Document, IngestionJob, KnowledgeBase
 from .parsing import DocumentError, kind_of
 
@@ -350,7 +350,8 @@ def knowledge_base_rebuild(
     *, user, knowledge_base: KnowledgeBase, chunk_tokens=None, chunk_overlap=None, embedding_model=None
 ) -> int:
     """Index every document again with new settings (by default those in force now:
-    KNOWLEDGE_CHUNK_TOKENS, KNOWLEDGE_CHUNK_OVERLAP, and the base's own embedder), in the background:
+    KNOWLEDGE_CHUNK_TOKENS, KNOWLEDGE_CHUNK_OVERLAP, and the base's own embedder; `embedding_model`
+    may name one tuned for this base, or the bundled one again: _building_embedder), in the background:
     the chunks go to a new generation while the active one keeps answering searches, and the
     switch happens when every ready document has its new chunks (rebuild_switch_if_built). Returns
     how many documents were queued."""
@@ -367,7 +368,7 @@ def knowledge_base_rebuild(
         low=0,
         high=chunk_tokens - 1,
     )
-    _require_embedder_kept(knowledge_base, embedding_model)
+    building_embedder = _building_embedder(knowledge_base, embedding_model)
     with transaction.atomic():
         # Locked: two rebuilds asked at once start one, and no switch-over runs meanwhile.
         locked = KnowledgeBase.objects.select_for_update().get(pk=knowledge_base.pk)
@@ -381,7 +382,10 @@ def knowledge_base_rebuild(
         # Chunks of an earlier generation (none in the steady state) never come back.
         Chunk.objects.filter(knowledge_base=knowledge_base).exclude(generation=locked.active_generation).delete()
         KnowledgeBase.objects.filter(pk=knowledge_base.pk).update(
-            building_generation=generation, building_chunk_tokens=chunk_tokens, building_chunk_overlap=chunk_overlap
+            building_generation=generation,
+            building_chunk_tokens=chunk_tokens,
+            building_chunk_overlap=chunk_overlap,
+            building_embedding_model=building_embedder,
         )
         # Failed ones kept no file: they stay failed (uploading the file again retries one).
         documents = knowledge_base.documents.exclude(status=Document.Status.FAILED)
@@ -412,6 +416,36 @@ def knowledge_base_rebuild(
     rebuild_switch_if_built(knowledge_base.pk)  # nothing to index: switched at once
     knowledge_base.refresh_from_db()
     return len(document_ids)
+
+
+def _building_embedder(knowledge_base: KnowledgeBase, asked) -> str:
+    """The embedder a rebuild changes the base to, "" when it keeps its own. A base may change to an
+    embedder tuned for it ("tuned:<id>", finetune/: its files must be there, and tuned for this base),
+    and from a tuned one back to the bundled model; anything else keeps the base's embedder
+    (_require_embedder_kept)."""
+    pinned = knowledge_base.embedding_model
+    if asked in (None, "") or asked == pinned:
+        if tuned_embedders.is_tuned(pinned):
+            _tuned_dimension(knowledge_base, pinned)  # its files are still there
+            return ""
+    elif tuned_embedders.is_tuned(asked):
+        if _tuned_dimension(knowledge_base, asked) != knowledge_base.dimension:
+            raise KnowledgeError(
+                f"{asked} gives vectors of another size than this knowledge base's ({knowledge_base.dimension})",
+                "embedding_model",
+            )
+        return asked
+    elif asked == EMBEDDING_MODEL and tuned_embedders.is_tuned(pinned):
+        return EMBEDDING_MODEL  # back to the bundled model it was tuned from
+    _require_embedder_kept(knowledge_base, asked)
+    return ""
+
+
+def _tuned_dimension(knowledge_base: KnowledgeBase, embedding_model: str) -> int:
+    try:
+        return tuned_embedders.dimension_for(embedding_model, knowledge_base.pk)
+    except StudioError as exc:
+        raise KnowledgeError(exc.message, "embedding_model", status=409, code=exc.code) from None
 
 
 def _require_embedder_kept(knowledge_base: KnowledgeBase, asked) -> None:
@@ -459,7 +493,10 @@ def knowledge_base_rebuild_cancel(*, user, knowledge_base: KnowledgeBase) -> Non
         Chunk.objects.filter(knowledge_base=knowledge_base).exclude(generation=locked.active_generation).delete()
         knowledge_base.documents.update(rebuilt_chunk_count=None)
         KnowledgeBase.objects.filter(pk=knowledge_base.pk).update(
-            building_generation=None, building_chunk_tokens=None, building_chunk_overlap=None
+            building_generation=None,
+            building_chunk_tokens=None,
+            building_chunk_overlap=None,
+            building_embedding_model="",
         )
     log.info("knowledge base %s: rebuild cancelled", knowledge_base.pk)
     knowledge_base.refresh_from_db()
@@ -496,6 +533,9 @@ def rebuild_switch_if_built(knowledge_base_id: int) -> bool:
             chunk_overlap=knowledge_base.building_chunk_overlap,
             building_chunk_tokens=None,
             building_chunk_overlap=None,
+            # The embedder of the generation that answers now.
+            embedding_model=knowledge_base.embedder_for(generation),
+            building_embedding_model="",
         )
         knowledge_base.chunks_changed()
         # Its retrieval tests' figures were for the old index: measured again, in the background.

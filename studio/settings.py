@@ -592,6 +592,9 @@ LLM_MODEL_CACHE_DIR = Path(envstr("LLM_MODEL_CACHE_DIR", str(DATA_DIR / "models"
 # Fine-tuned adapters (finetune/): job workers write them, model and job workers read them. In
 # scaled mode put it on storage every worker machine mounts.
 STUDIO_ADAPTERS_DIR = Path(envstr("STUDIO_ADAPTERS_DIR", str(DATA_DIR / "adapters")))
+# Embedders fine-tuned for a knowledge base (finetune/, "tuned:<id>"): job workers write them, job
+# workers (documents) and web processes (queries) read them. In scaled mode on storage all of them mount.
+STUDIO_EMBEDDERS_DIR = Path(envstr("STUDIO_EMBEDDERS_DIR", str(DATA_DIR / "embedders")))
 LLM_MAX_NEW_TOKENS = envint("LLM_MAX_NEW_TOKENS", 512, minimum=1)
 # The most an API request may ask for with `max_tokens`.
 LLM_MAX_NEW_TOKENS_CAP = envint("LLM_MAX_NEW_TOKENS_CAP", max(4096, LLM_MAX_NEW_TOKENS), minimum=1)
