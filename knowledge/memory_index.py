@@ -126,8 +126,10 @@ class MemoryIndex:
     ) -> MemoryIndex:
         """The base's ready documents cut with (chunk_tokens, chunk_overlap) and embedded with its
         embedder, as ingestion would index them (torch: job workers only). `progress(stage, done,
-        total)` is called per document read ("reading") and per batch embedded ("embedding"); it
-        may raise to stop. Raises what ingestion would (DocumentError, engines.EngineError)."""
+        total)` is called per document read ("reading"), per PDF page and every 100,000 XML elements
+        of a .docx while one is parsed ("parsing": as ingestion beats its heart there; 0, 0 for the
+        latter) and before each batch is embedded and at the end ("embedding"); it may raise to stop. Raises what ingestion
+        would (DocumentError, engines.EngineError)."""
         chunker = Chunker(capacity=chunk_tokens, overlap=chunk_overlap)
         report = progress or (lambda stage, done, total: None)
         documents = list(
@@ -145,7 +147,14 @@ class MemoryIndex:
                     f"{name}: its file is gone from the studio's storage (KNOWLEDGE_FILES_DIR): upload it again",
                     code="file_missing",
                 ) from None
-            parsed = parse(raw, kind=kind, limits=Limits(max_pages=settings.KNOWLEDGE_MAX_PAGES))
+            parsed = parse(
+                raw,
+                kind=kind,
+                limits=Limits(max_pages=settings.KNOWLEDGE_MAX_PAGES),
+                progress=lambda page, pages: report("parsing", page, pages),
+                heartbeat=lambda: report("parsing", 0, 0),
+            )
+            del raw  # the file's bytes: not held while the rest is read
             plain_text = kind == "text"  # as ingestion titles and cuts a document
             title = document_title(name, parsed.sections[0].text if parsed.sections else "", plain_text=plain_text)
             for piece in chunker.split(parsed.sections, plain_text=plain_text, title=title):
@@ -156,6 +165,7 @@ class MemoryIndex:
             report("reading", done, len(documents))
         rows = []
         for start in range(0, len(texts), EMBED_BATCH):
+            report("embedding", start, len(texts))  # before each batch: the caller may wait (chat first) or stop
             rows.append(
                 engines.embed_passages(
                     knowledge_base.embedding_model,
@@ -163,7 +173,7 @@ class MemoryIndex:
                     dimension=knowledge_base.dimension,
                 )
             )  # (B, D)
-            report("embedding", min(start + EMBED_BATCH, len(texts)), len(texts))
+        report("embedding", len(texts), len(texts))
         vectors = np.concatenate(rows) if rows else np.zeros((0, knowledge_base.dimension), dtype="<f4")
         return cls(passages, vectors)
 

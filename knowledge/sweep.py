@@ -29,9 +29,10 @@ from collections import Counter
 from itertools import product
 from typing import TypedDict
 
+from django.conf import settings as django_settings
 from django.db import transaction
 
-from studio import jobs
+from studio import chat_activity, jobs
 from studio.errors import Forbidden, NotFound, StudioError
 from studio.input_checks import InputError, number_in_range
 from studio.jobs import JobStatus
@@ -65,6 +66,7 @@ GRID_SHAPE = (
     '"rerank": [false], "k": [3, 20]} (each list optional: left out, the default one)'
 )
 QUESTIONS_EVERY = 20  # questions between a job's progress writes while searching or embedding them
+PAUSED = "paused: chat replies come first"
 
 
 class SweepError(StudioError):
@@ -389,6 +391,15 @@ class SweepRun:
         if time.monotonic() > self.deadline:
             raise BudgetSpent
 
+    def yield_to_chat(self) -> None:
+        """Between batches embedded, on a job worker without a GPU: wait while chat replies are being
+        written, as ingestion does (people first). The wait does not count against the budget."""
+        started = time.monotonic()
+        while chat_activity.replies_in_progress() and not _has_gpu():
+            self.beat(PAUSED)
+            time.sleep(django_settings.JOB_HEARTBEAT_SECONDS)  # then looks again, and beats its heart
+        self.deadline += time.monotonic() - started
+
     def end(self, status: str, reason: str, *, error: str = "") -> None:
         rows = _skipped(self.rows, reason or "not reached")
         jobs.job_end(self.sweep, status, error=error, rows=rows, best_row=best_of(rows), done=self.measured())
@@ -435,8 +446,10 @@ class SweepRun:
 
         def progress(stage: str, done: int, total: int) -> None:
             self.within_budget()
-            unit = "documents" if stage == "reading" else "passages"
-            self.beat(f"{where}: {stage} {done} of {total} {unit}")
+            if stage == "embedding":
+                self.yield_to_chat()
+            unit = {"reading": "documents", "parsing": "pages", "embedding": "passages"}[stage]
+            self.beat(f"{where}: {stage} {done} of {total} {unit}" if total else f"{where}: {stage}")
 
         return MemoryIndex.cut(
             self.knowledge_base, chunk_tokens=setting[0], chunk_overlap=setting[1], progress=progress
@@ -497,6 +510,12 @@ class SweepRun:
             "p95_ms": figures["latency_ms"]["p95"],
             "notes": [f"{note} ({times} of {count} questions)" for note, times in notes.items()],
         }
+
+
+def _has_gpu() -> bool:
+    import torch  # noqa: PLC0415 - torch: job workers only, never the web process
+
+    return torch.cuda.is_available()
 
 
 def sweeps_sweep() -> None:

@@ -409,3 +409,29 @@ def test_a_sweep_whose_worker_died_is_failed_by_the_sweeper(alice, base, test_se
     sweep.sweeps_sweep()
     queued.refresh_from_db()
     assert queued.status == "failed" and "job worker stopped" in queued.error
+
+
+def test_progress_says_what_it_does_and_embedding_waits_while_chat_replies_are_written(
+    alice, base, test_set, dispatched, monkeypatch, settings
+):
+    notes, chat = [], iter([True, True])  # two looks find a reply being written, then none
+    job_progress = sweep.jobs.job_progress
+    monkeypatch.setattr(
+        sweep.jobs,
+        "job_progress",
+        lambda job, **fields: notes.append(fields.get("note")) or job_progress(job, **fields),
+    )
+    monkeypatch.setattr(sweep.chat_activity, "replies_in_progress", lambda: next(chat, False))
+    monkeypatch.setattr(sweep, "_has_gpu", lambda: False)
+    settings.JOB_HEARTBEAT_SECONDS = 0.01
+    tuning_sweep = run_sweep(alice, base, test_set)
+    assert tuning_sweep.status == "finished" and tuning_sweep.done == 6
+    assert "chunk setting 1 of 2 (24 tokens, overlap 0), the index in use: reading its passages" in notes
+    assert "chunk setting 2 of 2 (64 tokens, overlap 8): reading 3 of 3 documents" in notes
+    embedding = [
+        note for note in notes if note and note.startswith("chunk setting 2 of 2 (64 tokens, overlap 8): embedding")
+    ]
+    assert embedding and embedding[-1].endswith(" passages")
+    read = notes.index("chunk setting 2 of 2 (64 tokens, overlap 8): reading 3 of 3 documents")
+    assert notes[read + 1 : read + 4] == [sweep.PAUSED, sweep.PAUSED, embedding[0]]  # before its first batch
+    assert [note for note in notes if note and note.startswith("measured")][-1] == "measured 6 of 6 settings"
