@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from studio import jobs
 from studio.errors import Forbidden, StudioError
-from studio.input_checks import unstorable_reason
+from studio.input_checks import InputError, number_in_range, unstorable_reason
 from studio.jobs import JobStatus
 from studio.llm.numpy_embedder import EMBEDDING_MODEL
 
@@ -120,24 +120,94 @@ def embedder_choice(asked) -> tuple[str, int]:
         raise KnowledgeError(exc.message, "embedding_model", status=exc.status, code=exc.code) from None
 
 
-def knowledge_base_create(*, owner, name, description="", shared=False, embedding_model=None) -> KnowledgeBase:
-    """A new base pinning the chunk settings in force and its embedder (the bundled one unless
-    `embedding_model` names an engine)."""
+def knowledge_base_create(
+    *,
+    owner,
+    name,
+    description="",
+    shared=False,
+    embedding_model=None,
+    chunk_tokens=None,
+    chunk_overlap=None,
+    ranking: dict | None = None,
+) -> KnowledgeBase:
+    """A new base pinning its chunk settings (those in force unless given) and its embedder (the
+    bundled one unless `embedding_model` names an engine); `ranking`: some of RANKING_FIELDS."""
     if not isinstance(shared, bool):
         raise KnowledgeError("must be true or false", "shared")
     name = _text(name, "name", limit=MAX_NAME_CHARS, required=True)
     description = _text(description, "description", limit=MAX_DESCRIPTION_CHARS)
+    chunk_tokens, chunk_overlap = _chunk_settings(chunk_tokens, chunk_overlap)
     embedding_model, dimension = embedder_choice(embedding_model or EMBEDDING_MODEL)
-    return KnowledgeBase.objects.create(
-        owner=owner,
-        name=name,
-        description=description,
-        shared=shared,
-        embedding_model=embedding_model,
-        dimension=dimension,
-        chunk_tokens=settings.KNOWLEDGE_CHUNK_TOKENS,
-        chunk_overlap=settings.KNOWLEDGE_CHUNK_OVERLAP,
+    with transaction.atomic():
+        knowledge_base = KnowledgeBase.objects.create(
+            owner=owner,
+            name=name,
+            description=description,
+            shared=shared,
+            embedding_model=embedding_model,
+            dimension=dimension,
+            chunk_tokens=chunk_tokens,
+            chunk_overlap=chunk_overlap,
+            fusion_weight=settings.KNOWLEDGE_FUSION_WEIGHT,
+        )
+        if ranking:
+            knowledge_base_ranking_update(user=owner, knowledge_base=knowledge_base, **ranking)
+    return knowledge_base
+
+
+def _chunk_settings(chunk_tokens, chunk_overlap) -> tuple[int, int]:
+    """A chunk size and overlap from a request (those in force where left out), checked."""
+    chunk_tokens = _whole_number(
+        settings.KNOWLEDGE_CHUNK_TOKENS if chunk_tokens in (None, "") else chunk_tokens,
+        "chunk_tokens",
+        low=MIN_CHUNK_TOKENS,
+        high=MAX_CHUNK_TOKENS,
     )
+    chunk_overlap = _whole_number(
+        settings.KNOWLEDGE_CHUNK_OVERLAP if chunk_overlap in (None, "") else chunk_overlap,
+        "chunk_overlap",
+        low=0,
+        high=chunk_tokens - 1,
+    )
+    return chunk_tokens, chunk_overlap
+
+
+RANKING_FIELDS = ("fusion_weight", "collapse_duplicates", "rerank", "expand_query")
+
+
+def knowledge_base_ranking_update(*, user, knowledge_base: KnowledgeBase, **fields) -> KnowledgeBase:
+    """Change how searches rank the base (no rebuild: the index stays as it is). The owner only;
+    fields left out (or None) keep their value."""
+    require_owner(knowledge_base, user)
+    changes = {}
+    for name, value in fields.items():
+        if name not in RANKING_FIELDS:
+            raise KnowledgeError(f"is not a ranking setting (they are {', '.join(RANKING_FIELDS)})", name)
+        if value is None:
+            continue
+        if name == "fusion_weight":
+            try:
+                changes[name] = float(number_in_range(value, low=0.0, high=1.0))
+            except InputError as exc:
+                raise KnowledgeError(str(exc), name) from None
+        elif isinstance(value, bool):
+            changes[name] = value
+        else:
+            raise KnowledgeError("must be true or false", name)
+    if changes.get("rerank") and not engines.reranker_configured():
+        raise KnowledgeError(
+            "no reranker is configured: set KNOWLEDGE_RERANKER_URL (a TEI /rerank or a /v1/rerank endpoint)",
+            "rerank",
+        )
+    if changes:
+        for name, value in changes.items():
+            setattr(knowledge_base, name, value)
+        knowledge_base.save(update_fields=list(changes))
+        # Its retrieval tests measured again with the new ranking (retrieval_tests.version_of).
+        knowledge_base_id = knowledge_base.pk
+        transaction.on_commit(lambda: retrieval_tests.measurements_queue_for(knowledge_base_id))
+    return knowledge_base
 
 
 def require_owner(knowledge_base: KnowledgeBase, user) -> None:
@@ -356,18 +426,7 @@ def knowledge_base_rebuild(
     switch happens when every ready document has its new chunks (rebuild_switch_if_built). Returns
     how many documents were queued."""
     require_owner(knowledge_base, user)
-    chunk_tokens = _whole_number(
-        settings.KNOWLEDGE_CHUNK_TOKENS if chunk_tokens in (None, "") else chunk_tokens,
-        "chunk_tokens",
-        low=MIN_CHUNK_TOKENS,
-        high=MAX_CHUNK_TOKENS,
-    )
-    chunk_overlap = _whole_number(
-        settings.KNOWLEDGE_CHUNK_OVERLAP if chunk_overlap in (None, "") else chunk_overlap,
-        "chunk_overlap",
-        low=0,
-        high=chunk_tokens - 1,
-    )
+    chunk_tokens, chunk_overlap = _chunk_settings(chunk_tokens, chunk_overlap)
     building_embedder = _building_embedder(knowledge_base, embedding_model)
     with transaction.atomic():
         # Locked: two rebuilds asked at once start one, and no switch-over runs meanwhile.

@@ -339,6 +339,14 @@ KNOWLEDGE_MAX_PAGES = envint("KNOWLEDGE_MAX_PAGES", 2000, minimum=1)
 # New knowledge bases pin these; an existing one keeps its own until it is rebuilt.
 KNOWLEDGE_CHUNK_TOKENS = envint("KNOWLEDGE_CHUNK_TOKENS", 200, minimum=16)
 KNOWLEDGE_CHUNK_OVERLAP = envint("KNOWLEDGE_CHUNK_OVERLAP", 30, minimum=0)
+# A new knowledge base's share of the vector ranking in hybrid fusion (knowledge/ranking.py): 0 is
+# keywords only, 1 vectors only. Above the plain 0.5: people ask in other words than the documents'.
+KNOWLEDGE_FUSION_WEIGHT = envfloat("KNOWLEDGE_FUSION_WEIGHT", 0.8)
+# Query expansion (a base's expand_query): seconds a search waits for the model's rewrites of the
+# question before it searches with the question alone (and says so).
+KNOWLEDGE_EXPANSION_TIMEOUT = envfloat("KNOWLEDGE_EXPANSION_TIMEOUT", 20.0)
+if not 0.0 <= KNOWLEDGE_FUSION_WEIGHT <= 1.0:
+    raise ImproperlyConfigured(f"KNOWLEDGE_FUSION_WEIGHT={KNOWLEDGE_FUSION_WEIGHT}: must be from 0 to 1")
 if KNOWLEDGE_CHUNK_TOKENS > 254:
     raise ImproperlyConfigured(
         f"KNOWLEDGE_CHUNK_TOKENS={KNOWLEDGE_CHUNK_TOKENS}: at most 254 (the embedder reads "
@@ -435,7 +443,6 @@ if not 0 < KNOWLEDGE_RERANKER_TIMEOUT <= 600:
     raise ImproperlyConfigured(
         f"KNOWLEDGE_RERANKER_TIMEOUT={KNOWLEDGE_RERANKER_TIMEOUT:g}: seconds, above 0, at most 600"
     )
-
 
 # --- Caches (login and API throttling counters) --------------------------------------------
 SILENCED_SYSTEM_CHECKS = []

@@ -118,7 +118,7 @@ def test_the_owner_changes_the_ranking_through_the_api_and_others_cannot(alice, 
     answer = client.get(url, **bearer(alice)).json()
     assert answer == {
         "id": plant.pk,
-        "fusion_weight": 0.7,
+        "fusion_weight": 0.8,
         "collapse_duplicates": True,
         "rerank": False,
         "expand_query": False,

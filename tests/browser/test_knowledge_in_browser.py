@@ -79,3 +79,46 @@ def test_a_knowledge_base_is_created_filled_and_searched(page, log_in, screensho
     expect(row).to_contain_text("2 of 2")
     expect(row).to_contain_text("private")
     screenshot("knowledge-list")
+
+
+ARTICLE = "\n\n".join(
+    [
+        "Heat pumps",
+        "A heat pump moves warmth from the outside air into the house, even in winter.",
+        "== Defrosting ==",
+        "Ice on the outdoor coil is melted every ninety minutes by running the cycle backwards.",
+        "== Noise ==",
+        "The fan is quieter than a fridge: about forty decibels at a distance of three metres.",
+    ]
+)
+
+
+def test_a_near_copy_shows_under_the_passage_and_the_ranking_changes_without_a_reload(
+    page, log_in, screenshot, tmp_path
+):
+    (tmp_path / "heat_pumps.txt").write_text(ARTICLE)
+    (tmp_path / "mirror.txt").write_text("Archived mirror copy, retrieved 12 March 2024.\n\n" + ARTICLE)
+    log_in()
+    page.goto("/knowledge/")
+    page.get_by_label("Name").fill("Heating")
+    page.get_by_role("button", name="Create knowledge base").click()
+    page.wait_for_url(re.compile(r"/knowledge/\d+/$"))
+    page.locator("#upload-files").set_input_files([str(tmp_path / "heat_pumps.txt"), str(tmp_path / "mirror.txt")])
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator('#documents tr[data-status="ready"]')).to_have_count(2, timeout=180_000)
+
+    ranking = page.locator("#ranking")
+    expect(ranking).to_contain_text("near duplicates shown once")
+    ranking.get_by_label("Share of meaning (vectors) in hybrid search").fill("0.85")
+    ranking.get_by_role("button", name="Save ranking").click()
+    expect(ranking).to_contain_text("Saved")
+    expect(ranking).to_contain_text("meaning 0.85, keywords 0.15")
+
+    page.get_by_label("Query").fill("How often is the ice melted off the coil?")
+    page.get_by_role("button", name="Search").click()
+    first = page.locator(".knowledge-hit").first
+    expect(first).to_contain_text("ninety minutes", timeout=30_000)
+    expect(first.locator(".knowledge-hit__also")).to_contain_text("Also in:")
+    texts = page.locator(".knowledge-hit__text").all_inner_texts()
+    assert sum("ninety minutes" in text for text in texts) == 1  # the copy's passage is not a second hit
+    screenshot("knowledge-ranking")
