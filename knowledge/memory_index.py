@@ -7,11 +7,12 @@ can be measured without a rebuild.
   vectors of its active generation, nothing embedded) or from its documents read again from
   storage, parsed, titled and cut as ingestion does them, and embedded on this job worker
   (`MemoryIndex.cut`).
-- Keywords: an SQLite FTS5 table in memory with the base's own tokenizer, columns and weights
-  (keyword_index.SQLITE_FTS_*, HEADING_WEIGHT), asked the same way (every word first, then any
-  word). Its BM25 statistics are those of this base alone, where the studio's table holds every
-  base's: on a studio with one base the two rank alike. (A studio on PostgreSQL ranks keywords with
-  ts_rank_cd: the twin still ranks as SQLite does.)
+- Keywords: the base's own passages are ranked by the base's own keyword index (the database's);
+  passages cut again, by an SQLite FTS5 table in memory with the index's tokenizer, columns and
+  weights (keyword_index.SQLITE_FTS_*, HEADING_WEIGHT), asked the same way (every word first, then
+  any word). Its BM25 statistics are those of this base alone, where the studio's table holds every
+  base's (on a studio with one base the two rank alike), and a studio on PostgreSQL ranks keywords
+  with ts_rank_cd: the twin of another chunk setting still ranks as SQLite does.
 - Vectors: a numpy matrix (vectors.VectorMatrix, the ranking the studio's numpy path uses).
 - Ranking: the top CANDIDATES of each fused (ranking.fuse), the fused top reranked when asked
   (engines.rerank; when it fails the order stays, with a note), near duplicates collapsed
@@ -33,7 +34,7 @@ from django.conf import settings
 
 from . import engines, storage
 from .chunking import Chunker, document_title
-from .keyword_index import HEADING_WEIGHT, SQLITE_FTS_COLUMNS, SQLITE_FTS_TOKENIZE, query_terms
+from .keyword_index import HEADING_WEIGHT, SQLITE_FTS_COLUMNS, SQLITE_FTS_TOKENIZE, keyword_candidates, query_terms
 from .models import Chunk, Document, KnowledgeBase
 from .parsing import DocumentError, Limits, parse
 from .ranking import collapse, fuse
@@ -79,32 +80,46 @@ class Candidates:
 
 
 class MemoryIndex:
-    def __init__(self, passages: list[MemoryPassage], vectors: np.ndarray):
-        """`passages` in ascending chunk id, `vectors` (N, D) unit rows in the same order."""
+    def __init__(
+        self,
+        passages: list[MemoryPassage],
+        vectors: np.ndarray,
+        *,
+        keywords: Callable[[str, int], list[tuple[int, float]]] | None = None,
+    ):
+        """`passages` in ascending chunk id, `vectors` (N, D) unit rows in the same order; `keywords`
+        (query, limit) → [(chunk id, score)] ranks them by keyword where that is given (the base's own
+        index, for its own passages), else an FTS5 table in memory does."""
         self.passages = {passage.chunk_id: passage for passage in passages}
         ids = np.fromiter((passage.chunk_id for passage in passages), dtype=np.int64, count=len(passages))
         self.matrix = VectorMatrix(ids, np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(passages), -1))
-        # Read by this job's thread only; check_same_thread off so a test may build it in one and search in another.
-        self.keywords = sqlite3.connect(":memory:", check_same_thread=False)
-        self.keywords.execute(
-            f"CREATE VIRTUAL TABLE passages USING fts5({SQLITE_FTS_COLUMNS}, tokenize='{SQLITE_FTS_TOKENIZE}')"
-        )
-        self.keywords.executemany(
-            "INSERT INTO passages(rowid, heading, text) VALUES (?, ?, ?)",
-            [(passage.chunk_id, passage.heading, passage.text) for passage in passages],
-        )
+        self.keyword_source = keywords
+        self.keywords = None
+        if keywords is None:
+            # Read by this job's thread only; check_same_thread off so a test may build it in one and search in another.
+            self.keywords = sqlite3.connect(":memory:", check_same_thread=False)
+            self.keywords.execute(
+                f"CREATE VIRTUAL TABLE passages USING fts5({SQLITE_FTS_COLUMNS}, tokenize='{SQLITE_FTS_TOKENIZE}')"
+            )
+            self.keywords.executemany(
+                "INSERT INTO passages(rowid, heading, text) VALUES (?, ?, ?)",
+                [(passage.chunk_id, passage.heading, passage.text) for passage in passages],
+            )
 
     def __len__(self) -> int:
         return len(self.passages)
 
     def close(self) -> None:
-        self.keywords.close()
+        if self.keywords is not None:
+            self.keywords.close()
 
     # --- building ---------------------------------------------------------------------------------
 
     @classmethod
     def of_base(cls, knowledge_base: KnowledgeBase) -> MemoryIndex:
-        """The base's index as it is: the chunks and vectors of its active generation (ready documents)."""
+        """The base's index as it is: the chunks and vectors of its active generation (ready
+        documents), ranked by keyword by the base's own keyword index (the database's, with its
+        statistics and, on PostgreSQL, its ranking), so its figures are the test page's."""
         rows = list(
             Chunk.objects.active()
             .filter(knowledge_base=knowledge_base, document__status=Document.Status.READY)
@@ -113,7 +128,13 @@ class MemoryIndex:
         )
         passages = [MemoryPassage(*row[:6]) for row in rows]
         vectors = np.frombuffer(b"".join(bytes(row[6]) for row in rows), dtype="<f4")
-        return cls(passages, vectors.reshape(len(rows), knowledge_base.dimension))
+        return cls(
+            passages,
+            vectors.reshape(len(rows), knowledge_base.dimension),
+            keywords=lambda query, limit: keyword_candidates(
+                knowledge_base_id=knowledge_base.pk, query=query, limit=limit
+            ),
+        )
 
     @classmethod
     def cut(
@@ -182,7 +203,10 @@ class MemoryIndex:
     def candidates(self, query: str, query_vector: np.ndarray) -> Candidates:
         """The keyword and vector candidates of a query (its vector by the base's embedder,
         engines.embed_query), as search.search reads them from the base's index."""
-        keyword = self._keywords(query, CANDIDATES)
+        if self.keyword_source is not None:  # a chunk stored since the twin was read is left out
+            keyword = [row for row in self.keyword_source(query, CANDIDATES) if row[0] in self.passages]
+        else:
+            keyword = self._keywords(query, CANDIDATES)
         vector = self.matrix.candidates(query_vector, limit=CANDIDATES)
         vector_scores = dict(vector)
         vector_scores.update(self.matrix.scores_of([c for c, _ in keyword if c not in vector_scores], query_vector))

@@ -96,14 +96,29 @@ class SweepRow(TypedDict, total=False):
 # --- The grid -------------------------------------------------------------------------------------
 
 
-def _listed(raw, name: str) -> list:
-    values = raw.get(name, DEFAULT_GRID[name])
+def default_grid(knowledge_base: KnowledgeBase) -> dict:
+    """DEFAULT_GRID with the base's own settings added where it lacks them (its chunk setting first,
+    its fusion weight in order, reranking on when it reranks), so the row of its current settings,
+    the figures its test page shows, is always in the table: 36 settings, 42 or 48 with them."""
+    own = [knowledge_base.chunk_tokens, knowledge_base.chunk_overlap]
+    return {
+        "chunk": DEFAULT_GRID["chunk"] if own in DEFAULT_GRID["chunk"] else [own, *DEFAULT_GRID["chunk"]],
+        "fusion_weight": sorted({*DEFAULT_GRID["fusion_weight"], knowledge_base.fusion_weight}),
+        "collapse_duplicates": DEFAULT_GRID["collapse_duplicates"],
+        "rerank": [False, True] if knowledge_base.rerank else DEFAULT_GRID["rerank"],
+        "k": DEFAULT_GRID["k"],
+    }
+
+
+def _listed(raw, defaults: dict, name: str) -> list:
+    values = raw.get(name, defaults[name])
     return values if isinstance(values, list) else [values]
 
 
 def clean_grid(raw, *, knowledge_base: KnowledgeBase) -> dict:
     """The grid asked ({"chunk", "fusion_weight", "collapse_duplicates", "rerank", "k"}, each a list;
-    None: the default grid, DEFAULT_GRID), checked: its size first, before any value is read."""
+    a list left out, or the whole grid: the default's, default_grid), checked: its size first,
+    before any value is read."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -111,7 +126,8 @@ def clean_grid(raw, *, knowledge_base: KnowledgeBase) -> dict:
     unknown = sorted(set(raw) - set(DEFAULT_GRID))
     if unknown:
         raise SweepError(f"{', '.join(unknown)[:200]}: not a setting a sweep varies. {GRID_SHAPE}", "grid")
-    lists = {name: _listed(raw, name) for name in DEFAULT_GRID}
+    defaults = default_grid(knowledge_base)
+    lists = {name: _listed(raw, defaults, name) for name in DEFAULT_GRID}
     chunks = len(lists["chunk"])
     count = chunks * len(lists["fusion_weight"]) * len(lists["collapse_duplicates"]) * len(lists["rerank"])
     if count > MAX_SETTINGS:

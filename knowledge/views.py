@@ -558,10 +558,10 @@ def _require_sweep_owner(request, knowledge_base) -> None:
 
 def _chunk_choices(knowledge_base) -> list[dict]:
     """The form's chunk settings: each size a sweep tries with its usual overlap, the base's own
-    with its own (first, marked in use); checked: the default grid's and the base's own."""
+    with its own (first, marked in use); checked: the default grid's (sweep.default_grid)."""
     own = (knowledge_base.chunk_tokens, knowledge_base.chunk_overlap)
     offered = [own] + [(size, sweep.FORM_OVERLAPS[size]) for size in sweep.CHUNK_SIZES if size != own[0]]
-    defaults = {tuple(pair) for pair in sweep.DEFAULT_GRID["chunk"]} | {own}
+    defaults = {tuple(pair) for pair in sweep.default_grid(knowledge_base)["chunk"]}
     return [
         {
             "value": f"{tokens}:{overlap}",
@@ -594,12 +594,12 @@ def sweep_new(request, knowledge_base_id, test_id):
     knowledge_base = _knowledge_base_or_404(request, knowledge_base_id)
     test = _test_or_404(knowledge_base, test_id)
     _require_sweep_owner(request, knowledge_base)
-    chunks = _chunk_choices(knowledge_base)
+    chunks, defaults = _chunk_choices(knowledge_base), sweep.default_grid(knowledge_base)
     values = {
         "chunk": [choice["value"] for choice in chunks if choice["default"]],
-        "fusion_weight": ", ".join(f"{weight:g}" for weight in sweep.DEFAULT_GRID["fusion_weight"]),
+        "fusion_weight": ", ".join(f"{weight:g}" for weight in defaults["fusion_weight"]),
         "collapse_duplicates": ["on", "off"],
-        "rerank": ["off"],
+        "rerank": ["on" if rerank else "off" for rerank in defaults["rerank"]],
         "k": "",
         "minutes": str(sweep.DEFAULT_MINUTES),
     }
@@ -636,6 +636,7 @@ def sweep_new(request, knowledge_base_id, test_id):
             "values": values,
             "errors": errors,
             "reranker": engines.reranker_configured(),
+            "fusion_weight": f"{knowledge_base.fusion_weight:g}",
             "earlier": test.sweeps.all()[:10],
             "limits": {"settings": sweep.MAX_SETTINGS, "chunks": sweep.MAX_CHUNK_SETTINGS},
             "minutes": {"low": sweep.MIN_MINUTES, "high": sweep.MAX_MINUTES},
@@ -644,8 +645,12 @@ def sweep_new(request, knowledge_base_id, test_id):
     )
 
 
+def _recall(row: dict, k: int):
+    return row.get(f"recall_at_{k}") if k in (1, 5, 10) else (row.get("recall_at_k") or {}).get(str(k))
+
+
 def _sweep_context(request, knowledge_base, tuning_sweep, **extra) -> dict:
-    ks = tuning_sweep.grid.get("k", [])
+    ks = sorted({1, 5, 10, *tuning_sweep.grid.get("k", [])})  # a column per k, in order
     rows = [
         {
             "index": index,
@@ -653,7 +658,8 @@ def _sweep_context(request, knowledge_base, tuning_sweep, **extra) -> dict:
             "in_use": sweep.in_use(row, knowledge_base),
             "best": index == tuning_sweep.best_row,
             "applied": index == tuning_sweep.applied_row,
-            "k_values": [(row.get("recall_at_k") or {}).get(str(k)) for k in ks],
+            "recalls": [(k, _recall(row, k)) for k in ks],
+            "fusion_weight": f"{row['fusion_weight']:g}",  # 0.85, 1: as the grid was asked
         }
         for index, row in enumerate(tuning_sweep.rows)
     ]

@@ -115,6 +115,19 @@ def test_the_twin_of_the_base_ranks_as_its_search_does(alice, base, fusion_weigh
     twin.close()
 
 
+@pytest.mark.parametrize("fusion_weight", [0.0, 0.5])
+def test_a_twin_cut_again_ranks_by_keywords_in_memory_as_the_base_s_index_does(alice, base, fusion_weight):
+    """With one base in the studio its keyword statistics are the twin's: the same words, weights, query."""
+    twin = MemoryIndex.cut(base, chunk_tokens=24, chunk_overlap=0)
+    assert twin.keywords is not None  # its own FTS5 table
+    for query in ["ZX-4411", "the spring of the press", "lunch invoices", "How can I reboot my modem?"]:
+        answer = search(user=alice, knowledge_base=base, query=query, k=10, fusion_weight=fusion_weight)
+        vector = load_numpy_embedder().embed([query])[0]
+        hits = twin.search(query, vector, k=10, fusion_weight=fusion_weight, collapse_duplicates=True, rerank=False)
+        assert [(h.text, h.document) for h in hits] == [(h.text, h.document) for h in answer.hits], query
+    twin.close()
+
+
 def test_a_twin_cut_with_the_base_s_own_setting_holds_its_passages(base):
     cut = MemoryIndex.cut(base, chunk_tokens=24, chunk_overlap=0)
     stored = MemoryIndex.of_base(base)
@@ -130,8 +143,11 @@ def test_a_twin_cut_with_the_base_s_own_setting_holds_its_passages(base):
 
 
 def test_a_sweep_measures_every_setting_and_the_row_in_use_shows_the_test_page_s_figures(
-    alice, base, test_set, dispatched
+    alice, base, test_set, dispatched, ingest
 ):
+    # Another base in the studio: the database's keyword statistics are no longer this base's alone.
+    other = services.knowledge_base_create(owner=alice, name="Other")
+    ingest(other, alice, [upload("spares.md", "# Spares\n\nEvery press has a spring, a valve and a gasket.")])
     tuning_sweep = run_sweep(alice, base, test_set)
     assert (tuning_sweep.status, tuning_sweep.done, tuning_sweep.total, tuning_sweep.error) == ("finished", 6, 6, "")
     assert [(r["chunk_tokens"], r["fusion_weight"]) for r in tuning_sweep.rows] == [
@@ -167,7 +183,7 @@ def test_a_sweep_measures_every_setting_and_the_row_in_use_shows_the_test_page_s
     assert {"recall_at_1", "recall_at_5", "recall_at_10", "mrr_at_10", "p95_ms"} <= set(answer["rows"][0])
 
 
-def test_the_default_grid_is_36_settings_sent_to_the_knowledge_lane(
+def test_the_default_grid_with_the_base_s_own_chunk_setting_is_sent_to_the_knowledge_lane(
     alice, base, test_set, dispatched, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
@@ -176,8 +192,13 @@ def test_the_default_grid_is_36_settings_sent_to_the_knowledge_lane(
     created = RetrievalSweep.objects.get(pk=answer.json()["id"])
     assert dispatched == [("RetrievalSweep", created.pk)] and created.TASK == "knowledge.retrieval_sweep"
     assert settings.CELERY_TASK_ROUTES["knowledge.*"]["queue"] == settings.JOB_QUEUES["knowledge"]
-    assert (created.total, len(created.rows), created.minutes, created.status) == (36, 36, 20, "queued")
-    assert created.grid["chunk"] == [[128, 24], [200, 30], [254, 40]]
+    # 36 settings, and the base's own chunk setting (24 tokens) besides them: its figures are a row.
+    assert (created.total, len(created.rows), created.minutes, created.status) == (48, 48, 20, "queued")
+    assert created.grid["chunk"] == [[24, 0], [128, 24], [200, 30], [254, 40]]
+    assert created.grid["fusion_weight"] == [0.0, 0.3, 0.5, 0.7, 0.85, 1.0]  # the base's 0.5 among them
+    assert sum(sweep.in_use(row, base) for row in created.rows) == 1
+    base.fusion_weight = 0.8
+    assert sweep.default_grid(base)["fusion_weight"] == [0.0, 0.3, 0.5, 0.7, 0.8, 0.85, 1.0]
     again = post_json(f"/api/knowledge/{base.pk}/sweeps/", {"retrieval_test": test_set.pk}, alice)
     assert again.status_code == 409 and "already queued or running" in again.json()["error"]
 
