@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from knowledge import tuned_embedders
 from studio.jobs import JobRecord
 
 
@@ -82,3 +83,77 @@ class FineTunedModel(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class EmbedderFineTune(JobRecord):
+    """A fine-tune of a knowledge base's embedder (the bundled all-MiniLM-L6-v2, or one tuned from
+    it) on the base's judged passages, its retrieval tests' questions and, when asked, questions a
+    served model wrote for its passages; measured on a held-out part of one retrieval test before
+    and after (finetune/embedder_runner.py). `done`/`total` count the phase's steps: replies
+    generated, then optimizer steps."""
+
+    TASK = "finetune.run_embedder_fine_tune"
+
+    knowledge_base = models.ForeignKey("knowledge.KnowledgeBase", on_delete=models.CASCADE, related_name="+")
+    # The embedder it starts from and is measured against: what the base pinned at launch.
+    start_embedder = models.CharField(max_length=100)
+    retrieval_test = models.ForeignKey(
+        "knowledge.RetrievalTest", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    held_out_share = models.FloatField(default=0.3)
+    held_out = models.JSONField(default=list)  # ordinals of the test's questions never trained on, fixed at launch
+    # {"model", "chunks"}: questions asked of a served model for that many passages; {}: none.
+    generate = models.JSONField(default=dict, blank=True)
+    hyperparameters = models.JSONField(default=dict)  # studio.llm.embedder_training.EmbedderTrainingConfig fields
+    pairs = models.JSONField(default=dict, blank=True)  # {"judged", "tests", "generated", "total"}
+    recall_before = models.FloatField(null=True, blank=True)  # held-out recall@5, the start embedder
+    recall_after = models.FloatField(null=True, blank=True)
+    mrr_before = models.FloatField(null=True, blank=True)  # held-out MRR@10
+    mrr_after = models.FloatField(null=True, blank=True)
+    losses = models.JSONField(default=list, blank=True)  # [{"step", "loss"}]
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"embedder fine-tune {self.pk}"
+
+    def get_absolute_url(self):
+        return reverse("finetune:embedder_job", args=[self.pk])
+
+
+class TunedEmbedder(models.Model):
+    """A tuned embedder in the registry, beside the adapters: the base it was tuned for (the only
+    one that may pin it, as "tuned:<id>"), how the base's held-out questions were found before and
+    after, what it learned from. Its files live in STUDIO_EMBEDDERS_DIR/<id>/ (the bundled model's
+    layout and a manifest: knowledge/tuned_embedders.py)."""
+
+    job = models.OneToOneField(
+        EmbedderFineTune, on_delete=models.SET_NULL, null=True, blank=True, related_name="result"
+    )
+    knowledge_base = models.ForeignKey(
+        "knowledge.KnowledgeBase", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    tuned_from = models.CharField(max_length=100)
+    folder = models.CharField(max_length=500)
+    recall_before = models.FloatField(null=True, blank=True)
+    recall_after = models.FloatField(null=True, blank=True)
+    mrr_before = models.FloatField(null=True, blank=True)
+    mrr_after = models.FloatField(null=True, blank=True)
+    held_out_questions = models.PositiveIntegerField(default=0)
+    pairs = models.JSONField(default=dict)
+    training_config = models.JSONField(default=dict)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return self.pinned_name
+
+    @property
+    def pinned_name(self) -> str:
+        """What a knowledge base pins to embed with it."""
+        return tuned_embedders.pinned_name(self.pk)

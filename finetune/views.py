@@ -17,11 +17,15 @@ from evals import selectors as case_selectors
 from evals import services as eval_services
 from evals.models import CaseSelection
 from evals.scorers import LABELS
+from knowledge import selectors as knowledge_selectors
 from prompts import selectors as prompt_selectors
 from prompts.models import Prompt
+from studio.errors import NotFound, StudioError
+from studio.input_checks import whole_number_or_none
 from studio.jobs import JobStatus
 
-from . import services
+from . import embedder_services, services
+from .embedder_services import HYPERPARAMETERS as EMBEDDER_HYPERPARAMETERS
 from .merging import merged_zip
 from .models import FineTunedModel, FineTuneJob
 from .runner import RAW_LOG, job_folder
@@ -78,6 +82,8 @@ def job_list(request):
             "jobs": jobs,
             "models": FineTunedModel.objects.select_related("job__prompt"),
             "disk_use": services.registry_disk_use(),
+            "embedder_jobs": embedder_services.embedder_fine_tunes_for(user=request.user)[:100],
+            "tuned_embedders": embedder_services.tuned_embedders_for(user=request.user),
             "base_scorers": [
                 (kind, LABELS[kind][0])
                 for kind in ("exact_match", "json_equal", "contains", "valid_json", "semantic_similarity")
@@ -306,3 +312,115 @@ def loss_chart(metrics: list[dict], width: int = 640, height: int = 220) -> dict
         "bottom": height - pad,
         "right": width - pad,
     }
+
+
+# --- embedder fine-tunes ---------------------------------------------------------------------------
+
+
+def _embedder_form(source) -> dict:
+    values = {
+        name: source.get(name, "")
+        for name in ("knowledge_base", "retrieval_test", "held_out", "model", "chunks", *EMBEDDER_HYPERPARAMETERS)
+    }
+    values["generate"] = bool(source.get("generate"))
+    return values
+
+
+@staff_only
+@require_http_methods(["GET", "POST"])
+def embedder_new(request):
+    """The form of an embedder fine-tune for one knowledge base (reached from the base's page)."""
+    source = request.POST if request.method == "POST" else request.GET
+    values = _embedder_form(source)
+    knowledge_base = _or_404(
+        knowledge_selectors.knowledge_base_for,
+        user=request.user,
+        knowledge_base_id=whole_number_or_none(values["knowledge_base"]) or 0,
+    )
+    error = None
+    if request.method == "POST":
+        try:
+            job = embedder_services.embedder_fine_tune_create(
+                user=request.user,
+                knowledge_base_id=knowledge_base.pk,
+                retrieval_test=values["retrieval_test"],
+                held_out=values["held_out"],
+                generate_questions={"model": values["model"], "chunks": values["chunks"]}
+                if values["generate"]
+                else None,
+                hyperparameters={name: values[name] for name in EMBEDDER_HYPERPARAMETERS},
+            )
+        except StudioError as exc:
+            error = exc
+        else:
+            return redirect(job)
+    return render(
+        request,
+        "finetune/embedder_new.html",
+        {
+            "knowledge_base": knowledge_base,
+            "tests": knowledge_base.retrieval_tests.all(),
+            "models": case_selectors.available_models(),
+            "values": values,
+            "error": error,
+            "defaults": embedder_services.form_defaults(),
+        },
+        status=400 if error else 200,
+    )
+
+
+def _or_404(read, **kwargs):
+    """What `read` finds, or the 404 page (a base, a job or an embedder of a base the person cannot see)."""
+    try:
+        return read(**kwargs)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
+
+
+def _embedder_context(job) -> dict:
+    return {"job": job, "tuned": getattr(job, "result", None)}
+
+
+@staff_only
+@require_GET
+def embedder_job(request, job_id):
+    job = _or_404(embedder_services.embedder_fine_tune_for, user=request.user, job_id=job_id)
+    return render(request, "finetune/embedder_job.html", _embedder_context(job))
+
+
+@staff_only
+@require_GET
+def embedder_progress(request, job_id):
+    job = _or_404(embedder_services.embedder_fine_tune_for, user=request.user, job_id=job_id)
+    return render(request, "finetune/_embedder_live.html", _embedder_context(job))
+
+
+@staff_only
+@require_POST
+def embedder_cancel(request, job_id):
+    job = _or_404(embedder_services.embedder_fine_tune_for, user=request.user, job_id=job_id)
+    embedder_services.embedder_fine_tune_cancel(user=request.user, job=job)
+    return render(request, "finetune/_embedder_live.html", _embedder_context(job))
+
+
+@staff_only
+@require_POST
+def tuned_embedder_use(request, tuned_id):
+    """ "Use this embedder for <base>": the base rebuilt with it; its page shows the rebuild."""
+    tuned = _or_404(embedder_services.tuned_embedder_for, user=request.user, tuned_id=tuned_id)
+    try:
+        embedder_services.embedder_use(user=request.user, tuned=tuned)
+    except StudioError as exc:
+        return render(request, "error.html", {"status": exc.status, "message": exc.message}, status=exc.status)
+    return redirect("knowledge:detail", knowledge_base_id=tuned.knowledge_base_id)
+
+
+@staff_only
+@require_POST
+def tuned_embedder_delete(request, tuned_id):
+    tuned = _or_404(embedder_services.tuned_embedder_for, user=request.user, tuned_id=tuned_id)
+    try:
+        embedder_services.tuned_embedder_delete(user=request.user, tuned=tuned)
+    except StudioError as exc:
+        return render(request, "error.html", {"status": exc.status, "message": exc.message}, status=exc.status)
+    return redirect("finetune:list")
