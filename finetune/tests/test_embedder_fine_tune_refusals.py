@@ -103,3 +103,16 @@ def test_a_second_fine_tune_of_a_base_waits_for_the_first(carol, base, one_quest
     body = {"retrieval_test": one_question.pk, "generate_questions": {"chunks": 3}}
     assert post(carol, base, body).status_code == 201
     assert post(carol, base, body).status_code == 409
+
+
+def test_the_form_says_the_same_and_launches_with_generated_questions(client, carol, base, one_question):
+    judge(carol, 3)
+    client.force_login(carol)
+    form = {"knowledge_base": base.pk, "retrieval_test": one_question.pk, "held_out": "0.3"}
+    refused = client.post("/fine-tunes/embedders/new/", form)
+    assert refused.status_code == 400
+    assert "needs at least 20 judged passages or test questions (has 3)" in refused.content.decode()
+    launched = client.post("/fine-tunes/embedders/new/", {**form, "generate": "on", "chunks": "3"})
+    job = EmbedderFineTune.objects.get()
+    assert launched.status_code == 302 and launched["Location"] == f"/fine-tunes/embedders/{job.pk}/"
+    assert job.generate == {"model": job.generate["model"], "chunks": 3} and job.held_out_share == 0.3

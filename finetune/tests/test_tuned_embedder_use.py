@@ -48,6 +48,7 @@ def test_staff_use_it_for_a_shared_base_and_searches_embed_with_it(alice, carol,
     assert knowledge_base.rebuild_progress()["embedding_model"] == tuned.pinned_name
     before = search(user=alice, knowledge_base=knowledge_base, query="water pump", mode="dense").hits
     assert before and knowledge_base.embedding_model == "all-MiniLM-L6-v2"  # the index in use answers meanwhile
+    assert f"embedded with {tuned.pinned_name}" in client.get(f"/knowledge/{knowledge_base.pk}/").content.decode()
 
     run_ingestions(knowledge_base)
     assert (knowledge_base.embedding_model, knowledge_base.building_embedding_model) == (tuned.pinned_name, "")
