@@ -103,6 +103,9 @@ INSTALLED_APPS = [
     "finetune",
     "knowledge",
     "optimiser",
+    "monitoring",
+    "online",
+    "review",
 ]
 
 MIDDLEWARE = [

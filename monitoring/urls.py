@@ -1,0 +1,4 @@
+app_name = "monitoring"
+urlpatterns = []
+
+api_urlpatterns = []

@@ -1,0 +1,3 @@
+"""online: models (see its services)."""
+
+from django.db import models  # noqa: F401

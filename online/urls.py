@@ -1,0 +1,4 @@
+app_name = "online"
+urlpatterns = []
+
+api_urlpatterns = []

@@ -1,0 +1,4 @@
+app_name = "review"
+urlpatterns = []
+
+api_urlpatterns = []
