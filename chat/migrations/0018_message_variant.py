@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0017_retrieval_kind'),
+        ("chat", "0017_retrieval_kind"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='variant',
+            model_name="message",
+            name="variant",
             field=models.CharField(blank=True, max_length=64),
         ),
     ]
