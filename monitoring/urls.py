@@ -1,4 +1,12 @@
-app_name = "monitoring"
-urlpatterns = []
+from django.urls import path
 
-api_urlpatterns = []
+from . import api, views
+
+app_name = "monitoring"
+urlpatterns = [
+    path("prompts/<slug:slug>/", views.prompt_monitoring, name="prompt"),
+]
+
+api_urlpatterns = [
+    path("prompts/<slug:slug>/metrics/", api.prompt_metrics, name="api_prompt_metrics"),
+]
