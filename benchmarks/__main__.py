@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import measure as bench
+from benchmarks import online_bench
 from benchmarks.processes import REPO, manage, run_module, running_studio, shell_token, studio_env
 from studio.llm import BUNDLED_MODEL, load_model, render_prompt_ids
 
@@ -65,13 +66,14 @@ class Command:
         )
         parser.add_argument(
             "--paths",
-            default="knowledge,retrieval,embedded,redis,dtype,constrained,prefill,evaluation,training",
+            default="knowledge,retrieval,embedded,redis,dtype,constrained,prefill,evaluation,online,training",
             help="what to measure: knowledge (ingestion and search latency), retrieval (recall@5 of "
             "retrieval test sets with and without each ranking stage, and the reranking stage's cost), "
             "embedded, redis (full chat paths), dtype (the batch engine in "
             "float32 and bfloat16), constrained (the batch engine with and without an output "
             "format), prefill (a reply in the batch engine while a long prompt is prefilled), "
-            "evaluation and training (both need embedded)",
+            "evaluation, online (chat while an online evaluation rule scores every reply) and training "
+            "(these three need embedded)",
         )
         parser.add_argument(
             "--constrained-tokens",
@@ -85,6 +87,9 @@ class Command:
         parser.add_argument("--train-rounds", type=int, default=3, help="studio and plain trl runs, alternated")
         parser.add_argument("--eval-cases", type=int, default=24, help="cases in the evaluation measurement")
         parser.add_argument("--eval-tokens", type=int, default=64, help="reply length of each evaluated case")
+        parser.add_argument(
+            "--online-replies", type=int, default=5, help="chat replies with and without an online evaluation rule"
+        )
         parser.add_argument("--output", default=str(REPO / "bench-results" / "latest.json"))
 
     def handle(
@@ -102,6 +107,7 @@ class Command:
         train_rounds,
         constrained_tokens,
         prefill_tokens=7000,
+        online_replies=5,
         knowledge_chunks=2000,
         knowledge_sizes="10000,100000",
         knowledge_engines="embedded,scaled,scaled+pgvector",
@@ -129,6 +135,7 @@ class Command:
         modes = [mode for mode in ("embedded", "redis") if mode in wanted]
         measure_evaluation = "evaluation" in wanted and "embedded" in wanted
         measure_training = "training" in wanted and "embedded" in wanted
+        measure_online = "online" in wanted and "embedded" in wanted
         measure_dtype = "dtype" in wanted
         if "redis" in modes and not redis_reachable():
             self.say("redis: skipped, nothing answers at 127.0.0.1:6379")
@@ -212,6 +219,8 @@ class Command:
                         + [("large", q) for q in large],
                     )
                     eval_token = shell_token(setup, env)
+                if mode == "embedded" and measure_online:
+                    online_token = shell_token(online_bench.SETUP, env)
 
             async def measure():
                 for server, session, sqlite_path in servers.values():
@@ -276,6 +285,24 @@ class Command:
                     + ")"
                 )
                 results["contention"] = contention
+            if measure_online:
+                self.say(
+                    f"online evaluation: {online_replies} replies of prompt:bench-online-plain (no rule), then "
+                    f"{online_replies} of prompt:bench-online while a rule scores every reply (length, regex, "
+                    "contains, an LLM judge), through the OpenAI-compatible API, streamed"
+                )
+                online = online_bench.chat_during_online_evaluation(
+                    servers["embedded"][0], online_token, prompt, replies=online_replies
+                )
+                scored = ", ".join(
+                    f"{name} {figures['n']} scored, {figures['errors']} errors"
+                    for name, figures in online["scores"].items()
+                )
+                self.say(
+                    f"chat with no rule {online['alone_tokens_per_s']:.2f} tokens/s, while the rule scores every "
+                    f"reply {online['during_tokens_per_s']:.2f} tokens/s ({scored})"
+                )
+                results["online"] = online
             if measure_training:
                 server = servers["embedded"][0]
                 data_dir = Path(servers["embedded"][2]).parent
@@ -322,6 +349,8 @@ class Command:
             self.say(f"evaluation/per-case-loop cases/s ratio: {results['evaluation']['ratio']:.2f}")
         if "contention" in results:
             self.say(f"chat-during-evaluation/alone tokens/s ratio: {results['contention']['ratio']:.2f}")
+        if "online" in results:
+            self.say(f"online evaluation/none chat tokens/s ratio: {results['online']['ratio']:.2f}")
         if "training" in results:
             self.say(f"studio/plain-trl training tokens/s ratio: {results['training']['ratio']:.2f}")
         for mode in modes:

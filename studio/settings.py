@@ -269,6 +269,7 @@ CELERY_TASK_ROUTES = {
     "knowledge.*": {"queue": JOB_QUEUES["knowledge"]},
     "evals.*": {"queue": JOB_QUEUES["evaluations"]},
     "optimiser.*": {"queue": JOB_QUEUES["evaluations"]},
+    "online.*": {"queue": JOB_QUEUES["evaluations"]},  # sampled replies scored (online evaluation)
     "finetune.*": {"queue": JOB_QUEUES["training"]},
 }
 CELERY_TASK_DEFAULT_QUEUE = JOB_QUEUES["evaluations"]
