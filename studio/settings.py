@@ -314,6 +314,12 @@ OPTIMISER_MAX_QUEUED_PER_USER = envint("OPTIMISER_MAX_QUEUED_PER_USER", 1, minim
 # times; after that it is an error (left out of the pass rate), never a fail.
 EVAL_CASE_RETRIES = envint("EVAL_CASE_RETRIES", 2, minimum=0)
 
+# --- The review queue (review/) ---------------------------------------------------------------------
+# The share of review items that two reviewers review (their agreement is measured); the others take one.
+REVIEW_OVERLAP = envfloat("REVIEW_OVERLAP", 0.1)
+if not 0 <= REVIEW_OVERLAP <= 1:
+    raise ImproperlyConfigured(f"REVIEW_OVERLAP={REVIEW_OVERLAP:g}: a share from 0 to 1 (0.1: one item in ten)")
+
 # --- Knowledge bases (knowledge/) ------------------------------------------------------------------
 # Uploaded documents; in scaled mode on storage every job worker mounts (the web process writes,
 # job workers read).
