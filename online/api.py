@@ -37,8 +37,9 @@ def rules(request, user, body):
         raise StudioError(f"unknown field; {RULE_SHAPE}", unknown[0])
     if "sample_rate" not in body or "scorers" not in body:
         raise StudioError(f"required; {RULE_SHAPE}", "sample_rate" if "sample_rate" not in body else "scorers")
-    if isinstance(body["sample_rate"], str):  # a number, not text that reads as one
-        raise StudioError("must be a number from 0.0 to 1.0", "sample_rate")
+    for field in ("sample_rate", "review_below"):
+        if isinstance(body.get(field), str):  # a number, not text that reads as one (the form's are text)
+            raise StudioError("must be a number from 0.0 to 1.0", field)
     rule = services.rule_create(
         user=user,
         prompt=_prompt_or_404(body.get("prompt")),

@@ -44,11 +44,14 @@ def score_sample(sample_id: int) -> None:
         return  # its rule was deleted, or it was delivered twice
     try:
         outcomes = _scored(sample)
+        _store(sample, outcomes)
+    except IntegrityError:  # its rule (or the reply) was deleted while it was scored: nothing to keep
+        log.info("online sample %s: its rule or reply was deleted while it was scored", sample_id)
+        return
     except Exception as exc:
         log.exception("online sample %s failed", sample_id)
         job_end(sample, JobStatus.FAILED, error=str(exc) or exc.__class__.__name__)
         return
-    _store(sample, outcomes)
     job_end(sample, JobStatus.FINISHED, done=len(outcomes))
     _tell(sample, outcomes)
 

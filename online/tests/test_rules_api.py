@@ -89,6 +89,7 @@ def test_a_rule_follows_a_version_by_number(api, support, v2):
         ({"scorers": [{"type": "contains"}]}, "scorers[0].text"),
         ({"scorers": [LENGTH, LENGTH]}, "scorers[1].name"),
         ({"review_below": 2}, "review_below"),
+        ({"review_below": "0.5"}, "review_below"),
         ({"colour": "blue"}, "colour"),
     ],
 )

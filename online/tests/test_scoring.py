@@ -129,3 +129,17 @@ def test_the_days_figures_equal_a_scan_of_the_scores(support, v1, alice, told):
     page = selectors.scored_page(rule)
     assert [r["output"] for r in page["replies"]] == answers[::-1]
     assert page["replies"][0]["scores"]["digits"] == {"value": 1.0, "status": "scored", "reason": ""}
+
+
+def test_a_rule_deleted_while_its_reply_is_scored_keeps_nothing(support, v1, alice, told, monkeypatch):
+    rule, sample = sampled_reply(support, v1, alice, CHEAP)
+    scored = scoring._scored
+
+    def delete_meanwhile(claimed):
+        outcomes = scored(claimed)
+        OnlineRule.objects.filter(pk=rule.pk).delete()
+        return outcomes
+
+    monkeypatch.setattr(scoring, "_scored", delete_meanwhile)
+    scoring.score_sample(sample.pk)
+    assert not OnlineScore.objects.exists() and told["scored"] == []
