@@ -299,9 +299,7 @@ def agreement(prompt: Prompt) -> Agreement:
         if first in JUDGED and second in JUDGED
     ]
     judged = (
-        Review.objects.filter(
-            item__prompt=prompt, item__judge_below__isnull=False, verdict__in=JUDGED, item__reviewed__gte=1
-        )
+        Review.objects.filter(item__prompt=prompt, item__judge_below__isnull=False, verdict__in=JUDGED)
         .order_by("-item_id", "pk")  # the newest items first, each item's reviews in order
         .values_list("item_id", "item__judge_below", "verdict")
     )

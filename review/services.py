@@ -108,7 +108,7 @@ def thumbs_down_withdrawn(*, message_id: int) -> None:
     """The person took their thumbs down back: its item leaves the queue unless a reviewer has begun
     on it, or an online rule also scored it low (it stays, for that reason)."""
     with transaction.atomic():
-        items = ReviewItem.objects.select_for_update().filter(
+        items = ReviewItem.objects.filter(
             message_id=message_id, reason=ReviewItem.Reason.THUMBS_DOWN, status=ReviewItem.Status.OPEN, reviewed=0
         )
         items.filter(judge_below=True).update(reason=ReviewItem.Reason.LOW_SCORE)
@@ -186,7 +186,8 @@ def item_claim(*, item: ReviewItem, user) -> ReviewItem:
     """Take the item for `user` for CLAIM_MINUTES (a review releases it)."""
     with transaction.atomic():
         # Locked: two reviewers claiming at once take turns, and the second is told who has it.
-        locked = ReviewItem.objects.select_for_update().select_related("claimed_by").get(pk=item.pk)
+        # (No join in a locking query: PostgreSQL refuses FOR UPDATE beside an outer join.)
+        locked = ReviewItem.objects.select_for_update().get(pk=item.pk)
         _require_reviewable_by(locked, user)
         locked.claimed_by, locked.claimed_at = user, timezone.now()
         locked.save(update_fields=["claimed_by", "claimed_at"])
@@ -239,7 +240,7 @@ def item_review(*, item: ReviewItem, user, verdict: str, expected: str = "", sha
         # The race: two reviewers posting at once. The row lock makes the second wait for the first
         # to commit, then read its outcome (SQLite's transactions take the write lock when they
         # begin, which serialises them the same way).
-        locked = ReviewItem.objects.select_for_update().select_related("claimed_by", "prompt").get(pk=item.pk)
+        locked = ReviewItem.objects.select_for_update().get(pk=item.pk)
         _require_reviewable_by(locked, user)
         case = _correction_case(locked, user, expected, shared) if verdict == Review.Verdict.EXPECTED else None
         review = Review.objects.create(

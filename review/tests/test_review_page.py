@@ -99,7 +99,8 @@ def test_the_list_pages_with_more_and_its_queries_are_planned(client, alice, sup
     with CaptureQueriesContext(connection) as page_queries:
         page = words(client.get("/review/?prompt=support"))
     assert page.count('class="history__item') == 51  # 50 rows and "More"
-    assert len(page_queries.captured_queries) <= 20
+    # session, person, prompt, page, reviews, counts, agreement (2): 8 here, whatever the queue holds
+    assert len(page_queries.captured_queries) <= 10
     after = ReviewItem.objects.order_by("pk")[49].pk
     more = words(client.get(f"/review/items/?prompt=support&status=open&after={after}", **HTMX))
     assert more.count('class="history__item') == 5
