@@ -6,6 +6,8 @@ added, so that a reply that changes (a thumbs changed, flagged, continued after 
 online) moves the sums by the difference, once, whatever the order of the signals (services).
 """
 
+from datetime import UTC, date, datetime
+
 from django.db import models
 
 from .histogram import BINS
@@ -47,6 +49,9 @@ class ReplyRollup(models.Model):
     variant = models.CharField(max_length=64, blank=True)  # the A/B split's variant (Message.variant)
     model_name = models.CharField(max_length=200, blank=True)  # the model that wrote the replies
     hour = models.DateTimeField()  # the start of the UTC hour the replies were asked in
+    # Its UTC day, kept beside it: a long window's daily series groups by a column, not by a
+    # function of `hour` (SQLite runs Django's date functions in Python, row by row).
+    day = models.DateField()
 
     requests = _count()  # replies that ended: complete, stopped or failed
     errors = _count()  # failed ones (by code: RollupTally ERROR)
@@ -75,6 +80,15 @@ class ReplyRollup(models.Model):
 
     def __str__(self):
         return f"{self.prompt_id} v{self.version} {self.label or '-'} {self.hour:%Y-%m-%d %H}:00"
+
+    @staticmethod
+    def day_of(hour: datetime) -> date:
+        return hour.astimezone(UTC).date()
+
+    def save(self, *args, **kwargs):
+        if self.day is None and self.hour is not None:
+            self.day = self.day_of(self.hour)
+        super().save(*args, **kwargs)
 
 
 # One column per histogram bin: a window's percentiles are one SUM per column over its rollup rows

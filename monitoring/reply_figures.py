@@ -93,9 +93,9 @@ def served_label(*, variant: str, asked_label: str | None, api: bool, version_la
     """The label a reply is counted under. The split's variant when one chose it; else the label
     the request named (`asked_label`: "" for `prompt:<slug>@v3`; None where the request's model was
     not kept); chats and playground runs from a version name none (""). An API request whose model
-    was not kept is counted under the label that names its version: `production` when the version
-    carries it (what `prompt:<slug>` serves), else its only label, else `latest` when it is the
-    newest version, else ""."""
+    was not kept is counted under the label `prompt:<slug>` resolves to when that served it:
+    `production` when its version carries it, else `latest` when it is the newest version; else
+    (it was asked by a label or a number) the version's only label, or "" when it has several or none."""
     if variant:
         return variant
     if asked_label is not None:
@@ -104,6 +104,6 @@ def served_label(*, variant: str, asked_label: str | None, api: bool, version_la
         return ""
     if "production" in version_labels:
         return "production"
-    if len(version_labels) == 1:
-        return version_labels[0]
-    return "latest" if newest else ""
+    if newest:
+        return "latest"
+    return version_labels[0] if len(version_labels) == 1 else ""

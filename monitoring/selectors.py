@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 from django.db.models import Sum
-from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from prompts import selectors as prompt_selectors
@@ -147,13 +146,10 @@ def prompt_metrics(*, prompt: Prompt, window: Window, filters: dict | None = Non
 
 
 def _series(rollups, window: Window) -> list[dict]:
-    bucket = (
-        Trunc("hour", "day", tzinfo=UTC) if window.bucket == "day" else Trunc("hour", "hour", tzinfo=UTC)
-    )  # the rollup's hour, or its day
+    daily = window.bucket == "day"
     rows = {
-        row["t"]: row
-        for row in rollups.annotate(t=bucket)
-        .values("t")
+        datetime.combine(row["day"], time(), UTC) if daily else row["hour"]: row
+        for row in rollups.values("day" if daily else "hour")
         .annotate(**{column: Sum(column) for column in SERIES_COLUMNS})
         .order_by()
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import IntegrityError, connection, transaction
 
@@ -168,6 +168,11 @@ def rollup_key(message: Message) -> dict:
     }
 
 
+def rollup_day(key: dict) -> dict:
+    """The insert-only columns of a new rollup row: its UTC day."""
+    return {"day": ReplyRollup.day_of(key["hour"])}
+
+
 def asked_label(requested_model: str, version_labels: list[str]) -> str | None:
     """The label a request's model named (`prompt:<slug>@staging`), "" for a version number, what
     `prompt:<slug>` resolves to for none; None when the model asked is not `prompt:...`."""
@@ -182,7 +187,7 @@ def asked_label(requested_model: str, version_labels: list[str]) -> str | None:
 
 
 def hour_of(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 # --- atomic increments ---------------------------------------------------------------------------
@@ -193,7 +198,7 @@ def rollup_add(*, amounts: dict[str, float], key: dict | None = None, rollup_id:
     (created when missing) or to `rollup_id`; its id."""
     columns, tallies = split_amounts(amounts)
     if rollup_id is None:
-        rollup_id = upsert_add(ReplyRollup, ROLLUP_KEY, key, columns)
+        rollup_id = upsert_add(ReplyRollup, ROLLUP_KEY, key, columns, rollup_day(key))
     elif columns:
         _add(ReplyRollup, rollup_id, columns)
     for (kind, name), tally_amounts in tallies.items():
@@ -222,16 +227,20 @@ def _add(model, pk: int, amounts: dict[str, float]) -> None:
         cursor.execute(f"UPDATE {quote(table)} SET {assignments} WHERE id = %s", [*amounts.values(), pk])
 
 
-def upsert_add(model, key_columns: tuple[str, ...], key: dict, amounts: dict[str, float]) -> int:
-    """INSERT the row with `amounts`, or add them to the row with the same key: one statement,
-    atomic under concurrent writers on SQLite and PostgreSQL. The row's id. `model` may be a
-    migration's historical model (the backfill)."""
+def upsert_add(
+    model, key_columns: tuple[str, ...], key: dict, amounts: dict[str, float], inserted: dict | None = None
+) -> int:
+    """INSERT the row with `amounts` (and the `inserted` columns), or add them to the row with the
+    same key: one statement, atomic under concurrent writers on SQLite and PostgreSQL. The row's
+    id. `model` may be a migration's historical model (the backfill)."""
     table, quote = model._meta.db_table, connection.ops.quote_name
-    columns = [*key_columns, *amounts]
+    inserted = inserted or {}
+    columns = [*key_columns, *inserted, *amounts]
     _require_columns(model, columns)
+    fields = {field.column: field for field in model._meta.concrete_fields}
     values = [
-        connection.ops.adapt_datetimefield_value(key[column]) if column == "hour" else key[column]
-        for column in key_columns
+        fields[column].get_db_prep_value(value, connection)
+        for column, value in [*((column, key[column]) for column in key_columns), *inserted.items()]
     ] + list(amounts.values())
     # An empty change still returns the row's id (a no-op assignment).
     assignments = (

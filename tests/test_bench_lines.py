@@ -178,3 +178,34 @@ def test_the_online_evaluation_bench_prints_its_ratio_line(tmp_path):
     assert any(re.fullmatch(r"online evaluation/none chat tokens/s ratio: \d+\.\d\d", line) for line in lines), lines
     # The rule scored every reply (the warm-up and the two measured), its judge included.
     assert any("llm_judge 3 scored, 0 errors" in line for line in lines), lines
+
+
+def test_the_monitoring_bench_prints_a_metrics_line_per_database(tmp_path):
+    env = studio_env(STUDIO_DATA_DIR=tmp_path / "data")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--paths",
+            "monitoring",
+            "--monitoring-replies",
+            "20000",
+            "--output",
+            str(tmp_path / "bench.json"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    named = [
+        i for i, line in enumerate(lines) if re.match(r"metrics, (embedded \(SQLite\)|scaled \(PostgreSQL\)): ", line)
+    ]
+    figures = [i for i, line in enumerate(lines) if re.fullmatch(r"metrics at 20K replies p95 ms: \d+\.\d", line)]
+    # A line naming the database, then its figure: SQLite always, PostgreSQL where one answers here.
+    assert named and [i + 1 for i in named] == figures, lines
+    assert "20,000 replies rolled up" in lines[named[0]] and "embedded (SQLite)" in lines[named[0]], lines

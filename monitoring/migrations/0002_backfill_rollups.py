@@ -13,7 +13,7 @@ PRODUCTION_KINDS = ("api", "chat", "playground")
 
 def backfill(apps, schema_editor):
     from monitoring.reply_figures import ReplyFacts, reply_figures, served_label
-    from monitoring.services import ROLLUP_KEY, TALLY_KEY, asked_label, hour_of, split_amounts, upsert_add
+    from monitoring.services import ROLLUP_KEY, TALLY_KEY, asked_label, hour_of, rollup_day, split_amounts, upsert_add
 
     Message = apps.get_model("chat", "Message")
     PromptLabel = apps.get_model("prompts", "PromptLabel")
@@ -101,7 +101,8 @@ def backfill(apps, schema_editor):
         counted = []
         for key, amounts in summed.items():
             columns, tallies = split_amounts(dict(amounts))
-            rollup_id = upsert_add(ReplyRollup, ROLLUP_KEY, dict(zip(ROLLUP_KEY, key)), columns)
+            named = dict(zip(ROLLUP_KEY, key))
+            rollup_id = upsert_add(ReplyRollup, ROLLUP_KEY, named, columns, rollup_day(named))
             for (kind, name), tally_amounts in tallies.items():
                 upsert_add(RollupTally, TALLY_KEY, {"rollup_id": rollup_id, "kind": kind, "name": name}, tally_amounts)
             counted += [

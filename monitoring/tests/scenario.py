@@ -97,10 +97,10 @@ def finish(reply, *, after_ms, ttft_ms=None, tokens=(20, 10), speed=None, status
     return reply
 
 
-def build() -> tuple[Prompt, dict[str, float]]:
+def build(*, online_scores: bool = True, slug: str = "support") -> tuple[Prompt, dict[str, float]]:
     """Stores the traffic; (the prompt, the online scores recorded: {"<message id>:<scorer>": value})."""
     alice = people()
-    prompt = make_prompt(alice)
+    prompt = make_prompt(alice, slug=slug)
     v1, v2 = prompt.versions.order_by("number")
     hours = [NOW - timedelta(hours=h, minutes=10) for h in (0, 1, 3)]
     scores = {}
@@ -174,8 +174,9 @@ def build() -> tuple[Prompt, dict[str, float]]:
         (candidate[0], "json_valid", 1.0),
         (api[4], "judge", None),
     ]:
-        record_online_score(message_id=message.pk, scorer=scorer, value=value)
-        scores[f"{message.pk}:{scorer}"] = value
+        if online_scores:
+            record_online_score(message_id=message.pk, scorer=scorer, value=value)
+            scores[f"{message.pk}:{scorer}"] = value
     # Not production traffic, or not finished, or outside the window: never in the figures.
     evaluation = conversation(alice, v1, kind=Conversation.Kind.EVALUATION)
     finish(streaming_reply(evaluation, at=hours[0]), after_ms=100)
