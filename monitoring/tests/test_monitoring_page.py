@@ -62,3 +62,11 @@ def test_a_bad_time_is_said_and_the_default_window_shown(client, alice, traffic)
 def test_anonymous_people_are_sent_to_log_in(client, traffic):
     answer = client.get("/monitoring/prompts/support/")
     assert answer.status_code == 302 and "/login" in answer["Location"]
+
+
+def test_the_page_reads_in_a_fixed_number_of_queries(client, alice, traffic, django_assert_num_queries):
+    client.force_login(alice)
+    # The session and its person (2), the prompt (1), the rollups (3), the filters' choices (4), the
+    # split's comparison (2: none runs, none ended in the window).
+    with django_assert_num_queries(12):
+        assert client.get(f"/monitoring/prompts/support/?{MONTH}").status_code == 200
