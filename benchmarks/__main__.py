@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import measure as bench
+from benchmarks import online_bench
 from benchmarks.processes import REPO, manage, run_module, running_studio, shell_token, studio_env
 from studio.llm import BUNDLED_MODEL, load_model, render_prompt_ids
 
@@ -65,13 +66,15 @@ class Command:
         )
         parser.add_argument(
             "--paths",
-            default="knowledge,retrieval,embedded,redis,dtype,constrained,prefill,evaluation,training",
+            default="knowledge,retrieval,monitoring,embedded,redis,dtype,constrained,prefill,evaluation,online,training",
             help="what to measure: knowledge (ingestion and search latency), retrieval (recall@5 of "
             "retrieval test sets with and without each ranking stage, and the reranking stage's cost), "
+            "monitoring (a prompt's metrics API over a million rolled-up replies, SQLite and PostgreSQL), "
             "embedded, redis (full chat paths), dtype (the batch engine in "
             "float32 and bfloat16), constrained (the batch engine with and without an output "
             "format), prefill (a reply in the batch engine while a long prompt is prefilled), "
-            "evaluation and training (both need embedded)",
+            "evaluation, online (chat while an online evaluation rule scores every reply) and training "
+            "(these three need embedded)",
         )
         parser.add_argument(
             "--constrained-tokens",
@@ -85,6 +88,17 @@ class Command:
         parser.add_argument("--train-rounds", type=int, default=3, help="studio and plain trl runs, alternated")
         parser.add_argument("--eval-cases", type=int, default=24, help="cases in the evaluation measurement")
         parser.add_argument("--eval-tokens", type=int, default=64, help="reply length of each evaluated case")
+        parser.add_argument(
+            "--online-replies", type=int, default=5, help="chat replies with and without an online evaluation rule"
+        )
+        parser.add_argument(
+            "--monitoring-replies", type=int, default=1_000_000, help="replies in the rollups the metrics API reads"
+        )
+        parser.add_argument(
+            "--monitoring-engines",
+            default="embedded,scaled",
+            help="where the metrics API is measured: embedded (SQLite), scaled (PostgreSQL at 127.0.0.1:5432)",
+        )
         parser.add_argument("--output", default=str(REPO / "bench-results" / "latest.json"))
 
     def handle(
@@ -102,9 +116,12 @@ class Command:
         train_rounds,
         constrained_tokens,
         prefill_tokens=7000,
+        online_replies=5,
         knowledge_chunks=2000,
         knowledge_sizes="10000,100000",
         knowledge_engines="embedded,scaled,scaled+pgvector",
+        monitoring_replies=1_000_000,
+        monitoring_engines="embedded,scaled",
         **options,
     ):
         from django.conf import settings
@@ -129,6 +146,7 @@ class Command:
         modes = [mode for mode in ("embedded", "redis") if mode in wanted]
         measure_evaluation = "evaluation" in wanted and "embedded" in wanted
         measure_training = "training" in wanted and "embedded" in wanted
+        measure_online = "online" in wanted and "embedded" in wanted
         measure_dtype = "dtype" in wanted
         if "redis" in modes and not redis_reachable():
             self.say("redis: skipped, nothing answers at 127.0.0.1:6379")
@@ -140,7 +158,11 @@ class Command:
             )
         if "retrieval" in wanted:
             results["retrieval"] = self.measure_retrieval(model, cache_dir)
-        if wanted <= {"knowledge", "retrieval"}:
+        if "monitoring" in wanted:
+            results["monitoring"] = self.measure_monitoring(
+                monitoring_replies, {e.strip() for e in monitoring_engines.split(",")}
+            )
+        if wanted <= {"knowledge", "retrieval", "monitoring"}:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(json.dumps(results, indent=2))
             return
@@ -212,6 +234,8 @@ class Command:
                         + [("large", q) for q in large],
                     )
                     eval_token = shell_token(setup, env)
+                if mode == "embedded" and measure_online:
+                    online_token = shell_token(online_bench.SETUP, env)
 
             async def measure():
                 for server, session, sqlite_path in servers.values():
@@ -276,6 +300,24 @@ class Command:
                     + ")"
                 )
                 results["contention"] = contention
+            if measure_online:
+                self.say(
+                    f"online evaluation: {online_replies} replies of prompt:bench-online-plain (no rule), then "
+                    f"{online_replies} of prompt:bench-online while a rule scores every reply (length, regex, "
+                    "contains, an LLM judge), through the OpenAI-compatible API, streamed"
+                )
+                online = online_bench.chat_during_online_evaluation(
+                    servers["embedded"][0], online_token, prompt, replies=online_replies
+                )
+                scored = ", ".join(
+                    f"{name} {figures['n']} scored, {figures['errors']} errors"
+                    for name, figures in online["scores"].items()
+                )
+                self.say(
+                    f"chat with no rule {online['alone_tokens_per_s']:.2f} tokens/s, while the rule scores every "
+                    f"reply {online['during_tokens_per_s']:.2f} tokens/s ({scored})"
+                )
+                results["online"] = online
             if measure_training:
                 server = servers["embedded"][0]
                 data_dir = Path(servers["embedded"][2]).parent
@@ -322,6 +364,8 @@ class Command:
             self.say(f"evaluation/per-case-loop cases/s ratio: {results['evaluation']['ratio']:.2f}")
         if "contention" in results:
             self.say(f"chat-during-evaluation/alone tokens/s ratio: {results['contention']['ratio']:.2f}")
+        if "online" in results:
+            self.say(f"online evaluation/none chat tokens/s ratio: {results['online']['ratio']:.2f}")
         if "training" in results:
             self.say(f"studio/plain-trl training tokens/s ratio: {results['training']['ratio']:.2f}")
         for mode in modes:
@@ -489,6 +533,56 @@ class Command:
             self.measure_knowledge_engines(engines, measured, chunks, sizes, database)
         return self.report_knowledge(measured)
 
+    def measure_monitoring(self, replies: int, wanted_engines: set[str]) -> dict:
+        """A prompt's metrics API over `replies` rolled-up replies: `python -m benchmarks.monitoring_bench`
+        in a throwaway data folder (SQLite), then on a throwaway PostgreSQL database when one answers.
+        Each database's line follows a line naming it."""
+        engines = {"embedded": ("embedded (SQLite)", {"DATABASE_URL": ""})} if "embedded" in wanted_engines else {}
+        database = None
+        if "scaled" in wanted_engines and postgres_reachable():
+            import psycopg
+
+            database = f"studio_bench_{uuid.uuid4().hex[:10]}"
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'CREATE DATABASE "{database}"')
+            engines["scaled"] = (
+                "scaled (PostgreSQL)",
+                {"DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{database}"},
+            )
+        elif "scaled" in wanted_engines:
+            self.say("metrics, scaled: skipped, no PostgreSQL answers at 127.0.0.1:5432")
+        measured = {}
+        try:
+            for engine, (name, overrides) in engines.items():
+                data_dir = Path(tempfile.mkdtemp(prefix=f"studio-bench-monitoring-{engine}-"))
+                env = studio_env(STUDIO_DATA_DIR=data_dir, STUDIO_SQLITE_PATH=data_dir / "studio.sqlite3", **overrides)
+                try:
+                    manage(["migrate", "-v0"], env, timeout=600)
+                    run = json.loads(
+                        run_module("benchmarks.monitoring_bench", ["--replies", str(replies)], env, timeout=3600)
+                        .strip()
+                        .splitlines()[-1]
+                    )
+                finally:
+                    shutil.rmtree(data_dir, ignore_errors=True)
+                measured[engine] = run
+                sample = run["sample"]
+                self.say(
+                    f"metrics, {name}: {run['replies']:,} replies rolled up in {run['rows']:,} hourly rows over "
+                    f"{run['days']} days (written in {run['fill_s']:.0f} s); {sample['counted']} real replies "
+                    f"rolled up as they finished, {sample['rolled_up_requests']} counted, reply_finish "
+                    f"{sample['finish_with_rollup_ms']:.1f} ms with the rollup, {sample['finish_without_rollup_ms']:.1f} "
+                    f"ms without; the monitoring page's figures p95 {run['page_p95_ms']:.1f} ms"
+                )
+                self.say(f"metrics at {short_count(run['replies'])} replies p95 ms: {run['metrics_p95_ms']:.1f}")
+        finally:
+            if database:
+                import psycopg
+
+                with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        return measured
+
     def measure_knowledge_engines(self, engines, measured, chunks, sizes, database) -> None:
         try:
             for engine, overrides in engines.items():
@@ -607,6 +701,14 @@ def other_load_note(run) -> str:
     if load is None:
         return ""
     return f", other programs used {load:.2f} cores" + (" (BUSY MACHINE: unreliable)" if load > BUSY_CORES else "")
+
+
+def short_count(count: int) -> str:
+    """1M, 20K, 500: the size a bench line names."""
+    for size, suffix in ((1_000_000, "M"), (1_000, "K")):
+        if count >= size and count % size == 0:
+            return f"{count // size}{suffix}"
+    return f"{count:,}"
 
 
 def concurrency_ratio(aggregate: list[dict], mode: str, conversations: int) -> float | None:

@@ -153,6 +153,9 @@ class Message(models.Model):
     finish_reason = models.CharField(max_length=16, blank=True)
     # A reply asked of another model than the conversation's ("" : the conversation's).
     requested_model = models.CharField(max_length=200, blank=True)
+    # The A/B variant (a label of the prompt's split) that served a `prompt:<slug>` request; "" when
+    # no split chose it.
+    variant = models.CharField(max_length=64, blank=True)
     # Side by side: a second reply to the same message, written beside `side_of` (in the same batch)
     # by another model, for the person to pick the better one.
     side_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="side_replies")

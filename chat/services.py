@@ -23,6 +23,7 @@ from .sampling import clean_sampling
 from .selectors import Branches, active_messages, output_format_for
 from .serving.queue import queued_reply_deadline, replies_withdraw
 from .serving.registry import available_models, available_served_model, served_model_choice
+from .signals import feedback_changed
 
 TITLE_MAX_CHARS = 200
 TITLE_FROM_MESSAGE_CHARS = 60
@@ -159,8 +160,13 @@ def reply_feedback(*, message: Message, value: str) -> Message:
         raise ChatError("Only a finished reply takes a thumbs up or down.")
     if value not in ("", *Message.Feedback.values):
         raise ChatError('Feedback is "up", "down" or "".')
+    previous = message.feedback
     Message.objects.filter(pk=message.pk).update(feedback=value)
     message.feedback = value
+    if value != previous:
+        transaction.on_commit(
+            lambda: feedback_changed.send(sender=Message, message_id=message.pk, feedback=value, previous=previous)
+        )
     return message
 
 

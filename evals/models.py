@@ -41,6 +41,7 @@ class FailureCase(models.Model):
         API = "api"
         MANUAL = "manual"
         IMPORT = "import"
+        PRODUCTION = "production"  # a reviewer's correction of a live reply (the review queue)
 
     class Split(models.TextChoices):
         TRAIN = "train"

@@ -13,6 +13,7 @@ from django.utils import timezone
 from accounts.services import person_lock
 from chat.models import Message
 from chat.selectors import chat_history_before
+from chat.signals import reply_flagged
 from prompts import selectors as prompt_selectors
 from prompts.examples import examples_of_cases
 from prompts.rendering import MissingVariablesError, TemplateError, pattern_error
@@ -368,6 +369,7 @@ def case_flag(
             source_conversation=message.conversation,
         )
         Message.objects.filter(pk=message.pk).update(flagged_at=timezone.now())
+        transaction.on_commit(lambda: reply_flagged.send(sender=Message, message_id=message.pk))
     return case
 
 

@@ -1,3 +1,4 @@
+import hashlib
 from functools import cached_property
 
 from django.conf import settings
@@ -210,3 +211,66 @@ class LabelMove(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("The label history is append-only (it goes only with its prompt).")
+
+
+class PromptSplit(models.Model):
+    """An A/B test: `prompt:<slug>` requests (no @label, no @vN) are shared out between labels by
+    weight, each end user always to the same one (prompts/splits.py). At most one runs per prompt;
+    an ended split stays, with its window, for the comparison of what it served."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="splits")
+    # [{"label": "production", "weight": 0.9}, {"label": "candidate", "weight": 0.1}]: the first is
+    # the control the others are compared with; the weights add up to 1.
+    variants = models.JSONField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)  # null: running
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    promoted_label = models.CharField(max_length=40, blank=True)  # the variant promote made production
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["prompt"], condition=models.Q(ended_at__isnull=True), name="one_running_split_per_prompt"
+            )
+        ]
+
+    def __str__(self):
+        shares = ", ".join(f"{v['label']} {v['weight']:g}" for v in self.variants)
+        return f"{self.prompt.slug} split ({shares})"
+
+    @property
+    def running(self) -> bool:
+        return self.ended_at is None
+
+    @property
+    def labels(self) -> list[str]:
+        return [variant["label"] for variant in self.variants]
+
+    def variant_for(self, key: str) -> str:
+        """The label that serves the end user `key`: where their fixed place in [0, 1) (a hash of
+        the prompt and the key) falls among the cumulative weights. The same key gets the same
+        label for as long as the weights stay."""
+        digest = hashlib.sha256(f"{self.prompt_id}:{key}".encode("utf-8", "surrogatepass")).digest()
+        place = int.from_bytes(digest[:8], "big") / 2**64  # uniform in [0, 1)
+        reached = 0.0
+        for variant in self.variants:
+            reached += variant["weight"]
+            if place < reached:
+                return variant["label"]
+        return self.variants[-1]["label"]  # the weights' sum fell short of 1 by rounding
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.pk,
+            "prompt": self.prompt.slug,
+            "variants": [{"label": v["label"], "weight": v["weight"]} for v in self.variants],
+            "running": self.running,
+            "created_by": self.created_by.get_username(),
+            "created_at": self.created_at.isoformat(),
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "promoted": self.promoted_label or None,
+        }

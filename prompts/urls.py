@@ -15,10 +15,14 @@ urlpatterns = [
     path("<slug:slug>/label-history/", views.label_history, name="label_history"),
     path("<slug:slug>/labels/", views.label_move, name="label_move"),
     path("<slug:slug>/editors/", views.editors_change, name="editors"),
+    path("<slug:slug>/split/", views.split_change, name="split"),
+    path("<slug:slug>/split/promote/", views.split_promote, name="split_promote"),
     path("<slug:slug>/export/", views.prompt_export, name="export"),
 ]
 
 api_urlpatterns = [
     path("prompts/<slug:slug>/", api.prompt_version, name="api_prompt"),
     path("prompts/<slug:slug>/render/", api.prompt_render, name="api_prompt_render"),
+    path("prompts/<slug:slug>/split/", api.prompt_split, name="api_prompt_split"),
+    path("prompts/<slug:slug>/split/promote/", api.prompt_split_promote, name="api_prompt_split_promote"),
 ]

@@ -1,9 +1,11 @@
 import json
+import re
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import NoReverseMatch, reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -13,7 +15,7 @@ from knowledge.selectors import attached_bases_seen_by, knowledge_bases_for
 from studio.input_checks import InputError, parse_json, whole_number_or_none
 from studio.llm.constraints import MAX_PATTERN_COST, sample_of
 
-from . import selectors, services
+from . import selectors, services, splits
 from .diff import diff_versions, format_text, retrieval_text
 from .examples import DEFAULT_K, HELD_OUT_NOTE, MAX_K, pool_size, selection_choices, source_text
 from .rendering import TemplateError, inspect_template
@@ -277,6 +279,66 @@ def _sampling_shown(version) -> dict:
     }
 
 
+def _split_context(prompt, *, rows=None, error=None, note="") -> dict:
+    """The A/B split card: the running split with each variant's version now, and the form's rows
+    (the running split's variants, then blank ones; what was typed when it was refused)."""
+    split = splits.active_split(prompt)
+    versions = splits.variant_versions(prompt, split) if split else {}
+    if rows is None:
+        rows = [{"label": v["label"], "weight": f"{v['weight']:g}"} for v in (split.variants if split else [])]
+    blank = max(3, len(rows) + 1) - len(rows)
+    rows = rows + [{"label": "", "weight": ""}] * min(blank, splits.MAX_VARIANTS - len(rows))
+    error_row, error_part = _split_error_place(error)
+    return {
+        "split": split,
+        "split_variants": [{**v, "version": versions.get(v["label"])} for v in (split.variants if split else [])],
+        "split_rows": [
+            {**row, "error": error if n == error_row else None, "error_part": error_part if n == error_row else ""}
+            for n, row in enumerate(rows)
+        ],
+        "split_error": error if error is not None and error_row is None else None,
+        "split_labels": prompt.labels.select_related("version"),
+        "split_note": note,
+        "split_monitoring_url": _monitoring_url(prompt),
+    }
+
+
+def _monitoring_url(prompt) -> str:
+    """The prompt's monitoring page, where the variants are compared ("" in a studio without it)."""
+    try:
+        return reverse("monitoring:prompt", args=[prompt.slug])
+    except NoReverseMatch:
+        return ""
+
+
+def _split_error_place(error) -> tuple[int | None, str]:
+    """(form row, "label" or "weight") of a refusal naming `variants[n].label`; (None, "") for the
+    whole form. The form's rows are numbered as the variants it sent (blank rows are left out last)."""
+    found = re.fullmatch(r"variants\[(\d+)\](?:\.(label|weight))?", getattr(error, "field", "") or "")
+    return (int(found[1]), found[2] or "") if found else (None, "")
+
+
+def _split_rows_from_form(post) -> list[dict]:
+    """The form's rows with a label or a weight, as typed (kept to show again when refused)."""
+    rows = zip(post.getlist("label"), post.getlist("weight"), strict=False)
+    return [
+        {"label": label.strip(), "weight": weight.strip()}
+        for label, weight in list(rows)[: splits.MAX_VARIANTS + 1]
+        if label.strip() or weight.strip()
+    ]
+
+
+def _weight_typed(text: str):
+    """A weight as typed: 0.9, or 90 % (a share of the requests); text that is neither goes to the
+    service as it is, which refuses it at its row."""
+    percent = text.endswith("%")
+    try:
+        number = float(text.removesuffix("%").strip())
+    except ValueError:
+        return text
+    return number / 100 if percent else number
+
+
 def _labels_context(prompt) -> dict:
     return {
         "labels": prompt.labels.select_related("version"),
@@ -332,6 +394,7 @@ def prompt_detail(request, slug, number=None):
         "prompts/prompt_detail.html",
         {
             **_labels_context(prompt),
+            **_split_context(prompt),
             "prompt": prompt,
             "version": version,
             "history": selectors.versions_page(prompt),
@@ -482,6 +545,55 @@ def editors_change(request, slug):
         request,
         "prompts/_editors.html",
         {"prompt": prompt, "editors": prompt.editors.all(), "can_edit": True, "error": error},
+    )
+
+
+@login_required
+@require_POST
+def split_change(request, slug):
+    """Start (or change) the prompt's A/B split from its page, or end it (`end`)."""
+    prompt = prompt_or_404(slug)
+    if not prompt.can_edit(request.user):
+        raise PermissionDenied("Only the prompt's owner, its editors and staff can split its traffic.")
+    rows, error, note = None, None, ""
+    try:
+        if request.POST.get("end"):
+            splits.split_end(prompt=prompt, user=request.user)
+            note = f"The split ended: prompt:{prompt.slug} serves its production label again."
+        else:
+            rows = _split_rows_from_form(request.POST)
+            variants = [{"label": row["label"], "weight": _weight_typed(row["weight"])} for row in rows]
+            splits.split_set(prompt=prompt, variants=variants, user=request.user)
+            rows, note = None, "The split is running."
+    except services.PromptError as exc:
+        error = exc
+    return render(
+        request,
+        "prompts/_split.html",
+        {"prompt": prompt, "can_edit": True, **_split_context(prompt, rows=rows, error=error, note=note)},
+    )
+
+
+@login_required
+@require_POST
+def split_promote(request, slug):
+    """Promote a variant (its page's card, or the monitoring page's comparison): `production`
+    moves to its version and the split ends. Answers the split card."""
+    prompt = prompt_or_404(slug)
+    if not prompt.can_edit(request.user):
+        raise PermissionDenied("Only the prompt's owner, its editors and staff can promote a variant.")
+    error, note = None, ""
+    try:
+        split, production = splits.split_promote(prompt=prompt, label=request.POST.get("label", ""), user=request.user)
+        note = (
+            f"Promoted {split.promoted_label}: production now points at v{production.version.number}; the split ended."
+        )
+    except services.PromptError as exc:
+        error = exc
+    return render(
+        request,
+        "prompts/_split.html",
+        {"prompt": prompt, "can_edit": True, **_split_context(prompt, error=error, note=note)},
     )
 
 

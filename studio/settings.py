@@ -103,6 +103,9 @@ INSTALLED_APPS = [
     "finetune",
     "knowledge",
     "optimiser",
+    "monitoring",
+    "online",
+    "review",
 ]
 
 MIDDLEWARE = [
@@ -266,6 +269,7 @@ CELERY_TASK_ROUTES = {
     "knowledge.*": {"queue": JOB_QUEUES["knowledge"]},
     "evals.*": {"queue": JOB_QUEUES["evaluations"]},
     "optimiser.*": {"queue": JOB_QUEUES["evaluations"]},
+    "online.*": {"queue": JOB_QUEUES["evaluations"]},  # sampled replies scored (online evaluation)
     "finetune.*": {"queue": JOB_QUEUES["training"]},
 }
 CELERY_TASK_DEFAULT_QUEUE = JOB_QUEUES["evaluations"]
@@ -309,6 +313,12 @@ OPTIMISER_MAX_QUEUED_PER_USER = envint("OPTIMISER_MAX_QUEUED_PER_USER", 1, minim
 # A case whose reply was lost with its model worker (killed, out of memory) is asked again this many
 # times; after that it is an error (left out of the pass rate), never a fail.
 EVAL_CASE_RETRIES = envint("EVAL_CASE_RETRIES", 2, minimum=0)
+
+# --- The review queue (review/) ---------------------------------------------------------------------
+# The share of review items that two reviewers review (their agreement is measured); the others take one.
+REVIEW_OVERLAP = envfloat("REVIEW_OVERLAP", 0.1)
+if not 0 <= REVIEW_OVERLAP <= 1:
+    raise ImproperlyConfigured(f"REVIEW_OVERLAP={REVIEW_OVERLAP:g}: a share from 0 to 1 (0.1: one item in ten)")
 
 # --- Knowledge bases (knowledge/) ------------------------------------------------------------------
 # Uploaded documents; in scaled mode on storage every job worker mounts (the web process writes,

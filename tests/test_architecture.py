@@ -8,7 +8,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # Highest first: an app may import the apps below it, never one above.
-ORDER = ["finetune", "optimiser", "evals", "chat", "prompts", "knowledge", "accounts", "studio", "studio.llm"]
+ORDER = [
+    "finetune",
+    "optimiser",
+    "review",
+    "online",
+    "monitoring",
+    "evals",
+    "chat",
+    "prompts",
+    "knowledge",
+    "accounts",
+    "studio",
+    "studio.llm",
+]
 # Only wiring imports every app.
 WIRING = {
     "studio/urls.py",

@@ -143,3 +143,69 @@ def test_the_retrieval_bench_prints_recall_by_stage_and_the_reranking_ratio(tmp_
         stages = rf"retrieval recall@5, {corpus} \(\d+ questions, chunks of \d+ tokens\): every stage \d\.\d\d .*"
         assert any(re.fullmatch(stages, line) and "without near-duplicate collapse" in line for line in lines), lines
     assert any(re.match(r"query expansion \(.*\): long articles recall@5 \d\.\d\d", line) for line in lines), lines
+
+
+def test_the_online_evaluation_bench_prints_its_ratio_line(tmp_path):
+    env = studio_env(STUDIO_DATA_DIR=tmp_path / "data", LLM_MODEL_CACHE_DIR=TEST_CACHE / "models", LLM_DTYPE="float32")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--model",
+            str(TINY_MODEL_DIR),
+            "--paths",
+            "embedded,online",
+            "--runs",
+            "1",
+            "--tokens",
+            "8",
+            "--conversations",
+            "",
+            "--online-replies",
+            "2",
+            "--output",
+            str(tmp_path / "bench.json"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(re.fullmatch(r"online evaluation/none chat tokens/s ratio: \d+\.\d\d", line) for line in lines), lines
+    # The rule scored every reply (the warm-up and the two measured), its judge included.
+    assert any("llm_judge 3 scored, 0 errors" in line for line in lines), lines
+
+
+def test_the_monitoring_bench_prints_a_metrics_line_per_database(tmp_path):
+    env = studio_env(STUDIO_DATA_DIR=tmp_path / "data")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--paths",
+            "monitoring",
+            "--monitoring-replies",
+            "20000",
+            "--output",
+            str(tmp_path / "bench.json"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    named = [
+        i for i, line in enumerate(lines) if re.match(r"metrics, (embedded \(SQLite\)|scaled \(PostgreSQL\)): ", line)
+    ]
+    figures = [i for i, line in enumerate(lines) if re.fullmatch(r"metrics at 20K replies p95 ms: \d+\.\d", line)]
+    # A line naming the database, then its figure: SQLite always, PostgreSQL where one answers here.
+    assert named and [i + 1 for i in named] == figures, lines
+    assert "20,000 replies rolled up" in lines[named[0]] and "embedded (SQLite)" in lines[named[0]], lines

@@ -9,6 +9,8 @@ A prompt of the library is a model too: `prompt:<slug>` (its `production` label,
 latest version), `prompt:<slug>@<label>`, `prompt:<slug>@v3`. Its instructions, few-shot
 examples (fixed, or chosen for this input) and parameters apply; the request's last user message
 fills the template's single variable, or `variables` (`extra_body={"variables": {...}}`) fills several.
+A prompt running an A/B split (prompts/splits.py) serves `prompt:<slug>` from the label its split
+gives the end user (OpenAI's `user` field, else the token), and the answer says which.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.utils import dateformat, timezone
 
 from accounts.api import api_endpoint
+from accounts.models import ApiToken, token_digest
 from accounts.services import person_lock
 from accounts.throttle import ApiRefusal
 from chat import services
@@ -49,6 +52,7 @@ from prompts.rendering import (
     render_version_turn,
 )
 from prompts.selectors import prompt_counter
+from prompts.splits import active_split
 from studio.errors import StudioError
 from studio.llm.constraints import FormatError, OutputFormat
 from studio.llm.numpy_embedder import EMBEDDING_MODEL, MAX_TOKENS, load_numpy_embedder
@@ -79,6 +83,7 @@ PROMPT_MODEL = re.compile(
     r"^prompt:(?P<slug>[a-z0-9]+(?:-[a-z0-9]+)*)(?:@(?:v(?P<number>\d{1,9})|(?P<label>[a-z0-9][a-z0-9_-]{0,39})))?$"
 )
 MAX_MESSAGES = 500
+MAX_END_USER_CHARS = 256  # OpenAI's `user`: an id of the application's end user, not a text
 
 
 class ApiError(StudioError):
@@ -341,12 +346,18 @@ def clean_request(body) -> dict:
     output_format = _output_format_asked(body.get("response_format"))
     if output_format is not None:
         parameters["output_format"] = output_format
+    end_user = body.get("user")
+    if end_user is not None and (not isinstance(end_user, str) or len(end_user) > MAX_END_USER_CHARS):
+        raise ApiError(
+            400, f"`user` must be text of at most {MAX_END_USER_CHARS} characters (your end user's id).", param="user"
+        )
     options = body.get("stream_options") or {}
     return {
         "model": model,
         "messages": clean,
         "stream": bool(body.get("stream")),
         "variables": variables,
+        "end_user": end_user or "",
         "include_usage": bool(isinstance(options, dict) and options.get("include_usage")),
         "parameters": parameters,
     }
@@ -392,11 +403,13 @@ def _closed_objects(schema, depth: int = 0):
     return closed
 
 
-def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
-    """Store the request as an `api` conversation with a queued reply; (conversation, reply, model)."""
+def _start(user, asked: dict, authorization: str = "") -> tuple[Conversation, Message, str]:
+    """Store the request as an `api` conversation with a queued reply; (conversation, reply, model).
+    `authorization`: the request's header, whose token is the end user of a split when the request
+    names none."""
     render_owner.set(lambda: f"user:{user.pk}")  # the token's person takes their turn at the render processes
     messages, model = asked["messages"], asked["model"]
-    version, variables, record, examples, example_cases = None, {}, None, [], None
+    version, variables, record, examples, example_cases, variant = None, {}, None, [], None, ""
     matched = PROMPT_MODEL.match(model)
     if matched:
         prompt = prompt_selectors.prompt_by_slug(matched["slug"])
@@ -411,7 +424,7 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
             if matched["number"] or matched["label"]:
                 version = prompt_selectors.version_resolve(prompt, number=matched["number"], label=matched["label"])
             else:
-                version = prompt_selectors.served_version(prompt)
+                version, variant = _split_version(prompt, asked["end_user"], authorization)
         except prompt_selectors.VersionNotFound as exc:
             raise ApiError(404, str(exc), param="model", code="model_not_found") from None
         last = messages[-1]["content"]
@@ -466,7 +479,31 @@ def _start(user, asked: dict) -> tuple[Conversation, Message, str]:
         _, reply = services.reply_request(
             conversation=conversation, content=messages[-1]["content"], retrieval=record, example_cases=example_cases
         )
+        if variant:  # in the same transaction: the reply is never seen (by a worker, a rollup) without it
+            reply.variant = variant
+            reply.save(update_fields=["variant"])
     return conversation, reply, model
+
+
+def _split_version(prompt, end_user: str, authorization: str):
+    """(version, variant) that serves `prompt:<slug>`: the label a running split gives this end user
+    (OpenAI's `user`, else the request's token: the same one always gets the same label while the
+    weights stay), else the production label's version (else the newest) and no variant."""
+    split = active_split(prompt)
+    if split is not None:
+        key = f"user:{end_user}" if end_user else f"token:{_token_id(authorization)}"
+        label = split.variant_for(key)
+        try:
+            return prompt_selectors.version_resolve(prompt, label=label), label
+        except prompt_selectors.VersionNotFound:  # labels only move; this guards rows changed by hand
+            log.warning("split %s names %s@%s, which is gone; serving production", split.pk, prompt.slug, label)
+    return prompt_selectors.served_version(prompt), ""
+
+
+def _token_id(authorization: str) -> int | None:
+    """The id of the API token the request was let in with."""
+    raw_token = authorization.partition(" ")[2].strip()
+    return ApiToken.objects.filter(digest=token_digest(raw_token)).values_list("pk", flat=True).first()
 
 
 API_TITLE_WORDS_CHARS = 48  # of what was asked, in the title (the sidebar shows about this much)
@@ -627,14 +664,17 @@ async def chat_completions(request, user, body):
     asked = clean_request(body)
     # database_sync_to_async: the request's connection goes back to the pool before the wait for
     # the reply (sync_to_async kept it for the whole wait: one per waiting request).
-    conversation, reply, model = await database_sync_to_async(_start)(user, asked)
+    conversation, reply, model = await database_sync_to_async(_start)(
+        user, asked, request.headers.get("Authorization", "")
+    )
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     # Where the request is kept in the studio (open it, flag its reply): a header, and a key of ours
     # in the JSON (OpenAI's clients keep unknown keys: `completion.model_extra["studio"]`).
     found_at = {"X-Studio-Conversation": conversation.get_absolute_url()}
+    studio = _studio_note(conversation, reply)
     if asked["stream"]:
         return StreamingHttpResponse(
-            _stream(conversation, reply, asked, model, completion_id, created),
+            _stream(conversation, reply, asked, model, completion_id, created, studio),
             content_type="text/event-stream",
             headers={"Cache-Control": "no-cache", **found_at},
         )
@@ -668,13 +708,22 @@ async def chat_completions(request, user, body):
                 }
             ],
             "usage": _usage(done),
-            "studio": {"conversation": conversation.pk},
+            "studio": studio,
         },
         headers=found_at,
     )
 
 
-async def _stream(conversation, reply, asked, model, completion_id, created):
+def _studio_note(conversation, reply) -> dict:
+    """Our key in every answer: the conversation that keeps the request and, for a prompt, the
+    version that answered and the split's variant that chose it ("" when no split did)."""
+    note = {"conversation": conversation.pk}
+    if conversation.prompt_version is not None:
+        note.update(variant=reply.variant, version=conversation.prompt_version.number)
+    return note
+
+
+async def _stream(conversation, reply, asked, model, completion_id, created, studio):
     def chunk(delta: dict, finish_reason=None, **extra) -> str:
         body = {
             "id": completion_id,
@@ -690,7 +739,7 @@ async def _stream(conversation, reply, asked, model, completion_id, created):
 
     finished = False
     try:
-        yield chunk({"role": "assistant", "content": ""}, studio={"conversation": conversation.pk})
+        yield chunk({"role": "assistant", "content": ""}, studio=studio)
         async for kind, payload in _events(conversation, reply):
             if kind == "token":
                 yield chunk({"content": payload})
@@ -704,7 +753,8 @@ async def _stream(conversation, reply, asked, model, completion_id, created):
                 }
                 yield f"data: {json.dumps({'error': error})}\n\n"
             else:
-                yield chunk({}, _finish_reason(payload, asked["parameters"]))
+                # The last chunks say again where it is kept and which variant and version answered.
+                yield chunk({}, _finish_reason(payload, asked["parameters"]), studio=studio)
                 if asked["include_usage"]:
                     body = {
                         "id": completion_id,
@@ -713,6 +763,7 @@ async def _stream(conversation, reply, asked, model, completion_id, created):
                         "model": model,
                         "choices": [],
                         "usage": _usage(payload),
+                        "studio": studio,
                     }
                     yield f"data: {json.dumps(body)}\n\n"
             finished = True

@@ -18,6 +18,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chat.models import Conversation, Message, ModelWorker
+from chat.signals import reply_finished
 
 from .registry import workers_forget_silent
 
@@ -162,6 +163,8 @@ def reply_finish(
         lease_expires_at=None,
         finished_at=timezone.now(),
     )
+    if finished == 1:
+        transaction.on_commit(lambda: reply_finished.send(sender=Message, message_id=message_id))
     return finished == 1
 
 
@@ -209,6 +212,7 @@ def replies_fail_expired(*, conversation_id: int | None = None) -> list[Message]
         if updated:
             message.refresh_from_db()
             failed.append(message)
+            transaction.on_commit(lambda pk=message.pk: reply_finished.send(sender=Message, message_id=pk))
     return failed
 
 
