@@ -302,9 +302,9 @@ class Command:
                 results["contention"] = contention
             if measure_online:
                 self.say(
-                    f"online evaluation: {online_replies} replies of prompt:bench-online-plain (no rule), then "
-                    f"{online_replies} of prompt:bench-online while a rule scores every reply (length, regex, "
-                    "contains, an LLM judge), through the OpenAI-compatible API, streamed"
+                    f"online evaluation: 2 rounds of {online_replies} replies of prompt:bench-online-plain (no "
+                    f"rule), then {online_replies} of prompt:bench-online while a rule scores every reply (length, "
+                    "regex, contains, an LLM judge), through the OpenAI-compatible API, streamed"
                 )
                 online = online_bench.chat_during_online_evaluation(
                     servers["embedded"][0], online_token, prompt, replies=online_replies

@@ -2,8 +2,9 @@
 
 Replies are requests to `prompt:<slug>` through the OpenAI-compatible API, streamed (the served
 path that production traffic takes), timed as the client sees the chunks: tokens/s between the
-first and the last content chunk, as the WebSocket measurements time frames. First replies of a
-prompt no rule follows; then replies of an identical prompt whose rule samples every reply
+first and the last content chunk, as the WebSocket measurements time frames. In rounds: replies of
+a prompt no rule follows (once nothing is left to score), then replies of an identical prompt whose
+rule samples every reply
 (sample rate 1) and scores it with length, regex and contains and an LLM judge, so that each reply
 is written while the previous one is being scored (the judge in the model worker's background
 lane, the rest in the job worker of the evaluations lane). The rule's own page figures then confirm
@@ -71,8 +72,11 @@ def api_reply(server, token: str, model: str, prompt: str, *, timeout: float = 3
             if chunk.get("choices") and chunk["choices"][0].get("delta", {}).get("content"):
                 token_times.append(time.perf_counter())
             usage = chunk.get("usage") or usage
-    if not token_times or not usage:
-        raise RuntimeError(f"the reply had {len(token_times)} content chunks and usage {usage}")
+    if len(token_times) < 2 or not usage:
+        raise RuntimeError(
+            f"the reply came in {len(token_times)} content chunks (usage {usage}): no speed to measure; "
+            "ask for longer replies (--tokens)"
+        )
     count = usage["completion_tokens"]
     return {
         "completion_tokens": count,
@@ -98,17 +102,21 @@ def _until_scored(server, token: str, rule_id: int, replies: int, timeout: float
         time.sleep(0.5)
 
 
-def chat_during_online_evaluation(server, token: str, prompt: str, *, replies: int = 5) -> dict:
-    """Medians of `replies` replies with no rule, then of `replies` while a rule scores every one."""
+def chat_during_online_evaluation(server, token: str, prompt: str, *, replies: int = 5, rounds: int = 2) -> dict:
+    """Medians of replies with no rule and of replies while a rule scores every one, measured in
+    `rounds` rounds of `replies` each way, so that drift on a shared machine touches both alike
+    (each round's replies with no rule start once the rule has nothing left to score)."""
     rule_id = _api(server, token, "POST", "/api/online-evaluations/", RULE)["id"]
     # Warm-up: the job worker's first scoring (its imports, the judge's first conversation) and
     # a first reply of each prompt.
     api_reply(server, token, "prompt:bench-online", prompt)
-    _until_scored(server, token, rule_id, 1)
     api_reply(server, token, "prompt:bench-online-plain", prompt)
-    alone = [_timed(server, token, "prompt:bench-online-plain", prompt) for _ in range(replies)]
-    during = [_timed(server, token, "prompt:bench-online", prompt) for _ in range(replies)]
-    rule = _until_scored(server, token, rule_id, replies + 1)
+    alone, during = [], []
+    for round_number in range(rounds):
+        _until_scored(server, token, rule_id, 1 + round_number * replies)
+        alone += [_timed(server, token, "prompt:bench-online-plain", prompt) for _ in range(replies)]
+        during += [_timed(server, token, "prompt:bench-online", prompt) for _ in range(replies)]
+    rule = _until_scored(server, token, rule_id, 1 + rounds * replies)
     _api(server, token, "POST", f"/api/online-evaluations/{rule_id}/disable/")
     alone_tps = statistics.median(r["tokens_per_s"] for r in alone)
     during_tps = statistics.median(r["tokens_per_s"] for r in during)
