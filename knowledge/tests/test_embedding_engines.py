@@ -50,6 +50,9 @@ def fresh_query_vectors():
 def remote(settings):
     """The engine "remote" (model "mini"), answering with real vectors until a test says otherwise
     (a timeout of 10 s: the numpy embedder behind it is slow on a busy machine)."""
+    from knowledge import engines
+
+    engines._query_failures.clear()  # a failure an earlier test planted is remembered for 30 s per process
     server = EngineServer(lambda path, body: embeddings_of(body))
     settings.KNOWLEDGE_EMBEDDING_ENGINES = {
         "remote": {
