@@ -66,13 +66,13 @@ class Command:
         )
         parser.add_argument(
             "--paths",
-            default="knowledge,retrieval,monitoring,embedded,redis,dtype,constrained,prefill,evaluation,online,training",
+            default="knowledge,retrieval,monitoring,embedded,redis,dtype,constrained,tools,prefill,evaluation,online,training",
             help="what to measure: knowledge (ingestion and search latency), retrieval (recall@5 of "
             "retrieval test sets with and without each ranking stage, and the reranking stage's cost), "
             "monitoring (a prompt's metrics API over a million rolled-up replies, SQLite and PostgreSQL), "
             "embedded, redis (full chat paths), dtype (the batch engine in "
             "float32 and bfloat16), constrained (the batch engine with and without an output "
-            "format), prefill (a reply in the batch engine while a long prompt is prefilled), "
+            "format), tools (the batch engine with replies that must call a tool and free ones), prefill (a reply in the batch engine while a long prompt is prefilled), "
             "evaluation, online (chat while an online evaluation rule scores every reply) and training "
             "(these three need embedded)",
         )
@@ -80,7 +80,7 @@ class Command:
             "--constrained-tokens",
             type=int,
             default=256,
-            help="longest reply under the schema in the constrained measurement",
+            help="longest reply under the schema (or the call) in the constrained and tools measurements",
         )
         parser.add_argument(
             "--prefill-tokens", type=int, default=7000, help="the long prompt's length in the prefill measurement"
@@ -180,6 +180,8 @@ class Command:
             results["dtype"] = self.measure_dtypes(model, cache_dir, prompt, tokens, counts)
         if "constrained" in wanted:
             results["constrained"] = self.measure_constrained(model, cache_dir, constrained_tokens, min(runs, 3))
+        if "tools" in wanted:
+            results["tool_calls"] = self.measure_tool_calls(model, cache_dir, constrained_tokens, min(runs, 3))
         if "prefill" in wanted:
             results["long_prefill"] = self.measure_long_prefill(model, cache_dir, prompt, prefill_tokens)
         results.update(model_name=loaded.describe(), prompt_tokens=len(prompt_ids))
@@ -356,6 +358,8 @@ class Command:
         if "constrained" in results:
             self.say(f"constrained/free decode tokens/s ratio: {results['constrained']['ratio']:.2f}")
             self.say(f"schema compile time: {results['constrained']['compile_ms']:.1f} ms")
+        if "tool_calls" in results:
+            self.say(f"tool-call/free decode tokens/s ratio: {results['tool_calls']['ratio']:.2f}")
         if "long_prefill" in results:
             self.say(f"chat during a long prefill/alone tokens/s ratio: {results['long_prefill']['ratio']:.2f}")
             gap_ms = results["long_prefill"]["longest_gap_ms"]
@@ -469,6 +473,27 @@ class Command:
                 f"{run['free_tokens_per_s']:.1f} free; {run['valid']}/{len(run['lengths'])} valid"
                 + (f" ({cut} cut at {tokens} tokens, marked length)" if cut else "")
                 + other_load_note(run)
+            )
+        return measured
+
+    def measure_tool_calls(self, model, cache_dir, tokens, runs) -> dict:
+        """8 replies that must call a tool (a support ticket's, or two lookups) against 8 free replies
+        of the same lengths and prompts, in the worker's batch engine and dtype (a fresh process)."""
+        from django.conf import settings
+
+        from studio.llm.loading import compute_dtype
+
+        dtype = compute_dtype(settings.LLM_DTYPE, "cpu")
+        self.say(
+            f"tools: 8 replies at once that must call one of 3 tools (tool_choice required; the ticket's "
+            f"schema among them; up to {tokens} tokens, greedy, {dtype}), then 8 free replies of the same "
+            "lengths reading the same tools"
+        )
+        measured = bench.constrained_runs_in_subprocess(model, cache_dir, dtype, tokens, runs, measure="tool_call_runs")
+        for run in measured["rounds"]:
+            self.say(
+                f"tools: {run['tool_call_tokens_per_s']:.1f} tokens/s calling, {run['free_tokens_per_s']:.1f} "
+                f"free; {run['valid']}/{len(run['lengths'])} valid calls{other_load_note(run)}"
             )
         return measured
 

@@ -408,8 +408,9 @@ def _valid_ticket(text: str) -> bool:
         return False
 
 
-def engine_batch(loaded: LoadedModel, messages: list[list[dict]], settings: list, output_format) -> dict:
-    """Every reply submitted at once to one BatchEngine; their results in order and the wall time."""
+def engine_batch(loaded: LoadedModel, messages: list[list[dict]], settings: list, output_format, tools=None) -> dict:
+    """Every reply submitted at once to one BatchEngine (each under `output_format`, with `tools`);
+    their results in order and the wall time."""
     import threading
 
     from studio.llm.engine import BatchEngine, EngineRequest
@@ -432,6 +433,7 @@ def engine_batch(loaded: LoadedModel, messages: list[list[dict]], settings: list
                         messages=turns,
                         settings=reply_settings,
                         output_format=output_format,
+                        tools=tools,
                         on_delta=lambda delta: None,
                         on_done=lambda result, index=index: finished(index, result),
                     )
@@ -443,22 +445,114 @@ def engine_batch(loaded: LoadedModel, messages: list[list[dict]], settings: list
     return {"results": results, "wall_s": wall_s, "other_load": other.cores}
 
 
-def constrained_runs_in_subprocess(model, cache_dir, dtype, tokens, runs) -> dict:
-    """In a process of its own, decoding only in the engine's thread, as in a model worker."""
+def constrained_runs_in_subprocess(model, cache_dir, dtype, tokens, runs, *, measure: str = "constrained_runs") -> dict:
+    """In a process of its own, decoding only in the engine's thread, as in a model worker
+    (`measure`: constrained_runs, or tool_call_runs)."""
     import subprocess
     import sys
 
     from .processes import REPO
 
     code = (
-        "import json, sys; from benchmarks.measure import constrained_runs; "
-        "print('RESULT ' + json.dumps(constrained_runs(*json.loads(sys.argv[1]))))"
+        f"import json, sys; from benchmarks.measure import {measure}; "
+        f"print('RESULT ' + json.dumps({measure}(*json.loads(sys.argv[1]))))"
     )
     args = json.dumps([str(model), str(cache_dir), dtype, tokens, runs])
     done = subprocess.run(
         [sys.executable, "-c", code, args], cwd=REPO, capture_output=True, text=True, check=True, timeout=3600
     )
     return json.loads(done.stdout.split("RESULT ", 1)[1])
+
+
+# --- tool calls against free decoding -----------------------------------------------------------
+
+TICKET_TOOLS = [  # what a support agent's model may call: the ticket above, and two small lookups
+    {
+        "type": "function",
+        "function": {"name": "create_ticket", "description": "File a support ticket", "parameters": TICKET_SCHEMA},
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "lookup_order",
+            "description": "An order's status by its number",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "order": {"type": "string", "maxLength": 12},
+                    "customer": {"type": "string", "maxLength": 40},
+                },
+                "required": ["order", "customer"],
+                "additionalProperties": False,
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "refund",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "order": {"type": "string", "maxLength": 12},
+                    "amount": {"type": "number", "minimum": 0},
+                },
+                "required": ["order", "amount"],
+                "additionalProperties": False,
+            },
+        },
+    },
+]
+
+
+def tool_call_runs(model: str, cache_dir: str, dtype: str, tokens: int, runs: int) -> dict:
+    """8 replies at once that must call one of TICKET_TOOLS (`tool_choice: "required"`, each call held
+    to its tool's schema), then 8 free replies of exactly the lengths the calls had, reading the same
+    prompts (the tools shown, `tool_choice: "none"`), greedy, `runs` rounds."""
+    from studio.llm import GenerationSettings, load_model
+    from studio.llm.tools import clean_tool_use, read_reply
+
+    loaded = load_model(model, cache_dir=Path(cache_dir), device="cpu", quantization="none", dtype=dtype)
+    calling = clean_tool_use(TICKET_TOOLS, "required", False)
+    shown = clean_tool_use(TICKET_TOOLS, "none", False)
+    messages = [[{"role": "user", "content": text}] for text in TICKET_MESSAGES]
+    settings = GenerationSettings(max_new_tokens=tokens, temperature=0.0)
+    engine_batch(loaded, messages, [settings] * len(messages), None, calling)  # warm-up
+    schemas = {tool["function"]["name"]: tool["function"]["parameters"] for tool in TICKET_TOOLS}
+    rounds = []
+    for _ in range(runs):
+        called = engine_batch(loaded, messages, [settings] * len(messages), None, calling)
+        lengths = [result.usage.completion_tokens for result in called["results"]]
+        free = engine_batch(
+            loaded,
+            messages,
+            [GenerationSettings(max_new_tokens=n, min_new_tokens=n, temperature=0.0) for n in lengths],
+            None,
+            shown,
+        )
+        valid = sum(_valid_calls(read_reply(result.text)[1], schemas) for result in called["results"])
+        rounds.append(
+            {
+                "lengths": lengths,
+                "valid": valid,
+                "tool_call_tokens_per_s": sum(lengths) / called["wall_s"],
+                "free_tokens_per_s": sum(r.usage.completion_tokens for r in free["results"]) / free["wall_s"],
+                "other_load": max(called["other_load"] or 0, free["other_load"] or 0),
+            }
+        )
+        rounds[-1]["ratio"] = rounds[-1]["tool_call_tokens_per_s"] / rounds[-1]["free_tokens_per_s"]
+    return {"rounds": rounds, "replies": len(messages), "ratio": statistics.median(r["ratio"] for r in rounds)}
+
+
+def _valid_calls(calls: list[dict], schemas: dict) -> bool:
+    import jsonschema
+
+    try:
+        for call in calls:
+            jsonschema.validate(json.loads(call["function"]["arguments"]), schemas[call["function"]["name"]])
+    except (ValueError, jsonschema.ValidationError):
+        return False
+    return bool(calls)
 
 
 # --- a reply being written while a long prompt is prefilled -------------------------------------

@@ -142,7 +142,9 @@ def conversation_set_sampling(*, conversation: Conversation, values) -> Conversa
     """The chat's own sampling settings (blank ones fall back to the prompt's, the person's, the
     studio's). Raises SamplingError naming the field."""
     parameters = clean_sampling(values)
-    kept = {name: value for name, value in (conversation.parameters or {}).items() if name == "output_format"}
+    kept = {
+        name: value for name, value in (conversation.parameters or {}).items() if name in ("output_format", "tools")
+    }
     conversation.parameters = {**kept, **parameters}
     conversation.save(update_fields=["parameters", "updated_at"])
     return conversation

@@ -48,6 +48,39 @@ def test_the_constrained_bench_prints_its_ratio_and_compile_time_lines(tmp_path)
     assert (tmp_path / "bench.json").exists()
 
 
+def test_the_tools_bench_prints_its_ratio_line(tmp_path):
+    env = studio_env(STUDIO_DATA_DIR=tmp_path / "data", LLM_MODEL_CACHE_DIR=TEST_CACHE / "models", LLM_DTYPE="float32")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--model",
+            str(TINY_MODEL_DIR),
+            "--paths",
+            "tools",
+            "--runs",
+            "1",
+            "--tokens",
+            "8",
+            "--conversations",
+            "",
+            "--constrained-tokens",
+            "60",
+            "--output",
+            str(tmp_path / "bench.json"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert any(re.fullmatch(r"tool-call/free decode tokens/s ratio: \d+\.\d\d", line) for line in lines), lines
+
+
 def test_the_knowledge_bench_prints_its_ingestion_ratio_and_search_latency_lines(tmp_path):
     env = studio_env(STUDIO_DATA_DIR=tmp_path / "data")
     done = subprocess.run(

@@ -46,6 +46,7 @@ def front_studio(engine_studio, tmp_path_factory):
         LLM_MAX_NEW_TOKENS=24,
     )
     with running_studio(env, data_dir / "logs") as server:
+        server.token = shell_token(TOKEN, env)
         yield server
 
 
@@ -103,3 +104,57 @@ async def test_continue_asks_the_engine_to_continue_and_keeps_the_reply_when_it_
     assert done["usage"]["completion_tokens"] == 24
     page = session.get(f"/chat/{conversation_id}/messages/{cut['message_id']}/")[1]
     assert "cut at 24 tokens" in page and "could not be continued" in page
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 12}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_tools_go_to_the_external_engine_and_its_calls_come_back(front_studio, engine_studio):
+    """The front studio passes tools, tool_choice and the history's calls and results on; the engine's
+    streamed tool_calls come back as the front's own, streaming and not."""
+    asked = [{"role": "user", "content": "Weather in Oslo?"}]
+    request = dict(
+        model=TINY_MODEL_DIR.name,
+        messages=asked,
+        tools=[WEATHER],
+        tool_choice="required",
+        parallel_tool_calls=False,
+        temperature=1.0,
+        seed=4,
+        max_tokens=60,
+    )
+    front = openai.OpenAI(base_url=front_studio.base_url + "/v1", api_key=front_studio.token, max_retries=0)
+    direct = openai.OpenAI(base_url=engine_studio.base_url + "/v1", api_key=engine_studio.token, max_retries=0)
+    through = front.chat.completions.create(**request).choices[0]
+    same = direct.chat.completions.create(**request).choices[0]
+    assert through.finish_reason == "tool_calls"
+    called = [(c.function.name, json.loads(c.function.arguments)) for c in through.message.tool_calls]
+    assert called == [(c.function.name, json.loads(c.function.arguments)) for c in same.message.tool_calls]
+    streamed = {}
+    for chunk in front.chat.completions.create(**request, stream=True):
+        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            entry = streamed.setdefault(call.index, {"name": call.function.name, "arguments": ""})
+            entry["arguments"] += call.function.arguments or ""
+    assert [(c["name"], json.loads(c["arguments"])) for c in streamed.values()] == called
+    # The loop's second turn: the call and its result go on to the engine, a text comes back.
+    result = {"role": "tool", "tool_call_id": through.message.tool_calls[0].id, "content": "4 degrees"}
+    final = front.chat.completions.create(
+        model=TINY_MODEL_DIR.name,
+        messages=[*asked, through.message, result],
+        tools=[WEATHER],
+        tool_choice="none",
+        max_tokens=8,
+        temperature=0,
+    ).choices[0]
+    assert isinstance(final.message.content, str) and final.message.tool_calls is None

@@ -11,6 +11,10 @@ examples (fixed, or chosen for this input) and parameters apply; the request's l
 fills the template's single variable, or `variables` (`extra_body={"variables": {...}}`) fills several.
 A prompt running an A/B split (prompts/splits.py) serves `prompt:<slug>` from the label its split
 gives the end user (OpenAI's `user` field, else the token), and the answer says which.
+
+`tools` (studio/llm/tools.py): checked and bounded here, stored with the conversation; the history's
+calls and results are stored in the Hermes text form the model reads; the reply's calls are read
+back from its text into `message.tool_calls`, or OpenAI's `tool_calls` deltas as it streams.
 """
 
 from __future__ import annotations
@@ -57,6 +61,17 @@ from studio.errors import StudioError
 from studio.llm.constraints import FormatError, OutputFormat
 from studio.llm.numpy_embedder import EMBEDDING_MODEL, MAX_TOKENS, load_numpy_embedder
 from studio.llm.replies import SamplingError, sampling_checked
+from studio.llm.tools import (
+    TOOL_NAME,
+    CallReader,
+    ToolError,
+    ToolUse,
+    assistant_text,
+    clean_tool_use,
+    hermes_messages,
+    read_reply,
+    responses_text,
+)
 
 from . import queue, registry
 from .wakeups import wake_workers
@@ -67,8 +82,6 @@ UNSUPPORTED = {
     "n": lambda value: value not in (None, 1),
     "logprobs": lambda value: value not in (None, False),
     "top_logprobs": lambda value: value not in (None, 0),
-    "tools": lambda value: value not in (None, []),
-    "tool_choice": lambda value: value not in (None, "none", "auto"),
     "functions": lambda value: value not in (None, []),
     "function_call": lambda value: value not in (None, "none", "auto"),
     "logit_bias": lambda value: value not in (None, {}),
@@ -77,6 +90,11 @@ UNSUPPORTED = {
     "audio": lambda value: value is not None,
     "prediction": lambda value: value is not None,
     "modalities": lambda value: value not in (None, ["text"]),
+}
+# What to send instead, where a refused parameter has a supported form.
+INSTEAD = {
+    "functions": 'it is OpenAI\'s deprecated form: send `tools` ([{"type": "function", "function": {...}}]) instead',
+    "function_call": "it is OpenAI's deprecated form: send `tool_choice` instead",
 }
 log = logging.getLogger("chat")
 PROMPT_MODEL = re.compile(
@@ -296,7 +314,7 @@ def clean_request(body) -> dict:
         if refused:
             raise ApiError(
                 400,
-                f"`{name}` is not supported by this server; leave it out.",
+                f"`{name}` is not supported by this server; {INSTEAD.get(name, 'leave it out')}.",
                 param=name,
                 code="unsupported_parameter",
             )
@@ -313,18 +331,18 @@ def clean_request(body) -> dict:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages or len(messages) > MAX_MESSAGES:
         raise ApiError(400, f"`messages` must be a list of 1 to {MAX_MESSAGES} messages.", param="messages")
-    clean = []
-    for n, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("system", "developer", "user", "assistant"):
-            raise ApiError(400, f"messages[{n}]: role must be system, user or assistant.", param="messages")
-        content = _text_content(message.get("content"), f"messages[{n}]")
-        if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
-            raise ApiError(
-                400, f"messages[{n}] is longer than {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.", param="messages"
-            )
-        clean.append({"role": "system" if message["role"] == "developer" else message["role"], "content": content})
+    # Bounded before anything is rendered: 1,000 tools or 1 MB of them is refused naming the bound.
+    try:
+        tool_use = clean_tool_use(body.get("tools"), body.get("tool_choice"), body.get("parallel_tool_calls"))
+    except ToolError as exc:
+        raise ApiError(400, str(exc), param=exc.param) from None
+    if tool_use:
+        for tool in tool_use["tools"]:
+            if tool.get("strict"):  # as `response_format`'s strict: no key beyond the properties
+                tool["parameters"] = _closed_objects(tool["parameters"])
+    clean = _clean_messages(messages)
     if clean[-1]["role"] != "user":
-        raise ApiError(400, "The last message must be the user's.", param="messages")
+        raise ApiError(400, "The last message must be the user's (or a tool's result).", param="messages")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     asked = {
         "temperature": body.get("temperature"),
@@ -346,6 +364,8 @@ def clean_request(body) -> dict:
     output_format = _output_format_asked(body.get("response_format"))
     if output_format is not None:
         parameters["output_format"] = output_format
+    if tool_use:
+        parameters["tools"] = tool_use
     end_user = body.get("user")
     if end_user is not None and (not isinstance(end_user, str) or len(end_user) > MAX_END_USER_CHARS):
         raise ApiError(
@@ -361,6 +381,90 @@ def clean_request(body) -> dict:
         "include_usage": bool(isinstance(options, dict) and options.get("include_usage")),
         "parameters": parameters,
     }
+
+
+def _clean_messages(messages: list) -> list[dict]:
+    """The request's messages as the studio stores them ({"role", "content"}, roles system, user and
+    assistant): an assistant's `tool_calls` written into its text, and the `tool` messages after it
+    as one user turn of tool results (marked `tool_results`), in the Hermes text form (tools.py)."""
+    clean, call_ids = [], set()
+    for n, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "function":
+            raise ApiError(
+                400,
+                f"messages[{n}]: the `function` role is OpenAI's deprecated form; send the result as a "
+                "`tool` message with the `tool_call_id` it answers.",
+                param="messages",
+                code="unsupported_parameter",
+            )
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            raise ApiError(400, f"messages[{n}]: role must be system, user, assistant or tool.", param="messages")
+        if role == "assistant" and message.get("tool_calls"):
+            said = message.get("content")
+            content = "" if said is None else _text_content(said, f"messages[{n}]")
+            calls = _history_calls(message["tool_calls"], f"messages[{n}]")
+            call_ids.update(call_id for call_id, _, _ in calls)
+            content = assistant_text(content, [(name, arguments) for _, name, arguments in calls])
+        else:
+            content = _text_content(message.get("content"), f"messages[{n}]")
+        if role == "tool" and message.get("tool_call_id") not in call_ids:
+            raise ApiError(
+                400,
+                f"messages[{n}]: its `tool_call_id` {str(message.get('tool_call_id'))[:80]!r} matches no tool call "
+                "of an earlier assistant message.",
+                param="messages",
+            )
+        if len(content) > settings.CHAT_MAX_MESSAGE_CHARS:
+            raise ApiError(
+                400, f"messages[{n}] is longer than {settings.CHAT_MAX_MESSAGE_CHARS:,} characters.", param="messages"
+            )
+        if role == "tool":
+            if clean and clean[-1].get("tool_results"):  # the results of one turn's calls: one user turn
+                clean[-1]["results"].append(content)
+            else:
+                clean.append({"role": "user", "tool_results": True, "results": [content]})
+            continue
+        clean.append({"role": "system" if role == "developer" else role, "content": content})
+    for turn in clean:
+        if turn.get("tool_results"):
+            results = turn.pop("results")
+            turn["content"] = responses_text(results)
+            if len(turn["content"]) > settings.CHAT_MAX_MESSAGE_CHARS:
+                raise ApiError(
+                    400,
+                    f"The {len(results)} tool results of one turn come to more than "
+                    f"{settings.CHAT_MAX_MESSAGE_CHARS:,} characters together.",
+                    param="messages",
+                )
+    return clean
+
+
+def _history_calls(tool_calls, where: str) -> list[tuple[str, str, dict]]:
+    """An assistant message's `tool_calls` in a history: (id, name, arguments) each."""
+    if not isinstance(tool_calls, list):
+        raise ApiError(400, f"{where}.tool_calls: must be a list of calls.", param="messages")
+    calls = []
+    for k, call in enumerate(tool_calls):
+        place = f"{where}.tool_calls[{k}]"
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(call.get("id"), str):
+            raise ApiError(
+                400,
+                f'{place}: must be {{"id", "type": "function", "function": {{"name", "arguments"}}}}.',
+                param="messages",
+            )
+        name = function.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+            raise ApiError(400, f"{place}.function.name: 1 to 64 letters, digits, _ or -.", param="messages")
+        try:
+            arguments = json.loads(function.get("arguments") or "{}")
+        except (TypeError, ValueError, RecursionError):
+            arguments = None
+        if not isinstance(arguments, dict):
+            raise ApiError(400, f"{place}.function.arguments: must be a JSON object, as text.", param="messages")
+        calls.append((call["id"], name, arguments))
+    return calls
 
 
 def _output_format_asked(response_format) -> OutputFormat | None:
@@ -427,7 +531,9 @@ def _start(user, asked: dict, authorization: str = "") -> tuple[Conversation, Me
                 version, variant = _split_version(prompt, asked["end_user"], authorization)
         except prompt_selectors.VersionNotFound as exc:
             raise ApiError(404, str(exc), param="model", code="model_not_found") from None
-        last = messages[-1]["content"]
+        # The last question fills the template (tool results after it stay turns of their own).
+        asking = _last_question(messages)
+        last = messages[asking]["content"]
         variables = asked["variables"] or ({version.variables[0]: last} if len(version.variables) == 1 else {})
         # Retrieved as the token's owner, before rendering (a template may lay the passages out).
         record = reply_retrieval(Conversation(owner=user, prompt_version=version), content=last, variables=variables)
@@ -435,7 +541,11 @@ def _start(user, asked: dict, authorization: str = "") -> tuple[Conversation, Me
             user_turn = render_version_turn(version, variables, record)
         except (MissingVariablesError, TemplateError) as exc:
             raise ApiError(400, f"{exc} (give them as `variables`).", param="variables") from None
-        messages = [m for m in messages[:-1] if m["role"] != "system"] + [{"role": "user", "content": user_turn}]
+        messages = [
+            *(m for m in messages[:asking] if m["role"] != "system"),
+            {"role": "user", "content": user_turn},
+            *messages[asking + 1 :],
+        ]
         system = version.instructions
         # Chosen for this input as the token's owner, recorded on the reply (which reads them).
         examples, example_cases = examples_for(version, user=user, variables=variables, text=last)
@@ -452,6 +562,7 @@ def _start(user, asked: dict, authorization: str = "") -> tuple[Conversation, Me
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         messages = [m for m in messages if m["role"] != "system"]
     _require_format_can_be_enforced(asked["parameters"], version)
+    _require_tools_can_be_enforced(asked["parameters"], version)
     _require_context_fits(system, version, examples, messages, asked["parameters"])
     with transaction.atomic():
         # Counted and created under the person's lock: simultaneous requests cannot all pass.
@@ -509,12 +620,24 @@ def _token_id(authorization: str) -> int | None:
 API_TITLE_WORDS_CHARS = 48  # of what was asked, in the title (the sidebar shows about this much)
 
 
+def _last_question(messages: list[dict]) -> int:
+    """The index of the last user message that is no turn of tool results (else the last message)."""
+    return next(
+        (
+            n
+            for n in range(len(messages) - 1, -1, -1)
+            if messages[n]["role"] == "user" and not messages[n].get("tool_results")
+        ),
+        len(messages) - 1,
+    )
+
+
 def _api_title(asked: dict) -> str:
     """A request's conversation title: the first words it asked (its variables' values, else its
-    last message) and when: “How do I restart the router… · 7 Dec 14:05”."""
+    last question) and when: “How do I restart the router… · 7 Dec 14:05”."""
     asked_text = (
         " ".join(v for v in (asked["variables"] or {}).values() if isinstance(v, str))
-        or asked["messages"][-1]["content"]
+        or asked["messages"][_last_question(asked["messages"])]["content"]
     )
     when = dateformat.format(timezone.localtime(), "j M H:i")
     return f"{services.title_cut(asked_text, API_TITLE_WORDS_CHARS) or asked['model'][:60]} · {when}"
@@ -539,6 +662,28 @@ def _require_format_can_be_enforced(parameters: dict, version) -> None:
         )
 
 
+def _require_tools_can_be_enforced(parameters: dict, version) -> None:
+    """Each tool's parameters compile as an output format's schema does (refused naming the tool, with
+    OpenAI's `param`, never at decoding time), and the calls can be held beside the output format."""
+    tool_use: ToolUse | None = parameters.get("tools")
+    if not tool_use:
+        return
+    for n, tool in enumerate(tool_use["tools"]):
+        try:
+            format_warnings({"type": "json_schema", "schema": tool["parameters"]})
+        except FormatError as exc:
+            reason = str(exc).removeprefix("schema: ")
+            raise ApiError(400, f"`tools[{n}].function.parameters`: {reason}", param="tools", code=exc.code) from None
+    effective = parameters.get("output_format") or (version.answer_format if version is not None else None)
+    if tool_use["choice"] == "auto" and effective and effective["type"] in ("regex", "choice"):
+        raise ApiError(
+            400,
+            f"A reply that may call tools can take a JSON output format, not this prompt's {effective['type']}; "
+            'set `tool_choice` to "required" or "none".',
+            param="tool_choice",
+        )
+
+
 def _require_context_fits(system: str, version, examples: list[dict], messages: list[dict], parameters: dict) -> None:
     """Refuse (400, OpenAI's `context_length_exceeded`) a request whose messages do not fit the
     model's context with room for the reply, before it is stored or reaches a worker. Linear:
@@ -547,6 +692,9 @@ def _require_context_fits(system: str, version, examples: list[dict], messages: 
     if counter is None:  # the model is still being prepared: the worker fits the history itself
         return
     history = assembled_messages(system=system, examples=examples, turns=messages)
+    tool_use = parameters.get("tools")
+    if tool_use and not counter.takes_tools:  # listed in the system turn, as the worker shows them
+        history, tool_use = hermes_messages(history, tool_use), None
     version_sampling = version.reply_sampling if version is not None else {}
     max_new_tokens = (
         parameters.get("max_new_tokens") or version_sampling.get("max_new_tokens") or settings.LLM_MAX_NEW_TOKENS
@@ -555,7 +703,7 @@ def _require_context_fits(system: str, version, examples: list[dict], messages: 
     encoded = counter.tokenizer.encode_batch([m["content"] for m in history], add_special_tokens=False)
     tokens = sum(len(e.ids) for e in encoded)
     if tokens <= budget:
-        tokens = counter.count(history)
+        tokens = counter.count(history, tool_use=tool_use)
         if tokens <= budget:
             return
     raise ApiError(
@@ -693,25 +841,44 @@ async def chat_completions(request, user, body):
             kind="server_error",
             code=done.get("error_code") or None,
         )
+    message, finish_reason = {"role": "assistant", "content": stored.content}, _finish_reason(done, asked["parameters"])
+    if _reads_calls(asked):
+        content, calls = read_reply(stored.content)
+        if calls:  # OpenAI's shape: the text before the calls (null when none), then the calls
+            message = {"role": "assistant", "content": content or None, "tool_calls": calls}
+            finish_reason = "tool_calls" if finish_reason != "length" else finish_reason
     return JsonResponse(
         {
             "id": completion_id,
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": stored.content},
-                    "finish_reason": _finish_reason(done, asked["parameters"]),
-                    "logprobs": None,
-                }
-            ],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
             "usage": _usage(done),
             "studio": studio,
         },
         headers=found_at,
     )
+
+
+def _reads_calls(asked: dict) -> bool:
+    """The reply's `<tool_call>`s are calls (not with `tool_choice: "none"`, where none is parsed)."""
+    tool_use = asked["parameters"].get("tools")
+    return bool(tool_use) and tool_use["choice"] != "none"
+
+
+def _call_delta(event: tuple) -> dict:
+    """A CallReader event as OpenAI's streamed delta: content, a call's id and name, its arguments' pieces."""
+    if event[0] == "content":
+        return {"content": event[1]}
+    if event[0] == "call":
+        _, index, call_id, name = event
+        return {
+            "tool_calls": [
+                {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+            ]
+        }
+    return {"tool_calls": [{"index": event[1], "function": {"arguments": event[2]}}]}
 
 
 def _studio_note(conversation, reply) -> dict:
@@ -738,11 +905,16 @@ async def _stream(conversation, reply, asked, model, completion_id, created, stu
         return f"data: {json.dumps(body)}\n\n"
 
     finished = False
+    reader = CallReader() if _reads_calls(asked) else None  # the reply's calls, read as they are written
     try:
         yield chunk({"role": "assistant", "content": ""}, studio=studio)
         async for kind, payload in _events(conversation, reply):
-            if kind == "token":
+            if kind == "token" and reader is None:
                 yield chunk({"content": payload})
+                continue
+            if kind == "token":
+                for event in reader.feed(payload):
+                    yield chunk(_call_delta(event))
                 continue
             if payload.get("status") == "failed":
                 error = {
@@ -753,8 +925,14 @@ async def _stream(conversation, reply, asked, model, completion_id, created, stu
                 }
                 yield f"data: {json.dumps({'error': error})}\n\n"
             else:
+                finish_reason = _finish_reason(payload, asked["parameters"])
+                if reader is not None:
+                    for event in reader.end():
+                        yield chunk(_call_delta(event))
+                    if reader.calls and finish_reason != "length":
+                        finish_reason = "tool_calls"
                 # The last chunks say again where it is kept and which variant and version answered.
-                yield chunk({}, _finish_reason(payload, asked["parameters"]), studio=studio)
+                yield chunk({}, finish_reason, studio=studio)
                 if asked["include_usage"]:
                     body = {
                         "id": completion_id,

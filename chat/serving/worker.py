@@ -42,6 +42,7 @@ from studio.llm.constraints import FORMAT_FAILED
 from studio.llm.engine import BatchEngine, EngineRequest, EngineResult, prepare_prompt
 from studio.llm.remote import RemoteEngine
 from studio.llm.replies import OUT_OF_MEMORY, failure_code
+from studio.llm.tools import ToolUse
 
 from . import queue, registry
 from .wakeups import REQUEST_CHANNEL
@@ -306,7 +307,9 @@ class GenerationWorker:
         try:
             if self.engine is None:
                 raise RuntimeError(self.load_error or "The model is not loaded.")
-            history, overrides, output_format = await database_sync_to_async(self._history_and_overrides)(message)
+            history, overrides, output_format, tool_use = await database_sync_to_async(self._history_and_overrides)(
+                message
+            )
             if continued:  # the cut text, left open, with the sampling that wrote it
                 history = [*history, {"role": "assistant", "content": message.content}]
                 overrides = {**overrides, **_sampling_overrides(message.parameters)}
@@ -330,6 +333,7 @@ class GenerationWorker:
                 background=message.conversation.kind == Conversation.Kind.EVALUATION,
                 output_format=output_format,
                 continue_final=continued,
+                tools=tool_use,
             )
             if isinstance(self.engine, BatchEngine):
                 # Fitting a long history to the context happens here, in a thread of its own: never
@@ -379,11 +383,13 @@ class GenerationWorker:
         return adapter
 
     @staticmethod
-    def _history_and_overrides(message: Message) -> tuple[list[dict], dict, dict | None]:
+    def _history_and_overrides(message: Message) -> tuple[list[dict], dict, dict | None, ToolUse | None]:
         return (
             selectors.chat_history_before(message=message),
             selectors.generation_overrides(message=message),
             selectors.output_format_for(message=message),
+            # The tools an API request declared (studio/llm/tools.py): shown to the model, its calls held to them.
+            (message.conversation.parameters or {}).get("tools"),
         )
 
     async def _stream(self, active: ActiveReply, request: EngineRequest) -> EngineResult:

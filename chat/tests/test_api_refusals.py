@@ -34,8 +34,8 @@ def post(client, token, body):
         ("n", 2),
         ("logprobs", True),
         ("top_logprobs", 3),
-        ("tools", [{"type": "function", "function": {"name": "f"}}]),
-        ("tool_choice", "required"),
+        ("functions", [{"name": "f"}]),  # the deprecated form of `tools` (chat/tests/test_tool_calls.py)
+        ("tool_choice", "required"),  # with no tools to call
         ("response_format", {"type": "xml"}),
         ("frequency_penalty", 0.5),
         ("logit_bias", {"50256": -100}),

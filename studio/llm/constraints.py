@@ -628,17 +628,21 @@ def compile_format(hf_tokenizer, output_format: OutputFormat):
     Not cached: copies of one matcher share its lexer, and what a reply makes it build stayed for
     as long as the cached matcher (215 MB a reply for a hostile pattern, 256 formats kept). Compiled
     for each reply, whatever its lexer builds is freed with the reply."""
+    return compile_grammar(hf_tokenizer, grammar_of(output_format))
+
+
+def compile_grammar(hf_tokenizer, grammar: str, subject: str = "The output format"):
+    """A matcher of its own for one reply's llguidance grammar (an output format's, or the calls of
+    its tools: studio/llm/tools.py), under GRAMMAR_LIMITS; FormatError says why `subject` cannot be
+    enforced."""
     # llguidance loads only where a format compiles (sandbox processes, model worker), never in the web process
     import llguidance  # noqa: PLC0415
 
     matcher = llguidance.LLMatcher(
-        _tokenizer(hf_tokenizer),
-        grammar_of(output_format),
-        log_level=0,
-        limits=llguidance.LLParserLimits(**GRAMMAR_LIMITS),
+        _tokenizer(hf_tokenizer), grammar, log_level=0, limits=llguidance.LLParserLimits(**GRAMMAR_LIMITS)
     )
     if matcher.is_error():
-        raise FormatError(f"The output format cannot be enforced: {_first_line(matcher.get_error())}")
+        raise FormatError(f"{subject} cannot be enforced: {_first_line(matcher.get_error())}")
     return matcher
 
 
@@ -647,16 +651,29 @@ def _first_line(error: str) -> str:
 
 
 class ReplyConstraint:
-    """One reply's matcher: the mask of the tokens its format allows next, and its progress."""
+    """One reply's matcher: the mask of the tokens its format allows next, and its progress. Built
+    from an output format, or from a grammar of its own (`grammar`, what `subject` names in errors:
+    a reply's tool calls)."""
 
-    def __init__(self, hf_tokenizer, output_format: OutputFormat):
+    def __init__(
+        self,
+        hf_tokenizer,
+        output_format: OutputFormat | None = None,
+        *,
+        grammar: str | None = None,
+        subject: str = "The output format",
+    ):
         # llguidance loads only where a format compiles (sandbox processes, model worker), never in the web process
         import llguidance.torch as llt  # noqa: PLC0415
 
         self.llt = llt
         self.hf_tokenizer = hf_tokenizer
         self.tokenizer = _tokenizer(hf_tokenizer)
-        self.matcher = compile_format(hf_tokenizer, output_format)
+        if grammar is not None:
+            self.matcher = compile_grammar(hf_tokenizer, grammar, subject)
+        else:
+            self.matcher = compile_format(hf_tokenizer, output_format)
+        self.subject = subject
         self.bitmask = llt.allocate_token_bitmask(1, self.tokenizer.vocab_size)
         self.broken = ""  # why the format cannot go on, once it cannot (the reply then fails with FORMAT_FAILED)
 
@@ -668,7 +685,11 @@ class ReplyConstraint:
             self.broken = self._failure()
             return False
         if not self.bitmask.any():
-            self.broken = NO_TOKEN_ALLOWED
+            self.broken = (
+                NO_TOKEN_ALLOWED
+                if self.subject == "The output format"
+                else f"{self.subject} allow no token at this point (no call can satisfy them); change them."
+            )
             return False
         vocabulary = self.tokenizer.vocab_size
         view = logits[:vocabulary].unsqueeze(0)
@@ -697,7 +718,7 @@ class ReplyConstraint:
 
     def _failure(self) -> str:
         return (
-            f"The output format could not be followed to its end: {_first_line(self.matcher.get_error())}. "
+            f"{self.subject} could not be followed to its end: {_first_line(self.matcher.get_error())}. "
             "Simplify its patterns or its recursion."
         )
 

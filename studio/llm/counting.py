@@ -18,6 +18,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
 from .loading import ModelLoadError, prepare_model_folder
+from .tools import ToolUse, prompt_messages, template_takes_tools
 
 
 @dataclass(frozen=True)
@@ -27,18 +28,21 @@ class PromptCounter:
     special_tokens: dict
     name: str
     context_length: int
+    takes_tools: bool = False  # the template shows tools its own way (tools.template_takes_tools)
 
-    def render(self, messages: list[dict], *, add_generation_prompt: bool = True) -> str:
+    def render(self, messages: list[dict], *, add_generation_prompt: bool = True, tools: list | None = None) -> str:
         return self.template.render(
-            messages=messages, add_generation_prompt=add_generation_prompt, **self.special_tokens
+            messages=messages, add_generation_prompt=add_generation_prompt, tools=tools, **self.special_tokens
         )
 
     def count_text(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def count(self, messages: list[dict]) -> int:
-        """Tokens of `messages` through the chat template, ready for a reply."""
-        return self.count_text(self.render(messages))
+    def count(self, messages: list[dict], *, tool_use: ToolUse | None = None) -> int:
+        """Tokens of `messages` through the chat template, ready for a reply (with `tool_use`'s tools
+        shown as the worker shows them)."""
+        messages, tools = prompt_messages(messages, tool_use, native=self.takes_tools)
+        return self.count_text(self.render(messages, tools=tools))
 
 
 def _raise(message):
@@ -86,4 +90,5 @@ def load_prompt_counter(source: str, *, cache_dir: Path) -> PromptCounter | None
         special_tokens=special,
         name=name,
         context_length=int(model_config.get("max_position_embeddings", 2048) or 2048),
+        takes_tools=template_takes_tools(template_text),
     )

@@ -51,6 +51,7 @@ from transformers import DynamicCache
 from .constraints import FORMAT_FAILED, NO_TOKEN_ALLOWED, OutputFormat, ReplyConstraint, is_free
 from .loading import LoadedModel
 from .replies import GenerationSettings, Usage, failure_code, fit_to_context
+from .tools import ToolUse, tool_constraint
 
 # Background prompts prefilled together in one forward pass (evaluation cases arrive in bursts).
 BACKGROUND_PREFILL_BATCH = 8
@@ -97,6 +98,9 @@ class EngineRequest:
     # Write on from the last message, an assistant's reply cut short (Continue): its text ends the
     # prompt unclosed, and its output format's matcher starts past it.
     continue_final: bool = False
+    tools: ToolUse | None = (
+        None  # the tools it may call (tools.py): shown in its prompt, its calls held to their schemas
+    )
 
 
 @dataclass
@@ -113,11 +117,18 @@ def prepare_prompt(loaded: LoadedModel, request: EngineRequest) -> EngineRequest
     run in the caller's thread, never in the step loop. Raises PromptTooLongError, FormatError."""
     if request.prompt_ids is None:
         _, request.prompt_ids = fit_to_context(
-            loaded, request.messages, request.settings.max_new_tokens, continue_final=request.continue_final
+            loaded,
+            request.messages,
+            request.settings.max_new_tokens,
+            continue_final=request.continue_final,
+            tool_use=request.tools,
         )
-    if request.constraint is None and not is_free(request.output_format):
-        request.constraint = ReplyConstraint(loaded.tokenizer, request.output_format)
-        if request.continue_final:
+    if request.constraint is None:  # built once (submit prepares again what the worker prepared)
+        if request.tools:
+            request.constraint = tool_constraint(loaded.tokenizer, request.tools, request.output_format)
+        if request.constraint is None and not is_free(request.output_format):
+            request.constraint = ReplyConstraint(loaded.tokenizer, request.output_format)
+        if request.constraint is not None and request.continue_final:
             request.constraint.advance_through(request.messages[-1]["content"])
     return request
 

@@ -233,7 +233,8 @@ def load_model(
     return loaded
 
 
-def chat_template_ids(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of `messages` through the tokenizer's chat template, ready for a reply."""
-    encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+def chat_template_ids(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+    """Token ids of `messages` through the tokenizer's chat template, ready for a reply (with
+    `tools` for a template that shows them itself: studio/llm/tools.py)."""
+    encoded = tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=True)
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)

@@ -19,6 +19,7 @@ from .constraints import OutputFormat
 from .engine import EngineRequest, EngineResult
 from .loading import ModelLoadError
 from .replies import Usage
+from .tools import CALL_CLOSE, CALL_OPEN, openai_tool_choice, openai_tools, structured_messages
 
 
 def response_format_of(output_format: OutputFormat) -> dict:
@@ -116,7 +117,10 @@ class RemoteEngine:
         settings = request.settings
         body = {
             "model": self.model,
-            "messages": request.messages,
+            # With tools, the stored calls and results go as OpenAI's structured messages.
+            "messages": structured_messages(request.messages, arguments_as="text")
+            if request.tools
+            else request.messages,
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": settings.max_new_tokens,
@@ -135,8 +139,24 @@ class RemoteEngine:
             except ValueError as exc:
                 request.on_done(EngineResult("", "error", Usage(), error=str(exc)))
                 return
+        if request.tools:  # vLLM and llama-server take them (vLLM: --enable-auto-tool-choice)
+            body.update(
+                tools=openai_tools(request.tools),
+                tool_choice=openai_tool_choice(request.tools),
+                parallel_tool_calls=request.tools["parallel"],
+            )
         started, first_at, last_at = time.perf_counter(), None, None
         text, usage, finish = [], Usage(), "stop"
+        calls = _CallsAsText()
+
+        def written(delta: str) -> None:
+            nonlocal first_at, last_at
+            if delta:
+                first_at = first_at or time.perf_counter()
+                last_at = time.perf_counter()
+                text.append(delta)
+                request.on_delta(delta)
+
         connection = self._connection()
         with self.lock:
             if request.key in self.cancelled:
@@ -166,14 +186,13 @@ class RemoteEngine:
                     usage.prompt_tokens = chunk["usage"].get("prompt_tokens") or 0
                     usage.completion_tokens = chunk["usage"].get("completion_tokens") or 0
                 for choice in chunk.get("choices") or []:
-                    delta = (choice.get("delta") or {}).get("content") or ""
-                    if delta:
-                        first_at = first_at or time.perf_counter()
-                        last_at = time.perf_counter()
-                        text.append(delta)
-                        request.on_delta(delta)
+                    delta = choice.get("delta") or {}
+                    written(delta.get("content") or "")
+                    for call in delta.get("tool_calls") or []:
+                        written(calls.take(call, after_text=bool(text)))
                     if choice.get("finish_reason"):
                         finish = "length" if choice["finish_reason"] == "length" else "stop"
+            written(calls.close())
         except Exception as exc:
             with self.lock:
                 cancelled = request.key in self.cancelled
@@ -198,3 +217,41 @@ class RemoteEngine:
             last_at=last_at,
         )
         request.on_done(EngineResult("".join(text), finish, usage))
+
+
+class _CallsAsText:
+    """An external engine's streamed `tool_calls` as the studio's text form of calls (tools.py), so
+    they are stored, streamed and read back like the local engine's: a call's head once its name
+    comes, its arguments as they come, its end when the next call starts or the reply ends."""
+
+    def __init__(self):
+        self.index: int | None = None  # the call being written
+        self.name = ""
+        self.arguments = ""  # all of its arguments so far
+        self.written = 0  # ...of which this many characters are written (after its head)
+        self.opened = False  # its head is written
+
+    def take(self, delta: dict, *, after_text: bool) -> str:
+        """The text a `tool_calls` delta adds; `after_text`: the reply has text before it."""
+        out = ""
+        if delta.get("index", 0) != self.index:
+            out += self.close()
+            self.index, self.name, self.arguments, self.written, self.opened = delta.get("index", 0), "", "", 0, False
+        function = delta.get("function") or {}
+        self.name = self.name or function.get("name") or ""
+        self.arguments += function.get("arguments") or ""
+        if self.name and not self.opened:
+            out += ("\n" if after_text or out else "") + f"{CALL_OPEN}\n" + '{"name": ' + json.dumps(self.name)
+            out += ', "arguments": '
+            self.opened = True
+        if self.opened:
+            out += self.arguments[self.written :]
+            self.written = len(self.arguments)
+        return out
+
+    def close(self) -> str:
+        """The end of the call being written ("" when none is)."""
+        opened, self.index, self.opened = self.opened, None, False
+        if not opened:
+            return ""
+        return ("{}" if not self.arguments.strip() else "") + f"}}\n{CALL_CLOSE}"

@@ -10,15 +10,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypedDict
 
+from .constraints import FORMAT_FAILED, FormatError
 from .loading import LoadedModel, chat_template_ids
+from .tools import ToolUse, hermes_messages, prompt_messages, template_takes_tools
 
 OUT_OF_MEMORY = "out_of_memory"  # the machine's or the GPU's memory ran out
 
 
 def failure_code(exc: BaseException) -> str:
     """The code of a failure, classified where it is caught by its type, never by its words:
-    OUT_OF_MEMORY, else "". torch's error is looked up only where torch is loaded already (the
-    web and job processes never import it for this)."""
+    OUT_OF_MEMORY, FORMAT_FAILED (an output format or a reply's tools that cannot be enforced), else
+    "". torch's error is looked up only where torch is loaded already (the web and job processes
+    never import it for this)."""
+    if isinstance(exc, FormatError):
+        return FORMAT_FAILED
     torch = sys.modules.get("torch")
     if isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, torch.OutOfMemoryError)):
         return OUT_OF_MEMORY
@@ -202,15 +207,19 @@ class Usage:
         }
 
 
-def render_prompt_ids(loaded: LoadedModel, messages: list[dict], *, continue_final: bool = False) -> list[int]:
+def render_prompt_ids(
+    loaded: LoadedModel, messages: list[dict], *, continue_final: bool = False, tool_use: ToolUse | None = None
+) -> list[int]:
     """Token ids of `messages` through the model's chat template, ready for a reply; with
     `continue_final`, the last message (an assistant's, cut short) is left open for the model to
-    write on from its last character, as transformers' `continue_final_message` renders it."""
+    write on from its last character, as transformers' `continue_final_message` renders it. With
+    `tool_use`, the tools shown as the template shows them, else in the Hermes format (tools.py)."""
+    messages, tools = prompt_messages(messages, tool_use, native=template_takes_tools(loaded.tokenizer.chat_template))
     if not continue_final:
-        return chat_template_ids(loaded.tokenizer, messages)
+        return chat_template_ids(loaded.tokenizer, messages, tools)
     if not messages or messages[-1]["role"] != "assistant":
         raise ValueError("continue_final: the last message must be the assistant's reply to continue")
-    encoded = loaded.tokenizer.apply_chat_template(messages, continue_final_message=True, tokenize=True)
+    encoded = loaded.tokenizer.apply_chat_template(messages, tools=tools, continue_final_message=True, tokenize=True)
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
@@ -256,18 +265,26 @@ def fit_turns(
 
 
 def fit_to_context(
-    loaded: LoadedModel, messages: list[dict], max_new_tokens: int, *, continue_final: bool = False
+    loaded: LoadedModel,
+    messages: list[dict],
+    max_new_tokens: int,
+    *,
+    continue_final: bool = False,
+    tool_use: ToolUse | None = None,
 ) -> tuple[list[dict], list[int]]:
     """`messages` fitted to the model's context (fit_turns) and their token ids, ready for a reply;
     with `continue_final`, ready to write on the last message, an assistant's reply cut short
-    (render_prompt_ids), which is kept with the turn before it."""
+    (render_prompt_ids), which is kept with the turn before it. With `tool_use`, the tools are shown
+    (and counted: in the system turn where the template has no tool format of its own)."""
     tokenizer = loaded.tokenizer
+    if tool_use and not template_takes_tools(tokenizer.chat_template):
+        messages, tool_use = hermes_messages(messages, tool_use), None  # the tools are text in the system turn
     try:
         return fit_turns(
             messages,
             loaded.context_length - max_new_tokens,
             count_text=lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
-            render=lambda kept: render_prompt_ids(loaded, kept, continue_final=continue_final),
+            render=lambda kept: render_prompt_ids(loaded, kept, continue_final=continue_final, tool_use=tool_use),
             keep_last=2 if continue_final else 1,
         )
     except PromptTooLongError as exc:
