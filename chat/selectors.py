@@ -13,6 +13,7 @@ from knowledge.retrieval import RetrievalRecord, with_sources
 from prompts.examples import examples_for, examples_of_cases
 from prompts.rendering import assembled_messages, render_version_turn
 from studio.llm.constraints import OutputFormat
+from studio.llm.tools import ToolUse
 
 from .models import Conversation, Message
 from .retrieval import reply_retrieval
@@ -247,6 +248,16 @@ def output_format_for(*, message: Message) -> OutputFormat | None:
     asked = (conversation.parameters or {}).get("output_format")
     output_format = asked or (conversation.prompt_version.answer_format if conversation.prompt_version else None)
     return None if not output_format or output_format.get("type") == "text" else output_format
+
+
+def tools_for(*, message: Message) -> ToolUse | None:
+    """The tools the reply may call (studio/llm/tools.py): what an API request declared (its `tools`
+    replace the version's), else its conversation's prompt version's; None for none."""
+    conversation = message.conversation
+    asked = (conversation.parameters or {}).get("tools")
+    if asked:
+        return asked
+    return conversation.prompt_version.tool_use if conversation.prompt_version else None
 
 
 def generation_overrides(*, message: Message) -> dict:

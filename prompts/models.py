@@ -8,6 +8,7 @@ from django.urls import reverse
 
 from studio.llm.constraints import OutputFormat
 from studio.llm.replies import SamplingParameters, sampling_in_range
+from studio.llm.tools import ToolUse
 
 SLUG_VALIDATOR = RegexValidator(r"^[a-z0-9]+(?:-[a-z0-9]+)*$", "Use lower-case letters, digits and single hyphens.")
 LABEL_VALIDATOR = RegexValidator(r"^[a-z0-9][a-z0-9_-]{0,39}$", "Use lower-case letters, digits, - and _ (40 at most).")
@@ -77,6 +78,10 @@ class PromptVersion(models.Model):
     # "template" (its template lays out `passages`) or "system" (numbered sources in the system
     # turn)}. {}: none. An imported version keeps the names of bases this studio lacks, with id None.
     retrieval = models.JSONField(default=dict, blank=True)
+    # The tools its replies may call (studio/llm/tools.py), a ToolUse: {"tools": [{"name",
+    # "description", "parameters", "strict"}], "choice": "auto" | "none" | "required" | "function",
+    # "function": the named one, "parallel": bool}. {}: none.
+    tools = models.JSONField(default=dict, blank=True)
     commit_message = models.CharField(max_length=500, blank=True)
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField()
@@ -121,6 +126,11 @@ class PromptVersion(models.Model):
     def answer_format(self) -> OutputFormat:
         """Its output format ({"type": "text"} for versions made before formats existed)."""
         return self.output_format or {"type": "text"}
+
+    @property
+    def tool_use(self) -> ToolUse | None:
+        """The tools its replies may call, or None."""
+        return self.tools or None
 
     @property
     def parameters(self) -> dict:

@@ -388,8 +388,8 @@ class GenerationWorker:
             selectors.chat_history_before(message=message),
             selectors.generation_overrides(message=message),
             selectors.output_format_for(message=message),
-            # The tools an API request declared (studio/llm/tools.py): shown to the model, its calls held to them.
-            (message.conversation.parameters or {}).get("tools"),
+            # The tools it may call (an API request's, else its version's): shown to the model, its calls held to them.
+            selectors.tools_for(message=message),
         )
 
     async def _stream(self, active: ActiveReply, request: EngineRequest) -> EngineResult:
