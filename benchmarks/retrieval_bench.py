@@ -23,7 +23,6 @@ prints the figures as one JSON line.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import django
 
+from benchmarks.retrieval_quality import build_base, questions_of
 from studio.data_dir import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,44 +49,10 @@ WITHOUT = {
 }
 
 
-def questions_of(folder: Path) -> list[dict]:
-    if (folder / "questions.jsonl").exists():
-        return [
-            {"question": row["question"], "passages": row["passages"]}
-            for row in map(json.loads, (folder / "questions.jsonl").read_text().splitlines())
-        ]
-    with open(folder / "questions.csv", newline="") as handle:
-        return [{"question": row["question"], "passages": [row["passage"]]} for row in csv.DictReader(handle)]
-
-
-def base_of(owner, name: str, folder: Path, chunk_tokens, chunk_overlap):
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
-    from knowledge import services
-    from knowledge.ingestion import ingest_document
-    from knowledge.models import Document
-
-    knowledge_base = services.knowledge_base_create(
-        owner=owner, name=name, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap
-    )
-    files = [
-        SimpleUploadedFile(path.name, path.read_bytes(), "text/plain")
-        for path in sorted(folder.iterdir())
-        if path.suffix in (".md", ".txt")
-    ]
-    for added in services.documents_add(user=owner, knowledge_base=knowledge_base, files=files):
-        ingest_document(added.document.pk)
-    failed = knowledge_base.documents.exclude(status=Document.Status.READY)
-    if failed.exists():
-        raise RuntimeError("; ".join(f"{d.name}: {d.error}" for d in failed))
-    knowledge_base.refresh_from_db()
-    return knowledge_base
-
-
 def recall(owner, name: str, folder: Path, chunk_tokens, chunk_overlap) -> dict:
     from knowledge import retrieval_tests
 
-    knowledge_base = base_of(owner, name, folder, chunk_tokens, chunk_overlap)
+    knowledge_base = build_base(owner, name, folder, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap)
     test = retrieval_tests.retrieval_test_create(
         user=owner, knowledge_base=knowledge_base, name=name, questions=questions_of(folder)
     )

@@ -18,6 +18,7 @@ Not part of `make bench` (minutes per set: every chunk setting but the default o
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -32,15 +33,18 @@ from studio.data_dir import prepare
 SETS = Path(__file__).resolve().parent / "retrieval_sets"
 
 
-def build_base(owner, name: str, folder: Path):
-    """A knowledge base of the folder's documents, with the default settings, each document ingested here."""
+def build_base(owner, name: str, folder: Path, *, chunk_tokens=None, chunk_overlap=None):
+    """A knowledge base of the folder's documents, with the default settings (or the chunk settings
+    given), each document ingested here."""
     from django.core.files.uploadedfile import SimpleUploadedFile  # noqa: PLC0415 - after django.setup()
 
     from knowledge import services  # noqa: PLC0415
     from knowledge.ingestion import ingest_document  # noqa: PLC0415
     from knowledge.models import Document  # noqa: PLC0415
 
-    knowledge_base = services.knowledge_base_create(owner=owner, name=name)
+    knowledge_base = services.knowledge_base_create(
+        owner=owner, name=name, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap
+    )
     files = [
         SimpleUploadedFile(path.name, path.read_bytes(), "text/markdown" if path.suffix == ".md" else "text/plain")
         for path in sorted(folder.iterdir())
@@ -53,6 +57,19 @@ def build_base(owner, name: str, folder: Path):
         raise RuntimeError("documents not ingested: " + "; ".join(f"{d.name}: {d.error}" for d in failed))
     knowledge_base.refresh_from_db()
     return knowledge_base
+
+
+def questions_of(folder: Path) -> list[dict]:
+    """A set's questions as the retrieval-test API takes them: its questions.jsonl, or a
+    questions.csv of question, expected and passage (the loop demo's)."""
+    if (folder / "questions.jsonl").exists():
+        return [
+            {"question": row["question"], "passages": row["passages"]}
+            for row in map(json.loads, (folder / "questions.jsonl").read_text().splitlines())
+            if row
+        ]
+    with open(folder / "questions.csv", newline="") as handle:
+        return [{"question": row["question"], "passages": [row["passage"]]} for row in csv.DictReader(handle)]
 
 
 def describe(row: dict) -> str:
@@ -101,13 +118,8 @@ def measure_set(owner, name: str, *, grid, minutes: int) -> dict:
     started = time.perf_counter()
     knowledge_base = build_base(owner, name, folder)
     ingest_s = time.perf_counter() - started
-    questions = [
-        {"question": row["question"], "passages": row["passages"]}
-        for row in map(json.loads, (folder / "questions.jsonl").read_text().splitlines())
-        if row
-    ]
     test = retrieval_tests.retrieval_test_create(
-        user=owner, knowledge_base=knowledge_base, name=name, questions=questions
+        user=owner, knowledge_base=knowledge_base, name=name, questions=questions_of(folder)
     )
     state = retrieval_tests.retrieval_test_state(test, user=owner)  # as the test's page measures it
     if state.status != "ready":
@@ -123,7 +135,7 @@ def measure_set(owner, name: str, *, grid, minutes: int) -> dict:
         raise RuntimeError(f"the sweep ended {tuning_sweep.status}: {tuning_sweep.error}")
     best = tuning_sweep.best
     print(
-        f"retrieval set {name}: {len(questions)} questions, {knowledge_base.documents.count()} documents, "
+        f"retrieval set {name}: {test.questions.count()} questions, {knowledge_base.documents.count()} documents, "
         f"ingested in {ingest_s:.0f} s; the sweep measured {tuning_sweep.done} of {tuning_sweep.total} "
         f"settings in {sweep_s:.0f} s",
         flush=True,
