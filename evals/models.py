@@ -217,6 +217,9 @@ class EvaluationResult(models.Model):
     case = models.ForeignKey(FailureCase, on_delete=models.CASCADE, related_name="results")
     output = models.TextField(blank=True)
     scores = models.JSONField(default=dict)  # scorer type → number
+    # Scorer type → why it scored so, where a scorer says (tool_call: "called get_time, expected
+    # get_weather"; a scorer that did not apply to the case: why, and it is absent from `scores`).
+    reasons = models.JSONField(default=dict, blank=True)
     scorer_passed = models.BooleanField(default=False)  # every scorer passed its threshold
     passed = models.BooleanField(default=False)  # the verdict if a person gave one, else scorer_passed
     verdict = models.CharField(max_length=4, choices=Verdict.choices, blank=True)

@@ -61,6 +61,10 @@ def decoding_parameters(version) -> dict:
     }
     if version.answer_format["type"] != "text":  # the version's format applies to its evaluation too
         parameters["output_format"] = version.answer_format
+    if version.tool_use:
+        # The replies are of unlisted conversations without the version: the worker reads the tools
+        # from the parameters (chat.selectors.tools_for), as from an API request's.
+        parameters["tools"] = version.tool_use
     return parameters
 
 
@@ -245,6 +249,7 @@ def _run(evaluation: Evaluation) -> None:
                 done += 1
                 errored += 1
                 continue
+            reasons = {}
             scores, all_pass, failures = reply_scores(
                 evaluation.scorers,
                 version,
@@ -252,12 +257,14 @@ def _run(evaluation: Evaluation) -> None:
                 case.expected,
                 similarity=similarity,
                 judge_score=judged.get(case.pk),
+                reasons=reasons,
             )
             EvaluationResult.objects.create(
                 evaluation=evaluation,
                 case=case,
                 output=reply.content,
                 scores=scores,
+                reasons=reasons,
                 scorer_passed=all_pass,
                 passed=all_pass,
                 error="; ".join(failures),
@@ -285,22 +292,36 @@ def _run(evaluation: Evaluation) -> None:
 
 
 def reply_scores(
-    specs: list[dict], version, output: str, expected: str, *, similarity=None, judge_score=None
+    specs: list[dict], version, output: str, expected: str, *, similarity=None, judge_score=None, reasons=None
 ) -> tuple[dict, bool, list[str]]:
     """A reply scored by every scorer: (scorer type → value, passed them all, the scorers' errors).
-    A json_schema scorer without a schema uses `version`'s own."""
+    A json_schema scorer without a schema uses `version`'s own. A scorer that does not apply to the
+    case (scorers.NotApplicable) is left out of its scores and verdict; none applying is an error.
+    `reasons`, when given, is filled with scorer type → why it scored so (tool_call's, not applicable)."""
     scores, all_pass, failures = {}, True, []
+    reasons = {} if reasons is None else reasons
     for spec in specs:
         if spec["type"] == "json_schema" and not spec.get("schema"):  # the evaluated version's own
             spec = {**spec, "schema": version.answer_format.get("schema")}
         try:
-            value = scorers.score(spec, output, expected, similarity=similarity, judge_score=judge_score)
+            if spec["type"] == "tool_call":
+                value, reason = scorers.tool_call_score(spec, output, expected)
+                if reason:
+                    reasons[spec["type"]] = reason
+            else:
+                value = scorers.score(spec, output, expected, similarity=similarity, judge_score=judge_score)
+        except scorers.NotApplicable as exc:
+            reasons[spec["type"]] = str(exc)
+            continue
         except scorers.ScoringFailed as exc:  # shown as the scorer's error, never a silent 0
             scores[spec["type"]], all_pass = None, False
             failures.append(str(exc))
             continue
         scores[spec["type"]] = value
         all_pass = all_pass and scorers.passes(spec, value)
+    if specs and not scores and not failures:
+        all_pass = False
+        failures.append("no scorer applies to this case (" + "; ".join(reasons.values()) + ")")
     return scores, all_pass, failures
 
 
@@ -327,6 +348,7 @@ def _judge_for(evaluation: Evaluation):
         raise ValueError(f"The judging prompt “{spec['prompt']}” no longer exists.")
     judge_version = prompt_selectors.version_resolve(prompt, number=spec.get("version"))
     parameters = {**decoding_parameters(judge_version), "max_new_tokens": JUDGE_MAX_NEW_TOKENS, "min_new_tokens": 0}
+    parameters.pop("tools", None)  # a verdict is text: the judging prompt's tools are not offered
 
     def judge(batch):
         conversations = []

@@ -12,6 +12,13 @@ scorer. Django-free: the evaluation runner gives them the embedder and the judge
 | json_schema | 1 when the output is JSON valid under `schema` (default: the evaluated version's) | 1 |
 | semantic_similarity | cosine similarity of all-MiniLM-L6-v2 embeddings, -1 to 1 | 0.8 |
 | llm_judge | the judging prompt's verdict: a number 0-1 in its reply, or pass/fail, yes/no | 0.5 |
+| tool_call | 1 when the reply calls the expected tools, same names in the same order, with equal arguments (as JSON; `fields`: only those, dotted paths for nested ones), else 0 | 1 |
+
+`tool_call` says why a reply scored 0 (`tool_call_score`: "called get_time, expected get_weather",
+"arguments.city: got "Paris", expected "Lyon"", "expected a call to get_weather, the reply is text").
+A case whose expected answer is text and whose reply is text is not its business: the scorer does
+not apply there (NotApplicable: left out of that case's scores and verdict; a case no scorer applies
+to is an error, not a pass). A reply that calls a tool where text was expected scores 0.
 
 `json_equal` and `valid_json` take `"extract": true` to read the first JSON object or array
 in the output (inside ``` fences or prose); by default the whole output must be JSON.
@@ -29,6 +36,8 @@ import regex  # the `regex` package: its matching takes a timeout, so no pattern
 
 from studio.llm import constraints
 
+from .tool_answers import answer_calls
+
 REGEX_TIMEOUT_S = 1.0
 MAX_PATTERN_CHARS = 500
 DEFAULT_THRESHOLDS = {
@@ -40,6 +49,7 @@ DEFAULT_THRESHOLDS = {
     "json_schema": 1.0,
     "semantic_similarity": 0.8,
     "llm_judge": 0.5,
+    "tool_call": 1.0,
 }
 SCORER_TYPES = tuple(DEFAULT_THRESHOLDS)
 LABELS = {
@@ -51,7 +61,9 @@ LABELS = {
     "json_schema": ("JSON Schema", "the output is JSON valid under a schema (the version's, by default)"),
     "semantic_similarity": ("Semantic similarity", "meaning, by all-MiniLM-L6-v2 embeddings, -1 to 1"),
     "llm_judge": ("LLM judge", "a prompt of yours judges the answer"),
+    "tool_call": ("Tool call", "the reply calls the expected tools with the expected arguments (or `fields` of them)"),
 }
+MAX_TOOL_CALL_FIELDS = 50
 
 
 class ScorerError(ValueError):
@@ -60,6 +72,11 @@ class ScorerError(ValueError):
     def __init__(self, message: str, code: str = "invalid_scorer"):
         super().__init__(message)
         self.code = code
+
+
+class NotApplicable(Exception):
+    """A scorer that has nothing to judge in this case (tool_call where text was expected and given):
+    the message says why; the case is judged by its other scorers."""
 
 
 class ScoringFailed(Exception):
@@ -121,6 +138,19 @@ def clean_scorers(raw, *, check_pattern: Callable[[str], str | None] | None = No
             clean["extract"] = bool(spec.get("extract", False))
         if kind == "json_schema" and spec.get("schema") is not None:
             clean["schema"] = _checked_schema(spec["schema"], f"{where}.schema")
+        if kind == "tool_call" and spec.get("fields") is not None:
+            fields = spec["fields"]
+            if (
+                not isinstance(fields, list)
+                or not fields
+                or len(fields) > MAX_TOOL_CALL_FIELDS
+                or not all(isinstance(field, str) and field.strip() and len(field) <= 200 for field in fields)
+            ):
+                raise ScorerError(
+                    f"{where}.fields: a list of 1 to {MAX_TOOL_CALL_FIELDS} argument names (dotted for nested "
+                    'ones: "address.city"), or leave it out to compare all the arguments'
+                )
+            clean["fields"] = [field.strip() for field in fields]
         if kind == "llm_judge":
             prompt, version = spec.get("prompt"), spec.get("version")
             if not isinstance(prompt, str) or not prompt:
@@ -222,7 +252,98 @@ def score(
         return round(similarity(output, expected), 4)
     if kind == "llm_judge":
         return 0.0 if judge_score is None else judge_score
+    if kind == "tool_call":
+        return tool_call_score(spec, output, expected)[0]
     raise ScorerError(f"unknown scorer {kind!r}")
+
+
+def tool_call_score(spec: dict, output: str, expected: str) -> tuple[float, str]:
+    """(1.0 or 0.0, why: "" when it matches) of a reply's calls against the expected calls: the same
+    names in the same order, the arguments equal as JSON (only `fields`, when given). Raises
+    NotApplicable where both are text, ScoringFailed where the expected call's arguments are no JSON."""
+    _, wanted = answer_calls(expected)
+    _, made = answer_calls(output)
+    if not wanted:
+        if not made:
+            raise NotApplicable("tool_call: not applicable, the case expects text and the reply is text")
+        return 0.0, f"called {_names(made)}, expected text"
+    if not made:
+        return 0.0, f"expected a call to {_names(wanted)}, the reply is text"
+    if [name for name, _ in made] != [name for name, _ in wanted]:
+        return 0.0, f"called {_names(made)}, expected {_names(wanted)}"
+    for n, ((name, written), (_, expected_written)) in enumerate(zip(made, wanted)):
+        which = f"call {n + 1} ({name}): " if len(wanted) > 1 else ""
+        try:
+            expected_arguments = json.loads(expected_written)
+        except ValueError:
+            raise ScoringFailed(f"tool_call: the expected call to {name} has arguments that are not JSON") from None
+        try:
+            arguments = json.loads(written)
+        except ValueError:
+            return 0.0, f"{which}the reply's arguments are not valid JSON"
+        if not isinstance(arguments, dict):
+            return 0.0, f"{which}the reply's arguments are not a JSON object"
+        if spec.get("fields"):
+            for field in spec["fields"]:
+                got, want = _at_path(arguments, field), _at_path(expected_arguments, field)
+                difference = _first_difference(got, want, f"arguments.{field}")
+                if difference:
+                    return 0.0, which + difference
+        else:
+            difference = _first_difference(arguments, expected_arguments, "arguments")
+            if difference:
+                return 0.0, which + difference
+    return 1.0, ""
+
+
+_MISSING = object()
+
+
+def _names(calls: list[tuple[str, str]]) -> str:
+    return ", ".join(name for name, _ in calls)
+
+
+def _at_path(arguments, path: str):
+    """The value at a dotted path ("address.city"; a number steps into a list), or _MISSING."""
+    value = arguments
+    for step in path.split("."):
+        if isinstance(value, dict) and step in value:
+            value = value[step]
+        elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
+            value = value[int(step)]
+        else:
+            return _MISSING
+    return value
+
+
+def _shown(value) -> str:
+    if value is _MISSING:
+        return "missing"
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def _first_difference(got, want, path: str) -> str:
+    """Where two JSON values first differ, in words ("" when equal): true is not 1, 1 is 1.0."""
+    if isinstance(got, dict) and isinstance(want, dict):
+        for key in list(want) + [key for key in got if key not in want]:
+            difference = _first_difference(got.get(key, _MISSING), want.get(key, _MISSING), f"{path}.{key}")
+            if difference:
+                return difference
+        return ""
+    if isinstance(got, list) and isinstance(want, list) and len(got) == len(want):
+        for n, (one, other) in enumerate(zip(got, want)):
+            difference = _first_difference(one, other, f"{path}[{n}]")
+            if difference:
+                return difference
+        return ""
+    if got is _MISSING and want is _MISSING:
+        return ""
+    scalars = (int, float, str, bool, type(None))
+    if isinstance(got, scalars) and isinstance(want, scalars) and isinstance(got, bool) == isinstance(want, bool):
+        if got == want:
+            return ""
+    return f"{path}: got {_shown(got)}, expected {_shown(want)}"
 
 
 _VERDICT_WORDS = {

@@ -37,6 +37,7 @@ from .prompting import user_turn
 from .runner import evaluation_withdraw_cases
 from .scorers import ScorerError, clean_scorers
 from .tag_cells import tags_cell_split
+from .tool_answers import AnswerError, answer_text
 
 MAX_TEXT_CHARS = 32_000
 MAX_CONTEXT_MESSAGES = 200
@@ -65,6 +66,16 @@ def _text(value, field, *, required=False, limit=MAX_TEXT_CHARS) -> str:
     if len(value) > limit:
         raise CaseError(f"is longer than {limit:,} characters", field)
     return value
+
+
+def _answer(value, field, *, required=False) -> str:
+    """An `actual` or `expected` answer: text, or tool calls given as JSON (evals/tool_answers.py),
+    stored as the text a reply that called them has."""
+    try:
+        value = answer_text(value, field)
+    except AnswerError as exc:
+        raise CaseError(exc.message, exc.field) from None
+    return _text(value, field, required=required)
 
 
 def clean_tags(value, field="tags") -> list[str]:
@@ -151,8 +162,8 @@ def clean_case(raw: dict, *, where: str = "", versions: dict | None = None) -> d
         "input_variables": variables,
         "input_text": text,
         "context": _context(raw.get("context"), at("context")),
-        "actual": _text(raw.get("actual"), at("actual")),
-        "expected": _text(raw.get("expected"), at("expected"), required=True),
+        "actual": _answer(raw.get("actual"), at("actual")),
+        "expected": _answer(raw.get("expected"), at("expected"), required=True),
         "tags": clean_tags(raw.get("tags"), at("tags")),
         "note": _text(raw.get("note"), at("note"), limit=5_000),
         "split": _choice(raw.get("split"), at("split"), FailureCase.Split.values, FailureCase.Split.TRAIN),
@@ -351,7 +362,7 @@ def case_flag(
         "actual": prefill["actual"],
         "model_name": prefill["model_name"],
         "retrieved": prefill["retrieved"],
-        "expected": _text(expected, "expected", required=True),
+        "expected": _answer(expected, "expected", required=True),
         "tags": clean_tags(list(tags)),
         "note": _text(note, "note", limit=5_000),
         "split": _choice(split, "split", FailureCase.Split.values, FailureCase.Split.TRAIN),
@@ -428,9 +439,9 @@ def case_update(*, case: FailureCase, user, changes: dict) -> FailureCase:
     if unstorable:
         raise CaseError(unstorable[1], unstorable[0])
     if "expected" in changes:
-        case.expected = _text(changes["expected"], "expected", required=True)
+        case.expected = _answer(changes["expected"], "expected", required=True)
     if "actual" in changes:
-        case.actual = _text(changes["actual"], "actual")
+        case.actual = _answer(changes["actual"], "actual")
     if "note" in changes:
         case.note = _text(changes["note"], "note", limit=5_000)
     if "split" in changes:
