@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from django.conf import settings
 from django.core.paginator import Paginator
 from django.db.models import Count, Q
 
 from chat.serving import registry as chat_registry
 from studio.input_checks import whole_number_or_none
+from studio.llm.tools import assistant_text
 
-from . import retrieval_figures
+from . import retrieval_figures, scorers
 from .models import CaseSelection, Evaluation, EvaluationResult, FailureCase
+from .tool_answers import answer_calls
 
 CASES_PER_PAGE = 50
 FILTERS = ("prompt", "version", "tag", "split", "status", "source", "author", "q", "review", "selection")
@@ -244,6 +248,64 @@ def retrieval_figures_of(evaluation: Evaluation) -> dict | None:
     return retrieval_figures.figures(((result.case, result.retrieved) for result in results), k)
 
 
+class ToolAccuracy(TypedDict):
+    """One row of an evaluation's "By tool" table. `tool` None: the cases that expected text and got
+    a call (`cases` of them, out of `of` that expected text; no accuracies)."""
+
+    tool: str | None
+    cases: int  # answered cases whose expected answer calls `tool`
+    name_accuracy: float | None  # share of them whose reply called it
+    arguments_accuracy: float | None  # share whose calls to it had the expected arguments (the tool_call rule)
+    of: int  # the row of text: cases that expected text (0 on a tool's row)
+
+
+def by_tool_of(evaluation: Evaluation) -> list[ToolAccuracy]:
+    """Per expected tool, over the answered cases whose expected answer calls it: how often the reply
+    called it and with the expected arguments (by the evaluation's tool_call scorer's `fields`, else
+    all of them), then a row for replies that called a tool where text was expected. [] when no case
+    expects a call and no reply made one. A case expecting several tools counts under each."""
+    spec = next((s for s in evaluation.scorers if s["type"] == "tool_call"), {"type": "tool_call"})
+    answered = evaluation.results.exclude(error_code__gt="", verdict="")  # the model's errors: as the pass rate
+    tallies: dict[str, list[int]] = {}  # tool → [cases, name right, arguments right]
+    text_cases = called_instead = 0
+    for output, expected in answered.values_list("output", "case__expected").order_by("id").iterator():
+        wanted = answer_calls(expected)[1]
+        made = answer_calls(output)[1]
+        if not wanted:
+            text_cases += 1
+            called_instead += bool(made)
+            continue
+        for tool in dict.fromkeys(name for name, _ in wanted):
+            mine = [call for call in made if call[0] == tool]
+            tally = tallies.setdefault(tool, [0, 0, 0])
+            tally[0] += 1
+            tally[1] += bool(mine)
+            if mine:
+                expected_calls = [call for call in wanted if call[0] == tool]
+                try:
+                    value, _ = scorers.tool_call_score(
+                        spec, assistant_text("", mine), assistant_text("", expected_calls)
+                    )
+                except scorers.ScoringFailed:  # the expected arguments are no JSON: not a match
+                    value = 0.0
+                tally[2] += value == 1.0
+    rows: list[ToolAccuracy] = [
+        {
+            "tool": tool,
+            "cases": cases,
+            "name_accuracy": round(named / cases, 4),
+            "arguments_accuracy": round(argued / cases, 4),
+            "of": 0,
+        }
+        for tool, (cases, named, argued) in sorted(tallies.items())
+    ]
+    if called_instead or (rows and text_cases):
+        rows.append(
+            {"tool": None, "cases": called_instead, "name_accuracy": None, "arguments_accuracy": None, "of": text_cases}
+        )
+    return rows
+
+
 def comparison(first: Evaluation, second: Evaluation, *, user, page=1) -> dict:
     """Per case both outputs and verdicts, and the counts: fixed, regressed, still failing, still
     passing. The counts cover every case; the rows are one page (regressions first)."""
@@ -307,8 +369,19 @@ def comparison(first: Evaluation, second: Evaluation, *, user, page=1) -> dict:
         "counts": counts,
         "page": paged,
         "retrieval": [retrieval_figures_of(first), retrieval_figures_of(second)],
+        "by_tool": by_tool_side_by_side(first, second),
         "fixed_case_ids": [case_id for case_id, kind in kinds.items() if kind == "fixed"],
     }
+
+
+def by_tool_side_by_side(first: Evaluation, second: Evaluation) -> list[dict]:
+    """The two evaluations' "By tool" rows joined on the tool: [{"tool", "first", "second"}] (a row
+    absent from one run is None there); [] when neither has any."""
+    joined: dict = {}
+    for side, evaluation in (("first", first), ("second", second)):
+        for row in by_tool_of(evaluation):
+            joined.setdefault(row["tool"], {"tool": row["tool"], "first": None, "second": None})[side] = row
+    return sorted(joined.values(), key=lambda row: (row["tool"] is None, row["tool"] or ""))
 
 
 def available_models() -> list[str]:

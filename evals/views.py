@@ -700,6 +700,7 @@ def _results_context(request, evaluation) -> dict:
         "results": results,
         "page": page,
         "retrieval": selectors.retrieval_figures_of(evaluation),
+        "by_tool": selectors.by_tool_of(evaluation),
         "can_cancel": evaluation.active and (evaluation.created_by_id == request.user.pk or request.user.is_staff),
         "others": selectors.evaluations_visible_to(request.user)
         .filter(prompt_version__prompt=evaluation.prompt_version.prompt)

@@ -3,6 +3,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from evals.tag_cells import tags_cell_joined
+from evals.tool_answers import answer_cards as tool_answer_cards
 from prompts.diff import word_diff as diff_words
 
 register = template.Library()
@@ -24,3 +25,10 @@ def word_diff(expected: str, output: str):
 def tags_cell(tags) -> str:
     """A case's tags as the tags field shows them, so saving the form keeps a tag that holds a comma."""
     return tags_cell_joined(tag.name for tag in tags)
+
+
+@register.filter
+def answer_cards(answer: str) -> dict:
+    """A case's or a reply's answer as a page shows it: {"content", "calls": [{"name", "arguments"}]}
+    (evals.tool_answers; no calls for a text answer)."""
+    return tool_answer_cards(answer or "")
