@@ -642,6 +642,8 @@ def evaluation_new(request):
                 spec["text"] = source.get("text_contains")
             if kind in ("json_equal", "valid_json", "json_schema"):
                 spec["extract"] = source.get("extract_json") == "on"
+            if kind == "tool_call" and source.get("fields_tool_call", "").strip():
+                spec["fields"] = [field for field in source["fields_tool_call"].split(",") if field.strip()]
             if kind == "llm_judge":
                 spec["prompt"] = values["judge_prompt"]
                 spec["version"] = int(values["judge_version"]) if values["judge_version"].isdigit() else None
@@ -665,6 +667,7 @@ def evaluation_new(request):
         {
             "values": values,
             "chosen": chosen,
+            "tool_call_fields": source.get("fields_tool_call", ""),
             "error": error,
             "prompts": Prompt.objects.order_by("name"),
             "models": selectors.available_models(),
