@@ -3,7 +3,8 @@ calls shown as cards on a case's page."""
 
 import pytest
 
-from evals.models import Evaluation
+from evals import selectors, services
+from evals.models import Evaluation, EvaluationResult
 from studio.llm.tools import call_text
 
 pytestmark = pytest.mark.django_db
@@ -48,3 +49,39 @@ def test_a_case_page_shows_calls_as_cards_and_only_to_who_may_see_it(client, ali
     assert 'data-tool-call="get_weather"' in listed
     client.force_login(bob)  # a private case: not his to see
     assert client.get(f"/cases/{case.pk}/").status_code == 404
+
+
+def finished_evaluation(alice, version, outputs: dict):
+    """An evaluation stored as its run would leave it: `outputs` case → reply text."""
+    evaluation = services.evaluation_create(
+        user=alice, version=version, model_name="", filters={}, scorers=[{"type": "tool_call", "fields": ["city"]}]
+    )
+    for case, output in outputs.items():
+        EvaluationResult.objects.create(evaluation=evaluation, case=case, output=output, scores={"tool_call": 0.0})
+    Evaluation.objects.filter(pk=evaluation.pk).update(status="finished", done=len(outputs), total=len(outputs))
+    return evaluation
+
+
+def test_the_by_tool_figures_follow_the_scorer_s_fields_and_compare_side_by_side(client, alice, bob, make_cases):
+    expected = {"name": "get_weather", "arguments": {"city": "Lyon", "unit": "celsius"}}
+    lyon, paris = make_cases(2, expected=expected)
+    version = lyon.prompt_version
+    first = finished_evaluation(
+        alice, version, {lyon: call_text("get_weather", {"city": "Lyon", "unit": "kelvin"}), paris: "Sunny."}
+    )
+    second = finished_evaluation(
+        alice,
+        version,
+        {lyon: call_text("get_weather", {"city": "Lyon"}), paris: call_text("get_weather", {"city": "Lyon"})},
+    )
+    # the fields are the scorer's: a wrong unit does not count against the arguments
+    assert selectors.by_tool_of(first) == [
+        {"tool": "get_weather", "cases": 2, "name_accuracy": 0.5, "arguments_accuracy": 0.5, "of": 0}
+    ]
+    assert selectors.by_tool_of(second)[0]["arguments_accuracy"] == 1.0
+    client.force_login(alice)
+    page = client.get(f"/evaluations/compare/?a={first.pk}&b={second.pk}").content.decode()
+    assert "data-by-tool-compared" in page and "50%" in page and "100%" in page
+    Evaluation.objects.update(shared=False)
+    client.force_login(bob)
+    assert client.get(f"/evaluations/compare/?a={first.pk}&b={second.pk}").status_code == 404
