@@ -49,7 +49,8 @@ def fresh_query_vectors():
 @pytest.fixture
 def remote(settings):
     """The engine "remote" (model "mini"), answering with real vectors until a test says otherwise
-    (a timeout of 10 s: the numpy embedder behind it is slow on a busy machine)."""
+    (a timeout of 60 s: the numpy embedder behind it loads, then embeds 32 passages, slowly on a busy
+    machine; 10 s timed out under load)."""
     from knowledge import engines
 
     engines._query_failures.clear()  # a failure an earlier test planted is remembered for 30 s per process
@@ -60,7 +61,7 @@ def remote(settings):
             "model": "mini",
             "api_key": "engine-key",
             "dimension": None,
-            "timeout": 10.0,
+            "timeout": 60.0,
         }
     }
     yield server
@@ -146,7 +147,7 @@ def test_documents_and_queries_are_embedded_by_the_engine_and_searched_by_meanin
 def test_an_engine_that_fails_fails_the_document_with_the_reason(
     alice, remote_base, remote, ingest, settings, answer, reason
 ):
-    if "within" in reason:  # the timeout case; the others keep 10 s (a busy machine answers slowly)
+    if "within" in reason:  # the timeout case; the others keep 60 s (a busy machine answers slowly)
         settings.KNOWLEDGE_EMBEDDING_ENGINES["remote"]["timeout"] = 0.5
     remote.answer = lambda path, body: answer(remote, body)
     [document] = ingest(remote_base, alice, [upload("network.md", NETWORK)])
@@ -155,11 +156,6 @@ def test_an_engine_that_fails_fails_the_document_with_the_reason(
     assert not Chunk.objects.filter(document=document).exists()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky when other tests ran before it in the process: the document sometimes asks the engine for no "
-    "batch at all (only the base's dimension request is seen); under investigation, see the closing note of #28",
-)
 def test_an_engine_failing_midway_leaves_nothing_of_the_document_searchable(alice, remote_base, remote, ingest):
     from knowledge import ingestion
 
@@ -227,7 +223,7 @@ def test_a_rebuild_keeps_the_engine_and_asks_it_first(alice, remote_base, remote
     with pytest.raises(services.KnowledgeError, match="did not answer within 0.5 s") as down:
         services.knowledge_base_rebuild(user=alice, knowledge_base=remote_base, chunk_tokens=100, chunk_overlap=0)
     assert down.value.status == 502
-    settings.KNOWLEDGE_EMBEDDING_ENGINES["remote"]["timeout"] = 10.0
+    settings.KNOWLEDGE_EMBEDDING_ENGINES["remote"]["timeout"] = 60.0
     remote_base.refresh_from_db()
     assert not remote_base.rebuilding
     remote.answer = lambda path, body: embeddings_of(body)
