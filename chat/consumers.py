@@ -141,6 +141,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def send_message(self, payload):
         content, model, compare = payload.get("content"), payload.get("model"), payload.get("compare")
+        if "tool_results" in payload:  # the results of the last reply's calls, as the next turn
+            await self._announce(await database_sync_to_async(self._send_tool_results)(payload["tool_results"]))
+            return
         if not isinstance(content, str):
             raise services.ChatError('"content" must be a string.', code=MALFORMED_FRAME)
         for name, value in (("model", model), ("compare", compare)):
@@ -158,6 +161,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 services.reply_request_side_by_side(conversation=conversation, content=content, model_name=compare),
             )
         return self._changed(conversation, services.reply_request(conversation=conversation, content=content))
+
+    def _send_tool_results(self, results):
+        conversation = self._own_conversation()
+        return self._changed(conversation, services.tool_results_send(conversation=conversation, results=results))
 
     async def edit_message(self, payload):
         content = payload.get("content")

@@ -138,6 +138,35 @@ def playground_run_detail(request, slug, conversation_id):
 
 
 @login_required
+@require_POST
+def playground_tool_results(request, slug, conversation_id):
+    """The results of the run's last calls, typed by the person (one `result` per call): stored as
+    the run's next turn and its next reply asked (chat.services.tool_results_send); the pane again,
+    its new reply streaming. Someone else's run is one that does not exist (404)."""
+    prompt = prompt_or_404(slug)
+    run = _own_run_or_404(request, prompt, conversation_id)
+    results = request.POST.getlist("result")
+    try:
+        services.tool_results_send(conversation=run, results=results)
+    except services.ChatError as exc:
+        card = {**_run_card(run), "tool_error": str(exc), "typed_results": results}
+        return _run_pane(request, prompt, card, status=400)
+    request_reply_after_commit()
+    response = _run_pane(request, prompt, _run_card(_own_run_or_404(request, prompt, conversation_id)))
+    response["HX-Trigger"] = RUNS_CHANGED
+    return response
+
+
+def _run_pane(request, prompt, run: dict, status: int = 200):
+    return render(
+        request,
+        "prompts/_run.html",
+        {"prompt": prompt, "run": run, "base_model": registry.base_model_name()},
+        status=status,
+    )
+
+
+@login_required
 @require_GET
 def playground_compare(request, slug):
     """Two runs side by side (the two chosen in the list)."""
@@ -168,6 +197,8 @@ def _run_card(conversation: Conversation) -> dict:
         "conversation": conversation,
         "reply": conversation.reply,
         "sent": sent[0].content if sent else "",
+        # A run continued with tools' results: its turns between what was sent and the last reply.
+        "earlier": conversation.run_messages[1:-1],
         "format_label": _format_label(conversation.prompt_version),
     }
 

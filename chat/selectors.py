@@ -254,10 +254,15 @@ def tools_for(*, message: Message) -> ToolUse | None:
     """The tools the reply may call (studio/llm/tools.py): what an API request declared (its `tools`
     replace the version's), else its conversation's prompt version's; None for none."""
     conversation = message.conversation
-    asked = (conversation.parameters or {}).get("tools")
+    return tools_in_effect(parameters=conversation.parameters or {}, prompt_version=conversation.prompt_version)
+
+
+def tools_in_effect(*, parameters: dict, prompt_version) -> ToolUse | None:
+    """The rule of tools_for, before the conversation is stored (the OpenAI API checks a request by it)."""
+    asked = parameters.get("tools")
     if asked:
         return asked
-    return conversation.prompt_version.tool_use if conversation.prompt_version else None
+    return prompt_version.tool_use if prompt_version is not None else None
 
 
 def generation_overrides(*, message: Message) -> dict:

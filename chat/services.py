@@ -16,6 +16,7 @@ from prompts.examples import examples_for
 from prompts.rendering import MissingVariablesError, TemplateError, render_version_turn
 from studio.errors import StudioError
 from studio.input_checks import unstorable_reason
+from studio.llm.tools import read_reply, responses_text, tool_results_in
 
 from .models import ChatDefaults, Conversation, Message
 from .retrieval import clean_conversation_settings, reply_retrieval
@@ -207,7 +208,9 @@ def _checked_message(
             code="message_too_long",
         )
     version = conversation.prompt_version
-    if conversation.template_every_turn and version is not None and len(version.variables) == 1:
+    # A turn of tool results (tool_results_send) is the tools' answer, never the person's words: as it is.
+    is_results = tool_results_in(content) is not None
+    if conversation.template_every_turn and version is not None and len(version.variables) == 1 and not is_results:
         variables = {version.variables[0]: content}
         record = reply_retrieval(conversation, content=content, variables=variables)
         try:
@@ -294,6 +297,34 @@ def reply_request(
         fields.append("title")
     conversation.save(update_fields=fields)
     return user_message, assistant_message
+
+
+TOOL_RESULTS_NOT_ASKED = "tool_results_not_asked"  # the active branch does not end with a reply that called tools
+TOOL_RESULTS_MISMATCH = "tool_results_mismatch"  # not one non-empty result per call
+
+
+def tool_results_send(*, conversation: Conversation, results) -> tuple[Message, Message]:
+    """The tools' results, typed by the person, for the calls of the active branch's last reply (one
+    per call, in order): stored as the next user turn in the Hermes form (tools.responses_text) and
+    the next reply queued, as reply_request does for a message."""
+    path = Branches.of(conversation).active_path()
+    last = Message.objects.filter(pk=path[-1]).first() if path else None
+    calls = read_reply(last.content)[1] if last is not None and last.role == Message.Role.ASSISTANT else []
+    if not calls or last.in_progress:
+        raise ChatError(
+            "The last reply called no tool: there is no call to give a result for.", code=TOOL_RESULTS_NOT_ASKED
+        )
+    if (
+        not isinstance(results, list)
+        or len(results) != len(calls)
+        or not all(isinstance(result, str) and result.strip() for result in results)
+    ):
+        names = ", ".join(call["function"]["name"] for call in calls)
+        raise ChatError(
+            f"Give one result for each call of the last reply ({len(calls)}: {names}), none of them empty.",
+            code=TOOL_RESULTS_MISMATCH,
+        )
+    return reply_request(conversation=conversation, content=responses_text([result.strip() for result in results]))
 
 
 def reply_request_side_by_side(

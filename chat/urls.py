@@ -36,6 +36,11 @@ playground_urlpatterns = [
     path("<slug:slug>/playground/run/", playground.playground_run, name="run"),
     path("<slug:slug>/playground/runs/", playground.playground_run_list, name="runs"),
     path("<slug:slug>/playground/runs/<id:conversation_id>/", playground.playground_run_detail, name="run_detail"),
+    path(
+        "<slug:slug>/playground/runs/<id:conversation_id>/tool-results/",
+        playground.playground_tool_results,
+        name="tool_results",
+    ),
     path("<slug:slug>/playground/compare/", playground.playground_compare, name="compare"),
     path("<slug:slug>/versions/<int:number>/chat/", playground.chat_start, name="chat_start"),
 ]

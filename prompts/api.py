@@ -43,6 +43,7 @@ def version_json(version) -> dict:
         "parameters": version.parameters,
         "output_format": version.answer_format,
         "retrieval": version.retrieval or None,
+        **version.openai_tool_fields,
         "commit_message": version.commit_message,
         "author": version.author.get_username(),
         "created_at": version.created_at.isoformat(),

@@ -51,7 +51,34 @@ def version_text_sections(version) -> dict[str, str]:
         "Parameters": parameters,
         "Output format": format_text(version.answer_format),
         "Knowledge": retrieval_text(version.retrieval),
+        "Tools": tools_text(version.tool_use),
     }
+
+
+def tools_text(tool_use) -> str:
+    """A version's tools as a person reads them (the diff): each tool's name, description and
+    parameters (pretty JSON), then which calls a reply may make."""
+    if not tool_use:
+        return "None: its replies call no tools"
+    blocks = []
+    for tool in tool_use["tools"]:
+        lines = [f"Tool {tool['name']}" + (" (strict)" if tool.get("strict") else "")]
+        if tool.get("description"):
+            lines.append(f"Description: {tool['description']}")
+        lines.append("Parameters: " + json.dumps(tool["parameters"], indent=2, ensure_ascii=False))
+        blocks.append("\n".join(lines))
+    blocks.append(f"Tool choice: {tool_choice_text(tool_use)}")
+    return "\n\n".join(blocks)
+
+
+def tool_choice_text(tool_use) -> str:
+    choice = tool_use["choice"]
+    said = {
+        "auto": "auto (the model writes text or calls)",
+        "none": "none (the tools are shown, no call is made)",
+        "required": "required (every reply is a call)",
+    }.get(choice) or f"always {tool_use['function']}"
+    return said + ("; several calls at once" if tool_use["parallel"] and choice != "none" else "; one call at a time")
 
 
 def format_text(output_format: OutputFormat) -> str:

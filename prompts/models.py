@@ -8,7 +8,7 @@ from django.urls import reverse
 
 from studio.llm.constraints import OutputFormat
 from studio.llm.replies import SamplingParameters, sampling_in_range
-from studio.llm.tools import ToolUse
+from studio.llm.tools import ToolUse, openai_tool_choice, openai_tools
 
 SLUG_VALIDATOR = RegexValidator(r"^[a-z0-9]+(?:-[a-z0-9]+)*$", "Use lower-case letters, digits and single hyphens.")
 LABEL_VALIDATOR = RegexValidator(r"^[a-z0-9][a-z0-9_-]{0,39}$", "Use lower-case letters, digits, - and _ (40 at most).")
@@ -119,7 +119,21 @@ class PromptVersion(models.Model):
             "stop": self.stop,
             "output_format": self.answer_format,
             "retrieval": self.retrieval or {},
+            **self.openai_tool_fields,
             "commit_message": self.commit_message,
+        }
+
+    @property
+    def openai_tool_fields(self) -> dict:
+        """Its tools in OpenAI's request form (`tools`, `tool_choice`, `parallel_tool_calls`), as the
+        version form, exports, the prompt API and clean_version_fields take them; none: `tools` []."""
+        tool_use = self.tool_use
+        if not tool_use:
+            return {"tools": [], "tool_choice": None, "parallel_tool_calls": None}
+        return {
+            "tools": openai_tools(tool_use),
+            "tool_choice": openai_tool_choice(tool_use),
+            "parallel_tool_calls": tool_use["parallel"],
         }
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -18,6 +19,7 @@ from studio.errors import StudioError
 from studio.input_checks import InputError, parsed_number, unstorable_reason
 from studio.llm.constraints import FormatError, OutputFormat, clean_format
 from studio.llm.replies import SamplingError, SamplingParameters, sampling_checked
+from studio.llm.tools import ToolError, ToolUse, clean_tool_use
 
 from .examples import SHAPE as EXAMPLE_SOURCE_SHAPE
 from .examples import ExampleSourceError, clean_example_source
@@ -116,6 +118,7 @@ def clean_version_fields(
     for n, sequence in enumerate(stop):
         _require_storable(sequence, at(f"stop[{n}]"))
     output_format = clean_output_format(raw.get("output_format"), at("output_format"))
+    tools = clean_version_tools(raw, output_format, at)
     retrieval = clean_retrieval(raw.get("retrieval"), variables, user=user, field=at("retrieval"), carried=carried)
     if retrieval.get("layout") == "template":
         variables = [name for name in variables if name != PASSAGES]  # the studio fills it, not the person
@@ -131,6 +134,7 @@ def clean_version_fields(
         "max_new_tokens": sampling.get("max_new_tokens"),
         "stop": stop,
         "output_format": output_format,
+        "tools": tools or {},
     }
 
 
@@ -247,6 +251,53 @@ def clean_output_format(raw, field: str = "output_format") -> OutputFormat:
     except FormatError as exc:
         raise PromptError(str(exc), field, code=exc.code) from None
     return cleaned
+
+
+def clean_version_tools(raw: dict, output_format: OutputFormat, at=lambda name: name) -> ToolUse | None:
+    """A version's tools from OpenAI's fields (`tools`, `tool_choice`, `parallel_tool_calls`), as the
+    API checks a request's (tools.clean_tool_use, then each tool's parameters compiled as an output
+    format's schema is: tools_can_be_enforced); None for none. Raises PromptError naming the field."""
+    tools = raw.get("tools")
+    if isinstance(tools, str):  # the version form's JSON, as typed
+        try:
+            tools = json.loads(tools) if tools.strip() else None
+        except ValueError as exc:
+            raise PromptError(f"is not valid JSON ({exc})", at("tools")) from None
+    try:
+        tool_use = clean_tool_use(tools, raw.get("tool_choice"), raw.get("parallel_tool_calls"))
+        tools_can_be_enforced(tool_use, output_format)
+    except ToolError as exc:
+        field, _, reason = str(exc).partition(": ")
+        field = field.strip("`")
+        if not field.startswith("tools[") or not reason:  # about the whole field: `tools`, `tool_choice`
+            field, reason = exc.param, str(exc)
+        raise PromptError(reason, at(field), code=getattr(exc, "code", "")) from None
+    return tool_use
+
+
+def tools_can_be_enforced(
+    tool_use: ToolUse | None, output_format: OutputFormat | None, *, schemas: bool = True
+) -> None:
+    """Each tool's parameters compile as an output format's schema does (in the sandbox, as a worker
+    will compile them), and the calls can be held beside `output_format` (with "auto", only a JSON
+    format combines). Raises ToolError naming OpenAI's field. The one check a version's tools and an
+    API request's both pass."""
+    if not tool_use:
+        return
+    for n, tool in enumerate(tool_use["tools"]):
+        try:
+            format_warnings({"type": "json_schema", "schema": tool["parameters"]})
+        except FormatError as exc:
+            reason = str(exc).removeprefix("schema: ")
+            error = ToolError(f"`tools[{n}].function.parameters`: {reason}", "tools")
+            error.code = exc.code
+            raise error from None
+    if tool_use["choice"] == "auto" and output_format and output_format.get("type") in ("regex", "choice"):
+        raise ToolError(
+            f"A reply that may call tools can take a JSON output format, not a {output_format['type']}; "
+            'set `tool_choice` to "required" or "none", or change the output format.',
+            "tool_choice",
+        )
 
 
 def _clean_example(example, template: str, where: str) -> dict:

@@ -16,7 +16,7 @@ from studio.input_checks import InputError, parse_json, whole_number_or_none
 from studio.llm.constraints import MAX_PATTERN_COST, sample_of
 
 from . import selectors, services, splits
-from .diff import diff_versions, format_text, retrieval_text
+from .diff import diff_versions, format_text, retrieval_text, tool_choice_text
 from .examples import DEFAULT_K, HELD_OUT_NOTE, MAX_K, pool_size, selection_choices, source_text
 from .rendering import TemplateError, inspect_template
 
@@ -74,7 +74,40 @@ def _version_fields_from_form(post) -> dict:
         "max_new_tokens": post.get("max_new_tokens", ""),
         "stop": [line for line in post.get("stop", "").splitlines() if line],
         "retrieval": _retrieval_from_form(post),
+        **tool_fields_from_form(post),
         "commit_message": post.get("commit_message", ""),
+    }
+
+
+def tool_fields_from_form(post) -> dict:
+    """The Tools fieldset as OpenAI's fields: the tools' JSON as typed (parsed and checked when the
+    version is cleaned), the choice ("auto", "required", "none" or a tool's name), parallel calls."""
+    typed_choice = post.get("tool_choice", "").strip()
+    if typed_choice in ("", "auto", "none", "required"):
+        tool_choice = typed_choice or None
+    else:
+        tool_choice = {"type": "function", "function": {"name": typed_choice}}
+    return {
+        "tools": post.get("tools", ""),
+        "tool_choice": tool_choice,
+        "parallel_tool_calls": post.get("parallel_tool_calls") == "on",
+    }
+
+
+def tool_form_values(fields: dict) -> dict:
+    """The Tools fieldset refilled: the tools as pretty JSON (or the text typed, when refused)."""
+    tools = fields.get("tools")
+    if isinstance(tools, str):
+        tools_text = tools
+    else:
+        tools_text = json.dumps(tools, indent=2, ensure_ascii=False) if tools else ""
+    choice = fields.get("tool_choice")
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name", "")
+    return {
+        "tools_text": tools_text,
+        "tool_choice_text": choice if isinstance(choice, str) else "",
+        "parallel_checked": fields.get("parallel_tool_calls") is not False,
     }
 
 
@@ -156,6 +189,7 @@ def version_form_values(fields: dict, variables: list[str] | None = None, *, use
         "output_types": OUTPUT_TYPES,
         **_retrieval_form_values(fields.get("retrieval"), user, variables),
         "stop_text": "\n".join(fields.get("stop") or []),
+        **tool_form_values(fields),
         "examples": examples,
         **_example_source_form_values(source, user),
         "example_variable": variables[0] if len(variables) == 1 else "",
@@ -259,6 +293,20 @@ def _output_format_shown(version) -> dict:
     elif output_format["type"] == "choice":
         sample = output_format["choices"][0]
     return {"output_format_text": format_text(output_format), "output_sample": sample}
+
+
+def _tools_shown(version) -> dict:
+    """The version page's Tools section: each tool with its parameters as pretty JSON, and the choice."""
+    tool_use = version.tool_use
+    if not tool_use:
+        return {"tools_shown": [], "tool_choice_shown": ""}
+    return {
+        "tools_shown": [
+            {**tool, "parameters_json": json.dumps(tool["parameters"], indent=2, ensure_ascii=False)}
+            for tool in tool_use["tools"]
+        ],
+        "tool_choice_shown": tool_choice_text(tool_use),
+    }
 
 
 def _sampling_shown(version) -> dict:
@@ -403,6 +451,7 @@ def prompt_detail(request, slug, number=None):
             **_output_format_shown(version),
             **_retrieval_shown(version, request.user),
             **_sampling_shown(version),
+            **_tools_shown(version),
             **_example_source_shown(version, request.user),
             "previous_number": version.number - 1 if version.number > 1 else None,
         },

@@ -44,6 +44,7 @@ from accounts.throttle import ApiRefusal
 from chat import services
 from chat.models import Conversation, Message
 from chat.retrieval import reply_retrieval
+from chat.selectors import tools_in_effect
 from prompts import selectors as prompt_selectors
 from prompts.examples import examples_for
 from prompts.models import Prompt
@@ -56,6 +57,7 @@ from prompts.rendering import (
     render_version_turn,
 )
 from prompts.selectors import prompt_counter
+from prompts.services import tools_can_be_enforced
 from prompts.splits import active_split
 from studio.errors import StudioError
 from studio.llm.constraints import FormatError, OutputFormat
@@ -69,6 +71,8 @@ from studio.llm.tools import (
     assistant_text,
     clean_tool_use,
     hermes_messages,
+    openai_tool_choice,
+    openai_tools,
     read_reply,
     responses_text,
 )
@@ -332,8 +336,11 @@ def clean_request(body) -> dict:
     if not isinstance(messages, list) or not messages or len(messages) > MAX_MESSAGES:
         raise ApiError(400, f"`messages` must be a list of 1 to {MAX_MESSAGES} messages.", param="messages")
     # Bounded before anything is rendered: 1,000 tools or 1 MB of them is refused naming the bound.
+    # A prompt's `tool_choice` with no `tools` is about its version's tools: checked once it is known.
+    tool_settings = {"tool_choice": body.get("tool_choice"), "parallel_tool_calls": body.get("parallel_tool_calls")}
+    tools_to_come = body.get("tools") in (None, []) and PROMPT_MODEL.match(model) is not None
     try:
-        tool_use = clean_tool_use(body.get("tools"), body.get("tool_choice"), body.get("parallel_tool_calls"))
+        tool_use = None if tools_to_come else clean_tool_use(body.get("tools"), **tool_settings)
     except ToolError as exc:
         raise ApiError(400, str(exc), param=exc.param) from None
     if tool_use:
@@ -380,6 +387,8 @@ def clean_request(body) -> dict:
         "end_user": end_user or "",
         "include_usage": bool(isinstance(options, dict) and options.get("include_usage")),
         "parameters": parameters,
+        # For a prompt's version's tools (_tools_in_effect): the request's choice of them, if any.
+        "tool_settings": tool_settings if tools_to_come else {},
     }
 
 
@@ -562,8 +571,9 @@ def _start(user, asked: dict, authorization: str = "") -> tuple[Conversation, Me
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
         messages = [m for m in messages if m["role"] != "system"]
     _require_format_can_be_enforced(asked["parameters"], version)
-    _require_tools_can_be_enforced(asked["parameters"], version)
-    _require_context_fits(system, version, examples, messages, asked["parameters"])
+    asked["tool_use"] = _tools_in_effect(asked, version)
+    _require_tools_can_be_enforced(asked, version)
+    _require_context_fits(system, version, examples, messages, asked["parameters"], asked["tool_use"])
     with transaction.atomic():
         # Counted and created under the person's lock: simultaneous requests cannot all pass.
         person_lock(user)
@@ -662,29 +672,46 @@ def _require_format_can_be_enforced(parameters: dict, version) -> None:
         )
 
 
-def _require_tools_can_be_enforced(parameters: dict, version) -> None:
-    """Each tool's parameters compile as an output format's schema does (refused naming the tool, with
-    OpenAI's `param`, never at decoding time), and the calls can be held beside the output format."""
-    tool_use: ToolUse | None = parameters.get("tools")
-    if not tool_use:
-        return
-    for n, tool in enumerate(tool_use["tools"]):
+def _tools_in_effect(asked: dict, version) -> ToolUse | None:
+    """The tools the reply may call (chat.selectors.tools_in_effect: the request's `tools` replace
+    the version's). A request's `tool_choice` or `parallel_tool_calls` without `tools` applies to
+    its prompt version's tools: checked against them (a named function must be one of them), and
+    stored with the request so that the worker holds the reply to that choice."""
+    settings_asked = {name: value for name, value in asked.get("tool_settings", {}).items() if value is not None}
+    version_tools = version.tool_use if version is not None else None
+    if settings_asked:
         try:
-            format_warnings({"type": "json_schema", "schema": tool["parameters"]})
-        except FormatError as exc:
-            reason = str(exc).removeprefix("schema: ")
-            raise ApiError(400, f"`tools[{n}].function.parameters`: {reason}", param="tools", code=exc.code) from None
-    effective = parameters.get("output_format") or (version.answer_format if version is not None else None)
-    if tool_use["choice"] == "auto" and effective and effective["type"] in ("regex", "choice"):
-        raise ApiError(
-            400,
-            f"A reply that may call tools can take a JSON output format, not this prompt's {effective['type']}; "
-            'set `tool_choice` to "required" or "none".',
-            param="tool_choice",
-        )
+            tool_use = clean_tool_use(
+                openai_tools(version_tools) if version_tools else None,
+                settings_asked.get("tool_choice", openai_tool_choice(version_tools) if version_tools else None),
+                settings_asked.get("parallel_tool_calls", version_tools["parallel"] if version_tools else None),
+            )
+        except ToolError as exc:
+            if version_tools:
+                exc = ToolError(
+                    f"{exc} (`prompt:` models call their version's tools unless you send `tools`)", exc.param
+                )
+            raise ApiError(400, str(exc), param=exc.param) from None
+        if tool_use and tool_use != version_tools:
+            asked["parameters"]["tools"] = tool_use
+    return tools_in_effect(parameters=asked["parameters"], prompt_version=version)
 
 
-def _require_context_fits(system: str, version, examples: list[dict], messages: list[dict], parameters: dict) -> None:
+def _require_tools_can_be_enforced(asked: dict, version) -> None:
+    """Each tool's parameters compile as an output format's schema does (refused naming the tool, with
+    OpenAI's `param`, never at decoding time; a version's were when it was saved), and the calls can
+    be held beside the output format (prompts.services.tools_can_be_enforced, as versions are checked)."""
+    tool_use: ToolUse | None = asked["tool_use"]
+    output_format = asked["parameters"].get("output_format") or (version.answer_format if version is not None else None)
+    try:
+        tools_can_be_enforced(tool_use, output_format, schemas="tools" in asked["parameters"])
+    except ToolError as exc:
+        raise ApiError(400, str(exc), param=exc.param, code=getattr(exc, "code", "") or None) from None
+
+
+def _require_context_fits(
+    system: str, version, examples: list[dict], messages: list[dict], parameters: dict, tool_use: ToolUse | None
+) -> None:
     """Refuse (400, OpenAI's `context_length_exceeded`) a request whose messages do not fit the
     model's context with room for the reply, before it is stored or reaches a worker. Linear:
     the messages' text is tokenised once; the chat template is rendered only when that much fits."""
@@ -692,7 +719,6 @@ def _require_context_fits(system: str, version, examples: list[dict], messages: 
     if counter is None:  # the model is still being prepared: the worker fits the history itself
         return
     history = assembled_messages(system=system, examples=examples, turns=messages)
-    tool_use = parameters.get("tools")
     if tool_use and not counter.takes_tools:  # listed in the system turn, as the worker shows them
         history, tool_use = hermes_messages(history, tool_use), None
     version_sampling = version.reply_sampling if version is not None else {}
@@ -863,7 +889,7 @@ async def chat_completions(request, user, body):
 
 def _reads_calls(asked: dict) -> bool:
     """The reply's `<tool_call>`s are calls (not with `tool_choice: "none"`, where none is parsed)."""
-    tool_use = asked["parameters"].get("tools")
+    tool_use = asked.get("tool_use")  # in effect: the request's, else its prompt version's (_start)
     return bool(tool_use) and tool_use["choice"] != "none"
 
 

@@ -455,6 +455,17 @@
     sendNow();
   });
 
+  // The results of the last reply's tool calls, typed under it: sent as the next turn (README: `tool_results`).
+  messages.addEventListener("submit", (event) => {
+    const form = event.target.closest("form[data-tool-results]");
+    if (!form) return;
+    event.preventDefault();
+    const results = Array.from(form.querySelectorAll("textarea[name='result']"), (field) => field.value);
+    if (results.some((result) => !result.trim())) return;
+    clearError();
+    if (send({ type: "send", tool_results: results })) form.querySelector("button[type='submit']").disabled = true;
+  });
+
   function sendIfWaiting() {
     if (sendWhenDone && !sendButton.disabled) {
       sendWhenDone = false;

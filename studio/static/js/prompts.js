@@ -108,6 +108,8 @@
     });
   }
   document.addEventListener("htmx:afterSwap", function (event) { followRuns(event.detail.target); });
+  // A pane swapped for itself (the results of its calls sent: prompts/_run.html) is no longer in its target.
+  document.addEventListener("htmx:afterSettle", function () { followRuns(document); });
 
   // Continue on a run cut at its maximum tokens: the same reply grows where it stopped.
   document.addEventListener("click", function (event) {
