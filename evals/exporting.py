@@ -2,9 +2,15 @@
 
 - SFT (`{"messages": [...]}`): the case's own prompt version's instructions as system (no
   few-shot examples), the context it was flagged in, the input as the user turn, the expected
-  answer as the assistant turn.
+  answer as the assistant turn. A tool case (its version declares tools, or its expected answer
+  calls one) is written in OpenAI's structured form, which trainers' chat templates take: the
+  expected calls as the assistant turn's `tool_calls` (arguments as JSON text, as OpenAI writes
+  them), earlier calls in the context likewise, their results as `role: "tool"` messages, and a
+  `tools` column (the version's tools in OpenAI's request shape; absent where it declares none).
+  Rows of different tools load in one file: `datasets` reads such mixed columns as JSON (tested).
 - DPO (`{"prompt", "chosen", "rejected", "system"}`): the user turn as `prompt`, the expected
-  answer as `chosen`, the model's answer as `rejected`, the instructions as `system`. Cases
+  answer as `chosen`, the model's answer as `rejected`, the instructions as `system` (calls
+  stay in the stored Hermes text form: `prompt` is text, not a conversation). Cases
   without an actual answer, and those whose actual answer is the expected one, are left out
   (nothing to prefer): `dpo_left_out` counts them for the page and the response headers.
 - CSV: one row a case, every column; a cell a spreadsheet would run as a formula (`=`, `+`,
@@ -23,6 +29,7 @@ from django.db.models import Count, F, Q
 from django.db.models.functions import Trim
 
 from prompts.rendering import MissingVariablesError, TemplateError
+from studio.llm.tools import CALL_OPEN, openai_tools, read_reply, structured_messages
 from studio.spreadsheet_cells import csv_cell_written
 
 from .prompting import case_messages, user_turn
@@ -49,7 +56,19 @@ CSV_COLUMNS = [
 
 
 def sft_line(case) -> dict:
-    return {"messages": case_messages(case, with_examples=False) + [{"role": "assistant", "content": case.expected}]}
+    messages = case_messages(case, with_examples=False) + [{"role": "assistant", "content": case.expected}]
+    tool_use = case.prompt_version.tool_use if case.prompt_version else None
+    if not tool_use and not calls_tools(case.expected):
+        return {"messages": messages}
+    line = {"messages": structured_messages(messages, arguments_as="text")}
+    if tool_use:
+        line["tools"] = openai_tools(tool_use)
+    return line
+
+
+def calls_tools(text: str) -> bool:
+    """Whether an answer (in the stored Hermes text form) holds a tool call."""
+    return CALL_OPEN in text and bool(read_reply(text)[1])
 
 
 def dpo_line(case) -> dict:

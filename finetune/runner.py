@@ -73,6 +73,8 @@ def _run(job: FineTuneJob) -> tuple[str, str]:
         case.pk: case
         for case in FailureCase.objects.filter(pk__in=job.case_ids).select_related("prompt_version__prompt")
     }
+    # Prepared first: its chat template says how the rows show tools (training_data.base_takes_tools).
+    base_folder = base_model_folder(convert=True)
     # Assembled again as serving does it now (the version's passages are searched again, as the
     # job's staff member): the hash stored is that of what it trains on.
     rows = training_rows(
@@ -96,7 +98,7 @@ def _run(job: FineTuneJob) -> tuple[str, str]:
         **{
             **job.hyperparameters,
             "device": device,
-            "base_model_folder": str(base_model_folder(convert=True)),
+            "base_model_folder": str(base_folder),
             "threads": settings.JOB_TORCH_THREADS,
         }
     )

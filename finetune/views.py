@@ -31,6 +31,8 @@ from .models import FineTunedModel, FineTuneJob
 from .runner import RAW_LOG, job_folder
 from .tasks import merge_model_task
 
+TOOL_CALL = "tool_call"  # the scorer of calls (evals.scorers): the default where the version has tools
+
 
 def staff_only(view):
     @login_required
@@ -86,7 +88,8 @@ def job_list(request):
             "tuned_embedders": embedder_services.tuned_embedders_for(user=request.user),
             "base_scorers": [
                 (kind, LABELS[kind][0])
-                for kind in ("exact_match", "json_equal", "contains", "valid_json", "semantic_similarity")
+                for kind in ("exact_match", "json_equal", "contains", "valid_json", "semantic_similarity", TOOL_CALL)
+                if kind in LABELS
             ],
         },
     )
@@ -206,12 +209,13 @@ def model_evaluate(request, model_id):
     if model.job is None:
         raise Http404("The job that made this model is gone; evaluate it from the evaluations page.")
     version = model.job.prompt_version or prompt_selectors.served_version(model.job.prompt)  # the one it trained for
-    # Several scorers may be ticked (a case passes when it passes them all); none ticked: exact match.
+    # Several scorers may be ticked (a case passes when it passes them all); none ticked: exact
+    # match, or for a version with tools whether the reply makes the expected calls.
     scorers = [
         {"type": kind}
         for kind in dict.fromkeys(request.POST.getlist("scorer"))
-        if kind in LABELS and kind not in ("llm_judge", "regex")
-    ] or [{"type": "exact_match"}]
+        if (kind in LABELS or kind == TOOL_CALL) and kind not in ("llm_judge", "regex")
+    ] or [{"type": TOOL_CALL if version is not None and version.tool_use else "exact_match"}]
     try:
         base = eval_services.evaluation_create(
             user=request.user, version=version, model_name=model.base_model, filters={"split": "eval"}, scorers=scorers

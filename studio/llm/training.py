@@ -210,12 +210,33 @@ class _Progress:
             emit("resumed")
 
 
+MESSAGE_COLUMNS = ("messages", "prompt", "completion", "chosen", "rejected")
+
+
+def rows_dataset(rows: list[dict]):
+    """`rows` as a datasets.Dataset, each row read back as it was written. Arrow would otherwise
+    merge the messages of all rows into one struct type (a call's arguments would gain every other
+    tool's argument names as nulls, a plain turn a null `tool_calls`) and take its columns from the
+    first row alone (a `tools` column after a row without tools would be dropped): the messages
+    are kept as JSON values, and every row has every column (None where it has none)."""
+    # model code loads only in the training process, not in the job worker that reads this module
+    from datasets import Dataset, Features, Json, List, Value  # noqa: PLC0415
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    features = Features(
+        {
+            column: List(Json()) if column in MESSAGE_COLUMNS else Value("string") if column == "tools" else Json()
+            for column in columns
+        }
+    )  # `tools`: JSON text, which trl's trainers read back (json.loads) before the chat template
+    return Dataset.from_list([{column: row.get(column) for column in columns} for row in rows], features=features)
+
+
 def build_trainer(config: TrainingConfig, rows: list[dict], folder: Path, callbacks=()):
     """trl's trainer for `rows` (SFT: prompt/completion messages; DPO: prompt/chosen/rejected) with
     a LoRA adapter: the whole configuration, shared by the studio's jobs and `make bench`'s plain run."""
     # model code loads only in the training process, not in the job worker that reads this module
     import torch  # noqa: PLC0415
-    from datasets import Dataset  # noqa: PLC0415
     from peft import LoraConfig  # noqa: PLC0415
 
     if config.threads:
@@ -251,9 +272,7 @@ def build_trainer(config: TrainingConfig, rows: list[dict], folder: Path, callba
         eval_strategy="steps" if eval_rows else "no",
         eval_steps=max(1, round(steps_per_epoch * config.epochs / 5)) if eval_rows else None,
     )
-    datasets = dict(
-        train_dataset=Dataset.from_list(train_rows), eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None
-    )
+    datasets = dict(train_dataset=rows_dataset(train_rows), eval_dataset=rows_dataset(eval_rows) if eval_rows else None)
     if config.objective == "sft":
         # model code loads only in the training process, not in the job worker that reads this module
         from trl import SFTConfig, SFTTrainer  # noqa: PLC0415
