@@ -445,3 +445,18 @@ def test_tools_are_bounded_and_checked_before_anything_is_rendered(tools, choice
     with pytest.raises(ToolError, match=re.escape(message)) as refused:
         clean_tool_use(tools, choice, parallel)
     assert refused.value.param == param
+
+
+def test_a_strict_tool_takes_no_argument_beyond_its_properties_wherever_it_is_declared():
+    """OpenAI's strict mode closes every object of the parameters, for an API request's tools and a
+    prompt version's alike (both go through clean_tool_use)."""
+    parameters = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "where": {"type": "object", "properties": {"x": {}}}},
+    }
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": parameters, "strict": True}}
+    [strict] = clean_tool_use([tool], "required")["tools"]
+    assert strict["parameters"]["additionalProperties"] is False
+    assert strict["parameters"]["properties"]["where"]["additionalProperties"] is False
+    loose = {"type": "function", "function": {"name": "get_weather", "parameters": parameters}}
+    assert "additionalProperties" not in clean_tool_use([loose], "required")["tools"][0]["parameters"]

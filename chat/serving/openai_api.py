@@ -60,7 +60,7 @@ from prompts.selectors import prompt_counter
 from prompts.services import tools_can_be_enforced
 from prompts.splits import active_split
 from studio.errors import StudioError
-from studio.llm.constraints import FormatError, OutputFormat
+from studio.llm.constraints import FormatError, OutputFormat, closed_objects
 from studio.llm.numpy_embedder import EMBEDDING_MODEL, MAX_TOKENS, load_numpy_embedder
 from studio.llm.replies import SamplingError, sampling_checked
 from studio.llm.tools import (
@@ -343,10 +343,6 @@ def clean_request(body) -> dict:
         tool_use = None if tools_to_come else clean_tool_use(body.get("tools"), **tool_settings)
     except ToolError as exc:
         raise ApiError(400, str(exc), param=exc.param) from None
-    if tool_use:
-        for tool in tool_use["tools"]:
-            if tool.get("strict"):  # as `response_format`'s strict: no key beyond the properties
-                tool["parameters"] = _closed_objects(tool["parameters"])
     clean = _clean_messages(messages)
     if clean[-1]["role"] != "user":
         raise ApiError(400, "The last message must be the user's (or a tool's result).", param="messages")
@@ -498,22 +494,8 @@ def _output_format_asked(response_format) -> OutputFormat | None:
         raise ApiError(400, shape, param="response_format")
     schema = described["schema"]
     if described.get("strict"):  # OpenAI's strict mode: no key beyond the properties, unless the schema says so
-        schema = _closed_objects(schema)
+        schema = closed_objects(schema)
     return {"type": "json_schema", "schema": schema}
-
-
-def _closed_objects(schema, depth: int = 0):
-    """`schema` with `additionalProperties: false` on every object that does not set it."""
-    if depth > 40:
-        return schema
-    if isinstance(schema, list):
-        return [_closed_objects(item, depth + 1) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    closed = {key: _closed_objects(value, depth + 1) for key, value in schema.items()}
-    if (schema.get("type") == "object" or "properties" in schema) and "additionalProperties" not in schema:
-        closed["additionalProperties"] = False
-    return closed
 
 
 def _start(user, asked: dict, authorization: str = "") -> tuple[Conversation, Message, str]:

@@ -52,7 +52,7 @@ def tool_prompt(owner, slug, tools, tool_choice="auto"):
         author=owner,
         created_at=timezone.now(),
         tools=clean_tool_use(tools, tool_choice),
-        **fields,
+        **{name: value for name, value in fields.items() if name != "tools"},
     )
 
 

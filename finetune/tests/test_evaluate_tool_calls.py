@@ -34,7 +34,12 @@ def registered_model(settings, tmp_path, carol, *, tools):
     fields = prompt_services.clean_version_fields({"instructions": "Call.", "template": "{{ city }}"}, user=carol)
     prompt = Prompt.objects.create(owner=carol, name="Weather", slug="weather")
     version = PromptVersion.objects.create(
-        prompt=prompt, number=1, author=carol, created_at=timezone.now(), tools=tools, **fields
+        prompt=prompt,
+        number=1,
+        author=carol,
+        created_at=timezone.now(),
+        tools=tools,
+        **{name: value for name, value in fields.items() if name != "tools"},
     )
     job = FineTuneJob.objects.create(
         name="weather-ft1",

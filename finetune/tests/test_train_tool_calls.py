@@ -76,7 +76,7 @@ def tool_version(alice):
         author=alice,
         created_at=timezone.now(),
         tools=clean_tool_use([WEATHER, SEARCH], "auto"),
-        **fields,
+        **{name: value for name, value in fields.items() if name != "tools"},
     )
     case_services.cases_create(
         user=alice,

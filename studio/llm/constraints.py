@@ -727,3 +727,18 @@ class ReplyConstraint:
         """The format is matched and allows nothing more: the reply ends here (never when it failed:
         a failed matcher says it is stopped too)."""
         return self.matcher.is_stopped() and not self.matcher.is_error()
+
+
+def closed_objects(schema, depth: int = 0):
+    """`schema` with `additionalProperties: false` on every object that does not set it (OpenAI's
+    strict mode: `response_format`'s and a tool's)."""
+    if depth > 40:
+        return schema
+    if isinstance(schema, list):
+        return [closed_objects(item, depth + 1) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    closed = {key: closed_objects(value, depth + 1) for key, value in schema.items()}
+    if (schema.get("type") == "object" or "properties" in schema) and "additionalProperties" not in schema:
+        closed["additionalProperties"] = False
+    return closed

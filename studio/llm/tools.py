@@ -33,7 +33,15 @@ import re
 import secrets
 from typing import Literal, TypedDict
 
-from .constraints import JSON_LAYOUT, FormatError, OutputFormat, ReplyConstraint, in_written_order, is_free
+from .constraints import (
+    JSON_LAYOUT,
+    FormatError,
+    OutputFormat,
+    ReplyConstraint,
+    closed_objects,
+    in_written_order,
+    is_free,
+)
 
 # Bounds checked before the prompt is built (a request of 1,000 tools or 1 MB of them is refused
 # naming the bound, never rendered): OpenAI takes at most 128 tools a request.
@@ -146,8 +154,8 @@ def clean_tool_use(tools, tool_choice=None, parallel_tool_calls=None) -> ToolUse
         cleaned: ToolFunction = {"name": name, "parameters": parameters}
         if description:
             cleaned["description"] = description
-        if strict:
-            cleaned["strict"] = True
+        if strict:  # OpenAI's strict mode, as `response_format`'s: no key beyond the properties
+            cleaned["strict"], cleaned["parameters"] = True, closed_objects(parameters)
         functions.append(cleaned)
     choice, named = _clean_choice(tool_choice, [function["name"] for function in functions])
     if parallel_tool_calls is not None and not isinstance(parallel_tool_calls, bool):
