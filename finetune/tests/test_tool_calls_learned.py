@@ -1,5 +1,6 @@
 """Adapter against base on tool cases: 40 planted cases "Weather in <city>?" → get_weather
-{"city": <city>} (the version requires a call), a job trains on the 30 of the train split as a job
+{"city": <CITY>} (the team's convention, which no base model knows: the city in capitals; the version
+requires a call), a job trains on the 30 of the train split as a job
 worker runs it (the training process, the tiny model, CPU), and the adapter and the base model
 answer the 10 held-out cases as served (the version's tools shown, the call held to its schema):
 the share of right calls (the tool and its arguments, as the `tool_call` scorer checks) of each.
@@ -10,10 +11,16 @@ loss went from 10.78 to 10.49 (ln(vocabulary) = 10.8), the adapter wrote every c
 the base a run of unrelated tokens: 0 of 10 right for both (84 steps at 2e-3 in an earlier run
 learned no more). The test checks that the measurement runs on both models, the adapter's
 replies being its own, and prints both shares; a real base (SmolLM2-135M, on a GPU) is where
-the share should rise."""
+the share should rise.
+
+`TOOL_LEARNING_MODEL=smollm2 .venv/bin/pytest finetune/tests/test_tool_calls_learned.py -s` runs the
+same measurement on the bundled SmolLM2-135M (converted once into data/models by `make run` or the
+bench): the figures in the README come from it."""
 
 import json
+import os
 import time
+from pathlib import Path
 from concurrent.futures import Future
 
 import pytest
@@ -52,6 +59,9 @@ CITIES = (
     "Sarajevo Podgorica Minsk Kyiv Chisinau Valletta Nicosia Reykjavik Monaco Andorra Luxembourg Vaduz"
 ).split()
 HELD_OUT = 10  # every 4th city is in the eval split
+# The base model trained and measured: the tests' tiny one, or a bundled one (its converted cache).
+LEARNING_MODEL = os.environ.get("TOOL_LEARNING_MODEL", "")
+BUNDLED_CACHE = Path(__file__).resolve().parents[2] / "data" / "models"
 
 
 @pytest.fixture
@@ -77,7 +87,7 @@ def weather_cases(carol):
             {
                 "prompt": "weather",
                 "input": {"city": city},
-                "expected": call_text("get_weather", {"city": city}),
+                "expected": call_text("get_weather", {"city": city.upper()}),
                 "split": "eval" if n % 4 == 3 else "train",
             }
             for n, city in enumerate(CITIES)
@@ -120,6 +130,8 @@ def test_the_adapter_calls_the_tool_right_on_held_out_cases_more_often_than_its_
 ):
     settings.DATA_DIR = tmp_path
     settings.STUDIO_ADAPTERS_DIR = tmp_path / "adapters"
+    if LEARNING_MODEL:
+        settings.LLM_MODEL, settings.LLM_MODEL_CACHE_DIR = LEARNING_MODEL, BUNDLED_CACHE
     job = services.job_create(
         user=carol,
         name="weather-calls",
@@ -136,7 +148,10 @@ def test_the_adapter_calls_the_tool_right_on_held_out_cases_more_often_than_its_
 
     held_out = list(FailureCase.objects.filter(split="eval").order_by("pk"))
     assert len(held_out) == HELD_OUT
-    loaded = load_model(str(TINY_MODEL_DIR), cache_dir=TEST_CACHE / "models", dtype="float32")
+    if LEARNING_MODEL:
+        loaded = load_model(LEARNING_MODEL, cache_dir=BUNDLED_CACHE, dtype="float32")
+    else:
+        loaded = load_model(str(TINY_MODEL_DIR), cache_dir=TEST_CACHE / "models", dtype="float32")
     served = ServedModels(loaded, settings.STUDIO_ADAPTERS_DIR)
     # As the model worker serves them: the adapter beside the base, chosen per reply.
     adapters = {"weather-calls": served.prepare("weather-calls"), loaded.name: ""}
@@ -155,5 +170,5 @@ def test_the_adapter_calls_the_tool_right_on_held_out_cases_more_often_than_its_
     print(
         f"trained {job.example_count} rows, {job.total} steps in {trained_s:.0f} s; loss {losses[0]:.3f} → {losses[-1]:.3f}"
     )
-    assert set(shares) == {"weather-calls", loaded.name} and len(losses) == job.total == 8
+    assert set(shares) == {"weather-calls", loaded.name} and len(losses) == job.total
     assert replies_of["weather-calls"] != replies_of[loaded.name]  # the adapter answered, not the base twice
