@@ -109,6 +109,26 @@ def test_fifty_sampled_calls_with_required_all_parse_and_validate(engine):
     assert len({result.text for result in results}) > 10  # sampled, not one call repeated
 
 
+def test_a_call_near_its_token_limit_closes_instead_of_being_cut(engine):
+    """A string with no maxLength may run on at temperature 1 (a small model's does, for hundreds of
+    tokens); in its last tokens (closing_window) the reply prefers the tokens that close, so every
+    reply ends a whole, valid call: none is cut at the limit."""
+    notes = {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}
+    tools = [{"type": "function", "function": {"name": "note", "parameters": notes}}]
+    results = replies(
+        engine,
+        [
+            (f"Write {n}", GenerationSettings(max_new_tokens=48, temperature=1.0, seed=n), tool_use(tools=tools))
+            for n in range(20)
+        ],
+    )
+    for result in results:
+        assert result.finish_reason == "stop", result
+        _, [call] = read_reply(result.text)
+        jsonschema.validate(json.loads(call["function"]["arguments"]), notes)
+    assert any(result.usage.completion_tokens > 40 for result in results)  # some ran into the window, closed
+
+
 def test_a_named_tool_is_the_one_called(engine):
     named = clean_tool_use(TOOLS, {"type": "function", "function": {"name": "add"}}, False)
     results = replies(

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from .constraints import FORMAT_FAILED, NO_TOKEN_ALLOWED, OutputFormat, ReplyConstraint, is_free
+from .constraints import FORMAT_FAILED, NO_TOKEN_ALLOWED, OutputFormat, ReplyConstraint, closing_window, is_free
 from .loading import LoadedModel
 from .replies import GenerationSettings, Usage, failure_code, fit_to_context
 from .tools import ToolUse, tool_constraint
@@ -535,7 +535,9 @@ class BatchEngine:
         settings = row.request.settings
         constraint = row.request.constraint
         if constraint is not None:
-            if not constraint.restrict(logits):
+            left = settings.max_new_tokens - len(row.completion)
+            closing = constraint.closes_at_limit and left <= closing_window(settings.max_new_tokens)
+            if not constraint.restrict(logits, closing=closing):
                 return None
         elif len(row.completion) < settings.min_new_tokens:
             logits = logits.clone()

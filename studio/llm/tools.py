@@ -382,7 +382,9 @@ def tool_constraint(hf_tokenizer, tool_use: ToolUse, answer_format: OutputFormat
     if grammar is None:
         return None
     try:
-        return ReplyConstraint(hf_tokenizer, grammar=grammar, subject="The tools' schemas")
+        constraint = ReplyConstraint(hf_tokenizer, grammar=grammar, subject="The tools' schemas")
+        constraint.closes_at_limit = True  # a call cut at the reply's limit is no call: it closes before it
+        return constraint
     except FormatError as exc:
         # llguidance loads only where a grammar compiles (the model worker)
         import llguidance  # noqa: PLC0415
