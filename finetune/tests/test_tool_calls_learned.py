@@ -20,8 +20,8 @@ bench): the figures in the README come from it."""
 import json
 import os
 import time
-from pathlib import Path
 from concurrent.futures import Future
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
