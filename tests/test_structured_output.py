@@ -161,7 +161,7 @@ def test_a_format_that_allows_no_token_fails_its_reply_alone_and_never_hangs_the
     calls = {"n": 0}
     lock = threading.Lock()
 
-    def stuck_after_three(self, logits):
+    def stuck_after_three(self, logits, **kwargs):
         with lock:
             calls["n"] += 1
         if getattr(self, "_steps", 0) >= 3:
