@@ -170,11 +170,16 @@ async def test_continue_is_refused_for_a_whole_reply_an_answered_one_and_while_a
     assert (await database_sync_to_async(Message.objects.get)(pk=cut.pk)).status == "complete"
 
 
-async def test_stopping_a_queued_continuation_leaves_the_reply_as_it_was(alice, worker, chat_client, new_conversation):
+async def test_stopping_a_queued_continuation_leaves_the_reply_as_it_was(
+    alice, worker, chat_client, new_conversation, monkeypatch
+):
     conversation = await new_conversation(alice)
     tab = await chat_client(alice, conversation.pk)
     await tab.send({"type": "send", "content": "Hello"})
     await tab.receive_until("done")
+    # The worker takes nothing more, so the continuation is still queued when it is stopped (its
+    # poll claimed it first once, on a busy machine).
+    monkeypatch.setattr(worker, "takes_requests", lambda: False)
     cut = await reply_row(conversation)
     queued = await database_sync_to_async(
         lambda: services.reply_continue(conversation=conversation, message_id=cut.pk)
